@@ -1,0 +1,1 @@
+//! Benchmarks for AI SuperApp; see README.md in this folder.

@@ -1,0 +1,403 @@
+/**
+ * The browser's side of the relay: one WebTransport session, one bidirectional stream
+ * per action.
+ *
+ * An action stream carries, browser → relay, a frame holding an {@link OpenHeader} and a
+ * frame holding an EXECUTE_ACTION envelope (then, if the user cancels, a CANCEL
+ * envelope); relay → browser, STREAM_CHUNK… then STREAM_END, or one ERROR.
+ */
+
+import {
+  FrameReader,
+  decodeEnvelope,
+  encodeEnvelope,
+  encodeFrame,
+  encodeOpenHeader,
+  type Body,
+} from './codec';
+
+/** The part of the WebTransport API the client uses (a real `WebTransport` fits it). */
+export type TransportLike = Pick<
+  WebTransport,
+  'ready' | 'closed' | 'close' | 'createBidirectionalStream'
+>;
+
+/** An ERROR envelope from the relay or the desktop. */
+export class RemoteError extends Error {
+  /** The wire code, e.g. `device_offline`, `cancelled`, `app_failed`. */
+  readonly code: string;
+
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'RemoteError';
+    this.code = code;
+  }
+}
+
+/** Why a stream or session failed on this side (no ERROR envelope was received). */
+export type TransportErrorCode =
+  | 'stream_ended'
+  | 'stream_reset'
+  | 'session_closed'
+  | 'malformed_frame'
+  | 'unexpected_message'
+  | 'connection_failed';
+
+/** A failure of the transport itself rather than an answer from a peer. */
+export class TransportError extends Error {
+  /** What went wrong, in the same style as the wire's error codes. */
+  readonly code: TransportErrorCode;
+
+  constructor(code: TransportErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'TransportError';
+    this.code = code;
+  }
+}
+
+/** How a session ended, as reported by {@link RelayClient.closed} and the `closed` event. */
+export interface SessionClosed {
+  /** True for a close with a code and reason, false when the session was lost. */
+  clean: boolean;
+  /** The application close code, when clean. */
+  closeCode?: number;
+  /** The close reason, or the error message when the session was lost. */
+  reason: string;
+}
+
+/** One action to run on a desktop. */
+export interface ActionRequest {
+  /** The device to run it on. */
+  deviceId: string;
+  /** The user's access token (the JWT from sign-in). */
+  token: string;
+  /** The installed mini-app, e.g. `hello-ai`. */
+  appId: string;
+  /** The action's name, e.g. `write`. */
+  action: string;
+  /** The action's input, a JSON document. */
+  payload: string;
+  /** The envelope's request id; the client picks one when absent. */
+  requestId?: number;
+  /** Aborting sends CANCEL and closes the write side. */
+  signal?: AbortSignal;
+  /** Called for every STREAM_CHUNK, in order. */
+  onChunk?: (data: string, seq: number) => void;
+}
+
+/** A finished action, from its STREAM_END. */
+export interface ActionResult {
+  /** How many chunks the desktop sent. */
+  chunks: number;
+  /** How long the action ran on the desktop, in milliseconds. */
+  elapsedMs: number;
+}
+
+/** Options of {@link RelayClient.connect}. */
+export interface ConnectOptions {
+  /** Called once when the session closes or is lost. */
+  onClosed?: (info: SessionClosed) => void;
+}
+
+/**
+ * How long to wait, after CANCEL, for the desktop to answer before the stream is reset and
+ * the action rejects with an AbortError.
+ */
+export const CANCEL_GRACE_MS = 5_000;
+
+/** A WebTransport session to the relay. Emits a `closed` CustomEvent<SessionClosed>. */
+export class RelayClient extends EventTarget {
+  /** Settles (never rejects) when the session closes or is lost. */
+  readonly closed: Promise<SessionClosed>;
+  private closedInfo: SessionClosed | null = null;
+  private nextRequestId = 1;
+
+  private constructor(
+    private readonly transport: TransportLike,
+    options: ConnectOptions = {},
+  ) {
+    super();
+    this.closed = transport.closed.then(
+      (info): SessionClosed => ({ clean: true, closeCode: info.closeCode, reason: info.reason ?? '' }),
+      (err: unknown): SessionClosed => ({ clean: false, reason: errorMessage(err) }),
+    );
+    void this.closed.then((info) => {
+      this.closedInfo = info;
+      options.onClosed?.(info);
+      this.dispatchEvent(new CustomEvent<SessionClosed>('closed', { detail: info }));
+    });
+  }
+
+  /**
+   * Opens a WebTransport session to `url` and waits until it is ready.
+   *
+   * `certSha256Hex` lists SHA-256 hashes (hex) of the server's DER certificate for
+   * self-signed development certificates; an empty list uses the normal Web PKI.
+   */
+  static async connect(
+    url: string,
+    certSha256Hex: string[],
+    options: ConnectOptions = {},
+  ): Promise<RelayClient> {
+    if (typeof WebTransport === 'undefined') {
+      throw new TransportError('connection_failed', 'this browser does not support WebTransport');
+    }
+    const init: WebTransportOptions | undefined = certSha256Hex.length
+      ? {
+          serverCertificateHashes: certSha256Hex.map((hex) => ({
+            algorithm: 'sha-256',
+            value: hashFromHex(hex),
+          })),
+        }
+      : undefined;
+    let transport: WebTransport;
+    try {
+      transport = new WebTransport(url, init);
+      await transport.ready;
+    } catch (err) {
+      throw new TransportError(
+        'connection_failed',
+        `could not connect to the relay at ${url}: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+    return new RelayClient(transport, options);
+  }
+
+  /** Wraps an already-open transport (a real WebTransport, or a test double). */
+  static fromTransport(transport: TransportLike, options: ConnectOptions = {}): RelayClient {
+    return new RelayClient(transport, options);
+  }
+
+  /** True once the session has closed or been lost. */
+  get isClosed(): boolean {
+    return this.closedInfo !== null;
+  }
+
+  /** Closes the session. */
+  close(reason = 'closed by the user'): void {
+    try {
+      this.transport.close({ closeCode: 0, reason });
+    } catch {
+      // Already closed.
+    }
+  }
+
+  /**
+   * Runs one action on a new stream.
+   *
+   * Resolves with the STREAM_END. Rejects with a {@link RemoteError} for an ERROR envelope
+   * (code `cancelled` when the desktop confirms a cancel), a {@link TransportError} when
+   * the stream ends, is reset or carries bad bytes first, or a DOMException named
+   * `AbortError` when `signal` aborts and no answer comes within {@link CANCEL_GRACE_MS}.
+   * A STREAM_END that wins the race against a cancel still resolves.
+   */
+  async runAction(req: ActionRequest): Promise<ActionResult> {
+    const { signal } = req;
+    signal?.throwIfAborted();
+    if (this.closedInfo) {
+      throw new TransportError('session_closed', `the relay session is closed: ${this.closedInfo.reason}`);
+    }
+    const requestId = req.requestId ?? this.nextRequestId++;
+    const envelopeFrame = (body: Body): Uint8Array =>
+      encodeFrame(encodeEnvelope({ requestId, deviceId: req.deviceId, body }));
+
+    let stream: WebTransportBidirectionalStream;
+    try {
+      stream = await this.transport.createBidirectionalStream();
+    } catch (err) {
+      throw new TransportError(
+        'session_closed',
+        `could not open a stream on the relay session: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+    const writer = stream.writable.getWriter();
+    const reader = stream.readable.getReader();
+
+    // Writes never fail the action by themselves: the relay may refuse the stream with
+    // an ERROR and stop reading, and that ERROR is the better report.
+    let writeError: unknown = null;
+    const write = (bytes: Uint8Array): Promise<void> =>
+      writer.write(bytes).catch((err: unknown) => {
+        writeError ??= err;
+      });
+
+    const open = encodeFrame(
+      encodeOpenHeader({ deviceId: req.deviceId, kind: 'Action', token: req.token, e2e: null }),
+    );
+    const execute = envelopeFrame({
+      type: 'ExecuteAction',
+      appId: req.appId,
+      action: req.action,
+      payload: req.payload,
+    });
+    void write(concat(open, execute));
+
+    let aborted = false;
+    let graceTimer: ReturnType<typeof setTimeout> | undefined;
+    let abortReject: ((err: unknown) => void) | undefined;
+    const graceExpired = new Promise<never>((_, reject) => {
+      abortReject = reject;
+    });
+    const onAbort = (): void => {
+      if (aborted) return;
+      aborted = true;
+      void write(envelopeFrame({ type: 'Cancel' })).then(() => writer.close().catch(() => {}));
+      graceTimer = setTimeout(() => abortReject?.(abortError(signal)), CANCEL_GRACE_MS);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort(); // aborted while the stream was being opened
+    // Keep an unobserved rejection from being reported when the grace period never ends.
+    graceExpired.catch(() => {});
+
+    try {
+      const result = await Promise.race([
+        this.readAnswer(reader, req, () => aborted, () => writeError),
+        graceExpired,
+      ]);
+      // Clean end: finish our side and let the peer's finish arrive in the background.
+      void writer.close().catch(() => {});
+      void drain(reader);
+      return result;
+    } catch (err) {
+      if (err instanceof RemoteError) {
+        void writer.close().catch(() => {});
+        void drain(reader);
+        throw err;
+      }
+      // Anything else leaves the stream in an unknown state: reset both directions.
+      void writer.abort(err).catch(() => {});
+      void reader.cancel(err).catch(() => {});
+      if (aborted) throw abortError(signal);
+      throw err;
+    } finally {
+      clearTimeout(graceTimer);
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Reads frames until STREAM_END (returned) or ERROR (thrown as {@link RemoteError}). */
+  private async readAnswer(
+    reader: ReadableStreamDefaultReader<Uint8Array>,
+    req: ActionRequest,
+    isAborted: () => boolean,
+    writeError: () => unknown,
+  ): Promise<ActionResult> {
+    const frames = new FrameReader();
+    for (;;) {
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        throw this.readFailure(err);
+      }
+      if (chunk.done) {
+        try {
+          frames.finish();
+        } catch (err) {
+          throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
+        }
+        const cause = writeError();
+        throw new TransportError(
+          'stream_ended',
+          'stream ended before the action finished' +
+            (cause ? ` (sending failed: ${errorMessage(cause)})` : ''),
+        );
+      }
+      frames.push(chunk.value);
+      for (;;) {
+        let env;
+        try {
+          const body = frames.next();
+          if (body === null) break;
+          env = decodeEnvelope(body);
+        } catch (err) {
+          throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
+        }
+        const b = env.body;
+        switch (b.type) {
+          case 'StreamChunk':
+            if (!isAborted()) req.onChunk?.(b.data, b.seq);
+            break;
+          case 'StreamEnd':
+            return { chunks: b.chunks, elapsedMs: b.elapsedMs };
+          case 'Error':
+            throw new RemoteError(b.code, b.message);
+          default:
+            throw new TransportError(
+              'unexpected_message',
+              `unexpected ${b.type} message on an action stream`,
+            );
+        }
+      }
+    }
+  }
+
+  /** Turns a failed `read()` into a TransportError saying whether the stream or session died. */
+  private readFailure(err: unknown): TransportError {
+    const source = (err as { source?: unknown } | null)?.source;
+    if (source === 'session' || this.closedInfo) {
+      return new TransportError(
+        'session_closed',
+        `the relay session closed before the action finished: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+    const code = (err as { streamErrorCode?: unknown } | null)?.streamErrorCode;
+    return new TransportError(
+      'stream_reset',
+      `stream reset before the action finished` +
+        (typeof code === 'number' ? ` (code ${code})` : '') +
+        `: ${errorMessage(err)}`,
+      { cause: err },
+    );
+  }
+}
+
+/** An AbortError carrying the signal's reason when it is one. */
+function abortError(signal: AbortSignal | undefined): unknown {
+  const reason: unknown = signal?.reason;
+  if (reason instanceof DOMException && reason.name === 'AbortError') return reason;
+  return new DOMException('the action was cancelled', 'AbortError');
+}
+
+/** Reads a stream to its end, ignoring what arrives and any error. */
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+  try {
+    while (!(await reader.read()).done) {
+      // discard
+    }
+  } catch {
+    // reset or session gone: nothing left to do
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a, 0);
+  out.set(b, a.length);
+  return out;
+}
+
+/** A SHA-256 hash from hex; colons and spaces are allowed between bytes. */
+export function hashFromHex(hex: string): Uint8Array<ArrayBuffer> {
+  const clean = hex.replace(/[\s:]/g, '');
+  if (!/^[0-9a-fA-F]{64}$/.test(clean)) {
+    throw new TransportError(
+      'connection_failed',
+      `certificate hash must be 32 bytes of hex, got ${JSON.stringify(hex)}`,
+    );
+  }
+  const out = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) out[i] = parseInt(clean.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/** A readable message from anything thrown. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message || err.name;
+  return String(err);
+}

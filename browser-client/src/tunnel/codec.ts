@@ -1,0 +1,671 @@
+/**
+ * The AI SuperApp wire protocol, version 1.0, in TypeScript.
+ *
+ * Byte for byte the same as the Rust crate `tunnel` (see `docs/protocol.md`):
+ *
+ * - frames: a `u32` big-endian body length, then the body (at most 1 MiB);
+ * - bodies: postcard (varints for integers, length-prefixed strings and byte arrays,
+ *   enums as a varint variant index followed by the variant's fields);
+ * - headers (the first frame of a stream): `major`, `minor`, then the header's fields;
+ * - envelopes (every later frame): `request_id`, `device_id`, then the message body.
+ *
+ * The module does no I/O. Every decoding problem is a thrown {@link CodecError} whose
+ * message reads like the Rust side's (`malformed envelope: …`, `unsupported protocol
+ * version 2.0; …`, `frame of … bytes exceeds the maximum of …`, `truncated frame: …`).
+ */
+
+/** The protocol major version this client speaks; peers with another major are refused. */
+export const PROTOCOL_MAJOR = 1;
+/** The protocol minor version this client speaks. */
+export const PROTOCOL_MINOR = 0;
+/** The largest frame body any peer accepts: 1 MiB. */
+export const MAX_FRAME_LEN = 1024 * 1024;
+/** Bytes in a frame's length prefix. */
+export const LEN_PREFIX = 4;
+
+/** Any failure to encode or decode protocol bytes. */
+export class CodecError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CodecError';
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// postcard primitives
+// ---------------------------------------------------------------------------------------
+
+const U32_MAX = 0xffff_ffff;
+const U32_VARINT_MAX_BYTES = 5;
+const U64_VARINT_MAX_BYTES = 10;
+
+const utf8Encoder = new TextEncoder();
+// `fatal`: invalid UTF-8 is an error, never U+FFFD. `ignoreBOM`: keep a leading U+FEFF as
+// a character, like Rust's `str::from_utf8`, instead of silently dropping it.
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+function checkUint(value: number, max: number, what: string): void {
+  if (!Number.isInteger(value) || value < 0 || value > max) {
+    throw new CodecError(`${what} must be an integer from 0 to ${max}, got ${String(value)}`);
+  }
+}
+
+/** Appends postcard-encoded values to a growing byte buffer. */
+export class Writer {
+  private buf = new Uint8Array(64);
+  private len = 0;
+
+  private reserve(extra: number): void {
+    const need = this.len + extra;
+    if (need <= this.buf.length) return;
+    let cap = this.buf.length * 2;
+    while (cap < need) cap *= 2;
+    const next = new Uint8Array(cap);
+    next.set(this.buf.subarray(0, this.len));
+    this.buf = next;
+  }
+
+  /** Appends raw bytes with no length prefix. */
+  raw(bytes: Uint8Array): this {
+    this.reserve(bytes.length);
+    this.buf.set(bytes, this.len);
+    this.len += bytes.length;
+    return this;
+  }
+
+  /** A `u8`: one raw byte. */
+  u8(value: number): this {
+    checkUint(value, 0xff, 'u8');
+    this.reserve(1);
+    this.buf[this.len++] = value;
+    return this;
+  }
+
+  /** Unsigned LEB128 of any safe non-negative integer (shared by u32/u64/lengths). */
+  private varint(value: number): this {
+    this.reserve(U64_VARINT_MAX_BYTES);
+    // Division rather than bit operators: those truncate to 32 bits.
+    let v = value;
+    while (v >= 0x80) {
+      this.buf[this.len++] = (v % 0x80) | 0x80;
+      v = Math.floor(v / 0x80);
+    }
+    this.buf[this.len++] = v;
+    return this;
+  }
+
+  /** A `u32` as a varint. */
+  u32(value: number): this {
+    checkUint(value, U32_MAX, 'u32');
+    return this.varint(value);
+  }
+
+  /** A `u64` as a varint; values above `Number.MAX_SAFE_INTEGER` are refused. */
+  u64(value: number): this {
+    checkUint(value, Number.MAX_SAFE_INTEGER, 'u64');
+    return this.varint(value);
+  }
+
+  /** A `bool`: `0` or `1`. */
+  bool(value: boolean): this {
+    return this.u8(value ? 1 : 0);
+  }
+
+  /** A `Vec<u8>`: varint length, then the bytes. */
+  bytes(value: Uint8Array): this {
+    this.varint(value.length);
+    return this.raw(value);
+  }
+
+  /** A `String`: varint length, then UTF-8. Strings with lone surrogates are refused. */
+  string(value: string): this {
+    if (!value.isWellFormed()) {
+      throw new CodecError('string holds a lone UTF-16 surrogate and has no UTF-8 form');
+    }
+    return this.bytes(utf8Encoder.encode(value));
+  }
+
+  /** An `Option<T>`: `0` for none, `1` then the value. */
+  option<T>(value: T | null, write: (w: this, v: T) => void): this {
+    if (value === null) return this.u8(0);
+    this.u8(1);
+    write(this, value);
+    return this;
+  }
+
+  /** An enum's variant index (the variant's fields follow). */
+  variant(index: number): this {
+    return this.u32(index);
+  }
+
+  /** The bytes written so far (a copy). */
+  finish(): Uint8Array {
+    return this.buf.slice(0, this.len);
+  }
+}
+
+/** Reads postcard-encoded values from a byte array, front to back. */
+export class Reader {
+  private pos = 0;
+
+  constructor(private readonly buf: Uint8Array) {}
+
+  /** Bytes not read yet. */
+  get remaining(): number {
+    return this.buf.length - this.pos;
+  }
+
+  private take(n: number, what: string): Uint8Array {
+    if (n > this.remaining) {
+      throw new CodecError(
+        `unexpected end of input reading ${what}: need ${n} bytes, ${this.remaining} left`,
+      );
+    }
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+
+  private byte(what: string): number {
+    const b = this.buf[this.pos];
+    if (b === undefined) throw new CodecError(`unexpected end of input reading ${what}`);
+    this.pos += 1;
+    return b;
+  }
+
+  /** A raw byte. */
+  u8(): number {
+    return this.byte('u8');
+  }
+
+  /**
+   * An unsigned LEB128 varint of at most `maxBytes` bytes whose value fits `bits` bits,
+   * like postcard (which, like here, also accepts non-minimal encodings).
+   */
+  private varint(maxBytes: number, bits: number, what: string): bigint {
+    let out = 0n;
+    for (let i = 0; i < maxBytes; i++) {
+      const b = this.byte(what);
+      out |= BigInt(b & 0x7f) << BigInt(7 * i);
+      if ((b & 0x80) === 0) {
+        if (i === maxBytes - 1 && b >> (bits - 7 * i) !== 0) {
+          throw new CodecError(`${what} varint overflows ${bits} bits`);
+        }
+        return out;
+      }
+    }
+    throw new CodecError(`${what} varint is longer than ${maxBytes} bytes`);
+  }
+
+  /** A `u32` varint. */
+  u32(): number {
+    return Number(this.varint(U32_VARINT_MAX_BYTES, 32, 'u32'));
+  }
+
+  /** A `u64` varint; values above `Number.MAX_SAFE_INTEGER` are refused. */
+  u64(): number {
+    return this.safe(this.varint(U64_VARINT_MAX_BYTES, 64, 'u64'), 'u64');
+  }
+
+  private safe(value: bigint, what: string): number {
+    if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new CodecError(
+        `${what} value ${value} is larger than Number.MAX_SAFE_INTEGER and cannot be represented`,
+      );
+    }
+    return Number(value);
+  }
+
+  private length(what: string): number {
+    return this.safe(this.varint(U64_VARINT_MAX_BYTES, 64, `${what} length`), `${what} length`);
+  }
+
+  /** A `bool`; anything but `0` or `1` is an error. */
+  bool(): boolean {
+    const b = this.byte('bool');
+    if (b > 1) throw new CodecError(`invalid bool byte ${b}`);
+    return b === 1;
+  }
+
+  /** A `Vec<u8>` (a copy). */
+  bytes(): Uint8Array {
+    return this.take(this.length('byte array'), 'byte array').slice();
+  }
+
+  /** A `String`; invalid UTF-8 is an error. */
+  string(): string {
+    const raw = this.take(this.length('string'), 'string');
+    try {
+      return utf8Decoder.decode(raw);
+    } catch {
+      throw new CodecError('string is not valid UTF-8');
+    }
+  }
+
+  /** An `Option<T>`; a tag other than `0` or `1` is an error. */
+  option<T>(read: (r: this) => T): T | null {
+    const tag = this.byte('option tag');
+    if (tag === 0) return null;
+    if (tag === 1) return read(this);
+    throw new CodecError(`invalid option tag ${tag}`);
+  }
+
+  /** An enum's variant index. */
+  variant(): number {
+    return this.u32();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Frames
+// ---------------------------------------------------------------------------------------
+
+function tooLarge(len: number, max: number): CodecError {
+  return new CodecError(`frame of ${len} bytes exceeds the maximum of ${max}`);
+}
+
+/** Wraps `body` in a frame: its `u32` big-endian length, then the body. */
+export function encodeFrame(body: Uint8Array, max: number = MAX_FRAME_LEN): Uint8Array {
+  if (body.length > max) throw tooLarge(body.length, max);
+  const out = new Uint8Array(LEN_PREFIX + body.length);
+  new DataView(out.buffer).setUint32(0, body.length, false);
+  out.set(body, LEN_PREFIX);
+  return out;
+}
+
+/**
+ * A push-based frame decoder: {@link push} bytes as they arrive, take whole frame bodies
+ * out with {@link next}, and call {@link finish} at end of stream.
+ */
+export class FrameReader {
+  private buf = new Uint8Array(0);
+  private start = 0;
+  private end = 0;
+
+  /** A decoder that refuses frames whose body is longer than `max` bytes. */
+  constructor(private readonly max: number = MAX_FRAME_LEN) {}
+
+  /** Bytes buffered but not yet returned as a frame. */
+  get pending(): number {
+    return this.end - this.start;
+  }
+
+  /** Appends received bytes. */
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    if (this.end + chunk.length > this.buf.length) {
+      const live = this.pending;
+      const need = live + chunk.length;
+      if (need <= this.buf.length) {
+        // Enough room once the consumed bytes at the front are dropped.
+        this.buf.copyWithin(0, this.start, this.end);
+      } else {
+        const grown = new Uint8Array(Math.max(need, this.buf.length * 2, 4096));
+        grown.set(this.buf.subarray(this.start, this.end));
+        this.buf = grown;
+      }
+      this.start = 0;
+      this.end = live;
+    }
+    this.buf.set(chunk, this.end);
+    this.end += chunk.length;
+  }
+
+  /** The body length announced by the buffered prefix, or null while it is incomplete. */
+  private announced(): number | null {
+    if (this.pending < LEN_PREFIX) return null;
+    return new DataView(this.buf.buffer, this.buf.byteOffset + this.start, LEN_PREFIX).getUint32(0, false);
+  }
+
+  /**
+   * Takes the next whole frame's body (a copy), or null if more bytes are needed.
+   * Throws as soon as a length prefix above the maximum is buffered.
+   */
+  next(): Uint8Array | null {
+    const len = this.announced();
+    if (len === null) return null;
+    if (len > this.max) throw tooLarge(len, this.max);
+    const total = LEN_PREFIX + len;
+    if (this.pending < total) return null;
+    const body = this.buf.slice(this.start + LEN_PREFIX, this.start + total);
+    this.start += total;
+    if (this.start === this.end) this.start = this.end = 0;
+    return body;
+  }
+
+  /** Call at end of stream: fine if nothing is left, a "truncated" error otherwise. */
+  finish(): void {
+    if (this.pending === 0) return;
+    const len = this.announced();
+    const need = len === null ? LEN_PREFIX : LEN_PREFIX + len;
+    throw new CodecError(
+      `truncated frame: stream ended mid-frame (${this.pending} of ${need} bytes)`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Headers
+// ---------------------------------------------------------------------------------------
+
+/** A protocol version. */
+export interface Version {
+  major: number;
+  minor: number;
+}
+
+/** What a stream is for (0 Action, 1 Control). */
+export type StreamKind = 'Action' | 'Control';
+
+const STREAM_KINDS: readonly StreamKind[] = ['Action', 'Control'];
+
+/** First frame of a stream a browser opens to the relay. */
+export interface OpenHeader {
+  /** The device the stream is for. */
+  deviceId: string;
+  /** What the stream carries. */
+  kind: StreamKind;
+  /** The user's access token (a JWT). */
+  token: string;
+  /** Reserved for end-to-end mode, forwarded untouched; null for plain streams. */
+  e2e: Uint8Array | null;
+}
+
+/** First frame of a stream the relay opens to a desktop on a browser's behalf. */
+export interface RelayHeader {
+  userId: string;
+  /** The browser session (one WebTransport session) the stream belongs to. */
+  sessionId: number;
+  kind: StreamKind;
+  e2e: Uint8Array | null;
+}
+
+/** First frame of a desktop's control stream. */
+export interface Hello {
+  deviceToken: string;
+  nodeVersion: string;
+  /** The node's X25519 identity public key (32 bytes). */
+  identityKey: Uint8Array;
+}
+
+function writeKind(w: Writer, kind: StreamKind): void {
+  const index = STREAM_KINDS.indexOf(kind);
+  if (index < 0) throw new CodecError(`unknown stream kind ${String(kind)}`);
+  w.variant(index);
+}
+
+function readKind(r: Reader): StreamKind {
+  const index = r.variant();
+  const kind = STREAM_KINDS[index];
+  if (kind === undefined) throw new CodecError(`unknown stream kind ${index}`);
+  return kind;
+}
+
+function writeBytes(w: Writer, v: Uint8Array): void {
+  w.bytes(v);
+}
+
+function headerWriter(): Writer {
+  return new Writer().u8(PROTOCOL_MAJOR).u8(PROTOCOL_MINOR);
+}
+
+/**
+ * Reads and checks a header's version prefix. Returns the peer's version; throws for a
+ * body too short to hold one or a different major version.
+ */
+export function decodeHeaderVersion(body: Uint8Array): Version {
+  const major = body[0];
+  const minor = body[1];
+  if (major === undefined || minor === undefined) {
+    throw new CodecError('frame too short to hold a protocol version');
+  }
+  if (major !== PROTOCOL_MAJOR) {
+    throw new CodecError(
+      `unsupported protocol version ${major}.${minor}; this side speaks ${PROTOCOL_MAJOR}.x`,
+    );
+  }
+  return { major, minor };
+}
+
+/** Checks the version, then decodes the fields; trailing bytes (newer minor) are ignored. */
+function decodeHeader<T>(body: Uint8Array, what: string, read: (r: Reader) => T): T {
+  decodeHeaderVersion(body);
+  return malformedAs(what, () => read(new Reader(body.subarray(2))));
+}
+
+/** Runs a decoder, turning its errors into `malformed <what>: <reason>`. */
+function malformedAs<T>(what: string, decode: () => T): T {
+  try {
+    return decode();
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new CodecError(`malformed ${what}: ${reason}`);
+  }
+}
+
+/** Encodes an {@link OpenHeader} as a frame body (version prefix included). */
+export function encodeOpenHeader(h: OpenHeader): Uint8Array {
+  const w = headerWriter().string(h.deviceId);
+  writeKind(w, h.kind);
+  return w.string(h.token).option(h.e2e, writeBytes).finish();
+}
+
+/** Decodes an {@link OpenHeader} frame body. */
+export function decodeOpenHeader(body: Uint8Array): OpenHeader {
+  return decodeHeader(body, 'stream-open header', (r) => ({
+    deviceId: r.string(),
+    kind: readKind(r),
+    token: r.string(),
+    e2e: r.option((o) => o.bytes()),
+  }));
+}
+
+/** Encodes a {@link RelayHeader} as a frame body (version prefix included). */
+export function encodeRelayHeader(h: RelayHeader): Uint8Array {
+  const w = headerWriter().string(h.userId).u64(h.sessionId);
+  writeKind(w, h.kind);
+  return w.option(h.e2e, writeBytes).finish();
+}
+
+/** Decodes a {@link RelayHeader} frame body. */
+export function decodeRelayHeader(body: Uint8Array): RelayHeader {
+  return decodeHeader(body, 'relay header', (r) => ({
+    userId: r.string(),
+    sessionId: r.u64(),
+    kind: readKind(r),
+    e2e: r.option((o) => o.bytes()),
+  }));
+}
+
+/** Encodes a {@link Hello} as a frame body (version prefix included). */
+export function encodeHello(h: Hello): Uint8Array {
+  return headerWriter().string(h.deviceToken).string(h.nodeVersion).bytes(h.identityKey).finish();
+}
+
+/** Decodes a {@link Hello} frame body. */
+export function decodeHello(body: Uint8Array): Hello {
+  return decodeHeader(body, 'hello', (r) => ({
+    deviceToken: r.string(),
+    nodeVersion: r.string(),
+    identityKey: r.bytes(),
+  }));
+}
+
+// ---------------------------------------------------------------------------------------
+// Envelopes
+// ---------------------------------------------------------------------------------------
+
+/** One installed mini-app in a DEVICE_STATUS. */
+export interface AppStatus {
+  id: string;
+  version: string;
+  enabled: boolean;
+}
+
+/** What an envelope carries; `type` is the message type (its number on the wire below). */
+export type Body =
+  /** 0, browser → desktop: run an action with a JSON payload. */
+  | { type: 'ExecuteAction'; appId: string; action: string; payload: string }
+  /** 1, browser → desktop: install an app (latest when `version` is null). */
+  | { type: 'InstallApp'; appId: string; version: string | null }
+  /** 2, browser → desktop: remove an app. */
+  | { type: 'UninstallApp'; appId: string }
+  /** 3, browser → desktop: ask for a DEVICE_STATUS. */
+  | { type: 'GetStatus' }
+  /** 4, desktop → browser: the next piece of output. */
+  | { type: 'StreamChunk'; seq: number; data: string }
+  /** 5, desktop → browser: the action finished. */
+  | { type: 'StreamEnd'; chunks: number; elapsedMs: number }
+  /** 6, any direction: the request failed. */
+  | { type: 'Error'; code: string; message: string }
+  /** 7, desktop → browser: the device's state. */
+  | { type: 'DeviceStatus'; online: boolean; nodeVersion: string; apps: AppStatus[] }
+  /** 8, browser → desktop: stop the action on this stream. */
+  | { type: 'Cancel' }
+  /** 9, control stream: are you there? */
+  | { type: 'Ping'; nonce: number }
+  /** 10, control stream: the answer to PING. */
+  | { type: 'Pong'; nonce: number }
+  /** 11, relay → desktop: the HELLO was accepted. */
+  | { type: 'Welcome'; deviceId: string; version: Version; heartbeatSecs: number };
+
+/** The message types in wire order: the index is the type number. */
+export const MESSAGE_TYPES = [
+  'ExecuteAction',
+  'InstallApp',
+  'UninstallApp',
+  'GetStatus',
+  'StreamChunk',
+  'StreamEnd',
+  'Error',
+  'DeviceStatus',
+  'Cancel',
+  'Ping',
+  'Pong',
+  'Welcome',
+] as const satisfies readonly Body['type'][];
+
+/** One protocol message: every frame after a stream's header. */
+export interface Envelope {
+  /** Chosen by the requester; replies carry the same id. */
+  requestId: number;
+  /** The device the message is for or from (empty where the stream already says). */
+  deviceId: string;
+  body: Body;
+}
+
+/** Encodes an {@link Envelope} as a frame body. */
+export function encodeEnvelope(env: Envelope): Uint8Array {
+  const w = new Writer().u64(env.requestId).string(env.deviceId);
+  const b = env.body;
+  const index = (MESSAGE_TYPES as readonly string[]).indexOf(b.type);
+  if (index < 0) throw new CodecError(`unknown message type ${String(b.type)}`);
+  w.variant(index);
+  switch (b.type) {
+    case 'ExecuteAction':
+      w.string(b.appId).string(b.action).string(b.payload);
+      break;
+    case 'InstallApp':
+      w.string(b.appId).option(b.version, (o, v) => o.string(v));
+      break;
+    case 'UninstallApp':
+      w.string(b.appId);
+      break;
+    case 'GetStatus':
+    case 'Cancel':
+      break;
+    case 'StreamChunk':
+      w.u32(b.seq).string(b.data);
+      break;
+    case 'StreamEnd':
+      w.u32(b.chunks).u32(b.elapsedMs);
+      break;
+    case 'Error':
+      w.string(b.code).string(b.message);
+      break;
+    case 'DeviceStatus':
+      w.bool(b.online).string(b.nodeVersion).u64(b.apps.length);
+      for (const app of b.apps) w.string(app.id).string(app.version).bool(app.enabled);
+      break;
+    case 'Ping':
+    case 'Pong':
+      w.u64(b.nonce);
+      break;
+    case 'Welcome':
+      w.string(b.deviceId).u8(b.version.major).u8(b.version.minor).u32(b.heartbeatSecs);
+      break;
+  }
+  return w.finish();
+}
+
+function readBody(r: Reader): Body {
+  const index = r.variant();
+  const type = MESSAGE_TYPES[index];
+  switch (type) {
+    case 'ExecuteAction':
+      return { type, appId: r.string(), action: r.string(), payload: r.string() };
+    case 'InstallApp':
+      return { type, appId: r.string(), version: r.option((o) => o.string()) };
+    case 'UninstallApp':
+      return { type, appId: r.string() };
+    case 'GetStatus':
+    case 'Cancel':
+      return { type };
+    case 'StreamChunk':
+      return { type, seq: r.u32(), data: r.string() };
+    case 'StreamEnd':
+      return { type, chunks: r.u32(), elapsedMs: r.u32() };
+    case 'Error':
+      return { type, code: r.string(), message: r.string() };
+    case 'DeviceStatus': {
+      const online = r.bool();
+      const nodeVersion = r.string();
+      const count = r.u64();
+      const apps: AppStatus[] = [];
+      for (let i = 0; i < count; i++) {
+        apps.push({ id: r.string(), version: r.string(), enabled: r.bool() });
+      }
+      return { type, online, nodeVersion, apps };
+    }
+    case 'Ping':
+    case 'Pong':
+      return { type, nonce: r.u64() };
+    case 'Welcome':
+      return {
+        type,
+        deviceId: r.string(),
+        version: { major: r.u8(), minor: r.u8() },
+        heartbeatSecs: r.u32(),
+      };
+  }
+  throw new CodecError(`unknown message type ${index}`);
+}
+
+/** Decodes an {@link Envelope} frame body. Trailing bytes (newer minor) are ignored. */
+export function decodeEnvelope(body: Uint8Array): Envelope {
+  return malformedAs('envelope', () => {
+    const r = new Reader(body);
+    return { requestId: r.u64(), deviceId: r.string(), body: readBody(r) };
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------
+
+/** Lowercase hex of some bytes. */
+export function toHex(bytes: Uint8Array): string {
+  let out = '';
+  for (const b of bytes) out += b.toString(16).padStart(2, '0');
+  return out;
+}
+
+/** Bytes from hex (case-insensitive, even length); anything else is an error. */
+export function fromHex(hex: string): Uint8Array {
+  if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) {
+    throw new CodecError(`not a hex string: ${JSON.stringify(hex.slice(0, 40))}`);
+  }
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}

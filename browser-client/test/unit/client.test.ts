@@ -1,0 +1,333 @@
+/** RelayClient against an in-memory stand-in for WebTransport. */
+
+import { afterEach, describe, expect, it, vi } from 'vitest';
+
+import {
+  CANCEL_GRACE_MS,
+  RelayClient,
+  RemoteError,
+  TransportError,
+  hashFromHex,
+  type SessionClosed,
+  type TransportLike,
+} from '../../src/tunnel/client';
+import {
+  FrameReader,
+  decodeEnvelope,
+  decodeOpenHeader,
+  encodeEnvelope,
+  encodeFrame,
+  type Body,
+  type Envelope,
+} from '../../src/tunnel/codec';
+
+/** The far end of one bidirectional stream, as the relay/desktop sees it. */
+class FarEnd {
+  readonly received = new FrameReader();
+  readonly frames: Uint8Array[] = [];
+  writeClosed = false;
+  writeAborted = false;
+  readCancelled = false;
+  private ctrl!: ReadableStreamDefaultController<Uint8Array>;
+
+  readonly readable = new ReadableStream<Uint8Array>({
+    start: (c) => {
+      this.ctrl = c;
+    },
+    cancel: () => {
+      this.readCancelled = true;
+    },
+  });
+
+  readonly writable = new WritableStream<Uint8Array>({
+    write: (chunk) => {
+      this.received.push(chunk);
+      for (let f = this.received.next(); f !== null; f = this.received.next()) this.frames.push(f);
+    },
+    close: () => {
+      this.writeClosed = true;
+    },
+    abort: () => {
+      this.writeAborted = true;
+    },
+  });
+
+  /** Sends raw bytes to the browser. */
+  sendRaw(bytes: Uint8Array): void {
+    this.ctrl.enqueue(bytes);
+  }
+
+  /** Sends one envelope to the browser. */
+  send(body: Body, requestId = 1): void {
+    this.sendRaw(encodeFrame(encodeEnvelope({ requestId, deviceId: '', body })));
+  }
+
+  finish(): void {
+    this.ctrl.close();
+  }
+
+  reset(code: number): void {
+    this.ctrl.error(Object.assign(new Error('stream reset'), { source: 'stream', streamErrorCode: code }));
+  }
+
+  /** The envelopes the browser sent after its header. */
+  envelopes(): Envelope[] {
+    return this.frames.slice(1).map(decodeEnvelope);
+  }
+}
+
+class FakeTransport implements TransportLike {
+  readonly ready = Promise.resolve(undefined);
+  readonly closed: Promise<WebTransportCloseInfo>;
+  readonly streams: FarEnd[] = [];
+  private resolveClosed!: (info: WebTransportCloseInfo) => void;
+  private rejectClosed!: (err: unknown) => void;
+
+  constructor() {
+    this.closed = new Promise((resolve, reject) => {
+      this.resolveClosed = resolve;
+      this.rejectClosed = reject;
+    });
+  }
+
+  async createBidirectionalStream(): Promise<WebTransportBidirectionalStream> {
+    const far = new FarEnd();
+    this.streams.push(far);
+    return { readable: far.readable, writable: far.writable } as unknown as WebTransportBidirectionalStream;
+  }
+
+  close(info?: WebTransportCloseInfo): void {
+    this.resolveClosed({ closeCode: info?.closeCode ?? 0, reason: info?.reason ?? '' });
+  }
+
+  lose(err: Error): void {
+    this.rejectClosed(err);
+  }
+}
+
+/** Lets queued stream work and promise callbacks run until `cond` holds. */
+async function until(cond: () => boolean, what = 'condition'): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (cond()) return;
+    await new Promise((r) => setImmediate(r));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function setup() {
+  const transport = new FakeTransport();
+  const client = RelayClient.fromTransport(transport);
+  return { transport, client };
+}
+
+const request = { deviceId: 'dev-1', token: 'jwt', appId: 'hello-ai', action: 'write', payload: '{"topic":"cats"}' };
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('RelayClient.runAction', () => {
+  it('sends the header and EXECUTE_ACTION, streams chunks and resolves on STREAM_END', async () => {
+    const { transport, client } = setup();
+    const chunks: [string, number][] = [];
+    const done = client.runAction({ ...request, requestId: 7, onChunk: (d, s) => chunks.push([d, s]) });
+
+    await until(() => transport.streams[0]?.frames.length === 2, 'header + execute');
+    const far = transport.streams[0]!;
+    expect(decodeOpenHeader(far.frames[0]!)).toEqual({ deviceId: 'dev-1', kind: 'Action', token: 'jwt', e2e: null });
+    expect(far.envelopes()).toEqual([
+      { requestId: 7, deviceId: 'dev-1', body: { type: 'ExecuteAction', appId: 'hello-ai', action: 'write', payload: '{"topic":"cats"}' } },
+    ]);
+    expect(far.writeClosed).toBe(false); // the write side stays open while running
+
+    far.send({ type: 'StreamChunk', seq: 0, data: 'Hello, ' });
+    // One chunk split over two transport reads.
+    const second = encodeFrame(encodeEnvelope({ requestId: 7, deviceId: '', body: { type: 'StreamChunk', seq: 1, data: '<b>cats</b>' } }));
+    far.sendRaw(second.subarray(0, 3));
+    far.sendRaw(second.subarray(3));
+    far.send({ type: 'StreamEnd', chunks: 2, elapsedMs: 42 });
+    far.finish();
+
+    await expect(done).resolves.toEqual({ chunks: 2, elapsedMs: 42 });
+    expect(chunks).toEqual([
+      ['Hello, ', 0],
+      ['<b>cats</b>', 1],
+    ]);
+    await until(() => far.writeClosed, 'write side closed');
+  });
+
+  it('picks increasing request ids when none is given', async () => {
+    const { transport, client } = setup();
+    void client.runAction(request).catch(() => {});
+    void client.runAction(request).catch(() => {});
+    await until(() => transport.streams.length === 2 && transport.streams.every((s) => s.frames.length === 2));
+    const ids = transport.streams.map((s) => s.envelopes()[0]!.requestId);
+    expect(ids[1]).toBe(ids[0]! + 1);
+  });
+
+  it('rejects with a RemoteError for an ERROR envelope', async () => {
+    const { transport, client } = setup();
+    const done = client.runAction(request);
+    await until(() => transport.streams.length === 1);
+    const far = transport.streams[0]!;
+    far.send({ type: 'Error', code: 'device_offline', message: 'the device is offline' });
+    far.finish();
+    const err = await done.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RemoteError);
+    expect(err).toMatchObject({ code: 'device_offline', message: 'the device is offline' });
+  });
+
+  it('rejects when the stream ends before STREAM_END', async () => {
+    const { transport, client } = setup();
+    const done = client.runAction(request);
+    await until(() => transport.streams.length === 1);
+    transport.streams[0]!.send({ type: 'StreamChunk', seq: 0, data: 'x' });
+    transport.streams[0]!.finish();
+    const err = await done.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TransportError);
+    expect(err).toMatchObject({ code: 'stream_ended', message: expect.stringContaining('stream ended before the action finished') });
+  });
+
+  it('rejects when the stream ends mid-frame', async () => {
+    const { transport, client } = setup();
+    const done = client.runAction(request);
+    await until(() => transport.streams.length === 1);
+    transport.streams[0]!.sendRaw(Uint8Array.of(0, 0, 0, 9, 1));
+    transport.streams[0]!.finish();
+    await expect(done).rejects.toMatchObject({ code: 'malformed_frame', message: expect.stringContaining('truncated') });
+  });
+
+  it('rejects when the stream is reset', async () => {
+    const { transport, client } = setup();
+    const done = client.runAction(request);
+    await until(() => transport.streams.length === 1);
+    transport.streams[0]!.reset(3);
+    await expect(done).rejects.toMatchObject({ code: 'stream_reset', message: expect.stringContaining('reset') });
+  });
+
+  it('rejects and resets the stream on a malformed envelope', async () => {
+    const { transport, client } = setup();
+    const done = client.runAction(request);
+    await until(() => transport.streams.length === 1);
+    const far = transport.streams[0]!;
+    far.sendRaw(encodeFrame(Uint8Array.of(1, 0, 99)));
+    await expect(done).rejects.toMatchObject({
+      code: 'malformed_frame',
+      message: 'malformed envelope: unknown message type 99',
+    });
+    await until(() => far.readCancelled || far.writeAborted, 'stream reset');
+  });
+
+  it('on abort sends CANCEL, closes the write side and reports the desktop\'s ERROR cancelled', async () => {
+    const { transport, client } = setup();
+    const controller = new AbortController();
+    const seen: string[] = [];
+    const done = client.runAction({ ...request, requestId: 5, signal: controller.signal, onChunk: (d) => seen.push(d) });
+    await until(() => transport.streams[0]?.frames.length === 2);
+    const far = transport.streams[0]!;
+    far.send({ type: 'StreamChunk', seq: 0, data: 'a' }, 5);
+    await until(() => seen.length === 1);
+
+    controller.abort();
+    await until(() => far.writeClosed, 'write side closed after cancel');
+    expect(far.envelopes().map((e) => e.body)).toEqual([
+      expect.objectContaining({ type: 'ExecuteAction' }),
+      { type: 'Cancel' },
+    ]);
+    expect(far.envelopes()[1]).toMatchObject({ requestId: 5, deviceId: 'dev-1' });
+
+    far.send({ type: 'StreamChunk', seq: 1, data: 'late' }, 5); // not shown after cancel
+    far.send({ type: 'Error', code: 'cancelled', message: 'the action was cancelled' }, 5);
+    far.finish();
+    await expect(done).rejects.toMatchObject({ name: 'RemoteError', code: 'cancelled' });
+    expect(seen).toEqual(['a']);
+  });
+
+  it('on abort rejects with an AbortError when the stream just ends', async () => {
+    const { transport, client } = setup();
+    const controller = new AbortController();
+    const done = client.runAction({ ...request, signal: controller.signal });
+    await until(() => transport.streams[0]?.frames.length === 2);
+    controller.abort();
+    await until(() => transport.streams[0]!.writeClosed);
+    transport.streams[0]!.finish();
+    await expect(done).rejects.toMatchObject({ name: 'AbortError' });
+  });
+
+  it('on abort rejects with an AbortError when nobody answers within the grace period', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const { transport, client } = setup();
+    const controller = new AbortController();
+    const done = client.runAction({ ...request, signal: controller.signal });
+    const outcome = done.catch((e: unknown) => e);
+    await until(() => transport.streams[0]?.frames.length === 2);
+    controller.abort();
+    await until(() => transport.streams[0]!.writeClosed);
+    await vi.advanceTimersByTimeAsync(CANCEL_GRACE_MS + 1);
+    expect(await outcome).toMatchObject({ name: 'AbortError' });
+    await until(() => transport.streams[0]!.readCancelled, 'read side cancelled');
+  });
+
+  it('sends CANCEL when aborted while the stream is being opened', async () => {
+    const { transport, client } = setup();
+    const controller = new AbortController();
+    const done = client.runAction({ ...request, signal: controller.signal });
+    controller.abort();
+    await until(() => transport.streams[0]?.writeClosed === true, 'write side closed');
+    expect(transport.streams[0]!.envelopes().map((e) => e.body.type)).toEqual(['ExecuteAction', 'Cancel']);
+    transport.streams[0]!.finish();
+    await expect(done).rejects.toMatchObject({ name: 'AbortError' });
+  });
+
+  it('refuses to start with an already aborted signal', async () => {
+    const { transport, client } = setup();
+    await expect(client.runAction({ ...request, signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+    expect(transport.streams).toHaveLength(0);
+  });
+});
+
+describe('RelayClient session', () => {
+  it('reports a clean close through the promise, the event and the callback', async () => {
+    const transport = new FakeTransport();
+    const viaCallback: SessionClosed[] = [];
+    const client = RelayClient.fromTransport(transport, { onClosed: (i) => viaCallback.push(i) });
+    const viaEvent: SessionClosed[] = [];
+    client.addEventListener('closed', (e) => viaEvent.push((e as CustomEvent<SessionClosed>).detail));
+    expect(client.isClosed).toBe(false);
+
+    client.close('bye');
+    const info = await client.closed;
+    expect(info).toEqual({ clean: true, closeCode: 0, reason: 'bye' });
+    await until(() => viaEvent.length === 1);
+    expect(viaEvent).toEqual([info]);
+    expect(viaCallback).toEqual([info]);
+    expect(client.isClosed).toBe(true);
+    await expect(client.runAction(request)).rejects.toMatchObject({ code: 'session_closed' });
+  });
+
+  it('reports a lost session without rejecting', async () => {
+    const transport = new FakeTransport();
+    const client = RelayClient.fromTransport(transport);
+    transport.lose(new Error('connection timed out'));
+    await expect(client.closed).resolves.toEqual({ clean: false, reason: 'connection timed out' });
+  });
+
+  it('fails to connect clearly where WebTransport is missing', async () => {
+    await expect(RelayClient.connect('https://127.0.0.1:4433/wt', [])).rejects.toMatchObject({
+      code: 'connection_failed',
+    });
+  });
+});
+
+describe('hashFromHex', () => {
+  it('parses 32 bytes of hex, with or without separators', () => {
+    const hex = 'ab'.repeat(32);
+    expect(hashFromHex(hex)).toEqual(new Uint8Array(32).fill(0xab));
+    expect(hashFromHex(hex.match(/../g)!.join(':').toUpperCase())).toEqual(new Uint8Array(32).fill(0xab));
+  });
+
+  it('refuses anything else', () => {
+    expect(() => hashFromHex('abcd')).toThrow(TransportError);
+    expect(() => hashFromHex('zz'.repeat(32))).toThrow(/32 bytes of hex/);
+  });
+});

@@ -1,0 +1,221 @@
+//! One stream the relay opened on a browser's behalf: read the relay header and the
+//! request, run it, answer on the same stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aisa_tunnel::io::{ReadError, read_frame, write_frame};
+use aisa_tunnel::{Body, DecodeError, Envelope, ErrorCode, RelayHeader};
+use tokio::sync::mpsc;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::node::NodeContext;
+use crate::sandbox::ActionError;
+
+/// How long the relay has to send the header and the request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Output chunks buffered between the sandbox and the stream.
+const CHUNK_QUEUE: usize = 16;
+
+/// Serves one stream to its end.
+pub async fn serve_stream(ctx: Arc<NodeContext>, send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let max = aisa_tunnel::MAX_FRAME_LEN;
+    let mut send = ReplyStream { inner: send, ended: false };
+    let request = async {
+        let header = read_body(&mut recv).await?;
+        let (header, _version) = RelayHeader::decode(&header).map_err(decode_error)?;
+        let request = read_body(&mut recv).await?;
+        let envelope = Envelope::decode(&request).map_err(decode_error)?;
+        Ok::<_, (ErrorCode, String)>((header, envelope))
+    };
+    let (header, envelope) = match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(Ok(parts)) => parts,
+        Ok(Err((code, message))) => {
+            debug!(%code, message, "request refused");
+            finish_with(&mut send, Envelope::error(0, code, message)).await;
+            return;
+        }
+        Err(_) => {
+            finish_with(&mut send, Envelope::error(0, ErrorCode::MalformedFrame, "no request within 10 s")).await;
+            return;
+        }
+    };
+    let span = info_span!("stream", user_id = %header.user_id, session_id = header.session_id, request_id = envelope.request_id);
+    async move {
+        let id = envelope.request_id;
+        let reply = match envelope.body {
+            Body::ExecuteAction { app_id, action, payload } => {
+                execute(&ctx, id, &app_id, &action, &payload, &mut send, &mut recv).await;
+                return;
+            }
+            Body::GetStatus => ctx.status(id),
+            Body::InstallApp { .. } | Body::UninstallApp { .. } => Envelope::error(
+                id,
+                ErrorCode::Unsupported,
+                "installing and removing apps from the browser is not available on this node yet",
+            ),
+            other => Envelope::error(
+                id,
+                ErrorCode::Unsupported,
+                format!("a browser stream cannot start with {}", type_name(&other)),
+            ),
+        };
+        let _ = max;
+        finish_with(&mut send, reply).await;
+    }
+    .instrument(span)
+    .await
+}
+
+async fn read_body(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, (ErrorCode, String)> {
+    match read_frame(recv, aisa_tunnel::MAX_FRAME_LEN).await {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) => Err((ErrorCode::MalformedFrame, "stream ended before the request".into())),
+        Err(ReadError::Frame(e)) => Err((ErrorCode::MalformedFrame, e.to_string())),
+        Err(ReadError::Io(e)) => Err((ErrorCode::PeerGone, e.to_string())),
+    }
+}
+
+fn decode_error(err: DecodeError) -> (ErrorCode, String) {
+    let code = match err {
+        DecodeError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+        _ => ErrorCode::MalformedFrame,
+    };
+    (code, err.to_string())
+}
+
+fn type_name(body: &Body) -> String {
+    let debug = format!("{body:?}");
+    debug
+        .split([' ', '{', '('])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The answering half of a stream. Dropped before its answer is complete (the task
+/// aborted because the node is stopping or the connection failed), it resets the stream,
+/// so that the browser sees a failure rather than a clean but truncated end.
+struct ReplyStream {
+    inner: quinn::SendStream,
+    ended: bool,
+}
+
+impl ReplyStream {
+    fn reset(&mut self) {
+        self.ended = true;
+        let _ = self.inner.reset(crate::node::STREAM_ABANDONED.into());
+    }
+}
+
+impl Drop for ReplyStream {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.reset();
+        }
+    }
+}
+
+/// Writes a last envelope and finishes the stream.
+async fn finish_with(send: &mut ReplyStream, envelope: Envelope) {
+    let _ = write_frame(&mut send.inner, &envelope.encode(), aisa_tunnel::MAX_FRAME_LEN).await;
+    send.ended = true;
+    let _ = send.inner.finish();
+}
+
+/// Runs an action, streaming its output, until it ends, fails, or the browser cancels.
+async fn execute(
+    ctx: &NodeContext,
+    request_id: u64,
+    app_id: &str,
+    action: &str,
+    payload: &str,
+    send: &mut ReplyStream,
+    recv: &mut quinn::RecvStream,
+) {
+    let started = Instant::now();
+    let Some(app) = ctx.apps.get(app_id).filter(|a| a.manifest.enabled) else {
+        let msg = format!("no enabled app {app_id:?} is installed on this device");
+        return finish_with(send, Envelope::error(request_id, ErrorCode::UnknownApp, msg)).await;
+    };
+    if !app.manifest.actions.iter().any(|a| a == action) {
+        let msg = format!("{app_id} has no action {action:?}; it has {:?}", app.manifest.actions);
+        return finish_with(send, Envelope::error(request_id, ErrorCode::UnknownAction, msg)).await;
+    }
+    let payload: serde_json::Value = match serde_json::from_str(payload) {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = format!("the payload is not JSON: {e}");
+            return finish_with(send, Envelope::error(request_id, ErrorCode::InvalidPayload, msg)).await;
+        }
+    };
+    let input = serde_json::json!({ "action": action, "payload": payload }).to_string();
+
+    let (tx, mut rx) = mpsc::channel::<String>(CHUNK_QUEUE);
+    let run = ctx.sandbox.run(&app.module, app_id, &input, ctx.limits, ctx.ai.clone(), tx);
+    let forward = async {
+        let mut seq = 0u32;
+        while let Some(data) = rx.recv().await {
+            let chunk = Envelope::new(request_id, Body::StreamChunk { seq, data });
+            write_frame(&mut send.inner, &chunk.encode(), aisa_tunnel::MAX_FRAME_LEN).await?;
+            seq += 1;
+        }
+        Ok::<u32, std::io::Error>(seq)
+    };
+    let outcome = tokio::select! {
+        (result, forwarded) = async { tokio::join!(run, forward) } => Some((result, forwarded)),
+        cancel = watch_for_cancel(recv) => {
+            info!(reason = cancel, "action cancelled");
+            None
+        }
+    };
+    let elapsed_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
+    let reply = match outcome {
+        None => Envelope::error(request_id, ErrorCode::Cancelled, "the action was cancelled"),
+        Some((_, Err(err))) => {
+            debug!(%err, "browser stopped reading");
+            send.reset();
+            return;
+        }
+        Some((Ok(()), Ok(chunks))) => {
+            info!(app_id, action, chunks, elapsed_ms, "action finished");
+            Envelope::new(request_id, Body::StreamEnd { chunks, elapsed_ms })
+        }
+        Some((Err(err), Ok(_))) => {
+            warn!(app_id, action, %err, elapsed_ms, "action failed");
+            let code = match err {
+                ActionError::Ai(_) => ErrorCode::ProviderError,
+                _ => ErrorCode::AppFailed,
+            };
+            Envelope::error(request_id, code, err.to_string())
+        }
+    };
+    finish_with(send, reply).await;
+}
+
+/// Completes when the browser sends CANCEL or its side of the stream fails. A clean
+/// finish of the browser's side is not a cancel: it simply has nothing more to say.
+async fn watch_for_cancel(recv: &mut quinn::RecvStream) -> &'static str {
+    loop {
+        match read_frame(recv, aisa_tunnel::MAX_FRAME_LEN).await {
+            Ok(Some(body)) => {
+                if let Ok(Envelope { body: Body::Cancel, .. }) = Envelope::decode(&body) {
+                    return "cancel requested";
+                }
+            }
+            Ok(None) => std::future::pending::<()>().await,
+            Err(_) => return "the browser went away",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_are_short() {
+        assert_eq!(type_name(&Body::Cancel), "Cancel");
+        assert_eq!(type_name(&Body::Ping { nonce: 1 }), "Ping");
+    }
+}

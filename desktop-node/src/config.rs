@@ -1,0 +1,170 @@
+//! The node's home folder and configuration file.
+//!
+//! Home (default `$XDG_CONFIG_HOME/aisuperapp/desktop`, or `--home`): `node.toml` (the
+//! settings below), `device-token` and `identity.key` (secrets, mode 0600), and
+//! `miniapps/<id>/<version>/` (installed apps).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// `node.toml`. Unknown keys are refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// The relay's HTTP base URL, e.g. `http://127.0.0.1:8080`.
+    pub relay_url: String,
+    /// The relay's QUIC address, `host:port`.
+    pub quic_addr: String,
+    /// The TLS server name to expect from the relay.
+    pub server_name: String,
+    /// SHA-256 (hex) of the relay's certificate, pinned; `None` verifies with web PKI.
+    #[serde(default)]
+    pub cert_sha256: Option<String>,
+    /// Fetch the pin from the relay's `/api/session` before each connection (development
+    /// relays renew their short-lived self-signed certificate).
+    #[serde(default)]
+    pub cert_pin_from_relay: bool,
+    /// This device's id at the relay.
+    pub device_id: String,
+    /// The AI provider.
+    #[serde(default)]
+    pub ai: AiConfig,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Which model to call, and where.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AiConfig {
+    /// Base URL of an OpenAI-compatible API. Default `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Model name. Default `gpt-4o-mini`.
+    pub model: String,
+    /// Environment variable holding the API key. Default `OPENAI_API_KEY`.
+    pub api_key_env: String,
+}
+
+impl Default for AiConfig {
+    fn default() -> Self {
+        AiConfig {
+            base_url: "https://api.openai.com/v1".into(),
+            model: "gpt-4o-mini".into(),
+            api_key_env: "OPENAI_API_KEY".into(),
+        }
+    }
+}
+
+/// Per-action sandbox limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Wall-clock seconds per action. Default 120.
+    pub timeout_secs: u64,
+    /// Memory per action, MiB. Default 64.
+    pub memory_mib: usize,
+    /// Output per action, KiB. Default 1024.
+    pub output_kib: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            timeout_secs: 120,
+            memory_mib: 64,
+            output_kib: 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// As sandbox limits.
+    pub fn to_limits(&self) -> crate::sandbox::Limits {
+        crate::sandbox::Limits {
+            memory_bytes: self.memory_mib << 20,
+            timeout: std::time::Duration::from_secs(self.timeout_secs),
+            output_bytes: self.output_kib << 10,
+        }
+    }
+}
+
+/// The node's home folder.
+#[derive(Debug, Clone)]
+pub struct Home {
+    dir: PathBuf,
+}
+
+impl Home {
+    /// The given folder, or the platform default.
+    pub fn new(dir: Option<PathBuf>) -> Self {
+        let dir = dir.unwrap_or_else(|| {
+            std::env::var_os("XDG_CONFIG_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+                .unwrap_or_else(|| PathBuf::from("."))
+                .join("aisuperapp/desktop")
+        });
+        Home { dir }
+    }
+
+    /// The folder itself.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `node.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("node.toml")
+    }
+
+    /// Installed apps.
+    pub fn apps_dir(&self) -> PathBuf {
+        self.dir.join("miniapps")
+    }
+
+    /// Reads `node.toml`.
+    pub fn load_config(&self) -> Result<NodeConfig, String> {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "{}: {e}; run `desktop-node login` first",
+                path.display()
+            )
+        })?;
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Writes `node.toml`.
+    pub fn save_config(&self, config: &NodeConfig) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let text = toml::to_string_pretty(config).map_err(std::io::Error::other)?;
+        std::fs::write(self.config_path(), text)
+    }
+
+    /// Reads a secret file.
+    pub fn read_secret(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.dir.join(name))
+    }
+
+    /// Writes a secret file readable only by this user.
+    pub fn write_secret(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(name);
+        #[cfg(unix)]
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            file.write_all(bytes)
+        }
+        #[cfg(not(unix))]
+        std::fs::write(path, bytes)
+    }
+}

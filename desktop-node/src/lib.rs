@@ -1,0 +1,20 @@
+//! The AI SuperApp desktop node: the execution authority.
+//!
+//! It dials the relay over QUIC (so it needs no open port), keeps the connection alive,
+//! and serves every stream the relay opens on a browser's behalf: EXECUTE_ACTION runs the
+//! action of an installed mini-app in a fresh wasmtime instance ([`sandbox`]), whose
+//! host API streams model output from an AI provider ([`ai`]) back as STREAM_CHUNKs.
+//!
+//! Modules: [`config`] (home folder, `node.toml`), [`node`] (connection manager),
+//! [`action`] (one stream), [`sandbox`], [`apps`] (installed apps), [`ai`], [`backoff`].
+//!
+//! Not here yet: the OS keychain (secrets are 0600 files for now), signed bundles and
+//! installs from the marketplace, JavaScript mini-apps, end-to-end encryption.
+
+pub mod action;
+pub mod ai;
+pub mod apps;
+pub mod backoff;
+pub mod config;
+pub mod node;
+pub mod sandbox;

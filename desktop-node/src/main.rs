@@ -1,0 +1,256 @@
+//! `desktop-node`: the AI SuperApp agent on a person's own machine.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use desktop_node::ai::OpenAiCompatible;
+use desktop_node::apps::{self, Manifest};
+use desktop_node::config::{AiConfig, Home, LimitsConfig, NodeConfig};
+use desktop_node::node::{self, NodeContext, RelayTarget};
+use desktop_node::sandbox::Sandbox;
+
+/// Runs AI mini-apps for your browser, on this machine, with your own AI keys.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The node's home folder (configuration, secrets, installed apps).
+    #[arg(long, global = true, env = "DESKTOP_NODE_HOME")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Register this machine as a device of your account at a relay.
+    Login(LoginArgs),
+    /// Connect to the relay and run actions until stopped.
+    Run(RunArgs),
+    /// Manage installed mini-apps.
+    #[command(subcommand)]
+    Apps(AppsCommand),
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    /// The relay's HTTP URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    relay: String,
+    /// Your account's email.
+    #[arg(long)]
+    email: String,
+    /// Read the password from standard input (otherwise from AISA_PASSWORD).
+    #[arg(long)]
+    password_stdin: bool,
+    /// A name for this device.
+    #[arg(long)]
+    name: Option<String>,
+    /// Pin this SHA-256 (hex) of the relay's certificate instead of the one the relay
+    /// reports; use `--webpki` for a relay with a public certificate.
+    #[arg(long, conflicts_with = "webpki")]
+    cert_sha256: Option<String>,
+    /// Verify the relay's certificate with the public web PKI.
+    #[arg(long)]
+    webpki: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Base URL of the OpenAI-compatible API (overrides node.toml).
+    #[arg(long, env = "AISA_AI_BASE_URL")]
+    ai_base_url: Option<String>,
+    /// Model name (overrides node.toml).
+    #[arg(long, env = "AISA_AI_MODEL")]
+    ai_model: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum AppsCommand {
+    /// Install a mini-app from a local wasm module (for development).
+    InstallLocal {
+        /// The compiled module (`logic.wasm`).
+        wasm: PathBuf,
+        /// The app id.
+        #[arg(long)]
+        id: String,
+        /// Its version, MAJOR.MINOR.PATCH.
+        #[arg(long, default_value = "0.1.0")]
+        version: String,
+        /// The actions it accepts (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',', required = true)]
+        action: Vec<String>,
+        /// A name for people.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List installed mini-apps.
+    List,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,quinn=warn,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let home = Home::new(cli.home);
+    match cli.command {
+        Command::Login(args) => login(&home, args).await,
+        Command::Run(args) => run(&home, args).await,
+        Command::Apps(cmd) => apps_command(&home, cmd),
+    }
+}
+
+async fn login(home: &Home, args: LoginArgs) -> anyhow::Result<()> {
+    let password = if args.password_stdin {
+        let mut p = String::new();
+        std::io::stdin().read_to_string(&mut p)?;
+        p.trim_end_matches(['\n', '\r']).to_owned()
+    } else {
+        std::env::var("AISA_PASSWORD")
+            .context("give the password on standard input with --password-stdin, or in AISA_PASSWORD")?
+    };
+    let name = args.name.unwrap_or_else(|| {
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "my desktop".into())
+    });
+    let relay = args.relay.trim_end_matches('/').to_owned();
+    let url = reqwest::Url::parse(&relay).with_context(|| format!("relay URL {relay:?}"))?;
+    let host = url.host_str().context("the relay URL has no host")?.to_owned();
+    let response = reqwest::Client::new()
+        .post(format!("{relay}/api/devices/enroll"))
+        .json(&serde_json::json!({ "email": args.email, "password": password, "name": name }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the relay at {relay}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!(
+            "the relay refused the login ({status}): {}",
+            body["error"].as_str().unwrap_or("no reason given")
+        );
+    }
+    let field = |name: &str| {
+        body[name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("the relay's answer lacks {name}"))
+    };
+    let device_id = field("device_id")?;
+    let token = field("device_token")?;
+    let quic_port = body["quic_port"].as_u64().context("the relay's answer lacks quic_port")?;
+    let reported_pin = field("cert_sha256")?;
+    let (cert_sha256, cert_pin_from_relay) = match (args.cert_sha256, args.webpki) {
+        (Some(pin), _) => (Some(pin), false),
+        (None, true) => (None, false),
+        (None, false) => (Some(reported_pin), true),
+    };
+    let quic_host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+    let config = NodeConfig {
+        relay_url: relay,
+        quic_addr: format!("{quic_host}:{quic_port}"),
+        server_name: if host.parse::<std::net::IpAddr>().is_ok() { "localhost".into() } else { host },
+        cert_sha256,
+        cert_pin_from_relay,
+        device_id: device_id.clone(),
+        ai: home.load_config().map(|c| c.ai).unwrap_or_else(|_| AiConfig::default()),
+        limits: home.load_config().map(|c| c.limits).unwrap_or_else(|_| LimitsConfig::default()),
+    };
+    home.write_secret("device-token", token.as_bytes())?;
+    if home.read_secret("identity.key").is_err() {
+        let key = aisa_crypto::IdentityKey::generate();
+        home.write_secret("identity.key", &key.secret_bytes())?;
+    }
+    home.save_config(&config)?;
+    println!("device {device_id} registered as {name:?}; settings in {}", home.config_path().display());
+    Ok(())
+}
+
+async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
+    let mut config = home.load_config().map_err(anyhow::Error::msg)?;
+    if let Some(url) = args.ai_base_url {
+        config.ai.base_url = url;
+    }
+    if let Some(model) = args.ai_model {
+        config.ai.model = model;
+    }
+    let token = String::from_utf8(home.read_secret("device-token").context("device-token missing; run `desktop-node login`")?)?;
+    let identity = aisa_crypto::IdentityKey::from_secret_bytes(
+        &home.read_secret("identity.key").context("identity.key missing; run `desktop-node login`")?,
+    )?;
+    let sandbox = Sandbox::new()?;
+    let (apps, problems) = apps::load_all(&home.apps_dir(), &sandbox);
+    for problem in problems {
+        tracing::warn!(%problem, "app not loaded");
+    }
+    tracing::info!(apps = ?apps.keys().collect::<Vec<_>>(), "apps loaded");
+    let api_key = std::env::var(&config.ai.api_key_env).ok();
+    let ai = OpenAiCompatible::new(&config.ai.base_url, &config.ai.model, api_key)?;
+    let ctx = Arc::new(NodeContext::new(
+        config.device_id.clone(),
+        token.trim().to_owned(),
+        identity.public_bytes(),
+        sandbox,
+        apps,
+        Arc::new(ai),
+        config.limits.to_limits(),
+    ));
+    let target = RelayTarget {
+        quic_addr: config.quic_addr.clone(),
+        server_name: config.server_name.clone(),
+        cert_sha256: config.cert_sha256.as_deref().map(node::parse_pin).transpose().map_err(anyhow::Error::msg)?,
+        pin_from: config.cert_pin_from_relay.then(|| config.relay_url.clone()),
+    };
+    println!(
+        "desktop-node: device {} connecting to {}; identity {}",
+        config.device_id,
+        config.quic_addr,
+        aisa_crypto::fingerprint(&identity.public_bytes())
+    );
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop_tx.send(true);
+    });
+    node::run(ctx, target, stop).await?;
+    Ok(())
+}
+
+fn apps_command(home: &Home, cmd: AppsCommand) -> anyhow::Result<()> {
+    match cmd {
+        AppsCommand::InstallLocal { wasm, id, version, action, name } => {
+            let sandbox = Sandbox::new()?;
+            let manifest = Manifest {
+                name: name.unwrap_or_else(|| id.clone()),
+                id,
+                version,
+                actions: action,
+                enabled: true,
+            };
+            let dir = apps::install_local(&home.apps_dir(), &sandbox, &wasm, &manifest)?;
+            println!("installed {}@{} in {}", manifest.id, manifest.version, dir.display());
+        }
+        AppsCommand::List => {
+            let sandbox = Sandbox::new()?;
+            let (apps, problems) = apps::load_all(&home.apps_dir(), &sandbox);
+            let mut ids: Vec<_> = apps.keys().collect();
+            ids.sort();
+            for id in ids {
+                let m = &apps[id].manifest;
+                println!("{}\t{}\t{}\tactions: {}", m.id, m.version, if m.enabled { "enabled" } else { "disabled" }, m.actions.join(","));
+            }
+            for p in problems {
+                println!("broken: {p}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! The node: its shared context, and the connection manager that keeps it connected to
+//! the relay (HELLO, heartbeats, reconnect with jittered exponential backoff) and serves
+//! every stream the relay opens.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aisa_tunnel::io::{read_frame, write_frame};
+use aisa_tunnel::message::AppStatus;
+use aisa_tunnel::{Body, Envelope, ErrorCode, Hello};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::ai::AiProvider;
+use crate::apps::App;
+use crate::backoff::Backoff;
+use crate::sandbox::{Limits, Sandbox};
+
+/// ALPN for desktop connections.
+pub const ALPN: &[u8] = b"aisa/1";
+/// Relay close code meaning "shutting down, reconnect at once" (see relay-edge).
+const CLOSE_SHUTDOWN: u32 = 3;
+/// Stream reset code: the node abandoned the stream (stopping, or its peer went away).
+pub const STREAM_ABANDONED: u32 = 1;
+/// Heartbeats missed before the connection is declared dead.
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// Everything the node's handlers share.
+pub struct NodeContext {
+    /// This device's id.
+    pub device_id: String,
+    /// The device token.
+    pub device_token: String,
+    /// The X25519 identity public key.
+    pub identity_public: [u8; 32],
+    /// The node's software version.
+    pub node_version: String,
+    /// The wasm sandbox.
+    pub sandbox: Sandbox,
+    /// Installed apps by id.
+    pub apps: HashMap<String, App>,
+    /// The AI provider.
+    pub ai: Arc<dyn AiProvider>,
+    /// Per-action limits.
+    pub limits: Limits,
+    online: watch::Sender<bool>,
+}
+
+impl NodeContext {
+    /// A context; the node starts offline.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        device_id: String,
+        device_token: String,
+        identity_public: [u8; 32],
+        sandbox: Sandbox,
+        apps: HashMap<String, App>,
+        ai: Arc<dyn AiProvider>,
+        limits: Limits,
+    ) -> Self {
+        NodeContext {
+            device_id,
+            device_token,
+            identity_public,
+            node_version: env!("CARGO_PKG_VERSION").to_owned(),
+            sandbox,
+            apps,
+            ai,
+            limits,
+            online: watch::channel(false).0,
+        }
+    }
+
+    /// Watches whether the node is connected to the relay.
+    pub fn online(&self) -> watch::Receiver<bool> {
+        self.online.subscribe()
+    }
+
+    /// A DEVICE_STATUS answer.
+    pub fn status(&self, request_id: u64) -> Envelope {
+        let mut apps: Vec<AppStatus> = self
+            .apps
+            .values()
+            .map(|a| AppStatus {
+                id: a.manifest.id.clone(),
+                version: a.manifest.version.clone(),
+                enabled: a.manifest.enabled,
+            })
+            .collect();
+        apps.sort_by(|a, b| a.id.cmp(&b.id));
+        Envelope {
+            request_id,
+            device_id: self.device_id.clone(),
+            body: Body::DeviceStatus {
+                online: true,
+                node_version: self.node_version.clone(),
+                apps,
+            },
+        }
+    }
+}
+
+/// Where and how to reach the relay.
+#[derive(Debug, Clone)]
+pub struct RelayTarget {
+    /// `host:port` of the relay's QUIC port.
+    pub quic_addr: String,
+    /// TLS server name.
+    pub server_name: String,
+    /// Pinned certificate hash; `None` verifies with web PKI.
+    pub cert_sha256: Option<[u8; 32]>,
+    /// If set, fetch the pin from `{relay_url}/api/session` before each connection.
+    pub pin_from: Option<String>,
+}
+
+/// Why the node stopped trying to connect.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The relay refused this device for good (revoked token, incompatible version).
+    #[error("the relay refused this device: {code}: {message}")]
+    Refused {
+        /// The relay's error code.
+        code: String,
+        /// The relay's explanation.
+        message: String,
+    },
+    /// The local QUIC endpoint could not be created.
+    #[error("cannot open a UDP socket: {0}")]
+    Socket(#[from] std::io::Error),
+}
+
+/// How a connection attempt ended, when it did not end the node.
+enum Attempt {
+    /// Never connected.
+    Failed(String),
+    /// Was connected for a while, then lost.
+    Lost { connected_for: Duration, reason: String },
+    /// The relay is restarting: reconnect at once.
+    RelayShutdown,
+}
+
+/// Keeps the node connected until `stop` turns true or the relay refuses it for good.
+pub async fn run(ctx: Arc<NodeContext>, target: RelayTarget, mut stop: watch::Receiver<bool>) -> Result<(), NodeError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        let attempt = tokio::select! {
+            a = connect_once(&ctx, &mut endpoint, &target) => a?,
+            _ = stop.wait_for(|s| *s) => {
+                endpoint.close(0u32.into(), b"node stopping");
+                return Ok(());
+            }
+        };
+        ctx.online.send_replace(false);
+        let delay = match attempt {
+            Attempt::RelayShutdown => {
+                info!("relay is shutting down; reconnecting");
+                backoff.reset();
+                Duration::from_millis(rand::random_range(0..250))
+            }
+            Attempt::Lost { connected_for, reason } => {
+                warn!(%reason, "connection to the relay lost");
+                if connected_for > Duration::from_secs(30) {
+                    backoff.reset();
+                }
+                backoff.next_delay(rand::random())
+            }
+            Attempt::Failed(reason) => {
+                let delay = backoff.next_delay(rand::random());
+                warn!(%reason, retry_in = ?delay, "cannot connect to the relay");
+                delay
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+}
+
+async fn connect_once(
+    ctx: &Arc<NodeContext>,
+    endpoint: &mut quinn::Endpoint,
+    target: &RelayTarget,
+) -> Result<Attempt, NodeError> {
+    let pin = match &target.pin_from {
+        Some(url) => match fetch_pin(url).await {
+            Ok(pin) => Some(pin),
+            Err(e) => return Ok(Attempt::Failed(format!("fetching the relay certificate: {e}"))),
+        },
+        None => target.cert_sha256,
+    };
+    let addr = match tokio::net::lookup_host(&target.quic_addr).await.map(|mut a| a.next()) {
+        Ok(Some(addr)) => addr,
+        Ok(None) | Err(_) => return Ok(Attempt::Failed(format!("cannot resolve {}", target.quic_addr))),
+    };
+    let config = client_config(pin);
+    let connecting = match endpoint.connect_with(config, addr, &target.server_name) {
+        Ok(c) => c,
+        Err(e) => return Ok(Attempt::Failed(e.to_string())),
+    };
+    let conn = match connecting.await {
+        Ok(c) => c,
+        Err(e) => return Ok(Attempt::Failed(e.to_string())),
+    };
+    let (mut send, mut recv) = match conn.open_bi().await {
+        Ok(pair) => pair,
+        Err(e) => return Ok(Attempt::Failed(e.to_string())),
+    };
+    let hello = Hello {
+        device_token: ctx.device_token.clone(),
+        node_version: ctx.node_version.clone(),
+        identity_key: ctx.identity_public.to_vec(),
+    };
+    if let Err(e) = write_frame(&mut send, &hello.encode(), aisa_tunnel::MAX_FRAME_LEN).await {
+        return Ok(Attempt::Failed(e.to_string()));
+    }
+    let reply = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv, aisa_tunnel::MAX_FRAME_LEN)).await;
+    let heartbeat_secs = match reply.map(|r| r.map(|b| b.map(|b| Envelope::decode(&b)))) {
+        Ok(Ok(Some(Ok(Envelope { body: Body::Welcome { heartbeat_secs, version, .. }, .. })))) => {
+            info!(device_id = %ctx.device_id, %version, relay = %addr, "connected to the relay");
+            heartbeat_secs.max(1)
+        }
+        Ok(Ok(Some(Ok(Envelope { body: Body::Error { code, message }, .. })))) => {
+            let permanent = matches!(
+                ErrorCode::parse(&code),
+                ErrorCode::Unauthenticated | ErrorCode::UnsupportedVersion | ErrorCode::Forbidden
+            );
+            if permanent {
+                return Err(NodeError::Refused { code, message });
+            }
+            return Ok(Attempt::Failed(format!("{code}: {message}")));
+        }
+        other => return Ok(Attempt::Failed(format!("no WELCOME from the relay: {other:?}"))),
+    };
+    ctx.online.send_replace(true);
+    let connected_at = Instant::now();
+    let mut streams = JoinSet::new();
+    let reason = tokio::select! {
+        reason = heartbeat(&mut send, &mut recv, Duration::from_secs(heartbeat_secs.into())) => {
+            conn.close(0u32.into(), reason.as_bytes());
+            reason
+        }
+        err = accept_streams(ctx, &conn, &mut streams) => {
+            if let quinn::ConnectionError::ApplicationClosed(close) = &err {
+                if close.error_code == CLOSE_SHUTDOWN.into() {
+                    return Ok(Attempt::RelayShutdown);
+                }
+            }
+            err.to_string()
+        }
+    };
+    Ok(Attempt::Lost {
+        connected_for: connected_at.elapsed(),
+        reason,
+    })
+}
+
+/// Serves relay-opened streams until the connection fails; returns why.
+async fn accept_streams(
+    ctx: &Arc<NodeContext>,
+    conn: &quinn::Connection,
+    streams: &mut JoinSet<()>,
+) -> quinn::ConnectionError {
+    loop {
+        tokio::select! {
+            accepted = conn.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    streams.spawn(crate::action::serve_stream(ctx.clone(), send, recv));
+                }
+                Err(err) => return err,
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    }
+}
+
+/// Sends PINGs and reads PONGs; returns when the relay stops answering.
+async fn heartbeat(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, every: Duration) -> String {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut nonce = 0u64;
+    let mut last_pong = Instant::now();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if last_pong.elapsed() > every * MISSED_HEARTBEATS {
+                    return format!("no PONG for {:?}", last_pong.elapsed());
+                }
+                nonce += 1;
+                let ping = Envelope::new(nonce, Body::Ping { nonce });
+                if let Err(e) = write_frame(send, &ping.encode(), aisa_tunnel::MAX_FRAME_LEN).await {
+                    return format!("control stream failed: {e}");
+                }
+            }
+            frame = read_frame(recv, aisa_tunnel::MAX_FRAME_LEN) => match frame {
+                Ok(Some(body)) => match Envelope::decode(&body) {
+                    Ok(Envelope { body: Body::Pong { .. }, .. }) => last_pong = Instant::now(),
+                    Ok(other) => debug!(?other, "unexpected message on the control stream"),
+                    Err(e) => return format!("malformed control message: {e}"),
+                },
+                Ok(None) => return "the relay closed the control stream".into(),
+                Err(e) => return format!("control stream failed: {e}"),
+            }
+        }
+    }
+}
+
+async fn fetch_pin(relay_url: &str) -> Result<[u8; 32], String> {
+    #[derive(serde::Deserialize)]
+    struct Session {
+        cert_sha256: Vec<String>,
+    }
+    let session: Session = reqwest::get(format!("{}/api/session", relay_url.trim_end_matches('/')))
+        .await
+        .map_err(|e| e.to_string())?
+        .error_for_status()
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let first = session.cert_sha256.first().ok_or("the relay pins no certificate")?;
+    parse_pin(first)
+}
+
+/// Parses a hex SHA-256.
+pub fn parse_pin(hex_text: &str) -> Result<[u8; 32], String> {
+    hex::decode(hex_text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("{hex_text:?} is not a hex SHA-256"))
+}
+
+fn client_config(pin: Option<[u8; 32]>) -> quinn::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("the ring provider supports TLS 1.3");
+    let mut tls = match pin {
+        Some(sha256) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCert { sha256, provider }))
+            .with_no_client_auth(),
+        None => builder
+            .with_root_certificates(rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            })
+            .with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("TLS 1.3 with an initial cipher suite");
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(Duration::from_secs(5)));
+    config.transport_config(Arc::new(transport));
+    config
+}
+
+/// Accepts exactly the certificate whose SHA-256 is pinned (and checks the handshake
+/// signature against it).
+#[derive(Debug)]
+struct PinnedCert {
+    sha256: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if Sha256::digest(end_entity.as_ref())[..] == self.sha256[..] {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,368 @@
+//! The mini-app sandbox: each action runs in a fresh wasmtime instance with a memory cap,
+//! a wall-clock deadline (epoch interruption), an output cap, and no imports but the
+//! host API (`aisapp_v1`, documented in `docs/guest-abi.md`).
+//!
+//! A guest exports `memory`, `aisapp_alloc(len) -> ptr` and `aisapp_run(ptr, len) ->
+//! status`; its input is the JSON `{"action": …, "payload": …}`. It streams output with
+//! `emit`, asks the model with `ai_generate` / `ai_next`, logs with `log`, and explains a
+//! failure with `fail` before returning a non-zero status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use wasmtime::{
+    Caller, Config, Engine, InstancePre, Linker, Module, Store, StoreLimits, StoreLimitsBuilder,
+};
+
+use crate::ai::{AiProvider, GenerateRequest, TextStream};
+
+/// The host API namespace this node provides.
+pub const ABI_NAMESPACE: &str = "aisapp_v1";
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Per-action limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest linear memory, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock time for the whole action, model time included.
+    pub timeout: Duration,
+    /// Total output bytes an action may emit.
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_secs(120),
+            output_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why an action did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// The module could not be compiled or imports something outside the host API.
+    #[error("the mini-app cannot be loaded: {0}")]
+    Load(String),
+    /// The guest trapped, broke a limit, or reported a failure.
+    #[error("the mini-app failed: {0}")]
+    Failed(String),
+    /// The wall-clock deadline passed.
+    #[error("the mini-app ran longer than {0:?} and was stopped")]
+    Timeout(Duration),
+    /// The AI provider failed.
+    #[error(transparent)]
+    Ai(#[from] crate::ai::AiError),
+}
+
+/// Compiles modules and runs actions. One per node; cheap to share.
+#[derive(Clone)]
+pub struct Sandbox {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+}
+
+/// A compiled, linked mini-app, ready to instantiate per action.
+#[derive(Clone)]
+pub struct LoadedModule {
+    pre: InstancePre<HostState>,
+}
+
+/// What the host keeps per action.
+pub struct HostState {
+    limits: StoreLimits,
+    output: mpsc::Sender<String>,
+    output_left: usize,
+    ai: Arc<dyn AiProvider>,
+    ai_streams: Vec<Option<TextStream>>,
+    /// Text received from the model but not yet handed to the guest.
+    ai_pending: Vec<u8>,
+    /// The first failure seen: the guest's own message or a host-side error.
+    failure: Option<ActionError>,
+    app_id: String,
+}
+
+impl Sandbox {
+    /// A sandbox engine with epoch interruption, and a thread that advances the epoch.
+    pub fn new() -> Result<Self, ActionError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.max_wasm_stack(512 * 1024);
+        let engine = Engine::new(&config).map_err(|e| ActionError::Load(e.to_string()))?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| ActionError::Load(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        define_host_api(&mut linker).map_err(|e| ActionError::Load(e.to_string()))?;
+        Ok(Sandbox {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    /// Compiles and links a module. Imports outside the host API are refused here, with
+    /// the name of the first one.
+    pub fn load(&self, wasm: &[u8]) -> Result<LoadedModule, ActionError> {
+        let module = Module::new(&self.engine, wasm).map_err(|e| ActionError::Load(format!("{e:#}")))?;
+        for import in module.imports() {
+            if import.module() != ABI_NAMESPACE || !HOST_FUNCTIONS.contains(&import.name()) {
+                return Err(ActionError::Load(format!(
+                    "imports {}::{}, which is not part of the host API {ABI_NAMESPACE}",
+                    import.module(),
+                    import.name()
+                )));
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| ActionError::Load(format!("{e:#}")))?;
+        Ok(LoadedModule { pre })
+    }
+
+    /// Runs one action in a fresh instance. Output chunks go to `output` as they are
+    /// emitted; a full channel makes the guest wait (backpressure).
+    pub async fn run(
+        &self,
+        module: &LoadedModule,
+        app_id: &str,
+        input_json: &str,
+        limits: Limits,
+        ai: Arc<dyn AiProvider>,
+        output: mpsc::Sender<String>,
+    ) -> Result<(), ActionError> {
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(1)
+                .tables(4)
+                .memories(1)
+                .trap_on_grow_failure(true)
+                .build(),
+            output,
+            output_left: limits.output_bytes,
+            ai,
+            ai_streams: Vec::new(),
+            ai_pending: Vec::new(),
+            failure: None,
+            app_id: app_id.to_owned(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let run = async {
+            let instance = module
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| ActionError::Failed(format!("{e:#}")))?;
+            let alloc = instance
+                .get_typed_func::<i32, i32>(&mut store, "aisapp_alloc")
+                .map_err(|e| ActionError::Load(format!("missing export aisapp_alloc: {e}")))?;
+            let entry = instance
+                .get_typed_func::<(i32, i32), i32>(&mut store, "aisapp_run")
+                .map_err(|e| ActionError::Load(format!("missing export aisapp_run: {e}")))?;
+            let memory = instance
+                .get_memory(&mut store, "memory")
+                .ok_or_else(|| ActionError::Load("missing export memory".into()))?;
+            let input = input_json.as_bytes();
+            let len = i32::try_from(input.len()).map_err(|_| ActionError::Failed("input too large".into()))?;
+            let ptr = alloc.call_async(&mut store, len).await.map_err(|e| trap(&mut store, e))?;
+            memory
+                .write(&mut store, ptr as u32 as usize, input)
+                .map_err(|_| ActionError::Failed("aisapp_alloc returned memory out of bounds".into()))?;
+            let status = entry
+                .call_async(&mut store, (ptr, len))
+                .await
+                .map_err(|e| trap(&mut store, e))?;
+            if status != 0 {
+                return Err(store.data_mut().failure.take().unwrap_or_else(|| {
+                    ActionError::Failed(format!("aisapp_run returned status {status}"))
+                }));
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(limits.timeout, run).await {
+            Ok(result) => result,
+            Err(_) => Err(ActionError::Timeout(limits.timeout)),
+        }
+    }
+}
+
+/// The error for a trap: a host-side failure recorded during the call wins (it says
+/// what really happened), then deadline and limit traps, then the trap itself.
+fn trap(store: &mut Store<HostState>, err: wasmtime::Error) -> ActionError {
+    if let Some(failure) = store.data_mut().failure.take() {
+        return failure;
+    }
+    if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::Interrupt {
+            return ActionError::Failed("the mini-app ran out of time".into());
+        }
+        return ActionError::Failed(format!("trap: {trap}"));
+    }
+    ActionError::Failed(format!("{err:#}"))
+}
+
+const HOST_FUNCTIONS: [&str; 5] = ["emit", "ai_generate", "ai_next", "log", "fail"];
+
+fn guest_bytes(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+    let memory = caller
+        .get_export("memory")
+        .and_then(|e| e.into_memory())
+        .ok_or_else(|| wasmtime::Error::msg("guest exports no memory"))?;
+    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    memory
+        .data(&caller)
+        .get(start..start.saturating_add(len))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| wasmtime::Error::msg("guest pointer out of bounds"))
+}
+
+fn guest_string(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<String> {
+    String::from_utf8(guest_bytes(caller, ptr, len)?)
+        .map_err(|_| wasmtime::Error::msg("guest string is not UTF-8"))
+}
+
+/// Records a host-side failure and returns the trap that ends the guest.
+fn fail_with(caller: &mut Caller<'_, HostState>, err: ActionError) -> wasmtime::Error {
+    let message = err.to_string();
+    caller.data_mut().failure.get_or_insert(err);
+    wasmtime::Error::msg(message)
+}
+
+fn define_host_api(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap_async(ABI_NAMESPACE, "emit", |mut caller: Caller<'_, HostState>, (ptr, len): (i32, i32)| {
+        Box::new(async move {
+            let text = guest_string(&mut caller, ptr, len)?;
+            let state = caller.data_mut();
+            if text.len() > state.output_left {
+                return Err(fail_with(
+                    &mut caller,
+                    ActionError::Failed("output limit exceeded".into()),
+                ));
+            }
+            state.output_left -= text.len();
+            let output = state.output.clone();
+            if output.send(text).await.is_err() {
+                return Err(fail_with(&mut caller, ActionError::Failed("output closed: the requester went away".into())));
+            }
+            Ok(())
+        })
+    })?;
+    linker.func_wrap_async(ABI_NAMESPACE, "ai_generate", |mut caller: Caller<'_, HostState>, (ptr, len): (i32, i32)| {
+        Box::new(async move {
+            let request: GenerateRequest = match serde_json::from_slice(&guest_bytes(&mut caller, ptr, len)?) {
+                Ok(r) => r,
+                Err(e) => return Err(fail_with(&mut caller, ActionError::Failed(format!("bad ai_generate request: {e}")))),
+            };
+            let ai = caller.data().ai.clone();
+            match ai.generate(request).await {
+                Ok(stream) => {
+                    let streams = &mut caller.data_mut().ai_streams;
+                    streams.push(Some(stream));
+                    Ok((streams.len() - 1) as i32)
+                }
+                Err(e) => Err(fail_with(&mut caller, ActionError::Ai(e))),
+            }
+        })
+    })?;
+    linker.func_wrap_async(
+        ABI_NAMESPACE,
+        "ai_next",
+        |mut caller: Caller<'_, HostState>, (handle, buf, cap): (i32, i32, i32)| {
+            Box::new(async move {
+                let cap = cap.max(0) as usize;
+                if caller.data().ai_pending.is_empty() {
+                    let Some(Some(stream)) = caller.data_mut().ai_streams.get_mut(handle as usize) else {
+                        return Err(fail_with(&mut caller, ActionError::Failed(format!("ai_next: no stream {handle}"))));
+                    };
+                    match stream.next().await {
+                        None => {
+                            caller.data_mut().ai_streams[handle as usize] = None;
+                            return Ok(0);
+                        }
+                        Some(Err(e)) => return Err(fail_with(&mut caller, ActionError::Ai(e))),
+                        Some(Ok(text)) => caller.data_mut().ai_pending = text.into_bytes(),
+                    }
+                }
+                let pending = std::mem::take(&mut caller.data_mut().ai_pending);
+                let take = utf8_prefix_len(&pending, cap);
+                if take == 0 {
+                    caller.data_mut().ai_pending = pending;
+                    return Err(fail_with(&mut caller, ActionError::Failed("ai_next: buffer too small".into())));
+                }
+                let memory = caller
+                    .get_export("memory")
+                    .and_then(|e| e.into_memory())
+                    .ok_or_else(|| wasmtime::Error::msg("guest exports no memory"))?;
+                memory
+                    .write(&mut caller, buf as u32 as usize, &pending[..take])
+                    .map_err(|_| wasmtime::Error::msg("guest pointer out of bounds"))?;
+                caller.data_mut().ai_pending = pending[take..].to_vec();
+                Ok(take as i32)
+            })
+        },
+    )?;
+    linker.func_wrap(ABI_NAMESPACE, "log", |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
+        let text = guest_string(&mut caller, ptr, len)?;
+        let app = caller.data().app_id.as_str();
+        match level {
+            0 => tracing::debug!(app, "{text}"),
+            1 => tracing::info!(app, "{text}"),
+            2 => tracing::warn!(app, "{text}"),
+            _ => tracing::error!(app, "{text}"),
+        }
+        Ok(())
+    })?;
+    linker.func_wrap(ABI_NAMESPACE, "fail", |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| {
+        let text = guest_string(&mut caller, ptr, len)?;
+        caller.data_mut().failure.get_or_insert(ActionError::Failed(text));
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// The longest prefix of `bytes` no longer than `cap` that ends on a UTF-8 boundary.
+fn utf8_prefix_len(bytes: &[u8], cap: usize) -> usize {
+    if bytes.len() <= cap {
+        return bytes.len();
+    }
+    let mut end = cap;
+    while end > 0 && (bytes[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_prefix_never_splits_a_character() {
+        let s = "aé☃".as_bytes(); // 1 + 2 + 3 bytes
+        assert_eq!(utf8_prefix_len(s, 100), 6);
+        assert_eq!(utf8_prefix_len(s, 2), 1);
+        assert_eq!(utf8_prefix_len(s, 3), 3);
+        assert_eq!(utf8_prefix_len(s, 5), 3);
+        assert_eq!(utf8_prefix_len(s, 0), 0);
+    }
+}

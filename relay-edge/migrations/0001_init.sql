@@ -1,0 +1,24 @@
+-- Accounts and the device registry. Portable SQL: runs on SQLite and PostgreSQL.
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY,
+    email         TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    disabled      BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at    BIGINT NOT NULL
+);
+
+CREATE TABLE devices (
+    id           TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name         TEXT NOT NULL,
+    token_hash   TEXT NOT NULL UNIQUE,
+    revoked      BOOLEAN NOT NULL DEFAULT FALSE,
+    status       TEXT NOT NULL DEFAULT 'offline',
+    node_version TEXT,
+    identity_key TEXT,
+    relay_node   TEXT,
+    last_seen    BIGINT,
+    created_at   BIGINT NOT NULL
+);
+
+CREATE INDEX devices_user ON devices(user_id);

@@ -1,0 +1,167 @@
+//! A browser's WebTransport session: per stream, read the stream-open header, authorize,
+//! open a stream to the device, and splice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aisa_tunnel::io::{ReadError, read_frame, write_frame};
+use aisa_tunnel::{DecodeError, Envelope, ErrorCode, OpenHeader, RelayHeader};
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::server::Shared;
+use crate::splice;
+
+/// The path of the WebTransport endpoint.
+pub const WEBTRANSPORT_PATH: &str = "/wt";
+
+/// How long a browser has to send a stream's header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Serves one WebTransport session until it ends.
+pub async fn serve(shared: Arc<Shared>, request: wtransport::endpoint::SessionRequest) {
+    if request.path() != WEBTRANSPORT_PATH {
+        debug!(path = request.path(), "unknown WebTransport path");
+        request.not_found().await;
+        return;
+    }
+    let session_id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let span = info_span!("browser", session_id, remote = %request.remote_address());
+    async move {
+        let session = match request.accept().await {
+            Ok(s) => s,
+            Err(err) => {
+                debug!(%err, "session not established");
+                return;
+            }
+        };
+        let _open = crate::server::Gauge::up(&shared.browser_sessions);
+        let mut streams = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = session.accept_bi() => match accepted {
+                    Ok((send, recv)) => {
+                        streams.spawn(serve_stream(shared.clone(), session_id, send, recv).in_current_span());
+                    }
+                    Err(err) => {
+                        debug!(%err, "session ended");
+                        break;
+                    }
+                },
+                Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            }
+        }
+        // Let every stream end on its own: with the session gone their reads and writes
+        // fail at once, and the splice passes a reset on to the desktop.
+        while streams.join_next().await.is_some() {}
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve_stream(
+    shared: Arc<Shared>,
+    session_id: u64,
+    mut send: wtransport::SendStream,
+    mut recv: wtransport::RecvStream,
+) {
+    let target = match authorize(&shared, session_id, &mut recv).await {
+        Ok(target) => target,
+        Err((code, message)) => {
+            debug!(%code, message, "stream refused");
+            let err = Envelope::error(0, code, message);
+            if write_frame(&mut send, &err.encode(), shared.config.max_frame_len)
+                .await
+                .is_ok()
+            {
+                let _ = send.finish().await;
+            }
+            recv.quic_stream_mut().stop(0u32.into()).ok();
+            return;
+        }
+    };
+    let Target { connection, header } = target;
+    let (mut d_send, d_recv) = match connection.open_bi().await {
+        Ok(pair) => pair,
+        Err(err) => {
+            let err = Envelope::error(0, ErrorCode::DeviceOffline, format!("device connection lost: {err}"));
+            let _ = write_frame(&mut send, &err.encode(), shared.config.max_frame_len).await;
+            let _ = send.finish().await;
+            return;
+        }
+    };
+    if write_frame(&mut d_send, &header.encode(), shared.config.max_frame_len)
+        .await
+        .is_err()
+    {
+        send.reset(splice::PEER_GONE.into()).ok();
+        return;
+    }
+    let _open = crate::server::Gauge::up(&shared.open_streams);
+    let ends = splice::splice((recv, send), (d_recv, d_send), &shared.bytes_spliced).await;
+    debug!(?ends, "stream spliced to the end");
+}
+
+struct Target {
+    connection: quinn::Connection,
+    header: RelayHeader,
+}
+
+/// Reads the stream-open header and decides whether the stream may go to its device.
+async fn authorize(
+    shared: &Shared,
+    session_id: u64,
+    recv: &mut wtransport::RecvStream,
+) -> Result<Target, (ErrorCode, String)> {
+    let body = match tokio::time::timeout(HEADER_TIMEOUT, read_frame(recv, shared.config.max_frame_len)).await {
+        Err(_) => return Err((ErrorCode::MalformedFrame, "no stream-open header within 10 s".into())),
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return Err((ErrorCode::MalformedFrame, "stream ended before its header".into())),
+        Ok(Err(ReadError::Frame(err))) => return Err((ErrorCode::MalformedFrame, err.to_string())),
+        Ok(Err(ReadError::Io(err))) => return Err((ErrorCode::PeerGone, err.to_string())),
+    };
+    let (open, _version) = OpenHeader::decode(&body).map_err(|err| match err {
+        DecodeError::UnsupportedVersion { .. } => (ErrorCode::UnsupportedVersion, err.to_string()),
+        _ => (ErrorCode::MalformedFrame, err.to_string()),
+    })?;
+    let claims = shared
+        .tokens
+        .verify(&open.token)
+        .map_err(|err| (ErrorCode::Unauthenticated, err.to_string()))?;
+    let device = match shared.store.device(&open.device_id).await {
+        Ok(Some(device)) if !device.revoked => device,
+        Ok(_) => {
+            return Err((
+                ErrorCode::UnknownDevice,
+                format!("no device {:?}", open.device_id),
+            ));
+        }
+        Err(err) => {
+            warn!(%err, "device lookup failed");
+            return Err((ErrorCode::Internal, "the relay could not look up the device".into()));
+        }
+    };
+    if device.user_id != claims.sub {
+        return Err((
+            ErrorCode::Forbidden,
+            format!("device {:?} belongs to another account", open.device_id),
+        ));
+    }
+    let Some(online) = shared.registry.get(&device.id) else {
+        return Err((
+            ErrorCode::DeviceOffline,
+            format!("device {:?} ({}) is offline", device.name, device.id),
+        ));
+    };
+    Ok(Target {
+        connection: online.connection,
+        header: RelayHeader {
+            user_id: claims.sub,
+            session_id,
+            kind: open.kind,
+            e2e: open.e2e,
+        },
+    })
+}

@@ -1,0 +1,102 @@
+//! The relay's configuration: a TOML file, overridden by environment variables and flags
+//! (the binary applies those), with the defaults documented on each field.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Everything `relay-edge serve` needs. Unknown keys in the file are refused.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// UDP address for QUIC (desktops) and WebTransport (browsers). Default `0.0.0.0:4433`.
+    pub quic_listen: SocketAddr,
+    /// TCP address for the web app and HTTP API. Default `127.0.0.1:8080`.
+    pub http_listen: SocketAddr,
+    /// Host name or address browsers and desktops use to reach `quic_listen`; it goes into
+    /// the WebTransport URL handed to the page. Default `127.0.0.1`.
+    pub public_host: String,
+    /// Where the relay keeps its database, development certificate and secrets.
+    /// Default: `$XDG_DATA_HOME/aisuperapp/relay` (`~/.local/share/aisuperapp/relay`).
+    pub data_dir: PathBuf,
+    /// `sqlite://…` URL. Default: `relay.db` in `data_dir`.
+    pub database_url: Option<String>,
+    /// Folder with the built web app (`browser-client/dist`). Default: none (API only).
+    pub web_root: Option<PathBuf>,
+    /// PEM certificate chain for production. Without it a self-signed development
+    /// certificate (ECDSA P-256, 14 days, renewed near expiry) is used.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Secret for signing access tokens. Default: random, kept in `data_dir/jwt-secret`.
+    pub jwt_secret: Option<String>,
+    /// Lifetime of an access token in seconds. Default 3600.
+    pub access_token_ttl_secs: u64,
+    /// How often desktops ping, in seconds. Default 15.
+    pub heartbeat_secs: u32,
+    /// Largest frame accepted, in bytes. Default 1 MiB.
+    pub max_frame_len: u32,
+    /// Name of this relay node in the device registry. Default: the host name or `relay-1`.
+    pub node_name: String,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            quic_listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_host: "127.0.0.1".into(),
+            data_dir: default_data_dir(),
+            database_url: None,
+            web_root: None,
+            tls_cert: None,
+            tls_key: None,
+            jwt_secret: None,
+            access_token_ttl_secs: 3600,
+            heartbeat_secs: 15,
+            max_frame_len: aisa_tunnel::MAX_FRAME_LEN,
+            node_name: std::env::var("HOSTNAME").unwrap_or_else(|_| "relay-1".into()),
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Reads a TOML file; missing keys take their defaults, unknown keys are an error.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("relay.db").display())
+        })
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("aisuperapp/relay")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = RelayConfig::from_toml("quic_listen = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn missing_keys_take_defaults() {
+        let cfg = RelayConfig::from_toml("heartbeat_secs = 5").unwrap();
+        assert_eq!(cfg.heartbeat_secs, 5);
+        assert_eq!(cfg.access_token_ttl_secs, 3600);
+    }
+}

@@ -1,0 +1,175 @@
+//! A desktop node's connection: HELLO, authentication, registration, heartbeats.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use aisa_tunnel::io::{read_frame, write_frame};
+use aisa_tunnel::{Body, DecodeError, Envelope, ErrorCode, Hello, Version};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::auth::hash_device_token;
+use crate::registry::OnlineDevice;
+use crate::server::Shared;
+
+/// How long a desktop has to send its HELLO.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// QUIC close code: refused at HELLO.
+pub const CLOSE_REFUSED: u32 = 1;
+/// QUIC close code: another connection of the same device took over.
+pub const CLOSE_REPLACED: u32 = 2;
+/// QUIC close code: the relay is shutting down; reconnect at once.
+pub const CLOSE_SHUTDOWN: u32 = 3;
+
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+/// Serves one desktop connection until it ends.
+pub async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {
+    let connection_id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let span = info_span!("desktop", connection_id, remote = %conn.remote_address(), device_id = tracing::field::Empty);
+    async move {
+        let Ok(Ok((mut send, mut recv))) =
+            tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await
+        else {
+            conn.close(CLOSE_REFUSED.into(), b"no control stream");
+            return;
+        };
+        let hello = match read_hello(&shared, &mut recv).await {
+            Ok(h) => h,
+            Err((code, message)) => {
+                refuse(&conn, &mut send, code, &message).await;
+                return;
+            }
+        };
+        let device = match shared
+            .store
+            .device_by_token_hash(&hash_device_token(&hello.device_token))
+            .await
+        {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                refuse(&conn, &mut send, ErrorCode::Unauthenticated, "unknown or revoked device token").await;
+                return;
+            }
+            Err(err) => {
+                warn!(%err, "device lookup failed");
+                refuse(&conn, &mut send, ErrorCode::Internal, "the relay could not check the token").await;
+                return;
+            }
+        };
+        tracing::Span::current().record("device_id", device.id.as_str());
+        let online = OnlineDevice {
+            user_id: device.user_id.clone(),
+            connection: conn.clone(),
+            connection_id,
+        };
+        if let Some(old) = shared.registry.insert(&device.id, online) {
+            old.connection
+                .close(CLOSE_REPLACED.into(), b"replaced by a newer connection");
+        }
+        let key_hex = hex::encode(&hello.identity_key);
+        if let Err(err) = shared
+            .store
+            .set_online(&device.id, &hello.node_version, &key_hex, &shared.config.node_name)
+            .await
+        {
+            warn!(%err, "could not record device online");
+        }
+        info!(node_version = %hello.node_version, "desktop online");
+        let welcome = Envelope::new(
+            0,
+            Body::Welcome {
+                device_id: device.id.clone(),
+                version: Version::CURRENT,
+                heartbeat_secs: shared.config.heartbeat_secs,
+            },
+        );
+        if write_frame(&mut send, &welcome.encode(), shared.config.max_frame_len)
+            .await
+            .is_ok()
+        {
+            control_loop(&shared, &device.id, &mut send, &mut recv).await;
+        }
+        if shared.registry.remove(&device.id, connection_id) {
+            if let Err(err) = shared.store.set_offline(&device.id).await {
+                warn!(%err, "could not record device offline");
+            }
+            info!("desktop offline");
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn read_hello(
+    shared: &Shared,
+    recv: &mut quinn::RecvStream,
+) -> Result<Hello, (ErrorCode, String)> {
+    let body = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(recv, shared.config.max_frame_len)).await {
+        Err(_) => return Err((ErrorCode::MalformedFrame, "no HELLO within 10 s".into())),
+        Ok(Err(err)) => return Err((ErrorCode::MalformedFrame, err.to_string())),
+        Ok(Ok(None)) => return Err((ErrorCode::MalformedFrame, "control stream ended before HELLO".into())),
+        Ok(Ok(Some(body))) => body,
+    };
+    match Hello::decode(&body) {
+        Ok((hello, _version)) => Ok(hello),
+        Err(err @ DecodeError::UnsupportedVersion { .. }) => {
+            Err((ErrorCode::UnsupportedVersion, err.to_string()))
+        }
+        Err(err) => Err((ErrorCode::MalformedFrame, err.to_string())),
+    }
+}
+
+/// Answers PINGs until the control stream or the connection ends.
+async fn control_loop(
+    shared: &Shared,
+    device_id: &str,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) {
+    loop {
+        let body = match read_frame(recv, shared.config.max_frame_len).await {
+            Ok(Some(body)) => body,
+            Ok(None) => return,
+            Err(err) => {
+                debug!(%err, "control stream ended");
+                return;
+            }
+        };
+        let reply = match Envelope::decode(&body) {
+            Ok(Envelope {
+                body: Body::Ping { nonce },
+                request_id,
+                ..
+            }) => {
+                let _ = shared.store.touch(device_id).await;
+                Envelope::new(request_id, Body::Pong { nonce })
+            }
+            Ok(other) => Envelope::error(
+                other.request_id,
+                ErrorCode::Unsupported,
+                "only PING is accepted on the control stream",
+            ),
+            Err(err) => Envelope::error(0, ErrorCode::MalformedFrame, err.to_string()),
+        };
+        if write_frame(send, &reply.encode(), shared.config.max_frame_len)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Sends one ERROR, then closes the connection with the message as the reason.
+async fn refuse(conn: &quinn::Connection, send: &mut quinn::SendStream, code: ErrorCode, message: &str) {
+    warn!(%code, message, "desktop refused");
+    let err = Envelope::error(0, code, message);
+    if write_frame(send, &err.encode(), aisa_tunnel::MAX_FRAME_LEN).await.is_ok() {
+        let _ = send.finish();
+        // Give the ERROR a moment to arrive before the close discards unsent data.
+        let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+    }
+    conn.close(CLOSE_REFUSED.into(), format!("{code}: {message}").as_bytes());
+}

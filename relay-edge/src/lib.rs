@@ -1,0 +1,29 @@
+//! The AI SuperApp relay.
+//!
+//! One UDP port serves browsers (WebTransport, ALPN `h3`) and desktop nodes (raw QUIC,
+//! ALPN `aisa/1`); one TCP port serves the web app and the HTTP API. For each stream a
+//! browser opens, the relay reads only the stream-open header, checks the user's token
+//! and that the user owns the target device and that it is online, opens a stream on the
+//! desktop's connection, writes a relay-stamped header, and then splices the two streams
+//! without reading what flows through them.
+//!
+//! Modules: [`config`] (the file schema), [`store`] (users and devices, sqlx),
+//! [`auth`] (passwords, tokens), [`cert`] (TLS identity), [`registry`] (connected
+//! devices), [`desktop`] and [`browser`] (the two connection kinds), [`splice`],
+//! [`http`] (API and web app), [`server`] (start and stop).
+//!
+//! Not here yet: PostgreSQL, Redis for clusters, plans and limits, metrics.
+
+pub mod auth;
+pub mod browser;
+pub mod cert;
+pub mod config;
+pub mod desktop;
+pub mod http;
+pub mod registry;
+pub mod server;
+pub mod splice;
+pub mod store;
+
+pub use config::RelayConfig;
+pub use server::{RelayHandle, start};

@@ -1,0 +1,221 @@
+//! `relay-edge`: the AI SuperApp relay and its operator tasks.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use relay_edge::RelayConfig;
+use relay_edge::store::Store;
+
+/// The AI SuperApp relay: accounts, device registry, and the WebTransport/QUIC gateway.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Options every subcommand takes. Each overrides the config file; flags override
+/// environment variables.
+#[derive(Args)]
+struct Common {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "RELAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (database, development certificate, secrets).
+    #[arg(long, global = true, env = "RELAY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL (`sqlite://…`).
+    #[arg(long, global = true, env = "RELAY_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay.
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Manage user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// UDP address for QUIC and WebTransport.
+    #[arg(long, env = "RELAY_QUIC_LISTEN")]
+    quic_listen: Option<SocketAddr>,
+    /// TCP address for the web app and the HTTP API.
+    #[arg(long, env = "RELAY_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Host name browsers use to reach the QUIC port.
+    #[arg(long, env = "RELAY_PUBLIC_HOST")]
+    public_host: Option<String>,
+    /// Folder with the built web app.
+    #[arg(long, env = "RELAY_WEB_ROOT")]
+    web_root: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user. The password is read from standard input unless --password is given.
+    Add {
+        /// The user's email.
+        email: String,
+        /// The password (prefer standard input: flags show in process lists).
+        #[arg(long)]
+        password: Option<String>,
+        /// Succeed without change if the user already exists.
+        #[arg(long)]
+        if_missing: bool,
+    },
+    /// List users.
+    List,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,quinn=warn,wtransport=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut config = load_config(&cli.common)?;
+    match cli.command {
+        Command::Serve(args) => {
+            apply_serve_args(&mut config, args);
+            serve(config).await
+        }
+        Command::Migrate => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            Store::open(&config.database_url()).await?;
+            println!("database is up to date: {}", config.database_url());
+            Ok(())
+        }
+        Command::User(cmd) => user(config, cmd).await,
+    }
+}
+
+fn load_config(common: &Common) -> anyhow::Result<RelayConfig> {
+    let mut config = match &common.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            RelayConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
+        }
+        None => RelayConfig::default(),
+    };
+    if let Some(dir) = &common.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(url) = &common.database_url {
+        config.database_url = Some(url.clone());
+    }
+    Ok(config)
+}
+
+fn apply_serve_args(config: &mut RelayConfig, args: ServeArgs) {
+    if let Some(v) = args.quic_listen {
+        config.quic_listen = v;
+    }
+    if let Some(v) = args.http_listen {
+        config.http_listen = v;
+    }
+    if let Some(v) = args.public_host {
+        config.public_host = v;
+    }
+    if let Some(v) = args.web_root {
+        config.web_root = Some(v);
+    }
+}
+
+async fn serve(config: RelayConfig) -> anyhow::Result<()> {
+    let relay = relay_edge::start(config).await?;
+    println!(
+        "relay-edge: http://{} (QUIC/WebTransport on udp {}), certificate sha-256 {}",
+        relay.http_addr,
+        relay.quic_addr,
+        hex::encode(relay.cert_sha256())
+    );
+    shutdown_signal().await;
+    eprintln!("relay-edge: shutting down");
+    relay.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn user(config: RelayConfig, cmd: UserCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = Store::open(&config.database_url()).await?;
+    match cmd {
+        UserCommand::Add {
+            email,
+            password,
+            if_missing,
+        } => {
+            if !email.contains('@') {
+                bail!("{email:?} is not an email address");
+            }
+            if store.user_by_email(&email).await?.is_some() {
+                if if_missing {
+                    println!("user {email} already exists");
+                    return Ok(());
+                }
+                bail!("a user with email {email} already exists");
+            }
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    let mut p = String::new();
+                    std::io::stdin().read_to_string(&mut p)?;
+                    p.trim_end_matches(['\n', '\r']).to_owned()
+                }
+            };
+            if password.len() < 8 {
+                bail!("a password has at least 8 characters");
+            }
+            let hash = relay_edge::auth::hash_password(&password)?;
+            let user = store.create_user(&email, &hash).await?;
+            println!("added user {} ({})", user.email, user.id);
+        }
+        UserCommand::List => {
+            for u in store.list_users().await? {
+                println!(
+                    "{}\t{}\t{}",
+                    u.id,
+                    u.email,
+                    if u.disabled { "disabled" } else { "active" }
+                );
+            }
+        }
+    }
+    Ok(())
+}

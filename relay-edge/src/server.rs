@@ -1,0 +1,308 @@
+//! Starting and stopping a relay: one UDP port for QUIC (desktops, ALPN `aisa/1`) and
+//! WebTransport (browsers, ALPN `h3`), one TCP port for HTTP.
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::auth::TokenKeys;
+use crate::cert::{self, TlsIdentity};
+use crate::config::RelayConfig;
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::{browser, desktop, http};
+
+/// ALPN of desktop nodes' raw QUIC connections.
+pub const DESKTOP_ALPN: &[u8] = b"aisa/1";
+/// ALPN of browsers' HTTP/3 (WebTransport) connections.
+pub const H3_ALPN: &[u8] = b"h3";
+
+/// Why the relay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory, a socket or a file failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The certificate could not be loaded or made.
+    #[error(transparent)]
+    Cert(#[from] cert::CertError),
+    /// The TLS configuration was refused.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// State every connection handler shares.
+pub struct Shared {
+    /// The configuration the relay started with.
+    pub config: RelayConfig,
+    /// Users and devices.
+    pub store: Store,
+    /// Access-token keys.
+    pub tokens: TokenKeys,
+    /// Devices connected here.
+    pub registry: Registry,
+    /// The bound UDP address.
+    pub quic_addr: SocketAddr,
+    /// Whether the certificate is a generated development one.
+    pub self_signed: bool,
+    cert_sha256: RwLock<[u8; 32]>,
+    /// Bytes copied between browsers and desktops.
+    pub bytes_spliced: AtomicU64,
+    /// Streams being spliced now.
+    pub open_streams: AtomicU64,
+    /// WebTransport sessions open now.
+    pub browser_sessions: AtomicU64,
+}
+
+impl Shared {
+    /// SHA-256 of the current certificate.
+    pub fn cert_sha256(&self) -> [u8; 32] {
+        *self.cert_sha256.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Counts one open thing for as long as it lives.
+pub struct Gauge<'a>(&'a AtomicU64);
+
+impl<'a> Gauge<'a> {
+    /// Adds one to `counter` until the returned value is dropped.
+    pub fn up(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Gauge(counter)
+    }
+}
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A running relay.
+pub struct RelayHandle {
+    /// The bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// The bound UDP address.
+    pub quic_addr: SocketAddr,
+    /// State shared with the handlers (for tests and metrics).
+    pub shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RelayHandle {
+    /// SHA-256 of the relay's certificate.
+    pub fn cert_sha256(&self) -> [u8; 32] {
+        self.shared.cert_sha256()
+    }
+
+    /// Stops accepting, tells desktops to reconnect elsewhere at once, and waits (up to
+    /// `drain`) for connections to close.
+    pub async fn shutdown(mut self, drain: Duration) {
+        let _ = self.stop.send(true);
+        for conn in self.shared.registry.connections() {
+            conn.close(desktop::CLOSE_SHUTDOWN.into(), b"relay shutting down");
+        }
+        self.endpoint.close(0u32.into(), b"relay shutting down");
+        let _ = tokio::time::timeout(drain, self.endpoint.wait_idle()).await;
+        self.tasks.shutdown().await;
+    }
+
+    /// Runs until the relay's tasks end (they do not, short of a fatal error).
+    pub async fn join(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Opens the store, binds both ports, and starts serving.
+pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = Store::open(&config.database_url()).await?;
+    store.reset_node(&config.node_name).await?;
+    let tokens = TokenKeys::new(&jwt_secret(&config)?, config.access_token_ttl_secs);
+    let identity = load_identity(&config)?;
+    let endpoint = quinn::Endpoint::server(server_config(&identity)?, config.quic_listen)?;
+    let quic_addr = endpoint.local_addr()?;
+    let http_listener = tokio::net::TcpListener::bind(config.http_listen).await?;
+    let http_addr = http_listener.local_addr()?;
+    info!(%quic_addr, %http_addr, cert_sha256 = %hex::encode(identity.sha256()), "relay listening");
+
+    let shared = Arc::new(Shared {
+        self_signed: identity.self_signed,
+        cert_sha256: RwLock::new(identity.sha256()),
+        config,
+        store,
+        tokens,
+        registry: Registry::default(),
+        quic_addr,
+        bytes_spliced: AtomicU64::new(0),
+        open_streams: AtomicU64::new(0),
+        browser_sessions: AtomicU64::new(0),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(accept_loop(shared.clone(), endpoint.clone()));
+    let app = http::router(shared.clone());
+    let mut http_stop = stopped.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(http_listener, app).with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        });
+        if let Err(err) = serve.await {
+            warn!(%err, "HTTP server failed");
+        }
+    });
+    if identity.self_signed {
+        tasks.spawn(renew_dev_cert(shared.clone(), endpoint.clone(), stopped));
+    }
+    Ok(RelayHandle {
+        http_addr,
+        quic_addr,
+        shared,
+        endpoint,
+        stop,
+        tasks,
+    })
+}
+
+fn load_identity(config: &RelayConfig) -> Result<TlsIdentity, StartError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Ok(cert::load_pem(cert, key)?),
+        (None, None) => Ok(cert::dev_identity(&config.data_dir, &config.public_host)?),
+        _ => Err(StartError::Tls(
+            "tls_cert and tls_key must be given together".into(),
+        )),
+    }
+}
+
+fn jwt_secret(config: &RelayConfig) -> Result<Vec<u8>, StartError> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("jwt-secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if let Ok(bytes) = hex::decode(existing.trim()) {
+            if bytes.len() >= 32 {
+                return Ok(bytes);
+            }
+        }
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
+    std::fs::write(&path, hex::encode(secret))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(secret.to_vec())
+}
+
+/// QUIC + TLS 1.3 server configuration offering both ALPNs.
+fn server_config(identity: &TlsIdentity) -> Result<quinn::ServerConfig, StartError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![H3_ALPN.to_vec(), DESKTOP_ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(Duration::from_secs(30).try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000)))))
+        .max_concurrent_bidi_streams(256u32.into());
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// Accepts connections and hands each to the browser or desktop handler by ALPN.
+async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                connections.spawn(handle_incoming(shared.clone(), incoming));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.shutdown().await;
+}
+
+async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let mut connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(err) => {
+            debug!(%err, "incoming connection failed");
+            return;
+        }
+    };
+    let alpn = match connecting.handshake_data().await {
+        Ok(data) => data
+            .downcast::<quinn::crypto::rustls::HandshakeData>()
+            .ok()
+            .and_then(|d| d.protocol),
+        Err(err) => {
+            debug!(%err, "handshake failed");
+            return;
+        }
+    };
+    match alpn.as_deref() {
+        Some(H3_ALPN) => {
+            let future = wtransport::endpoint::IncomingSessionFuture::with_quic_connecting(connecting);
+            match future.await {
+                Ok(request) => browser::serve(shared, request).await,
+                Err(err) => debug!(%err, "WebTransport session not established"),
+            }
+        }
+        Some(DESKTOP_ALPN) => match connecting.await {
+            Ok(conn) => desktop::serve(shared, conn).await,
+            Err(err) => debug!(%err, "desktop connection failed"),
+        },
+        _ => debug!("connection without a known ALPN"),
+    }
+}
+
+/// Replaces the development certificate before it expires, without a restart.
+async fn renew_dev_cert(shared: Arc<Shared>, endpoint: quinn::Endpoint, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        let fresh = match cert::dev_identity(&shared.config.data_dir, &shared.config.public_host) {
+            Ok(identity) => identity,
+            Err(err) => {
+                warn!(%err, "development certificate renewal failed");
+                continue;
+            }
+        };
+        if fresh.sha256() == shared.cert_sha256() {
+            continue;
+        }
+        match server_config(&fresh) {
+            Ok(config) => {
+                endpoint.set_server_config(Some(config));
+                *shared.cert_sha256.write().unwrap_or_else(|e| e.into_inner()) = fresh.sha256();
+                info!(cert_sha256 = %hex::encode(fresh.sha256()), "development certificate renewed");
+            }
+            Err(err) => warn!(%err, "renewed certificate refused"),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Copies bytes between a browser's stream and a desktop's stream without parsing them.
+//!
+//! Each direction has one fixed buffer, and a write waits for the receiver's flow-control
+//! credit, so a slow reader slows the writer: nothing is buffered without bound. A clean
+//! finish on one side finishes the other; a reset is passed on as a reset; a peer that
+//! stops reading stops the sender.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Application error code for "the other side of the splice went away".
+pub const PEER_GONE: u32 = 1;
+
+const BUFFER: usize = 64 * 1024;
+
+/// The sending half of a stream as the splice needs it.
+pub trait SpliceSend: AsyncWrite + Unpin + Send {
+    /// Ends the stream cleanly.
+    fn finish_stream(&mut self) -> impl Future<Output = ()> + Send;
+    /// Abandons the stream with an error code.
+    fn reset_stream(&mut self, code: u32);
+    /// Completes when the peer asks us to stop sending.
+    fn stopped_by_peer(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// The receiving half of a stream as the splice needs it.
+pub trait SpliceRecv: AsyncRead + Unpin + Send {
+    /// Asks the peer to stop sending.
+    fn stop_stream(&mut self, code: u32);
+}
+
+impl SpliceSend for quinn::SendStream {
+    async fn finish_stream(&mut self) {
+        let _ = self.finish();
+    }
+    fn reset_stream(&mut self, code: u32) {
+        let _ = self.reset(code.into());
+    }
+    async fn stopped_by_peer(&mut self) {
+        if let Ok(None) = self.stopped().await {
+            // Read to completion: not a stop. Never resolve, the read side ends the pump.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl SpliceRecv for quinn::RecvStream {
+    fn stop_stream(&mut self, code: u32) {
+        let _ = self.stop(code.into());
+    }
+}
+
+impl SpliceSend for wtransport::SendStream {
+    async fn finish_stream(&mut self) {
+        let _ = self.finish().await;
+    }
+    fn reset_stream(&mut self, code: u32) {
+        let _ = self.reset(code.into());
+    }
+    async fn stopped_by_peer(&mut self) {
+        self.quic_stream_mut().stopped_by_peer().await
+    }
+}
+
+impl SpliceRecv for wtransport::RecvStream {
+    fn stop_stream(&mut self, code: u32) {
+        let _ = self.quic_stream_mut().stop(code.into());
+    }
+}
+
+/// How one direction of a splice ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PumpEnd {
+    /// The source finished; the sink was finished.
+    Finished,
+    /// The source failed or was reset; the sink was reset.
+    SourceFailed,
+    /// The sink's peer stopped reading or went away; the source was stopped.
+    SinkFailed,
+}
+
+/// Copies `from` into `to` until one of them ends, passing the end on. Adds every byte
+/// copied to `counter`.
+pub async fn pump<R: SpliceRecv, W: SpliceSend>(
+    mut from: R,
+    mut to: W,
+    counter: &AtomicU64,
+) -> PumpEnd {
+    let mut buf = vec![0u8; BUFFER];
+    loop {
+        let read = tokio::select! {
+            read = from.read(&mut buf) => read,
+            () = to.stopped_by_peer() => {
+                from.stop_stream(PEER_GONE);
+                return PumpEnd::SinkFailed;
+            }
+        };
+        match read {
+            Ok(0) => {
+                to.finish_stream().await;
+                return PumpEnd::Finished;
+            }
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    from.stop_stream(PEER_GONE);
+                    return PumpEnd::SinkFailed;
+                }
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                to.reset_stream(PEER_GONE);
+                return PumpEnd::SourceFailed;
+            }
+        }
+    }
+}
+
+/// Splices two bidirectional streams until both directions have ended.
+pub async fn splice<AR, AW, BR, BW>(
+    a: (AR, AW),
+    b: (BR, BW),
+    counter: &AtomicU64,
+) -> (PumpEnd, PumpEnd)
+where
+    AR: SpliceRecv,
+    AW: SpliceSend,
+    BR: SpliceRecv,
+    BW: SpliceSend,
+{
+    let (a_recv, a_send) = a;
+    let (b_recv, b_send) = b;
+    tokio::join!(pump(a_recv, b_send, counter), pump(b_recv, a_send, counter))
+}

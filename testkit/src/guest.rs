@@ -1,0 +1,31 @@
+//! Builds the example mini-app from source into wasm, once per test process.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lives in the workspace")
+        .to_owned()
+}
+
+/// Path of `hello_ai.wasm`, built with `cargo build --target wasm32-unknown-unknown` in a
+/// separate target directory (so that it does not wait on the outer build's lock).
+pub fn hello_ai_wasm() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let target_dir = root.join("target/guest");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .args(["build", "--quiet", "--release", "-p", "hello-ai", "--target", "wasm32-unknown-unknown", "--target-dir"])
+            .arg(&target_dir)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building hello-ai for wasm32 failed (rustup target add wasm32-unknown-unknown?)");
+        target_dir.join("wasm32-unknown-unknown/release/hello_ai.wasm")
+    })
+}

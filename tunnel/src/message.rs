@@ -1,0 +1,279 @@
+//! The message envelope and its bodies.
+//!
+//! After a stream's header, every frame holds one [`Envelope`]. The body's variant index
+//! is the message type on the wire; variants are only ever appended, never reordered, so
+//! the numbers below are stable. A peer that receives a type it does not know gets a
+//! [`DecodeError::Malformed`] naming it and answers with [`ErrorCode::MalformedFrame`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::DecodeError;
+
+/// One protocol message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Chosen by the requester; replies carry the same id.
+    pub request_id: u64,
+    /// The device the message is for or from (empty where the stream already says).
+    pub device_id: String,
+    /// The message itself.
+    pub body: Body,
+}
+
+/// What an envelope carries. The comment on each variant gives its type number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// 0, browser → desktop: run `action` of `app_id` with a JSON `payload`.
+    ExecuteAction {
+        /// The installed mini-app.
+        app_id: String,
+        /// The action's name in the app's action schema.
+        action: String,
+        /// The action's input, a JSON document.
+        payload: String,
+    },
+    /// 1, browser → desktop: ask the desktop to install an app (approved on the desktop).
+    InstallApp {
+        /// The marketplace id.
+        app_id: String,
+        /// A version, or the latest when `None`.
+        version: Option<String>,
+    },
+    /// 2, browser → desktop: remove an app.
+    UninstallApp {
+        /// The installed mini-app.
+        app_id: String,
+    },
+    /// 3, browser → desktop: ask for a DEVICE_STATUS.
+    GetStatus,
+    /// 4, desktop → browser: the next piece of an action's output.
+    StreamChunk {
+        /// 0 for the first chunk of the stream, then 1, 2, …
+        seq: u32,
+        /// Output text.
+        data: String,
+    },
+    /// 5, desktop → browser: the action finished; no more chunks follow.
+    StreamEnd {
+        /// How many chunks were sent.
+        chunks: u32,
+        /// How long the action ran on the desktop, in milliseconds.
+        elapsed_ms: u32,
+    },
+    /// 6, any direction: the request failed. Ends the stream.
+    Error {
+        /// A stable code, see [`ErrorCode`].
+        code: String,
+        /// A message for a person.
+        message: String,
+    },
+    /// 7, desktop → browser (and relay → browser): the device's state.
+    DeviceStatus {
+        /// Whether the device is connected to a relay.
+        online: bool,
+        /// The node's software version.
+        node_version: String,
+        /// Installed mini-apps.
+        apps: Vec<AppStatus>,
+    },
+    /// 8, browser → desktop: stop the action running on this stream.
+    Cancel,
+    /// 9, either way on a control stream: are you there?
+    Ping {
+        /// Echoed in the PONG.
+        nonce: u64,
+    },
+    /// 10, the answer to PING.
+    Pong {
+        /// The PING's nonce.
+        nonce: u64,
+    },
+    /// 11, relay → desktop: the HELLO was accepted.
+    Welcome {
+        /// The device id the token belongs to.
+        device_id: String,
+        /// The protocol version both sides use.
+        version: crate::Version,
+        /// How often the desktop should PING, in seconds.
+        heartbeat_secs: u32,
+    },
+}
+
+/// One installed mini-app in a DEVICE_STATUS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStatus {
+    /// The app id.
+    pub id: String,
+    /// The installed version.
+    pub version: String,
+    /// Whether actions may run.
+    pub enabled: bool,
+}
+
+impl Envelope {
+    /// An envelope with no device id.
+    pub fn new(request_id: u64, body: Body) -> Self {
+        Envelope {
+            request_id,
+            device_id: String::new(),
+            body,
+        }
+    }
+
+    /// An ERROR envelope.
+    pub fn error(request_id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
+        Envelope::new(
+            request_id,
+            Body::Error {
+                code: code.as_str().to_owned(),
+                message: message.into(),
+            },
+        )
+    }
+
+    /// Encodes this envelope as a frame body.
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing into a Vec cannot fail for these types.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a frame body. Trailing bytes (fields of a newer minor version) are ignored.
+    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        postcard::take_from_bytes(body)
+            .map(|(env, _)| env)
+            .map_err(|e| DecodeError::malformed("envelope", e))
+    }
+}
+
+/// Stable error codes carried in [`Body::Error`]. Unknown codes decode as
+/// [`ErrorCode::Other`], so a newer peer's codes never break an older one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// A frame or header could not be decoded.
+    MalformedFrame,
+    /// The peer speaks an incompatible protocol version.
+    UnsupportedVersion,
+    /// The token is missing, invalid or expired.
+    Unauthenticated,
+    /// The device belongs to another user.
+    Forbidden,
+    /// No such device.
+    UnknownDevice,
+    /// The device exists but is not connected.
+    DeviceOffline,
+    /// No such app installed, or disabled.
+    UnknownApp,
+    /// No such action in the app.
+    UnknownAction,
+    /// The action's input was refused.
+    InvalidPayload,
+    /// The mini-app trapped, ran out of time or memory, or broke a limit.
+    AppFailed,
+    /// The AI provider failed or refused.
+    ProviderError,
+    /// The action was cancelled.
+    Cancelled,
+    /// The request is known but not supported by this node yet.
+    Unsupported,
+    /// The other side went away mid-stream.
+    PeerGone,
+    /// Anything else.
+    Internal,
+    /// A code this build does not know.
+    Other,
+}
+
+impl ErrorCode {
+    const ALL: [ErrorCode; 15] = [
+        ErrorCode::MalformedFrame,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::Unauthenticated,
+        ErrorCode::Forbidden,
+        ErrorCode::UnknownDevice,
+        ErrorCode::DeviceOffline,
+        ErrorCode::UnknownApp,
+        ErrorCode::UnknownAction,
+        ErrorCode::InvalidPayload,
+        ErrorCode::AppFailed,
+        ErrorCode::ProviderError,
+        ErrorCode::Cancelled,
+        ErrorCode::Unsupported,
+        ErrorCode::PeerGone,
+        ErrorCode::Internal,
+    ];
+
+    /// The code's text on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedFrame => "malformed_frame",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::UnknownDevice => "unknown_device",
+            ErrorCode::DeviceOffline => "device_offline",
+            ErrorCode::UnknownApp => "unknown_app",
+            ErrorCode::UnknownAction => "unknown_action",
+            ErrorCode::InvalidPayload => "invalid_payload",
+            ErrorCode::AppFailed => "app_failed",
+            ErrorCode::ProviderError => "provider_error",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::PeerGone => "peer_gone",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Other => "other",
+        }
+    }
+
+    /// Reads a code from the wire; unknown text gives [`ErrorCode::Other`].
+    pub fn parse(text: &str) -> ErrorCode {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|c| c.as_str() == text)
+            .unwrap_or(ErrorCode::Other)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_bytes_are_exact() {
+        let env = Envelope::new(
+            300,
+            Body::StreamChunk {
+                seq: 1,
+                data: "hi".into(),
+            },
+        );
+        // request_id 300 = varint ac 02; device_id ""; type 4; seq 1; "hi"
+        assert_eq!(env.encode(), [0xac, 0x02, 0, 4, 1, 2, b'h', b'i']);
+    }
+
+    #[test]
+    fn unknown_message_type_is_malformed() {
+        let err = Envelope::decode(&[1, 0, 99]).unwrap_err();
+        assert!(matches!(err, DecodeError::Malformed { what: "envelope", .. }));
+    }
+
+    #[test]
+    fn invalid_utf8_is_malformed() {
+        let err = Envelope::decode(&[1, 0, 4, 0, 1, 0xff]).unwrap_err();
+        assert!(matches!(err, DecodeError::Malformed { .. }));
+    }
+
+    #[test]
+    fn error_codes_round_trip_and_unknown_is_other() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), code);
+        }
+        assert_eq!(ErrorCode::parse("from_the_future"), ErrorCode::Other);
+    }
+}

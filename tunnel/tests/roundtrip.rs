@@ -1,0 +1,119 @@
+//! Property tests: decode(encode(x)) == x for every header and envelope, and the frame
+//! decoder never panics on arbitrary bytes.
+
+use aisa_tunnel::message::AppStatus;
+use aisa_tunnel::{
+    Body, Envelope, FrameBuffer, Hello, OpenHeader, RelayHeader, StreamKind, Version, frame,
+};
+use proptest::prelude::*;
+
+fn kind() -> impl Strategy<Value = StreamKind> {
+    prop_oneof![Just(StreamKind::Action), Just(StreamKind::Control)]
+}
+
+fn body() -> impl Strategy<Value = Body> {
+    let s = || ".{0,40}";
+    prop_oneof![
+        (s(), s(), s()).prop_map(|(app_id, action, payload)| Body::ExecuteAction {
+            app_id,
+            action,
+            payload
+        }),
+        (s(), proptest::option::of(s()))
+            .prop_map(|(app_id, version)| Body::InstallApp { app_id, version }),
+        s().prop_map(|app_id| Body::UninstallApp { app_id }),
+        Just(Body::GetStatus),
+        (any::<u32>(), s()).prop_map(|(seq, data)| Body::StreamChunk { seq, data }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(chunks, elapsed_ms)| Body::StreamEnd { chunks, elapsed_ms }),
+        (s(), s()).prop_map(|(code, message)| Body::Error { code, message }),
+        (
+            any::<bool>(),
+            s(),
+            proptest::collection::vec((s(), s(), any::<bool>()), 0..4)
+        )
+            .prop_map(|(online, node_version, apps)| Body::DeviceStatus {
+                online,
+                node_version,
+                apps: apps
+                    .into_iter()
+                    .map(|(id, version, enabled)| AppStatus {
+                        id,
+                        version,
+                        enabled
+                    })
+                    .collect(),
+            }),
+        Just(Body::Cancel),
+        any::<u64>().prop_map(|nonce| Body::Ping { nonce }),
+        any::<u64>().prop_map(|nonce| Body::Pong { nonce }),
+        (s(), any::<u8>(), any::<u8>(), any::<u32>()).prop_map(
+            |(device_id, major, minor, heartbeat_secs)| Body::Welcome {
+                device_id,
+                version: Version { major, minor },
+                heartbeat_secs
+            }
+        ),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn envelope_round_trips(request_id: u64, device_id in ".{0,40}", body in body()) {
+        let env = Envelope { request_id, device_id, body };
+        prop_assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+    }
+
+    #[test]
+    fn open_header_round_trips(device_id in ".{0,40}", kind in kind(), token in ".{0,200}",
+                               e2e in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))) {
+        let h = OpenHeader { device_id, kind, token, e2e };
+        prop_assert_eq!(OpenHeader::decode(&h.encode()).unwrap().0, h);
+    }
+
+    #[test]
+    fn relay_header_round_trips(user_id in ".{0,40}", session_id: u64, kind in kind(),
+                                e2e in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))) {
+        let h = RelayHeader { user_id, session_id, kind, e2e };
+        prop_assert_eq!(RelayHeader::decode(&h.encode()).unwrap().0, h);
+    }
+
+    #[test]
+    fn hello_round_trips(device_token in ".{0,80}", node_version in ".{0,20}",
+                         identity_key in proptest::collection::vec(any::<u8>(), 0..40)) {
+        let h = Hello { device_token, node_version, identity_key };
+        prop_assert_eq!(Hello::decode(&h.encode()).unwrap().0, h);
+    }
+
+    #[test]
+    fn frames_round_trip_through_arbitrary_splits(
+        bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..6),
+        split in 1usize..50,
+    ) {
+        let mut wire = Vec::new();
+        for b in &bodies {
+            frame::encode_frame(b, 1000, &mut wire).unwrap();
+        }
+        let mut fb = FrameBuffer::new(1000);
+        let mut out = Vec::new();
+        for piece in wire.chunks(split) {
+            fb.push(piece);
+            while let Some(f) = fb.next_frame().unwrap() {
+                out.push(f);
+            }
+        }
+        prop_assert_eq!(fb.finish(), Ok(()));
+        prop_assert_eq!(out, bodies);
+    }
+
+    #[test]
+    fn decoders_never_panic_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = Envelope::decode(&bytes);
+        let _ = OpenHeader::decode(&bytes);
+        let _ = RelayHeader::decode(&bytes);
+        let _ = Hello::decode(&bytes);
+        let mut fb = FrameBuffer::new(64);
+        fb.push(&bytes);
+        while let Ok(Some(_)) = fb.next_frame() {}
+    }
+}

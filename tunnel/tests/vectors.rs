@@ -1,0 +1,261 @@
+//! Writes and checks `tunnel/vectors/tunnel-vectors.json`, the byte-exact test vectors the
+//! TypeScript codec in `browser-client` is tested against.
+//!
+//! The test fails if the committed file differs from what this build produces; run it
+//! with `UPDATE_VECTORS=1` to rewrite the file after an intended wire change.
+
+use aisa_tunnel::message::AppStatus;
+use aisa_tunnel::{
+    Body, Envelope, Hello, MAX_FRAME_LEN, OpenHeader, RelayHeader, StreamKind, Version, frame,
+};
+use serde_json::{Value, json};
+
+fn vector(name: &str, kind: &str, value: Value, bytes: &[u8]) -> Value {
+    json!({ "name": name, "kind": kind, "value": value, "hex": hex::encode(bytes) })
+}
+
+fn envelope(name: &str, env: Envelope) -> Value {
+    vector(
+        name,
+        "envelope",
+        serde_json::to_value(&env).unwrap(),
+        &env.encode(),
+    )
+}
+
+fn build_vectors() -> Value {
+    let open = OpenHeader {
+        device_id: "8f2c1f0e-device".into(),
+        kind: StreamKind::Action,
+        token: "eyJhbGciOi.payload.sig".into(),
+        e2e: None,
+    };
+    let open_e2e = OpenHeader {
+        device_id: "d".into(),
+        kind: StreamKind::Control,
+        token: String::new(),
+        e2e: Some(vec![0, 1, 2, 254, 255]),
+    };
+    let relay = RelayHeader {
+        user_id: "u-1".into(),
+        session_id: 1 << 40,
+        kind: StreamKind::Action,
+        e2e: None,
+    };
+    let hello = Hello {
+        device_token: "dt_secret".into(),
+        node_version: "0.1.0".into(),
+        identity_key: (0..32).collect(),
+    };
+    let mut vectors = vec![
+        vector(
+            "open header, action",
+            "open_header",
+            serde_json::to_value(&open).unwrap(),
+            &open.encode(),
+        ),
+        vector(
+            "open header, control with e2e bytes",
+            "open_header",
+            serde_json::to_value(&open_e2e).unwrap(),
+            &open_e2e.encode(),
+        ),
+        vector(
+            "relay header",
+            "relay_header",
+            serde_json::to_value(&relay).unwrap(),
+            &relay.encode(),
+        ),
+        vector(
+            "hello",
+            "hello",
+            serde_json::to_value(&hello).unwrap(),
+            &hello.encode(),
+        ),
+    ];
+    let bodies = [
+        (
+            "execute action",
+            Body::ExecuteAction {
+                app_id: "hello-ai".into(),
+                action: "write".into(),
+                payload: r#"{"topic":"QUIC ☃"}"#.into(),
+            },
+        ),
+        (
+            "install app, latest",
+            Body::InstallApp {
+                app_id: "seo-writer".into(),
+                version: None,
+            },
+        ),
+        (
+            "install app, pinned",
+            Body::InstallApp {
+                app_id: "seo-writer".into(),
+                version: Some("1.2.3".into()),
+            },
+        ),
+        (
+            "uninstall app",
+            Body::UninstallApp {
+                app_id: "x".into(),
+            },
+        ),
+        ("get status", Body::GetStatus),
+        (
+            "stream chunk",
+            Body::StreamChunk {
+                seq: 128,
+                data: "Hello, wörld".into(),
+            },
+        ),
+        (
+            "stream end",
+            Body::StreamEnd {
+                chunks: 300,
+                elapsed_ms: 16384,
+            },
+        ),
+        (
+            "error",
+            Body::Error {
+                code: "device_offline".into(),
+                message: "device is offline".into(),
+            },
+        ),
+        (
+            "device status",
+            Body::DeviceStatus {
+                online: true,
+                node_version: "0.1.0".into(),
+                apps: vec![
+                    AppStatus {
+                        id: "hello-ai".into(),
+                        version: "0.1.0".into(),
+                        enabled: true,
+                    },
+                    AppStatus {
+                        id: "b".into(),
+                        version: "2.0.0".into(),
+                        enabled: false,
+                    },
+                ],
+            },
+        ),
+        ("cancel", Body::Cancel),
+        ("ping", Body::Ping { nonce: u32::MAX as u64 }),
+        (
+            "pong",
+            Body::Pong {
+                nonce: (1 << 53) - 1,
+            },
+        ),
+        (
+            "welcome",
+            Body::Welcome {
+                device_id: "dev".into(),
+                version: Version::CURRENT,
+                heartbeat_secs: 15,
+            },
+        ),
+    ];
+    for (i, (name, body)) in bodies.into_iter().enumerate() {
+        let request_id = [0, 1, 127, 128, 300, 16_383, 16_384][i % 7];
+        vectors.push(envelope(
+            name,
+            Envelope {
+                request_id,
+                device_id: if i % 2 == 0 { "dev-1".into() } else { String::new() },
+                body,
+            },
+        ));
+    }
+    for body in [&b""[..], b"abc"] {
+        let mut wire = Vec::new();
+        frame::encode_frame(body, MAX_FRAME_LEN, &mut wire).unwrap();
+        vectors.push(vector(
+            &format!("frame of {} bytes", body.len()),
+            "frame",
+            json!({ "body_hex": hex::encode(body) }),
+            &wire,
+        ));
+    }
+
+    let mut newer_minor = open.encode();
+    newer_minor[1] = 3;
+    newer_minor.extend_from_slice(&[9, 9]);
+    let mut newer = vector(
+        "open header from a newer minor version with an appended field",
+        "open_header",
+        serde_json::to_value(&open).unwrap(),
+        &newer_minor,
+    );
+    // Decoders must accept these bytes; encoders write the current version instead.
+    newer["decode_only"] = json!(true);
+    vectors.push(newer);
+
+    let truncated_env = Envelope::new(
+        5,
+        Body::StreamChunk {
+            seq: 0,
+            data: "abc".into(),
+        },
+    )
+    .encode();
+    let invalid = json!([
+        { "name": "major version 2", "kind": "open_header", "hex": "0200", "error": "unsupported protocol version 2.0" },
+        { "name": "empty header", "kind": "open_header", "hex": "", "error": "version" },
+        { "name": "unknown stream kind", "kind": "open_header", "hex": "010001640701740000", "error": "malformed" },
+        { "name": "unknown message type", "kind": "envelope", "hex": "01006300", "error": "malformed" },
+        { "name": "truncated string", "kind": "envelope", "hex": hex::encode(&truncated_env[..truncated_env.len() - 1]), "error": "malformed" },
+        { "name": "invalid utf-8", "kind": "envelope", "hex": "0100040001ff", "error": "malformed" },
+        { "name": "oversize frame", "kind": "frame", "hex": "00100001", "error": "exceeds the maximum" },
+        { "name": "frame cut mid-body", "kind": "frame", "hex": "0000000501", "error": "truncated" },
+    ]);
+    json!({
+        "protocol": Version::CURRENT.to_string(),
+        "max_frame_len": MAX_FRAME_LEN,
+        "vectors": vectors,
+        "invalid": invalid,
+    })
+}
+
+#[test]
+fn invalid_vectors_fail_on_the_rust_side_too() {
+    let v = build_vectors();
+    for case in v["invalid"].as_array().unwrap() {
+        let bytes = hex::decode(case["hex"].as_str().unwrap()).unwrap();
+        let want = case["error"].as_str().unwrap();
+        let err = match case["kind"].as_str().unwrap() {
+            "open_header" => OpenHeader::decode(&bytes).unwrap_err().to_string(),
+            "envelope" => Envelope::decode(&bytes).unwrap_err().to_string(),
+            "frame" => {
+                let mut fb = aisa_tunnel::FrameBuffer::new(MAX_FRAME_LEN);
+                fb.push(&bytes);
+                match fb.next_frame() {
+                    Err(e) => e.to_string(),
+                    Ok(None) => fb.finish().unwrap_err().to_string(),
+                    Ok(Some(_)) => panic!("{} decoded", case["name"]),
+                }
+            }
+            other => panic!("unknown kind {other}"),
+        };
+        assert!(err.contains(want), "{}: {err:?} lacks {want:?}", case["name"]);
+    }
+}
+
+#[test]
+fn vectors_file_matches_this_build() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/vectors/tunnel-vectors.json");
+    let fresh = serde_json::to_string_pretty(&build_vectors()).unwrap() + "\n";
+    if std::env::var_os("UPDATE_VECTORS").is_some() {
+        std::fs::write(path, &fresh).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "{path} is out of date: run `UPDATE_VECTORS=1 cargo test -p aisa-tunnel --test vectors` and commit it"
+    );
+}
