@@ -18,9 +18,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CHUNK_QUEUE: usize = 16;
 
 /// Serves one stream to its end.
-pub async fn serve_stream(ctx: Arc<NodeContext>, send: quinn::SendStream, mut recv: quinn::RecvStream) {
+pub async fn serve_stream(
+    ctx: Arc<NodeContext>,
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let max = aisa_tunnel::MAX_FRAME_LEN;
-    let mut send = ReplyStream { inner: send, ended: false };
+    let mut send = ReplyStream {
+        inner: send,
+        ended: false,
+    };
     let request = async {
         let header = read_body(&mut recv).await?;
         let (header, _version) = RelayHeader::decode(&header).map_err(decode_error)?;
@@ -36,7 +43,11 @@ pub async fn serve_stream(ctx: Arc<NodeContext>, send: quinn::SendStream, mut re
             return;
         }
         Err(_) => {
-            finish_with(&mut send, Envelope::error(0, ErrorCode::MalformedFrame, "no request within 10 s")).await;
+            finish_with(
+                &mut send,
+                Envelope::error(0, ErrorCode::MalformedFrame, "no request within 10 s"),
+            )
+            .await;
             return;
         }
     };
@@ -44,7 +55,11 @@ pub async fn serve_stream(ctx: Arc<NodeContext>, send: quinn::SendStream, mut re
     async move {
         let id = envelope.request_id;
         let reply = match envelope.body {
-            Body::ExecuteAction { app_id, action, payload } => {
+            Body::ExecuteAction {
+                app_id,
+                action,
+                payload,
+            } => {
                 execute(&ctx, id, &app_id, &action, &payload, &mut send, &mut recv).await;
                 return;
             }
@@ -70,7 +85,10 @@ pub async fn serve_stream(ctx: Arc<NodeContext>, send: quinn::SendStream, mut re
 async fn read_body(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, (ErrorCode, String)> {
     match read_frame(recv, aisa_tunnel::MAX_FRAME_LEN).await {
         Ok(Some(body)) => Ok(body),
-        Ok(None) => Err((ErrorCode::MalformedFrame, "stream ended before the request".into())),
+        Ok(None) => Err((
+            ErrorCode::MalformedFrame,
+            "stream ended before the request".into(),
+        )),
         Err(ReadError::Frame(e)) => Err((ErrorCode::MalformedFrame, e.to_string())),
         Err(ReadError::Io(e)) => Err((ErrorCode::PeerGone, e.to_string())),
     }
@@ -118,7 +136,12 @@ impl Drop for ReplyStream {
 
 /// Writes a last envelope and finishes the stream.
 async fn finish_with(send: &mut ReplyStream, envelope: Envelope) {
-    let _ = write_frame(&mut send.inner, &envelope.encode(), aisa_tunnel::MAX_FRAME_LEN).await;
+    let _ = write_frame(
+        &mut send.inner,
+        &envelope.encode(),
+        aisa_tunnel::MAX_FRAME_LEN,
+    )
+    .await;
     send.ended = true;
     let _ = send.inner.finish();
 }
@@ -136,23 +159,40 @@ async fn execute(
     let started = Instant::now();
     let Some(app) = ctx.apps.get(app_id).filter(|a| a.manifest.enabled) else {
         let msg = format!("no enabled app {app_id:?} is installed on this device");
-        return finish_with(send, Envelope::error(request_id, ErrorCode::UnknownApp, msg)).await;
+        return finish_with(
+            send,
+            Envelope::error(request_id, ErrorCode::UnknownApp, msg),
+        )
+        .await;
     };
     if !app.manifest.actions.iter().any(|a| a == action) {
-        let msg = format!("{app_id} has no action {action:?}; it has {:?}", app.manifest.actions);
-        return finish_with(send, Envelope::error(request_id, ErrorCode::UnknownAction, msg)).await;
+        let msg = format!(
+            "{app_id} has no action {action:?}; it has {:?}",
+            app.manifest.actions
+        );
+        return finish_with(
+            send,
+            Envelope::error(request_id, ErrorCode::UnknownAction, msg),
+        )
+        .await;
     }
     let payload: serde_json::Value = match serde_json::from_str(payload) {
         Ok(v) => v,
         Err(e) => {
             let msg = format!("the payload is not JSON: {e}");
-            return finish_with(send, Envelope::error(request_id, ErrorCode::InvalidPayload, msg)).await;
+            return finish_with(
+                send,
+                Envelope::error(request_id, ErrorCode::InvalidPayload, msg),
+            )
+            .await;
         }
     };
     let input = serde_json::json!({ "action": action, "payload": payload }).to_string();
 
     let (tx, mut rx) = mpsc::channel::<String>(CHUNK_QUEUE);
-    let run = ctx.sandbox.run(&app.module, app_id, &input, ctx.limits, ctx.ai.clone(), tx);
+    let run = ctx
+        .sandbox
+        .run(&app.module, app_id, &input, ctx.limits, ctx.ai.clone(), tx);
     let forward = async {
         let mut seq = 0u32;
         while let Some(data) = rx.recv().await {
@@ -199,7 +239,10 @@ async fn watch_for_cancel(recv: &mut quinn::RecvStream) -> &'static str {
     loop {
         match read_frame(recv, aisa_tunnel::MAX_FRAME_LEN).await {
             Ok(Some(body)) => {
-                if let Ok(Envelope { body: Body::Cancel, .. }) = Envelope::decode(&body) {
+                if let Ok(Envelope {
+                    body: Body::Cancel, ..
+                }) = Envelope::decode(&body)
+                {
                     return "cancel requested";
                 }
             }

@@ -227,7 +227,10 @@ mod tests {
     fn error_event_and_garbage_are_errors() {
         let err = parse_openai_chunk(r#"{"error":{"message":"overloaded","type":"server_error"}}"#);
         assert_eq!(err, Err(AiError::Stream("overloaded".into())));
-        assert!(matches!(parse_openai_chunk("not json"), Err(AiError::Protocol(_))));
+        assert!(matches!(
+            parse_openai_chunk("not json"),
+            Err(AiError::Protocol(_))
+        ));
     }
 
     #[test]

@@ -85,7 +85,8 @@ pub fn install_local(
     let logic = dir.join("logic.wasm");
     std::fs::write(&logic, &wasm).map_err(io(&logic))?;
     let manifest_path = dir.join("manifest.json");
-    let text = serde_json::to_string_pretty(manifest).map_err(|e| AppError::Manifest(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(manifest).map_err(|e| AppError::Manifest(e.to_string()))?;
     std::fs::write(&manifest_path, text).map_err(io(&manifest_path))?;
     Ok(dir)
 }

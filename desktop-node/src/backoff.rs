@@ -50,7 +50,11 @@ mod tests {
         assert_eq!(b.next_delay(0.0), Duration::from_millis(100));
         assert_eq!(b.next_delay(0.999_999), Duration::from_micros(399_999));
         assert_eq!(b.next_delay(0.0), Duration::from_millis(400));
-        assert_eq!(b.next_delay(0.0), Duration::from_millis(500), "capped at 1 s");
+        assert_eq!(
+            b.next_delay(0.0),
+            Duration::from_millis(500),
+            "capped at 1 s"
+        );
         for _ in 0..100 {
             assert!(b.next_delay(1.0) <= Duration::from_secs(1));
         }

@@ -127,12 +127,8 @@ impl Home {
     /// Reads `node.toml`.
     pub fn load_config(&self) -> Result<NodeConfig, String> {
         let path = self.config_path();
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            format!(
-                "{}: {e}; run `desktop-node login` first",
-                path.display()
-            )
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("{}: {e}; run `desktop-node login` first", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 

@@ -115,15 +115,19 @@ async fn login(home: &Home, args: LoginArgs) -> anyhow::Result<()> {
         std::io::stdin().read_to_string(&mut p)?;
         p.trim_end_matches(['\n', '\r']).to_owned()
     } else {
-        std::env::var("AISA_PASSWORD")
-            .context("give the password on standard input with --password-stdin, or in AISA_PASSWORD")?
+        std::env::var("AISA_PASSWORD").context(
+            "give the password on standard input with --password-stdin, or in AISA_PASSWORD",
+        )?
     };
-    let name = args.name.unwrap_or_else(|| {
-        std::env::var("HOSTNAME").unwrap_or_else(|_| "my desktop".into())
-    });
+    let name = args
+        .name
+        .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "my desktop".into()));
     let relay = args.relay.trim_end_matches('/').to_owned();
     let url = reqwest::Url::parse(&relay).with_context(|| format!("relay URL {relay:?}"))?;
-    let host = url.host_str().context("the relay URL has no host")?.to_owned();
+    let host = url
+        .host_str()
+        .context("the relay URL has no host")?
+        .to_owned();
     let response = reqwest::Client::new()
         .post(format!("{relay}/api/devices/enroll"))
         .json(&serde_json::json!({ "email": args.email, "password": password, "name": name }))
@@ -146,23 +150,39 @@ async fn login(home: &Home, args: LoginArgs) -> anyhow::Result<()> {
     };
     let device_id = field("device_id")?;
     let token = field("device_token")?;
-    let quic_port = body["quic_port"].as_u64().context("the relay's answer lacks quic_port")?;
+    let quic_port = body["quic_port"]
+        .as_u64()
+        .context("the relay's answer lacks quic_port")?;
     let reported_pin = field("cert_sha256")?;
     let (cert_sha256, cert_pin_from_relay) = match (args.cert_sha256, args.webpki) {
         (Some(pin), _) => (Some(pin), false),
         (None, true) => (None, false),
         (None, false) => (Some(reported_pin), true),
     };
-    let quic_host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+    let quic_host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
     let config = NodeConfig {
         relay_url: relay,
         quic_addr: format!("{quic_host}:{quic_port}"),
-        server_name: if host.parse::<std::net::IpAddr>().is_ok() { "localhost".into() } else { host },
+        server_name: if host.parse::<std::net::IpAddr>().is_ok() {
+            "localhost".into()
+        } else {
+            host
+        },
         cert_sha256,
         cert_pin_from_relay,
         device_id: device_id.clone(),
-        ai: home.load_config().map(|c| c.ai).unwrap_or_else(|_| AiConfig::default()),
-        limits: home.load_config().map(|c| c.limits).unwrap_or_else(|_| LimitsConfig::default()),
+        ai: home
+            .load_config()
+            .map(|c| c.ai)
+            .unwrap_or_else(|_| AiConfig::default()),
+        limits: home
+            .load_config()
+            .map(|c| c.limits)
+            .unwrap_or_else(|_| LimitsConfig::default()),
     };
     home.write_secret("device-token", token.as_bytes())?;
     if home.read_secret("identity.key").is_err() {
@@ -170,7 +190,10 @@ async fn login(home: &Home, args: LoginArgs) -> anyhow::Result<()> {
         home.write_secret("identity.key", &key.secret_bytes())?;
     }
     home.save_config(&config)?;
-    println!("device {device_id} registered as {name:?}; settings in {}", home.config_path().display());
+    println!(
+        "device {device_id} registered as {name:?}; settings in {}",
+        home.config_path().display()
+    );
     Ok(())
 }
 
@@ -182,9 +205,14 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     if let Some(model) = args.ai_model {
         config.ai.model = model;
     }
-    let token = String::from_utf8(home.read_secret("device-token").context("device-token missing; run `desktop-node login`")?)?;
+    let token = String::from_utf8(
+        home.read_secret("device-token")
+            .context("device-token missing; run `desktop-node login`")?,
+    )?;
     let identity = aisa_crypto::IdentityKey::from_secret_bytes(
-        &home.read_secret("identity.key").context("identity.key missing; run `desktop-node login`")?,
+        &home
+            .read_secret("identity.key")
+            .context("identity.key missing; run `desktop-node login`")?,
     )?;
     let sandbox = Sandbox::new()?;
     let (apps, problems) = apps::load_all(&home.apps_dir(), &sandbox);
@@ -206,7 +234,12 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     let target = RelayTarget {
         quic_addr: config.quic_addr.clone(),
         server_name: config.server_name.clone(),
-        cert_sha256: config.cert_sha256.as_deref().map(node::parse_pin).transpose().map_err(anyhow::Error::msg)?,
+        cert_sha256: config
+            .cert_sha256
+            .as_deref()
+            .map(node::parse_pin)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
         pin_from: config.cert_pin_from_relay.then(|| config.relay_url.clone()),
     };
     println!(
@@ -226,7 +259,13 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
 
 fn apps_command(home: &Home, cmd: AppsCommand) -> anyhow::Result<()> {
     match cmd {
-        AppsCommand::InstallLocal { wasm, id, version, action, name } => {
+        AppsCommand::InstallLocal {
+            wasm,
+            id,
+            version,
+            action,
+            name,
+        } => {
             let sandbox = Sandbox::new()?;
             let manifest = Manifest {
                 name: name.unwrap_or_else(|| id.clone()),
@@ -236,7 +275,12 @@ fn apps_command(home: &Home, cmd: AppsCommand) -> anyhow::Result<()> {
                 enabled: true,
             };
             let dir = apps::install_local(&home.apps_dir(), &sandbox, &wasm, &manifest)?;
-            println!("installed {}@{} in {}", manifest.id, manifest.version, dir.display());
+            println!(
+                "installed {}@{} in {}",
+                manifest.id,
+                manifest.version,
+                dir.display()
+            );
         }
         AppsCommand::List => {
             let sandbox = Sandbox::new()?;
@@ -245,7 +289,13 @@ fn apps_command(home: &Home, cmd: AppsCommand) -> anyhow::Result<()> {
             ids.sort();
             for id in ids {
                 let m = &apps[id].manifest;
-                println!("{}\t{}\t{}\tactions: {}", m.id, m.version, if m.enabled { "enabled" } else { "disabled" }, m.actions.join(","));
+                println!(
+                    "{}\t{}\t{}\tactions: {}",
+                    m.id,
+                    m.version,
+                    if m.enabled { "enabled" } else { "disabled" },
+                    m.actions.join(",")
+                );
             }
             for p in problems {
                 println!("broken: {p}");

@@ -140,13 +140,20 @@ enum Attempt {
     /// Never connected.
     Failed(String),
     /// Was connected for a while, then lost.
-    Lost { connected_for: Duration, reason: String },
+    Lost {
+        connected_for: Duration,
+        reason: String,
+    },
     /// The relay is restarting: reconnect at once.
     RelayShutdown,
 }
 
 /// Keeps the node connected until `stop` turns true or the relay refuses it for good.
-pub async fn run(ctx: Arc<NodeContext>, target: RelayTarget, mut stop: watch::Receiver<bool>) -> Result<(), NodeError> {
+pub async fn run(
+    ctx: Arc<NodeContext>,
+    target: RelayTarget,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), NodeError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))?;
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -165,7 +172,10 @@ pub async fn run(ctx: Arc<NodeContext>, target: RelayTarget, mut stop: watch::Re
                 backoff.reset();
                 Duration::from_millis(rand::random_range(0..250))
             }
-            Attempt::Lost { connected_for, reason } => {
+            Attempt::Lost {
+                connected_for,
+                reason,
+            } => {
                 warn!(%reason, "connection to the relay lost");
                 if connected_for > Duration::from_secs(30) {
                     backoff.reset();
@@ -193,13 +203,25 @@ async fn connect_once(
     let pin = match &target.pin_from {
         Some(url) => match fetch_pin(url).await {
             Ok(pin) => Some(pin),
-            Err(e) => return Ok(Attempt::Failed(format!("fetching the relay certificate: {e}"))),
+            Err(e) => {
+                return Ok(Attempt::Failed(format!(
+                    "fetching the relay certificate: {e}"
+                )));
+            }
         },
         None => target.cert_sha256,
     };
-    let addr = match tokio::net::lookup_host(&target.quic_addr).await.map(|mut a| a.next()) {
+    let addr = match tokio::net::lookup_host(&target.quic_addr)
+        .await
+        .map(|mut a| a.next())
+    {
         Ok(Some(addr)) => addr,
-        Ok(None) | Err(_) => return Ok(Attempt::Failed(format!("cannot resolve {}", target.quic_addr))),
+        Ok(None) | Err(_) => {
+            return Ok(Attempt::Failed(format!(
+                "cannot resolve {}",
+                target.quic_addr
+            )));
+        }
     };
     let config = client_config(pin);
     let connecting = match endpoint.connect_with(config, addr, &target.server_name) {
@@ -222,13 +244,28 @@ async fn connect_once(
     if let Err(e) = write_frame(&mut send, &hello.encode(), aisa_tunnel::MAX_FRAME_LEN).await {
         return Ok(Attempt::Failed(e.to_string()));
     }
-    let reply = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv, aisa_tunnel::MAX_FRAME_LEN)).await;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_frame(&mut recv, aisa_tunnel::MAX_FRAME_LEN),
+    )
+    .await;
     let heartbeat_secs = match reply.map(|r| r.map(|b| b.map(|b| Envelope::decode(&b)))) {
-        Ok(Ok(Some(Ok(Envelope { body: Body::Welcome { heartbeat_secs, version, .. }, .. })))) => {
+        Ok(Ok(Some(Ok(Envelope {
+            body:
+                Body::Welcome {
+                    heartbeat_secs,
+                    version,
+                    ..
+                },
+            ..
+        })))) => {
             info!(device_id = %ctx.device_id, %version, relay = %addr, "connected to the relay");
             heartbeat_secs.max(1)
         }
-        Ok(Ok(Some(Ok(Envelope { body: Body::Error { code, message }, .. })))) => {
+        Ok(Ok(Some(Ok(Envelope {
+            body: Body::Error { code, message },
+            ..
+        })))) => {
             let permanent = matches!(
                 ErrorCode::parse(&code),
                 ErrorCode::Unauthenticated | ErrorCode::UnsupportedVersion | ErrorCode::Forbidden
@@ -238,7 +275,11 @@ async fn connect_once(
             }
             return Ok(Attempt::Failed(format!("{code}: {message}")));
         }
-        other => return Ok(Attempt::Failed(format!("no WELCOME from the relay: {other:?}"))),
+        other => {
+            return Ok(Attempt::Failed(format!(
+                "no WELCOME from the relay: {other:?}"
+            )));
+        }
     };
     ctx.online.send_replace(true);
     let connected_at = Instant::now();
@@ -249,10 +290,10 @@ async fn connect_once(
             reason
         }
         err = accept_streams(ctx, &conn, &mut streams) => {
-            if let quinn::ConnectionError::ApplicationClosed(close) = &err {
-                if close.error_code == CLOSE_SHUTDOWN.into() {
-                    return Ok(Attempt::RelayShutdown);
-                }
+            if let quinn::ConnectionError::ApplicationClosed(close) = &err
+                && close.error_code == CLOSE_SHUTDOWN.into()
+            {
+                return Ok(Attempt::RelayShutdown);
             }
             err.to_string()
         }
@@ -283,7 +324,11 @@ async fn accept_streams(
 }
 
 /// Sends PINGs and reads PONGs; returns when the relay stops answering.
-async fn heartbeat(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, every: Duration) -> String {
+async fn heartbeat(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    every: Duration,
+) -> String {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut nonce = 0u64;
@@ -326,7 +371,10 @@ async fn fetch_pin(relay_url: &str) -> Result<[u8; 32], String> {
         .json()
         .await
         .map_err(|e| e.to_string())?;
-    let first = session.cert_sha256.first().ok_or("the relay pins no certificate")?;
+    let first = session
+        .cert_sha256
+        .first()
+        .ok_or("the relay pins no certificate")?;
     parse_pin(first)
 }
 
@@ -355,7 +403,8 @@ fn client_config(pin: Option<[u8; 32]>) -> quinn::ClientConfig {
             .with_no_client_auth(),
     };
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("TLS 1.3 with an initial cipher suite");
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .expect("TLS 1.3 with an initial cipher suite");
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(Duration::from_secs(5)));
@@ -395,7 +444,12 @@ impl ServerCertVerifier for PinnedCert {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -404,10 +458,17 @@ impl ServerCertVerifier for PinnedCert {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -118,7 +118,8 @@ impl Sandbox {
     /// Compiles and links a module. Imports outside the host API are refused here, with
     /// the name of the first one.
     pub fn load(&self, wasm: &[u8]) -> Result<LoadedModule, ActionError> {
-        let module = Module::new(&self.engine, wasm).map_err(|e| ActionError::Load(format!("{e:#}")))?;
+        let module =
+            Module::new(&self.engine, wasm).map_err(|e| ActionError::Load(format!("{e:#}")))?;
         for import in module.imports() {
             if import.module() != ABI_NAMESPACE || !HOST_FUNCTIONS.contains(&import.name()) {
                 return Err(ActionError::Load(format!(
@@ -183,11 +184,17 @@ impl Sandbox {
                 .get_memory(&mut store, "memory")
                 .ok_or_else(|| ActionError::Load("missing export memory".into()))?;
             let input = input_json.as_bytes();
-            let len = i32::try_from(input.len()).map_err(|_| ActionError::Failed("input too large".into()))?;
-            let ptr = alloc.call_async(&mut store, len).await.map_err(|e| trap(&mut store, e))?;
+            let len = i32::try_from(input.len())
+                .map_err(|_| ActionError::Failed("input too large".into()))?;
+            let ptr = alloc
+                .call_async(&mut store, len)
+                .await
+                .map_err(|e| trap(&mut store, e))?;
             memory
                 .write(&mut store, ptr as u32 as usize, input)
-                .map_err(|_| ActionError::Failed("aisapp_alloc returned memory out of bounds".into()))?;
+                .map_err(|_| {
+                    ActionError::Failed("aisapp_alloc returned memory out of bounds".into())
+                })?;
             let status = entry
                 .call_async(&mut store, (ptr, len))
                 .await
@@ -223,7 +230,11 @@ fn trap(store: &mut Store<HostState>, err: wasmtime::Error) -> ActionError {
 
 const HOST_FUNCTIONS: [&str; 5] = ["emit", "ai_generate", "ai_next", "log", "fail"];
 
-fn guest_bytes(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+fn guest_bytes(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+) -> wasmtime::Result<Vec<u8>> {
     let memory = caller
         .get_export("memory")
         .and_then(|e| e.into_memory())
@@ -236,7 +247,11 @@ fn guest_bytes(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> wasmti
         .ok_or_else(|| wasmtime::Error::msg("guest pointer out of bounds"))
 }
 
-fn guest_string(caller: &mut Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<String> {
+fn guest_string(
+    caller: &mut Caller<'_, HostState>,
+    ptr: i32,
+    len: i32,
+) -> wasmtime::Result<String> {
     String::from_utf8(guest_bytes(caller, ptr, len)?)
         .map_err(|_| wasmtime::Error::msg("guest string is not UTF-8"))
 }
@@ -249,41 +264,58 @@ fn fail_with(caller: &mut Caller<'_, HostState>, err: ActionError) -> wasmtime::
 }
 
 fn define_host_api(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.func_wrap_async(ABI_NAMESPACE, "emit", |mut caller: Caller<'_, HostState>, (ptr, len): (i32, i32)| {
-        Box::new(async move {
-            let text = guest_string(&mut caller, ptr, len)?;
-            let state = caller.data_mut();
-            if text.len() > state.output_left {
-                return Err(fail_with(
-                    &mut caller,
-                    ActionError::Failed("output limit exceeded".into()),
-                ));
-            }
-            state.output_left -= text.len();
-            let output = state.output.clone();
-            if output.send(text).await.is_err() {
-                return Err(fail_with(&mut caller, ActionError::Failed("output closed: the requester went away".into())));
-            }
-            Ok(())
-        })
-    })?;
-    linker.func_wrap_async(ABI_NAMESPACE, "ai_generate", |mut caller: Caller<'_, HostState>, (ptr, len): (i32, i32)| {
-        Box::new(async move {
-            let request: GenerateRequest = match serde_json::from_slice(&guest_bytes(&mut caller, ptr, len)?) {
-                Ok(r) => r,
-                Err(e) => return Err(fail_with(&mut caller, ActionError::Failed(format!("bad ai_generate request: {e}")))),
-            };
-            let ai = caller.data().ai.clone();
-            match ai.generate(request).await {
-                Ok(stream) => {
-                    let streams = &mut caller.data_mut().ai_streams;
-                    streams.push(Some(stream));
-                    Ok((streams.len() - 1) as i32)
+    linker.func_wrap_async(
+        ABI_NAMESPACE,
+        "emit",
+        |mut caller: Caller<'_, HostState>, (ptr, len): (i32, i32)| {
+            Box::new(async move {
+                let text = guest_string(&mut caller, ptr, len)?;
+                let state = caller.data_mut();
+                if text.len() > state.output_left {
+                    return Err(fail_with(
+                        &mut caller,
+                        ActionError::Failed("output limit exceeded".into()),
+                    ));
                 }
-                Err(e) => Err(fail_with(&mut caller, ActionError::Ai(e))),
-            }
-        })
-    })?;
+                state.output_left -= text.len();
+                let output = state.output.clone();
+                if output.send(text).await.is_err() {
+                    return Err(fail_with(
+                        &mut caller,
+                        ActionError::Failed("output closed: the requester went away".into()),
+                    ));
+                }
+                Ok(())
+            })
+        },
+    )?;
+    linker.func_wrap_async(
+        ABI_NAMESPACE,
+        "ai_generate",
+        |mut caller: Caller<'_, HostState>, (ptr, len): (i32, i32)| {
+            Box::new(async move {
+                let request: GenerateRequest =
+                    match serde_json::from_slice(&guest_bytes(&mut caller, ptr, len)?) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            return Err(fail_with(
+                                &mut caller,
+                                ActionError::Failed(format!("bad ai_generate request: {e}")),
+                            ));
+                        }
+                    };
+                let ai = caller.data().ai.clone();
+                match ai.generate(request).await {
+                    Ok(stream) => {
+                        let streams = &mut caller.data_mut().ai_streams;
+                        streams.push(Some(stream));
+                        Ok((streams.len() - 1) as i32)
+                    }
+                    Err(e) => Err(fail_with(&mut caller, ActionError::Ai(e))),
+                }
+            })
+        },
+    )?;
     linker.func_wrap_async(
         ABI_NAMESPACE,
         "ai_next",
@@ -291,8 +323,12 @@ fn define_host_api(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             Box::new(async move {
                 let cap = cap.max(0) as usize;
                 if caller.data().ai_pending.is_empty() {
-                    let Some(Some(stream)) = caller.data_mut().ai_streams.get_mut(handle as usize) else {
-                        return Err(fail_with(&mut caller, ActionError::Failed(format!("ai_next: no stream {handle}"))));
+                    let Some(Some(stream)) = caller.data_mut().ai_streams.get_mut(handle as usize)
+                    else {
+                        return Err(fail_with(
+                            &mut caller,
+                            ActionError::Failed(format!("ai_next: no stream {handle}")),
+                        ));
                     };
                     match stream.next().await {
                         None => {
@@ -307,7 +343,10 @@ fn define_host_api(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 let take = utf8_prefix_len(&pending, cap);
                 if take == 0 {
                     caller.data_mut().ai_pending = pending;
-                    return Err(fail_with(&mut caller, ActionError::Failed("ai_next: buffer too small".into())));
+                    return Err(fail_with(
+                        &mut caller,
+                        ActionError::Failed("ai_next: buffer too small".into()),
+                    ));
                 }
                 let memory = caller
                     .get_export("memory")
@@ -321,22 +360,33 @@ fn define_host_api(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             })
         },
     )?;
-    linker.func_wrap(ABI_NAMESPACE, "log", |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
-        let text = guest_string(&mut caller, ptr, len)?;
-        let app = caller.data().app_id.as_str();
-        match level {
-            0 => tracing::debug!(app, "{text}"),
-            1 => tracing::info!(app, "{text}"),
-            2 => tracing::warn!(app, "{text}"),
-            _ => tracing::error!(app, "{text}"),
-        }
-        Ok(())
-    })?;
-    linker.func_wrap(ABI_NAMESPACE, "fail", |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| {
-        let text = guest_string(&mut caller, ptr, len)?;
-        caller.data_mut().failure.get_or_insert(ActionError::Failed(text));
-        Ok(())
-    })?;
+    linker.func_wrap(
+        ABI_NAMESPACE,
+        "log",
+        |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
+            let text = guest_string(&mut caller, ptr, len)?;
+            let app = caller.data().app_id.as_str();
+            match level {
+                0 => tracing::debug!(app, "{text}"),
+                1 => tracing::info!(app, "{text}"),
+                2 => tracing::warn!(app, "{text}"),
+                _ => tracing::error!(app, "{text}"),
+            }
+            Ok(())
+        },
+    )?;
+    linker.func_wrap(
+        ABI_NAMESPACE,
+        "fail",
+        |mut caller: Caller<'_, HostState>, ptr: i32, len: i32| {
+            let text = guest_string(&mut caller, ptr, len)?;
+            caller
+                .data_mut()
+                .failure
+                .get_or_insert(ActionError::Failed(text));
+            Ok(())
+        },
+    )?;
     Ok(())
 }
 

@@ -86,7 +86,11 @@ async fn serve_stream(
     let (mut d_send, d_recv) = match connection.open_bi().await {
         Ok(pair) => pair,
         Err(err) => {
-            let err = Envelope::error(0, ErrorCode::DeviceOffline, format!("device connection lost: {err}"));
+            let err = Envelope::error(
+                0,
+                ErrorCode::DeviceOffline,
+                format!("device connection lost: {err}"),
+            );
             let _ = write_frame(&mut send, &err.encode(), shared.config.max_frame_len).await;
             let _ = send.finish().await;
             return;
@@ -115,10 +119,25 @@ async fn authorize(
     session_id: u64,
     recv: &mut wtransport::RecvStream,
 ) -> Result<Target, (ErrorCode, String)> {
-    let body = match tokio::time::timeout(HEADER_TIMEOUT, read_frame(recv, shared.config.max_frame_len)).await {
-        Err(_) => return Err((ErrorCode::MalformedFrame, "no stream-open header within 10 s".into())),
+    let body = match tokio::time::timeout(
+        HEADER_TIMEOUT,
+        read_frame(recv, shared.config.max_frame_len),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err((
+                ErrorCode::MalformedFrame,
+                "no stream-open header within 10 s".into(),
+            ));
+        }
         Ok(Ok(Some(body))) => body,
-        Ok(Ok(None)) => return Err((ErrorCode::MalformedFrame, "stream ended before its header".into())),
+        Ok(Ok(None)) => {
+            return Err((
+                ErrorCode::MalformedFrame,
+                "stream ended before its header".into(),
+            ));
+        }
         Ok(Err(ReadError::Frame(err))) => return Err((ErrorCode::MalformedFrame, err.to_string())),
         Ok(Err(ReadError::Io(err))) => return Err((ErrorCode::PeerGone, err.to_string())),
     };
@@ -140,7 +159,10 @@ async fn authorize(
         }
         Err(err) => {
             warn!(%err, "device lookup failed");
-            return Err((ErrorCode::Internal, "the relay could not look up the device".into()));
+            return Err((
+                ErrorCode::Internal,
+                "the relay could not look up the device".into(),
+            ));
         }
     };
     if device.user_id != claims.sub {

@@ -122,17 +122,16 @@ pub fn dev_identity(dir: &Path, extra_name: &str) -> Result<TlsIdentity, CertErr
         std::fs::read(&cert_path),
         std::fs::read(&key_path),
         std::fs::read_to_string(&meta_path),
-    ) {
-        if let Ok(not_after) = meta.trim().parse::<i64>() {
-            let existing = TlsIdentity {
-                chain: vec![CertificateDer::from(cert)],
-                key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
-                not_after: Some(not_after),
-                self_signed: true,
-            };
-            if !existing.needs_renewal(now) {
-                return Ok(existing);
-            }
+    ) && let Ok(not_after) = meta.trim().parse::<i64>()
+    {
+        let existing = TlsIdentity {
+            chain: vec![CertificateDer::from(cert)],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+            not_after: Some(not_after),
+            self_signed: true,
+        };
+        if !existing.needs_renewal(now) {
+            return Ok(existing);
         }
     }
     let fresh = generate_dev(now, extra_name)?;
@@ -170,7 +169,10 @@ mod tests {
         let dir = tempfile_dir();
         let first = dev_identity(&dir, "relay.test").unwrap();
         let validity = first.not_after.unwrap() - OffsetDateTime::now_utc().unix_timestamp();
-        assert!(validity <= 14 * 24 * 3600, "browsers refuse more than 14 days");
+        assert!(
+            validity <= 14 * 24 * 3600,
+            "browsers refuse more than 14 days"
+        );
         assert!(validity > 12 * 24 * 3600);
         let again = dev_identity(&dir, "relay.test").unwrap();
         assert_eq!(first.sha256(), again.sha256(), "still valid: reused");

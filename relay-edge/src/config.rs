@@ -70,7 +70,10 @@ impl RelayConfig {
     /// The database URL, defaulting to a SQLite file in the data directory.
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("relay.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("relay.db").display()
+            )
         })
     }
 }

@@ -49,12 +49,24 @@ pub async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {
         {
             Ok(Some(d)) => d,
             Ok(None) => {
-                refuse(&conn, &mut send, ErrorCode::Unauthenticated, "unknown or revoked device token").await;
+                refuse(
+                    &conn,
+                    &mut send,
+                    ErrorCode::Unauthenticated,
+                    "unknown or revoked device token",
+                )
+                .await;
                 return;
             }
             Err(err) => {
                 warn!(%err, "device lookup failed");
-                refuse(&conn, &mut send, ErrorCode::Internal, "the relay could not check the token").await;
+                refuse(
+                    &conn,
+                    &mut send,
+                    ErrorCode::Internal,
+                    "the relay could not check the token",
+                )
+                .await;
                 return;
             }
         };
@@ -71,7 +83,12 @@ pub async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {
         let key_hex = hex::encode(&hello.identity_key);
         if let Err(err) = shared
             .store
-            .set_online(&device.id, &hello.node_version, &key_hex, &shared.config.node_name)
+            .set_online(
+                &device.id,
+                &hello.node_version,
+                &key_hex,
+                &shared.config.node_name,
+            )
             .await
         {
             warn!(%err, "could not record device online");
@@ -106,12 +123,20 @@ async fn read_hello(
     shared: &Shared,
     recv: &mut quinn::RecvStream,
 ) -> Result<Hello, (ErrorCode, String)> {
-    let body = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(recv, shared.config.max_frame_len)).await {
-        Err(_) => return Err((ErrorCode::MalformedFrame, "no HELLO within 10 s".into())),
-        Ok(Err(err)) => return Err((ErrorCode::MalformedFrame, err.to_string())),
-        Ok(Ok(None)) => return Err((ErrorCode::MalformedFrame, "control stream ended before HELLO".into())),
-        Ok(Ok(Some(body))) => body,
-    };
+    let body =
+        match tokio::time::timeout(HELLO_TIMEOUT, read_frame(recv, shared.config.max_frame_len))
+            .await
+        {
+            Err(_) => return Err((ErrorCode::MalformedFrame, "no HELLO within 10 s".into())),
+            Ok(Err(err)) => return Err((ErrorCode::MalformedFrame, err.to_string())),
+            Ok(Ok(None)) => {
+                return Err((
+                    ErrorCode::MalformedFrame,
+                    "control stream ended before HELLO".into(),
+                ));
+            }
+            Ok(Ok(Some(body))) => body,
+        };
     match Hello::decode(&body) {
         Ok((hello, _version)) => Ok(hello),
         Err(err @ DecodeError::UnsupportedVersion { .. }) => {
@@ -163,13 +188,24 @@ async fn control_loop(
 }
 
 /// Sends one ERROR, then closes the connection with the message as the reason.
-async fn refuse(conn: &quinn::Connection, send: &mut quinn::SendStream, code: ErrorCode, message: &str) {
+async fn refuse(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    code: ErrorCode,
+    message: &str,
+) {
     warn!(%code, message, "desktop refused");
     let err = Envelope::error(0, code, message);
-    if write_frame(send, &err.encode(), aisa_tunnel::MAX_FRAME_LEN).await.is_ok() {
+    if write_frame(send, &err.encode(), aisa_tunnel::MAX_FRAME_LEN)
+        .await
+        .is_ok()
+    {
         let _ = send.finish();
         // Give the ERROR a moment to arrive before the close discards unsent data.
         let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
     }
-    conn.close(CLOSE_REFUSED.into(), format!("{code}: {message}").as_bytes());
+    conn.close(
+        CLOSE_REFUSED.into(),
+        format!("{code}: {message}").as_bytes(),
+    );
 }

@@ -23,10 +23,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/session", get(session_info))
         .route("/healthz", get(|| async { "ok" }));
     let app = match &shared.config.web_root {
-        Some(root) => api.fallback_service(
-            tower_http::services::ServeDir::new(root)
-                .fallback(tower_http::services::ServeFile::new(root.join("index.html"))),
-        ),
+        Some(root) => api.fallback_service(tower_http::services::ServeDir::new(root).fallback(
+            tower_http::services::ServeFile::new(root.join("index.html")),
+        )),
         None => api,
     };
     app.with_state(shared)
@@ -61,8 +60,15 @@ struct LoginReply {
 }
 
 /// Checks email and password; the same answer for an unknown email and a wrong password.
-async fn check_credentials(shared: &Shared, creds: &Credentials) -> Result<crate::store::User, ApiError> {
-    let user = shared.store.user_by_email(&creds.email).await.map_err(internal)?;
+async fn check_credentials(
+    shared: &Shared,
+    creds: &Credentials,
+) -> Result<crate::store::User, ApiError> {
+    let user = shared
+        .store
+        .user_by_email(&creds.email)
+        .await
+        .map_err(internal)?;
     let refused = || ApiError(StatusCode::UNAUTHORIZED, "wrong email or password".into());
     let Some(user) = user else {
         return Err(refused());
@@ -76,7 +82,10 @@ async fn check_credentials(shared: &Shared, creds: &Credentials) -> Result<crate
         return Err(refused());
     }
     if user.disabled {
-        return Err(ApiError(StatusCode::FORBIDDEN, "this account is disabled".into()));
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "this account is disabled".into(),
+        ));
     }
     Ok(user)
 }
@@ -86,7 +95,10 @@ async fn login(
     Json(creds): Json<Credentials>,
 ) -> Result<Json<LoginReply>, ApiError> {
     let user = check_credentials(&shared, &creds).await?;
-    let token = shared.tokens.issue(&user.id, &user.email).map_err(internal)?;
+    let token = shared
+        .tokens
+        .issue(&user.id, &user.email)
+        .map_err(internal)?;
     Ok(Json(LoginReply {
         token,
         user_id: user.id,
@@ -122,7 +134,11 @@ async fn list_devices(
     headers: HeaderMap,
 ) -> Result<Json<Vec<DeviceView>>, ApiError> {
     let claims = bearer(&shared, &headers)?;
-    let devices = shared.store.devices_for_user(&claims.sub).await.map_err(internal)?;
+    let devices = shared
+        .store
+        .devices_for_user(&claims.sub)
+        .await
+        .map_err(internal)?;
     Ok(Json(
         devices
             .into_iter()
@@ -197,7 +213,11 @@ struct SessionInfo {
 /// with a production certificate, which browsers verify normally).
 async fn session_info(State(shared): State<Arc<Shared>>) -> Json<SessionInfo> {
     let host = &shared.config.public_host;
-    let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
     Json(SessionInfo {
         webtransport_url: format!(
             "https://{host}:{}{}",

@@ -190,12 +190,11 @@ fn jwt_secret(config: &RelayConfig) -> Result<Vec<u8>, StartError> {
         return Ok(secret.as_bytes().to_vec());
     }
     let path = config.data_dir.join("jwt-secret");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if let Ok(bytes) = hex::decode(existing.trim()) {
-            if bytes.len() >= 32 {
-                return Ok(bytes);
-            }
-        }
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && let Ok(bytes) = hex::decode(existing.trim())
+        && bytes.len() >= 32
+    {
+        return Ok(bytes);
     }
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -224,7 +223,9 @@ fn server_config(identity: &TlsIdentity) -> Result<quinn::ServerConfig, StartErr
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport
-        .max_idle_timeout(Some(Duration::from_secs(30).try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000)))))
+        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            30_000,
+        ))))
         .max_concurrent_bidi_streams(256u32.into());
     config.transport_config(Arc::new(transport));
     Ok(config)
@@ -265,7 +266,8 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
     };
     match alpn.as_deref() {
         Some(H3_ALPN) => {
-            let future = wtransport::endpoint::IncomingSessionFuture::with_quic_connecting(connecting);
+            let future =
+                wtransport::endpoint::IncomingSessionFuture::with_quic_connecting(connecting);
             match future.await {
                 Ok(request) => browser::serve(shared, request).await,
                 Err(err) => debug!(%err, "WebTransport session not established"),
@@ -280,7 +282,11 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
 }
 
 /// Replaces the development certificate before it expires, without a restart.
-async fn renew_dev_cert(shared: Arc<Shared>, endpoint: quinn::Endpoint, mut stopped: watch::Receiver<bool>) {
+async fn renew_dev_cert(
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
@@ -299,7 +305,10 @@ async fn renew_dev_cert(shared: Arc<Shared>, endpoint: quinn::Endpoint, mut stop
         match server_config(&fresh) {
             Ok(config) => {
                 endpoint.set_server_config(Some(config));
-                *shared.cert_sha256.write().unwrap_or_else(|e| e.into_inner()) = fresh.sha256();
+                *shared
+                    .cert_sha256
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = fresh.sha256();
                 info!(cert_sha256 = %hex::encode(fresh.sha256()), "development certificate renewed");
             }
             Err(err) => warn!(%err, "renewed certificate refused"),

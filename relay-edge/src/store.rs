@@ -98,14 +98,16 @@ impl Store {
             disabled: false,
             created_at: crate::auth::now_secs() as i64,
         };
-        sqlx::query("INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&user.id)
-            .bind(&user.email)
-            .bind(&user.password_hash)
-            .bind(user.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| unique_violation(e, "a user with this email"))?;
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.password_hash)
+        .bind(user.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| unique_violation(e, "a user with this email"))?;
         Ok(user)
     }
 
@@ -171,8 +173,13 @@ impl Store {
     }
 
     /// The unrevoked device whose token hashes to `token_hash`.
-    pub async fn device_by_token_hash(&self, token_hash: &str) -> Result<Option<Device>, StoreError> {
-        Ok(sqlx::query_as::<_, Device>(select_devices!("WHERE token_hash = $1 AND revoked = FALSE"))
+    pub async fn device_by_token_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<Device>, StoreError> {
+        Ok(sqlx::query_as::<_, Device>(select_devices!(
+            "WHERE token_hash = $1 AND revoked = FALSE"
+        ))
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?)
@@ -180,7 +187,9 @@ impl Store {
 
     /// A user's devices, by name.
     pub async fn devices_for_user(&self, user_id: &str) -> Result<Vec<Device>, StoreError> {
-        Ok(sqlx::query_as::<_, Device>(select_devices!("WHERE user_id = $1 AND revoked = FALSE ORDER BY name, id"))
+        Ok(sqlx::query_as::<_, Device>(select_devices!(
+            "WHERE user_id = $1 AND revoked = FALSE ORDER BY name, id"
+        ))
         .bind(user_id)
         .fetch_all(&self.pool)
         .await?)
@@ -229,10 +238,12 @@ impl Store {
 
     /// Marks every device this relay node had as offline (after a restart).
     pub async fn reset_node(&self, relay_node: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE devices SET status = 'offline', relay_node = NULL WHERE relay_node = $1")
-            .bind(relay_node)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE devices SET status = 'offline', relay_node = NULL WHERE relay_node = $1",
+        )
+        .bind(relay_node)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

@@ -21,11 +21,23 @@ pub fn hello_ai_wasm() -> &'static Path {
         let target_dir = root.join("target/guest");
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(&root)
-            .args(["build", "--quiet", "--release", "-p", "hello-ai", "--target", "wasm32-unknown-unknown", "--target-dir"])
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "hello-ai",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--target-dir",
+            ])
             .arg(&target_dir)
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building hello-ai for wasm32 failed (rustup target add wasm32-unknown-unknown?)");
+        assert!(
+            status.success(),
+            "building hello-ai for wasm32 failed (rustup target add wasm32-unknown-unknown?)"
+        );
         target_dir.join("wasm32-unknown-unknown/release/hello_ai.wasm")
     })
 }

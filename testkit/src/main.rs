@@ -13,7 +13,9 @@ async fn main() -> anyhow::Result<()> {
             "--listen" => addr = args.next().unwrap_or_default().parse()?,
             "--api-key" => key = args.next(),
             "--help" | "-h" => {
-                println!("fake-provider [--listen ADDR] [--api-key KEY]\nServes OpenAI-format streaming chat completions at http://ADDR/v1.");
+                println!(
+                    "fake-provider [--listen ADDR] [--api-key KEY]\nServes OpenAI-format streaming chat completions at http://ADDR/v1."
+                );
                 return Ok(());
             }
             other => anyhow::bail!("unknown argument {other:?}; see --help"),

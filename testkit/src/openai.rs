@@ -105,7 +105,8 @@ async fn stats_handler(State(p): State<Arc<Provider>>) -> Json<Value> {
 }
 
 fn openai_error(status: StatusCode, message: &str, kind: &str, code: Value) -> Response {
-    let body = json!({ "error": { "message": message, "type": kind, "param": null, "code": code } });
+    let body =
+        json!({ "error": { "message": message, "type": kind, "param": null, "code": code } });
     (status, Json(body)).into_response()
 }
 
@@ -142,9 +143,17 @@ async fn completions(
         }
     }
     if request["stream"] != json!(true) {
-        return openai_error(StatusCode::BAD_REQUEST, "this fake only streams", "invalid_request_error", Value::Null);
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "this fake only streams",
+            "invalid_request_error",
+            Value::Null,
+        );
     }
-    let model = request["model"].as_str().unwrap_or("gpt-4o-mini").to_owned();
+    let model = request["model"]
+        .as_str()
+        .unwrap_or("gpt-4o-mini")
+        .to_owned();
     let prompt = request["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
@@ -164,7 +173,11 @@ async fn completions(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     let stats = p.stats.clone();
     tokio::spawn(async move {
-        let mut events = vec![chunk(&model, json!({ "role": "assistant", "content": "", "refusal": null }), Value::Null)];
+        let mut events = vec![chunk(
+            &model,
+            json!({ "role": "assistant", "content": "", "refusal": null }),
+            Value::Null,
+        )];
         for (i, token) in reply_tokens(&prompt).into_iter().enumerate() {
             if fail && i == 2 {
                 let error = json!({ "error": { "message": "The model is overloaded. Please try again later.", "type": "server_error", "param": null, "code": null } });

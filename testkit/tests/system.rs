@@ -70,10 +70,13 @@ const GUEST_PRELUDE: &str = r#"
   (memory (export "memory") 1)
   (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
 "#;
-const TRAP_WAT: &str = concat!("(module", r#"
+const TRAP_WAT: &str = concat!(
+    "(module",
+    r#"
   (memory (export "memory") 1)
   (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
-  (func (export "aisapp_run") (param i32 i32) (result i32) unreachable))"#);
+  (func (export "aisapp_run") (param i32 i32) (result i32) unreachable))"#
+);
 const LOOP_WAT: &str = r#"(module
   (memory (export "memory") 1)
   (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
@@ -96,12 +99,19 @@ impl System {
     async fn start() -> System {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let relay = relay_edge::start(relay_config(data_dir.path(), 0)).await.expect("relay starts");
-        let fake = openai::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into())).await.expect("fake provider");
+        let relay = relay_edge::start(relay_config(data_dir.path(), 0))
+            .await
+            .expect("relay starts");
+        let fake = openai::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
+            .await
+            .expect("fake provider");
 
         let store = &relay.shared.store;
         let hash = relay_edge::auth::hash_password(PASSWORD).expect("hash");
-        store.create_user("alice@example.com", &hash).await.expect("user");
+        store
+            .create_user("alice@example.com", &hash)
+            .await
+            .expect("user");
         let http = reqwest::Client::new();
         let base = format!("http://{}", relay.http_addr);
         let enroll = |name: &'static str| {
@@ -135,7 +145,8 @@ impl System {
         let device_id = desk["device_id"].as_str().expect("device_id").to_owned();
         let sandbox = Sandbox::new().expect("sandbox");
         let apps = test_apps(&sandbox);
-        let ai = OpenAiCompatible::new(&fake.base_url(), "gpt-4o-mini", Some(API_KEY.into())).expect("adapter");
+        let ai = OpenAiCompatible::new(&fake.base_url(), "gpt-4o-mini", Some(API_KEY.into()))
+            .expect("adapter");
         let limits = Limits {
             timeout: Duration::from_secs(3),
             memory_bytes: 16 << 20,
@@ -227,9 +238,16 @@ async fn open(
     session: &wtransport::Connection,
     frames: &[Vec<u8>],
 ) -> (wtransport::SendStream, wtransport::RecvStream) {
-    let (mut send, recv) = session.open_bi().await.expect("open").await.expect("opened");
+    let (mut send, recv) = session
+        .open_bi()
+        .await
+        .expect("open")
+        .await
+        .expect("opened");
     for frame in frames {
-        write_frame(&mut send, frame, MAX_FRAME_LEN).await.expect("write");
+        write_frame(&mut send, frame, MAX_FRAME_LEN)
+            .await
+            .expect("write");
     }
     (send, recv)
 }
@@ -238,7 +256,9 @@ async fn open(
 async fn read_reply(recv: &mut wtransport::RecvStream) -> Vec<Envelope> {
     let mut out = Vec::new();
     loop {
-        let frame = tokio::time::timeout(WAIT, read_frame(recv, MAX_FRAME_LEN)).await.expect("reply in time");
+        let frame = tokio::time::timeout(WAIT, read_frame(recv, MAX_FRAME_LEN))
+            .await
+            .expect("reply in time");
         let Ok(Some(body)) = frame else { return out };
         let env = Envelope::decode(&body).expect("valid envelope");
         let last = matches!(env.body, Body::StreamEnd { .. } | Body::Error { .. });
@@ -251,7 +271,11 @@ async fn read_reply(recv: &mut wtransport::RecvStream) -> Vec<Envelope> {
 
 async fn run_action(system: &System, device_id: &str, request: Envelope) -> Vec<Envelope> {
     let session = system.browser().await;
-    let (_send, mut recv) = open(&session, &[system.header(device_id).encode(), request.encode()]).await;
+    let (_send, mut recv) = open(
+        &session,
+        &[system.header(device_id).encode(), request.encode()],
+    )
+    .await;
     read_reply(&mut recv).await
 }
 
@@ -275,7 +299,12 @@ fn chunks_text(reply: &[Envelope]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn action_streams_model_output_through_the_relay() {
     let system = System::start().await;
-    let reply = run_action(&system, &system.device_id, execute("hello-ai", "write", serde_json::json!({ "topic": "QUIC" }))).await;
+    let reply = run_action(
+        &system,
+        &system.device_id,
+        execute("hello-ai", "write", serde_json::json!({ "topic": "QUIC" })),
+    )
+    .await;
 
     let expected = openai::reply_tokens("Write a short paragraph about QUIC.");
     let chunks: Vec<&str> = reply
@@ -313,10 +342,18 @@ async fn refusals_are_clear_errors() {
     // Bob signs in and tries Alice's device.
     let store = &system.relay().shared.store;
     let bob = store
-        .create_user("bob@example.com", &relay_edge::auth::hash_password(PASSWORD).expect("hash"))
+        .create_user(
+            "bob@example.com",
+            &relay_edge::auth::hash_password(PASSWORD).expect("hash"),
+        )
         .await
         .expect("bob");
-    let bob_token = system.relay().shared.tokens.issue(&bob.id, &bob.email).expect("token");
+    let bob_token = system
+        .relay()
+        .shared
+        .tokens
+        .issue(&bob.id, &bob.email)
+        .expect("token");
     let session = system.browser().await;
     let mut header = system.header(&system.device_id);
     header.token = bob_token;
@@ -334,26 +371,57 @@ async fn refusals_are_clear_errors() {
     }
 
     // Unknown app, unknown action, a payload that is not JSON.
-    let (code, _) = error_of(&run_action(&system, &system.device_id, execute("nope", "x", serde_json::json!({}))).await);
+    let (code, _) = error_of(
+        &run_action(
+            &system,
+            &system.device_id,
+            execute("nope", "x", serde_json::json!({})),
+        )
+        .await,
+    );
     assert_eq!(code, ErrorCode::UnknownApp);
-    let (code, _) = error_of(&run_action(&system, &system.device_id, execute("hello-ai", "delete-all", serde_json::json!({}))).await);
+    let (code, _) = error_of(
+        &run_action(
+            &system,
+            &system.device_id,
+            execute("hello-ai", "delete-all", serde_json::json!({})),
+        )
+        .await,
+    );
     assert_eq!(code, ErrorCode::UnknownAction);
-    let bad_payload = Envelope::new(1, Body::ExecuteAction { app_id: "hello-ai".into(), action: "echo".into(), payload: "{not json".into() });
+    let bad_payload = Envelope::new(
+        1,
+        Body::ExecuteAction {
+            app_id: "hello-ai".into(),
+            action: "echo".into(),
+            payload: "{not json".into(),
+        },
+    );
     let (code, _) = error_of(&run_action(&system, &system.device_id, bad_payload).await);
     assert_eq!(code, ErrorCode::InvalidPayload);
 
     // The mini-app refuses its own input through `fail`.
-    let (code, msg) = error_of(&run_action(&system, &system.device_id, execute("hello-ai", "write", serde_json::json!({}))).await);
+    let (code, msg) = error_of(
+        &run_action(
+            &system,
+            &system.device_id,
+            execute("hello-ai", "write", serde_json::json!({})),
+        )
+        .await,
+    );
     assert_eq!(code, ErrorCode::AppFailed);
     assert!(msg.contains("topic"), "{msg}");
 }
 
 fn expired_token(system: &System) -> String {
     // Same key, expiry in the past.
-    let keys = relay_edge::auth::TokenKeys::new(&std::fs::read_to_string(system.data_dir.path().join("jwt-secret"))
-        .ok()
-        .and_then(|h| hex_decode(h.trim()))
-        .expect("jwt secret"), 0);
+    let keys = relay_edge::auth::TokenKeys::new(
+        &std::fs::read_to_string(system.data_dir.path().join("jwt-secret"))
+            .ok()
+            .and_then(|h| hex_decode(h.trim()))
+            .expect("jwt secret"),
+        0,
+    );
     let token = keys.issue("someone", "x@y").expect("issue");
     std::thread::sleep(Duration::from_millis(1100));
     token
@@ -374,7 +442,11 @@ async fn malformed_and_incompatible_headers_get_errors() {
     // Garbage where the header should be.
     let (_s, mut recv) = open(&session, &[vec![0xde, 0xad, 0xbe, 0xef]]).await;
     let (code, msg) = error_of(&read_reply(&mut recv).await);
-    assert_eq!(code, ErrorCode::UnsupportedVersion, "0xde is major 222: {msg}");
+    assert_eq!(
+        code,
+        ErrorCode::UnsupportedVersion,
+        "0xde is major 222: {msg}"
+    );
 
     let mut broken = system.header(&system.device_id).encode();
     broken.truncate(broken.len() - 3);
@@ -384,14 +456,26 @@ async fn malformed_and_incompatible_headers_get_errors() {
     assert!(msg.contains("stream-open header"), "{msg}");
 
     // An oversize length prefix is refused without waiting for the body.
-    let (mut send, mut recv) = session.open_bi().await.expect("open").await.expect("opened");
-    send.write_all(&[0x7f, 0xff, 0xff, 0xff]).await.expect("write");
+    let (mut send, mut recv) = session
+        .open_bi()
+        .await
+        .expect("open")
+        .await
+        .expect("opened");
+    send.write_all(&[0x7f, 0xff, 0xff, 0xff])
+        .await
+        .expect("write");
     let (code, msg) = error_of(&read_reply(&mut recv).await);
     assert_eq!(code, ErrorCode::MalformedFrame);
     assert!(msg.contains("exceeds the maximum"), "{msg}");
 
     // A header cut short by the end of the stream.
-    let (mut send, mut recv) = session.open_bi().await.expect("open").await.expect("opened");
+    let (mut send, mut recv) = session
+        .open_bi()
+        .await
+        .expect("open")
+        .await
+        .expect("opened");
     send.write_all(&[0, 0, 0, 9, 1, 0]).await.expect("write");
     send.finish().await.expect("finish");
     let (code, msg) = error_of(&read_reply(&mut recv).await);
@@ -399,13 +483,26 @@ async fn malformed_and_incompatible_headers_get_errors() {
     assert!(msg.contains("mid-frame"), "{msg}");
 
     // A malformed request after a valid header reaches the desktop, which refuses it.
-    let (_s, mut recv) = open(&session, &[system.header(&system.device_id).encode(), vec![1, 0, 99]]).await;
+    let (_s, mut recv) = open(
+        &session,
+        &[system.header(&system.device_id).encode(), vec![1, 0, 99]],
+    )
+    .await;
     let (code, msg) = error_of(&read_reply(&mut recv).await);
     assert_eq!(code, ErrorCode::MalformedFrame);
     assert!(msg.contains("envelope"), "{msg}");
 
     // The session still works afterwards.
-    let reply = run_action(&system, &system.device_id, execute("hello-ai", "echo", serde_json::json!({ "text": "still fine" }))).await;
+    let reply = run_action(
+        &system,
+        &system.device_id,
+        execute(
+            "hello-ai",
+            "echo",
+            serde_json::json!({ "text": "still fine" }),
+        ),
+    )
+    .await;
     assert_eq!(chunks_text(&reply), "still fine");
 }
 
@@ -420,65 +517,163 @@ async fn hostile_mini_apps_are_stopped_and_the_node_keeps_serving() {
     ];
     for (app, expect) in cases {
         let started = std::time::Instant::now();
-        let (code, msg) = error_of(&run_action(&system, &system.device_id, execute(app, "run", serde_json::json!({}))).await);
+        let (code, msg) = error_of(
+            &run_action(
+                &system,
+                &system.device_id,
+                execute(app, "run", serde_json::json!({})),
+            )
+            .await,
+        );
         assert_eq!(code, ErrorCode::AppFailed, "{app}: {msg}");
         assert!(msg.contains(expect), "{app}: {msg:?} lacks {expect:?}");
-        assert!(started.elapsed() < Duration::from_secs(10), "{app} took {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{app} took {:?}",
+            started.elapsed()
+        );
     }
-    let reply = run_action(&system, &system.device_id, execute("hello-ai", "echo", serde_json::json!({ "text": "alive and well" }))).await;
+    let reply = run_action(
+        &system,
+        &system.device_id,
+        execute(
+            "hello-ai",
+            "echo",
+            serde_json::json!({ "text": "alive and well" }),
+        ),
+    )
+    .await;
     assert_eq!(chunks_text(&reply), "alive and well");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_errors_become_clear_errors() {
     let system = System::start().await;
-    let (code, msg) = error_of(&run_action(&system, &system.device_id, execute("hello-ai", "write", serde_json::json!({ "topic": "[500]" }))).await);
+    let (code, msg) = error_of(
+        &run_action(
+            &system,
+            &system.device_id,
+            execute("hello-ai", "write", serde_json::json!({ "topic": "[500]" })),
+        )
+        .await,
+    );
     assert_eq!(code, ErrorCode::ProviderError);
-    assert!(msg.contains("HTTP 500") && msg.contains("processing your request"), "{msg}");
+    assert!(
+        msg.contains("HTTP 500") && msg.contains("processing your request"),
+        "{msg}"
+    );
 
-    let reply = run_action(&system, &system.device_id, execute("hello-ai", "write", serde_json::json!({ "topic": "[fail]" }))).await;
+    let reply = run_action(
+        &system,
+        &system.device_id,
+        execute(
+            "hello-ai",
+            "write",
+            serde_json::json!({ "topic": "[fail]" }),
+        ),
+    )
+    .await;
     let (code, msg) = error_of(&reply);
     assert_eq!(code, ErrorCode::ProviderError);
     assert!(msg.contains("overloaded"), "{msg}");
-    assert_eq!(chunks_text(&reply), "Echo: Write ", "the two words before the error arrived");
+    assert_eq!(
+        chunks_text(&reply),
+        "Echo: Write ",
+        "the two words before the error arrived"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_stops_the_action_and_aborts_the_provider_request() {
     let system = System::start().await;
     let session = system.browser().await;
-    let request = execute("hello-ai", "write", serde_json::json!({ "topic": "[slow] a long story" }));
-    let (mut send, mut recv) = open(&session, &[system.header(&system.device_id).encode(), request.encode()]).await;
-    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN)).await.expect("first chunk").expect("read").expect("frame");
-    assert!(matches!(Envelope::decode(&first).expect("env").body, Body::StreamChunk { seq: 0, .. }));
-    write_frame(&mut send, &Envelope::new(42, Body::Cancel).encode(), MAX_FRAME_LEN).await.expect("cancel");
+    let request = execute(
+        "hello-ai",
+        "write",
+        serde_json::json!({ "topic": "[slow] a long story" }),
+    );
+    let (mut send, mut recv) = open(
+        &session,
+        &[system.header(&system.device_id).encode(), request.encode()],
+    )
+    .await;
+    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+        .await
+        .expect("first chunk")
+        .expect("read")
+        .expect("frame");
+    assert!(matches!(
+        Envelope::decode(&first).expect("env").body,
+        Body::StreamChunk { seq: 0, .. }
+    ));
+    write_frame(
+        &mut send,
+        &Envelope::new(42, Body::Cancel).encode(),
+        MAX_FRAME_LEN,
+    )
+    .await
+    .expect("cancel");
     let rest = read_reply(&mut recv).await;
     let (code, _) = error_of(&rest);
     assert_eq!(code, ErrorCode::Cancelled);
-    wait_until(|| system.fake.stats.aborted.load(Ordering::Relaxed) == 1, "provider request aborted").await;
+    wait_until(
+        || system.fake.stats.aborted.load(Ordering::Relaxed) == 1,
+        "provider request aborted",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_that_vanishes_mid_stream_cancels_the_action() {
     let system = System::start().await;
     let session = system.browser().await;
-    let request = execute("hello-ai", "write", serde_json::json!({ "topic": "[slow] vanish" }));
-    let (_send, mut recv) = open(&session, &[system.header(&system.device_id).encode(), request.encode()]).await;
-    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN)).await.expect("first chunk").expect("read");
+    let request = execute(
+        "hello-ai",
+        "write",
+        serde_json::json!({ "topic": "[slow] vanish" }),
+    );
+    let (_send, mut recv) = open(
+        &session,
+        &[system.header(&system.device_id).encode(), request.encode()],
+    )
+    .await;
+    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+        .await
+        .expect("first chunk")
+        .expect("read");
     assert!(first.is_some());
     session.close(0u32.into(), b"tab closed");
     drop(session);
-    wait_until(|| system.fake.stats.aborted.load(Ordering::Relaxed) == 1, "provider request aborted").await;
-    wait_until(|| system.relay().shared.open_streams.load(Ordering::Relaxed) == 0, "splice ended").await;
+    wait_until(
+        || system.fake.stats.aborted.load(Ordering::Relaxed) == 1,
+        "provider request aborted",
+    )
+    .await;
+    wait_until(
+        || system.relay().shared.open_streams.load(Ordering::Relaxed) == 0,
+        "splice ended",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_desktop_that_vanishes_mid_stream_resets_the_browser_stream() {
     let system = System::start().await;
     let session = system.browser().await;
-    let request = execute("hello-ai", "write", serde_json::json!({ "topic": "[slow] desktop dies" }));
-    let (_send, mut recv) = open(&session, &[system.header(&system.device_id).encode(), request.encode()]).await;
-    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN)).await.expect("first chunk").expect("read");
+    let request = execute(
+        "hello-ai",
+        "write",
+        serde_json::json!({ "topic": "[slow] desktop dies" }),
+    );
+    let (_send, mut recv) = open(
+        &session,
+        &[system.header(&system.device_id).encode(), request.encode()],
+    )
+    .await;
+    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+        .await
+        .expect("first chunk")
+        .expect("read");
     assert!(first.is_some());
     system.node_stop.send_replace(true);
     let end = tokio::time::timeout(WAIT, async {
@@ -494,7 +689,10 @@ async fn a_desktop_that_vanishes_mid_stream_resets_the_browser_stream() {
     })
     .await
     .expect("the browser learns in time");
-    assert!(end.is_err(), "the stream is reset, not finished cleanly: {end:?}");
+    assert!(
+        end.is_err(),
+        "the stream is reset, not finished cleanly: {end:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,16 +702,52 @@ async fn the_node_reconnects_after_a_relay_restart() {
     let relay = system.relay.take().expect("relay");
     relay.shutdown(Duration::from_secs(2)).await;
     system.wait_online(false).await;
-    let restarted = relay_edge::start(relay_config(system.data_dir.path(), port)).await.expect("restart on the same port");
+    let restarted = relay_edge::start(relay_config(system.data_dir.path(), port))
+        .await
+        .expect("restart on the same port");
     system.relay = Some(restarted);
     system.wait_online(true).await;
-    let device = system.relay().shared.store.device(&system.device_id).await.expect("db").expect("device");
-    wait_until(|| system.relay().shared.registry.get(&system.device_id).is_some(), "registered again").await;
-    assert_eq!(device.node_version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
-    let reply = run_action(&system, &system.device_id, execute("hello-ai", "echo", serde_json::json!({ "text": "back again" }))).await;
+    let device = system
+        .relay()
+        .shared
+        .store
+        .device(&system.device_id)
+        .await
+        .expect("db")
+        .expect("device");
+    wait_until(
+        || {
+            system
+                .relay()
+                .shared
+                .registry
+                .get(&system.device_id)
+                .is_some()
+        },
+        "registered again",
+    )
+    .await;
+    assert_eq!(
+        device.node_version.as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    let reply = run_action(
+        &system,
+        &system.device_id,
+        execute(
+            "hello-ai",
+            "echo",
+            serde_json::json!({ "text": "back again" }),
+        ),
+    )
+    .await;
     assert_eq!(chunks_text(&reply), "back again");
     system.node_stop.send_replace(true);
-    tokio::time::timeout(WAIT, &mut system.node_task).await.expect("node stops").expect("join").expect("clean stop");
+    tokio::time::timeout(WAIT, &mut system.node_task)
+        .await
+        .expect("node stops")
+        .expect("join")
+        .expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -535,7 +769,9 @@ async fn a_revoked_or_unknown_device_token_is_refused_for_good() {
         pin_from: None,
     };
     let (_stop, stop_rx) = watch::channel(false);
-    let result = tokio::time::timeout(WAIT, node::run(ctx, target, stop_rx)).await.expect("gives up in time");
+    let result = tokio::time::timeout(WAIT, node::run(ctx, target, stop_rx))
+        .await
+        .expect("gives up in time");
     let err = result.expect_err("refused");
     assert!(err.to_string().contains("unauthenticated"), "{err}");
 }
@@ -543,12 +779,19 @@ async fn a_revoked_or_unknown_device_token_is_refused_for_good() {
 #[test]
 fn imports_outside_the_host_api_are_refused_at_load() {
     let sandbox = Sandbox::new().expect("sandbox");
-    let wat = format!(r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) {GUEST_PRELUDE}
-        (func (export "aisapp_run") (param i32 i32) (result i32) i32.const 0))"#);
+    let wat = format!(
+        r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))) {GUEST_PRELUDE}
+        (func (export "aisapp_run") (param i32 i32) (result i32) i32.const 0))"#
+    );
     let err = sandbox.load(wat.as_bytes()).err().expect("refused");
-    assert!(err.to_string().contains("wasi_snapshot_preview1::fd_write"), "{err}");
-    let wat = format!(r#"(module (import "aisapp_v1" "spawn_shell" (func)) {GUEST_PRELUDE}
-        (func (export "aisapp_run") (param i32 i32) (result i32) i32.const 0))"#);
+    assert!(
+        err.to_string().contains("wasi_snapshot_preview1::fd_write"),
+        "{err}"
+    );
+    let wat = format!(
+        r#"(module (import "aisapp_v1" "spawn_shell" (func)) {GUEST_PRELUDE}
+        (func (export "aisapp_run") (param i32 i32) (result i32) i32.const 0))"#
+    );
     let err = sandbox.load(wat.as_bytes()).err().expect("refused");
     assert!(err.to_string().contains("aisapp_v1::spawn_shell"), "{err}");
 }
@@ -556,7 +799,10 @@ fn imports_outside_the_host_api_are_refused_at_load() {
 async fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

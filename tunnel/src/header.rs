@@ -222,6 +222,12 @@ mod tests {
     #[test]
     fn unknown_stream_kind_is_malformed() {
         let err = OpenHeader::decode(&[1, 0, 0, 5, 0, 0]).unwrap_err();
-        assert!(matches!(err, DecodeError::Malformed { what: "stream-open header", .. }));
+        assert!(matches!(
+            err,
+            DecodeError::Malformed {
+                what: "stream-open header",
+                ..
+            }
+        ));
     }
 }

@@ -79,7 +79,10 @@ mod tests {
     async fn reads_one_frame_and_leaves_the_rest() {
         let bytes = [0u8, 0, 0, 2, 7, 8, 0xaa, 0xbb];
         let mut reader = &bytes[..];
-        assert_eq!(read_frame(&mut reader, 100).await.unwrap(), Some(vec![7, 8]));
+        assert_eq!(
+            read_frame(&mut reader, 100).await.unwrap(),
+            Some(vec![7, 8])
+        );
         assert_eq!(reader, &[0xaa, 0xbb]);
     }
 
@@ -107,7 +110,10 @@ mod tests {
         let err = read_frame(&mut r, 1000).await.unwrap_err();
         assert!(matches!(
             err,
-            ReadError::Frame(FrameError::TooLarge { len: 65536, max: 1000 })
+            ReadError::Frame(FrameError::TooLarge {
+                len: 65536,
+                max: 1000
+            })
         ));
         assert_eq!(r, &[1, 2, 3], "body left unread");
     }

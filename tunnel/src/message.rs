@@ -260,7 +260,13 @@ mod tests {
     #[test]
     fn unknown_message_type_is_malformed() {
         let err = Envelope::decode(&[1, 0, 99]).unwrap_err();
-        assert!(matches!(err, DecodeError::Malformed { what: "envelope", .. }));
+        assert!(matches!(
+            err,
+            DecodeError::Malformed {
+                what: "envelope",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Property tests: decode(encode(x)) == x for every header and envelope, and the frame
 //! decoder never panics on arbitrary bytes.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use aisa_tunnel::message::AppStatus;
 use aisa_tunnel::{
     Body, Envelope, FrameBuffer, Hello, OpenHeader, RelayHeader, StreamKind, Version, frame,

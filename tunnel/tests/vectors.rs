@@ -4,6 +4,8 @@
 //! The test fails if the committed file differs from what this build produces; run it
 //! with `UPDATE_VECTORS=1` to rewrite the file after an intended wire change.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use aisa_tunnel::message::AppStatus;
 use aisa_tunnel::{
     Body, Envelope, Hello, MAX_FRAME_LEN, OpenHeader, RelayHeader, StreamKind, Version, frame,
@@ -96,12 +98,7 @@ fn build_vectors() -> Value {
                 version: Some("1.2.3".into()),
             },
         ),
-        (
-            "uninstall app",
-            Body::UninstallApp {
-                app_id: "x".into(),
-            },
-        ),
+        ("uninstall app", Body::UninstallApp { app_id: "x".into() }),
         ("get status", Body::GetStatus),
         (
             "stream chunk",
@@ -144,7 +141,12 @@ fn build_vectors() -> Value {
             },
         ),
         ("cancel", Body::Cancel),
-        ("ping", Body::Ping { nonce: u32::MAX as u64 }),
+        (
+            "ping",
+            Body::Ping {
+                nonce: u32::MAX as u64,
+            },
+        ),
         (
             "pong",
             Body::Pong {
@@ -166,7 +168,11 @@ fn build_vectors() -> Value {
             name,
             Envelope {
                 request_id,
-                device_id: if i % 2 == 0 { "dev-1".into() } else { String::new() },
+                device_id: if i % 2 == 0 {
+                    "dev-1".into()
+                } else {
+                    String::new()
+                },
                 body,
             },
         ));
@@ -241,7 +247,11 @@ fn invalid_vectors_fail_on_the_rust_side_too() {
             }
             other => panic!("unknown kind {other}"),
         };
-        assert!(err.contains(want), "{}: {err:?} lacks {want:?}", case["name"]);
+        assert!(
+            err.contains(want),
+            "{}: {err:?} lacks {want:?}",
+            case["name"]
+        );
     }
 }
 

@@ -51,7 +51,9 @@ pub fn plan(input: &str) -> Result<Plan, String> {
             Ok(Plan::Generate(request.to_string()))
         }
         "echo" => {
-            let text = input.payload["text"].as_str().ok_or("echo needs \"text\"")?;
+            let text = input.payload["text"]
+                .as_str()
+                .ok_or("echo needs \"text\"")?;
             Ok(Plan::Emit(
                 text.split_inclusive(' ').map(str::to_owned).collect(),
             ))
@@ -114,7 +116,11 @@ mod abi {
                 loop {
                     let n = unsafe { ai_next(handle, buf.as_mut_ptr(), buf.len()) };
                     if n <= 0 {
-                        return if n == 0 { 0 } else { fail_str("the model stream failed") };
+                        return if n == 0 {
+                            0
+                        } else {
+                            fail_str("the model stream failed")
+                        };
                     }
                     match std::str::from_utf8(&buf[..n as usize]) {
                         Ok(text) => emit_str(text),
@@ -132,7 +138,8 @@ mod tests {
 
     #[test]
     fn write_builds_a_prompt() {
-        let Plan::Generate(request) = plan(r#"{"action":"write","payload":{"topic":" QUIC "}}"#).unwrap()
+        let Plan::Generate(request) =
+            plan(r#"{"action":"write","payload":{"topic":" QUIC "}}"#).unwrap()
         else {
             panic!("expected a generation");
         };
@@ -150,8 +157,16 @@ mod tests {
 
     #[test]
     fn bad_inputs_are_explained() {
-        assert!(plan(r#"{"action":"write","payload":{}}"#).unwrap_err().contains("topic"));
-        assert!(plan(r#"{"action":"nope","payload":{}}"#).unwrap_err().contains("unknown action"));
+        assert!(
+            plan(r#"{"action":"write","payload":{}}"#)
+                .unwrap_err()
+                .contains("topic")
+        );
+        assert!(
+            plan(r#"{"action":"nope","payload":{}}"#)
+                .unwrap_err()
+                .contains("unknown action")
+        );
         assert!(plan("[").unwrap_err().contains("bad input"));
         let long = "x".repeat(201);
         let input = format!(r#"{{"action":"write","payload":{{"topic":"{long}"}}}}"#);

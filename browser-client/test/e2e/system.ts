@@ -1,0 +1,169 @@
+/**
+ * Starts the real system as processes for end-to-end tests: the local OpenAI-format
+ * provider, relay-edge (embedded SQLite, serving the built web app), and a desktop node
+ * signed in as a test user with the example app installed.
+ *
+ * Binaries come from `AISA_BIN_DIR` (default `../target/debug`); the example app's wasm
+ * from `AISA_GUEST_WASM` (default the `target/guest` build). `scripts/test.sh` builds both.
+ */
+
+import { spawn, type ChildProcess, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const root = resolve(__dirname, '../../..');
+const binDir = process.env.AISA_BIN_DIR ?? join(root, 'target/debug');
+const guestWasm =
+  process.env.AISA_GUEST_WASM ?? join(root, 'target/guest/wasm32-unknown-unknown/release/hello_ai.wasm');
+
+export const EMAIL = 'e2e@example.com';
+export const PASSWORD = 'e2e-password-123';
+const API_KEY = 'sk-e2e-test';
+
+function bin(name: string): string {
+  return join(binDir, name);
+}
+
+/** A child process whose output is kept for failure reports. */
+class Child {
+  output = '';
+  constructor(
+    readonly name: string,
+    readonly proc: ChildProcess,
+  ) {
+    proc.stdout?.on('data', (d: Buffer) => (this.output += d.toString()));
+    proc.stderr?.on('data', (d: Buffer) => (this.output += d.toString()));
+  }
+
+  /** Resolves with the first match of `pattern` in the output. */
+  waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<RegExpMatchArray> {
+    return new Promise((resolvePromise, reject) => {
+      const check = (): boolean => {
+        const m = this.output.match(pattern);
+        if (m) {
+          clearInterval(timer);
+          clearTimeout(deadline);
+          resolvePromise(m);
+          return true;
+        }
+        return false;
+      };
+      const timer = setInterval(check, 25);
+      const deadline = setTimeout(() => {
+        clearInterval(timer);
+        reject(new Error(`${this.name}: no ${pattern} within ${timeoutMs} ms; output:\n${this.output}`));
+      }, timeoutMs);
+      this.proc.once('exit', (code) => {
+        if (!check()) {
+          clearInterval(timer);
+          clearTimeout(deadline);
+          reject(new Error(`${this.name} exited (${code}); output:\n${this.output}`));
+        }
+      });
+      check();
+    });
+  }
+
+  /** Stops the process (SIGINT, then SIGKILL) and waits for it. */
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    const exited = new Promise<void>((r) => this.proc.once('exit', () => r()));
+    this.proc.kill('SIGINT');
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 5_000);
+    await exited;
+    clearTimeout(timer);
+  }
+}
+
+function start(name: string, args: string[], env: Record<string, string> = {}): Child {
+  const proc = spawn(bin(name), args, {
+    env: { ...process.env, RUST_LOG: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return new Child(name, proc);
+}
+
+function run(name: string, args: string[], input?: string): string {
+  return execFileSync(bin(name), args, { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
+/** The running system. */
+export class System {
+  private constructor(
+    readonly dir: string,
+    readonly httpUrl: string,
+    readonly providerUrl: string,
+    private readonly children: Child[],
+    private node: Child | null,
+  ) {}
+
+  static async start(): Promise<System> {
+    const dir = mkdtempSync(join(tmpdir(), 'aisa-e2e-'));
+    const children: Child[] = [];
+    try {
+      const provider = start('fake-provider', ['--listen', '127.0.0.1:0', '--api-key', API_KEY]);
+      children.push(provider);
+      const providerUrl = (await provider.waitFor(/fake-provider: (http:\S+)/))[1]!;
+
+      const relayDir = join(dir, 'relay');
+      run('relay-edge', ['--data-dir', relayDir, 'user', 'add', EMAIL, '--password', PASSWORD]);
+      const relay = start('relay-edge', [
+        '--data-dir',
+        relayDir,
+        'serve',
+        '--quic-listen',
+        '127.0.0.1:0',
+        '--http-listen',
+        '127.0.0.1:0',
+        '--web-root',
+        join(root, 'browser-client/dist'),
+      ]);
+      children.push(relay);
+      const httpUrl = (await relay.waitFor(/relay-edge: (http:\/\/\S+)/))[1]!;
+
+      const home = join(dir, 'node');
+      run(
+        'desktop-node',
+        ['--home', home, 'login', '--relay', httpUrl, '--email', EMAIL, '--password-stdin', '--name', 'e2e desk'],
+        PASSWORD,
+      );
+      run('desktop-node', ['--home', home, 'apps', 'install-local', guestWasm, '--id', 'hello-ai', '--action', 'write,echo']);
+      const system = new System(dir, httpUrl, providerUrl, children, null);
+      await system.startNode();
+      return system;
+    } catch (err) {
+      await Promise.all(children.map((c) => c.stop()));
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Starts (or restarts) the desktop node and waits until the relay shows it online. */
+  async startNode(): Promise<void> {
+    const node = start('desktop-node', ['--home', join(this.dir, 'node'), 'run', '--ai-base-url', this.providerUrl], {
+      OPENAI_API_KEY: API_KEY,
+    });
+    this.node = node;
+    await node.waitFor(/connected to the relay/);
+  }
+
+  /** Stops the desktop node. */
+  async stopNode(): Promise<void> {
+    await this.node?.stop();
+    this.node = null;
+  }
+
+  /** Everything the processes printed, for failure reports. */
+  logs(): string {
+    return [...this.children, ...(this.node ? [this.node] : [])]
+      .map((c) => `--- ${c.name}\n${c.output}`)
+      .join('\n');
+  }
+
+  async stop(): Promise<void> {
+    await this.stopNode();
+    await Promise.all(this.children.map((c) => c.stop()));
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The one check command, for developers and CI alike: installs what the tests need,
+# then formatting, lints, the Rust tests, the fuzz target's build, the TypeScript checks
+# and unit tests, and the end-to-end test in real Chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "prerequisites"
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium is missing: sudo apt-get install chromium" >&2
+    exit 1
+  fi
+fi
+if command -v rustup >/dev/null 2>&1; then
+  rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "example mini-app (wasm32, from source)"
+scripts/build-guests.sh
+
+step "cargo build"
+cargo build --workspace --locked
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "fuzz target builds"
+cargo build --locked --manifest-path tunnel/fuzz/Cargo.toml --target-dir target/fuzz
+
+step "browser-client: npm ci, type check, build, unit tests"
+cd browser-client
+npm ci --no-audit --no-fund --loglevel=error
+npm run check
+npm run build
+npm test
+
+step "end to end in Chromium"
+npx vitest run test/e2e
