@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Brings up the whole system on this machine, on embedded defaults:
+#   relay-edge (SQLite, self-signed certificate, the web app) on http://localhost:8080
+#   and udp 4433, a desktop node signed in as the demo user with the example app,
+#   and an AI provider: OpenAI when OPENAI_API_KEY is set, otherwise the local
+#   echo provider (a stand-in that speaks OpenAI's streaming format).
+# Everything it keeps lives in .local/ (delete it to start over). Ctrl-C stops it all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HTTP_PORT=${HTTP_PORT:-8080}
+QUIC_PORT=${QUIC_PORT:-4433}
+DEMO_EMAIL=${DEMO_EMAIL:-demo@aisuperapp.local}
+DEMO_PASSWORD=${DEMO_PASSWORD:-demo-password}
+STATE=.local
+BIN=target/debug
+mkdir -p "$STATE"
+
+echo "==> building (first time: a few minutes)"
+if command -v rustup >/dev/null 2>&1; then
+  rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
+fi
+cargo build --locked --workspace --quiet
+scripts/build-guests.sh >/dev/null
+(cd browser-client && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npm run build --silent >/dev/null)
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+if [ -n "${OPENAI_API_KEY:-}" ]; then
+  AI_BASE_URL=${AI_BASE_URL:-https://api.openai.com/v1}
+  echo "==> AI provider: $AI_BASE_URL"
+else
+  "$BIN/fake-provider" --listen 127.0.0.1:0 > "$STATE/provider.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q 'fake-provider: ' "$STATE/provider.log" && break; sleep 0.1; done
+  AI_BASE_URL=$(sed -n 's/^fake-provider: //p' "$STATE/provider.log")
+  echo "==> AI provider: local echo provider at $AI_BASE_URL (set OPENAI_API_KEY to use OpenAI)"
+fi
+
+"$BIN/relay-edge" --data-dir "$STATE/relay" user add "$DEMO_EMAIL" --password "$DEMO_PASSWORD" --if-missing >/dev/null
+"$BIN/relay-edge" --data-dir "$STATE/relay" serve \
+  --http-listen "127.0.0.1:$HTTP_PORT" --quic-listen "0.0.0.0:$QUIC_PORT" \
+  --web-root browser-client/dist > "$STATE/relay.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'relay-edge: http' "$STATE/relay.log" && break; sleep 0.1; done
+grep -q 'relay-edge: http' "$STATE/relay.log" || { cat "$STATE/relay.log"; exit 1; }
+
+NODE_HOME="$STATE/desktop"
+if [ ! -f "$NODE_HOME/node.toml" ]; then
+  printf '%s' "$DEMO_PASSWORD" | "$BIN/desktop-node" --home "$NODE_HOME" login \
+    --relay "http://127.0.0.1:$HTTP_PORT" --email "$DEMO_EMAIL" --password-stdin --name "this computer"
+fi
+"$BIN/desktop-node" --home "$NODE_HOME" apps install-local \
+  target/guest/wasm32-unknown-unknown/release/hello_ai.wasm --id hello-ai --name "Hello AI" --action write,echo >/dev/null
+OPENAI_API_KEY=${OPENAI_API_KEY:-local} "$BIN/desktop-node" --home "$NODE_HOME" run \
+  --ai-base-url "$AI_BASE_URL" > "$STATE/desktop.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q 'connected to the relay' "$STATE/desktop.log" && break; sleep 0.1; done
+grep -q 'connected to the relay' "$STATE/desktop.log" || { cat "$STATE/desktop.log"; exit 1; }
+
+cat <<MSG
+
+  AI SuperApp is running.
+    Open   http://localhost:$HTTP_PORT   in Chromium or Firefox
+    Login  $DEMO_EMAIL / $DEMO_PASSWORD
+    Logs   $STATE/relay.log, $STATE/desktop.log
+  Ctrl-C stops everything.
+
+MSG
+wait
