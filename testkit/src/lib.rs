@@ -9,3 +9,4 @@
 
 pub mod guest;
 pub mod openai;
+pub mod system;

@@ -1,0 +1,337 @@
+//! A whole system on loopback, for tests and benchmarks: a real relay (QUIC +
+//! WebTransport + HTTP + SQLite in a temporary folder), the local OpenAI-format provider,
+//! one user with a desktop node online running the example mini-app (and a few hostile
+//! ones) in wasmtime, a spare offline device, and helpers that play the browser's part
+//! over a wtransport client.
+
+#![allow(clippy::expect_used)] // test support: a failed setup is reported by its panic
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aisa_tunnel::io::{read_frame, write_frame};
+use aisa_tunnel::{Body, Envelope, ErrorCode, MAX_FRAME_LEN, OpenHeader, StreamKind};
+use desktop_node::ai::OpenAiCompatible;
+use desktop_node::apps::{App, Manifest};
+use desktop_node::node::{self, NodeContext, RelayTarget};
+use desktop_node::sandbox::{Limits, Sandbox};
+use relay_edge::{RelayConfig, RelayHandle};
+use tokio::sync::watch;
+
+use crate::openai::{self, FakeOpenAi};
+
+/// The test user's password.
+pub const PASSWORD: &str = "correct horse battery";
+/// The provider key the node is configured with.
+pub const API_KEY: &str = "sk-test-key";
+/// How long any step may take before a test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A relay, a provider, one user with one desktop node online, and a spare offline device.
+pub struct System {
+    /// See the struct doc.
+    pub relay: Option<RelayHandle>,
+    /// See the struct doc.
+    pub fake: FakeOpenAi,
+    /// See the struct doc.
+    pub data_dir: tempfile::TempDir,
+    /// See the struct doc.
+    pub token: String,
+    /// See the struct doc.
+    pub device_id: String,
+    /// See the struct doc.
+    pub offline_device_id: String,
+    /// See the struct doc.
+    pub node_stop: watch::Sender<bool>,
+    /// See the struct doc.
+    pub node_task: tokio::task::JoinHandle<Result<(), node::NodeError>>,
+    /// See the struct doc.
+    pub online: watch::Receiver<bool>,
+}
+
+/// A relay configuration on loopback with data in `data_dir`.
+pub fn relay_config(data_dir: &std::path::Path, quic_port: u16) -> RelayConfig {
+    RelayConfig {
+        quic_listen: ([127, 0, 0, 1], quic_port).into(),
+        http_listen: ([127, 0, 0, 1], 0).into(),
+        data_dir: data_dir.to_owned(),
+        heartbeat_secs: 1,
+        ..RelayConfig::default()
+    }
+}
+
+/// The example app plus hostile ones: `trapper` (traps), `spinner` (loops forever),
+/// `hog` (grows memory without end), `flood` (emits without end).
+pub fn test_apps(sandbox: &Sandbox) -> HashMap<String, App> {
+    let wasm = std::fs::read(crate::guest::hello_ai_wasm()).expect("hello_ai.wasm");
+    let mut apps = HashMap::new();
+    let mut add = |id: &str, actions: &[&str], code: &[u8]| {
+        let manifest = Manifest {
+            id: id.into(),
+            version: "0.1.0".into(),
+            name: id.into(),
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+            enabled: true,
+        };
+        let module = sandbox.load(code).unwrap_or_else(|e| panic!("{id}: {e}"));
+        apps.insert(id.to_owned(), App { manifest, module });
+    };
+    add("hello-ai", &["write", "echo"], &wasm);
+    add("trapper", &["run"], TRAP_WAT.as_bytes());
+    add("spinner", &["run"], LOOP_WAT.as_bytes());
+    add("hog", &["run"], MEMORY_BOMB_WAT.as_bytes());
+    add("flood", &["run"], OUTPUT_FLOOD_WAT.as_bytes());
+    apps
+}
+
+/// Memory and allocator exports for hand-written test guests.
+pub const GUEST_PRELUDE: &str = r#"
+  (memory (export "memory") 1)
+  (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+"#;
+/// Traps at once.
+pub const TRAP_WAT: &str = concat!(
+    "(module",
+    r#"
+  (memory (export "memory") 1)
+  (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "aisapp_run") (param i32 i32) (result i32) unreachable))"#
+);
+/// Loops forever.
+pub const LOOP_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "aisapp_run") (param i32 i32) (result i32) (loop $spin (br $spin)) i32.const 0))"#;
+/// Grows memory until refused.
+pub const MEMORY_BOMB_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "aisapp_run") (param i32 i32) (result i32)
+    (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+    i32.const 0))"#;
+/// Emits 60 KB pieces forever.
+pub const OUTPUT_FLOOD_WAT: &str = r#"(module
+  (import "aisapp_v1" "emit" (func $emit (param i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "aisapp_run") (param i32 i32) (result i32)
+    (loop $more (call $emit (i32.const 0) (i32.const 60000)) (br $more))
+    i32.const 0))"#;
+
+impl System {
+    /// Starts everything with test limits (3 s, 16 MiB, 256 KiB of output) and waits
+    /// until the node is online.
+    pub async fn start() -> System {
+        System::start_with(Limits {
+            timeout: Duration::from_secs(3),
+            memory_bytes: 16 << 20,
+            output_bytes: 256 << 10,
+        })
+        .await
+    }
+
+    /// Starts everything with the given sandbox limits.
+    pub async fn start_with(limits: Limits) -> System {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let relay = relay_edge::start(relay_config(data_dir.path(), 0))
+            .await
+            .expect("relay starts");
+        let fake = openai::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
+            .await
+            .expect("fake provider");
+
+        let store = &relay.shared.store;
+        let hash = relay_edge::auth::hash_password(PASSWORD).expect("hash");
+        store
+            .create_user("alice@example.com", &hash)
+            .await
+            .expect("user");
+        let http = reqwest::Client::new();
+        let base = format!("http://{}", relay.http_addr);
+        let enroll = |name: &'static str| {
+            let http = http.clone();
+            let base = base.clone();
+            async move {
+                let reply: serde_json::Value = http
+                    .post(format!("{base}/api/devices/enroll"))
+                    .json(&serde_json::json!({ "email": "alice@example.com", "password": PASSWORD, "name": name }))
+                    .send()
+                    .await
+                    .expect("enroll")
+                    .json()
+                    .await
+                    .expect("enroll json");
+                reply
+            }
+        };
+        let desk = enroll("desk").await;
+        let spare = enroll("spare").await;
+        let login: serde_json::Value = http
+            .post(format!("{base}/api/auth/login"))
+            .json(&serde_json::json!({ "email": "alice@example.com", "password": PASSWORD }))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("login json");
+
+        let device_id = desk["device_id"].as_str().expect("device_id").to_owned();
+        let sandbox = Sandbox::new().expect("sandbox");
+        let apps = test_apps(&sandbox);
+        let ai = OpenAiCompatible::new(&fake.base_url(), "gpt-4o-mini", Some(API_KEY.into()))
+            .expect("adapter");
+        let ctx = Arc::new(NodeContext::new(
+            device_id.clone(),
+            desk["device_token"].as_str().expect("token").to_owned(),
+            [7; 32],
+            sandbox,
+            apps,
+            Arc::new(ai),
+            limits,
+        ));
+        let online = ctx.online();
+        let target = RelayTarget {
+            quic_addr: relay.quic_addr.to_string(),
+            server_name: "localhost".into(),
+            cert_sha256: Some(relay.cert_sha256()),
+            pin_from: None,
+        };
+        let (node_stop, stop_rx) = watch::channel(false);
+        let node_task = tokio::spawn(node::run(ctx, target, stop_rx));
+        let mut system = System {
+            relay: Some(relay),
+            fake,
+            data_dir,
+            token: login["token"].as_str().expect("jwt").to_owned(),
+            device_id,
+            offline_device_id: spare["device_id"].as_str().expect("spare").to_owned(),
+            node_stop,
+            node_task,
+            online,
+        };
+        system.wait_online(true).await;
+        system
+    }
+
+    /// The running relay.
+    pub fn relay(&self) -> &RelayHandle {
+        self.relay.as_ref().expect("relay running")
+    }
+
+    /// Waits until the node is (or is not) connected.
+    pub async fn wait_online(&mut self, want: bool) {
+        tokio::time::timeout(WAIT, self.online.wait_for(|o| *o == want))
+            .await
+            .expect("node online state in time")
+            .expect("node alive");
+    }
+
+    /// A new WebTransport session, as a browser opens one.
+    pub async fn browser(&self) -> wtransport::Connection {
+        browser_session(self.relay()).await
+    }
+
+    /// A stream-open header for an action on `device_id` with the user's token.
+    pub fn header(&self, device_id: &str) -> OpenHeader {
+        OpenHeader {
+            device_id: device_id.into(),
+            kind: StreamKind::Action,
+            token: self.token.clone(),
+            e2e: None,
+        }
+    }
+}
+
+/// Opens a WebTransport session to the relay, pinning its certificate hash.
+pub async fn browser_session(relay: &RelayHandle) -> wtransport::Connection {
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(relay.cert_sha256())])
+        .build();
+    let endpoint = wtransport::Endpoint::client(config).expect("client endpoint");
+    endpoint
+        .connect(format!("https://127.0.0.1:{}/wt", relay.quic_addr.port()))
+        .await
+        .expect("WebTransport session")
+}
+
+/// An EXECUTE_ACTION envelope (request id 42).
+pub fn execute(app_id: &str, action: &str, payload: serde_json::Value) -> Envelope {
+    Envelope::new(
+        42,
+        Body::ExecuteAction {
+            app_id: app_id.into(),
+            action: action.into(),
+            payload: payload.to_string(),
+        },
+    )
+}
+
+/// Opens a stream, writes the given frames, and returns both halves.
+pub async fn open(
+    session: &wtransport::Connection,
+    frames: &[Vec<u8>],
+) -> (wtransport::SendStream, wtransport::RecvStream) {
+    let (mut send, recv) = session
+        .open_bi()
+        .await
+        .expect("open")
+        .await
+        .expect("opened");
+    for frame in frames {
+        write_frame(&mut send, frame, MAX_FRAME_LEN)
+            .await
+            .expect("write");
+    }
+    (send, recv)
+}
+
+/// Reads envelopes until STREAM_END or ERROR (inclusive), or the stream's end.
+pub async fn read_reply(recv: &mut wtransport::RecvStream) -> Vec<Envelope> {
+    let mut out = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(WAIT, read_frame(recv, MAX_FRAME_LEN))
+            .await
+            .expect("reply in time");
+        let Ok(Some(body)) = frame else { return out };
+        let env = Envelope::decode(&body).expect("valid envelope");
+        let last = matches!(env.body, Body::StreamEnd { .. } | Body::Error { .. });
+        out.push(env);
+        if last {
+            return out;
+        }
+    }
+}
+
+/// Runs one action on a new session and returns the whole reply.
+pub async fn run_action(system: &System, device_id: &str, request: Envelope) -> Vec<Envelope> {
+    let session = system.browser().await;
+    let (_send, mut recv) = open(
+        &session,
+        &[system.header(device_id).encode(), request.encode()],
+    )
+    .await;
+    read_reply(&mut recv).await
+}
+
+/// The ERROR that ends a reply (panics if there is none).
+pub fn error_of(reply: &[Envelope]) -> (ErrorCode, String) {
+    match reply.last().map(|e| &e.body) {
+        Some(Body::Error { code, message }) => (ErrorCode::parse(code), message.clone()),
+        other => panic!("expected an ERROR, got {other:?} in {reply:?}"),
+    }
+}
+
+/// The concatenated text of a reply's chunks.
+pub fn chunks_text(reply: &[Envelope]) -> String {
+    reply
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::StreamChunk { data, .. } => Some(data.as_str()),
+            _ => None,
+        })
+        .collect()
+}
