@@ -185,6 +185,29 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    #[test]
+    fn production_pem_files_load_and_bad_ones_are_explained() {
+        let dir = tempfile_dir();
+        let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["relay.example.com".to_owned()])
+            .unwrap()
+            .self_signed(&key_pair)
+            .unwrap();
+        std::fs::write(dir.join("relay.crt"), cert.pem()).unwrap();
+        std::fs::write(dir.join("relay.key"), key_pair.serialize_pem()).unwrap();
+        let identity = load_pem(&dir.join("relay.crt"), &dir.join("relay.key")).unwrap();
+        assert!(!identity.self_signed);
+        assert_eq!(identity.chain[0].as_ref(), cert.der().as_ref());
+        assert!(!identity.needs_renewal(OffsetDateTime::now_utc()));
+
+        std::fs::write(dir.join("empty.crt"), "not a certificate").unwrap();
+        let err = load_pem(&dir.join("empty.crt"), &dir.join("relay.key")).unwrap_err();
+        assert!(err.to_string().contains("no certificate"), "{err}");
+        let err = load_pem(&dir.join("relay.crt"), &dir.join("missing.key")).unwrap_err();
+        assert!(err.to_string().contains("missing.key"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     fn tempfile_dir() -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("relay-cert-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
