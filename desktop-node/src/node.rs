@@ -26,6 +26,8 @@ use crate::sandbox::{Limits, Sandbox};
 pub const ALPN: &[u8] = b"aisa/1";
 /// Relay close code meaning "shutting down, reconnect at once" (see relay-edge).
 const CLOSE_SHUTDOWN: u32 = 3;
+/// Relay close code meaning "this device was revoked": stop for good.
+const CLOSE_REVOKED: u32 = 4;
 /// Stream reset code: the node abandoned the stream (stopping, or its peer went away).
 pub const STREAM_ABANDONED: u32 = 1;
 /// Heartbeats missed before the connection is declared dead.
@@ -290,10 +292,16 @@ async fn connect_once(
             reason
         }
         err = accept_streams(ctx, &conn, &mut streams) => {
-            if let quinn::ConnectionError::ApplicationClosed(close) = &err
-                && close.error_code == CLOSE_SHUTDOWN.into()
-            {
-                return Ok(Attempt::RelayShutdown);
+            if let quinn::ConnectionError::ApplicationClosed(close) = &err {
+                if close.error_code == CLOSE_SHUTDOWN.into() {
+                    return Ok(Attempt::RelayShutdown);
+                }
+                if close.error_code == CLOSE_REVOKED.into() {
+                    return Err(NodeError::Refused {
+                        code: ErrorCode::Unauthenticated.to_string(),
+                        message: "this device was revoked; run `desktop-node login` again".into(),
+                    });
+                }
             }
             err.to_string()
         }

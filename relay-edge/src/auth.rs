@@ -100,20 +100,47 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// A fresh device token: `aisa_dt_` and 32 random bytes, base64url.
-pub fn new_device_token() -> String {
+/// A fresh opaque secret: `prefix` and 32 random bytes, base64url.
+fn new_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     // getrandom only fails where the OS has no randomness; nothing can run safely then.
     getrandom::fill(&mut bytes).expect("the OS random number generator failed");
     format!(
-        "aisa_dt_{}",
+        "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     )
 }
 
+/// A fresh device token: `aisa_dt_` and 32 random bytes, base64url.
+pub fn new_device_token() -> String {
+    new_secret("aisa_dt_")
+}
+
+/// A fresh refresh token: `aisa_rt_` and 32 random bytes, base64url.
+pub fn new_refresh_token() -> String {
+    new_secret("aisa_rt_")
+}
+
+/// The stored form of a device or refresh token (they are random, so a plain hash is
+/// enough: nothing to guess).
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
 /// The stored form of a device token.
 pub fn hash_device_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    hash_token(token)
+}
+
+/// Today's date in UTC, `YYYY-MM-DD` (the day plan limits count in).
+pub fn today_utc() -> String {
+    let date = time::OffsetDateTime::now_utc().date();
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
 }
 
 /// Seconds since the Unix epoch.

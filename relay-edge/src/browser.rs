@@ -82,7 +82,11 @@ async fn serve_stream(
             return;
         }
     };
-    let Target { connection, header } = target;
+    let Target {
+        connection,
+        header,
+        slot: _slot,
+    } = target;
     let (mut d_send, d_recv) = match connection.open_bi().await {
         Ok(pair) => pair,
         Err(err) => {
@@ -111,6 +115,8 @@ async fn serve_stream(
 struct Target {
     connection: quinn::Connection,
     header: RelayHeader,
+    /// Counts against the user's concurrent-stream limit while the stream is open.
+    slot: crate::limits::StreamSlot,
 }
 
 /// Reads the stream-open header and decides whether the stream may go to its device.
@@ -149,23 +155,37 @@ async fn authorize(
         .tokens
         .verify(&open.token)
         .map_err(|err| (ErrorCode::Unauthenticated, err.to_string()))?;
-    let device = match shared.store.device(&open.device_id).await {
-        Ok(Some(device)) if !device.revoked => device,
-        Ok(_) => {
+    let internal = |err: crate::store::StoreError| {
+        warn!(%err, "store lookup failed");
+        (
+            ErrorCode::Internal,
+            "the relay could not check the request".to_owned(),
+        )
+    };
+    let user = match shared.store.user(&claims.sub).await.map_err(internal)? {
+        Some(user) if !user.disabled => user,
+        _ => {
+            return Err((
+                ErrorCode::Unauthenticated,
+                "the account is disabled or gone".into(),
+            ));
+        }
+    };
+    let device = match shared
+        .store
+        .device(&open.device_id)
+        .await
+        .map_err(internal)?
+    {
+        Some(device) if !device.revoked => device,
+        _ => {
             return Err((
                 ErrorCode::UnknownDevice,
                 format!("no device {:?}", open.device_id),
             ));
         }
-        Err(err) => {
-            warn!(%err, "device lookup failed");
-            return Err((
-                ErrorCode::Internal,
-                "the relay could not look up the device".into(),
-            ));
-        }
     };
-    if device.user_id != claims.sub {
+    if device.user_id != user.id {
         return Err((
             ErrorCode::Forbidden,
             format!("device {:?} belongs to another account", open.device_id),
@@ -177,7 +197,48 @@ async fn authorize(
             format!("device {:?} ({}) is offline", device.name, device.id),
         ));
     };
+    let plan = shared
+        .store
+        .plan(&user.plan_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            (
+                ErrorCode::Internal,
+                format!("unknown plan {:?}", user.plan_id),
+            )
+        })?;
+    let slot = shared
+        .streams_per_user
+        .try_open(&user.id, plan.max_concurrent_streams)
+        .ok_or_else(|| {
+            (
+                ErrorCode::LimitExceeded,
+                format!(
+                    "plan limit: the {} plan allows {} streams open at once",
+                    plan.name, plan.max_concurrent_streams
+                ),
+            )
+        })?;
+    if open.kind == aisa_tunnel::StreamKind::Action {
+        let today = crate::auth::today_utc();
+        let used = shared
+            .store
+            .bump_actions(&user.id, &today)
+            .await
+            .map_err(internal)?;
+        if used > plan.max_actions_per_day {
+            return Err((
+                ErrorCode::LimitExceeded,
+                format!(
+                    "plan limit: the {} plan allows {} actions per day; the count resets at 00:00 UTC",
+                    plan.name, plan.max_actions_per_day
+                ),
+            ));
+        }
+    }
     Ok(Target {
+        slot,
         connection: online.connection,
         header: RelayHeader {
             user_id: claims.sub,

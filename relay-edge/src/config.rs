@@ -31,8 +31,17 @@ pub struct RelayConfig {
     pub tls_key: Option<PathBuf>,
     /// Secret for signing access tokens. Default: random, kept in `data_dir/jwt-secret`.
     pub jwt_secret: Option<String>,
-    /// Lifetime of an access token in seconds. Default 3600.
+    /// Lifetime of an access token in seconds. Default 900 (15 minutes).
     pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token in seconds. Default 2592000 (30 days).
+    pub refresh_token_ttl_secs: u64,
+    /// Whether anyone may create an account with `POST /api/auth/signup`. Default true.
+    pub allow_signup: bool,
+    /// Failed sign-ins allowed per email and per client address within
+    /// `login_window_secs` before further attempts are refused. Default 10.
+    pub login_max_failures: usize,
+    /// The sign-in rate-limit window in seconds. Default 900.
+    pub login_window_secs: u64,
     /// How often desktops ping, in seconds. Default 15.
     pub heartbeat_secs: u32,
     /// Largest frame accepted, in bytes. Default 1 MiB.
@@ -53,7 +62,11 @@ impl Default for RelayConfig {
             tls_cert: None,
             tls_key: None,
             jwt_secret: None,
-            access_token_ttl_secs: 3600,
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            allow_signup: true,
+            login_max_failures: 10,
+            login_window_secs: 900,
             heartbeat_secs: 15,
             max_frame_len: aisa_tunnel::MAX_FRAME_LEN,
             node_name: std::env::var("HOSTNAME").unwrap_or_else(|_| "relay-1".into()),
@@ -100,6 +113,6 @@ mod tests {
     fn missing_keys_take_defaults() {
         let cfg = RelayConfig::from_toml("heartbeat_secs = 5").unwrap();
         assert_eq!(cfg.heartbeat_secs, 5);
-        assert_eq!(cfg.access_token_ttl_secs, 3600);
+        assert_eq!(cfg.access_token_ttl_secs, 900);
     }
 }

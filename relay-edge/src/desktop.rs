@@ -21,6 +21,8 @@ pub const CLOSE_REFUSED: u32 = 1;
 pub const CLOSE_REPLACED: u32 = 2;
 /// QUIC close code: the relay is shutting down; reconnect at once.
 pub const CLOSE_SHUTDOWN: u32 = 3;
+/// QUIC close code: the device was revoked; do not reconnect.
+pub const CLOSE_REVOKED: u32 = 4;
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 

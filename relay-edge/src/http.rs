@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -17,11 +20,20 @@ use crate::server::Shared;
 /// The API routes, plus the web app's files when `web_root` is set.
 pub fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
+        .route("/api/auth/signup", post(signup))
         .route("/api/auth/login", post(login))
+        .route("/api/auth/refresh", post(refresh))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/account", get(account))
         .route("/api/devices", get(list_devices))
         .route("/api/devices/enroll", post(enroll_device))
+        .route(
+            "/api/devices/{id}",
+            patch(rename_device).delete(revoke_device),
+        )
         .route("/api/session", get(session_info))
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz));
     let app = match &shared.config.web_root {
         Some(root) => api.fallback_service(tower_http::services::ServeDir::new(root).fallback(
             tower_http::services::ServeFile::new(root.join("index.html")),
@@ -54,13 +66,79 @@ struct Credentials {
 #[derive(Serialize)]
 struct LoginReply {
     token: String,
+    refresh_token: String,
     user_id: String,
     email: String,
     expires_in: u64,
 }
 
+/// A fresh access token and refresh token for a user.
+async fn issue_tokens(shared: &Shared, user: &crate::store::User) -> Result<LoginReply, ApiError> {
+    let token = shared
+        .tokens
+        .issue(&user.id, &user.email)
+        .map_err(internal)?;
+    let refresh_token = auth::new_refresh_token();
+    let expires_at = (auth::now_secs() + shared.config.refresh_token_ttl_secs) as i64;
+    shared
+        .store
+        .insert_refresh_token(&user.id, &auth::hash_token(&refresh_token), expires_at)
+        .await
+        .map_err(internal)?;
+    Ok(LoginReply {
+        token,
+        refresh_token,
+        user_id: user.id.clone(),
+        email: user.email.clone(),
+        expires_in: shared.tokens.ttl_secs(),
+    })
+}
+
 /// Checks email and password; the same answer for an unknown email and a wrong password.
+/// Too many failures for the email or the client address within the window are refused
+/// with 429 before the password is even looked at.
 async fn check_credentials(
+    shared: &Shared,
+    client: SocketAddr,
+    creds: &Credentials,
+) -> Result<crate::store::User, ApiError> {
+    let keys = [
+        format!("email:{}", creds.email.trim().to_lowercase()),
+        format!("ip:{}", client.ip()),
+    ];
+    let now = Instant::now();
+    if let Some(wait) = keys
+        .iter()
+        .filter_map(|k| shared.logins.check(k, now))
+        .max()
+    {
+        return Err(ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed sign-ins; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        ));
+    }
+    let result = verify_credentials(shared, creds).await;
+    match &result {
+        Ok(_) => shared.logins.succeeded(&keys[0]),
+        Err(ApiError(StatusCode::UNAUTHORIZED, _)) => {
+            keys.iter().for_each(|k| shared.logins.failed(k, now))
+        }
+        Err(_) => {}
+    }
+    result
+}
+
+/// An argon2id hash checked against when the email is unknown, so that the answer takes
+/// as long as for a known email and timing does not tell which emails exist.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| auth::hash_password("no such user").unwrap_or_default())
+}
+
+async fn verify_credentials(
     shared: &Shared,
     creds: &Credentials,
 ) -> Result<crate::store::User, ApiError> {
@@ -69,18 +147,23 @@ async fn check_credentials(
         .user_by_email(&creds.email)
         .await
         .map_err(internal)?;
-    let refused = || ApiError(StatusCode::UNAUTHORIZED, "wrong email or password".into());
-    let Some(user) = user else {
-        return Err(refused());
-    };
+    let hash = user
+        .as_ref()
+        .map(|u| u.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().to_owned());
     let password = creds.password.clone();
-    let hash = user.password_hash.clone();
     let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
         .await
         .map_err(internal)?;
-    if !ok {
-        return Err(refused());
-    }
+    let user = match user {
+        Some(user) if ok => user,
+        _ => {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "wrong email or password".into(),
+            ));
+        }
+    };
     if user.disabled {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -92,19 +175,199 @@ async fn check_credentials(
 
 async fn login(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Json(creds): Json<Credentials>,
 ) -> Result<Json<LoginReply>, ApiError> {
-    let user = check_credentials(&shared, &creds).await?;
-    let token = shared
-        .tokens
-        .issue(&user.id, &user.email)
+    let user = check_credentials(&shared, client, &creds).await?;
+    Ok(Json(issue_tokens(&shared, &user).await?))
+}
+
+/// Creates an account (when `allow_signup` is on) and signs it in.
+async fn signup(
+    State(shared): State<Arc<Shared>>,
+    Json(creds): Json<Credentials>,
+) -> Result<(StatusCode, Json<LoginReply>), ApiError> {
+    if !shared.config.allow_signup {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "sign-up is closed on this relay".into(),
+        ));
+    }
+    let email = creds.email.trim();
+    if !email.contains('@') || email.len() > 254 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "that is not an email address".into(),
+        ));
+    }
+    if creds.password.chars().count() < 8 || creds.password.len() > 1024 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "a password has 8 to 1024 characters".into(),
+        ));
+    }
+    let password = creds.password.clone();
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+        .await
+        .map_err(internal)?
         .map_err(internal)?;
-    Ok(Json(LoginReply {
-        token,
+    let user = match shared.store.create_user(email, &hash).await {
+        Ok(user) => user,
+        Err(crate::store::StoreError::Duplicate(_)) => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                "an account with this email exists; sign in instead".into(),
+            ));
+        }
+        Err(err) => return Err(internal(err)),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(issue_tokens(&shared, &user).await?),
+    ))
+}
+
+#[derive(Deserialize)]
+struct RefreshRequest {
+    refresh_token: String,
+    #[serde(default)]
+    everywhere: bool,
+}
+
+/// Trades a refresh token for a new pair. Each refresh token works once; presenting a
+/// used one again means it was copied, so every session of that user is signed out.
+async fn refresh(
+    State(shared): State<Arc<Shared>>,
+    Json(req): Json<RefreshRequest>,
+) -> Result<Json<LoginReply>, ApiError> {
+    let refused = |why: &str| ApiError(StatusCode::UNAUTHORIZED, why.to_owned());
+    let stored = shared
+        .store
+        .refresh_token(&auth::hash_token(&req.refresh_token))
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| refused("unknown refresh token"))?;
+    if stored.revoked {
+        shared
+            .store
+            .revoke_all_refresh_tokens(&stored.user_id)
+            .await
+            .map_err(internal)?;
+        tracing::warn!(user_id = %stored.user_id, "refresh token reused: all sessions signed out");
+        return Err(refused(
+            "this refresh token was already used; sign in again",
+        ));
+    }
+    if stored.expires_at < auth::now_secs() as i64 {
+        return Err(refused("the refresh token expired; sign in again"));
+    }
+    if !shared
+        .store
+        .revoke_refresh_token(&stored.id)
+        .await
+        .map_err(internal)?
+    {
+        return Err(refused(
+            "this refresh token was already used; sign in again",
+        ));
+    }
+    let user = shared
+        .store
+        .user(&stored.user_id)
+        .await
+        .map_err(internal)?
+        .filter(|u| !u.disabled)
+        .ok_or_else(|| refused("the account is disabled or gone"))?;
+    Ok(Json(issue_tokens(&shared, &user).await?))
+}
+
+/// Signs out: revokes the refresh token (or, with `everywhere`, all of the user's).
+async fn logout(
+    State(shared): State<Arc<Shared>>,
+    Json(req): Json<RefreshRequest>,
+) -> Result<StatusCode, ApiError> {
+    let stored = shared
+        .store
+        .refresh_token(&auth::hash_token(&req.refresh_token))
+        .await
+        .map_err(internal)?;
+    if let Some(stored) = stored {
+        if req.everywhere {
+            shared
+                .store
+                .revoke_all_refresh_tokens(&stored.user_id)
+                .await
+                .map_err(internal)?;
+        } else {
+            shared
+                .store
+                .revoke_refresh_token(&stored.id)
+                .await
+                .map_err(internal)?;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct AccountView {
+    user_id: String,
+    email: String,
+    plan: crate::store::Plan,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    devices: i64,
+    actions_today: i64,
+    open_streams: i64,
+}
+
+/// The user's plan and how much of it is used.
+async fn account(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Json<AccountView>, ApiError> {
+    let claims = bearer(&shared, &headers)?;
+    let user = shared
+        .store
+        .user(&claims.sub)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "the account is gone".into()))?;
+    let plan = user_plan(&shared, &user).await?;
+    let usage = Usage {
+        devices: shared
+            .store
+            .count_devices(&user.id)
+            .await
+            .map_err(internal)?,
+        actions_today: shared
+            .store
+            .actions_on(&user.id, &auth::today_utc())
+            .await
+            .map_err(internal)?,
+        open_streams: shared.streams_per_user.open_for(&user.id),
+    };
+    Ok(Json(AccountView {
         user_id: user.id,
         email: user.email,
-        expires_in: shared.tokens.ttl_secs(),
+        plan,
+        usage,
     }))
+}
+
+async fn user_plan(
+    shared: &Shared,
+    user: &crate::store::User,
+) -> Result<crate::store::Plan, ApiError> {
+    shared
+        .store
+        .plan(&user.plan_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| internal(format!("user has unknown plan {:?}", user.plan_id)))
 }
 
 fn bearer(shared: &Shared, headers: &HeaderMap) -> Result<Claims, ApiError> {
@@ -172,16 +435,34 @@ struct EnrollReply {
 /// `desktop-node login`: creates a device for the user and returns its token once.
 async fn enroll_device(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Json(req): Json<EnrollRequest>,
 ) -> Result<Json<EnrollReply>, ApiError> {
     let user = check_credentials(
         &shared,
+        client,
         &Credentials {
             email: req.email,
             password: req.password,
         },
     )
     .await?;
+    let plan = user_plan(&shared, &user).await?;
+    if shared
+        .store
+        .count_devices(&user.id)
+        .await
+        .map_err(internal)?
+        >= plan.max_devices
+    {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "plan limit: the {} plan allows {} devices; revoke one first",
+                plan.name, plan.max_devices
+            ),
+        ));
+    }
     let name = req.name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError(
@@ -201,6 +482,76 @@ async fn enroll_device(
         quic_port: shared.quic_addr.port(),
         cert_sha256: hex::encode(shared.cert_sha256()),
     }))
+}
+
+#[derive(Deserialize)]
+struct RenameRequest {
+    name: String,
+}
+
+async fn rename_device(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<RenameRequest>,
+) -> Result<StatusCode, ApiError> {
+    let claims = bearer(&shared, &headers)?;
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "a device name has 1 to 100 characters".into(),
+        ));
+    }
+    if !shared
+        .store
+        .rename_device(&claims.sub, &id, name)
+        .await
+        .map_err(internal)?
+    {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no such device in your account".into(),
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a device: its token stops working and its live connection is closed.
+async fn revoke_device(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let claims = bearer(&shared, &headers)?;
+    if !shared
+        .store
+        .revoke_device(&claims.sub, &id)
+        .await
+        .map_err(internal)?
+    {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no such device in your account".into(),
+        ));
+    }
+    if let Some(online) = shared.registry.get(&id) {
+        online.connection.close(
+            crate::desktop::CLOSE_REVOKED.into(),
+            b"unauthenticated: this device was revoked",
+        );
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ready when the database answers.
+async fn readyz(State(shared): State<Arc<Shared>>) -> Result<&'static str, ApiError> {
+    shared
+        .store
+        .ping()
+        .await
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")))?;
+    Ok("ready")
 }
 
 #[derive(Serialize)]

@@ -20,6 +20,7 @@ pub mod cert;
 pub mod config;
 pub mod desktop;
 pub mod http;
+pub mod limits;
 pub mod registry;
 pub mod server;
 pub mod splice;

@@ -77,6 +77,23 @@ enum UserCommand {
     },
     /// List users.
     List,
+    /// Stop a user from signing in or reaching devices.
+    Disable {
+        /// The user's email.
+        email: String,
+    },
+    /// Let a disabled user back in.
+    Enable {
+        /// The user's email.
+        email: String,
+    },
+    /// Move a user to another plan (`free`, `pro`, or one added to the plans table).
+    Plan {
+        /// The user's email.
+        email: String,
+        /// The plan id.
+        plan: String,
+    },
 }
 
 #[tokio::main]
@@ -210,12 +227,31 @@ async fn user(config: RelayConfig, cmd: UserCommand) -> anyhow::Result<()> {
         UserCommand::List => {
             for u in store.list_users().await? {
                 println!(
-                    "{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}",
                     u.id,
                     u.email,
+                    u.plan_id,
                     if u.disabled { "disabled" } else { "active" }
                 );
             }
+        }
+        UserCommand::Disable { email } => {
+            if !store.set_user_disabled(&email, true).await? {
+                bail!("no user with email {email}");
+            }
+            println!("disabled {email}");
+        }
+        UserCommand::Enable { email } => {
+            if !store.set_user_disabled(&email, false).await? {
+                bail!("no user with email {email}");
+            }
+            println!("enabled {email}");
+        }
+        UserCommand::Plan { email, plan } => {
+            if !store.set_user_plan(&email, &plan).await? {
+                bail!("no user with email {email}, or no plan {plan:?}");
+            }
+            println!("{email} is on plan {plan}");
         }
     }
     Ok(())

@@ -60,6 +60,10 @@ pub struct Shared {
     pub open_streams: AtomicU64,
     /// WebTransport sessions open now.
     pub browser_sessions: AtomicU64,
+    /// Failed sign-ins, for rate limiting.
+    pub logins: crate::limits::LoginLimiter,
+    /// Each user's open streams, for the plan's concurrency limit.
+    pub streams_per_user: crate::limits::StreamCounter,
 }
 
 impl Shared {
@@ -140,7 +144,6 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
     let shared = Arc::new(Shared {
         self_signed: identity.self_signed,
         cert_sha256: RwLock::new(identity.sha256()),
-        config,
         store,
         tokens,
         registry: Registry::default(),
@@ -148,6 +151,12 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
         bytes_spliced: AtomicU64::new(0),
         open_streams: AtomicU64::new(0),
         browser_sessions: AtomicU64::new(0),
+        logins: crate::limits::LoginLimiter::new(
+            config.login_max_failures,
+            Duration::from_secs(config.login_window_secs),
+        ),
+        streams_per_user: crate::limits::StreamCounter::default(),
+        config,
     });
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -155,6 +164,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
     let app = http::router(shared.clone());
     let mut http_stop = stopped.clone();
     tasks.spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(http_listener, app).with_graceful_shutdown(async move {
             let _ = http_stop.wait_for(|s| *s).await;
         });

@@ -33,6 +33,36 @@ pub struct User {
     pub disabled: bool,
     /// Seconds since the epoch.
     pub created_at: i64,
+    /// The user's plan.
+    pub plan_id: String,
+}
+
+/// A plan and its limits.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct Plan {
+    /// Stable id (`free`, `pro`, …).
+    pub id: String,
+    /// A name for people.
+    pub name: String,
+    /// Devices a user may register.
+    pub max_devices: i64,
+    /// Streams a user may have open at once.
+    pub max_concurrent_streams: i64,
+    /// Actions a user may start per UTC day.
+    pub max_actions_per_day: i64,
+}
+
+/// A refresh token's stored state.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefreshToken {
+    /// Row id.
+    pub id: String,
+    /// The owner.
+    pub user_id: String,
+    /// Seconds since the epoch.
+    pub expires_at: i64,
+    /// Revoked (used, signed out, or revoked after reuse).
+    pub revoked: bool,
 }
 
 /// A registered desktop device.
@@ -97,6 +127,7 @@ impl Store {
             password_hash: password_hash.to_owned(),
             disabled: false,
             created_at: crate::auth::now_secs() as i64,
+            plan_id: "free".into(),
         };
         sqlx::query(
             "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
@@ -114,7 +145,7 @@ impl Store {
     /// The user with this email, if any.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         Ok(sqlx::query_as::<_, User>(
-            "SELECT id, email, password_hash, disabled, created_at FROM users WHERE email = $1",
+            "SELECT id, email, password_hash, disabled, created_at, plan_id FROM users WHERE email = $1",
         )
         .bind(email.trim().to_lowercase())
         .fetch_optional(&self.pool)
@@ -124,7 +155,7 @@ impl Store {
     /// The user with this id, if any.
     pub async fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
         Ok(sqlx::query_as::<_, User>(
-            "SELECT id, email, password_hash, disabled, created_at FROM users WHERE id = $1",
+            "SELECT id, email, password_hash, disabled, created_at, plan_id FROM users WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -134,7 +165,7 @@ impl Store {
     /// Every user, oldest first.
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         Ok(sqlx::query_as::<_, User>(
-            "SELECT id, email, password_hash, disabled, created_at FROM users ORDER BY created_at, email",
+            "SELECT id, email, password_hash, disabled, created_at, plan_id FROM users ORDER BY created_at, email",
         )
         .fetch_all(&self.pool)
         .await?)
@@ -244,6 +275,181 @@ impl Store {
         .bind(relay_node)
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Enables or disables a user; returns whether the user exists.
+    pub async fn set_user_disabled(&self, email: &str, disabled: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET disabled = $2 WHERE email = $1")
+            .bind(email.trim().to_lowercase())
+            .bind(disabled)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Moves a user to another plan; returns whether the user exists.
+    pub async fn set_user_plan(&self, email: &str, plan_id: &str) -> Result<bool, StoreError> {
+        if self.plan(plan_id).await?.is_none() {
+            return Ok(false);
+        }
+        let done = sqlx::query("UPDATE users SET plan_id = $2 WHERE email = $1")
+            .bind(email.trim().to_lowercase())
+            .bind(plan_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// A plan by id.
+    pub async fn plan(&self, id: &str) -> Result<Option<Plan>, StoreError> {
+        Ok(sqlx::query_as::<_, Plan>(
+            "SELECT id, name, max_devices, max_concurrent_streams, max_actions_per_day FROM plans WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Adds a plan or changes its limits.
+    pub async fn upsert_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO plans (id, name, max_devices, max_concurrent_streams, max_actions_per_day) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET name = $2, max_devices = $3, \
+             max_concurrent_streams = $4, max_actions_per_day = $5",
+        )
+        .bind(&plan.id)
+        .bind(&plan.name)
+        .bind(plan.max_devices)
+        .bind(plan.max_concurrent_streams)
+        .bind(plan.max_actions_per_day)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// How many unrevoked devices a user has.
+    pub async fn count_devices(&self, user_id: &str) -> Result<i64, StoreError> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM devices WHERE user_id = $1 AND revoked = FALSE")
+                .bind(user_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n)
+    }
+
+    /// Counts one more action for a user on `day` (`YYYY-MM-DD`); returns the new count.
+    pub async fn bump_actions(&self, user_id: &str, day: &str) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(
+            "INSERT INTO usage_daily (user_id, day, actions) VALUES ($1, $2, 1) \
+             ON CONFLICT (user_id, day) DO UPDATE SET actions = usage_daily.actions + 1 RETURNING actions",
+        )
+        .bind(user_id)
+        .bind(day)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
+    /// Actions a user started on `day`.
+    pub async fn actions_on(&self, user_id: &str, day: &str) -> Result<i64, StoreError> {
+        let n: Option<(i64,)> =
+            sqlx::query_as("SELECT actions FROM usage_daily WHERE user_id = $1 AND day = $2")
+                .bind(user_id)
+                .bind(day)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(n.map(|(n,)| n).unwrap_or(0))
+    }
+
+    /// Renames a user's device; returns whether it exists.
+    pub async fn rename_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE devices SET name = $3 WHERE id = $1 AND user_id = $2 AND revoked = FALSE",
+        )
+        .bind(device_id)
+        .bind(user_id)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Revokes a user's device and its token; returns whether it existed.
+    pub async fn revoke_device(&self, user_id: &str, device_id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE devices SET revoked = TRUE, status = 'offline' WHERE id = $1 AND user_id = $2 AND revoked = FALSE",
+        )
+        .bind(device_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Stores a refresh token's hash.
+    pub async fn insert_refresh_token(
+        &self,
+        user_id: &str,
+        token_hash: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (id, user_id, token_hash, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(user_id)
+        .bind(token_hash)
+        .bind(expires_at)
+        .bind(crate::auth::now_secs() as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The refresh token with this hash, revoked or not.
+    pub async fn refresh_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<RefreshToken>, StoreError> {
+        Ok(sqlx::query_as::<_, RefreshToken>(
+            "SELECT id, user_id, expires_at, revoked FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Revokes one refresh token; returns whether it was live (so a token is used once).
+    pub async fn revoke_refresh_token(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE refresh_tokens SET revoked = TRUE WHERE id = $1 AND revoked = FALSE",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Revokes every refresh token of a user (sign out everywhere, or a stolen token).
+    pub async fn revoke_all_refresh_tokens(&self, user_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE refresh_tokens SET revoked = TRUE WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

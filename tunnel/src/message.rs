@@ -178,6 +178,8 @@ pub enum ErrorCode {
     Unsupported,
     /// The other side went away mid-stream.
     PeerGone,
+    /// A plan limit was reached (the message names it).
+    LimitExceeded,
     /// Anything else.
     Internal,
     /// A code this build does not know.
@@ -185,7 +187,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 15] = [
+    const ALL: [ErrorCode; 16] = [
         ErrorCode::MalformedFrame,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthenticated,
@@ -200,6 +202,7 @@ impl ErrorCode {
         ErrorCode::Cancelled,
         ErrorCode::Unsupported,
         ErrorCode::PeerGone,
+        ErrorCode::LimitExceeded,
         ErrorCode::Internal,
     ];
 
@@ -220,6 +223,7 @@ impl ErrorCode {
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::PeerGone => "peer_gone",
+            ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Internal => "internal",
             ErrorCode::Other => "other",
         }
