@@ -11,9 +11,11 @@ import { RelayClient, RemoteError, TransportError, errorMessage } from './tunnel
 const APP_ID = 'hello-ai';
 const ACTION = 'write';
 
-/** POST /api/auth/login → 200. */
+/** POST /api/auth/login (and /refresh) → 200. */
 interface LoginResponse {
   token: string;
+  refresh_token: string;
+  expires_in: number;
   user_id: string;
   email: string;
 }
@@ -78,8 +80,46 @@ const ui = {
   output: byId('output', HTMLPreElement),
 };
 
-/** The signed-in user, or null. The token lives in memory only. */
-let auth: { token: string; userId: string; email: string } | null = null;
+/** The signed-in user, or null. Tokens live in memory only. */
+let auth: { token: string; refreshToken: string; expiresAt: number; userId: string; email: string } | null =
+  null;
+/** A refresh in flight, shared by every caller that needs a fresh token. */
+let refreshing: Promise<void> | null = null;
+
+/** Remembers a login or refresh answer. */
+function remember(res: LoginResponse): void {
+  auth = {
+    token: res.token,
+    refreshToken: res.refresh_token,
+    // Refresh a minute early, so a token never expires mid-request.
+    expiresAt: Date.now() + Math.max(0, res.expires_in - 60) * 1000,
+    userId: res.user_id,
+    email: res.email,
+  };
+}
+
+/** The access token, refreshed first when it is about to expire. */
+async function accessToken(): Promise<string> {
+  if (!auth) throw new ApiError(401, 'not signed in');
+  if (Date.now() >= auth.expiresAt) {
+    const refreshToken = auth.refreshToken;
+    refreshing ??= (async () => {
+      try {
+        const res = await api<LoginResponse>('/api/auth/refresh', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ refresh_token: refreshToken }),
+        });
+        remember(res);
+      } finally {
+        refreshing = null;
+      }
+    })();
+    await refreshing;
+  }
+  if (!auth) throw new ApiError(401, 'not signed in');
+  return auth.token;
+}
 /** The relay session, opened on the first run. */
 let relay: RelayClient | null = null;
 let connecting: Promise<RelayClient> | null = null;
@@ -90,7 +130,7 @@ let running: AbortController | null = null;
 async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
   const headers = new Headers(init.headers);
   headers.set('Accept', 'application/json');
-  if (auth) headers.set('Authorization', `Bearer ${auth.token}`);
+  if (auth && !path.startsWith('/api/auth/')) headers.set('Authorization', `Bearer ${await accessToken()}`);
   let res: Response;
   try {
     res = await fetch(path, { ...init, headers });
@@ -137,7 +177,7 @@ async function signIn(): Promise<void> {
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ email, password }),
     });
-    auth = { token: res.token, userId: res.user_id, email: res.email };
+    remember(res);
     ui.password.value = '';
     ui.signedInAs.textContent = `Signed in as ${res.email}`;
     ui.signinSection.hidden = true;
@@ -158,6 +198,14 @@ function showSigninError(message: string): void {
 }
 
 ui.signout.addEventListener('click', () => {
+  if (auth) {
+    // Revoke the refresh token; the short-lived access token simply expires.
+    void api('/api/auth/logout', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ refresh_token: auth.refreshToken }),
+    }).catch(() => undefined);
+  }
   running?.abort();
   relay?.close('signed out');
   relay = null;
@@ -294,7 +342,7 @@ async function runAction(): Promise<void> {
     const client = await getRelay();
     const result = await client.runAction({
       deviceId,
-      token: auth.token,
+      token: await accessToken(),
       appId: APP_ID,
       action: ACTION,
       payload: JSON.stringify({ topic }),

@@ -216,6 +216,16 @@ impl System {
         system
     }
 
+    /// The test user's id.
+    pub fn relay_user_id(&self) -> String {
+        self.relay()
+            .shared
+            .tokens
+            .verify(&self.token)
+            .expect("the test token is valid")
+            .sub
+    }
+
     /// The running relay.
     pub fn relay(&self) -> &RelayHandle {
         self.relay.as_ref().expect("relay running")

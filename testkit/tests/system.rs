@@ -526,3 +526,328 @@ async fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+fn api(system: &System, path: &str) -> String {
+    format!("http://{}{path}", system.relay().http_addr)
+}
+
+async fn post_json(url: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_sign_up_refresh_rotate_and_sign_out() {
+    let system = System::start().await;
+    let creds = serde_json::json!({ "email": "carol@example.com", "password": "carol-password" });
+    let (status, signed_up) = post_json(&api(&system, "/api/auth/signup"), creds.clone()).await;
+    assert_eq!(status, 201, "{signed_up}");
+    let (status, again) = post_json(&api(&system, "/api/auth/signup"), creds.clone()).await;
+    assert_eq!(status, 409, "{again}");
+    let (status, short) = post_json(
+        &api(&system, "/api/auth/signup"),
+        serde_json::json!({ "email": "d@e.f", "password": "short" }),
+    )
+    .await;
+    assert_eq!(status, 400, "{short}");
+
+    let (status, login) = post_json(&api(&system, "/api/auth/login"), creds).await;
+    assert_eq!(status, 200);
+    assert_eq!(login["expires_in"], 900, "access tokens are short-lived");
+    let first = login["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_owned();
+
+    // Refreshing rotates: a new pair, and the old refresh token no longer works.
+    let (status, rotated) = post_json(
+        &api(&system, "/api/auth/refresh"),
+        serde_json::json!({ "refresh_token": first }),
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let second = rotated["refresh_token"]
+        .as_str()
+        .expect("rotated")
+        .to_owned();
+    assert_ne!(first, second);
+    assert!(
+        system
+            .relay()
+            .shared
+            .tokens
+            .verify(rotated["token"].as_str().expect("token"))
+            .is_ok()
+    );
+
+    // Reusing the old one is theft: it fails and signs the user out everywhere.
+    let (status, reused) = post_json(
+        &api(&system, "/api/auth/refresh"),
+        serde_json::json!({ "refresh_token": first }),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        reused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already used"),
+        "{reused}"
+    );
+    let (status, _) = post_json(
+        &api(&system, "/api/auth/refresh"),
+        serde_json::json!({ "refresh_token": second }),
+    )
+    .await;
+    assert_eq!(status, 401, "the newer token was revoked too");
+
+    // Sign out revokes the token presented.
+    let (_, login) = post_json(
+        &api(&system, "/api/auth/login"),
+        serde_json::json!({ "email": "carol@example.com", "password": "carol-password" }),
+    )
+    .await;
+    let token = login["refresh_token"].as_str().expect("refresh").to_owned();
+    let (status, _) = post_json(
+        &api(&system, "/api/auth/logout"),
+        serde_json::json!({ "refresh_token": token }),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = post_json(
+        &api(&system, "/api/auth/refresh"),
+        serde_json::json!({ "refresh_token": token }),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = post_json(
+        &api(&system, "/api/auth/refresh"),
+        serde_json::json!({ "refresh_token": "aisa_rt_forged" }),
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_sign_ins_are_rate_limited() {
+    let system = System::start().await;
+    let wrong = serde_json::json!({ "email": "alice@example.com", "password": "not it" });
+    for attempt in 0..10 {
+        let (status, body) = post_json(&api(&system, "/api/auth/login"), wrong.clone()).await;
+        assert_eq!(status, 401, "attempt {attempt}: {body}");
+    }
+    let (status, body) = post_json(&api(&system, "/api/auth/login"), wrong).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("try again in"),
+        "{body}"
+    );
+    // Even the right password waits now: the limit is checked first.
+    let (status, _) = post_json(
+        &api(&system, "/api/auth/login"),
+        serde_json::json!({ "email": "alice@example.com", "password": PASSWORD }),
+    )
+    .await;
+    assert_eq!(status, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_limits_give_clear_errors_and_usage_is_reported() {
+    let system = System::start().await;
+    let store = &system.relay().shared.store;
+    store
+        .upsert_plan(&relay_edge::store::Plan {
+            id: "tiny".into(),
+            name: "Tiny".into(),
+            max_devices: 2,
+            max_concurrent_streams: 1,
+            max_actions_per_day: 2,
+        })
+        .await
+        .expect("plan");
+    assert!(
+        store
+            .set_user_plan("alice@example.com", "tiny")
+            .await
+            .expect("set plan")
+    );
+
+    // Devices: Alice has two already.
+    let (status, body) = post_json(
+        &api(&system, "/api/devices/enroll"),
+        serde_json::json!({ "email": "alice@example.com", "password": PASSWORD, "name": "third" }),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("allows 2 devices"),
+        "{body}"
+    );
+
+    // Concurrent streams: one slow action holds the only slot.
+    let session = system.browser().await;
+    let slow = execute(
+        "hello-ai",
+        "write",
+        serde_json::json!({ "topic": "[slow] hold the slot" }),
+    );
+    let (_held, mut held_recv) = open(
+        &session,
+        &[system.header(&system.device_id).encode(), slow.encode()],
+    )
+    .await;
+    read_frame(&mut held_recv, MAX_FRAME_LEN)
+        .await
+        .expect("read")
+        .expect("first chunk");
+    let (code, msg) = error_of(
+        &run_action(
+            &system,
+            &system.device_id,
+            execute("hello-ai", "echo", serde_json::json!({ "text": "x" })),
+        )
+        .await,
+    );
+    assert_eq!(code, ErrorCode::LimitExceeded);
+    assert!(msg.contains("1 streams open at once"), "{msg}");
+    drop(_held);
+    drop(held_recv);
+    drop(session);
+    wait_until(
+        || {
+            system
+                .relay()
+                .shared
+                .streams_per_user
+                .open_for(&system.relay_user_id())
+                == 0
+        },
+        "slot freed",
+    )
+    .await;
+
+    // Actions per day: the slow one counted; the one refused for concurrency did not.
+    let account: serde_json::Value = reqwest::Client::new()
+        .get(api(&system, "/api/account"))
+        .bearer_auth(&system.token)
+        .send()
+        .await
+        .expect("account")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(account["plan"]["id"], "tiny");
+    assert_eq!(account["usage"]["devices"], 2);
+    assert_eq!(
+        account["usage"]["actions_today"], 1,
+        "a stream refused for concurrency is not counted: {account}"
+    );
+    let reply = run_action(
+        &system,
+        &system.device_id,
+        execute("hello-ai", "echo", serde_json::json!({ "text": "second" })),
+    )
+    .await;
+    assert_eq!(chunks_text(&reply), "second");
+    let (code, msg) = error_of(
+        &run_action(
+            &system,
+            &system.device_id,
+            execute("hello-ai", "echo", serde_json::json!({ "text": "third" })),
+        )
+        .await,
+    );
+    assert_eq!(code, ErrorCode::LimitExceeded);
+    assert!(msg.contains("2 actions per day"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_device_disconnects_it_for_good_and_disabled_users_are_refused() {
+    let mut system = System::start().await;
+    let client = reqwest::Client::new();
+    let status = client
+        .patch(api(&system, &format!("/api/devices/{}", system.device_id)))
+        .bearer_auth(&system.token)
+        .json(&serde_json::json!({ "name": "renamed desk" }))
+        .send()
+        .await
+        .expect("rename")
+        .status();
+    assert_eq!(status, 204);
+    let devices: serde_json::Value = client
+        .get(api(&system, "/api/devices"))
+        .bearer_auth(&system.token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        devices
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|d| d["name"] == "renamed desk" && d["online"] == true),
+        "{devices}"
+    );
+
+    let status = client
+        .delete(api(&system, &format!("/api/devices/{}", system.device_id)))
+        .bearer_auth(&system.token)
+        .send()
+        .await
+        .expect("revoke")
+        .status();
+    assert_eq!(status, 204);
+    let result = tokio::time::timeout(WAIT, &mut system.node_task)
+        .await
+        .expect("node stops")
+        .expect("join");
+    let err = result.expect_err("the node gives up");
+    assert!(err.to_string().contains("revoked"), "{err}");
+    let (code, _) = error_of(
+        &run_action(
+            &system,
+            &system.device_id,
+            execute("hello-ai", "echo", serde_json::json!({ "text": "x" })),
+        )
+        .await,
+    );
+    assert_eq!(code, ErrorCode::UnknownDevice);
+
+    // A disabled user's still-valid access token no longer opens streams.
+    assert!(
+        system
+            .relay()
+            .shared
+            .store
+            .set_user_disabled("alice@example.com", true)
+            .await
+            .expect("disable")
+    );
+    let (code, msg) = error_of(
+        &run_action(
+            &system,
+            &system.offline_device_id,
+            execute("hello-ai", "echo", serde_json::json!({ "text": "x" })),
+        )
+        .await,
+    );
+    assert_eq!(code, ErrorCode::Unauthenticated, "{msg}");
+}
