@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one check command, for developers and CI alike: installs what the tests need,
-# then formatting, lints, the Rust tests, the fuzz target's build, the TypeScript checks
-# and unit tests, and the end-to-end test in real Chromium.
+# then formatting, lints, the Rust tests (the system tests twice: on SQLite and on a
+# PostgreSQL server it starts on loopback), the fuzz target's build, the TypeScript
+# checks and unit tests, and the end-to-end test in real Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +35,13 @@ scripts/build-guests.sh
 step "cargo build"
 cargo build --workspace --locked
 
-step "cargo test"
+step "cargo test (relay on embedded SQLite)"
 cargo test --workspace --locked
+
+step "system tests again, the relay on PostgreSQL"
+eval "$(scripts/services.sh start)"
+trap 'scripts/services.sh stop' EXIT
+cargo test --locked -p testkit --test system
 
 step "fuzz target builds"
 cargo build --locked --manifest-path tunnel/fuzz/Cargo.toml --target-dir target/fuzz

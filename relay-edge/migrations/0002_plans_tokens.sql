@@ -24,7 +24,7 @@ CREATE TABLE refresh_tokens (
     user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     token_hash TEXT NOT NULL UNIQUE,
     expires_at BIGINT NOT NULL,
-    revoked    BOOLEAN NOT NULL DEFAULT FALSE,
+    revoked    BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL
 );
 

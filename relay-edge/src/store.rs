@@ -1,10 +1,14 @@
-//! Persistent state through sqlx: users and the device registry.
+//! Persistent state through sqlx: users, plans, refresh tokens, usage and the device
+//! registry.
 //!
-//! Queries are plain runtime SQL (no compile-time database needed) in a dialect that
-//! SQLite and PostgreSQL share. Migrations are embedded from `relay-edge/migrations`.
+//! One code path for SQLite (`sqlite://…`, the embedded default) and PostgreSQL
+//! (`postgres://…`) through sqlx's `Any` driver. Queries are plain runtime SQL (no
+//! compile-time database needed) in the dialect both share. Migrations are embedded from
+//! `relay-edge/migrations`.
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use std::str::FromStr;
+use sqlx::any::AnyPoolOptions;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, FromRow, Row};
 
 /// A database failure.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +25,7 @@ pub enum StoreError {
 }
 
 /// A user account.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct User {
     /// Stable id (UUID).
     pub id: String,
@@ -53,7 +57,7 @@ pub struct Plan {
 }
 
 /// A refresh token's stored state.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct RefreshToken {
     /// Row id.
     pub id: String,
@@ -66,7 +70,7 @@ pub struct RefreshToken {
 }
 
 /// A registered desktop device.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Device {
     /// Stable id (UUID).
     pub id: String,
@@ -98,22 +102,84 @@ macro_rules! select_devices {
     };
 }
 
+// Flags are stored as 0/1 integers: the one boolean representation SQLite and
+// PostgreSQL share through sqlx's Any driver.
+fn flag(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
+    Ok(row.try_get::<i64, _>(column)? != 0)
+}
+
+impl FromRow<'_, AnyRow> for User {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(User {
+            id: row.try_get("id")?,
+            email: row.try_get("email")?,
+            password_hash: row.try_get("password_hash")?,
+            disabled: flag(row, "disabled")?,
+            created_at: row.try_get("created_at")?,
+            plan_id: row.try_get("plan_id")?,
+        })
+    }
+}
+
+impl FromRow<'_, AnyRow> for Device {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Device {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            name: row.try_get("name")?,
+            status: row.try_get("status")?,
+            node_version: row.try_get("node_version")?,
+            identity_key: row.try_get("identity_key")?,
+            relay_node: row.try_get("relay_node")?,
+            last_seen: row.try_get("last_seen")?,
+            revoked: flag(row, "revoked")?,
+        })
+    }
+}
+
+impl FromRow<'_, AnyRow> for RefreshToken {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(RefreshToken {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            expires_at: row.try_get("expires_at")?,
+            revoked: flag(row, "revoked")?,
+        })
+    }
+}
+
 /// The relay's database.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and applies migrations.
+    /// Opens the database at `url` (`sqlite://…` creates the file if needed with
+    /// `?mode=rwc`; `postgres://…`) and applies migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .foreign_keys(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(options)
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 8 } else { 16 })
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if sqlite {
+                        // Readers do not block the writer; foreign keys are enforced.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Store { pool })
@@ -208,18 +274,18 @@ impl Store {
         &self,
         token_hash: &str,
     ) -> Result<Option<Device>, StoreError> {
-        Ok(sqlx::query_as::<_, Device>(select_devices!(
-            "WHERE token_hash = $1 AND revoked = FALSE"
-        ))
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(
+            sqlx::query_as::<_, Device>(select_devices!("WHERE token_hash = $1 AND revoked = 0"))
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// A user's devices, by name.
     pub async fn devices_for_user(&self, user_id: &str) -> Result<Vec<Device>, StoreError> {
         Ok(sqlx::query_as::<_, Device>(select_devices!(
-            "WHERE user_id = $1 AND revoked = FALSE ORDER BY name, id"
+            "WHERE user_id = $1 AND revoked = 0 ORDER BY name, id"
         ))
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -290,7 +356,7 @@ impl Store {
     pub async fn set_user_disabled(&self, email: &str, disabled: bool) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE users SET disabled = $2 WHERE email = $1")
             .bind(email.trim().to_lowercase())
-            .bind(disabled)
+            .bind(i64::from(disabled))
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
@@ -339,7 +405,7 @@ impl Store {
     /// How many unrevoked devices a user has.
     pub async fn count_devices(&self, user_id: &str) -> Result<i64, StoreError> {
         let (n,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM devices WHERE user_id = $1 AND revoked = FALSE")
+            sqlx::query_as("SELECT COUNT(*) FROM devices WHERE user_id = $1 AND revoked = 0")
                 .bind(user_id)
                 .fetch_one(&self.pool)
                 .await?;
@@ -378,7 +444,7 @@ impl Store {
         name: &str,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE devices SET name = $3 WHERE id = $1 AND user_id = $2 AND revoked = FALSE",
+            "UPDATE devices SET name = $3 WHERE id = $1 AND user_id = $2 AND revoked = 0",
         )
         .bind(device_id)
         .bind(user_id)
@@ -391,7 +457,7 @@ impl Store {
     /// Revokes a user's device and its token; returns whether it existed.
     pub async fn revoke_device(&self, user_id: &str, device_id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE devices SET revoked = TRUE, status = 'offline' WHERE id = $1 AND user_id = $2 AND revoked = FALSE",
+            "UPDATE devices SET revoked = 1, status = 'offline' WHERE id = $1 AND user_id = $2 AND revoked = 0",
         )
         .bind(device_id)
         .bind(user_id)
@@ -435,18 +501,17 @@ impl Store {
 
     /// Revokes one refresh token; returns whether it was live (so a token is used once).
     pub async fn revoke_refresh_token(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE refresh_tokens SET revoked = TRUE WHERE id = $1 AND revoked = FALSE",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let done =
+            sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE id = $1 AND revoked = 0")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// Revokes every refresh token of a user (sign out everywhere, or a stolen token).
     pub async fn revoke_all_refresh_tokens(&self, user_id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE refresh_tokens SET revoked = TRUE WHERE user_id = $1")
+        sqlx::query("UPDATE refresh_tokens SET revoked = 1 WHERE user_id = $1")
             .bind(user_id)
             .execute(&self.pool)
             .await?;

@@ -36,6 +36,8 @@ pub struct System {
     pub fake: FakeOpenAi,
     /// See the struct doc.
     pub data_dir: tempfile::TempDir,
+    /// The database URL, `None` for SQLite in `data_dir`.
+    pub database_url: Option<String>,
     /// See the struct doc.
     pub token: String,
     /// See the struct doc.
@@ -50,15 +52,53 @@ pub struct System {
     pub online: watch::Receiver<bool>,
 }
 
-/// A relay configuration on loopback with data in `data_dir`.
-pub fn relay_config(data_dir: &std::path::Path, quic_port: u16) -> RelayConfig {
+/// A relay configuration on loopback with data in `data_dir` and the given database
+/// (SQLite in `data_dir` when `None`).
+pub fn relay_config(
+    data_dir: &std::path::Path,
+    quic_port: u16,
+    database_url: Option<String>,
+) -> RelayConfig {
     RelayConfig {
         quic_listen: ([127, 0, 0, 1], quic_port).into(),
         http_listen: ([127, 0, 0, 1], 0).into(),
         data_dir: data_dir.to_owned(),
+        database_url,
         heartbeat_secs: 1,
         ..RelayConfig::default()
     }
+}
+
+/// The database for a new test system: with `AISA_TEST_POSTGRES` set (a server URL such
+/// as `postgres://postgres@127.0.0.1:55432`, see `scripts/services.sh`), a fresh
+/// PostgreSQL database on that server; otherwise `None`, meaning embedded SQLite.
+pub async fn test_database() -> Option<String> {
+    use sqlx::Connection;
+    let server = std::env::var("AISA_TEST_POSTGRES").ok()?;
+    sqlx::any::install_default_drivers();
+    let name = format!("aisa_test_{}", uuid_like());
+    let mut admin = sqlx::AnyConnection::connect(&format!("{server}/postgres"))
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    Some(format!("{server}/{name}"))
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}_{nanos}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The example app plus hostile ones: `trapper` (traps), `spinner` (loops forever),
@@ -135,7 +175,8 @@ impl System {
     pub async fn start_with(limits: Limits) -> System {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = tempfile::tempdir().expect("tempdir");
-        let relay = relay_edge::start(relay_config(data_dir.path(), 0))
+        let database_url = test_database().await;
+        let relay = relay_edge::start(relay_config(data_dir.path(), 0, database_url.clone()))
             .await
             .expect("relay starts");
         let fake = openai::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
@@ -178,7 +219,10 @@ impl System {
             .await
             .expect("login json");
 
-        let device_id = desk["device_id"].as_str().expect("device_id").to_owned();
+        let device_id = desk["device_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("enroll: {desk}"))
+            .to_owned();
         let sandbox = Sandbox::new().expect("sandbox");
         let apps = test_apps(&sandbox);
         let ai = OpenAiCompatible::new(&fake.base_url(), "gpt-4o-mini", Some(API_KEY.into()))
@@ -205,6 +249,7 @@ impl System {
             relay: Some(relay),
             fake,
             data_dir,
+            database_url,
             token: login["token"].as_str().expect("jwt").to_owned(),
             device_id,
             offline_device_id: spare["device_id"].as_str().expect("spare").to_owned(),

@@ -422,9 +422,13 @@ async fn the_node_reconnects_after_a_relay_restart() {
     let relay = system.relay.take().expect("relay");
     relay.shutdown(Duration::from_secs(2)).await;
     system.wait_online(false).await;
-    let restarted = relay_edge::start(relay_config(system.data_dir.path(), port))
-        .await
-        .expect("restart on the same port");
+    let restarted = relay_edge::start(relay_config(
+        system.data_dir.path(),
+        port,
+        system.database_url.clone(),
+    ))
+    .await
+    .expect("restart on the same port");
     system.relay = Some(restarted);
     system.wait_online(true).await;
     let device = system
