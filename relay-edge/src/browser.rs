@@ -68,9 +68,14 @@ async fn serve_stream(
     mut recv: wtransport::RecvStream,
 ) {
     let target = match authorize(&shared, session_id, &mut recv).await {
-        Ok(target) => target,
+        Ok(Route::Device(target)) => target,
+        Ok(Route::Events { user_id }) => {
+            serve_events(&shared, &user_id, send, recv).await;
+            return;
+        }
         Err((code, message)) => {
             debug!(%code, message, "stream refused");
+            metrics::counter!("relay_errors_total", "code" => code.as_str()).increment(1);
             let err = Envelope::error(0, code, message);
             if write_frame(&mut send, &err.encode(), shared.config.max_frame_len)
                 .await
@@ -107,9 +112,25 @@ async fn serve_stream(
         send.reset(splice::PEER_GONE.into()).ok();
         return;
     }
+    let kind = match header.kind {
+        aisa_tunnel::StreamKind::Action => "action",
+        aisa_tunnel::StreamKind::Control => "control",
+    };
+    metrics::counter!("relay_streams_total", "kind" => kind).increment(1);
     let _open = crate::server::Gauge::up(&shared.open_streams);
     let ends = splice::splice((recv, send), (d_recv, d_send), &shared.bytes_spliced).await;
     debug!(?ends, "stream spliced to the end");
+}
+
+/// Where an authorized stream goes.
+enum Route {
+    /// To a device, spliced.
+    Device(Target),
+    /// The user's device-status events, served by the relay itself.
+    Events {
+        /// The authenticated user.
+        user_id: String,
+    },
 }
 
 struct Target {
@@ -119,12 +140,13 @@ struct Target {
     slot: crate::limits::StreamSlot,
 }
 
-/// Reads the stream-open header and decides whether the stream may go to its device.
+/// Reads the stream-open header and decides whether the stream may go to its device
+/// (or, for a control stream with no device, to the user's status events).
 async fn authorize(
     shared: &Shared,
     session_id: u64,
     recv: &mut wtransport::RecvStream,
-) -> Result<Target, (ErrorCode, String)> {
+) -> Result<Route, (ErrorCode, String)> {
     let body = match tokio::time::timeout(
         HEADER_TIMEOUT,
         read_frame(recv, shared.config.max_frame_len),
@@ -171,6 +193,9 @@ async fn authorize(
             ));
         }
     };
+    if open.kind == aisa_tunnel::StreamKind::Control && open.device_id.is_empty() {
+        return Ok(Route::Events { user_id: user.id });
+    }
     let device = match shared
         .store
         .device(&open.device_id)
@@ -237,7 +262,7 @@ async fn authorize(
             ));
         }
     }
-    Ok(Target {
+    Ok(Route::Device(Target {
         slot,
         connection: online.connection,
         header: RelayHeader {
@@ -246,5 +271,54 @@ async fn authorize(
             kind: open.kind,
             e2e: open.e2e,
         },
-    })
+    }))
+}
+
+/// Sends a DEVICE_STATUS per device of the user, then one per change, until either side
+/// ends the stream or the browser falls too far behind.
+async fn serve_events(
+    shared: &Shared,
+    user_id: &str,
+    mut send: wtransport::SendStream,
+    mut recv: wtransport::RecvStream,
+) {
+    let max = shared.config.max_frame_len;
+    // Subscribe before the snapshot, so that no change falls between the two.
+    let mut events = shared.events.subscribe(user_id);
+    let devices = match shared.store.devices_for_user(user_id).await {
+        Ok(devices) => devices,
+        Err(err) => {
+            warn!(%err, "device list failed");
+            let err = Envelope::error(0, ErrorCode::Internal, "the relay could not list devices");
+            let _ = write_frame(&mut send, &err.encode(), max).await;
+            let _ = send.finish().await;
+            return;
+        }
+    };
+    for device in devices {
+        let online = shared.registry.get(&device.id).is_some();
+        let status =
+            crate::events::device_status(&device.id, online, device.node_version.as_deref());
+        if write_frame(&mut send, &status.encode(), max).await.is_err() {
+            return;
+        }
+    }
+    let mut scratch = [0u8; 256];
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => {
+                    if write_frame(&mut send, &event.encode(), max).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+            read = recv.read(&mut scratch) => match read {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            },
+        }
+    }
+    let _ = send.finish().await;
 }

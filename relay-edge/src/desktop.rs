@@ -96,6 +96,11 @@ pub async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {
             warn!(%err, "could not record device online");
         }
         info!(node_version = %hello.node_version, "desktop online");
+        metrics::counter!("relay_desktop_connections_total", "result" => "ok").increment(1);
+        shared.events.publish(
+            &device.user_id,
+            &crate::events::device_status(&device.id, true, Some(&hello.node_version)),
+        );
         let welcome = Envelope::new(
             0,
             Body::Welcome {
@@ -115,6 +120,10 @@ pub async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {
                 warn!(%err, "could not record device offline");
             }
             info!("desktop offline");
+            shared.events.publish(
+                &device.user_id,
+                &crate::events::device_status(&device.id, false, Some(&hello.node_version)),
+            );
         }
     }
     .instrument(span)
@@ -197,6 +206,7 @@ async fn refuse(
     message: &str,
 ) {
     warn!(%code, message, "desktop refused");
+    metrics::counter!("relay_desktop_connections_total", "result" => "refused").increment(1);
     let err = Envelope::error(0, code, message);
     if write_frame(send, &err.encode(), aisa_tunnel::MAX_FRAME_LEN)
         .await

@@ -33,7 +33,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/api/session", get(session_info))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(|State(shared): State<Arc<Shared>>| async move { crate::metrics::render(&shared) }),
+        );
     let app = match &shared.config.web_root {
         Some(root) => api.fallback_service(tower_http::services::ServeDir::new(root).fallback(
             tower_http::services::ServeFile::new(root.join("index.html")),
@@ -112,6 +116,7 @@ async fn check_credentials(
         .filter_map(|k| shared.logins.check(k, now))
         .max()
     {
+        metrics::counter!("relay_logins_total", "result" => "limited").increment(1);
         return Err(ApiError(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -121,6 +126,8 @@ async fn check_credentials(
         ));
     }
     let result = verify_credentials(shared, creds).await;
+    let outcome = if result.is_ok() { "ok" } else { "refused" };
+    metrics::counter!("relay_logins_total", "result" => outcome).increment(1);
     match &result {
         Ok(_) => shared.logins.succeeded(&keys[0]),
         Err(ApiError(StatusCode::UNAUTHORIZED, _)) => {

@@ -12,15 +12,17 @@
 //! devices), [`desktop`] and [`browser`] (the two connection kinds), [`splice`],
 //! [`http`] (API and web app), [`server`] (start and stop).
 //!
-//! Not here yet: PostgreSQL, Redis for clusters, plans and limits, metrics.
+//! Storage is SQLite (embedded default) or PostgreSQL. Not here yet: Redis for clusters.
 
 pub mod auth;
 pub mod browser;
 pub mod cert;
 pub mod config;
 pub mod desktop;
+pub mod events;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod splice;

@@ -64,6 +64,8 @@ pub struct Shared {
     pub logins: crate::limits::LoginLimiter,
     /// Each user's open streams, for the plan's concurrency limit.
     pub streams_per_user: crate::limits::StreamCounter,
+    /// Browsers watching their devices' status.
+    pub events: crate::events::EventHub,
 }
 
 impl Shared {
@@ -130,6 +132,7 @@ impl RelayHandle {
 /// Opens the store, binds both ports, and starts serving.
 pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::metrics::handle();
     std::fs::create_dir_all(&config.data_dir)?;
     let store = Store::open(&config.database_url()).await?;
     store.reset_node(&config.node_name).await?;
@@ -156,6 +159,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
             Duration::from_secs(config.login_window_secs),
         ),
         streams_per_user: crate::limits::StreamCounter::default(),
+        events: crate::events::EventHub::default(),
         config,
     });
     let (stop, stopped) = watch::channel(false);

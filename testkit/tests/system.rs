@@ -855,3 +855,84 @@ async fn revoking_a_device_disconnects_it_for_good_and_disabled_users_are_refuse
     );
     assert_eq!(code, ErrorCode::Unauthenticated, "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_get_live_device_status() {
+    let system = System::start().await;
+    let session = system.browser().await;
+    let mut header = system.header("");
+    header.kind = aisa_tunnel::StreamKind::Control;
+    let (_send, mut recv) = open(&session, &[header.encode()]).await;
+    let mut next_status = async || {
+        let body = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+            .await
+            .expect("status in time")
+            .expect("read")
+            .expect("frame");
+        match Envelope::decode(&body).expect("envelope") {
+            Envelope {
+                device_id,
+                body: Body::DeviceStatus { online, .. },
+                ..
+            } => (device_id, online),
+            other => panic!("expected DEVICE_STATUS, got {other:?}"),
+        }
+    };
+    let mut snapshot = vec![next_status().await, next_status().await];
+    snapshot.sort();
+    let mut want = vec![
+        (system.device_id.clone(), true),
+        (system.offline_device_id.clone(), false),
+    ];
+    want.sort();
+    assert_eq!(snapshot, want);
+
+    system.node_stop.send_replace(true);
+    assert_eq!(
+        next_status().await,
+        (system.device_id.clone(), false),
+        "pushed when the desktop leaves"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_readiness_are_served() {
+    let system = System::start().await;
+    let reply = run_action(
+        &system,
+        &system.device_id,
+        execute("hello-ai", "echo", serde_json::json!({ "text": "counted" })),
+    )
+    .await;
+    assert_eq!(chunks_text(&reply), "counted");
+    let _ = run_action(
+        &system,
+        "no-such-device",
+        execute("hello-ai", "echo", serde_json::json!({ "text": "x" })),
+    )
+    .await;
+    let get = |path: &'static str| {
+        let url = api(&system, path);
+        async move {
+            let response = reqwest::get(url).await.expect("get");
+            (
+                response.status().as_u16(),
+                response.text().await.expect("body"),
+            )
+        }
+    };
+    assert_eq!(get("/healthz").await, (200, "ok".into()));
+    assert_eq!(get("/readyz").await, (200, "ready".into()));
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        "relay_connected_devices 1",
+        "relay_open_streams 0",
+        "relay_streams_total{kind=\"action\"}",
+        "relay_errors_total{code=\"unknown_device\"}",
+        "relay_desktop_connections_total{result=\"ok\"}",
+        "relay_bytes_spliced_total",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+}

@@ -1,0 +1,94 @@
+//! Live device status for browsers: each user's open event streams, and publishing a
+//! DEVICE_STATUS to all of them when one of the user's devices comes or goes.
+//!
+//! Each subscriber has a small bounded queue. A subscriber that falls behind is dropped
+//! (its stream is finished) rather than buffered without bound; the browser reopens the
+//! stream and gets a fresh snapshot.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use aisa_tunnel::{Body, Envelope};
+use tokio::sync::mpsc;
+
+/// Events a subscriber may have queued before it counts as too slow.
+const QUEUE: usize = 64;
+
+/// Every user's event subscribers on this node.
+#[derive(Default)]
+pub struct EventHub {
+    subscribers: Mutex<HashMap<String, Vec<mpsc::Sender<Envelope>>>>,
+}
+
+impl EventHub {
+    /// A new subscription to `user_id`'s events.
+    pub fn subscribe(&self, user_id: &str) -> mpsc::Receiver<Envelope> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        self.lock().entry(user_id.to_owned()).or_default().push(tx);
+        rx
+    }
+
+    /// Sends an event to every live subscriber of `user_id`, dropping the slow and gone.
+    pub fn publish(&self, user_id: &str, event: &Envelope) {
+        let mut subscribers = self.lock();
+        let Some(list) = subscribers.get_mut(user_id) else {
+            return;
+        };
+        list.retain(|tx| tx.try_send(event.clone()).is_ok());
+        if list.is_empty() {
+            subscribers.remove(user_id);
+        }
+    }
+
+    /// Subscribers of `user_id` now (for tests and metrics).
+    pub fn subscribers(&self, user_id: &str) -> usize {
+        self.lock()
+            .get(user_id)
+            .map_or(0, |l| l.iter().filter(|t| !t.is_closed()).count())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<mpsc::Sender<Envelope>>>> {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A DEVICE_STATUS as the relay knows it (no app list: only the desktop knows that).
+pub fn device_status(device_id: &str, online: bool, node_version: Option<&str>) -> Envelope {
+    Envelope {
+        request_id: 0,
+        device_id: device_id.to_owned(),
+        body: Body::DeviceStatus {
+            online,
+            node_version: node_version.unwrap_or_default().to_owned(),
+            apps: Vec::new(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publishes_to_the_users_subscribers_and_drops_slow_ones() {
+        let hub = EventHub::default();
+        let mut a = hub.subscribe("u1");
+        let mut other = hub.subscribe("u2");
+        hub.publish("u1", &device_status("d1", true, Some("0.1.0")));
+        assert_eq!(a.try_recv().expect("event").device_id, "d1");
+        assert!(other.try_recv().is_err(), "other users see nothing");
+
+        // Fill a's queue without reading: the next event drops the subscriber.
+        for _ in 0..QUEUE {
+            hub.publish("u1", &device_status("d1", false, None));
+        }
+        assert_eq!(hub.subscribers("u1"), 1);
+        hub.publish("u1", &device_status("d1", true, None));
+        assert_eq!(hub.subscribers("u1"), 0, "the slow subscriber was dropped");
+        let mut drained = 0;
+        while a.try_recv().is_ok() {
+            drained += 1;
+        }
+        assert_eq!(drained, QUEUE);
+    }
+}

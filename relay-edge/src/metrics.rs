@@ -1,0 +1,48 @@
+//! Prometheus metrics at `GET /metrics`.
+//!
+//! Counters are recorded where things happen (`metrics::counter!`); gauges of what is
+//! open now are read from the relay's state when the page is scraped. The recorder is
+//! process-wide, as the `metrics` crate's are.
+//!
+//! | metric | kind | meaning |
+//! | --- | --- | --- |
+//! | `relay_connected_devices` | gauge | desktops connected to this node |
+//! | `relay_browser_sessions` | gauge | WebTransport sessions open |
+//! | `relay_open_streams` | gauge | streams being spliced |
+//! | `relay_bytes_spliced_total` | counter | bytes copied between browsers and desktops |
+//! | `relay_streams_total{kind}` | counter | streams authorized, by kind (`action`, `control`) |
+//! | `relay_errors_total{code}` | counter | streams refused, by ERROR code |
+//! | `relay_logins_total{result}` | counter | sign-ins (`ok`, `refused`, `limited`) |
+//! | `relay_desktop_connections_total{result}` | counter | desktop HELLOs (`ok`, `refused`) |
+
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::server::Shared;
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first; then ours just renders
+        // nothing recorded through the macros, which the gauges below still fill.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// The metrics page.
+pub fn render(shared: &Shared) -> String {
+    let handle = handle();
+    metrics::gauge!("relay_connected_devices").set(shared.registry.len() as f64);
+    metrics::gauge!("relay_browser_sessions")
+        .set(shared.browser_sessions.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("relay_open_streams").set(shared.open_streams.load(Ordering::Relaxed) as f64);
+    metrics::counter!("relay_bytes_spliced_total")
+        .absolute(shared.bytes_spliced.load(Ordering::Relaxed));
+    handle.render()
+}
