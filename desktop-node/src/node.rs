@@ -394,7 +394,9 @@ pub fn parse_pin(hex_text: &str) -> Result<[u8; 32], String> {
         .ok_or_else(|| format!("{hex_text:?} is not a hex SHA-256"))
 }
 
-fn client_config(pin: Option<[u8; 32]>) -> quinn::ClientConfig {
+/// The QUIC client configuration a node dials the relay with: TLS 1.3, ALPN `aisa/1`,
+/// the pinned certificate or web PKI, keep-alives.
+pub fn client_config(pin: Option<[u8; 32]>) -> quinn::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])

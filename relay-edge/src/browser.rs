@@ -169,6 +169,12 @@ async fn authorize(
         Ok(Err(ReadError::Frame(err))) => return Err((ErrorCode::MalformedFrame, err.to_string())),
         Ok(Err(ReadError::Io(err))) => return Err((ErrorCode::PeerGone, err.to_string())),
     };
+    if shared.draining.load(Ordering::Relaxed) {
+        return Err((
+            ErrorCode::PeerGone,
+            "the relay is shutting down; reconnect and try again".into(),
+        ));
+    }
     let (open, _version) = OpenHeader::decode(&body).map_err(|err| match err {
         DecodeError::UnsupportedVersion { .. } => (ErrorCode::UnsupportedVersion, err.to_string()),
         _ => (ErrorCode::MalformedFrame, err.to_string()),

@@ -82,6 +82,11 @@ enum UserCommand {
         /// The user's email.
         email: String,
     },
+    /// Delete a user with their devices (their device tokens stop working).
+    Delete {
+        /// The user's email.
+        email: String,
+    },
     /// Let a disabled user back in.
     Enable {
         /// The user's email.
@@ -240,6 +245,12 @@ async fn user(config: RelayConfig, cmd: UserCommand) -> anyhow::Result<()> {
                 bail!("no user with email {email}");
             }
             println!("disabled {email}");
+        }
+        UserCommand::Delete { email } => {
+            if !store.delete_user(&email).await? {
+                bail!("no user with email {email}");
+            }
+            println!("deleted {email} and their devices");
         }
         UserCommand::Enable { email } => {
             if !store.set_user_disabled(&email, false).await? {

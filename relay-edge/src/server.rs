@@ -66,6 +66,8 @@ pub struct Shared {
     pub streams_per_user: crate::limits::StreamCounter,
     /// Browsers watching their devices' status.
     pub events: crate::events::EventHub,
+    /// Set when shutting down: new streams are refused.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -113,13 +115,32 @@ impl RelayHandle {
 
     /// Stops accepting, tells desktops to reconnect elsewhere at once, and waits (up to
     /// `drain`) for connections to close.
+    ///
+    /// In order: refuse new connections and new streams; let the streams already
+    /// spliced finish, for at most `drain`; then close every desktop connection with
+    /// the "shutting down" code, on which desktops reconnect at once (to another node
+    /// behind the load balancer, or to this one when it is back), and stop.
     pub async fn shutdown(mut self, drain: Duration) {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.endpoint.set_server_config(None);
         let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + drain;
+        while self
+            .shared
+            .open_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for conn in self.shared.registry.connections() {
             conn.close(desktop::CLOSE_SHUTDOWN.into(), b"relay shutting down");
         }
         self.endpoint.close(0u32.into(), b"relay shutting down");
-        let _ = tokio::time::timeout(drain, self.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         self.tasks.shutdown().await;
     }
 
@@ -160,6 +181,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
         ),
         streams_per_user: crate::limits::StreamCounter::default(),
         events: crate::events::EventHub::default(),
+        draining: std::sync::atomic::AtomicBool::new(false),
         config,
     });
     let (stop, stopped) = watch::channel(false);

@@ -362,6 +362,27 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Deletes a user with their devices, tokens and usage; returns whether they existed.
+    pub async fn delete_user(&self, email: &str) -> Result<bool, StoreError> {
+        let Some(user) = self.user_by_email(email).await? else {
+            return Ok(false);
+        };
+        // Explicit deletes rather than relying on ON DELETE CASCADE being enforced.
+        for table in ["usage_daily", "refresh_tokens", "devices"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE user_id = $1"
+            )))
+            .bind(&user.id)
+            .execute(&self.pool)
+            .await?;
+        }
+        sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(&user.id)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
+    }
+
     /// Moves a user to another plan; returns whether the user exists.
     pub async fn set_user_plan(&self, email: &str, plan_id: &str) -> Result<bool, StoreError> {
         if self.plan(plan_id).await?.is_none() {

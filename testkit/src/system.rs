@@ -44,6 +44,8 @@ pub struct System {
     pub device_id: String,
     /// See the struct doc.
     pub offline_device_id: String,
+    /// The spare device's token.
+    pub offline_device_token: String,
     /// See the struct doc.
     pub node_stop: watch::Sender<bool>,
     /// See the struct doc.
@@ -253,6 +255,10 @@ impl System {
             token: login["token"].as_str().expect("jwt").to_owned(),
             device_id,
             offline_device_id: spare["device_id"].as_str().expect("spare").to_owned(),
+            offline_device_token: spare["device_token"]
+                .as_str()
+                .expect("spare token")
+                .to_owned(),
             node_stop,
             node_task,
             online,

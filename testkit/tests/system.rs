@@ -936,3 +936,233 @@ async fn metrics_health_and_readiness_are_served() {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_open_streams_and_refuses_new_ones() {
+    let mut system = System::start().await;
+    let session = system.browser().await;
+    let slow = execute(
+        "hello-ai",
+        "write",
+        serde_json::json!({ "topic": "[slow] finish me" }),
+    );
+    let (_send, mut recv) = open(
+        &session,
+        &[system.header(&system.device_id).encode(), slow.encode()],
+    )
+    .await;
+    read_frame(&mut recv, MAX_FRAME_LEN)
+        .await
+        .expect("read")
+        .expect("first chunk");
+
+    let relay = system.relay.take().expect("relay");
+    let shared = relay.shared.clone();
+    let shutdown = tokio::spawn(relay.shutdown(Duration::from_secs(15)));
+    wait_until(|| shared.draining.load(Ordering::Relaxed), "draining").await;
+
+    // A new stream on the open session is refused while the old one finishes.
+    let echo = execute("hello-ai", "echo", serde_json::json!({ "text": "late" }));
+    let (_s, mut late) = open(
+        &session,
+        &[system.header(&system.device_id).encode(), echo.encode()],
+    )
+    .await;
+    let (code, msg) = error_of(&read_reply(&mut late).await);
+    assert_eq!(code, ErrorCode::PeerGone);
+    assert!(msg.contains("shutting down"), "{msg}");
+
+    let rest = read_reply(&mut recv).await;
+    assert!(
+        matches!(rest.last().map(|e| &e.body), Some(Body::StreamEnd { .. })),
+        "the open action finished: {rest:?}"
+    );
+    tokio::time::timeout(WAIT, shutdown)
+        .await
+        .expect("shutdown in time")
+        .expect("join");
+    system.wait_online(false).await;
+}
+
+/// A desktop that connects and says HELLO properly, then accepts streams and never reads.
+async fn connect_stalling_desktop(
+    system: &System,
+    token: &str,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("endpoint");
+    let conn = endpoint
+        .connect_with(
+            node::client_config(Some(system.relay().cert_sha256())),
+            system.relay().quic_addr,
+            "localhost",
+        )
+        .expect("connect")
+        .await
+        .expect("connected");
+    let (mut send, mut recv) = conn.open_bi().await.expect("control stream");
+    let hello = aisa_tunnel::Hello {
+        device_token: token.into(),
+        node_version: "stall".into(),
+        identity_key: vec![0; 32],
+    };
+    write_frame(&mut send, &hello.encode(), MAX_FRAME_LEN)
+        .await
+        .expect("hello");
+    let welcome = read_frame(&mut recv, MAX_FRAME_LEN)
+        .await
+        .expect("read")
+        .expect("welcome");
+    assert!(matches!(
+        Envelope::decode(&welcome).expect("env").body,
+        Body::Welcome { .. }
+    ));
+    let stall = conn.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok(pair) = stall.accept_bi().await {
+            held.push(pair); // accepted, never read
+        }
+        drop((send, recv));
+    });
+    (endpoint, conn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desktop_that_never_reads_holds_back_its_browser_only() {
+    let system = System::start().await;
+    let (_endpoint, _stalled) =
+        connect_stalling_desktop(&system, &system.offline_device_token).await;
+    wait_until(
+        || {
+            system
+                .relay()
+                .shared
+                .registry
+                .get(&system.offline_device_id)
+                .is_some()
+        },
+        "stalling desktop online",
+    )
+    .await;
+
+    let session = system.browser().await;
+    let (mut send, _recv) = open(
+        &session,
+        &[system.header(&system.offline_device_id).encode()],
+    )
+    .await;
+    let before = system.relay().shared.bytes_spliced.load(Ordering::Relaxed);
+    let flood = vec![0u8; 64 * 1024];
+    let writing = tokio::time::timeout(Duration::from_secs(3), async {
+        for _ in 0..256 {
+            send.write_all(&flood).await.expect("write");
+        }
+    })
+    .await;
+    assert!(
+        writing.is_err(),
+        "16 MiB into a desktop that never reads must stall the writer"
+    );
+    let forwarded = system.relay().shared.bytes_spliced.load(Ordering::Relaxed) - before;
+    assert!(
+        forwarded < 8 << 20,
+        "the relay forwarded only what flow control allowed: {forwarded} bytes"
+    );
+
+    // The relay and the other desktop keep serving.
+    let reply = run_action(
+        &system,
+        &system.device_id,
+        execute(
+            "hello-ai",
+            "echo",
+            serde_json::json!({ "text": "unaffected" }),
+        ),
+    )
+    .await;
+    assert_eq!(chunks_text(&reply), "unaffected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_opening_thousands_of_streams_gets_answers_and_breaks_nothing() {
+    let system = System::start().await;
+    let session = system.browser().await;
+    let header = system.header(&system.offline_device_id).encode();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..2000 {
+        let session = session.clone();
+        let header = header.clone();
+        tasks.spawn(async move {
+            let (_send, mut recv) = open(&session, &[header]).await;
+            error_of(&read_reply(&mut recv).await).0
+        });
+    }
+    let mut refused = 0;
+    while let Some(code) = tasks.join_next().await {
+        assert_eq!(code.expect("task"), ErrorCode::DeviceOffline);
+        refused += 1;
+    }
+    assert_eq!(refused, 2000);
+    let reply = run_action(
+        &system,
+        &system.device_id,
+        execute(
+            "hello-ai",
+            "echo",
+            serde_json::json!({ "text": "still here" }),
+        ),
+    )
+    .await;
+    assert_eq!(chunks_text(&reply), "still here");
+    wait_until(
+        || system.relay().shared.open_streams.load(Ordering::Relaxed) == 0,
+        "no stream left open",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_account_loses_its_tokens_and_devices() {
+    let system = System::start().await;
+    assert!(
+        system
+            .relay()
+            .shared
+            .store
+            .delete_user("alice@example.com")
+            .await
+            .expect("delete")
+    );
+    let (code, msg) = error_of(
+        &run_action(
+            &system,
+            &system.device_id,
+            execute("hello-ai", "echo", serde_json::json!({ "text": "x" })),
+        )
+        .await,
+    );
+    assert_eq!(code, ErrorCode::Unauthenticated, "{msg}");
+
+    // The deleted device's token no longer passes HELLO.
+    let ctx = Arc::new(NodeContext::new(
+        system.offline_device_id.clone(),
+        system.offline_device_token.clone(),
+        [1; 32],
+        Sandbox::new().expect("sandbox"),
+        HashMap::new(),
+        Arc::new(OpenAiCompatible::new(&system.fake.base_url(), "m", None).expect("adapter")),
+        Limits::default(),
+    ));
+    let target = RelayTarget {
+        quic_addr: system.relay().quic_addr.to_string(),
+        server_name: "localhost".into(),
+        cert_sha256: Some(system.relay().cert_sha256()),
+        pin_from: None,
+    };
+    let (_stop, stop_rx) = watch::channel(false);
+    let err = tokio::time::timeout(WAIT, node::run(ctx, target, stop_rx))
+        .await
+        .expect("in time")
+        .expect_err("refused");
+    assert!(err.to_string().contains("unauthenticated"), "{err}");
+}
