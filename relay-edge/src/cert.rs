@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
+
 use time::OffsetDateTime;
 
 /// How long a development certificate is valid.
