@@ -90,6 +90,7 @@ pub async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {
                 &hello.node_version,
                 &key_hex,
                 &shared.config.node_name,
+                connection_id,
             )
             .await
         {

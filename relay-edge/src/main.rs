@@ -60,6 +60,18 @@ struct ServeArgs {
     /// Folder with the built web app.
     #[arg(long, env = "RELAY_WEB_ROOT")]
     web_root: Option<PathBuf>,
+    /// PEM certificate chain (production); without it a development certificate is made.
+    #[arg(long, env = "RELAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "RELAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// This node's name in the device registry.
+    #[arg(long, env = "RELAY_NODE_NAME")]
+    node_name: Option<String>,
+    /// Secret for access tokens (prefer the environment variable to the flag).
+    #[arg(long, env = "RELAY_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +169,16 @@ fn apply_serve_args(config: &mut RelayConfig, args: ServeArgs) {
     }
     if let Some(v) = args.web_root {
         config.web_root = Some(v);
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls_cert = Some(cert);
+        config.tls_key = Some(key);
+    }
+    if let Some(v) = args.node_name {
+        config.node_name = v;
+    }
+    if let Some(v) = args.jwt_secret {
+        config.jwt_secret = Some(v);
     }
 }
 

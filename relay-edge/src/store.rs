@@ -86,6 +86,8 @@ pub struct Device {
     pub identity_key: Option<String>,
     /// The relay node it is connected to.
     pub relay_node: Option<String>,
+    /// Its connection on that node.
+    pub connection_id: Option<i64>,
     /// Seconds since the epoch.
     pub last_seen: Option<i64>,
     /// Revoked devices cannot connect.
@@ -96,7 +98,7 @@ pub struct Device {
 macro_rules! select_devices {
     ($rest:literal) => {
         concat!(
-            "SELECT id, user_id, name, status, node_version, identity_key, relay_node, last_seen, revoked FROM devices ",
+            "SELECT id, user_id, name, status, node_version, identity_key, relay_node, connection_id, last_seen, revoked FROM devices ",
             $rest
         )
     };
@@ -131,6 +133,7 @@ impl FromRow<'_, AnyRow> for Device {
             node_version: row.try_get("node_version")?,
             identity_key: row.try_get("identity_key")?,
             relay_node: row.try_get("relay_node")?,
+            connection_id: row.try_get("connection_id")?,
             last_seen: row.try_get("last_seen")?,
             revoked: flag(row, "revoked")?,
         })
@@ -299,15 +302,17 @@ impl Store {
         node_version: &str,
         identity_key_hex: &str,
         relay_node: &str,
+        connection_id: u64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE devices SET status = 'online', node_version = $2, identity_key = $3, relay_node = $4, last_seen = $5 WHERE id = $1",
+            "UPDATE devices SET status = 'online', node_version = $2, identity_key = $3, relay_node = $4, last_seen = $5, connection_id = $6 WHERE id = $1",
         )
         .bind(device_id)
         .bind(node_version)
         .bind(identity_key_hex)
         .bind(relay_node)
         .bind(crate::auth::now_secs() as i64)
+        .bind(connection_id as i64)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -325,7 +330,7 @@ impl Store {
 
     /// Records that a device disconnected.
     pub async fn set_offline(&self, device_id: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE devices SET status = 'offline', relay_node = NULL, last_seen = $2 WHERE id = $1")
+        sqlx::query("UPDATE devices SET status = 'offline', relay_node = NULL, connection_id = NULL, last_seen = $2 WHERE id = $1")
             .bind(device_id)
             .bind(crate::auth::now_secs() as i64)
             .execute(&self.pool)
