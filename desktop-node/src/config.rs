@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ai::ProviderKind;
+
 /// `node.toml`. Unknown keys are refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,24 +38,48 @@ pub struct NodeConfig {
 }
 
 /// Which model to call, and where.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AiConfig {
-    /// Base URL of an OpenAI-compatible API. Default `https://api.openai.com/v1`.
-    pub base_url: String,
-    /// Model name. Default `gpt-4o-mini`.
-    pub model: String,
-    /// Environment variable holding the API key. Default `OPENAI_API_KEY`.
-    pub api_key_env: String,
+    /// `openai` (default), `anthropic`, `google`, or `local` (an OpenAI-compatible
+    /// server such as Ollama, llama.cpp or vLLM).
+    pub provider: ProviderKind,
+    /// API base URL. Default: the provider's public API (`local`: Ollama on
+    /// `http://127.0.0.1:11434/v1`).
+    pub base_url: Option<String>,
+    /// Model name. Default: a small current model of the provider.
+    pub model: Option<String>,
+    /// Environment variable holding the API key. Default `OPENAI_API_KEY`,
+    /// `ANTHROPIC_API_KEY`, `GEMINI_API_KEY`, none for `local`.
+    pub api_key_env: Option<String>,
 }
 
-impl Default for AiConfig {
-    fn default() -> Self {
-        AiConfig {
-            base_url: "https://api.openai.com/v1".into(),
-            model: "gpt-4o-mini".into(),
-            api_key_env: "OPENAI_API_KEY".into(),
-        }
+impl AiConfig {
+    /// The base URL in effect.
+    pub fn base_url(&self) -> String {
+        self.base_url
+            .clone()
+            .unwrap_or_else(|| self.provider.default_base_url().to_owned())
+    }
+
+    /// The model in effect.
+    pub fn model(&self) -> String {
+        self.model
+            .clone()
+            .unwrap_or_else(|| self.provider.default_model().to_owned())
+    }
+
+    /// The environment variable the key is read from, if any.
+    pub fn api_key_env(&self) -> Option<String> {
+        self.api_key_env.clone().or_else(|| {
+            match self.provider {
+                ProviderKind::OpenAi => Some("OPENAI_API_KEY"),
+                ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),
+                ProviderKind::Google => Some("GEMINI_API_KEY"),
+                ProviderKind::Local => None,
+            }
+            .map(str::to_owned)
+        })
     }
 }
 

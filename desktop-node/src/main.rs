@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use desktop_node::ai::OpenAiCompatible;
+use desktop_node::ai::ProviderKind;
 use desktop_node::apps::{self, Manifest};
 use desktop_node::config::{AiConfig, Home, LimitsConfig, NodeConfig};
 use desktop_node::node::{self, NodeContext, RelayTarget};
@@ -59,7 +59,10 @@ struct LoginArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Base URL of the OpenAI-compatible API (overrides node.toml).
+    /// AI provider: openai, anthropic, google or local (overrides node.toml).
+    #[arg(long, env = "AISA_AI_PROVIDER", value_parser = parse_provider)]
+    ai_provider: Option<ProviderKind>,
+    /// Base URL of the provider's API (overrides node.toml).
     #[arg(long, env = "AISA_AI_BASE_URL")]
     ai_base_url: Option<String>,
     /// Model name (overrides node.toml).
@@ -106,6 +109,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Login(args) => login(&home, args).await,
         Command::Run(args) => run(&home, args).await,
         Command::Apps(cmd) => apps_command(&home, cmd),
+    }
+}
+
+fn parse_provider(text: &str) -> Result<ProviderKind, String> {
+    match text {
+        "openai" => Ok(ProviderKind::OpenAi),
+        "anthropic" => Ok(ProviderKind::Anthropic),
+        "google" | "gemini" => Ok(ProviderKind::Google),
+        "local" => Ok(ProviderKind::Local),
+        other => Err(format!(
+            "unknown provider {other:?}: openai, anthropic, google or local"
+        )),
     }
 }
 
@@ -199,11 +214,14 @@ async fn login(home: &Home, args: LoginArgs) -> anyhow::Result<()> {
 
 async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     let mut config = home.load_config().map_err(anyhow::Error::msg)?;
+    if let Some(provider) = args.ai_provider {
+        config.ai.provider = provider;
+    }
     if let Some(url) = args.ai_base_url {
-        config.ai.base_url = url;
+        config.ai.base_url = Some(url);
     }
     if let Some(model) = args.ai_model {
-        config.ai.model = model;
+        config.ai.model = Some(model);
     }
     let token = String::from_utf8(
         home.read_secret("device-token")
@@ -220,15 +238,24 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         tracing::warn!(%problem, "app not loaded");
     }
     tracing::info!(apps = ?apps.keys().collect::<Vec<_>>(), "apps loaded");
-    let api_key = std::env::var(&config.ai.api_key_env).ok();
-    let ai = OpenAiCompatible::new(&config.ai.base_url, &config.ai.model, api_key)?;
+    let api_key = config
+        .ai
+        .api_key_env()
+        .and_then(|var| std::env::var(var).ok());
+    let ai = desktop_node::ai::build(
+        config.ai.provider,
+        &config.ai.base_url(),
+        &config.ai.model(),
+        api_key,
+    )?;
+    tracing::info!(provider = config.ai.provider.name(), base_url = %config.ai.base_url(), model = %config.ai.model(), "AI provider");
     let ctx = Arc::new(NodeContext::new(
         config.device_id.clone(),
         token.trim().to_owned(),
         identity.public_bytes(),
         sandbox,
         apps,
-        Arc::new(ai),
+        ai,
         config.limits.to_limits(),
     ));
     let target = RelayTarget {

@@ -1,6 +1,6 @@
 //! Test support for the whole system.
 //!
-//! * [`openai`]: a local HTTP server that speaks OpenAI's chat-completions streaming wire
+//! * [`provider`]: a local HTTP server that speaks the AI providers' streaming wire
 //!   format (server-sent events), used in place of the real provider, which tests cannot
 //!   reach. The desktop node's adapter is the production code, pointed at its URL.
 //! * [`guest`]: builds the example mini-app to wasm from source.
@@ -8,5 +8,5 @@
 //! The integration tests of the system live in `testkit/tests`.
 
 pub mod guest;
-pub mod openai;
+pub mod provider;
 pub mod system;

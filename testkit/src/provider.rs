@@ -130,7 +130,12 @@ enum Gate {
 
 impl Fake {
     /// Counts the request and applies the prompt's markers that refuse it.
-    fn gate(&self, prompt: String, key_ok: bool, refusal: impl Fn(&str) -> (StatusCode, Value)) -> Gate {
+    fn gate(
+        &self,
+        prompt: String,
+        key_ok: bool,
+        refusal: impl Fn(&str) -> (StatusCode, Value),
+    ) -> Gate {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         if !key_ok {
             let (status, body) = refusal("key");
@@ -174,7 +179,8 @@ impl Fake {
                     return;
                 }
             }
-            tx.closed().await;
+            // Every event is handed over; dropping the sender ends the body.
+            drop(tx);
             stats.completed.fetch_add(1, Ordering::Relaxed);
         });
         let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
@@ -192,7 +198,9 @@ impl Fake {
 fn refused(status: StatusCode, body: Value) -> Response {
     let mut response = (status, Json(body)).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS {
-        response.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("0"));
+        response
+            .headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("0"));
     }
     response
 }
@@ -204,7 +212,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 // --- OpenAI -------------------------------------------------------------------------
 
 fn openai_error(status: StatusCode, message: &str, kind: &str, code: Value) -> (StatusCode, Value) {
-    (status, json!({ "error": { "message": message, "type": kind, "param": null, "code": code } }))
+    (
+        status,
+        json!({ "error": { "message": message, "type": kind, "param": null, "code": code } }),
+    )
 }
 
 fn openai_chunk(model: &str, delta: Value, finish: Value) -> Bytes {
@@ -219,7 +230,11 @@ fn openai_chunk(model: &str, delta: Value, finish: Value) -> Bytes {
     Bytes::from(format!("data: {event}\n\n"))
 }
 
-async fn openai(State(fake): State<Arc<Fake>>, headers: HeaderMap, Json(request): Json<Value>) -> Response {
+async fn openai(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Json(request): Json<Value>,
+) -> Response {
     let key = header(&headers, "authorization").and_then(|v| v.strip_prefix("Bearer "));
     let prompt = request["messages"]
         .as_array()
@@ -246,18 +261,34 @@ async fn openai(State(fake): State<Arc<Fake>>, headers: HeaderMap, Json(request)
         Gate::Refuse(status, body) => return refused(status, body),
     };
     if request["stream"] != json!(true) {
-        let (status, body) = openai_error(StatusCode::BAD_REQUEST, "this fake only streams", "invalid_request_error", Value::Null);
+        let (status, body) = openai_error(
+            StatusCode::BAD_REQUEST,
+            "this fake only streams",
+            "invalid_request_error",
+            Value::Null,
+        );
         return refused(status, body);
     }
-    let model = request["model"].as_str().unwrap_or("gpt-4o-mini").to_owned();
-    let mut events = vec![openai_chunk(&model, json!({ "role": "assistant", "content": "", "refusal": null }), Value::Null)];
+    let model = request["model"]
+        .as_str()
+        .unwrap_or("gpt-4o-mini")
+        .to_owned();
+    let mut events = vec![openai_chunk(
+        &model,
+        json!({ "role": "assistant", "content": "", "refusal": null }),
+        Value::Null,
+    )];
     for (i, token) in reply_tokens(&ask.prompt).into_iter().enumerate() {
         if ask.fail && i == 2 {
             let error = json!({ "error": { "message": "The model is overloaded. Please try again later.", "type": "server_error", "param": null, "code": null } });
             events.push(Bytes::from(format!("data: {error}\n\n")));
             return fake.stream(events, ask.slow);
         }
-        events.push(openai_chunk(&model, json!({ "content": token }), Value::Null));
+        events.push(openai_chunk(
+            &model,
+            json!({ "content": token }),
+            Value::Null,
+        ));
     }
     events.push(openai_chunk(&model, json!({}), json!("stop")));
     events.push(Bytes::from_static(b"data: [DONE]\n\n"));
@@ -267,16 +298,27 @@ async fn openai(State(fake): State<Arc<Fake>>, headers: HeaderMap, Json(request)
 // --- Anthropic ----------------------------------------------------------------------
 
 fn anthropic_error(status: StatusCode, kind: &str, message: &str) -> (StatusCode, Value) {
-    (status, json!({ "type": "error", "error": { "type": kind, "message": message } }))
+    (
+        status,
+        json!({ "type": "error", "error": { "type": kind, "message": message } }),
+    )
 }
 
 fn anthropic_event(name: &str, data: Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
-async fn anthropic(State(fake): State<Arc<Fake>>, headers: HeaderMap, Json(request): Json<Value>) -> Response {
+async fn anthropic(
+    State(fake): State<Arc<Fake>>,
+    headers: HeaderMap,
+    Json(request): Json<Value>,
+) -> Response {
     if header(&headers, "anthropic-version").is_none() {
-        let (status, body) = anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "anthropic-version: header is required");
+        let (status, body) = anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "anthropic-version: header is required",
+        );
         return refused(status, body);
     }
     let prompt = request["messages"]
@@ -285,22 +327,48 @@ async fn anthropic(State(fake): State<Arc<Fake>>, headers: HeaderMap, Json(reque
         .and_then(|m| m["content"].as_str())
         .unwrap_or_default()
         .to_owned();
-    let ask = match fake.gate(prompt, fake.key_ok(header(&headers, "x-api-key")), |why| match why {
-        "key" => anthropic_error(StatusCode::UNAUTHORIZED, "authentication_error", "invalid x-api-key"),
-        "429" => anthropic_error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit"),
-        _ => anthropic_error(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "Internal server error"),
-    }) {
+    let ask = match fake.gate(
+        prompt,
+        fake.key_ok(header(&headers, "x-api-key")),
+        |why| match why {
+            "key" => anthropic_error(
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "invalid x-api-key",
+            ),
+            "429" => anthropic_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "Number of request tokens has exceeded your per-minute rate limit",
+            ),
+            _ => anthropic_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "Internal server error",
+            ),
+        },
+    ) {
         Gate::Go(ask) => ask,
         Gate::Refuse(status, body) => return refused(status, body),
     };
     if request["max_tokens"].as_u64().is_none() {
-        let (status, body) = anthropic_error(StatusCode::BAD_REQUEST, "invalid_request_error", "max_tokens: Field required");
+        let (status, body) = anthropic_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "max_tokens: Field required",
+        );
         return refused(status, body);
     }
     let model = request["model"].as_str().unwrap_or("claude").to_owned();
     let mut events = vec![
-        anthropic_event("message_start", json!({ "type": "message_start", "message": { "id": "msg_test", "type": "message", "role": "assistant", "content": [], "model": model, "stop_reason": null, "stop_sequence": null, "usage": { "input_tokens": 12, "output_tokens": 1 } } })),
-        anthropic_event("content_block_start", json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } })),
+        anthropic_event(
+            "message_start",
+            json!({ "type": "message_start", "message": { "id": "msg_test", "type": "message", "role": "assistant", "content": [], "model": model, "stop_reason": null, "stop_sequence": null, "usage": { "input_tokens": 12, "output_tokens": 1 } } }),
+        ),
+        anthropic_event(
+            "content_block_start",
+            json!({ "type": "content_block_start", "index": 0, "content_block": { "type": "text", "text": "" } }),
+        ),
         anthropic_event("ping", json!({ "type": "ping" })),
     ];
     for (i, token) in reply_tokens(&ask.prompt).into_iter().enumerate() {
@@ -310,20 +378,30 @@ async fn anthropic(State(fake): State<Arc<Fake>>, headers: HeaderMap, Json(reque
         }
         events.push(anthropic_event("content_block_delta", json!({ "type": "content_block_delta", "index": 0, "delta": { "type": "text_delta", "text": token } })));
     }
-    events.push(anthropic_event("content_block_stop", json!({ "type": "content_block_stop", "index": 0 })));
+    events.push(anthropic_event(
+        "content_block_stop",
+        json!({ "type": "content_block_stop", "index": 0 }),
+    ));
     events.push(anthropic_event("message_delta", json!({ "type": "message_delta", "delta": { "stop_reason": "end_turn", "stop_sequence": null }, "usage": { "output_tokens": 15 } })));
-    events.push(anthropic_event("message_stop", json!({ "type": "message_stop" })));
+    events.push(anthropic_event(
+        "message_stop",
+        json!({ "type": "message_stop" }),
+    ));
     fake.stream(events, ask.slow)
 }
 
 // --- Google Gemini ------------------------------------------------------------------
 
 fn gemini_error(status: StatusCode, code: u16, message: &str, kind: &str) -> (StatusCode, Value) {
-    (status, json!({ "error": { "code": code, "message": message, "status": kind } }))
+    (
+        status,
+        json!({ "error": { "code": code, "message": message, "status": kind } }),
+    )
 }
 
 fn gemini_chunk(model: &str, text: &str, finish: Option<&str>) -> Bytes {
-    let mut candidate = json!({ "content": { "parts": [{ "text": text }], "role": "model" }, "index": 0 });
+    let mut candidate =
+        json!({ "content": { "parts": [{ "text": text }], "role": "model" }, "index": 0 });
     if let Some(reason) = finish {
         candidate["finishReason"] = json!(reason);
     }
@@ -344,11 +422,21 @@ async fn gemini(
     Json(request): Json<Value>,
 ) -> Response {
     let Some(model) = target.strip_suffix(":streamGenerateContent") else {
-        let (status, body) = gemini_error(StatusCode::NOT_FOUND, 404, "this fake only serves streamGenerateContent", "NOT_FOUND");
+        let (status, body) = gemini_error(
+            StatusCode::NOT_FOUND,
+            404,
+            "this fake only serves streamGenerateContent",
+            "NOT_FOUND",
+        );
         return refused(status, body);
     };
     if query.get("alt").map(String::as_str) != Some("sse") {
-        let (status, body) = gemini_error(StatusCode::BAD_REQUEST, 400, "this fake only streams with alt=sse", "INVALID_ARGUMENT");
+        let (status, body) = gemini_error(
+            StatusCode::BAD_REQUEST,
+            400,
+            "this fake only streams with alt=sse",
+            "INVALID_ARGUMENT",
+        );
         return refused(status, body);
     }
     let prompt = request["contents"]

@@ -19,7 +19,7 @@ use desktop_node::sandbox::{Limits, Sandbox};
 use relay_edge::{RelayConfig, RelayHandle};
 use tokio::sync::watch;
 
-use crate::openai::{self, FakeOpenAi};
+use crate::provider::{self, FakeProvider};
 
 /// The test user's password.
 pub const PASSWORD: &str = "correct horse battery";
@@ -33,7 +33,7 @@ pub struct System {
     /// See the struct doc.
     pub relay: Option<RelayHandle>,
     /// See the struct doc.
-    pub fake: FakeOpenAi,
+    pub fake: FakeProvider,
     /// See the struct doc.
     pub data_dir: tempfile::TempDir,
     /// The database URL, `None` for SQLite in `data_dir`.
@@ -181,7 +181,7 @@ impl System {
         let relay = relay_edge::start(relay_config(data_dir.path(), 0, database_url.clone()))
             .await
             .expect("relay starts");
-        let fake = openai::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
+        let fake = provider::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
             .await
             .expect("fake provider");
 

@@ -12,7 +12,7 @@ use aisa_tunnel::{Body, Envelope, ErrorCode, MAX_FRAME_LEN};
 use desktop_node::ai::OpenAiCompatible;
 use desktop_node::node::{self, NodeContext, RelayTarget};
 use desktop_node::sandbox::{Limits, Sandbox};
-use testkit::openai;
+use testkit::provider;
 use testkit::system::*;
 use tokio::sync::watch;
 
@@ -26,7 +26,7 @@ async fn action_streams_model_output_through_the_relay() {
     )
     .await;
 
-    let expected = openai::reply_tokens("Write a short paragraph about QUIC.");
+    let expected = provider::reply_tokens("Write a short paragraph about QUIC.");
     let chunks: Vec<&str> = reply
         .iter()
         .filter_map(|e| match &e.body {

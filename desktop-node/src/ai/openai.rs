@@ -27,7 +27,12 @@ impl OpenAiCompatible {
     }
 
     /// The same, sharing an existing client.
-    pub fn with_client(client: Client, base_url: &str, model: &str, api_key: Option<String>) -> Self {
+    pub fn with_client(
+        client: Client,
+        base_url: &str,
+        model: &str,
+        api_key: Option<String>,
+    ) -> Self {
         OpenAiCompatible {
             client,
             base_url: base_url.trim_end_matches('/').to_owned(),
@@ -127,14 +132,22 @@ mod tests {
 
     #[test]
     fn error_event_and_garbage_are_errors() {
-        let err = interpret(&event(r#"{"error":{"message":"overloaded","type":"server_error"}}"#));
+        let err = interpret(&event(
+            r#"{"error":{"message":"overloaded","type":"server_error"}}"#,
+        ));
         assert_eq!(err, Err(AiError::Stream("overloaded".into())));
-        assert!(matches!(interpret(&event("not json")), Err(AiError::Protocol(_))));
+        assert!(matches!(
+            interpret(&event("not json")),
+            Err(AiError::Protocol(_))
+        ));
     }
 
     #[test]
     fn http_error_body_message_is_extracted() {
         let body = r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#;
-        assert_eq!(error_message(body).as_deref(), Some("Incorrect API key provided"));
+        assert_eq!(
+            error_message(body).as_deref(),
+            Some("Incorrect API key provided")
+        );
     }
 }
