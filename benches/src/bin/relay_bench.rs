@@ -40,6 +40,7 @@ async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let desktops = env_or("DESKTOPS", 10_000);
     let mib = env_or("MIB", 512);
+    let concurrency = env_or("CONCURRENCY", 32);
     let relay_bin =
         std::env::var("RELAY_BIN").unwrap_or_else(|_| "target/release/relay-edge".into());
     let dir = tempfile::tempdir().expect("tempdir");
@@ -232,7 +233,7 @@ async fn main() {
     for (_, token) in devices.into_iter().skip(1) {
         let endpoint = idle_endpoint.clone();
         pending.spawn(async move { connect_desktop(&endpoint, quic, cert, &token).await });
-        if pending.len() >= 200 {
+        if pending.len() >= concurrency {
             idle.push(pending.join_next().await.expect("task").expect("join"));
         }
     }
