@@ -1,22 +1,24 @@
 //! Copies bytes between a browser's stream and a desktop's stream without parsing them.
 //!
-//! Each direction has one fixed buffer, and a write waits for the receiver's flow-control
-//! credit, so a slow reader slows the writer: nothing is buffered without bound. A clean
-//! finish on one side finishes the other; a reset is passed on as a reset; a peer that
-//! stops reading stops the sender.
+//! Data moves as the QUIC layer's own chunks (`read_chunk` / `write_chunk`): no copy in
+//! the relay, and at most one chunk per direction in flight. A write waits for the
+//! receiver's flow-control credit, so a slow reader slows the writer: nothing is
+//! buffered without bound. A clean finish on one side finishes the other; a reset is
+//! passed on as a reset; a peer that stops reading stops the sender.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
 /// Application error code for "the other side of the splice went away".
 pub const PEER_GONE: u32 = 1;
 
-const BUFFER: usize = 64 * 1024;
+/// The largest chunk taken from a stream at once.
+const MAX_CHUNK: usize = 64 * 1024;
 
 /// The sending half of a stream as the splice needs it.
-pub trait SpliceSend: AsyncWrite + Unpin + Send {
+pub trait SpliceSend: Send {
+    /// The underlying QUIC stream, for writing chunks.
+    fn quic(&mut self) -> &mut quinn::SendStream;
     /// Ends the stream cleanly.
     fn finish_stream(&mut self) -> impl Future<Output = ()> + Send;
     /// Abandons the stream with an error code.
@@ -26,12 +28,17 @@ pub trait SpliceSend: AsyncWrite + Unpin + Send {
 }
 
 /// The receiving half of a stream as the splice needs it.
-pub trait SpliceRecv: AsyncRead + Unpin + Send {
+pub trait SpliceRecv: Send {
+    /// The underlying QUIC stream, for reading chunks.
+    fn quic(&mut self) -> &mut quinn::RecvStream;
     /// Asks the peer to stop sending.
     fn stop_stream(&mut self, code: u32);
 }
 
 impl SpliceSend for quinn::SendStream {
+    fn quic(&mut self) -> &mut quinn::SendStream {
+        self
+    }
     async fn finish_stream(&mut self) {
         let _ = self.finish();
     }
@@ -47,12 +54,18 @@ impl SpliceSend for quinn::SendStream {
 }
 
 impl SpliceRecv for quinn::RecvStream {
+    fn quic(&mut self) -> &mut quinn::RecvStream {
+        self
+    }
     fn stop_stream(&mut self, code: u32) {
         let _ = self.stop(code.into());
     }
 }
 
 impl SpliceSend for wtransport::SendStream {
+    fn quic(&mut self) -> &mut quinn::SendStream {
+        self.quic_stream_mut()
+    }
     async fn finish_stream(&mut self) {
         let _ = self.finish().await;
     }
@@ -65,6 +78,9 @@ impl SpliceSend for wtransport::SendStream {
 }
 
 impl SpliceRecv for wtransport::RecvStream {
+    fn quic(&mut self) -> &mut quinn::RecvStream {
+        self.quic_stream_mut()
+    }
     fn stop_stream(&mut self, code: u32) {
         let _ = self.quic_stream_mut().stop(code.into());
     }
@@ -88,26 +104,26 @@ pub async fn pump<R: SpliceRecv, W: SpliceSend>(
     mut to: W,
     counter: &AtomicU64,
 ) -> PumpEnd {
-    let mut buf = vec![0u8; BUFFER];
     loop {
         let read = tokio::select! {
-            read = from.read(&mut buf) => read,
+            read = from.quic().read_chunk(MAX_CHUNK, true) => read,
             () = to.stopped_by_peer() => {
                 from.stop_stream(PEER_GONE);
                 return PumpEnd::SinkFailed;
             }
         };
         match read {
-            Ok(0) => {
+            Ok(None) => {
                 to.finish_stream().await;
                 return PumpEnd::Finished;
             }
-            Ok(n) => {
-                if to.write_all(&buf[..n]).await.is_err() {
+            Ok(Some(chunk)) => {
+                let n = chunk.bytes.len() as u64;
+                if to.quic().write_chunk(chunk.bytes).await.is_err() {
                     from.stop_stream(PEER_GONE);
                     return PumpEnd::SinkFailed;
                 }
-                counter.fetch_add(n as u64, Ordering::Relaxed);
+                counter.fetch_add(n, Ordering::Relaxed);
             }
             Err(_) => {
                 to.reset_stream(PEER_GONE);
