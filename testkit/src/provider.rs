@@ -102,6 +102,10 @@ pub async fn start(addr: SocketAddr, api_key: Option<String>) -> std::io::Result
         .with_state(fake);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    // Events go out as soon as they are written, as a provider's do (no Nagle delay).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });

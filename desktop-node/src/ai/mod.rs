@@ -176,6 +176,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
             .tls_backend_preconfigured(tls_config())
             .build()
             .map_err(|e| AiError::Transport(e.to_string()))?;
