@@ -15,6 +15,9 @@ use crate::splice;
 /// The path of the WebTransport endpoint.
 pub const WEBTRANSPORT_PATH: &str = "/wt";
 
+/// Streams a browser may have open at once on its session.
+pub const BROWSER_STREAMS: u32 = 256;
+
 /// How long a browser has to send a stream's header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,6 +40,9 @@ pub async fn serve(shared: Arc<Shared>, request: wtransport::endpoint::SessionRe
                 return;
             }
         };
+        session
+            .quic_connection()
+            .set_max_concurrent_bi_streams(BROWSER_STREAMS.into());
         let _open = crate::server::Gauge::up(&shared.browser_sessions);
         let mut streams = tokio::task::JoinSet::new();
         loop {

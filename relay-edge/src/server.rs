@@ -257,12 +257,18 @@ fn server_config(identity: &TlsIdentity) -> Result<quinn::ServerConfig, StartErr
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| StartError::Tls(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    // quinn reserves state for every stream a peer may open, so the defaults are small:
+    // a desktop opens one stream (its control stream), and a browser needs three
+    // unidirectional HTTP/3 streams and one bidirectional one to set up its session.
+    // Browsers get room for their action streams once the session is up
+    // (`BROWSER_STREAMS`, see browser.rs).
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
             30_000,
         ))))
-        .max_concurrent_bidi_streams(256u32.into());
+        .max_concurrent_bidi_streams(4u32.into())
+        .max_concurrent_uni_streams(3u32.into());
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
