@@ -1,10 +1,14 @@
 /**
  * The browser's side of the relay: one WebTransport session, one bidirectional stream
- * per action.
+ * per action, and optionally one more for live device status.
  *
  * An action stream carries, browser → relay, a frame holding an {@link OpenHeader} and a
  * frame holding an EXECUTE_ACTION envelope (then, if the user cancels, a CANCEL
  * envelope); relay → browser, STREAM_CHUNK… then STREAM_END, or one ERROR.
+ *
+ * A device-status stream carries, browser → relay, only an {@link OpenHeader} of kind
+ * `Control` with an empty device id; relay → browser, one DEVICE_STATUS per device of the
+ * user, then one more whenever a device comes online or goes offline (or one ERROR).
  */
 
 import {
@@ -91,6 +95,19 @@ export interface ActionResult {
   chunks: number;
   /** How long the action ran on the desktop, in milliseconds. */
   elapsedMs: number;
+}
+
+/** A live device-status subscription, see {@link RelayClient.watchDevices}. */
+export interface WatchDevicesRequest {
+  /** The user's access token (the JWT from sign-in). */
+  token: string;
+  /**
+   * Called for every DEVICE_STATUS, in order: first one per device of the user (the
+   * snapshot), then one whenever a device comes online or goes offline.
+   */
+  onStatus: (deviceId: string, online: boolean, nodeVersion: string) => void;
+  /** Aborting finishes the write side (ending the subscription) and resolves. */
+  signal?: AbortSignal;
 }
 
 /** Options of {@link RelayClient.connect}. */
@@ -277,6 +294,124 @@ export class RelayClient extends EventTarget {
     }
   }
 
+  /**
+   * Watches the user's devices come online and go offline, on a new stream.
+   *
+   * Calls `onStatus` for every DEVICE_STATUS until the relay finishes the stream (the
+   * promise resolves; the relay does this to a reader that falls behind, and a new watch
+   * gets a fresh snapshot) or `signal` aborts (the write side is finished, which ends the
+   * subscription, and the promise resolves at once; nothing more is reported). Rejects
+   * with a {@link RemoteError} for an ERROR envelope (e.g. `unauthenticated`), a
+   * {@link TransportError} when the stream is reset, the session closes or bad bytes or
+   * another message type arrive, or with whatever `onStatus` throws.
+   */
+  async watchDevices(req: WatchDevicesRequest): Promise<void> {
+    const { signal } = req;
+    if (signal?.aborted) return;
+    if (this.closedInfo) {
+      throw new TransportError('session_closed', `the relay session is closed: ${this.closedInfo.reason}`);
+    }
+    let stream: WebTransportBidirectionalStream;
+    try {
+      stream = await this.transport.createBidirectionalStream();
+    } catch (err) {
+      throw new TransportError(
+        'session_closed',
+        `could not open a stream on the relay session: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+    const writer = stream.writable.getWriter();
+    const reader = stream.readable.getReader();
+
+    // The header is all this side ever sends; the write side stays open until the end,
+    // since finishing it ends the subscription. A failed write is reported by what the
+    // relay answers (or by the stream's end), as for actions.
+    const header = encodeFrame(
+      encodeOpenHeader({ deviceId: '', kind: 'Control', token: req.token, e2e: null }),
+    );
+    void writer.write(header).catch(() => {});
+
+    let stop: (() => void) | undefined;
+    const stopped = new Promise<null>((resolve) => {
+      stop = () => resolve(null);
+    });
+    const onAbort = (): void => stop?.();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort(); // aborted while the stream was being opened
+
+    try {
+      await this.readStatuses(reader, req, stopped);
+      // The relay finished its side, or we stopped: finish ours, and let whatever is
+      // still in flight (up to the relay's finish) arrive in the background.
+      void writer.close().catch(() => {});
+      void drain(reader);
+    } catch (err) {
+      if (err instanceof RemoteError) {
+        void writer.close().catch(() => {});
+        void drain(reader);
+        throw err;
+      }
+      void writer.abort(err).catch(() => {});
+      void reader.cancel(err).catch(() => {});
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Reads DEVICE_STATUS envelopes until a clean end or `stopped`; throws on anything else. */
+  private async readStatuses(
+    reader: ReadableStreamDefaultReader<Uint8Array>,
+    req: WatchDevicesRequest,
+    stopped: Promise<null>,
+  ): Promise<void> {
+    const frames = new FrameReader();
+    for (;;) {
+      let chunk: ReadableStreamReadResult<Uint8Array> | null;
+      try {
+        chunk = await Promise.race([reader.read(), stopped]);
+      } catch (err) {
+        throw this.readFailure(err, 'while watching devices');
+      }
+      if (chunk === null) return; // aborted
+      if (chunk.done) {
+        try {
+          frames.finish();
+        } catch (err) {
+          throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
+        }
+        return;
+      }
+      frames.push(chunk.value);
+      for (;;) {
+        let env;
+        try {
+          const body = frames.next();
+          if (body === null) break;
+          env = decodeEnvelope(body);
+        } catch (err) {
+          throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
+        }
+        const b = env.body;
+        switch (b.type) {
+          case 'DeviceStatus':
+            // Stop reporting as soon as the caller has asked to stop.
+            if (req.signal?.aborted) return;
+            req.onStatus(env.deviceId, b.online, b.nodeVersion);
+            break;
+          case 'Error':
+            throw new RemoteError(b.code, b.message);
+          default:
+            throw new TransportError(
+              'unexpected_message',
+              `unexpected ${b.type} message on a device-status stream`,
+            );
+        }
+      }
+    }
+  }
+
   /** Reads frames until STREAM_END (returned) or ERROR (thrown as {@link RemoteError}). */
   private async readAnswer(
     reader: ReadableStreamDefaultReader<Uint8Array>,
@@ -335,19 +470,19 @@ export class RelayClient extends EventTarget {
   }
 
   /** Turns a failed `read()` into a TransportError saying whether the stream or session died. */
-  private readFailure(err: unknown): TransportError {
+  private readFailure(err: unknown, when = 'before the action finished'): TransportError {
     const source = (err as { source?: unknown } | null)?.source;
     if (source === 'session' || this.closedInfo) {
       return new TransportError(
         'session_closed',
-        `the relay session closed before the action finished: ${errorMessage(err)}`,
+        `the relay session closed ${when}: ${errorMessage(err)}`,
         { cause: err },
       );
     }
     const code = (err as { streamErrorCode?: unknown } | null)?.streamErrorCode;
     return new TransportError(
       'stream_reset',
-      `stream reset before the action finished` +
+      `stream reset ${when}` +
         (typeof code === 'number' ? ` (code ${code})` : '') +
         `: ${errorMessage(err)}`,
       { cause: err },

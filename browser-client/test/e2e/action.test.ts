@@ -1,7 +1,9 @@
 /**
- * End to end in real Chromium: the page signs in, sees the desktop online, runs the
- * example action over WebTransport through the relay to the desktop's wasm sandbox and
- * the (local) AI provider, and shows exactly the streamed text.
+ * End to end in real Chromium: the page signs in, sees the desktop online and its plan
+ * usage, runs the example action over WebTransport through the relay to the desktop's
+ * wasm sandbox and the (local) AI provider, and shows exactly the streamed text; the
+ * device's going offline is pushed to the page live. A separate browser context creates
+ * a new account with the sign-up button.
  */
 
 import { mkdirSync } from 'node:fs';
@@ -64,12 +66,16 @@ describe('the web app in Chromium', () => {
       await page.getByLabel('Password').fill(PASSWORD);
       await page.keyboard.press('Enter');
       await page.waitForSelector('#device option:has-text("e2e desk (online)")', { state: 'attached' });
+      await expect
+        .poll(() => page.textContent('#plan'))
+        .toMatch(/^Free plan · 1\/3 devices · 0\/500 actions today$/);
     }));
 
   it('runs the action and shows exactly the streamed text', () =>
     explained(async () => {
       await page.getByLabel('Topic').fill('QUIC');
-      // Time from the click to the first chunk on screen, measured inside the page.
+      // Time from the click to the first chunk on screen, measured inside the page (the
+      // WebTransport session opens at sign-in, for the live device status).
       await page.evaluate(() => {
         const output = document.getElementById('output')!;
         const marks = { clicked: 0, firstChunk: 0 };
@@ -89,7 +95,9 @@ describe('the web app in Chromium', () => {
       const marks = await page.evaluate(() => (window as unknown as { marks: { clicked: number; firstChunk: number } }).marks);
       const firstChunkMs = marks.firstChunk - marks.clicked;
       expect(firstChunkMs).toBeGreaterThan(0);
-      console.log(`click to first chunk (includes WebTransport session setup): ${firstChunkMs.toFixed(1)} ms`);
+      console.log(`click to first chunk: ${firstChunkMs.toFixed(1)} ms`);
+      // The plan usage counts the finished action.
+      await expect.poll(() => page.textContent('#plan')).toMatch(/ · 1\/500 actions today$/);
       await page.screenshot({ path: join(artifacts, 'action-done.png') });
 
       // A second run reuses the session.
@@ -106,6 +114,7 @@ describe('the web app in Chromium', () => {
         document.getElementById('run')!.click();
       });
       await page.waitForSelector('#status:has-text("done")');
+      await expect.poll(() => page.textContent('#plan')).toMatch(/ · 2\/500 actions today$/);
       const again = await page.evaluate(() => (window as unknown as { marks: { clicked: number; firstChunk: number } }).marks);
       console.log(`click to first chunk on an open session: ${(again.firstChunk - again.clicked).toFixed(1)} ms`);
     }));
@@ -140,11 +149,48 @@ describe('the web app in Chromium', () => {
       await expect.poll(aborted, { timeout: 10_000 }).toBe(before + 1);
     }));
 
+  it('creates an account with the sign-up button (in a separate browser context)', () =>
+    explained(async () => {
+      const context = await browser.newContext();
+      try {
+        const fresh = await context.newPage();
+        fresh.on('console', (m) => consoleLines.push(`signup ${m.type()}: ${m.text()}`));
+        fresh.on('pageerror', (e) => consoleLines.push(`signup pageerror: ${e.message}`));
+        await fresh.goto(system.httpUrl);
+        const email = `new-${Date.now()}@example.com`;
+        await fresh.getByLabel('Email').fill(email);
+        await fresh.getByLabel('Password').fill('short');
+        await fresh.click('#signup');
+        await expect.poll(() => fresh.textContent('#signin-error')).toMatch(/at least 8 characters/);
+
+        await fresh.getByLabel('Password').fill('a-new-password-1');
+        await fresh.click('#signup');
+        await fresh.waitForSelector('#app', { state: 'visible' });
+        expect(await fresh.textContent('#signed-in-as')).toBe(`Signed in as ${email}`);
+        await expect.poll(() => fresh.textContent('#devices-status')).toMatch(/^No devices yet/);
+        expect(await fresh.locator('#device option').count()).toBe(0);
+        await expect
+          .poll(() => fresh.textContent('#plan'))
+          .toMatch(/^Free plan · 0\/3 devices · 0\/500 actions today$/);
+
+        // The same email again is refused, and says so on the form.
+        await fresh.click('#signout');
+        await fresh.getByLabel('Email').fill(email);
+        await fresh.getByLabel('Password').fill('a-new-password-1');
+        await fresh.click('#signup');
+        await expect.poll(() => fresh.textContent('#signin-error')).not.toBe('');
+        expect(await fresh.isVisible('#app')).toBe(false);
+      } finally {
+        await context.close();
+      }
+    }));
+
   it('says the device is offline once the desktop stops', () =>
     explained(async () => {
+      // No refresh: the relay pushes the change over the page's device-status stream.
       await system.stopNode();
-      await page.click('#refresh');
       await page.waitForSelector('#device option:has-text("e2e desk (offline)")', { state: 'attached' });
+      expect(await page.textContent('#devices-status')).toBe('1 device, 0 online.');
       await page.getByLabel('Topic').fill('anything');
       await page.click('#run');
       await page.waitForSelector('#status:has-text("error")');

@@ -58,8 +58,13 @@ class FarEnd {
   }
 
   /** Sends one envelope to the browser. */
-  send(body: Body, requestId = 1): void {
-    this.sendRaw(encodeFrame(encodeEnvelope({ requestId, deviceId: '', body })));
+  send(body: Body, requestId = 1, deviceId = ''): void {
+    this.sendRaw(encodeFrame(encodeEnvelope({ requestId, deviceId, body })));
+  }
+
+  /** Sends a DEVICE_STATUS for `deviceId`, as the relay does on a device-status stream. */
+  status(deviceId: string, online: boolean, nodeVersion = '0.1.0'): void {
+    this.send({ type: 'DeviceStatus', online, nodeVersion, apps: [] }, 0, deviceId);
   }
 
   finish(): void {
@@ -282,6 +287,151 @@ describe('RelayClient.runAction', () => {
   it('refuses to start with an already aborted signal', async () => {
     const { transport, client } = setup();
     await expect(client.runAction({ ...request, signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+    expect(transport.streams).toHaveLength(0);
+  });
+});
+
+describe('RelayClient.watchDevices', () => {
+  type Status = [string, boolean, string];
+
+  function watch(client: RelayClient, signal?: AbortSignal) {
+    const seen: Status[] = [];
+    const done = client.watchDevices({ token: 'jwt', signal, onStatus: (id, online, v) => seen.push([id, online, v]) });
+    return { seen, done };
+  }
+
+  it('sends only a Control header with an empty device id and reports every DEVICE_STATUS', async () => {
+    const { transport, client } = setup();
+    const { seen, done } = watch(client);
+    await until(() => transport.streams[0]?.frames.length === 1, 'header');
+    const far = transport.streams[0]!;
+    expect(decodeOpenHeader(far.frames[0]!)).toEqual({ deviceId: '', kind: 'Control', token: 'jwt', e2e: null });
+
+    // The snapshot, then changes; one status split over two reads.
+    far.status('dev-1', true, '0.1.0');
+    far.status('dev-2', false, '');
+    const change = encodeFrame(
+      encodeEnvelope({ requestId: 0, deviceId: 'dev-2', body: { type: 'DeviceStatus', online: true, nodeVersion: '0.2.0', apps: [] } }),
+    );
+    far.sendRaw(change.subarray(0, 5));
+    await until(() => seen.length === 2, 'snapshot');
+    far.sendRaw(change.subarray(5));
+    far.status('dev-1', false, '0.1.0');
+    await until(() => seen.length === 4, 'changes');
+    expect(seen).toEqual([
+      ['dev-1', true, '0.1.0'],
+      ['dev-2', false, ''],
+      ['dev-2', true, '0.2.0'],
+      ['dev-1', false, '0.1.0'],
+    ]);
+    // Nothing but the header was sent, and the write side stays open while watching.
+    expect(far.frames).toHaveLength(1);
+    expect(far.writeClosed).toBe(false);
+
+    far.finish();
+    await expect(done).resolves.toBeUndefined();
+    await until(() => far.writeClosed, 'write side closed after the relay finished');
+    expect(far.writeAborted).toBe(false);
+  });
+
+  it('rejects with a RemoteError for an ERROR envelope', async () => {
+    const { transport, client } = setup();
+    const { seen, done } = watch(client);
+    await until(() => transport.streams.length === 1);
+    const far = transport.streams[0]!;
+    far.send({ type: 'Error', code: 'unauthenticated', message: 'token expired' }, 0);
+    far.finish();
+    const err = await done.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RemoteError);
+    expect(err).toMatchObject({ code: 'unauthenticated', message: 'token expired' });
+    expect(seen).toEqual([]);
+  });
+
+  it('on abort closes the write side, resolves and reports nothing more', async () => {
+    const { transport, client } = setup();
+    const controller = new AbortController();
+    const { seen, done } = watch(client, controller.signal);
+    await until(() => transport.streams[0]?.frames.length === 1);
+    const far = transport.streams[0]!;
+    far.status('dev-1', true);
+    await until(() => seen.length === 1);
+
+    controller.abort();
+    await expect(done).resolves.toBeUndefined();
+    await until(() => far.writeClosed, 'write side closed');
+    expect(far.writeAborted).toBe(false);
+    expect(far.frames).toHaveLength(1); // still nothing but the header
+
+    far.status('dev-1', false); // in flight before the relay saw the finish
+    far.finish();
+    await until(() => far.readable.locked === false, 'read side drained');
+    expect(seen).toEqual([['dev-1', true, '0.1.0']]);
+  });
+
+  it('with an already aborted signal opens no stream', async () => {
+    const { transport, client } = setup();
+    await expect(watch(client, AbortSignal.abort()).done).resolves.toBeUndefined();
+    expect(transport.streams).toHaveLength(0);
+  });
+
+  it('rejects when the stream is reset', async () => {
+    const { transport, client } = setup();
+    const { done } = watch(client);
+    await until(() => transport.streams.length === 1);
+    transport.streams[0]!.reset(7);
+    const err = await done.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TransportError);
+    expect(err).toMatchObject({ code: 'stream_reset', message: expect.stringContaining('while watching devices (code 7)') });
+  });
+
+  it('rejects when the stream ends mid-frame', async () => {
+    const { transport, client } = setup();
+    const { done } = watch(client);
+    await until(() => transport.streams.length === 1);
+    transport.streams[0]!.sendRaw(Uint8Array.of(0, 0, 0, 9, 1));
+    transport.streams[0]!.finish();
+    await expect(done).rejects.toMatchObject({ code: 'malformed_frame', message: expect.stringContaining('truncated') });
+  });
+
+  it('rejects and resets the stream on another message type', async () => {
+    const { transport, client } = setup();
+    const { done } = watch(client);
+    await until(() => transport.streams.length === 1);
+    const far = transport.streams[0]!;
+    far.send({ type: 'StreamChunk', seq: 0, data: 'x' });
+    await expect(done).rejects.toMatchObject({ code: 'unexpected_message', message: expect.stringContaining('StreamChunk') });
+    await until(() => far.readCancelled && far.writeAborted, 'stream reset');
+  });
+
+  it('rejects on a malformed envelope', async () => {
+    const { transport, client } = setup();
+    const { done } = watch(client);
+    await until(() => transport.streams.length === 1);
+    transport.streams[0]!.sendRaw(encodeFrame(Uint8Array.of(0, 0, 99)));
+    await expect(done).rejects.toMatchObject({ code: 'malformed_frame', message: 'malformed envelope: unknown message type 99' });
+  });
+
+  it('passes on what onStatus throws and resets the stream', async () => {
+    const { transport, client } = setup();
+    const boom = new Error('boom');
+    const done = client.watchDevices({
+      token: 'jwt',
+      onStatus: () => {
+        throw boom;
+      },
+    });
+    await until(() => transport.streams.length === 1);
+    const far = transport.streams[0]!;
+    far.status('dev-1', true);
+    await expect(done).rejects.toBe(boom);
+    await until(() => far.readCancelled && far.writeAborted, 'stream reset');
+  });
+
+  it('refuses to start on a closed session', async () => {
+    const { transport, client } = setup();
+    client.close('bye');
+    await client.closed;
+    await expect(watch(client).done).rejects.toMatchObject({ code: 'session_closed' });
     expect(transport.streams).toHaveLength(0);
   });
 });
