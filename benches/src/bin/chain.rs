@@ -38,7 +38,10 @@ async fn main() {
         })
         .await
         .expect("plan");
-    store.set_user_plan("alice@example.com", "bench").await.expect("plan");
+    store
+        .set_user_plan("alice@example.com", "bench")
+        .await
+        .expect("plan");
     let session = system.browser().await;
     let header = system.header(&system.device_id).encode();
 
