@@ -150,6 +150,11 @@ impl Home {
         self.dir.join("miniapps")
     }
 
+    /// Compiled mini-app code, reused across runs.
+    pub fn module_cache_dir(&self) -> PathBuf {
+        self.dir.join("cache/modules")
+    }
+
     /// Reads `node.toml`.
     pub fn load_config(&self) -> Result<NodeConfig, String> {
         let path = self.config_path();

@@ -10,7 +10,7 @@ use desktop_node::ai::ProviderKind;
 use desktop_node::apps::{self, Manifest};
 use desktop_node::config::{AiConfig, Home, LimitsConfig, NodeConfig};
 use desktop_node::node::{self, NodeContext, RelayTarget};
-use desktop_node::sandbox::Sandbox;
+use desktop_node::sandbox::{Sandbox, SandboxConfig};
 
 /// Runs AI mini-apps for your browser, on this machine, with your own AI keys.
 #[derive(Parser)]
@@ -232,7 +232,11 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
             .read_secret("identity.key")
             .context("identity.key missing; run `desktop-node login`")?,
     )?;
-    let sandbox = Sandbox::new()?;
+    let sandbox = Sandbox::with_config(SandboxConfig {
+        max_memory_bytes: config.limits.memory_mib << 20,
+        cache_dir: Some(home.module_cache_dir()),
+        ..SandboxConfig::default()
+    })?;
     let (apps, problems) = apps::load_all(&home.apps_dir(), &sandbox);
     for problem in problems {
         tracing::warn!(%problem, "app not loaded");

@@ -7,13 +7,16 @@
 //! `emit`, asks the model with `ai_generate` / `ai_next`, logs with `log`, and explains a
 //! failure with `fail` before returning a non-zero status.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use wasmtime::{
-    Caller, Config, Engine, InstancePre, Linker, Module, Store, StoreLimits, StoreLimitsBuilder,
+    Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
 };
 
 use crate::ai::{AiProvider, GenerateRequest, TextStream};
@@ -62,11 +65,35 @@ pub enum ActionError {
     Ai(#[from] crate::ai::AiError),
 }
 
+/// How the sandbox engine is set up, once per node.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Actions that may run at once (pooling allocator slots). Default 64.
+    pub max_concurrent_actions: u32,
+    /// The largest memory any action may have; per-action limits are clamped to it.
+    /// Default 256 MiB.
+    pub max_memory_bytes: usize,
+    /// Where compiled modules are kept, keyed by a hash of the module and the engine;
+    /// `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            max_concurrent_actions: 64,
+            max_memory_bytes: 256 << 20,
+            cache_dir: None,
+        }
+    }
+}
+
 /// Compiles modules and runs actions. One per node; cheap to share.
 #[derive(Clone)]
 pub struct Sandbox {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
+    config: Arc<SandboxConfig>,
 }
 
 /// A compiled, linked mini-app, ready to instantiate per action.
@@ -90,11 +117,30 @@ pub struct HostState {
 }
 
 impl Sandbox {
-    /// A sandbox engine with epoch interruption, and a thread that advances the epoch.
+    /// A sandbox with the default configuration.
     pub fn new() -> Result<Self, ActionError> {
+        Self::with_config(SandboxConfig::default())
+    }
+
+    /// A sandbox engine with epoch interruption and the pooling allocator (instances are
+    /// taken from preallocated slots, so starting an action allocates next to nothing),
+    /// and a thread that advances the epoch.
+    pub fn with_config(sandbox: SandboxConfig) -> Result<Self, ActionError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(sandbox.max_concurrent_actions)
+            .total_memories(sandbox.max_concurrent_actions)
+            .total_tables(sandbox.max_concurrent_actions)
+            .total_stacks(sandbox.max_concurrent_actions)
+            .max_memory_size(sandbox.max_memory_bytes);
         let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.max_wasm_stack(512 * 1024);
+        config
+            .epoch_interruption(true)
+            .max_wasm_stack(512 * 1024)
+            // Reserve only what a memory may grow to (explicit bounds checks instead of
+            // 4 GiB guard regions), so the pool's address space stays modest.
+            .memory_reservation(sandbox.max_memory_bytes as u64)
+            .memory_guard_size(64 << 10)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| ActionError::Load(e.to_string()))?;
         let ticker = engine.weak();
         std::thread::Builder::new()
@@ -112,14 +158,59 @@ impl Sandbox {
         Ok(Sandbox {
             engine,
             linker: Arc::new(linker),
+            config: Arc::new(sandbox),
         })
+    }
+
+    /// Compiles `wasm`, or loads the compiled code from the cache directory.
+    fn compile(&self, wasm: &[u8]) -> Result<Module, ActionError> {
+        let compile =
+            || Module::new(&self.engine, wasm).map_err(|e| ActionError::Load(format!("{e:#}")));
+        let Some(dir) = &self.config.cache_dir else {
+            return compile();
+        };
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(
+            &self.engine.precompile_compatibility_hash(),
+            &mut engine_hash,
+        );
+        let key = format!(
+            "{}-{:016x}.cwasm",
+            hex::encode(Sha256::digest(wasm)),
+            std::hash::Hasher::finish(&engine_hash)
+        );
+        let path = dir.join(key);
+        if path.exists() {
+            // SAFETY: the file is one this node wrote (from a module it compiled) into its
+            // own data directory, which only this user can write; wasmtime checks that it
+            // was compiled by a compatible engine. A file that fails to load is replaced.
+            #[allow(unsafe_code)]
+            let cached = unsafe { Module::deserialize_file(&self.engine, &path) };
+            match cached {
+                Ok(module) => return Ok(module),
+                Err(err) => {
+                    tracing::warn!(%err, path = %path.display(), "compiled module cache entry unusable; recompiling")
+                }
+            }
+        }
+        let module = compile()?;
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| module.serialize().map_err(std::io::Error::other))
+            .and_then(|bytes| {
+                let temp = path.with_extension("tmp");
+                std::fs::write(&temp, bytes)?;
+                std::fs::rename(&temp, &path)
+            });
+        if let Err(err) = written {
+            tracing::warn!(%err, "could not cache the compiled module");
+        }
+        Ok(module)
     }
 
     /// Compiles and links a module. Imports outside the host API are refused here, with
     /// the name of the first one.
     pub fn load(&self, wasm: &[u8]) -> Result<LoadedModule, ActionError> {
-        let module =
-            Module::new(&self.engine, wasm).map_err(|e| ActionError::Load(format!("{e:#}")))?;
+        let module = self.compile(wasm)?;
         for import in module.imports() {
             if import.module() != ABI_NAMESPACE || !HOST_FUNCTIONS.contains(&import.name()) {
                 return Err(ActionError::Load(format!(
@@ -149,7 +240,7 @@ impl Sandbox {
     ) -> Result<(), ActionError> {
         let state = HostState {
             limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
+                .memory_size(limits.memory_bytes.min(self.config.max_memory_bytes))
                 .instances(1)
                 .tables(4)
                 .memories(1)
@@ -405,6 +496,111 @@ fn utf8_prefix_len(bytes: &[u8], cap: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GUEST: &str = r#"(module
+      (import "aisapp_v1" "emit" (func $emit (param i32 i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "cached")
+      (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "aisapp_run") (param i32 i32) (result i32)
+        (call $emit (i32.const 0) (i32.const 6)) i32.const 0))"#;
+
+    struct NoAi;
+    impl AiProvider for NoAi {
+        fn generate(
+            &self,
+            _: GenerateRequest,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<TextStream, crate::ai::AiError>>
+                    + Send
+                    + '_,
+            >,
+        > {
+            Box::pin(async { Err(crate::ai::AiError::NoKey("test".into())) })
+        }
+    }
+
+    async fn run_once(sandbox: &Sandbox) -> String {
+        let module = sandbox.load(GUEST.as_bytes()).expect("load");
+        let (tx, mut rx) = mpsc::channel(4);
+        sandbox
+            .run(&module, "t", "{}", Limits::default(), Arc::new(NoAi), tx)
+            .await
+            .expect("run");
+        rx.recv().await.expect("output")
+    }
+
+    #[tokio::test]
+    async fn compiled_modules_are_cached_and_a_bad_entry_is_replaced() {
+        let dir = std::env::temp_dir().join(format!(
+            "aisa-cache-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = SandboxConfig {
+            cache_dir: Some(dir.clone()),
+            ..SandboxConfig::default()
+        };
+        let sandbox = Sandbox::with_config(config.clone()).expect("sandbox");
+        assert_eq!(run_once(&sandbox).await, "cached");
+        let entries: Vec<_> = std::fs::read_dir(&dir)
+            .expect("cache dir")
+            .flatten()
+            .collect();
+        assert_eq!(entries.len(), 1, "one compiled module cached");
+        let cached = entries[0].path();
+        assert!(cached.extension().is_some_and(|e| e == "cwasm"));
+
+        // A second node process (a new engine) uses the cached code.
+        let modified = std::fs::metadata(&cached)
+            .expect("meta")
+            .modified()
+            .expect("mtime");
+        let again = Sandbox::with_config(config.clone()).expect("sandbox");
+        assert_eq!(run_once(&again).await, "cached");
+        assert_eq!(
+            std::fs::metadata(&cached)
+                .expect("meta")
+                .modified()
+                .expect("mtime"),
+            modified,
+            "not rewritten"
+        );
+
+        // A damaged entry is recompiled and replaced, not trusted.
+        std::fs::write(&cached, b"garbage").expect("damage");
+        let fresh = Sandbox::with_config(config).expect("sandbox");
+        assert_eq!(run_once(&fresh).await, "cached");
+        assert_ne!(std::fs::read(&cached).expect("entry"), b"garbage");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[tokio::test]
+    async fn per_action_memory_is_clamped_to_the_node_maximum() {
+        let sandbox = Sandbox::with_config(SandboxConfig {
+            max_memory_bytes: 1 << 20,
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox");
+        let grow = r#"(module
+          (memory (export "memory") 1)
+          (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+          (func (export "aisapp_run") (param i32 i32) (result i32)
+            (drop (memory.grow (i32.const 32))) i32.const 0))"#;
+        let module = sandbox.load(grow.as_bytes()).expect("load");
+        let (tx, _rx) = mpsc::channel(1);
+        let limits = Limits {
+            memory_bytes: 64 << 20,
+            ..Limits::default()
+        };
+        let err = sandbox
+            .run(&module, "t", "{}", limits, Arc::new(NoAi), tx)
+            .await
+            .expect_err("2 MiB is over the 1 MiB node maximum");
+        assert!(err.to_string().contains("memory"), "{err}");
+    }
 
     #[test]
     fn utf8_prefix_never_splits_a_character() {
