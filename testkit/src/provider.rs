@@ -9,7 +9,8 @@
 //! * `[slow]`: 200 ms between events (to test cancellation);
 //! * `[fail]`: the provider's mid-stream error event after two words;
 //! * `[500]`: HTTP 500 with the provider's error body;
-//! * `[busy]`: HTTP 429 (`retry-after: 0`) for the first two attempts, then the reply.
+//! * `[busy]`: HTTP 429 (`retry-after: 0`) for the first two attempts, then the reply;
+//! * `[long]`: the reply 500 times over (thousands of events, for throughput).
 //!
 //! A wrong or missing API key gets the provider's own refusal. `GET /stats` reports
 //! requests, streams finished, and streams the client abandoned midway.
@@ -80,10 +81,16 @@ pub fn reply_for(prompt: &str) -> String {
 
 /// The reply split into the pieces streamed, one per event.
 pub fn reply_tokens(prompt: &str) -> Vec<String> {
-    reply_for(prompt)
+    let once: Vec<String> = reply_for(prompt)
         .split_inclusive(' ')
         .map(str::to_owned)
-        .collect()
+        .collect();
+    let times = if prompt.contains("[long]") { 500 } else { 1 };
+    let mut tokens = Vec::with_capacity(once.len() * times);
+    for _ in 0..times {
+        tokens.extend(once.iter().cloned());
+    }
+    tokens
 }
 
 /// Starts the fake on `addr` (port 0 for any). With `api_key`, requests must carry it.

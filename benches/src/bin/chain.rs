@@ -5,7 +5,9 @@
 //! `cargo run --release -p benches --bin chain` prints:
 //! * time from sending a request on an open session to its first chunk, p50 / p99,
 //!   for the echo action (no model) and the write action (through the provider);
-//! * chunks per second and MiB/s for one long streamed answer.
+//! * chunks per second and MiB/s for one long streamed answer (echo, no model);
+//! * model tokens per second passed through from the provider (over HTTP, server-sent
+//!   events) to the browser, one chunk per token.
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +46,7 @@ async fn main() {
         .expect("plan");
     let session = system.browser().await;
     let header = system.header(&system.device_id).encode();
+    let header_again = header.clone();
 
     for (label, request) in [
         (
@@ -113,5 +116,34 @@ async fn main() {
         "one long answer: {chunks} chunks, {:.0} chunks/s, {:.2} MiB/s of text",
         chunks as f64 / secs,
         bytes as f64 / secs / (1 << 20) as f64
+    );
+
+    let request = execute(
+        "hello-ai",
+        "write",
+        serde_json::json!({ "topic": "[long] tokens" }),
+    );
+    let started = Instant::now();
+    let (_send, mut recv) = open(&session, &[header_again, request.encode()]).await;
+    let mut tokens = 0u64;
+    let mut first = None;
+    loop {
+        let body = read_frame(&mut recv, MAX_FRAME_LEN)
+            .await
+            .expect("read")
+            .expect("frame");
+        match Envelope::decode(&body).expect("envelope").body {
+            Body::StreamChunk { .. } => {
+                first.get_or_insert_with(|| started.elapsed());
+                tokens += 1;
+            }
+            Body::StreamEnd { .. } => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let streaming = started.elapsed() - first.expect("a token");
+    println!(
+        "model tokens passed through provider → browser: {tokens} tokens, {:.0} tokens/s after the first",
+        tokens as f64 / streaming.as_secs_f64()
     );
 }

@@ -1,0 +1,114 @@
+//! The desktop node's sandbox alone: from asking for an action to its first output
+//! chunk, with a fresh wasmtime instance every time (pooling allocator, pre-linked
+//! module), one at a time and 80 at once.
+//!
+//! ```text
+//! cargo run --release -p benches --bin sandbox
+//! ```
+//!
+//! JavaScript mini-apps are not measured yet: the QuickJS guest does not exist yet.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use benches::percentile;
+use desktop_node::ai::{AiError, AiProvider, GenerateRequest, TextStream};
+use desktop_node::sandbox::{Limits, Sandbox};
+use tokio::sync::mpsc;
+
+const ROUNDS: usize = 20_000;
+const CONCURRENT: usize = 80;
+
+/// The smallest useful guest: emits one chunk.
+const EMIT_ONE: &str = r#"(module
+  (import "aisapp_v1" "emit" (func $emit (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "hi")
+  (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+  (func (export "aisapp_run") (param i32 i32) (result i32)
+    (call $emit (i32.const 0) (i32.const 2)) i32.const 0))"#;
+
+struct NoAi;
+
+impl AiProvider for NoAi {
+    fn generate(
+        &self,
+        _: GenerateRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<TextStream, AiError>> + Send + '_>>
+    {
+        Box::pin(async { Err(AiError::NoKey("bench".into())) })
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    let hello = std::fs::read(testkit::guest::hello_ai_wasm()).expect("hello_ai.wasm");
+    let ai: Arc<dyn AiProvider> = Arc::new(NoAi);
+    for (label, code, input) in [
+        ("minimal WAT guest", EMIT_ONE.as_bytes(), "{}".to_owned()),
+        (
+            "hello-ai (Rust, serde_json) echo",
+            &hello[..],
+            r#"{"action":"echo","payload":{"text":"hi"}}"#.to_owned(),
+        ),
+    ] {
+        let module = sandbox.load(code).expect("load");
+        let mut samples = Vec::with_capacity(ROUNDS);
+        for round in 0..ROUNDS + 1000 {
+            let (tx, mut rx) = mpsc::channel(4);
+            let started = Instant::now();
+            let run = sandbox.run(&module, "bench", &input, Limits::default(), ai.clone(), tx);
+            let first = async {
+                rx.recv().await.expect("a chunk");
+                started.elapsed()
+            };
+            let (result, first) = tokio::join!(run, first);
+            result.expect("run");
+            if round >= 1000 {
+                samples.push(first.as_secs_f64() * 1e6);
+            }
+        }
+        samples.sort_by(f64::total_cmp);
+        println!(
+            "{label}: start → first chunk, fresh instance, one at a time: p50 {:.1} µs, p99 {:.1} µs",
+            percentile(&samples, 50.0),
+            percentile(&samples, 99.0)
+        );
+
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..CONCURRENT {
+            let sandbox = sandbox.clone();
+            let module = module.clone();
+            let ai = ai.clone();
+            let input = input.clone();
+            tasks.spawn(async move {
+                let mut samples = Vec::with_capacity(ROUNDS / CONCURRENT);
+                for _ in 0..ROUNDS / CONCURRENT {
+                    let (tx, mut rx) = mpsc::channel(4);
+                    let started = Instant::now();
+                    let run =
+                        sandbox.run(&module, "bench", &input, Limits::default(), ai.clone(), tx);
+                    let first = async {
+                        rx.recv().await.expect("a chunk");
+                        started.elapsed()
+                    };
+                    let (result, first) = tokio::join!(run, first);
+                    result.expect("run");
+                    samples.push(first.as_secs_f64() * 1e6);
+                }
+                samples
+            });
+        }
+        let mut all = Vec::with_capacity(ROUNDS);
+        while let Some(samples) = tasks.join_next().await {
+            all.extend(samples.expect("task"));
+        }
+        all.sort_by(f64::total_cmp);
+        println!(
+            "{label}: start → first chunk with {CONCURRENT} actions at once: p50 {:.1} µs, p99 {:.1} µs",
+            percentile(&all, 50.0),
+            percentile(&all, 99.0)
+        );
+    }
+}
