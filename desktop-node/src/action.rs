@@ -205,7 +205,8 @@ async fn execute(
     let outcome = tokio::select! {
         (result, forwarded) = async { tokio::join!(run, forward) } => Some((result, forwarded)),
         cancel = watch_for_cancel(recv) => {
-            info!(reason = cancel, "action cancelled");
+            let elapsed_ms = started.elapsed().as_millis();
+            info!(app_id, action, reason = cancel, elapsed_ms, "action cancelled");
             None
         }
     };

@@ -6,7 +6,10 @@
 //! host API streams model output from an AI provider ([`ai`]) back as STREAM_CHUNKs.
 //!
 //! Modules: [`config`] (home folder, `node.toml`), [`node`] (connection manager),
-//! [`action`] (one stream), [`sandbox`], [`apps`] (installed apps), [`ai`], [`backoff`].
+//! [`action`] (one stream), [`sandbox`], [`apps`] (installed apps), [`ai`], [`backoff`],
+//! [`logs`].
+//!
+//! [`logs`] keeps daily log files in the home folder.
 //!
 //! Not here yet: the OS keychain (secrets are 0600 files for now), signed bundles and
 //! installs from the marketplace, JavaScript mini-apps, end-to-end encryption.
@@ -16,5 +19,6 @@ pub mod ai;
 pub mod apps;
 pub mod backoff;
 pub mod config;
+pub mod logs;
 pub mod node;
 pub mod sandbox;

@@ -95,16 +95,12 @@ enum AppsCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,quinn=warn,wasmtime=warn,cranelift=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let home = Home::new(cli.home);
+    // `run` also logs to daily files in the home folder; other commands only to stderr.
+    let log_dir = matches!(cli.command, Command::Run(_)).then(|| home.dir().join("logs"));
+    let _log_guard = desktop_node::logs::init(log_dir.as_deref())?;
     match cli.command {
         Command::Login(args) => login(&home, args).await,
         Command::Run(args) => run(&home, args).await,
