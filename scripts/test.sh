@@ -5,6 +5,7 @@
 # checks and unit tests, and the end-to-end test in real Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
 
 step() { printf '\n=== %s\n' "$*"; }
 
@@ -40,7 +41,7 @@ cargo test --workspace --locked
 
 step "system tests again, the relay on PostgreSQL"
 eval "$(scripts/services.sh start)"
-trap 'scripts/services.sh stop' EXIT
+trap '"$ROOT/scripts/services.sh" stop || true' EXIT
 cargo test --locked -p testkit --test system
 
 step "fuzz target builds"
