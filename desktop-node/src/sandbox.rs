@@ -68,7 +68,8 @@ pub enum ActionError {
 /// How the sandbox engine is set up, once per node.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// Actions that may run at once (pooling allocator slots). Default 64.
+    /// Actions that may run at once (pooling allocator slots); more wait their turn.
+    /// Default 128.
     pub max_concurrent_actions: u32,
     /// The largest memory any action may have; per-action limits are clamped to it.
     /// Default 256 MiB.
@@ -81,7 +82,7 @@ pub struct SandboxConfig {
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
-            max_concurrent_actions: 64,
+            max_concurrent_actions: 128,
             max_memory_bytes: 256 << 20,
             cache_dir: None,
         }
@@ -94,6 +95,8 @@ pub struct Sandbox {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     config: Arc<SandboxConfig>,
+    /// One permit per pool slot: an action waits for one before it instantiates.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// A compiled, linked mini-app, ready to instantiate per action.
@@ -158,6 +161,9 @@ impl Sandbox {
         Ok(Sandbox {
             engine,
             linker: Arc::new(linker),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                sandbox.max_concurrent_actions as usize,
+            )),
             config: Arc::new(sandbox),
         })
     }
@@ -260,6 +266,12 @@ impl Sandbox {
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         let run = async {
+            // Wait for a pool slot (counted in the action's time) rather than fail.
+            let _slot = self
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| ActionError::Failed("the sandbox is shutting down".into()))?;
             let instance = module
                 .pre
                 .instantiate_async(&mut store)
@@ -575,6 +587,74 @@ mod tests {
         assert_eq!(run_once(&fresh).await, "cached");
         assert_ne!(std::fs::read(&cached).expect("entry"), b"garbage");
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// A model that answers "x" after 30 ms, so that each action holds its instance.
+    struct SlowAi;
+    impl AiProvider for SlowAi {
+        fn generate(
+            &self,
+            _: GenerateRequest,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<TextStream, crate::ai::AiError>>
+                    + Send
+                    + '_,
+            >,
+        > {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let stream: TextStream = Box::pin(futures_util::stream::iter([Ok("x".to_owned())]));
+                Ok(stream)
+            })
+        }
+    }
+
+    const ASKS_THE_MODEL: &str = r#"(module
+      (import "aisapp_v1" "ai_generate" (func $gen (param i32 i32) (result i32)))
+      (import "aisapp_v1" "ai_next" (func $next (param i32 i32 i32) (result i32)))
+      (import "aisapp_v1" "emit" (func $emit (param i32 i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "{\"prompt\":\"p\"}")
+      (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "aisapp_run") (param i32 i32) (result i32) (local $h i32) (local $n i32)
+        (local.set $h (call $gen (i32.const 0) (i32.const 14)))
+        (local.set $n (call $next (local.get $h) (i32.const 512) (i32.const 64)))
+        (call $emit (i32.const 512) (local.get $n))
+        i32.const 0))"#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_actions_than_pool_slots_wait_their_turn() {
+        let sandbox = Sandbox::with_config(SandboxConfig {
+            max_concurrent_actions: 2,
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox");
+        let module = sandbox.load(ASKS_THE_MODEL.as_bytes()).expect("load");
+        let started = std::time::Instant::now();
+        let mut runs = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let (sandbox, module) = (sandbox.clone(), module.clone());
+            runs.spawn(async move {
+                let (tx, mut rx) = mpsc::channel(4);
+                sandbox
+                    .run(&module, "t", "{}", Limits::default(), Arc::new(SlowAi), tx)
+                    .await?;
+                Ok::<_, ActionError>(rx.recv().await)
+            });
+        }
+        while let Some(output) = runs.join_next().await {
+            assert_eq!(
+                output.expect("join").expect("every action runs").as_deref(),
+                Some("x")
+            );
+        }
+        // Six 30 ms actions through two slots take at least three rounds.
+        assert!(
+            started.elapsed() >= Duration::from_millis(90),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
