@@ -396,3 +396,61 @@ pub fn chunks_text(reply: &[Envelope]) -> String {
         })
         .collect()
 }
+
+/// Starts a `[slow]` write action (one chunk every 200 ms) on `session` and returns its
+/// stream once the first chunk has arrived, so the action is surely running.
+pub async fn start_slow_action(
+    system: &System,
+    session: &wtransport::Connection,
+    topic: &str,
+) -> (wtransport::SendStream, wtransport::RecvStream) {
+    let request = execute(
+        "hello-ai",
+        "write",
+        serde_json::json!({ "topic": format!("[slow] {topic}") }),
+    );
+    let (send, mut recv) = open(
+        session,
+        &[system.header(&system.device_id).encode(), request.encode()],
+    )
+    .await;
+    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+        .await
+        .expect("first chunk in time")
+        .expect("read")
+        .expect("a frame");
+    let first = Envelope::decode(&first).expect("envelope");
+    assert!(
+        matches!(first.body, Body::StreamChunk { seq: 0, .. }),
+        "expected the first chunk, got {first:?}"
+    );
+    (send, recv)
+}
+
+/// Runs a desktop node with `device_token` against the system's relay until it stops,
+/// and returns how it ended (tests of refused tokens).
+pub async fn run_node_with_token(
+    system: &System,
+    device_id: &str,
+    device_token: &str,
+) -> Result<(), node::NodeError> {
+    let ctx = Arc::new(NodeContext::new(
+        device_id.to_owned(),
+        device_token.to_owned(),
+        [1; 32],
+        Sandbox::new().expect("sandbox"),
+        HashMap::new(),
+        Arc::new(OpenAiCompatible::new(&system.fake.base_url(), "m", None).expect("adapter")),
+        Limits::default(),
+    ));
+    let target = RelayTarget {
+        quic_addr: system.relay().quic_addr.to_string(),
+        server_name: "localhost".into(),
+        cert_sha256: Some(system.relay().cert_sha256()),
+        pin_from: None,
+    };
+    let (_stop, stop_rx) = watch::channel(false);
+    tokio::time::timeout(WAIT, node::run(ctx, target, stop_rx))
+        .await
+        .expect("the node gives up in time")
+}

@@ -2,19 +2,15 @@
 //! desktop node running the example mini-app in wasmtime, the local OpenAI-format
 //! provider, and a wtransport client in the browser's role speaking the wire protocol.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, ErrorCode, MAX_FRAME_LEN};
-use desktop_node::ai::OpenAiCompatible;
-use desktop_node::node::{self, NodeContext, RelayTarget};
-use desktop_node::sandbox::{Limits, Sandbox};
+use desktop_node::node;
+use desktop_node::sandbox::Sandbox;
 use testkit::provider;
 use testkit::system::*;
-use tokio::sync::watch;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn action_streams_model_output_through_the_relay() {
@@ -307,25 +303,7 @@ async fn provider_errors_become_clear_errors() {
 async fn cancel_stops_the_action_and_aborts_the_provider_request() {
     let system = System::start().await;
     let session = system.browser().await;
-    let request = execute(
-        "hello-ai",
-        "write",
-        serde_json::json!({ "topic": "[slow] a long story" }),
-    );
-    let (mut send, mut recv) = open(
-        &session,
-        &[system.header(&system.device_id).encode(), request.encode()],
-    )
-    .await;
-    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
-        .await
-        .expect("first chunk")
-        .expect("read")
-        .expect("frame");
-    assert!(matches!(
-        Envelope::decode(&first).expect("env").body,
-        Body::StreamChunk { seq: 0, .. }
-    ));
+    let (mut send, mut recv) = start_slow_action(&system, &session, "a long story").await;
     write_frame(
         &mut send,
         &Envelope::new(42, Body::Cancel).encode(),
@@ -347,21 +325,7 @@ async fn cancel_stops_the_action_and_aborts_the_provider_request() {
 async fn a_browser_that_vanishes_mid_stream_cancels_the_action() {
     let system = System::start().await;
     let session = system.browser().await;
-    let request = execute(
-        "hello-ai",
-        "write",
-        serde_json::json!({ "topic": "[slow] vanish" }),
-    );
-    let (_send, mut recv) = open(
-        &session,
-        &[system.header(&system.device_id).encode(), request.encode()],
-    )
-    .await;
-    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
-        .await
-        .expect("first chunk")
-        .expect("read");
-    assert!(first.is_some());
+    let (_send, _recv) = start_slow_action(&system, &session, "vanish").await;
     session.close(0u32.into(), b"tab closed");
     drop(session);
     wait_until(
@@ -380,21 +344,7 @@ async fn a_browser_that_vanishes_mid_stream_cancels_the_action() {
 async fn a_desktop_that_vanishes_mid_stream_resets_the_browser_stream() {
     let system = System::start().await;
     let session = system.browser().await;
-    let request = execute(
-        "hello-ai",
-        "write",
-        serde_json::json!({ "topic": "[slow] desktop dies" }),
-    );
-    let (_send, mut recv) = open(
-        &session,
-        &[system.header(&system.device_id).encode(), request.encode()],
-    )
-    .await;
-    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
-        .await
-        .expect("first chunk")
-        .expect("read");
-    assert!(first.is_some());
+    let (_send, mut recv) = start_slow_action(&system, &session, "desktop dies").await;
     system.node_stop.send_replace(true);
     let end = tokio::time::timeout(WAIT, async {
         loop {
@@ -477,25 +427,7 @@ async fn the_node_reconnects_after_a_relay_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_or_unknown_device_token_is_refused_for_good() {
     let system = System::start().await;
-    let ctx = Arc::new(NodeContext::new(
-        "x".into(),
-        "aisa_dt_not-a-real-token".into(),
-        [1; 32],
-        Sandbox::new().expect("sandbox"),
-        HashMap::new(),
-        Arc::new(OpenAiCompatible::new(&system.fake.base_url(), "m", None).expect("adapter")),
-        Limits::default(),
-    ));
-    let target = RelayTarget {
-        quic_addr: system.relay().quic_addr.to_string(),
-        server_name: "localhost".into(),
-        cert_sha256: Some(system.relay().cert_sha256()),
-        pin_from: None,
-    };
-    let (_stop, stop_rx) = watch::channel(false);
-    let result = tokio::time::timeout(WAIT, node::run(ctx, target, stop_rx))
-        .await
-        .expect("gives up in time");
+    let result = run_node_with_token(&system, "x", "aisa_dt_not-a-real-token").await;
     let err = result.expect_err("refused");
     assert!(err.to_string().contains("unauthenticated"), "{err}");
 }
@@ -705,20 +637,7 @@ async fn plan_limits_give_clear_errors_and_usage_is_reported() {
 
     // Concurrent streams: one slow action holds the only slot.
     let session = system.browser().await;
-    let slow = execute(
-        "hello-ai",
-        "write",
-        serde_json::json!({ "topic": "[slow] hold the slot" }),
-    );
-    let (_held, mut held_recv) = open(
-        &session,
-        &[system.header(&system.device_id).encode(), slow.encode()],
-    )
-    .await;
-    read_frame(&mut held_recv, MAX_FRAME_LEN)
-        .await
-        .expect("read")
-        .expect("first chunk");
+    let (_held, held_recv) = start_slow_action(&system, &session, "hold the slot").await;
     let (code, msg) = error_of(
         &run_action(
             &system,
@@ -941,20 +860,7 @@ async fn metrics_health_and_readiness_are_served() {
 async fn shutdown_drains_open_streams_and_refuses_new_ones() {
     let mut system = System::start().await;
     let session = system.browser().await;
-    let slow = execute(
-        "hello-ai",
-        "write",
-        serde_json::json!({ "topic": "[slow] finish me" }),
-    );
-    let (_send, mut recv) = open(
-        &session,
-        &[system.header(&system.device_id).encode(), slow.encode()],
-    )
-    .await;
-    read_frame(&mut recv, MAX_FRAME_LEN)
-        .await
-        .expect("read")
-        .expect("first chunk");
+    let (_send, mut recv) = start_slow_action(&system, &session, "finish me").await;
 
     let relay = system.relay.take().expect("relay");
     let shared = relay.shared.clone();
@@ -1144,25 +1050,12 @@ async fn a_deleted_account_loses_its_tokens_and_devices() {
     assert_eq!(code, ErrorCode::Unauthenticated, "{msg}");
 
     // The deleted device's token no longer passes HELLO.
-    let ctx = Arc::new(NodeContext::new(
-        system.offline_device_id.clone(),
-        system.offline_device_token.clone(),
-        [1; 32],
-        Sandbox::new().expect("sandbox"),
-        HashMap::new(),
-        Arc::new(OpenAiCompatible::new(&system.fake.base_url(), "m", None).expect("adapter")),
-        Limits::default(),
-    ));
-    let target = RelayTarget {
-        quic_addr: system.relay().quic_addr.to_string(),
-        server_name: "localhost".into(),
-        cert_sha256: Some(system.relay().cert_sha256()),
-        pin_from: None,
-    };
-    let (_stop, stop_rx) = watch::channel(false);
-    let err = tokio::time::timeout(WAIT, node::run(ctx, target, stop_rx))
-        .await
-        .expect("in time")
-        .expect_err("refused");
+    let err = run_node_with_token(
+        &system,
+        &system.offline_device_id,
+        &system.offline_device_token,
+    )
+    .await
+    .expect_err("refused");
     assert!(err.to_string().contains("unauthenticated"), "{err}");
 }
