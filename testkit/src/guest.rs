@@ -32,6 +32,13 @@ pub fn hello_ai_wasm() -> &'static Path {
                 "--target-dir",
             ])
             .arg(&target_dir)
+            // As scripts/build-guests.sh: no debug info in the module.
+            .args([
+                "--config",
+                "profile.release.debug=false",
+                "--config",
+                "profile.release.strip=true",
+            ])
             .status()
             .expect("cargo runs");
         assert!(

@@ -5,14 +5,12 @@
 //!   streams the answer as it arrives.
 //! * `echo` `{"text": "…"}`: streams the text back word by word, without the model.
 //!
-//! It speaks the host ABI `aisapp_v1` (see `docs/guest-abi.md`). The FFI boundary is in
-//! [`abi`]; the logic in [`plan`] is plain Rust, tested on the host.
+//! It uses the guest SDK (`aisapp-guest`), which speaks the host ABI `aisapp_v1`.
 
-#![allow(unsafe_code)] // the wasm FFI boundary needs it; nothing else uses it
-
+use aisapp_guest::ai;
 use serde::Deserialize;
 
-/// The input the host passes to `aisapp_run`.
+/// The input the host passes to the action.
 #[derive(Debug, Deserialize)]
 pub struct Input {
     /// The action's name.
@@ -24,8 +22,13 @@ pub struct Input {
 /// What an action does, decided from its input alone.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Plan {
-    /// Ask the model with this request (JSON for `ai_generate`) and stream the answer.
-    Generate(String),
+    /// Ask the model this prompt (with this system prompt) and stream the answer.
+    Generate {
+        /// The system prompt.
+        system: String,
+        /// The user prompt.
+        prompt: String,
+    },
     /// Emit these pieces.
     Emit(Vec<String>),
 }
@@ -43,12 +46,10 @@ pub fn plan(input: &str) -> Result<Plan, String> {
             if topic.chars().count() > 200 {
                 return Err("the topic is longer than 200 characters".into());
             }
-            let request = serde_json::json!({
-                "system": "You are a concise, friendly writer.",
-                "prompt": format!("Write a short paragraph about {topic}."),
-                "max_tokens": 400,
-            });
-            Ok(Plan::Generate(request.to_string()))
+            Ok(Plan::Generate {
+                system: "You are a concise, friendly writer.".into(),
+                prompt: format!("Write a short paragraph about {topic}."),
+            })
         }
         "echo" => {
             let text = input.payload["text"]
@@ -62,114 +63,66 @@ pub fn plan(input: &str) -> Result<Plan, String> {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
-mod abi {
-    use super::{Plan, plan};
-
-    #[link(wasm_import_module = "aisapp_v1")]
-    unsafe extern "C" {
-        fn emit(ptr: *const u8, len: usize);
-        fn ai_generate(ptr: *const u8, len: usize) -> i32;
-        fn ai_next(handle: i32, buf: *mut u8, cap: usize) -> i32;
-        fn fail(ptr: *const u8, len: usize);
-    }
-
-    fn emit_str(text: &str) {
-        unsafe { emit(text.as_ptr(), text.len()) }
-    }
-
-    fn fail_str(text: &str) -> i32 {
-        unsafe { fail(text.as_ptr(), text.len()) };
-        1
-    }
-
-    /// Gives the host `len` bytes to write the input into. Ownership passes to
-    /// `aisapp_run`, which frees it.
-    #[unsafe(no_mangle)]
-    pub extern "C" fn aisapp_alloc(len: usize) -> *mut u8 {
-        let mut buf = Vec::<u8>::with_capacity(len);
-        let ptr = buf.as_mut_ptr();
-        std::mem::forget(buf);
-        ptr
-    }
-
-    /// Runs the action whose input JSON the host wrote at `ptr`.
-    #[unsafe(no_mangle)]
-    pub extern "C" fn aisapp_run(ptr: *mut u8, len: usize) -> i32 {
-        // SAFETY: the host wrote `len` bytes into the buffer `aisapp_alloc(len)` returned.
-        let input = unsafe { Vec::from_raw_parts(ptr, len, len) };
-        let Ok(input) = String::from_utf8(input) else {
-            return fail_str("input is not UTF-8");
-        };
-        match plan(&input) {
-            Err(message) => fail_str(&message),
-            Ok(Plan::Emit(pieces)) => {
-                pieces.iter().for_each(|p| emit_str(p));
-                0
-            }
-            Ok(Plan::Generate(request)) => {
-                let handle = unsafe { ai_generate(request.as_ptr(), request.len()) };
-                if handle < 0 {
-                    return fail_str("the model could not be asked");
-                }
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let n = unsafe { ai_next(handle, buf.as_mut_ptr(), buf.len()) };
-                    if n <= 0 {
-                        return if n == 0 {
-                            0
-                        } else {
-                            fail_str("the model stream failed")
-                        };
-                    }
-                    match std::str::from_utf8(&buf[..n as usize]) {
-                        Ok(text) => emit_str(text),
-                        Err(_) => return fail_str("the model sent invalid UTF-8"),
-                    }
-                }
+/// Runs an action: the mini-app's entry point.
+pub fn run(input: &str) -> Result<(), String> {
+    match plan(input)? {
+        Plan::Emit(pieces) => pieces.iter().for_each(|p| aisapp_guest::emit(p)),
+        Plan::Generate { system, prompt } => {
+            let request = ai::Request {
+                system: Some(system),
+                max_tokens: Some(400),
+                ..ai::Request::new(prompt)
+            };
+            for text in ai::generate(&request)? {
+                aisapp_guest::emit(&text?);
             }
         }
     }
+    Ok(())
 }
+
+aisapp_guest::entry!(run);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aisapp_guest::testing;
 
     #[test]
-    fn write_builds_a_prompt() {
-        let Plan::Generate(request) =
-            plan(r#"{"action":"write","payload":{"topic":" QUIC "}}"#).unwrap()
-        else {
-            panic!("expected a generation");
-        };
-        let request: serde_json::Value = serde_json::from_str(&request).unwrap();
-        assert_eq!(request["prompt"], "Write a short paragraph about QUIC.");
+    fn write_streams_the_models_answer() {
+        testing::set_model_reply(&["Hel", "lo"]);
+        run(r#"{"action":"write","payload":{"topic":" QUIC "}}"#).unwrap();
+        assert_eq!(testing::take_output(), ["Hel", "lo"]);
+        assert_eq!(
+            plan(r#"{"action":"write","payload":{"topic":" QUIC "}}"#).unwrap(),
+            Plan::Generate {
+                system: "You are a concise, friendly writer.".into(),
+                prompt: "Write a short paragraph about QUIC.".into()
+            }
+        );
     }
 
     #[test]
     fn echo_splits_words_and_keeps_spaces() {
-        assert_eq!(
-            plan(r#"{"action":"echo","payload":{"text":"a bc d"}}"#).unwrap(),
-            Plan::Emit(vec!["a ".into(), "bc ".into(), "d".into()])
-        );
+        run(r#"{"action":"echo","payload":{"text":"a bc d"}}"#).unwrap();
+        assert_eq!(testing::take_output(), ["a ", "bc ", "d"]);
     }
 
     #[test]
     fn bad_inputs_are_explained() {
         assert!(
-            plan(r#"{"action":"write","payload":{}}"#)
+            run(r#"{"action":"write","payload":{}}"#)
                 .unwrap_err()
                 .contains("topic")
         );
         assert!(
-            plan(r#"{"action":"nope","payload":{}}"#)
+            run(r#"{"action":"nope","payload":{}}"#)
                 .unwrap_err()
                 .contains("unknown action")
         );
-        assert!(plan("[").unwrap_err().contains("bad input"));
+        assert!(run("[").unwrap_err().contains("bad input"));
         let long = "x".repeat(201);
         let input = format!(r#"{{"action":"write","payload":{{"topic":"{long}"}}}}"#);
-        assert!(plan(&input).unwrap_err().contains("200"));
+        assert!(run(&input).unwrap_err().contains("200"));
     }
 }
