@@ -336,7 +336,7 @@ async fn account(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
 ) -> Result<Json<AccountView>, ApiError> {
-    let claims = bearer(&shared, &headers)?;
+    let claims = bearer(&shared, &headers).await?;
     let user = shared
         .store
         .user(&claims.sub)
@@ -377,16 +377,25 @@ async fn user_plan(
         .ok_or_else(|| internal(format!("user has unknown plan {:?}", user.plan_id)))
 }
 
-fn bearer(shared: &Shared, headers: &HeaderMap) -> Result<Claims, ApiError> {
+/// The claims of a request's bearer token, whose user still exists and is not disabled
+/// (the same check every stream gets, so disabling a user takes effect at once).
+async fn bearer(shared: &Shared, headers: &HeaderMap) -> Result<Claims, ApiError> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
-    shared
+    let claims = shared
         .tokens
         .verify(token)
-        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))
+        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    match shared.store.user(&claims.sub).await.map_err(internal)? {
+        Some(user) if !user.disabled => Ok(claims),
+        _ => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "the account is disabled or gone".into(),
+        )),
+    }
 }
 
 #[derive(Serialize)]
@@ -403,7 +412,7 @@ async fn list_devices(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<DeviceView>>, ApiError> {
-    let claims = bearer(&shared, &headers)?;
+    let claims = bearer(&shared, &headers).await?;
     let devices = shared
         .store
         .devices_for_user(&claims.sub)
@@ -502,7 +511,7 @@ async fn rename_device(
     Path(id): Path<String>,
     Json(req): Json<RenameRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let claims = bearer(&shared, &headers)?;
+    let claims = bearer(&shared, &headers).await?;
     let name = req.name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError(
@@ -530,7 +539,7 @@ async fn revoke_device(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let claims = bearer(&shared, &headers)?;
+    let claims = bearer(&shared, &headers).await?;
     if !shared
         .store
         .revoke_device(&claims.sub, &id)

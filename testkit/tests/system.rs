@@ -773,6 +773,15 @@ async fn revoking_a_device_disconnects_it_for_good_and_disabled_users_are_refuse
         .await,
     );
     assert_eq!(code, ErrorCode::Unauthenticated, "{msg}");
+    // Nor the HTTP API.
+    let status = client
+        .get(api(&system, "/api/devices"))
+        .bearer_auth(&system.token)
+        .send()
+        .await
+        .expect("list")
+        .status();
+    assert_eq!(status, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,9 +15,6 @@ pub const PROTOCOL_MAJOR: u8 = 1;
 /// The protocol minor version this build speaks.
 pub const PROTOCOL_MINOR: u8 = 0;
 
-/// Marker for "no end-to-end encryption" in [`OpenHeader::e2e`].
-pub const E2E_NONE: Option<Vec<u8>> = None;
-
 /// A protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Version {

@@ -30,7 +30,7 @@ pub mod message;
 
 pub use frame::{FrameBuffer, FrameError, MAX_FRAME_LEN};
 pub use header::{
-    E2E_NONE, Hello, OpenHeader, PROTOCOL_MAJOR, PROTOCOL_MINOR, RelayHeader, StreamKind, Version,
+    Hello, OpenHeader, PROTOCOL_MAJOR, PROTOCOL_MINOR, RelayHeader, StreamKind, Version,
 };
 pub use message::{Body, Envelope, ErrorCode};
 
