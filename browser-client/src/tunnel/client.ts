@@ -18,6 +18,7 @@ import {
   encodeFrame,
   encodeOpenHeader,
   type Body,
+  type Envelope,
 } from './codec';
 
 /** The part of the WebTransport API the client uses (a real `WebTransport` fits it). */
@@ -376,23 +377,10 @@ export class RelayClient extends EventTarget {
       }
       if (chunk === null) return; // aborted
       if (chunk.done) {
-        try {
-          frames.finish();
-        } catch (err) {
-          throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
-        }
+        finishFrames(frames);
         return;
       }
-      frames.push(chunk.value);
-      for (;;) {
-        let env;
-        try {
-          const body = frames.next();
-          if (body === null) break;
-          env = decodeEnvelope(body);
-        } catch (err) {
-          throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
-        }
+      for (const env of envelopesIn(frames, chunk.value)) {
         const b = env.body;
         switch (b.type) {
           case 'DeviceStatus':
@@ -428,11 +416,7 @@ export class RelayClient extends EventTarget {
         throw this.readFailure(err);
       }
       if (chunk.done) {
-        try {
-          frames.finish();
-        } catch (err) {
-          throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
-        }
+        finishFrames(frames);
         const cause = writeError();
         throw new TransportError(
           'stream_ended',
@@ -440,16 +424,7 @@ export class RelayClient extends EventTarget {
             (cause ? ` (sending failed: ${errorMessage(cause)})` : ''),
         );
       }
-      frames.push(chunk.value);
-      for (;;) {
-        let env;
-        try {
-          const body = frames.next();
-          if (body === null) break;
-          env = decodeEnvelope(body);
-        } catch (err) {
-          throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
-        }
+      for (const env of envelopesIn(frames, chunk.value)) {
         const b = env.body;
         switch (b.type) {
           case 'StreamChunk':
@@ -535,4 +510,30 @@ export function hashFromHex(hex: string): Uint8Array<ArrayBuffer> {
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message || err.name;
   return String(err);
+}
+
+/** Pushes received bytes and yields every whole envelope now buffered; a bad frame or
+ * envelope is thrown as a `malformed_frame` {@link TransportError}. */
+function* envelopesIn(frames: FrameReader, bytes: Uint8Array): Generator<Envelope> {
+  frames.push(bytes);
+  for (;;) {
+    let env: Envelope;
+    try {
+      const body = frames.next();
+      if (body === null) return;
+      env = decodeEnvelope(body);
+    } catch (err) {
+      throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
+    }
+    yield env;
+  }
+}
+
+/** At the end of a stream: a frame cut short is a `malformed_frame` {@link TransportError}. */
+function finishFrames(frames: FrameReader): void {
+  try {
+    frames.finish();
+  } catch (err) {
+    throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
+  }
 }
