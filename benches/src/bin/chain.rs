@@ -46,7 +46,6 @@ async fn main() {
         .expect("plan");
     let session = system.browser().await;
     let header = system.header(&system.device_id).encode();
-    let header_again = header.clone();
 
     for (label, request) in [
         (
@@ -63,22 +62,9 @@ async fn main() {
         for round in 0..ROUNDS + 20 {
             let started = Instant::now();
             let (_send, mut recv) = open(&session, &[header.clone(), request.encode()]).await;
-            let mut first_at = None;
-            loop {
-                let body = read_frame(&mut recv, MAX_FRAME_LEN)
-                    .await
-                    .expect("read")
-                    .expect("frame");
-                match Envelope::decode(&body).expect("envelope").body {
-                    Body::StreamChunk { .. } => {
-                        first_at.get_or_insert_with(|| started.elapsed());
-                    }
-                    Body::StreamEnd { .. } => break,
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
+            let answer = read_answer(&mut recv, started).await;
             if round >= 20 {
-                first.push(first_at.expect("a chunk").as_secs_f64() * 1e3);
+                first.push(answer.first_chunk.as_secs_f64() * 1e3);
                 whole.push(started.elapsed().as_secs_f64() * 1e3);
             }
         }
@@ -95,22 +81,8 @@ async fn main() {
     let text = "word ".repeat(LONG_WORDS);
     let request = execute("hello-ai", "echo", serde_json::json!({ "text": text }));
     let started = Instant::now();
-    let (_send, mut recv) = open(&session, &[header, request.encode()]).await;
-    let (mut chunks, mut bytes) = (0u64, 0u64);
-    loop {
-        let body = read_frame(&mut recv, MAX_FRAME_LEN)
-            .await
-            .expect("read")
-            .expect("frame");
-        match Envelope::decode(&body).expect("envelope").body {
-            Body::StreamChunk { data, .. } => {
-                chunks += 1;
-                bytes += data.len() as u64;
-            }
-            Body::StreamEnd { .. } => break,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    let (_send, mut recv) = open(&session, &[header.clone(), request.encode()]).await;
+    let Answer { chunks, bytes, .. } = read_answer(&mut recv, started).await;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "one long answer: {chunks} chunks, {:.0} chunks/s, {:.2} MiB/s of text",
@@ -124,26 +96,47 @@ async fn main() {
         serde_json::json!({ "topic": "[long] tokens" }),
     );
     let started = Instant::now();
-    let (_send, mut recv) = open(&session, &[header_again, request.encode()]).await;
-    let mut tokens = 0u64;
-    let mut first = None;
+    let (_send, mut recv) = open(&session, &[header, request.encode()]).await;
+    let Answer {
+        chunks: tokens,
+        first_chunk,
+        ..
+    } = read_answer(&mut recv, started).await;
+    let streaming = started.elapsed() - first_chunk;
+    println!(
+        "model tokens passed through provider → browser: {tokens} tokens, {:.0} tokens/s after the first",
+        tokens as f64 / streaming.as_secs_f64()
+    );
+}
+
+/// What came back for one request.
+struct Answer {
+    chunks: u64,
+    bytes: u64,
+    first_chunk: Duration,
+}
+
+/// Reads an answer to its STREAM_END, timing the first chunk from `started`.
+async fn read_answer(recv: &mut wtransport::RecvStream, started: Instant) -> Answer {
+    let (mut chunks, mut bytes, mut first_chunk) = (0u64, 0u64, None);
     loop {
-        let body = read_frame(&mut recv, MAX_FRAME_LEN)
+        let body = read_frame(recv, MAX_FRAME_LEN)
             .await
             .expect("read")
             .expect("frame");
         match Envelope::decode(&body).expect("envelope").body {
-            Body::StreamChunk { .. } => {
-                first.get_or_insert_with(|| started.elapsed());
-                tokens += 1;
+            Body::StreamChunk { data, .. } => {
+                first_chunk.get_or_insert_with(|| started.elapsed());
+                chunks += 1;
+                bytes += data.len() as u64;
             }
             Body::StreamEnd { .. } => break,
             other => panic!("unexpected {other:?}"),
         }
     }
-    let streaming = started.elapsed() - first.expect("a token");
-    println!(
-        "model tokens passed through provider → browser: {tokens} tokens, {:.0} tokens/s after the first",
-        tokens as f64 / streaming.as_secs_f64()
-    );
+    Answer {
+        chunks,
+        bytes,
+        first_chunk: first_chunk.expect("at least one chunk"),
+    }
 }
