@@ -8,7 +8,9 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
-          include: ['test/unit/**/*.test.ts'],
+          include: ['test/unit/**/*.test.{ts,tsx}'],
+          // The codec and client tests need only Node; the React tests choose jsdom
+          // with a `// @vitest-environment happy-dom` line.
           environment: 'node',
         },
       },

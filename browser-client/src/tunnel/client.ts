@@ -111,6 +111,20 @@ export interface WatchDevicesRequest {
   signal?: AbortSignal;
 }
 
+/** One request on its own stream, see {@link RelayClient.request}. */
+export interface StreamRequest {
+  /** The device to send it to. */
+  deviceId: string;
+  /** The user's access token (the JWT from sign-in). */
+  token: string;
+  /** The request, e.g. `{ type: 'GetStatus' }` or an INSTALL_APP. */
+  body: Body;
+  /** The envelope's request id; the client picks one when absent. */
+  requestId?: number;
+  /** Aborting resets the stream. */
+  signal?: AbortSignal;
+}
+
 /** Options of {@link RelayClient.connect}. */
 export interface ConnectOptions {
   /** Called once when the session closes or is lost. */
@@ -358,6 +372,87 @@ export class RelayClient extends EventTarget {
       throw err;
     } finally {
       signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Sends one request (e.g. GET_STATUS or INSTALL_APP) on a new Action stream and yields
+   * every envelope the desktop answers with, in order, until the peer finishes the stream.
+   *
+   * An ERROR envelope is thrown as a {@link RemoteError} (after which nothing more is
+   * read); a reset, a lost session or bad bytes as a {@link TransportError}. When `signal`
+   * aborts, or the caller stops iterating early, the stream is reset in both directions
+   * (an abort then throws a DOMException named `AbortError`).
+   */
+  async *request(req: StreamRequest): AsyncGenerator<Envelope, void, undefined> {
+    const { signal } = req;
+    signal?.throwIfAborted();
+    if (this.closedInfo) {
+      throw new TransportError('session_closed', `the relay session is closed: ${this.closedInfo.reason}`);
+    }
+    const requestId = req.requestId ?? this.nextRequestId++;
+    let stream: WebTransportBidirectionalStream;
+    try {
+      stream = await this.transport.createBidirectionalStream();
+    } catch (err) {
+      throw new TransportError(
+        'session_closed',
+        `could not open a stream on the relay session: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+    const writer = stream.writable.getWriter();
+    const reader = stream.readable.getReader();
+    const open = encodeFrame(
+      encodeOpenHeader({ deviceId: req.deviceId, kind: 'Action', token: req.token, e2e: null }),
+    );
+    const first = encodeFrame(encodeEnvelope({ requestId, deviceId: req.deviceId, body: req.body }));
+    // As for actions, a failed write is reported by what the peer answers, or the stream's end.
+    void writer.write(concat(open, first)).catch(() => {});
+
+    let abortReject: ((err: unknown) => void) | undefined;
+    const abortedP = new Promise<never>((_, reject) => {
+      abortReject = reject;
+    });
+    abortedP.catch(() => {});
+    const onAbort = (): void => abortReject?.(abortError(signal));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();
+
+    const frames = new FrameReader();
+    let clean = false;
+    try {
+      for (;;) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await Promise.race([reader.read(), abortedP]);
+        } catch (err) {
+          if (signal?.aborted) throw err;
+          throw this.readFailure(err, 'before the answer was complete');
+        }
+        if (chunk.done) {
+          finishFrames(frames);
+          clean = true;
+          return;
+        }
+        for (const env of envelopesIn(frames, chunk.value)) {
+          if (env.body.type === 'Error') {
+            clean = true;
+            throw new RemoteError(env.body.code, env.body.message);
+          }
+          yield env;
+        }
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      if (clean) {
+        void writer.close().catch(() => {});
+        void drain(reader);
+      } else {
+        // Aborted, failed, or the caller stopped early: reset both directions.
+        void writer.abort().catch(() => {});
+        void reader.cancel().catch(() => {});
+      }
     }
   }
 

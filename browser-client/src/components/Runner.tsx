@@ -1,0 +1,121 @@
+/**
+ * The runner screen for one app on the chosen device: its action schemas come from the
+ * marketplace detail; an app installed from a local file (not in the marketplace) gets a
+ * free-form form instead.
+ */
+
+import type { RJSFSchema, UiSchema } from '@rjsf/utils';
+import { useEffect, useState } from 'react';
+import { ApiError } from '../lib/api';
+import { describeError } from '../lib/errors';
+import { routeHref } from '../lib/route';
+import { useApp } from './context';
+import {
+  FREEFORM_SCHEMA,
+  FREEFORM_UI,
+  MiniAppRunner,
+  freeformRequest,
+  freeformValidate,
+  type RunFn,
+} from './MiniAppRunner';
+
+type Loaded =
+  | { kind: 'loading' }
+  | { kind: 'market'; name: string; actions: Record<string, RJSFSchema>; ui: Record<string, UiSchema> }
+  | { kind: 'local' }
+  | { kind: 'error'; message: string };
+
+export function RunnerPage({ appId }: { appId: string }) {
+  const { api, session, device, reloadAccount } = useApp();
+  const [loaded, setLoaded] = useState<Loaded>({ kind: 'loading' });
+
+  useEffect(() => {
+    let stale = false;
+    api.marketApp(appId).then(
+      (a) => {
+        if (stale) return;
+        const actions = (a.action_schema ?? {}) as Record<string, RJSFSchema>;
+        setLoaded(
+          Object.keys(actions).length
+            ? { kind: 'market', name: a.name, actions, ui: (a.ui_schema ?? {}) as Record<string, UiSchema> }
+            : { kind: 'local' },
+        );
+      },
+      (err: unknown) => {
+        if (stale) return;
+        // 404: not in the marketplace (installed from a local file) — or no marketplace on this relay.
+        if (err instanceof ApiError && err.status === 404) setLoaded({ kind: 'local' });
+        else setLoaded({ kind: 'error', message: describeError(err).message });
+      },
+    );
+    return () => {
+      stale = true;
+    };
+  }, [api, appId]);
+
+  const run: RunFn = async (action, payload, { signal, onChunk }) => {
+    if (!device) throw new Error('choose a device first');
+    const client = await session.client();
+    return client.runAction({
+      deviceId: device.id,
+      token: await api.accessToken(),
+      appId,
+      action,
+      payload,
+      signal,
+      onChunk,
+    });
+  };
+
+  const blocked = !device
+    ? 'Add a device first: sign in with the desktop node on your computer.'
+    : !device.online
+      ? `${device.name} is offline: start the desktop node to run this app.`
+      : null;
+  const title = loaded.kind === 'market' ? loaded.name : appId;
+
+  return (
+    <>
+      <p>
+        <a href={routeHref({ page: 'workspace' })}>← Workspace</a>
+      </p>
+      <h2 tabIndex={-1}>{title}</h2>
+      <p className="muted">
+        Runs on {device ? `${device.name} (${device.online ? 'online' : 'offline'})` : 'no device'}.
+      </p>
+      <section className="card" aria-labelledby="runner-title">
+        <h3 id="runner-title" className="visually-hidden">
+          Run {title}
+        </h3>
+        {loaded.kind === 'loading' && <p role="status">Loading the app’s form…</p>}
+        {loaded.kind === 'error' && (
+          <p role="alert" className="error">
+            Could not load the app’s form: {loaded.message}
+          </p>
+        )}
+        {loaded.kind === 'market' && (
+          <MiniAppRunner
+            actions={loaded.actions}
+            uiSchemas={loaded.ui}
+            deviceName={device?.name ?? 'device'}
+            blocked={blocked}
+            run={run}
+            onFinished={reloadAccount}
+          />
+        )}
+        {loaded.kind === 'local' && (
+          <MiniAppRunner
+            actions={{ '': FREEFORM_SCHEMA }}
+            uiSchemas={{ '': FREEFORM_UI }}
+            deviceName={device?.name ?? 'device'}
+            blocked={blocked}
+            run={run}
+            toRequest={freeformRequest}
+            customValidate={freeformValidate}
+            onFinished={reloadAccount}
+          />
+        )}
+      </section>
+    </>
+  );
+}
