@@ -1,14 +1,21 @@
-//! Installed mini-apps: `miniapps/<id>/<version>/` folders holding `manifest.json` and
-//! `logic.wasm`. The newest version of each enabled app is loaded into the sandbox.
+//! Installed mini-apps, as the running node holds them.
+//!
+//! Two layouts load: bundles installed by the mini-app manager ([`crate::installer`]:
+//! `manifest.json`, `action-schema.json`, `logic.wasm` or `bot-logic.js` + `tools.js`,
+//! `install.json` with the approved permissions, and `state.json` naming the active
+//! version), and development installs by `apps install-local` (a node-format
+//! `manifest.json` listing the actions, and `logic.wasm`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::installer::layout::{ApprovedPermissions, AppsDir};
 use crate::sandbox::{LoadedModule, Sandbox};
 
-/// The parts of an app's manifest the node uses now.
+/// The parts of an app's manifest the node uses.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Manifest {
     /// The app id, e.g. `hello-ai`.
@@ -33,8 +40,62 @@ fn yes() -> bool {
 pub struct App {
     /// Its manifest.
     pub manifest: Manifest,
-    /// Its compiled module.
+    /// Its compiled module (for a JavaScript app, the JS runtime guest).
     pub module: LoadedModule,
+    /// A JavaScript app's sources by file name (`bot-logic.js`, `tools.js`).
+    pub js_sources: Option<Arc<BTreeMap<String, String>>>,
+    /// Each action's payload schema; an action without one takes any JSON.
+    pub schemas: HashMap<String, Arc<jsonschema::Validator>>,
+    /// What the person approved at install.
+    pub approved: ApprovedPermissions,
+}
+
+impl App {
+    /// A wasm app without payload schemas that may use the model and nothing else (the
+    /// grants of a development install).
+    pub fn wasm(manifest: Manifest, module: LoadedModule) -> Self {
+        App {
+            manifest,
+            module,
+            js_sources: None,
+            schemas: HashMap::new(),
+            approved: ApprovedPermissions {
+                ai: true,
+                ..ApprovedPermissions::default()
+            },
+        }
+    }
+
+    /// Checks an action's payload against its schema; the message lists what is wrong.
+    pub fn validate_payload(
+        &self,
+        action: &str,
+        payload: &serde_json::Value,
+    ) -> Result<(), String> {
+        let Some(schema) = self.schemas.get(action) else {
+            return Ok(());
+        };
+        let problems: Vec<String> = schema
+            .iter_errors(payload)
+            .take(5)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{at}: {e}")
+                }
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the payload does not match the {action} schema: {}",
+                problems.join("; ")
+            ))
+        }
+    }
 }
 
 /// Why an app could not be installed or loaded.
@@ -88,22 +149,38 @@ pub fn install_local(
     let text =
         serde_json::to_string_pretty(manifest).map_err(|e| AppError::Manifest(e.to_string()))?;
     std::fs::write(&manifest_path, text).map_err(io(&manifest_path))?;
+    let apps = AppsDir::new(apps_dir);
+    let enabled = apps
+        .state(&manifest.id)
+        .ok()
+        .flatten()
+        .is_none_or(|s| s.enabled);
+    apps.set_state(
+        &manifest.id,
+        &crate::installer::layout::AppState {
+            active: manifest.version.clone(),
+            enabled,
+        },
+    )
+    .map_err(|e| AppError::Manifest(e.to_string()))?;
     Ok(dir)
 }
 
-/// Loads the newest version of every app in `apps_dir`. An app that fails to load is
+/// Loads the active version of every app in `apps_dir`. JavaScript apps run on
+/// `js_runtime`; without it they are reported and skipped. An app that fails to load is
 /// reported and skipped; the others still load.
-pub fn load_all(apps_dir: &Path, sandbox: &Sandbox) -> (HashMap<String, App>, Vec<String>) {
+pub fn load_all(
+    apps_dir: &Path,
+    sandbox: &Sandbox,
+    js_runtime: Option<&LoadedModule>,
+) -> (HashMap<String, Arc<App>>, Vec<String>) {
+    let dir = AppsDir::new(apps_dir);
     let mut apps = HashMap::new();
     let mut problems = Vec::new();
-    let Ok(entries) = std::fs::read_dir(apps_dir) else {
-        return (apps, problems);
-    };
-    for entry in entries.flatten() {
-        let id = entry.file_name().to_string_lossy().into_owned();
-        match load_newest(&entry.path(), sandbox) {
+    for id in dir.ids() {
+        match load_active(&dir, &id, sandbox, js_runtime) {
             Ok(Some(app)) => {
-                apps.insert(id, app);
+                apps.insert(id, Arc::new(app));
             }
             Ok(None) => {}
             Err(err) => problems.push(format!("{id}: {err}")),
@@ -112,18 +189,30 @@ pub fn load_all(apps_dir: &Path, sandbox: &Sandbox) -> (HashMap<String, App>, Ve
     (apps, problems)
 }
 
-fn load_newest(app_dir: &Path, sandbox: &Sandbox) -> Result<Option<App>, AppError> {
-    let newest = std::fs::read_dir(app_dir)
-        .map_err(io(app_dir))?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            parse_version(&name).map(|v| (v, e.path()))
-        })
-        .max_by_key(|(v, _)| *v);
-    let Some((_, dir)) = newest else {
+fn load_active(
+    dir: &AppsDir,
+    id: &str,
+    sandbox: &Sandbox,
+    js_runtime: Option<&LoadedModule>,
+) -> Result<Option<App>, AppError> {
+    let state = dir
+        .state(id)
+        .map_err(|e| AppError::Manifest(e.to_string()))?;
+    let Some(state) = state else {
         return Ok(None);
     };
+    let version_dir = dir.version_dir(id, &state.active);
+    let mut app = if version_dir.join("action-schema.json").exists() {
+        load_bundle(dir, id, &state.active, sandbox, js_runtime)?
+    } else {
+        load_development(&version_dir, sandbox)?
+    };
+    app.manifest.enabled = state.enabled && app.manifest.enabled;
+    Ok(Some(app))
+}
+
+/// A development install: node-format manifest and `logic.wasm`.
+fn load_development(dir: &Path, sandbox: &Sandbox) -> Result<App, AppError> {
     let manifest_path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&manifest_path).map_err(io(&manifest_path))?;
     let manifest: Manifest = serde_json::from_str(&text)
@@ -131,7 +220,92 @@ fn load_newest(app_dir: &Path, sandbox: &Sandbox) -> Result<Option<App>, AppErro
     let logic = dir.join("logic.wasm");
     let wasm = std::fs::read(&logic).map_err(io(&logic))?;
     let module = sandbox.load(&wasm)?;
-    Ok(Some(App { manifest, module }))
+    Ok(App::wasm(manifest, module))
+}
+
+/// An installed bundle (already verified when it was installed).
+fn load_bundle(
+    apps: &AppsDir,
+    id: &str,
+    version: &str,
+    sandbox: &Sandbox,
+    js_runtime: Option<&LoadedModule>,
+) -> Result<App, AppError> {
+    let dir = apps.version_dir(id, version);
+    let read_json = |name: &str| -> Result<serde_json::Value, AppError> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        serde_json::from_str(&text)
+            .map_err(|e| AppError::Manifest(format!("{}: {e}", path.display())))
+    };
+    let manifest = read_json("manifest.json")?;
+    let action_schema = read_json("action-schema.json")?;
+    let field = |name: &str| manifest[name].as_str().unwrap_or_default().to_owned();
+    if field("id") != id || field("version") != version {
+        return Err(AppError::Manifest(format!(
+            "{}: the manifest says {}@{}",
+            dir.display(),
+            field("id"),
+            field("version")
+        )));
+    }
+    let mut schemas = HashMap::new();
+    let mut actions = Vec::new();
+    for (action, schema) in action_schema.as_object().into_iter().flatten() {
+        let validator = jsonschema::validator_for(schema)
+            .map_err(|e| AppError::Manifest(format!("action-schema.json: {action}: {e}")))?;
+        schemas.insert(action.clone(), Arc::new(validator));
+        actions.push(action.clone());
+    }
+    actions.sort();
+    let approved = apps
+        .record(id, version)
+        .map_err(|e| AppError::Manifest(e.to_string()))?
+        .map(|r| r.approved)
+        .unwrap_or_default();
+    let (module, js_sources) = match field("entry").as_str() {
+        "wasm" => {
+            let logic = dir.join("logic.wasm");
+            let wasm = std::fs::read(&logic).map_err(io(&logic))?;
+            (sandbox.load(&wasm)?, None)
+        }
+        "js" => {
+            let runtime = js_runtime.ok_or_else(|| {
+                AppError::Manifest(
+                    "a JavaScript app, but the JS runtime module was not found (set AISA_JS_RUNTIME)"
+                        .into(),
+                )
+            })?;
+            let mut sources = BTreeMap::new();
+            for name in ["bot-logic.js", "tools.js"] {
+                let path = dir.join(name);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => {
+                        sources.insert(name.to_owned(), text);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "tools.js" => {}
+                    Err(e) => return Err(AppError::Io { path, source: e }),
+                }
+            }
+            (runtime.clone(), Some(Arc::new(sources)))
+        }
+        other => {
+            return Err(AppError::Manifest(format!("unknown entry kind {other:?}")));
+        }
+    };
+    Ok(App {
+        manifest: Manifest {
+            id: id.to_owned(),
+            version: version.to_owned(),
+            name: field("name"),
+            actions,
+            enabled: true,
+        },
+        module,
+        js_sources,
+        schemas,
+        approved,
+    })
 }
 
 fn validate_id(id: &str) -> Result<(), AppError> {

@@ -45,12 +45,14 @@ pub struct NodeContext {
     pub node_version: String,
     /// The wasm sandbox.
     pub sandbox: Sandbox,
-    /// Installed apps by id.
-    pub apps: HashMap<String, App>,
+    /// Installed apps by id; replaced whole when something is installed or changed.
+    apps: std::sync::RwLock<HashMap<String, Arc<App>>>,
     /// The AI provider.
     pub ai: Arc<dyn AiProvider>,
     /// Per-action limits.
     pub limits: Limits,
+    /// The node's home folder; apps keep their data in `data/<app-id>/` under it.
+    pub home: std::path::PathBuf,
     online: watch::Sender<bool>,
 }
 
@@ -62,9 +64,10 @@ impl NodeContext {
         device_token: String,
         identity_public: [u8; 32],
         sandbox: Sandbox,
-        apps: HashMap<String, App>,
+        apps: HashMap<String, Arc<App>>,
         ai: Arc<dyn AiProvider>,
         limits: Limits,
+        home: std::path::PathBuf,
     ) -> Self {
         NodeContext {
             device_id,
@@ -72,9 +75,10 @@ impl NodeContext {
             identity_public,
             node_version: env!("CARGO_PKG_VERSION").to_owned(),
             sandbox,
-            apps,
+            apps: std::sync::RwLock::new(apps),
             ai,
             limits,
+            home,
             online: watch::channel(false).0,
         }
     }
@@ -84,10 +88,26 @@ impl NodeContext {
         self.online.subscribe()
     }
 
+    /// The installed app `id`, if any.
+    pub fn app(&self, id: &str) -> Option<Arc<App>> {
+        self.apps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Replaces the installed apps (after an install or a change on disk).
+    pub fn set_apps(&self, apps: HashMap<String, Arc<App>>) {
+        *self.apps.write().unwrap_or_else(|e| e.into_inner()) = apps;
+    }
+
     /// A DEVICE_STATUS answer.
     pub fn status(&self, request_id: u64) -> Envelope {
         let mut apps: Vec<AppStatus> = self
             .apps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .values()
             .map(|a| AppStatus {
                 id: a.manifest.id.clone(),

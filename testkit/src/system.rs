@@ -105,7 +105,7 @@ fn uuid_like() -> String {
 
 /// The example app plus hostile ones: `trapper` (traps), `spinner` (loops forever),
 /// `hog` (grows memory without end), `flood` (emits without end).
-pub fn test_apps(sandbox: &Sandbox) -> HashMap<String, App> {
+pub fn test_apps(sandbox: &Sandbox) -> HashMap<String, Arc<App>> {
     let wasm = std::fs::read(crate::guest::hello_ai_wasm()).expect("hello_ai.wasm");
     let mut apps = HashMap::new();
     let mut add = |id: &str, actions: &[&str], code: &[u8]| {
@@ -117,7 +117,7 @@ pub fn test_apps(sandbox: &Sandbox) -> HashMap<String, App> {
             enabled: true,
         };
         let module = sandbox.load(code).unwrap_or_else(|e| panic!("{id}: {e}"));
-        apps.insert(id.to_owned(), App { manifest, module });
+        apps.insert(id.to_owned(), Arc::new(App::wasm(manifest, module)));
     };
     add("hello-ai", &["write", "echo"], &wasm);
     add("trapper", &["run"], TRAP_WAT.as_bytes());
@@ -237,6 +237,7 @@ impl System {
             apps,
             Arc::new(ai),
             limits,
+            data_dir.path().join("node"),
         ));
         let online = ctx.online();
         let target = RelayTarget {
@@ -442,6 +443,7 @@ pub async fn run_node_with_token(
         HashMap::new(),
         Arc::new(OpenAiCompatible::new(&system.fake.base_url(), "m", None).expect("adapter")),
         Limits::default(),
+        system.data_dir.path().join("other-node"),
     ));
     let target = RelayTarget {
         quic_addr: system.relay().quic_addr.to_string(),

@@ -182,12 +182,17 @@ pub enum ErrorCode {
     LimitExceeded,
     /// Anything else.
     Internal,
+    /// The person at the desktop refused (an install request).
+    Denied,
+    /// An install or uninstall failed (download, checksum, signature, format; the
+    /// message says which).
+    InstallFailed,
     /// A code this build does not know.
     Other,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 16] = [
+    const ALL: [ErrorCode; 18] = [
         ErrorCode::MalformedFrame,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthenticated,
@@ -204,6 +209,8 @@ impl ErrorCode {
         ErrorCode::PeerGone,
         ErrorCode::LimitExceeded,
         ErrorCode::Internal,
+        ErrorCode::Denied,
+        ErrorCode::InstallFailed,
     ];
 
     /// The code's text on the wire.
@@ -225,6 +232,8 @@ impl ErrorCode {
             ErrorCode::PeerGone => "peer_gone",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Internal => "internal",
+            ErrorCode::Denied => "denied",
+            ErrorCode::InstallFailed => "install_failed",
             ErrorCode::Other => "other",
         }
     }
