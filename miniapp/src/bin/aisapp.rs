@@ -1,0 +1,3 @@
+//! `aisapp`: the mini-app author CLI (in progress).
+
+fn main() {}
