@@ -48,6 +48,72 @@ pub struct RelayConfig {
     pub max_frame_len: u32,
     /// Name of this relay node in the device registry. Default: the host name or `relay-1`.
     pub node_name: String,
+    /// Where published mini-app bundles are kept (`[bundles]`).
+    pub bundles: BundlesConfig,
+    /// The platform key that signs published bundles (`[signing]`).
+    pub signing: SigningConfig,
+}
+
+/// Which object store holds bundles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BundleStoreKind {
+    /// A local directory (`dir`). The default.
+    #[default]
+    Local,
+    /// An S3-compatible object store (`bucket`, `endpoint`, `region`).
+    S3,
+}
+
+/// `[bundles]`: where published mini-app bundles are stored.
+///
+/// With `store = "s3"` the access keys come from the environment, as the AWS tools read
+/// them: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and (optionally)
+/// `AWS_SESSION_TOKEN`; the other `AWS_*` variables (`AWS_ENDPOINT`, `AWS_REGION`, …) are
+/// read too, and the keys below override them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundlesConfig {
+    /// `"local"` (default) or `"s3"`.
+    pub store: BundleStoreKind,
+    /// Folder for `store = "local"`. Default: `bundles` in `data_dir`.
+    pub dir: Option<PathBuf>,
+    /// Bucket for `store = "s3"` (required there).
+    pub bucket: Option<String>,
+    /// S3 endpoint URL, for S3-compatible services (MinIO, Ceph, R2, …). Default: AWS.
+    pub endpoint: Option<String>,
+    /// Region. Default: `AWS_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Allow a plain `http://` endpoint (a MinIO on the same host). Default false.
+    pub allow_http: bool,
+    /// Prefix for every object key, e.g. `"relay/"`. Default: none.
+    pub prefix: String,
+}
+
+impl Default for BundlesConfig {
+    fn default() -> Self {
+        BundlesConfig {
+            store: BundleStoreKind::Local,
+            dir: None,
+            bucket: None,
+            endpoint: None,
+            region: None,
+            allow_http: false,
+            prefix: String::new(),
+        }
+    }
+}
+
+/// `[signing]`: the platform's Ed25519 bundle-signing key and the keys it trusts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// The signing key file. Default: `platform-signing.key` in `data_dir`, generated at
+    /// first start (mode 0600). A configured file must exist.
+    pub key_file: Option<PathBuf>,
+    /// Further public keys (base64 of the 32-byte Ed25519 key) that bundles may be signed
+    /// with, for rotation: the configured key signs, these and it verify. Default: none.
+    pub trusted_public_keys: Vec<String>,
 }
 
 impl Default for RelayConfig {
@@ -70,6 +136,8 @@ impl Default for RelayConfig {
             heartbeat_secs: 15,
             max_frame_len: aisa_tunnel::MAX_FRAME_LEN,
             node_name: std::env::var("HOSTNAME").unwrap_or_else(|_| "relay-1".into()),
+            bundles: BundlesConfig::default(),
+            signing: SigningConfig::default(),
         }
     }
 }
@@ -88,6 +156,25 @@ impl RelayConfig {
                 self.data_dir.join("relay.db").display()
             )
         })
+    }
+}
+
+impl RelayConfig {
+    /// The folder for local bundle storage: `[bundles] dir`, else `bundles` in `data_dir`.
+    pub fn bundles_dir(&self) -> PathBuf {
+        self.bundles
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("bundles"))
+    }
+
+    /// The platform signing key file: `[signing] key_file`, else
+    /// `platform-signing.key` in `data_dir`.
+    pub fn signing_key_file(&self) -> PathBuf {
+        self.signing
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("platform-signing.key"))
     }
 }
 
@@ -114,5 +201,24 @@ mod tests {
         let cfg = RelayConfig::from_toml("heartbeat_secs = 5").unwrap();
         assert_eq!(cfg.heartbeat_secs, 5);
         assert_eq!(cfg.access_token_ttl_secs, 900);
+        assert_eq!(cfg.bundles.store, BundleStoreKind::Local);
+        assert_eq!(cfg.bundles_dir(), cfg.data_dir.join("bundles"));
+    }
+
+    #[test]
+    fn bundle_and_signing_sections_parse_and_refuse_unknown_keys() {
+        let cfg = RelayConfig::from_toml(
+            "[bundles]\nstore = \"s3\"\nbucket = \"apps\"\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\n\
+             [signing]\nkey_file = \"/etc/k\"\ntrusted_public_keys = [\"AAAA\"]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.bundles.store, BundleStoreKind::S3);
+        assert_eq!(cfg.bundles.bucket.as_deref(), Some("apps"));
+        assert_eq!(cfg.signing_key_file(), PathBuf::from("/etc/k"));
+        assert_eq!(cfg.signing.trusted_public_keys.len(), 1);
+        let err = RelayConfig::from_toml("[bundles]\nstore = \"ftp\"\n").unwrap_err();
+        assert!(err.to_string().contains("ftp"), "{err}");
+        let err = RelayConfig::from_toml("[signing]\nkey = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `key`"), "{err}");
     }
 }

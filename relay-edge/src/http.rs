@@ -1,5 +1,6 @@
 //! The HTTP API and the web app: sign-in, device list, device enrollment, and what the
-//! page needs to open its WebTransport session.
+//! page needs to open its WebTransport session. The developer portal and the
+//! marketplace are in [`crate::marketplace`].
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             patch(rename_device).delete(revoke_device),
         )
         .route("/api/session", get(session_info))
+        .merge(crate::marketplace::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(
@@ -48,7 +50,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// An error answer: a status and `{"error": "..."}`.
-struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -56,7 +58,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn internal(err: impl std::fmt::Display) -> ApiError {
+/// A 500 answer for a failure the client cannot fix; the detail goes to the log only.
+pub(crate) fn internal(err: impl std::fmt::Display) -> ApiError {
     tracing::warn!(%err, "API failure");
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
 }
@@ -379,7 +382,7 @@ async fn user_plan(
 
 /// The claims of a request's bearer token, whose user still exists and is not disabled
 /// (the same check every stream gets, so disabling a user takes effect at once).
-async fn bearer(shared: &Shared, headers: &HeaderMap) -> Result<Claims, ApiError> {
+pub(crate) async fn bearer(shared: &Shared, headers: &HeaderMap) -> Result<Claims, ApiError> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

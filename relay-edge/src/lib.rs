@@ -10,21 +10,27 @@
 //! Modules: [`config`] (the file schema), [`store`] (users and devices, sqlx),
 //! [`auth`] (passwords, tokens), [`cert`] (TLS identity), [`registry`] (connected
 //! devices), [`desktop`] and [`browser`] (the two connection kinds), [`splice`],
-//! [`http`] (API and web app), [`server`] (start and stop).
+//! [`http`] (API and web app), [`server`] (start and stop), and the mini-app market:
+//! [`marketplace`] (developer portal and marketplace API), [`bundles`] (bundle storage:
+//! a local folder or S3-compatible object storage), [`signing`] (the platform's Ed25519
+//! signing key and the keys it trusts).
 //!
 //! Storage is SQLite (embedded default) or PostgreSQL. Not here yet: Redis for clusters.
 
 pub mod auth;
 pub mod browser;
+pub mod bundles;
 pub mod cert;
 pub mod config;
 pub mod desktop;
 pub mod events;
 pub mod http;
 pub mod limits;
+pub mod marketplace;
 pub mod metrics;
 pub mod registry;
 pub mod server;
+pub mod signing;
 pub mod splice;
 pub mod store;
 

@@ -44,6 +44,24 @@ enum Command {
     /// Manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Look after the marketplace's mini-apps.
+    #[command(subcommand)]
+    Apps(AppsCommand),
+}
+
+#[derive(Subcommand)]
+enum AppsCommand {
+    /// List every app with its owner, latest version and every version (yanked ones
+    /// marked), hidden apps included.
+    List,
+    /// Yank a version: it is no longer anyone's "latest", but stays downloadable by
+    /// exact version.
+    Yank {
+        /// The app id.
+        id: String,
+        /// The version to yank.
+        version: String,
+    },
 }
 
 #[derive(Args)]
@@ -136,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(cmd) => user(config, cmd).await,
+        Command::Apps(cmd) => apps(config, cmd).await,
     }
 }
 
@@ -285,6 +304,61 @@ async fn user(config: RelayConfig, cmd: UserCommand) -> anyhow::Result<()> {
                 bail!("no user with email {email}, or no plan {plan:?}");
             }
             println!("{email} is on plan {plan}");
+        }
+    }
+    Ok(())
+}
+
+async fn apps(config: RelayConfig, cmd: AppsCommand) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let store = Store::open(&config.database_url()).await?;
+    match cmd {
+        AppsCommand::List => {
+            let owners: std::collections::HashMap<String, String> = store
+                .list_users()
+                .await?
+                .into_iter()
+                .map(|u| (u.id, u.email))
+                .collect();
+            for listing in store.list_apps(None, None, true).await? {
+                let app = &listing.app;
+                let mut versions = store.app_versions(&app.id).await?;
+                versions.sort_by(|a, b| {
+                    let parse = |v: &str| semver::Version::parse(v).ok();
+                    parse(&b.version).cmp(&parse(&a.version))
+                });
+                let latest = relay_edge::marketplace::newest(
+                    listing.live_versions.iter().map(String::as_str),
+                )
+                .unwrap_or("-");
+                let versions: Vec<String> = versions
+                    .iter()
+                    .map(|v| {
+                        if v.yanked {
+                            format!("{} (yanked)", v.version)
+                        } else {
+                            v.version.clone()
+                        }
+                    })
+                    .collect();
+                println!(
+                    "{}\t{}\t{}\tlatest {}\t{} installs\t{}",
+                    app.id,
+                    app.name,
+                    owners
+                        .get(&app.owner_id)
+                        .map_or("(deleted user)", String::as_str),
+                    latest,
+                    listing.installs,
+                    versions.join(", ")
+                );
+            }
+        }
+        AppsCommand::Yank { id, version } => {
+            if !relay_edge::marketplace::yank_version(&store, &id, &version).await? {
+                bail!("no version {version} of app {id}");
+            }
+            println!("yanked {id} {version}");
         }
     }
     Ok(())

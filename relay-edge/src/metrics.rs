@@ -14,6 +14,8 @@
 //! | `relay_errors_total{code}` | counter | streams refused, by ERROR code |
 //! | `relay_logins_total{result}` | counter | sign-ins (`ok`, `refused`, `limited`) |
 //! | `relay_desktop_connections_total{result}` | counter | desktop HELLOs (`ok`, `refused`) |
+//! | `aisa_installs_total{app}` | counter | installs desktop nodes reported (once per device and version) |
+//! | `aisa_publishes_total` | counter | versions published through the developer portal |
 
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;

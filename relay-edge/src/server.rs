@@ -34,6 +34,12 @@ pub enum StartError {
     /// The certificate could not be loaded or made.
     #[error(transparent)]
     Cert(#[from] cert::CertError),
+    /// Bundle storage could not be set up.
+    #[error(transparent)]
+    Bundles(#[from] crate::bundles::BundleError),
+    /// The platform signing key could not be loaded or made.
+    #[error(transparent)]
+    Signing(#[from] crate::signing::SigningError),
     /// The TLS configuration was refused.
     #[error("TLS: {0}")]
     Tls(String),
@@ -68,6 +74,10 @@ pub struct Shared {
     pub events: crate::events::EventHub,
     /// Set when shutting down: new streams are refused.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Where published bundles are stored.
+    pub bundles: crate::bundles::Bundles,
+    /// The platform key that signs published bundles, and the keys trusted with it.
+    pub signing: Arc<crate::signing::PlatformKeys>,
 }
 
 impl Shared {
@@ -158,6 +168,9 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
     let store = Store::open(&config.database_url()).await?;
     store.reset_node(&config.node_name).await?;
     let tokens = TokenKeys::new(&jwt_secret(&config)?, config.access_token_ttl_secs);
+    let bundles = crate::bundles::Bundles::from_config(&config)?;
+    let signing = Arc::new(crate::signing::PlatformKeys::from_config(&config)?);
+    info!(bundles = %bundles.describe(), signing_key_id = %signing.signing_key_id(), "marketplace ready");
     let identity = load_identity(&config)?;
     let endpoint = quinn::Endpoint::server(server_config(&identity)?, config.quic_listen)?;
     let quic_addr = endpoint.local_addr()?;
@@ -182,6 +195,8 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
         streams_per_user: crate::limits::StreamCounter::default(),
         events: crate::events::EventHub::default(),
         draining: std::sync::atomic::AtomicBool::new(false),
+        bundles,
+        signing,
         config,
     });
     let (stop, stopped) = watch::channel(false);

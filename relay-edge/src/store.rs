@@ -1,10 +1,14 @@
-//! Persistent state through sqlx: users, plans, refresh tokens, usage and the device
-//! registry.
+//! Persistent state through sqlx: users, plans, refresh tokens, usage, the device
+//! registry, and the marketplace ([`apps`]).
 //!
 //! One code path for SQLite (`sqlite://…`, the embedded default) and PostgreSQL
 //! (`postgres://…`) through sqlx's `Any` driver. Queries are plain runtime SQL (no
 //! compile-time database needed) in the dialect both share. Migrations are embedded from
 //! `relay-edge/migrations`.
+
+pub mod apps;
+
+pub use apps::{AppListing, AppRow, VersionRow};
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::any::AnyRow;
@@ -373,7 +377,7 @@ impl Store {
             return Ok(false);
         };
         // Explicit deletes rather than relying on ON DELETE CASCADE being enforced.
-        for table in ["usage_daily", "refresh_tokens", "devices"] {
+        for table in ["usage_daily", "refresh_tokens", "ratings", "devices"] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE user_id = $1"
             )))
