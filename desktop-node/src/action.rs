@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::node::NodeContext;
-use crate::sandbox::ActionError;
+use crate::sandbox::{ActionContext, ActionError};
 
 /// How long the relay has to send the header and the request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -157,7 +157,7 @@ async fn execute(
     recv: &mut quinn::RecvStream,
 ) {
     let started = Instant::now();
-    let Some(app) = ctx.apps.get(app_id).filter(|a| a.manifest.enabled) else {
+    let Some(app) = ctx.app(app_id).filter(|a| a.manifest.enabled) else {
         let msg = format!("no enabled app {app_id:?} is installed on this device");
         return finish_with(
             send,
@@ -190,9 +190,14 @@ async fn execute(
     let input = serde_json::json!({ "action": action, "payload": payload }).to_string();
 
     let (tx, mut rx) = mpsc::channel::<String>(CHUNK_QUEUE);
-    let run = ctx
-        .sandbox
-        .run(&app.module, app_id, &input, ctx.limits, ctx.ai.clone(), tx);
+    let action_ctx = match action_context(ctx, &app) {
+        Ok(action_ctx) => action_ctx,
+        Err(err) => {
+            let msg = format!("{app_id}: an approved permission cannot be used here: {err}");
+            return finish_with(send, Envelope::error(request_id, ErrorCode::AppFailed, msg)).await;
+        }
+    };
+    let run = ctx.sandbox.run(&app.module, &action_ctx, &input, tx);
     let forward = async {
         let mut seq = 0u32;
         while let Some(data) = rx.recv().await {
@@ -232,6 +237,36 @@ async fn execute(
         }
     };
     finish_with(send, reply).await;
+}
+
+/// The sandbox's view of one action of `app`: its approved permissions resolved into
+/// grants (variables such as `$DOCUMENTS` as this machine names them), its data under the
+/// node's home, the node's limits and model.
+fn action_context(
+    ctx: &NodeContext,
+    app: &crate::apps::App,
+) -> Result<ActionContext, crate::permissions::PathError> {
+    let id = &app.manifest.id;
+    let user_dirs = crate::sandbox::user_dirs_from_env();
+    let app_data = crate::sandbox::app_dir(&ctx.home, id).join("files");
+    let approved = &app.approved;
+    let grants = crate::permissions::Grants::resolve(
+        approved.ai,
+        &approved.read,
+        &approved.write,
+        &approved.network,
+        approved.clipboard,
+        &user_dirs,
+        &app_data,
+    )?;
+    Ok(ActionContext::new(
+        id.clone(),
+        app.manifest.version.clone(),
+        &ctx.home,
+        ctx.ai.clone(),
+    )
+    .with_grants(grants)
+    .with_limits(ctx.limits))
 }
 
 /// Completes when the browser sends CANCEL or its side of the stream fails. A clean

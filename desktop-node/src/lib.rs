@@ -19,6 +19,8 @@ pub mod ai;
 pub mod apps;
 pub mod backoff;
 pub mod config;
+pub mod host;
 pub mod logs;
 pub mod node;
+pub mod permissions;
 pub mod sandbox;

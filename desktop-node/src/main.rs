@@ -233,7 +233,7 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         cache_dir: Some(home.module_cache_dir()),
         ..SandboxConfig::default()
     })?;
-    let (apps, problems) = apps::load_all(&home.apps_dir(), &sandbox);
+    let (apps, problems) = apps::load_all(&home.apps_dir(), &sandbox, None);
     for problem in problems {
         tracing::warn!(%problem, "app not loaded");
     }
@@ -257,6 +257,7 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         apps,
         ai,
         config.limits.to_limits(),
+        home.dir().to_owned(),
     ));
     let target = RelayTarget {
         quic_addr: config.quic_addr.clone(),
@@ -311,7 +312,7 @@ fn apps_command(home: &Home, cmd: AppsCommand) -> anyhow::Result<()> {
         }
         AppsCommand::List => {
             let sandbox = Sandbox::new()?;
-            let (apps, problems) = apps::load_all(&home.apps_dir(), &sandbox);
+            let (apps, problems) = apps::load_all(&home.apps_dir(), &sandbox, None);
             let mut ids: Vec<_> = apps.keys().collect();
             ids.sort();
             for id in ids {

@@ -4,11 +4,14 @@
 //!
 //! A guest exports `memory`, `aisapp_alloc(len) -> ptr` and `aisapp_run(ptr, len) ->
 //! status`; its input is the JSON `{"action": …, "payload": …}`. It streams output with
-//! `emit`, asks the model with `ai_generate` / `ai_next`, logs with `log`, and explains a
-//! failure with `fail` before returning a non-zero status.
+//! `emit`, asks the model with `ai_generate` / `ai_next` (only with the `ai` grant), logs
+//! with `log`, and explains a failure with `fail` before returning a non-zero status.
+//! The permissioned host API ([`crate::host`]: `fs`, `http`, `clipboard`, `tool`,
+//! `storage`, `env`, and `result` to fetch an answer) is checked against the
+//! [`Grants`] in the action's [`ActionContext`].
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -20,6 +23,8 @@ use wasmtime::{
 };
 
 use crate::ai::{AiProvider, GenerateRequest, TextStream};
+use crate::host::{self, CallContext, Capability, HostShared};
+use crate::permissions::{Grants, UserDirs};
 
 /// The host API namespace this node provides.
 pub const ABI_NAMESPACE: &str = "aisapp_v1";
@@ -97,6 +102,95 @@ pub struct Sandbox {
     config: Arc<SandboxConfig>,
     /// One permit per pool slot: an action waits for one before it instantiates.
     slots: Arc<tokio::sync::Semaphore>,
+    /// The host API's shared HTTP client and storage locks.
+    host: Arc<HostShared>,
+}
+
+/// Everything about one action besides its input: which app runs, what the person
+/// granted it, where its data lives, its limits and its model.
+#[derive(Clone)]
+pub struct ActionContext {
+    /// The app's id (`[a-z0-9-]`, 1–64, not starting with `-`); it names the app's data
+    /// folder.
+    pub app_id: String,
+    /// The app's version, as `env` reports it.
+    pub app_version: String,
+    /// What the person approved. `ai_generate` needs `ai`; files, hosts and the clipboard
+    /// need their grants; `$APP_DATA` is always available.
+    pub grants: Arc<Grants>,
+    /// The node's home folder; the app's data is in `<node_home>/data/<app_id>/`
+    /// (`storage.json`, and `files/`, which is `$APP_DATA`).
+    pub node_home: PathBuf,
+    /// How `$HOME`, `$DOCUMENTS`, `$DOWNLOADS` and `$DESKTOP` resolve.
+    pub user_dirs: Arc<UserDirs>,
+    /// Memory, time and output limits.
+    pub limits: Limits,
+    /// The model behind `ai_generate`.
+    pub ai: Arc<dyn AiProvider>,
+}
+
+impl ActionContext {
+    /// An action of `app_id` at `app_version` with no grants (only its own `$APP_DATA`),
+    /// default limits, and the person's folders as the environment names them.
+    pub fn new(
+        app_id: impl Into<String>,
+        app_version: impl Into<String>,
+        node_home: impl Into<PathBuf>,
+        ai: Arc<dyn AiProvider>,
+    ) -> Self {
+        ActionContext {
+            app_id: app_id.into(),
+            app_version: app_version.into(),
+            grants: Arc::new(Grants::default()),
+            node_home: node_home.into(),
+            user_dirs: user_dirs_from_env(),
+            limits: Limits::default(),
+            ai,
+        }
+    }
+
+    /// The same context with `grants`.
+    pub fn with_grants(mut self, grants: Grants) -> Self {
+        self.grants = Arc::new(grants);
+        self
+    }
+
+    /// The same context with `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// `<node_home>/data/<app_id>`: the app's store and its `files` folder.
+    pub fn app_dir(&self) -> PathBuf {
+        app_dir(&self.node_home, &self.app_id)
+    }
+
+    /// `$APP_DATA`: `<node_home>/data/<app_id>/files`.
+    pub fn app_data_dir(&self) -> PathBuf {
+        self.app_dir().join("files")
+    }
+}
+
+/// `<node_home>/data/<app_id>`.
+pub fn app_dir(node_home: &std::path::Path, app_id: &str) -> PathBuf {
+    node_home.join("data").join(app_id)
+}
+
+/// [`UserDirs::from_env`], read once per process.
+pub fn user_dirs_from_env() -> Arc<UserDirs> {
+    static DIRS: OnceLock<Arc<UserDirs>> = OnceLock::new();
+    DIRS.get_or_init(|| Arc::new(UserDirs::from_env())).clone()
+}
+
+/// Whether `id` can name a data folder: 1–64 of `[a-z0-9-]`, not starting with `-`.
+fn valid_app_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// A compiled, linked mini-app, ready to instantiate per action.
@@ -116,7 +210,10 @@ pub struct HostState {
     ai_pending: Vec<u8>,
     /// The first failure seen: the guest's own message or a host-side error.
     failure: Option<ActionError>,
-    app_id: String,
+    /// What host API calls know about this action.
+    call: CallContext,
+    /// The answer of the last host API call, until the next call.
+    answer: Option<Vec<u8>>,
 }
 
 impl Sandbox {
@@ -158,7 +255,9 @@ impl Sandbox {
             .map_err(|e| ActionError::Load(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         define_host_api(&mut linker).map_err(|e| ActionError::Load(e.to_string()))?;
+        let host = HostShared::new().map_err(ActionError::Load)?;
         Ok(Sandbox {
+            host: Arc::new(host),
             engine,
             linker: Arc::new(linker),
             slots: Arc::new(tokio::sync::Semaphore::new(
@@ -220,9 +319,10 @@ impl Sandbox {
         for import in module.imports() {
             if import.module() != ABI_NAMESPACE || !HOST_FUNCTIONS.contains(&import.name()) {
                 return Err(ActionError::Load(format!(
-                    "imports {}::{}, which is not part of the host API {ABI_NAMESPACE}",
+                    "imports {}::{}, which is not part of the host API {ABI_NAMESPACE} (it offers {})",
                     import.module(),
-                    import.name()
+                    import.name(),
+                    HOST_FUNCTIONS.join(", ")
                 )));
             }
         }
@@ -233,17 +333,23 @@ impl Sandbox {
         Ok(LoadedModule { pre })
     }
 
-    /// Runs one action in a fresh instance. Output chunks go to `output` as they are
-    /// emitted; a full channel makes the guest wait (backpressure).
+    /// Runs one action of the app `ctx` describes in a fresh instance, with `ctx`'s
+    /// grants and limits. Output chunks go to `output` as they are emitted; a full
+    /// channel makes the guest wait (backpressure).
     pub async fn run(
         &self,
         module: &LoadedModule,
-        app_id: &str,
+        ctx: &ActionContext,
         input_json: &str,
-        limits: Limits,
-        ai: Arc<dyn AiProvider>,
         output: mpsc::Sender<String>,
     ) -> Result<(), ActionError> {
+        if !valid_app_id(&ctx.app_id) {
+            return Err(ActionError::Load(format!(
+                "app id {:?}: use 1 to 64 lowercase letters, digits and dashes",
+                ctx.app_id
+            )));
+        }
+        let limits = ctx.limits;
         let state = HostState {
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes.min(self.config.max_memory_bytes))
@@ -254,11 +360,19 @@ impl Sandbox {
                 .build(),
             output,
             output_left: limits.output_bytes,
-            ai,
+            ai: ctx.ai.clone(),
             ai_streams: Vec::new(),
             ai_pending: Vec::new(),
             failure: None,
-            app_id: app_id.to_owned(),
+            call: CallContext {
+                app_id: ctx.app_id.clone(),
+                app_version: ctx.app_version.clone(),
+                grants: ctx.grants.clone(),
+                dirs: ctx.user_dirs.clone(),
+                app_dir: ctx.app_dir(),
+                shared: self.host.clone(),
+            },
+            answer: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -331,7 +445,21 @@ fn trap(store: &mut Store<HostState>, err: wasmtime::Error) -> ActionError {
     ActionError::Failed(format!("{err:#}"))
 }
 
-const HOST_FUNCTIONS: [&str; 5] = ["emit", "ai_generate", "ai_next", "log", "fail"];
+/// Every import of `aisapp_v1`; a module importing anything else is refused at load.
+pub const HOST_FUNCTIONS: [&str; 12] = [
+    "emit",
+    "ai_generate",
+    "ai_next",
+    "log",
+    "fail",
+    "fs",
+    "http",
+    "clipboard",
+    "tool",
+    "storage",
+    "env",
+    "result",
+];
 
 fn guest_bytes(
     caller: &mut Caller<'_, HostState>,
@@ -397,6 +525,12 @@ fn define_host_api(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "ai_generate",
         |mut caller: Caller<'_, HostState>, (ptr, len): (i32, i32)| {
             Box::new(async move {
+                if !caller.data().call.grants.ai {
+                    return Err(fail_with(
+                        &mut caller,
+                        ActionError::Failed("permission denied: ai".into()),
+                    ));
+                }
                 let request: GenerateRequest =
                     match serde_json::from_slice(&guest_bytes(&mut caller, ptr, len)?) {
                         Ok(r) => r,
@@ -468,7 +602,7 @@ fn define_host_api(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "log",
         |mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
             let text = guest_string(&mut caller, ptr, len)?;
-            let app = caller.data().app_id.as_str();
+            let app = caller.data().call.app_id.as_str();
             match level {
                 0 => tracing::debug!(app, "{text}"),
                 1 => tracing::info!(app, "{text}"),
@@ -488,6 +622,61 @@ fn define_host_api(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 .failure
                 .get_or_insert(ActionError::Failed(text));
             Ok(())
+        },
+    )?;
+    for capability in Capability::ALL {
+        let name = capability.import_name();
+        linker.func_wrap_async(
+            ABI_NAMESPACE,
+            name,
+            move |mut caller: Caller<'_, HostState>, (ptr, len): (i32, i32)| {
+                Box::new(async move {
+                    caller.data_mut().answer = None;
+                    let request = guest_string(&mut caller, ptr, len)?;
+                    let request: serde_json::Value = serde_json::from_str(&request)
+                        .map_err(|e| wasmtime::Error::msg(format!("{name}: the request is not JSON: {e}")))?;
+                    let ctx = caller.data().call.clone();
+                    let op = request
+                        .get("op")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let answer = host::call(capability, &ctx, request).await;
+                    match &answer {
+                        Ok(_) => tracing::debug!(app = %ctx.app_id, import = name, op, "host call"),
+                        Err(err) => tracing::info!(app = %ctx.app_id, import = name, op, code = err.code.as_str(), message = %err.message, "host call refused or failed"),
+                    }
+                    let bytes = host::answer_bytes(answer);
+                    let len = bytes.len() as i32;
+                    caller.data_mut().answer = Some(bytes);
+                    Ok(len)
+                })
+            },
+        )?;
+    }
+    linker.func_wrap(
+        ABI_NAMESPACE,
+        "result",
+        |mut caller: Caller<'_, HostState>, buf: i32, cap: i32| -> wasmtime::Result<i32> {
+            let Some(answer) = caller.data_mut().answer.take() else {
+                return Ok(-1);
+            };
+            let fits = cap >= 0 && cap as usize >= answer.len();
+            let written = if fits {
+                let memory = caller
+                    .get_export("memory")
+                    .and_then(|e| e.into_memory())
+                    .ok_or_else(|| wasmtime::Error::msg("guest exports no memory"))?;
+                memory
+                    .write(&mut caller, buf as u32 as usize, &answer)
+                    .map_err(|_| wasmtime::Error::msg("result: guest pointer out of bounds"))?;
+                answer.len() as i32
+            } else {
+                -1
+            };
+            // Kept until the next call, so a guest may ask again with a larger buffer.
+            caller.data_mut().answer = Some(answer);
+            Ok(written)
         },
     )?;
     Ok(())
@@ -536,10 +725,8 @@ mod tests {
     async fn run_once(sandbox: &Sandbox) -> String {
         let module = sandbox.load(GUEST.as_bytes()).expect("load");
         let (tx, mut rx) = mpsc::channel(4);
-        sandbox
-            .run(&module, "t", "{}", Limits::default(), Arc::new(NoAi), tx)
-            .await
-            .expect("run");
+        let ctx = ActionContext::new("t", "0.1.0", std::env::temp_dir(), Arc::new(NoAi));
+        sandbox.run(&module, &ctx, "{}", tx).await.expect("run");
         rx.recv().await.expect("output")
     }
 
@@ -637,9 +824,12 @@ mod tests {
             let (sandbox, module) = (sandbox.clone(), module.clone());
             runs.spawn(async move {
                 let (tx, mut rx) = mpsc::channel(4);
-                sandbox
-                    .run(&module, "t", "{}", Limits::default(), Arc::new(SlowAi), tx)
-                    .await?;
+                let ctx = ActionContext::new("t", "0.1.0", std::env::temp_dir(), Arc::new(SlowAi))
+                    .with_grants(Grants {
+                        ai: true,
+                        ..Grants::default()
+                    });
+                sandbox.run(&module, &ctx, "{}", tx).await?;
                 Ok::<_, ActionError>(rx.recv().await)
             });
         }
@@ -675,8 +865,10 @@ mod tests {
             memory_bytes: 64 << 20,
             ..Limits::default()
         };
+        let ctx = ActionContext::new("t", "0.1.0", std::env::temp_dir(), Arc::new(NoAi))
+            .with_limits(limits);
         let err = sandbox
-            .run(&module, "t", "{}", limits, Arc::new(NoAi), tx)
+            .run(&module, &ctx, "{}", tx)
             .await
             .expect_err("2 MiB is over the 1 MiB node maximum");
         assert!(err.to_string().contains("memory"), "{err}");

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use benches::percentile;
 use desktop_node::ai::{AiError, AiProvider, GenerateRequest, TextStream};
-use desktop_node::sandbox::{Limits, Sandbox};
+use desktop_node::sandbox::{ActionContext, Sandbox};
 use tokio::sync::mpsc;
 
 const ROUNDS: usize = 20_000;
@@ -45,6 +45,8 @@ async fn main() {
     let sandbox = Sandbox::new().expect("sandbox");
     let hello = std::fs::read(testkit::guest::hello_ai_wasm()).expect("hello_ai.wasm");
     let ai: Arc<dyn AiProvider> = Arc::new(NoAi);
+    let home = std::env::temp_dir().join("aisa-sandbox-bench");
+    let ctx = ActionContext::new("bench", "0.1.0", home, ai);
     for (label, code, input) in [
         ("minimal WAT guest", EMIT_ONE.as_bytes(), "{}".to_owned()),
         (
@@ -58,7 +60,7 @@ async fn main() {
         for round in 0..ROUNDS + 1000 {
             let (tx, mut rx) = mpsc::channel(4);
             let started = Instant::now();
-            let run = sandbox.run(&module, "bench", &input, Limits::default(), ai.clone(), tx);
+            let run = sandbox.run(&module, &ctx, &input, tx);
             let first = async {
                 rx.recv().await.expect("a chunk");
                 started.elapsed()
@@ -80,15 +82,14 @@ async fn main() {
         for _ in 0..CONCURRENT {
             let sandbox = sandbox.clone();
             let module = module.clone();
-            let ai = ai.clone();
+            let ctx = ctx.clone();
             let input = input.clone();
             tasks.spawn(async move {
                 let mut samples = Vec::with_capacity(ROUNDS / CONCURRENT);
                 for _ in 0..ROUNDS / CONCURRENT {
                     let (tx, mut rx) = mpsc::channel(4);
                     let started = Instant::now();
-                    let run =
-                        sandbox.run(&module, "bench", &input, Limits::default(), ai.clone(), tx);
+                    let run = sandbox.run(&module, &ctx, &input, tx);
                     let first = async {
                         rx.recv().await.expect("a chunk");
                         started.elapsed()

@@ -1,0 +1,261 @@
+//! `http`: requests to hosts the person approved. The URL's `host[:port]` must match a
+//! network grant ([`Grants::allows_url`]); redirects are followed by hand, each hop
+//! checked the same way (at most [`MAX_REDIRECTS`]); the response body is capped at
+//! [`MAX_BODY_BYTES`] and the whole exchange at [`TIMEOUT`].
+//!
+//! Not covered: a granted name whose DNS answer points into the local network is
+//! reached; the grant is of a name, as the person approved it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::{Method, StatusCode, Url};
+use serde::Deserialize;
+
+use super::{CallContext, HostError};
+use crate::permissions::Grants;
+
+/// The largest response body.
+pub const MAX_BODY_BYTES: usize = 4 << 20;
+/// The largest request body.
+pub const MAX_REQUEST_BODY_BYTES: usize = 8 << 20;
+/// Time for the whole call, redirects included.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// Redirects followed before giving up.
+pub const MAX_REDIRECTS: usize = 5;
+
+/// The ops of `http`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// One HTTP request; answers `{status, headers, body}`.
+    Fetch {
+        /// `http://` or `https://` URL.
+        url: String,
+        /// `GET` (default), `HEAD`, `POST`, `PUT`, `PATCH`, `DELETE` or `OPTIONS`.
+        #[serde(default)]
+        method: Option<String>,
+        /// Request headers.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Request body (text).
+        #[serde(default)]
+        body: Option<String>,
+    },
+}
+
+/// The shared client: no automatic redirects (each hop is checked here), no proxy from
+/// the environment, TLS with the Mozilla roots.
+pub(crate) fn client() -> reqwest::Result<reqwest::Client> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth());
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!(
+            "aisuperapp-desktop-node/",
+            env!("CARGO_PKG_VERSION")
+        ));
+    if let Ok(mut tls) = tls {
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    builder.build()
+}
+
+/// Runs one `http` call.
+pub async fn call(ctx: &CallContext, request: Request) -> super::Answer {
+    let Request::Fetch {
+        url,
+        method,
+        headers,
+        body,
+    } = request;
+    let url = Url::parse(&url).map_err(|e| HostError::invalid(format!("url {url:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(HostError::invalid(format!(
+            "only http and https URLs are allowed, not {}",
+            url.scheme()
+        )));
+    }
+    let method = match method.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        Some("POST") => Method::POST,
+        Some("PUT") => Method::PUT,
+        Some("PATCH") => Method::PATCH,
+        Some("DELETE") => Method::DELETE,
+        Some("OPTIONS") => Method::OPTIONS,
+        Some(other) => {
+            return Err(HostError::invalid(format!(
+                "method {other:?} is not allowed"
+            )));
+        }
+    };
+    let mut header_map = reqwest::header::HeaderMap::new();
+    for (name, value) in &headers {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| HostError::invalid(format!("header name {name:?}")))?;
+        if matches!(
+            name.as_str(),
+            "host" | "connection" | "transfer-encoding" | "content-length"
+        ) {
+            return Err(HostError::invalid(format!(
+                "header {name} is set by the host"
+            )));
+        }
+        let value = reqwest::header::HeaderValue::from_str(value)
+            .map_err(|_| HostError::invalid(format!("header {name} has an invalid value")))?;
+        header_map.append(name, value);
+    }
+    if body
+        .as_ref()
+        .is_some_and(|b| b.len() > MAX_REQUEST_BODY_BYTES)
+    {
+        return Err(HostError::too_large(format!(
+            "request bodies are limited to {MAX_REQUEST_BODY_BYTES} bytes"
+        )));
+    }
+    let exchange = fetch(&ctx.shared.http, &ctx.grants, url, method, header_map, body);
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(HostError::failed(format!(
+                "no complete answer within {TIMEOUT:?}"
+            )))
+        })
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    grants: &Grants,
+    mut url: Url,
+    mut method: Method,
+    mut headers: reqwest::header::HeaderMap,
+    mut body: Option<String>,
+) -> super::Answer {
+    let mut hops = 0;
+    let response = loop {
+        if !grants.allows_url(&url) {
+            let what = if hops == 0 { "" } else { "a redirect to " };
+            return Err(HostError::denied(format!(
+                "{what}{} is not a granted host",
+                host_port(&url)
+            )));
+        }
+        let mut request = client
+            .request(method.clone(), url.clone())
+            .headers(headers.clone());
+        if let Some(body) = &body {
+            request = request.body(body.clone());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| HostError::failed(format!("{}: {}", host_port(&url), error_chain(&e))))?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_owned);
+        let Some(location) = location.filter(|_| status.is_redirection()) else {
+            break response;
+        };
+        hops += 1;
+        if hops > MAX_REDIRECTS {
+            return Err(HostError::failed(format!(
+                "more than {MAX_REDIRECTS} redirects"
+            )));
+        }
+        let next = url
+            .join(&location)
+            .map_err(|e| HostError::failed(format!("bad redirect location {location:?}: {e}")))?;
+        if status == StatusCode::SEE_OTHER
+            || (matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND)
+                && method == Method::POST)
+        {
+            method = Method::GET;
+            body = None;
+            headers.remove(reqwest::header::CONTENT_TYPE);
+        }
+        if next.host_str() != url.host_str()
+            || next.port_or_known_default() != url.port_or_known_default()
+        {
+            // Credentials meant for one host never follow a redirect to another.
+            headers.remove(reqwest::header::AUTHORIZATION);
+            headers.remove(reqwest::header::COOKIE);
+            headers.remove(reqwest::header::PROXY_AUTHORIZATION);
+        }
+        url = next;
+    };
+    let status = response.status().as_u16();
+    let mut answer_headers = serde_json::Map::new();
+    for (name, value) in response.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match answer_headers.get_mut(name.as_str()) {
+            Some(serde_json::Value::String(existing)) => {
+                existing.push_str(", ");
+                existing.push_str(&value);
+            }
+            _ => {
+                answer_headers.insert(name.as_str().to_owned(), value.into());
+            }
+        }
+    }
+    if response
+        .content_length()
+        .is_some_and(|l| l > MAX_BODY_BYTES as u64)
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| HostError::failed(format!("reading the body: {}", error_chain(&e))))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(serde_json::json!({
+        "status": status,
+        "headers": answer_headers,
+        "body": String::from_utf8_lossy(&body),
+    }))
+}
+
+fn too_big() -> HostError {
+    HostError::too_large(format!(
+        "the response body is larger than {MAX_BODY_BYTES} bytes"
+    ))
+}
+
+fn host_port(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        _ => url.to_string(),
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

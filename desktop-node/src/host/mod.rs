@@ -1,0 +1,272 @@
+//! The permissioned host API: what a mini-app may do besides computing, one module per
+//! capability, each reached through its own import of `aisapp_v1` (so a module's imports
+//! show what it can reach). `docs/guest-abi.md` is the reference for guests.
+//!
+//! A call is a JSON request `{"op": "<op>", ...args}`; its answer is `{"ok": <value>}` or
+//! `{"error": {"code", "message"}}` ([`HostError`]). Denials are answers, never traps:
+//! a JavaScript guest can catch them. Every call is checked against the app's
+//! [`Grants`]; I/O runs on tokio's blocking pool or async clients, never on the
+//! executor's threads.
+//!
+//! | import | module | permission |
+//! | --- | --- | --- |
+//! | `fs` | [`fs`] (and [`pdf`] for `pdf_text`) | filesystem read / write grants; `$APP_DATA` always |
+//! | `http` | [`http`] | network grants (hosts) |
+//! | `clipboard` | [`clipboard`] | clipboard |
+//! | `tool` | [`tool`] | none |
+//! | `storage` | [`storage`] | none (the app's own store) |
+//! | `env` | [`env`] | none |
+
+pub mod clipboard;
+pub mod env;
+pub mod fs;
+pub mod http;
+pub mod pdf;
+pub mod storage;
+pub mod tool;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::permissions::{AccessError, Grants, UserDirs};
+
+/// The largest answer a call may produce; a bigger one becomes `too_large`.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// The stable error codes of answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The app's grants do not allow it.
+    PermissionDenied,
+    /// The file, folder or key does not exist.
+    NotFound,
+    /// The request is malformed (unknown op, missing or wrong argument, bad path).
+    Invalid,
+    /// Over a size limit.
+    TooLarge,
+    /// The operation was allowed but failed (I/O error, unreachable host, bad PDF).
+    Failed,
+    /// This node cannot do it (e.g. no clipboard on a headless machine).
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The code as it appears in answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Failed => "failed",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A refused or failed call, answered to the guest as `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct HostError {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// For a person.
+    pub message: String,
+}
+
+impl HostError {
+    /// An error with `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        HostError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `permission_denied`.
+    pub fn denied(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::PermissionDenied, message)
+    }
+
+    /// `invalid`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Invalid, message)
+    }
+
+    /// `too_large`.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::TooLarge, message)
+    }
+
+    /// `failed`.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Failed, message)
+    }
+}
+
+impl From<AccessError> for HostError {
+    fn from(err: AccessError) -> Self {
+        let code = match &err {
+            AccessError::Denied(_) => ErrorCode::PermissionDenied,
+            AccessError::NotFound(_) => ErrorCode::NotFound,
+            AccessError::Path(_) => ErrorCode::Invalid,
+            AccessError::Io(_) => ErrorCode::Failed,
+        };
+        HostError::new(code, err.to_string())
+    }
+}
+
+/// What a call answers.
+pub type Answer = Result<serde_json::Value, HostError>;
+
+/// One capability import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// `fs`.
+    Fs,
+    /// `http`.
+    Http,
+    /// `clipboard`.
+    Clipboard,
+    /// `tool`.
+    Tool,
+    /// `storage`.
+    Storage,
+    /// `env`.
+    Env,
+}
+
+impl Capability {
+    /// Every capability import.
+    pub const ALL: [Capability; 6] = [
+        Capability::Fs,
+        Capability::Http,
+        Capability::Clipboard,
+        Capability::Tool,
+        Capability::Storage,
+        Capability::Env,
+    ];
+
+    /// The import's name in `aisapp_v1`.
+    pub fn import_name(self) -> &'static str {
+        match self {
+            Capability::Fs => "fs",
+            Capability::Http => "http",
+            Capability::Clipboard => "clipboard",
+            Capability::Tool => "tool",
+            Capability::Storage => "storage",
+            Capability::Env => "env",
+        }
+    }
+}
+
+/// What the host shares across actions: one HTTP client (one connection pool) and the
+/// per-app storage locks.
+pub struct HostShared {
+    pub(crate) http: reqwest::Client,
+    storage_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl HostShared {
+    /// Builds the shared HTTP client.
+    pub fn new() -> Result<Self, String> {
+        Ok(HostShared {
+            http: http::client().map_err(|e| e.to_string())?,
+            storage_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The lock that serializes changes to one app's store.
+    pub(crate) fn storage_lock(&self, path: &std::path::Path) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self
+            .storage_locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        locks.entry(path.to_owned()).or_default().clone()
+    }
+}
+
+/// What a call knows about the action it serves.
+#[derive(Clone)]
+pub struct CallContext {
+    /// The app's id.
+    pub app_id: String,
+    /// The app's version.
+    pub app_version: String,
+    /// What the person approved.
+    pub grants: Arc<Grants>,
+    /// How path variables resolve.
+    pub dirs: Arc<UserDirs>,
+    /// `<node home>/data/<app-id>`: the app's store and its `files` folder.
+    pub app_dir: PathBuf,
+    /// Shared clients and locks.
+    pub shared: Arc<HostShared>,
+}
+
+impl CallContext {
+    /// `$APP_DATA`: `<node home>/data/<app-id>/files`.
+    pub fn app_data(&self) -> PathBuf {
+        self.app_dir.join("files")
+    }
+
+    /// Resolves a path a guest gave (variables, absolute).
+    pub fn resolve(&self, path: &str) -> Result<PathBuf, HostError> {
+        self.dirs
+            .resolve(path, &self.app_data())
+            .map_err(|e| HostError::invalid(e.to_string()))
+    }
+}
+
+/// Runs one call of `capability` with the guest's parsed request.
+pub async fn call(capability: Capability, ctx: &CallContext, request: serde_json::Value) -> Answer {
+    match capability {
+        Capability::Fs => fs::call(ctx, parse(request)?).await,
+        Capability::Http => http::call(ctx, parse(request)?).await,
+        Capability::Clipboard => clipboard::call(ctx, parse(request)?),
+        Capability::Tool => tool::call(parse(request)?).await,
+        Capability::Storage => storage::call(ctx, parse(request)?).await,
+        Capability::Env => Ok(env::call(ctx, parse(request)?)),
+    }
+}
+
+/// The bytes of an answer: `{"ok": value}` or `{"error": {...}}`, replaced by a
+/// `too_large` error when over [`MAX_ANSWER_BYTES`].
+pub fn answer_bytes(answer: Answer) -> Vec<u8> {
+    let encode = |answer: Answer| match answer {
+        Ok(value) => serde_json::json!({ "ok": value }).to_string().into_bytes(),
+        Err(err) => serde_json::json!({ "error": err }).to_string().into_bytes(),
+    };
+    let bytes = encode(answer);
+    if bytes.len() > MAX_ANSWER_BYTES {
+        return encode(Err(HostError::too_large(format!(
+            "the answer is {} bytes; answers are limited to {MAX_ANSWER_BYTES}",
+            bytes.len()
+        ))));
+    }
+    bytes
+}
+
+/// A request as one module's op enum; a shape mismatch is `invalid`.
+fn parse<T: DeserializeOwned>(request: serde_json::Value) -> Result<T, HostError> {
+    if !request.get("op").is_some_and(serde_json::Value::is_string) {
+        return Err(HostError::invalid(
+            "a request is a JSON object with a string \"op\"",
+        ));
+    }
+    serde_json::from_value(request).map_err(|e| HostError::invalid(e.to_string()))
+}
+
+/// Runs blocking work (file I/O, parsing) on tokio's blocking pool; a panic there is a
+/// `failed` answer, not a crash.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, HostError> + Send + 'static,
+) -> Result<T, HostError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(HostError::failed(format!("the host task failed: {e}"))))
+}
