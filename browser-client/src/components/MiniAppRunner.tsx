@@ -121,6 +121,14 @@ export function MiniAppRunner({
     return () => document.removeEventListener('keydown', onKey);
   }, [active, cancel]);
 
+  const refocus = useRef(false);
+  useEffect(() => {
+    if (!active && refocus.current) {
+      refocus.current = false;
+      runButton.current?.focus();
+    }
+  }, [active]);
+
   // Leaving the page stops the run.
   useEffect(() => () => controller.current?.abort(), []);
 
@@ -142,9 +150,10 @@ export function MiniAppRunner({
       else dispatch({ type: 'error', code, message });
     } finally {
       controller.current = null;
-      if (document.activeElement === cancelButton.current || document.activeElement === document.body) {
-        runButton.current?.focus();
-      }
+      // The Cancel button is about to be disabled: if it has the focus, hand it to Run
+      // once that is enabled again (see the effect below).
+      refocus.current =
+        document.activeElement === cancelButton.current || document.activeElement === document.body;
       onFinished?.();
     }
   }

@@ -286,10 +286,16 @@ export class Api {
     }
     const text = await res.text();
     let parsed: unknown = null;
+    let isJson = true;
     try {
       parsed = text ? JSON.parse(text) : null;
     } catch {
-      // Not JSON: fall through with the status only.
+      isJson = false; // fall through with the status only
+    }
+    if (res.ok && (!isJson || (parsed === null && res.status !== 204))) {
+      // The relay serves the web app for every path it has no route for, so an API this
+      // relay lacks answers 200 with a web page: report it as the 404 it is.
+      throw new ApiError(404, `this relay has no ${path.split('?')[0]} API`);
     }
     if (!res.ok) {
       const message =

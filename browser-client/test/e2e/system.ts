@@ -8,9 +8,10 @@
  */
 
 import { spawn, type ChildProcess, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { zipSync, strToU8 } from 'fflate';
 
 const root = resolve(__dirname, '../../..');
 const binDir = process.env.AISA_BIN_DIR ?? join(root, 'target/debug');
@@ -148,6 +149,41 @@ export class System {
     await node.waitFor(/connected to the relay/);
   }
 
+  /** The desktop node's home folder. */
+  get nodeHome(): string {
+    return join(this.dir, 'node');
+  }
+
+  /** Signs in over the HTTP API and returns an access token. */
+  async token(email = EMAIL, password = PASSWORD): Promise<string> {
+    const res = await fetch(`${this.httpUrl}/api/auth/login`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ email, password }),
+    });
+    if (!res.ok) throw new Error(`login: HTTP ${res.status}: ${await res.text()}`);
+    return ((await res.json()) as { token: string }).token;
+  }
+
+  /**
+   * Publishes an unsigned bundle through the developer portal (POST /api/portal/apps),
+   * which checks, signs and lists it in the marketplace. Returns the portal's answer.
+   */
+  async publish(bundle: Uint8Array): Promise<{ id: string; version: string; sha256: string }> {
+    const res = await fetch(`${this.httpUrl}/api/portal/apps`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/zip', Authorization: `Bearer ${await this.token()}` },
+      body: new Blob([new Uint8Array(bundle)]),
+    });
+    if (res.status !== 201) throw new Error(`publish: HTTP ${res.status}: ${await res.text()}`);
+    return (await res.json()) as { id: string; version: string; sha256: string };
+  }
+
+  /** Approves (or denies) a pending install request on the desktop, as its owner would. */
+  decide(decision: 'approve' | 'deny', appId: string): string {
+    return run('desktop-node', ['--home', this.nodeHome, 'apps', decision, appId]);
+  }
+
   /** Stops the desktop node. */
   async stopNode(): Promise<void> {
     await this.node?.stop();
@@ -166,4 +202,41 @@ export class System {
     await Promise.all(this.children.map((c) => c.stop()));
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** What an example bundle contains besides its code. */
+export interface BundleSpec {
+  id: string;
+  name: string;
+  version: string;
+  description: string;
+  category: string;
+  actionSchema: Record<string, unknown>;
+  uiSchema?: Record<string, unknown>;
+  permissions?: Record<string, unknown>;
+}
+
+/**
+ * An unsigned `.aisapp` bundle (contracts section B) whose code is the example app's wasm
+ * (`entry: "wasm"`), for publishing through the portal.
+ */
+export function wasmBundle(spec: BundleSpec): Uint8Array {
+  const manifest = {
+    id: spec.id,
+    name: spec.name,
+    version: spec.version,
+    description: spec.description,
+    category: spec.category,
+    author: { name: 'E2E Tests' },
+    entry: 'wasm',
+    runtime: '>=0.1.0, <0.2.0',
+  };
+  const json = (v: unknown): Uint8Array => strToU8(JSON.stringify(v, null, 2));
+  return zipSync({
+    'manifest.json': json(manifest),
+    'action-schema.json': json(spec.actionSchema),
+    'ui-schema.json': json(spec.uiSchema ?? {}),
+    'permissions.json': json(spec.permissions ?? {}),
+    'logic.wasm': new Uint8Array(readFileSync(guestWasm)),
+  });
 }
