@@ -43,6 +43,7 @@ step "system tests again, the relay on PostgreSQL"
 eval "$(scripts/services.sh start)"
 trap '"$ROOT/scripts/services.sh" stop || true' EXIT
 cargo test --locked -p testkit --test system
+cargo test --locked -p relay-edge --test marketplace
 
 step "fuzz target builds"
 cargo build --locked --manifest-path tunnel/fuzz/Cargo.toml --target-dir target/fuzz
