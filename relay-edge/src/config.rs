@@ -206,6 +206,20 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_and_states_the_defaults() {
+        let example = RelayConfig::from_toml(include_str!("../../deploy/relay.example.toml"))
+            .expect("deploy/relay.example.toml is valid");
+        let defaults = RelayConfig::default();
+        assert_eq!(
+            example.access_token_ttl_secs,
+            defaults.access_token_ttl_secs
+        );
+        assert_eq!(example.bundles.store, defaults.bundles.store);
+        assert_eq!(example.bundles.allow_http, defaults.bundles.allow_http);
+        assert!(example.signing.trusted_public_keys.is_empty());
+    }
+
+    #[test]
     fn bundle_and_signing_sections_parse_and_refuse_unknown_keys() {
         let cfg = RelayConfig::from_toml(
             "[bundles]\nstore = \"s3\"\nbucket = \"apps\"\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true\n\
