@@ -34,7 +34,7 @@ export function installText(v: InstallView, deviceName: string): string {
         case 'pending_approval':
           return `Waiting for approval on your desktop (${deviceName}): check the permissions there and approve or deny.`;
         case 'downloading':
-          return v.progress.percent === null ? 'Approved. Downloading…' : `Approved. Downloading… ${Math.round(v.progress.percent)} %`;
+          return v.progress.percent === null ? 'Downloading…' : `Downloading… ${Math.round(v.progress.percent)} %`;
         case 'installed':
           return `Installed version ${v.progress.version}.`;
         case 'other':

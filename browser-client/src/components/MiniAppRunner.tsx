@@ -77,9 +77,30 @@ export interface MiniAppRunnerProps {
   customValidate?: CustomValidator;
   /** Called after every run (e.g. to refresh the plan's usage). */
   onFinished?: () => void;
+  /**
+   * For an app this page has no schema for: ignore `actions`, `uiSchemas`, `toRequest` and
+   * `customValidate` and show the free-form form ({@link FREEFORM_SCHEMA}).
+   */
+  freeform?: boolean;
 }
 
-export function MiniAppRunner({
+/** The runner, or the free-form runner when `freeform` is set. */
+export function MiniAppRunner(props: MiniAppRunnerProps) {
+  if (!props.freeform) return <SchemaRunner {...props} />;
+  return (
+    <SchemaRunner
+      {...props}
+      actions={{ '': FREEFORM_SCHEMA }}
+      uiSchemas={{ '': FREEFORM_UI }}
+      toRequest={freeformRequest}
+      customValidate={freeformValidate}
+    />
+  );
+}
+
+export default MiniAppRunner;
+
+function SchemaRunner({
   actions,
   uiSchemas = {},
   deviceName,

@@ -5,19 +5,15 @@
  */
 
 import type { RJSFSchema, UiSchema } from '@rjsf/utils';
-import { useEffect, useState } from 'react';
+import { Suspense, lazy, useEffect, useState } from 'react';
 import { ApiError } from '../lib/api';
 import { describeError } from '../lib/errors';
 import { routeHref } from '../lib/route';
 import { useApp } from './context';
-import {
-  FREEFORM_SCHEMA,
-  FREEFORM_UI,
-  MiniAppRunner,
-  freeformRequest,
-  freeformValidate,
-  type RunFn,
-} from './MiniAppRunner';
+import type { RunFn } from './MiniAppRunner';
+
+/** The form renderer (@rjsf + ajv, marked + DOMPurify) loads with the first runner screen. */
+const MiniAppRunner = lazy(() => import('./MiniAppRunner'));
 
 type Loaded =
   | { kind: 'loading' }
@@ -93,28 +89,28 @@ export function RunnerPage({ appId }: { appId: string }) {
             Could not load the app’s form: {loaded.message}
           </p>
         )}
-        {loaded.kind === 'market' && (
-          <MiniAppRunner
-            actions={loaded.actions}
-            uiSchemas={loaded.ui}
-            deviceName={device?.name ?? 'device'}
-            blocked={blocked}
-            run={run}
-            onFinished={reloadAccount}
-          />
-        )}
-        {loaded.kind === 'local' && (
-          <MiniAppRunner
-            actions={{ '': FREEFORM_SCHEMA }}
-            uiSchemas={{ '': FREEFORM_UI }}
-            deviceName={device?.name ?? 'device'}
-            blocked={blocked}
-            run={run}
-            toRequest={freeformRequest}
-            customValidate={freeformValidate}
-            onFinished={reloadAccount}
-          />
-        )}
+        <Suspense fallback={<p role="status">Loading the form…</p>}>
+          {loaded.kind === 'market' && (
+            <MiniAppRunner
+              actions={loaded.actions}
+              uiSchemas={loaded.ui}
+              deviceName={device?.name ?? 'device'}
+              blocked={blocked}
+              run={run}
+              onFinished={reloadAccount}
+            />
+          )}
+          {loaded.kind === 'local' && (
+            <MiniAppRunner
+              freeform
+              actions={{}}
+              deviceName={device?.name ?? 'device'}
+              blocked={blocked}
+              run={run}
+              onFinished={reloadAccount}
+            />
+          )}
+        </Suspense>
       </section>
     </>
   );

@@ -7,7 +7,7 @@
 
 import { act, cleanup, fireEvent, render, screen } from '@testing-library/react';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { FREEFORM_SCHEMA, FREEFORM_UI, MiniAppRunner, freeformRequest, freeformValidate, type RunFn } from '../../src/components/MiniAppRunner';
+import { MiniAppRunner, type RunFn } from '../../src/components/MiniAppRunner';
 import { RemoteError, type ActionResult } from '../../src/tunnel/client';
 
 // React's act() wants to know it runs in a test environment.
@@ -177,12 +177,7 @@ describe('MiniAppRunner', () => {
   });
 
   it('free-form mode (an app not in the marketplace) sends the named action and checks the JSON', async () => {
-    const { calls } = setup({
-      actions: { '': FREEFORM_SCHEMA },
-      uiSchemas: { '': FREEFORM_UI },
-      toRequest: freeformRequest,
-      customValidate: freeformValidate,
-    });
+    const { calls } = setup({ freeform: true });
     fireEvent.change(screen.getByLabelText(/^Action/), { target: { value: 'write' } });
     fireEvent.change(screen.getByLabelText(/^Input \(JSON\)/), { target: { value: '{"topic": ' } });
     fireEvent.submit(screen.getByRole('button', { name: 'Run on desk' }).closest('form')!);
