@@ -32,7 +32,7 @@ pub struct Grants {
     pub ai: bool,
     /// Folders whose files it may read (and list), absolute.
     pub read: Vec<PathBuf>,
-    /// Folders whose files it may write, absolute.
+    /// Folders whose files it may write (and read), absolute.
     pub write: Vec<PathBuf>,
     /// Hosts it may reach over HTTP: `host`, `host:port`, or `*.domain` (any subdomain).
     /// A pattern without a port allows only the scheme's default port (80 or 443).
@@ -308,11 +308,12 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
 }
 
 /// The canonical path of `path` if it may be read (it, after `..` and every symlink are
-/// resolved, lies inside `$APP_DATA` or a read grant). Blocking: call from
+/// resolved, lies inside `$APP_DATA`, a read grant or a write grant). Blocking: call from
 /// `spawn_blocking`.
 pub fn check_read(grants: &Grants, app_data: &Path, path: &Path) -> Result<PathBuf, AccessError> {
     let canonical = std::fs::canonicalize(path).map_err(|e| io_error(path, e))?;
-    let roots = canonical_roots(&grants.read, app_data);
+    let granted: Vec<PathBuf> = grants.read.iter().chain(&grants.write).cloned().collect();
+    let roots = canonical_roots(&granted, app_data);
     if roots.iter().any(|r| canonical.starts_with(r)) {
         Ok(canonical)
     } else {
@@ -573,6 +574,13 @@ mod tests {
         };
         assert!(check_read(&read_only, &f.app_data, &f.docs.join("a.txt")).is_ok());
         assert!(prepare_write(&read_only, &f.app_data, &f.docs.join("a.txt")).is_err());
+        // A write grant allows reading too (as permissions.json documents it).
+        let write_only = Grants {
+            write: vec![f.docs.join("sub")],
+            ..Grants::default()
+        };
+        assert!(check_read(&write_only, &f.app_data, &f.docs.join("sub/b.txt")).is_ok());
+        assert!(check_read(&write_only, &f.app_data, &f.docs.join("a.txt")).is_err());
         // Not a plain file name.
         assert!(prepare_write(&none, &f.app_data, &f.app_data.join("..")).is_err());
     }

@@ -120,3 +120,93 @@ fn save(path: &Path, store: &Map<String, Value>) -> Result<(), HostError> {
         .map_err(failed)?;
     std::fs::rename(&temp, path).map_err(failed)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::host::{ErrorCode, HostShared};
+    use crate::permissions::{Grants, UserDirs};
+
+    fn ctx(app_dir: &Path) -> CallContext {
+        CallContext {
+            app_id: "a".into(),
+            app_version: "1.0.0".into(),
+            grants: Arc::new(Grants::default()),
+            dirs: Arc::new(UserDirs::default()),
+            app_dir: app_dir.to_owned(),
+            shared: Arc::new(HostShared::new().unwrap()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_store_is_capped_and_a_refused_set_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        let set = |key: &str, value: Value| Request::Set {
+            key: key.into(),
+            value,
+        };
+        call(&ctx, set("small", "x".into())).await.unwrap();
+        let big = "y".repeat(MAX_STORE_BYTES);
+        let err = call(&ctx, set("big", big.into())).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+        let almost = "z".repeat(MAX_STORE_BYTES - 100);
+        call(&ctx, set("almost", almost.into())).await.unwrap();
+        let keys = call(&ctx, Request::Keys {}).await.unwrap();
+        assert_eq!(keys, serde_json::json!(["almost", "small"]));
+        let err = call(&ctx, set("more", "w".repeat(200).into()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::TooLarge);
+        // Deleting makes room again; no temporary files are left behind.
+        call(
+            &ctx,
+            Request::Delete {
+                key: "almost".into(),
+            },
+        )
+        .await
+        .unwrap();
+        call(&ctx, set("more", "w".repeat(200).into()))
+            .await
+            .unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["storage.json"]);
+        let long_key = "k".repeat(MAX_KEY_BYTES + 1);
+        let err = call(&ctx, Request::Get { key: long_key })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Invalid);
+    }
+
+    #[tokio::test]
+    async fn concurrent_sets_of_one_app_are_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                call(
+                    &ctx,
+                    Request::Set {
+                        key: format!("k{i:02}"),
+                        value: i.into(),
+                    },
+                )
+                .await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let keys = call(&ctx, Request::Keys {}).await.unwrap();
+        assert_eq!(keys.as_array().unwrap().len(), 20);
+    }
+}

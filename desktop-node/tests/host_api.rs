@@ -1,0 +1,657 @@
+//! The permissioned host API through the sandbox: small WAT guests call each import of
+//! `aisapp_v1` and emit the answers they get, and the tests read those answers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use desktop_node::ai::{AiError, AiProvider, GenerateRequest, TextStream};
+use desktop_node::permissions::Grants;
+use desktop_node::sandbox::{ActionContext, ActionError, Sandbox};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// A model that is never configured: reaching it gives `NoKey`.
+struct NoAi;
+
+impl AiProvider for NoAi {
+    fn generate(
+        &self,
+        _: GenerateRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<TextStream, AiError>> + Send + '_>>
+    {
+        Box::pin(async { Err(AiError::NoKey("test".into())) })
+    }
+}
+
+/// `"..."` for a WAT data string, every byte escaped.
+fn wat_bytes(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for b in bytes {
+        out.push_str(&format!("\\{b:02x}"));
+    }
+    out.push('"');
+    out
+}
+
+/// A guest that makes `calls` in order (import name, request JSON) and emits each
+/// answer as one chunk (answers up to 60 KiB).
+fn guest(calls: &[(&str, String)]) -> String {
+    let mut imports: Vec<&str> = calls.iter().map(|(i, _)| *i).collect();
+    imports.sort();
+    imports.dedup();
+    let mut wat = String::from("(module\n");
+    for import in &imports {
+        wat.push_str(&format!(
+            "  (import \"aisapp_v1\" \"{import}\" (func ${import} (param i32 i32) (result i32)))\n"
+        ));
+    }
+    wat.push_str(
+        "  (import \"aisapp_v1\" \"result\" (func $result (param i32 i32) (result i32)))\n\
+         (import \"aisapp_v1\" \"emit\" (func $emit (param i32 i32)))\n\
+         (memory (export \"memory\") 4)\n\
+         (func (export \"aisapp_alloc\") (param i32) (result i32) i32.const 196608)\n",
+    );
+    let mut offset = 0usize;
+    let mut body = String::new();
+    for (import, request) in calls {
+        wat.push_str(&format!(
+            "  (data (i32.const {offset}) {})\n",
+            wat_bytes(request.as_bytes())
+        ));
+        body.push_str(&format!(
+            "    (drop (call ${import} (i32.const {offset}) (i32.const {len})))\n\
+             (local.set $n (call $result (i32.const 131072) (i32.const 61440)))\n\
+             (call $emit (i32.const 131072) (local.get $n))\n",
+            len = request.len()
+        ));
+        offset += request.len();
+    }
+    assert!(offset < 131072, "requests too large for the test guest");
+    wat.push_str(&format!(
+        "  (func (export \"aisapp_run\") (param i32 i32) (result i32) (local $n i32)\n{body}    i32.const 0))\n"
+    ));
+    wat
+}
+
+/// Runs a guest making `calls` with `ctx` and returns the answers it received.
+async fn answers(sandbox: &Sandbox, ctx: &ActionContext, calls: &[(&str, Value)]) -> Vec<Value> {
+    let calls: Vec<(&str, String)> = calls.iter().map(|(i, r)| (*i, r.to_string())).collect();
+    let module = sandbox.load(guest(&calls).as_bytes()).expect("load");
+    let (tx, mut rx) = mpsc::channel(64);
+    sandbox.run(&module, ctx, "{}", tx).await.expect("run");
+    let mut out = Vec::new();
+    while let Ok(chunk) = rx.try_recv() {
+        out.push(serde_json::from_str(&chunk).unwrap_or_else(|e| panic!("{e}: {chunk}")));
+    }
+    assert_eq!(out.len(), calls.len());
+    out
+}
+
+async fn answer(sandbox: &Sandbox, ctx: &ActionContext, import: &str, request: Value) -> Value {
+    answers(sandbox, ctx, &[(import, request)]).await.remove(0)
+}
+
+fn error_code(answer: &Value) -> &str {
+    answer["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error, got {answer}"))
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    sandbox: Sandbox,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("docs")).unwrap();
+        std::fs::create_dir_all(root.join("private")).unwrap();
+        std::fs::write(root.join("docs/notes.txt"), "hello from docs").unwrap();
+        std::fs::write(root.join("private/secret.txt"), "secret").unwrap();
+        World {
+            _dir: dir,
+            root,
+            sandbox: Sandbox::new().expect("sandbox"),
+        }
+    }
+
+    fn home(&self) -> std::path::PathBuf {
+        self.root.join("node")
+    }
+
+    fn ctx(&self, grants: Grants) -> ActionContext {
+        ActionContext::new("test-app", "1.2.3", self.home(), Arc::new(NoAi)).with_grants(grants)
+    }
+
+    fn docs(&self) -> std::path::PathBuf {
+        self.root.join("docs")
+    }
+}
+
+fn read_docs(world: &World) -> Grants {
+    Grants {
+        read: vec![world.docs()],
+        ..Grants::default()
+    }
+}
+
+#[tokio::test]
+async fn reads_in_granted_folders_and_is_refused_outside() {
+    let w = World::new();
+    let ctx = w.ctx(read_docs(&w));
+    let notes = w.docs().join("notes.txt");
+    let secret = w.root.join("private/secret.txt");
+    let escape = w.docs().join("../private/secret.txt");
+    let got = answers(
+        &w.sandbox,
+        &ctx,
+        &[
+            ("fs", json!({"op": "read", "path": notes})),
+            ("fs", json!({"op": "read", "path": secret})),
+            ("fs", json!({"op": "read", "path": escape})),
+            ("fs", json!({"op": "read_base64", "path": notes})),
+            (
+                "fs",
+                json!({"op": "read", "path": w.docs().join("missing")}),
+            ),
+            ("fs", json!({"op": "read", "path": "docs/notes.txt"})),
+            (
+                "fs",
+                json!({"op": "write", "path": w.docs().join("new.txt"), "content": "x"}),
+            ),
+            ("fs", json!({"op": "list", "path": w.docs()})),
+            ("fs", json!({"op": "frobnicate", "path": notes})),
+        ],
+    )
+    .await;
+    assert_eq!(got[0], json!({"ok": "hello from docs"}));
+    assert_eq!(error_code(&got[1]), "permission_denied");
+    assert_eq!(error_code(&got[2]), "permission_denied");
+    assert_eq!(got[3], json!({"ok": "aGVsbG8gZnJvbSBkb2Nz"}));
+    assert_eq!(error_code(&got[4]), "not_found");
+    assert_eq!(error_code(&got[5]), "invalid", "relative paths");
+    assert_eq!(error_code(&got[6]), "permission_denied", "read-only grant");
+    assert!(!w.docs().join("new.txt").exists());
+    assert_eq!(
+        got[7],
+        json!({"ok": [{"name": "notes.txt", "dir": false, "size": 15}]})
+    );
+    assert_eq!(error_code(&got[8]), "invalid");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_symlink_out_of_a_granted_folder_is_refused() {
+    let w = World::new();
+    std::os::unix::fs::symlink(w.root.join("private/secret.txt"), w.docs().join("leak")).unwrap();
+    std::os::unix::fs::symlink(w.docs().join("notes.txt"), w.docs().join("alias")).unwrap();
+    let grants = Grants {
+        read: vec![w.docs()],
+        write: vec![w.docs()],
+        ..Grants::default()
+    };
+    let got = answers(
+        &w.sandbox,
+        &w.ctx(grants),
+        &[
+            ("fs", json!({"op": "read", "path": w.docs().join("leak")})),
+            ("fs", json!({"op": "read", "path": w.docs().join("alias")})),
+            (
+                "fs",
+                json!({"op": "write", "path": w.docs().join("leak"), "content": "pwned"}),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(error_code(&got[0]), "permission_denied");
+    assert_eq!(got[1], json!({"ok": "hello from docs"}));
+    assert_eq!(error_code(&got[2]), "permission_denied");
+    assert_eq!(
+        std::fs::read_to_string(w.root.join("private/secret.txt")).unwrap(),
+        "secret"
+    );
+}
+
+#[tokio::test]
+async fn app_data_is_the_apps_own_folder_without_any_grant() {
+    let w = World::new();
+    let ctx = w.ctx(Grants::default());
+    let got = answers(
+        &w.sandbox,
+        &ctx,
+        &[
+            (
+                "fs",
+                json!({"op": "write", "path": "$APP_DATA/out/report.md", "content": "# r"}),
+            ),
+            (
+                "fs",
+                json!({"op": "read", "path": "$APP_DATA/out/report.md"}),
+            ),
+            ("fs", json!({"op": "list", "path": "$APP_DATA"})),
+            ("storage", json!({"op": "set", "key": "k", "value": 1})),
+            (
+                "fs",
+                json!({"op": "read", "path": "$APP_DATA/../storage.json"}),
+            ),
+            (
+                "fs",
+                json!({"op": "read", "path": w.docs().join("notes.txt")}),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(got[0], json!({"ok": null}));
+    assert_eq!(got[1], json!({"ok": "# r"}));
+    assert_eq!(
+        got[2],
+        json!({"ok": [{"name": "out", "dir": true, "size": got[2]["ok"][0]["size"]}]})
+    );
+    assert_eq!(got[3], json!({"ok": null}));
+    assert_eq!(
+        error_code(&got[4]),
+        "permission_denied",
+        "the store is not a file of $APP_DATA"
+    );
+    assert_eq!(error_code(&got[5]), "permission_denied");
+    assert_eq!(
+        std::fs::read_to_string(w.home().join("data/test-app/files/out/report.md")).unwrap(),
+        "# r"
+    );
+}
+
+/// A minimal one-page PDF showing `text` in Helvetica, with a correct xref table.
+fn tiny_pdf(text: &str) -> Vec<u8> {
+    let stream = format!("BT /F1 24 Tf 72 700 Td ({text}) Tj ET");
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_owned(),
+        format!("<< /Length {} >>\nstream\n{stream}\nendstream", stream.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_owned(),
+    ];
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for offset in offsets {
+        pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}
+
+#[tokio::test]
+async fn pdf_text_extracts_the_words_of_a_granted_pdf() {
+    let w = World::new();
+    std::fs::write(w.docs().join("hello.pdf"), tiny_pdf("Quarterly report")).unwrap();
+    std::fs::write(w.docs().join("broken.pdf"), b"%PDF-1.4 not really").unwrap();
+    let got = answers(
+        &w.sandbox,
+        &w.ctx(read_docs(&w)),
+        &[
+            (
+                "fs",
+                json!({"op": "pdf_text", "path": w.docs().join("hello.pdf")}),
+            ),
+            (
+                "fs",
+                json!({"op": "pdf_text", "path": w.docs().join("broken.pdf")}),
+            ),
+            (
+                "fs",
+                json!({"op": "pdf_text", "path": w.root.join("private/secret.txt")}),
+            ),
+        ],
+    )
+    .await;
+    let text = got[0]["ok"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", got[0]));
+    assert!(text.contains("Quarterly report"), "{text:?}");
+    assert_eq!(error_code(&got[1]), "failed");
+    assert_eq!(error_code(&got[2]), "permission_denied");
+}
+
+/// A local HTTP server: `/hello` answers text, `/away` redirects to `location`.
+async fn server(location: String, hits: Arc<AtomicUsize>) -> std::net::SocketAddr {
+    use axum::routing::{get, post};
+    let app = axum::Router::new()
+        .route(
+            "/hello",
+            get(move || {
+                hits.fetch_add(1, Ordering::SeqCst);
+                async { ([("x-test", "yes")], "hello over http") }
+            }),
+        )
+        .route(
+            "/echo",
+            post(|body: String| async move { format!("got {body}") }),
+        )
+        .route(
+            "/away",
+            get(move || {
+                let location = location.clone();
+                async move { axum::response::Redirect::temporary(&location) }
+            }),
+        )
+        .route("/big", get(|| async { "x".repeat(5 << 20) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test]
+async fn http_reaches_granted_hosts_only_and_follows_redirects_only_to_them() {
+    let w = World::new();
+    // The second server plays an ungranted host; it must never be reached.
+    let other_hits = Arc::new(AtomicUsize::new(0));
+    let other = server("/hello".into(), other_hits.clone()).await;
+    let hits = Arc::new(AtomicUsize::new(0));
+    let granted = server(format!("http://{other}/hello"), hits.clone()).await;
+    let local = server("/hello".into(), Arc::new(AtomicUsize::new(0))).await;
+    let grants = Grants {
+        hosts: vec![granted.to_string(), local.to_string()],
+        ..Grants::default()
+    };
+    let got = answers(
+        &w.sandbox,
+        &w.ctx(grants),
+        &[
+            ("http", json!({"op": "fetch", "url": format!("http://{granted}/hello")})),
+            ("http", json!({"op": "fetch", "url": format!("http://{other}/hello")})),
+            ("http", json!({"op": "fetch", "url": format!("http://{granted}/away")})),
+            ("http", json!({"op": "fetch", "url": format!("http://{local}/away")})),
+            ("http", json!({"op": "fetch", "url": format!("http://{granted}/echo"), "method": "POST", "body": "abc"})),
+            ("http", json!({"op": "fetch", "url": format!("http://{granted}/big")})),
+            ("http", json!({"op": "fetch", "url": "file:///etc/passwd"})),
+        ],
+    )
+    .await;
+    assert_eq!(got[0]["ok"]["status"], 200);
+    assert_eq!(got[0]["ok"]["body"], "hello over http");
+    assert_eq!(got[0]["ok"]["headers"]["x-test"], "yes");
+    assert_eq!(error_code(&got[1]), "permission_denied");
+    assert_eq!(
+        error_code(&got[2]),
+        "permission_denied",
+        "redirect to an ungranted host"
+    );
+    assert!(
+        got[2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("redirect")
+    );
+    assert_eq!(
+        other_hits.load(Ordering::SeqCst),
+        0,
+        "the ungranted host was never reached"
+    );
+    assert_eq!(
+        got[3]["ok"]["body"], "hello over http",
+        "a redirect within a granted host"
+    );
+    assert_eq!(got[4]["ok"]["body"], "got abc");
+    assert_eq!(error_code(&got[5]), "too_large");
+    assert_eq!(error_code(&got[6]), "invalid");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn csv_env_and_clipboard() {
+    let w = World::new();
+    let got = answers(
+        &w.sandbox,
+        &w.ctx(Grants::default()),
+        &[
+            (
+                "tool",
+                json!({"op": "csv_parse", "text": "a,b\n1,\"x, y\"\n"}),
+            ),
+            ("env", json!({"op": "get"})),
+            ("clipboard", json!({"op": "read"})),
+        ],
+    )
+    .await;
+    assert_eq!(
+        got[0],
+        json!({"ok": {"headers": ["a", "b"], "rows": [["1", "x, y"]]}})
+    );
+    let env = got[1]["ok"].as_object().expect("env object");
+    let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        ["app_id", "app_version", "arch", "node_version", "os"]
+    );
+    assert_eq!(env["app_id"], "test-app");
+    assert_eq!(env["app_version"], "1.2.3");
+    let text = got[1].to_string();
+    for secret in [
+        std::env::var("HOME").ok(),
+        std::env::var("USER").ok(),
+        std::env::var("PATH").ok(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|s| s.len() > 3)
+    {
+        assert!(!text.contains(&secret), "env leaks {secret:?}");
+    }
+    assert!(!text.contains(&*w.root.to_string_lossy()));
+    assert_eq!(error_code(&got[2]), "permission_denied");
+
+    let granted = w.ctx(Grants {
+        clipboard: true,
+        ..Grants::default()
+    });
+    let got = answer(
+        &w.sandbox,
+        &granted,
+        "clipboard",
+        json!({"op": "write", "text": "x"}),
+    )
+    .await;
+    assert_eq!(error_code(&got), "unavailable");
+}
+
+#[tokio::test]
+async fn storage_persists_across_actions_and_apps_do_not_share_it() {
+    let w = World::new();
+    let ctx = w.ctx(Grants::default());
+    let first = answers(
+        &w.sandbox,
+        &ctx,
+        &[
+            (
+                "storage",
+                json!({"op": "set", "key": "count", "value": {"n": 1, "tags": ["a"]}}),
+            ),
+            (
+                "storage",
+                json!({"op": "set", "key": "gone", "value": true}),
+            ),
+            ("storage", json!({"op": "delete", "key": "gone"})),
+        ],
+    )
+    .await;
+    assert!(first.iter().all(|a| *a == json!({"ok": null})), "{first:?}");
+    let second = answers(
+        &w.sandbox,
+        &ctx,
+        &[
+            ("storage", json!({"op": "get", "key": "count"})),
+            ("storage", json!({"op": "get", "key": "gone"})),
+            ("storage", json!({"op": "keys"})),
+            ("storage", json!({"op": "get", "key": ""})),
+        ],
+    )
+    .await;
+    assert_eq!(second[0], json!({"ok": {"n": 1, "tags": ["a"]}}));
+    assert_eq!(second[1], json!({"ok": null}));
+    assert_eq!(second[2], json!({"ok": ["count"]}));
+    assert_eq!(error_code(&second[3]), "invalid");
+    let other = ActionContext::new("other-app", "1.0.0", w.home(), Arc::new(NoAi));
+    let got = answer(&w.sandbox, &other, "storage", json!({"op": "keys"})).await;
+    assert_eq!(got, json!({"ok": []}));
+    assert!(w.home().join("data/test-app/storage.json").is_file());
+}
+
+/// Runs a hand-written guest body and returns the action's outcome and output.
+async fn run_wat(
+    sandbox: &Sandbox,
+    ctx: &ActionContext,
+    wat: &str,
+) -> (Result<(), ActionError>, Vec<String>) {
+    let module = sandbox.load(wat.as_bytes()).expect("load");
+    let (tx, mut rx) = mpsc::channel(64);
+    let result = sandbox.run(&module, ctx, "{}", tx).await;
+    let mut out = Vec::new();
+    while let Ok(chunk) = rx.try_recv() {
+        out.push(chunk);
+    }
+    (result, out)
+}
+
+#[tokio::test]
+async fn ai_generate_needs_the_ai_grant() {
+    let w = World::new();
+    let wat = r#"(module
+      (import "aisapp_v1" "ai_generate" (func $gen (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "{\"prompt\":\"p\"}")
+      (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "aisapp_run") (param i32 i32) (result i32)
+        (drop (call $gen (i32.const 0) (i32.const 14))) i32.const 0))"#;
+    let (denied, _) = run_wat(&w.sandbox, &w.ctx(Grants::default()), wat).await;
+    let err = denied.expect_err("no ai grant");
+    assert!(err.to_string().contains("permission denied: ai"), "{err}");
+    let allowed = w.ctx(Grants {
+        ai: true,
+        ..Grants::default()
+    });
+    let (reached, _) = run_wat(&w.sandbox, &allowed, wat).await;
+    assert!(
+        matches!(reached, Err(ActionError::Ai(AiError::NoKey(_)))),
+        "with the grant the call reaches the provider: {reached:?}"
+    );
+}
+
+#[tokio::test]
+async fn result_returns_minus_one_without_an_answer_or_room_and_bad_requests_trap() {
+    let w = World::new();
+    let ctx = w.ctx(Grants::default());
+    // result before any call; env; result with a 4-byte buffer; result with room.
+    let wat = r#"(module
+      (import "aisapp_v1" "env" (func $env (param i32 i32) (result i32)))
+      (import "aisapp_v1" "result" (func $result (param i32 i32) (result i32)))
+      (import "aisapp_v1" "emit" (func $emit (param i32 i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "{\"op\":\"get\"}")
+      (func $show (param i32)
+        (i32.store8 (i32.const 4000) (i32.add (i32.const 48) (i32.add (local.get 0) (i32.const 1))))
+        (call $emit (i32.const 4000) (i32.const 1)))
+      (func (export "aisapp_alloc") (param i32) (result i32) i32.const 8192)
+      (func (export "aisapp_run") (param i32 i32) (result i32) (local $len i32)
+        (call $show (call $result (i32.const 1024) (i32.const 1024)))
+        (local.set $len (call $env (i32.const 0) (i32.const 12)))
+        (call $show (call $result (i32.const 1024) (i32.const 4)))
+        (call $emit (i32.const 1024) (call $result (i32.const 1024) (local.get $len)))
+        (call $emit (i32.const 1024) (call $result (i32.const 1024) (local.get $len)))
+        i32.const 0))"#;
+    let (result, out) = run_wat(&w.sandbox, &ctx, wat).await;
+    result.expect("runs");
+    assert_eq!(out[0], "0", "-1 before any call");
+    assert_eq!(out[1], "0", "-1 when the buffer is too small");
+    let env: Value = serde_json::from_str(&out[2]).unwrap();
+    assert_eq!(env["ok"]["app_id"], "test-app");
+    assert_eq!(out[2], out[3], "the answer stays until the next call");
+
+    let not_json = r#"(module
+      (import "aisapp_v1" "fs" (func $fs (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "{op: read")
+      (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "aisapp_run") (param i32 i32) (result i32)
+        (drop (call $fs (i32.const 0) (i32.const 9))) i32.const 0))"#;
+    let (result, _) = run_wat(&w.sandbox, &ctx, not_json).await;
+    assert!(result.expect_err("traps").to_string().contains("not JSON"));
+    let out_of_bounds = r#"(module
+      (import "aisapp_v1" "fs" (func $fs (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "aisapp_run") (param i32 i32) (result i32)
+        (drop (call $fs (i32.const 65530) (i32.const 100))) i32.const 0))"#;
+    let (result, _) = run_wat(&w.sandbox, &ctx, out_of_bounds).await;
+    assert!(
+        result
+            .expect_err("traps")
+            .to_string()
+            .contains("out of bounds")
+    );
+}
+
+#[tokio::test]
+async fn imports_outside_the_host_api_are_still_refused_at_load() {
+    let sandbox = Sandbox::new().expect("sandbox");
+    for (module, name) in [
+        ("aisapp_v1", "exec"),
+        ("wasi_snapshot_preview1", "fd_write"),
+        ("env", "fs"),
+    ] {
+        let wat = format!(
+            r#"(module (import "{module}" "{name}" (func (param i32 i32) (result i32)))
+              (memory (export "memory") 1)
+              (func (export "aisapp_alloc") (param i32) (result i32) i32.const 0)
+              (func (export "aisapp_run") (param i32 i32) (result i32) i32.const 0))"#
+        );
+        let err = sandbox.load(wat.as_bytes()).err().expect("refused");
+        assert!(
+            err.to_string().contains(&format!("{module}::{name}")),
+            "{err}"
+        );
+    }
+    // Every capability import loads.
+    let calls: Vec<(&str, String)> = ["fs", "http", "clipboard", "tool", "storage", "env"]
+        .iter()
+        .map(|i| (*i, "{}".to_owned()))
+        .collect();
+    sandbox
+        .load(guest(&calls).as_bytes())
+        .expect("the host API loads");
+}
+
+#[tokio::test]
+async fn an_app_id_that_cannot_name_a_folder_is_refused() {
+    let w = World::new();
+    let ctx = ActionContext::new("../escape", "1.0.0", w.home(), Arc::new(NoAi));
+    let (result, _) = run_wat(
+        &w.sandbox,
+        &ctx,
+        r#"(module (memory (export "memory") 1)
+          (func (export "aisapp_alloc") (param i32) (result i32) i32.const 0)
+          (func (export "aisapp_run") (param i32 i32) (result i32) i32.const 0))"#,
+    )
+    .await;
+    assert!(result.is_err());
+    assert!(!Path::new(&w.root.join("escape")).exists());
+}
