@@ -64,11 +64,11 @@ pub async fn serve_stream(
                 return;
             }
             Body::GetStatus => ctx.status(id),
-            Body::InstallApp { .. } | Body::UninstallApp { .. } => Envelope::error(
-                id,
-                ErrorCode::Unsupported,
-                "installing and removing apps from the browser is not available on this node yet",
-            ),
+            Body::InstallApp { app_id, version } => {
+                install(ctx.clone(), id, app_id, version, &mut send).await;
+                return;
+            }
+            Body::UninstallApp { app_id } => uninstall(&ctx, id, &app_id),
             other => Envelope::error(
                 id,
                 ErrorCode::Unsupported,
@@ -109,6 +109,80 @@ fn type_name(body: &Body) -> String {
         .next()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// INSTALL_APP: streams the request's progress states as STREAM_CHUNKs (JSON), then
+/// STREAM_END once installed, or ERROR (`denied`, `install_failed`).
+async fn install(
+    ctx: Arc<NodeContext>,
+    request_id: u64,
+    app_id: String,
+    version: Option<String>,
+    send: &mut ReplyStream,
+) {
+    let started = Instant::now();
+    let (mut states, task) = crate::installer::remote::start(ctx, app_id, version);
+    let mut seq = 0u32;
+    while let Some(state) = states.recv().await {
+        let chunk = Envelope::new(
+            request_id,
+            Body::StreamChunk {
+                seq,
+                data: state.to_string(),
+            },
+        );
+        if write_frame(&mut send.inner, &chunk.encode(), aisa_tunnel::MAX_FRAME_LEN)
+            .await
+            .is_err()
+        {
+            // The browser went away; the request stays open for the person to decide.
+            send.reset();
+            return;
+        }
+        seq += 1;
+    }
+    let elapsed_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
+    let reply = match task.await {
+        Ok(Ok(_version)) => Envelope::new(
+            request_id,
+            Body::StreamEnd {
+                chunks: seq,
+                elapsed_ms,
+            },
+        ),
+        Ok(Err(err)) => {
+            let code = match err {
+                crate::installer::InstallError::Denied(_) => ErrorCode::Denied,
+                _ => ErrorCode::InstallFailed,
+            };
+            warn!(%err, "install request failed");
+            Envelope::error(request_id, code, err.to_string())
+        }
+        Err(join) => Envelope::error(request_id, ErrorCode::Internal, join.to_string()),
+    };
+    finish_with(send, reply).await;
+}
+
+/// UNINSTALL_APP: removes every version and answers with the new DEVICE_STATUS.
+fn uninstall(ctx: &NodeContext, request_id: u64, app_id: &str) -> Envelope {
+    let Some(installer) = ctx.installer() else {
+        return Envelope::error(
+            request_id,
+            ErrorCode::Unsupported,
+            "this node cannot remove apps",
+        );
+    };
+    match installer.uninstall(app_id) {
+        Ok(()) => {
+            info!(app_id, "uninstalled at the browser's request");
+            ctx.reload_apps();
+            ctx.status(request_id)
+        }
+        Err(crate::installer::InstallError::NotFound(msg)) => {
+            Envelope::error(request_id, ErrorCode::UnknownApp, msg)
+        }
+        Err(err) => Envelope::error(request_id, ErrorCode::InstallFailed, err.to_string()),
+    }
 }
 
 /// The answering half of a stream. Dropped before its answer is complete (the task
@@ -187,7 +261,14 @@ async fn execute(
             .await;
         }
     };
-    let input = serde_json::json!({ "action": action, "payload": payload }).to_string();
+    if let Err(msg) = app.validate_payload(action, &payload) {
+        return finish_with(
+            send,
+            Envelope::error(request_id, ErrorCode::InvalidPayload, msg),
+        )
+        .await;
+    }
+    let input = app.action_input(action, &payload);
 
     let (tx, mut rx) = mpsc::channel::<String>(CHUNK_QUEUE);
     let action_ctx = match action_context(ctx, &app) {

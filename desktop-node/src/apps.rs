@@ -6,7 +6,7 @@
 //! version), and development installs by `apps install-local` (a node-format
 //! `manifest.json` listing the actions, and `logic.wasm`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -42,8 +42,8 @@ pub struct App {
     pub manifest: Manifest,
     /// Its compiled module (for a JavaScript app, the JS runtime guest).
     pub module: LoadedModule,
-    /// A JavaScript app's sources by file name (`bot-logic.js`, `tools.js`).
-    pub js_sources: Option<Arc<BTreeMap<String, String>>>,
+    /// A JavaScript app's sources (`bot-logic.js`, `tools.js`).
+    pub js_sources: Option<Arc<crate::jsapp::JsSources>>,
     /// Each action's payload schema; an action without one takes any JSON.
     pub schemas: HashMap<String, Arc<jsonschema::Validator>>,
     /// What the person approved at install.
@@ -63,6 +63,15 @@ impl App {
                 ai: true,
                 ..ApprovedPermissions::default()
             },
+        }
+    }
+
+    /// The sandbox input for one action: `{"action", "payload"}`, plus the sources for a
+    /// JavaScript app.
+    pub fn action_input(&self, action: &str, payload: &serde_json::Value) -> String {
+        match &self.js_sources {
+            Some(sources) => crate::jsapp::action_input(action, payload, sources),
+            None => serde_json::json!({ "action": action, "payload": payload }).to_string(),
         }
     }
 
@@ -276,17 +285,8 @@ fn load_bundle(
                         .into(),
                 )
             })?;
-            let mut sources = BTreeMap::new();
-            for name in ["bot-logic.js", "tools.js"] {
-                let path = dir.join(name);
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => {
-                        sources.insert(name.to_owned(), text);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "tools.js" => {}
-                    Err(e) => return Err(AppError::Io { path, source: e }),
-                }
-            }
+            let sources = crate::jsapp::JsSources::read(&dir)
+                .map_err(|e| AppError::Manifest(e.to_string()))?;
             (runtime.clone(), Some(Arc::new(sources)))
         }
         other => {

@@ -1,7 +1,9 @@
 //! The node's home folder and configuration file.
 //!
 //! Home (default `$XDG_CONFIG_HOME/aisuperapp/desktop`, or `--home`): `node.toml` (the
-//! settings below), `device-token` and `identity.key` (secrets, mode 0600), and
+//! settings below), `secrets.json` (which secret store holds the node's secrets, see
+//! [`crate::secrets`]; older versions kept `device-token` and `identity.key` as files,
+//! moved into the store on first use), and
 //! `miniapps/<id>/<version>/` (installed apps).
 
 use std::path::{Path, PathBuf};
@@ -35,6 +37,13 @@ pub struct NodeConfig {
     /// Sandbox limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Where secrets are kept (`[secrets] backend = "auto"`, see [`crate::secrets`]).
+    #[serde(default)]
+    pub secrets: crate::secrets::SecretsConfig,
+    /// The platform keys whose signatures on marketplace bundles this node accepts
+    /// (fetched from the relay at login; several allow key rotation).
+    #[serde(default)]
+    pub trusted_keys: Vec<crate::installer::market::PlatformKey>,
 }
 
 /// Which model to call, and where.

@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+mod cli;
+mod keys_cmd;
+
 use desktop_node::ai::ProviderKind;
-use desktop_node::apps::{self, Manifest};
 use desktop_node::config::{AiConfig, Home, LimitsConfig, NodeConfig};
+use desktop_node::installer::Installer;
+use desktop_node::installer::market::Market;
 use desktop_node::node::{self, NodeContext, RelayTarget};
 use desktop_node::sandbox::{Sandbox, SandboxConfig};
 
@@ -31,7 +35,10 @@ enum Command {
     Run(RunArgs),
     /// Manage installed mini-apps.
     #[command(subcommand)]
-    Apps(AppsCommand),
+    Apps(cli::apps::AppsCommand),
+    /// Manage the AI providers' API keys in the node's secret store.
+    #[command(subcommand)]
+    Keys(keys_cmd::KeysCommand),
 }
 
 #[derive(Args)]
@@ -70,31 +77,19 @@ struct RunArgs {
     ai_model: Option<String>,
 }
 
-#[derive(Subcommand)]
-enum AppsCommand {
-    /// Install a mini-app from a local wasm module (for development).
-    InstallLocal {
-        /// The compiled module (`logic.wasm`).
-        wasm: PathBuf,
-        /// The app id.
-        #[arg(long)]
-        id: String,
-        /// Its version, MAJOR.MINOR.PATCH.
-        #[arg(long, default_value = "0.1.0")]
-        version: String,
-        /// The actions it accepts (repeat or comma-separate).
-        #[arg(long, value_delimiter = ',', required = true)]
-        action: Vec<String>,
-        /// A name for people.
-        #[arg(long)]
-        name: Option<String>,
-    },
-    /// List installed mini-apps.
-    List,
+fn main() -> anyhow::Result<()> {
+    // Before any other thread exists: keyring credentials are per thread, and threads
+    // started later inherit this one's.
+    if let Err(err) = desktop_node::secrets::ensure_session_keyring() {
+        eprintln!("note: no session keyring ({err}); the keyutils store may not work");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async_main())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn async_main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let home = Home::new(cli.home);
@@ -104,7 +99,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Login(args) => login(&home, args).await,
         Command::Run(args) => run(&home, args).await,
-        Command::Apps(cmd) => apps_command(&home, cmd),
+        Command::Apps(cmd) => cli::apps::run(&home, cmd).await,
+        Command::Keys(cmd) => keys_cmd::run(&home, cmd),
     }
 }
 
@@ -170,6 +166,16 @@ async fn login(home: &Home, args: LoginArgs) -> anyhow::Result<()> {
         (None, true) => (None, false),
         (None, false) => (Some(reported_pin), true),
     };
+    // The platform keys that sign marketplace bundles, pinned now like the certificate.
+    let trusted_keys = match Market::new(&relay).platform_keys().await {
+        Ok(keys) => keys,
+        Err(err) => {
+            eprintln!(
+                "warning: no platform signing keys from the relay ({err}); installs from its marketplace will be refused until the next login"
+            );
+            Vec::new()
+        }
+    };
     let quic_host = if host.contains(':') {
         format!("[{host}]")
     } else {
@@ -194,12 +200,10 @@ async fn login(home: &Home, args: LoginArgs) -> anyhow::Result<()> {
             .load_config()
             .map(|c| c.limits)
             .unwrap_or_else(|_| LimitsConfig::default()),
+        trusted_keys,
+        secrets: home.load_config().map(|c| c.secrets).unwrap_or_default(),
     };
-    home.write_secret("device-token", token.as_bytes())?;
-    if home.read_secret("identity.key").is_err() {
-        let key = aisa_crypto::IdentityKey::generate();
-        home.write_secret("identity.key", &key.secret_bytes())?;
-    }
+    keys_cmd::save_login(home, &token)?;
     home.save_config(&config)?;
     println!(
         "device {device_id} registered as {name:?}; settings in {}",
@@ -219,29 +223,41 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     if let Some(model) = args.ai_model {
         config.ai.model = Some(model);
     }
-    let token = String::from_utf8(
-        home.read_secret("device-token")
-            .context("device-token missing; run `desktop-node login`")?,
-    )?;
-    let identity = aisa_crypto::IdentityKey::from_secret_bytes(
-        &home
-            .read_secret("identity.key")
-            .context("identity.key missing; run `desktop-node login`")?,
-    )?;
+    let keys_cmd::RunSecrets {
+        token,
+        identity,
+        provider_key,
+    } = keys_cmd::load_for_run(home, config.ai.provider.name())?;
     let sandbox = Sandbox::with_config(SandboxConfig {
         max_memory_bytes: config.limits.memory_mib << 20,
         cache_dir: Some(home.module_cache_dir()),
         ..SandboxConfig::default()
     })?;
-    let (apps, problems) = apps::load_all(&home.apps_dir(), &sandbox, None);
-    for problem in problems {
-        tracing::warn!(%problem, "app not loaded");
-    }
-    tracing::info!(apps = ?apps.keys().collect::<Vec<_>>(), "apps loaded");
+    let js_runtime = match desktop_node::jsapp::locate_runtime(home.dir()) {
+        Ok(path) => match desktop_node::jsapp::load_runtime(&sandbox, &path) {
+            Ok(module) => Some(module),
+            Err(err) => {
+                tracing::warn!(%err, "JavaScript apps will not run");
+                None
+            }
+        },
+        Err(err) => {
+            tracing::warn!(%err, "JavaScript apps will not run");
+            None
+        }
+    };
+    let installer = Installer::new(
+        home,
+        Some(Market::new(&config.relay_url)),
+        config.trusted_keys.clone(),
+        Some(token.trim().to_owned()),
+    );
+    // The environment variable overrides the store (development, tests).
     let api_key = config
         .ai
         .api_key_env()
-        .and_then(|var| std::env::var(var).ok());
+        .and_then(|var| std::env::var(var).ok())
+        .or_else(|| provider_key.map(|k| k.to_string()));
     let ai = desktop_node::ai::build(
         config.ai.provider,
         &config.ai.base_url(),
@@ -249,16 +265,20 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         api_key,
     )?;
     tracing::info!(provider = config.ai.provider.name(), base_url = %config.ai.base_url(), model = %config.ai.model(), "AI provider");
-    let ctx = Arc::new(NodeContext::new(
-        config.device_id.clone(),
-        token.trim().to_owned(),
-        identity.public_bytes(),
-        sandbox,
-        apps,
-        ai,
-        config.limits.to_limits(),
-        home.dir().to_owned(),
-    ));
+    let ctx = Arc::new(
+        NodeContext::new(
+            config.device_id.clone(),
+            token.trim().to_owned(),
+            identity.public_bytes(),
+            sandbox,
+            Default::default(),
+            ai,
+            config.limits.to_limits(),
+            home.dir().to_owned(),
+        )
+        .with_installer(installer, js_runtime),
+    );
+    ctx.reload_apps();
     let target = RelayTarget {
         quic_addr: config.quic_addr.clone(),
         server_name: config.server_name.clone(),
@@ -277,58 +297,11 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         aisa_crypto::fingerprint(&identity.public_bytes())
     );
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(ctx.clone().watch_apps(stop.clone()));
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         let _ = stop_tx.send(true);
     });
     node::run(ctx, target, stop).await?;
-    Ok(())
-}
-
-fn apps_command(home: &Home, cmd: AppsCommand) -> anyhow::Result<()> {
-    match cmd {
-        AppsCommand::InstallLocal {
-            wasm,
-            id,
-            version,
-            action,
-            name,
-        } => {
-            let sandbox = Sandbox::new()?;
-            let manifest = Manifest {
-                name: name.unwrap_or_else(|| id.clone()),
-                id,
-                version,
-                actions: action,
-                enabled: true,
-            };
-            let dir = apps::install_local(&home.apps_dir(), &sandbox, &wasm, &manifest)?;
-            println!(
-                "installed {}@{} in {}",
-                manifest.id,
-                manifest.version,
-                dir.display()
-            );
-        }
-        AppsCommand::List => {
-            let sandbox = Sandbox::new()?;
-            let (apps, problems) = apps::load_all(&home.apps_dir(), &sandbox, None);
-            let mut ids: Vec<_> = apps.keys().collect();
-            ids.sort();
-            for id in ids {
-                let m = &apps[id].manifest;
-                println!(
-                    "{}\t{}\t{}\tactions: {}",
-                    m.id,
-                    m.version,
-                    if m.enabled { "enabled" } else { "disabled" },
-                    m.actions.join(",")
-                );
-            }
-            for p in problems {
-                println!("broken: {p}");
-            }
-        }
-    }
     Ok(())
 }

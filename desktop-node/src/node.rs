@@ -20,7 +20,8 @@ use tracing::{debug, info, warn};
 use crate::ai::AiProvider;
 use crate::apps::App;
 use crate::backoff::Backoff;
-use crate::sandbox::{Limits, Sandbox};
+use crate::installer::Installer;
+use crate::sandbox::{Limits, LoadedModule, Sandbox};
 
 /// ALPN for desktop connections.
 pub const ALPN: &[u8] = b"aisa/1";
@@ -54,6 +55,8 @@ pub struct NodeContext {
     /// The node's home folder; apps keep their data in `data/<app-id>/` under it.
     pub home: std::path::PathBuf,
     online: watch::Sender<bool>,
+    installer: Option<Installer>,
+    js_runtime: Option<LoadedModule>,
 }
 
 impl NodeContext {
@@ -80,6 +83,66 @@ impl NodeContext {
             limits,
             home,
             online: watch::channel(false).0,
+            installer: None,
+            js_runtime: None,
+        }
+    }
+
+    /// Lets browsers request installs and removals (INSTALL_APP, UNINSTALL_APP), and
+    /// reloads apps from the installer's folder; `js_runtime` runs JavaScript apps.
+    pub fn with_installer(
+        mut self,
+        installer: Installer,
+        js_runtime: Option<LoadedModule>,
+    ) -> Self {
+        self.installer = Some(installer);
+        self.js_runtime = js_runtime;
+        self
+    }
+
+    /// The mini-app manager, if this node installs apps.
+    pub fn installer(&self) -> Option<&Installer> {
+        self.installer.as_ref()
+    }
+
+    /// Loads the installed apps again from disk (after an install, or a change made by
+    /// the CLI) and makes them the ones actions use.
+    pub fn reload_apps(&self) {
+        let Some(installer) = &self.installer else {
+            return;
+        };
+        let (apps, problems) = crate::apps::load_all(
+            installer.apps.root(),
+            &self.sandbox,
+            self.js_runtime.as_ref(),
+        );
+        for problem in problems {
+            tracing::warn!(%problem, "app not loaded");
+        }
+        tracing::info!(apps = ?apps.keys().collect::<Vec<_>>(), "apps loaded");
+        self.set_apps(apps);
+    }
+
+    /// Reloads the apps whenever the apps folder's generation marker changes (the CLI
+    /// changed something), until `stop` turns true.
+    pub async fn watch_apps(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let Some(installer) = &self.installer else {
+            return;
+        };
+        let mut seen = installer.apps.generation();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let now = installer.apps.generation();
+            if now != seen {
+                seen = now;
+                self.reload_apps();
+            }
         }
     }
 

@@ -10,7 +10,11 @@
 
 pub mod approvals;
 pub mod layout;
+mod manager;
 pub mod market;
+pub mod remote;
+
+pub use manager::{Fetched, Installer, approved_from};
 
 use std::path::{Path, PathBuf};
 
