@@ -821,3 +821,70 @@ async fn a_rotated_key_signs_while_the_old_one_stays_trusted_across_restarts() {
     assert_eq!(a, b);
     second.stop().await;
 }
+
+/// Bundles in S3-compatible storage. Runs when `AISA_TEST_S3` names an endpoint, e.g.
+/// `moto_server -p 5055` (PyPI `moto[server]`) with `AISA_TEST_S3=http://127.0.0.1:5055`
+/// and any `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` in the environment (the relay
+/// reads its S3 credentials from there). The bucket is created with a plain request,
+/// which moto allows; elsewhere it must exist (`AISA_TEST_S3_BUCKET`).
+#[tokio::test]
+async fn bundles_can_live_in_s3_compatible_storage() {
+    let Ok(endpoint) = std::env::var("AISA_TEST_S3") else {
+        eprintln!("skipped: set AISA_TEST_S3 to an S3-compatible endpoint to run this test");
+        return;
+    };
+    let bucket = std::env::var("AISA_TEST_S3_BUCKET").unwrap_or_else(|_| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        format!("aisa-test-{nanos}")
+    });
+    let http = reqwest::Client::new();
+    let _ = http.put(format!("{endpoint}/{bucket}")).send().await;
+    let (s3_endpoint, s3_bucket) = (endpoint.clone(), bucket.clone());
+    let relay = Relay::start_with(move |c| {
+        c.bundles.store = relay_edge::config::BundleStoreKind::S3;
+        c.bundles.bucket = Some(s3_bucket);
+        c.bundles.endpoint = Some(s3_endpoint);
+        c.bundles.region = Some("us-east-1".into());
+        c.bundles.allow_http = true;
+        c.bundles.prefix = "relay-test/".into();
+    })
+    .await;
+    let ada = relay.user("ada@example.com").await;
+    let (status, published) = relay
+        .publish(&ada, app_zip("s3-app", "1.0.0", "S3 App", "data"))
+        .await;
+    assert_eq!(status, 201, "{published}");
+    let bytes = relay
+        .http
+        .get(relay.url("/api/marketplace/apps/s3-app/versions/1.0.0/bundle"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        aisa_miniapp::checksum::sha256_hex(&bytes),
+        published["sha256"].as_str().unwrap()
+    );
+    assert!(
+        walk_files(&relay.dir.path().join("bundles")).is_empty(),
+        "nothing is stored locally"
+    );
+    let listing = http
+        .get(format!("{endpoint}/{bucket}?list-type=2"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        listing.contains("relay-test/apps/s3-app/1.0.0/"),
+        "{listing}"
+    );
+    relay.stop().await;
+}
