@@ -159,7 +159,7 @@ export function AppDetail({ appId }: { appId: string }) {
           <dt>Category</dt>
           <dd>{app.category}</dd>
           <dt>Latest version</dt>
-          <dd>{app.latest_version}</dd>
+          <dd>{app.latest_version ?? 'none (every version withdrawn)'}</dd>
           <dt>Rating</dt>
           <dd id="app-rating">{ratingText(app.rating)}</dd>
           <dt>Installs</dt>

@@ -58,7 +58,8 @@ export interface MarketApp {
   description: string;
   category: string;
   author: string | { name: string; email?: string };
-  latest_version: string;
+  /** Null when every version is withdrawn (yanked). */
+  latest_version: string | null;
   rating: Rating;
   installs: number;
 }
@@ -84,11 +85,11 @@ export interface Permissions {
 /** GET /api/marketplace/apps/{id}: the list fields plus versions, permissions and schemas. */
 export interface MarketAppDetail extends MarketApp {
   versions: MarketVersion[];
-  permissions: Permissions;
+  permissions: Permissions | null;
   /** `{"<action>": <JSON Schema of its payload>}`. */
-  action_schema: Record<string, Record<string, unknown>>;
+  action_schema: Record<string, Record<string, unknown>> | null;
   /** `{"<action>": <@rjsf uiSchema>}` (may be `{}`). */
-  ui_schema: Record<string, Record<string, unknown>>;
+  ui_schema: Record<string, Record<string, unknown>> | null;
 }
 
 /** One category with the number of apps in it. */

@@ -201,7 +201,7 @@ describe('the web app in Chromium', () => {
   // both being built by other engineers; when this was written relay-edge answered 404
   // for /api/marketplace and the desktop answered INSTALL_APP with `unsupported`.
   describe('the marketplace', () => {
-    it.skip('browses: search, category filter, app detail with versions, rating and permissions', () =>
+    it('browses: search, category filter, app detail with versions, rating and permissions', () =>
       explained(async () => {
         await system.publish(
           wasmBundle({
@@ -236,7 +236,7 @@ describe('the web app in Chromium', () => {
             description: 'Reads your notes.',
             category: 'productivity',
             actionSchema: { echo: { type: 'object', properties: { text: { type: 'string', title: 'Text' } } } },
-            permissions: { filesystem: { read: ['$DOCUMENTS'] } },
+            permissions: { ai: true, filesystem: { read: ['$DOCUMENTS'] } },
           }),
         );
         await page.getByRole('link', { name: 'Marketplace' }).click();
