@@ -35,6 +35,8 @@ export function installText(v: InstallView, deviceName: string): string {
           return `Waiting for approval on your desktop (${deviceName}): check the permissions there and approve or deny.`;
         case 'downloading':
           return v.progress.percent === null ? 'Downloading…' : `Downloading… ${Math.round(v.progress.percent)} %`;
+        case 'installing':
+          return 'Approved. Installing…';
         case 'installed':
           return `Installed version ${v.progress.version}.`;
         case 'other':

@@ -42,6 +42,7 @@ export async function getDeviceState(
 export type InstallProgress =
   | { state: 'pending_approval' }
   | { state: 'downloading'; percent: number | null }
+  | { state: 'installing' }
   | { state: 'installed'; version: string }
   | { state: 'other'; name: string };
 
@@ -65,6 +66,8 @@ export function parseInstallProgress(data: string): InstallProgress {
         state: 'downloading',
         percent: typeof v.percent === 'number' && Number.isFinite(v.percent) ? Math.max(0, Math.min(100, v.percent)) : null,
       };
+    case 'installing':
+      return { state: 'installing' };
     case 'installed':
       return { state: 'installed', version: typeof v.version === 'string' ? v.version : '' };
     default:

@@ -102,6 +102,8 @@ describe('installApp', () => {
     expect(() => parseInstallProgress('pending')).toThrow(/not JSON/);
     expect(() => parseInstallProgress('{"percent":3}')).toThrow(/no state/);
     expect(parseInstallProgress('{"state":"verifying"}')).toEqual({ state: 'other', name: 'verifying' });
+    expect(parseInstallProgress('{"state":"installing"}')).toEqual({ state: 'installing' });
+    expect(parseInstallProgress('{"state":"pending_approval","id":"a","permissions":["x"]}')).toEqual({ state: 'pending_approval' });
     expect(parseInstallProgress('{"state":"downloading","percent":250}')).toEqual({ state: 'downloading', percent: 100 });
   });
 
