@@ -888,3 +888,67 @@ async fn bundles_can_live_in_s3_compatible_storage() {
     );
     relay.stop().await;
 }
+
+/// Runs the `relay-edge` binary on the test relay's data directory and database.
+fn operator(relay: &Relay, database_url: Option<&str>, args: &[&str]) -> (bool, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_relay-edge"));
+    command.arg("--data-dir").arg(relay.dir.path());
+    if let Some(url) = database_url {
+        command.arg("--database-url").arg(url);
+    }
+    let output = command
+        .args(args)
+        .env_remove("RELAY_CONFIG")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("relay-edge runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn operators_list_and_yank_apps_from_the_command_line() {
+    let relay = Relay::start().await;
+    let database_url = relay
+        .relay
+        .as_ref()
+        .unwrap()
+        .shared
+        .config
+        .database_url
+        .clone();
+    let db = database_url.as_deref();
+    let ada = relay.user("ada@example.com").await;
+    for v in ["1.0.0", "1.1.0"] {
+        assert_eq!(
+            relay
+                .publish(&ada, app_zip("cli-app", v, "CLI App", "utilities"))
+                .await
+                .0,
+            201
+        );
+    }
+    let (ok, out) = operator(&relay, db, &["apps", "list"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("cli-app\tCLI App\tada@example.com\tlatest 1.1.0"),
+        "{out}"
+    );
+    assert!(out.contains("1.1.0, 1.0.0"), "{out}");
+
+    let (ok, out) = operator(&relay, db, &["apps", "yank", "cli-app", "1.1.0"]);
+    assert!(ok, "{out}");
+    let (_, list) = relay.get("/api/marketplace/apps").await;
+    assert_eq!(list["apps"][0]["latest_version"], "1.0.0");
+    let (_, out) = operator(&relay, db, &["apps", "list"]);
+    assert!(out.contains("1.1.0 (yanked), 1.0.0"), "{out}");
+
+    let (ok, out) = operator(&relay, db, &["apps", "yank", "cli-app", "9.9.9"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("no version 9.9.9 of app cli-app"), "{out}");
+    relay.stop().await;
+}
