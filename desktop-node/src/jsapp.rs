@@ -1,0 +1,244 @@
+//! JavaScript mini-apps: where the JS runtime guest is, and the input an action of a JS
+//! app gives it.
+//!
+//! A JS app (`"entry": "js"` in its manifest) carries `bot-logic.js` and, optionally,
+//! `tools.js` instead of a `logic.wasm`. Its actions run in the JS runtime guest
+//! (`runtimes/js`, QuickJS compiled to wasm32) in the same sandbox as every other guest;
+//! the sources travel in the guest's input JSON:
+//!
+//! ```json
+//! {"action": "write", "payload": {…}, "sources": {"bot-logic.js": "…", "tools.js": "…"}}
+//! ```
+//!
+//! The runtime module is found, in this order, at `$AISA_JS_RUNTIME`, as
+//! `aisapp-js-runtime.wasm` next to the node's executable, or in `<home>/runtimes/`
+//! ([`locate_runtime`]). This module neither installs apps nor caches the loaded runtime:
+//! the caller loads it once ([`load_runtime`]) and reuses the [`LoadedModule`] for every
+//! action of every JS app (the sandbox gives each action a fresh instance).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::sandbox::{ActionError, LoadedModule, Sandbox};
+
+/// The environment variable naming the runtime module's path.
+pub const RUNTIME_ENV: &str = "AISA_JS_RUNTIME";
+
+/// The runtime module's file name next to the executable and in `<home>/runtimes/`.
+pub const RUNTIME_FILE: &str = "aisapp-js-runtime.wasm";
+
+/// The logic source every JS app has.
+pub const BOT_LOGIC: &str = "bot-logic.js";
+
+/// The optional helper module a JS app may have; `bot-logic.js` imports it as
+/// `./tools.js`.
+pub const TOOLS: &str = "tools.js";
+
+/// Why a JS app cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum JsAppError {
+    /// No runtime module at any of the places searched.
+    #[error("the JavaScript runtime ({RUNTIME_FILE}) was not found; looked at: {}", display_paths(.searched))]
+    RuntimeNotFound {
+        /// The paths looked at, in order.
+        searched: Vec<PathBuf>,
+    },
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The runtime module could not be loaded into the sandbox.
+    #[error(transparent)]
+    Load(#[from] ActionError),
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Finds the runtime module: `$AISA_JS_RUNTIME` if set (it must exist: a set variable
+/// that points nowhere is an error, not a reason to look elsewhere), else
+/// `aisapp-js-runtime.wasm` next to the current executable, else
+/// `<home>/runtimes/aisapp-js-runtime.wasm`.
+pub fn locate_runtime(home: &Path) -> Result<PathBuf, JsAppError> {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_owned));
+    locate_runtime_in(std::env::var_os(RUNTIME_ENV), exe_dir.as_deref(), home)
+}
+
+/// [`locate_runtime`] with its inputs given: the variable's value, the executable's
+/// folder and the node's home folder.
+pub fn locate_runtime_in(
+    env: Option<OsString>,
+    exe_dir: Option<&Path>,
+    home: &Path,
+) -> Result<PathBuf, JsAppError> {
+    if let Some(path) = env.filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(path);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(JsAppError::RuntimeNotFound {
+                searched: vec![path],
+            })
+        };
+    }
+    let mut searched = Vec::with_capacity(2);
+    if let Some(dir) = exe_dir {
+        searched.push(dir.join(RUNTIME_FILE));
+    }
+    searched.push(home.join("runtimes").join(RUNTIME_FILE));
+    match searched.iter().find(|p| p.is_file()) {
+        Some(found) => Ok(found.clone()),
+        None => Err(JsAppError::RuntimeNotFound { searched }),
+    }
+}
+
+/// Reads the runtime module at `path` and loads it into `sandbox` (compiled once, or
+/// taken from the sandbox's compiled-module cache).
+pub fn load_runtime(sandbox: &Sandbox, path: &Path) -> Result<LoadedModule, JsAppError> {
+    let wasm = std::fs::read(path).map_err(|source| JsAppError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(sandbox.load(&wasm)?)
+}
+
+/// A JS app's sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsSources {
+    /// `bot-logic.js`: one exported function per action.
+    pub bot_logic: String,
+    /// `tools.js`, when the app has one.
+    pub tools: Option<String>,
+}
+
+impl JsSources {
+    /// Reads `bot-logic.js` and, if present, `tools.js` from an app's folder (an
+    /// extracted bundle or a source folder).
+    pub fn read(app_dir: &Path) -> Result<Self, JsAppError> {
+        let read = |name: &str| {
+            let path = app_dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| JsAppError::Read { path, source })
+        };
+        let bot_logic = read(BOT_LOGIC)?;
+        let tools = match read(TOOLS) {
+            Ok(tools) => Some(tools),
+            Err(JsAppError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(JsSources { bot_logic, tools })
+    }
+}
+
+/// The runtime guest's input for one action:
+/// `{"action", "payload", "sources": {"bot-logic.js", "tools.js"?}}`.
+pub fn action_input(action: &str, payload: &serde_json::Value, sources: &JsSources) -> String {
+    let mut files = serde_json::Map::new();
+    files.insert(BOT_LOGIC.into(), sources.bot_logic.clone().into());
+    if let Some(tools) = &sources.tools {
+        files.insert(TOOLS.into(), tools.clone().into());
+    }
+    serde_json::json!({
+        "action": action,
+        "payload": payload,
+        "sources": files,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("aisa-jsapp-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn the_runtime_is_found_in_the_documented_order() {
+        let root = temp_dir("locate");
+        let (exe, home) = (root.join("bin"), root.join("home"));
+        std::fs::create_dir_all(&exe).expect("bin");
+        std::fs::create_dir_all(home.join("runtimes")).expect("runtimes");
+
+        let err = locate_runtime_in(None, Some(&exe), &home).expect_err("nothing there yet");
+        let text = err.to_string();
+        assert!(
+            text.contains(&exe.join(RUNTIME_FILE).display().to_string()),
+            "{text}"
+        );
+        assert!(text.contains("runtimes"), "{text}");
+
+        let in_home = home.join("runtimes").join(RUNTIME_FILE);
+        std::fs::write(&in_home, b"home").expect("write");
+        assert_eq!(
+            locate_runtime_in(None, Some(&exe), &home).expect("home"),
+            in_home
+        );
+
+        let next_to_exe = exe.join(RUNTIME_FILE);
+        std::fs::write(&next_to_exe, b"exe").expect("write");
+        assert_eq!(
+            locate_runtime_in(None, Some(&exe), &home).expect("exe"),
+            next_to_exe
+        );
+
+        let custom = root.join("custom.wasm");
+        std::fs::write(&custom, b"env").expect("write");
+        assert_eq!(
+            locate_runtime_in(Some(custom.clone().into()), Some(&exe), &home).expect("env"),
+            custom
+        );
+        // A variable that points nowhere is an error naming it, not a silent fallback.
+        let missing = root.join("missing.wasm");
+        let err = locate_runtime_in(Some(missing.clone().into()), Some(&exe), &home)
+            .expect_err("missing");
+        assert!(err.to_string().contains("missing.wasm"), "{err}");
+        std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+
+    #[test]
+    fn sources_are_read_and_put_into_the_input() {
+        let dir = temp_dir("sources");
+        std::fs::write(dir.join(BOT_LOGIC), "export function a() {}").expect("write");
+        let without = JsSources::read(&dir).expect("read");
+        assert_eq!(without.tools, None);
+        let input: serde_json::Value =
+            serde_json::from_str(&action_input("a", &serde_json::json!({"x": 1}), &without))
+                .expect("json");
+        assert_eq!(
+            input,
+            serde_json::json!({"action": "a", "payload": {"x": 1},
+                "sources": {"bot-logic.js": "export function a() {}"}})
+        );
+
+        std::fs::write(dir.join(TOOLS), "export const t = 1;").expect("write");
+        let with = JsSources::read(&dir).expect("read");
+        let input: serde_json::Value =
+            serde_json::from_str(&action_input("a", &serde_json::Value::Null, &with))
+                .expect("json");
+        assert_eq!(input["sources"][TOOLS], "export const t = 1;");
+
+        std::fs::remove_file(dir.join(BOT_LOGIC)).expect("remove");
+        let err = JsSources::read(&dir).expect_err("no bot-logic.js");
+        assert!(err.to_string().contains(BOT_LOGIC), "{err}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
