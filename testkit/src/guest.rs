@@ -1,4 +1,5 @@
-//! Builds the example mini-app from source into wasm, once per test process.
+//! Builds the guests from source into wasm, once per test process: the example mini-app
+//! and the JavaScript runtime (QuickJS).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,5 +47,40 @@ pub fn hello_ai_wasm() -> &'static Path {
             "building hello-ai for wasm32 failed (rustup target add wasm32-unknown-unknown?)"
         );
         target_dir.join("wasm32-unknown-unknown/release/hello_ai.wasm")
+    })
+}
+
+/// Path of `aisapp_js_runtime.wasm`, the JavaScript mini-app runtime (QuickJS), built
+/// from `runtimes/js` for wasm32 with clang-14 compiling QuickJS, into `target/guest`.
+/// The same command as `scripts/build-guests.sh`: keep them in step.
+pub fn js_runtime_wasm() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let target_dir = root.join("target/guest");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .env("CC_wasm32_unknown_unknown", "clang-14")
+            .env("AR_wasm32_unknown_unknown", "llvm-ar-14")
+            .args([
+                "build",
+                "--quiet",
+                "--locked",
+                "--release",
+                "--manifest-path",
+                "runtimes/js/Cargo.toml",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--target-dir",
+            ])
+            .arg(&target_dir)
+            .status()
+            .expect("cargo runs");
+        assert!(
+            status.success(),
+            "building the JS runtime for wasm32 failed (needs clang-14 and llvm-ar-14: \
+             apt-get install clang-14 llvm-14)"
+        );
+        target_dir.join("wasm32-unknown-unknown/release/aisapp_js_runtime.wasm")
     })
 }

@@ -1,0 +1,312 @@
+//! The wasm side: the ABI entry (through `aisapp_guest::entry!`), the native bindings the
+//! prelude turns into `context`, the module loader, and the job-queue driver.
+
+use std::cell::RefCell;
+
+use aisapp_guest::ai::{Generation, Request};
+use aisapp_guest::{Level, emit, log};
+use rquickjs::context::EvalOptions;
+use rquickjs::loader::{ImportAttributes, Loader, Resolver};
+use rquickjs::module::Declared;
+use rquickjs::{
+    CaughtError, Context, Ctx, Exception, Function, Module, Object, Promise, Runtime, Value,
+};
+
+/// QuickJS's own stack limit (of the guest's 1 MiB shadow stack in linear memory; without
+/// a limit set QuickJS measures from the wrong place and every eval fails, PLATFORM.md).
+/// Each JS call also takes native wasm stack, of which the sandbox allows 512 KiB: at
+/// 192 KiB a runaway JS recursion (about 680 calls deep) ends in a catchable
+/// `RangeError` before the native stack runs out; at 256 KiB it traps instead.
+const MAX_STACK_BYTES: usize = 192 * 1024;
+
+/// Name under which `bot-logic.js` is declared (and the base of its imports).
+const LOGIC: &str = "bot-logic.js";
+/// Name under which `tools.js` is declared; `./tools.js` resolves to it.
+const TOOLS: &str = "tools.js";
+
+const PRELUDE: &str = include_str!("prelude.js");
+/// The prelude's file name in stacks; `prelude.js` drops its frames from failure reports.
+const PRELUDE_NAME: &str = "<runtime>";
+
+/// The clock QuickJS's C shim imports from `env`. Defining it here keeps the import out
+/// of the module (the sandbox allows only `aisapp_v1`); a mini-app has no clock of its
+/// own, so it answers 0 (the Unix epoch).
+#[allow(unsafe_code)] // an exported symbol, resolved at link time
+#[unsafe(no_mangle)]
+pub extern "C" fn __rquickjs_host_now_us() -> f64 {
+    0.0
+}
+
+thread_local! {
+    /// Model generations started by this action, indexed by the handle JS holds.
+    static GENERATIONS: RefCell<Vec<Option<Generation>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn run(input: &str) -> Result<(), String> {
+    let input: serde_json::Value =
+        serde_json::from_str(input).map_err(|e| format!("the input is not JSON: {e}"))?;
+    let action = input["action"]
+        .as_str()
+        .ok_or("the input has no \"action\"")?;
+    let payload = input
+        .get("payload")
+        .unwrap_or(&serde_json::Value::Null)
+        .to_string();
+    let sources = &input["sources"];
+    let logic = sources[LOGIC]
+        .as_str()
+        .ok_or("the input has no sources[\"bot-logic.js\"]")?;
+    let tools = sources[TOOLS].as_str();
+
+    let runtime = Runtime::new().map_err(|e| format!("QuickJS runtime: {e}"))?;
+    runtime.set_max_stack_size(MAX_STACK_BYTES);
+    runtime.set_loader(
+        OnlyTools {
+            has_tools: tools.is_some(),
+        },
+        ToolsLoader {
+            source: tools.map(str::to_owned),
+        },
+    );
+    let context = Context::full(&runtime).map_err(|e| format!("QuickJS context: {e}"))?;
+    context.with(|ctx| {
+        let runner = prelude(&ctx).map_err(|e| describe(&ctx, e))?;
+        let tools_ns = match tools {
+            Some(source) => Some(evaluate(&ctx, TOOLS, source)?),
+            None => None,
+        };
+        let logic_ns = evaluate(&ctx, LOGIC, logic)?;
+        let outcome: Promise = runner
+            .call((logic_ns, tools_ns, action, payload))
+            .map_err(|e| describe(&ctx, e))?;
+        match outcome.finish::<Option<String>>() {
+            Ok(None) => Ok(()),
+            Ok(Some(failure)) => Err(failure),
+            Err(rquickjs::Error::WouldBlock) => Err(
+                "the action's promise never settled (it waits for something that cannot happen: \
+                 there are no timers or events in a mini-app)"
+                    .to_owned(),
+            ),
+            Err(e) => Err(describe(&ctx, e)),
+        }
+    })
+}
+
+aisapp_guest::entry!(run);
+
+/// Evaluates the prelude and returns its `run(logic, tools, action, payloadJson)`.
+fn prelude<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Function<'js>> {
+    let host = Object::new(ctx.clone())?;
+    host.set(
+        "emit",
+        Function::new(ctx.clone(), |text: String| emit(&text))?,
+    )?;
+    host.set(
+        "log",
+        Function::new(ctx.clone(), |level: i32, text: String| {
+            let level = match level {
+                0 => Level::Debug,
+                1 => Level::Info,
+                2 => Level::Warn,
+                _ => Level::Error,
+            };
+            log(level, &text)
+        })?,
+    )?;
+    host.set("aiGenerate", Function::new(ctx.clone(), ai_generate)?)?;
+    host.set("aiNext", Function::new(ctx.clone(), ai_next)?)?;
+    host.set("call", Function::new(ctx.clone(), host_call)?)?;
+    let mut options = EvalOptions::default();
+    options.filename = Some(PRELUDE_NAME.to_owned());
+    let make: Function = ctx.eval_with_options(PRELUDE, options)?;
+    make.call((host,))
+}
+
+fn ai_generate<'js>(ctx: Ctx<'js>, request: String) -> rquickjs::Result<i32> {
+    let request: serde_json::Value = serde_json::from_str(&request)
+        .map_err(|e| Exception::throw_type(&ctx, &format!("ai request: {e}")))?;
+    let mut ask = Request::new(request["prompt"].as_str().unwrap_or_default());
+    ask.system = request["system"].as_str().map(str::to_owned);
+    ask.max_tokens = request["max_tokens"].as_u64().map(|n| n as u32);
+    let generation =
+        aisapp_guest::ai::generate(&ask).map_err(|e| Exception::throw_message(&ctx, &e))?;
+    GENERATIONS.with(|g| {
+        let mut g = g.borrow_mut();
+        g.push(Some(generation));
+        Ok((g.len() - 1) as i32)
+    })
+}
+
+fn ai_next<'js>(ctx: Ctx<'js>, handle: i32) -> rquickjs::Result<Option<String>> {
+    let next = GENERATIONS.with(|g| {
+        let mut g = g.borrow_mut();
+        let slot = g.get_mut(handle as usize)?;
+        let next = slot.as_mut()?.next();
+        if next.is_none() {
+            *slot = None;
+        }
+        next
+    });
+    match next {
+        None => Ok(None),
+        Some(Ok(text)) => Ok(Some(text)),
+        Some(Err(e)) => Err(Exception::throw_message(&ctx, &e)),
+    }
+}
+
+/// One capability call (contracts section A): the import by name, the request JSON in,
+/// the answer JSON out. A capability the runtime was built without answers
+/// `unavailable`.
+fn host_call<'js>(ctx: Ctx<'js>, import: String, request: String) -> rquickjs::Result<String> {
+    capabilities::call(&import, &request).map_err(|e| Exception::throw_message(&ctx, &e))
+}
+
+/// Declares and evaluates an ES module, driving its top-level promise, and returns its
+/// namespace.
+fn evaluate<'js>(ctx: &Ctx<'js>, name: &str, source: &str) -> Result<Object<'js>, String> {
+    let declared = Module::declare(ctx.clone(), name, source).map_err(|e| describe(ctx, e))?;
+    let (module, done) = declared.eval().map_err(|e| describe(ctx, e))?;
+    done.finish::<Value>().map_err(|e| match e {
+        rquickjs::Error::WouldBlock => {
+            format!("{name}: its top-level code waits for something that never happens")
+        }
+        e => describe(ctx, e),
+    })?;
+    module.namespace().map_err(|e| describe(ctx, e))
+}
+
+/// The message (and stack, where QuickJS has one) of a failed QuickJS call.
+fn describe(ctx: &Ctx<'_>, error: rquickjs::Error) -> String {
+    match CaughtError::from_error(ctx, error) {
+        CaughtError::Exception(e) => {
+            let name: Option<String> = e.get("name").ok();
+            let mut text = format!(
+                "{}: {}",
+                name.unwrap_or_else(|| "Error".to_owned()),
+                e.message().unwrap_or_default()
+            );
+            if let Some(stack) = e.stack().filter(|s| !s.trim().is_empty()) {
+                text.push('\n');
+                text.push_str(stack.trim_end());
+            }
+            text
+        }
+        CaughtError::Value(v) => {
+            let shown = ctx
+                .json_stringify(v.clone())
+                .ok()
+                .flatten()
+                .and_then(|s| s.to_string().ok())
+                .unwrap_or_else(|| format!("{v:?}"));
+            format!("uncaught: {shown}")
+        }
+        CaughtError::Error(e) => e.to_string(),
+    }
+}
+
+/// Resolves `./tools.js` (when the app has one) and refuses every other import, naming it.
+struct OnlyTools {
+    has_tools: bool,
+}
+
+impl Resolver for OnlyTools {
+    fn resolve<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<String> {
+        if name == "./tools.js" && self.has_tools {
+            return Ok(TOOLS.to_owned());
+        }
+        let why = if name == "./tools.js" {
+            "the app has no tools.js".to_owned()
+        } else {
+            "a mini-app may import only './tools.js'".to_owned()
+        };
+        Err(Exception::throw_message(
+            ctx,
+            &format!("{base} imports '{name}', which is not allowed: {why}"),
+        ))
+    }
+}
+
+/// Loads `tools.js` from the input when it was not evaluated already.
+struct ToolsLoader {
+    source: Option<String>,
+}
+
+impl Loader for ToolsLoader {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        match (name, self.source.take()) {
+            (TOOLS, Some(source)) => Module::declare(ctx.clone(), TOOLS, source),
+            _ => Err(Exception::throw_message(
+                ctx,
+                &format!("module '{name}' cannot be loaded"),
+            )),
+        }
+    }
+}
+
+/// The capability imports of contracts section A (`fs`, `http`, `clipboard`, `tool`,
+/// `storage`, `env`, fetched with `result`). Behind the `capabilities` feature, so that
+/// a runtime built without it imports only the original five functions.
+#[cfg(feature = "capabilities")]
+mod capabilities {
+    #[allow(unsafe_code)] // the ABI boundary
+    mod host {
+        #[link(wasm_import_module = "aisapp_v1")]
+        unsafe extern "C" {
+            pub fn fs(ptr: *const u8, len: usize) -> i32;
+            pub fn http(ptr: *const u8, len: usize) -> i32;
+            pub fn clipboard(ptr: *const u8, len: usize) -> i32;
+            pub fn tool(ptr: *const u8, len: usize) -> i32;
+            pub fn storage(ptr: *const u8, len: usize) -> i32;
+            pub fn env(ptr: *const u8, len: usize) -> i32;
+            pub fn result(buf: *mut u8, cap: usize) -> i32;
+        }
+    }
+
+    /// Calls `import` with `request` and returns the answer JSON.
+    pub fn call(import: &str, request: &str) -> Result<String, String> {
+        let f = match import {
+            "fs" => host::fs,
+            "http" => host::http,
+            "clipboard" => host::clipboard,
+            "tool" => host::tool,
+            "storage" => host::storage,
+            "env" => host::env,
+            other => return Err(format!("no host capability '{other}'")),
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: the pointer and length describe `request`, valid for the call.
+        let len = unsafe { f(request.as_ptr(), request.len()) };
+        let len = usize::try_from(len).map_err(|_| format!("{import}: the host answered {len}"))?;
+        let mut answer = vec![0u8; len];
+        #[allow(unsafe_code)]
+        // SAFETY: `answer` is writable for `len` bytes during the call.
+        let copied = unsafe { host::result(answer.as_mut_ptr(), len) };
+        if copied < 0 || copied as usize != len {
+            return Err(format!("{import}: the host's answer could not be fetched"));
+        }
+        String::from_utf8(answer).map_err(|_| format!("{import}: the answer is not UTF-8"))
+    }
+}
+
+#[cfg(not(feature = "capabilities"))]
+mod capabilities {
+    /// Without the capability imports every call answers `unavailable`.
+    pub fn call(import: &str, _request: &str) -> Result<String, String> {
+        Ok(serde_json::json!({"error": {
+            "code": "unavailable",
+            "message": format!("this runtime was built without the '{import}' host capability"),
+        }})
+        .to_string())
+    }
+}
