@@ -19,6 +19,16 @@ if ! command -v chromium >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# clang-14 + llvm-ar-14 compile QuickJS for the JS runtime guest (runtimes/js).
+if ! command -v clang-14 >/dev/null 2>&1 || ! command -v llvm-ar-14 >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang-14 llvm-14 >/dev/null
+  else
+    echo "clang-14 is missing: sudo apt-get install clang-14 llvm-14" >&2
+    exit 1
+  fi
+fi
 if command -v rustup >/dev/null 2>&1; then
   rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
   rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -30,8 +40,13 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "example mini-app (wasm32, from source)"
+step "guests (wasm32, from source): the example mini-app and the JS runtime"
 scripts/build-guests.sh
+# runtimes/js is its own workspace (built only for wasm32): its own fmt and clippy.
+cargo fmt --manifest-path runtimes/js/Cargo.toml -- --check
+CC_wasm32_unknown_unknown=clang-14 AR_wasm32_unknown_unknown=llvm-ar-14 \
+  cargo clippy --locked --release --manifest-path runtimes/js/Cargo.toml \
+  --target wasm32-unknown-unknown --target-dir target/guest -- -D warnings
 
 step "cargo build"
 cargo build --workspace --locked
