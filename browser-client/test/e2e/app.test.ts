@@ -64,7 +64,7 @@ async function explained<T>(what: () => Promise<T>): Promise<T> {
   }
 }
 
-const shot = (name: string) => page.screenshot({ path: join(artifacts, name) });
+const shot = (name: string) => page.screenshot({ path: join(artifacts, name), fullPage: true });
 const text = async (selector: string) => ((await page.textContent(selector)) ?? '').trim();
 const deviceButton = () => page.locator('button[data-device="e2e desk"]');
 
@@ -195,11 +195,11 @@ describe('the web app in Chromium', () => {
       await expect.poll(() => page.evaluate(() => document.activeElement?.textContent)).toBe('Run on e2e desk');
     }));
 
-  // These wait for the relay's marketplace and developer portal (contracts section C:
-  // POST /api/portal/apps, GET /api/marketplace/…) and the desktop's install flow (section
-  // D: INSTALL_APP answered with STREAM_CHUNK progress, `desktop-node apps approve|deny`),
-  // both being built by other engineers; when this was written relay-edge answered 404
-  // for /api/marketplace and the desktop answered INSTALL_APP with `unsupported`.
+  // The marketplace is the relay's (contracts section C). The two install tests also need
+  // the desktop's install flow (section D: INSTALL_APP answered with STREAM_CHUNK progress,
+  // `desktop-node apps approve|deny ID`), which is being built by another engineer: they
+  // are skipped until it is committed. (They passed against that work in progress at
+  // 01:09 UTC.)
   describe('the marketplace', () => {
     it('browses: search, category filter, app detail with versions, rating and permissions', () =>
       explained(async () => {
@@ -275,11 +275,15 @@ describe('the web app in Chromium', () => {
         await shot('installed.png');
 
         await page.getByRole('link', { name: 'Open E2E Writer' }).click();
-        // The form comes from the app's action schema and uiSchema.
+        // The form comes from the app's action schema and uiSchema: one form per action
+        // (JSON objects have no order, so the actions come in the relay's order).
+        const chooser = page.getByLabel('Action', { exact: true });
+        await chooser.waitFor();
+        expect((await chooser.locator('option').allTextContents()).sort()).toEqual(['Echo', 'Write a paragraph']);
+        await chooser.selectOption({ label: 'Write a paragraph' });
         const topic = page.getByLabel('Topic');
         await topic.waitFor();
         expect(await topic.getAttribute('placeholder')).toBe('e.g. QUIC');
-        expect(await page.getByLabel('Action').locator('option').allTextContents()).toEqual(['Write a paragraph', 'Echo']);
         // Client-side validation: an empty topic is refused before anything is sent.
         await topic.focus();
         await page.keyboard.press('Enter');
