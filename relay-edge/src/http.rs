@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
+use axum::routing::{any, get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -34,6 +34,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/api/session", get(session_info))
         .merge(crate::marketplace::routes())
+        // An unknown API path is a JSON 404, not the web app's index page.
+        .route(
+            "/api/{*rest}",
+            any(|| async { ApiError(StatusCode::NOT_FOUND, "no such API endpoint".into()) }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route(

@@ -7,7 +7,42 @@
 //! passed on as a reset; a peer that stops reading stops the sender.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Test hook: when tapped, every chunk the splice moves is also copied here. Off by
+/// default (one relaxed load per chunk); tests turn it on with [`tap`] to prove what
+/// the relay does (not) see.
+static TAP_ON: AtomicBool = AtomicBool::new(false);
+static TAP: Mutex<Option<tokio::sync::mpsc::UnboundedSender<bytes::Bytes>>> = Mutex::new(None);
+
+/// For tests: from now on, every chunk spliced in this process (both directions, every
+/// relay) is sent to the returned receiver too, until [`untap`].
+pub fn tap() -> tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    if let Ok(mut slot) = TAP.lock() {
+        *slot = Some(tx);
+    }
+    TAP_ON.store(true, Ordering::Release);
+    rx
+}
+
+/// For tests: stops copying spliced chunks.
+pub fn untap() {
+    TAP_ON.store(false, Ordering::Release);
+    if let Ok(mut slot) = TAP.lock() {
+        *slot = None;
+    }
+}
+
+fn tapped(chunk: &bytes::Bytes) {
+    if TAP_ON.load(Ordering::Relaxed)
+        && let Ok(slot) = TAP.lock()
+        && let Some(tx) = slot.as_ref()
+    {
+        let _ = tx.send(chunk.clone());
+    }
+}
 
 /// Application error code for "the other side of the splice went away".
 pub const PEER_GONE: u32 = 1;
@@ -119,6 +154,7 @@ pub async fn pump<R: SpliceRecv, W: SpliceSend>(
             }
             Ok(Some(chunk)) => {
                 let n = chunk.bytes.len() as u64;
+                tapped(&chunk.bytes);
                 if to.quic().write_chunk(chunk.bytes).await.is_err() {
                     from.stop_stream(PEER_GONE);
                     return PumpEnd::SinkFailed;
