@@ -92,6 +92,24 @@ impl Grants {
         })
     }
 
+    /// Grants for everything a bundle's `permissions.json` asks for (use it once the
+    /// person approved all of it), resolved as [`Grants::resolve`] does.
+    pub fn from_permissions(
+        permissions: &aisa_miniapp::Permissions,
+        dirs: &UserDirs,
+        app_data: &Path,
+    ) -> Result<Grants, PathError> {
+        Grants::resolve(
+            permissions.ai,
+            &permissions.filesystem.read,
+            &permissions.filesystem.write,
+            &permissions.network,
+            permissions.clipboard,
+            dirs,
+            app_data,
+        )
+    }
+
     /// Whether `url` (`http` or `https`) points at a granted host and port.
     pub fn allows_url(&self, url: &reqwest::Url) -> bool {
         let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
@@ -626,6 +644,12 @@ mod tests {
         assert_eq!(g.read, [PathBuf::from("/home/p/Docs")]);
         assert_eq!(g.write, [app.to_owned()]);
         assert_eq!(g.hosts, ["api.example.com", "*.cdn.example.com:8443"]);
+        let parsed: aisa_miniapp::Permissions = serde_json::from_str(
+            r#"{"ai": true, "filesystem": {"read": ["$DOCUMENTS"], "write": ["$APP_DATA"]},
+                "network": ["API.example.com", "*.cdn.example.com:8443"], "clipboard": false}"#,
+        )
+        .unwrap();
+        assert_eq!(Grants::from_permissions(&parsed, &dirs, app).unwrap(), g);
         for bad in ["", "a b", "http://x", "x:port", "*.", "[::1"] {
             assert!(
                 Grants::resolve(false, &[], &[], &[bad.into()], false, &dirs, app).is_err(),
