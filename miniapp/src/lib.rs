@@ -32,6 +32,7 @@ pub mod manifest;
 pub mod permissions;
 pub mod schemas;
 pub mod signature;
+pub mod template;
 pub mod upgrade;
 pub mod wasm;
 
