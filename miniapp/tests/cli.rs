@@ -137,3 +137,52 @@ fn a_rust_template_validates_before_its_first_build() {
     let err = fails(d, &["pack", "rusty"]);
     assert!(err.contains("the bundle has no logic.wasm"), "{err}");
 }
+
+#[test]
+fn the_example_apps_pass_the_checks() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.join("manifest.json").is_file() {
+            continue;
+        }
+        seen += 1;
+        let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+        if manifest.contains("\"wasm\"") {
+            // The real module is built by scripts/build-guests.sh; a module with the same
+            // imports and exports stands in for it here.
+            let module = wat::parse_str(
+                r#"(module
+                  (import "aisapp_v1" "emit" (func (param i32 i32)))
+                  (import "aisapp_v1" "ai_generate" (func (param i32 i32) (result i32)))
+                  (import "aisapp_v1" "ai_next" (func (param i32 i32 i32) (result i32)))
+                  (import "aisapp_v1" "fail" (func (param i32 i32)))
+                  (memory (export "memory") 1)
+                  (func (export "aisapp_alloc") (param i32) (result i32) i32.const 0)
+                  (func (export "aisapp_run") (param i32 i32) (result i32) i32.const 0))"#,
+            )
+            .unwrap();
+            let wasm = tmp.path().join("logic.wasm");
+            std::fs::write(&wasm, module).unwrap();
+            let out = tmp.path().join("example.aisapp");
+            let packed = ok(
+                tmp.path(),
+                &[
+                    "pack",
+                    dir.to_str().unwrap(),
+                    "--wasm",
+                    wasm.to_str().unwrap(),
+                    "-o",
+                    out.to_str().unwrap(),
+                ],
+            );
+            assert!(packed.contains("entry wasm"), "{packed}");
+        } else {
+            let out = ok(tmp.path(), &["validate", dir.to_str().unwrap()]);
+            assert!(out.contains("passes every check"), "{out}");
+        }
+    }
+    assert!(seen >= 1, "no example apps found in {}", examples.display());
+}
