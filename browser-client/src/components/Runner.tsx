@@ -24,9 +24,11 @@ type Loaded =
 export function RunnerPage({ appId }: { appId: string }) {
   const { api, session, device, reloadAccount } = useApp();
   const [loaded, setLoaded] = useState<Loaded>({ kind: 'loading' });
+  const [attempt, setAttempt] = useState(0);
 
   useEffect(() => {
     let stale = false;
+    setLoaded({ kind: 'loading' });
     api.marketApp(appId).then(
       (a) => {
         if (stale) return;
@@ -47,7 +49,7 @@ export function RunnerPage({ appId }: { appId: string }) {
     return () => {
       stale = true;
     };
-  }, [api, appId]);
+  }, [api, appId, attempt]);
 
   const run: RunFn = async (action, payload, { signal, onChunk }) => {
     if (!device) throw new Error('choose a device first');
@@ -85,9 +87,14 @@ export function RunnerPage({ appId }: { appId: string }) {
         </h3>
         {loaded.kind === 'loading' && <p role="status">Loading the app’s form…</p>}
         {loaded.kind === 'error' && (
-          <p role="alert" className="error">
-            Could not load the app’s form: {loaded.message}
-          </p>
+          <>
+            <p role="alert" className="error">
+              Could not load the app’s form: {loaded.message}
+            </p>
+            <button type="button" className="secondary" onClick={() => setAttempt((n) => n + 1)}>
+              Try again
+            </button>
+          </>
         )}
         <Suspense fallback={<p role="status">Loading the form…</p>}>
           {loaded.kind === 'market' && (

@@ -343,9 +343,29 @@ describe('the web app in Chromium', () => {
       }
     }));
 
-  it('shows the device going offline when the desktop stops, and online again when it restarts', () =>
+  it('reconnects by itself after the relay restarts, with live device status again', () =>
     explained(async () => {
       await page.goto(`${system.httpUrl}/#/run/hello-ai`);
+      await page.waitForSelector('#root_action');
+      await expect.poll(() => text('#connection'), { timeout: 15_000 }).toBe('connected');
+      const connections = system.nodeConnections();
+      await system.restartRelay();
+      // The page sees its session close, waits (1 s ± 20 %), and opens a new one.
+      await expect.poll(() => text('#connection'), { timeout: 15_000 }).toMatch(/retrying in|connecting|connected/);
+      await expect.poll(() => system.nodeConnections(), { timeout: 30_000 }).toBeGreaterThan(connections);
+      await expect.poll(() => text('#connection'), { timeout: 30_000 }).toBe('connected');
+      // The new session's device-status stream reports the desktop, which reconnected too.
+      await expect.poll(() => deviceButton().textContent(), { timeout: 30_000 }).toMatch(/e2e desk\s*online/);
+      await runFreeform('echo', { text: 'back again' });
+      await page.waitForSelector('#run-status:has-text("Done")');
+      expect(await text('#output')).toBe('back again');
+    }));
+
+  it('shows the device going offline when the desktop stops, and online again when it restarts', () =>
+    explained(async () => {
+      await page.getByRole('link', { name: 'Workspace', exact: true }).click();
+      await page.getByRole('link', { name: 'Open hello-ai' }).click();
+      await page.waitForSelector('#root_action');
       await expect.poll(() => deviceButton().textContent(), { timeout: 15_000 }).toMatch(/online/);
       // No reload: the relay pushes the change over the page's device-status stream.
       await system.stopNode();

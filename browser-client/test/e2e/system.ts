@@ -85,6 +85,21 @@ function start(name: string, args: string[], env: Record<string, string> = {}): 
   return new Child(name, proc);
 }
 
+/** Starts relay-edge serving the built web app. */
+function startRelay(dataDir: string, quicListen: string, httpListen: string): Child {
+  return start('relay-edge', [
+    '--data-dir',
+    dataDir,
+    'serve',
+    '--quic-listen',
+    quicListen,
+    '--http-listen',
+    httpListen,
+    '--web-root',
+    join(root, 'browser-client/dist'),
+  ]);
+}
+
 function run(name: string, args: string[], input?: string): string {
   return execFileSync(bin(name), args, { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
 }
@@ -109,17 +124,7 @@ export class System {
 
       const relayDir = join(dir, 'relay');
       run('relay-edge', ['--data-dir', relayDir, 'user', 'add', EMAIL, '--password', PASSWORD]);
-      const relay = start('relay-edge', [
-        '--data-dir',
-        relayDir,
-        'serve',
-        '--quic-listen',
-        '127.0.0.1:0',
-        '--http-listen',
-        '127.0.0.1:0',
-        '--web-root',
-        join(root, 'browser-client/dist'),
-      ]);
+      const relay = startRelay(relayDir, '127.0.0.1:0', '127.0.0.1:0');
       children.push(relay);
       const httpUrl = (await relay.waitFor(/relay-edge: (http:\/\/\S+)/))[1]!;
 
@@ -138,6 +143,27 @@ export class System {
       rmSync(dir, { recursive: true, force: true });
       throw err;
     }
+  }
+
+  /**
+   * Stops the relay and starts it again on the same ports and data (accounts, tokens and
+   * the certificate survive), as an operator's restart would. Browsers and desktops lose
+   * their sessions and must reconnect by themselves.
+   */
+  async restartRelay(): Promise<void> {
+    const i = this.children.findIndex((c) => c.name === 'relay-edge');
+    const old = this.children[i]!;
+    const quic = old.output.match(/on udp (\S+)\)/)?.[1];
+    if (!quic) throw new Error(`no QUIC address in the relay's output:\n${old.output}`);
+    await old.stop();
+    const relay = startRelay(join(this.dir, 'relay'), quic, new URL(this.httpUrl).host);
+    this.children[i] = relay;
+    await relay.waitFor(/relay-edge: (http:\/\/\S+)/);
+  }
+
+  /** How many times the desktop node has connected to the relay since it started. */
+  nodeConnections(): number {
+    return this.node?.output.match(/connected to the relay/g)?.length ?? 0;
   }
 
   /** Starts (or restarts) the desktop node and waits until the relay shows it online. */
