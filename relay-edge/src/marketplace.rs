@@ -14,9 +14,9 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, JsonRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,12 +34,7 @@ pub const MAX_UPLOAD_BYTES: usize = 16 << 20;
 /// The portal and marketplace routes.
 pub fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route(
-            "/api/portal/apps",
-            // The limit is checked here, while the body streams in, so an oversized
-            // upload is refused before it is held in memory.
-            post(publish).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
-        )
+        .route("/api/portal/apps", post(publish))
         .route("/api/portal/apps/{id}/versions/{version}/yank", post(yank))
         .route("/api/marketplace/apps", get(list))
         .route("/api/marketplace/categories", get(categories))
@@ -79,27 +74,56 @@ struct Published {
     key_id: String,
 }
 
+/// Uploads checked and signed at once; more wait their turn (each holds up to 16 MiB
+/// of upload plus as much unpacked).
+pub const PUBLISH_CONCURRENCY: usize = 4;
+
+/// Admission for uploads: see [`PUBLISH_CONCURRENCY`].
+pub fn publish_slots() -> tokio::sync::Semaphore {
+    tokio::sync::Semaphore::new(PUBLISH_CONCURRENCY)
+}
+
+fn too_large() -> ApiError {
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "the upload is larger than {} MiB, the limit for a bundle",
+            MAX_UPLOAD_BYTES >> 20
+        ),
+    )
+}
+
 /// `POST /api/portal/apps`: check, sign, store and publish an uploaded bundle.
+///
+/// The token is checked before the body is read, and a declared length over the limit
+/// is refused at once; the body is then read (counting, up to the limit) only when one
+/// of the [`PUBLISH_CONCURRENCY`] slots is free.
 async fn publish(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
     let claims = bearer(&shared, &headers).await?;
-    let body = body.map_err(|rejection| {
-        let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError(
-                status,
-                format!(
-                    "the upload is larger than {} MiB, the limit for a bundle",
-                    MAX_UPLOAD_BYTES >> 20
-                ),
-            )
-        } else {
-            ApiError(status, rejection.body_text())
-        }
-    })?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_UPLOAD_BYTES as u64) {
+        return Err(too_large());
+    }
+    let _slot = shared.publish_slots.acquire().await.map_err(internal)?;
+    let body = axum::body::to_bytes(body, MAX_UPLOAD_BYTES)
+        .await
+        .map_err(|err| {
+            let over = std::error::Error::source(&err)
+                .and_then(|e| e.downcast_ref::<http_body_util::LengthLimitError>())
+                .is_some();
+            if over {
+                too_large()
+            } else {
+                bad_request(format!("the upload was not received in full: {err}"))
+            }
+        })?;
     if body.is_empty() {
         return Err(bad_request(
             "the request body is empty; send the .aisapp zip as application/zip",

@@ -78,6 +78,8 @@ pub struct Shared {
     pub bundles: crate::bundles::Bundles,
     /// The platform key that signs published bundles, and the keys trusted with it.
     pub signing: Arc<crate::signing::PlatformKeys>,
+    /// Uploads being checked and signed (see [`crate::marketplace::PUBLISH_CONCURRENCY`]).
+    pub publish_slots: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -197,6 +199,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
         draining: std::sync::atomic::AtomicBool::new(false),
         bundles,
         signing,
+        publish_slots: crate::marketplace::publish_slots(),
         config,
     });
     let (stop, stopped) = watch::channel(false);
