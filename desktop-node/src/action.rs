@@ -68,7 +68,7 @@ pub async fn serve_stream(
                 install(ctx.clone(), id, app_id, version, &mut send).await;
                 return;
             }
-            Body::UninstallApp { app_id } => uninstall(&ctx, id, &app_id),
+            Body::UninstallApp { app_id } => uninstall(&ctx, id, &app_id).await,
             other => Envelope::error(
                 id,
                 ErrorCode::Unsupported,
@@ -153,6 +153,7 @@ async fn install(
         Ok(Err(err)) => {
             let code = match err {
                 crate::installer::InstallError::Denied(_) => ErrorCode::Denied,
+                crate::installer::InstallError::NotFound(_) => ErrorCode::UnknownApp,
                 _ => ErrorCode::InstallFailed,
             };
             warn!(%err, "install request failed");
@@ -164,7 +165,7 @@ async fn install(
 }
 
 /// UNINSTALL_APP: removes every version and answers with the new DEVICE_STATUS.
-fn uninstall(ctx: &NodeContext, request_id: u64, app_id: &str) -> Envelope {
+async fn uninstall(ctx: &Arc<NodeContext>, request_id: u64, app_id: &str) -> Envelope {
     let Some(installer) = ctx.installer() else {
         return Envelope::error(
             request_id,
@@ -175,7 +176,7 @@ fn uninstall(ctx: &NodeContext, request_id: u64, app_id: &str) -> Envelope {
     match installer.uninstall(app_id) {
         Ok(()) => {
             info!(app_id, "uninstalled at the browser's request");
-            ctx.reload_apps();
+            ctx.reload_apps().await;
             ctx.status(request_id)
         }
         Err(crate::installer::InstallError::NotFound(msg)) => {

@@ -37,6 +37,7 @@ fn yes() -> bool {
 }
 
 /// A loaded app.
+#[derive(Clone)]
 pub struct App {
     /// Its manifest.
     pub manifest: Manifest,
@@ -183,10 +184,29 @@ pub fn load_all(
     sandbox: &Sandbox,
     js_runtime: Option<&LoadedModule>,
 ) -> (HashMap<String, Arc<App>>, Vec<String>) {
+    load_all_reusing(apps_dir, sandbox, js_runtime, &HashMap::new())
+}
+
+/// [`load_all`], reusing the loaded app from `previous` where its active version is
+/// unchanged (only its enabled flag is read again).
+pub fn load_all_reusing(
+    apps_dir: &Path,
+    sandbox: &Sandbox,
+    js_runtime: Option<&LoadedModule>,
+    previous: &HashMap<String, Arc<App>>,
+) -> (HashMap<String, Arc<App>>, Vec<String>) {
     let dir = AppsDir::new(apps_dir);
     let mut apps = HashMap::new();
     let mut problems = Vec::new();
     for id in dir.ids() {
+        if let (Some(old), Ok(Some(state))) = (previous.get(&id), dir.state(&id))
+            && old.manifest.version == state.active
+        {
+            let mut app = App::clone(old);
+            app.manifest.enabled = state.enabled;
+            apps.insert(id, Arc::new(app));
+            continue;
+        }
         match load_active(&dir, &id, sandbox, js_runtime) {
             Ok(Some(app)) => {
                 apps.insert(id, Arc::new(app));

@@ -278,7 +278,7 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         )
         .with_installer(installer, js_runtime),
     );
-    ctx.reload_apps();
+    ctx.reload_apps().await;
     let target = RelayTarget {
         quic_addr: config.quic_addr.clone(),
         server_name: config.server_name.clone(),

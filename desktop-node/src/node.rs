@@ -57,6 +57,8 @@ pub struct NodeContext {
     online: watch::Sender<bool>,
     installer: Option<Installer>,
     js_runtime: Option<LoadedModule>,
+    /// Apps given at construction (tests, embedders); kept when apps are reloaded.
+    builtin: HashMap<String, Arc<App>>,
 }
 
 impl NodeContext {
@@ -78,6 +80,7 @@ impl NodeContext {
             identity_public,
             node_version: env!("CARGO_PKG_VERSION").to_owned(),
             sandbox,
+            builtin: apps.clone(),
             apps: std::sync::RwLock::new(apps),
             ai,
             limits,
@@ -106,21 +109,35 @@ impl NodeContext {
     }
 
     /// Loads the installed apps again from disk (after an install, or a change made by
-    /// the CLI) and makes them the ones actions use.
-    pub fn reload_apps(&self) {
+    /// the CLI) and makes them the ones actions use. Apps whose active version did not
+    /// change keep their compiled code. Compiling is CPU work: it runs off the async
+    /// threads.
+    pub async fn reload_apps(self: &Arc<Self>) {
+        let ctx = self.clone();
+        let reload = tokio::task::spawn_blocking(move || ctx.reload_apps_blocking());
+        if let Err(err) = reload.await {
+            tracing::error!(%err, "reloading apps failed");
+        }
+    }
+
+    fn reload_apps_blocking(&self) {
         let Some(installer) = &self.installer else {
             return;
         };
-        let (apps, problems) = crate::apps::load_all(
+        let previous = self.apps.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (apps, problems) = crate::apps::load_all_reusing(
             installer.apps.root(),
             &self.sandbox,
             self.js_runtime.as_ref(),
+            &previous,
         );
         for problem in problems {
             tracing::warn!(%problem, "app not loaded");
         }
-        tracing::info!(apps = ?apps.keys().collect::<Vec<_>>(), "apps loaded");
-        self.set_apps(apps);
+        let mut all = self.builtin.clone();
+        all.extend(apps);
+        tracing::info!(apps = ?all.keys().collect::<Vec<_>>(), "apps loaded");
+        self.set_apps(all);
     }
 
     /// Reloads the apps whenever the apps folder's generation marker changes (the CLI
@@ -141,7 +158,7 @@ impl NodeContext {
             let now = installer.apps.generation();
             if now != seen {
                 seen = now;
-                self.reload_apps();
+                self.reload_apps().await;
             }
         }
     }

@@ -14,6 +14,10 @@ use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, ErrorCode, MAX_FRAME_LEN, OpenHeader, StreamKind};
 use desktop_node::ai::OpenAiCompatible;
 use desktop_node::apps::{App, Manifest};
+use desktop_node::config::Home;
+use desktop_node::installer::Installer;
+use desktop_node::installer::approvals::Approvals;
+use desktop_node::installer::market::Market;
 use desktop_node::node::{self, NodeContext, RelayTarget};
 use desktop_node::sandbox::{Limits, Sandbox};
 use relay_edge::{RelayConfig, RelayHandle};
@@ -229,16 +233,29 @@ impl System {
         let apps = test_apps(&sandbox);
         let ai = OpenAiCompatible::new(&fake.base_url(), "gpt-4o-mini", Some(API_KEY.into()))
             .expect("adapter");
-        let ctx = Arc::new(NodeContext::new(
-            device_id.clone(),
-            desk["device_token"].as_str().expect("token").to_owned(),
-            [7; 32],
-            sandbox,
-            apps,
-            Arc::new(ai),
-            limits,
-            data_dir.path().join("node"),
-        ));
+        let trusted = Market::new(&base)
+            .platform_keys()
+            .await
+            .expect("platform keys");
+        let installer = Installer::new(
+            &Home::new(Some(data_dir.path().join("node"))),
+            Some(Market::new(&base)),
+            trusted,
+            desk["device_token"].as_str().map(str::to_owned),
+        );
+        let ctx = Arc::new(
+            NodeContext::new(
+                device_id.clone(),
+                desk["device_token"].as_str().expect("token").to_owned(),
+                [7; 32],
+                sandbox,
+                apps,
+                Arc::new(ai),
+                limits,
+                data_dir.path().join("node"),
+            )
+            .with_installer(installer, None),
+        );
         let online = ctx.online();
         let target = RelayTarget {
             quic_addr: relay.quic_addr.to_string(),
@@ -266,6 +283,36 @@ impl System {
         };
         system.wait_online(true).await;
         system
+    }
+
+    /// The node's home folder (installed apps, pending install requests).
+    pub fn node_home(&self) -> std::path::PathBuf {
+        self.data_dir.path().join("node")
+    }
+
+    /// The node's waiting install requests, as `desktop-node apps approve|deny` sees them.
+    pub fn approvals(&self) -> Approvals {
+        Approvals::new(self.node_home().join("pending"))
+    }
+
+    /// The relay's HTTP base URL.
+    pub fn http_base(&self) -> String {
+        format!("http://{}", self.relay().http_addr)
+    }
+
+    /// Uploads a bundle (zip bytes) to the developer portal as the test user; returns
+    /// the HTTP status and the JSON answer.
+    pub async fn publish(&self, zip: Vec<u8>) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/portal/apps", self.http_base()))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/zip")
+            .body(zip)
+            .send()
+            .await
+            .expect("portal reachable");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
     }
 
     /// The test user's id.

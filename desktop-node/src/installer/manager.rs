@@ -107,7 +107,11 @@ impl Installer {
         let detail = market.detail(id).await?;
         let listed = detail.pick(version)?.clone();
         let bytes = market.download(id, &listed.version, progress).await?;
-        let fetched = self.check(bytes, id)?;
+        // Reading and verifying up to 16 MiB is CPU work: off the async threads.
+        let (this, expected) = (self.clone(), id.to_owned());
+        let fetched = tokio::task::spawn_blocking(move || this.check(bytes, &expected))
+            .await
+            .map_err(InstallError::other)??;
         if fetched.sha256 != listed.sha256 {
             return Err(InstallError::Invalid(format!(
                 "checksum mismatch for {id}@{}: the marketplace lists {}, the download is {}",

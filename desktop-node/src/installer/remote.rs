@@ -31,18 +31,19 @@ pub fn start(
     tokio::task::JoinHandle<Result<String, InstallError>>,
 ) {
     let (tx, rx) = mpsc::channel(16);
-    let task = tokio::spawn(async move { run(&ctx, &app_id, version.as_deref(), tx).await });
+    let task = tokio::spawn(async move { run(ctx, &app_id, version.as_deref(), tx).await });
     (rx, task)
 }
 
 async fn run(
-    ctx: &NodeContext,
+    ctx: Arc<NodeContext>,
     app_id: &str,
     version: Option<&str>,
     tx: mpsc::Sender<serde_json::Value>,
 ) -> Result<String, InstallError> {
     let installer = ctx
         .installer()
+        .cloned()
         .ok_or_else(|| InstallError::Invalid("this node cannot install apps".into()))?;
     // Progress is best effort: a browser that stopped reading must not stall the install.
     let report = |state: serde_json::Value| {
@@ -86,7 +87,13 @@ async fn run(
     let result = match decision {
         Some(Decision::Approve) => {
             report(serde_json::json!({ "state": "installing" }));
-            installer.install_pending(&request).map(|f| (f, ()))
+            // Checking and extracting up to 16 MiB is CPU and disk work.
+            let (installer, request) = (installer.clone(), request.clone());
+            tokio::task::spawn_blocking(move || installer.install_pending(&request))
+                .await
+                .map_err(InstallError::other)
+                .and_then(|r| r)
+                .map(|f| (f, ()))
         }
         Some(Decision::Deny) => Err(InstallError::Denied(format!(
             "{}@{}",
@@ -101,7 +108,7 @@ async fn run(
     };
     installer.approvals.remove(&request);
     let (fetched, ()) = result?;
-    ctx.reload_apps();
+    ctx.reload_apps().await;
     installer.report_install(&fetched).await;
     tracing::info!(app = %request.id, version = %request.version, "installed");
     report(serde_json::json!({ "state": "installed", "version": request.version }));
