@@ -186,3 +186,169 @@ fn the_example_apps_pass_the_checks() {
     }
     assert!(seen >= 1, "no example apps found in {}", examples.display());
 }
+
+/// A request the fake relay saw: method, path, lowercased headers, body.
+type Seen = (String, String, String, Vec<u8>);
+
+/// A stand-in for the relay's sign-in and portal endpoints, on loopback: answers each
+/// request with `reply(method, path, headers, body)` and records what it saw.
+fn fake_relay(
+    reply: impl Fn(&str, &str, &str, &[u8]) -> (u16, String) + Send + 'static,
+) -> (String, std::sync::mpsc::Receiver<Seen>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            loop {
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let mut headers = String::new();
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if line == "\r\n" {
+                        break;
+                    }
+                    headers.push_str(&line.to_ascii_lowercase());
+                }
+                let len: usize = headers
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                let mut parts = request_line.split_whitespace();
+                let (method, path) = (parts.next().unwrap(), parts.next().unwrap());
+                let (status, answer) = reply(method, path, &headers, &body);
+                write!(
+                    writer,
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
+                    answer.len()
+                )
+                .unwrap();
+                let _ = tx.send((method.to_owned(), path.to_owned(), headers, body));
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn publish_signs_in_and_uploads_the_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(d, &["new", "Pub", "--kind", "js"]);
+    ok(d, &["pack", "pub", "-o", "pub.aisapp"]);
+    let (relay, seen) = fake_relay(|_, path, headers, body| match path {
+        "/api/auth/login" => {
+            let creds: serde_json::Value = serde_json::from_slice(body).unwrap();
+            if creds["password"] == "s3cret-pass" {
+                (200, r#"{"token":"tok-1","refresh_token":"r","user_id":"u","email":"a@b.c","expires_in":900}"#.into())
+            } else {
+                (401, r#"{"error":"wrong email or password"}"#.into())
+            }
+        }
+        "/api/portal/apps" if headers.contains("authorization: bearer tok-1") => {
+            let bundle = aisa_miniapp::Bundle::from_zip_bytes(body).unwrap();
+            let m = bundle.manifest().unwrap();
+            (201, serde_json::json!({"id": m.id, "version": m.version.to_string(), "sha256": "ab", "size": body.len(), "key_id": "0011223344556677"}).to_string())
+        }
+        "/api/portal/apps" => (401, r#"{"error":"sign in first"}"#.into()),
+        _ => (404, r#"{"error":"no such route"}"#.into()),
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_aisapp"))
+        .current_dir(d)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .args([
+            "publish",
+            "pub.aisapp",
+            "--relay",
+            &relay,
+            "--email",
+            "a@b.c",
+        ])
+        .env("AISA_PASSWORD", "s3cret-pass")
+        .env_remove("AISAPP_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("published pub 0.1.0"), "{stdout}");
+    assert!(stdout.contains("0011223344556677"), "{stdout}");
+    let (_, login_path, _, _) = seen.recv().unwrap();
+    assert_eq!(login_path, "/api/auth/login");
+    let (method, path, headers, body) = seen.recv().unwrap();
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("POST", "/api/portal/apps")
+    );
+    assert!(
+        headers.contains("content-type: application/zip"),
+        "{headers}"
+    );
+    assert_eq!(body, std::fs::read(d.join("pub.aisapp")).unwrap());
+
+    // A token from the environment, and the portal's refusal shown as it is.
+    let (relay, _seen) = fake_relay(|_, _, _, _| {
+        (
+            409,
+            r#"{"error":"pub 0.1.0 is already published; versions are immutable"}"#.into(),
+        )
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_aisapp"))
+        .current_dir(d)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .args(["publish", "pub", "--relay", &relay])
+        .env("AISAPP_TOKEN", "tok-1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("409") && stderr.contains("versions are immutable"),
+        "{stderr}"
+    );
+    // A wrong password.
+    let (relay, _seen) =
+        fake_relay(|_, _, _, _| (401, r#"{"error":"wrong email or password"}"#.into()));
+    let out = Command::new(env!("CARGO_BIN_EXE_aisapp"))
+        .current_dir(d)
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .args([
+            "publish",
+            "pub.aisapp",
+            "--relay",
+            &relay,
+            "--email",
+            "a@b.c",
+        ])
+        .env("AISA_PASSWORD", "nope")
+        .env_remove("AISAPP_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("signing in failed") && stderr.contains("wrong email or password"),
+        "{stderr}"
+    );
+}
