@@ -543,6 +543,32 @@ async fn bad_uploads_are_refused_with_a_message_naming_the_problem() {
     let err = refused(pack(files)).await;
     assert!(err.contains("manifest.json"), "{err}");
 
+    // A wasm app importing a capability its permissions do not ask for.
+    let mut files = app_files("wasm-app", "1.0.0", "W", "developer");
+    files.remove("bot-logic.js");
+    let manifest = String::from_utf8(files["manifest.json"].clone()).unwrap();
+    files.insert(
+        "manifest.json".into(),
+        manifest
+            .replace("\"entry\":\"js\"", "\"entry\":\"wasm\"")
+            .into_bytes(),
+    );
+    files.insert("permissions.json".into(), b"{\"ai\": true}".to_vec());
+    let wasm = wat::parse_str(
+        r#"(module
+          (import "aisapp_v1" "http" (func (param i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+          (func (export "aisapp_run") (param i32 i32) (result i32) i32.const 0))"#,
+    )
+    .unwrap();
+    files.insert("logic.wasm".into(), wasm);
+    let err = refused(pack(files)).await;
+    assert!(
+        err.contains("aisapp_v1::http") && err.contains("network"),
+        "{err}"
+    );
+
     // A zip with an entry that climbs out of the bundle (built by hand: the packer
     // refuses such names).
     let err = refused(zip_with_entries(&[("../evil.js", b"x")])).await;
