@@ -46,5 +46,7 @@ pub fn render(shared: &Shared) -> String {
     metrics::gauge!("relay_open_streams").set(shared.open_streams.load(Ordering::Relaxed) as f64);
     metrics::counter!("relay_bytes_spliced_total")
         .absolute(shared.bytes_spliced.load(Ordering::Relaxed));
+    // Shown from the start (at 0), not only after the first publication.
+    metrics::counter!("aisa_publishes_total").increment(0);
     handle.render()
 }
