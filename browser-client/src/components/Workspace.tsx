@@ -1,6 +1,7 @@
 /** The user's devices, choosing the one to work with, and the apps installed on it (GET_STATUS). */
 
 import { useCallback, useEffect, useState } from 'react';
+import type { Device } from '../lib/api';
 import type { AppStatus } from '../tunnel/codec';
 import { getDeviceState } from '../tunnel/requests';
 import { describeError } from '../lib/errors';
@@ -44,78 +45,96 @@ export function useInstalledApps(deviceId: string | null, online: boolean) {
 }
 
 export function Workspace() {
-  const { devices, device, selectDevice, devicesLoading } = useApp();
-  const { apps, error, loading, reload } = useInstalledApps(device?.id ?? null, device?.online ?? false);
+  const { devices, device, devicesLoading } = useApp();
 
   return (
     <>
       <h2 tabIndex={-1}>Workspace</h2>
-      <section className="card" aria-labelledby="choose-device">
-        <h3 id="choose-device">Device</h3>
-        {devices.length === 0 ? (
+      {devices.length === 0 ? (
+        <p className="card muted">
+          {devicesLoading
+            ? 'Loading devices…'
+            : 'No devices yet. Run “desktop-node login” on your computer, then “desktop-node run”.'}
+        </p>
+      ) : (
+        <>
           <p className="muted">
-            {devicesLoading
-              ? 'Loading devices…'
-              : 'No devices yet. Run “desktop-node login” on your computer, then “desktop-node run”.'}
+            Apps run on the device you work with: {device ? <strong>{device.name}</strong> : 'none chosen'}.
           </p>
-        ) : (
-          <div className="field">
-            <label htmlFor="device">Work with</label>
-            <select id="device" value={device?.id ?? ''} onChange={(e) => selectDevice(e.target.value)}>
-              {devices.map((d) => (
-                <option key={d.id} value={d.id}>
-                  {d.name} ({d.online ? 'online' : 'offline'})
-                </option>
-              ))}
-            </select>
-          </div>
-        )}
-        {device && (
-          <p className="muted">
-            {device.online
-              ? `Online${device.node_version ? `, desktop node ${device.node_version}` : ''}.`
-              : `Offline${device.last_seen ? `, last seen ${new Date(device.last_seen).toLocaleString()}` : ''}. Start “desktop-node run” on it.`}
-          </p>
-        )}
-      </section>
-      {device && (
-        <section className="card" aria-labelledby="installed-title" aria-busy={loading}>
-          <div className="row spread">
-            <h3 id="installed-title">Apps on {device.name}</h3>
-            <button type="button" className="secondary small" onClick={reload} disabled={!device.online || loading}>
-              Refresh apps
-            </button>
-          </div>
-          <div role="status" className="muted">
-            {!device.online
-              ? 'The device is offline: its apps show when it comes online.'
-              : loading
-                ? 'Asking the device…'
-                : error
-                  ? `Could not ask the device: ${error}`
-                  : apps && apps.length === 0
-                    ? 'No apps installed yet: find one in the Marketplace.'
-                    : ''}
-          </div>
-          {apps && apps.length > 0 && (
-            <ul className="app-list" aria-label={`Apps on ${device.name}`}>
-              {apps.map((a) => (
-                <li key={a.id} className="app-row">
-                  <span>
-                    <strong>{a.id}</strong> <span className="muted">{a.version}</span>
-                    {!a.enabled && <span className="badge offline">disabled</span>}
-                  </span>
-                  {a.enabled && (
-                    <a className="button-link" href={routeHref({ page: 'run', appId: a.id })} aria-label={`Open ${a.id}`}>
-                      Open
-                    </a>
-                  )}
-                </li>
-              ))}
-            </ul>
-          )}
-        </section>
+          {devices.map((d) => (
+            <DeviceCard key={d.id} device={d} chosen={d.id === device?.id} />
+          ))}
+        </>
       )}
     </>
+  );
+}
+
+/** One device: its state, the apps installed on it, and the choice to work with it. */
+function DeviceCard({ device, chosen }: { device: Device; chosen: boolean }) {
+  const { selectDevice } = useApp();
+  const { apps, error, loading, reload } = useInstalledApps(device.id, device.online);
+  const titleId = `device-${device.id}`;
+
+  return (
+    <section className={`card device-card${chosen ? ' chosen' : ''}`} aria-labelledby={titleId} aria-busy={loading}>
+      <div className="row spread">
+        <h3 id={titleId}>
+          {device.name} <span className={`badge ${device.online ? 'online' : 'offline'}`}>{device.online ? 'online' : 'offline'}</span>
+        </h3>
+        <div className="row">
+          <button type="button" className="secondary small" onClick={reload} disabled={!device.online || loading}>
+            Refresh apps
+          </button>
+          <button
+            type="button"
+            className="small"
+            aria-pressed={chosen}
+            aria-label={`Work with ${device.name}`}
+            onClick={() => selectDevice(device.id)}
+          >
+            {chosen ? 'Working with this one' : 'Work with this one'}
+          </button>
+        </div>
+      </div>
+      <p className="muted small-text">
+        {device.online
+          ? `Online${device.node_version ? `, desktop node ${device.node_version}` : ''}.`
+          : `Offline${device.last_seen ? `, last seen ${new Date(device.last_seen).toLocaleString()}` : ''}. Start “desktop-node run” on it.`}
+      </p>
+      <div role="status" className="muted">
+        {!device.online
+          ? 'Its apps show when it comes online.'
+          : loading
+            ? 'Asking the device…'
+            : error
+              ? `Could not ask the device: ${error}`
+              : apps && apps.length === 0
+                ? 'No apps installed yet: find one in the Marketplace.'
+                : ''}
+      </div>
+      {apps && apps.length > 0 && (
+        <ul className="app-list" aria-label={`Apps on ${device.name}`}>
+          {apps.map((a) => (
+            <li key={a.id} className="app-row">
+              <span>
+                <strong>{a.id}</strong> <span className="muted">{a.version}</span>
+                {!a.enabled && <span className="badge offline">disabled</span>}
+              </span>
+              {a.enabled && (
+                <a
+                  className="button-link"
+                  href={routeHref({ page: 'run', appId: a.id })}
+                  aria-label={`Open ${a.id} on ${device.name}`}
+                  onClick={() => selectDevice(device.id)}
+                >
+                  Open
+                </a>
+              )}
+            </li>
+          ))}
+        </ul>
+      )}
+    </section>
   );
 }

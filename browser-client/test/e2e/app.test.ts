@@ -103,7 +103,7 @@ describe('the web app in Chromium', () => {
   it('lists the apps installed on the chosen device (GET_STATUS through the tunnel)', () =>
     explained(async () => {
       await page.getByRole('link', { name: 'Workspace', exact: true }).click();
-      expect(await page.locator('#device option:checked').textContent()).toBe('e2e desk (online)');
+      expect(await page.getByRole('button', { name: 'Work with e2e desk' }).getAttribute('aria-pressed')).toBe('true');
       const apps = page.getByRole('list', { name: 'Apps on e2e desk' });
       await apps.waitFor();
       await expect.poll(() => apps.textContent()).toMatch(/hello-ai\s*0\.1\.0/);
@@ -112,7 +112,7 @@ describe('the web app in Chromium', () => {
 
   it('runs an action through its form and shows exactly the streamed text', () =>
     explained(async () => {
-      await page.getByRole('link', { name: 'Open hello-ai' }).click();
+      await page.getByRole('link', { name: 'Open hello-ai on e2e desk' }).click();
       await page.waitForSelector('#root_action');
       // hello-ai was installed from a local file, so it has no marketplace schema: the
       // free-form form asks for the action and its JSON input, and checks the JSON.
@@ -364,7 +364,7 @@ describe('the web app in Chromium', () => {
   it('shows the device going offline when the desktop stops, and online again when it restarts', () =>
     explained(async () => {
       await page.getByRole('link', { name: 'Workspace', exact: true }).click();
-      await page.getByRole('link', { name: 'Open hello-ai' }).click();
+      await page.getByRole('link', { name: 'Open hello-ai on e2e desk' }).click();
       await page.waitForSelector('#root_action');
       await expect.poll(() => deviceButton().textContent(), { timeout: 15_000 }).toMatch(/online/);
       // No reload: the relay pushes the change over the page's device-status stream.
