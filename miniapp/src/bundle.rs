@@ -128,6 +128,9 @@ pub enum BundleError {
     /// Two entries with one name.
     #[error("the bundle holds two entries named {0:?}")]
     Duplicate(String),
+    /// The zip's central directory lists one name more than once.
+    #[error("the bundle's zip directory lists the same entry name more than once")]
+    DuplicateInDirectory,
     /// A name that is not part of the format.
     #[error("entry {0:?} is not part of the .aisapp format (allowed: {ENTRY_NAMES:?})")]
     UnknownEntry(String),
@@ -227,6 +230,9 @@ impl Bundle {
                 limit: limits.max_entries,
             });
         }
+        if zip.has_duplicate_names() {
+            return Err(BundleError::DuplicateInDirectory);
+        }
         let mut files = BTreeMap::new();
         let mut total = 0u64;
         for i in 0..zip.len() {
@@ -292,11 +298,6 @@ impl Bundle {
             }
             total += data.len() as u64;
             files.insert(name, data);
-        }
-        if zip.has_duplicate_names() {
-            return Err(BundleError::Duplicate(
-                "(a name the zip lists twice)".to_owned(),
-            ));
         }
         Ok(Bundle { files })
     }

@@ -124,8 +124,8 @@ impl Permissions {
         Ok(())
     }
 
-    /// Whether the app may touch files outside its own `$APP_DATA` folder.
-    pub fn filesystem(&self) -> bool {
+    /// Whether the app asks for any filesystem scope (read or write).
+    pub fn uses_filesystem(&self) -> bool {
         !self.filesystem.read.is_empty() || !self.filesystem.write.is_empty()
     }
 
@@ -169,7 +169,7 @@ mod tests {
                  "network": ["api.example.com", "*.example.org", "127.0.0.1:8080"]}"#,
         )
         .unwrap();
-        assert!(p.ai && p.filesystem() && !p.clipboard);
+        assert!(p.ai && p.uses_filesystem() && !p.clipboard);
         assert_eq!(p.describe().len(), 6);
     }
 

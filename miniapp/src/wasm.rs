@@ -23,7 +23,7 @@ pub const ALWAYS_ALLOWED: &[&str] = &["emit", "log", "fail", "tool", "storage", 
 fn needs(name: &str, p: &Permissions) -> Option<(&'static str, bool)> {
     Some(match name {
         "ai_generate" | "ai_next" => ("ai", p.ai),
-        "fs" => ("filesystem", p.filesystem()),
+        "fs" => ("filesystem", p.uses_filesystem()),
         "http" => ("network", !p.network.is_empty()),
         "clipboard" => ("clipboard", p.clipboard),
         _ => return None,

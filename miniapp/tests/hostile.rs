@@ -391,7 +391,7 @@ fn directories_unknown_and_duplicate_entries_are_refused() {
     ]);
     let err = refuse(&zip, None);
     assert!(
-        matches!(&err, Refused::Bundle(BundleError::Duplicate(_))),
+        matches!(&err, Refused::Bundle(BundleError::DuplicateInDirectory)),
         "{err:?}"
     );
 }
