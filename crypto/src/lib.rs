@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod e2e;
+
 use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
 
