@@ -61,6 +61,11 @@ pub enum Problem {
     /// A text file is not UTF-8.
     #[error("{0} is not UTF-8 text")]
     NotUtf8(&'static str),
+    /// An action of `action-schema.json` that `bot-logic.js` does not export.
+    #[error(
+        "bot-logic.js does not export a function for action {0:?} (export async function {0}(payload, context) {{ … }})"
+    )]
+    MissingExport(String),
     /// A forbidden JS API.
     #[error("{0}")]
     Js(Finding),
@@ -185,6 +190,17 @@ pub fn check(bundle: &Bundle) -> Result<CheckedApp, CheckError> {
 
     if let Some(m) = &manifest {
         check_code(bundle, m, permissions.as_ref(), &mut problems);
+        if m.entry == EntryKind::Js
+            && let Some(Ok(src)) = bundle.file(BOT_LOGIC).map(std::str::from_utf8)
+            && let Some(exported) = js::exports(src)
+        {
+            problems.extend(
+                actions
+                    .iter()
+                    .filter(|a| !exported.contains(a))
+                    .map(|a| Problem::MissingExport(a.clone())),
+            );
+        }
     }
 
     match (manifest, permissions, action_schema, ui_schema) {

@@ -226,6 +226,57 @@ pub fn scan(file: &str, src: &str) -> Vec<Finding> {
     findings
 }
 
+/// The names a module exports, or `None` when it re-exports another module wholesale
+/// (`export * from …`, `export default …`), so its exports cannot be listed statically.
+///
+/// Understands `export [async] function[*] NAME`, `export const|let|var|class NAME` and
+/// `export { a, b as c }` (with or without `from`).
+pub fn exports(src: &str) -> Option<Vec<String>> {
+    let masked = mask(src);
+    let code = String::from_utf8_lossy(&masked);
+    let mut names = Vec::new();
+    let mut from = 0;
+    while let Some(pos) = find(&masked[from..], b"export").map(|p| p + from) {
+        from = pos + 1;
+        let before = pos.checked_sub(1).map(|p| masked[p]);
+        let end = pos + "export".len();
+        if before.is_some_and(|c| is_ident(c) || c == b'.')
+            || masked.get(end).is_some_and(|&c| is_ident(c))
+        {
+            continue;
+        }
+        let rest = code[end..].trim_start();
+        let mut words = rest
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+            .filter(|w| !w.is_empty());
+        if rest.starts_with('*') {
+            return None;
+        }
+        if let Some(list) = rest.strip_prefix('{') {
+            let list = list.split('}').next().unwrap_or_default();
+            for item in list.split(',') {
+                let item: Vec<&str> = item.split_whitespace().collect();
+                match item.as_slice() {
+                    [name] | [_, "as", name] => names.push((*name).to_owned()),
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        match words.next() {
+            Some("default") => return None,
+            Some("async") if words.next() == Some("function") => {
+                names.extend(words.next().map(str::to_owned));
+            }
+            Some("function" | "const" | "let" | "var" | "class") => {
+                names.extend(words.next().map(str::to_owned));
+            }
+            _ => {}
+        }
+    }
+    Some(names)
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -239,6 +290,14 @@ mod tests {
             .into_iter()
             .map(|f| (f.line, f.api))
             .collect()
+    }
+
+    #[test]
+    fn exports_are_listed() {
+        let src = "export async function write(p, c) {}\nexport function* gen() {}\nexport const a = 1, b = 2;\nfunction x() {}\nfunction y() {}\nexport { x, y as why };\n// export function commented() {}\nconst s = 'export function inString() {}';\nmyexport(1);";
+        assert_eq!(exports(src).unwrap(), ["write", "gen", "a", "x", "why"]);
+        assert_eq!(exports("export * from './tools.js';"), None);
+        assert_eq!(exports("export default { write }"), None);
     }
 
     #[test]

@@ -945,3 +945,15 @@ fn key_files_round_trip_and_the_secret_one_is_private() {
     assert_eq!(key.public_key().key_id().len(), 16);
     assert!(!format!("{key:?}").contains(key.to_base64().as_str()));
 }
+
+#[test]
+fn a_js_action_without_its_exported_function_is_refused() {
+    let mut files = js_app();
+    files.insert(
+        "bot-logic.js".into(),
+        b"export async function wirte(payload, context) {}\n".to_vec(),
+    );
+    let err = refuse(&signed_zip(files, &author_key()), None);
+    assert_eq!(problems(&err), [Problem::MissingExport("write".into())]);
+    assert!(message(&err).contains("does not export a function for action \"write\""));
+}
