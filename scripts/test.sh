@@ -57,7 +57,7 @@ cargo test --workspace --locked
 step "system tests again, the relay on PostgreSQL"
 eval "$(scripts/services.sh start)"
 trap '"$ROOT/scripts/services.sh" stop || true' EXIT
-cargo test --locked -p testkit --test system
+cargo test --locked -p testkit --test system --test install
 cargo test --locked -p relay-edge --test marketplace
 
 step "fuzz target builds"

@@ -19,7 +19,7 @@ use desktop_node::installer::Installer;
 use desktop_node::installer::approvals::Approvals;
 use desktop_node::installer::market::Market;
 use desktop_node::node::{self, NodeContext, RelayTarget};
-use desktop_node::sandbox::{Limits, Sandbox};
+use desktop_node::sandbox::{Limits, Sandbox, SandboxConfig};
 use relay_edge::{RelayConfig, RelayHandle};
 use tokio::sync::watch;
 
@@ -179,6 +179,25 @@ impl System {
 
     /// Starts everything with the given sandbox limits.
     pub async fn start_with(limits: Limits) -> System {
+        System::start_full(limits, false).await
+    }
+
+    /// Starts everything with test limits, with the JavaScript runtime guest loaded so
+    /// that JS apps installed from the marketplace run (its compiled code is cached under
+    /// `target/guest/compiled`).
+    pub async fn start_with_js() -> System {
+        System::start_full(
+            Limits {
+                timeout: Duration::from_secs(10),
+                memory_bytes: 64 << 20,
+                output_bytes: 256 << 10,
+            },
+            true,
+        )
+        .await
+    }
+
+    async fn start_full(limits: Limits, js: bool) -> System {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = tempfile::tempdir().expect("tempdir");
         let database_url = test_database().await;
@@ -229,7 +248,15 @@ impl System {
             .as_str()
             .unwrap_or_else(|| panic!("enroll: {desk}"))
             .to_owned();
-        let sandbox = Sandbox::new().expect("sandbox");
+        let sandbox = Sandbox::with_config(SandboxConfig {
+            cache_dir: js.then(|| crate::guest::workspace_root().join("target/guest/compiled")),
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox");
+        let js_runtime = js.then(|| {
+            desktop_node::jsapp::load_runtime(&sandbox, crate::guest::js_runtime_wasm())
+                .expect("the JS runtime loads")
+        });
         let apps = test_apps(&sandbox);
         let ai = OpenAiCompatible::new(&fake.base_url(), "gpt-4o-mini", Some(API_KEY.into()))
             .expect("adapter");
@@ -254,7 +281,7 @@ impl System {
                 limits,
                 data_dir.path().join("node"),
             )
-            .with_installer(installer, None),
+            .with_installer(installer, js_runtime),
         );
         let online = ctx.online();
         let target = RelayTarget {

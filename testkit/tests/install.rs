@@ -337,3 +337,54 @@ async fn an_unknown_app_or_version_fails_clearly() {
     assert_eq!(code, ErrorCode::UnknownApp);
     assert!(message.contains("no version 9.9.9"), "{message}");
 }
+
+#[tokio::test]
+async fn a_javascript_example_app_installs_from_the_marketplace_and_streams() {
+    let system = System::start_with_js().await;
+    let source = testkit::guest::workspace_root().join("examples/seo-writer");
+    let zip = aisa_miniapp::Bundle::from_dir(&source)
+        .unwrap()
+        .to_zip_bytes();
+    let (status, published) = system.publish(zip).await;
+    assert_eq!(status, 201, "{published}");
+
+    let mut install = InstallStream::request(&system, "seo-writer", None).await;
+    install.until_state("pending_approval").await;
+    let approvals = system.approvals();
+    let request = approvals.find("seo-writer", None).unwrap();
+    approvals
+        .decide(
+            &request,
+            desktop_node::installer::approvals::Decision::Approve,
+        )
+        .unwrap();
+    let (_, end) = install.finish().await;
+    assert!(matches!(end.body, Body::StreamEnd { .. }), "{end:?}");
+
+    let reply = run_action(
+        &system,
+        &system.device_id,
+        execute(
+            "seo-writer",
+            "write",
+            serde_json::json!({ "topic": "QUIC streams", "keywords": ["latency"], "words": 300 }),
+        ),
+    )
+    .await;
+    assert!(
+        matches!(reply.last().map(|e| &e.body), Some(Body::StreamEnd { .. })),
+        "{reply:?}"
+    );
+    // The local provider echoes the prompt back: the JS app's prompt carried the topic.
+    let text = chunks_text(&reply);
+    assert!(text.contains("QUIC streams"), "{text}");
+
+    // The schema refuses what the app's form would refuse.
+    let bad = run_action(
+        &system,
+        &system.device_id,
+        execute("seo-writer", "write", serde_json::json!({ "topic": "" })),
+    )
+    .await;
+    assert_eq!(error_of(&bad).0, ErrorCode::InvalidPayload);
+}
