@@ -822,6 +822,8 @@ macro_rules! entry {
         /// Runs the action whose input JSON the host wrote at `ptr`.
         #[cfg(target_arch = "wasm32")]
         #[allow(unsafe_code)]
+        // The host is the only caller, with the buffer `aisapp_alloc` returned.
+        #[allow(clippy::not_unsafe_ptr_arg_deref)]
         #[unsafe(no_mangle)]
         pub extern "C" fn aisapp_run(ptr: *mut u8, len: usize) -> i32 {
             // SAFETY: the host wrote `len` bytes into the buffer `aisapp_alloc(len)` gave.
