@@ -655,3 +655,53 @@ async fn an_app_id_that_cannot_name_a_folder_is_refused() {
     assert!(result.is_err());
     assert!(!Path::new(&w.root.join("escape")).exists());
 }
+
+#[tokio::test]
+async fn a_granted_name_reaches_this_machine_only_as_localhost() {
+    let w = World::new();
+    let addr = server("/hello".into(), Arc::new(AtomicUsize::new(0))).await;
+    let port = addr.port();
+    let by_localhost = w.ctx(Grants {
+        hosts: vec![format!("localhost:{port}")],
+        ..Grants::default()
+    });
+    let got = answer(
+        &w.sandbox,
+        &by_localhost,
+        "http",
+        json!({"op": "fetch", "url": format!("http://localhost:{port}/hello")}),
+    )
+    .await;
+    assert_eq!(got["ok"]["body"], "hello over http", "{got}");
+
+    // This machine's own name usually resolves to a loopback address: granted by name,
+    // it is not reached.
+    let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") else {
+        return;
+    };
+    let name = name.trim().to_ascii_lowercase();
+    let local_only = tokio::net::lookup_host((name.as_str(), port))
+        .await
+        .map(|a| a.collect::<Vec<_>>())
+        .is_ok_and(|a| !a.is_empty() && a.iter().all(|a| a.ip().is_loopback()));
+    if name == "localhost" || !local_only {
+        eprintln!("skipped: {name:?} does not resolve to loopback only");
+        return;
+    }
+    let by_name = w.ctx(Grants {
+        hosts: vec![format!("{name}:{port}")],
+        ..Grants::default()
+    });
+    let got = answer(
+        &w.sandbox,
+        &by_name,
+        "http",
+        json!({"op": "fetch", "url": format!("http://{name}:{port}/hello")}),
+    )
+    .await;
+    assert_eq!(error_code(&got), "failed", "{got}");
+    assert!(
+        got["error"]["message"].as_str().unwrap().contains("public"),
+        "{got}"
+    );
+}

@@ -3,10 +3,14 @@
 //! checked the same way (at most [`MAX_REDIRECTS`]); the response body is capped at
 //! [`MAX_BODY_BYTES`] and the whole exchange at [`TIMEOUT`].
 //!
-//! Not covered: a granted name whose DNS answer points into the local network is
-//! reached; the grant is of a name, as the person approved it.
+//! A grant by name reaches public addresses only: names are resolved here
+//! ([`PublicOnly`]) and loopback, private, link-local and other non-public addresses are
+//! dropped, so an app's author cannot point a granted name at this machine or its
+//! network. Such addresses are reached only when the grant names them as IP literals
+//! (`127.0.0.1:8080`) or the host is `localhost`.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +63,7 @@ pub(crate) fn client() -> reqwest::Result<reqwest::Client> {
     .map(|b| b.with_root_certificates(roots).with_no_client_auth());
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(PublicOnly))
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!(
@@ -70,6 +75,73 @@ pub(crate) fn client() -> reqwest::Result<reqwest::Client> {
         builder = builder.tls_backend_preconfigured(tls);
     }
     builder.build()
+}
+
+/// The system resolver, keeping public addresses only (any address for `localhost`).
+/// IP literals in URLs never come here.
+pub struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let kept = public_addresses(&host, found)?;
+            Ok(Box::new(kept.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The addresses a name may be reached at: all of them for `localhost`, else the public
+/// ones; an error when none is left.
+pub fn public_addresses(
+    host: &str,
+    found: Vec<SocketAddr>,
+) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+    if host.trim_end_matches('.').eq_ignore_ascii_case("localhost") {
+        return Ok(found);
+    }
+    let kept: Vec<SocketAddr> = found.into_iter().filter(|a| is_public(a.ip())).collect();
+    if kept.is_empty() {
+        return Err(format!(
+            "{host} resolves to no public address (a grant by name does not reach this machine or its network)"
+        )
+        .into());
+    }
+    Ok(kept)
+}
+
+/// Whether `ip` is a public unicast address.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+                || (a == 198 && (b == 18 || b == 19))) // benchmarking
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+        }
+    }
 }
 
 /// Runs one `http` call.
@@ -258,4 +330,42 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_reach_public_addresses_only() {
+        let addr = |s: &str| -> SocketAddr { s.parse().expect("address") };
+        for local in [
+            "127.0.0.1:0",
+            "10.1.2.3:0",
+            "172.16.0.1:0",
+            "192.168.1.1:0",
+            "169.254.169.254:0",
+            "100.64.0.1:0",
+            "0.0.0.0:0",
+            "[::1]:0",
+            "[fd00::1]:0",
+            "[fe80::1]:0",
+            "[::ffff:127.0.0.1]:0",
+        ] {
+            assert!(!is_public(addr(local).ip()), "{local}");
+        }
+        for public in ["93.184.216.34:0", "1.1.1.1:0", "[2606:4700::1111]:0"] {
+            assert!(is_public(addr(public).ip()), "{public}");
+        }
+        let mixed = vec![addr("127.0.0.1:0"), addr("93.184.216.34:0")];
+        assert_eq!(
+            public_addresses("api.example.com", mixed.clone()).expect("one public"),
+            [addr("93.184.216.34:0")]
+        );
+        assert!(public_addresses("evil.example.com", vec![addr("127.0.0.1:0")]).is_err());
+        assert_eq!(
+            public_addresses("localhost", mixed.clone()).expect("all"),
+            mixed
+        );
+    }
 }
