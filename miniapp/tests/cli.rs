@@ -352,3 +352,32 @@ fn publish_signs_in_and_uploads_the_bundle() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_rust_app_builds_to_a_module_that_passes_the_checks() {
+    // Compiles the template and the guest SDK for wasm32-unknown-unknown in a temporary
+    // target folder (`rustup target add wasm32-unknown-unknown`; scripts/test.sh does).
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(d, &["new", "Rusty Writer", "--kind", "rust"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_aisapp"))
+        .current_dir(d)
+        .args(["build", "rusty-writer"])
+        .env("CARGO_TARGET_DIR", d.join("target"))
+        // Only crates the workspace already uses: no registry access needed.
+        .env("CARGO_NET_OFFLINE", "true")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("passes every check"), "{stdout}");
+    let module = std::fs::read(d.join("rusty-writer/logic.wasm")).unwrap();
+    let imports = aisa_miniapp::wasm::host_imports(&module);
+    assert!(imports.iter().any(|i| i == "ai_generate"), "{imports:?}");
+    let packed = ok(d, &["pack", "rusty-writer", "-o", "rusty.aisapp"]);
+    assert!(packed.contains("entry wasm"), "{packed}");
+}
