@@ -112,14 +112,8 @@ pub struct CheckedApp {
 }
 
 /// Parses a JSON file and checks it against its schema; `None` (with problems recorded)
-/// when it is absent, not JSON or breaks the schema.
-fn json_file(bundle: &Bundle, file: &'static str, problems: &mut Vec<Problem>) -> Option<Value> {
-    let Some(bytes) = bundle.file(file) else {
-        if file != SIGNATURE {
-            problems.push(Problem::Missing(file));
-        }
-        return None;
-    };
+/// when it is not JSON or breaks the schema.
+fn json_file(file: &'static str, bytes: &[u8], problems: &mut Vec<Problem>) -> Option<Value> {
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => {
@@ -147,23 +141,21 @@ pub fn check(bundle: &Bundle) -> Result<CheckedApp, CheckError> {
             problems.push(Problem::Missing(file));
         }
     }
-    let mut parsed = |file| {
-        bundle.file(file)?;
-        json_file(bundle, file, &mut problems)
-    };
+    let mut parsed = |file| json_file(file, bundle.file(file)?, &mut problems);
     let manifest_json = parsed(MANIFEST);
     let permissions_json = parsed(PERMISSIONS);
     let action_schema = parsed(ACTION_SCHEMA);
     let ui_schema = parsed(UI_SCHEMA);
     let _ = parsed(SIGNATURE);
 
-    let manifest = manifest_json.and_then(|v| {
-        Manifest::from_json(v.to_string().as_bytes())
+    // The typed parsers add what a schema cannot say (semver, ranges, paths).
+    let manifest = manifest_json.and_then(|_| {
+        Manifest::from_json(bundle.file(MANIFEST).unwrap_or_default())
             .map_err(|e| problems.push(Problem::Manifest(e)))
             .ok()
     });
-    let permissions = permissions_json.and_then(|v| {
-        Permissions::from_json(v.to_string().as_bytes())
+    let permissions = permissions_json.and_then(|_| {
+        Permissions::from_json(bundle.file(PERMISSIONS).unwrap_or_default())
             .map_err(|e| problems.push(Problem::Permissions(e)))
             .ok()
     });
