@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use chacha20poly1305::aead::{Aead as _, KeyInit, Payload};
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305 as ChunkAead, Nonce};
 use hpke::aead::{AeadCtxR, AeadCtxS, ChaCha20Poly1305};
 use hpke::kdf::HkdfSha256;
@@ -158,9 +158,13 @@ impl ChunkKeys {
 
     fn open(&self, counter: u64, last: bool, ct: &[u8]) -> Option<Vec<u8>> {
         let aad = if last { FINAL_AAD } else { b"" };
+        let (body, tag) = ct.split_at_checked(ct.len().checked_sub(16)?)?;
+        let tag = chacha20poly1305::Tag::try_from(tag).ok()?;
+        let mut data = body.to_vec();
         self.aead
-            .decrypt(&self.nonce(counter), Payload { msg: ct, aad })
-            .ok()
+            .decrypt_inout_detached(&self.nonce(counter), aad, data.as_mut_slice().into(), &tag)
+            .ok()?;
+        Some(data)
     }
 }
 
@@ -207,17 +211,19 @@ impl ResponseSealer {
             return Err(E2eError::TooLarge);
         }
         let aad = if last { FINAL_AAD } else { b"" };
-        let ct = self
+        // One allocation: header, then the data encrypted in place, then the tag.
+        let mut out = Vec::with_capacity(CHUNK_OVERHEAD + data.len());
+        out.push(u8::from(last));
+        out.extend_from_slice(&((data.len() + 16) as u32).to_be_bytes());
+        out.extend_from_slice(data);
+        let tag = self
             .keys
             .aead
-            .encrypt(&self.keys.nonce(self.next), Payload { msg: data, aad })
+            .encrypt_inout_detached(&self.keys.nonce(self.next), aad, (&mut out[5..]).into())
             .map_err(|_| E2eError::TooLarge)?;
+        out.extend_from_slice(&tag);
         self.next += 1;
         self.done = last;
-        let mut out = Vec::with_capacity(5 + ct.len());
-        out.push(u8::from(last));
-        out.extend_from_slice(&(ct.len() as u32).to_be_bytes());
-        out.extend_from_slice(&ct);
         Ok(out)
     }
 

@@ -1,11 +1,13 @@
-//! Identity keys for AI SuperApp peers.
+//! Identity keys and end-to-end encryption for AI SuperApp peers.
 //!
 //! A desktop node has a static X25519 identity key. Its public half travels in the
 //! `Hello` to the relay (for the device registry) and, through pairing, to browsers,
-//! which later encrypt end to end to it (HPKE, in a later version of this crate). A
-//! person compares keys by their [`fingerprint`].
+//! which encrypt end to end to it with [`e2e`] (HPKE, RFC 9180, auth mode, and chunked
+//! response sealing; `docs/e2e.md` has the bytes). A person compares keys by their
+//! [`fingerprint`].
 //!
-//! What this crate does not do yet: HPKE sessions, pairing and bundle signatures.
+//! What this crate does not do: pairing and bundle signatures, and carrying bytes (the
+//! tunnel does that).
 
 #![forbid(unsafe_code)]
 

@@ -1,0 +1,155 @@
+//! `e2e-bench`: what end-to-end encryption costs the desktop per action stream.
+//!
+//! * setup: `open_request` on a sealed request (HPKE auth-mode decapsulation, two X25519
+//!   operations, the key schedule, opening a 200-byte request, the replay check, and the
+//!   chunk key derivation). Goal ≤ 100 µs.
+//! * per chunk: sealing one 128-byte chunk (the desktop's cost per streamed chunk), and
+//!   opening it (the browser's, in Rust). Goal ≤ 1 µs.
+//! * the same per chunk for 16 KiB, as bytes per second.
+//!
+//! Prints medians of several rounds, in CPU time of the measuring thread. Build it optimised; it is kept in a crate of its
+//! own so that takes seconds, not the whole workspace.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use aisa_crypto::e2e::{self, ReplayGuard};
+
+/// This thread's CPU time so far, in nanoseconds (Linux `schedstat`), so that figures
+/// hold on a machine busy with other work; falls back to wall time elsewhere.
+fn cpu_ns() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| {
+            static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+            START.get_or_init(Instant::now).elapsed().as_nanos() as f64
+        })
+}
+
+/// Times `f` in CPU nanoseconds.
+struct Clock(f64);
+
+impl Clock {
+    fn start() -> Clock {
+        Clock(cpu_ns())
+    }
+    fn ns(&self) -> f64 {
+        cpu_ns() - self.0
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let desktop_sk = [0x5a; 32];
+    let browser_sk = [0xa5; 32];
+    let desktop_pk = e2e::public_of(&desktop_sk).expect("key");
+    let browser_pk = e2e::public_of(&browser_sk).expect("key");
+    let request = vec![b'x'; 200];
+    let now = 1_800_000_000;
+
+    // Setup on the desktop: a fresh sealed request each time (a replay would be refused).
+    let n = 2000;
+    let sealed: Vec<Vec<u8>> = (0..n)
+        .map(|_| {
+            e2e::seal_request(&desktop_pk, &browser_sk, b"device", &request, now)
+                .expect("seal")
+                .0
+        })
+        .collect();
+    let mut rounds = Vec::new();
+    for round in sealed.chunks(n / 5) {
+        let mut guard = ReplayGuard::default();
+        let start = Clock::start();
+        for s in round {
+            black_box(
+                e2e::open_request(&desktop_sk, &browser_pk, b"device", s, now, &mut guard)
+                    .expect("open"),
+            );
+        }
+        rounds.push(start.ns() / 1e3 / round.len() as f64);
+    }
+    println!(
+        "desktop setup per stream (open_request): {:.1} µs median of {} rounds (goal ≤ 100 µs)",
+        median(rounds),
+        5
+    );
+
+    // Browser setup, for comparison.
+    let start = Clock::start();
+    for _ in 0..500 {
+        black_box(
+            e2e::seal_request(&desktop_pk, &browser_sk, b"device", &request, now).expect("seal"),
+        );
+    }
+    println!(
+        "browser setup per stream (seal_request, Rust): {:.1} µs",
+        start.ns() / 1e3 / 500.0
+    );
+
+    // The floor: the AEAD alone on 128 bytes, in place, same key each time.
+    {
+        use chacha20poly1305::aead::{AeadInOut, KeyInit};
+        let aead = chacha20poly1305::ChaCha20Poly1305::new(&[1u8; 32].into());
+        let mut buf = [7u8; 128];
+        let count = 200_000u64;
+        let start = Clock::start();
+        for i in 0..count {
+            let mut nonce = [0u8; 12];
+            nonce[4..].copy_from_slice(&i.to_be_bytes());
+            black_box(
+                aead.encrypt_inout_detached(&nonce.into(), b"", (&mut buf[..]).into())
+                    .expect("seal"),
+            );
+        }
+        println!(
+            "ChaCha20-Poly1305 alone, 128 bytes in place: {:.0} ns",
+            start.ns() / count as f64
+        );
+    }
+
+    for size in [128usize, 16 * 1024] {
+        let data = vec![7u8; size];
+        let count = if size == 128 { 200_000 } else { 20_000 };
+        let mut seal_rounds = Vec::new();
+        let mut open_rounds = Vec::new();
+        for _ in 0..5 {
+            let (sealed, mut opener) =
+                e2e::seal_request(&desktop_pk, &browser_sk, b"device", &request, now)
+                    .expect("seal");
+            let (_, mut sealer) = e2e::open_request(
+                &desktop_sk,
+                &browser_pk,
+                b"device",
+                &sealed,
+                now,
+                &mut ReplayGuard::default(),
+            )
+            .expect("open");
+            let start = Clock::start();
+            let chunks: Vec<Vec<u8>> = (0..count)
+                .map(|_| sealer.seal_chunk(&data, false).expect("seal chunk"))
+                .collect();
+            seal_rounds.push(start.ns() / count as f64);
+            let start = Clock::start();
+            for c in &chunks {
+                black_box(opener.open_chunk(c).expect("open chunk"));
+            }
+            open_rounds.push(start.ns() / count as f64);
+        }
+        let seal = median(seal_rounds);
+        let open = median(open_rounds);
+        println!(
+            "{size}-byte chunk: seal {:.0} ns ({:.0} MiB/s), open {:.0} ns ({:.0} MiB/s){}",
+            seal,
+            size as f64 / seal * 1e9 / (1 << 20) as f64,
+            open,
+            size as f64 / open * 1e9 / (1 << 20) as f64,
+            if size == 128 { " (goal ≤ 1 µs)" } else { "" }
+        );
+    }
+}
