@@ -7,12 +7,25 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn aisapp(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_aisapp"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("AISAPP_TOKEN")
-        .output()
-        .unwrap()
+    aisapp_with(dir, args, &[])
+}
+
+/// Runs `aisapp` with only these of its variables set (and no proxy in the way).
+fn aisapp_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aisapp"));
+    cmd.current_dir(dir).args(args);
+    for var in [
+        "AISAPP_TOKEN",
+        "AISAPP_RELAY",
+        "AISA_PASSWORD",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied()).output().unwrap()
 }
 
 fn ok(dir: &Path, args: &[&str]) -> String {
@@ -263,24 +276,18 @@ fn publish_signs_in_and_uploads_the_bundle() {
         "/api/portal/apps" => (401, r#"{"error":"sign in first"}"#.into()),
         _ => (404, r#"{"error":"no such route"}"#.into()),
     });
-    let out = Command::new(env!("CARGO_BIN_EXE_aisapp"))
-        .current_dir(d)
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("ALL_PROXY")
-        .env_remove("all_proxy")
-        .args([
+    let out = aisapp_with(
+        d,
+        &[
             "publish",
             "pub.aisapp",
             "--relay",
             &relay,
             "--email",
             "a@b.c",
-        ])
-        .env("AISA_PASSWORD", "s3cret-pass")
-        .env_remove("AISAPP_TOKEN")
-        .output()
-        .unwrap();
+        ],
+        &[("AISA_PASSWORD", "s3cret-pass")],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -309,16 +316,11 @@ fn publish_signs_in_and_uploads_the_bundle() {
             r#"{"error":"pub 0.1.0 is already published; versions are immutable"}"#.into(),
         )
     });
-    let out = Command::new(env!("CARGO_BIN_EXE_aisapp"))
-        .current_dir(d)
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("ALL_PROXY")
-        .env_remove("all_proxy")
-        .args(["publish", "pub", "--relay", &relay])
-        .env("AISAPP_TOKEN", "tok-1")
-        .output()
-        .unwrap();
+    let out = aisapp_with(
+        d,
+        &["publish", "pub", "--relay", &relay],
+        &[("AISAPP_TOKEN", "tok-1")],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -328,24 +330,18 @@ fn publish_signs_in_and_uploads_the_bundle() {
     // A wrong password.
     let (relay, _seen) =
         fake_relay(|_, _, _, _| (401, r#"{"error":"wrong email or password"}"#.into()));
-    let out = Command::new(env!("CARGO_BIN_EXE_aisapp"))
-        .current_dir(d)
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("ALL_PROXY")
-        .env_remove("all_proxy")
-        .args([
+    let out = aisapp_with(
+        d,
+        &[
             "publish",
             "pub.aisapp",
             "--relay",
             &relay,
             "--email",
             "a@b.c",
-        ])
-        .env("AISA_PASSWORD", "nope")
-        .env_remove("AISAPP_TOKEN")
-        .output()
-        .unwrap();
+        ],
+        &[("AISA_PASSWORD", "nope")],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("signing in failed") && stderr.contains("wrong email or password"),
@@ -360,14 +356,16 @@ fn a_rust_app_builds_to_a_module_that_passes_the_checks() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     ok(d, &["new", "Rusty Writer", "--kind", "rust"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_aisapp"))
-        .current_dir(d)
-        .args(["build", "rusty-writer"])
-        .env("CARGO_TARGET_DIR", d.join("target"))
+    let target = d.join("target");
+    let out = aisapp_with(
+        d,
+        &["build", "rusty-writer"],
         // Only crates the workspace already uses: no registry access needed.
-        .env("CARGO_NET_OFFLINE", "true")
-        .output()
-        .unwrap();
+        &[
+            ("CARGO_TARGET_DIR", target.to_str().unwrap()),
+            ("CARGO_NET_OFFLINE", "true"),
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
