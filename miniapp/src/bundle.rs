@@ -317,11 +317,24 @@ impl Bundle {
         let mut bundle = Bundle::default();
         for name in ENTRY_NAMES.iter().filter(|n| **n != SIGNATURE) {
             let path = dir.join(name);
-            match std::fs::read(&path) {
-                Ok(data) => bundle.insert(name, data)?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            let size = match std::fs::metadata(&path) {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source) => return Err(BundleError::Io { path, source }),
+            };
+            // Refuse a huge file before reading it into memory.
+            let limit = Limits::default().max_file_size;
+            if size > limit {
+                return Err(BundleError::FileTooLarge {
+                    name: (*name).to_owned(),
+                    limit,
+                });
             }
+            let data = std::fs::read(&path).map_err(|source| BundleError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            bundle.insert(name, data)?;
         }
         Ok(bundle)
     }
@@ -439,6 +452,24 @@ mod tests {
             .unwrap();
         assert_eq!(a.to_zip_bytes(), b.to_zip_bytes());
         assert_eq!(Bundle::from_zip_bytes(&a.to_zip_bytes()).unwrap(), a);
+    }
+
+    #[test]
+    fn from_dir_takes_only_format_files_and_refuses_huge_ones_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("manifest.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("Cargo.toml"), "[package]").unwrap();
+        std::fs::write(dir.path().join("signature.sig"), "{}").unwrap();
+        let b = Bundle::from_dir(dir.path()).unwrap();
+        assert_eq!(b.files().keys().collect::<Vec<_>>(), ["manifest.json"]);
+        // A sparse 1 GiB file: refused by its size, never read.
+        let f = std::fs::File::create(dir.path().join("logic.wasm")).unwrap();
+        f.set_len(1 << 30).unwrap();
+        let err = Bundle::from_dir(dir.path()).unwrap_err();
+        assert!(
+            matches!(err, BundleError::FileTooLarge { ref name, .. } if name == "logic.wasm"),
+            "{err}"
+        );
     }
 
     #[test]
