@@ -1,16 +1,14 @@
-//! The wasm side: the ABI entry (through `aisapp_guest::entry!`), the native bindings the
-//! prelude turns into `context`, the module loader, and the job-queue driver.
+//! The wasm side: the ABI entry (through `aisapp_guest::entry!`), the module loader, the
+//! action driver (run QuickJS's job queue until the action's promise settles), and the
+//! host calls `context` (in `context.rs`) is made of.
 
 use std::cell::RefCell;
 
 use aisapp_guest::ai::{Generation, Request};
-use aisapp_guest::{Level, emit, log};
-use rquickjs::context::EvalOptions;
+use aisapp_guest::emit;
 use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::Declared;
-use rquickjs::{
-    CaughtError, Context, Ctx, Exception, Function, Module, Object, Promise, Runtime, Value,
-};
+use rquickjs::{CaughtError, Context, Ctx, Exception, Module, Object, Runtime, Value};
 
 /// QuickJS's own stack limit (of the guest's 1 MiB shadow stack in linear memory; without
 /// a limit set QuickJS measures from the wrong place and every eval fails, PLATFORM.md).
@@ -23,10 +21,6 @@ const MAX_STACK_BYTES: usize = 192 * 1024;
 const LOGIC: &str = "bot-logic.js";
 /// Name under which `tools.js` is declared; `./tools.js` resolves to it.
 const TOOLS: &str = "tools.js";
-
-const PRELUDE: &str = include_str!("prelude.js");
-/// The prelude's file name in stacks; `prelude.js` drops its frames from failure reports.
-const PRELUDE_NAME: &str = "<runtime>";
 
 /// The clock QuickJS's C shim imports from `env`. Defining it here keeps the import out
 /// of the module (the sandbox allows only `aisapp_v1`); a mini-app has no clock of its
@@ -70,66 +64,65 @@ fn run(input: &str) -> Result<(), String> {
     );
     let context = Context::full(&runtime).map_err(|e| format!("QuickJS context: {e}"))?;
     context.with(|ctx| {
-        let runner = prelude(&ctx).map_err(|e| describe(&ctx, e))?;
+        let console = crate::context::console(&ctx).map_err(|e| describe(&ctx, e))?;
+        ctx.globals()
+            .set("console", console)
+            .map_err(|e| describe(&ctx, e))?;
         let tools_ns = match tools {
             Some(source) => Some(evaluate(&ctx, TOOLS, source)?),
             None => None,
         };
         let logic_ns = evaluate(&ctx, LOGIC, logic)?;
-        let outcome: Promise = runner
-            .call((logic_ns, tools_ns, action, payload))
+        let function: Value = logic_ns.get(action).map_err(|e| describe(&ctx, e))?;
+        let Some(function) = function.as_function().cloned() else {
+            let exported: Vec<String> = logic_ns
+                .props::<String, Value>()
+                .filter_map(|p| p.ok())
+                .filter(|(_, v)| v.is_function())
+                .map(|(k, _)| k)
+                .collect();
+            let exported = if exported.is_empty() {
+                "none".to_owned()
+            } else {
+                exported.join(", ")
+            };
+            return Err(format!(
+                "bot-logic.js exports no function named '{action}' (it exports: {exported})"
+            ));
+        };
+        let context =
+            crate::context::make(&ctx, tools_ns.as_ref()).map_err(|e| describe(&ctx, e))?;
+        let payload = ctx.json_parse(payload).map_err(|e| describe(&ctx, e))?;
+        let result: Value = function
+            .call((payload, context))
             .map_err(|e| describe(&ctx, e))?;
-        match outcome.finish::<Option<String>>() {
-            Ok(None) => Ok(()),
-            Ok(Some(failure)) => Err(failure),
-            Err(rquickjs::Error::WouldBlock) => Err(
-                "the action's promise never settled (it waits for something that cannot happen: \
-                 there are no timers or events in a mini-app)"
+        let result = match result.as_promise() {
+            Some(promise) => promise.finish::<Value>().map_err(|e| match e {
+                rquickjs::Error::WouldBlock => "the action's promise never settled (it waits for \
+                     something that cannot happen: there are no timers or events in a mini-app)"
                     .to_owned(),
-            ),
-            Err(e) => Err(describe(&ctx, e)),
+                e => describe(&ctx, e),
+            })?,
+            None => result,
+        };
+        if !result.is_undefined() && !result.is_null() {
+            emit(&crate::context::show(&ctx, &result));
         }
+        Ok(())
     })
 }
 
 aisapp_guest::entry!(run);
 
-/// Evaluates the prelude and returns its `run(logic, tools, action, payloadJson)`.
-fn prelude<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Function<'js>> {
-    let host = Object::new(ctx.clone())?;
-    host.set(
-        "emit",
-        Function::new(ctx.clone(), |text: String| emit(&text))?,
-    )?;
-    host.set(
-        "log",
-        Function::new(ctx.clone(), |level: i32, text: String| {
-            let level = match level {
-                0 => Level::Debug,
-                1 => Level::Info,
-                2 => Level::Warn,
-                _ => Level::Error,
-            };
-            log(level, &text)
-        })?,
-    )?;
-    host.set("aiGenerate", Function::new(ctx.clone(), ai_generate)?)?;
-    host.set("aiNext", Function::new(ctx.clone(), ai_next)?)?;
-    host.set("call", Function::new(ctx.clone(), host_call)?)?;
-    let mut options = EvalOptions::default();
-    options.filename = Some(PRELUDE_NAME.to_owned());
-    let make: Function = ctx.eval_with_options(PRELUDE, options)?;
-    make.call((host,))
-}
-
-fn ai_generate<'js>(ctx: Ctx<'js>, request: String) -> rquickjs::Result<i32> {
-    let request: serde_json::Value = serde_json::from_str(&request)
-        .map_err(|e| Exception::throw_type(&ctx, &format!("ai request: {e}")))?;
+/// Starts a model generation (`ai_generate`) for the request JSON; returns its handle.
+pub(crate) fn ai_generate(ctx: &Ctx<'_>, request: &str) -> rquickjs::Result<i32> {
+    let request: serde_json::Value = serde_json::from_str(request)
+        .map_err(|e| Exception::throw_type(ctx, &format!("ai request: {e}")))?;
     let mut ask = Request::new(request["prompt"].as_str().unwrap_or_default());
     ask.system = request["system"].as_str().map(str::to_owned);
     ask.max_tokens = request["max_tokens"].as_u64().map(|n| n as u32);
     let generation =
-        aisapp_guest::ai::generate(&ask).map_err(|e| Exception::throw_message(&ctx, &e))?;
+        aisapp_guest::ai::generate(&ask).map_err(|e| Exception::throw_message(ctx, &e))?;
     GENERATIONS.with(|g| {
         let mut g = g.borrow_mut();
         g.push(Some(generation));
@@ -137,7 +130,8 @@ fn ai_generate<'js>(ctx: Ctx<'js>, request: String) -> rquickjs::Result<i32> {
     })
 }
 
-fn ai_next<'js>(ctx: Ctx<'js>, handle: i32) -> rquickjs::Result<Option<String>> {
+/// The next text of generation `handle` (`ai_next`), or `None` when it is complete.
+pub(crate) fn ai_next(ctx: &Ctx<'_>, handle: i32) -> rquickjs::Result<Option<String>> {
     let next = GENERATIONS.with(|g| {
         let mut g = g.borrow_mut();
         let slot = g.get_mut(handle as usize)?;
@@ -150,15 +144,15 @@ fn ai_next<'js>(ctx: Ctx<'js>, handle: i32) -> rquickjs::Result<Option<String>> 
     match next {
         None => Ok(None),
         Some(Ok(text)) => Ok(Some(text)),
-        Some(Err(e)) => Err(Exception::throw_message(&ctx, &e)),
+        Some(Err(e)) => Err(Exception::throw_message(ctx, &e)),
     }
 }
 
 /// One capability call (contracts section A): the import by name, the request JSON in,
 /// the answer JSON out. A capability the runtime was built without answers
 /// `unavailable`.
-fn host_call<'js>(ctx: Ctx<'js>, import: String, request: String) -> rquickjs::Result<String> {
-    capabilities::call(&import, &request).map_err(|e| Exception::throw_message(&ctx, &e))
+pub(crate) fn capability_call(import: &str, request: &str) -> Result<String, String> {
+    capabilities::call(import, request)
 }
 
 /// Declares and evaluates an ES module, driving its top-level promise, and returns its
@@ -178,19 +172,7 @@ fn evaluate<'js>(ctx: &Ctx<'js>, name: &str, source: &str) -> Result<Object<'js>
 /// The message (and stack, where QuickJS has one) of a failed QuickJS call.
 fn describe(ctx: &Ctx<'_>, error: rquickjs::Error) -> String {
     match CaughtError::from_error(ctx, error) {
-        CaughtError::Exception(e) => {
-            let name: Option<String> = e.get("name").ok();
-            let mut text = format!(
-                "{}: {}",
-                name.unwrap_or_else(|| "Error".to_owned()),
-                e.message().unwrap_or_default()
-            );
-            if let Some(stack) = e.stack().filter(|s| !s.trim().is_empty()) {
-                text.push('\n');
-                text.push_str(stack.trim_end());
-            }
-            text
-        }
+        CaughtError::Exception(e) => crate::context::describe_exception(&e),
         CaughtError::Value(v) => {
             let shown = ctx
                 .json_stringify(v.clone())

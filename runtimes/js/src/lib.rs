@@ -11,7 +11,7 @@
 //! nothing else can be waited for), emits a returned string, and reports a thrown error
 //! or rejected promise through `fail` with its message and stack.
 //!
-//! `context` (built in `prelude.js`): `emit`, `ai.generateText` (an async iterator over
+//! `context` (built from native functions in `context.rs`): `emit`, `ai.generateText` (an async iterator over
 //! `ai_generate` / `ai_next`), `tools.*` (built-ins over the `fs`, `http`, `tool` and
 //! `clipboard` imports, plus the exports of `tools.js`), `storage`, `console`, `env`.
 //!
@@ -22,5 +22,7 @@
 //!
 //! Built only for wasm32 (see `Cargo.toml`); on other targets the crate is empty.
 
+#[cfg(target_arch = "wasm32")]
+mod context;
 #[cfg(target_arch = "wasm32")]
 mod guest;
