@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Brings up the whole system on this machine, on embedded defaults:
 #   relay-edge (SQLite, self-signed certificate, the web app) on http://localhost:8080
-#   and udp 4433, a desktop node signed in as the demo user with the example app,
+#   and udp 4433, the example mini-apps built from source and published to its
+#   marketplace (first start only), a desktop node signed in as the demo user with
+#   hello-ai installed from that marketplace,
 #   and an AI provider: OpenAI when OPENAI_API_KEY is set, otherwise the local
 #   echo provider (a stand-in that speaks OpenAI's streaming format).
 # Everything it keeps lives in .local/ (delete it to start over). Ctrl-C stops it all.
@@ -27,7 +29,16 @@ scripts/build-guests.sh >/dev/null
 pids=()
 cleanup() {
   trap - INT TERM EXIT
+  # INT lets each process drain; a process still starting up has not installed its
+  # handler yet (background jobs ignore INT until then), so TERM follows after a grace.
   for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT
@@ -38,8 +49,9 @@ if [ -n "${OPENAI_API_KEY:-}" ]; then
 else
   "$BIN/fake-provider" --listen 127.0.0.1:0 > "$STATE/provider.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 100); do grep -q 'fake-provider: ' "$STATE/provider.log" && break; sleep 0.1; done
+  for _ in $(seq 300); do grep -q 'fake-provider: ' "$STATE/provider.log" && break; sleep 0.1; done
   AI_BASE_URL=$(sed -n 's/^fake-provider: //p' "$STATE/provider.log")
+  [ -n "$AI_BASE_URL" ] || { echo "the local provider did not start:" >&2; cat "$STATE/provider.log" >&2; exit 1; }
   echo "==> AI provider: local echo provider at $AI_BASE_URL (set OPENAI_API_KEY to use OpenAI)"
 fi
 
@@ -48,20 +60,41 @@ fi
   --http-listen "127.0.0.1:$HTTP_PORT" --quic-listen "0.0.0.0:$QUIC_PORT" \
   --web-root browser-client/dist > "$STATE/relay.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q 'relay-edge: http' "$STATE/relay.log" && break; sleep 0.1; done
+for _ in $(seq 300); do grep -q 'relay-edge: http' "$STATE/relay.log" && break; sleep 0.1; done
 grep -q 'relay-edge: http' "$STATE/relay.log" || { cat "$STATE/relay.log"; exit 1; }
 
+# The example mini-apps, built from source above, are published once by the demo user
+# (the portal checks and signs them with the relay's platform key).
+if [ ! -f "$STATE/examples-published" ]; then
+  mkdir -p "$STATE/bundles"
+  for app in examples/*/; do
+    [ -f "$app/manifest.json" ] || continue
+    name=$(basename "$app")
+    wasm=()
+    # A Rust app's module is built by scripts/build-guests.sh under its crate's name.
+    [ -f "$app/Cargo.toml" ] && wasm=(--wasm "target/guest/wasm32-unknown-unknown/release/${name//-/_}.wasm")
+    "$BIN/aisapp" pack "$app" "${wasm[@]}" -o "$STATE/bundles/$name.aisapp" >/dev/null
+    AISA_PASSWORD="$DEMO_PASSWORD" "$BIN/aisapp" publish "$STATE/bundles/$name.aisapp" \
+      --relay "http://127.0.0.1:$HTTP_PORT" --email "$DEMO_EMAIL" >/dev/null
+    echo "==> published $name to the marketplace"
+  done
+  touch "$STATE/examples-published"
+fi
+
 NODE_HOME="$STATE/desktop"
+export AISA_JS_RUNTIME=target/guest/wasm32-unknown-unknown/release/aisapp_js_runtime.wasm
 if [ ! -f "$NODE_HOME/node.toml" ]; then
   printf '%s' "$DEMO_PASSWORD" | "$BIN/desktop-node" --home "$NODE_HOME" login \
     --relay "http://127.0.0.1:$HTTP_PORT" --email "$DEMO_EMAIL" --password-stdin --name "this computer"
 fi
-"$BIN/desktop-node" --home "$NODE_HOME" apps install-local \
-  target/guest/wasm32-unknown-unknown/release/hello_ai.wasm --id hello-ai --name "Hello AI" --action write,echo >/dev/null
+if ! "$BIN/desktop-node" --home "$NODE_HOME" apps list | grep -q '^hello-ai'; then
+  "$BIN/desktop-node" --home "$NODE_HOME" apps install hello-ai --yes
+fi
 OPENAI_API_KEY=${OPENAI_API_KEY:-local} "$BIN/desktop-node" --home "$NODE_HOME" run \
   --ai-base-url "$AI_BASE_URL" > "$STATE/desktop.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do grep -q 'connected to the relay' "$STATE/desktop.log" && break; sleep 0.1; done
+# The first start compiles the JS runtime (seconds; the compiled code is cached after).
+for _ in $(seq 600); do grep -q 'connected to the relay' "$STATE/desktop.log" && break; sleep 0.2; done
 grep -q 'connected to the relay' "$STATE/desktop.log" || { cat "$STATE/desktop.log"; exit 1; }
 
 cat <<MSG
