@@ -293,3 +293,56 @@ pub fn approved_from(p: &aisa_miniapp::Permissions) -> ApprovedPermissions {
         clipboard: p.clipboard,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn installer_with(versions: &[&str]) -> (tempfile::TempDir, Installer) {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = crate::config::Home::new(Some(tmp.path().to_owned()));
+        let installer = Installer::new(&home, None, Vec::new(), None);
+        for v in versions {
+            std::fs::create_dir_all(installer.apps.version_dir("app", v)).unwrap();
+        }
+        (tmp, installer)
+    }
+
+    #[test]
+    fn rollback_steps_back_one_installed_version_at_a_time() {
+        let (_tmp, installer) = installer_with(&["1.0.0", "1.2.0", "1.10.0"]);
+        assert_eq!(installer.rollback("app").unwrap(), "1.2.0");
+        assert_eq!(installer.rollback("app").unwrap(), "1.0.0");
+        let err = installer.rollback("app").unwrap_err().to_string();
+        assert!(err.contains("no version older than 1.0.0"), "{err}");
+        assert_eq!(
+            installer.apps.state("app").unwrap().unwrap().active,
+            "1.0.0"
+        );
+    }
+
+    #[test]
+    fn disable_enable_and_uninstall_change_what_is_installed() {
+        let (_tmp, installer) = installer_with(&["0.1.0"]);
+        installer.set_enabled("app", false).unwrap();
+        assert!(!installer.apps.state("app").unwrap().unwrap().enabled);
+        installer.set_enabled("app", true).unwrap();
+        assert!(installer.apps.state("app").unwrap().unwrap().enabled);
+        installer.uninstall("app").unwrap();
+        assert!(installer.apps.state("app").unwrap().is_none());
+        let err = installer.uninstall("app").unwrap_err().to_string();
+        assert_eq!(err, "app is not installed");
+        assert!(installer.set_enabled("other", true).is_err());
+    }
+
+    #[test]
+    fn installing_needs_a_relay_and_trusted_keys() {
+        let (_tmp, installer) = installer_with(&[]);
+        let Err(err) = installer.check(b"not a zip".to_vec(), "app") else {
+            panic!("junk passed the checks");
+        };
+        assert!(err.to_string().contains("zip"), "{err}");
+        let err = installer.trusted_keys().unwrap_err().to_string();
+        assert!(err.contains("no trusted platform key"), "{err}");
+    }
+}
