@@ -733,3 +733,32 @@ async fn without_grants_the_model_and_the_network_are_refused() {
         "nothing reached the provider"
     );
 }
+
+#[tokio::test]
+async fn the_example_js_apps_pass_the_bundle_checks_and_export_their_actions() {
+    for (name, action) in [
+        ("seo-writer", "write"),
+        ("csv-summarizer", "summarize"),
+        ("file-qa", "ask"),
+    ] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples")
+            .join(name);
+        let bundle = aisa_miniapp::Bundle::from_dir(&dir).expect("bundle from the folder");
+        let app = aisa_miniapp::check(&bundle)
+            .unwrap_or_else(|e| panic!("{name} fails the bundle checks: {e}"));
+        assert_eq!(app.manifest.id, name);
+        assert_eq!(app.manifest.entry, aisa_miniapp::EntryKind::Js);
+        assert_eq!(app.actions, [action]);
+        // An action the schema lists is a function bot-logic.js exports: asking for
+        // another one names it among the exported.
+        let out = run_js(
+            &example(name).bot_logic,
+            example(name).tools.as_deref(),
+            "no-such-action",
+            serde_json::json!({}),
+        )
+        .await;
+        assert!(out.failure().contains(action), "{name}: {}", out.failure());
+    }
+}

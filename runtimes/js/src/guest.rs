@@ -6,6 +6,7 @@ use std::cell::RefCell;
 
 use aisapp_guest::ai::{Generation, Request};
 use aisapp_guest::emit;
+use rquickjs::context::intrinsic;
 use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::Declared;
 use rquickjs::{CaughtError, Context, Ctx, Exception, Module, Object, Runtime, Value};
@@ -36,6 +37,21 @@ thread_local! {
     static GENERATIONS: RefCell<Vec<Option<Generation>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The standard library a mini-app gets: everything QuickJS has but `performance` (there
+/// is no clock), `WeakRef` / `FinalizationRegistry` (nothing lives long enough) and
+/// `DOMException`. Each intrinsic left out is less work for every action's new context.
+type Intrinsics = (
+    intrinsic::Date,
+    intrinsic::Eval,
+    intrinsic::RegExpCompiler,
+    intrinsic::RegExp,
+    intrinsic::Json,
+    intrinsic::Proxy,
+    intrinsic::MapSet,
+    intrinsic::TypedArrays,
+    intrinsic::Promise,
+);
+
 fn run(input: &str) -> Result<(), String> {
     let input: serde_json::Value =
         serde_json::from_str(input).map_err(|e| format!("the input is not JSON: {e}"))?;
@@ -62,7 +78,8 @@ fn run(input: &str) -> Result<(), String> {
             source: tools.map(str::to_owned),
         },
     );
-    let context = Context::full(&runtime).map_err(|e| format!("QuickJS context: {e}"))?;
+    let context =
+        Context::custom::<Intrinsics>(&runtime).map_err(|e| format!("QuickJS context: {e}"))?;
     context.with(|ctx| {
         let console = crate::context::console(&ctx).map_err(|e| describe(&ctx, e))?;
         ctx.globals()
