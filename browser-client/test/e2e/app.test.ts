@@ -195,11 +195,9 @@ describe('the web app in Chromium', () => {
       await expect.poll(() => page.evaluate(() => document.activeElement?.textContent)).toBe('Run on e2e desk');
     }));
 
-  // The marketplace is the relay's (contracts section C). The two install tests also need
-  // the desktop's install flow (section D: INSTALL_APP answered with STREAM_CHUNK progress,
-  // `desktop-node apps approve|deny ID`), which is being built by another engineer: they
-  // are skipped until it is committed. (They passed against that work in progress at
-  // 01:09 UTC.)
+  // The marketplace is the relay's (contracts section C); installs go through the
+  // desktop's install flow (section D): INSTALL_APP answered with STREAM_CHUNK progress
+  // until `desktop-node apps approve|deny ID`.
   describe('the marketplace', () => {
     it('browses: search, category filter, app detail with versions, rating and permissions', () =>
       explained(async () => {
@@ -265,7 +263,7 @@ describe('the web app in Chromium', () => {
         await shot('app-detail.png');
       }));
 
-    it.skip('requests an install, waits for approval on the desktop, then runs the app through its schema form', () =>
+    it('requests an install, waits for approval on the desktop, then runs the app through its schema form', () =>
       explained(async () => {
         await page.getByRole('button', { name: 'Install on e2e desk' }).click();
         await expect.poll(() => text('#install-status'), { timeout: 15_000 }).toMatch(/^Waiting for approval on your desktop/);
@@ -298,7 +296,7 @@ describe('the web app in Chromium', () => {
         await expect.poll(() => page.getByRole('list', { name: 'Apps on e2e desk' }).textContent()).toMatch(/e2e-writer\s*1\.0\.0/);
       }));
 
-    it.skip('says so when the install is denied on the desktop', () =>
+    it('says so when the install is denied on the desktop', () =>
       explained(async () => {
         await page.goto(`${system.httpUrl}/#/marketplace/e2e-notes`);
         await page.getByRole('button', { name: 'Install on e2e desk' }).click();
