@@ -27,16 +27,59 @@ pub async fn serve_stream(
     let mut send = ReplyStream {
         inner: send,
         ended: false,
+        sealer: None,
     };
     let request = async {
         let header = read_body(&mut recv).await?;
         let (header, _version) = RelayHeader::decode(&header).map_err(decode_error)?;
         let request = read_body(&mut recv).await?;
-        let envelope = Envelope::decode(&request).map_err(decode_error)?;
-        Ok::<_, (ErrorCode, String)>((header, envelope))
+        // End-to-end encrypted streams (crate::e2e): the request is sealed, the answer
+        // will be too.
+        let (request, sealer, paired) = match (&header.e2e, ctx.e2e()) {
+            (Some(e2e_header), Some(state)) => {
+                let opened = state
+                    .open(e2e_header, &request)
+                    .map_err(|e| (ErrorCode::Denied, e.to_string()))?;
+                info!(browser = %opened.browser.id, paired = opened.paired, "end-to-end encrypted stream");
+                (opened.request, Some(opened.sealer), opened.paired)
+            }
+            (Some(_), None) => {
+                return Err((
+                    ErrorCode::Unsupported,
+                    "this desktop does not serve end-to-end encrypted streams".into(),
+                ));
+            }
+            (None, Some(state)) if state.required => {
+                return Err((
+                    ErrorCode::Denied,
+                    "this desktop accepts only end-to-end encrypted actions: pair this browser (desktop-node pair)".into(),
+                ));
+            }
+            (None, _) => (request, None, false),
+        };
+        let envelope = if paired {
+            Envelope::new(
+                0,
+                Body::StreamEnd {
+                    chunks: 0,
+                    elapsed_ms: 0,
+                },
+            )
+        } else {
+            Envelope::decode(&request).map_err(decode_error)?
+        };
+        Ok::<_, (ErrorCode, String)>((header, envelope, sealer, paired))
     };
     let (header, envelope) = match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(Ok(parts)) => parts,
+        Ok(Ok((header, envelope, sealer, paired))) => {
+            send.sealer = sealer;
+            if paired {
+                // The pairing is done; confirm it, sealed, and end.
+                finish_with(&mut send, envelope).await;
+                return;
+            }
+            (header, envelope)
+        }
         Ok(Err((code, message))) => {
             debug!(%code, message, "request refused");
             finish_with(&mut send, Envelope::error(0, code, message)).await;
@@ -131,7 +174,11 @@ async fn install(
                 data: state.to_string(),
             },
         );
-        if write_frame(&mut send.inner, &chunk.encode(), aisa_tunnel::MAX_FRAME_LEN)
+        let Ok(body) = send.body(&chunk, false) else {
+            send.reset();
+            return;
+        };
+        if write_frame(&mut send.inner, &body, aisa_tunnel::MAX_FRAME_LEN)
             .await
             .is_err()
         {
@@ -192,9 +239,23 @@ async fn uninstall(ctx: &Arc<NodeContext>, request_id: u64, app_id: &str) -> Env
 struct ReplyStream {
     inner: quinn::SendStream,
     ended: bool,
+    /// Seals every answer frame on an end-to-end encrypted stream.
+    sealer: Option<aisa_crypto::e2e::ResponseSealer>,
 }
 
 impl ReplyStream {
+    /// The frame body for `envelope`: its encoding, sealed as one chunk (`last` for the
+    /// final one) on an encrypted stream.
+    fn body(&mut self, envelope: &Envelope, last: bool) -> std::io::Result<Vec<u8>> {
+        let plain = envelope.encode();
+        match &mut self.sealer {
+            Some(sealer) => sealer
+                .seal_chunk(&plain, last)
+                .map_err(std::io::Error::other),
+            None => Ok(plain),
+        }
+    }
+
     fn reset(&mut self) {
         self.ended = true;
         let _ = self.inner.reset(crate::node::STREAM_ABANDONED.into());
@@ -211,12 +272,9 @@ impl Drop for ReplyStream {
 
 /// Writes a last envelope and finishes the stream.
 async fn finish_with(send: &mut ReplyStream, envelope: Envelope) {
-    let _ = write_frame(
-        &mut send.inner,
-        &envelope.encode(),
-        aisa_tunnel::MAX_FRAME_LEN,
-    )
-    .await;
+    if let Ok(body) = send.body(&envelope, true) {
+        let _ = write_frame(&mut send.inner, &body, aisa_tunnel::MAX_FRAME_LEN).await;
+    }
     send.ended = true;
     let _ = send.inner.finish();
 }
@@ -284,7 +342,8 @@ async fn execute(
         let mut seq = 0u32;
         while let Some(data) = rx.recv().await {
             let chunk = Envelope::new(request_id, Body::StreamChunk { seq, data });
-            write_frame(&mut send.inner, &chunk.encode(), aisa_tunnel::MAX_FRAME_LEN).await?;
+            let body = send.body(&chunk, false)?;
+            write_frame(&mut send.inner, &body, aisa_tunnel::MAX_FRAME_LEN).await?;
             seq += 1;
         }
         Ok::<u32, std::io::Error>(seq)

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// Where secrets are kept (`[secrets] backend = "auto"`, see [`crate::secrets`]).
     #[serde(default)]
     pub secrets: crate::secrets::SecretsConfig,
+    /// End-to-end encryption (`[e2e] required = true` refuses plain actions).
+    #[serde(default)]
+    pub e2e: crate::e2e::E2eConfig,
     /// The platform keys whose signatures on marketplace bundles this node accepts
     /// (fetched from the relay at login; several allow key rotation).
     #[serde(default)]

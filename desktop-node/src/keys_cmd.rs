@@ -35,7 +35,7 @@ pub enum KeysCommand {
 }
 
 /// Runs `f` with the home's store on a thread of its own.
-fn with_store<T: Send>(
+pub fn with_store<T: Send>(
     home: &Home,
     f: impl FnOnce(&mut SecretStore) -> anyhow::Result<T> + Send,
 ) -> anyhow::Result<T> {

@@ -19,6 +19,7 @@ pub mod ai;
 pub mod apps;
 pub mod backoff;
 pub mod config;
+pub mod e2e;
 pub mod host;
 pub mod installer;
 pub mod jsapp;

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 mod cli;
 mod keys_cmd;
+mod pair_cmd;
 
 use desktop_node::ai::ProviderKind;
 use desktop_node::config::{AiConfig, Home, LimitsConfig, NodeConfig};
@@ -39,6 +40,11 @@ enum Command {
     /// Manage the AI providers' API keys in the node's secret store.
     #[command(subcommand)]
     Keys(keys_cmd::KeysCommand),
+    /// Pair a browser for end-to-end encryption: prints a one-time link and QR code.
+    Pair,
+    /// Manage the browsers paired for end-to-end encryption.
+    #[command(subcommand)]
+    Browsers(pair_cmd::BrowsersCommand),
 }
 
 #[derive(Args)]
@@ -101,6 +107,8 @@ async fn async_main() -> anyhow::Result<()> {
         Command::Run(args) => run(&home, args).await,
         Command::Apps(cmd) => cli::apps::run(&home, cmd).await,
         Command::Keys(cmd) => keys_cmd::run(&home, cmd),
+        Command::Pair => pair_cmd::pair(&home),
+        Command::Browsers(cmd) => pair_cmd::browsers(&home, cmd),
     }
 }
 
@@ -202,6 +210,7 @@ async fn login(home: &Home, args: LoginArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|_| LimitsConfig::default()),
         trusted_keys,
         secrets: home.load_config().map(|c| c.secrets).unwrap_or_default(),
+        e2e: home.load_config().map(|c| c.e2e).unwrap_or_default(),
     };
     keys_cmd::save_login(home, &token)?;
     home.save_config(&config)?;
@@ -276,7 +285,14 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
             config.limits.to_limits(),
             home.dir().to_owned(),
         )
-        .with_installer(installer, js_runtime),
+        .with_installer(installer, js_runtime)
+        .with_e2e(desktop_node::e2e::E2eState::new(
+            desktop_node::secrets::Zeroizing::new(identity.secret_bytes()),
+            config.e2e.required,
+            home.dir().to_owned(),
+            config.device_id.clone(),
+            pair_cmd::pair_secret_source(home),
+        )),
     );
     ctx.reload_apps().await;
     let target = RelayTarget {

@@ -59,6 +59,8 @@ pub struct NodeContext {
     js_runtime: Option<LoadedModule>,
     /// Apps given at construction (tests, embedders); kept when apps are reloaded.
     builtin: HashMap<String, Arc<App>>,
+    /// End-to-end encryption (paired browsers, the identity secret), if enabled.
+    e2e: Option<Arc<crate::e2e::E2eState>>,
 }
 
 impl NodeContext {
@@ -88,7 +90,19 @@ impl NodeContext {
             online: watch::channel(false).0,
             installer: None,
             js_runtime: None,
+            e2e: None,
         }
+    }
+
+    /// Serves end-to-end encrypted streams (and, with `required`, only those).
+    pub fn with_e2e(mut self, e2e: crate::e2e::E2eState) -> Self {
+        self.e2e = Some(Arc::new(e2e));
+        self
+    }
+
+    /// The end-to-end state, if this node serves encrypted streams.
+    pub fn e2e(&self) -> Option<&Arc<crate::e2e::E2eState>> {
+        self.e2e.as_ref()
     }
 
     /// Lets browsers request installs and removals (INSTALL_APP, UNINSTALL_APP), and

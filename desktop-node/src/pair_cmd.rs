@@ -1,0 +1,101 @@
+//! `desktop-node pair` and `desktop-node browsers list|revoke`: which browsers may send
+//! this desktop end-to-end encrypted actions (see `desktop_node::e2e`).
+
+use anyhow::Context;
+use clap::Subcommand;
+use desktop_node::config::Home;
+use desktop_node::e2e::{self, PAIR_SECRET, PAIR_TTL_SECS};
+use desktop_node::secrets::{IDENTITY_KEY, Zeroizing};
+
+use crate::keys_cmd;
+
+/// `desktop-node browsers …`
+#[derive(Subcommand)]
+pub enum BrowsersCommand {
+    /// List the paired browsers.
+    List,
+    /// Revoke a paired browser: its encrypted actions are refused from now on.
+    Revoke {
+        /// The browser's id (or a unique prefix of it), as `browsers list` shows it.
+        id: String,
+    },
+}
+
+/// `desktop-node pair`: a one-time link (and QR code) for a browser to pair with.
+pub fn pair(home: &Home) -> anyhow::Result<()> {
+    let config = home.load_config().map_err(anyhow::Error::msg)?;
+    let mut secret = Zeroizing::new(vec![0u8; 16]);
+    getrandom::fill(&mut secret).context("no randomness")?;
+    let desktop_pk = keys_cmd::with_store(home, |store| {
+        let identity = store
+            .get(IDENTITY_KEY)?
+            .context("no identity key; run `desktop-node login`")?;
+        let identity = aisa_crypto::IdentityKey::from_secret_bytes(&identity)?;
+        store.set(PAIR_SECRET, &secret)?;
+        Ok(identity.public_bytes())
+    })?;
+    let expires = e2e::now_unix() + PAIR_TTL_SECS;
+    e2e::save_pending(home.dir(), expires)?;
+    let link = e2e::pairing_link(&config.relay_url, &config.device_id, &desktop_pk, &secret);
+    let qr = qrcode::QrCode::new(link.as_bytes()).context("the link does not fit a QR code")?;
+    let image = qr
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .quiet_zone(true)
+        .build();
+    println!("{image}");
+    println!(
+        "Open this link in the browser to pair (valid {} minutes, once):",
+        PAIR_TTL_SECS / 60
+    );
+    println!("{link}");
+    println!(
+        "desktop key fingerprint: {}",
+        aisa_crypto::fingerprint(&desktop_pk)
+    );
+    Ok(())
+}
+
+/// Runs a `browsers` subcommand.
+pub fn browsers(home: &Home, cmd: BrowsersCommand) -> anyhow::Result<()> {
+    match cmd {
+        BrowsersCommand::List => {
+            let browsers = e2e::load_browsers(home.dir())?;
+            if browsers.is_empty() {
+                println!("no paired browsers; pair one with `desktop-node pair`");
+            }
+            for b in browsers {
+                let pk: [u8; 32] = hex::decode(&b.public_key)
+                    .ok()
+                    .and_then(|k| k.try_into().ok())
+                    .unwrap_or_default();
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    b.id,
+                    if b.revoked { "revoked" } else { "active" },
+                    if b.name.is_empty() {
+                        "(no name)"
+                    } else {
+                        &b.name
+                    },
+                    aisa_crypto::fingerprint(&pk)
+                );
+            }
+        }
+        BrowsersCommand::Revoke { id } => {
+            let name = e2e::revoke(home.dir(), &id)?;
+            println!("revoked {id} ({name}); its actions are refused from now on");
+        }
+    }
+    Ok(())
+}
+
+/// The pending pairing secret, for `run` when a pairing arrives.
+pub fn pair_secret_source(home: &Home) -> e2e::PairSecretSource {
+    let home = home.clone();
+    Box::new(move || {
+        keys_cmd::with_store(&home, |store| Ok(store.get(PAIR_SECRET)?))
+            .ok()
+            .flatten()
+            .map(|s| Zeroizing::new(s.to_vec()))
+    })
+}
