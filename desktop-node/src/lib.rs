@@ -9,10 +9,9 @@
 //! [`action`] (one stream), [`sandbox`], [`apps`] (installed apps), [`ai`], [`backoff`],
 //! [`logs`].
 //!
-//! [`logs`] keeps daily log files in the home folder.
-//!
-//! Not here yet: the OS keychain (secrets are 0600 files for now), signed bundles and
-//! installs from the marketplace, JavaScript mini-apps, end-to-end encryption.
+//! [`logs`] keeps daily log files in the home folder. [`secrets`] keeps the provider
+//! keys, the device token and the identity key in a keychain or an encrypted file;
+//! [`e2e`] serves end-to-end encrypted streams and keeps the paired browsers.
 
 pub mod action;
 pub mod ai;
