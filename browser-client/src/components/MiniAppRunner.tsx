@@ -6,7 +6,13 @@
  */
 
 import Form from '@rjsf/core';
-import type { CustomValidator, RJSFSchema, UiSchema } from '@rjsf/utils';
+import {
+  TranslatableString,
+  type CustomValidator,
+  type IconButtonProps,
+  type RJSFSchema,
+  type UiSchema,
+} from '@rjsf/utils';
 import validator from '@rjsf/validator-ajv8';
 import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from 'react';
 import type { ActionResult } from '../tunnel/client';
@@ -83,6 +89,33 @@ export interface MiniAppRunnerProps {
    */
   freeform?: boolean;
 }
+
+/**
+ * @rjsf's core buttons for array items show only a Bootstrap glyph, which this page does
+ * not have: these show their words instead (which also name them for screen readers).
+ */
+function textButton(label: TranslatableString, className = 'secondary small') {
+  function TextButton(props: IconButtonProps) {
+    // Drop the props that are not the button's own.
+    const { registry, uiSchema: _ui, iconType: _t, icon: _i, className: extra, ...rest } = props;
+    const text = registry.translateString(label);
+    return (
+      <button type="button" {...rest} className={`${className} ${extra ?? ''}`.trim()} title={text}>
+        {text}
+      </button>
+    );
+  }
+  return TextButton;
+}
+
+const BUTTON_TEMPLATES = {
+  AddButton: textButton(TranslatableString.AddButton),
+  CopyButton: textButton(TranslatableString.CopyButton),
+  MoveDownButton: textButton(TranslatableString.MoveDownButton),
+  MoveUpButton: textButton(TranslatableString.MoveUpButton),
+  RemoveButton: textButton(TranslatableString.RemoveButton),
+  ClearButton: textButton(TranslatableString.ClearButton),
+};
 
 /** The runner, or the free-form runner when `freeform` is set. */
 export function MiniAppRunner(props: MiniAppRunnerProps) {
@@ -220,6 +253,7 @@ function SchemaRunner({
         focusOnFirstError
         readonly={active}
         className="miniapp-form"
+        templates={{ ButtonTemplates: BUTTON_TEMPLATES }}
       >
         <div className="row">
           <button type="submit" ref={runButton} disabled={active || !!blocked}>

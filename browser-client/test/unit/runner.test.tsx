@@ -166,6 +166,37 @@ describe('MiniAppRunner', () => {
     expect(status()).toBe('Cancelled');
   });
 
+  it('renders arrays, radios and ranges (the seo-writer example) with worded buttons', async () => {
+    const seo = {
+      write: {
+        title: 'Write an article',
+        type: 'object',
+        required: ['topic'],
+        properties: {
+          topic: { type: 'string', title: 'Topic', minLength: 1 },
+          keywords: { type: 'array', title: 'Keywords', items: { type: 'string', minLength: 1 }, maxItems: 10, default: [] },
+          tone: { type: 'string', title: 'Tone', enum: ['neutral', 'friendly'], default: 'neutral' },
+          words: { type: 'integer', title: 'Length in words', minimum: 200, maximum: 2000, default: 800 },
+        },
+      },
+    };
+    const ui = {
+      write: { keywords: { 'ui:options': { orderable: false } }, tone: { 'ui:widget': 'radio' }, words: { 'ui:widget': 'range' } },
+    };
+    const { calls } = setup({ actions: seo as never, uiSchemas: ui });
+    // The add button has words, not an empty Bootstrap glyph.
+    fireEvent.click(screen.getByRole('button', { name: 'Add' }));
+    await flush();
+    const keyword = document.getElementById('root_keywords_0') as HTMLInputElement;
+    fireEvent.change(keyword, { target: { value: 'espresso' } });
+    expect(screen.getByRole('button', { name: 'Remove' })).toBeTruthy();
+    fireEvent.click(screen.getByLabelText('friendly'));
+    fireEvent.change(screen.getByLabelText(/^Topic/), { target: { value: 'coffee' } });
+    fireEvent.submit(screen.getByRole('button', { name: 'Run on desk' }).closest('form')!);
+    await flush();
+    expect(JSON.parse(calls[0]!.payload)).toEqual({ topic: 'coffee', keywords: ['espresso'], tone: 'friendly', words: 800 });
+  });
+
   it('does not run while blocked (device offline) and says why', async () => {
     const { calls } = setup({ blocked: 'desk is offline' });
     expect((screen.getByRole('button', { name: 'Run on desk' }) as HTMLButtonElement).disabled).toBe(true);
