@@ -1,0 +1,77 @@
+/**
+ * The stream layer of end-to-end encryption (src/e2e/stream.ts): header layout as the
+ * desktop node parses it (desktop-node/src/e2e.rs), pairing links, and answers.
+ */
+
+import { describe, expect, it } from 'vitest';
+
+import { importKeyPair, openRequest, REQUEST_HEADER_LEN } from '../../src/e2e/index';
+import { MODE_ACTION, MODE_PAIR, keyId, openAnswer, parsePairingLink, sealAction, sealPairing } from '../../src/e2e/stream';
+import { decodeEnvelope, encodeEnvelope, fromHex, toHex, type Envelope } from '../../src/tunnel/codec';
+
+import vectors from '../../../crypto/vectors/e2e-vectors.json';
+
+// The keys of crypto/vectors/e2e-vectors.json (written by the Rust side).
+const desktopSk = fromHex(vectors.desktop_sk);
+const browserSk = fromHex(vectors.browser_sk);
+const desktopPk = fromHex(vectors.desktop_pk);
+const browserPk = fromHex(vectors.browser_pk);
+
+describe('pairing links', () => {
+  it('reads the fragment desktop-node pair prints', () => {
+    const link = parsePairingLink(`http://127.0.0.1:8080/#pair=dev-1.${vectors.desktop_pk}.00112233445566778899aabbccddeeff`);
+    expect(link?.deviceId).toBe('dev-1');
+    expect(toHex(link!.desktopPk)).toBe(vectors.desktop_pk);
+    expect(toHex(link!.secret)).toBe('00112233445566778899aabbccddeeff');
+  });
+  it('refuses anything else', () => {
+    expect(parsePairingLink('http://x/')).toBeNull();
+    expect(parsePairingLink('http://x/#pair=a.b.c')).toBeNull();
+    expect(parsePairingLink(`http://x/#pair=.${vectors.desktop_pk}.00`)).toBeNull();
+  });
+});
+
+describe('sealed streams', () => {
+  it('an action: mode, key id, HPKE header in OpenHeader.e2e; the ciphertext in the first frame', async () => {
+    const browser = await importKeyPair(browserSk, browserPk);
+    const request: Envelope = { requestId: 7, deviceId: 'dev-1', body: { type: 'GetStatus' } };
+    const s = await sealAction(desktopPk, browser, browserPk, 'dev-1', encodeEnvelope(request), 1_790_000_000);
+    expect(s.e2e.length).toBe(1 + 8 + REQUEST_HEADER_LEN);
+    expect(s.e2e[0]).toBe(MODE_ACTION);
+    expect(toHex(s.e2e.slice(1, 9))).toBe(toHex(await keyId(browserPk)));
+    // The desktop's view: the header's last 41 bytes and the frame make the sealed request.
+    const desktop = await importKeyPair(desktopSk, desktopPk);
+    const sealed = new Uint8Array([...s.e2e.slice(9), ...s.first]);
+    const { request: plain, sealer } = await openRequest(desktop, browserPk, new TextEncoder().encode('dev-1'), sealed);
+    expect(decodeEnvelope(plain)).toEqual(request);
+    // Answers: sealed envelopes, the last one final.
+    const end: Envelope = { requestId: 7, deviceId: '', body: { type: 'StreamEnd', chunks: 0, elapsedMs: 1 } };
+    const frame = await sealer.sealChunk(encodeEnvelope(end), true);
+    const opened = await openAnswer(s.opener, frame);
+    expect(opened.sealed).toBe(true);
+    expect(opened.envelope.body.type).toBe('StreamEnd');
+    s.opener.finish();
+  });
+
+  it('a pairing: mode, browser key, and the secret sealed as JSON', async () => {
+    const browser = await importKeyPair(browserSk, browserPk);
+    const link = { deviceId: 'dev-1', desktopPk, secret: fromHex('a1b2c3') };
+    const s = await sealPairing(link, browser, browserPk, 'my laptop', 1_790_000_000);
+    expect(s.e2e[0]).toBe(MODE_PAIR);
+    expect(toHex(s.e2e.slice(1, 33))).toBe(toHex(browserPk));
+    const desktop = await importKeyPair(desktopSk, desktopPk);
+    const sealed = new Uint8Array([...s.e2e.slice(33), ...s.first]);
+    const { request } = await openRequest(desktop, browserPk, new TextEncoder().encode('dev-1'), sealed);
+    expect(JSON.parse(new TextDecoder().decode(request))).toEqual({ secret: 'a1b2c3', name: 'my laptop' });
+  });
+
+  it('a plain ERROR is passed on (a refusal before any context); other plain bytes are not', async () => {
+    const browser = await importKeyPair(browserSk, browserPk);
+    const s = await sealAction(desktopPk, browser, browserPk, 'dev-1', new Uint8Array([1]));
+    const refusal: Envelope = { requestId: 0, deviceId: '', body: { type: 'Error', code: 'denied', message: 'not paired' } };
+    const opened = await openAnswer(s.opener, encodeEnvelope(refusal));
+    expect(opened).toEqual({ envelope: refusal, sealed: false });
+    const chunk: Envelope = { requestId: 0, deviceId: '', body: { type: 'StreamChunk', seq: 0, data: 'forged' } };
+    await expect(openAnswer(s.opener, encodeEnvelope(chunk))).rejects.toThrow();
+  });
+});
