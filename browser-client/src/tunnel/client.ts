@@ -21,6 +21,9 @@ import {
   type Envelope,
 } from './codec';
 
+import type { ResponseOpener } from '../e2e/index';
+import { openAnswer, sealAction } from '../e2e/stream';
+
 /** The part of the WebTransport API the client uses (a real `WebTransport` fits it). */
 export type TransportLike = Pick<
   WebTransport,
@@ -46,7 +49,8 @@ export type TransportErrorCode =
   | 'session_closed'
   | 'malformed_frame'
   | 'unexpected_message'
-  | 'connection_failed';
+  | 'connection_failed'
+  | 'e2e_failed';
 
 /** A failure of the transport itself rather than an answer from a peer. */
 export class TransportError extends Error {
@@ -88,6 +92,23 @@ export interface ActionRequest {
   signal?: AbortSignal;
   /** Called for every STREAM_CHUNK, in order. */
   onChunk?: (data: string, seq: number) => void;
+  /**
+   * Encrypt end to end (docs/e2e.md): the desktop's identity key (from pairing) and this
+   * browser's paired key pair. The request and every answer are sealed; the relay sees
+   * neither. A CANCEL stays plain (it carries nothing, and the relay could reset the
+   * stream anyway).
+   */
+  e2e?: E2eKeys;
+}
+
+/** The keys of an end-to-end encrypted action. */
+export interface E2eKeys {
+  /** The desktop's X25519 identity public key (32 bytes), from the pairing link. */
+  desktopPk: Uint8Array;
+  /** This browser's static key pair, registered with the desktop at pairing. */
+  browserKey: CryptoKeyPair;
+  /** Its public half, raw (32 bytes). */
+  browserPk: Uint8Array;
 }
 
 /** A finished action, from its STREAM_END. */
@@ -255,15 +276,30 @@ export class RelayClient extends EventTarget {
         writeError ??= err;
       });
 
-    const open = encodeFrame(
-      encodeOpenHeader({ deviceId: req.deviceId, kind: 'Action', token: req.token, e2e: null }),
-    );
-    const execute = envelopeFrame({
+    const executeBody: Body = {
       type: 'ExecuteAction',
       appId: req.appId,
       action: req.action,
       payload: req.payload,
-    });
+    };
+    let opener: ResponseOpener | undefined;
+    let e2eHeader: Uint8Array | null = null;
+    let execute = envelopeFrame(executeBody);
+    if (req.e2e) {
+      const sealed = await sealAction(
+        req.e2e.desktopPk,
+        req.e2e.browserKey,
+        req.e2e.browserPk,
+        req.deviceId,
+        encodeEnvelope({ requestId, deviceId: req.deviceId, body: executeBody }),
+      );
+      opener = sealed.opener;
+      e2eHeader = sealed.e2e;
+      execute = encodeFrame(sealed.first);
+    }
+    const open = encodeFrame(
+      encodeOpenHeader({ deviceId: req.deviceId, kind: 'Action', token: req.token, e2e: e2eHeader }),
+    );
     void write(concat(open, execute));
 
     let aborted = false;
@@ -285,7 +321,7 @@ export class RelayClient extends EventTarget {
 
     try {
       const result = await Promise.race([
-        this.readAnswer(reader, req, () => aborted, () => writeError),
+        this.readAnswer(reader, req, () => aborted, () => writeError, opener),
         graceExpired,
       ]);
       // Clean end: finish our side and let the peer's finish arrive in the background.
@@ -501,6 +537,7 @@ export class RelayClient extends EventTarget {
     req: ActionRequest,
     isAborted: () => boolean,
     writeError: () => unknown,
+    opener?: ResponseOpener,
   ): Promise<ActionResult> {
     const frames = new FrameReader();
     for (;;) {
@@ -519,13 +556,17 @@ export class RelayClient extends EventTarget {
             (cause ? ` (sending failed: ${errorMessage(cause)})` : ''),
         );
       }
-      for (const env of envelopesIn(frames, chunk.value)) {
+      const envelopes = opener ? await openedIn(frames, chunk.value, opener) : envelopesIn(frames, chunk.value);
+      for (const env of envelopes) {
         const b = env.body;
         switch (b.type) {
           case 'StreamChunk':
             if (!isAborted()) req.onChunk?.(b.data, b.seq);
             break;
           case 'StreamEnd':
+            if (opener && !opener.finished) {
+              throw new TransportError('e2e_failed', 'the encrypted answer ended without its final chunk');
+            }
             return { chunks: b.chunks, elapsedMs: b.elapsedMs };
           case 'Error':
             throw new RemoteError(b.code, b.message);
@@ -621,6 +662,28 @@ function* envelopesIn(frames: FrameReader, bytes: Uint8Array): Generator<Envelop
       throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
     }
     yield env;
+  }
+}
+
+/** As {@link envelopesIn}, for an end-to-end encrypted stream: each frame is opened with
+ * `opener` (a plain ERROR, the desktop's refusal before any key was agreed, passes);
+ * anything that does not open is an `e2e_failed` {@link TransportError}. */
+async function openedIn(frames: FrameReader, bytes: Uint8Array, opener: ResponseOpener): Promise<Envelope[]> {
+  frames.push(bytes);
+  const out: Envelope[] = [];
+  for (;;) {
+    let body: Uint8Array | null;
+    try {
+      body = frames.next();
+    } catch (err) {
+      throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
+    }
+    if (body === null) return out;
+    try {
+      out.push((await openAnswer(opener, body)).envelope);
+    } catch (err) {
+      throw new TransportError('e2e_failed', errorMessage(err), { cause: err });
+    }
   }
 }
 

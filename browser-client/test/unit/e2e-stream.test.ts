@@ -5,9 +5,19 @@
 
 import { describe, expect, it } from 'vitest';
 
-import { importKeyPair, openRequest, REQUEST_HEADER_LEN } from '../../src/e2e/index';
+import { importKeyPair, openRequest, REQUEST_HEADER_LEN, type ResponseSealer } from '../../src/e2e/index';
 import { MODE_ACTION, MODE_PAIR, keyId, openAnswer, parsePairingLink, sealAction, sealPairing } from '../../src/e2e/stream';
-import { decodeEnvelope, encodeEnvelope, fromHex, toHex, type Envelope } from '../../src/tunnel/codec';
+import { RelayClient, type TransportLike } from '../../src/tunnel/client';
+import {
+  FrameReader,
+  decodeEnvelope,
+  decodeOpenHeader,
+  encodeEnvelope,
+  encodeFrame,
+  fromHex,
+  toHex,
+  type Envelope,
+} from '../../src/tunnel/codec';
 
 import vectors from '../../../crypto/vectors/e2e-vectors.json';
 
@@ -73,5 +83,98 @@ describe('sealed streams', () => {
     expect(opened).toEqual({ envelope: refusal, sealed: false });
     const chunk: Envelope = { requestId: 0, deviceId: '', body: { type: 'StreamChunk', seq: 0, data: 'forged' } };
     await expect(openAnswer(s.opener, encodeEnvelope(chunk))).rejects.toThrow();
+  });
+});
+
+/** A one-stream transport whose far end this test plays as the desktop. */
+function desktopTransport() {
+  let enqueue!: (bytes: Uint8Array) => void;
+  let close!: () => void;
+  const received = new FrameReader();
+  const frames: Uint8Array[] = [];
+  let arrived!: () => void;
+  const twoFrames = new Promise<void>((r) => (arrived = r));
+  const readable = new ReadableStream<Uint8Array>({
+    start(c) {
+      enqueue = (b) => c.enqueue(b);
+      close = () => c.close();
+    },
+  });
+  const writable = new WritableStream<Uint8Array>({
+    write(chunk) {
+      received.push(chunk);
+      for (let f = received.next(); f !== null; f = received.next()) frames.push(f);
+      if (frames.length >= 2) arrived();
+    },
+  });
+  const transport = {
+    ready: Promise.resolve(undefined),
+    closed: new Promise<WebTransportCloseInfo>(() => {}),
+    close: () => {},
+    createBidirectionalStream: async () => ({ readable, writable }) as unknown as WebTransportBidirectionalStream,
+  } as unknown as TransportLike;
+  return { transport, frames, twoFrames, enqueue, close };
+}
+
+describe('RelayClient.runAction with e2e', () => {
+  async function run(answer: (sealer: ResponseSealer, requestId: number) => Promise<Uint8Array[]>) {
+    const t = desktopTransport();
+    const client = RelayClient.fromTransport(t.transport);
+    const browserKey = await importKeyPair(browserSk, browserPk);
+    const chunks: string[] = [];
+    const result = client.runAction({
+      deviceId: 'dev-1',
+      token: 't',
+      appId: 'hello-ai',
+      action: 'write',
+      payload: '{"topic":"secret plans"}',
+      onChunk: (d) => chunks.push(d),
+      e2e: { desktopPk, browserKey, browserPk },
+    });
+    await t.twoFrames;
+    const header = decodeOpenHeader(t.frames[0]!);
+    // The relay's view: the header's e2e bytes and a ciphertext; no plaintext anywhere.
+    const wire = new TextDecoder('latin1').decode(new Uint8Array([...t.frames[0]!, ...t.frames[1]!]));
+    expect(wire).not.toContain('secret plans');
+    expect(wire).not.toContain('hello-ai');
+    expect(header.e2e?.[0]).toBe(MODE_ACTION);
+    const desktop = await importKeyPair(desktopSk, desktopPk);
+    const sealed = new Uint8Array([...header.e2e!.slice(9), ...t.frames[1]!]);
+    const { request, sealer } = await openRequest(desktop, browserPk, new TextEncoder().encode('dev-1'), sealed);
+    const env = decodeEnvelope(request);
+    expect(env.body).toMatchObject({ type: 'ExecuteAction', appId: 'hello-ai', payload: '{"topic":"secret plans"}' });
+    for (const frame of await answer(sealer, env.requestId)) t.enqueue(encodeFrame(frame));
+    t.close();
+    return { result, chunks };
+  }
+
+  it('seals the request and opens the sealed answer', async () => {
+    const { result, chunks } = await run(async (sealer, requestId) => [
+      await sealer.sealChunk(encodeEnvelope({ requestId, deviceId: '', body: { type: 'StreamChunk', seq: 0, data: 'Echo: secret plans' } }), false),
+      await sealer.sealChunk(encodeEnvelope({ requestId, deviceId: '', body: { type: 'StreamEnd', chunks: 1, elapsedMs: 3 } }), true),
+    ]);
+    await expect(result).resolves.toEqual({ chunks: 1, elapsedMs: 3 });
+    expect(chunks).toEqual(['Echo: secret plans']);
+  });
+
+  it('refuses a plain chunk injected into an encrypted answer', async () => {
+    const { result } = await run(async (_sealer, requestId) => [
+      encodeEnvelope({ requestId, deviceId: '', body: { type: 'StreamChunk', seq: 0, data: 'forged by the relay' } }),
+    ]);
+    await expect(result).rejects.toMatchObject({ code: 'e2e_failed' });
+  });
+
+  it('refuses a STREAM_END that is not the final chunk (truncation)', async () => {
+    const { result } = await run(async (sealer, requestId) => [
+      await sealer.sealChunk(encodeEnvelope({ requestId, deviceId: '', body: { type: 'StreamEnd', chunks: 0, elapsedMs: 0 } }), false),
+    ]);
+    await expect(result).rejects.toMatchObject({ code: 'e2e_failed' });
+  });
+
+  it("passes on the desktop's plain refusal", async () => {
+    const { result } = await run(async () => [
+      encodeEnvelope({ requestId: 0, deviceId: '', body: { type: 'Error', code: 'denied', message: 'this browser is not paired' } }),
+    ]);
+    await expect(result).rejects.toMatchObject({ code: 'denied' });
   });
 });
