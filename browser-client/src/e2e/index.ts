@@ -15,7 +15,7 @@
  */
 
 import { Chacha20Poly1305 } from '@hpke/chacha20poly1305';
-import { CipherSuite, type SenderContext } from '@hpke/core';
+import { CipherSuite, DhkemX25519HkdfSha256 as NativeX25519, type SenderContext } from '@hpke/core';
 import { DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/dhkem-x25519';
 
 /** The version byte that starts a sealed request. */
@@ -53,13 +53,20 @@ export class E2eError extends Error {
   }
 }
 
-/** The suite: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305. */
-export function suite(): CipherSuite {
+/** The suite: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305. `native`
+ * takes X25519 from WebCrypto (for non-extractable keys, see keystore.ts) instead of
+ * `@hpke/dhkem-x25519`; the bytes are the same. */
+export function suite(native = false): CipherSuite {
   return new CipherSuite({
-    kem: new DhkemX25519HkdfSha256(),
+    kem: native ? new NativeX25519() : new DhkemX25519HkdfSha256(),
     kdf: new HkdfSha256(),
     aead: new Chacha20Poly1305(),
   });
+}
+
+/** Whether a key pair is WebCrypto's own X25519 (as keystore.ts makes where it can). */
+function isNative(key: CryptoKeyPair): boolean {
+  return typeof CryptoKey !== 'undefined' && key.privateKey instanceof CryptoKey && key.privateKey.algorithm.name === 'X25519';
 }
 
 function concat(...parts: Uint8Array[]): Uint8Array {
@@ -219,7 +226,7 @@ export async function sealRequest(
   nowUnix: number,
   ikmE?: Uint8Array,
 ): Promise<{ sealed: Uint8Array; opener: ResponseOpener }> {
-  const s = suite();
+  const s = suite(isNative(browserKey));
   let recipientPublicKey: CryptoKey;
   try {
     recipientPublicKey = await s.kem.deserializePublicKey(desktopPk);
