@@ -22,7 +22,7 @@ import {
 } from './codec';
 
 import type { ResponseOpener } from '../e2e/index';
-import { openAnswer, sealAction } from '../e2e/stream';
+import { openAnswer, sealAction, sealPairing, type PairingLink } from '../e2e/stream';
 
 /** The part of the WebTransport API the client uses (a real `WebTransport` fits it). */
 export type TransportLike = Pick<
@@ -342,6 +342,63 @@ export class RelayClient extends EventTarget {
     } finally {
       clearTimeout(graceTimer);
       signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Pairs this browser with the desktop of a `desktop-node pair` link (docs/e2e.md,
+   * "Pairing"): registers `keys.browserPk` with the desktop, proven by the link's
+   * one-time secret, sealed to the desktop key from the link. Resolves once the desktop
+   * confirmed (sealed); rejects with a {@link RemoteError} (`denied`: the link expired or
+   * was used) or a {@link TransportError}.
+   */
+  async pair(req: {
+    link: PairingLink;
+    token: string;
+    browserKey: CryptoKeyPair;
+    browserPk: Uint8Array;
+    name: string;
+  }): Promise<void> {
+    if (this.closedInfo) {
+      throw new TransportError('session_closed', `the relay session is closed: ${this.closedInfo.reason}`);
+    }
+    const sealed = await sealPairing(req.link, req.browserKey, req.browserPk, req.name);
+    let stream: WebTransportBidirectionalStream;
+    try {
+      stream = await this.transport.createBidirectionalStream();
+    } catch (err) {
+      throw new TransportError('session_closed', `could not open a stream on the relay session: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+    const writer = stream.writable.getWriter();
+    const reader = stream.readable.getReader();
+    const open = encodeFrame(
+      encodeOpenHeader({ deviceId: req.link.deviceId, kind: 'Action', token: req.token, e2e: sealed.e2e }),
+    );
+    void writer.write(concat(open, encodeFrame(sealed.first))).catch(() => {});
+    const frames = new FrameReader();
+    try {
+      for (;;) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          throw this.readFailure(err, 'before the pairing was confirmed');
+        }
+        if (chunk.done) {
+          finishFrames(frames);
+          throw new TransportError('stream_ended', 'stream ended before the pairing was confirmed');
+        }
+        for (const env of await openedIn(frames, chunk.value, sealed.opener)) {
+          if (env.body.type === 'Error') throw new RemoteError(env.body.code, env.body.message);
+          if (env.body.type === 'StreamEnd' && sealed.opener.finished) return;
+          throw new TransportError('unexpected_message', `unexpected ${env.body.type} message answering a pairing`);
+        }
+      }
+    } finally {
+      void writer.close().catch(() => {});
+      void drain(reader);
     }
   }
 

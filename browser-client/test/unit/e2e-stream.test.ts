@@ -178,3 +178,25 @@ describe('RelayClient.runAction with e2e', () => {
     await expect(result).rejects.toMatchObject({ code: 'denied' });
   });
 });
+
+describe('RelayClient.pair', () => {
+  it('sends the sealed pairing and resolves on the sealed confirmation', async () => {
+    const t = desktopTransport();
+    const client = RelayClient.fromTransport(t.transport);
+    const browserKey = await importKeyPair(browserSk, browserPk);
+    const link = parsePairingLink(`http://localhost/#pair=dev-1.${vectors.desktop_pk}.0a0b0c0d`)!;
+    const done = client.pair({ link, token: 't', browserKey, browserPk, name: 'laptop' });
+    await new Promise((r) => setTimeout(r, 50));
+    // Only the header and one frame: the desktop's answer below.
+    const header = decodeOpenHeader(t.frames[0]!);
+    expect(header.e2e?.[0]).toBe(MODE_PAIR);
+    const desktop = await importKeyPair(desktopSk, desktopPk);
+    const sealed = new Uint8Array([...header.e2e!.slice(33), ...t.frames[1]!]);
+    const { request, sealer } = await openRequest(desktop, browserPk, new TextEncoder().encode('dev-1'), sealed);
+    expect(JSON.parse(new TextDecoder().decode(request))).toEqual({ secret: '0a0b0c0d', name: 'laptop' });
+    const end = encodeEnvelope({ requestId: 0, deviceId: '', body: { type: 'StreamEnd', chunks: 0, elapsedMs: 0 } });
+    t.enqueue(encodeFrame(await sealer.sealChunk(end, true)));
+    t.close();
+    await expect(done).resolves.toBeUndefined();
+  });
+});
