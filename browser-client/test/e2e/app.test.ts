@@ -94,7 +94,9 @@ describe('the web app in Chromium', () => {
       await page.getByLabel('Password').fill(PASSWORD);
       await page.keyboard.press('Enter');
       await expect.poll(() => deviceButton().textContent(), { timeout: 15_000 }).toMatch(/e2e desk\s*online/);
-      await expect.poll(() => text('#plan')).toMatch(/^Free plan · 1\/3 devices · 0\/500 actions today$/);
+      // (The relay counts every stream to a desktop as an action, the workspace's GET_STATUS
+      // too, which may be counted before or after the page reads the plan.)
+      await expect.poll(() => text('#plan')).toMatch(/^Free plan · 1\/3 devices · [01]\/500 actions today$/);
       await expect.poll(() => text('#connection')).toBe('connected');
       expect(await text('#devices-status')).toBe('1 device, 1 online.');
       expect(await text('#signed-in-as')).toBe(`Signed in as ${EMAIL}`);
@@ -365,9 +367,12 @@ describe('the web app in Chromium', () => {
       await page.getByRole('link', { name: 'Open hello-ai on e2e desk' }).click();
       await page.waitForSelector('#root_action');
       await expect.poll(() => deviceButton().textContent(), { timeout: 15_000 }).toMatch(/online/);
-      // No reload: the relay pushes the change over the page's device-status stream.
+      // No reload: the relay pushes the change over the page's device-status stream. The
+      // relay usually sees the desktop go at once; when the node exits before its QUIC
+      // close is sent (it does not wait for the endpoint to go idle), only at the relay's
+      // 30 s idle timeout.
       await system.stopNode();
-      await expect.poll(() => deviceButton().textContent(), { timeout: 15_000 }).toMatch(/e2e desk\s*offline/);
+      await expect.poll(() => deviceButton().textContent(), { timeout: 45_000 }).toMatch(/e2e desk\s*offline/);
       expect(await text('#devices-status')).toBe('1 device, 0 online.');
       expect(await page.getByRole('button', { name: 'Run on e2e desk' }).isDisabled()).toBe(true);
       expect(await page.textContent('main')).toMatch(/e2e desk is offline: start the desktop node/);

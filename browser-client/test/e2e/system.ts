@@ -114,6 +114,9 @@ export class System {
     private node: Child | null,
   ) {}
 
+  /** Processes that were stopped or replaced, kept for their output. */
+  private readonly finished: Child[] = [];
+
   static async start(): Promise<System> {
     const dir = mkdtempSync(join(tmpdir(), 'aisa-e2e-'));
     const children: Child[] = [];
@@ -156,6 +159,7 @@ export class System {
     const quic = old.output.match(/on udp (\S+)\)/)?.[1];
     if (!quic) throw new Error(`no QUIC address in the relay's output:\n${old.output}`);
     await old.stop();
+    this.finished.push(old);
     const relay = startRelay(join(this.dir, 'relay'), quic, new URL(this.httpUrl).host);
     this.children[i] = relay;
     await relay.waitFor(/relay-edge: (http:\/\/\S+)/);
@@ -210,15 +214,20 @@ export class System {
     return run('desktop-node', ['--home', this.nodeHome, 'apps', decision, appId]);
   }
 
-  /** Stops the desktop node. */
+  /** Stops the desktop node (its output stays in {@link logs}). */
   async stopNode(): Promise<void> {
-    await this.node?.stop();
+    if (!this.node) return;
+    const node = this.node;
     this.node = null;
+    this.finished.push(node);
+    const started = Date.now();
+    await node.stop();
+    node.output += `\n(stopped after ${Date.now() - started} ms, ${node.proc.signalCode ?? `exit ${node.proc.exitCode}`})\n`;
   }
 
   /** Everything the processes printed, for failure reports. */
   logs(): string {
-    return [...this.children, ...(this.node ? [this.node] : [])]
+    return [...this.finished, ...this.children, ...(this.node ? [this.node] : [])]
       .map((c) => `--- ${c.name}\n${c.output}`)
       .join('\n');
   }
