@@ -6,6 +6,7 @@
 
 import type { RJSFSchema, UiSchema } from '@rjsf/utils';
 import { Suspense, lazy, useEffect, useState } from 'react';
+import { e2eKeysFor, pairedFingerprint } from '../e2e/session';
 import { ApiError } from '../lib/api';
 import { describeError } from '../lib/errors';
 import { routeHref } from '../lib/route';
@@ -51,9 +52,26 @@ export function RunnerPage({ appId }: { appId: string }) {
     };
   }, [api, appId, attempt]);
 
+  // A device paired with this browser (docs/e2e.md) gets its actions end-to-end encrypted.
+  const [e2eFingerprint, setE2eFingerprint] = useState<string | null>(null);
+  const deviceId = device?.id;
+  useEffect(() => {
+    let stale = false;
+    setE2eFingerprint(null);
+    if (deviceId) {
+      void pairedFingerprint(deviceId)
+        .then((f) => !stale && setE2eFingerprint(f))
+        .catch(() => {});
+    }
+    return () => {
+      stale = true;
+    };
+  }, [deviceId]);
+
   const run: RunFn = async (action, payload, { signal, onChunk }) => {
     if (!device) throw new Error('choose a device first');
     const client = await session.client();
+    const e2e = await e2eKeysFor(device.id);
     return client.runAction({
       deviceId: device.id,
       token: await api.accessToken(),
@@ -62,6 +80,7 @@ export function RunnerPage({ appId }: { appId: string }) {
       payload,
       signal,
       onChunk,
+      ...(e2e ? { e2e } : {}),
     });
   };
 
@@ -80,6 +99,7 @@ export function RunnerPage({ appId }: { appId: string }) {
       <h2 tabIndex={-1}>{title}</h2>
       <p className="muted">
         Runs on {device ? `${device.name} (${device.online ? 'online' : 'offline'})` : 'no device'}.
+        {e2eFingerprint && ` End-to-end encrypted (desktop key ${e2eFingerprint}).`}
       </p>
       <section className="card" aria-labelledby="runner-title">
         <h3 id="runner-title" className="visually-hidden">

@@ -57,6 +57,12 @@ export async function completePairing(
   return { deviceId: link.deviceId, fingerprint: await fingerprint(link.desktopPk) };
 }
 
+/** Whether `deviceId` is paired, and its desktop key's fingerprint (no key is loaded). */
+export async function pairedFingerprint(deviceId: string, store: PairedStore = localStorage): Promise<string | null> {
+  const pk = paired(store)[deviceId];
+  return pk ? fingerprint(fromHex(pk)) : null;
+}
+
 /** The keys for an encrypted action on `deviceId`, or null when it is not paired. */
 export async function e2eKeysFor(
   deviceId: string,
