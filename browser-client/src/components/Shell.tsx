@@ -7,6 +7,7 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import type { Account, Api, Device } from '../lib/api';
 import { describeError } from '../lib/errors';
+import { PairingBanner } from '../e2e/PairingBanner';
 import { routeHref, useRoute, type Route } from '../lib/route';
 import { RelaySession, type SessionState } from '../lib/session';
 import { AppContext, type AppContextValue } from './context';
@@ -229,6 +230,7 @@ export function Shell({ api }: { api: Api }) {
           </p>
         </aside>
         <main id="main" ref={mainRef} tabIndex={-1}>
+          <PairingBanner />
           <Screen route={route} />
         </main>
       </div>
