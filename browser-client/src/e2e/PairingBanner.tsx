@@ -25,6 +25,14 @@ export function PairingBanner({ keys }: { keys?: KeyStore }) {
     parsePairingLink(window.location.href) ? { kind: 'pairing' } : { kind: 'none' },
   );
   const [attempt, setAttempt] = useState(0);
+  // A link opened in a tab that already shows the app only changes the fragment.
+  useEffect(() => {
+    const onHash = (): void => {
+      if (parsePairingLink(window.location.href)) setAttempt((n) => n + 1);
+    };
+    window.addEventListener('hashchange', onHash);
+    return () => window.removeEventListener('hashchange', onHash);
+  }, []);
 
   useEffect(() => {
     const href = window.location.href;

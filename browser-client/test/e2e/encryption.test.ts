@@ -1,0 +1,95 @@
+/**
+ * End-to-end encryption in real Chromium against a real relay and desktop node:
+ * `desktop-node pair` prints a link; opening it in the signed-in page pairs the browser
+ * (the page shows the same desktop key fingerprint the desktop printed); the desktop
+ * lists the browser; actions from the runner are then sealed end to end (the node logs
+ * each encrypted stream) and their output still streams into the page.
+ *
+ * The bytes the relay splices are checked for plaintext by the Rust test
+ * `desktop-node/tests/e2e_system.rs` (it can tap the relay in-process); this test shows
+ * that the web app's TypeScript side works against the real desktop.
+ */
+
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EMAIL, PASSWORD, System } from './system';
+
+const artifacts = resolve(__dirname, '../../test-artifacts');
+const binDir = process.env.AISA_BIN_DIR ?? resolve(__dirname, '../../../target/debug');
+const consoleLines: string[] = [];
+
+let system: System;
+let browser: Browser;
+let page: Page;
+
+beforeAll(async () => {
+  mkdirSync(artifacts, { recursive: true });
+  system = await System.start();
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await system?.stop();
+});
+
+async function explained<T>(what: () => Promise<T>): Promise<T> {
+  try {
+    return await what();
+  } catch (err) {
+    await page?.screenshot({ path: join(artifacts, 'encryption-failure.png') }).catch(() => undefined);
+    throw new Error(`${String(err)}\n--- page console\n${consoleLines.join('\n')}\n${system.logs()}`);
+  }
+}
+
+const node = (...args: string[]): string =>
+  execFileSync(join(binDir, 'desktop-node'), ['--home', system.nodeHome, ...args], { encoding: 'utf8' });
+const text = async (selector: string) => ((await page.textContent(selector)) ?? '').trim();
+
+describe('end-to-end encryption in Chromium', () => {
+  it('pairs through the link desktop-node pair prints, then runs actions sealed end to end', () =>
+    explained(async () => {
+      await page.goto(system.httpUrl);
+      await page.getByLabel('Email').fill(EMAIL);
+      await page.getByLabel('Password').fill(PASSWORD);
+      await page.keyboard.press('Enter');
+      await expect
+        .poll(() => page.locator('button[data-device="e2e desk"]').textContent(), { timeout: 15_000 })
+        .toMatch(/online/);
+
+      const printed = node('pair');
+      const link = /^(http\S+#pair=\S+)$/m.exec(printed)?.[1];
+      const fingerprint = /desktop key fingerprint: (\S+)/.exec(printed)?.[1];
+      expect(link, printed).toBeTruthy();
+      await page.goto(link!);
+      await expect.poll(() => page.textContent('main'), { timeout: 15_000 }).toContain('Paired: actions on that desktop');
+      expect(await page.textContent('main')).toContain(fingerprint!);
+      // The secret is gone from the address bar.
+      expect(page.url()).not.toContain('#pair=');
+      expect(node('browsers', 'list')).toMatch(/\tactive\t/);
+      await page.screenshot({ path: join(artifacts, 'paired.png'), fullPage: true });
+
+      await page.goto(`${system.httpUrl}/#/run/hello-ai`);
+      await page.waitForSelector('#root_action');
+      await expect.poll(() => page.textContent('main')).toContain(`End-to-end encrypted (desktop key ${fingerprint})`);
+      await page.fill('#root_payload', JSON.stringify({ topic: 'sealed QUIC' }));
+      await page.fill('#root_action', 'write');
+      await page.focus('#root_action');
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('#run-status:has-text("Done")', { timeout: 15_000 });
+      expect(await text('#output')).toBe('Echo: Write a short paragraph about sealed QUIC.');
+      // The desktop served it as an encrypted stream.
+      expect(system.logs()).toMatch(/end-to-end encrypted stream/);
+      await page.screenshot({ path: join(artifacts, 'encrypted-action.png'), fullPage: true });
+    }));
+});
