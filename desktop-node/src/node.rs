@@ -278,6 +278,9 @@ pub async fn run(
             a = connect_once(&ctx, &mut endpoint, &target) => a?,
             _ = stop.wait_for(|s| *s) => {
                 endpoint.close(0u32.into(), b"node stopping");
+                // Let the close reach the relay, so it marks the device offline at once
+                // rather than at its idle timeout.
+                let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
                 return Ok(());
             }
         };
