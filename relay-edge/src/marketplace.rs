@@ -404,6 +404,8 @@ struct VersionView {
     sha256: String,
     size: i64,
     runtime: String,
+    /// Where the signed bundle is, relative to the relay's base URL.
+    download_url: String,
 }
 
 /// A stored JSON document, or null if it does not parse (it did when published).
@@ -452,6 +454,7 @@ async fn detail(
         versions
             .into_iter()
             .map(|v| VersionView {
+                download_url: format!("/api/marketplace/apps/{id}/versions/{}/bundle", v.version),
                 version: v.version,
                 published_at: v.published_at,
                 yanked: v.yanked,

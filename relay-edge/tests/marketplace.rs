@@ -286,11 +286,16 @@ async fn publish_list_search_detail_and_a_download_that_verifies() {
     assert!(version["published_at"].as_i64().unwrap() > 1_700_000_000);
     assert_eq!(relay.get("/api/marketplace/apps/nope").await.0, 404);
 
-    // The download is the signed bundle: its checksum matches, and the signature
-    // verifies with the keys the relay lists.
+    // The download (at the listed URL) is the signed bundle: its checksum matches, and
+    // the signature verifies with the keys the relay lists.
+    let download_url = version["download_url"].as_str().unwrap();
+    assert_eq!(
+        download_url,
+        "/api/marketplace/apps/seo-writer/versions/1.2.0/bundle"
+    );
     let response = relay
         .http
-        .get(relay.url("/api/marketplace/apps/seo-writer/versions/1.2.0/bundle"))
+        .get(relay.url(download_url))
         .send()
         .await
         .unwrap();
