@@ -49,12 +49,6 @@ pub async fn serve_stream(
                     "this desktop does not serve end-to-end encrypted streams".into(),
                 ));
             }
-            (None, Some(state)) if state.required => {
-                return Err((
-                    ErrorCode::Denied,
-                    "this desktop accepts only end-to-end encrypted actions: pair this browser (desktop-node pair)".into(),
-                ));
-            }
             (None, _) => (request, None, false),
         };
         let envelope = if paired {
@@ -68,6 +62,15 @@ pub async fn serve_stream(
         } else {
             Envelope::decode(&request).map_err(decode_error)?
         };
+        // `[e2e] required`: actions must be sealed (status and install requests may stay
+        // plain: they carry no app payload and no model output).
+        let required = ctx.e2e().is_some_and(|state| state.required);
+        if required && sealer.is_none() && matches!(envelope.body, Body::ExecuteAction { .. }) {
+            return Err((
+                ErrorCode::Denied,
+                "this desktop accepts only end-to-end encrypted actions: pair this browser (desktop-node pair)".into(),
+            ));
+        }
         Ok::<_, (ErrorCode, String)>((header, envelope, sealer, paired))
     };
     let (header, envelope) = match tokio::time::timeout(REQUEST_TIMEOUT, request).await {

@@ -298,6 +298,16 @@ async fn encrypted_actions_hide_payload_and_output_from_the_relay() {
         error_text(&reply).contains("only end-to-end encrypted"),
         "{reply:?}"
     );
+    // A status request may stay plain: it carries no payload and no model output.
+    let status = Envelope::new(9, Body::GetStatus);
+    let reply = exchange(&system, &device_id, None, &status.encode(), None).await;
+    assert!(
+        matches!(
+            reply.envelopes.last().map(|e| &e.body),
+            Some(Body::DeviceStatus { .. })
+        ),
+        "{reply:?}"
+    );
 
     // An unpaired browser key.
     let stranger_sk = [0x77u8; 32];
