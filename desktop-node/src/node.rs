@@ -275,14 +275,15 @@ pub async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let attempt = tokio::select! {
-            a = connect_once(&ctx, &mut endpoint, &target) => a?,
-            _ = stop.wait_for(|s| *s) => {
-                endpoint.close(0u32.into(), b"node stopping");
-                // Let the close reach the relay, so it marks the device offline at once
-                // rather than at its idle timeout.
-                let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-                return Ok(());
-            }
+            a = connect_once(&ctx, &mut endpoint, &target) => Some(a?),
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        let Some(attempt) = attempt else {
+            endpoint.close(0u32.into(), b"node stopping");
+            // Let the close reach the relay, so it marks the device offline at once
+            // rather than at its idle timeout.
+            let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+            return Ok(());
         };
         ctx.online.send_replace(false);
         let delay = match attempt {
