@@ -6,14 +6,19 @@
 //! cargo run --release -p benches --bin sandbox
 //! ```
 //!
-//! JavaScript mini-apps are not measured yet: the QuickJS guest does not exist yet.
+//! Then JavaScript mini-apps: the QuickJS runtime guest (`runtimes/js`) with a JS app's
+//! sources in its input, a fresh instance (and so a fresh QuickJS runtime, context and
+//! module evaluation) per action, with the compiled runtime taken from a warm
+//! compiled-module cache.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use benches::percentile;
 use desktop_node::ai::{AiError, AiProvider, GenerateRequest, TextStream};
-use desktop_node::sandbox::{ActionContext, Sandbox};
+use desktop_node::jsapp::{self, JsSources};
+use desktop_node::permissions::Grants;
+use desktop_node::sandbox::{ActionContext, Sandbox, SandboxConfig};
 use tokio::sync::mpsc;
 
 const ROUNDS: usize = 20_000;
@@ -29,6 +34,34 @@ const EMIT_ONE: &str = r#"(module
     (call $emit (i32.const 0) (i32.const 2)) i32.const 0))"#;
 
 struct NoAi;
+
+/// A model that answers at once, a word per chunk (for the JS example that asks it).
+struct InstantAi;
+
+impl AiProvider for InstantAi {
+    fn generate(
+        &self,
+        _: GenerateRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<TextStream, AiError>> + Send + '_>>
+    {
+        Box::pin(async {
+            let words = [
+                "Espresso ",
+                "at ",
+                "home ",
+                "starts ",
+                "with ",
+                "the ",
+                "grinder.",
+            ];
+            let stream: TextStream =
+                Box::pin(futures_util::stream::iter(words.map(|w| Ok(w.to_owned()))));
+            Ok(stream)
+        })
+    }
+}
+
+const JS_ROUNDS: usize = 2_000;
 
 impl AiProvider for NoAi {
     fn generate(
@@ -110,6 +143,75 @@ async fn main() {
             "{label}: start → first chunk with {CONCURRENT} actions at once: p50 {:.1} µs, p99 {:.1} µs",
             percentile(&all, 50.0),
             percentile(&all, 99.0)
+        );
+    }
+    js_apps().await;
+}
+
+/// Start → first chunk for JS mini-apps on the QuickJS guest.
+async fn js_apps() {
+    let cache = std::env::temp_dir().join("aisa-sandbox-bench-cache");
+    let config = SandboxConfig {
+        cache_dir: Some(cache),
+        ..SandboxConfig::default()
+    };
+    let wasm = testkit::guest::js_runtime_wasm();
+    // Warm the compiled-module cache, then load as a node starting up would.
+    let warm = Sandbox::with_config(config.clone()).expect("sandbox");
+    jsapp::load_runtime(&warm, wasm).expect("load the JS runtime");
+    let sandbox = Sandbox::with_config(config).expect("sandbox");
+    let started = Instant::now();
+    let module = jsapp::load_runtime(&sandbox, wasm).expect("load the JS runtime");
+    println!(
+        "JS runtime ({} bytes): load from the warm compiled-module cache {:.2} ms",
+        std::fs::metadata(wasm).map(|m| m.len()).unwrap_or(0),
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let home = std::env::temp_dir().join("aisa-sandbox-bench");
+    let echo = JsSources {
+        bot_logic: "export function echo(payload, context) { context.emit(payload.text); }".into(),
+        tools: None,
+    };
+    let seo = JsSources::read(&testkit::guest::workspace_root().join("examples/seo-writer"))
+        .expect("examples/seo-writer");
+    let seo_payload =
+        serde_json::json!({"topic": "home espresso", "keywords": ["grinder"], "tone": "friendly"});
+    let instant: Arc<dyn AiProvider> = Arc::new(InstantAi);
+    let ctx = ActionContext::new("bench", "0.1.0", home, instant).with_grants(Grants {
+        ai: true,
+        ..Grants::default()
+    });
+    for (label, input) in [
+        (
+            "JS echo (bot-logic.js emits its payload)",
+            jsapp::action_input("echo", &serde_json::json!({"text": "hi"}), &echo),
+        ),
+        (
+            "JS seo-writer example (tools.js import, ai.generateText, model answers at once)",
+            jsapp::action_input("write", &seo_payload, &seo),
+        ),
+    ] {
+        let mut samples = Vec::with_capacity(JS_ROUNDS);
+        for round in 0..JS_ROUNDS + 100 {
+            let (tx, mut rx) = mpsc::channel(64);
+            let started = Instant::now();
+            let run = sandbox.run(&module, &ctx, &input, tx);
+            let first = async {
+                let first = rx.recv().await.map(|_| started.elapsed());
+                while rx.recv().await.is_some() {}
+                first.expect("a chunk")
+            };
+            let (result, first) = tokio::join!(run, first);
+            result.expect("run");
+            if round >= 100 {
+                samples.push(first.as_secs_f64() * 1e6);
+            }
+        }
+        samples.sort_by(f64::total_cmp);
+        println!(
+            "{label}: start → first chunk, fresh instance, one at a time: p50 {:.1} µs, p99 {:.1} µs",
+            percentile(&samples, 50.0),
+            percentile(&samples, 99.0)
         );
     }
 }
