@@ -408,6 +408,35 @@ struct VersionView {
     download_url: String,
 }
 
+/// The top-level keys of a JSON object document, in the order they are written (empty if
+/// it is not an object).
+fn key_order(text: &str) -> Vec<String> {
+    struct Keys(Vec<String>);
+    struct KeysVisitor;
+    impl<'de> serde::de::Visitor<'de> for KeysVisitor {
+        type Value = Keys;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                keys.push(key);
+            }
+            Ok(Keys(keys))
+        }
+    }
+    impl<'de> Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+            d.deserialize_map(KeysVisitor)
+        }
+    }
+    serde_json::from_str::<Keys>(text)
+        .map(|k| k.0)
+        .unwrap_or_default()
+}
+
 /// A stored JSON document, or null if it does not parse (it did when published).
 fn document(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
@@ -450,6 +479,9 @@ async fn detail(
     view["permissions"] = shown.map_or(Value::Null, |v| document(&v.permissions));
     view["action_schema"] = shown.map_or(Value::Null, |v| document(&v.action_schema));
     view["ui_schema"] = shown.map_or(Value::Null, |v| document(&v.ui_schema));
+    // JSON objects lose their key order here; the author's order of the actions is kept
+    // apart so that forms list them as written.
+    view["actions"] = json!(shown.map_or_else(Vec::new, |v| key_order(&v.action_schema)));
     view["versions"] = serde_json::to_value(
         versions
             .into_iter()
@@ -601,6 +633,16 @@ async fn platform_keys(State(shared): State<Arc<Shared>>) -> Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn action_order_is_the_authors() {
+        assert_eq!(
+            key_order(r#"{"write": {"type": "object"}, "outline": {}, "a": []}"#),
+            ["write", "outline", "a"]
+        );
+        assert!(key_order("[1, 2]").is_empty());
+        assert!(key_order("not json").is_empty());
+    }
 
     #[test]
     fn newest_is_by_semver_not_by_text() {

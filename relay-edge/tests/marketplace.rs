@@ -274,6 +274,7 @@ async fn publish_list_search_detail_and_a_download_that_verifies() {
         json!({"ai": true, "network": ["api.example.com"]})
     );
     assert_eq!(detail["action_schema"]["write"]["title"], "Write");
+    assert_eq!(detail["actions"], json!(["write"]));
     assert_eq!(
         detail["ui_schema"]["write"]["topic"]["ui:placeholder"],
         "a topic"

@@ -5,7 +5,7 @@
  */
 
 import { useEffect, useRef, useState } from 'react';
-import type { MarketAppDetail } from '../lib/api';
+import { orderedActions, type MarketAppDetail } from '../lib/api';
 import { describeError } from '../lib/errors';
 import { describePermissions } from '../lib/permissions';
 import { routeHref } from '../lib/route';
@@ -145,7 +145,7 @@ export function AppDetail({ appId }: { appId: string }) {
 
   const permissions = describePermissions(app.permissions);
   const busy = install.kind === 'sending' || install.kind === 'progress';
-  const actions = Object.keys(app.action_schema ?? {});
+  const actions = orderedActions(app);
 
   return (
     <>

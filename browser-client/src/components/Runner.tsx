@@ -7,7 +7,7 @@
 import type { RJSFSchema, UiSchema } from '@rjsf/utils';
 import { Suspense, lazy, useEffect, useState } from 'react';
 import { e2eKeysFor, pairedFingerprint } from '../e2e/session';
-import { ApiError } from '../lib/api';
+import { ApiError, orderedActions } from '../lib/api';
 import { describeError } from '../lib/errors';
 import { routeHref } from '../lib/route';
 import { useApp } from './context';
@@ -33,7 +33,9 @@ export function RunnerPage({ appId }: { appId: string }) {
     api.marketApp(appId).then(
       (a) => {
         if (stale) return;
-        const actions = (a.action_schema ?? {}) as Record<string, RJSFSchema>;
+        const schemas = (a.action_schema ?? {}) as Record<string, RJSFSchema>;
+        // Rebuilt in the author's order: object keys keep insertion order.
+        const actions = Object.fromEntries(orderedActions(a).map((name) => [name, schemas[name] as RJSFSchema]));
         setLoaded(
           Object.keys(actions).length
             ? { kind: 'market', name: a.name, actions, ui: (a.ui_schema ?? {}) as Record<string, UiSchema> }

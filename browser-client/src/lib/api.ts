@@ -90,6 +90,15 @@ export interface MarketAppDetail extends MarketApp {
   action_schema: Record<string, Record<string, unknown>> | null;
   /** `{"<action>": <@rjsf uiSchema>}` (may be `{}`). */
   ui_schema: Record<string, Record<string, unknown>> | null;
+  /** The actions in the author's order (JSON objects above lose it); older relays omit it. */
+  actions?: string[];
+}
+
+/** The app's actions in the author's order: `actions` first, then any schema it misses. */
+export function orderedActions(app: Pick<MarketAppDetail, 'action_schema' | 'actions'>): string[] {
+  const schemas = Object.keys(app.action_schema ?? {});
+  const listed = (app.actions ?? []).filter((name) => schemas.includes(name));
+  return [...listed, ...schemas.filter((name) => !listed.includes(name))];
 }
 
 /** One category with the number of apps in it. */

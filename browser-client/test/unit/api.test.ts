@@ -1,7 +1,7 @@
 /** The HTTP API client: errors, the SPA fallback, and the shared token refresh. */
 
 import { describe, expect, it } from 'vitest';
-import { Api, ApiError, type LoginResponse } from '../../src/lib/api';
+import { Api, ApiError, orderedActions, type LoginResponse } from '../../src/lib/api';
 
 function login(token: string, expiresIn = 900): LoginResponse {
   return { token, refresh_token: `r-${token}`, expires_in: expiresIn, user_id: 'u1', email: 'a@example.com' };
@@ -76,5 +76,23 @@ describe('Api', () => {
     await expect(api.account()).rejects.toMatchObject({ status: 401 });
     expect(api.user).toBeNull();
     expect(events.at(-1)).toBe('signed-out');
+  });
+});
+
+describe('orderedActions', () => {
+  const schemas = { outline: {}, write: {}, zeta: {} };
+
+  it('follows the author\'s order the relay lists', () => {
+    expect(orderedActions({ action_schema: schemas, actions: ['write', 'zeta', 'outline'] })).toEqual([
+      'write',
+      'zeta',
+      'outline',
+    ]);
+  });
+
+  it('keeps schemas the list misses and drops names without a schema', () => {
+    expect(orderedActions({ action_schema: schemas, actions: ['zeta', 'gone'] })).toEqual(['zeta', 'outline', 'write']);
+    expect(orderedActions({ action_schema: schemas })).toEqual(['outline', 'write', 'zeta']);
+    expect(orderedActions({ action_schema: null, actions: ['write'] })).toEqual([]);
   });
 });
