@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use aisa_tunnel::MAX_FRAME_LEN;
 use aisa_tunnel::{Body, Envelope, ErrorCode};
+use desktop_node::installer::approvals::Decision;
 use testkit::guest::hello_ai_wasm;
 use testkit::system::{System, WAIT, chunks_text, error_of, execute, open, run_action};
 
@@ -115,6 +116,14 @@ impl InstallStream {
     }
 }
 
+/// Decides the waiting request for `id` (at `version`), as the person at the desktop
+/// does with `desktop-node apps approve|deny`.
+fn decide(system: &System, id: &str, version: Option<&str>, decision: Decision) {
+    let approvals = system.approvals();
+    let request = approvals.find(id, version).unwrap();
+    approvals.decide(&request, decision).unwrap();
+}
+
 async fn echo(system: &System, app_id: &str, text: &str) -> Vec<Envelope> {
     run_action(
         system,
@@ -149,18 +158,14 @@ async fn an_app_published_to_the_portal_installs_on_approval_and_runs() {
     );
     // Nothing is installed before the person decides.
     assert!(!system.node_home().join("miniapps/market-echo").exists());
-    let approvals = system.approvals();
-    let request = approvals.find("market-echo", None).unwrap();
-    approvals
-        .decide(
-            &request,
-            desktop_node::installer::approvals::Decision::Approve,
-        )
-        .unwrap();
+    decide(&system, "market-echo", None, Decision::Approve);
     let (last, end) = install.finish().await;
     assert!(matches!(end.body, Body::StreamEnd { .. }), "{end:?}");
     assert_eq!(last.unwrap()["state"], "installed");
-    assert!(approvals.list().is_empty(), "the request is cleared");
+    assert!(
+        system.approvals().list().is_empty(),
+        "the request is cleared"
+    );
 
     // It runs, with its payload checked against its action schema.
     let reply = echo(&system, "market-echo", "from the market").await;
@@ -200,13 +205,7 @@ async fn an_app_published_to_the_portal_installs_on_approval_and_runs() {
     assert_eq!(status, 201);
     let mut update = InstallStream::request(&system, "market-echo", Some("0.2.0")).await;
     update.until_state("pending_approval").await;
-    let request = approvals.find("market-echo", Some("0.2.0")).unwrap();
-    approvals
-        .decide(
-            &request,
-            desktop_node::installer::approvals::Decision::Approve,
-        )
-        .unwrap();
+    decide(&system, "market-echo", Some("0.2.0"), Decision::Approve);
     let (_, end) = update.finish().await;
     assert!(matches!(end.body, Body::StreamEnd { .. }), "{end:?}");
     let versions: Vec<String> = std::fs::read_dir(system.node_home().join("miniapps/market-echo"))
@@ -261,17 +260,13 @@ async fn a_denied_request_installs_nothing_and_says_so() {
         asks.contains("connect to example.com") && asks.contains("read files in $DOCUMENTS"),
         "{asks}"
     );
-    let approvals = system.approvals();
-    let request = approvals.find("nosy", None).unwrap();
-    approvals
-        .decide(&request, desktop_node::installer::approvals::Decision::Deny)
-        .unwrap();
+    decide(&system, "nosy", None, Decision::Deny);
     let (_, end) = install.finish().await;
     let (code, message) = error_of(&[end]);
     assert_eq!(code, ErrorCode::Denied);
     assert!(message.contains("denied"), "{message}");
     assert!(!system.node_home().join("miniapps/nosy").exists());
-    assert!(approvals.list().is_empty());
+    assert!(system.approvals().list().is_empty());
 }
 
 #[tokio::test]
@@ -295,12 +290,7 @@ async fn a_bundle_changed_while_waiting_for_approval_is_refused() {
         .unwrap();
     std::fs::write(&request.bundle_path, tampered.to_zip_bytes()).unwrap();
 
-    approvals
-        .decide(
-            &request,
-            desktop_node::installer::approvals::Decision::Approve,
-        )
-        .unwrap();
+    approvals.decide(&request, Decision::Approve).unwrap();
     let (_, end) = install.finish().await;
     let (code, message) = error_of(&[end]);
     assert_eq!(code, ErrorCode::InstallFailed);
@@ -350,14 +340,7 @@ async fn a_javascript_example_app_installs_from_the_marketplace_and_streams() {
 
     let mut install = InstallStream::request(&system, "seo-writer", None).await;
     install.until_state("pending_approval").await;
-    let approvals = system.approvals();
-    let request = approvals.find("seo-writer", None).unwrap();
-    approvals
-        .decide(
-            &request,
-            desktop_node::installer::approvals::Decision::Approve,
-        )
-        .unwrap();
+    decide(&system, "seo-writer", None, Decision::Approve);
     let (_, end) = install.finish().await;
     assert!(matches!(end.body, Body::StreamEnd { .. }), "{end:?}");
 
