@@ -240,6 +240,32 @@ fn load_active(
     Ok(Some(app))
 }
 
+/// The actions of the app version installed in `dir`, read from its files (the keys of
+/// `action-schema.json`, or the node-format manifest's list), sorted.
+pub fn actions_of(dir: &Path) -> Result<Vec<String>, AppError> {
+    let read_json = |name: &str| -> Result<serde_json::Value, AppError> {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        serde_json::from_str(&text)
+            .map_err(|e| AppError::Manifest(format!("{}: {e}", path.display())))
+    };
+    let mut actions: Vec<String> = if dir.join("action-schema.json").exists() {
+        let schema = read_json("action-schema.json")?;
+        schema
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.clone())
+            .collect()
+    } else {
+        let manifest: Manifest = serde_json::from_value(read_json("manifest.json")?)
+            .map_err(|e| AppError::Manifest(format!("manifest.json: {e}")))?;
+        manifest.actions
+    };
+    actions.sort();
+    Ok(actions)
+}
+
 /// A development install: node-format manifest and `logic.wasm`.
 fn load_development(dir: &Path, sandbox: &Sandbox) -> Result<App, AppError> {
     let manifest_path = dir.join("manifest.json");
@@ -362,6 +388,28 @@ mod tests {
         assert_eq!(parse_version("1.2"), None);
         assert_eq!(parse_version("1.2.3.4"), None);
         assert_eq!(parse_version("../x"), None);
+    }
+
+    #[test]
+    fn actions_are_read_from_either_layout_without_loading_code() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bundle = tmp.path().join("bundle");
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(
+            bundle.join("action-schema.json"),
+            r#"{"write": {"type": "object"}, "echo": {"type": "object"}}"#,
+        )
+        .unwrap();
+        assert_eq!(actions_of(&bundle).unwrap(), ["echo", "write"]);
+        let dev = tmp.path().join("dev");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(
+            dev.join("manifest.json"),
+            r#"{"id": "a", "version": "0.1.0", "actions": ["run"]}"#,
+        )
+        .unwrap();
+        assert_eq!(actions_of(&dev).unwrap(), ["run"]);
+        assert!(actions_of(&tmp.path().join("missing")).is_err());
     }
 
     #[test]

@@ -179,11 +179,9 @@ pub async fn run(home: &Home, cmd: AppsCommand) -> anyhow::Result<()> {
 fn installer(home: &Home, online: bool) -> anyhow::Result<Installer> {
     match home.load_config() {
         Ok(config) => {
-            let token = home
-                .read_secret("device-token")
-                .ok()
-                .and_then(|t| String::from_utf8(t).ok())
-                .map(|t| t.trim().to_owned());
+            // The device token (in the secret store) only lets the marketplace count the
+            // install; commands that install open the store, the others need not.
+            let token = if online { device_token(home) } else { None };
             Ok(Installer::new(
                 home,
                 Some(Market::new(&config.relay_url)),
@@ -193,6 +191,22 @@ fn installer(home: &Home, online: bool) -> anyhow::Result<Installer> {
         }
         Err(err) if online => bail!(err),
         Err(_) => Ok(Installer::new(home, None, Vec::new(), None)),
+    }
+}
+
+/// The device token from the node's secret store; `None` (with a warning) when the store
+/// cannot be opened.
+fn device_token(home: &Home) -> Option<String> {
+    let token = crate::keys_cmd::with_store(home, |store| {
+        Ok(store.get(desktop_node::secrets::DEVICE_TOKEN)?)
+    });
+    match token {
+        Ok(Some(token)) => Some(String::from_utf8_lossy(&token).trim().to_owned()),
+        Ok(None) => None,
+        Err(err) => {
+            eprintln!("warning: the install will not be counted by the marketplace: {err:#}");
+            None
+        }
     }
 }
 
@@ -386,8 +400,6 @@ fn list(home: &Home) -> anyhow::Result<()> {
     if ids.is_empty() {
         println!("no apps installed");
     }
-    let sandbox = Sandbox::new()?;
-    let (loaded, problems) = apps::load_all(installer.apps.root(), &sandbox, None);
     for id in ids {
         let Some(state) = installer.apps.state(&id)? else {
             continue;
@@ -404,20 +416,16 @@ fn list(home: &Home) -> anyhow::Result<()> {
                 }
             })
             .collect();
-        let actions = loaded
-            .get(&id)
-            .map(|a| a.manifest.actions.join(","))
-            .unwrap_or_default();
+        // Read from the files, not by loading the code: listing compiles nothing.
+        let actions = match apps::actions_of(&installer.apps.version_dir(&id, &state.active)) {
+            Ok(actions) => actions.join(","),
+            Err(err) => format!("(broken: {err})"),
+        };
         println!(
             "{id}\t{}\t{}\tactions: {actions}",
             if state.enabled { "enabled" } else { "disabled" },
             versions.join(", ")
         );
-    }
-    for p in problems {
-        if !p.contains("JS runtime") {
-            println!("broken: {p}");
-        }
     }
     Ok(())
 }
