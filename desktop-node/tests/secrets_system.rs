@@ -7,8 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::{Killed, run_to_end};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -29,30 +32,6 @@ fn node_cmd(home: &Path, backend: &str) -> Command {
         .env_remove("OPENAI_API_KEY")
         .env_remove("DESKTOP_NODE_HOME");
     cmd
-}
-
-fn run_to_end(mut cmd: Command, stdin: &str) -> String {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn desktop-node");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed: {text}");
-    text
 }
 
 /// Every representation of the key we look for: raw, hex, base64 (standard and URL).
@@ -84,15 +63,6 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
         } else {
             out.push(path);
         }
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
