@@ -236,6 +236,24 @@ export class RelayClient extends EventTarget {
     }
   }
 
+  /** Throws `session_closed` when the relay session has ended. */
+  private assertOpen(): void {
+    if (this.closedInfo) {
+      throw new TransportError('session_closed', `the relay session is closed: ${this.closedInfo.reason}`);
+    }
+  }
+
+  /** A new bidirectional stream on the session; failing to open one is `session_closed`. */
+  private async openStream(): Promise<WebTransportBidirectionalStream> {
+    try {
+      return await this.transport.createBidirectionalStream();
+    } catch (err) {
+      throw new TransportError('session_closed', `could not open a stream on the relay session: ${errorMessage(err)}`, {
+        cause: err,
+      });
+    }
+  }
+
   /**
    * Runs one action on a new stream.
    *
@@ -248,23 +266,12 @@ export class RelayClient extends EventTarget {
   async runAction(req: ActionRequest): Promise<ActionResult> {
     const { signal } = req;
     signal?.throwIfAborted();
-    if (this.closedInfo) {
-      throw new TransportError('session_closed', `the relay session is closed: ${this.closedInfo.reason}`);
-    }
+    this.assertOpen();
     const requestId = req.requestId ?? this.nextRequestId++;
     const envelopeFrame = (body: Body): Uint8Array =>
       encodeFrame(encodeEnvelope({ requestId, deviceId: req.deviceId, body }));
 
-    let stream: WebTransportBidirectionalStream;
-    try {
-      stream = await this.transport.createBidirectionalStream();
-    } catch (err) {
-      throw new TransportError(
-        'session_closed',
-        `could not open a stream on the relay session: ${errorMessage(err)}`,
-        { cause: err },
-      );
-    }
+    const stream = await this.openStream();
     const writer = stream.writable.getWriter();
     const reader = stream.readable.getReader();
 
@@ -359,18 +366,9 @@ export class RelayClient extends EventTarget {
     browserPk: Uint8Array;
     name: string;
   }): Promise<void> {
-    if (this.closedInfo) {
-      throw new TransportError('session_closed', `the relay session is closed: ${this.closedInfo.reason}`);
-    }
+    this.assertOpen();
     const sealed = await sealPairing(req.link, req.browserKey, req.browserPk, req.name);
-    let stream: WebTransportBidirectionalStream;
-    try {
-      stream = await this.transport.createBidirectionalStream();
-    } catch (err) {
-      throw new TransportError('session_closed', `could not open a stream on the relay session: ${errorMessage(err)}`, {
-        cause: err,
-      });
-    }
+    const stream = await this.openStream();
     const writer = stream.writable.getWriter();
     const reader = stream.readable.getReader();
     const open = encodeFrame(
@@ -416,19 +414,8 @@ export class RelayClient extends EventTarget {
   async watchDevices(req: WatchDevicesRequest): Promise<void> {
     const { signal } = req;
     if (signal?.aborted) return;
-    if (this.closedInfo) {
-      throw new TransportError('session_closed', `the relay session is closed: ${this.closedInfo.reason}`);
-    }
-    let stream: WebTransportBidirectionalStream;
-    try {
-      stream = await this.transport.createBidirectionalStream();
-    } catch (err) {
-      throw new TransportError(
-        'session_closed',
-        `could not open a stream on the relay session: ${errorMessage(err)}`,
-        { cause: err },
-      );
-    }
+    this.assertOpen();
+    const stream = await this.openStream();
     const writer = stream.writable.getWriter();
     const reader = stream.readable.getReader();
 
@@ -480,20 +467,9 @@ export class RelayClient extends EventTarget {
   async *request(req: StreamRequest): AsyncGenerator<Envelope, void, undefined> {
     const { signal } = req;
     signal?.throwIfAborted();
-    if (this.closedInfo) {
-      throw new TransportError('session_closed', `the relay session is closed: ${this.closedInfo.reason}`);
-    }
+    this.assertOpen();
     const requestId = req.requestId ?? this.nextRequestId++;
-    let stream: WebTransportBidirectionalStream;
-    try {
-      stream = await this.transport.createBidirectionalStream();
-    } catch (err) {
-      throw new TransportError(
-        'session_closed',
-        `could not open a stream on the relay session: ${errorMessage(err)}`,
-        { cause: err },
-      );
-    }
+    const stream = await this.openStream();
     const writer = stream.writable.getWriter();
     const reader = stream.readable.getReader();
     const open = encodeFrame(
