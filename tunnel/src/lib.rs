@@ -30,12 +30,13 @@ pub mod message;
 
 pub use frame::{FrameBuffer, FrameError, MAX_FRAME_LEN};
 pub use header::{
-    Hello, OpenHeader, PROTOCOL_MAJOR, PROTOCOL_MINOR, RelayHeader, StreamKind, Version,
+    FieldProblem, Hello, MAX_HEADER_LEN, OpenHeader, PROTOCOL_MAJOR, PROTOCOL_MINOR, RelayHeader,
+    StreamKind, Version,
 };
 pub use message::{Body, Envelope, ErrorCode};
 
 /// Why a frame body could not be turned into a value.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
     /// The frame body is empty where a version prefix was expected.
     #[error("frame too short to hold a protocol version")]
@@ -50,6 +51,27 @@ pub enum DecodeError {
         major: u8,
         /// The peer's minor version.
         minor: u8,
+    },
+    /// A header frame is longer than [`MAX_HEADER_LEN`].
+    #[error("{what} of {len} bytes exceeds the header limit of {max}")]
+    HeaderTooLarge {
+        /// Which header was being decoded.
+        what: &'static str,
+        /// The body's length.
+        len: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// A header decoded, but one of its fields breaks its rule (too long, empty, not
+    /// printable, wrong length; see `docs/protocol.md`, "Header limits").
+    #[error("invalid {what}: {field} {problem}")]
+    InvalidField {
+        /// Which header was being decoded.
+        what: &'static str,
+        /// The field's name on the wire (as in `docs/protocol.md`).
+        field: &'static str,
+        /// What is wrong with it.
+        problem: FieldProblem,
     },
     /// The body is not a valid encoding of the expected value (unknown message type,
     /// truncated field, invalid UTF-8, …).

@@ -5,7 +5,7 @@
 
 use aisa_tunnel::message::AppStatus;
 use aisa_tunnel::{
-    Body, Envelope, FrameBuffer, Hello, OpenHeader, RelayHeader, StreamKind, Version, frame,
+    Body, Envelope, FrameBuffer, Hello, OpenHeader, RelayHeader, StreamKind, Version, frame, header,
 };
 use proptest::prelude::*;
 
@@ -67,24 +67,45 @@ proptest! {
     }
 
     #[test]
-    fn open_header_round_trips(device_id in ".{0,40}", kind in kind(), token in ".{0,200}",
-                               e2e in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))) {
+    fn open_header_round_trips(device_id in "[!-~]{1,128}", kind in kind(), token in "[!-~]{0,200}",
+                               e2e in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..64))) {
         let h = OpenHeader { device_id, kind, token, e2e };
         prop_assert_eq!(OpenHeader::decode(&h.encode()).unwrap().0, h);
     }
 
     #[test]
-    fn relay_header_round_trips(user_id in ".{0,40}", session_id: u64, kind in kind(),
-                                e2e in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64))) {
+    fn relay_header_round_trips(user_id in "[!-~]{1,128}", session_id: u64, kind in kind(),
+                                e2e in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..64))) {
         let h = RelayHeader { user_id, session_id, kind, e2e };
         prop_assert_eq!(RelayHeader::decode(&h.encode()).unwrap().0, h);
     }
 
     #[test]
-    fn hello_round_trips(device_token in ".{0,80}", node_version in ".{0,20}",
-                         identity_key in proptest::collection::vec(any::<u8>(), 0..40)) {
+    fn hello_round_trips(device_token in "[!-~]{1,80}", node_version in "[ -~]{1,20}",
+                         identity_key in proptest::collection::vec(any::<u8>(), 32)) {
         let h = Hello { device_token, node_version, identity_key };
         prop_assert_eq!(Hello::decode(&h.encode()).unwrap().0, h);
+    }
+
+    /// Whatever the fields hold, a header that decodes obeys every limit: decoding is
+    /// where the rules are enforced, so nothing downstream sees an oversize field.
+    #[test]
+    fn decoded_headers_obey_the_limits(device_id in ".{0,140}", token in ".{0,60}",
+                                       node_version in ".{0,70}",
+                                       key_len in 0usize..40,
+                                       e2e_len in proptest::option::of(0usize..600)) {
+        let open = OpenHeader { device_id, kind: StreamKind::Action, token, e2e: e2e_len.map(|n| vec![1; n]) };
+        if let Ok((h, _)) = OpenHeader::decode(&open.encode()) {
+            prop_assert!(!h.device_id.is_empty() && h.device_id.len() <= header::MAX_ID_LEN);
+            prop_assert!(h.device_id.bytes().chain(h.token.bytes()).all(|b| (b'!'..=b'~').contains(&b)));
+            prop_assert!(h.e2e.as_ref().is_none_or(|e| !e.is_empty() && e.len() <= header::MAX_E2E_LEN));
+        }
+        let hello = Hello { device_token: "t".into(), node_version, identity_key: vec![0; key_len] };
+        if let Ok((h, _)) = Hello::decode(&hello.encode()) {
+            prop_assert_eq!(h.identity_key.len(), header::IDENTITY_KEY_LEN);
+            prop_assert!(!h.node_version.is_empty() && h.node_version.len() <= header::MAX_NODE_VERSION_LEN);
+            prop_assert!(h.node_version.bytes().all(|b| (b' '..=b'~').contains(&b)));
+        }
     }
 
     #[test]

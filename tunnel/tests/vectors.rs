@@ -8,7 +8,8 @@
 
 use aisa_tunnel::message::AppStatus;
 use aisa_tunnel::{
-    Body, Envelope, Hello, MAX_FRAME_LEN, OpenHeader, RelayHeader, StreamKind, Version, frame,
+    Body, Envelope, Hello, MAX_FRAME_LEN, MAX_HEADER_LEN, OpenHeader, RelayHeader, StreamKind,
+    Version, frame,
 };
 use serde_json::{Value, json};
 
@@ -216,12 +217,23 @@ fn build_vectors() -> Value {
         { "name": "unknown message type", "kind": "envelope", "hex": "01006300", "error": "malformed" },
         { "name": "truncated string", "kind": "envelope", "hex": hex::encode(&truncated_env[..truncated_env.len() - 1]), "error": "malformed" },
         { "name": "invalid utf-8", "kind": "envelope", "hex": "0100040001ff", "error": "malformed" },
+        { "name": "identity key of 5 bytes", "kind": "hello", "hex": hex::encode(Hello { identity_key: vec![1; 5], ..hello.clone() }.encode()), "error": "identity_key is 5 bytes long, not 32" },
+        { "name": "identity key of 0 bytes", "kind": "hello", "hex": hex::encode(Hello { identity_key: Vec::new(), ..hello.clone() }.encode()), "error": "identity_key is 0 bytes long, not 32" },
+        { "name": "empty device token", "kind": "hello", "hex": hex::encode(Hello { device_token: String::new(), ..hello.clone() }.encode()), "error": "device_token is empty" },
+        { "name": "node version with a control character", "kind": "hello", "hex": hex::encode(Hello { node_version: "1.0\n".into(), ..hello.clone() }.encode()), "error": "node_version has a character outside printable ASCII" },
+        { "name": "device id over 128 bytes", "kind": "open_header", "hex": hex::encode(OpenHeader { device_id: "d".repeat(129), ..open.clone() }.encode()), "error": "device_id is 129 bytes long, over the limit of 128" },
+        { "name": "empty device id on an action stream", "kind": "open_header", "hex": hex::encode(OpenHeader { device_id: String::new(), ..open.clone() }.encode()), "error": "device_id is empty" },
+        { "name": "empty e2e bytes", "kind": "open_header", "hex": hex::encode(OpenHeader { e2e: Some(Vec::new()), ..open.clone() }.encode()), "error": "e2e is empty" },
+        { "name": "e2e over 512 bytes", "kind": "relay_header", "hex": hex::encode(RelayHeader { e2e: Some(vec![0; 513]), ..relay.clone() }.encode()), "error": "e2e is 513 bytes long, over the limit of 512" },
+        { "name": "empty user id", "kind": "relay_header", "hex": hex::encode(RelayHeader { user_id: String::new(), ..relay.clone() }.encode()), "error": "user_id is empty" },
+        { "name": "header over 4096 bytes", "kind": "open_header", "hex": hex::encode(OpenHeader { token: "t".repeat(4100), ..open.clone() }.encode()), "error": "exceeds the header limit of 4096" },
         { "name": "oversize frame", "kind": "frame", "hex": "00100001", "error": "exceeds the maximum" },
         { "name": "frame cut mid-body", "kind": "frame", "hex": "0000000501", "error": "truncated" },
     ]);
     json!({
         "protocol": Version::CURRENT.to_string(),
         "max_frame_len": MAX_FRAME_LEN,
+        "max_header_len": MAX_HEADER_LEN,
         "vectors": vectors,
         "invalid": invalid,
     })
@@ -235,6 +247,8 @@ fn invalid_vectors_fail_on_the_rust_side_too() {
         let want = case["error"].as_str().unwrap();
         let err = match case["kind"].as_str().unwrap() {
             "open_header" => OpenHeader::decode(&bytes).unwrap_err().to_string(),
+            "relay_header" => RelayHeader::decode(&bytes).unwrap_err().to_string(),
+            "hello" => Hello::decode(&bytes).unwrap_err().to_string(),
             "envelope" => Envelope::decode(&bytes).unwrap_err().to_string(),
             "frame" => {
                 let mut fb = aisa_tunnel::FrameBuffer::new(MAX_FRAME_LEN);

@@ -22,6 +22,23 @@ export const PROTOCOL_MINOR = 0;
 export const MAX_FRAME_LEN = 1024 * 1024;
 /** Bytes in a frame's length prefix. */
 export const LEN_PREFIX = 4;
+/**
+ * Header limits, as `tunnel/src/header.rs` checks them when it decodes (docs/protocol.md,
+ * "Header limits"): the largest header frame body, and each field's bounds.
+ */
+export const MAX_HEADER_LEN = 4096;
+/** The longest device id or user id, in bytes (visible ASCII). */
+export const MAX_ID_LEN = 128;
+/** The longest access token in an OpenHeader, in bytes (visible ASCII). */
+export const MAX_TOKEN_LEN = 2048;
+/** The longest device token in a Hello, in bytes (visible ASCII). */
+export const MAX_DEVICE_TOKEN_LEN = 256;
+/** The longest node version in a Hello, in bytes (printable ASCII). */
+export const MAX_NODE_VERSION_LEN = 64;
+/** The length of an identity key: an X25519 public key. */
+export const IDENTITY_KEY_LEN = 32;
+/** The longest end-to-end blob in a header, in bytes. */
+export const MAX_E2E_LEN = 512;
 
 /** Any failure to encode or decode protocol bytes. */
 export class CodecError extends Error {
@@ -427,10 +444,58 @@ export function decodeHeaderVersion(body: Uint8Array): Version {
   return { major, minor };
 }
 
-/** Checks the version, then decodes the fields; trailing bytes (newer minor) are ignored. */
-function decodeHeader<T>(body: Uint8Array, what: string, read: (r: Reader) => T): T {
+/**
+ * Checks the version and the header size, then decodes the fields (trailing bytes from a
+ * newer minor are ignored), then checks each field's rule.
+ */
+function decodeHeader<T>(
+  body: Uint8Array,
+  what: string,
+  read: (r: Reader) => T,
+  check: (h: T, field: FieldCheck) => void,
+): T {
   decodeHeaderVersion(body);
-  return malformedAs(what, () => read(new Reader(body.subarray(2))));
+  if (body.length > MAX_HEADER_LEN) {
+    throw new CodecError(
+      `${what} of ${body.length} bytes exceeds the header limit of ${MAX_HEADER_LEN}`,
+    );
+  }
+  const header = malformedAs(what, () => read(new Reader(body.subarray(2))));
+  check(header, (field, problem) => {
+    throw new CodecError(`invalid ${what}: ${field} ${problem}`);
+  });
+  return header;
+}
+
+/** Reports a field that breaks its rule (throws). */
+type FieldCheck = (field: string, problem: string) => never;
+
+/** A text field's rule, worded as the Rust decoder words it. */
+function checkText(
+  fail: FieldCheck,
+  field: string,
+  value: string,
+  max: number,
+  required: boolean,
+  space: boolean,
+): void {
+  const len = new TextEncoder().encode(value).length;
+  if (len > max) fail(field, `is ${len} bytes long, over the limit of ${max}`);
+  if (required && len === 0) fail(field, 'is empty');
+  const lowest = space ? 0x20 : 0x21;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < lowest || c > 0x7e) fail(field, 'has a character outside printable ASCII');
+  }
+}
+
+/** The end-to-end blob's rule: absent, or 1 to MAX_E2E_LEN bytes. */
+function checkE2e(fail: FieldCheck, e2e: Uint8Array | null): void {
+  if (e2e === null) return;
+  if (e2e.length === 0) fail('e2e', 'is empty');
+  if (e2e.length > MAX_E2E_LEN) {
+    fail('e2e', `is ${e2e.length} bytes long, over the limit of ${MAX_E2E_LEN}`);
+  }
 }
 
 /** Runs a decoder, turning its errors into `malformed <what>: <reason>`. */
@@ -457,7 +522,11 @@ export function decodeOpenHeader(body: Uint8Array): OpenHeader {
     kind: readKind(r),
     token: r.string(),
     e2e: r.option((o) => o.bytes()),
-  }));
+  }), (h, fail) => {
+    checkText(fail, 'device_id', h.deviceId, MAX_ID_LEN, h.kind !== 'Control', false);
+    checkText(fail, 'token', h.token, MAX_TOKEN_LEN, false, false);
+    checkE2e(fail, h.e2e);
+  });
 }
 
 /** Encodes a {@link RelayHeader} as a frame body (version prefix included). */
@@ -474,7 +543,10 @@ export function decodeRelayHeader(body: Uint8Array): RelayHeader {
     sessionId: r.u64(),
     kind: readKind(r),
     e2e: r.option((o) => o.bytes()),
-  }));
+  }), (h, fail) => {
+    checkText(fail, 'user_id', h.userId, MAX_ID_LEN, true, false);
+    checkE2e(fail, h.e2e);
+  });
 }
 
 /** Encodes a {@link Hello} as a frame body (version prefix included). */
@@ -488,7 +560,13 @@ export function decodeHello(body: Uint8Array): Hello {
     deviceToken: r.string(),
     nodeVersion: r.string(),
     identityKey: r.bytes(),
-  }));
+  }), (h, fail) => {
+    checkText(fail, 'device_token', h.deviceToken, MAX_DEVICE_TOKEN_LEN, true, false);
+    checkText(fail, 'node_version', h.nodeVersion, MAX_NODE_VERSION_LEN, true, true);
+    if (h.identityKey.length !== IDENTITY_KEY_LEN) {
+      fail('identity_key', `is ${h.identityKey.length} bytes long, not ${IDENTITY_KEY_LEN}`);
+    }
+  });
 }
 
 // ---------------------------------------------------------------------------------------
