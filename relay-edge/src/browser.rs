@@ -2,12 +2,14 @@
 //! open a stream to the device, and splice.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aisa_tunnel::io::{ReadError, read_frame, write_frame};
-use aisa_tunnel::{DecodeError, Envelope, ErrorCode, OpenHeader, RelayHeader};
-use tracing::{Instrument, debug, info_span, warn};
+use aisa_tunnel::{
+    DecodeError, Envelope, ErrorCode, FrameError, MAX_HEADER_LEN, OpenHeader, RelayHeader,
+};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::server::Shared;
 use crate::splice;
@@ -15,13 +17,39 @@ use crate::splice;
 /// The path of the WebTransport endpoint.
 pub const WEBTRANSPORT_PATH: &str = "/wt";
 
-/// Streams a browser may have open at once on its session.
+/// Streams a browser may have open at once on its session, once one of its streams has
+/// authenticated.
 pub const BROWSER_STREAMS: u32 = 256;
+
+/// Bidirectional streams a connection may have open before any of its streams has
+/// authenticated: the WebTransport session's own stream and a few whose headers are
+/// being read. Together with the header cap ([`aisa_tunnel::MAX_HEADER_LEN`]) and the
+/// receive windows this bounds what an unauthenticated peer can make the relay hold.
+pub const PRE_AUTH_STREAMS: u32 = 8;
 
 /// How long a browser has to send a stream's header.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// One browser session, shared by its streams.
+struct Session {
+    id: u64,
+    connection: quinn::Connection,
+    /// Set once a stream of this session has presented a valid token.
+    authenticated: AtomicBool,
+}
+
+impl Session {
+    /// Called when a stream authenticated: the first time, the session gets room for
+    /// [`BROWSER_STREAMS`] streams.
+    fn authenticated(&self) {
+        if !self.authenticated.swap(true, Ordering::Relaxed) {
+            self.connection
+                .set_max_concurrent_bi_streams(BROWSER_STREAMS.into());
+        }
+    }
+}
 
 /// Serves one WebTransport session until it ends.
 pub async fn serve(shared: Arc<Shared>, request: wtransport::endpoint::SessionRequest) {
@@ -33,23 +61,25 @@ pub async fn serve(shared: Arc<Shared>, request: wtransport::endpoint::SessionRe
     let session_id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let span = info_span!("browser", session_id, remote = %request.remote_address());
     async move {
-        let session = match request.accept().await {
+        let wt = match request.accept().await {
             Ok(s) => s,
             Err(err) => {
                 debug!(%err, "session not established");
                 return;
             }
         };
-        session
-            .quic_connection()
-            .set_max_concurrent_bi_streams(BROWSER_STREAMS.into());
+        let session = Arc::new(Session {
+            id: session_id,
+            connection: wt.quic_connection().clone(),
+            authenticated: AtomicBool::new(false),
+        });
         let _open = crate::server::Gauge::up(&shared.browser_sessions);
         let mut streams = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
-                accepted = session.accept_bi() => match accepted {
+                accepted = wt.accept_bi() => match accepted {
                     Ok((send, recv)) => {
-                        streams.spawn(serve_stream(shared.clone(), session_id, send, recv).in_current_span());
+                        streams.spawn(serve_stream(shared.clone(), session.clone(), send, recv).in_current_span());
                     }
                     Err(err) => {
                         debug!(%err, "session ended");
@@ -67,21 +97,45 @@ pub async fn serve(shared: Arc<Shared>, request: wtransport::endpoint::SessionRe
     .await
 }
 
+/// Why a stream was refused: the ERROR the browser gets, and the metric's reason.
+struct Refusal {
+    code: ErrorCode,
+    /// The `aisa_refusals_total` label.
+    reason: &'static str,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
 async fn serve_stream(
     shared: Arc<Shared>,
-    session_id: u64,
+    session: Arc<Session>,
     mut send: wtransport::SendStream,
     mut recv: wtransport::RecvStream,
 ) {
-    let target = match authorize(&shared, session_id, &mut recv).await {
+    let target = match authorize(&shared, &session, &mut recv).await {
         Ok(Route::Device(target)) => target,
-        Ok(Route::Events { user_id }) => {
+        Ok(Route::Events { user_id, slot }) => {
             serve_events(&shared, &user_id, send, recv).await;
+            drop(slot);
             return;
         }
-        Err((code, message)) => {
-            debug!(%code, message, "stream refused");
+        Err(Refusal {
+            code,
+            reason,
+            message,
+        }) => {
+            info!(%code, reason, message, "stream refused");
             metrics::counter!("relay_errors_total", "code" => code.as_str()).increment(1);
+            crate::metrics::refused(reason);
             let err = Envelope::error(0, code, message);
             if write_frame(&mut send, &err.encode(), shared.config.max_frame_len)
                 .await
@@ -136,6 +190,8 @@ enum Route {
     Events {
         /// The authenticated user.
         user_id: String,
+        /// Counts against the user's event-stream limit while the stream is open.
+        slot: crate::limits::Slot<String>,
     },
 }
 
@@ -150,63 +206,101 @@ struct Target {
 /// (or, for a control stream with no device, to the user's status events).
 async fn authorize(
     shared: &Shared,
-    session_id: u64,
+    session: &Session,
     recv: &mut wtransport::RecvStream,
-) -> Result<Route, (ErrorCode, String)> {
-    let body = match tokio::time::timeout(
-        HEADER_TIMEOUT,
-        read_frame(recv, shared.config.max_frame_len),
-    )
-    .await
-    {
+) -> Result<Route, Refusal> {
+    let malformed =
+        |reason, message: String| Refusal::new(ErrorCode::MalformedFrame, reason, message);
+    // The header's own small cap: an announced length over it is refused as soon as
+    // its four bytes are here, before anything is read or allocated for the body.
+    let body = match tokio::time::timeout(HEADER_TIMEOUT, read_frame(recv, MAX_HEADER_LEN)).await {
         Err(_) => {
-            return Err((
-                ErrorCode::MalformedFrame,
+            return Err(malformed(
+                "header_timeout",
                 "no stream-open header within 10 s".into(),
             ));
         }
         Ok(Ok(Some(body))) => body,
         Ok(Ok(None)) => {
-            return Err((
-                ErrorCode::MalformedFrame,
+            return Err(malformed(
+                "header_missing",
                 "stream ended before its header".into(),
             ));
         }
-        Ok(Err(ReadError::Frame(err))) => return Err((ErrorCode::MalformedFrame, err.to_string())),
-        Ok(Err(ReadError::Io(err))) => return Err((ErrorCode::PeerGone, err.to_string())),
+        Ok(Err(ReadError::Frame(err @ FrameError::TooLarge { .. }))) => {
+            return Err(malformed(
+                "header_too_large",
+                format!("stream-open header: {err}"),
+            ));
+        }
+        Ok(Err(ReadError::Frame(err))) => return Err(malformed("header_missing", err.to_string())),
+        Ok(Err(ReadError::Io(err))) => {
+            return Err(Refusal::new(
+                ErrorCode::PeerGone,
+                "peer_gone",
+                err.to_string(),
+            ));
+        }
     };
     if shared.draining.load(Ordering::Relaxed) {
-        return Err((
+        return Err(Refusal::new(
             ErrorCode::PeerGone,
-            "the relay is shutting down; reconnect and try again".into(),
+            "draining",
+            "the relay is shutting down; reconnect and try again",
         ));
     }
     let (open, _version) = OpenHeader::decode(&body).map_err(|err| match err {
-        DecodeError::UnsupportedVersion { .. } => (ErrorCode::UnsupportedVersion, err.to_string()),
-        _ => (ErrorCode::MalformedFrame, err.to_string()),
+        DecodeError::UnsupportedVersion { .. } => Refusal::new(
+            ErrorCode::UnsupportedVersion,
+            "unsupported_version",
+            err.to_string(),
+        ),
+        _ => malformed("invalid_header", err.to_string()),
     })?;
-    let claims = shared
-        .tokens
-        .verify(&open.token)
-        .map_err(|err| (ErrorCode::Unauthenticated, err.to_string()))?;
+    let claims = shared.tokens.verify(&open.token).map_err(|err| {
+        Refusal::new(
+            ErrorCode::Unauthenticated,
+            "unauthenticated",
+            err.to_string(),
+        )
+    })?;
     let internal = |err: crate::store::StoreError| {
         warn!(%err, "store lookup failed");
-        (
+        Refusal::new(
             ErrorCode::Internal,
-            "the relay could not check the request".to_owned(),
+            "internal",
+            "the relay could not check the request",
         )
     };
     let user = match shared.store.user(&claims.sub).await.map_err(internal)? {
         Some(user) if !user.disabled => user,
         _ => {
-            return Err((
+            return Err(Refusal::new(
                 ErrorCode::Unauthenticated,
-                "the account is disabled or gone".into(),
+                "unauthenticated",
+                "the account is disabled or gone",
             ));
         }
     };
+    session.authenticated();
     if open.kind == aisa_tunnel::StreamKind::Control && open.device_id.is_empty() {
-        return Ok(Route::Events { user_id: user.id });
+        let slot = shared
+            .event_streams
+            .try_open(&user.id, shared.config.max_event_streams_per_user as i64)
+            .ok_or_else(|| {
+                Refusal::new(
+                    ErrorCode::LimitExceeded,
+                    "event_streams_per_user",
+                    format!(
+                        "at most {} status-event streams may be open at once per account; close one first",
+                        shared.config.max_event_streams_per_user
+                    ),
+                )
+            })?;
+        return Ok(Route::Events {
+            user_id: user.id,
+            slot,
+        });
     }
     let device = match shared
         .store
@@ -216,21 +310,24 @@ async fn authorize(
     {
         Some(device) if !device.revoked => device,
         _ => {
-            return Err((
+            return Err(Refusal::new(
                 ErrorCode::UnknownDevice,
+                "unknown_device",
                 format!("no device {:?}", open.device_id),
             ));
         }
     };
     if device.user_id != user.id {
-        return Err((
+        return Err(Refusal::new(
             ErrorCode::Forbidden,
+            "forbidden",
             format!("device {:?} belongs to another account", open.device_id),
         ));
     }
     let Some(online) = shared.registry.get(&device.id) else {
-        return Err((
+        return Err(Refusal::new(
             ErrorCode::DeviceOffline,
+            "device_offline",
             format!("device {:?} ({}) is offline", device.name, device.id),
         ));
     };
@@ -240,8 +337,9 @@ async fn authorize(
         .await
         .map_err(internal)?
         .ok_or_else(|| {
-            (
+            Refusal::new(
                 ErrorCode::Internal,
+                "internal",
                 format!("unknown plan {:?}", user.plan_id),
             )
         })?;
@@ -249,8 +347,9 @@ async fn authorize(
         .streams_per_user
         .try_open(&user.id, plan.max_concurrent_streams)
         .ok_or_else(|| {
-            (
+            Refusal::new(
                 ErrorCode::LimitExceeded,
+                "plan_streams",
                 format!(
                     "plan limit: the {} plan allows {} streams open at once",
                     plan.name, plan.max_concurrent_streams
@@ -265,8 +364,9 @@ async fn authorize(
             .await
             .map_err(internal)?;
         if used > plan.max_actions_per_day {
-            return Err((
+            return Err(Refusal::new(
                 ErrorCode::LimitExceeded,
+                "plan_actions",
                 format!(
                     "plan limit: the {} plan allows {} actions per day; the count resets at 00:00 UTC",
                     plan.name, plan.max_actions_per_day
@@ -279,7 +379,7 @@ async fn authorize(
         connection: online.connection,
         header: RelayHeader {
             user_id: claims.sub,
-            session_id,
+            session_id: session.id,
             kind: open.kind,
             e2e: open.e2e,
         },

@@ -44,8 +44,15 @@ pub struct RelayConfig {
     pub login_window_secs: u64,
     /// How often desktops ping, in seconds. Default 15.
     pub heartbeat_secs: u32,
-    /// Largest frame accepted, in bytes. Default 1 MiB.
+    /// Largest frame accepted, in bytes. Default 1 MiB. (Stream headers have their own,
+    /// smaller cap: `aisa_tunnel::MAX_HEADER_LEN`, 4 KiB.)
     pub max_frame_len: u32,
+    /// QUIC connections (browser sessions and desktops) one client address may have open
+    /// at once; more are refused during the handshake. Default 64.
+    pub max_connections_per_ip: usize,
+    /// Status-event streams (`Control` streams with no device) one user may have open at
+    /// once on this node; more are refused with `limit_exceeded`. Default 8.
+    pub max_event_streams_per_user: usize,
     /// Name of this relay node in the device registry. Default: the host name or `relay-1`.
     pub node_name: String,
     /// Where published mini-app bundles are kept (`[bundles]`).
@@ -135,6 +142,8 @@ impl Default for RelayConfig {
             login_window_secs: 900,
             heartbeat_secs: 15,
             max_frame_len: aisa_tunnel::MAX_FRAME_LEN,
+            max_connections_per_ip: 64,
+            max_event_streams_per_user: 8,
             node_name: std::env::var("HOSTNAME").unwrap_or_else(|_| "relay-1".into()),
             bundles: BundlesConfig::default(),
             signing: SigningConfig::default(),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use aisa_tunnel::io::{read_frame, write_frame};
-use aisa_tunnel::{Body, DecodeError, Envelope, ErrorCode, Hello, Version};
+use aisa_tunnel::{Body, DecodeError, Envelope, ErrorCode, Hello, MAX_HEADER_LEN, Version};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::auth::hash_device_token;
@@ -37,7 +37,7 @@ pub async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {
             conn.close(CLOSE_REFUSED.into(), b"no control stream");
             return;
         };
-        let hello = match read_hello(&shared, &mut recv).await {
+        let hello = match read_hello(&mut recv).await {
             Ok(h) => h,
             Err((code, message)) => {
                 refuse(&conn, &mut send, code, &message).await;
@@ -131,24 +131,21 @@ pub async fn serve(shared: Arc<Shared>, conn: quinn::Connection) {
     .await
 }
 
-async fn read_hello(
-    shared: &Shared,
-    recv: &mut quinn::RecvStream,
-) -> Result<Hello, (ErrorCode, String)> {
-    let body =
-        match tokio::time::timeout(HELLO_TIMEOUT, read_frame(recv, shared.config.max_frame_len))
-            .await
-        {
-            Err(_) => return Err((ErrorCode::MalformedFrame, "no HELLO within 10 s".into())),
-            Ok(Err(err)) => return Err((ErrorCode::MalformedFrame, err.to_string())),
-            Ok(Ok(None)) => {
-                return Err((
-                    ErrorCode::MalformedFrame,
-                    "control stream ended before HELLO".into(),
-                ));
-            }
-            Ok(Ok(Some(body))) => body,
-        };
+async fn read_hello(recv: &mut quinn::RecvStream) -> Result<Hello, (ErrorCode, String)> {
+    // The header cap, not the frame cap: the desktop is not authenticated yet.
+    let body = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(recv, MAX_HEADER_LEN)).await {
+        Err(_) => return Err((ErrorCode::MalformedFrame, "no HELLO within 10 s".into())),
+        Ok(Err(err)) => return Err((ErrorCode::MalformedFrame, format!("HELLO: {err}"))),
+        Ok(Ok(None)) => {
+            return Err((
+                ErrorCode::MalformedFrame,
+                "control stream ended before HELLO".into(),
+            ));
+        }
+        Ok(Ok(Some(body))) => body,
+    };
+    // Decoding checks every field (the identity key is exactly 32 bytes, the version
+    // short and printable), so nothing unchecked reaches the store.
     match Hello::decode(&body) {
         Ok((hello, _version)) => Ok(hello),
         Err(err @ DecodeError::UnsupportedVersion { .. }) => {
@@ -216,6 +213,12 @@ async fn refuse(
 ) {
     warn!(%code, message, "desktop refused");
     metrics::counter!("relay_desktop_connections_total", "result" => "refused").increment(1);
+    crate::metrics::refused(match code {
+        ErrorCode::Unauthenticated => "desktop_unauthenticated",
+        ErrorCode::UnsupportedVersion => "unsupported_version",
+        ErrorCode::MalformedFrame => "invalid_hello",
+        _ => "internal",
+    });
     let err = Envelope::error(0, code, message);
     if write_frame(send, &err.encode(), aisa_tunnel::MAX_FRAME_LEN)
         .await

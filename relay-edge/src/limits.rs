@@ -1,7 +1,9 @@
-//! Limits kept in memory on this relay node: failed sign-ins (rate limiting) and each
-//! user's open streams (the plan's concurrency limit).
+//! Limits kept in memory on this relay node: failed sign-ins (rate limiting), each
+//! user's open streams (the plan's concurrency limit), each client address's connections
+//! and each user's status-event streams.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,50 +70,74 @@ impl LoginLimiter {
     }
 }
 
-/// Counts each user's open streams on this node.
-#[derive(Default, Clone)]
-pub struct StreamCounter {
-    open: Arc<Mutex<HashMap<String, i64>>>,
+/// Counts open things per key (a user's streams, an address's connections, a user's
+/// event streams) on this node, each up to a maximum.
+pub struct KeyedSlots<K> {
+    open: Arc<Mutex<HashMap<K, i64>>>,
 }
 
-/// One open stream, counted until dropped.
-pub struct StreamSlot {
-    counter: StreamCounter,
-    user_id: String,
+impl<K> Default for KeyedSlots<K> {
+    fn default() -> Self {
+        KeyedSlots {
+            open: Arc::default(),
+        }
+    }
 }
 
-impl StreamCounter {
-    /// Takes a slot for `user_id` if fewer than `max` are open; otherwise `None`.
-    pub fn try_open(&self, user_id: &str, max: i64) -> Option<StreamSlot> {
+impl<K> Clone for KeyedSlots<K> {
+    fn clone(&self) -> Self {
+        KeyedSlots {
+            open: self.open.clone(),
+        }
+    }
+}
+
+/// One open thing, counted until dropped.
+pub struct Slot<K: Eq + Hash> {
+    counter: KeyedSlots<K>,
+    key: K,
+}
+
+/// Each user's open streams (the plan's concurrency limit).
+pub type StreamCounter = KeyedSlots<String>;
+/// One open stream of a user.
+pub type StreamSlot = Slot<String>;
+
+impl<K: Eq + Hash + Clone> KeyedSlots<K> {
+    /// Takes a slot for `key` if fewer than `max` are open; otherwise `None`.
+    pub fn try_open(&self, key: &K, max: i64) -> Option<Slot<K>> {
         let mut open = self.lock();
-        let n = open.entry(user_id.to_owned()).or_insert(0);
+        let n = open.entry(key.clone()).or_insert(0);
         if *n >= max {
+            if *n == 0 {
+                open.remove(key);
+            }
             return None;
         }
         *n += 1;
-        Some(StreamSlot {
+        Some(Slot {
             counter: self.clone(),
-            user_id: user_id.to_owned(),
+            key: key.clone(),
         })
     }
 
-    /// Streams `user_id` has open now.
-    pub fn open_for(&self, user_id: &str) -> i64 {
-        self.lock().get(user_id).copied().unwrap_or(0)
+    /// How many `key` has open now.
+    pub fn open_for(&self, key: &K) -> i64 {
+        self.lock().get(key).copied().unwrap_or(0)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, i64>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-impl Drop for StreamSlot {
+impl<K: Eq + Hash> Drop for Slot<K> {
     fn drop(&mut self) {
-        let mut open = self.counter.lock();
-        if let Some(n) = open.get_mut(&self.user_id) {
+        let mut open = self.counter.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
             *n -= 1;
             if *n <= 0 {
-                open.remove(&self.user_id);
+                open.remove(&self.key);
             }
         }
     }
@@ -147,13 +173,19 @@ mod tests {
     #[test]
     fn stream_slots_count_until_dropped() {
         let counter = StreamCounter::default();
-        let a = counter.try_open("u", 2).expect("first");
-        let b = counter.try_open("u", 2).expect("second");
-        assert!(counter.try_open("u", 2).is_none(), "third refused");
-        assert_eq!(counter.open_for("u"), 2);
+        let u = "u".to_owned();
+        let a = counter.try_open(&u, 2).expect("first");
+        let b = counter.try_open(&u, 2).expect("second");
+        assert!(counter.try_open(&u, 2).is_none(), "third refused");
+        assert_eq!(counter.open_for(&u), 2);
         drop(a);
-        let _c = counter.try_open("u", 2).expect("a slot came free");
+        let _c = counter.try_open(&u, 2).expect("a slot came free");
         drop(b);
-        assert_eq!(counter.open_for("u"), 1);
+        assert_eq!(counter.open_for(&u), 1);
+        assert!(counter.try_open(&"v".to_owned(), 0).is_none());
+        assert!(
+            counter.lock().get("v").is_none(),
+            "a refused key leaves no entry"
+        );
     }
 }

@@ -16,6 +16,7 @@
 //! | `relay_desktop_connections_total{result}` | counter | desktop HELLOs (`ok`, `refused`) |
 //! | `aisa_installs_total{app}` | counter | installs desktop nodes reported (once per device and version) |
 //! | `aisa_publishes_total` | counter | versions published through the developer portal |
+//! | `aisa_refusals_total{reason}` | counter | requests, streams and connections refused, by reason (see [`refused`]) |
 
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
@@ -35,6 +36,14 @@ pub fn handle() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+/// Counts one refusal in `aisa_refusals_total{reason}`. `reason` is a short stable
+/// label (`header_too_large`, `invalid_header`, `unauthenticated`, `connections_per_ip`,
+/// `event_streams_per_user`, `plan_streams`, `plan_actions`, `login_limited`,
+/// `hashing_busy`, `token_revoked`, …); the log line that goes with it has the detail.
+pub fn refused(reason: &'static str) {
+    metrics::counter!("aisa_refusals_total", "reason" => reason).increment(1);
 }
 
 /// The metrics page.

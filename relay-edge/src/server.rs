@@ -70,6 +70,10 @@ pub struct Shared {
     pub logins: crate::limits::LoginLimiter,
     /// Each user's open streams, for the plan's concurrency limit.
     pub streams_per_user: crate::limits::StreamCounter,
+    /// Each client address's open QUIC connections (`max_connections_per_ip`).
+    pub connections_per_ip: crate::limits::KeyedSlots<std::net::IpAddr>,
+    /// Each user's open status-event streams (`max_event_streams_per_user`).
+    pub event_streams: crate::limits::KeyedSlots<String>,
     /// Browsers watching their devices' status.
     pub events: crate::events::EventHub,
     /// Set when shutting down: new streams are refused.
@@ -195,6 +199,8 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
             Duration::from_secs(config.login_window_secs),
         ),
         streams_per_user: crate::limits::StreamCounter::default(),
+        connections_per_ip: crate::limits::KeyedSlots::default(),
+        event_streams: crate::limits::KeyedSlots::default(),
         events: crate::events::EventHub::default(),
         draining: std::sync::atomic::AtomicBool::new(false),
         bundles,
@@ -277,19 +283,29 @@ fn server_config(identity: &TlsIdentity) -> Result<quinn::ServerConfig, StartErr
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     // quinn reserves state for every stream a peer may open, so the defaults are small:
     // a desktop opens one stream (its control stream), and a browser needs three
-    // unidirectional HTTP/3 streams and one bidirectional one to set up its session.
-    // Browsers get room for their action streams once the session is up
-    // (`BROWSER_STREAMS`, see browser.rs).
+    // unidirectional HTTP/3 streams and one bidirectional one to set up its session,
+    // plus a few streams whose headers have not been checked yet. Browsers get room for
+    // their action streams once one of their streams has authenticated
+    // (`BROWSER_STREAMS`, see browser.rs). quinn buffers what a peer sends before the
+    // relay reads it, up to the receive windows: those bound what an unauthenticated
+    // connection can make the relay hold.
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
             30_000,
         ))))
-        .max_concurrent_bidi_streams(4u32.into())
-        .max_concurrent_uni_streams(3u32.into());
+        .max_concurrent_bidi_streams(crate::browser::PRE_AUTH_STREAMS.into())
+        .max_concurrent_uni_streams(3u32.into())
+        .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
+        .receive_window(CONNECTION_RECEIVE_WINDOW.into());
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
+
+/// Bytes a peer may send on one stream ahead of the relay's reads.
+const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
+/// Bytes a peer may send on all streams of a connection ahead of the relay's reads.
+const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
 
 /// Accepts connections and hands each to the browser or desktop handler by ALPN.
 async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
@@ -307,6 +323,17 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
 }
 
 async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let ip = incoming.remote_address().ip();
+    // Counted for as long as this connection is served.
+    let Some(_per_ip) = shared
+        .connections_per_ip
+        .try_open(&ip, shared.config.max_connections_per_ip as i64)
+    else {
+        info!(%ip, max = shared.config.max_connections_per_ip, "connection refused: too many from this address");
+        crate::metrics::refused("connections_per_ip");
+        incoming.refuse();
+        return;
+    };
     let mut connecting = match incoming.accept() {
         Ok(c) => c,
         Err(err) => {

@@ -1,0 +1,503 @@
+//! Regression tests for the relay's defences (issue 11): header limits, connection and
+//! stream limits before authentication, event-stream limits, the daily action limit,
+//! sign-in limits behind proxies, bounded password hashing, upload timeouts, the
+//! metrics listener, the token secret, and access tokens revoked on open sessions.
+//!
+//! Each test runs a real relay on loopback (QUIC, WebTransport and HTTP) with its data in
+//! a temporary folder, and plays the browser (wtransport) or the desktop (raw QUIC,
+//! ALPN `aisa/1`) against it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the panic
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aisa_tunnel::io::{read_frame, write_frame};
+use aisa_tunnel::{Body, Envelope, ErrorCode, Hello, MAX_FRAME_LEN, OpenHeader, StreamKind};
+use relay_edge::{RelayConfig, RelayHandle};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// How long any step may take before a test fails.
+const WAIT: Duration = Duration::from_secs(20);
+const PASSWORD: &str = "correct horse battery";
+
+/// A relay on loopback with its data in a temporary folder.
+struct Relay {
+    relay: Option<RelayHandle>,
+    base: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Relay {
+    async fn start() -> Relay {
+        Relay::start_with(|_| {}).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut RelayConfig)) -> Relay {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = RelayConfig {
+            quic_listen: ([127, 0, 0, 1], 0).into(),
+            http_listen: ([127, 0, 0, 1], 0).into(),
+            data_dir: dir.path().to_owned(),
+            ..RelayConfig::default()
+        };
+        adjust(&mut config);
+        let relay = relay_edge::start(config).await.expect("relay starts");
+        Relay {
+            base: format!("http://{}", relay.http_addr),
+            relay: Some(relay),
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    fn handle(&self) -> &RelayHandle {
+        self.relay.as_ref().unwrap()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Signs up a user; returns the sign-up answer (token, refresh_token, user_id).
+    async fn user(&self, email: &str) -> Value {
+        let (status, reply) = self
+            .post(
+                "/api/auth/signup",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, 201, "{reply}");
+        reply
+    }
+
+    /// Enrolls a device for a signed-up user; returns (device id, device token).
+    async fn device(&self, email: &str) -> (String, String) {
+        let (status, reply) = self
+            .post(
+                "/api/devices/enroll",
+                json!({"email": email, "password": PASSWORD, "name": "laptop"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        (
+            reply["device_id"].as_str().unwrap().to_owned(),
+            reply["device_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A new WebTransport session, as a browser opens one.
+    async fn browser(&self) -> Result<wtransport::Connection, wtransport::error::ConnectingError> {
+        let config = wtransport::ClientConfig::builder()
+            .with_bind_default()
+            .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(
+                self.handle().cert_sha256(),
+            )])
+            .build();
+        let endpoint = wtransport::Endpoint::client(config).unwrap();
+        endpoint
+            .connect(format!(
+                "https://127.0.0.1:{}/wt",
+                self.handle().quic_addr.port()
+            ))
+            .await
+    }
+
+    /// A raw QUIC connection as a desktop node makes one, its control stream open.
+    async fn desktop(&self) -> (quinn::Endpoint, quinn::Connection) {
+        let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+        let conn = endpoint
+            .connect_with(
+                desktop_client_config(self.handle().cert_sha256()),
+                self.handle().quic_addr,
+                "localhost",
+            )
+            .unwrap()
+            .await
+            .expect("desktop connects");
+        (endpoint, conn)
+    }
+
+    async fn stop(mut self) {
+        if let Some(relay) = self.relay.take() {
+            relay.shutdown(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Sends `hello` on a new desktop connection and returns the relay's first answer.
+async fn say_hello(relay: &Relay, hello: &[u8]) -> (quinn::Connection, Envelope) {
+    let (_endpoint, conn) = relay.desktop().await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut frame = Vec::new();
+    // Written as raw bytes: the test sends what a broken or hostile node would.
+    aisa_tunnel::frame::encode_frame(hello, u32::MAX, &mut frame).unwrap();
+    // The relay may refuse before it has read everything; that is not a test failure.
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut send, &frame).await;
+    let reply = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+        .await
+        .expect("an answer in time")
+        .expect("read")
+        .expect("a frame");
+    (conn, Envelope::decode(&reply).unwrap())
+}
+
+fn error_of(env: &Envelope) -> (ErrorCode, String) {
+    match &env.body {
+        Body::Error { code, message } => (ErrorCode::parse(code), message.clone()),
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
+}
+
+/// Opens a stream and writes raw bytes on it.
+async fn open_raw(
+    session: &wtransport::Connection,
+    bytes: &[u8],
+) -> (wtransport::SendStream, wtransport::RecvStream) {
+    let (mut send, recv) = session.open_bi().await.unwrap().await.unwrap();
+    if !bytes.is_empty() {
+        send.write_all(bytes).await.unwrap();
+    }
+    (send, recv)
+}
+
+/// Opens a stream whose first frame is `header`.
+async fn open_with(
+    session: &wtransport::Connection,
+    header: &OpenHeader,
+) -> (wtransport::SendStream, wtransport::RecvStream) {
+    let (mut send, recv) = session.open_bi().await.unwrap().await.unwrap();
+    write_frame(&mut send, &header.encode(), MAX_FRAME_LEN)
+        .await
+        .unwrap();
+    (send, recv)
+}
+
+/// The next envelope on a stream.
+async fn next(recv: &mut wtransport::RecvStream) -> Envelope {
+    let frame = tokio::time::timeout(WAIT, read_frame(recv, MAX_FRAME_LEN))
+        .await
+        .expect("a frame in time")
+        .expect("read")
+        .expect("a frame, not the end");
+    Envelope::decode(&frame).unwrap()
+}
+
+fn events_header(token: &str) -> OpenHeader {
+    OpenHeader {
+        device_id: String::new(),
+        kind: StreamKind::Control,
+        token: token.to_owned(),
+        e2e: None,
+    }
+}
+
+/// The process's metrics page (the recorder is process-wide).
+fn metrics_text() -> String {
+    relay_edge::metrics::handle().render()
+}
+
+fn refusals(reason: &str) -> u64 {
+    let prefix = format!("aisa_refusals_total{{reason=\"{reason}\"}} ");
+    metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).map(|n| n.trim().parse().unwrap()))
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 14: the desktop's HELLO is checked field by field.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hello_with_a_bad_identity_key_is_refused_and_nothing_is_stored() {
+    let relay = Relay::start().await;
+    relay.user("ada@example.com").await;
+    let (device_id, device_token) = relay.device("ada@example.com").await;
+    let hello = |key_len: usize| Hello {
+        device_token: device_token.clone(),
+        node_version: "0.1.0".into(),
+        identity_key: vec![9; key_len],
+    };
+    // The lengths the review sent; each was accepted, stored and served before.
+    for len in [0usize, 5, 33] {
+        let (_conn, reply) = say_hello(&relay, &hello(len).encode()).await;
+        let (code, message) = error_of(&reply);
+        assert_eq!(code, ErrorCode::MalformedFrame, "{message}");
+        assert!(
+            message.contains(&format!("identity_key is {len} bytes long, not 32")),
+            "{message}"
+        );
+    }
+    // 65,536 bytes do not even fit the header cap: refused from the length prefix.
+    let (_conn, reply) = say_hello(&relay, &hello(65_536).encode()).await;
+    let (code, message) = error_of(&reply);
+    assert_eq!(code, ErrorCode::MalformedFrame);
+    assert!(message.contains("exceeds the maximum of 4096"), "{message}");
+
+    let store = &relay.handle().shared.store;
+    let device = store.device(&device_id).await.unwrap().unwrap();
+    assert_eq!(device.identity_key, None, "nothing was stored");
+    assert!(relay.handle().shared.registry.get(&device_id).is_none());
+    assert!(refusals("invalid_hello") >= 4);
+
+    // A well-formed HELLO still works, and its key is what is stored.
+    let (_conn, reply) = say_hello(&relay, &hello(32).encode()).await;
+    assert!(matches!(reply.body, Body::Welcome { .. }), "{reply:?}");
+    let device = store.device(&device_id).await.unwrap().unwrap();
+    assert_eq!(device.identity_key, Some(hex::encode([9u8; 32])));
+    relay.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 10: nothing large is held for a peer that has not authenticated.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_stream_header_is_refused_from_its_length_alone() {
+    let relay = Relay::start().await;
+    let session = relay.browser().await.unwrap();
+    // Announce a 1 MiB header (the frame cap, which headers used to be read with) and
+    // send none of it: the relay must answer at once, not wait for (and buffer) the body.
+    let started = Instant::now();
+    let (_send, mut recv) = open_raw(&session, &(1u32 << 20).to_be_bytes()).await;
+    let (code, message) = error_of(&next(&mut recv).await);
+    assert_eq!(code, ErrorCode::MalformedFrame);
+    assert!(
+        message.contains("frame of 1048576 bytes exceeds the maximum of 4096"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused from the prefix, not after the 10 s header timeout"
+    );
+    // Just over the cap is refused too; a header at the cap is read (and then judged).
+    let (_send, mut recv) = open_raw(&session, &4097u32.to_be_bytes()).await;
+    assert_eq!(
+        error_of(&next(&mut recv).await).0,
+        ErrorCode::MalformedFrame
+    );
+    assert!(refusals("header_too_large") >= 2);
+
+    // A header whose fields break the rules is refused naming the field.
+    let bad = OpenHeader {
+        device_id: "d\u{7}".into(),
+        kind: StreamKind::Action,
+        token: "t".into(),
+        e2e: None,
+    };
+    let (_send, mut recv) = open_with(&session, &bad).await;
+    let (code, message) = error_of(&next(&mut recv).await);
+    assert_eq!(code, ErrorCode::MalformedFrame);
+    assert!(message.contains("device_id has a character"), "{message}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_from_one_address_are_limited() {
+    let relay = Relay::start_with(|c| c.max_connections_per_ip = 2).await;
+    let first = relay.browser().await.expect("first session");
+    let second = relay.browser().await.expect("second session");
+    assert!(
+        relay.browser().await.is_err(),
+        "a third connection from 127.0.0.1 is refused"
+    );
+    assert!(refusals("connections_per_ip") >= 1);
+    // The limit counts open connections: closing one frees its place.
+    first.close(0u32.into(), b"done");
+    drop(first);
+    let deadline = Instant::now() + WAIT;
+    let third = loop {
+        match relay.browser().await {
+            Ok(session) => break session,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("no place came free: {err}"),
+        }
+    };
+    drop((second, third));
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_gets_few_streams_until_one_authenticates() {
+    let relay = Relay::start().await;
+    let token = relay.user("bo@example.com").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    relay.device("bo@example.com").await;
+    let session = relay.browser().await.unwrap();
+    // The session's own stream takes one of the pre-auth streams; open the rest and say
+    // nothing on them.
+    let mut idle = Vec::new();
+    for _ in 1..relay_edge::browser::PRE_AUTH_STREAMS {
+        let (send, recv) = tokio::time::timeout(WAIT, session.open_bi())
+            .await
+            .expect("in time")
+            .unwrap()
+            .await
+            .expect("a pre-auth stream");
+        idle.push((send, recv));
+    }
+    // One more must wait: the relay has not granted it.
+    let mut more = Box::pin(async { session.open_bi().await.unwrap().await.unwrap() });
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), &mut more)
+            .await
+            .is_err(),
+        "an unauthenticated session cannot open more than {} streams",
+        relay_edge::browser::PRE_AUTH_STREAMS
+    );
+    // Authenticate on one of the open streams (the status events): the session now gets
+    // its full allowance, and the waiting stream opens.
+    let (send, recv) = &mut idle[0];
+    write_frame(send, &events_header(&token).encode(), MAX_FRAME_LEN)
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(recv).await.body,
+        Body::DeviceStatus { online: false, .. }
+    ));
+    let (_send, _recv) = tokio::time::timeout(WAIT, more)
+        .await
+        .expect("the stream opens once the session authenticated");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_streams_per_user_are_limited() {
+    let relay = Relay::start_with(|c| c.max_event_streams_per_user = 2).await;
+    let token = relay.user("cy@example.com").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    relay.device("cy@example.com").await;
+    let session = relay.browser().await.unwrap();
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (send, mut recv) = open_with(&session, &events_header(&token)).await;
+        assert!(matches!(
+            next(&mut recv).await.body,
+            Body::DeviceStatus { .. }
+        ));
+        open.push((send, recv));
+    }
+    // A second session of the same user counts against the same limit.
+    let other = relay.browser().await.unwrap();
+    let (_send, mut recv) = open_with(&other, &events_header(&token)).await;
+    let (code, message) = error_of(&next(&mut recv).await);
+    assert_eq!(code, ErrorCode::LimitExceeded);
+    assert!(message.contains("status-event streams"), "{message}");
+    assert!(refusals("event_streams_per_user") >= 1);
+
+    // Ending one frees its place.
+    let (mut send, _recv) = open.remove(0);
+    send.finish().await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_send, mut recv) = open_with(&other, &events_header(&token)).await;
+        match next(&mut recv).await.body {
+            Body::DeviceStatus { .. } => break,
+            Body::Error { .. } if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("no place came free: {other:?}"),
+        }
+    }
+    relay.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Support: a QUIC client that pins the relay's certificate, as desktop nodes do.
+// ---------------------------------------------------------------------------------------
+
+fn desktop_client_config(sha256: [u8; 32]) -> quinn::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned { sha256, provider }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![relay_edge::server::DESKTOP_ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    quinn::ClientConfig::new(Arc::new(crypto))
+}
+
+#[derive(Debug)]
+struct Pinned {
+    sha256: [u8; 32],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if Sha256::digest(end_entity.as_ref())[..] == self.sha256[..] {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
