@@ -151,10 +151,21 @@ async fn serve_stream(
         connection,
         header,
         slot: _slot,
+        counted_day,
     } = target;
+    let uncount = || async {
+        if let Some(day) = &counted_day
+            && let Err(err) = shared.store.uncount_action(&header.user_id, day).await
+        {
+            warn!(%err, "could not take back an action that never ran");
+        }
+    };
     let (mut d_send, d_recv) = match connection.open_bi().await {
         Ok(pair) => pair,
         Err(err) => {
+            info!(%err, reason = "device_offline", "stream refused: the device connection is gone");
+            crate::metrics::refused("device_offline");
+            uncount().await;
             let err = Envelope::error(
                 0,
                 ErrorCode::DeviceOffline,
@@ -169,6 +180,7 @@ async fn serve_stream(
         .await
         .is_err()
     {
+        uncount().await;
         send.reset(splice::PEER_GONE.into()).ok();
         return;
     }
@@ -200,6 +212,9 @@ struct Target {
     header: RelayHeader,
     /// Counts against the user's concurrent-stream limit while the stream is open.
     slot: crate::limits::StreamSlot,
+    /// The day an action was counted on, to take it back if the stream never reaches
+    /// the device.
+    counted_day: Option<String>,
 }
 
 /// Reads the stream-open header and decides whether the stream may go to its device
@@ -356,14 +371,17 @@ async fn authorize(
                 ),
             )
         })?;
+    // Only Action streams count as actions. Control streams (GET_STATUS, INSTALL_APP,
+    // UNINSTALL_APP, pairing) do not; the desktop refuses an EXECUTE_ACTION on them.
+    let mut counted_day = None;
     if open.kind == aisa_tunnel::StreamKind::Action {
         let today = crate::auth::today_utc();
-        let used = shared
+        if !shared
             .store
-            .bump_actions(&user.id, &today)
+            .try_count_action(&user.id, &today, plan.max_actions_per_day)
             .await
-            .map_err(internal)?;
-        if used > plan.max_actions_per_day {
+            .map_err(internal)?
+        {
             return Err(Refusal::new(
                 ErrorCode::LimitExceeded,
                 "plan_actions",
@@ -373,9 +391,11 @@ async fn authorize(
                 ),
             ));
         }
+        counted_day = Some(today);
     }
     Ok(Route::Device(Target {
         slot,
+        counted_day,
         connection: online.connection,
         header: RelayHeader {
             user_id: claims.sub,

@@ -143,8 +143,8 @@ impl Relay {
 }
 
 /// Sends `hello` on a new desktop connection and returns the relay's first answer.
-async fn say_hello(relay: &Relay, hello: &[u8]) -> (quinn::Connection, Envelope) {
-    let (_endpoint, conn) = relay.desktop().await;
+async fn say_hello(relay: &Relay, hello: &[u8]) -> (Desktop, Envelope) {
+    let (endpoint, conn) = relay.desktop().await;
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let mut frame = Vec::new();
     // Written as raw bytes: the test sends what a broken or hostile node would.
@@ -156,7 +156,22 @@ async fn say_hello(relay: &Relay, hello: &[u8]) -> (quinn::Connection, Envelope)
         .expect("an answer in time")
         .expect("read")
         .expect("a frame");
-    (conn, Envelope::decode(&reply).unwrap())
+    (
+        Desktop {
+            _endpoint: endpoint,
+            conn,
+            _control: (send, recv),
+        },
+        Envelope::decode(&reply).unwrap(),
+    )
+}
+
+/// A desktop's connection, the endpoint that drives it, and its control stream (ending
+/// it takes the desktop offline).
+struct Desktop {
+    _endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    _control: (quinn::SendStream, quinn::RecvStream),
 }
 
 fn error_of(env: &Envelope) -> (ErrorCode, String) {
@@ -423,6 +438,102 @@ async fn event_streams_per_user_are_limited() {
             other => panic!("no place came free: {other:?}"),
         }
     }
+    relay.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Finding 3 (relay side): refused streams do not count; Control streams never do.
+// ---------------------------------------------------------------------------------------
+
+/// A desktop that says HELLO and answers every stream the relay opens with one
+/// STREAM_END (after reading the relay's header), as a node would after an action.
+async fn answering_desktop(relay: &Relay, device_token: &str) -> Desktop {
+    let hello = Hello {
+        device_token: device_token.to_owned(),
+        node_version: "0.1.0".into(),
+        identity_key: vec![1; 32],
+    };
+    let (desktop, reply) = say_hello(relay, &hello.encode()).await;
+    assert!(matches!(reply.body, Body::Welcome { .. }), "{reply:?}");
+    let streams = desktop.conn.clone();
+    tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = streams.accept_bi().await {
+            tokio::spawn(async move {
+                let header = read_frame(&mut recv, MAX_FRAME_LEN).await.unwrap().unwrap();
+                aisa_tunnel::RelayHeader::decode(&header).unwrap();
+                let end = Envelope::new(
+                    1,
+                    Body::StreamEnd {
+                        chunks: 0,
+                        elapsed_ms: 0,
+                    },
+                );
+                write_frame(&mut send, &end.encode(), MAX_FRAME_LEN)
+                    .await
+                    .unwrap();
+                let _ = send.finish();
+                let _ = send.stopped().await;
+            });
+        }
+    });
+    desktop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_action_streams_do_not_count_and_control_streams_never_do() {
+    let relay = Relay::start().await;
+    let reply = relay.user("di@example.com").await;
+    let token = reply["token"].as_str().unwrap().to_owned();
+    let user_id = reply["user_id"].as_str().unwrap().to_owned();
+    let (device_id, device_token) = relay.device("di@example.com").await;
+    let store = &relay.handle().shared.store;
+    store
+        .upsert_plan(&relay_edge::store::Plan {
+            id: "tiny".into(),
+            name: "Tiny".into(),
+            max_devices: 3,
+            max_concurrent_streams: 8,
+            max_actions_per_day: 2,
+        })
+        .await
+        .unwrap();
+    assert!(store.set_user_plan("di@example.com", "tiny").await.unwrap());
+    let _desktop = answering_desktop(&relay, &device_token).await;
+
+    let session = relay.browser().await.unwrap();
+    let header = |kind| OpenHeader {
+        device_id: device_id.clone(),
+        kind,
+        token: token.clone(),
+        e2e: None,
+    };
+    for _ in 0..2 {
+        let (_send, mut recv) = open_with(&session, &header(StreamKind::Action)).await;
+        let reply = next(&mut recv).await;
+        assert!(matches!(reply.body, Body::StreamEnd { .. }), "{reply:?}");
+    }
+    // Over the limit: refused, again and again, and none of the refusals counts.
+    for _ in 0..3 {
+        let (_send, mut recv) = open_with(&session, &header(StreamKind::Action)).await;
+        let (code, message) = error_of(&next(&mut recv).await);
+        assert_eq!(code, ErrorCode::LimitExceeded);
+        assert!(message.contains("2 actions per day"), "{message}");
+    }
+    let today = relay_edge::auth::today_utc();
+    assert_eq!(
+        store.actions_on(&user_id, &today).await.unwrap(),
+        2,
+        "refused streams are not counted"
+    );
+    assert!(refusals("plan_actions") >= 3);
+
+    // Control streams (status, installs) reach the device and are not actions.
+    for _ in 0..2 {
+        let (_send, mut recv) = open_with(&session, &header(StreamKind::Control)).await;
+        let reply = next(&mut recv).await;
+        assert!(matches!(reply.body, Body::StreamEnd { .. }), "{reply:?}");
+    }
+    assert_eq!(store.actions_on(&user_id, &today).await.unwrap(), 2);
     relay.stop().await;
 }
 
