@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aisa_miniapp::AppId;
 use aisa_tunnel::io::{ReadError, read_frame, write_frame};
-use aisa_tunnel::{Body, DecodeError, Envelope, ErrorCode, RelayHeader};
+use aisa_tunnel::{Body, DecodeError, Envelope, ErrorCode, RelayHeader, StreamKind};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -16,6 +17,9 @@ use crate::sandbox::{ActionContext, ActionError};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Output chunks buffered between the sandbox and the stream.
 const CHUNK_QUEUE: usize = 16;
+/// The most text one STREAM_CHUNK carries: a larger emit is split (at character
+/// boundaries) into several chunks, so output never meets the frame limit, sealed or not.
+pub const MAX_CHUNK_TEXT: usize = 64 << 10;
 
 /// Serves one stream to its end.
 pub async fn serve_stream(
@@ -62,19 +66,29 @@ pub async fn serve_stream(
         } else {
             Envelope::decode(&request).map_err(decode_error)?
         };
-        // `[e2e] required`: actions must be sealed (status and install requests may stay
-        // plain: they carry no app payload and no model output).
+        // `[e2e] required`: every request must be sealed, status, installs and
+        // uninstalls included (the relay must not learn or change which apps there are).
         let required = ctx.e2e().is_some_and(|state| state.required);
-        if required && sealer.is_none() && matches!(envelope.body, Body::ExecuteAction { .. }) {
+        if required && sealer.is_none() {
             return Err((
                 ErrorCode::Denied,
-                "this desktop accepts only end-to-end encrypted actions: pair this browser (desktop-node pair)".into(),
+                "this desktop accepts only end-to-end encrypted requests: pair this browser (desktop-node pair)".into(),
             ));
         }
         Ok::<_, (ErrorCode, String)>((header, envelope, sealer, paired))
     };
     let (header, envelope) = match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
         Ok(Ok((header, envelope, sealer, paired))) => {
+            if let Err(message) = kind_matches(header.kind, &envelope.body, paired) {
+                send.sealer = sealer;
+                debug!(message, "request refused: wrong stream kind");
+                finish_with(
+                    &mut send,
+                    Envelope::error(envelope.request_id, ErrorCode::Unsupported, message),
+                )
+                .await;
+                return;
+            }
             send.sealer = sealer;
             if paired {
                 // The pairing is done; confirm it, sealed, and end.
@@ -97,6 +111,7 @@ pub async fn serve_stream(
             return;
         }
     };
+    let accepted = Instant::now();
     let span = info_span!("stream", user_id = %header.user_id, session_id = header.session_id, request_id = envelope.request_id);
     async move {
         let id = envelope.request_id;
@@ -106,15 +121,34 @@ pub async fn serve_stream(
                 action,
                 payload,
             } => {
-                execute(&ctx, id, &app_id, &action, &payload, &mut send, &mut recv).await;
+                let app_id = match AppId::parse(&app_id) {
+                    Ok(app_id) => app_id,
+                    Err(err) => return refuse_id(&mut send, id, err).await,
+                };
+                let request = Request {
+                    id,
+                    browser: format!("{}/{}", header.user_id, header.session_id),
+                    accepted,
+                };
+                execute(
+                    &ctx, &request, &app_id, &action, &payload, &mut send, &mut recv,
+                )
+                .await;
                 return;
             }
             Body::GetStatus => ctx.status(id),
             Body::InstallApp { app_id, version } => {
+                let app_id = match AppId::parse(&app_id) {
+                    Ok(app_id) => app_id,
+                    Err(err) => return refuse_id(&mut send, id, err).await,
+                };
                 install(ctx.clone(), id, app_id, version, &mut send).await;
                 return;
             }
-            Body::UninstallApp { app_id } => uninstall(&ctx, id, &app_id).await,
+            Body::UninstallApp { app_id } => match AppId::parse(&app_id) {
+                Ok(app_id) => uninstall(&ctx, id, &app_id).await,
+                Err(err) => return refuse_id(&mut send, id, err).await,
+            },
             other => Envelope::error(
                 id,
                 ErrorCode::Unsupported,
@@ -140,6 +174,44 @@ async fn read_body(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, (ErrorCode, 
     }
 }
 
+/// Whether a request may come on a stream of `kind`: actions only on `Action` streams
+/// (the relay counts those against the plan's daily actions), everything else (status,
+/// installs, removals, pairing) only on `Control` streams. The relay stamps the kind the
+/// browser declared, so a browser cannot run an action on a stream the relay did not
+/// count as one.
+fn kind_matches(kind: StreamKind, body: &Body, pairing: bool) -> Result<(), String> {
+    let wanted = match body {
+        _ if pairing => StreamKind::Control,
+        Body::ExecuteAction { .. } => StreamKind::Action,
+        Body::GetStatus | Body::InstallApp { .. } | Body::UninstallApp { .. } => {
+            StreamKind::Control
+        }
+        // Anything else is refused later with its own message.
+        _ => return Ok(()),
+    };
+    if kind == wanted {
+        return Ok(());
+    }
+    let what = if pairing {
+        "Pairing".to_owned()
+    } else {
+        type_name(body)
+    };
+    Err(format!(
+        "{what} must be sent on a stream of kind {wanted:?}; this stream was opened as {kind:?}"
+    ))
+}
+
+/// Answers a request whose app id is not one, with `invalid_payload` and the rule.
+async fn refuse_id(send: &mut ReplyStream, request_id: u64, err: aisa_miniapp::AppIdError) {
+    debug!(%err, "request refused: bad app id");
+    finish_with(
+        send,
+        Envelope::error(request_id, ErrorCode::InvalidPayload, err.to_string()),
+    )
+    .await;
+}
+
 fn decode_error(err: DecodeError) -> (ErrorCode, String) {
     let code = match err {
         DecodeError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
@@ -162,12 +234,13 @@ fn type_name(body: &Body) -> String {
 async fn install(
     ctx: Arc<NodeContext>,
     request_id: u64,
-    app_id: String,
+    app_id: AppId,
     version: Option<String>,
     send: &mut ReplyStream,
 ) {
     let started = Instant::now();
-    let (mut states, task) = crate::installer::remote::start(ctx, app_id, version);
+    let (mut states, task) =
+        crate::installer::remote::start(ctx, app_id.as_str().to_owned(), version);
     let mut seq = 0u32;
     while let Some(state) = states.recv().await {
         let chunk = Envelope::new(
@@ -214,8 +287,9 @@ async fn install(
     finish_with(send, reply).await;
 }
 
-/// UNINSTALL_APP: removes every version and answers with the new DEVICE_STATUS.
-async fn uninstall(ctx: &Arc<NodeContext>, request_id: u64, app_id: &str) -> Envelope {
+/// UNINSTALL_APP: removes every version (the app's data stays, see docs/desktop.md) and
+/// answers with the new DEVICE_STATUS.
+async fn uninstall(ctx: &Arc<NodeContext>, request_id: u64, app_id: &AppId) -> Envelope {
     let Some(installer) = ctx.installer() else {
         return Envelope::error(
             request_id,
@@ -225,7 +299,7 @@ async fn uninstall(ctx: &Arc<NodeContext>, request_id: u64, app_id: &str) -> Env
     };
     match installer.uninstall(app_id) {
         Ok(()) => {
-            info!(app_id, "uninstalled at the browser's request");
+            info!(%app_id, "uninstalled at the browser's request");
             ctx.reload_apps().await;
             ctx.status(request_id)
         }
@@ -243,7 +317,7 @@ struct ReplyStream {
     inner: quinn::SendStream,
     ended: bool,
     /// Seals every answer frame on an end-to-end encrypted stream.
-    sealer: Option<aisa_crypto::e2e::ResponseSealer>,
+    sealer: Option<crate::e2e::Sealing>,
 }
 
 impl ReplyStream {
@@ -273,27 +347,55 @@ impl Drop for ReplyStream {
     }
 }
 
-/// Writes a last envelope and finishes the stream.
+/// Writes a last envelope and finishes the stream. If the last frame cannot be made or
+/// written, the stream is reset instead: the browser sees a failure, never a clean end
+/// that lost the answer.
 async fn finish_with(send: &mut ReplyStream, envelope: Envelope) {
-    if let Ok(body) = send.body(&envelope, true) {
-        let _ = write_frame(&mut send.inner, &body, aisa_tunnel::MAX_FRAME_LEN).await;
+    let written = match send.body(&envelope, true) {
+        Ok(body) => write_frame(&mut send.inner, &body, aisa_tunnel::MAX_FRAME_LEN)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(err) = written {
+        warn!(%err, "the last frame could not be sent; resetting the stream");
+        send.reset();
+        return;
     }
     send.ended = true;
     let _ = send.inner.finish();
 }
 
+/// Who asked for an action, and when the desktop accepted the request.
+struct Request {
+    /// The request id answers carry.
+    id: u64,
+    /// The browser session that sent it (`user/session`), for fair shares.
+    browser: String,
+    /// When the request arrived: the action's time limit counts from here, time spent
+    /// waiting for a free slot included.
+    accepted: Instant,
+}
+
 /// Runs an action, streaming its output, until it ends, fails, or the browser cancels.
+/// It first takes a place in the node's admission ([`crate::scheduler`]): at once, after
+/// a wait in the queue, or not at all (`busy`).
 async fn execute(
     ctx: &NodeContext,
-    request_id: u64,
-    app_id: &str,
+    request: &Request,
+    app_id: &AppId,
     action: &str,
     payload: &str,
     send: &mut ReplyStream,
     recv: &mut quinn::RecvStream,
 ) {
-    let started = Instant::now();
-    let Some(app) = ctx.app(app_id).filter(|a| a.manifest.enabled) else {
+    let request_id = request.id;
+    // On an encrypted stream only a sealed CANCEL counts.
+    let mut controls = send
+        .sealer
+        .as_mut()
+        .and_then(crate::e2e::Sealing::take_controls);
+    let Some(app) = ctx.app(app_id.as_str()).filter(|a| a.manifest.enabled) else {
         let msg = format!("no enabled app {app_id:?} is installed on this device");
         return finish_with(
             send,
@@ -331,8 +433,6 @@ async fn execute(
         .await;
     }
     let input = app.action_input(action, &payload);
-
-    let (tx, mut rx) = mpsc::channel::<String>(CHUNK_QUEUE);
     let action_ctx = match action_context(ctx, &app) {
         Ok(action_ctx) => action_ctx,
         Err(err) => {
@@ -340,25 +440,75 @@ async fn execute(
             return finish_with(send, Envelope::error(request_id, ErrorCode::AppFailed, msg)).await;
         }
     };
+    let limit = action_ctx.limits.timeout;
+    let deadline = request.accepted + limit;
+
+    // A place to run: now, after a wait, or `busy`.
+    let mut ticket = match ctx.admission().request(&request.browser, app_id.as_str()) {
+        Ok(ticket) => ticket,
+        Err(busy) => {
+            info!(%app_id, action, %busy, "action refused: busy");
+            return finish_with(
+                send,
+                Envelope::error(request_id, ErrorCode::Busy, busy.to_string()),
+            )
+            .await;
+        }
+    };
+    if ticket.was_queued() {
+        debug!(%app_id, action, "action queued");
+        let waited = tokio::select! {
+            () = ticket.ready() => None,
+            cancel = watch_for_cancel(recv, &mut controls) => {
+                info!(%app_id, action, reason = cancel, "queued action cancelled");
+                Some(Envelope::error(request_id, ErrorCode::Cancelled, "the action was cancelled while it waited for a free slot"))
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                let msg = format!(
+                    "the action ran out of time after {} waiting for a free slot: this desktop is busy; try again in a few seconds",
+                    crate::sandbox::seconds(limit)
+                );
+                Some(Envelope::error(request_id, ErrorCode::AppFailed, msg))
+            }
+        };
+        if let Some(reply) = waited {
+            drop(ticket);
+            return finish_with(send, reply).await;
+        }
+    }
+    let started = Instant::now();
+    let queued_for = started - request.accepted;
+
+    let (tx, mut rx) = mpsc::channel::<String>(CHUNK_QUEUE);
+    let action_ctx = action_ctx.with_deadline(deadline);
     let run = ctx.sandbox.run(&app.module, &action_ctx, &input, tx);
     let forward = async {
         let mut seq = 0u32;
         while let Some(data) = rx.recv().await {
-            let chunk = Envelope::new(request_id, Body::StreamChunk { seq, data });
-            let body = send.body(&chunk, false)?;
-            write_frame(&mut send.inner, &body, aisa_tunnel::MAX_FRAME_LEN).await?;
-            seq += 1;
+            for piece in split_text(&data, MAX_CHUNK_TEXT) {
+                let chunk = Envelope::new(
+                    request_id,
+                    Body::StreamChunk {
+                        seq,
+                        data: piece.to_owned(),
+                    },
+                );
+                let body = send.body(&chunk, false)?;
+                write_frame(&mut send.inner, &body, aisa_tunnel::MAX_FRAME_LEN).await?;
+                seq += 1;
+            }
         }
         Ok::<u32, std::io::Error>(seq)
     };
     let outcome = tokio::select! {
         (result, forwarded) = async { tokio::join!(run, forward) } => Some((result, forwarded)),
-        cancel = watch_for_cancel(recv) => {
+        cancel = watch_for_cancel(recv, &mut controls) => {
             let elapsed_ms = started.elapsed().as_millis();
-            info!(app_id, action, reason = cancel, elapsed_ms, "action cancelled");
+            info!(%app_id, action, reason = cancel, elapsed_ms, "action cancelled");
             None
         }
     };
+    drop(ticket);
     let elapsed_ms = started.elapsed().as_millis().min(u32::MAX as u128) as u32;
     let reply = match outcome {
         None => Envelope::error(request_id, ErrorCode::Cancelled, "the action was cancelled"),
@@ -368,19 +518,45 @@ async fn execute(
             return;
         }
         Some((Ok(()), Ok(chunks))) => {
-            info!(app_id, action, chunks, elapsed_ms, "action finished");
+            info!(%app_id, action, chunks, elapsed_ms, "action finished");
             Envelope::new(request_id, Body::StreamEnd { chunks, elapsed_ms })
         }
         Some((Err(err), Ok(_))) => {
-            warn!(app_id, action, %err, elapsed_ms, "action failed");
+            warn!(%app_id, action, %err, elapsed_ms, "action failed");
             let code = match err {
                 ActionError::Ai(_) => ErrorCode::ProviderError,
                 _ => ErrorCode::AppFailed,
             };
-            Envelope::error(request_id, code, err.to_string())
+            let mut message = err.to_string();
+            if matches!(err, ActionError::Timeout(_)) && queued_for >= Duration::from_secs(1) {
+                message.push_str(&format!(
+                    " ({} of it waiting for a free slot)",
+                    crate::sandbox::seconds(Duration::from_secs(queued_for.as_secs()))
+                ));
+            }
+            Envelope::error(request_id, code, message)
         }
     };
     finish_with(send, reply).await;
+}
+
+/// `text` in pieces of at most `max` bytes, each ending on a character boundary.
+fn split_text(text: &str, max: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    let mut first = true;
+    std::iter::from_fn(move || {
+        if rest.is_empty() && !std::mem::take(&mut first) {
+            return None;
+        }
+        first = false;
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 /// The sandbox's view of one action of `app`: its approved permissions resolved into
@@ -414,27 +590,57 @@ fn action_context(
 }
 
 /// Completes when the browser sends CANCEL or its side of the stream fails. A clean
-/// finish of the browser's side is not a cancel: it simply has nothing more to say.
-async fn watch_for_cancel(recv: &mut quinn::RecvStream) -> &'static str {
-    loop {
-        match read_frame(recv, aisa_tunnel::MAX_FRAME_LEN).await {
-            Ok(Some(body)) => {
-                if let Ok(Envelope {
-                    body: Body::Cancel, ..
-                }) = Envelope::decode(&body)
-                {
-                    return "cancel requested";
-                }
-            }
-            Ok(None) => std::future::pending::<()>().await,
-            Err(_) => return "the browser went away",
-        }
-    }
+/// finish of the browser's side is not a cancel: it simply has nothing more to say. On an
+/// encrypted stream only a sealed CANCEL counts (`crate::e2e::watch_for_cancel`).
+async fn watch_for_cancel(
+    recv: &mut quinn::RecvStream,
+    controls: &mut Option<aisa_crypto::e2e::ControlOpener>,
+) -> &'static str {
+    crate::e2e::watch_for_cancel(recv, controls).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn large_text_is_split_at_character_boundaries() {
+        let text = "aé☃".repeat(10_000); // 60,000 bytes
+        let pieces: Vec<&str> = split_text(&text, 1000).collect();
+        assert!(pieces.iter().all(|p| p.len() <= 1000 && !p.is_empty()));
+        assert_eq!(pieces.concat(), text);
+        assert_eq!(split_text("short", 1000).collect::<Vec<_>>(), ["short"]);
+        // An empty emit is still one (empty) chunk, as before.
+        assert_eq!(split_text("", 1000).collect::<Vec<_>>(), [""]);
+    }
+
+    #[test]
+    fn requests_must_come_on_their_stream_kind() {
+        let run = Body::ExecuteAction {
+            app_id: "a".into(),
+            action: "b".into(),
+            payload: "{}".into(),
+        };
+        assert!(kind_matches(StreamKind::Action, &run, false).is_ok());
+        let err = kind_matches(StreamKind::Control, &run, false).unwrap_err();
+        assert!(
+            err.contains("ExecuteAction must be sent on a stream of kind Action"),
+            "{err}"
+        );
+        for control in [
+            Body::GetStatus,
+            Body::UninstallApp { app_id: "a".into() },
+            Body::InstallApp {
+                app_id: "a".into(),
+                version: None,
+            },
+        ] {
+            assert!(kind_matches(StreamKind::Control, &control, false).is_ok());
+            assert!(kind_matches(StreamKind::Action, &control, false).is_err());
+        }
+        assert!(kind_matches(StreamKind::Control, &Body::GetStatus, true).is_ok());
+        assert!(kind_matches(StreamKind::Action, &Body::GetStatus, true).is_err());
+    }
 
     #[test]
     fn type_names_are_short() {

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use aisa_miniapp::AppId;
+
 use crate::installer::layout::{ApprovedPermissions, AppsDir};
 use crate::sandbox::{LoadedModule, Sandbox};
 
@@ -142,16 +144,46 @@ pub fn install_local(
     wasm_path: &Path,
     manifest: &Manifest,
 ) -> Result<PathBuf, AppError> {
-    validate_id(&manifest.id)?;
-    if parse_version(&manifest.version).is_none() {
-        return Err(AppError::Manifest(format!(
-            "version {:?} is not MAJOR.MINOR.PATCH",
+    let id = AppId::parse(&manifest.id).map_err(|e| AppError::Manifest(e.to_string()))?;
+    let version = semver::Version::parse(&manifest.version).map_err(|e| {
+        AppError::Manifest(format!(
+            "version {:?} is not MAJOR.MINOR.PATCH: {e}",
             manifest.version
+        ))
+    })?;
+    if manifest.actions.is_empty() {
+        return Err(AppError::Manifest(
+            "an app needs at least one action".into(),
+        ));
+    }
+    // The same checks a bundle's code passes at install: the format's size limit, the
+    // import list (a development install may ask the model and nothing else), the
+    // exports the host calls; then it must compile and link.
+    let max = aisa_miniapp::Limits::default().max_file_size;
+    let size = std::fs::metadata(wasm_path).map_err(io(wasm_path))?.len();
+    if size > max {
+        return Err(AppError::Manifest(format!(
+            "{} is {size} bytes; the format allows {max} bytes of logic.wasm",
+            wasm_path.display()
         )));
     }
     let wasm = std::fs::read(wasm_path).map_err(io(wasm_path))?;
+    let development = aisa_miniapp::Permissions {
+        ai: true,
+        ..Default::default()
+    };
+    let problems = aisa_miniapp::wasm::check(&wasm, &development);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
+        return Err(AppError::Manifest(format!(
+            "{} cannot be installed:\n{}",
+            wasm_path.display(),
+            list.join("\n")
+        )));
+    }
     sandbox.load(&wasm)?;
-    let dir = apps_dir.join(&manifest.id).join(&manifest.version);
+    let apps = AppsDir::new(apps_dir);
+    let dir = apps.version_dir(&id, &version);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let logic = dir.join("logic.wasm");
     std::fs::write(&logic, &wasm).map_err(io(&logic))?;
@@ -159,14 +191,9 @@ pub fn install_local(
     let text =
         serde_json::to_string_pretty(manifest).map_err(|e| AppError::Manifest(e.to_string()))?;
     std::fs::write(&manifest_path, text).map_err(io(&manifest_path))?;
-    let apps = AppsDir::new(apps_dir);
-    let enabled = apps
-        .state(&manifest.id)
-        .ok()
-        .flatten()
-        .is_none_or(|s| s.enabled);
+    let enabled = apps.state(&id).ok().flatten().is_none_or(|s| s.enabled);
     apps.set_state(
-        &manifest.id,
+        &id,
         &crate::installer::layout::AppState {
             active: manifest.version.clone(),
             enabled,
@@ -199,17 +226,17 @@ pub fn load_all_reusing(
     let mut apps = HashMap::new();
     let mut problems = Vec::new();
     for id in dir.ids() {
-        if let (Some(old), Ok(Some(state))) = (previous.get(&id), dir.state(&id))
+        if let (Some(old), Ok(Some(state))) = (previous.get(id.as_str()), dir.state(&id))
             && old.manifest.version == state.active
         {
             let mut app = App::clone(old);
             app.manifest.enabled = state.enabled;
-            apps.insert(id, Arc::new(app));
+            apps.insert(id.to_string(), Arc::new(app));
             continue;
         }
         match load_active(&dir, &id, sandbox, js_runtime) {
             Ok(Some(app)) => {
-                apps.insert(id, Arc::new(app));
+                apps.insert(id.to_string(), Arc::new(app));
             }
             Ok(None) => {}
             Err(err) => problems.push(format!("{id}: {err}")),
@@ -220,7 +247,7 @@ pub fn load_all_reusing(
 
 fn load_active(
     dir: &AppsDir,
-    id: &str,
+    id: &AppId,
     sandbox: &Sandbox,
     js_runtime: Option<&LoadedModule>,
 ) -> Result<Option<App>, AppError> {
@@ -230,9 +257,12 @@ fn load_active(
     let Some(state) = state else {
         return Ok(None);
     };
-    let version_dir = dir.version_dir(id, &state.active);
+    let active = state
+        .active_version()
+        .map_err(|e| AppError::Manifest(e.to_string()))?;
+    let version_dir = dir.version_dir(id, &active);
     let mut app = if version_dir.join("action-schema.json").exists() {
-        load_bundle(dir, id, &state.active, sandbox, js_runtime)?
+        load_bundle(dir, id, &active, sandbox, js_runtime)?
     } else {
         load_development(&version_dir, sandbox)?
     };
@@ -281,8 +311,8 @@ fn load_development(dir: &Path, sandbox: &Sandbox) -> Result<App, AppError> {
 /// An installed bundle (already verified when it was installed).
 fn load_bundle(
     apps: &AppsDir,
-    id: &str,
-    version: &str,
+    id: &AppId,
+    version: &semver::Version,
     sandbox: &Sandbox,
     js_runtime: Option<&LoadedModule>,
 ) -> Result<App, AppError> {
@@ -296,7 +326,7 @@ fn load_bundle(
     let manifest = read_json("manifest.json")?;
     let action_schema = read_json("action-schema.json")?;
     let field = |name: &str| manifest[name].as_str().unwrap_or_default().to_owned();
-    if field("id") != id || field("version") != version {
+    if field("id") != id.as_str() || field("version") != version.to_string() {
         return Err(AppError::Manifest(format!(
             "{}: the manifest says {}@{}",
             dir.display(),
@@ -341,8 +371,8 @@ fn load_bundle(
     };
     Ok(App {
         manifest: Manifest {
-            id: id.to_owned(),
-            version: version.to_owned(),
+            id: id.to_string(),
+            version: version.to_string(),
             name: field("name"),
             actions,
             enabled: true,
@@ -352,22 +382,6 @@ fn load_bundle(
         schemas,
         approved,
     })
-}
-
-fn validate_id(id: &str) -> Result<(), AppError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !id.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(AppError::Manifest(format!(
-            "app id {id:?}: use 1 to 64 lowercase letters, digits and dashes"
-        )))
-    }
 }
 
 /// `MAJOR.MINOR.PATCH` as numbers.
@@ -412,11 +426,69 @@ mod tests {
         assert!(actions_of(&tmp.path().join("missing")).is_err());
     }
 
+    const GOOD_WAT: &str = r#"(module
+      (import "aisapp_v1" "emit" (func (param i32 i32)))
+      (memory (export "memory") 1)
+      (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+      (func (export "aisapp_run") (param i32 i32) (result i32) i32.const 0))"#;
+
+    fn install_wat(id: &str, wat: &str) -> (tempfile::TempDir, Result<PathBuf, AppError>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let wasm = tmp.path().join("logic.wasm");
+        std::fs::write(&wasm, wat::parse_str(wat).unwrap()).unwrap();
+        let manifest = Manifest {
+            id: id.into(),
+            version: "0.1.0".into(),
+            name: id.into(),
+            actions: vec!["run".into()],
+            enabled: true,
+        };
+        let sandbox = Sandbox::new().unwrap();
+        let result = install_local(&tmp.path().join("miniapps"), &sandbox, &wasm, &manifest);
+        (tmp, result)
+    }
+
+    #[test]
+    fn install_local_checks_what_install_checks() {
+        let (_tmp, ok) = install_wat("good", GOOD_WAT);
+        assert!(ok.is_ok(), "{ok:?}");
+        // No aisapp_run export: refused now, not at the first run.
+        let (_tmp, err) = install_wat(
+            "no-run",
+            r#"(module (memory (export "memory") 1)
+                 (func (export "aisapp_alloc") (param i32) (result i32) i32.const 0))"#,
+        );
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("aisapp_run"), "{err}");
+        // A WASI import, and a capability a development install is not granted.
+        let (_tmp, err) = install_wat(
+            "wasi",
+            &GOOD_WAT.replace(
+                r#"(import "aisapp_v1" "emit" (func (param i32 i32)))"#,
+                r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+                   (import "aisapp_v1" "http" (func (param i32 i32) (result i32)))"#,
+            ),
+        );
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("fd_write") && err.contains("http"), "{err}");
+    }
+
     #[test]
     fn ids_cannot_escape_the_apps_folder() {
-        assert!(validate_id("hello-ai").is_ok());
-        for bad in ["", "../etc", "a/b", "Hello", "-x", &"a".repeat(65)] {
-            assert!(validate_id(bad).is_err(), "{bad}");
+        for bad in [
+            "../etc",
+            "/tmp/x",
+            "a/b",
+            "Hello",
+            "-x",
+            "a\0b",
+            &"a".repeat(65),
+        ] {
+            let (tmp, result) = install_wat(bad, GOOD_WAT);
+            assert!(result.is_err(), "{bad}");
+            // Nothing was written anywhere.
+            let written: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+            assert_eq!(written.len(), 1, "only logic.wasm is there: {written:?}");
         }
     }
 }

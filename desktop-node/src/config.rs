@@ -105,6 +105,15 @@ pub struct LimitsConfig {
     pub memory_mib: usize,
     /// Output per action, KiB. Default 1024.
     pub output_kib: usize,
+    /// Actions running at once on this node. Default: 4 × the number of CPUs (actions
+    /// mostly wait for the model). One browser session, and one app, may hold half.
+    pub max_running_actions: Option<usize>,
+    /// Actions waiting for a slot before new ones get `busy`. Default: 4 ×
+    /// `max_running_actions`; one browser session may hold half.
+    pub max_queued_actions: Option<usize>,
+    /// Threads that run mini-app code, apart from the connection's. Default: the number
+    /// of CPUs.
+    pub guest_threads: Option<usize>,
 }
 
 impl Default for LimitsConfig {
@@ -113,6 +122,9 @@ impl Default for LimitsConfig {
             timeout_secs: 120,
             memory_mib: 64,
             output_kib: 1024,
+            max_running_actions: None,
+            max_queued_actions: None,
+            guest_threads: None,
         }
     }
 }
@@ -125,6 +137,19 @@ impl LimitsConfig {
             timeout: std::time::Duration::from_secs(self.timeout_secs),
             output_bytes: self.output_kib << 10,
         }
+    }
+
+    /// The admission bounds these settings give on a machine with `cpus` processors.
+    pub fn admission(&self, cpus: usize) -> crate::scheduler::AdmissionConfig {
+        let mut config = match self.max_running_actions {
+            Some(n) => crate::scheduler::AdmissionConfig::with_running(n),
+            None => crate::scheduler::AdmissionConfig::for_cpus(cpus),
+        };
+        if let Some(queued) = self.max_queued_actions {
+            config.max_queued = queued;
+            config.max_queued_per_browser = queued.div_ceil(2);
+        }
+        config
     }
 }
 

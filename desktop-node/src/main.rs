@@ -237,9 +237,12 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         identity,
         provider_key,
     } = keys_cmd::load_for_run(home, config.ai.provider.name())?;
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let sandbox = Sandbox::with_config(SandboxConfig {
         max_memory_bytes: config.limits.memory_mib << 20,
         cache_dir: Some(home.module_cache_dir()),
+        cache_key: Some(module_cache_key(&desktop_node::secrets::Zeroizing::new(identity.secret_bytes())[..])),
+        guest_threads: config.limits.guest_threads.unwrap_or(cpus),
         ..SandboxConfig::default()
     })?;
     let js_runtime = match desktop_node::jsapp::locate_runtime(home.dir()) {
@@ -286,6 +289,7 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
             home.dir().to_owned(),
         )
         .with_installer(installer, js_runtime)
+        .with_admission(config.limits.admission(cpus))
         .with_e2e(desktop_node::e2e::E2eState::new(
             desktop_node::secrets::Zeroizing::new(identity.secret_bytes()),
             config.e2e.required,
@@ -320,4 +324,14 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     });
     node::run(ctx, target, stop).await?;
     Ok(())
+}
+
+/// The key that authenticates the compiled-module cache, derived from the identity
+/// secret (so only this node can write entries it will load).
+fn module_cache_key(identity_secret: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"aisa desktop-node module cache key v1\0");
+    hash.update(identity_secret);
+    hash.finalize().into()
 }

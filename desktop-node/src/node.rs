@@ -22,6 +22,7 @@ use crate::apps::App;
 use crate::backoff::Backoff;
 use crate::installer::Installer;
 use crate::sandbox::{Limits, LoadedModule, Sandbox};
+use crate::scheduler::{Admission, AdmissionConfig};
 
 /// ALPN for desktop connections.
 pub const ALPN: &[u8] = b"aisa/1";
@@ -61,6 +62,8 @@ pub struct NodeContext {
     builtin: HashMap<String, Arc<App>>,
     /// End-to-end encryption (paired browsers, the identity secret), if enabled.
     e2e: Option<Arc<crate::e2e::E2eState>>,
+    /// How many actions run and wait at once, and who goes next.
+    admission: Admission,
 }
 
 impl NodeContext {
@@ -91,7 +94,19 @@ impl NodeContext {
             installer: None,
             js_runtime: None,
             e2e: None,
+            admission: Admission::new(AdmissionConfig::default()),
         }
+    }
+
+    /// Runs and queues actions within `config` (default: [`AdmissionConfig::default`]).
+    pub fn with_admission(mut self, config: AdmissionConfig) -> Self {
+        self.admission = Admission::new(config);
+        self
+    }
+
+    /// The node's action admission.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
     }
 
     /// Serves end-to-end encrypted streams (and, with `required`, only those).

@@ -12,15 +12,17 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use wasmtime::{
     Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder,
+    PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline,
 };
+
+use crate::guest_pool::GuestPool;
 
 use crate::ai::{AiProvider, GenerateRequest, TextStream};
 use crate::host::{self, CallContext, Capability, HostShared};
@@ -62,12 +64,23 @@ pub enum ActionError {
     /// The guest trapped, broke a limit, or reported a failure.
     #[error("the mini-app failed: {0}")]
     Failed(String),
-    /// The wall-clock deadline passed.
-    #[error("the mini-app ran longer than {0:?} and was stopped")]
+    /// The wall-clock deadline passed (the limit it had).
+    #[error("the mini-app ran out of time after {} and was stopped", seconds(*.0))]
     Timeout(Duration),
     /// The AI provider failed.
     #[error(transparent)]
     Ai(#[from] crate::ai::AiError),
+}
+
+/// A duration for people: `10 s`, `1.5 s`, `250 ms`.
+pub fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }
 
 /// How the sandbox engine is set up, once per node.
@@ -82,6 +95,16 @@ pub struct SandboxConfig {
     /// Where compiled modules are kept, keyed by a hash of the module and the engine;
     /// `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// The key that authenticates cache entries (HMAC-SHA-256 over the compiled code):
+    /// an entry whose tag does not verify is never loaded. The node derives it from its
+    /// identity secret, so a file planted in the cache folder cannot become code. `None`
+    /// still checks a SHA-256 of the content (damage, not tampering).
+    pub cache_key: Option<[u8; 32]>,
+    /// Threads that run guest code, apart from the node's connection threads. Default:
+    /// the number of CPUs.
+    pub guest_threads: usize,
+    /// Per-app disk quotas of the host API (`storage`, `$APP_DATA`).
+    pub host_quotas: crate::host::Quotas,
 }
 
 impl Default for SandboxConfig {
@@ -90,6 +113,9 @@ impl Default for SandboxConfig {
             max_concurrent_actions: 128,
             max_memory_bytes: 256 << 20,
             cache_dir: None,
+            cache_key: None,
+            guest_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            host_quotas: crate::host::Quotas::default(),
         }
     }
 }
@@ -104,6 +130,8 @@ pub struct Sandbox {
     slots: Arc<tokio::sync::Semaphore>,
     /// The host API's shared HTTP client and storage locks.
     host: Arc<HostShared>,
+    /// The threads guest code runs on.
+    pool: Arc<GuestPool>,
 }
 
 /// Everything about one action besides its input: which app runs, what the person
@@ -127,6 +155,9 @@ pub struct ActionContext {
     pub limits: Limits,
     /// The model behind `ai_generate`.
     pub ai: Arc<dyn AiProvider>,
+    /// When the action must be over: set when the request was accepted, so time spent
+    /// waiting for a free slot counts. `None`: `limits.timeout` from when it starts.
+    pub deadline: Option<Instant>,
 }
 
 impl ActionContext {
@@ -146,7 +177,14 @@ impl ActionContext {
             user_dirs: user_dirs_from_env(),
             limits: Limits::default(),
             ai,
+            deadline: None,
         }
+    }
+
+    /// The same context with a deadline fixed in advance.
+    pub fn with_deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// The same context with `grants`.
@@ -181,16 +219,6 @@ pub fn app_dir(node_home: &std::path::Path, app_id: &str) -> PathBuf {
 pub fn user_dirs_from_env() -> Arc<UserDirs> {
     static DIRS: OnceLock<Arc<UserDirs>> = OnceLock::new();
     DIRS.get_or_init(|| Arc::new(UserDirs::from_env())).clone()
-}
-
-/// Whether `id` can name a data folder: 1–64 of `[a-z0-9-]`, not starting with `-`.
-fn valid_app_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && !id.starts_with('-')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// A compiled, linked mini-app, ready to instantiate per action.
@@ -255,8 +283,11 @@ impl Sandbox {
             .map_err(|e| ActionError::Load(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         define_host_api(&mut linker).map_err(|e| ActionError::Load(e.to_string()))?;
-        let host = HostShared::new().map_err(ActionError::Load)?;
+        let host = HostShared::with_quotas(sandbox.host_quotas).map_err(ActionError::Load)?;
+        let pool = GuestPool::new(sandbox.guest_threads)
+            .map_err(|e| ActionError::Load(format!("cannot start the guest threads: {e}")))?;
         Ok(Sandbox {
+            pool: Arc::new(pool),
             host: Arc::new(host),
             engine,
             linker: Arc::new(linker),
@@ -285,31 +316,73 @@ impl Sandbox {
             std::hash::Hasher::finish(&engine_hash)
         );
         let path = dir.join(key);
-        if path.exists() {
-            // SAFETY: the file is one this node wrote (from a module it compiled) into its
-            // own data directory, which only this user can write; wasmtime checks that it
-            // was compiled by a compatible engine. A file that fails to load is replaced.
-            #[allow(unsafe_code)]
-            let cached = unsafe { Module::deserialize_file(&self.engine, &path) };
-            match cached {
-                Ok(module) => return Ok(module),
-                Err(err) => {
-                    tracing::warn!(%err, path = %path.display(), "compiled module cache entry unusable; recompiling")
+        if let Ok(entry) = std::fs::read(&path) {
+            match self.open_cache_entry(&entry) {
+                Some(code) => {
+                    // SAFETY: `code` is what this node serialized: its tag was checked
+                    // against the node's cache key (or at least its content hash) just
+                    // above, and wasmtime checks that it was compiled by a compatible
+                    // engine.
+                    #[allow(unsafe_code)]
+                    let cached = unsafe { Module::deserialize(&self.engine, code) };
+                    match cached {
+                        Ok(module) => return Ok(module),
+                        Err(err) => {
+                            tracing::warn!(%err, path = %path.display(), "compiled module cache entry unusable; recompiling")
+                        }
+                    }
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "compiled module cache entry fails its integrity check; recompiling")
                 }
             }
         }
         let module = compile()?;
         let written = std::fs::create_dir_all(dir)
             .and_then(|()| module.serialize().map_err(std::io::Error::other))
-            .and_then(|bytes| {
+            .and_then(|code| {
                 let temp = path.with_extension("tmp");
-                std::fs::write(&temp, bytes)?;
+                std::fs::write(&temp, self.seal_cache_entry(code))?;
                 std::fs::rename(&temp, &path)
             });
         if let Err(err) = written {
             tracing::warn!(%err, "could not cache the compiled module");
         }
         Ok(module)
+    }
+
+    /// A cache entry: a 32-byte tag (HMAC-SHA-256 under the cache key, or SHA-256 without
+    /// one) followed by the compiled code.
+    fn seal_cache_entry(&self, code: Vec<u8>) -> Vec<u8> {
+        let mut entry = self.cache_tag(&code).to_vec();
+        entry.extend_from_slice(&code);
+        entry
+    }
+
+    /// The compiled code of a cache entry whose tag verifies.
+    fn open_cache_entry<'a>(&self, entry: &'a [u8]) -> Option<&'a [u8]> {
+        let (tag, code) = entry.split_at_checked(32)?;
+        let expected = self.cache_tag(code);
+        // Constant-time comparison: the tag is a MAC under a secret key.
+        let same = tag
+            .iter()
+            .zip(expected.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+        same.then_some(code)
+    }
+
+    fn cache_tag(&self, code: &[u8]) -> [u8; 32] {
+        use hmac::Mac;
+        match &self.config.cache_key {
+            Some(key) => {
+                let mut mac = <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(key)
+                    .expect("HMAC takes any key length");
+                mac.update(code);
+                mac.finalize().into_bytes().into()
+            }
+            None => Sha256::digest(code).into(),
+        }
     }
 
     /// Compiles and links a module. Imports outside the host API are refused here, with
@@ -334,8 +407,9 @@ impl Sandbox {
     }
 
     /// Runs one action of the app `ctx` describes in a fresh instance, with `ctx`'s
-    /// grants and limits. Output chunks go to `output` as they are emitted; a full
-    /// channel makes the guest wait (backpressure).
+    /// grants and limits, on the guest threads (never on the caller's). Output chunks go
+    /// to `output` as they are emitted; a full channel makes the guest wait
+    /// (backpressure). Dropping the returned future stops the guest within an epoch tick.
     pub async fn run(
         &self,
         module: &LoadedModule,
@@ -343,12 +417,40 @@ impl Sandbox {
         input_json: &str,
         output: mpsc::Sender<String>,
     ) -> Result<(), ActionError> {
-        if !valid_app_id(&ctx.app_id) {
-            return Err(ActionError::Load(format!(
-                "app id {:?}: use 1 to 64 lowercase letters, digits and dashes",
-                ctx.app_id
-            )));
+        if let Err(err) = aisa_miniapp::AppId::parse(&ctx.app_id) {
+            return Err(ActionError::Load(err.to_string()));
         }
+        let limit = ctx.limits.timeout;
+        let deadline = ctx.deadline.unwrap_or_else(|| Instant::now() + limit);
+        let task = self.pool.spawn({
+            let (sandbox, module, ctx) = (self.clone(), module.clone(), ctx.clone());
+            let input = input_json.to_owned();
+            async move {
+                sandbox
+                    .run_here(&module, &ctx, &input, output, deadline)
+                    .await
+            }
+        });
+        // The guest's own deadline check stops a computing guest; this one stops a guest
+        // waiting in a host call (a slow model) or for a pool slot.
+        match tokio::time::timeout_at(deadline.into(), task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(ActionError::Failed(format!(
+                "the sandbox stopped unexpectedly: {join}"
+            ))),
+            Err(_) => Err(ActionError::Timeout(limit)),
+        }
+    }
+
+    /// [`Sandbox::run`]'s body, on the guest threads.
+    async fn run_here(
+        &self,
+        module: &LoadedModule,
+        ctx: &ActionContext,
+        input_json: &str,
+        output: mpsc::Sender<String>,
+        deadline: Instant,
+    ) -> Result<(), ActionError> {
         let limits = ctx.limits;
         let state = HostState {
             limits: StoreLimitsBuilder::new()
@@ -376,57 +478,63 @@ impl Sandbox {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = (limits.timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
-        let run = async {
-            // Wait for a pool slot (counted in the action's time) rather than fail.
-            let _slot = self
-                .slots
-                .acquire()
-                .await
-                .map_err(|_| ActionError::Failed("the sandbox is shutting down".into()))?;
-            let instance = module
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| ActionError::Failed(format!("{e:#}")))?;
-            let alloc = instance
-                .get_typed_func::<i32, i32>(&mut store, "aisapp_alloc")
-                .map_err(|e| ActionError::Load(format!("missing export aisapp_alloc: {e}")))?;
-            let entry = instance
-                .get_typed_func::<(i32, i32), i32>(&mut store, "aisapp_run")
-                .map_err(|e| ActionError::Load(format!("missing export aisapp_run: {e}")))?;
-            let memory = instance
-                .get_memory(&mut store, "memory")
-                .ok_or_else(|| ActionError::Load("missing export memory".into()))?;
-            let input = input_json.as_bytes();
-            let len = i32::try_from(input.len())
-                .map_err(|_| ActionError::Failed("input too large".into()))?;
-            let ptr = alloc
-                .call_async(&mut store, len)
-                .await
-                .map_err(|e| trap(&mut store, e))?;
-            memory
-                .write(&mut store, ptr as u32 as usize, input)
-                .map_err(|_| {
-                    ActionError::Failed("aisapp_alloc returned memory out of bounds".into())
-                })?;
-            let status = entry
-                .call_async(&mut store, (ptr, len))
-                .await
-                .map_err(|e| trap(&mut store, e))?;
-            if status != 0 {
-                return Err(store.data_mut().failure.take().unwrap_or_else(|| {
-                    ActionError::Failed(format!("aisapp_run returned status {status}"))
-                }));
+        // At every epoch tick a running guest checks its deadline and otherwise yields to
+        // the guest threads' executor, so guests share those threads fairly and a
+        // cancelled one stops within a tick (start functions included).
+        store.set_epoch_deadline(1);
+        let limit = limits.timeout;
+        store.epoch_deadline_callback(move |mut store| {
+            if Instant::now() >= deadline {
+                store
+                    .data_mut()
+                    .failure
+                    .get_or_insert(ActionError::Timeout(limit));
+                return Ok(UpdateDeadline::Interrupt);
             }
-            Ok(())
-        };
-        match tokio::time::timeout(limits.timeout, run).await {
-            Ok(result) => result,
-            Err(_) => Err(ActionError::Timeout(limits.timeout)),
+            Ok(UpdateDeadline::Yield(1))
+        });
+        // Wait for a pool slot (counted in the action's time) rather than fail.
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| ActionError::Failed("the sandbox is shutting down".into()))?;
+        let instance = module
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| trap(&mut store, e))?;
+        let alloc = instance
+            .get_typed_func::<i32, i32>(&mut store, "aisapp_alloc")
+            .map_err(|e| ActionError::Load(format!("missing export aisapp_alloc: {e}")))?;
+        let entry = instance
+            .get_typed_func::<(i32, i32), i32>(&mut store, "aisapp_run")
+            .map_err(|e| ActionError::Load(format!("missing export aisapp_run: {e}")))?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| ActionError::Load("missing export memory".into()))?;
+        let input = input_json.as_bytes();
+        let len = i32::try_from(input.len())
+            .map_err(|_| ActionError::Failed("input too large".into()))?;
+        let ptr = alloc
+            .call_async(&mut store, len)
+            .await
+            .map_err(|e| trap(&mut store, e))?;
+        memory
+            .write(&mut store, ptr as u32 as usize, input)
+            .map_err(|_| {
+                ActionError::Failed("aisapp_alloc returned memory out of bounds".into())
+            })?;
+        let status = entry
+            .call_async(&mut store, (ptr, len))
+            .await
+            .map_err(|e| trap(&mut store, e))?;
+        if status != 0 {
+            return Err(store.data_mut().failure.take().unwrap_or_else(|| {
+                ActionError::Failed(format!("aisapp_run returned status {status}"))
+            }));
         }
+        Ok(())
     }
 }
 
@@ -438,7 +546,7 @@ fn trap(store: &mut Store<HostState>, err: wasmtime::Error) -> ActionError {
     }
     if let Some(trap) = err.downcast_ref::<wasmtime::Trap>() {
         if *trap == wasmtime::Trap::Interrupt {
-            return ActionError::Failed("the mini-app ran out of time".into());
+            return ActionError::Failed("the mini-app was interrupted".into());
         }
         return ActionError::Failed(format!("trap: {trap}"));
     }

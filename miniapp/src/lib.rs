@@ -27,6 +27,7 @@ pub mod bundle;
 pub mod check;
 pub mod checksum;
 pub mod extract;
+pub mod id;
 pub mod js;
 pub mod manifest;
 pub mod permissions;
@@ -37,6 +38,7 @@ pub mod upgrade;
 pub mod wasm;
 
 pub use bundle::{Bundle, BundleError, Limits};
+pub use id::{AppId, AppIdError};
 pub use check::{CheckError, CheckedApp, Problem, check};
 pub use manifest::{Author, EntryKind, Manifest, ManifestError};
 pub use permissions::{FilesystemPermissions, Permissions};

@@ -19,7 +19,7 @@ pub const CATEGORIES: &[&str] = &[
 ];
 
 /// The longest app id.
-pub const MAX_ID_LEN: usize = 64;
+pub const MAX_ID_LEN: usize = crate::id::MAX_ID_LEN;
 
 /// How the app's code runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -138,14 +138,9 @@ pub enum ManifestError {
     Email(String),
 }
 
-/// Whether `id` is a valid app id.
+/// Whether `id` is a valid app id ([`crate::id::AppId::parse`] is the one rule).
 pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID_LEN
-        && !id.starts_with('-')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    crate::id::is_valid(id)
 }
 
 fn text(field: &'static str, value: &str, max: usize) -> Result<(), ManifestError> {

@@ -108,7 +108,8 @@ fn uuid_like() -> String {
 }
 
 /// The example app plus hostile ones: `trapper` (traps), `spinner` (loops forever),
-/// `hog` (grows memory without end), `flood` (emits without end).
+/// `hog` (grows memory without end), `flood` (emits without end), and `bigemit` (one
+/// emit larger than a frame).
 pub fn test_apps(sandbox: &Sandbox) -> HashMap<String, Arc<App>> {
     let wasm = std::fs::read(crate::guest::hello_ai_wasm()).expect("hello_ai.wasm");
     let mut apps = HashMap::new();
@@ -128,8 +129,18 @@ pub fn test_apps(sandbox: &Sandbox) -> HashMap<String, Arc<App>> {
     add("spinner", &["run"], LOOP_WAT.as_bytes());
     add("hog", &["run"], MEMORY_BOMB_WAT.as_bytes());
     add("flood", &["run"], OUTPUT_FLOOD_WAT.as_bytes());
+    add("bigemit", &["run"], BIG_EMIT_WAT.as_bytes());
     apps
 }
+
+/// Emits 3 MiB (of NUL characters) in one call: more than one frame may carry.
+pub const BIG_EMIT_WAT: &str = r#"(module
+  (import "aisapp_v1" "emit" (func $emit (param i32 i32)))
+  (memory (export "memory") 49)
+  (func (export "aisapp_alloc") (param i32) (result i32) i32.const 3200000)
+  (func (export "aisapp_run") (param i32 i32) (result i32)
+    (call $emit (i32.const 0) (i32.const 3145728))
+    i32.const 0))"#;
 
 /// Memory and allocator exports for hand-written test guests.
 pub const GUEST_PRELUDE: &str = r#"
@@ -442,15 +453,23 @@ pub async fn read_reply(recv: &mut wtransport::RecvStream) -> Vec<Envelope> {
     }
 }
 
-/// Runs one action on a new session and returns the whole reply.
+/// Runs one request on a new session, on the stream kind it belongs on (`Action` for
+/// EXECUTE_ACTION, `Control` for the rest), and returns the whole reply.
 pub async fn run_action(system: &System, device_id: &str, request: Envelope) -> Vec<Envelope> {
     let session = system.browser().await;
-    let (_send, mut recv) = open(
-        &session,
-        &[system.header(device_id).encode(), request.encode()],
-    )
-    .await;
+    let mut header = system.header(device_id);
+    header.kind = kind_for(&request.body);
+    let (_send, mut recv) = open(&session, &[header.encode(), request.encode()]).await;
     read_reply(&mut recv).await
+}
+
+/// The stream kind a request belongs on: `Action` for EXECUTE_ACTION (the relay counts
+/// those), `Control` for status, installs and removals.
+pub fn kind_for(body: &Body) -> StreamKind {
+    match body {
+        Body::ExecuteAction { .. } => StreamKind::Action,
+        _ => StreamKind::Control,
+    }
 }
 
 /// The ERROR that ends a reply (panics if there is none).

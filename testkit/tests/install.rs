@@ -63,8 +63,9 @@ impl InstallStream {
                 version: version.map(str::to_owned),
             },
         );
-        let header = system.header(&system.device_id).encode();
-        let (send, recv) = open(&session, &[header, request.encode()]).await;
+        let mut header = system.header(&system.device_id);
+        header.kind = aisa_tunnel::StreamKind::Control;
+        let (send, recv) = open(&session, &[header.encode(), request.encode()]).await;
         InstallStream {
             _session: session,
             send,
@@ -370,4 +371,46 @@ async fn a_javascript_example_app_installs_from_the_marketplace_and_streams() {
     )
     .await;
     assert_eq!(error_of(&bad).0, ErrorCode::InvalidPayload);
+}
+
+/// Issue 11, finding 8: a second INSTALL_APP for a request that is waiting does not
+/// replace it; the person approves exactly the bundle (hash) and permissions shown.
+#[tokio::test]
+async fn a_second_request_for_a_waiting_install_is_refused_and_the_first_stays_as_shown() {
+    let system = System::start().await;
+    let (status, _) = system
+        .publish(bundle("twice", "1.0.0", serde_json::json!({"ai": true})))
+        .await;
+    assert_eq!(status, 201);
+    let mut first = InstallStream::request(&system, "twice", None).await;
+    let shown = first.until_state("pending_approval").await;
+    let sha256 = shown["sha256"].as_str().unwrap().to_owned();
+    assert_eq!(sha256.len(), 64, "{shown}");
+
+    let (_, end) = InstallStream::request(&system, "twice", Some("1.0.0"))
+        .await
+        .finish()
+        .await;
+    let (code, message) = error_of(&[end]);
+    assert_eq!(code, ErrorCode::InstallFailed);
+    assert!(message.contains("already waiting"), "{message}");
+
+    // The first request is listed, unchanged, and approving it (by its hash) installs
+    // exactly that bundle.
+    let approvals = system.approvals();
+    let listed = approvals.list();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].sha256, sha256);
+    let request = approvals
+        .select("twice", Some("1.0.0"), Some(&sha256[..12]))
+        .unwrap();
+    approvals.decide(&request, Decision::Approve).unwrap();
+    let (last, end) = first.finish().await;
+    assert!(matches!(end.body, Body::StreamEnd { .. }), "{end:?}");
+    assert_eq!(last.unwrap()["state"], "installed");
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(system.node_home().join("miniapps/twice/1.0.0/install.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["sha256"], sha256.as_str());
 }

@@ -187,12 +187,15 @@ pub enum ErrorCode {
     /// An install or uninstall failed (download, checksum, signature, format; the
     /// message says which).
     InstallFailed,
+    /// The desktop is running and queueing as many actions as it takes; the message
+    /// says so and when to try again. Nothing ran.
+    Busy,
     /// A code this build does not know.
     Other,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 18] = [
+    const ALL: [ErrorCode; 19] = [
         ErrorCode::MalformedFrame,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthenticated,
@@ -211,6 +214,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::Denied,
         ErrorCode::InstallFailed,
+        ErrorCode::Busy,
     ];
 
     /// The code's text on the wire.
@@ -234,6 +238,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::Denied => "denied",
             ErrorCode::InstallFailed => "install_failed",
+            ErrorCode::Busy => "busy",
             ErrorCode::Other => "other",
         }
     }

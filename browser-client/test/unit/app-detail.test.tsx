@@ -90,7 +90,7 @@ describe('AppDetail', () => {
   it('sends INSTALL_APP and shows waiting for approval, download progress, then installed', async () => {
     const { transport } = setup();
     const far = await requestInstall(transport);
-    expect(far.header()).toMatchObject({ deviceId: 'dev-1', kind: 'Action', token: 'jwt' });
+    expect(far.header()).toMatchObject({ deviceId: 'dev-1', kind: 'Control', token: 'jwt' });
     expect(far.envelopes()[0]!.body).toEqual({ type: 'InstallApp', appId: 'seo-writer', version: '1.2.0' });
     expect(installStatus()).toBe('Sending the install request to desk…');
     expect((screen.getByRole('button', { name: 'Install on desk' }) as HTMLButtonElement).disabled).toBe(true);

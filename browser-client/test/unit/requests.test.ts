@@ -11,7 +11,7 @@ describe('getDeviceState', () => {
     const answer = getDeviceState(client, { deviceId: 'dev-1', token: 'jwt' });
     await until(() => transport.streams[0]?.frames.length === 2, 'header + GET_STATUS');
     const far = transport.streams[0]!;
-    expect(far.header()).toEqual({ deviceId: 'dev-1', kind: 'Action', token: 'jwt', e2e: null });
+    expect(far.header()).toEqual({ deviceId: 'dev-1', kind: 'Control', token: 'jwt', e2e: null });
     expect(far.envelopes().map((e) => e.body)).toEqual([{ type: 'GetStatus' }]);
     far.send({
       type: 'DeviceStatus',

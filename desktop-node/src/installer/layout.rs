@@ -7,9 +7,15 @@
 //! <home>/miniapps/.generation                touched after every change, so a running
 //!                                            node reloads what the CLI changed
 //! ```
+//!
+//! Paths are built only from an [`AppId`] (checked by [`AppId::parse`] wherever the id
+//! came from) and a parsed [`Version`], so no id or version can name a folder outside
+//! `<home>/miniapps/<id>/`.
 
 use std::path::{Path, PathBuf};
 
+use aisa_miniapp::AppId;
+use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use super::InstallError;
@@ -21,6 +27,15 @@ pub struct AppState {
     pub active: String,
     /// Whether actions may run.
     pub enabled: bool,
+}
+
+impl AppState {
+    /// The active version, parsed ([`AppsDir::state`] refuses a `state.json` whose
+    /// `active` is not a version).
+    pub fn active_version(&self) -> Result<Version, InstallError> {
+        Version::parse(&self.active)
+            .map_err(|e| InstallError::Corrupt(format!("active version {:?}: {e}", self.active)))
+    }
 }
 
 /// What the person approved when installing; stored as written in `permissions.json`
@@ -111,32 +126,31 @@ impl AppsDir {
     }
 
     /// `<root>/<id>`.
-    pub fn app_dir(&self, id: &str) -> PathBuf {
-        self.root.join(id)
+    pub fn app_dir(&self, id: &AppId) -> PathBuf {
+        self.root.join(id.as_str())
     }
 
     /// `<root>/<id>/<version>`.
-    pub fn version_dir(&self, id: &str, version: &str) -> PathBuf {
-        self.root.join(id).join(version)
+    pub fn version_dir(&self, id: &AppId, version: &Version) -> PathBuf {
+        self.root.join(id.as_str()).join(version.to_string())
     }
 
-    /// Ids of installed apps, sorted.
-    pub fn ids(&self) -> Vec<String> {
+    /// Ids of installed apps, sorted (folders whose names are not app ids are skipped).
+    pub fn ids(&self) -> Vec<AppId> {
         let Ok(entries) = std::fs::read_dir(&self.root) else {
             return Vec::new();
         };
-        let mut ids: Vec<String> = entries
+        let mut ids: Vec<AppId> = entries
             .flatten()
             .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| !name.starts_with('.'))
+            .filter_map(|e| AppId::parse(&e.file_name().to_string_lossy()).ok())
             .collect();
         ids.sort();
         ids
     }
 
     /// Installed versions of `id`, oldest first.
-    pub fn versions(&self, id: &str) -> Vec<semver::Version> {
+    pub fn versions(&self, id: &AppId) -> Vec<semver::Version> {
         let Ok(entries) = std::fs::read_dir(self.app_dir(id)) else {
             return Vec::new();
         };
@@ -150,11 +164,16 @@ impl AppsDir {
     }
 
     /// `state.json` of `id`; without one (an older install), the newest version, enabled.
-    pub fn state(&self, id: &str) -> Result<Option<AppState>, InstallError> {
+    /// An `active` that is not a version is corrupt.
+    pub fn state(&self, id: &AppId) -> Result<Option<AppState>, InstallError> {
         let path = self.app_dir(id).join("state.json");
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
+            Ok(bytes) => serde_json::from_slice::<AppState>(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|state| match Version::parse(&state.active) {
+                    Ok(_) => Ok(Some(state)),
+                    Err(e) => Err(format!("active version {:?}: {e}", state.active)),
+                })
                 .map_err(|e| InstallError::Corrupt(format!("{}: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Ok(self.versions(id).last().map(|v| AppState {
@@ -167,7 +186,7 @@ impl AppsDir {
     }
 
     /// Writes `state.json` of `id` atomically and tells a running node.
-    pub fn set_state(&self, id: &str, state: &AppState) -> Result<(), InstallError> {
+    pub fn set_state(&self, id: &AppId, state: &AppState) -> Result<(), InstallError> {
         let path = self.app_dir(id).join("state.json");
         let text = serde_json::to_vec_pretty(state).map_err(InstallError::other)?;
         write_atomic(&path, &text)?;
@@ -175,7 +194,11 @@ impl AppsDir {
     }
 
     /// `install.json` of one version, if there is one.
-    pub fn record(&self, id: &str, version: &str) -> Result<Option<InstallRecord>, InstallError> {
+    pub fn record(
+        &self,
+        id: &AppId,
+        version: &Version,
+    ) -> Result<Option<InstallRecord>, InstallError> {
         let path = self.version_dir(id, version).join("install.json");
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -192,9 +215,17 @@ impl AppsDir {
         write_atomic(&dir.join("install.json"), &text)
     }
 
-    /// Removes every version of `id`.
-    pub fn remove_app(&self, id: &str) -> Result<(), InstallError> {
+    /// Removes every version of `id`: the folder `<root>/<id>`, and nothing else. A
+    /// folder that is a link (to somewhere else) is refused, not followed.
+    pub fn remove_app(&self, id: &AppId) -> Result<(), InstallError> {
         let dir = self.app_dir(id);
+        let meta = std::fs::symlink_metadata(&dir).map_err(|e| InstallError::io(&dir, e))?;
+        if !meta.is_dir() {
+            return Err(InstallError::Corrupt(format!(
+                "{} is not a folder; not removing it",
+                dir.display()
+            )));
+        }
         std::fs::remove_dir_all(&dir).map_err(|e| InstallError::io(&dir, e))?;
         self.touch_generation()
     }
@@ -246,11 +277,12 @@ mod tests {
     fn state_defaults_to_the_newest_version_and_round_trips() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = AppsDir::new(tmp.path());
+        let a = AppId::parse("a").unwrap();
         for v in ["1.9.0", "1.10.0", "0.1.0", "not-a-version"] {
-            std::fs::create_dir_all(dir.version_dir("a", v)).unwrap();
+            std::fs::create_dir_all(tmp.path().join("a").join(v)).unwrap();
         }
-        assert_eq!(dir.versions("a").last().unwrap().to_string(), "1.10.0");
-        let state = dir.state("a").unwrap().unwrap();
+        assert_eq!(dir.versions(&a).last().unwrap().to_string(), "1.10.0");
+        let state = dir.state(&a).unwrap().unwrap();
         assert_eq!(state.active, "1.10.0");
         assert!(state.enabled);
         let before = dir.generation();
@@ -258,11 +290,48 @@ mod tests {
             active: "1.9.0".into(),
             enabled: false,
         };
-        dir.set_state("a", &off).unwrap();
-        assert_eq!(dir.state("a").unwrap().unwrap(), off);
+        dir.set_state(&a, &off).unwrap();
+        assert_eq!(dir.state(&a).unwrap().unwrap(), off);
         assert_ne!(dir.generation(), before);
-        assert_eq!(dir.ids(), vec!["a".to_owned()]);
-        assert!(dir.state("missing").unwrap().is_none());
+        assert_eq!(dir.ids(), vec![a.clone()]);
+        assert!(
+            dir.state(&AppId::parse("missing").unwrap())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_state_whose_active_version_is_a_path_is_corrupt() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = AppsDir::new(tmp.path());
+        let a = AppId::parse("a").unwrap();
+        std::fs::create_dir_all(tmp.path().join("a")).unwrap();
+        std::fs::write(
+            tmp.path().join("a/state.json"),
+            r#"{"active":"../../../etc","enabled":true}"#,
+        )
+        .unwrap();
+        let err = dir.state(&a).unwrap_err().to_string();
+        assert!(err.contains("active version"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn removing_an_app_never_follows_a_link_out_of_the_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("1.0.0")).unwrap();
+        std::fs::write(outside.join("state.json"), "{}").unwrap();
+        let root = tmp.path().join("miniapps");
+        std::fs::create_dir_all(&root).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("linked")).unwrap();
+        let dir = AppsDir::new(&root);
+        let err = dir
+            .remove_app(&AppId::parse("linked").unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("not a folder"), "{err}");
+        assert!(outside.join("state.json").exists() && outside.join("1.0.0").exists());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use aisa_miniapp::{Bundle, Manifest, TrustedKeys};
+use aisa_miniapp::{AppId, Bundle, Manifest, TrustedKeys};
 
 use super::InstallError;
 use super::approvals::{Approvals, PendingInstall};
@@ -103,9 +103,23 @@ impl Installer {
         version: Option<&str>,
         progress: impl FnMut(u64, Option<u64>),
     ) -> Result<Fetched, InstallError> {
+        // Both end up in URLs and folder names: check them before they are used.
+        let id = AppId::parse(id)?;
+        let id = id.as_str();
+        if let Some(version) = version {
+            semver::Version::parse(version).map_err(|e| {
+                InstallError::Invalid(format!("version {version:?} is not MAJOR.MINOR.PATCH: {e}"))
+            })?;
+        }
         let market = self.market()?;
         let detail = market.detail(id).await?;
         let listed = detail.pick(version)?.clone();
+        semver::Version::parse(&listed.version).map_err(|e| {
+            InstallError::Invalid(format!(
+                "the marketplace lists version {:?}: {e}",
+                listed.version
+            ))
+        })?;
         let bytes = market.download(id, &listed.version, progress).await?;
         // Reading and verifying up to 16 MiB is CPU work: off the async threads.
         let (this, expected) = (self.clone(), id.to_owned());
@@ -131,6 +145,7 @@ impl Installer {
     /// Checks bundle bytes: format and limits, platform signature, the expected id, the
     /// node's runtime range, and that it is newer than what is installed.
     pub fn check(&self, bytes: Vec<u8>, expected_id: &str) -> Result<Fetched, InstallError> {
+        let expected = AppId::parse(expected_id)?;
         let invalid = |e: &dyn std::fmt::Display| InstallError::Invalid(e.to_string());
         let sha256 = aisa_miniapp::checksum::sha256_hex(&bytes);
         let bundle = Bundle::from_zip_bytes(&bytes).map_err(|e| invalid(&e))?;
@@ -138,7 +153,7 @@ impl Installer {
         let verified = aisa_miniapp::verify(&bundle, &trusted).map_err(|e| invalid(&e))?;
         let key_id = verified.key_id().to_owned();
         let manifest = verified.manifest().map_err(|e| invalid(&e))?;
-        let installed = self.apps.versions(expected_id).last().cloned();
+        let installed = self.apps.versions(&expected).last().cloned();
         aisa_miniapp::upgrade::check_upgrade(installed.as_ref(), &manifest, expected_id)
             .map_err(|e| invalid(&e))?;
         let node_version =
@@ -162,9 +177,11 @@ impl Installer {
         fetched: &Fetched,
         approved: ApprovedPermissions,
     ) -> Result<PathBuf, InstallError> {
-        let id = fetched.id().to_owned();
+        // The manifest's id passed the same rule when the bundle was read; parse it into
+        // the type paths are built from.
+        let id = AppId::parse(fetched.id())?;
         let version = fetched.version();
-        let dir = self.apps.version_dir(&id, &version);
+        let dir = self.apps.version_dir(&id, &fetched.manifest.version);
         std::fs::create_dir_all(self.apps.app_dir(&id))
             .map_err(|e| InstallError::io(&self.apps.app_dir(&id), e))?;
         // `fetched` only exists after `check` verified the signature; verify again to
@@ -174,7 +191,7 @@ impl Installer {
         aisa_miniapp::extract::extract(&verified, &dir)
             .map_err(|e| InstallError::Invalid(e.to_string()))?;
         let record = InstallRecord {
-            id: id.clone(),
+            id: id.to_string(),
             version: version.clone(),
             sha256: fetched.sha256.clone(),
             key_id: fetched.key_id.clone(),
@@ -222,6 +239,7 @@ impl Installer {
             version: fetched.version(),
             name: fetched.name().to_owned(),
             permissions: fetched.permissions.clone(),
+            sha256: fetched.sha256.clone(),
             bundle_path,
             requested_at: now_secs(),
         };
@@ -230,14 +248,27 @@ impl Installer {
     }
 
     /// Installs an approved request from its cached bundle (checked again: the cache is
-    /// a file anyone with access to the home folder could change).
+    /// a file anyone with access to the home folder could change). Only the bundle the
+    /// person approved (its SHA-256) with exactly the permissions shown is installed.
     pub fn install_pending(&self, request: &PendingInstall) -> Result<Fetched, InstallError> {
         let bytes = std::fs::read(&request.bundle_path)
             .map_err(|e| InstallError::io(&request.bundle_path, e))?;
         let fetched = self.check(bytes, &request.id)?;
-        if fetched.permissions.exceeds(&request.permissions) {
+        if request.sha256.is_empty() || fetched.sha256 != request.sha256 {
+            return Err(InstallError::Invalid(format!(
+                "the cached bundle (sha256 {}) is not the one approved ({}); request it again",
+                fetched.sha256,
+                if request.sha256.is_empty() {
+                    "none recorded"
+                } else {
+                    &request.sha256
+                }
+            )));
+        }
+        if fetched.permissions != request.permissions || fetched.version() != request.version {
             return Err(InstallError::Invalid(
-                "the cached bundle asks for more than was shown; request it again".into(),
+                "the cached bundle asks for other permissions than were shown; request it again"
+                    .into(),
             ));
         }
         self.install(&fetched, request.permissions.clone())?;
@@ -245,14 +276,14 @@ impl Installer {
     }
 
     /// Allows or stops an app's actions.
-    pub fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), InstallError> {
+    pub fn set_enabled(&self, id: &AppId, enabled: bool) -> Result<(), InstallError> {
         let mut state = self.installed_state(id)?;
         state.enabled = enabled;
         self.apps.set_state(id, &state)
     }
 
     /// Makes the newest installed version older than the active one active; returns it.
-    pub fn rollback(&self, id: &str) -> Result<String, InstallError> {
+    pub fn rollback(&self, id: &AppId) -> Result<String, InstallError> {
         let mut state = self.installed_state(id)?;
         let active = semver::Version::parse(&state.active).map_err(InstallError::other)?;
         let previous = self
@@ -270,13 +301,15 @@ impl Installer {
         Ok(state.active)
     }
 
-    /// Removes every version of an app.
-    pub fn uninstall(&self, id: &str) -> Result<(), InstallError> {
+    /// Removes every version of an app: `<home>/miniapps/<id>/` and nothing else. Its
+    /// data (`<home>/data/<id>/`: storage and `$APP_DATA`) stays, so that a reinstall
+    /// finds it; docs/desktop.md says how to remove it too.
+    pub fn uninstall(&self, id: &AppId) -> Result<(), InstallError> {
         self.installed_state(id)?;
         self.apps.remove_app(id)
     }
 
-    fn installed_state(&self, id: &str) -> Result<AppState, InstallError> {
+    fn installed_state(&self, id: &AppId) -> Result<AppState, InstallError> {
         self.apps
             .state(id)?
             .ok_or_else(|| InstallError::NotFound(format!("{id} is not installed")))
@@ -298,12 +331,17 @@ pub fn approved_from(p: &aisa_miniapp::Permissions) -> ApprovedPermissions {
 mod tests {
     use super::*;
 
+    fn app() -> AppId {
+        AppId::parse("app").unwrap()
+    }
+
     fn installer_with(versions: &[&str]) -> (tempfile::TempDir, Installer) {
         let tmp = tempfile::tempdir().unwrap();
         let home = crate::config::Home::new(Some(tmp.path().to_owned()));
         let installer = Installer::new(&home, None, Vec::new(), None);
         for v in versions {
-            std::fs::create_dir_all(installer.apps.version_dir("app", v)).unwrap();
+            let v = semver::Version::parse(v).unwrap();
+            std::fs::create_dir_all(installer.apps.version_dir(&app(), &v)).unwrap();
         }
         (tmp, installer)
     }
@@ -311,12 +349,12 @@ mod tests {
     #[test]
     fn rollback_steps_back_one_installed_version_at_a_time() {
         let (_tmp, installer) = installer_with(&["1.0.0", "1.2.0", "1.10.0"]);
-        assert_eq!(installer.rollback("app").unwrap(), "1.2.0");
-        assert_eq!(installer.rollback("app").unwrap(), "1.0.0");
-        let err = installer.rollback("app").unwrap_err().to_string();
+        assert_eq!(installer.rollback(&app()).unwrap(), "1.2.0");
+        assert_eq!(installer.rollback(&app()).unwrap(), "1.0.0");
+        let err = installer.rollback(&app()).unwrap_err().to_string();
         assert!(err.contains("no version older than 1.0.0"), "{err}");
         assert_eq!(
-            installer.apps.state("app").unwrap().unwrap().active,
+            installer.apps.state(&app()).unwrap().unwrap().active,
             "1.0.0"
         );
     }
@@ -324,15 +362,19 @@ mod tests {
     #[test]
     fn disable_enable_and_uninstall_change_what_is_installed() {
         let (_tmp, installer) = installer_with(&["0.1.0"]);
-        installer.set_enabled("app", false).unwrap();
-        assert!(!installer.apps.state("app").unwrap().unwrap().enabled);
-        installer.set_enabled("app", true).unwrap();
-        assert!(installer.apps.state("app").unwrap().unwrap().enabled);
-        installer.uninstall("app").unwrap();
-        assert!(installer.apps.state("app").unwrap().is_none());
-        let err = installer.uninstall("app").unwrap_err().to_string();
+        installer.set_enabled(&app(), false).unwrap();
+        assert!(!installer.apps.state(&app()).unwrap().unwrap().enabled);
+        installer.set_enabled(&app(), true).unwrap();
+        assert!(installer.apps.state(&app()).unwrap().unwrap().enabled);
+        installer.uninstall(&app()).unwrap();
+        assert!(installer.apps.state(&app()).unwrap().is_none());
+        let err = installer.uninstall(&app()).unwrap_err().to_string();
         assert_eq!(err, "app is not installed");
-        assert!(installer.set_enabled("other", true).is_err());
+        assert!(
+            installer
+                .set_enabled(&AppId::parse("other").unwrap(), true)
+                .is_err()
+        );
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub enum InstallError {
     /// A state file is damaged.
     #[error("damaged state file {0}")]
     Corrupt(String),
+    /// The app id is not one (see [`aisa_miniapp::AppId`]).
+    #[error(transparent)]
+    InvalidId(#[from] aisa_miniapp::AppIdError),
     /// Anything else.
     #[error("{0}")]
     Other(String),
