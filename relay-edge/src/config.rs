@@ -42,6 +42,16 @@ pub struct RelayConfig {
     pub login_max_failures: usize,
     /// The sign-in rate-limit window in seconds. Default 900.
     pub login_window_secs: u64,
+    /// Reverse proxies (addresses or CIDR networks, e.g. `"10.0.0.0/8"`) whose
+    /// `Forwarded` / `X-Forwarded-For` headers are believed for the client's address.
+    /// From any other peer those headers are ignored. Default: none.
+    pub trusted_proxies: Vec<String>,
+    /// Password hashes (argon2id, ~19 MiB each) computed at once. Default 0: twice the
+    /// number of cores.
+    pub hash_concurrency: usize,
+    /// How long a sign-in, sign-up or enrollment waits for a hashing place before it is
+    /// answered 503 with `Retry-After`, in milliseconds. Default 2000.
+    pub hash_queue_timeout_ms: u64,
     /// How often desktops ping, in seconds. Default 15.
     pub heartbeat_secs: u32,
     /// Largest frame accepted, in bytes. Default 1 MiB. (Stream headers have their own,
@@ -140,6 +150,9 @@ impl Default for RelayConfig {
             allow_signup: true,
             login_max_failures: 10,
             login_window_secs: 900,
+            trusted_proxies: Vec::new(),
+            hash_concurrency: 0,
+            hash_queue_timeout_ms: 2000,
             heartbeat_secs: 15,
             max_frame_len: aisa_tunnel::MAX_FRAME_LEN,
             max_connections_per_ip: 64,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Path, State};
@@ -106,17 +106,74 @@ async fn issue_tokens(shared: &Shared, user: &crate::store::User) -> Result<Logi
     })
 }
 
+/// An API error, or a refusal that tells the client when to come back (429 from the
+/// sign-in limiter, 503 when password hashing is saturated), with `Retry-After`.
+pub(crate) enum CredError {
+    /// A plain API error.
+    Api(ApiError),
+    /// Come back in `secs` seconds.
+    RetryLater {
+        status: StatusCode,
+        message: String,
+        secs: u64,
+    },
+}
+
+impl From<ApiError> for CredError {
+    fn from(err: ApiError) -> Self {
+        CredError::Api(err)
+    }
+}
+
+impl IntoResponse for CredError {
+    fn into_response(self) -> Response {
+        match self {
+            CredError::Api(err) => err.into_response(),
+            CredError::RetryLater {
+                status,
+                message,
+                secs,
+            } => (
+                status,
+                [(axum::http::header::RETRY_AFTER, secs.to_string())],
+                Json(json!({ "error": message })),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// 503 with `Retry-After` when no hashing place came free in time.
+fn hashing_busy(shared: &Shared) -> CredError {
+    tracing::info!(
+        in_use = shared.hashing.in_use(),
+        "sign-in refused: password hashing is saturated"
+    );
+    crate::metrics::refused("hashing_busy");
+    CredError::RetryLater {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "the server is busy checking passwords; try again shortly".into(),
+        secs: shared.hashing.retry_after_secs(),
+    }
+}
+
+/// The client's address: the TCP peer, or what a trusted proxy says.
+fn client_ip(shared: &Shared, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    shared.proxies.client_ip(peer.ip(), headers)
+}
+
 /// Checks email and password; the same answer for an unknown email and a wrong password.
-/// Too many failures for the email or the client address within the window are refused
-/// with 429 before the password is even looked at.
+/// Too many failures for the account (the email) or for the client's address (behind
+/// `trusted_proxies`, the address they name) within the window are refused with 429
+/// before the password is even looked at.
 async fn check_credentials(
     shared: &Shared,
-    client: SocketAddr,
+    client: IpAddr,
     creds: &Credentials,
-) -> Result<crate::store::User, ApiError> {
+) -> Result<crate::store::User, CredError> {
     let keys = [
         format!("email:{}", creds.email.trim().to_lowercase()),
-        format!("ip:{}", client.ip()),
+        format!("ip:{client}"),
     ];
     let now = Instant::now();
     if let Some(wait) = keys
@@ -125,20 +182,21 @@ async fn check_credentials(
         .max()
     {
         metrics::counter!("relay_logins_total", "result" => "limited").increment(1);
-        return Err(ApiError(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many failed sign-ins; try again in {} s",
-                wait.as_secs().max(1)
-            ),
-        ));
+        crate::metrics::refused("login_limited");
+        tracing::info!(%client, "sign-in refused: too many failures for the account or address");
+        let secs = wait.as_secs().max(1);
+        return Err(CredError::RetryLater {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("too many failed sign-ins; try again in {secs} s"),
+            secs,
+        });
     }
     let result = verify_credentials(shared, creds).await;
     let outcome = if result.is_ok() { "ok" } else { "refused" };
     metrics::counter!("relay_logins_total", "result" => outcome).increment(1);
     match &result {
         Ok(_) => shared.logins.succeeded(&keys[0]),
-        Err(ApiError(StatusCode::UNAUTHORIZED, _)) => {
+        Err(CredError::Api(ApiError(StatusCode::UNAUTHORIZED, _))) => {
             keys.iter().for_each(|k| shared.logins.failed(k, now))
         }
         Err(_) => {}
@@ -156,44 +214,40 @@ fn dummy_hash() -> &'static str {
 async fn verify_credentials(
     shared: &Shared,
     creds: &Credentials,
-) -> Result<crate::store::User, ApiError> {
+) -> Result<crate::store::User, CredError> {
     let user = shared
         .store
         .user_by_email(&creds.email)
         .await
         .map_err(internal)?;
-    let hash = user
-        .as_ref()
-        .map(|u| u.password_hash.clone())
-        .unwrap_or_else(|| dummy_hash().to_owned());
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = creds.password.clone();
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+    let ok = shared
+        .hashing
+        .run(move || auth::verify_password(&password, hash.as_deref().unwrap_or(dummy_hash())))
         .await
-        .map_err(internal)?;
+        .map_err(|_| hashing_busy(shared))?;
     let user = match user {
         Some(user) if ok => user,
         _ => {
-            return Err(ApiError(
-                StatusCode::UNAUTHORIZED,
-                "wrong email or password".into(),
-            ));
+            return Err(
+                ApiError(StatusCode::UNAUTHORIZED, "wrong email or password".into()).into(),
+            );
         }
     };
     if user.disabled {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "this account is disabled".into(),
-        ));
+        return Err(ApiError(StatusCode::FORBIDDEN, "this account is disabled".into()).into());
     }
     Ok(user)
 }
 
 async fn login(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(creds): Json<Credentials>,
-) -> Result<Json<LoginReply>, ApiError> {
-    let user = check_credentials(&shared, client, &creds).await?;
+) -> Result<Json<LoginReply>, CredError> {
+    let user = check_credentials(&shared, client_ip(&shared, peer, &headers), &creds).await?;
     Ok(Json(issue_tokens(&shared, &user).await?))
 }
 
@@ -201,30 +255,35 @@ async fn login(
 async fn signup(
     State(shared): State<Arc<Shared>>,
     Json(creds): Json<Credentials>,
-) -> Result<(StatusCode, Json<LoginReply>), ApiError> {
+) -> Result<(StatusCode, Json<LoginReply>), CredError> {
     if !shared.config.allow_signup {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "sign-up is closed on this relay".into(),
-        ));
+        )
+        .into());
     }
     let email = creds.email.trim();
     if !email.contains('@') || email.len() > 254 {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             "that is not an email address".into(),
-        ));
+        )
+        .into());
     }
     if creds.password.chars().count() < 8 || creds.password.len() > 1024 {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             "a password has 8 to 1024 characters".into(),
-        ));
+        )
+        .into());
     }
     let password = creds.password.clone();
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+    let hash = shared
+        .hashing
+        .run(move || auth::hash_password(&password))
         .await
-        .map_err(internal)?
+        .map_err(|_| hashing_busy(&shared))?
         .map_err(internal)?;
     let user = match shared.store.create_user(email, &hash).await {
         Ok(user) => user,
@@ -232,9 +291,10 @@ async fn signup(
             return Err(ApiError(
                 StatusCode::CONFLICT,
                 "an account with this email exists; sign in instead".into(),
-            ));
+            )
+            .into());
         }
-        Err(err) => return Err(internal(err)),
+        Err(err) => return Err(internal(err).into()),
     };
     Ok((
         StatusCode::CREATED,
@@ -459,12 +519,13 @@ struct EnrollReply {
 /// `desktop-node login`: creates a device for the user and returns its token once.
 async fn enroll_device(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Json(req): Json<EnrollRequest>,
-) -> Result<Json<EnrollReply>, ApiError> {
+) -> Result<Json<EnrollReply>, CredError> {
     let user = check_credentials(
         &shared,
-        client,
+        client_ip(&shared, peer, &headers),
         &Credentials {
             email: req.email,
             password: req.password,
@@ -485,14 +546,16 @@ async fn enroll_device(
                 "plan limit: the {} plan allows {} devices; revoke one first",
                 plan.name, plan.max_devices
             ),
-        ));
+        )
+        .into());
     }
     let name = req.name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             "a device name has 1 to 100 characters".into(),
-        ));
+        )
+        .into());
     }
     let token = auth::new_device_token();
     let device = shared

@@ -10,7 +10,9 @@
 //! Modules: [`config`] (the file schema), [`store`] (users and devices, sqlx),
 //! [`auth`] (passwords, tokens), [`cert`] (TLS identity), [`registry`] (connected
 //! devices), [`desktop`] and [`browser`] (the two connection kinds), [`splice`],
-//! [`http`] (API and web app), [`server`] (start and stop), and the mini-app market:
+//! [`http`] (API and web app), [`proxy`] (the client's address behind trusted
+//! proxies), [`limits`] (rate and resource limits), [`server`] (start and stop), and the
+//! mini-app market:
 //! [`marketplace`] (developer portal and marketplace API), [`bundles`] (bundle storage:
 //! a local folder or S3-compatible object storage), [`signing`] (the platform's Ed25519
 //! signing key and the keys it trusts).
@@ -28,6 +30,7 @@ pub mod http;
 pub mod limits;
 pub mod marketplace;
 pub mod metrics;
+pub mod proxy;
 pub mod registry;
 pub mod server;
 pub mod signing;

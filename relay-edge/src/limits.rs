@@ -70,6 +70,67 @@ impl LoginLimiter {
     }
 }
 
+/// Runs password hashing (argon2id: ~19 MiB and tens of milliseconds each) on a small
+/// pool: at most `size` at once, each on a blocking thread. A request that cannot get a
+/// place within the queue timeout is answered "busy, retry later" instead of waiting
+/// without bound, so a flood of sign-ins cannot take all memory or threads.
+pub struct HashPool {
+    slots: Arc<tokio::sync::Semaphore>,
+    size: usize,
+    queue_timeout: Duration,
+}
+
+/// No place on the [`HashPool`] came free within its queue timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("too many sign-ins are being checked; try again shortly")]
+pub struct HashPoolBusy;
+
+impl HashPool {
+    /// A pool of `size` places (at least 1) and a queue timeout.
+    pub fn new(size: usize, queue_timeout: Duration) -> Self {
+        let size = size.max(1);
+        HashPool {
+            slots: Arc::new(tokio::sync::Semaphore::new(size)),
+            size,
+            queue_timeout,
+        }
+    }
+
+    /// The default size: twice the machine's cores.
+    pub fn default_size() -> usize {
+        2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// Runs `work` on a blocking thread once a place is free, or gives up after the
+    /// queue timeout. The place is held until `work` ends.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashPoolBusy> {
+        let permit = tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| HashPoolBusy)?
+            .map_err(|_| HashPoolBusy)?;
+        tokio::task::spawn_blocking(move || {
+            let out = work();
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|_| HashPoolBusy)
+    }
+
+    /// Hashes running now.
+    pub fn in_use(&self) -> usize {
+        self.size - self.slots.available_permits()
+    }
+
+    /// Seconds a refused client is told to wait (`Retry-After`).
+    pub fn retry_after_secs(&self) -> u64 {
+        self.queue_timeout.as_secs().max(1)
+    }
+}
+
 /// Counts open things per key (a user's streams, an address's connections, a user's
 /// event streams) on this node, each up to a maximum.
 pub struct KeyedSlots<K> {
@@ -168,6 +229,34 @@ mod tests {
         limiter.failed("a@b", t0 + Duration::from_secs(61));
         limiter.succeeded("a@b");
         assert_eq!(limiter.check("a@b", t0 + Duration::from_secs(62)), None);
+    }
+
+    #[tokio::test]
+    async fn hash_pool_bounds_concurrency_and_refuses_after_the_queue_timeout() {
+        let pool = Arc::new(HashPool::new(1, Duration::from_millis(50)));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run(move || {
+                    started_tx.send(()).unwrap();
+                    release_rx.recv().unwrap();
+                    7
+                })
+                .await
+            })
+        };
+        tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(pool.in_use(), 1);
+        assert!(pool.run(|| 1).await.is_err(), "no place within 50 ms");
+        release_tx.send(()).unwrap();
+        assert_eq!(busy.await.unwrap().unwrap(), 7);
+        assert_eq!(pool.run(|| 2).await.unwrap(), 2, "the place came free");
+        assert_eq!(pool.in_use(), 0);
+        assert_eq!(pool.retry_after_secs(), 1);
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum StartError {
     /// The TLS configuration was refused.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A configuration value is not usable (the message names the key).
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// State every connection handler shares.
@@ -68,6 +71,10 @@ pub struct Shared {
     pub browser_sessions: AtomicU64,
     /// Failed sign-ins, for rate limiting.
     pub logins: crate::limits::LoginLimiter,
+    /// Where password hashing runs, bounded.
+    pub hashing: crate::limits::HashPool,
+    /// Proxies whose forwarding headers are believed.
+    pub proxies: crate::proxy::TrustedProxies,
     /// Each user's open streams, for the plan's concurrency limit.
     pub streams_per_user: crate::limits::StreamCounter,
     /// Each client address's open QUIC connections (`max_connections_per_ip`).
@@ -174,6 +181,15 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
     let store = Store::open(&config.database_url()).await?;
     store.reset_node(&config.node_name).await?;
     let tokens = TokenKeys::new(&jwt_secret(&config)?, config.access_token_ttl_secs);
+    let proxies = crate::proxy::TrustedProxies::parse(&config.trusted_proxies)
+        .map_err(|e| StartError::Config(format!("trusted_proxies: {e}")))?;
+    let hashing = crate::limits::HashPool::new(
+        match config.hash_concurrency {
+            0 => crate::limits::HashPool::default_size(),
+            n => n,
+        },
+        Duration::from_millis(config.hash_queue_timeout_ms),
+    );
     let bundles = crate::bundles::Bundles::from_config(&config)?;
     let signing = Arc::new(crate::signing::PlatformKeys::from_config(&config)?);
     info!(bundles = %bundles.describe(), signing_key_id = %signing.signing_key_id(), "marketplace ready");
@@ -198,6 +214,8 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
             config.login_max_failures,
             Duration::from_secs(config.login_window_secs),
         ),
+        hashing,
+        proxies,
         streams_per_user: crate::limits::StreamCounter::default(),
         connections_per_ip: crate::limits::KeyedSlots::default(),
         event_streams: crate::limits::KeyedSlots::default(),

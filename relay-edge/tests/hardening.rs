@@ -538,6 +538,119 @@ async fn refused_action_streams_do_not_count_and_control_streams_never_do() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Finding 4: sign-in limits behind proxies, per account, and bounded hashing.
+// ---------------------------------------------------------------------------------------
+
+/// Signs in with `password`, as coming from `forwarded_for` (an `X-Forwarded-For`
+/// header, when given); returns the status and the `Retry-After` header.
+async fn login_from(
+    relay: &Relay,
+    email: &str,
+    password: &str,
+    forwarded_for: Option<&str>,
+) -> (u16, Option<String>) {
+    let mut request = relay
+        .http
+        .post(relay.url("/api/auth/login"))
+        .json(&json!({"email": email, "password": password}));
+    if let Some(client) = forwarded_for {
+        request = request.header("x-forwarded-for", client);
+    }
+    let response = request.send().await.unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (response.status().as_u16(), retry_after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_limits_key_on_the_client_a_trusted_proxy_names_and_on_the_account() {
+    let relay = Relay::start_with(|c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.login_max_failures = 2;
+    })
+    .await;
+    relay.user("eve@example.com").await;
+    relay.user("fay@example.com").await;
+    relay.user("gus@example.com").await;
+
+    // One client behind the proxy fails twice: that client is limited...
+    for _ in 0..2 {
+        let (status, _) = login_from(&relay, "eve@example.com", "wrong", Some("203.0.113.5")).await;
+        assert_eq!(status, 401);
+    }
+    let (status, retry_after) =
+        login_from(&relay, "fay@example.com", PASSWORD, Some("203.0.113.5")).await;
+    assert_eq!(status, 429, "the failing client's address is limited");
+    assert!(retry_after.is_some_and(|s| s.parse::<u64>().unwrap() >= 1));
+    // ...but everyone else behind the same proxy still signs in.
+    let (status, _) = login_from(&relay, "fay@example.com", PASSWORD, Some("198.51.100.8")).await;
+    assert_eq!(
+        status, 200,
+        "other clients behind the proxy are not locked out"
+    );
+
+    // Failures against one account from many addresses limit that account.
+    for client in ["192.0.2.1", "192.0.2.2"] {
+        let (status, _) = login_from(&relay, "gus@example.com", "wrong", Some(client)).await;
+        assert_eq!(status, 401);
+    }
+    let (status, _) = login_from(&relay, "gus@example.com", PASSWORD, Some("192.0.2.3")).await;
+    assert_eq!(status, 429, "the account is limited from any address");
+    assert!(refusals("login_limited") >= 2);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+    let relay = Relay::start_with(|c| c.login_max_failures = 2).await;
+    relay.user("hal@example.com").await;
+    // A client cannot dodge the address limit by claiming other addresses.
+    for (email, claimed) in [("x@example.com", "1.1.1.1"), ("y@example.com", "1.1.1.2")] {
+        let (status, _) = login_from(&relay, email, "wrong", Some(claimed)).await;
+        assert_eq!(status, 401);
+    }
+    let (status, _) = login_from(&relay, "hal@example.com", PASSWORD, Some("1.1.1.3")).await;
+    assert_eq!(
+        status, 429,
+        "limited by the TCP peer, whatever the header says"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_hashing_is_bounded_and_answers_503_with_retry_after() {
+    let relay = Relay::start_with(|c| {
+        c.hash_concurrency = 1;
+        c.hash_queue_timeout_ms = 1;
+    })
+    .await;
+    relay.user("ida@example.com").await;
+    let attempts = (0..12).map(|_| login_from(&relay, "ida@example.com", PASSWORD, None));
+    let results = futures_util::future::join_all(attempts).await;
+    let busy: Vec<_> = results
+        .iter()
+        .filter(|(status, _)| *status == 503)
+        .collect();
+    assert!(
+        !busy.is_empty(),
+        "12 sign-ins at once on one hashing place: some must be told to come back: {results:?}"
+    );
+    for (status, retry_after) in &results {
+        match status {
+            200 => {}
+            503 => assert_eq!(retry_after.as_deref(), Some("1")),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(results.iter().any(|(status, _)| *status == 200));
+    assert_eq!(relay.handle().shared.hashing.in_use(), 0);
+    assert!(refusals("hashing_busy") >= 1);
+    relay.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
 // Support: a QUIC client that pins the relay's certificate, as desktop nodes do.
 // ---------------------------------------------------------------------------------------
 
