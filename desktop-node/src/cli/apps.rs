@@ -54,6 +54,11 @@ pub enum AppsCommand {
         /// The version, when several are waiting.
         #[arg(long)]
         version: Option<String>,
+        /// The bundle's hash as `apps pending` shows it (a prefix is enough): approves
+        /// exactly that bundle. Without it the request is shown and, in a terminal,
+        /// confirmed.
+        #[arg(long)]
+        hash: Option<String>,
     },
     /// Deny a waiting install request from the browser.
     Deny {
@@ -62,6 +67,9 @@ pub enum AppsCommand {
         /// The version, when several are waiting.
         #[arg(long)]
         version: Option<String>,
+        /// The bundle's hash, when several requests for the version are waiting.
+        #[arg(long)]
+        hash: Option<String>,
     },
     /// Let an installed app's actions run again.
     Enable {
@@ -138,16 +146,30 @@ pub async fn run(home: &Home, cmd: AppsCommand) -> anyhow::Result<()> {
                 println!("no install requests are waiting");
             }
             for request in pending {
-                println!("{}@{}  {}", request.id, request.version, request.name);
+                println!(
+                    "{}@{}  {}  (bundle sha256 {})",
+                    request.id,
+                    request.version,
+                    request.name,
+                    request.short_hash()
+                );
                 print_permissions(&request.permissions);
+                println!(
+                    "  approve: desktop-node apps approve {} --version {} --hash {}",
+                    request.id,
+                    request.version,
+                    request.short_hash()
+                );
             }
             Ok(())
         }
-        AppsCommand::Approve { id, version } => {
-            decide(home, &id, version.as_deref(), Decision::Approve).await
+        AppsCommand::Approve { id, version, hash } => {
+            let hash = hash.as_deref();
+            decide(home, &id, version.as_deref(), hash, Decision::Approve).await
         }
-        AppsCommand::Deny { id, version } => {
-            decide(home, &id, version.as_deref(), Decision::Deny).await
+        AppsCommand::Deny { id, version, hash } => {
+            let hash = hash.as_deref();
+            decide(home, &id, version.as_deref(), hash, Decision::Deny).await
         }
         AppsCommand::Enable { id } => {
             installer(home, false)?.set_enabled(&id, true)?;
@@ -297,29 +319,46 @@ async fn finish_install(
     Ok(())
 }
 
-/// Records a decision; a running node acts on it. Without a running node (the request
-/// is still there after a few seconds), this command installs the approved bundle itself.
+/// Records a decision on exactly one waiting request (its bundle hash and permissions);
+/// a running node acts on it. Without a running node (the request is still there after a
+/// few seconds), this command installs the approved bundle itself.
 async fn decide(
     home: &Home,
     id: &str,
     version: Option<&str>,
+    hash: Option<&str>,
     decision: Decision,
 ) -> anyhow::Result<()> {
     let installer = installer(home, false)?;
-    let request = installer.approvals.find(id, version)?;
+    let request = installer.approvals.select(id, version, hash)?;
+    if decision == Decision::Approve {
+        println!(
+            "{} {} ({}, bundle sha256 {}) asks to:",
+            request.name,
+            request.version,
+            request.id,
+            request.short_hash()
+        );
+        print_permissions(&request.permissions);
+        // Without the hash the person has not named what they saw: confirm it here.
+        if hash.is_none() && std::io::stdin().is_terminal() {
+            print!("Approve this request? [y/N] ");
+            std::io::stdout().flush()?;
+            let mut answer = String::new();
+            std::io::stdin().lock().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                bail!("not approved: you declined");
+            }
+        }
+    }
     installer.approvals.decide(&request, decision)?;
     for _ in 0..50 {
-        if !installer
-            .approvals
-            .is_pending(&request.id, &request.version)
-        {
+        if !installer.approvals.is_pending(&request) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let still_pending = installer
-        .approvals
-        .is_pending(&request.id, &request.version);
+    let still_pending = installer.approvals.is_pending(&request);
     match decision {
         Decision::Deny => {
             if still_pending {

@@ -68,6 +68,7 @@ async fn run(
         "state": "pending_approval",
         "id": request.id,
         "version": request.version,
+        "sha256": request.sha256,
         "permissions": lines,
     }));
     let asks = if lines.is_empty() {
@@ -76,9 +77,18 @@ async fn run(
         lines.join("; ")
     };
     tracing::info!(app = %request.id, version = %request.version, %asks, "install requested from the browser; waiting for approval");
+    let named = format!(
+        "{} --version {} --hash {}",
+        request.id,
+        request.version,
+        request.short_hash()
+    );
     println!(
-        "Install request from your browser: {} {} ({}) asks to: {asks}.\n  Approve: desktop-node apps approve {}\n  Deny:    desktop-node apps deny {}",
-        request.name, request.version, request.id, request.id, request.id
+        "Install request from your browser: {} {} ({}, bundle {}) asks to: {asks}.\n  Approve: desktop-node apps approve {named}\n  Deny:    desktop-node apps deny {named}",
+        request.name,
+        request.version,
+        request.id,
+        request.short_hash()
     );
     let decision = installer
         .approvals
