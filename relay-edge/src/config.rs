@@ -52,6 +52,13 @@ pub struct RelayConfig {
     /// How long a sign-in, sign-up or enrollment waits for a hashing place before it is
     /// answered 503 with `Retry-After`, in milliseconds. Default 2000.
     pub hash_queue_timeout_ms: u64,
+    /// Seconds an HTTP client has to send a request's headers before its connection is
+    /// closed. Default 10.
+    pub http_header_timeout_secs: u64,
+    /// Seconds an HTTP client has to send a request's whole body, counted from its
+    /// headers; later, the request is answered 408 and the connection closed. Default
+    /// 120 (a 16 MiB upload at about 1.1 Mbit/s).
+    pub http_body_timeout_secs: u64,
     /// How often desktops ping, in seconds. Default 15.
     pub heartbeat_secs: u32,
     /// Largest frame accepted, in bytes. Default 1 MiB. (Stream headers have their own,
@@ -153,6 +160,8 @@ impl Default for RelayConfig {
             trusted_proxies: Vec::new(),
             hash_concurrency: 0,
             hash_queue_timeout_ms: 2000,
+            http_header_timeout_secs: 10,
+            http_body_timeout_secs: 120,
             heartbeat_secs: 15,
             max_frame_len: aisa_tunnel::MAX_FRAME_LEN,
             max_connections_per_ip: 64,

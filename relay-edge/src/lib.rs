@@ -10,7 +10,7 @@
 //! Modules: [`config`] (the file schema), [`store`] (users and devices, sqlx),
 //! [`auth`] (passwords, tokens), [`cert`] (TLS identity), [`registry`] (connected
 //! devices), [`desktop`] and [`browser`] (the two connection kinds), [`splice`],
-//! [`http`] (API and web app), [`proxy`] (the client's address behind trusted
+//! [`http`] (API and web app), [`httpd`] (the HTTP server loop and its timeouts), [`proxy`] (the client's address behind trusted
 //! proxies), [`limits`] (rate and resource limits), [`server`] (start and stop), and the
 //! mini-app market:
 //! [`marketplace`] (developer portal and marketplace API), [`bundles`] (bundle storage:
@@ -27,6 +27,7 @@ pub mod config;
 pub mod desktop;
 pub mod events;
 pub mod http;
+pub mod httpd;
 pub mod limits;
 pub mod marketplace;
 pub mod metrics;

@@ -96,8 +96,9 @@ fn too_large() -> ApiError {
 /// `POST /api/portal/apps`: check, sign, store and publish an uploaded bundle.
 ///
 /// The token is checked before the body is read, and a declared length over the limit
-/// is refused at once; the body is then read (counting, up to the limit) only when one
-/// of the [`PUBLISH_CONCURRENCY`] slots is free.
+/// is refused at once; the body is then read (counting, up to the limit, within the
+/// HTTP body timeout) and only once it is all here does the upload wait for one of the
+/// [`PUBLISH_CONCURRENCY`] slots, so a slow upload holds no slot.
 async fn publish(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -111,7 +112,6 @@ async fn publish(
     if declared.is_some_and(|n| n > MAX_UPLOAD_BYTES as u64) {
         return Err(too_large());
     }
-    let _slot = shared.publish_slots.acquire().await.map_err(internal)?;
     let body = axum::body::to_bytes(body, MAX_UPLOAD_BYTES)
         .await
         .map_err(|err| {
@@ -120,10 +120,21 @@ async fn publish(
                 .is_some();
             if over {
                 too_large()
+            } else if crate::httpd::BodyTimedOut::is_cause_of(&err) {
+                tracing::info!(user_id = %claims.sub, "upload refused: the body came too slowly");
+                crate::metrics::refused("body_timeout");
+                ApiError(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the upload did not arrive within {} s; try again on a faster connection",
+                        shared.config.http_body_timeout_secs
+                    ),
+                )
             } else {
                 bad_request(format!("the upload was not received in full: {err}"))
             }
         })?;
+    let _slot = shared.publish_slots.acquire().await.map_err(internal)?;
     if body.is_empty() {
         return Err(bad_request(
             "the request body is empty; send the .aisapp zip as application/zip",

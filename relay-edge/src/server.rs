@@ -230,16 +230,12 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(shared.clone(), endpoint.clone()));
     let app = http::router(shared.clone());
-    let mut http_stop = stopped.clone();
-    tasks.spawn(async move {
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(http_listener, app).with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|s| *s).await;
-        });
-        if let Err(err) = serve.await {
-            warn!(%err, "HTTP server failed");
-        }
-    });
+    tasks.spawn(crate::httpd::serve(
+        http_listener,
+        app,
+        http_timeouts(&shared.config),
+        stopped.clone(),
+    ));
     if identity.self_signed {
         tasks.spawn(renew_dev_cert(shared.clone(), endpoint.clone(), stopped));
     }
@@ -251,6 +247,14 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
         stop,
         tasks,
     })
+}
+
+/// The HTTP timeouts from the configuration.
+fn http_timeouts(config: &RelayConfig) -> crate::httpd::Timeouts {
+    crate::httpd::Timeouts {
+        header: Duration::from_secs(config.http_header_timeout_secs.max(1)),
+        body: Duration::from_secs(config.http_body_timeout_secs.max(1)),
+    }
 }
 
 fn load_identity(config: &RelayConfig) -> Result<TlsIdentity, StartError> {

@@ -651,6 +651,132 @@ async fn password_hashing_is_bounded_and_answers_503_with_retry_after() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Finding 9: slow HTTP clients hold nothing shared, and not for long.
+// ---------------------------------------------------------------------------------------
+
+/// Reads until the server closes the connection (or `limit` passes: `None`).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&out).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_trickles_its_headers_is_disconnected() {
+    use tokio::io::AsyncWriteExt;
+    let relay = Relay::start_with(|c| c.http_header_timeout_secs = 1).await;
+    let mut stream = tokio::net::TcpStream::connect(relay.handle().http_addr)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n")
+        .await
+        .unwrap();
+    // One more header line every 200 ms, never the blank line that ends them.
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        for i in 0..50 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if writer
+                .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection is still open after 5 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed after the 1 s header timeout, not later ({:?})",
+        started.elapsed()
+    );
+    trickle.abort();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_uploads_hold_no_publish_slot_and_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let relay = Relay::start_with(|c| c.http_body_timeout_secs = 1).await;
+    let token = relay.user("jo@example.com").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // More slow uploads than there are publish slots: each sends its headers and 10 of
+    // the 100,000 bytes it announces, then stalls.
+    let slots = relay_edge::marketplace::PUBLISH_CONCURRENCY;
+    let mut slow = Vec::new();
+    for _ in 0..slots + 1 {
+        let mut stream = tokio::net::TcpStream::connect(relay.handle().http_addr)
+            .await
+            .unwrap();
+        let request = format!(
+            "POST /api/portal/apps HTTP/1.1\r\nHost: relay\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/zip\r\nContent-Length: 100000\r\n\r\nPK\x03\x04......"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        relay.handle().shared.publish_slots.available_permits(),
+        slots,
+        "no slot is held while bodies are still arriving"
+    );
+    // Publishing is not blocked meanwhile: a complete upload is judged at once.
+    let started = Instant::now();
+    let response = tokio::time::timeout(
+        Duration::from_secs(3),
+        relay
+            .http
+            .post(relay.url("/api/portal/apps"))
+            .bearer_auth(&token)
+            .header("content-type", "application/zip")
+            .body(b"not a zip".to_vec())
+            .send(),
+    )
+    .await
+    .expect("a complete upload is not held up by slow ones")
+    .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // The slow ones are answered 408 once the body timeout passes, and disconnected.
+    for stream in &mut slow {
+        let answer = read_until_closed(stream, Duration::from_secs(5))
+            .await
+            .expect("the connection is closed after the body timeout");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    assert!(refusals("body_timeout") >= 1);
+    relay.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
 // Support: a QUIC client that pins the relay's certificate, as desktop nodes do.
 // ---------------------------------------------------------------------------------------
 
