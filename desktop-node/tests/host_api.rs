@@ -705,3 +705,228 @@ async fn a_granted_name_reaches_this_machine_only_as_localhost() {
         "{got}"
     );
 }
+
+/// A one-page PDF whose content stream is `data` under `filter` (issue 11, finding 5).
+fn pdf_with_stream(filter: &str, data: &[u8]) -> Vec<u8> {
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    let objects: Vec<Vec<u8>> = vec![
+        b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_vec(),
+        {
+            let mut s = format!("<< /Filter {filter} /Length {} >>\nstream\n", data.len()).into_bytes();
+            s.extend_from_slice(data);
+            s.extend_from_slice(b"\nendstream");
+            s
+        },
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_vec(),
+    ];
+    for (i, body) in objects.iter().enumerate() {
+        offsets.push(pdf.len());
+        pdf.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        pdf.extend_from_slice(body);
+        pdf.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = pdf.len();
+    pdf.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for offset in offsets {
+        pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    pdf.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    pdf
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn a_pdf_bomb_in_app_data_is_refused_without_being_inflated() {
+    let w = World::new();
+    let files = w.home().join("data/test-app/files");
+    std::fs::create_dir_all(&files).unwrap();
+    // A content stream of 64 MiB of spaces, compressed to well under a megabyte: twice
+    // what all of a PDF's streams may inflate to.
+    let bomb = zlib(&vec![b' '; 64 << 20]);
+    assert!(bomb.len() < 1 << 20);
+    std::fs::write(
+        files.join("bomb.pdf"),
+        pdf_with_stream("/FlateDecode", &bomb),
+    )
+    .unwrap();
+    // The same bomb compressed twice, declared with an escaped filter name.
+    let double = zlib(&bomb);
+    std::fs::write(
+        files.join("double.pdf"),
+        pdf_with_stream("[/FlateDecode /Fl#61teDecode]", &double),
+    )
+    .unwrap();
+    // A small compressed page still reads.
+    std::fs::write(
+        files.join("fine.pdf"),
+        pdf_with_stream(
+            "/FlateDecode",
+            &zlib(b"BT /F1 24 Tf 72 700 Td (fine) Tj ET"),
+        ),
+    )
+    .unwrap();
+    let got = answers(
+        &w.sandbox,
+        &w.ctx(Grants::default()),
+        &[
+            (
+                "fs",
+                json!({"op": "pdf_text", "path": "$APP_DATA/bomb.pdf"}),
+            ),
+            (
+                "fs",
+                json!({"op": "pdf_text", "path": "$APP_DATA/double.pdf"}),
+            ),
+            (
+                "fs",
+                json!({"op": "pdf_text", "path": "$APP_DATA/fine.pdf"}),
+            ),
+        ],
+    )
+    .await;
+    for refused in &got[..2] {
+        assert_eq!(error_code(refused), "too_large", "{refused}");
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("the PDF's streams inflate to more than"),
+            "{message}"
+        );
+    }
+    assert!(
+        got[2]["ok"].as_str().unwrap_or_default().contains("fine"),
+        "{}",
+        got[2]
+    );
+}
+
+/// A guest that sends `tool` `csv_parse` a text of `commas` commas (built in its memory,
+/// too big for a data segment) and emits the answer's first 60 KiB.
+fn csv_of_commas_guest(commas: u32) -> String {
+    let prefix = r#"{"op":"csv_parse","has_headers":false,"text":""#;
+    let p = prefix.len() as u32;
+    let end = p + commas;
+    let out = (end + 2).div_ceil(65536) * 65536;
+    let pages = (out + 65536) / 65536 + 1;
+    format!(
+        r#"(module
+  (import "aisapp_v1" "tool" (func $tool (param i32 i32) (result i32)))
+  (import "aisapp_v1" "result" (func $result (param i32 i32) (result i32)))
+  (import "aisapp_v1" "emit" (func $emit (param i32 i32)))
+  (memory (export "memory") {pages})
+  (data (i32.const 0) {prefix_bytes})
+  (func (export "aisapp_alloc") (param i32) (result i32) i32.const {out})
+  (func (export "aisapp_run") (param i32 i32) (result i32) (local $n i32)
+    (memory.fill (i32.const {p}) (i32.const 44) (i32.const {commas}))
+    (i32.store16 (i32.const {end}) (i32.const 0x7d22))
+    (drop (call $tool (i32.const 0) (i32.const {len})))
+    (local.set $n (call $result (i32.const {out}) (i32.const 61440)))
+    (call $emit (i32.const {out}) (local.get $n))
+    i32.const 0))"#,
+        prefix_bytes = wat_bytes(prefix.as_bytes()),
+        len = end + 2,
+    )
+}
+
+#[tokio::test]
+async fn a_huge_csv_is_refused_while_it_is_parsed() {
+    let w = World::new();
+    // 4 Mi commas: 4 Mi empty fields. As JSON values that is far more memory than the
+    // text (and an answer of ~12 MB); parsing stops at the bound instead.
+    let wat = csv_of_commas_guest(4 << 20);
+    let (result, out) = run_wat(&w.sandbox, &w.ctx(Grants::default()), &wat).await;
+    result.expect("the action runs");
+    let answer: Value = serde_json::from_str(&out[0]).unwrap();
+    assert_eq!(error_code(&answer), "too_large", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("the parsed CSV would pass"), "{message}");
+    // A small one still parses.
+    let wat = csv_of_commas_guest(3);
+    let (result, out) = run_wat(&w.sandbox, &w.ctx(Grants::default()), &wat).await;
+    result.expect("the action runs");
+    let answer: Value = serde_json::from_str(&out[0]).unwrap();
+    assert_eq!(
+        answer,
+        json!({"ok": {"headers": [], "rows": [["", "", "", ""]]}})
+    );
+}
+
+#[tokio::test]
+async fn app_data_and_storage_writes_over_the_quota_are_refused() {
+    let w = World::new();
+    let sandbox = Sandbox::with_config(desktop_node::sandbox::SandboxConfig {
+        host_quotas: desktop_node::host::Quotas {
+            storage_bytes: 1000,
+            app_data_bytes: 40_000,
+            app_data_entries: 10_000,
+        },
+        ..Default::default()
+    })
+    .expect("sandbox");
+    let write = |path: &str, len: usize| {
+        (
+            "fs",
+            json!({"op": "write", "path": path, "content": "x".repeat(len)}),
+        )
+    };
+    let got = answers(
+        &sandbox,
+        &w.ctx(Grants::default()),
+        &[
+            write("$APP_DATA/a.txt", 25_000),
+            write("$APP_DATA/sub/b.txt", 20_000),
+            // Replacing a file counts its new size, not both.
+            write("$APP_DATA/a.txt", 10_000),
+            write("$APP_DATA/sub/b.txt", 20_000),
+            (
+                "storage",
+                json!({"op": "set", "key": "k", "value": "v".repeat(2000)}),
+            ),
+            (
+                "storage",
+                json!({"op": "set", "key": "k", "value": "v".repeat(500)}),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(got[0], json!({"ok": null}));
+    assert_eq!(error_code(&got[1]), "too_large", "{}", got[1]);
+    let message = got[1]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("$APP_DATA would hold 45000 bytes; this app may keep 40000"),
+        "{message}"
+    );
+    assert_eq!(got[2], json!({"ok": null}));
+    assert_eq!(got[3], json!({"ok": null}));
+    let files = w.home().join("data/test-app/files");
+    assert_eq!(
+        std::fs::metadata(files.join("a.txt")).unwrap().len(),
+        10_000
+    );
+    assert_eq!(
+        std::fs::metadata(files.join("sub/b.txt")).unwrap().len(),
+        20_000
+    );
+    assert_eq!(error_code(&got[4]), "too_large", "{}", got[4]);
+    assert_eq!(got[5], json!({"ok": null}));
+    // The defaults: 256 MiB of files, a 1 MiB store.
+    let defaults = desktop_node::host::Quotas::default();
+    assert_eq!(defaults.app_data_bytes, 256 << 20);
+    assert_eq!(defaults.storage_bytes, 1 << 20);
+}

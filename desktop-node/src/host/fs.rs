@@ -1,14 +1,19 @@
 //! `fs`: files in granted folders. Reads need a read grant covering the path (after `..`
 //! and symlinks are resolved), writes a write grant; `$APP_DATA` is always allowed.
 //! See [`crate::permissions`] for the path rules.
+//!
+//! Bounds: a file read is at most [`MAX_READ_BYTES`], a write [`MAX_WRITE_BYTES`], a
+//! listing [`MAX_LIST_ENTRIES`]; `$APP_DATA` as a whole is held to the app's
+//! [`super::Quotas`] (bytes and entries), checked before a write under a per-app lock, so
+//! a write that would pass the quota is `too_large` and leaves the old file as it was.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{CallContext, ErrorCode, HostError, blocking};
+use super::{CallContext, Cancel, ErrorCode, HostError, Quotas, blocking};
 use crate::permissions::{self, Grants};
 
 /// The largest file `read`, `read_base64` and `pdf_text` accept.
@@ -81,8 +86,13 @@ pub async fn call(ctx: &CallContext, request: Request) -> super::Answer {
                 )));
             }
             let path = ctx.resolve(&path)?;
-            blocking(move || {
+            let quotas = ctx.shared.quotas;
+            // One write at a time per app, so two writes cannot both pass the quota.
+            let lock = ctx.shared.storage_lock(&app_data);
+            let _held = lock.lock().await;
+            blocking(move |cancel| {
                 let target = permissions::prepare_write(&grants, &app_data, &path)?;
+                check_app_data_quota(&app_data, &target, content.len() as u64, &quotas, cancel)?;
                 let mut file = permissions::open_for_write(&target)?;
                 file.write_all(content.as_bytes())
                     .and_then(|()| file.sync_data())
@@ -93,9 +103,78 @@ pub async fn call(ctx: &CallContext, request: Request) -> super::Answer {
         }
         Request::List { path } => {
             let path = ctx.resolve(&path)?;
-            blocking(move || list(&grants, &app_data, &path)).await
+            blocking(move |cancel| list(&grants, &app_data, &path, cancel)).await
         }
     }
+}
+
+/// What `$APP_DATA` holds: bytes of regular files and the number of entries, counted
+/// without following symlinks; stops counting once past `quotas`.
+fn app_data_usage(
+    app_data: &Path,
+    quotas: &Quotas,
+    cancel: &Cancel,
+) -> Result<(u64, u64), HostError> {
+    let (mut bytes, mut entries) = (0u64, 0u64);
+    let mut folders = vec![app_data.to_owned()];
+    while let Some(folder) = folders.pop() {
+        cancel.check()?;
+        let Ok(list) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in list.flatten() {
+            entries += 1;
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                folders.push(entry.path());
+            } else if meta.is_file() {
+                bytes = bytes.saturating_add(meta.len());
+            }
+            if entries > quotas.app_data_entries || bytes > quotas.app_data_bytes {
+                return Ok((bytes, entries));
+            }
+        }
+    }
+    Ok((bytes, entries))
+}
+
+/// Refuses (`too_large`) a write of `len` bytes to `target` when `target` lies in
+/// `$APP_DATA` and the folder would then pass its quota. Writes elsewhere (granted
+/// folders of the person) are not counted.
+fn check_app_data_quota(
+    app_data: &Path,
+    target: &Path,
+    len: u64,
+    quotas: &Quotas,
+    cancel: &Cancel,
+) -> Result<(), HostError> {
+    let Ok(root) = std::fs::canonicalize(app_data) else {
+        return Ok(());
+    };
+    if !target.starts_with(&root) {
+        return Ok(());
+    }
+    let (bytes, entries) = app_data_usage(&root, quotas, cancel)?;
+    let replaced = std::fs::symlink_metadata(target)
+        .ok()
+        .filter(|m| m.is_file());
+    let after = bytes - replaced.as_ref().map_or(0, |m| m.len().min(bytes)) + len;
+    let entries_after = entries + u64::from(replaced.is_none());
+    if after > quotas.app_data_bytes {
+        return Err(HostError::too_large(format!(
+            "$APP_DATA would hold {after} bytes; this app may keep {} there (delete files first)",
+            quotas.app_data_bytes
+        )));
+    }
+    if entries_after > quotas.app_data_entries {
+        return Err(HostError::too_large(format!(
+            "$APP_DATA would hold more than {} files and folders",
+            quotas.app_data_entries
+        )));
+    }
+    Ok(())
 }
 
 /// Reads a whole file after the read check, up to [`MAX_READ_BYTES`].
@@ -104,7 +183,7 @@ async fn read(
     app_data: PathBuf,
     path: PathBuf,
 ) -> Result<Vec<u8>, HostError> {
-    blocking(move || {
+    blocking(move |_| {
         let canonical = permissions::check_read(&grants, &app_data, &path)?;
         let file = permissions::open_for_read(&canonical)?;
         let mut bytes = Vec::new();
@@ -122,7 +201,7 @@ async fn read(
     .await
 }
 
-fn list(grants: &Grants, app_data: &std::path::Path, path: &std::path::Path) -> super::Answer {
+fn list(grants: &Grants, app_data: &Path, path: &Path, cancel: &Cancel) -> super::Answer {
     let canonical = permissions::check_read(grants, app_data, path)?;
     let failed = |e: std::io::Error| HostError::failed(format!("{}: {e}", path.display()));
     let entries = std::fs::read_dir(&canonical).map_err(|e| {
@@ -134,6 +213,9 @@ fn list(grants: &Grants, app_data: &std::path::Path, path: &std::path::Path) -> 
     })?;
     let mut out = Vec::new();
     for entry in entries {
+        if out.len() % 256 == 0 {
+            cancel.check()?;
+        }
         let entry = entry.map_err(failed)?;
         if out.len() == MAX_LIST_ENTRIES {
             return Err(HostError::new(

@@ -27,6 +27,7 @@ pub mod tool;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -165,19 +166,48 @@ impl Capability {
     }
 }
 
-/// What the host shares across actions: one HTTP client (one connection pool) and the
-/// per-app storage locks.
+/// Per-app disk quotas, enforced when something is written: a write that would pass one
+/// is `too_large` and changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// The largest `storage` store (its JSON text). Default 1 MiB.
+    pub storage_bytes: u64,
+    /// The most bytes of files in `$APP_DATA`, all files together. Default 256 MiB.
+    pub app_data_bytes: u64,
+    /// The most files and folders in `$APP_DATA`. Default 10,000.
+    pub app_data_entries: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            storage_bytes: storage::MAX_STORE_BYTES as u64,
+            app_data_bytes: 256 << 20,
+            app_data_entries: 10_000,
+        }
+    }
+}
+
+/// What the host shares across actions: one HTTP client (one connection pool), the
+/// per-app locks and the quotas.
 pub struct HostShared {
     pub(crate) http: reqwest::Client,
     storage_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) quotas: Quotas,
 }
 
 impl HostShared {
-    /// Builds the shared HTTP client.
+    /// Builds the shared HTTP client, with the default [`Quotas`].
     pub fn new() -> Result<Self, String> {
+        Self::with_quotas(Quotas::default())
+    }
+
+    /// Builds the shared HTTP client, with `quotas`.
+    pub fn with_quotas(quotas: Quotas) -> Result<Self, String> {
         Ok(HostShared {
             http: http::client().map_err(|e| e.to_string())?,
             storage_locks: Mutex::new(HashMap::new()),
+            quotas,
         })
     }
 
@@ -261,12 +291,109 @@ fn parse<T: DeserializeOwned>(request: serde_json::Value) -> Result<T, HostError
     serde_json::from_value(request).map_err(|e| HostError::invalid(e.to_string()))
 }
 
+/// Tells blocking host work that nobody waits for it any more (its action ended: done,
+/// timed out or cancelled). Long loops call [`Cancel::check`] and stop.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    /// Whether the work should stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// `Err` (`failed`) once the work should stop.
+    pub fn check(&self) -> Result<(), HostError> {
+        if self.is_cancelled() {
+            Err(HostError::failed(
+                "the action ended; the host call was abandoned",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Asks the work to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Cancels the work, and aborts it if it has not started, when the waiting future goes
+/// away (a dropped host call: its action ended).
+struct CancelOnDrop {
+    cancel: Cancel,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.task.abort();
+    }
+}
+
 /// Runs blocking work (file I/O, parsing) on tokio's blocking pool; a panic there is a
-/// `failed` answer, not a crash.
+/// `failed` answer, not a crash. When the returned future is dropped before the work is
+/// done (the action ended), the work is aborted if it has not started, and otherwise
+/// told through its [`Cancel`], which it checks in its loops.
 pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, HostError> + Send + 'static,
+    work: impl FnOnce(&Cancel) -> Result<T, HostError> + Send + 'static,
 ) -> Result<T, HostError> {
-    tokio::task::spawn_blocking(work)
-        .await
+    let cancel = Cancel::default();
+    let task = tokio::task::spawn_blocking({
+        let cancel = cancel.clone();
+        move || {
+            cancel.check()?;
+            work(&cancel)
+        }
+    });
+    let _guard = CancelOnDrop {
+        cancel,
+        task: task.abort_handle(),
+    };
+    task.await
         .unwrap_or_else(|e| Err(HostError::failed(format!("the host task failed: {e}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn blocking_work_is_told_to_stop_when_its_call_is_dropped() {
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let call = blocking(move |cancel| {
+            let _ = started_tx.send(());
+            let begun = std::time::Instant::now();
+            // A long loop that checks, as the host's parsers do.
+            while begun.elapsed() < Duration::from_secs(30) {
+                if let Err(err) = cancel.check() {
+                    let _ = seen_tx.send(begun.elapsed());
+                    return Err::<(), _>(err);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(())
+        });
+        // The action ends (its time is up) while the work runs.
+        let timed_out = tokio::time::timeout(Duration::from_millis(300), async {
+            tokio::select! {
+                _ = call => unreachable!("the work never finishes on its own this soon"),
+                _ = async { started_rx.await.unwrap(); std::future::pending::<()>().await } => {}
+            }
+        })
+        .await;
+        assert!(timed_out.is_err());
+        let stopped_after =
+            tokio::task::spawn_blocking(move || seen_rx.recv_timeout(Duration::from_secs(5)))
+                .await
+                .unwrap()
+                .expect("the work saw the cancellation");
+        assert!(stopped_after < Duration::from_secs(5), "{stopped_after:?}");
+    }
 }

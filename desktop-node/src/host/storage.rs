@@ -1,6 +1,8 @@
 //! `storage`: a persistent key-value store per app, `<node home>/data/<app-id>/storage.json`
-//! (a JSON object). Values are any JSON. The whole store is capped at
-//! [`MAX_STORE_BYTES`]; a `set` that would pass it is `too_large` and changes nothing.
+//! (a JSON object). Values are any JSON. The whole store is capped at the app's quota
+//! ([`super::Quotas::storage_bytes`], default [`MAX_STORE_BYTES`]); a `set` that would pass
+//! it is `too_large` and changes nothing (a value larger than the quota on its own is
+//! refused before the store is read).
 //! Changes are written to a temporary file, synced and renamed over the store, so a
 //! crash leaves the old or the new store, never half of one; calls of one app are
 //! serialized by a lock, so concurrent actions never lose each other's changes.
@@ -13,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::{CallContext, HostError, blocking};
 
-/// The largest store, as JSON text.
+/// The default largest store, as JSON text.
 pub const MAX_STORE_BYTES: usize = 1 << 20;
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 256;
@@ -58,23 +60,32 @@ pub async fn call(ctx: &CallContext, request: Request) -> super::Answer {
         Request::Get { key } | Request::Set { key, .. } | Request::Delete { key } => key_ok(key)?,
         Request::Keys {} => {}
     }
+    let quota = usize::try_from(ctx.shared.quotas.storage_bytes).unwrap_or(usize::MAX);
+    if let Request::Set { value, .. } = &request {
+        let len = serde_json::to_vec(value).map_or(usize::MAX, |v| v.len());
+        if len > quota {
+            return Err(HostError::too_large(format!(
+                "a value of {len} bytes; the app's store is limited to {quota}"
+            )));
+        }
+    }
     let path = store_path(&ctx.app_dir);
     let lock = ctx.shared.storage_lock(&path);
     let _held = lock.lock().await;
-    blocking(move || {
-        let mut store = load(&path)?;
+    blocking(move |_| {
+        let mut store = load(&path, quota)?;
         match request {
             Request::Get { key } => Ok(store.remove(&key).unwrap_or(Value::Null)),
             Request::Keys {} => Ok(store.keys().cloned().collect::<Vec<_>>().into()),
             Request::Delete { key } => {
                 if store.remove(&key).is_some() {
-                    save(&path, &store)?;
+                    save(&path, &store, quota)?;
                 }
                 Ok(Value::Null)
             }
             Request::Set { key, value } => {
                 store.insert(key, value);
-                save(&path, &store)?;
+                save(&path, &store, quota)?;
                 Ok(Value::Null)
             }
         }
@@ -87,7 +98,15 @@ pub fn store_path(app_dir: &Path) -> PathBuf {
     app_dir.join("storage.json")
 }
 
-fn load(path: &Path) -> Result<Map<String, Value>, HostError> {
+fn load(path: &Path, quota: usize) -> Result<Map<String, Value>, HostError> {
+    // A store is never written larger than the quota; a bigger file (planted, or from a
+    // larger quota) is read only up to a bound, not whatever its size.
+    let bound = quota.max(MAX_STORE_BYTES).saturating_mul(4);
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > bound as u64) {
+        return Err(HostError::failed(format!(
+            "the app's store is larger than {bound} bytes"
+        )));
+    }
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| HostError::failed(format!("the app's store is damaged: {e}"))),
@@ -96,11 +115,11 @@ fn load(path: &Path) -> Result<Map<String, Value>, HostError> {
     }
 }
 
-fn save(path: &Path, store: &Map<String, Value>) -> Result<(), HostError> {
+fn save(path: &Path, store: &Map<String, Value>, quota: usize) -> Result<(), HostError> {
     let bytes = serde_json::to_vec(store).map_err(|e| HostError::failed(e.to_string()))?;
-    if bytes.len() > MAX_STORE_BYTES {
+    if bytes.len() > quota {
         return Err(HostError::too_large(format!(
-            "the app's store would be {} bytes; it is limited to {MAX_STORE_BYTES}",
+            "the app's store would be {} bytes; it is limited to {quota}",
             bytes.len()
         )));
     }
