@@ -64,6 +64,8 @@ pub struct NodeContext {
     e2e: Option<Arc<crate::e2e::E2eState>>,
     /// How many actions run and wait at once, and who goes next.
     admission: Admission,
+    /// The round trip of the latest PING on the control stream.
+    heartbeat_rtt: watch::Sender<Option<Duration>>,
 }
 
 impl NodeContext {
@@ -95,7 +97,14 @@ impl NodeContext {
             js_runtime: None,
             e2e: None,
             admission: Admission::new(AdmissionConfig::default()),
+            heartbeat_rtt: watch::channel(None).0,
         }
+    }
+
+    /// Watches the round trip of each PING to the relay (`None` until the first PONG):
+    /// how promptly the connection is served.
+    pub fn heartbeat_rtt(&self) -> watch::Receiver<Option<Duration>> {
+        self.heartbeat_rtt.subscribe()
     }
 
     /// Runs and queues actions within `config` (default: [`AdmissionConfig::default`]).
@@ -420,7 +429,7 @@ async fn connect_once(
     let connected_at = Instant::now();
     let mut streams = JoinSet::new();
     let reason = tokio::select! {
-        reason = heartbeat(&mut send, &mut recv, Duration::from_secs(heartbeat_secs.into())) => {
+        reason = heartbeat(&mut send, &mut recv, Duration::from_secs(heartbeat_secs.into()), &ctx.heartbeat_rtt) => {
             conn.close(0u32.into(), reason.as_bytes());
             reason
         }
@@ -464,16 +473,19 @@ async fn accept_streams(
     }
 }
 
-/// Sends PINGs and reads PONGs; returns when the relay stops answering.
+/// Sends PINGs and reads PONGs, publishing each round trip in `rtt`; returns when the
+/// relay stops answering.
 async fn heartbeat(
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
     every: Duration,
+    rtt: &watch::Sender<Option<Duration>>,
 ) -> String {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut nonce = 0u64;
     let mut last_pong = Instant::now();
+    let mut sent_at = Instant::now();
     loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -481,6 +493,7 @@ async fn heartbeat(
                     return format!("no PONG for {:?}", last_pong.elapsed());
                 }
                 nonce += 1;
+                sent_at = Instant::now();
                 let ping = Envelope::new(nonce, Body::Ping { nonce });
                 if let Err(e) = write_frame(send, &ping.encode(), aisa_tunnel::MAX_FRAME_LEN).await {
                     return format!("control stream failed: {e}");
@@ -488,7 +501,12 @@ async fn heartbeat(
             }
             frame = read_frame(recv, aisa_tunnel::MAX_FRAME_LEN) => match frame {
                 Ok(Some(body)) => match Envelope::decode(&body) {
-                    Ok(Envelope { body: Body::Pong { .. }, .. }) => last_pong = Instant::now(),
+                    Ok(Envelope { body: Body::Pong { nonce: answered }, .. }) => {
+                        last_pong = Instant::now();
+                        if answered == nonce {
+                            rtt.send_replace(Some(sent_at.elapsed()));
+                        }
+                    }
                     Ok(other) => debug!(?other, "unexpected message on the control stream"),
                     Err(e) => return format!("malformed control message: {e}"),
                 },

@@ -56,6 +56,8 @@ pub struct System {
     pub node_task: tokio::task::JoinHandle<Result<(), node::NodeError>>,
     /// See the struct doc.
     pub online: watch::Receiver<bool>,
+    /// The node's latest PING round trip to the relay.
+    pub heartbeat_rtt: watch::Receiver<Option<Duration>>,
 }
 
 /// A relay configuration on loopback with data in `data_dir` and the given database
@@ -295,6 +297,7 @@ impl System {
             .with_installer(installer, js_runtime),
         );
         let online = ctx.online();
+        let heartbeat_rtt = ctx.heartbeat_rtt();
         let target = RelayTarget {
             quic_addr: relay.quic_addr.to_string(),
             server_name: "localhost".into(),
@@ -318,6 +321,7 @@ impl System {
             node_stop,
             node_task,
             online,
+            heartbeat_rtt,
         };
         system.wait_online(true).await;
         system

@@ -97,9 +97,18 @@ async fn normal_action_latency(system: &System, session: &wtransport::Connection
     took
 }
 
+/// The slowest of each while hostile guests ran.
+struct Slowest {
+    status: Duration,
+    action: Duration,
+    /// The node's PING → PONG with the relay (one a second in the test relay).
+    ping: Duration,
+    pings: usize,
+}
+
 /// Runs the hostile apps, and meanwhile checks GET_STATUS and a normal action again and
 /// again until they have all ended; returns the slowest of each.
-async fn under_load(system: &System, hostile: &[&'static str]) -> (Duration, Duration) {
+async fn under_load(system: &System, hostile: &[&'static str]) -> Slowest {
     let observer = system.browser().await;
     // Warm up the observer's path, so the first measurement is not a cold start.
     status_latency(system, &observer).await;
@@ -113,6 +122,20 @@ async fn under_load(system: &System, hostile: &[&'static str]) -> (Duration, Dur
     }
     // Let the hostile guests get going.
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut rtt = system.heartbeat_rtt.clone();
+    rtt.mark_unchanged();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((Duration::ZERO, 0usize)));
+    let pings = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            while rtt.changed().await.is_ok() {
+                let latest = rtt.borrow_and_update().unwrap_or_default();
+                let mut seen = seen.lock().expect("lock");
+                seen.0 = seen.0.max(latest);
+                seen.1 += 1;
+            }
+        }
+    });
     let (mut slowest_status, mut slowest_action) = (Duration::ZERO, Duration::ZERO);
     while tasks.iter().any(|(_, t)| !t.is_finished()) {
         slowest_status = slowest_status.max(status_latency(system, &observer).await);
@@ -140,20 +163,41 @@ async fn under_load(system: &System, hostile: &[&'static str]) -> (Duration, Dur
         "the device never went offline"
     );
     assert!(*online.borrow(), "still online");
-    assert!(
-        system
-            .relay()
-            .shared
-            .registry
-            .get(&system.device_id)
-            .is_some(),
-        "the relay still has the device online"
-    );
-    (slowest_status, slowest_action)
+    pings.abort();
+    let (ping, pings) = *seen.lock().expect("lock");
+    Slowest {
+        status: slowest_status,
+        action: slowest_action,
+        ping,
+        pings,
+    }
 }
 
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn check(what: &str, slowest: &Slowest) {
+    eprintln!(
+        "{what}: slowest GET_STATUS {:?}, slowest normal action's first chunk {:?}, slowest of {} PINGs {:?}",
+        slowest.status, slowest.action, slowest.pings, slowest.ping
+    );
+    assert!(
+        slowest.status <= PROMPT,
+        "GET_STATUS took {:?}",
+        slowest.status
+    );
+    assert!(
+        slowest.action <= PROMPT,
+        "a normal action's first chunk took {:?}",
+        slowest.action
+    );
+    assert!(
+        slowest.pings >= 2,
+        "the node kept pinging: {}",
+        slowest.pings
+    );
+    assert!(slowest.ping <= PROMPT, "a PING took {:?}", slowest.ping);
 }
 
 /// One test, so the two loads run one after the other (in parallel they would be twice
@@ -161,28 +205,15 @@ fn cpus() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_guests_never_starve_the_connection() {
     let system = system().await;
-
     let loops = vec!["spinner"; 2 * cpus()];
-    let (status, action) = under_load(&system, &loops).await;
-    eprintln!(
-        "{} looping guests: slowest GET_STATUS {status:?}, slowest normal action's first chunk {action:?}",
-        loops.len()
+    check(
+        &format!("{} looping guests", loops.len()),
+        &under_load(&system, &loops).await,
     );
-    assert!(status <= PROMPT, "GET_STATUS took {status:?}");
-    assert!(
-        action <= PROMPT,
-        "a normal action's first chunk took {action:?}"
-    );
-
     let mut hostile = vec!["spinner"; cpus()];
     hostile.extend(["hog", "flood", "hog", "flood"]);
-    let (status, action) = under_load(&system, &hostile).await;
-    eprintln!(
-        "loops, memory bombs and floods: slowest GET_STATUS {status:?}, slowest normal action's first chunk {action:?}"
-    );
-    assert!(status <= PROMPT, "GET_STATUS took {status:?}");
-    assert!(
-        action <= PROMPT,
-        "a normal action's first chunk took {action:?}"
+    check(
+        "loops, memory bombs and floods",
+        &under_load(&system, &hostile).await,
     );
 }
