@@ -9,7 +9,11 @@
 //!
 //! Path checks ([`check_read`], [`prepare_write`]) resolve `..` and symlinks with
 //! `canonicalize` and then require the result to lie inside a granted folder, so a
-//! symlink inside a granted folder that points outside it is refused. Writes refuse a
+//! symlink inside a granted folder that points outside it is refused. The node's own
+//! home folder (its configuration, secrets, compiled-module cache, installed apps and
+//! the other apps' data) is never reachable, even through a grant of a folder that
+//! contains it (`$HOME`) or a symlink into it: only the app's own `$APP_DATA` inside it
+//! is. Writes refuse a
 //! symlink as the final component and open with `O_NOFOLLOW` (see [`open_for_write`]),
 //! so a symlink planted between the check and the open is refused too. What this does not
 //! stop: a folder component swapped for a symlink between the check and the open (std
@@ -325,29 +329,54 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
     builder.create(dir)
 }
 
+/// Whether the canonical path `canonical` may be reached: inside `$APP_DATA`, or inside
+/// one of `roots` (canonical grants) and not inside the node's home folder.
+fn reachable(
+    canonical: &Path,
+    app_data: &Path,
+    node_home: &Path,
+    roots: &[PathBuf],
+) -> Result<(), String> {
+    let app_data = std::fs::canonicalize(app_data).ok();
+    if app_data.as_ref().is_some_and(|a| canonical.starts_with(a)) {
+        return Ok(());
+    }
+    let home = std::fs::canonicalize(node_home).unwrap_or_else(|_| node_home.to_owned());
+    if canonical.starts_with(&home) {
+        return Err("it is in the node's own folder, which no grant reaches".into());
+    }
+    if roots.iter().any(|r| canonical.starts_with(r)) {
+        Ok(())
+    } else {
+        Err("it is not granted".into())
+    }
+}
+
 /// The canonical path of `path` if it may be read (it, after `..` and every symlink are
-/// resolved, lies inside `$APP_DATA`, a read grant or a write grant). Blocking: call from
-/// `spawn_blocking`.
-pub fn check_read(grants: &Grants, app_data: &Path, path: &Path) -> Result<PathBuf, AccessError> {
+/// resolved, lies inside `$APP_DATA`, or inside a read or write grant and outside
+/// `node_home`, the node's own folder). Blocking: call from `spawn_blocking`.
+pub fn check_read(
+    grants: &Grants,
+    app_data: &Path,
+    node_home: &Path,
+    path: &Path,
+) -> Result<PathBuf, AccessError> {
     let canonical = std::fs::canonicalize(path).map_err(|e| io_error(path, e))?;
     let granted: Vec<PathBuf> = grants.read.iter().chain(&grants.write).cloned().collect();
     let roots = canonical_roots(&granted, app_data);
-    if roots.iter().any(|r| canonical.starts_with(r)) {
-        Ok(canonical)
-    } else {
-        Err(AccessError::Denied(format!(
-            "reading {} is not granted",
-            path.display()
-        )))
-    }
+    reachable(&canonical, app_data, node_home, &roots)
+        .map(|()| canonical)
+        .map_err(|why| AccessError::Denied(format!("reading {} is refused: {why}", path.display())))
 }
 
 /// Checks that `path` may be written and returns the path to open: the canonical parent
 /// folder (created inside the granted root when missing) joined with the file name. The
-/// final component must be a plain name and must not be a symlink. Blocking.
+/// final component must be a plain name and must not be a symlink; the folder must lie in
+/// `$APP_DATA`, or in a write grant and outside `node_home`. Blocking.
 pub fn prepare_write(
     grants: &Grants,
     app_data: &Path,
+    node_home: &Path,
     path: &Path,
 ) -> Result<PathBuf, AccessError> {
     let malformed = || PathError::Malformed(path.display().to_string());
@@ -374,8 +403,11 @@ pub fn prepare_write(
             Err(e) => return Err(io_error(&existing, e)),
         }
     };
-    if !roots.iter().any(|r| canonical_parent.starts_with(r)) {
-        return Err(denied());
+    if let Err(why) = reachable(&canonical_parent, app_data, node_home, &roots) {
+        return Err(AccessError::Denied(format!(
+            "writing {} is refused: {why}",
+            path.display()
+        )));
     }
     let mut dir = canonical_parent;
     for part in missing.into_iter().rev() {
@@ -473,6 +505,7 @@ mod tests {
         _dir: tempfile::TempDir,
         root: PathBuf,
         app_data: PathBuf,
+        node_home: PathBuf,
         docs: PathBuf,
         outside: PathBuf,
     }
@@ -489,6 +522,7 @@ mod tests {
         std::fs::write(outside.join("secret.txt"), "s").unwrap();
         Fixture {
             app_data: root.join("home/data/app/files"),
+            node_home: root.join("home"),
             _dir: dir,
             root,
             docs,
@@ -508,23 +542,28 @@ mod tests {
     fn reads_inside_a_grant_and_dot_dot_cannot_leave_it() {
         let f = fixture();
         let g = grants(&f);
-        assert!(check_read(&g, &f.app_data, &f.docs.join("a.txt")).is_ok());
-        assert!(check_read(&g, &f.app_data, &f.docs.join("sub/../a.txt")).is_ok());
+        assert!(check_read(&g, &f.app_data, &f.node_home, &f.docs.join("a.txt")).is_ok());
+        assert!(check_read(&g, &f.app_data, &f.node_home, &f.docs.join("sub/../a.txt")).is_ok());
         let escape = f.docs.join("../outside/secret.txt");
         assert!(matches!(
-            check_read(&g, &f.app_data, &escape),
+            check_read(&g, &f.app_data, &f.node_home, &escape),
             Err(AccessError::Denied(_))
         ));
         assert!(matches!(
-            prepare_write(&g, &f.app_data, &f.docs.join("../outside/new.txt")),
+            prepare_write(
+                &g,
+                &f.app_data,
+                &f.node_home,
+                &f.docs.join("../outside/new.txt")
+            ),
             Err(AccessError::Denied(_))
         ));
         // A path that is a prefix as text but not as components.
         std::fs::create_dir_all(f.root.join("docs-other")).unwrap();
         std::fs::write(f.root.join("docs-other/x"), "x").unwrap();
-        assert!(check_read(&g, &f.app_data, &f.root.join("docs-other/x")).is_err());
+        assert!(check_read(&g, &f.app_data, &f.node_home, &f.root.join("docs-other/x")).is_err());
         assert!(matches!(
-            check_read(&g, &f.app_data, &f.docs.join("missing.txt")),
+            check_read(&g, &f.app_data, &f.node_home, &f.docs.join("missing.txt")),
             Err(AccessError::NotFound(_))
         ));
     }
@@ -537,13 +576,27 @@ mod tests {
         std::os::unix::fs::symlink(f.outside.join("secret.txt"), f.docs.join("leak")).unwrap();
         std::os::unix::fs::symlink(&f.outside, f.docs.join("leakdir")).unwrap();
         std::os::unix::fs::symlink(f.docs.join("sub/b.txt"), f.docs.join("alias")).unwrap();
-        assert!(check_read(&g, &f.app_data, &f.docs.join("leak")).is_err());
-        assert!(check_read(&g, &f.app_data, &f.docs.join("leakdir/secret.txt")).is_err());
+        assert!(check_read(&g, &f.app_data, &f.node_home, &f.docs.join("leak")).is_err());
         assert!(
-            prepare_write(&g, &f.app_data, &f.docs.join("leakdir/new.txt")).is_err(),
+            check_read(
+                &g,
+                &f.app_data,
+                &f.node_home,
+                &f.docs.join("leakdir/secret.txt")
+            )
+            .is_err()
+        );
+        assert!(
+            prepare_write(
+                &g,
+                &f.app_data,
+                &f.node_home,
+                &f.docs.join("leakdir/new.txt")
+            )
+            .is_err(),
             "a folder symlink pointing outside"
         );
-        let inside = check_read(&g, &f.app_data, &f.docs.join("alias")).unwrap();
+        let inside = check_read(&g, &f.app_data, &f.node_home, &f.docs.join("alias")).unwrap();
         assert_eq!(inside, f.docs.join("sub/b.txt"));
     }
 
@@ -554,11 +607,11 @@ mod tests {
         let g = grants(&f);
         std::os::unix::fs::symlink(f.docs.join("a.txt"), f.docs.join("link")).unwrap();
         assert!(matches!(
-            prepare_write(&g, &f.app_data, &f.docs.join("link")),
+            prepare_write(&g, &f.app_data, &f.node_home, &f.docs.join("link")),
             Err(AccessError::Denied(m)) if m.contains("symlink")
         ));
         // The race: checked while absent, a symlink appears before the open.
-        let target = prepare_write(&g, &f.app_data, &f.docs.join("late")).unwrap();
+        let target = prepare_write(&g, &f.app_data, &f.node_home, &f.docs.join("late")).unwrap();
         std::os::unix::fs::symlink(f.outside.join("secret.txt"), &target).unwrap();
         assert!(matches!(
             open_for_write(&target),
@@ -579,28 +632,122 @@ mod tests {
         let f = fixture();
         let none = Grants::default();
         assert!(!f.app_data.exists());
-        let target = prepare_write(&none, &f.app_data, &f.app_data.join("out/r.txt")).unwrap();
+        let target = prepare_write(
+            &none,
+            &f.app_data,
+            &f.node_home,
+            &f.app_data.join("out/r.txt"),
+        )
+        .unwrap();
         assert_eq!(target, f.app_data.join("out/r.txt"));
         std::fs::write(&target, "r").unwrap();
-        assert!(check_read(&none, &f.app_data, &target).is_ok());
-        assert!(check_read(&none, &f.app_data, &f.docs.join("a.txt")).is_err());
-        assert!(prepare_write(&none, &f.app_data, &f.docs.join("a.txt")).is_err());
+        assert!(check_read(&none, &f.app_data, &f.node_home, &target).is_ok());
+        assert!(check_read(&none, &f.app_data, &f.node_home, &f.docs.join("a.txt")).is_err());
+        assert!(prepare_write(&none, &f.app_data, &f.node_home, &f.docs.join("a.txt")).is_err());
         // Read-only grants do not allow writing.
         let read_only = Grants {
             read: vec![f.docs.clone()],
             ..Grants::default()
         };
-        assert!(check_read(&read_only, &f.app_data, &f.docs.join("a.txt")).is_ok());
-        assert!(prepare_write(&read_only, &f.app_data, &f.docs.join("a.txt")).is_err());
+        assert!(check_read(&read_only, &f.app_data, &f.node_home, &f.docs.join("a.txt")).is_ok());
+        assert!(
+            prepare_write(&read_only, &f.app_data, &f.node_home, &f.docs.join("a.txt")).is_err()
+        );
         // A write grant allows reading too (as permissions.json documents it).
         let write_only = Grants {
             write: vec![f.docs.join("sub")],
             ..Grants::default()
         };
-        assert!(check_read(&write_only, &f.app_data, &f.docs.join("sub/b.txt")).is_ok());
-        assert!(check_read(&write_only, &f.app_data, &f.docs.join("a.txt")).is_err());
+        assert!(
+            check_read(
+                &write_only,
+                &f.app_data,
+                &f.node_home,
+                &f.docs.join("sub/b.txt")
+            )
+            .is_ok()
+        );
+        assert!(
+            check_read(
+                &write_only,
+                &f.app_data,
+                &f.node_home,
+                &f.docs.join("a.txt")
+            )
+            .is_err()
+        );
         // Not a plain file name.
-        assert!(prepare_write(&none, &f.app_data, &f.app_data.join("..")).is_err());
+        assert!(prepare_write(&none, &f.app_data, &f.node_home, &f.app_data.join("..")).is_err());
+    }
+
+    #[test]
+    fn the_node_home_is_never_reachable_through_a_grant_of_a_parent() {
+        let f = fixture();
+        std::fs::create_dir_all(f.node_home.join("data/other/files")).unwrap();
+        std::fs::write(f.node_home.join("node.toml"), "secret").unwrap();
+        std::fs::write(f.node_home.join("data/other/files/x"), "other app").unwrap();
+        // A grant of the folder that contains the node's home (as $HOME would).
+        let everything = Grants {
+            read: vec![f.root.clone()],
+            write: vec![f.root.clone()],
+            ..Grants::default()
+        };
+        let refused = |r: Result<PathBuf, AccessError>| matches!(r, Err(AccessError::Denied(m)) if m.contains("node's own folder"));
+        let home = &f.node_home;
+        assert!(refused(check_read(
+            &everything,
+            &f.app_data,
+            home,
+            &home.join("node.toml")
+        )));
+        assert!(refused(check_read(&everything, &f.app_data, home, home)));
+        assert!(refused(check_read(
+            &everything,
+            &f.app_data,
+            home,
+            &home.join("data/other/files/x")
+        )));
+        assert!(refused(prepare_write(
+            &everything,
+            &f.app_data,
+            home,
+            &home.join("node.toml")
+        )));
+        assert!(refused(prepare_write(
+            &everything,
+            &f.app_data,
+            home,
+            &home.join("miniapps/evil/1.0.0/logic.wasm")
+        )));
+        assert!(!home.join("miniapps").exists(), "no folder was created");
+        // `..` out of $APP_DATA lands in the home folder: refused too.
+        assert!(refused(check_read(
+            &everything,
+            &f.app_data,
+            home,
+            &f.app_data.join("../../other/files/x")
+        )));
+        // The rest of the granted folder, and the app's own $APP_DATA, stay reachable.
+        assert!(check_read(&everything, &f.app_data, home, &f.docs.join("a.txt")).is_ok());
+        assert!(prepare_write(&everything, &f.app_data, home, &f.app_data.join("r.txt")).is_ok());
+        #[cfg(unix)]
+        {
+            // A symlink in a granted folder pointing into the home folder.
+            std::os::unix::fs::symlink(home.join("node.toml"), f.docs.join("cfg")).unwrap();
+            std::os::unix::fs::symlink(home, f.docs.join("homedir")).unwrap();
+            assert!(refused(check_read(
+                &everything,
+                &f.app_data,
+                home,
+                &f.docs.join("cfg")
+            )));
+            assert!(refused(prepare_write(
+                &everything,
+                &f.app_data,
+                home,
+                &f.docs.join("homedir/new.toml")
+            )));
+        }
     }
 
     #[test]

@@ -930,3 +930,56 @@ async fn app_data_and_storage_writes_over_the_quota_are_refused() {
     assert_eq!(defaults.app_data_bytes, 256 << 20);
     assert_eq!(defaults.storage_bytes, 1 << 20);
 }
+
+#[tokio::test]
+async fn the_node_home_is_out_of_reach_even_when_a_parent_folder_is_granted() {
+    let w = World::new();
+    // The node's home (config, secrets, compiled modules, apps, other apps' data) lies
+    // inside the granted folder, as ~/.config/aisuperapp/desktop lies inside $HOME.
+    std::fs::create_dir_all(w.home().join("data/other-app/files")).unwrap();
+    std::fs::create_dir_all(w.home().join("cache/modules")).unwrap();
+    std::fs::write(w.home().join("node.toml"), "relay_url = \"x\"").unwrap();
+    std::fs::write(w.home().join("data/other-app/files/notes.txt"), "theirs").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(w.home().join("node.toml"), w.docs().join("config-link")).unwrap();
+    let everything = Grants {
+        read: vec![w.root.clone()],
+        write: vec![w.root.clone()],
+        ..Grants::default()
+    };
+    let got = answers(
+        &w.sandbox,
+        &w.ctx(everything),
+        &[
+            ("fs", json!({"op": "read", "path": w.home().join("node.toml")})),
+            ("fs", json!({"op": "list", "path": w.home()})),
+            (
+                "fs",
+                json!({"op": "read", "path": w.home().join("data/other-app/files/notes.txt")}),
+            ),
+            (
+                "fs",
+                json!({"op": "write", "path": w.home().join("cache/modules/planted"), "content": "x"}),
+            ),
+            (
+                "fs",
+                json!({"op": "read", "path": "$APP_DATA/../../other-app/files/notes.txt"}),
+            ),
+            ("fs", json!({"op": "read", "path": w.docs().join("config-link")})),
+            // Still reachable: the rest of the grant and the app's own folder.
+            ("fs", json!({"op": "read", "path": w.docs().join("notes.txt")})),
+            ("fs", json!({"op": "write", "path": "$APP_DATA/mine.txt", "content": "ok"})),
+            ("fs", json!({"op": "read", "path": "$APP_DATA/mine.txt"})),
+        ],
+    )
+    .await;
+    for refused in &got[..6] {
+        assert_eq!(error_code(refused), "permission_denied", "{refused}");
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(message.contains("the node's own folder"), "{message}");
+    }
+    assert!(!w.home().join("cache/modules/planted").exists());
+    assert_eq!(got[6], json!({"ok": "hello from docs"}));
+    assert_eq!(got[7], json!({"ok": null}));
+    assert_eq!(got[8], json!({"ok": "ok"}));
+}

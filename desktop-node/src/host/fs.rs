@@ -60,22 +60,23 @@ pub enum Request {
 pub async fn call(ctx: &CallContext, request: Request) -> super::Answer {
     let grants = ctx.grants.clone();
     let app_data = ctx.app_data();
+    let home = ctx.node_home();
     match request {
         Request::Read { path } => {
-            let bytes = read(grants, app_data, ctx.resolve(&path)?).await?;
+            let bytes = read(grants, app_data, home, ctx.resolve(&path)?).await?;
             let text = String::from_utf8(bytes).map_err(|_| {
                 HostError::invalid(format!("{path} is not UTF-8 text; use read_base64"))
             })?;
             Ok(text.into())
         }
         Request::ReadBase64 { path } => {
-            let bytes = read(grants, app_data, ctx.resolve(&path)?).await?;
+            let bytes = read(grants, app_data, home, ctx.resolve(&path)?).await?;
             Ok(base64::engine::general_purpose::STANDARD
                 .encode(bytes)
                 .into())
         }
         Request::PdfText { path } => {
-            let bytes = read(grants, app_data, ctx.resolve(&path)?).await?;
+            let bytes = read(grants, app_data, home, ctx.resolve(&path)?).await?;
             Ok(super::pdf::extract_text(bytes).await?.into())
         }
         Request::Write { path, content } => {
@@ -91,7 +92,7 @@ pub async fn call(ctx: &CallContext, request: Request) -> super::Answer {
             let lock = ctx.shared.storage_lock(&app_data);
             let _held = lock.lock().await;
             blocking(move |cancel| {
-                let target = permissions::prepare_write(&grants, &app_data, &path)?;
+                let target = permissions::prepare_write(&grants, &app_data, &home, &path)?;
                 check_app_data_quota(&app_data, &target, content.len() as u64, &quotas, cancel)?;
                 let mut file = permissions::open_for_write(&target)?;
                 file.write_all(content.as_bytes())
@@ -103,7 +104,7 @@ pub async fn call(ctx: &CallContext, request: Request) -> super::Answer {
         }
         Request::List { path } => {
             let path = ctx.resolve(&path)?;
-            blocking(move |cancel| list(&grants, &app_data, &path, cancel)).await
+            blocking(move |cancel| list(&grants, &app_data, &home, &path, cancel)).await
         }
     }
 }
@@ -181,10 +182,11 @@ fn check_app_data_quota(
 async fn read(
     grants: std::sync::Arc<Grants>,
     app_data: PathBuf,
+    home: PathBuf,
     path: PathBuf,
 ) -> Result<Vec<u8>, HostError> {
     blocking(move |_| {
-        let canonical = permissions::check_read(&grants, &app_data, &path)?;
+        let canonical = permissions::check_read(&grants, &app_data, &home, &path)?;
         let file = permissions::open_for_read(&canonical)?;
         let mut bytes = Vec::new();
         file.take(MAX_READ_BYTES + 1)
@@ -201,8 +203,14 @@ async fn read(
     .await
 }
 
-fn list(grants: &Grants, app_data: &Path, path: &Path, cancel: &Cancel) -> super::Answer {
-    let canonical = permissions::check_read(grants, app_data, path)?;
+fn list(
+    grants: &Grants,
+    app_data: &Path,
+    home: &Path,
+    path: &Path,
+    cancel: &Cancel,
+) -> super::Answer {
+    let canonical = permissions::check_read(grants, app_data, home, path)?;
     let failed = |e: std::io::Error| HostError::failed(format!("{}: {e}", path.display()));
     let entries = std::fs::read_dir(&canonical).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotADirectory {

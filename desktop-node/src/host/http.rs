@@ -6,7 +6,9 @@
 //! A grant by name reaches public addresses only: names are resolved here
 //! ([`PublicOnly`]) and loopback, private, link-local and other non-public addresses are
 //! dropped, so an app's author cannot point a granted name at this machine or its
-//! network. Such addresses are reached only when the grant names them as IP literals
+//! network. IPv6 addresses that embed an IPv4 address (IPv4-mapped and -compatible,
+//! NAT64 `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002::/16`, Teredo `2001::/32`) are
+//! dropped too, whatever IPv4 address they carry. Such addresses are reached only when the grant names them as IP literals
 //! (`127.0.0.1:8080`) or the host is `localhost`.
 
 use std::collections::BTreeMap;
@@ -130,16 +132,27 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (a == 198 && (b == 18 || b == 19))) // benchmarking
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
+            let s = v6.segments();
+            // Addresses that carry an IPv4 address inside, which a gateway or the host's
+            // own stack may turn into a connection to that IPv4 address (this machine,
+            // the local network): never taken from a name.
+            let embeds_v4 = s[..5] == [0; 5] && (s[5] == 0 || s[5] == 0xffff) // IPv4-compatible ::a.b.c.d, IPv4-mapped ::ffff:a.b.c.d
+                || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] // NAT64 64:ff9b::/96 (RFC 6052)
+                || s[..3] == [0x64, 0xff9b, 1] // local-use NAT64 64:ff9b:1::/48 (RFC 8215)
+                || s[0] == 0x2002 // 6to4 2002::/16
+                || s[..2] == [0x2001, 0]; // Teredo 2001::/32
+            !(embeds_v4
+                || v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link-local
-                || first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+                || s[..4] == [0x100, 0, 0, 0] // discard-only 100::/64
+                || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010) // ORCHID 2001:10::/28
+                || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0020) // ORCHIDv2 2001:20::/28
+                || s[..2] == [0x2001, 0x0db8] // documentation
+                || s[0] == 0x3fff && (s[1] & 0xf000) == 0) // documentation 3fff::/20
         }
     }
 }
@@ -351,10 +364,31 @@ mod tests {
             "[fd00::1]:0",
             "[fe80::1]:0",
             "[::ffff:127.0.0.1]:0",
+            // IPv4 inside IPv6 (issue 11, finding 13): even a public IPv4 address inside
+            // is refused, a gateway decides where these go.
+            "[::ffff:93.184.216.34]:0",
+            "[::127.0.0.1]:0",
+            "[::10.0.0.1]:0",
+            "[64:ff9b::7f00:1]:0",
+            "[64:ff9b::a9fe:a9fe]:0",
+            "[64:ff9b:1::a00:1]:0",
+            "[2002:7f00:1::1]:0",
+            "[2002:c0a8:101::1]:0",
+            "[2001:0:4136:e378:8000:63bf:3fff:fdd2]:0",
+            "[2001::1]:0",
+            "[fec0::1]:0",
+            "[100::1]:0",
+            "[2001:db8::1]:0",
         ] {
             assert!(!is_public(addr(local).ip()), "{local}");
         }
-        for public in ["93.184.216.34:0", "1.1.1.1:0", "[2606:4700::1111]:0"] {
+        for public in [
+            "93.184.216.34:0",
+            "1.1.1.1:0",
+            "[2606:4700::1111]:0",
+            "[2001:4860:4860::8888]:0",
+            "[2a00:1450:4001::1]:0",
+        ] {
             assert!(is_public(addr(public).ip()), "{public}");
         }
         let mixed = vec![addr("127.0.0.1:0"), addr("93.184.216.34:0")];

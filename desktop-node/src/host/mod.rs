@@ -244,6 +244,15 @@ impl CallContext {
         self.app_dir.join("files")
     }
 
+    /// The node's home folder: `app_dir` is always `<node home>/data/<app-id>`. No file
+    /// grant reaches into it (only `$APP_DATA` does).
+    pub fn node_home(&self) -> PathBuf {
+        self.app_dir
+            .parent()
+            .and_then(std::path::Path::parent)
+            .map_or_else(|| self.app_dir.clone(), std::path::Path::to_path_buf)
+    }
+
     /// Resolves a path a guest gave (variables, absolute).
     pub fn resolve(&self, path: &str) -> Result<PathBuf, HostError> {
         self.dirs
