@@ -982,6 +982,110 @@ mod tests {
         assert!(err.to_string().contains("memory"), "{err}");
     }
 
+    #[tokio::test]
+    async fn a_loop_in_a_start_function_ends_with_the_time_limit() {
+        let sandbox = Sandbox::new().expect("sandbox");
+        let looping_start = r#"(module
+          (memory (export "memory") 1)
+          (func $forever (loop $l (br $l)))
+          (start $forever)
+          (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+          (func (export "aisapp_run") (param i32 i32) (result i32) i32.const 0))"#;
+        let module = sandbox.load(looping_start.as_bytes()).expect("load");
+        let (tx, _rx) = mpsc::channel(1);
+        let ctx = ActionContext::new("t", "0.1.0", std::env::temp_dir(), Arc::new(NoAi))
+            .with_limits(Limits {
+                timeout: Duration::from_millis(300),
+                ..Limits::default()
+            });
+        let started = Instant::now();
+        let err = sandbox
+            .run(&module, &ctx, "{}", tx)
+            .await
+            .expect_err("stopped");
+        assert!(matches!(err, ActionError::Timeout(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the mini-app ran out of time after 300 ms and was stopped"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_looping_guest_never_blocks_the_callers_thread() {
+        // The caller's runtime has one thread; the guest loops on the guest pool, so a
+        // timer on the caller's thread still fires on time.
+        let sandbox = Sandbox::new().expect("sandbox");
+        let module = sandbox
+            .load(
+                br#"(module (memory (export "memory") 1)
+                  (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
+                  (func (export "aisapp_run") (param i32 i32) (result i32) (loop $l (br $l)) i32.const 0))"#,
+            )
+            .expect("load");
+        let (tx, _rx) = mpsc::channel(1);
+        let ctx = ActionContext::new("t", "0.1.0", std::env::temp_dir(), Arc::new(NoAi))
+            .with_limits(Limits {
+                timeout: Duration::from_secs(2),
+                ..Limits::default()
+            });
+        let run = sandbox.run(&module, &ctx, "{}", tx);
+        tokio::pin!(run);
+        let started = Instant::now();
+        tokio::select! {
+            _ = &mut run => panic!("the loop cannot finish first"),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "the caller's timer fired while the guest looped: {:?}",
+            started.elapsed()
+        );
+        // Dropping the run stops the guest within a tick (the pool is free again).
+        drop(run);
+    }
+
+    #[test]
+    fn a_planted_cache_entry_is_never_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keyed = |key| {
+            Sandbox::with_config(SandboxConfig {
+                cache_dir: Some(dir.path().to_owned()),
+                cache_key: Some(key),
+                ..SandboxConfig::default()
+            })
+            .expect("sandbox")
+        };
+        let mine = keyed([1; 32]);
+        mine.load(GUEST.as_bytes()).expect("compiles and caches");
+        let entry = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .flatten()
+            .next()
+            .expect("an entry")
+            .path();
+        let sealed = std::fs::read(&entry).expect("entry");
+        let code = mine
+            .open_cache_entry(&sealed)
+            .expect("my own entry verifies");
+        // Someone else's key (or no key) does not verify it, and a changed byte fails.
+        let other = keyed([2; 32]);
+        assert!(other.open_cache_entry(&sealed).is_none());
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(mine.open_cache_entry(&tampered).is_none());
+        assert!(mine.open_cache_entry(&sealed[..10]).is_none());
+        // A planted file of bare compiled code (no valid tag) is replaced, not loaded.
+        std::fs::write(&entry, code).expect("plant");
+        mine.load(GUEST.as_bytes()).expect("recompiled");
+        let replaced = std::fs::read(&entry).expect("entry");
+        assert!(
+            mine.open_cache_entry(&replaced).is_some(),
+            "the planted entry was replaced by a sealed one"
+        );
+    }
+
     #[test]
     fn utf8_prefix_never_splits_a_character() {
         let s = "aé☃".as_bytes(); // 1 + 2 + 3 bytes

@@ -20,6 +20,7 @@ use desktop_node::installer::approvals::Approvals;
 use desktop_node::installer::market::Market;
 use desktop_node::node::{self, NodeContext, RelayTarget};
 use desktop_node::sandbox::{Limits, Sandbox, SandboxConfig};
+use desktop_node::scheduler::AdmissionConfig;
 use relay_edge::{RelayConfig, RelayHandle};
 use tokio::sync::watch;
 
@@ -192,7 +193,12 @@ impl System {
 
     /// Starts everything with the given sandbox limits.
     pub async fn start_with(limits: Limits) -> System {
-        System::start_full(limits, false).await
+        System::start_full(limits, false, None).await
+    }
+
+    /// Starts everything with the given sandbox limits and action admission.
+    pub async fn start_with_admission(limits: Limits, admission: AdmissionConfig) -> System {
+        System::start_full(limits, false, Some(admission)).await
     }
 
     /// Starts everything with test limits, with the JavaScript runtime guest loaded so
@@ -206,11 +212,12 @@ impl System {
                 output_bytes: 256 << 10,
             },
             true,
+            None,
         )
         .await
     }
 
-    async fn start_full(limits: Limits, js: bool) -> System {
+    async fn start_full(limits: Limits, js: bool, admission: Option<AdmissionConfig>) -> System {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = tempfile::tempdir().expect("tempdir");
         let database_url = test_database().await;
@@ -294,7 +301,8 @@ impl System {
                 limits,
                 data_dir.path().join("node"),
             )
-            .with_installer(installer, js_runtime),
+            .with_installer(installer, js_runtime)
+            .with_admission(admission.unwrap_or_default()),
         );
         let online = ctx.online();
         let heartbeat_rtt = ctx.heartbeat_rtt();
