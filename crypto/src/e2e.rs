@@ -3,18 +3,23 @@
 //! HPKE (RFC 9180) with DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 and ChaCha20-Poly1305
 //! in **auth mode**: the browser encapsulates to the desktop's static identity key and
 //! authenticates with its own static key (registered at pairing), so the desktop knows
-//! which browser sent the request. The request is sealed with the HPKE context; the
-//! streamed response is sealed in chunks under a key and base nonce derived from a
-//! secret exported from that same context, as Chunked Oblivious HTTP does. The byte
-//! layout is in `docs/e2e.md`; `browser-client/src/e2e/` implements the same.
+//! which browser sent the request. The request, and any later control message from the
+//! browser (CANCEL), are sealed with the HPKE context; the streamed response is sealed in
+//! chunks under a key and base nonce derived from a secret exported from that same
+//! context and a random responder nonce, as Chunked Oblivious HTTP does (RFC 9458 §4.4,
+//! draft-ietf-ohai-chunked-ohttp). The byte layout is in `docs/e2e.md`;
+//! `browser-client/src/e2e/` implements the same.
 //!
 //! ```text
-//! request  = 0x01 || enc (32) || ts (u64 BE, unix seconds) || HPKE-seal(aad = 0x01 || ts, request)
-//! info     = "aisa-e2e-v1" || 0x00 || caller info
-//! secret   = Export("aisa-e2e response", 32)
-//! prk      = HKDF-Extract(salt = enc, secret)
+//! request  = 0x02 || enc (32) || ts (u64 BE, unix seconds) || HPKE-seal(aad = 0x02 || ts, request)
+//! info     = "aisa-e2e-v2" || 0x00 || caller info
+//! control  = HPKE-seal(aad = "control", message)            (HPKE sequence 1, 2, …)
+//! secret   = Export("aisa-e2e response", 32);  response_nonce = random(32)
+//! prk      = HKDF-Extract(salt = enc || response_nonce, secret)
 //! key      = HKDF-Expand(prk, "aisa-e2e key", 32);  base = HKDF-Expand(prk, "aisa-e2e nonce", 12)
-//! chunk i  = flag (0x00 more | 0x01 final) || len (u32 BE) || ChaCha20-Poly1305(key, base ^ i, aad = "" | "final", data)
+//! chunk i  = type (0x02 more | 0x03 final) || len (u32 BE) || ChaCha20-Poly1305(key, base ^ i, aad = "" | "final", data)
+//! frames   = 0x01 || response_nonce || chunk 0, then chunk 1, 2, … (one per frame)
+//! plain    = 0x00 … (an envelope with request id 0): a refusal, only as the first frame
 //! ```
 //!
 //! What this module does not do: decide which browser keys are trusted (pairing does),
@@ -36,23 +41,40 @@ type Kdf = HkdfSha256;
 type Aead = ChaCha20Poly1305;
 
 /// The version byte that starts a sealed request.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes of an X25519 public key, secret key, or encapsulated key.
 pub const KEY_LEN: usize = 32;
 /// Bytes before the ciphertext of a sealed request: version, `enc`, timestamp.
 pub const REQUEST_HEADER_LEN: usize = 1 + KEY_LEN + 8;
-/// Bytes a chunk adds to its data: flag, length, AEAD tag.
+/// Bytes of the responder's random nonce: max(Nn, Nk) of ChaCha20-Poly1305, as RFC 9458.
+pub const RESPONSE_NONCE_LEN: usize = 32;
+/// Bytes a chunk adds to its data: type, length, AEAD tag.
 pub const CHUNK_OVERHEAD: usize = 1 + 4 + 16;
-/// The largest chunk plaintext accepted (1 MiB).
-pub const MAX_CHUNK: usize = 1 << 20;
+/// Bytes the first sealed frame carries before its chunk: type, responder nonce.
+pub const START_OVERHEAD: usize = 1 + RESPONSE_NONCE_LEN;
+/// The largest frame body a tunnel peer accepts (`aisa_tunnel::MAX_FRAME_LEN`, 1 MiB).
+pub const MAX_FRAME: usize = 1 << 20;
+/// The largest chunk plaintext: any sealed frame, the first included, fits [`MAX_FRAME`].
+pub const MAX_CHUNK: usize = MAX_FRAME - START_OVERHEAD - CHUNK_OVERHEAD;
 /// How far (seconds) a request's timestamp may lie from the desktop's clock.
 pub const DEFAULT_WINDOW_SECS: u64 = 120;
 
-const INFO_LABEL: &[u8] = b"aisa-e2e-v1\0";
+/// First byte of a frame the desktop sends on an encrypted stream: a plain envelope (a
+/// refusal; envelopes on these streams have request id 0, whose encoding is this byte).
+pub const FRAME_PLAIN: u8 = 0x00;
+/// First byte of the first sealed frame: the responder's nonce, then chunk 0.
+pub const FRAME_START: u8 = 0x01;
+/// First byte of a sealed chunk after which more follow.
+pub const FRAME_CHUNK: u8 = 0x02;
+/// First byte of the final sealed chunk.
+pub const FRAME_FINAL: u8 = 0x03;
+
+const INFO_LABEL: &[u8] = b"aisa-e2e-v2\0";
 const EXPORT_LABEL: &[u8] = b"aisa-e2e response";
 const KEY_LABEL: &[u8] = b"aisa-e2e key";
 const NONCE_LABEL: &[u8] = b"aisa-e2e nonce";
 const FINAL_AAD: &[u8] = b"final";
+const CONTROL_AAD: &[u8] = b"control";
 /// How many counters around the expected one are tried to tell reordering from forgery.
 const REORDER_PROBE: u64 = 8;
 
@@ -61,7 +83,7 @@ const REORDER_PROBE: u64 = 8;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum E2eError {
-    /// Too short, unknown version, or a length that does not match.
+    /// Too short, unknown version or frame type, or a length that does not match.
     #[error("malformed end-to-end message")]
     Malformed,
     /// A public or secret key that is not a valid X25519 key.
@@ -92,6 +114,12 @@ pub enum E2eError {
     /// under another key.
     #[error("chunk does not authenticate (altered or wrong key)")]
     ChunkRejected,
+    /// A plain frame after the sealed response began: injected on the way.
+    #[error("a plain frame inside the sealed response (injected on the way)")]
+    Unsealed,
+    /// A control message from the browser that does not open.
+    #[error("the control message does not authenticate")]
+    ControlRejected,
     /// A chunk after the final one.
     #[error("data after the final chunk")]
     AfterFinal,
@@ -128,15 +156,21 @@ fn request_aad(ts: u64) -> [u8; 9] {
     aad
 }
 
-/// The chunk key and base nonce, from the exporter secret and `enc`.
+/// The chunk key and base nonce, from the exporter secret, `enc` and the response nonce.
 struct ChunkKeys {
     aead: ChunkAead,
     base: [u8; 12],
 }
 
 impl ChunkKeys {
-    fn derive(exported: &[u8; 32], enc: &[u8; KEY_LEN]) -> ChunkKeys {
-        let hk = hkdf::Hkdf::<Sha256>::new(Some(enc), exported);
+    fn derive(
+        exported: &[u8; 32],
+        enc: &[u8; KEY_LEN],
+        response_nonce: &[u8; RESPONSE_NONCE_LEN],
+    ) -> ChunkKeys {
+        // Plain RFC 5869 HKDF-SHA256 (not HPKE's labelled LabeledExtract/LabeledExpand).
+        let salt = [&enc[..], &response_nonce[..]].concat();
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(&salt), exported);
         let mut key = Zeroizing::new([0u8; 32]);
         let mut base = [0u8; 12];
         // 32 and 12 bytes are far below HKDF-SHA256's 8160-byte limit.
@@ -168,23 +202,36 @@ impl ChunkKeys {
     }
 }
 
-/// The browser's side of the response: opens chunks in order.
+/// The browser's side of one stream: seals control messages (CANCEL) to the desktop and
+/// opens the desktop's response frames in order.
 pub struct ResponseOpener {
-    keys: ChunkKeys,
+    ctx: AeadCtxS<Aead, Kdf, Kem>,
+    secret: Zeroizing<[u8; 32]>,
+    enc: [u8; KEY_LEN],
+    keys: Option<ChunkKeys>,
     next: u64,
     done: bool,
 }
 
-/// The desktop's side of the response: seals chunks in order.
+/// The desktop's side of the response: seals chunks in order, the first one preceded by
+/// the responder's nonce.
 pub struct ResponseSealer {
     keys: ChunkKeys,
+    response_nonce: [u8; RESPONSE_NONCE_LEN],
     next: u64,
     done: bool,
+}
+
+/// The desktop's side of the browser's later messages on a stream: opens sealed control
+/// messages (CANCEL) in order.
+pub struct ControlOpener {
+    ctx: AeadCtxR<Aead, Kdf, Kem>,
 }
 
 impl std::fmt::Debug for ResponseOpener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseOpener")
+            .field("started", &self.keys.is_some())
             .field("next", &self.next)
             .field("done", &self.done)
             .finish_non_exhaustive()
@@ -200,9 +247,21 @@ impl std::fmt::Debug for ResponseSealer {
     }
 }
 
+impl std::fmt::Debug for ControlOpener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlOpener").finish_non_exhaustive()
+    }
+}
+
 impl ResponseSealer {
-    /// Seals the next chunk; `last` marks the final one. After the final chunk nothing
-    /// more may be sealed.
+    /// The responder's nonce, which the first sealed frame carries.
+    pub fn response_nonce(&self) -> [u8; RESPONSE_NONCE_LEN] {
+        self.response_nonce
+    }
+
+    /// Seals the next chunk as one frame body; `last` marks the final one. The first
+    /// frame starts with [`FRAME_START`] and the responder's nonce. After the final chunk
+    /// nothing more may be sealed.
     pub fn seal_chunk(&mut self, data: &[u8], last: bool) -> Result<Vec<u8>, E2eError> {
         if self.done {
             return Err(E2eError::AfterFinal);
@@ -212,14 +271,23 @@ impl ResponseSealer {
         }
         let aad = if last { FINAL_AAD } else { b"" };
         // One allocation: header, then the data encrypted in place, then the tag.
-        let mut out = Vec::with_capacity(CHUNK_OVERHEAD + data.len());
-        out.push(u8::from(last));
+        let mut out = Vec::with_capacity(START_OVERHEAD + CHUNK_OVERHEAD + data.len());
+        if self.next == 0 {
+            out.push(FRAME_START);
+            out.extend_from_slice(&self.response_nonce);
+        }
+        let at = out.len();
+        out.push(if last { FRAME_FINAL } else { FRAME_CHUNK });
         out.extend_from_slice(&((data.len() + 16) as u32).to_be_bytes());
         out.extend_from_slice(data);
         let tag = self
             .keys
             .aead
-            .encrypt_inout_detached(&self.keys.nonce(self.next), aad, (&mut out[5..]).into())
+            .encrypt_inout_detached(
+                &self.keys.nonce(self.next),
+                aad,
+                (&mut out[at + 5..]).into(),
+            )
             .map_err(|_| E2eError::TooLarge)?;
         out.extend_from_slice(&tag);
         self.next += 1;
@@ -233,6 +301,17 @@ impl ResponseSealer {
     }
 }
 
+impl ControlOpener {
+    /// Opens the browser's next sealed control message (an encoded envelope). A frame that
+    /// does not open (injected or altered) is refused and does not advance the sequence,
+    /// so the browser's real messages still open after it.
+    pub fn open(&mut self, frame: &[u8]) -> Result<Vec<u8>, E2eError> {
+        self.ctx
+            .open(frame, CONTROL_AAD)
+            .map_err(|_| E2eError::ControlRejected)
+    }
+}
+
 /// The length of the chunk at the start of `buf`, when the whole chunk is there
 /// (`Ok(None)` when more bytes are needed).
 pub fn chunk_len(buf: &[u8]) -> Result<Option<usize>, E2eError> {
@@ -243,26 +322,86 @@ pub fn chunk_len(buf: &[u8]) -> Result<Option<usize>, E2eError> {
     if len > MAX_CHUNK + 16 {
         return Err(E2eError::TooLarge);
     }
-    if buf[0] > 1 || len < 16 {
+    if !matches!(buf[0], FRAME_CHUNK | FRAME_FINAL) || len < 16 {
         return Err(E2eError::Malformed);
     }
     Ok((buf.len() >= 5 + len).then_some(5 + len))
 }
 
+/// One frame of an encrypted stream's answer, as [`ResponseOpener::open_frame`] read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseFrame {
+    /// A plain envelope (the whole frame): a refusal sent instead of a sealed response.
+    /// Nothing may follow it.
+    Plain(Vec<u8>),
+    /// A sealed chunk's data, and whether it was the final chunk.
+    Data(Vec<u8>, bool),
+}
+
 impl ResponseOpener {
-    /// Opens one whole chunk (as [`ResponseSealer::seal_chunk`] made it) and returns its
-    /// data and whether it was the final one.
-    pub fn open_chunk(&mut self, chunk: &[u8]) -> Result<(Vec<u8>, bool), E2eError> {
+    /// Seals the next control message (an encoded envelope, e.g. CANCEL) for the desktop:
+    /// `HPKE-seal(aad = "control", message)` with the request's context, whose sequence
+    /// number the request used first.
+    pub fn seal_control(&mut self, message: &[u8]) -> Result<Vec<u8>, E2eError> {
+        self.ctx
+            .seal(message, CONTROL_AAD)
+            .map_err(|_| E2eError::TooLarge)
+    }
+
+    /// Reads one frame the desktop (or the relay) sent on the stream: a plain refusal
+    /// ([`FRAME_PLAIN`]) as the first frame only, else sealed chunks. A plain frame after
+    /// the first sealed one is [`E2eError::Unsealed`].
+    pub fn open_frame(&mut self, frame: &[u8]) -> Result<ResponseFrame, E2eError> {
         if self.done {
             return Err(E2eError::AfterFinal);
         }
+        if frame.first() == Some(&FRAME_PLAIN) {
+            if self.keys.is_some() {
+                return Err(E2eError::Unsealed);
+            }
+            self.done = true;
+            return Ok(ResponseFrame::Plain(frame.to_vec()));
+        }
+        let (data, last) = self.open_chunk(frame)?;
+        Ok(ResponseFrame::Data(data, last))
+    }
+
+    /// Opens one sealed frame (as [`ResponseSealer::seal_chunk`] made it) and returns its
+    /// data and whether it was the final chunk. The first frame must start with
+    /// [`FRAME_START`] and the responder's nonce; no later one may.
+    pub fn open_chunk(&mut self, frame: &[u8]) -> Result<(Vec<u8>, bool), E2eError> {
+        if self.done {
+            return Err(E2eError::AfterFinal);
+        }
+        let chunk = match (frame.first().copied(), self.keys.is_some()) {
+            (Some(FRAME_START), false) => {
+                let nonce: [u8; RESPONSE_NONCE_LEN] = frame
+                    .get(1..START_OVERHEAD)
+                    .and_then(|n| n.try_into().ok())
+                    .ok_or(E2eError::Malformed)?;
+                let chunk = &frame[START_OVERHEAD..];
+                // Checked before keys are derived, so a bad first frame leaves no state.
+                match chunk_len(chunk)? {
+                    Some(n) if n == chunk.len() => {}
+                    _ => return Err(E2eError::Malformed),
+                }
+                self.keys = Some(ChunkKeys::derive(&self.secret, &self.enc, &nonce));
+                chunk
+            }
+            (Some(FRAME_CHUNK | FRAME_FINAL), true) => frame,
+            (Some(FRAME_PLAIN), true) => return Err(E2eError::Unsealed),
+            _ => return Err(E2eError::Malformed),
+        };
+        let Some(keys) = self.keys.as_ref() else {
+            return Err(E2eError::Malformed);
+        };
         match chunk_len(chunk)? {
             Some(n) if n == chunk.len() => {}
             _ => return Err(E2eError::Malformed),
         }
-        let last = chunk[0] == 1;
+        let last = chunk[0] == FRAME_FINAL;
         let ct = &chunk[5..];
-        if let Some(data) = self.keys.open(self.next, last, ct) {
+        if let Some(data) = keys.open(self.next, last, ct) {
             self.next += 1;
             self.done = last;
             return Ok((data, last));
@@ -270,7 +409,7 @@ impl ResponseOpener {
         // Not at this position: if it opens at a nearby one, say it was reordered.
         let lo = self.next.saturating_sub(REORDER_PROBE);
         for found in lo..self.next + REORDER_PROBE {
-            if found != self.next && self.keys.open(found, last, ct).is_some() {
+            if found != self.next && keys.open(found, last, ct).is_some() {
                 return Err(E2eError::OutOfOrder {
                     expected: self.next,
                     found,
@@ -280,7 +419,8 @@ impl ResponseOpener {
         Err(E2eError::ChunkRejected)
     }
 
-    /// Call at the end of the stream: refuses a response that never sent its final chunk.
+    /// Call at the end of the stream: refuses a response that never sent its final chunk
+    /// (a plain refusal is a complete answer too).
     pub fn finish(&self) -> Result<(), E2eError> {
         if self.done {
             Ok(())
@@ -291,30 +431,7 @@ impl ResponseOpener {
 
     /// Whether the final chunk arrived.
     pub fn is_finished(&self) -> bool {
-        self.done
-    }
-}
-
-fn response_keys<C: Exporter>(ctx: &C, enc: &[u8; KEY_LEN]) -> ChunkKeys {
-    let mut exported = Zeroizing::new([0u8; 32]);
-    ctx.export_into(exported.as_mut());
-    ChunkKeys::derive(&exported, enc)
-}
-
-trait Exporter {
-    fn export_into(&self, out: &mut [u8]);
-}
-
-impl Exporter for AeadCtxS<Aead, Kdf, Kem> {
-    fn export_into(&self, out: &mut [u8]) {
-        // 32 bytes is within the exporter's limit, so this cannot fail.
-        let _ = self.export(EXPORT_LABEL, out);
-    }
-}
-
-impl Exporter for AeadCtxR<Aead, Kdf, Kem> {
-    fn export_into(&self, out: &mut [u8]) {
-        let _ = self.export(EXPORT_LABEL, out);
+        self.done && self.keys.is_some()
     }
 }
 
@@ -341,7 +458,7 @@ impl hpke::rand_core::TryCryptoRng for FixedIkm {}
 
 /// The browser's side: seals `request` for the desktop key `desktop_pk`, authenticated
 /// by the browser key `browser_sk`, stamped with `now_unix` (seconds). Returns the
-/// sealed request and the opener for the response.
+/// sealed request and the opener for the response (which also seals control messages).
 pub fn seal_request(
     desktop_pk: &[u8; KEY_LEN],
     browser_sk: &[u8; KEY_LEN],
@@ -384,8 +501,14 @@ pub fn seal_request_with_ephemeral(
     out.extend_from_slice(&enc);
     out.extend_from_slice(&now_unix.to_be_bytes());
     out.extend_from_slice(&ct);
+    let mut secret = Zeroizing::new([0u8; 32]);
+    // 32 bytes is within the exporter's limit, so this cannot fail.
+    let _ = ctx.export(EXPORT_LABEL, secret.as_mut());
     let opener = ResponseOpener {
-        keys: response_keys(&ctx, &enc),
+        ctx,
+        secret,
+        enc,
+        keys: None,
         next: 0,
         done: false,
     };
@@ -417,11 +540,15 @@ pub fn request_header(sealed: &[u8]) -> Result<RequestHeader, E2eError> {
 }
 
 /// The desktop's memory of requests seen, to refuse replays: every encapsulated key
-/// opened within the time window, at most `capacity` of them.
+/// opened within the time window, at most `capacity` of them. It lives in memory; a
+/// desktop that restarts restores it ([`ReplayGuard::restore`]) from what it persisted
+/// of [`ReplayGuard::entries`], or refuses requests stamped before a moment
+/// ([`ReplayGuard::refuse_before`]) when it cannot.
 #[derive(Debug)]
 pub struct ReplayGuard {
     window: u64,
     capacity: usize,
+    not_before: u64,
     seen: HashMap<[u8; KEY_LEN], u64>,
     order: VecDeque<([u8; KEY_LEN], u64)>,
 }
@@ -439,9 +566,37 @@ impl ReplayGuard {
         ReplayGuard {
             window: window_secs,
             capacity,
+            not_before: 0,
             seen: HashMap::new(),
             order: VecDeque::new(),
         }
+    }
+
+    /// The time window, seconds.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// Refuses (as [`E2eError::Stale`]) every request stamped before `ts`: for a desktop
+    /// that lost its record of the requests it saw.
+    pub fn refuse_before(&mut self, ts: u64) {
+        self.not_before = self.not_before.max(ts);
+    }
+
+    /// Remembers a request seen before (by an earlier run of the desktop), unless it has
+    /// expired by `now`. Refuses nothing: restoring more than the capacity keeps them all.
+    pub fn restore(&mut self, enc: [u8; KEY_LEN], ts: u64, now: u64) {
+        if ts.saturating_add(self.window) >= now && !self.seen.contains_key(&enc) {
+            self.remember(&RequestHeader { enc, ts });
+        }
+    }
+
+    /// The remembered requests (`enc`, timestamp), oldest first, as of the last check.
+    pub fn entries(&self) -> impl Iterator<Item = ([u8; KEY_LEN], u64)> + '_ {
+        self.order
+            .iter()
+            .filter(|(enc, ts)| self.seen.get(enc) == Some(ts))
+            .copied()
     }
 
     fn expire(&mut self, now: u64) {
@@ -459,7 +614,7 @@ impl ReplayGuard {
     }
 
     fn check(&mut self, header: &RequestHeader, now: u64) -> Result<(), E2eError> {
-        if header.ts.abs_diff(now) > self.window {
+        if header.ts.abs_diff(now) > self.window || header.ts < self.not_before {
             return Err(E2eError::Stale);
         }
         self.expire(now);
@@ -489,9 +644,23 @@ impl ReplayGuard {
     }
 }
 
+/// What the desktop gets from a request that opened.
+#[derive(Debug)]
+pub struct OpenedRequest {
+    /// The request's plaintext.
+    pub request: Vec<u8>,
+    /// Its clear header (the `enc` and timestamp the replay memory keeps).
+    pub header: RequestHeader,
+    /// Seals the response.
+    pub sealer: ResponseSealer,
+    /// Opens the browser's later, sealed control messages.
+    pub controls: ControlOpener,
+}
+
 /// The desktop's side: opens a request sealed by the browser whose static public key is
 /// `browser_pk`, for the desktop key `desktop_sk`; refuses stale and replayed requests
-/// (`now_unix` is the desktop's clock). Returns the request and the response sealer.
+/// (`now_unix` is the desktop's clock). Returns the request and the response sealer,
+/// whose keys include a fresh random responder nonce.
 pub fn open_request(
     desktop_sk: &[u8; KEY_LEN],
     browser_pk: &[u8; KEY_LEN],
@@ -500,6 +669,44 @@ pub fn open_request(
     now_unix: u64,
     guard: &mut ReplayGuard,
 ) -> Result<(Vec<u8>, ResponseSealer), E2eError> {
+    open_request_full(desktop_sk, browser_pk, info, sealed, now_unix, guard)
+        .map(|o| (o.request, o.sealer))
+}
+
+/// [`open_request`], returning also the request's header and the opener of the browser's
+/// control messages.
+pub fn open_request_full(
+    desktop_sk: &[u8; KEY_LEN],
+    browser_pk: &[u8; KEY_LEN],
+    info: &[u8],
+    sealed: &[u8],
+    now_unix: u64,
+    guard: &mut ReplayGuard,
+) -> Result<OpenedRequest, E2eError> {
+    let mut response_nonce = [0u8; RESPONSE_NONCE_LEN];
+    getrandom::fill(&mut response_nonce).map_err(|_| E2eError::BadKey)?;
+    open_request_with_response_nonce(
+        desktop_sk,
+        browser_pk,
+        info,
+        sealed,
+        now_unix,
+        guard,
+        &response_nonce,
+    )
+}
+
+/// [`open_request_full`] with a given responder nonce instead of a random one. **For test
+/// vectors only**: the nonce must never repeat for one request.
+pub fn open_request_with_response_nonce(
+    desktop_sk: &[u8; KEY_LEN],
+    browser_pk: &[u8; KEY_LEN],
+    info: &[u8],
+    sealed: &[u8],
+    now_unix: u64,
+    guard: &mut ReplayGuard,
+    response_nonce: &[u8; RESPONSE_NONCE_LEN],
+) -> Result<OpenedRequest, E2eError> {
     let header = request_header(sealed)?;
     guard.check(&header, now_unix)?;
     let sk_r = private_key(desktop_sk)?;
@@ -514,12 +721,20 @@ pub fn open_request(
         .map_err(|_| E2eError::RequestRejected)?;
     // Only a request that authenticated is remembered, so forgeries cannot fill the cache.
     guard.remember(&header);
+    let mut secret = Zeroizing::new([0u8; 32]);
+    let _ = ctx.export(EXPORT_LABEL, secret.as_mut());
     let sealer = ResponseSealer {
-        keys: response_keys(&ctx, &header.enc),
+        keys: ChunkKeys::derive(&secret, &header.enc, response_nonce),
+        response_nonce: *response_nonce,
         next: 0,
         done: false,
     };
-    Ok((request, sealer))
+    Ok(OpenedRequest {
+        request,
+        header,
+        sealer,
+        controls: ControlOpener { ctx },
+    })
 }
 
 #[cfg(test)]
@@ -543,7 +758,7 @@ mod tests {
     fn exchange() -> (ResponseOpener, ResponseSealer) {
         let (dsk, dpk, bsk, bpk) = keys();
         let (sealed, opener) = seal_request(&dpk, &bsk, b"device-1", b"run it", NOW).unwrap();
-        let (request, sealer) = open_request(
+        let (request, mut sealer) = open_request(
             &dsk,
             &bpk,
             b"device-1",
@@ -553,6 +768,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(request, b"run it");
+        // The first frame carries the responder nonce before chunk 0.
+        let first = sealer.seal_chunk(b"start", false).unwrap();
+        assert_eq!(first[0], FRAME_START);
+        assert_eq!(first[1..START_OVERHEAD], sealer.response_nonce());
+        assert_eq!(first.len(), START_OVERHEAD + 5 + CHUNK_OVERHEAD);
+        let mut opener = opener;
+        assert_eq!(
+            opener.open_frame(&first).unwrap(),
+            ResponseFrame::Data(b"start".to_vec(), false)
+        );
         (opener, sealer)
     }
 
@@ -581,8 +806,8 @@ mod tests {
         assert_eq!(
             opener.open_chunk(&b),
             Err(E2eError::OutOfOrder {
-                expected: 0,
-                found: 1
+                expected: 1,
+                found: 2
             })
         );
         opener.open_chunk(&a).unwrap();
@@ -593,7 +818,7 @@ mod tests {
         assert_eq!(opener.open_chunk(&bad), Err(E2eError::ChunkRejected));
         // The final flag flipped: the AAD no longer matches.
         let mut flipped = b.clone();
-        flipped[0] = 1;
+        flipped[0] = FRAME_FINAL;
         assert_eq!(opener.open_chunk(&flipped), Err(E2eError::ChunkRejected));
         opener.open_chunk(&b).unwrap();
         // Truncated: the stream ends before c.
@@ -680,18 +905,173 @@ mod tests {
     fn malformed_input_is_refused() {
         let (dsk, _, _, bpk) = keys();
         let mut guard = ReplayGuard::default();
-        for bad in [&b""[..], &[2u8; 80][..], &[1u8; 40][..]] {
+        // Empty, version 3, version 1 (before the responder nonce), too short.
+        for bad in [&b""[..], &[3u8; 80][..], &[1u8; 80][..], &[2u8; 40][..]] {
             assert_eq!(
                 open_request(&dsk, &bpk, b"i", bad, NOW, &mut guard).unwrap_err(),
                 E2eError::Malformed
             );
         }
         let (mut opener, _) = exchange();
-        assert_eq!(opener.open_chunk(&[0, 0, 0, 0]), Err(E2eError::Malformed));
+        assert_eq!(opener.open_chunk(&[2, 0, 0, 0]), Err(E2eError::Malformed));
         assert_eq!(
-            opener.open_chunk(&[0, 0xff, 0xff, 0xff, 0xff]),
+            opener.open_chunk(&[2, 0xff, 0xff, 0xff, 0xff]),
             Err(E2eError::TooLarge)
         );
-        assert_eq!(chunk_len(&[0, 0, 0, 0, 20, 1]), Ok(None));
+        // After the first sealed frame, 0x00 (a plain frame, or the old "more" flag) is
+        // refused as unsealed, 0x01 (the start, or the old "final" flag) as malformed.
+        assert_eq!(opener.open_chunk(&[0; 30]), Err(E2eError::Unsealed));
+        assert_eq!(opener.open_chunk(&[1; 30]), Err(E2eError::Malformed));
+        assert_eq!(chunk_len(&[2, 0, 0, 0, 20, 1]), Ok(None));
+        assert_eq!(opener.open_frame(&[0x04, 1]), Err(E2eError::Malformed));
+        assert_eq!(opener.open_frame(&[]), Err(E2eError::Malformed));
+        // A second start frame.
+        assert_eq!(opener.open_frame(&[1; 60]), Err(E2eError::Malformed));
+    }
+
+    #[test]
+    fn a_whole_chunk_fits_one_frame() {
+        let (dsk, dpk, bsk, bpk) = keys();
+        let (sealed, _) = seal_request(&dpk, &bsk, b"i", b"req", NOW).unwrap();
+        let (_, mut sealer) =
+            open_request(&dsk, &bpk, b"i", &sealed, NOW, &mut ReplayGuard::default()).unwrap();
+        let first = sealer.seal_chunk(&vec![0; MAX_CHUNK], false).unwrap();
+        assert_eq!(first.len(), MAX_FRAME);
+        let chunk = sealer.seal_chunk(&vec![0; MAX_CHUNK], false).unwrap();
+        assert!(chunk.len() < MAX_FRAME);
+        assert_eq!(
+            sealer.seal_chunk(&vec![0; MAX_CHUNK + 1], false),
+            Err(E2eError::TooLarge)
+        );
+    }
+
+    /// Finding 6 of issue 11: the response key no longer depends on the request alone.
+    #[test]
+    fn two_responses_to_one_request_never_share_key_or_nonce() {
+        let (dsk, dpk, bsk, bpk) = keys();
+        let (sealed, opener) = seal_request(&dpk, &bsk, b"i", b"req", NOW).unwrap();
+        // The same request opened twice (as by a desktop that forgot it had seen it).
+        let (_, mut first) =
+            open_request(&dsk, &bpk, b"i", &sealed, NOW, &mut ReplayGuard::default()).unwrap();
+        let (_, mut second) =
+            open_request(&dsk, &bpk, b"i", &sealed, NOW, &mut ReplayGuard::default()).unwrap();
+        assert_ne!(first.response_nonce(), second.response_nonce());
+        let a = first.seal_chunk(b"same plaintext", false).unwrap();
+        let b = second.seal_chunk(b"same plaintext", false).unwrap();
+        // Equal plaintexts under one key and nonce give equal ciphertexts (a keystream
+        // reuse); under fresh keys nothing lines up.
+        let (ca, cb) = (&a[START_OVERHEAD + 5..], &b[START_OVERHEAD + 5..]);
+        assert_ne!(ca, cb);
+        let xor: Vec<u8> = ca.iter().zip(cb).map(|(x, y)| x ^ y).collect();
+        assert!(xor.iter().filter(|&&x| x == 0).count() < 8, "{xor:?}");
+        // The browser opens either response (each brings its nonce), and under the keys
+        // of one it opens none of the other's chunks.
+        let mut opener = opener;
+        assert_eq!(
+            opener.open_chunk(&b).unwrap(),
+            (b"same plaintext".to_vec(), false)
+        );
+        let a1 = first.seal_chunk(b"more", false).unwrap();
+        assert_eq!(opener.open_chunk(&a1), Err(E2eError::ChunkRejected));
+        let b1 = second.seal_chunk(b"more", false).unwrap();
+        assert_eq!(opener.open_chunk(&b1).unwrap(), (b"more".to_vec(), false));
+    }
+
+    /// Finding 7 of issue 11: plain frames are refusals before the sealed response only.
+    #[test]
+    fn plain_frames_only_before_the_sealed_response() {
+        let (dsk, dpk, bsk, bpk) = keys();
+        let (sealed, mut o2) = seal_request(&dpk, &bsk, b"i", b"req", NOW).unwrap();
+        let (_, mut opener) = seal_request(&dpk, &bsk, b"i", b"req", NOW).unwrap();
+        let refusal = [0u8, 0, 6, 6, b'd', b'e', b'n', b'i', b'e', b'd'];
+        assert_eq!(
+            opener.open_frame(&refusal).unwrap(),
+            ResponseFrame::Plain(refusal.to_vec())
+        );
+        // A refusal ends the answer.
+        assert_eq!(opener.open_frame(&refusal), Err(E2eError::AfterFinal));
+        opener.finish().unwrap();
+        assert!(!opener.is_finished());
+
+        let (_, mut sealer) =
+            open_request(&dsk, &bpk, b"i", &sealed, NOW, &mut ReplayGuard::default()).unwrap();
+        let c0 = sealer.seal_chunk(b"one", false).unwrap();
+        // The first sealed frame without its nonce is malformed.
+        assert_eq!(
+            o2.open_frame(&c0[START_OVERHEAD..]),
+            Err(E2eError::Malformed)
+        );
+        assert_eq!(
+            o2.open_frame(&c0).unwrap(),
+            ResponseFrame::Data(b"one".to_vec(), false)
+        );
+        // The relay cuts the sealed answer and injects its own plain ERROR: refused.
+        assert_eq!(o2.open_frame(&refusal), Err(E2eError::Unsealed));
+        assert_eq!(o2.finish(), Err(E2eError::Truncated));
+        let end = sealer.seal_chunk(b"end", true).unwrap();
+        assert_eq!(
+            o2.open_frame(&end).unwrap(),
+            ResponseFrame::Data(b"end".to_vec(), true)
+        );
+        assert!(o2.is_finished());
+    }
+
+    /// Finding 7 of issue 11: control messages (CANCEL) are sealed; injected ones do not
+    /// open and do not disturb the real ones.
+    #[test]
+    fn control_messages_are_sealed() {
+        let (dsk, dpk, bsk, bpk) = keys();
+        let (sealed, mut opener) = seal_request(&dpk, &bsk, b"i", b"req", NOW).unwrap();
+        let mut opened =
+            open_request_full(&dsk, &bpk, b"i", &sealed, NOW, &mut ReplayGuard::default()).unwrap();
+        assert_eq!(
+            opened.controls.open(b"\0\0\x08plain cancel"),
+            Err(E2eError::ControlRejected)
+        );
+        let cancel = opener.seal_control(b"cancel").unwrap();
+        let mut altered = cancel.clone();
+        altered[0] ^= 1;
+        assert_eq!(
+            opened.controls.open(&altered),
+            Err(E2eError::ControlRejected)
+        );
+        assert_eq!(opened.controls.open(&cancel).unwrap(), b"cancel");
+        // Replaying the same control frame fails: the sequence moved on.
+        assert_eq!(
+            opened.controls.open(&cancel),
+            Err(E2eError::ControlRejected)
+        );
+        let again = opener.seal_control(b"second").unwrap();
+        assert_eq!(opened.controls.open(&again).unwrap(), b"second");
+    }
+
+    /// Finding 6 of issue 11: what a desktop restores after a restart refuses replays.
+    #[test]
+    fn a_restored_guard_refuses_replays() {
+        let (dsk, dpk, bsk, bpk) = keys();
+        let (sealed, _) = seal_request(&dpk, &bsk, b"i", b"req", NOW).unwrap();
+        let mut before = ReplayGuard::default();
+        open_request(&dsk, &bpk, b"i", &sealed, NOW, &mut before).unwrap();
+        let saved: Vec<_> = before.entries().collect();
+        assert_eq!(saved.len(), 1);
+        let mut after = ReplayGuard::default();
+        for (enc, ts) in saved.iter().copied() {
+            after.restore(enc, ts, NOW + 10);
+        }
+        assert_eq!(
+            open_request(&dsk, &bpk, b"i", &sealed, NOW + 10, &mut after).unwrap_err(),
+            E2eError::Replayed
+        );
+        // Expired entries are not restored.
+        let mut late = ReplayGuard::default();
+        late.restore(saved[0].0, saved[0].1, NOW + DEFAULT_WINDOW_SECS + 1);
+        assert!(late.is_empty());
+        // Without a record: everything stamped before the given moment is stale.
+        let mut blind = ReplayGuard::default();
+        blind.refuse_before(NOW + 1);
+        assert_eq!(
+            open_request(&dsk, &bpk, b"i", &sealed, NOW + 10, &mut blind).unwrap_err(),
+            E2eError::Stale
+        );
     }
 }

@@ -149,11 +149,84 @@ fn rfc9180_vectors_for_our_suite() {
 const DESKTOP_SK: [u8; 32] = [0xd5; 32];
 const BROWSER_SK: [u8; 32] = [0xb7; 32];
 const IKM_E: [u8; 32] = [0x42; 32];
+const RESPONSE_NONCE: [u8; 32] = [0x5e; 32];
 const TS: u64 = 1_790_000_000;
 const INFO: &[u8] = b"device-8f2c1f0e";
 const REQUEST: &[u8] =
     br#"{"type":"EXECUTE_ACTION","app_id":"hello-ai","action":"write","payload":{"topic":"QUIC"}}"#;
 const CHUNKS: [(&[u8], bool); 3] = [(b"Echo: ", false), (b"QUIC streams", false), (b"", true)];
+/// An encoded CANCEL envelope (request id 7, no device id): varint 7, empty string, type 8.
+const CANCEL: &[u8] = &[0x07, 0x00, 0x08];
+
+/// What each field of the vector files holds (written into them, for implementers).
+fn fields() -> Value {
+    json!({
+        "desktop_sk / desktop_pk": "the desktop's static X25519 identity key (skR / pkR), raw 32 bytes",
+        "browser_sk / browser_pk": "the browser's static X25519 key (skS / pkS), raw 32 bytes",
+        "ikm_e": "the IKM of DeriveKeyPair for the ephemeral key (fixed here for the vector only)",
+        "ts": "the request's timestamp, unix seconds (a JSON number)",
+        "info": "the caller info: the device id, UTF-8",
+        "hpke_info": "the HPKE info: \"aisa-e2e-v2\" || 0x00 || info",
+        "request": "the request plaintext",
+        "request_aad": "the AAD of the request: 0x02 || ts (u64 BE)",
+        "enc": "the encapsulated key (the ephemeral public key)",
+        "sealed_request": "0x02 || enc || ts || HPKE ciphertext (sequence 0)",
+        "exported_secret": "Export(\"aisa-e2e response\", 32) from the HPKE context",
+        "response_nonce": "the desktop's random 32-byte responder nonce (fixed here for the vector only)",
+        "salt": "enc || response_nonce",
+        "prk": "HKDF-Extract(salt, exported_secret), plain RFC 5869 HKDF-SHA256",
+        "key": "HKDF-Expand(prk, \"aisa-e2e key\", 32)",
+        "base_nonce": "HKDF-Expand(prk, \"aisa-e2e nonce\", 12)",
+        "chunks[].data / last": "a chunk's plaintext and whether it is the final one",
+        "chunks[].nonce": "base_nonce XOR (i as 12-byte big-endian), for chunk i",
+        "chunks[].sealed": "the frame body: chunk = 0x02 (more) | 0x03 (final) || len (u32 BE) || ChaCha20-Poly1305(key, nonce, aad = \"\" | \"final\", data) with its tag; the first frame is 0x01 || response_nonce || chunk",
+        "controls[].plaintext / sealed": "a control message from the browser (an encoded CANCEL envelope) and HPKE-seal(aad = \"control\", plaintext) with the request's context (sequence 1, 2, …), the frame body"
+    })
+}
+
+/// The construction recomputed from the RFCs' primitives (not through `aisa_crypto`), for
+/// the intermediate values of the vector.
+fn intermediates(enc: &[u8], secret: &[u8; 32], response_nonce: &[u8; 32]) -> Value {
+    let salt = [enc, &response_nonce[..]].concat();
+    let (prk, hk) = hkdf::Hkdf::<sha2::Sha256>::extract(Some(&salt), secret);
+    let mut key = [0u8; 32];
+    let mut base = [0u8; 12];
+    hk.expand(b"aisa-e2e key", &mut key).unwrap();
+    hk.expand(b"aisa-e2e nonce", &mut base).unwrap();
+    json!({
+        "exported_secret": hex::encode(secret),
+        "salt": hex::encode(&salt),
+        "prk": hex::encode(prk),
+        "key": hex::encode(key),
+        "base_nonce": hex::encode(base),
+    })
+}
+
+fn chunk_nonce(base: &[u8], i: u64) -> Vec<u8> {
+    let mut n = base.to_vec();
+    for (b, c) in n[4..].iter_mut().zip(i.to_be_bytes()) {
+        *b ^= c;
+    }
+    n
+}
+
+/// The exporter secret of the request's HPKE context, set up independently.
+fn exported_secret(sk_r: &[u8; 32], pk_s: &[u8; 32], info: &[u8], enc: &[u8]) -> [u8; 32] {
+    let sk_r = <Kem as hpke::Kem>::PrivateKey::from_bytes(sk_r).unwrap();
+    let pk_s = <Kem as hpke::Kem>::PublicKey::from_bytes(pk_s).unwrap();
+    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).unwrap();
+    let hpke_info = [&b"aisa-e2e-v2\0"[..], info].concat();
+    let ctx = hpke::setup_receiver::<ChaCha20Poly1305, HkdfSha256, Kem>(
+        &OpModeR::Auth(pk_s),
+        &sk_r,
+        &enc,
+        &hpke_info,
+    )
+    .unwrap();
+    let mut out = [0u8; 32];
+    ctx.export(b"aisa-e2e response", &mut out).unwrap();
+    out
+}
 
 fn build_e2e_vectors() -> Value {
     let desktop_pk = e2e::public_of(&DESKTOP_SK).unwrap();
@@ -161,30 +234,58 @@ fn build_e2e_vectors() -> Value {
     let (sealed, mut opener) =
         e2e::seal_request_with_ephemeral(&desktop_pk, &BROWSER_SK, INFO, REQUEST, TS, &IKM_E)
             .unwrap();
+    let enc = &sealed[1..33];
     // The desktop opens what the browser sealed, and seals the response.
-    let (request, mut sealer) = e2e::open_request(
+    let mut opened = e2e::open_request_with_response_nonce(
         &DESKTOP_SK,
         &browser_pk,
         INFO,
         &sealed,
         TS + 3,
         &mut ReplayGuard::default(),
+        &RESPONSE_NONCE,
     )
     .unwrap();
-    assert_eq!(request, REQUEST);
+    assert_eq!(opened.request, REQUEST);
+    let secret = exported_secret(&DESKTOP_SK, &browser_pk, INFO, enc);
+    let mid = intermediates(enc, &secret, &RESPONSE_NONCE);
+    let base = h(&mid, "base_nonce");
     let mut chunks = Vec::new();
-    for (data, last) in CHUNKS {
-        let chunk = sealer.seal_chunk(data, last).unwrap();
+    for (i, (data, last)) in CHUNKS.into_iter().enumerate() {
+        let chunk = opened.sealer.seal_chunk(data, last).unwrap();
         assert_eq!(opener.open_chunk(&chunk).unwrap(), (data.to_vec(), last));
+        // The same bytes from the AEAD directly, with the recomputed key and nonce.
+        let aead =
+            <chacha20poly1305::ChaCha20Poly1305 as chacha20poly1305::KeyInit>::new_from_slice(&h(
+                &mid, "key",
+            ))
+            .unwrap();
+        let nonce = chunk_nonce(&base, i as u64);
+        let aad: &[u8] = if last { b"final" } else { b"" };
+        let ct = chacha20poly1305::aead::Aead::encrypt(
+            &aead,
+            &chacha20poly1305::Nonce::try_from(&nonce[..]).unwrap(),
+            chacha20poly1305::aead::Payload { msg: data, aad },
+        )
+        .unwrap();
+        let at = if i == 0 { e2e::START_OVERHEAD } else { 0 };
+        if i == 0 {
+            assert_eq!(chunk[..at], [&[0x01][..], &RESPONSE_NONCE[..]].concat());
+        }
+        assert_eq!(chunk[at + 5..], ct[..], "chunk {i}");
         chunks.push(json!({
             "data": hex::encode(data),
             "last": last,
+            "nonce": hex::encode(chunk_nonce(&base, i as u64)),
             "sealed": hex::encode(&chunk),
         }));
     }
     opener.finish().unwrap();
-    json!({
-        "description": "aisa e2e construction (docs/e2e.md) with fixed keys and an injected ephemeral key; written by crypto/tests/vectors.rs, read by browser-client/test/unit/e2e.test.ts. Hex strings.",
+    let control = opener.seal_control(CANCEL).unwrap();
+    assert_eq!(opened.controls.open(&control).unwrap(), CANCEL);
+    let mut v = json!({
+        "description": "aisa e2e construction (docs/e2e.md) with fixed keys, an injected ephemeral key and a fixed responder nonce; written by crypto/tests/vectors.rs, read by browser-client/test/unit/e2e.test.ts. Hex strings except ts.",
+        "fields": fields(),
         "desktop_sk": hex::encode(DESKTOP_SK),
         "desktop_pk": hex::encode(desktop_pk),
         "browser_sk": hex::encode(BROWSER_SK),
@@ -192,10 +293,19 @@ fn build_e2e_vectors() -> Value {
         "ikm_e": hex::encode(IKM_E),
         "ts": TS,
         "info": hex::encode(INFO),
+        "hpke_info": hex::encode([&b"aisa-e2e-v2\0"[..], INFO].concat()),
         "request": hex::encode(REQUEST),
+        "request_aad": hex::encode([&[e2e::VERSION][..], &TS.to_be_bytes()].concat()),
+        "enc": hex::encode(enc),
         "sealed_request": hex::encode(&sealed),
+        "response_nonce": hex::encode(RESPONSE_NONCE),
         "chunks": chunks,
-    })
+        "controls": [{ "plaintext": hex::encode(CANCEL), "sealed": hex::encode(&control) }],
+    });
+    for (k, x) in mid.as_object().unwrap() {
+        v[k] = x.clone();
+    }
+    v
 }
 
 #[test]
@@ -214,7 +324,8 @@ fn e2e_vectors_are_current() {
 }
 
 /// A vector sealed by the TypeScript side (written by `browser-client`'s e2e test), when
-/// present: the desktop opens the browser's request.
+/// present: the desktop opens the browser's request and its CANCEL, derives the same
+/// intermediate values, and seals the same response chunks under TS's responder nonce.
 #[test]
 fn request_sealed_by_typescript_opens_in_rust() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/vectors/e2e-from-ts.json");
@@ -224,23 +335,41 @@ fn request_sealed_by_typescript_opens_in_rust() {
     let v: Value = serde_json::from_str(&text).unwrap();
     let desktop_sk: [u8; 32] = h(&v, "desktop_sk").try_into().unwrap();
     let browser_pk: [u8; 32] = h(&v, "browser_pk").try_into().unwrap();
+    let response_nonce: [u8; 32] = h(&v, "response_nonce").try_into().unwrap();
     let sealed = h(&v, "sealed_request");
     let ts = v["ts"].as_u64().unwrap();
-    let (request, mut sealer) = e2e::open_request(
+    let mut opened = e2e::open_request_with_response_nonce(
         &desktop_sk,
         &browser_pk,
         &h(&v, "info"),
         &sealed,
         ts,
         &mut ReplayGuard::default(),
+        &response_nonce,
     )
     .unwrap();
-    assert_eq!(request, h(&v, "request"));
+    assert_eq!(opened.request, h(&v, "request"));
+    assert_eq!(opened.header.enc.to_vec(), h(&v, "enc"));
+    let secret = exported_secret(&desktop_sk, &browser_pk, &h(&v, "info"), &h(&v, "enc"));
+    let mid = intermediates(&h(&v, "enc"), &secret, &response_nonce);
+    for k in ["exported_secret", "salt", "prk", "key", "base_nonce"] {
+        assert_eq!(h(&mid, k), h(&v, k), "{k}");
+    }
     // And the response chunks TS expects from this context match what Rust seals.
     for c in v["chunks"].as_array().unwrap() {
-        let sealed = sealer
+        let sealed = opened
+            .sealer
             .seal_chunk(&h(c, "data"), c["last"].as_bool().unwrap())
             .unwrap();
         assert_eq!(sealed, h(c, "sealed"));
+    }
+    // The browser's sealed control messages open on the desktop.
+    let controls = v["controls"].as_array().unwrap();
+    assert!(!controls.is_empty());
+    for c in controls {
+        assert_eq!(
+            opened.controls.open(&h(c, "sealed")).unwrap(),
+            h(c, "plaintext")
+        );
     }
 }

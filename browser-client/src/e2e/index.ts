@@ -3,13 +3,17 @@
  * desktop's response sealer). The same construction as the Rust crate `aisa-crypto`
  * (`crypto/src/e2e.rs`), byte for byte; `docs/e2e.md` describes it:
  *
- *   request = 0x01 || enc (32) || ts (u64 BE) || HPKE-seal(aad = 0x01 || ts, request)
+ *   request = 0x02 || enc (32) || ts (u64 BE) || HPKE-seal(aad = 0x02 || ts, request)
  *   HPKE: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305, mode auth,
- *         info = "aisa-e2e-v1" || 0x00 || caller info
- *   secret = Export("aisa-e2e response", 32); prk = HKDF-Extract(salt = enc, secret)
+ *         info = "aisa-e2e-v2" || 0x00 || caller info
+ *   control = HPKE-seal(aad = "control", message)    (the request's context, sequence 1, 2, …)
+ *   secret = Export("aisa-e2e response", 32); response_nonce = random(32) (the desktop's)
+ *   prk = HKDF-Extract(salt = enc || response_nonce, secret)       (plain RFC 5869)
  *   key = HKDF-Expand(prk, "aisa-e2e key", 32); base = HKDF-Expand(prk, "aisa-e2e nonce", 12)
- *   chunk i = flag (0 more | 1 final) || len (u32 BE) || ChaCha20-Poly1305(key, base ^ i,
- *             aad = "" | "final", data)
+ *   chunk i = type (0x02 more | 0x03 final) || len (u32 BE) || ChaCha20-Poly1305(key,
+ *             base ^ i, aad = "" | "final", data)
+ *   answer frames: 0x01 || response_nonce || chunk 0, then chunk 1, 2, … one per frame;
+ *   or, instead, one plain refusal (first byte 0x00)
  *
  * HPKE comes from `@hpke/core` with `@hpke/dhkem-x25519` and `@hpke/chacha20poly1305`.
  */
@@ -19,18 +23,35 @@ import { CipherSuite, DhkemX25519HkdfSha256 as NativeX25519, type SenderContext 
 import { DhkemX25519HkdfSha256, HkdfSha256 } from '@hpke/dhkem-x25519';
 
 /** The version byte that starts a sealed request. */
-export const VERSION = 1;
+export const VERSION = 2;
 /** Bytes before the ciphertext of a sealed request. */
 export const REQUEST_HEADER_LEN = 1 + 32 + 8;
-/** The largest chunk plaintext accepted. */
-export const MAX_CHUNK = 1 << 20;
+/** Bytes of the desktop's responder nonce. */
+export const RESPONSE_NONCE_LEN = 32;
+/** Bytes a chunk adds to its data: type, length, tag. */
+export const CHUNK_OVERHEAD = 1 + 4 + 16;
+/** Bytes the first sealed frame carries before its chunk: type, responder nonce. */
+export const START_OVERHEAD = 1 + RESPONSE_NONCE_LEN;
+/** The largest frame body (the tunnel's limit, 1 MiB). */
+export const MAX_FRAME = 1 << 20;
+/** The largest chunk plaintext: any sealed frame, the first included, fits one frame. */
+export const MAX_CHUNK = MAX_FRAME - START_OVERHEAD - CHUNK_OVERHEAD;
+/** First byte of a plain frame (an envelope with request id 0): a refusal. */
+export const FRAME_PLAIN = 0x00;
+/** First byte of the first sealed frame: the responder nonce, then chunk 0. */
+export const FRAME_START = 0x01;
+/** First byte of a sealed chunk after which more follow. */
+export const FRAME_CHUNK = 0x02;
+/** First byte of the final sealed chunk. */
+export const FRAME_FINAL = 0x03;
 
 const text = new TextEncoder();
-const INFO_LABEL = text.encode('aisa-e2e-v1\0');
+const INFO_LABEL = text.encode('aisa-e2e-v2\0');
 const EXPORT_LABEL = text.encode('aisa-e2e response');
 const KEY_LABEL = text.encode('aisa-e2e key');
 const NONCE_LABEL = text.encode('aisa-e2e nonce');
 const FINAL_AAD = text.encode('final');
+const CONTROL_AAD = text.encode('control');
 const EMPTY = new Uint8Array(0);
 const REORDER_PROBE = 8;
 
@@ -43,6 +64,8 @@ export class E2eError extends Error {
       | 'request_rejected'
       | 'out_of_order'
       | 'chunk_rejected'
+      | 'unsealed'
+      | 'control_rejected'
       | 'after_final'
       | 'truncated'
       | 'too_large',
@@ -111,9 +134,10 @@ class ChunkKeys {
     private readonly base: Uint8Array,
   ) {}
 
-  static async derive(exported: Uint8Array, enc: Uint8Array): Promise<ChunkKeys> {
-    const key = await hkdf(exported, enc, KEY_LABEL, 32);
-    const base = await hkdf(exported, enc, NONCE_LABEL, 12);
+  static async derive(exported: Uint8Array, enc: Uint8Array, responseNonce: Uint8Array): Promise<ChunkKeys> {
+    const salt = concat(enc, responseNonce);
+    const key = await hkdf(exported, salt, KEY_LABEL, 32);
+    const base = await hkdf(exported, salt, NONCE_LABEL, 12);
     return new ChunkKeys(new Chacha20Poly1305().createEncryptionContext(key.buffer as ArrayBuffer), base);
   }
 
@@ -143,46 +167,89 @@ export function chunkLength(buf: Uint8Array): number | null {
   if (buf.length < 5) return null;
   const len = new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getUint32(1);
   if (len > MAX_CHUNK + 16) throw new E2eError('too_large', 'chunk too large');
-  if (buf[0]! > 1 || len < 16) throw new E2eError('malformed', 'malformed chunk');
+  if ((buf[0] !== FRAME_CHUNK && buf[0] !== FRAME_FINAL) || len < 16) throw new E2eError('malformed', 'malformed chunk');
   return buf.length >= 5 + len ? 5 + len : null;
 }
 
-/** Opens the response chunks of one stream, in order. */
+/** One answer frame of an encrypted stream, as {@link ResponseOpener.openFrame} read it. */
+export type ResponseFrame = { kind: 'plain'; body: Uint8Array } | { kind: 'data'; data: Uint8Array; last: boolean };
+
+/** The browser's side of one encrypted stream: seals control messages (CANCEL) to the
+ * desktop and opens the answer frames in order. */
 export class ResponseOpener {
+  private keys: ChunkKeys | null = null;
   private next = 0;
   private done = false;
 
   /** @internal */
-  constructor(private readonly keys: ChunkKeys) {}
+  constructor(
+    private readonly ctx: SenderContext,
+    private readonly secret: Uint8Array,
+    private readonly enc: Uint8Array,
+  ) {}
 
-  /** Opens one whole chunk; returns its data and whether it was the final one. */
-  async openChunk(chunk: Uint8Array): Promise<{ data: Uint8Array; last: boolean }> {
+  /** Seals the next control message (an encoded envelope, e.g. CANCEL) for the desktop. */
+  async sealControl(message: Uint8Array): Promise<Uint8Array> {
+    return new Uint8Array(await this.ctx.seal(message as BufferSource, CONTROL_AAD as BufferSource));
+  }
+
+  /**
+   * Reads one answer frame: a plain refusal (first byte 0x00) as the first frame only,
+   * else sealed chunks. A plain frame after the first sealed one was injected on the
+   * way: `unsealed`.
+   */
+  async openFrame(frame: Uint8Array): Promise<ResponseFrame> {
     if (this.done) throw new E2eError('after_final', 'data after the final chunk');
+    if (frame[0] === FRAME_PLAIN) {
+      if (this.keys) throw new E2eError('unsealed', 'a plain frame inside the sealed answer (injected on the way)');
+      this.done = true;
+      return { kind: 'plain', body: frame };
+    }
+    const { data, last } = await this.openChunk(frame);
+    return { kind: 'data', data, last };
+  }
+
+  /** Opens one sealed frame (the first starts with 0x01 and the responder nonce); returns
+   * its data and whether it was the final chunk. */
+  async openChunk(frame: Uint8Array): Promise<{ data: Uint8Array; last: boolean }> {
+    if (this.done) throw new E2eError('after_final', 'data after the final chunk');
+    let chunk = frame;
+    if (frame[0] === FRAME_START && !this.keys) {
+      if (frame.length < START_OVERHEAD) throw new E2eError('malformed', 'malformed first frame');
+      chunk = frame.subarray(START_OVERHEAD);
+      if (chunkLength(chunk) !== chunk.length) throw new E2eError('malformed', 'malformed chunk');
+      this.keys = await ChunkKeys.derive(this.secret, this.enc, frame.subarray(1, START_OVERHEAD));
+    } else if (frame[0] === FRAME_PLAIN && this.keys) {
+      throw new E2eError('unsealed', 'a plain frame inside the sealed answer (injected on the way)');
+    } else if (!this.keys || (frame[0] !== FRAME_CHUNK && frame[0] !== FRAME_FINAL)) {
+      throw new E2eError('malformed', 'malformed answer frame');
+    }
+    const keys = this.keys!;
     if (chunkLength(chunk) !== chunk.length) throw new E2eError('malformed', 'malformed chunk');
-    const last = chunk[0] === 1;
+    const last = chunk[0] === FRAME_FINAL;
     const ct = chunk.subarray(5);
-    const data = await this.keys.open(this.next, last, ct);
+    const data = await keys.open(this.next, last, ct);
     if (data) {
       this.next += 1;
       this.done = last;
       return { data, last };
     }
     for (let found = Math.max(0, this.next - REORDER_PROBE); found < this.next + REORDER_PROBE; found++) {
-      if (found !== this.next && (await this.keys.open(found, last, ct))) {
+      if (found !== this.next && (await keys.open(found, last, ct))) {
         throw new E2eError('out_of_order', `chunk out of order: expected ${this.next}, got ${found}`);
       }
     }
     throw new E2eError('chunk_rejected', 'chunk does not authenticate (altered or wrong key)');
   }
 
-  /** Call at the end of the stream: refuses a response without its final chunk. */
+  /** Call at the end of the stream: refuses an answer without its final chunk (a plain refusal is complete). */
   finish(): void {
     if (!this.done) throw new E2eError('truncated', 'the response was truncated (no final chunk)');
   }
 
-  /** Whether the final chunk arrived. */
+  /** Whether the final sealed chunk arrived. */
   get finished(): boolean {
-    return this.done;
+    return this.done && this.keys !== null;
   }
 }
 
@@ -192,9 +259,12 @@ export class ResponseSealer {
   private done = false;
 
   /** @internal */
-  constructor(private readonly keys: ChunkKeys) {}
+  constructor(
+    private readonly keys: ChunkKeys,
+    private readonly responseNonce: Uint8Array,
+  ) {}
 
-  /** Seals the next chunk; `last` marks the final one. */
+  /** Seals the next chunk as one frame body (the first preceded by 0x01 and the responder nonce); `last` marks the final one. */
   async sealChunk(data: Uint8Array, last: boolean): Promise<Uint8Array> {
     if (this.done) throw new E2eError('after_final', 'data after the final chunk');
     if (data.length > MAX_CHUNK) throw new E2eError('too_large', 'chunk too large');
@@ -202,15 +272,29 @@ export class ResponseSealer {
     this.next += 1;
     this.done = last;
     const head = new Uint8Array(5);
-    head[0] = last ? 1 : 0;
+    head[0] = last ? FRAME_FINAL : FRAME_CHUNK;
     new DataView(head.buffer).setUint32(1, ct.length);
-    return concat(head, ct);
+    return this.next === 1 ? concat(Uint8Array.of(FRAME_START), this.responseNonce, head, ct) : concat(head, ct);
   }
 }
 
-async function keysOf(ctx: { export(c: Uint8Array, len: number): Promise<ArrayBuffer> }, enc: Uint8Array) {
-  const exported = new Uint8Array(await ctx.export(EXPORT_LABEL, 32));
-  return ChunkKeys.derive(exported, enc);
+/** Opens the browser's sealed control messages (the desktop's role; for tests and vectors). */
+export class ControlOpener {
+  /** @internal */
+  constructor(private readonly ctx: { open(ct: BufferSource, aad: BufferSource): Promise<ArrayBuffer> }) {}
+
+  /** Opens the next control message; one that does not open is `control_rejected`. */
+  async open(frame: Uint8Array): Promise<Uint8Array> {
+    try {
+      return new Uint8Array(await this.ctx.open(frame as BufferSource, CONTROL_AAD as BufferSource));
+    } catch {
+      throw new E2eError('control_rejected', 'the control message does not authenticate');
+    }
+  }
+}
+
+async function exportedSecret(ctx: { export(c: Uint8Array, len: number): Promise<ArrayBuffer> }): Promise<Uint8Array> {
+  return new Uint8Array(await ctx.export(EXPORT_LABEL, 32));
 }
 
 /**
@@ -245,19 +329,21 @@ export async function sealRequest(
   const tsBytes = new Uint8Array(8);
   new DataView(tsBytes.buffer).setBigUint64(0, ts);
   const sealed = concat(Uint8Array.of(VERSION), enc, tsBytes, ct);
-  return { sealed, opener: new ResponseOpener(await keysOf(ctx, enc)) };
+  return { sealed, opener: new ResponseOpener(ctx, await exportedSecret(ctx), enc) };
 }
 
 /**
  * Opens a sealed request as the desktop does (without its replay memory, which lives
- * in the desktop node): for tests of the TypeScript side against itself.
+ * in the desktop node): for tests of the TypeScript side against itself. `responseNonce`
+ * fixes the responder nonce for test vectors only (by default it is random).
  */
 export async function openRequest(
   desktopKey: CryptoKeyPair,
   browserPk: Uint8Array,
   info: Uint8Array,
   sealed: Uint8Array,
-): Promise<{ request: Uint8Array; sealer: ResponseSealer }> {
+  responseNonce: Uint8Array = crypto.getRandomValues(new Uint8Array(RESPONSE_NONCE_LEN)),
+): Promise<{ request: Uint8Array; sealer: ResponseSealer; controls: ControlOpener }> {
   if (sealed.length < REQUEST_HEADER_LEN + 16 || sealed[0] !== VERSION) {
     throw new E2eError('malformed', 'malformed request');
   }
@@ -272,7 +358,8 @@ export async function openRequest(
       senderPublicKey: await s.kem.deserializePublicKey(browserPk),
     });
     const request = new Uint8Array(await ctx.open(sealed.subarray(REQUEST_HEADER_LEN), requestAad(ts)));
-    return { request, sealer: new ResponseSealer(await keysOf(ctx, enc)) };
+    const keys = await ChunkKeys.derive(await exportedSecret(ctx), enc, responseNonce);
+    return { request, sealer: new ResponseSealer(keys, responseNonce.slice()), controls: new ControlOpener(ctx) };
   } catch {
     throw new E2eError('request_rejected', 'the request does not authenticate (wrong key or altered)');
   }

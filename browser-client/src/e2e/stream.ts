@@ -5,14 +5,17 @@
  *   OpenHeader.e2e, action:  0x01 || browser key id (8) || sealed request header (41)
  *   OpenHeader.e2e, pairing: 0x02 || browser public key (32) || sealed request header (41)
  *   first frame: the rest of the sealed request (the HPKE ciphertext)
- *   answer frames: one sealed chunk each, holding one encoded envelope; the last is final
+ *   later frames (CANCEL): HPKE-seal(aad = "control", envelope) with the request's context
+ *   answer frames: one sealed chunk (0x02 more, 0x03 final) per encoded envelope, the
+ *   first preceded by 0x01 || response nonce; or, instead, one plain ERROR (request id 0,
+ *   so first byte 0x00); a plain frame after a sealed one is tampering
  *
  * The browser key id is the first 8 bytes of SHA-256 of its X25519 public key; the
  * caller info is the device id.
  */
 
-import { decodeEnvelope, fromHex, type Envelope } from '../tunnel/codec';
-import { REQUEST_HEADER_LEN, ResponseOpener, sealRequest } from './index';
+import { decodeEnvelope, encodeEnvelope, fromHex, type Envelope } from '../tunnel/codec';
+import { E2eError, REQUEST_HEADER_LEN, ResponseOpener, sealRequest } from './index';
 
 /** Mode byte of an action stream. */
 export const MODE_ACTION = 1;
@@ -94,21 +97,33 @@ export async function sealPairing(
 }
 
 /**
- * One answer frame of an encrypted stream: a sealed envelope, or (when the desktop
- * refused before it had a context) a plain ERROR envelope. Anything else is refused.
+ * One answer frame of an encrypted stream (docs/e2e.md, "Telling frames apart"): the
+ * envelope a sealed chunk holds, or a plain ERROR (the desktop's or the relay's refusal
+ * instead of a sealed answer). Anything else is refused with an {@link E2eError}: a
+ * plain frame once the sealed answer began (`unsealed`), a plain frame that is not an
+ * ERROR with request id 0, a chunk that does not open.
  */
 export async function openAnswer(opener: ResponseOpener, body: Uint8Array): Promise<{ envelope: Envelope; sealed: boolean }> {
-  try {
-    const { data } = await opener.openChunk(body);
-    return { envelope: decodeEnvelope(data), sealed: true };
-  } catch (err) {
-    let plain: Envelope;
-    try {
-      plain = decodeEnvelope(body);
-    } catch {
-      throw err;
+  const frame = await opener.openFrame(body);
+  switch (frame.kind) {
+    case 'data':
+      return { envelope: decodeEnvelope(frame.data), sealed: true };
+    case 'plain': {
+      let plain: Envelope | null = null;
+      try {
+        plain = decodeEnvelope(frame.body);
+      } catch {
+        // reported below
+      }
+      if (!plain || plain.body.type !== 'Error' || plain.requestId !== 0) {
+        throw new E2eError('malformed', 'a plain answer on an encrypted stream that is not a refusal');
+      }
+      return { envelope: plain, sealed: false };
     }
-    if (plain.body.type !== 'Error') throw err;
-    return { envelope: plain, sealed: false };
   }
+}
+
+/** The frame body of a CANCEL on an encrypted stream: the envelope sealed with the request's context. */
+export async function sealedCancel(opener: ResponseOpener, requestId: number, deviceId: string): Promise<Uint8Array> {
+  return opener.sealControl(encodeEnvelope({ requestId, deviceId, body: { type: 'Cancel' } }));
 }
