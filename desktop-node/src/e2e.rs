@@ -5,26 +5,30 @@
 //! the relay untouched as `RelayHeader.e2e`) is set:
 //!
 //! ```text
-//! action:  0x01 || browser key id (8) || 0x01 || enc (32) || ts (8)
-//! pairing: 0x02 || browser public key (32) || 0x01 || enc (32) || ts (8)
+//! action:  0x01 || browser key id (8) || 0x02 || enc (32) || ts (8)
+//! pairing: 0x02 || browser public key (32) || 0x02 || enc (32) || ts (8)
 //! ```
 //!
 //! and then the first frame of the stream is the HPKE ciphertext of the request (for an
 //! action, the encoded EXECUTE_ACTION/… envelope; for pairing, the JSON
-//! `{"secret": "<hex of the one-time secret>", "name": "<browser name>"}`), and every
-//! frame the desktop answers with is one sealed chunk holding one encoded envelope, the
-//! last (STREAM_END or ERROR) sealed as the final chunk. The key id is the first 8 bytes
-//! of SHA-256 of the browser's public key, hex in `browsers.json`.
+//! `{"secret": "<hex of the one-time secret>", "name": "<browser name>"}`); any later
+//! frame from the browser is a sealed control message (CANCEL). The desktop answers with
+//! the responder-nonce frame, then one sealed chunk per encoded envelope, the last
+//! (STREAM_END, ERROR or DEVICE_STATUS) sealed as the final chunk. The key id is the
+//! first 8 bytes of SHA-256 of the browser's public key, hex in `browsers.json`.
 //!
-//! `browsers.json` in the home folder lists the paired browsers (public keys only);
-//! `desktop-node pair` makes a one-time secret (kept in the secret store, valid ten
-//! minutes) and `desktop-node browsers list|revoke` manage the list. The `run` process
-//! reads the list for every stream, so a revocation takes effect at once.
+//! In the home folder: `browsers.json` lists the paired browsers (public keys only);
+//! `pairing.json` holds the pending pairing (`desktop-node pair` writes the SHA-256 of a
+//! fresh one-time secret and its expiry, ten minutes; a pairing consumes it, a new `pair`
+//! replaces it); `e2e-replay.bin` the requests seen within the replay window, so that a
+//! restart does not forget them. The `run` process reads the browser list for every
+//! stream, so a revocation takes effect at once.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aisa_crypto::e2e::{self, ReplayGuard, ResponseSealer};
+use aisa_crypto::e2e::{self, ControlOpener, ReplayGuard, ResponseSealer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -35,17 +39,22 @@ pub const MODE_ACTION: u8 = 1;
 pub const MODE_PAIR: u8 = 2;
 /// How long a pairing secret is valid.
 pub const PAIR_TTL_SECS: u64 = 600;
-/// The name of the pending pairing secret in the secret store.
+/// The name under which older versions kept the pending pairing secret in the secret
+/// store (now only removed: `pairing.json` holds the secret's hash).
 pub const PAIR_SECRET: &str = "pair-secret";
 
 const BROWSERS_FILE: &str = "browsers.json";
 const PAIRING_FILE: &str = "pairing.json";
+/// The requests seen within the replay window: records of `enc` (32) || ts (u64 BE).
+pub const REPLAY_FILE: &str = "e2e-replay.bin";
+const REPLAY_RECORD: usize = 32 + 8;
 
 /// `[e2e]` in `node.toml`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct E2eConfig {
-    /// Refuse actions that are not end-to-end encrypted. Default off (each hop is still TLS).
+    /// Refuse every browser request that is not end-to-end encrypted (actions, status,
+    /// installs, uninstalls). Default off (each hop is still TLS).
     pub required: bool,
 }
 
@@ -141,25 +150,47 @@ pub fn revoke(home: &Path, id: &str) -> Result<String, E2eRefusal> {
     Ok(name)
 }
 
-/// `pairing.json`: when the pending secret expires (the secret is in the secret store).
+/// `pairing.json`: the pending pairing, one at a time.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PendingPairing {
-    /// Unix seconds.
+    /// When it expires, unix seconds.
     pub expires: u64,
+    /// SHA-256 of the one-time secret, hex. (Files of older versions have none: void.)
+    #[serde(default)]
+    pub secret_sha256: String,
 }
 
-/// Records a pending pairing that expires at `expires`.
-pub fn save_pending(home: &Path, expires: u64) -> Result<(), E2eRefusal> {
-    let text = serde_json::to_vec(&PendingPairing { expires })
-        .map_err(|e| E2eRefusal::Store(e.to_string()))?;
-    std::fs::write(home.join(PAIRING_FILE), text).map_err(|e| E2eRefusal::Store(e.to_string()))
+/// Records a pending pairing for `secret` that expires at `expires`, replacing any other
+/// (whose link stops working at once). Only the secret's SHA-256 is written.
+pub fn save_pending(home: &Path, secret: &[u8], expires: u64) -> Result<(), E2eRefusal> {
+    let pending = PendingPairing {
+        expires,
+        secret_sha256: hex::encode(Sha256::digest(secret)),
+    };
+    let text = serde_json::to_vec(&pending).map_err(|e| E2eRefusal::Store(e.to_string()))?;
+    let tmp = home.join("pairing.json.tmp");
+    std::fs::write(&tmp, text).map_err(|e| E2eRefusal::Store(e.to_string()))?;
+    std::fs::rename(&tmp, home.join(PAIRING_FILE)).map_err(|e| E2eRefusal::Store(e.to_string()))
 }
 
-fn pending_expiry(home: &Path) -> Option<u64> {
+fn load_pending(home: &Path) -> Option<PendingPairing> {
     let bytes = std::fs::read(home.join(PAIRING_FILE)).ok()?;
-    serde_json::from_slice::<PendingPairing>(&bytes)
-        .ok()
-        .map(|p| p.expires)
+    serde_json::from_slice::<PendingPairing>(&bytes).ok()
+}
+
+/// Whether `given` is the pending pairing's secret and the pairing has not expired.
+fn pending_matches(pending: &PendingPairing, given: &[u8], now: u64) -> bool {
+    let Ok(expected) = hex::decode(&pending.secret_sha256) else {
+        return false;
+    };
+    let digest = Sha256::digest(given);
+    expected.len() == digest.len()
+        && pending.expires >= now
+        && expected
+            .iter()
+            .zip(digest.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// The pairing link: the web app's URL with a fragment (never sent to any server) that
@@ -181,16 +212,16 @@ pub fn pairing_link(
 /// What a `run` process needs to serve encrypted streams.
 pub struct E2eState {
     identity_secret: Zeroizing<[u8; 32]>,
-    /// Whether plain actions are refused.
+    /// Whether plain requests are refused.
     pub required: bool,
     home: PathBuf,
     device_id: String,
-    guard: Mutex<ReplayGuard>,
-    pair_secret: PairSecretSource,
+    replay: Mutex<Replay>,
     pairing: Mutex<()>,
 }
 
-/// Reads the pending pairing secret (from the secret store) when a pairing arrives.
+/// Formerly the reader of the pairing secret in the secret store; pairings are now checked
+/// against `pairing.json` on every backend, and the value is not consulted.
 pub type PairSecretSource = Box<dyn Fn() -> Option<Zeroizing<Vec<u8>>> + Send + Sync>;
 
 impl std::fmt::Debug for E2eState {
@@ -202,12 +233,153 @@ impl std::fmt::Debug for E2eState {
     }
 }
 
+/// The replay memory and its file (`e2e-replay.bin`): every request that opened is
+/// appended (and synced) before it is served, and the file is read back at start, so a
+/// request replayed after a restart is still refused.
+struct Replay {
+    guard: ReplayGuard,
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    records: usize,
+}
+
+impl Replay {
+    /// Loads the records of an earlier run; on a file it cannot read, refuses every
+    /// request stamped before the end of the window that starts now (it cannot know
+    /// which of those it saw).
+    fn load(home: &Path, now: u64) -> Replay {
+        let path = home.join(REPLAY_FILE);
+        let mut guard = ReplayGuard::default();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                // A record cut short by a crash is ignored (it was never acknowledged).
+                for record in bytes.chunks_exact(REPLAY_RECORD) {
+                    let mut enc = [0u8; 32];
+                    enc.copy_from_slice(&record[..32]);
+                    let mut ts = [0u8; 8];
+                    ts.copy_from_slice(&record[32..]);
+                    guard.restore(enc, u64::from_be_bytes(ts), now);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(%e, path = %path.display(), "cannot read the replay memory; refusing encrypted requests stamped before the window ends");
+                guard.refuse_before(now + guard.window() + 1);
+            }
+        }
+        let mut replay = Replay {
+            guard,
+            path,
+            file: None,
+            records: 0,
+        };
+        if let Err(e) = replay.rewrite() {
+            tracing::warn!(%e, "cannot write the replay memory; encrypted requests will be refused");
+        }
+        replay
+    }
+
+    /// Writes the live records afresh (dropping expired ones) and reopens for appending.
+    fn rewrite(&mut self) -> std::io::Result<()> {
+        self.file = None;
+        let mut bytes = Vec::with_capacity(self.guard.len() * REPLAY_RECORD);
+        for (enc, ts) in self.guard.entries() {
+            bytes.extend_from_slice(&enc);
+            bytes.extend_from_slice(&ts.to_be_bytes());
+        }
+        let tmp = self.path.with_extension("bin.tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        self.records = bytes.len() / REPLAY_RECORD;
+        self.file = Some(std::fs::OpenOptions::new().append(true).open(&self.path)?);
+        Ok(())
+    }
+
+    /// Appends one request's record and syncs it to disk.
+    fn record(&mut self, header: &e2e::RequestHeader) -> std::io::Result<()> {
+        if self.records > 2 * self.guard.len() + 4096 || self.file.is_none() {
+            self.rewrite()?;
+        }
+        let mut record = [0u8; REPLAY_RECORD];
+        record[..32].copy_from_slice(&header.enc);
+        record[32..].copy_from_slice(&header.ts.to_be_bytes());
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no replay file"))?;
+        file.write_all(&record)?;
+        file.sync_data()?;
+        self.records += 1;
+        Ok(())
+    }
+}
+
+/// The keys of one encrypted stream on the desktop: seals every answer frame, and opens
+/// the browser's later, sealed messages (CANCEL) until they are taken.
+pub struct Sealing {
+    sealer: ResponseSealer,
+    controls: Option<ControlOpener>,
+}
+
+impl std::fmt::Debug for Sealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealing").finish_non_exhaustive()
+    }
+}
+
+impl Sealing {
+    /// Seals one encoded envelope as the next frame body (the first carries the responder
+    /// nonce); `last` for the final one.
+    pub fn seal_chunk(&mut self, plain: &[u8], last: bool) -> Result<Vec<u8>, e2e::E2eError> {
+        self.sealer.seal_chunk(plain, last)
+    }
+
+    /// The opener of the browser's control messages (once).
+    pub fn take_controls(&mut self) -> Option<ControlOpener> {
+        self.controls.take()
+    }
+}
+
+/// Completes when the browser sends CANCEL or its side of the stream fails (with the
+/// reason, for the log); a clean finish of the browser's side is not a cancel (it has
+/// nothing more to say), so then this never completes. On a plain stream a plain CANCEL
+/// counts; on an encrypted one (`controls`) only a sealed CANCEL does, and a frame that
+/// does not open (such as a plain CANCEL the relay could have injected) is ignored.
+pub async fn watch_for_cancel<R>(recv: &mut R, controls: &mut Option<ControlOpener>) -> &'static str
+where
+    R: tokio::io::AsyncRead + Unpin + ?Sized,
+{
+    loop {
+        match aisa_tunnel::io::read_frame(recv, aisa_tunnel::MAX_FRAME_LEN).await {
+            Ok(Some(body)) => {
+                let envelope = match controls.as_mut() {
+                    Some(controls) => E2eState::open_control(controls, &body),
+                    None => aisa_tunnel::Envelope::decode(&body).ok(),
+                };
+                if let Some(aisa_tunnel::Envelope {
+                    body: aisa_tunnel::Body::Cancel,
+                    ..
+                }) = envelope
+                {
+                    return "cancel requested";
+                }
+            }
+            Ok(None) => std::future::pending::<()>().await,
+            Err(_) => return "the browser went away",
+        }
+    }
+}
+
 /// An opened encrypted request.
 pub struct Opened {
     /// The plaintext (an encoded envelope for actions).
     pub request: Vec<u8>,
-    /// Seals the answer.
-    pub sealer: ResponseSealer,
+    /// Seals the answer and opens the browser's control messages.
+    pub sealer: Sealing,
     /// Which browser sent it.
     pub browser: Browser,
     /// Whether this was a pairing request (already handled: the browser is registered).
@@ -215,23 +387,23 @@ pub struct Opened {
 }
 
 impl E2eState {
-    /// State for the node with this identity secret, home and device id. `pair_secret`
-    /// reads the secret `desktop-node pair` left in the store (it runs in another
-    /// process), when a pairing request arrives.
+    /// State for the node with this identity secret, home and device id. Reads back the
+    /// replay memory of earlier runs (`e2e-replay.bin`). `_pair_secret` is no longer
+    /// consulted (see [`PairSecretSource`]).
     pub fn new(
         identity_secret: Zeroizing<[u8; 32]>,
         required: bool,
         home: PathBuf,
         device_id: String,
-        pair_secret: PairSecretSource,
+        _pair_secret: PairSecretSource,
     ) -> E2eState {
+        let replay = Replay::load(&home, now_unix());
         E2eState {
             identity_secret,
             required,
             home,
             device_id,
-            guard: Mutex::new(ReplayGuard::default()),
-            pair_secret,
+            replay: Mutex::new(replay),
             pairing: Mutex::new(()),
         }
     }
@@ -272,35 +444,56 @@ impl E2eState {
             .and_then(|b| b.try_into().ok())
             .ok_or(E2eRefusal::Malformed)?;
         let sealed = [hpke_header, ct].concat();
-        let (request, sealer) = {
-            let mut guard = self
-                .guard
+        let opened = {
+            let mut replay = self
+                .replay
                 .lock()
                 .map_err(|_| E2eRefusal::Store("replay memory poisoned".into()))?;
-            e2e::open_request(
+            let opened = e2e::open_request_full(
                 &self.identity_secret,
                 &browser_pk,
                 self.device_id.as_bytes(),
                 &sealed,
                 now_unix(),
-                &mut guard,
-            )?
+                &mut replay.guard,
+            )?;
+            // On disk before it is served, so that a restart still refuses its replay.
+            replay.record(&opened.header).map_err(|e| {
+                tracing::warn!(%e, "cannot record an encrypted request in the replay memory");
+                E2eRefusal::Store(format!("cannot record the request: {e}"))
+            })?;
+            opened
         };
-        if *mode == MODE_PAIR {
-            let browser = self.register(browser, &request)?;
-            return Ok(Opened {
-                request,
-                sealer,
-                browser,
-                paired: true,
-            });
-        }
+        let paired = *mode == MODE_PAIR;
+        let browser = if paired {
+            self.register(browser, &opened.request)?
+        } else {
+            browser
+        };
         Ok(Opened {
-            request,
-            sealer,
+            request: opened.request,
+            sealer: Sealing {
+                sealer: opened.sealer,
+                controls: Some(opened.controls),
+            },
             browser,
-            paired: false,
+            paired,
         })
+    }
+
+    /// Opens the browser's sealed control message on an encrypted stream; `None` when it
+    /// does not open or is not an envelope (a plain CANCEL the relay could have injected).
+    pub fn open_control(
+        controls: &mut ControlOpener,
+        frame: &[u8],
+    ) -> Option<aisa_tunnel::Envelope> {
+        match controls.open(frame) {
+            Ok(plain) => aisa_tunnel::Envelope::decode(&plain).ok(),
+            Err(e) => {
+                tracing::warn!(%e, "ignored a control frame that is not sealed for this stream");
+                None
+            }
+        }
     }
 
     fn register(&self, mut browser: Browser, request: &[u8]) -> Result<Browser, E2eRefusal> {
@@ -317,30 +510,13 @@ impl E2eState {
             .pairing
             .lock()
             .map_err(|_| E2eRefusal::Store("pairing state poisoned".into()))?;
-        let expires = pending_expiry(&self.home).unwrap_or(0);
-        let secret = if expires >= now_unix() {
-            (self.pair_secret)()
-        } else {
-            None
-        };
-        let ok = match secret.as_ref() {
-            Some(secret) => {
-                expires >= now_unix()
-                    && secret.len() == given.len()
-                    && secret
-                        .iter()
-                        .zip(given.iter())
-                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                        == 0
-            }
-            None => false,
-        };
-        if !ok {
+        let pending = load_pending(&self.home).ok_or(E2eRefusal::BadPairing)?;
+        if !pending_matches(&pending, &given, now_unix()) {
             return Err(E2eRefusal::BadPairing);
         }
-        // One time only: without pairing.json the secret is void.
-        std::fs::remove_file(self.home.join(PAIRING_FILE))
-            .map_err(|e| E2eRefusal::Store(e.to_string()))?;
+        // One time only: removing pairing.json voids the secret, whatever the backend of
+        // the secret store. Whoever removes it first is the one pairing.
+        std::fs::remove_file(self.home.join(PAIRING_FILE)).map_err(|_| E2eRefusal::BadPairing)?;
         browser.name = req.name.chars().take(64).collect();
         let mut browsers = load_browsers(&self.home)?;
         browsers.retain(|b| b.id != browser.id);

@@ -31,11 +31,13 @@ pub fn pair(home: &Home) -> anyhow::Result<()> {
             .get(IDENTITY_KEY)?
             .context("no identity key; run `desktop-node login`")?;
         let identity = aisa_crypto::IdentityKey::from_secret_bytes(&identity)?;
-        store.set(PAIR_SECRET, &secret)?;
+        // Older versions kept the pending secret here; pairing.json replaces it.
+        let _ = store.remove(PAIR_SECRET);
         Ok(identity.public_bytes())
     })?;
     let expires = e2e::now_unix() + PAIR_TTL_SECS;
-    e2e::save_pending(home.dir(), expires)?;
+    // Only the secret's hash is kept (pairing.json); a new link voids the previous one.
+    e2e::save_pending(home.dir(), &secret, expires)?;
     let link = e2e::pairing_link(&config.relay_url, &config.device_id, &desktop_pk, &secret);
     let qr = qrcode::QrCode::new(link.as_bytes()).context("the link does not fit a QR code")?;
     let image = qr
@@ -89,13 +91,9 @@ pub fn browsers(home: &Home, cmd: BrowsersCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The pending pairing secret, for `run` when a pairing arrives.
-pub fn pair_secret_source(home: &Home) -> e2e::PairSecretSource {
-    let home = home.clone();
-    Box::new(move || {
-        keys_cmd::with_store(&home, |store| Ok(store.get(PAIR_SECRET)?))
-            .ok()
-            .flatten()
-            .map(|s| Zeroizing::new(s.to_vec()))
-    })
+/// For `E2eState::new`, which no longer reads the secret store when a pairing arrives
+/// (with the keyutils backend a `run` process kept seeing the first secret ever stored):
+/// the pending pairing is `pairing.json`, the same on every backend.
+pub fn pair_secret_source(_home: &Home) -> e2e::PairSecretSource {
+    Box::new(|| None)
 }
