@@ -33,6 +33,10 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at, seconds since the epoch.
     pub exp: u64,
+    /// The user's token generation at issue; a token of an older generation than the
+    /// user's current one was revoked (`store::User::token_generation`).
+    #[serde(default)]
+    pub generation: i64,
 }
 
 /// Issues and checks user access tokens.
@@ -53,14 +57,25 @@ impl TokenKeys {
         }
     }
 
-    /// A signed access token for a user.
+    /// A signed access token for a user (token generation 0).
     pub fn issue(&self, user_id: &str, email: &str) -> Result<String, AuthError> {
+        self.issue_in_generation(user_id, email, 0)
+    }
+
+    /// A signed access token for a user, in the user's current token `generation`.
+    pub fn issue_in_generation(
+        &self,
+        user_id: &str,
+        email: &str,
+        generation: i64,
+    ) -> Result<String, AuthError> {
         let now = now_secs();
         let claims = Claims {
             sub: user_id.to_owned(),
             email: email.to_owned(),
             iat: now,
             exp: now + self.ttl_secs,
+            generation,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AuthError::BadToken(e.to_string()))
@@ -182,6 +197,7 @@ mod tests {
             email: "e".into(),
             iat: 1,
             exp: now_secs() - 10,
+            generation: 0,
         };
         let token =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();

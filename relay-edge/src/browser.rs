@@ -74,6 +74,8 @@ pub async fn serve(shared: Arc<Shared>, request: wtransport::endpoint::SessionRe
             authenticated: AtomicBool::new(false),
         });
         let _open = crate::server::Gauge::up(&shared.browser_sessions);
+        shared.sessions.opened(session_id, session.connection.clone());
+        let _registered = Registered(&shared.sessions, session_id);
         let mut streams = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -95,6 +97,15 @@ pub async fn serve(shared: Arc<Shared>, request: wtransport::endpoint::SessionRe
     }
     .instrument(span)
     .await
+}
+
+/// Keeps a session in [`crate::sessions::Sessions`] until dropped.
+struct Registered<'a>(&'a crate::sessions::Sessions, u64);
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0.closed(self.1);
+    }
 }
 
 /// Why a stream was refused: the ERROR the browser gets, and the metric's reason.
@@ -297,7 +308,17 @@ async fn authorize(
             ));
         }
     };
+    if claims.generation < user.token_generation {
+        return Err(Refusal::new(
+            ErrorCode::Unauthenticated,
+            "token_revoked",
+            "this access token was revoked (signed out everywhere); sign in again",
+        ));
+    }
     session.authenticated();
+    shared
+        .sessions
+        .authenticated(session.id, &user.id, claims.generation);
     if open.kind == aisa_tunnel::StreamKind::Control && open.device_id.is_empty() {
         let slot = shared
             .event_streams

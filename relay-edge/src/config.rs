@@ -29,8 +29,16 @@ pub struct RelayConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key matching `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Secret for signing access tokens. Default: random, kept in `data_dir/jwt-secret`.
+    /// Secret for signing access tokens, at least 32 bytes (the relay refuses to start
+    /// with a shorter one). Default: random, kept in `data_dir/jwt-secret`.
     pub jwt_secret: Option<String>,
+    /// TCP address for Prometheus metrics (`GET /metrics`), kept off the public API.
+    /// Default: none (metrics are not served); e.g. `"127.0.0.1:9464"`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// How often, in seconds, the relay looks for users whose tokens were revoked
+    /// elsewhere (disabled by the CLI, signed out through another node) and closes their
+    /// open sessions. Default 2.
+    pub revocation_check_secs: u64,
     /// Lifetime of an access token in seconds. Default 900 (15 minutes).
     pub access_token_ttl_secs: u64,
     /// Lifetime of a refresh token in seconds. Default 2592000 (30 days).
@@ -152,6 +160,8 @@ impl Default for RelayConfig {
             tls_cert: None,
             tls_key: None,
             jwt_secret: None,
+            metrics_addr: None,
+            revocation_check_secs: 2,
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 24 * 3600,
             allow_signup: true,

@@ -40,11 +40,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             any(|| async { ApiError(StatusCode::NOT_FOUND, "no such API endpoint".into()) }),
         )
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(|State(shared): State<Arc<Shared>>| async move { crate::metrics::render(&shared) }),
-        );
+        .route("/readyz", get(readyz));
     let app = match &shared.config.web_root {
         Some(root) => api.fallback_service(tower_http::services::ServeDir::new(root).fallback(
             tower_http::services::ServeFile::new(root.join("index.html")),
@@ -52,6 +48,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
         None => api,
     };
     app.with_state(shared)
+}
+
+/// The metrics listener's routes (`metrics_addr`): `GET /metrics` only, kept off the
+/// public API.
+pub fn metrics_router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(shared): State<Arc<Shared>>| async move { crate::metrics::render(&shared) }),
+        )
+        .with_state(shared)
 }
 
 /// An error answer: a status and `{"error": "..."}`.
@@ -88,7 +95,7 @@ struct LoginReply {
 async fn issue_tokens(shared: &Shared, user: &crate::store::User) -> Result<LoginReply, ApiError> {
     let token = shared
         .tokens
-        .issue(&user.id, &user.email)
+        .issue_in_generation(&user.id, &user.email, user.token_generation)
         .map_err(internal)?;
     let refresh_token = auth::new_refresh_token();
     let expires_at = (auth::now_secs() + shared.config.refresh_token_ttl_secs) as i64;
@@ -328,6 +335,13 @@ async fn refresh(
             .revoke_all_refresh_tokens(&stored.user_id)
             .await
             .map_err(internal)?;
+        revoke_access(
+            &shared,
+            &stored.user_id,
+            "a used refresh token was presented again",
+        )
+        .await?;
+        crate::metrics::refused("refresh_token_reused");
         tracing::warn!(user_id = %stored.user_id, "refresh token reused: all sessions signed out");
         return Err(refused(
             "this refresh token was already used; sign in again",
@@ -356,7 +370,23 @@ async fn refresh(
     Ok(Json(issue_tokens(&shared, &user).await?))
 }
 
-/// Signs out: revokes the refresh token (or, with `everywhere`, all of the user's).
+/// Revokes every access token of a user issued so far, and closes this node's sessions
+/// that use one (other nodes close theirs at their next sweep).
+async fn revoke_access(shared: &Shared, user_id: &str, why: &str) -> Result<(), ApiError> {
+    if let Some(generation) = shared
+        .store
+        .revoke_access_tokens(user_id)
+        .await
+        .map_err(internal)?
+    {
+        let closed = shared.sessions.revoke(user_id, generation, why);
+        tracing::info!(%user_id, closed, why, "access tokens revoked");
+    }
+    Ok(())
+}
+
+/// Signs out: revokes the refresh token (or, with `everywhere`, all of the user's
+/// refresh and access tokens, closing the sessions that use them).
 async fn logout(
     State(shared): State<Arc<Shared>>,
     Json(req): Json<RefreshRequest>,
@@ -373,6 +403,8 @@ async fn logout(
                 .revoke_all_refresh_tokens(&stored.user_id)
                 .await
                 .map_err(internal)?;
+            revoke_access(&shared, &stored.user_id, "signed out everywhere").await?;
+            tracing::info!(user_id = %stored.user_id, "signed out everywhere");
         } else {
             shared
                 .store
@@ -445,8 +477,9 @@ async fn user_plan(
         .ok_or_else(|| internal(format!("user has unknown plan {:?}", user.plan_id)))
 }
 
-/// The claims of a request's bearer token, whose user still exists and is not disabled
-/// (the same check every stream gets, so disabling a user takes effect at once).
+/// The claims of a request's bearer token, whose user still exists, is not disabled, and
+/// has not revoked the token (the same checks every stream gets, so they take effect at
+/// once).
 pub(crate) async fn bearer(shared: &Shared, headers: &HeaderMap) -> Result<Claims, ApiError> {
     let token = headers
         .get("authorization")
@@ -458,8 +491,19 @@ pub(crate) async fn bearer(shared: &Shared, headers: &HeaderMap) -> Result<Claim
         .verify(token)
         .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
     match shared.store.user(&claims.sub).await.map_err(internal)? {
-        Some(user) if !user.disabled => Ok(claims),
-        _ => Err(ApiError(
+        Some(user) if user.disabled => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "the account is disabled or gone".into(),
+        )),
+        Some(user) if claims.generation < user.token_generation => {
+            crate::metrics::refused("token_revoked");
+            Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "this access token was revoked (signed out everywhere); sign in again".into(),
+            ))
+        }
+        Some(_) => Ok(claims),
+        None => Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "the account is disabled or gone".into(),
         )),

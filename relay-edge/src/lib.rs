@@ -10,12 +10,13 @@
 //! Modules: [`config`] (the file schema), [`store`] (users and devices, sqlx),
 //! [`auth`] (passwords, tokens), [`cert`] (TLS identity), [`registry`] (connected
 //! devices), [`desktop`] and [`browser`] (the two connection kinds), [`splice`],
-//! [`http`] (API and web app), [`httpd`] (the HTTP server loop and its timeouts), [`proxy`] (the client's address behind trusted
-//! proxies), [`limits`] (rate and resource limits), [`server`] (start and stop), and the
-//! mini-app market:
-//! [`marketplace`] (developer portal and marketplace API), [`bundles`] (bundle storage:
-//! a local folder or S3-compatible object storage), [`signing`] (the platform's Ed25519
-//! signing key and the keys it trusts).
+//! [`http`] (API and web app), [`httpd`] (the HTTP server loop and its timeouts),
+//! [`proxy`] (the client's address behind trusted proxies), [`limits`] (rate and
+//! resource limits), [`sessions`] (open browser sessions, closed when their tokens are
+//! revoked), [`metrics`] (Prometheus, on its own address), [`server`] (start and stop),
+//! and the mini-app market: [`marketplace`] (developer portal and marketplace API),
+//! [`bundles`] (bundle storage: a local folder or S3-compatible object storage),
+//! [`signing`] (the platform's Ed25519 signing key and the keys it trusts).
 //!
 //! Storage is SQLite (embedded default) or PostgreSQL. Not here yet: Redis for clusters.
 
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod registry;
 pub mod server;
+pub mod sessions;
 pub mod signing;
 pub mod splice;
 pub mod store;

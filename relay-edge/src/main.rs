@@ -87,7 +87,11 @@ struct ServeArgs {
     /// This node's name in the device registry.
     #[arg(long, env = "RELAY_NODE_NAME")]
     node_name: Option<String>,
-    /// Secret for access tokens (prefer the environment variable to the flag).
+    /// TCP address for Prometheus metrics (`GET /metrics`), off the public API.
+    #[arg(long, env = "RELAY_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Secret for access tokens, at least 32 bytes (prefer the environment variable to
+    /// the flag).
     #[arg(long, env = "RELAY_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
 }
@@ -195,6 +199,9 @@ fn apply_serve_args(config: &mut RelayConfig, args: ServeArgs) {
     }
     if let Some(v) = args.node_name {
         config.node_name = v;
+    }
+    if let Some(v) = args.metrics_addr {
+        config.metrics_addr = Some(v);
     }
     if let Some(v) = args.jwt_secret {
         config.jwt_secret = Some(v);

@@ -1,4 +1,5 @@
-//! Prometheus metrics at `GET /metrics`.
+//! Prometheus metrics at `GET /metrics` on their own listener (`metrics_addr`, off by
+//! default), never on the public API.
 //!
 //! Counters are recorded where things happen (`metrics::counter!`); gauges of what is
 //! open now are read from the relay's state when the page is scraped. The recorder is

@@ -83,6 +83,8 @@ pub struct Shared {
     pub event_streams: crate::limits::KeyedSlots<String>,
     /// Browsers watching their devices' status.
     pub events: crate::events::EventHub,
+    /// Browser sessions open here, and the users whose tokens they use.
+    pub sessions: crate::sessions::Sessions,
     /// Set when shutting down: new streams are refused.
     pub draining: std::sync::atomic::AtomicBool,
     /// Where published bundles are stored.
@@ -123,6 +125,8 @@ pub struct RelayHandle {
     pub http_addr: SocketAddr,
     /// The bound UDP address.
     pub quic_addr: SocketAddr,
+    /// The bound metrics address (`metrics_addr`), if metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
     /// State shared with the handlers (for tests and metrics).
     pub shared: Arc<Shared>,
     endpoint: quinn::Endpoint,
@@ -198,6 +202,14 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
     let quic_addr = endpoint.local_addr()?;
     let http_listener = tokio::net::TcpListener::bind(config.http_listen).await?;
     let http_addr = http_listener.local_addr()?;
+    let metrics_listener = match config.metrics_addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     info!(%quic_addr, %http_addr, cert_sha256 = %hex::encode(identity.sha256()), "relay listening");
 
     let shared = Arc::new(Shared {
@@ -220,6 +232,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
         connections_per_ip: crate::limits::KeyedSlots::default(),
         event_streams: crate::limits::KeyedSlots::default(),
         events: crate::events::EventHub::default(),
+        sessions: crate::sessions::Sessions::default(),
         draining: std::sync::atomic::AtomicBool::new(false),
         bundles,
         signing,
@@ -236,12 +249,23 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
         http_timeouts(&shared.config),
         stopped.clone(),
     ));
+    if let Some(listener) = metrics_listener {
+        info!(addr = ?metrics_addr, "metrics served on their own address");
+        tasks.spawn(crate::httpd::serve(
+            listener,
+            http::metrics_router(shared.clone()),
+            http_timeouts(&shared.config),
+            stopped.clone(),
+        ));
+    }
+    tasks.spawn(sweep_revoked_tokens(shared.clone(), stopped.clone()));
     if identity.self_signed {
         tasks.spawn(renew_dev_cert(shared.clone(), endpoint.clone(), stopped));
     }
     Ok(RelayHandle {
         http_addr,
         quic_addr,
+        metrics_addr,
         shared,
         endpoint,
         stop,
@@ -267,8 +291,18 @@ fn load_identity(config: &RelayConfig) -> Result<TlsIdentity, StartError> {
     }
 }
 
+/// The shortest `jwt_secret` accepted, in bytes: HS256 keys shorter than its 32-byte
+/// output are guessable offline from any one token.
+pub const MIN_JWT_SECRET_LEN: usize = 32;
+
 fn jwt_secret(config: &RelayConfig) -> Result<Vec<u8>, StartError> {
     if let Some(secret) = &config.jwt_secret {
+        if secret.len() < MIN_JWT_SECRET_LEN {
+            return Err(StartError::Config(format!(
+                "jwt_secret has {} bytes; it needs at least {MIN_JWT_SECRET_LEN} (e.g. the output of `openssl rand -hex 32`), or leave it unset for a random one kept in the data directory",
+                secret.len()
+            )));
+        }
         return Ok(secret.as_bytes().to_vec());
     }
     let path = config.data_dir.join("jwt-secret");
@@ -387,6 +421,50 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
             Err(err) => debug!(%err, "desktop connection failed"),
         },
         _ => debug!("connection without a known ALPN"),
+    }
+}
+
+/// Closes sessions whose tokens were revoked elsewhere (the operator's CLI disabling a
+/// user, another relay node), every `revocation_check_secs`. Revocations made through
+/// this node's HTTP API close its sessions at once.
+async fn sweep_revoked_tokens(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let every = Duration::from_secs(shared.config.revocation_check_secs.max(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        if shared.sessions.is_empty() {
+            continue;
+        }
+        // Tokens issued before now minus their lifetime have expired anyway.
+        let since = crate::auth::now_secs()
+            .saturating_sub(shared.config.access_token_ttl_secs + every.as_secs() + 5)
+            as i64;
+        let revoked = match shared.store.revoked_users(since).await {
+            Ok(rows) => rows,
+            Err(err) => {
+                warn!(%err, "revoked-token sweep failed");
+                continue;
+            }
+        };
+        let active: std::collections::HashSet<String> =
+            shared.sessions.users().into_iter().collect();
+        for (user_id, disabled, generation) in revoked {
+            if !active.contains(&user_id) {
+                continue;
+            }
+            let (generation, why) = if disabled {
+                (i64::MAX, "the account was disabled")
+            } else {
+                (generation, "the access token was revoked")
+            };
+            let closed = shared.sessions.revoke(&user_id, generation, why);
+            if closed > 0 {
+                info!(%user_id, closed, why, "sessions closed");
+                crate::metrics::refused("token_revoked");
+            }
+        }
     }
 }
 

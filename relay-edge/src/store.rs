@@ -43,6 +43,10 @@ pub struct User {
     pub created_at: i64,
     /// The user's plan.
     pub plan_id: String,
+    /// The user's token generation: access tokens carry the generation they were issued
+    /// in (claim `gen`), and older ones are refused. Signing out everywhere, reusing a
+    /// refresh token and being disabled move it on.
+    pub token_generation: i64,
 }
 
 /// A plan and its limits.
@@ -123,6 +127,7 @@ impl FromRow<'_, AnyRow> for User {
             disabled: flag(row, "disabled")?,
             created_at: row.try_get("created_at")?,
             plan_id: row.try_get("plan_id")?,
+            token_generation: row.try_get("token_generation")?,
         })
     }
 }
@@ -201,6 +206,7 @@ impl Store {
             disabled: false,
             created_at: crate::auth::now_secs() as i64,
             plan_id: "free".into(),
+            token_generation: 0,
         };
         sqlx::query(
             "INSERT INTO users (id, email, password_hash, created_at) VALUES ($1, $2, $3, $4)",
@@ -218,7 +224,7 @@ impl Store {
     /// The user with this email, if any.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
         Ok(sqlx::query_as::<_, User>(
-            "SELECT id, email, password_hash, disabled, created_at, plan_id FROM users WHERE email = $1",
+            "SELECT id, email, password_hash, disabled, created_at, plan_id, token_generation FROM users WHERE email = $1",
         )
         .bind(email.trim().to_lowercase())
         .fetch_optional(&self.pool)
@@ -228,7 +234,7 @@ impl Store {
     /// The user with this id, if any.
     pub async fn user(&self, id: &str) -> Result<Option<User>, StoreError> {
         Ok(sqlx::query_as::<_, User>(
-            "SELECT id, email, password_hash, disabled, created_at, plan_id FROM users WHERE id = $1",
+            "SELECT id, email, password_hash, disabled, created_at, plan_id, token_generation FROM users WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -238,7 +244,7 @@ impl Store {
     /// Every user, oldest first.
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         Ok(sqlx::query_as::<_, User>(
-            "SELECT id, email, password_hash, disabled, created_at, plan_id FROM users ORDER BY created_at, email",
+            "SELECT id, email, password_hash, disabled, created_at, plan_id, token_generation FROM users ORDER BY created_at, email",
         )
         .fetch_all(&self.pool)
         .await?)
@@ -361,14 +367,58 @@ impl Store {
         Ok(())
     }
 
-    /// Enables or disables a user; returns whether the user exists.
+    /// Enables or disables a user; returns whether the user exists. Disabling also
+    /// revokes the user's access tokens (see [`Store::revoke_access_tokens`]), so that
+    /// enabling the user later does not bring old tokens back.
     pub async fn set_user_disabled(&self, email: &str, disabled: bool) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE users SET disabled = $2 WHERE email = $1")
-            .bind(email.trim().to_lowercase())
-            .bind(i64::from(disabled))
+        let email = email.trim().to_lowercase();
+        let done = if disabled {
+            sqlx::query(
+                "UPDATE users SET disabled = 1, token_generation = token_generation + 1, \
+                 tokens_revoked_at = $2 WHERE email = $1",
+            )
+            .bind(email)
+            .bind(crate::auth::now_secs() as i64)
             .execute(&self.pool)
-            .await?;
+            .await?
+        } else {
+            sqlx::query("UPDATE users SET disabled = 0 WHERE email = $1")
+                .bind(email)
+                .execute(&self.pool)
+                .await?
+        };
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Revokes every access token issued to a user so far by moving their token
+    /// generation on; returns the new generation (tokens of an older one are refused),
+    /// or `None` when there is no such user.
+    pub async fn revoke_access_tokens(&self, user_id: &str) -> Result<Option<i64>, StoreError> {
+        sqlx::query(
+            "UPDATE users SET token_generation = token_generation + 1, tokens_revoked_at = $2 \
+             WHERE id = $1",
+        )
+        .bind(user_id)
+        .bind(crate::auth::now_secs() as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(self.user(user_id).await?.map(|u| u.token_generation))
+    }
+
+    /// Users whose tokens may have been revoked lately: disabled ones, and those whose
+    /// tokens were revoked after `since` (seconds since the epoch). Returns each with
+    /// whether it is disabled and its token generation.
+    pub async fn revoked_users(&self, since: i64) -> Result<Vec<(String, bool, i64)>, StoreError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT id, disabled, token_generation FROM users WHERE disabled = 1 OR tokens_revoked_at > $1",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, disabled, generation)| (id, disabled != 0, generation))
+            .collect())
     }
 
     /// Deletes a user with their devices, tokens and usage; returns whether they existed.

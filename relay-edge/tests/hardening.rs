@@ -777,6 +777,180 @@ async fn slow_uploads_hold_no_publish_slot_and_are_cut_off() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Finding 13 (relay parts): metrics off the public API, a strong token secret, and
+// revoked access tokens that stop working on open sessions.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_only_on_their_own_address() {
+    let relay = Relay::start_with(|c| c.metrics_addr = Some(([127, 0, 0, 1], 0).into())).await;
+    let public = relay.http.get(relay.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status().as_u16(), 404, "not on the public API");
+    let addr = relay.handle().metrics_addr.expect("metrics listener");
+    assert_ne!(addr, relay.handle().http_addr);
+    let page = relay
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("relay_connected_devices")
+    );
+    relay.stop().await;
+
+    // By default metrics are not served at all.
+    let relay = Relay::start().await;
+    assert_eq!(relay.handle().metrics_addr, None);
+    let public = relay.http.get(relay.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status().as_u16(), 404);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_jwt_secret_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |secret: &str| RelayConfig {
+        quic_listen: ([127, 0, 0, 1], 0).into(),
+        http_listen: ([127, 0, 0, 1], 0).into(),
+        data_dir: dir.path().to_owned(),
+        jwt_secret: Some(secret.to_owned()),
+        ..RelayConfig::default()
+    };
+    let err = match relay_edge::start(config("secret")).await {
+        Ok(_) => panic!("a 6-byte secret was accepted"),
+        Err(err) => err.to_string(),
+    };
+    assert!(
+        err.contains("jwt_secret has 6 bytes; it needs at least 32"),
+        "{err}"
+    );
+    let relay = relay_edge::start(config(&"k".repeat(32)))
+        .await
+        .expect("a 32-byte secret is fine");
+    relay.shutdown(Duration::from_millis(100)).await;
+}
+
+/// Waits until the session is closed by the relay; panics after `limit`.
+async fn closed_within(session: &wtransport::Connection, limit: Duration, what: &str) {
+    tokio::time::timeout(limit, session.closed())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the session is still open after {limit:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_access_tokens_stop_working_on_open_sessions() {
+    let relay = Relay::start_with(|c| c.revocation_check_secs = 1).await;
+    let signup = relay.user("kim@example.com").await;
+    relay.device("kim@example.com").await;
+    let token = signup["token"].as_str().unwrap().to_owned();
+    let refresh = signup["refresh_token"].as_str().unwrap().to_owned();
+
+    // 1. Sign out everywhere: an open session using the token is closed at once.
+    let session = relay.browser().await.unwrap();
+    let (_send, mut recv) = open_with(&session, &events_header(&token)).await;
+    assert!(matches!(
+        next(&mut recv).await.body,
+        Body::DeviceStatus { .. }
+    ));
+    let (status, _) = relay
+        .post(
+            "/api/auth/logout",
+            json!({"refresh_token": refresh, "everywhere": true}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    closed_within(&session, Duration::from_secs(3), "signed out everywhere").await;
+    // The token no longer opens streams or calls the API, though it has not expired.
+    let fresh = relay.browser().await.unwrap();
+    let (_send, mut recv) = open_with(&fresh, &events_header(&token)).await;
+    let (code, message) = error_of(&next(&mut recv).await);
+    assert_eq!(code, ErrorCode::Unauthenticated);
+    assert!(message.contains("revoked"), "{message}");
+    let status = relay
+        .http
+        .get(relay.url("/api/devices"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 401);
+
+    // Signing in again (even within the same second) gives a token that works.
+    let (status, login) = relay
+        .post(
+            "/api/auth/login",
+            json!({"email": "kim@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let token = login["token"].as_str().unwrap().to_owned();
+    let used_refresh = login["refresh_token"].as_str().unwrap().to_owned();
+    let (_send, mut recv) = open_with(&fresh, &events_header(&token)).await;
+    assert!(matches!(
+        next(&mut recv).await.body,
+        Body::DeviceStatus { .. }
+    ));
+
+    // 2. A refresh token presented twice: every session of the user is closed.
+    let (status, _) = relay
+        .post("/api/auth/refresh", json!({"refresh_token": used_refresh}))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = relay
+        .post("/api/auth/refresh", json!({"refresh_token": used_refresh}))
+        .await;
+    assert_eq!(status, 401);
+    closed_within(&fresh, Duration::from_secs(3), "refresh token reused").await;
+
+    // 3. Disabled by the operator (the CLI writes the database; this node is not told):
+    // the sweep closes the session within seconds.
+    let (status, login) = relay
+        .post(
+            "/api/auth/login",
+            json!({"email": "kim@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let token = login["token"].as_str().unwrap().to_owned();
+    let session = relay.browser().await.unwrap();
+    let (_send, mut recv) = open_with(&session, &events_header(&token)).await;
+    assert!(matches!(
+        next(&mut recv).await.body,
+        Body::DeviceStatus { .. }
+    ));
+    let other_store = relay_edge::store::Store::open(&relay.handle().shared.config.database_url())
+        .await
+        .unwrap();
+    assert!(
+        other_store
+            .set_user_disabled("kim@example.com", true)
+            .await
+            .unwrap()
+    );
+    closed_within(&session, Duration::from_secs(5), "account disabled").await;
+    // Enabling the account again does not bring that token back.
+    assert!(
+        other_store
+            .set_user_disabled("kim@example.com", false)
+            .await
+            .unwrap()
+    );
+    let session = relay.browser().await.unwrap();
+    let (_send, mut recv) = open_with(&session, &events_header(&token)).await;
+    assert_eq!(
+        error_of(&next(&mut recv).await).0,
+        ErrorCode::Unauthenticated
+    );
+    relay.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
 // Support: a QUIC client that pins the relay's certificate, as desktop nodes do.
 // ---------------------------------------------------------------------------------------
 

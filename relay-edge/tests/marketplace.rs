@@ -663,7 +663,8 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn ratings_count_once_per_user_and_installs_count_with_a_device_token() {
-    let relay = Relay::start().await;
+    // Metrics have their own listener (`metrics_addr`), off the public API.
+    let relay = Relay::start_with(|c| c.metrics_addr = Some(([127, 0, 0, 1], 0).into())).await;
     let ada = relay.user("ada@example.com").await;
     let bob = relay.user("bob@example.com").await;
     let app = "rated-app";
@@ -787,9 +788,10 @@ async fn ratings_count_once_per_user_and_installs_count_with_a_device_token() {
     let (_, detail) = relay.get(&format!("/api/marketplace/apps/{app}")).await;
     assert_eq!(detail["installs"], 2);
 
+    let metrics_addr = relay.relay.as_ref().unwrap().metrics_addr.unwrap();
     let metrics = relay
         .http
-        .get(relay.url("/metrics"))
+        .get(format!("http://{metrics_addr}/metrics"))
         .send()
         .await
         .unwrap()
