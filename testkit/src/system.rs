@@ -335,6 +335,26 @@ impl System {
         system
     }
 
+    /// Moves the test user to a plan without practical limits (benchmarks and load tests
+    /// run more actions than the free plan's day).
+    pub async fn lift_plan_limits(&self) {
+        let store = &self.relay().shared.store;
+        store
+            .upsert_plan(&relay_edge::store::Plan {
+                id: "unlimited".into(),
+                name: "Unlimited".into(),
+                max_devices: 1_000,
+                max_concurrent_streams: 1_000,
+                max_actions_per_day: 1_000_000,
+            })
+            .await
+            .expect("plan");
+        store
+            .set_user_plan("alice@example.com", "unlimited")
+            .await
+            .expect("plan");
+    }
+
     /// The node's home folder (installed apps, pending install requests).
     pub fn node_home(&self) -> std::path::PathBuf {
         self.data_dir.path().join("node")

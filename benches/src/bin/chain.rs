@@ -28,22 +28,7 @@ async fn main() {
         output_bytes: 16 << 20,
     })
     .await;
-    // A plan without practical limits: the bench runs more actions than the free plan's day.
-    let store = &system.relay().shared.store;
-    store
-        .upsert_plan(&relay_edge::store::Plan {
-            id: "bench".into(),
-            name: "Bench".into(),
-            max_devices: 1_000,
-            max_concurrent_streams: 1_000,
-            max_actions_per_day: 1_000_000,
-        })
-        .await
-        .expect("plan");
-    store
-        .set_user_plan("alice@example.com", "bench")
-        .await
-        .expect("plan");
+    system.lift_plan_limits().await;
     let session = system.browser().await;
     let header = system.header(&system.device_id).encode();
 

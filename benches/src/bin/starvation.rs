@@ -30,21 +30,7 @@ async fn main() {
         output_bytes: 1 << 20,
     })
     .await;
-    let store = &system.relay().shared.store;
-    store
-        .upsert_plan(&relay_edge::store::Plan {
-            id: "bench".into(),
-            name: "Bench".into(),
-            max_devices: 1_000,
-            max_concurrent_streams: 1_000,
-            max_actions_per_day: 1_000_000,
-        })
-        .await
-        .expect("plan");
-    store
-        .set_user_plan("alice@example.com", "bench")
-        .await
-        .expect("plan");
+    system.lift_plan_limits().await;
     let observer = system.browser().await;
     measure("idle", &system, &observer, rounds).await;
 
