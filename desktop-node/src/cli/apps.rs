@@ -5,6 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aisa_miniapp::AppId;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use desktop_node::apps::{self, Manifest};
@@ -32,7 +33,7 @@ pub enum AppsCommand {
         wasm: PathBuf,
         /// The app id.
         #[arg(long)]
-        id: String,
+        id: AppId,
         /// Its version, MAJOR.MINOR.PATCH.
         #[arg(long, default_value = "0.1.0")]
         version: String,
@@ -74,17 +75,17 @@ pub enum AppsCommand {
     /// Let an installed app's actions run again.
     Enable {
         /// The app id.
-        id: String,
+        id: AppId,
     },
     /// Stop an installed app's actions from running (it stays installed).
     Disable {
         /// The app id.
-        id: String,
+        id: AppId,
     },
     /// Install the newest marketplace version of one app, or of every installed app.
     Update {
         /// The app id; every installed app when absent.
-        id: Option<String>,
+        id: Option<AppId>,
         /// Approve new permissions without asking (for scripts).
         #[arg(long)]
         yes: bool,
@@ -92,12 +93,13 @@ pub enum AppsCommand {
     /// Go back to the previous installed version of an app.
     Rollback {
         /// The app id.
-        id: String,
+        id: AppId,
     },
-    /// Remove an app and all its versions.
+    /// Remove an app and all its versions (its data in the home folder's `data/ID/`
+    /// stays).
     Uninstall {
         /// The app id.
-        id: String,
+        id: AppId,
     },
 }
 
@@ -110,6 +112,7 @@ pub async fn run(home: &Home, cmd: AppsCommand) -> anyhow::Result<()> {
                 Some((id, v)) => (id.to_owned(), Some(v.to_owned())),
                 None => (app, None),
             };
+            let id = AppId::parse(&id)?.to_string();
             let fetched = download(&installer, &id, version.as_deref()).await?;
             let approved = approve_interactively(&fetched, &fetched.permissions, yes)?;
             finish_install(&installer, &fetched, approved).await
@@ -123,8 +126,8 @@ pub async fn run(home: &Home, cmd: AppsCommand) -> anyhow::Result<()> {
         } => {
             let sandbox = Sandbox::new()?;
             let manifest = Manifest {
-                name: name.unwrap_or_else(|| id.clone()),
-                id,
+                name: name.unwrap_or_else(|| id.to_string()),
+                id: id.to_string(),
                 version,
                 actions: action,
                 enabled: true,
@@ -330,7 +333,8 @@ async fn decide(
     decision: Decision,
 ) -> anyhow::Result<()> {
     let installer = installer(home, false)?;
-    let request = installer.approvals.select(id, version, hash)?;
+    let id = AppId::parse(id)?;
+    let request = installer.approvals.select(id.as_str(), version, hash)?;
     if decision == Decision::Approve {
         println!(
             "{} {} ({}, bundle sha256 {}) asks to:",
@@ -377,7 +381,7 @@ async fn decide(
             }
             let state = installer
                 .apps
-                .state(&request.id)?
+                .state(&AppId::parse(&request.id)?)?
                 .context("the install did not complete; see the node's log")?;
             if state.active != request.version {
                 bail!(
@@ -392,7 +396,7 @@ async fn decide(
     Ok(())
 }
 
-async fn update(home: &Home, only: Option<String>, yes: bool) -> anyhow::Result<()> {
+async fn update(home: &Home, only: Option<AppId>, yes: bool) -> anyhow::Result<()> {
     let installer = installer(home, true)?;
     let ids = match only {
         Some(id) => vec![id],
@@ -402,12 +406,12 @@ async fn update(home: &Home, only: Option<String>, yes: bool) -> anyhow::Result<
         let Some(state) = installer.apps.state(&id)? else {
             bail!("{id} is not installed");
         };
-        let Some(record) = installer.apps.record(&id, &state.active)? else {
+        let Some(record) = installer.apps.record(&id, &state.active_version()?)? else {
             println!("{id}: a development install; nothing to update from");
             continue;
         };
         let newest = installer.apps.versions(&id).last().cloned();
-        let detail = match Market::new(&record.source).detail(&id).await {
+        let detail = match Market::new(&record.source).detail(id.as_str()).await {
             Ok(detail) => detail,
             Err(err) => {
                 println!("{id}: {err}");
@@ -420,7 +424,7 @@ async fn update(home: &Home, only: Option<String>, yes: bool) -> anyhow::Result<
             println!("{id}: {} is the newest", state.active);
             continue;
         }
-        let fetched = download(&installer, &id, Some(&latest)).await?;
+        let fetched = download(&installer, id.as_str(), Some(&latest)).await?;
         // New permissions need a new approval; the same ones carry over.
         let approved = if fetched.permissions.exceeds(&record.approved) {
             println!("{id} {latest} asks for more than you approved before.");
@@ -456,7 +460,8 @@ fn list(home: &Home) -> anyhow::Result<()> {
             })
             .collect();
         // Read from the files, not by loading the code: listing compiles nothing.
-        let actions = match apps::actions_of(&installer.apps.version_dir(&id, &state.active)) {
+        let active = state.active_version()?;
+        let actions = match apps::actions_of(&installer.apps.version_dir(&id, &active)) {
             Ok(actions) => actions.join(","),
             Err(err) => format!("(broken: {err})"),
         };
