@@ -241,7 +241,9 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     let sandbox = Sandbox::with_config(SandboxConfig {
         max_memory_bytes: config.limits.memory_mib << 20,
         cache_dir: Some(home.module_cache_dir()),
-        cache_key: Some(module_cache_key(&desktop_node::secrets::Zeroizing::new(identity.secret_bytes())[..])),
+        cache_key: Some(module_cache_key(
+            &desktop_node::secrets::Zeroizing::new(identity.secret_bytes())[..],
+        )),
         guest_threads: config.limits.guest_threads.unwrap_or(cpus),
         ..SandboxConfig::default()
     })?;
