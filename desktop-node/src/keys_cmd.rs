@@ -41,22 +41,25 @@ pub fn with_store<T: Send>(
 ) -> anyhow::Result<T> {
     // `AISA_SECRETS_BACKEND` (auto, keyutils, secret-service, file) overrides node.toml,
     // which `keys set` may run before `login` has written.
+    let configured = home.load_config().map(|c| c.secrets).unwrap_or_default();
     let choice = match std::env::var("AISA_SECRETS_BACKEND") {
         Ok(name) => {
             serde_json::from_value(serde_json::Value::String(name.clone())).with_context(|| {
                 format!("AISA_SECRETS_BACKEND={name:?}: auto, keyutils, secret-service or file")
             })?
         }
-        Err(_) => home
-            .load_config()
-            .map(|c| c.secrets.backend)
-            .unwrap_or_default(),
+        Err(_) => configured.backend,
+    };
+    // The file backend's passphrase: AISA_PASSPHRASE, AISA_PASSPHRASE_FILE, [secrets]
+    // passphrase_file, else asked on the terminal; with none of them it refuses.
+    let passphrase = EnvOrPrompt {
+        passphrase_file: configured.passphrase_file,
     };
     let dir = home.dir().to_owned();
     std::thread::scope(|scope| {
         scope
             .spawn(move || {
-                let mut store = SecretStore::open(&dir, choice, &EnvOrPrompt)
+                let mut store = SecretStore::open(&dir, choice, &passphrase)
                     .context("cannot open the node's secret store")?;
                 // Older versions kept these two as plain files: move them in once.
                 store.migrate_file(DEVICE_TOKEN, &dir.join("device-token"))?;

@@ -13,9 +13,12 @@
 //! * `secret-service` — GNOME Keyring, KWallet and friends over D-Bus, where the
 //!   desktop session offers one (`DBUS_SESSION_BUS_ADDRESS` set).
 //! * `file` — `secrets.enc` in the home folder: every secret in one blob sealed with
-//!   ChaCha20-Poly1305 under a 32-byte key that is either kept in the kernel keychain or
-//!   derived with argon2id from a passphrase (`AISA_PASSPHRASE`, else asked on the
-//!   terminal).
+//!   ChaCha20-Poly1305 under a 32-byte key derived with argon2id from a passphrase:
+//!   `AISA_PASSPHRASE`, else the file `AISA_PASSPHRASE_FILE` or `[secrets]
+//!   passphrase_file` names, else asked on the terminal. With none of these the store
+//!   refuses to open ([`SecretError::NoPassphrase`]): the key is never kept only in the
+//!   kernel keychain, which forgets it at a reboot. A file an older version sealed with
+//!   a keychain key is re-sealed under a passphrase the first time one can be had.
 //!
 //! `auto` (the default) takes the first that works, in that order, and records the
 //! choice in `secrets.json` (which holds only the store id, the backend and the names
@@ -44,6 +47,9 @@ pub const DEVICE_TOKEN: &str = "device-token";
 pub const IDENTITY_KEY: &str = "identity-key";
 /// The environment variable holding the passphrase of the encrypted file.
 pub const PASSPHRASE_ENV: &str = "AISA_PASSPHRASE";
+/// The environment variable naming a file that holds the passphrase (its first line),
+/// e.g. a systemd credential (`$CREDENTIALS_DIRECTORY/…`).
+pub const PASSPHRASE_FILE_ENV: &str = "AISA_PASSPHRASE_FILE";
 
 const INDEX_FILE: &str = "secrets.json";
 const VAULT_FILE: &str = "secrets.enc";
@@ -61,6 +67,11 @@ pub fn provider_key_name(provider: &str) -> String {
 pub struct SecretsConfig {
     /// Which backend keeps the secrets. Default `auto`.
     pub backend: BackendChoice,
+    /// For the `file` backend: a file holding the passphrase (its first line), used when
+    /// neither `AISA_PASSPHRASE` nor `AISA_PASSPHRASE_FILE` is set. It should be readable
+    /// by this user only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// The configured backend.
@@ -134,9 +145,17 @@ pub enum SecretError {
     Decrypt,
     /// The file needs a passphrase and none can be had.
     #[error(
-        "the encrypted secrets file needs a passphrase: set AISA_PASSPHRASE or run in a terminal"
+        "the encrypted secrets file (backend \"file\") needs a passphrase and none was given: run this in a terminal to be asked, set AISA_PASSPHRASE, or name a file holding it with AISA_PASSPHRASE_FILE or [secrets] passphrase_file in node.toml (the key is never kept only in the kernel keychain, which forgets it at a reboot)"
     )]
     NoPassphrase,
+    /// A passphrase file could not be used.
+    #[error("the passphrase file {path}: {reason}")]
+    PassphraseFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The keychain holding the file's key no longer has it.
     #[error(
         "secrets.enc is locked with a key kept in the keychain, and the keychain no longer has it"
@@ -178,19 +197,55 @@ fn keychain_err(err: keyring_core::Error) -> SecretError {
 pub trait PassphraseSource {
     /// The passphrase; `confirm` when a new file is being created (ask twice).
     fn passphrase(&self, confirm: bool) -> Result<Zeroizing<String>, SecretError>;
-    /// Whether a passphrase is at hand without asking anybody. A new encrypted file
-    /// uses it then; otherwise its key goes to the keychain when one works.
+    /// Whether a passphrase is at hand without asking anybody.
     fn given(&self) -> bool;
+    /// Whether [`PassphraseSource::passphrase`] can have one at all (given, or someone to
+    /// ask).
+    fn available(&self) -> bool {
+        self.given()
+    }
 }
 
-/// `AISA_PASSPHRASE`, else a prompt on the terminal (no echo), else [`SecretError::NoPassphrase`].
-#[derive(Debug, Default, Clone, Copy)]
-pub struct EnvOrPrompt;
+/// `AISA_PASSPHRASE`, else the file `AISA_PASSPHRASE_FILE` names, else `passphrase_file`
+/// (`[secrets] passphrase_file`), else a prompt on the terminal (no echo), else
+/// [`SecretError::NoPassphrase`].
+#[derive(Debug, Default, Clone)]
+pub struct EnvOrPrompt {
+    /// `[secrets] passphrase_file` from `node.toml`.
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl EnvOrPrompt {
+    /// The passphrase file to read, if one is named.
+    fn file(&self) -> Option<PathBuf> {
+        std::env::var_os(PASSPHRASE_FILE_ENV)
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| self.passphrase_file.clone())
+    }
+}
+
+/// The first line of a passphrase file.
+pub fn read_passphrase_file(path: &Path) -> Result<Zeroizing<String>, SecretError> {
+    let bad = |reason: String| SecretError::PassphraseFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?);
+    let line = text.lines().next().unwrap_or_default();
+    if line.is_empty() {
+        return Err(bad("its first line is empty".into()));
+    }
+    Ok(Zeroizing::new(line.to_owned()))
+}
 
 impl PassphraseSource for EnvOrPrompt {
     fn passphrase(&self, confirm: bool) -> Result<Zeroizing<String>, SecretError> {
         if let Ok(p) = std::env::var(PASSPHRASE_ENV) {
             return Ok(Zeroizing::new(p));
+        }
+        if let Some(file) = self.file() {
+            return read_passphrase_file(&file);
         }
         use std::io::IsTerminal;
         if !std::io::stdin().is_terminal() {
@@ -216,7 +271,26 @@ impl PassphraseSource for EnvOrPrompt {
     }
 
     fn given(&self) -> bool {
-        std::env::var_os(PASSPHRASE_ENV).is_some()
+        std::env::var_os(PASSPHRASE_ENV).is_some() || self.file().is_some()
+    }
+
+    fn available(&self) -> bool {
+        use std::io::IsTerminal;
+        self.given() || std::io::stdin().is_terminal()
+    }
+}
+
+/// No passphrase at all: a store that needs one refuses to open (services without a
+/// configured passphrase, and tests).
+pub struct NoPassphraseSource;
+
+impl PassphraseSource for NoPassphraseSource {
+    fn passphrase(&self, _confirm: bool) -> Result<Zeroizing<String>, SecretError> {
+        Err(SecretError::NoPassphrase)
+    }
+
+    fn given(&self) -> bool {
+        false
     }
 }
 
@@ -634,7 +708,9 @@ enum KeySource {
         /// Lanes.
         p: u32,
     },
-    /// 32 random bytes kept in the keyutils keychain under `<id>/file-key`.
+    /// 32 random bytes kept in the keyutils keychain under `<id>/file-key`: what older
+    /// versions wrote; still read, and sealed again under a passphrase when one can be
+    /// had. Never written for a new file.
     Keychain,
 }
 
@@ -676,33 +752,14 @@ impl Vault {
             Entry::new_in_store(&store, SERVICE, &format!("{id}/{FILE_KEY}")).map_err(keychain_err)
         };
         let Some(file) = existing else {
-            // A new file: a passphrase when one is given or there is no keychain.
-            let use_keychain = !passphrase.given()
-                && keyutils_store()
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| probe(&s, id))
-                    .is_ok();
-            let mut key = Zeroizing::new([0u8; 32]);
-            let (source, entry) = if use_keychain {
-                getrandom::fill(key.as_mut()).expect("the OS random source works");
-                let entry = keychain_entry()?;
-                entry.set_secret(key.as_ref()).map_err(keychain_err)?;
-                (KeySource::Keychain, Some(entry))
-            } else {
-                let source = KeySource::Argon2id {
-                    salt: random_hex(16),
-                    m_kib: argon2::Params::DEFAULT_M_COST,
-                    t: argon2::Params::DEFAULT_T_COST,
-                    p: argon2::Params::DEFAULT_P_COST,
-                };
-                derive(&source, &passphrase.passphrase(true)?, &mut key)?;
-                (source, None)
-            };
+            // A new file: always under a passphrase (given or asked), never under a key
+            // only the kernel keychain holds (it forgets it at a reboot).
+            let (source, key) = new_passphrase_key(passphrase)?;
             let vault = Vault {
                 path,
                 source,
                 key,
-                keychain_entry: entry,
+                keychain_entry: None,
                 entries: BTreeMap::new(),
             };
             vault.save()?;
@@ -755,13 +812,44 @@ impl Vault {
                 .map_err(|_| SecretError::Decrypt)?,
         );
         let entries = decode_entries(&plain).ok_or_else(|| bad("bad entries"))?;
-        Ok(Vault {
+        let mut vault = Vault {
             path,
             source: file.key,
             key,
             keychain_entry: entry,
             entries,
-        })
+        };
+        if vault.source == KeySource::Keychain {
+            vault.reseal_under_passphrase(passphrase)?;
+        }
+        Ok(vault)
+    }
+
+    /// A file an older version sealed with a key only the keychain holds: sealed again
+    /// under a passphrase when one can be had (and the keychain copy deleted), else
+    /// left as it is with a loud warning.
+    fn reseal_under_passphrase(
+        &mut self,
+        passphrase: &dyn PassphraseSource,
+    ) -> Result<(), SecretError> {
+        if !passphrase.available() {
+            tracing::warn!(
+                file = %self.path.display(),
+                "the key of secrets.enc is kept only in the kernel keychain, which forgets it at a reboot; \
+                 open the store once in a terminal (e.g. `desktop-node keys list`) or with AISA_PASSPHRASE / \
+                 AISA_PASSPHRASE_FILE set to seal it under a passphrase"
+            );
+            return Ok(());
+        }
+        let (source, key) = new_passphrase_key(passphrase)?;
+        self.source = source;
+        self.key = key;
+        self.save()?;
+        if let Some(entry) = self.keychain_entry.take() {
+            let _ = entry.delete_credential();
+        }
+        tracing::info!(file = %self.path.display(), "secrets.enc is now sealed under a passphrase instead of a keychain key");
+        Ok(())
     }
 
     fn save(&self) -> Result<(), SecretError> {
@@ -790,6 +878,29 @@ impl Vault {
         })?;
         write_private(&self.path, &text)
     }
+}
+
+/// A fresh argon2id key source and the key the passphrase gives (asked twice when asked
+/// on the terminal); an empty passphrase is refused.
+fn new_passphrase_key(
+    passphrase: &dyn PassphraseSource,
+) -> Result<(KeySource, Zeroizing<[u8; 32]>), SecretError> {
+    let phrase = passphrase.passphrase(true)?;
+    if phrase.is_empty() {
+        return Err(SecretError::Format {
+            path: PathBuf::from(VAULT_FILE),
+            message: "the passphrase is empty; choose one".into(),
+        });
+    }
+    let source = KeySource::Argon2id {
+        salt: random_hex(16),
+        m_kib: argon2::Params::DEFAULT_M_COST,
+        t: argon2::Params::DEFAULT_T_COST,
+        p: argon2::Params::DEFAULT_P_COST,
+    };
+    let mut key = Zeroizing::new([0u8; 32]);
+    derive(&source, &phrase, &mut key)?;
+    Ok((source, key))
 }
 
 fn vault_aad(source: &KeySource) -> Vec<u8> {
@@ -942,6 +1053,100 @@ mod tests {
         drop(store);
         let err = SecretStore::open(dir.path(), BackendChoice::Keyutils, &pass("pw")).unwrap_err();
         assert!(matches!(err, SecretError::BackendMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_new_file_store_without_a_passphrase_is_refused_never_keyed_in_the_keychain() {
+        let dir = tempfile::tempdir().unwrap();
+        let err =
+            SecretStore::open(dir.path(), BackendChoice::File, &NoPassphraseSource).unwrap_err();
+        assert!(matches!(err, SecretError::NoPassphrase), "{err}");
+        assert!(err.to_string().contains("AISA_PASSPHRASE_FILE"), "{err}");
+        assert!(!dir.path().join(VAULT_FILE).exists());
+        let err = SecretStore::open(dir.path(), BackendChoice::File, &pass("")).unwrap_err();
+        assert!(err.to_string().contains("passphrase is empty"), "{err}");
+        assert!(!dir.path().join(VAULT_FILE).exists());
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "first line\nsecond\n").unwrap();
+        assert_eq!(&*read_passphrase_file(&file).unwrap(), "first line");
+    }
+
+    /// A file an older version sealed with a keychain-only key is sealed again under a
+    /// passphrase as soon as one is at hand, and the keychain copy goes.
+    #[test]
+    fn a_legacy_keychain_keyed_file_is_resealed_under_a_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let Ok(keychain) = keyutils_store() else {
+            eprintln!("keyutils not usable here, skipped");
+            return;
+        };
+        let id = random_hex(8);
+        if probe(&keychain, &id).is_err() {
+            eprintln!("keyutils not usable here, skipped");
+            return;
+        }
+        // What an older version wrote: a random key in the keychain, the vault under it.
+        let entry = Entry::new_in_store(&keychain, SERVICE, &format!("{id}/{FILE_KEY}")).unwrap();
+        let mut key = Zeroizing::new([0u8; 32]);
+        getrandom::fill(key.as_mut()).unwrap();
+        entry.set_secret(key.as_ref()).unwrap();
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            "provider/openai".to_owned(),
+            Zeroizing::new(b"sk-legacy".to_vec()),
+        );
+        Vault {
+            path: dir.path().join(VAULT_FILE),
+            source: KeySource::Keychain,
+            key,
+            keychain_entry: None,
+            entries,
+        }
+        .save()
+        .unwrap();
+        let index = Index {
+            id: id.clone(),
+            backend: Some(Backend::File),
+            names: vec!["provider/openai".into()],
+        };
+        std::fs::write(
+            dir.path().join(INDEX_FILE),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
+        let source = |dir: &Path| -> serde_json::Value {
+            serde_json::from_slice::<serde_json::Value>(
+                &std::fs::read(dir.join(VAULT_FILE)).unwrap(),
+            )
+            .unwrap()["key"]
+                .clone()
+        };
+        // No passphrase to be had: it still opens (the key is there now), unchanged.
+        let store =
+            SecretStore::open(dir.path(), BackendChoice::File, &NoPassphraseSource).unwrap();
+        assert_eq!(
+            &**store.get("provider/openai").unwrap().unwrap(),
+            b"sk-legacy"
+        );
+        assert_eq!(source(dir.path()), serde_json::json!("keychain"));
+        drop(store);
+        // With one: sealed under it, and the keychain no longer holds the only key.
+        let store = SecretStore::open(dir.path(), BackendChoice::File, &pass("pw")).unwrap();
+        assert_eq!(
+            &**store.get("provider/openai").unwrap().unwrap(),
+            b"sk-legacy"
+        );
+        assert!(source(dir.path()).get("argon2id").is_some());
+        assert!(matches!(
+            entry.get_secret(),
+            Err(keyring_core::Error::NoEntry)
+        ));
+        drop(store);
+        let store = SecretStore::open(dir.path(), BackendChoice::File, &pass("pw")).unwrap();
+        assert_eq!(
+            &**store.get("provider/openai").unwrap().unwrap(),
+            b"sk-legacy"
+        );
     }
 
     #[test]
