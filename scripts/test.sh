@@ -58,7 +58,7 @@ step "system tests again, the relay on PostgreSQL"
 eval "$(scripts/services.sh start)"
 trap '"$ROOT/scripts/services.sh" stop || true' EXIT
 cargo test --locked -p testkit --test system --test install
-cargo test --locked -p relay-edge --test marketplace
+cargo test --locked -p relay-edge --test marketplace --test hardening
 
 step "fuzz target builds"
 cargo build --locked --manifest-path tunnel/fuzz/Cargo.toml --target-dir target/fuzz

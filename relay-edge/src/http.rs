@@ -222,6 +222,10 @@ async fn verify_credentials(
     shared: &Shared,
     creds: &Credentials,
 ) -> Result<crate::store::User, CredError> {
+    // Longer than sign-up allows: wrong, and not worth hashing.
+    if creds.email.len() > 254 || creds.password.len() > 1024 {
+        return Err(ApiError(StatusCode::UNAUTHORIZED, "wrong email or password".into()).into());
+    }
     let user = shared
         .store
         .user_by_email(&creds.email)
@@ -481,15 +485,20 @@ async fn user_plan(
 /// has not revoked the token (the same checks every stream gets, so they take effect at
 /// once).
 pub(crate) async fn bearer(shared: &Shared, headers: &HeaderMap) -> Result<Claims, ApiError> {
+    let refused = |message: String| {
+        tracing::debug!(message, "API request refused: unauthenticated");
+        crate::metrics::refused("http_unauthenticated");
+        ApiError(StatusCode::UNAUTHORIZED, message)
+    };
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing bearer token".into()))?;
+        .ok_or_else(|| refused("missing bearer token".into()))?;
     let claims = shared
         .tokens
         .verify(token)
-        .map_err(|e| ApiError(StatusCode::UNAUTHORIZED, e.to_string()))?;
+        .map_err(|e| refused(e.to_string()))?;
     match shared.store.user(&claims.sub).await.map_err(internal)? {
         Some(user) if user.disabled => Err(ApiError(
             StatusCode::UNAUTHORIZED,

@@ -87,6 +87,10 @@ struct ServeArgs {
     /// This node's name in the device registry.
     #[arg(long, env = "RELAY_NODE_NAME")]
     node_name: Option<String>,
+    /// QUIC connections one client address may have open at once (load tests from one
+    /// machine need more than the default 64).
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
     /// TCP address for Prometheus metrics (`GET /metrics`), off the public API.
     #[arg(long, env = "RELAY_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -199,6 +203,9 @@ fn apply_serve_args(config: &mut RelayConfig, args: ServeArgs) {
     }
     if let Some(v) = args.node_name {
         config.node_name = v;
+    }
+    if let Some(v) = args.max_connections_per_ip {
+        config.max_connections_per_ip = v;
     }
     if let Some(v) = args.metrics_addr {
         config.metrics_addr = Some(v);

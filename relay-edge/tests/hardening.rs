@@ -4,8 +4,9 @@
 //! metrics listener, the token secret, and access tokens revoked on open sessions.
 //!
 //! Each test runs a real relay on loopback (QUIC, WebTransport and HTTP) with its data in
-//! a temporary folder, and plays the browser (wtransport) or the desktop (raw QUIC,
-//! ALPN `aisa/1`) against it.
+//! a temporary folder (embedded SQLite, or a fresh PostgreSQL database when
+//! `AISA_TEST_POSTGRES` names a server), and plays the browser (wtransport) or the
+//! desktop (raw QUIC, ALPN `aisa/1`) against it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the panic
 
@@ -24,7 +25,30 @@ use sha2::{Digest, Sha256};
 const WAIT: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "correct horse battery";
 
-/// A relay on loopback with its data in a temporary folder.
+/// With `AISA_TEST_POSTGRES` set, a fresh database on that server; else SQLite.
+async fn test_database() -> Option<String> {
+    use sqlx::Connection;
+    let server = std::env::var("AISA_TEST_POSTGRES").ok()?;
+    sqlx::any::install_default_drivers();
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("aisa_harden_{}_{nanos}_{n}", std::process::id());
+    let mut admin = sqlx::AnyConnection::connect(&format!("{server}/postgres"))
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create a test database");
+    Some(format!("{server}/{name}"))
+}
+
+/// A relay on loopback with its data in a temporary folder (and on PostgreSQL when
+/// `AISA_TEST_POSTGRES` names a server, as the system tests).
 struct Relay {
     relay: Option<RelayHandle>,
     base: String,
@@ -44,6 +68,7 @@ impl Relay {
             quic_listen: ([127, 0, 0, 1], 0).into(),
             http_listen: ([127, 0, 0, 1], 0).into(),
             data_dir: dir.path().to_owned(),
+            database_url: test_database().await,
             ..RelayConfig::default()
         };
         adjust(&mut config);
