@@ -9,6 +9,7 @@ import { orderedActions, type MarketAppDetail } from '../lib/api';
 import { describeError } from '../lib/errors';
 import { describePermissions } from '../lib/permissions';
 import { routeHref } from '../lib/route';
+import { e2eKeysFor } from '../e2e/session';
 import { installApp, type InstallProgress } from '../tunnel/requests';
 import { useApp } from './context';
 import { authorName, ratingText } from './Marketplace';
@@ -91,7 +92,10 @@ export function AppDetail({ appId }: { appId: string }) {
     setInstall({ kind: 'sending' });
     try {
       const client = await session.client();
+      // Sealed end to end when this browser is paired with the device.
+      const e2e = await e2eKeysFor(device.id);
       const version = await installApp(client, {
+        ...(e2e ? { e2e } : {}),
         deviceId: device.id,
         token: await api.accessToken(),
         appId: app.id,

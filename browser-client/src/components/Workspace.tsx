@@ -3,6 +3,7 @@
 import { useCallback, useEffect, useState } from 'react';
 import type { Device } from '../lib/api';
 import type { AppStatus } from '../tunnel/codec';
+import { e2eKeysFor } from '../e2e/session';
 import { getDeviceState } from '../tunnel/requests';
 import { describeError } from '../lib/errors';
 import { routeHref } from '../lib/route';
@@ -26,10 +27,13 @@ export function useInstalledApps(deviceId: string | null, online: boolean) {
     void (async () => {
       try {
         const client = await session.client();
+        // Sealed end to end when this browser is paired with the device.
+        const e2e = await e2eKeysFor(deviceId);
         const state = await getDeviceState(client, {
           deviceId,
           token: await api.accessToken(),
           signal: controller.signal,
+          ...(e2e ? { e2e } : {}),
         });
         if (!controller.signal.aborted) setApps(state.apps);
       } catch (err) {

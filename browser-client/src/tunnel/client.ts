@@ -22,7 +22,7 @@ import {
 } from './codec';
 
 import type { ResponseOpener } from '../e2e/index';
-import { openAnswer, sealAction, sealPairing, type PairingLink } from '../e2e/stream';
+import { openAnswer, sealAction, sealedCancel, sealPairing, type PairingLink } from '../e2e/stream';
 
 /** The part of the WebTransport API the client uses (a real `WebTransport` fits it). */
 export type TransportLike = Pick<
@@ -94,9 +94,9 @@ export interface ActionRequest {
   onChunk?: (data: string, seq: number) => void;
   /**
    * Encrypt end to end (docs/e2e.md): the desktop's identity key (from pairing) and this
-   * browser's paired key pair. The request and every answer are sealed; the relay sees
-   * neither. A CANCEL stays plain (it carries nothing, and the relay could reset the
-   * stream anyway).
+   * browser's paired key pair. The request, a CANCEL and every answer are sealed; the
+   * relay sees none of them, and a plain frame it injects after the first sealed one
+   * fails the action (`e2e_failed`).
    */
   e2e?: E2eKeys;
 }
@@ -144,6 +144,9 @@ export interface StreamRequest {
   requestId?: number;
   /** Aborting resets the stream. */
   signal?: AbortSignal;
+  /** Seal the request and open the answers end to end, as for actions (a device with
+   * `[e2e] required` refuses plain requests, status and installs included). */
+  e2e?: E2eKeys;
 }
 
 /** Options of {@link RelayClient.connect}. */
@@ -318,7 +321,11 @@ export class RelayClient extends EventTarget {
     const onAbort = (): void => {
       if (aborted) return;
       aborted = true;
-      void write(envelopeFrame({ type: 'Cancel' })).then(() => writer.close().catch(() => {}));
+      // On an encrypted stream the CANCEL is sealed too: the desktop ignores a plain one.
+      const cancel = opener
+        ? sealedCancel(opener, requestId, req.deviceId).then((body) => write(encodeFrame(body)))
+        : write(envelopeFrame({ type: 'Cancel' }));
+      void cancel.catch(() => {}).then(() => writer.close().catch(() => {}));
       graceTimer = setTimeout(() => abortReject?.(abortError(signal)), CANCEL_GRACE_MS);
     };
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -372,7 +379,7 @@ export class RelayClient extends EventTarget {
     const writer = stream.writable.getWriter();
     const reader = stream.readable.getReader();
     const open = encodeFrame(
-      encodeOpenHeader({ deviceId: req.link.deviceId, kind: 'Action', token: req.token, e2e: sealed.e2e }),
+      encodeOpenHeader({ deviceId: req.link.deviceId, kind: 'Control', token: req.token, e2e: sealed.e2e }),
     );
     void writer.write(concat(open, encodeFrame(sealed.first))).catch(() => {});
     const frames = new FrameReader();
@@ -472,10 +479,24 @@ export class RelayClient extends EventTarget {
     const stream = await this.openStream();
     const writer = stream.writable.getWriter();
     const reader = stream.readable.getReader();
+    let first = encodeFrame(encodeEnvelope({ requestId, deviceId: req.deviceId, body: req.body }));
+    let opener: ResponseOpener | undefined;
+    let e2eHeader: Uint8Array | null = null;
+    if (req.e2e) {
+      const sealed = await sealAction(
+        req.e2e.desktopPk,
+        req.e2e.browserKey,
+        req.e2e.browserPk,
+        req.deviceId,
+        encodeEnvelope({ requestId, deviceId: req.deviceId, body: req.body }),
+      );
+      opener = sealed.opener;
+      e2eHeader = sealed.e2e;
+      first = encodeFrame(sealed.first);
+    }
     const open = encodeFrame(
-      encodeOpenHeader({ deviceId: req.deviceId, kind: 'Action', token: req.token, e2e: null }),
+      encodeOpenHeader({ deviceId: req.deviceId, kind: 'Control', token: req.token, e2e: e2eHeader }),
     );
-    const first = encodeFrame(encodeEnvelope({ requestId, deviceId: req.deviceId, body: req.body }));
     // As for actions, a failed write is reported by what the peer answers, or the stream's end.
     void writer.write(concat(open, first)).catch(() => {});
 
@@ -501,10 +522,14 @@ export class RelayClient extends EventTarget {
         }
         if (chunk.done) {
           finishFrames(frames);
+          if (opener && !opener.finished) {
+            throw new TransportError('e2e_failed', 'the encrypted answer ended without its final chunk');
+          }
           clean = true;
           return;
         }
-        for (const env of envelopesIn(frames, chunk.value)) {
+        const envelopes = opener ? await openedIn(frames, chunk.value, opener) : envelopesIn(frames, chunk.value);
+        for (const env of envelopes) {
           if (env.body.type === 'Error') {
             clean = true;
             throw new RemoteError(env.body.code, env.body.message);

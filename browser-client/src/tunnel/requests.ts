@@ -5,7 +5,7 @@
  */
 
 import type { AppStatus } from './codec';
-import { RelayClient, TransportError } from './client';
+import { RelayClient, TransportError, type E2eKeys } from './client';
 
 /** A device's answer to GET_STATUS. */
 export interface DeviceState {
@@ -15,10 +15,11 @@ export interface DeviceState {
   apps: AppStatus[];
 }
 
-/** Asks a device for its state (its installed apps) with GET_STATUS. */
+/** Asks a device for its state (its installed apps) with GET_STATUS; sealed end to end
+ * with `e2e` (the keys of a paired device). */
 export async function getDeviceState(
   client: RelayClient,
-  req: { deviceId: string; token: string; signal?: AbortSignal },
+  req: { deviceId: string; token: string; signal?: AbortSignal; e2e?: E2eKeys },
 ): Promise<DeviceState> {
   // Read to the stream's end (the desktop finishes it after its answer), so that the
   // stream closes cleanly rather than being reset.
@@ -91,6 +92,8 @@ export async function installApp(
     version: string | null;
     onProgress: (p: InstallProgress) => void;
     signal?: AbortSignal;
+    /** Seal the request end to end (the keys of a paired device). */
+    e2e?: E2eKeys;
   },
 ): Promise<string> {
   let installed: string | null = null;
@@ -100,6 +103,7 @@ export async function installApp(
     token: req.token,
     signal: req.signal,
     body: { type: 'InstallApp', appId: req.appId, version: req.version },
+    ...(req.e2e ? { e2e: req.e2e } : {}),
   })) {
     const b = env.body;
     if (ended) {

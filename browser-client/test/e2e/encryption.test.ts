@@ -3,7 +3,9 @@
  * `desktop-node pair` prints a link; opening it in the signed-in page pairs the browser
  * (the page shows the same desktop key fingerprint the desktop printed); the desktop
  * lists the browser; actions from the runner are then sealed end to end (the node logs
- * each encrypted stream) and their output still streams into the page.
+ * each encrypted stream) and their output still streams into the page. Then the desktop
+ * requires encryption (`[e2e] required`, issue 11 finding 2): the workspace's GET_STATUS
+ * is sealed too (the apps are still listed) and actions still run.
  *
  * The bytes the relay splices are checked for plaintext by the Rust test
  * `desktop-node/tests/e2e_system.rs` (it can tap the relay in-process); this test shows
@@ -11,7 +13,7 @@
  */
 
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -91,5 +93,34 @@ describe('end-to-end encryption in Chromium', () => {
       // The desktop served it as an encrypted stream.
       expect(system.logs()).toMatch(/end-to-end encrypted stream/);
       await page.screenshot({ path: join(artifacts, 'encrypted-action.png'), fullPage: true });
+    }));
+
+  it('with [e2e] required, the workspace status and actions still work, all sealed', () =>
+    explained(async () => {
+      const config = join(system.nodeHome, 'node.toml');
+      const toml = readFileSync(config, 'utf8');
+      expect(toml).toContain('[e2e]\nrequired = false');
+      writeFileSync(config, toml.replace('[e2e]\nrequired = false', '[e2e]\nrequired = true'));
+      await system.stopNode();
+      await system.startNode();
+      const sealedStreams = () => system.logs().match(/end-to-end encrypted stream/g)?.length ?? 0;
+      const before = sealedStreams();
+      await page.getByRole('link', { name: 'Workspace', exact: true }).click();
+      const apps = page.getByRole('list', { name: 'Apps on e2e desk' });
+      await apps.waitFor({ timeout: 15_000 });
+      // A plain GET_STATUS would be refused now: the list comes from a sealed one.
+      await expect.poll(() => apps.textContent(), { timeout: 15_000 }).toMatch(/hello-ai/);
+      expect(sealedStreams()).toBeGreaterThan(before);
+      expect(system.logs()).not.toMatch(/accepts only end-to-end encrypted requests/);
+
+      await page.goto(`${system.httpUrl}/#/run/hello-ai`);
+      await page.waitForSelector('#root_action');
+      await page.fill('#root_payload', JSON.stringify({ topic: 'required QUIC' }));
+      await page.fill('#root_action', 'write');
+      await page.focus('#root_action');
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('#run-status:has-text("Done")', { timeout: 15_000 });
+      expect(await text('#output')).toBe('Echo: Write a short paragraph about required QUIC.');
+      await page.screenshot({ path: join(artifacts, 'e2e-required.png'), fullPage: true });
     }));
 });

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { importKeyPair, openRequest, REQUEST_HEADER_LEN, type ResponseSealer } from '../../src/e2e/index';
 import { MODE_ACTION, MODE_PAIR, keyId, openAnswer, parsePairingLink, sealAction, sealPairing } from '../../src/e2e/stream';
 import { RelayClient, type TransportLike } from '../../src/tunnel/client';
+import { getDeviceState } from '../../src/tunnel/requests';
 import {
   FrameReader,
   decodeEnvelope,
@@ -176,6 +177,88 @@ describe('RelayClient.runAction with e2e', () => {
       encodeEnvelope({ requestId: 0, deviceId: '', body: { type: 'Error', code: 'denied', message: 'this browser is not paired' } }),
     ]);
     await expect(result).rejects.toMatchObject({ code: 'denied' });
+  });
+});
+
+describe('issue 11, findings 7 and 2: frames on an encrypted stream', () => {
+  async function openedBy(t: ReturnType<typeof desktopTransport>) {
+    await t.twoFrames;
+    const header = decodeOpenHeader(t.frames[0]!);
+    const desktop = await importKeyPair(desktopSk, desktopPk);
+    const sealed = new Uint8Array([...header.e2e!.slice(9), ...t.frames[1]!]);
+    return { header, ...(await openRequest(desktop, browserPk, new TextEncoder().encode('dev-1'), sealed)) };
+  }
+
+  it('refuses a plain ERROR once the sealed answer began (the relay cutting it short)', async () => {
+    const t = desktopTransport();
+    const client = RelayClient.fromTransport(t.transport);
+    const browserKey = await importKeyPair(browserSk, browserPk);
+    const result = client.runAction({ deviceId: 'dev-1', token: 't', appId: 'a', action: 'b', payload: '{}', e2e: { desktopPk, browserKey, browserPk } });
+    const { sealer, request } = await openedBy(t);
+    const requestId = decodeEnvelope(request).requestId;
+    t.enqueue(encodeFrame(await sealer.sealChunk(encodeEnvelope({ requestId, deviceId: '', body: { type: 'StreamChunk', seq: 0, data: 'half of the answer' } }), false)));
+    // The relay's own message, as a desktop's refusal would look.
+    t.enqueue(encodeFrame(encodeEnvelope({ requestId: 0, deviceId: '', body: { type: 'Error', code: 'app_failed', message: 'injected' } })));
+    t.close();
+    await expect(result).rejects.toMatchObject({ code: 'e2e_failed', message: expect.stringContaining('plain frame inside the sealed answer') });
+  });
+
+  it('seals the CANCEL: the desktop opens it with the request context, and it is no plain envelope', async () => {
+    const t = desktopTransport();
+    const client = RelayClient.fromTransport(t.transport);
+    const browserKey = await importKeyPair(browserSk, browserPk);
+    const controller = new AbortController();
+    const result = client.runAction({
+      deviceId: 'dev-1',
+      token: 't',
+      appId: 'a',
+      action: 'b',
+      payload: '{}',
+      signal: controller.signal,
+      e2e: { desktopPk, browserKey, browserPk },
+    });
+    result.catch(() => {});
+    const { sealer, request, controls } = await openedBy(t);
+    const requestId = decodeEnvelope(request).requestId;
+    t.enqueue(encodeFrame(await sealer.sealChunk(encodeEnvelope({ requestId, deviceId: '', body: { type: 'StreamChunk', seq: 0, data: 'x' } }), false)));
+    controller.abort();
+    for (let i = 0; i < 100 && t.frames.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    const cancel = t.frames[2]!;
+    expect(() => {
+      if (decodeEnvelope(cancel).body.type === 'Cancel') throw new Error('a plain CANCEL');
+    }).toThrow();
+    expect(decodeEnvelope(await controls.open(cancel))).toEqual({ requestId, deviceId: 'dev-1', body: { type: 'Cancel' } });
+    t.enqueue(encodeFrame(await sealer.sealChunk(encodeEnvelope({ requestId, deviceId: '', body: { type: 'Error', code: 'cancelled', message: 'the action was cancelled' } }), true)));
+    t.close();
+    await expect(result).rejects.toMatchObject({ code: 'cancelled' });
+  });
+
+  it('getDeviceState seals GET_STATUS for a paired device and opens the sealed DEVICE_STATUS', async () => {
+    const t = desktopTransport();
+    const client = RelayClient.fromTransport(t.transport);
+    const browserKey = await importKeyPair(browserSk, browserPk);
+    const state = getDeviceState(client, { deviceId: 'dev-1', token: 't', e2e: { desktopPk, browserKey, browserPk } });
+    const { header, sealer, request } = await openedBy(t);
+    expect(header.kind).toBe('Control');
+    expect(header.e2e?.[0]).toBe(MODE_ACTION);
+    const env = decodeEnvelope(request);
+    expect(env.body).toEqual({ type: 'GetStatus' });
+    const apps = [{ id: 'hello-ai', version: '1.0.0', enabled: true }];
+    t.enqueue(encodeFrame(await sealer.sealChunk(encodeEnvelope({ requestId: env.requestId, deviceId: '', body: { type: 'DeviceStatus', online: true, nodeVersion: '1', apps } }), true)));
+    t.close();
+    await expect(state).resolves.toEqual({ online: true, nodeVersion: '1', apps });
+  });
+
+  it('getDeviceState refuses a sealed answer cut before its final chunk', async () => {
+    const t = desktopTransport();
+    const client = RelayClient.fromTransport(t.transport);
+    const browserKey = await importKeyPair(browserSk, browserPk);
+    const state = getDeviceState(client, { deviceId: 'dev-1', token: 't', e2e: { desktopPk, browserKey, browserPk } });
+    const { sealer, request } = await openedBy(t);
+    const env = decodeEnvelope(request);
+    t.enqueue(encodeFrame(await sealer.sealChunk(encodeEnvelope({ requestId: env.requestId, deviceId: '', body: { type: 'DeviceStatus', online: true, nodeVersion: '1', apps: [] } }), false)));
+    t.close();
+    await expect(state).rejects.toMatchObject({ code: 'e2e_failed' });
   });
 });
 
