@@ -1,5 +1,9 @@
 //! The relay's marketplace, as the desktop uses it: app detail, bundle download (with
 //! progress and a size cap), platform keys, and the install count.
+//!
+//! The relay is not trusted with the node's memory: a JSON answer is read up to
+//! [`MAX_JSON_BYTES`] and an error body up to [`MAX_ERROR_BODY_BYTES`] as they arrive, and
+//! ids and versions are checked before they become part of a URL.
 
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -8,6 +12,45 @@ use super::InstallError;
 
 /// The largest bundle the node downloads (the format's own limit is 16 MiB uncompressed).
 pub const MAX_BUNDLE_BYTES: u64 = 16 << 20;
+/// The largest JSON answer (app detail, platform keys) the node reads.
+pub const MAX_JSON_BYTES: usize = 1 << 20;
+/// How much of an error answer's body the node keeps (for the message).
+pub const MAX_ERROR_BODY_BYTES: usize = 512;
+
+/// Reads a response body as it arrives, stopping at `cap` bytes: `Ok(None)` when it is
+/// longer.
+async fn read_capped(
+    response: reqwest::Response,
+    cap: usize,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > cap as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(piece) = stream.next().await {
+        let piece = piece?;
+        if body.len() + piece.len() > cap {
+            return Ok(None);
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(Some(body))
+}
+
+/// `id` checked as an app id, for a URL.
+fn url_id(id: &str) -> Result<aisa_miniapp::AppId, InstallError> {
+    aisa_miniapp::AppId::parse(id).map_err(|e| InstallError::Invalid(e.to_string()))
+}
+
+/// `version` checked as a semantic version, for a URL.
+fn url_version(version: &str) -> Result<semver::Version, InstallError> {
+    semver::Version::parse(version)
+        .map_err(|e| InstallError::Invalid(format!("version {version:?}: {e}")))
+}
 
 /// One version as the marketplace lists it.
 #[derive(Debug, Clone, Deserialize)]
@@ -119,17 +162,37 @@ impl Market {
             return Err(InstallError::NotFound(format!("{url}: not found")));
         }
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            // Only the start of the body, and only printable text of it.
+            let mut body = Vec::new();
+            let mut stream = response.bytes_stream();
+            while let Some(Ok(piece)) = stream.next().await {
+                body.extend_from_slice(&piece);
+                if body.len() >= MAX_ERROR_BODY_BYTES {
+                    body.truncate(MAX_ERROR_BODY_BYTES);
+                    break;
+                }
+            }
+            let body: String = String::from_utf8_lossy(&body)
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
             return Err(InstallError::Network(format!("{url}: {status} {body}")));
         }
-        response
-            .json()
+        let body = read_capped(response, MAX_JSON_BYTES)
             .await
+            .map_err(|e| InstallError::Network(format!("{url}: {e}")))?
+            .ok_or_else(|| {
+                InstallError::Network(format!(
+                    "{url}: the answer is larger than {MAX_JSON_BYTES} bytes"
+                ))
+            })?;
+        serde_json::from_slice(&body)
             .map_err(|e| InstallError::Network(format!("{url}: unexpected answer: {e}")))
     }
 
     /// The app's marketplace entry.
     pub async fn detail(&self, id: &str) -> Result<AppDetail, InstallError> {
+        let id = url_id(id)?;
         self.get_json(&format!("/api/marketplace/apps/{id}")).await
     }
 
@@ -150,6 +213,7 @@ impl Market {
         version: &str,
         mut progress: impl FnMut(u64, Option<u64>),
     ) -> Result<Vec<u8>, InstallError> {
+        let (id, version) = (url_id(id)?, url_version(version)?);
         let url = format!(
             "{}/api/marketplace/apps/{id}/versions/{version}/bundle",
             self.base
@@ -197,6 +261,7 @@ impl Market {
         id: &str,
         version: &str,
     ) -> Result<(), InstallError> {
+        let id = url_id(id)?;
         let url = format!("{}/api/marketplace/apps/{id}/installs", self.base);
         let response = self
             .http
@@ -219,7 +284,52 @@ impl Market {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A marketplace that answers every request with `status` and `body`.
+    async fn relay(status: u16, body: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().fallback(move || {
+            let body = body.clone();
+            async move {
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    [("content-type", "application/json")],
+                    body,
+                )
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn answers_from_the_relay_are_read_within_bounds() {
+        // A detail of 4 MiB (valid JSON, a long name): refused, not parsed.
+        let mut huge = br#"{"id":"a","name":""#.to_vec();
+        huge.extend(std::iter::repeat_n(b'x', 4 << 20));
+        huge.extend_from_slice(br#"","latest_version":"1.0.0","versions":[]}"#);
+        let market = Market::new(&relay(200, huge).await);
+        let err = market.detail("a").await.unwrap_err().to_string();
+        assert!(err.contains("larger than 1048576 bytes"), "{err}");
+        // An error body is cut short and loses its control characters.
+        let mut noisy = b"[31mfail".to_vec();
+        noisy.extend(std::iter::repeat_n(b'y', 1 << 20));
+        let market = Market::new(&relay(500, noisy).await);
+        let err = market.detail("a").await.unwrap_err().to_string();
+        assert!(err.len() < MAX_ERROR_BODY_BYTES + 200, "{}", err.len());
+        assert!(!err.contains('\x1b'), "{err}");
+        // Ids and versions are checked before they become a URL.
+        let err = market.detail("../admin").await.unwrap_err();
+        assert!(matches!(err, InstallError::Invalid(_)), "{err}");
+        let err = market
+            .download("a", "1.0.0/../../x", |_, _| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(err, InstallError::Invalid(_)), "{err}");
+    }
 
     fn detail() -> AppDetail {
         serde_json::from_value(serde_json::json!({
