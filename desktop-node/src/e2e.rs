@@ -75,8 +75,8 @@ pub enum E2eRefusal {
     /// The sealed request did not open, was stale, or replayed.
     #[error("{0}")]
     Crypto(#[from] e2e::E2eError),
-    /// `browsers.json` could not be read or written.
-    #[error("browsers.json: {0}")]
+    /// `browsers.json`, `pairing.json` or the replay memory could not be read or written.
+    #[error("the desktop's end-to-end state: {0}")]
     Store(String),
 }
 
