@@ -925,6 +925,30 @@ async fn app_data_and_storage_writes_over_the_quota_are_refused() {
     );
     assert_eq!(error_code(&got[4]), "too_large", "{}", got[4]);
     assert_eq!(got[5], json!({"ok": null}));
+    // Files and folders are counted too, and a refused write creates no folder.
+    let few = Sandbox::with_config(desktop_node::sandbox::SandboxConfig {
+        host_quotas: desktop_node::host::Quotas {
+            app_data_entries: 4,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .expect("sandbox");
+    let other = ActionContext::new("few-files", "1.0.0", w.home(), Arc::new(NoAi));
+    let got = answers(
+        &few,
+        &other,
+        &[
+            write("$APP_DATA/one.txt", 1),
+            write("$APP_DATA/a/b/c/d/deep.txt", 1),
+            write("$APP_DATA/a/two.txt", 1),
+        ],
+    )
+    .await;
+    assert_eq!(got[0], json!({"ok": null}));
+    assert_eq!(error_code(&got[1]), "too_large", "{}", got[1]);
+    assert!(!w.home().join("data/few-files/files/a/b").exists());
+    assert_eq!(got[2], json!({"ok": null}));
     // The defaults: 256 MiB of files, a 1 MiB store.
     let defaults = desktop_node::host::Quotas::default();
     assert_eq!(defaults.app_data_bytes, 256 << 20);

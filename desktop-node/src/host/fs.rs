@@ -92,8 +92,14 @@ pub async fn call(ctx: &CallContext, request: Request) -> super::Answer {
             let lock = ctx.shared.storage_lock(&app_data);
             let _held = lock.lock().await;
             blocking(move |cancel| {
+                let len = content.len() as u64;
+                // Before anything is created: the folders this write would add count too.
+                if let Some((folder, missing)) = existing_ancestor(&path) {
+                    check_app_data_quota(&app_data, &folder, &path, missing, len, &quotas, cancel)?;
+                }
                 let target = permissions::prepare_write(&grants, &app_data, &home, &path)?;
-                check_app_data_quota(&app_data, &target, content.len() as u64, &quotas, cancel)?;
+                let folder = target.parent().unwrap_or(&target);
+                check_app_data_quota(&app_data, folder, &target, 0, len, &quotas, cancel)?;
                 let mut file = permissions::open_for_write(&target)?;
                 file.write_all(content.as_bytes())
                     .and_then(|()| file.sync_data())
@@ -141,12 +147,31 @@ fn app_data_usage(
     Ok((bytes, entries))
 }
 
-/// Refuses (`too_large`) a write of `len` bytes to `target` when `target` lies in
-/// `$APP_DATA` and the folder would then pass its quota. Writes elsewhere (granted
+/// The canonical form of the nearest existing ancestor of `path` (itself included), and
+/// how many folders below it a write to `path` would create.
+fn existing_ancestor(path: &Path) -> Option<(PathBuf, u64)> {
+    let mut missing = 0u64;
+    let mut at = path.parent()?;
+    loop {
+        match std::fs::canonicalize(at) {
+            Ok(canonical) => return Some((canonical, missing)),
+            Err(_) => {
+                missing += 1;
+                at = at.parent()?;
+            }
+        }
+    }
+}
+
+/// Refuses (`too_large`) a write of `len` bytes to `target` that creates `new_folders`
+/// folders, when `folder` (the canonical folder the write lands in or below) lies in
+/// `$APP_DATA` and `$APP_DATA` would then pass its quota. Writes elsewhere (granted
 /// folders of the person) are not counted.
 fn check_app_data_quota(
     app_data: &Path,
+    folder: &Path,
     target: &Path,
+    new_folders: u64,
     len: u64,
     quotas: &Quotas,
     cancel: &Cancel,
@@ -154,7 +179,7 @@ fn check_app_data_quota(
     let Ok(root) = std::fs::canonicalize(app_data) else {
         return Ok(());
     };
-    if !target.starts_with(&root) {
+    if !folder.starts_with(&root) {
         return Ok(());
     }
     let (bytes, entries) = app_data_usage(&root, quotas, cancel)?;
@@ -162,7 +187,7 @@ fn check_app_data_quota(
         .ok()
         .filter(|m| m.is_file());
     let after = bytes - replaced.as_ref().map_or(0, |m| m.len().min(bytes)) + len;
-    let entries_after = entries + u64::from(replaced.is_none());
+    let entries_after = entries + new_folders + u64::from(replaced.is_none());
     if after > quotas.app_data_bytes {
         return Err(HostError::too_large(format!(
             "$APP_DATA would hold {after} bytes; this app may keep {} there (delete files first)",
