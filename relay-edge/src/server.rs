@@ -424,8 +424,8 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
     }
 }
 
-/// Closes sessions whose tokens were revoked elsewhere (the operator's CLI disabling a
-/// user, another relay node), every `revocation_check_secs`. Revocations made through
+/// Closes sessions whose tokens were revoked elsewhere (the operator's CLI disabling or
+/// deleting a user, another relay node), every `revocation_check_secs`. Revocations made through
 /// this node's HTTP API close its sessions at once.
 async fn sweep_revoked_tokens(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
     let every = Duration::from_secs(shared.config.revocation_check_secs.max(1));
@@ -448,8 +448,24 @@ async fn sweep_revoked_tokens(shared: Arc<Shared>, mut stopped: watch::Receiver<
                 continue;
             }
         };
-        let active: std::collections::HashSet<String> =
-            shared.sessions.users().into_iter().collect();
+        let users = shared.sessions.users();
+        // Deleted users: their sessions go, whatever token they hold.
+        match shared.store.existing_users(&users).await {
+            Ok(existing) => {
+                for user_id in users.iter().filter(|u| !existing.contains(*u)) {
+                    let closed =
+                        shared
+                            .sessions
+                            .revoke(user_id, i64::MAX, "the account was deleted");
+                    if closed > 0 {
+                        info!(%user_id, closed, "sessions of a deleted account closed");
+                        crate::metrics::refused("token_revoked");
+                    }
+                }
+            }
+            Err(err) => warn!(%err, "revoked-token sweep failed"),
+        }
+        let active: std::collections::HashSet<String> = users.into_iter().collect();
         for (user_id, disabled, generation) in revoked {
             if !active.contains(&user_id) {
                 continue;

@@ -405,6 +405,33 @@ impl Store {
         Ok(self.user(user_id).await?.map(|u| u.token_generation))
     }
 
+    /// Which of `ids` are users that still exist.
+    pub async fn existing_users(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut found = std::collections::HashSet::new();
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id FROM users WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(id);
+            }
+            found.extend(
+                query
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .map(|(id,)| id),
+            );
+        }
+        Ok(found)
+    }
+
     /// Users whose tokens may have been revoked lately: disabled ones, and those whose
     /// tokens were revoked after `since` (seconds since the epoch). Returns each with
     /// whether it is disabled and its token generation.

@@ -972,6 +972,24 @@ async fn revoked_access_tokens_stop_working_on_open_sessions() {
         error_of(&next(&mut recv).await).0,
         ErrorCode::Unauthenticated
     );
+
+    // 4. Deleted by the operator: the sweep closes the session too.
+    let (status, login) = relay
+        .post(
+            "/api/auth/login",
+            json!({"email": "kim@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let token = login["token"].as_str().unwrap().to_owned();
+    let session = relay.browser().await.unwrap();
+    let (_send, mut recv) = open_with(&session, &events_header(&token)).await;
+    assert!(matches!(
+        next(&mut recv).await.body,
+        Body::DeviceStatus { .. }
+    ));
+    assert!(other_store.delete_user("kim@example.com").await.unwrap());
+    closed_within(&session, Duration::from_secs(5), "account deleted").await;
     relay.stop().await;
 }
 
