@@ -256,6 +256,33 @@ mod tests {
             defaults.access_token_ttl_secs
         );
         assert_eq!(example.bundles.store, defaults.bundles.store);
+        assert_eq!(
+            example.max_connections_per_ip,
+            defaults.max_connections_per_ip
+        );
+        assert_eq!(
+            example.max_event_streams_per_user,
+            defaults.max_event_streams_per_user
+        );
+        assert_eq!(example.trusted_proxies, defaults.trusted_proxies);
+        assert_eq!(example.hash_concurrency, defaults.hash_concurrency);
+        assert_eq!(
+            example.hash_queue_timeout_ms,
+            defaults.hash_queue_timeout_ms
+        );
+        assert_eq!(
+            example.http_header_timeout_secs,
+            defaults.http_header_timeout_secs
+        );
+        assert_eq!(
+            example.http_body_timeout_secs,
+            defaults.http_body_timeout_secs
+        );
+        assert_eq!(
+            example.revocation_check_secs,
+            defaults.revocation_check_secs
+        );
+        assert_eq!(example.metrics_addr, None, "metrics are off by default");
         assert_eq!(example.bundles.allow_http, defaults.bundles.allow_http);
         assert!(example.signing.trusted_public_keys.is_empty());
     }
