@@ -740,6 +740,16 @@ fn define_host_api(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             move |mut caller: Caller<'_, HostState>, (ptr, len): (i32, i32)| {
                 Box::new(async move {
                     caller.data_mut().answer = None;
+                    // The input cap, before a byte is copied or parsed.
+                    if len > 0 && len as usize > host::MAX_REQUEST_BYTES {
+                        let bytes = host::answer_bytes(Err(host::HostError::too_large(format!(
+                            "a request of {len} bytes; requests are limited to {}",
+                            host::MAX_REQUEST_BYTES
+                        ))));
+                        let n = bytes.len() as i32;
+                        caller.data_mut().answer = Some(bytes);
+                        return Ok(n);
+                    }
                     let request = guest_string(&mut caller, ptr, len)?;
                     let request: serde_json::Value = serde_json::from_str(&request)
                         .map_err(|e| wasmtime::Error::msg(format!("{name}: the request is not JSON: {e}")))?;

@@ -1007,3 +1007,34 @@ async fn the_node_home_is_out_of_reach_even_when_a_parent_folder_is_granted() {
     assert_eq!(got[7], json!({"ok": null}));
     assert_eq!(got[8], json!({"ok": "ok"}));
 }
+
+#[tokio::test]
+async fn a_request_over_the_input_cap_is_refused_before_it_is_read() {
+    let w = World::new();
+    // 17 MiB of request (not even JSON): answered too_large, not copied or parsed.
+    let len = 17u32 << 20;
+    let wat = format!(
+        r#"(module
+  (import "aisapp_v1" "fs" (func $fs (param i32 i32) (result i32)))
+  (import "aisapp_v1" "result" (func $result (param i32 i32) (result i32)))
+  (import "aisapp_v1" "emit" (func $emit (param i32 i32)))
+  (memory (export "memory") 300)
+  (func (export "aisapp_alloc") (param i32) (result i32) i32.const 65536)
+  (func (export "aisapp_run") (param i32 i32) (result i32) (local $n i32)
+    (drop (call $fs (i32.const 131072) (i32.const {len})))
+    (local.set $n (call $result (i32.const 0) (i32.const 65536)))
+    (call $emit (i32.const 0) (local.get $n))
+    i32.const 0))"#
+    );
+    let (result, out) = run_wat(&w.sandbox, &w.ctx(Grants::default()), &wat).await;
+    result.expect("the action runs");
+    let answer: Value = serde_json::from_str(&out[0]).unwrap();
+    assert_eq!(error_code(&answer), "too_large", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("requests are limited to"),
+        "{answer}"
+    );
+}

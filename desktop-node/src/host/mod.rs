@@ -37,6 +37,10 @@ use crate::permissions::{AccessError, Grants, UserDirs};
 
 /// The largest answer a call may produce; a bigger one becomes `too_large`.
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+/// The longest request (its JSON text) a call accepts; a longer one is `too_large`
+/// before it is copied out of the guest or parsed. Each op has its own smaller limits
+/// (see `docs/guest-abi.md`).
+pub const MAX_REQUEST_BYTES: usize = 16 << 20;
 
 /// The stable error codes of answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
