@@ -114,6 +114,10 @@ pub struct LimitsConfig {
     /// Threads that run mini-app code, apart from the connection's. Default: the number
     /// of CPUs.
     pub guest_threads: Option<usize>,
+    /// Files each app may keep in its `$APP_DATA`, MiB. Default 256.
+    pub app_data_mib: u64,
+    /// Each app's `storage` store, KiB. Default 1024.
+    pub storage_kib: u64,
 }
 
 impl Default for LimitsConfig {
@@ -125,11 +129,22 @@ impl Default for LimitsConfig {
             max_running_actions: None,
             max_queued_actions: None,
             guest_threads: None,
+            app_data_mib: 256,
+            storage_kib: 1024,
         }
     }
 }
 
 impl LimitsConfig {
+    /// The host API's per-app disk quotas.
+    pub fn host_quotas(&self) -> crate::host::Quotas {
+        crate::host::Quotas {
+            app_data_bytes: self.app_data_mib << 20,
+            storage_bytes: self.storage_kib << 10,
+            ..crate::host::Quotas::default()
+        }
+    }
+
     /// As sandbox limits.
     pub fn to_limits(&self) -> crate::sandbox::Limits {
         crate::sandbox::Limits {

@@ -245,6 +245,7 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
             &desktop_node::secrets::Zeroizing::new(identity.secret_bytes())[..],
         )),
         guest_threads: config.limits.guest_threads.unwrap_or(cpus),
+        host_quotas: config.limits.host_quotas(),
         ..SandboxConfig::default()
     })?;
     let js_runtime = match desktop_node::jsapp::locate_runtime(home.dir()) {

@@ -376,6 +376,17 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn quotas_come_from_the_limits_of_node_toml() {
+        let limits: crate::config::LimitsConfig =
+            toml::from_str("app_data_mib = 2\nstorage_kib = 3\n").unwrap();
+        let quotas = limits.host_quotas();
+        assert_eq!(quotas.app_data_bytes, 2 << 20);
+        assert_eq!(quotas.storage_bytes, 3 << 10);
+        let defaults = crate::config::LimitsConfig::default().host_quotas();
+        assert_eq!(defaults, Quotas::default());
+    }
+
     #[tokio::test]
     async fn blocking_work_is_told_to_stop_when_its_call_is_dropped() {
         let (seen_tx, seen_rx) = std::sync::mpsc::channel();
