@@ -6,6 +6,7 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]    seconds per target (default $FUZZ_SECONDS or 60)
 #   FUZZ_SECONDS=5 FUZZ_PROFILE=dev scripts/fuzz.sh   the smoke scripts/test.sh runs
 #   FUZZ_SECONDS=3600 FUZZ_NICE=10 scripts/fuzz.sh e2e_stream   a campaign, niced
+#   FUZZ_RUNS=10000000 FUZZ_SECONDS=3600 scripts/fuzz.sh   stop each at 10 M executions
 #
 # FUZZ_PROFILE=dev builds unoptimised (much quicker to build, slower to run: for smokes);
 # the default is release (optimised, for campaigns).
@@ -74,7 +75,7 @@ for t in "${TARGETS[@]}"; do
   start=$(date +%s)
   rc=0
   "${NICE[@]}" "$OUT/$TRIPLE/$PROFILE_DIR/$t" -max_total_time="$SECS" -timeout=20 \
-    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$artifacts/" \
+    ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$artifacts/" \
     "$corpus" "$OUT/seeds/$t" >"$log" 2>&1 || rc=$?
   took=$(($(date +%s) - start))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
