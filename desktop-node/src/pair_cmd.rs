@@ -31,8 +31,11 @@ pub fn pair(home: &Home) -> anyhow::Result<()> {
             .get(IDENTITY_KEY)?
             .context("no identity key; run `desktop-node login`")?;
         let identity = aisa_crypto::IdentityKey::from_secret_bytes(&identity)?;
-        // Older versions kept the pending secret here; pairing.json replaces it.
-        let _ = store.remove(PAIR_SECRET);
+        // Older versions kept the pending secret here; pairing.json replaces it. (Only
+        // written to when there is one: the store is shared with a running node.)
+        if store.names().iter().any(|n| n == PAIR_SECRET) {
+            let _ = store.remove(PAIR_SECRET);
+        }
         Ok(identity.public_bytes())
     })?;
     let expires = e2e::now_unix() + PAIR_TTL_SECS;

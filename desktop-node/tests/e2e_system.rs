@@ -326,7 +326,10 @@ async fn pair_when_online(system: &System, browser: &Browser, secret: &str) -> R
         {
             return reply;
         }
-        assert!(Instant::now() < deadline, "node never came online");
+        assert!(
+            Instant::now() < deadline,
+            "node never came online: {reply:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
