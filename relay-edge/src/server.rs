@@ -198,7 +198,12 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
     let signing = Arc::new(crate::signing::PlatformKeys::from_config(&config)?);
     info!(bundles = %bundles.describe(), signing_key_id = %signing.signing_key_id(), "marketplace ready");
     let identity = load_identity(&config)?;
-    let endpoint = quinn::Endpoint::server(server_config(&identity)?, config.quic_listen)?;
+    let endpoint = quinn::Endpoint::new(
+        endpoint_config(&identity, &config.node_name),
+        Some(server_config(&identity)?),
+        std::net::UdpSocket::bind(config.quic_listen)?,
+        Arc::new(quinn::TokioRuntime),
+    )?;
     let quic_addr = endpoint.local_addr()?;
     let http_listener = tokio::net::TcpListener::bind(config.http_listen).await?;
     let http_addr = http_listener.local_addr()?;
@@ -356,6 +361,86 @@ fn server_config(identity: &TlsIdentity) -> Result<quinn::ServerConfig, StartErr
         .receive_window(CONNECTION_RECEIVE_WINDOW.into());
     config.transport_config(Arc::new(transport));
     Ok(config)
+}
+
+/// The endpoint's settings: a stateless-reset key that survives a restart.
+///
+/// A relay that dies without a word (a crash, SIGKILL, a lost machine) leaves its peers
+/// holding connections that nothing answers; they would learn it only at their idle
+/// timeout (30 s). When the relay comes back on the same address, packets of those old
+/// connections reach the new process, which answers each with a stateless reset (RFC
+/// 9000 §10.3). A peer believes a reset only if it carries the token the old process
+/// gave for that connection id, an HMAC of the id: so the key must be the same across
+/// restarts. It is derived from the TLS private key (which persists in the data
+/// directory or the configured key file) and the node's name (so that relay nodes
+/// sharing one certificate cannot reset each other's connections).
+fn endpoint_config(identity: &TlsIdentity, node_name: &str) -> quinn::EndpointConfig {
+    let (_, hkdf) = hkdf::Hkdf::<sha2::Sha256>::extract(
+        Some(b"aisa relay-edge stateless reset v1"),
+        identity.key.secret_der(),
+    );
+    let mut key = [0u8; 32];
+    hkdf.expand(node_name.as_bytes(), &mut key)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    let mut config = quinn::EndpointConfig::new(Arc::new(ResetKey(key)));
+    // quinn's default connection ids carry a check keyed per process, so a restarted
+    // relay would drop the old connections' packets as invalid instead of resetting them.
+    config.cid_generator(|| Box::new(RandomCids));
+    config
+}
+
+/// Connection ids of 8 random bytes, valid for any process: a packet for an id this
+/// process does not know is answered with a stateless reset (rate-limited by quinn, and
+/// always smaller than the packet that caused it).
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).expect("the OS random number generator failed");
+        quinn::ConnectionId::new(&id)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// HMAC-SHA256 under a fixed key, as quinn wants for stateless-reset tokens.
+struct ResetKey([u8; 32]);
+
+impl ResetKey {
+    fn mac(&self, data: &[u8]) -> hkdf::hmac::Hmac<sha2::Sha256> {
+        use hkdf::hmac::Mac;
+        let mut mac = <hkdf::hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0)
+            .expect("HMAC takes a key of any length");
+        mac.update(data);
+        mac
+    }
+}
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], signature_out: &mut [u8]) {
+        use hkdf::hmac::Mac;
+        let tag = self.mac(data).finalize().into_bytes();
+        let n = signature_out.len().min(tag.len());
+        signature_out[..n].copy_from_slice(&tag[..n]);
+    }
+
+    fn signature_len(&self) -> usize {
+        32
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        use hkdf::hmac::Mac;
+        self.mac(data)
+            .verify_slice(signature)
+            .map_err(|_| quinn::crypto::CryptoError)
+    }
 }
 
 /// Bytes a peer may send on one stream ahead of the relay's reads.

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The heavy checks CI cannot afford, run by hand or nightly. scripts/test.sh first (it
+# installs what the tests need and builds the guests); then each step below. Add a step
+# by appending a `step` line and its commands; keep each bounded in time.
+#
+#   scripts/test-full.sh            # every step
+#   SKIP_CHAOS=1 scripts/test-full.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n=== %s\n' "$*"; }
+
+if [ -z "${SKIP_CHAOS:-}" ]; then
+  # docs/security.md, "Load and chaos": 1,000 concurrent echo streams for 60 s through a
+  # relay-edge and a desktop-node process on loopback, killed and restarted at random
+  # (seed printed; CHAOS_SEED replays it), then two calm rounds that measure memory.
+  # The binaries are release builds: a debug relay and node measure the debug build.
+  step "load and chaos: ${CHAOS_STREAMS:=1000} streams for ${CHAOS_SECS:=60} s"
+  # The same package set as the benches build, so the two share their release artifacts.
+  cargo build --release --locked -p benches -p relay-edge -p desktop-node
+  AISA_BIN_DIR="$PWD/target/release" \
+    CHAOS_STREAMS="$CHAOS_STREAMS" CHAOS_SECS="$CHAOS_SECS" \
+    CHAOS_NODE_KILLS="${CHAOS_NODE_KILLS:-3}" CHAOS_RELAY_KILLS="${CHAOS_RELAY_KILLS:-2}" \
+    CHAOS_CALM_SECS="${CHAOS_CALM_SECS:-20}" \
+    cargo test --locked -p testkit --test chaos -- --nocapture
+fi
+
+if [ -z "${SKIP_FUZZ:-}" ]; then
+  # docs/security.md, "Fuzzing": a campaign of every target, one after the other, each
+  # for FUZZ_SECONDS or until 10 million executions.
+  step "fuzz campaign: ${FUZZ_SECONDS:=600} s per target"
+  FUZZ_SECONDS="$FUZZ_SECONDS" FUZZ_RUNS="${FUZZ_RUNS:-10000000}" scripts/fuzz.sh
+fi
