@@ -373,27 +373,23 @@ impl ResponseOpener {
         if self.done {
             return Err(E2eError::AfterFinal);
         }
-        let chunk = match (frame.first().copied(), self.keys.is_some()) {
+        // The first frame's keys are kept only once that frame authenticates, so a forged
+        // first frame leaves no state behind and the genuine one still opens.
+        let (fresh, chunk) = match (frame.first().copied(), self.keys.is_some()) {
             (Some(FRAME_START), false) => {
                 let nonce: [u8; RESPONSE_NONCE_LEN] = frame
                     .get(1..START_OVERHEAD)
                     .and_then(|n| n.try_into().ok())
                     .ok_or(E2eError::Malformed)?;
                 let chunk = &frame[START_OVERHEAD..];
-                // Checked before keys are derived, so a bad first frame leaves no state.
-                match chunk_len(chunk)? {
-                    Some(n) if n == chunk.len() => {}
-                    _ => return Err(E2eError::Malformed),
-                }
-                self.keys = Some(ChunkKeys::derive(&self.secret, &self.enc, &nonce));
-                chunk
+                (
+                    Some(ChunkKeys::derive(&self.secret, &self.enc, &nonce)),
+                    chunk,
+                )
             }
-            (Some(FRAME_CHUNK | FRAME_FINAL), true) => frame,
+            (Some(FRAME_CHUNK | FRAME_FINAL), true) => (None, frame),
             (Some(FRAME_PLAIN), true) => return Err(E2eError::Unsealed),
             _ => return Err(E2eError::Malformed),
-        };
-        let Some(keys) = self.keys.as_ref() else {
-            return Err(E2eError::Malformed);
         };
         match chunk_len(chunk)? {
             Some(n) if n == chunk.len() => {}
@@ -401,7 +397,13 @@ impl ResponseOpener {
         }
         let last = chunk[0] == FRAME_FINAL;
         let ct = &chunk[5..];
+        let Some(keys) = fresh.as_ref().or(self.keys.as_ref()) else {
+            return Err(E2eError::Malformed);
+        };
         if let Some(data) = keys.open(self.next, last, ct) {
+            if fresh.is_some() {
+                self.keys = fresh;
+            }
             self.next += 1;
             self.done = last;
             return Ok((data, last));
@@ -1014,6 +1016,33 @@ mod tests {
             ResponseFrame::Data(b"end".to_vec(), true)
         );
         assert!(o2.is_finished());
+    }
+
+    /// A forged first frame (another responder nonce, or altered) is refused and leaves no
+    /// state behind: the genuine first frame still opens (found by the e2e_stream fuzzer).
+    #[test]
+    fn a_forged_first_frame_changes_nothing() {
+        let (dsk, dpk, bsk, bpk) = keys();
+        let (sealed, mut opener) = seal_request(&dpk, &bsk, b"i", b"req", NOW).unwrap();
+        let (_, mut sealer) =
+            open_request(&dsk, &bpk, b"i", &sealed, NOW, &mut ReplayGuard::default()).unwrap();
+        let first = sealer.seal_chunk(b"genuine", false).unwrap();
+        let mut other_nonce = first.clone();
+        other_nonce[1] ^= 1;
+        assert_eq!(
+            opener.open_frame(&other_nonce),
+            Err(E2eError::ChunkRejected)
+        );
+        let mut altered = first.clone();
+        let end = altered.len() - 1;
+        altered[end] ^= 1;
+        assert_eq!(opener.open_frame(&altered), Err(E2eError::ChunkRejected));
+        assert_eq!(
+            opener.open_frame(&first).unwrap(),
+            ResponseFrame::Data(b"genuine".to_vec(), false)
+        );
+        // A plain refusal is still refused after it (the sealed answer began).
+        assert_eq!(opener.open_frame(&[0, 0, 6]), Err(E2eError::Unsealed));
     }
 
     /// Finding 7 of issue 11: control messages (CANCEL) are sealed; injected ones do not

@@ -213,23 +213,27 @@ export class ResponseOpener {
    * its data and whether it was the final chunk. */
   async openChunk(frame: Uint8Array): Promise<{ data: Uint8Array; last: boolean }> {
     if (this.done) throw new E2eError('after_final', 'data after the final chunk');
+    // The first frame's keys are kept only once that frame authenticates, so a forged
+    // first frame leaves no state behind and the genuine one still opens.
     let chunk = frame;
+    let fresh: ChunkKeys | null = null;
     if (frame[0] === FRAME_START && !this.keys) {
       if (frame.length < START_OVERHEAD) throw new E2eError('malformed', 'malformed first frame');
       chunk = frame.subarray(START_OVERHEAD);
       if (chunkLength(chunk) !== chunk.length) throw new E2eError('malformed', 'malformed chunk');
-      this.keys = await ChunkKeys.derive(this.secret, this.enc, frame.subarray(1, START_OVERHEAD));
+      fresh = await ChunkKeys.derive(this.secret, this.enc, frame.subarray(1, START_OVERHEAD));
     } else if (frame[0] === FRAME_PLAIN && this.keys) {
       throw new E2eError('unsealed', 'a plain frame inside the sealed answer (injected on the way)');
     } else if (!this.keys || (frame[0] !== FRAME_CHUNK && frame[0] !== FRAME_FINAL)) {
       throw new E2eError('malformed', 'malformed answer frame');
     }
-    const keys = this.keys!;
+    const keys = (fresh ?? this.keys)!;
     if (chunkLength(chunk) !== chunk.length) throw new E2eError('malformed', 'malformed chunk');
     const last = chunk[0] === FRAME_FINAL;
     const ct = chunk.subarray(5);
     const data = await keys.open(this.next, last, ct);
     if (data) {
+      if (fresh) this.keys = fresh;
       this.next += 1;
       this.done = last;
       return { data, last };

@@ -208,6 +208,18 @@ describe('interop with the Rust crate (crypto/vectors/e2e-vectors.json)', () => 
     expect(await code(opener.openChunk(c2))).toBe('after_final');
   });
 
+  it('a forged first frame is refused and changes nothing: the genuine one still opens', async () => {
+    const c0 = fromHex(chunks[0]!.sealed);
+    const { opener } = await browserSeal();
+    const otherNonce = c0.slice();
+    otherNonce[1]! ^= 1;
+    await expect(opener.openFrame(otherNonce)).rejects.toMatchObject({ code: 'chunk_rejected' });
+    const altered = c0.slice();
+    altered[altered.length - 1]! ^= 1;
+    await expect(opener.openFrame(altered)).rejects.toMatchObject({ code: 'chunk_rejected' });
+    expect(toHex((await opener.openChunk(c0)).data)).toBe(chunks[0]!.data);
+  });
+
   it('two answers to one request do not share keys (random responder nonces)', async () => {
     const desktop = await importKeyPair(hexField(v, 'desktop_sk'), hexField(v, 'desktop_pk'));
     const open = () => openRequest(desktop, hexField(v, 'browser_pk'), hexField(v, 'info'), hexField(v, 'sealed_request'));
