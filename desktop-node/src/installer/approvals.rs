@@ -27,6 +27,9 @@ use super::layout::ApprovedPermissions;
 
 /// How many hex digits of the bundle's SHA-256 name a request (and are shown to people).
 pub const SHORT_HASH_LEN: usize = 12;
+/// The most requests that may wait at once (each keeps a bundle of up to 16 MiB in the
+/// cache); more are refused until the person decides or they time out.
+pub const MAX_PENDING: usize = 32;
 
 /// One waiting request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -121,6 +124,7 @@ impl Approvals {
         if path.exists() {
             return Err(already_waiting(request));
         }
+        self.check_room()?;
         // A decision left from an earlier request under the same name answers nothing now.
         let _ = std::fs::remove_file(self.decision_path(request));
         let text = serde_json::to_vec_pretty(request).map_err(InstallError::other)?;
@@ -136,6 +140,22 @@ impl Approvals {
             }
             Err(e) => Err(InstallError::io(&path, e)),
         }
+    }
+
+    /// `Err` when [`MAX_PENDING`] requests already wait.
+    pub fn check_room(&self) -> Result<(), InstallError> {
+        let waiting = std::fs::read_dir(&self.dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count()
+        });
+        if waiting >= MAX_PENDING {
+            return Err(InstallError::Invalid(format!(
+                "{waiting} install requests are already waiting for a decision on the desktop; approve or deny some first"
+            )));
+        }
+        Ok(())
     }
 
     /// Writes `bytes` to a fresh temporary file in the folder and returns its path.
@@ -431,6 +451,23 @@ mod tests {
         approvals.decide(&first, Decision::Approve).unwrap();
         assert_eq!(approvals.decision(&first), Some(Decision::Approve));
         assert_eq!(approvals.decision(&second), None);
+    }
+
+    #[test]
+    fn at_most_max_pending_requests_wait() {
+        let tmp = tempfile::tempdir().unwrap();
+        let approvals = Approvals::new(tmp.path());
+        for i in 0..MAX_PENDING {
+            approvals
+                .add(&request(&format!("1.0.{i}"), &format!("{i:064x}")))
+                .unwrap();
+        }
+        let err = approvals.add(&request("2.0.0", B)).unwrap_err().to_string();
+        assert!(err.contains("already waiting for a decision"), "{err}");
+        assert_eq!(approvals.list().len(), MAX_PENDING);
+        let first = approvals.find("seo-writer", Some("1.0.0")).unwrap();
+        approvals.remove(&first);
+        approvals.add(&request("2.0.0", B)).unwrap();
     }
 
     #[test]

@@ -49,6 +49,8 @@ async fn run(
     let report = |state: serde_json::Value| {
         let _ = tx.try_send(state);
     };
+    // Refused before anything is downloaded when too many requests already wait.
+    installer.approvals.check_room()?;
     report(serde_json::json!({ "state": "downloading", "percent": 0 }));
     let mut last_percent = 0;
     let fetched = installer
