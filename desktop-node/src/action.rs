@@ -34,9 +34,9 @@ pub async fn serve_stream(
         sealer: None,
     };
     let request = async {
-        let header = read_body(&mut recv).await?;
+        let header = read_body(&mut recv, aisa_tunnel::MAX_HEADER_LEN).await?;
         let (header, _version) = RelayHeader::decode(&header).map_err(decode_error)?;
-        let request = read_body(&mut recv).await?;
+        let request = read_body(&mut recv, aisa_tunnel::MAX_FRAME_LEN).await?;
         // End-to-end encrypted streams (crate::e2e): the request is sealed, the answer
         // will be too.
         let (request, sealer, paired) = match (&header.e2e, ctx.e2e()) {
@@ -162,8 +162,9 @@ pub async fn serve_stream(
     .await
 }
 
-async fn read_body(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, (ErrorCode, String)> {
-    match read_frame(recv, aisa_tunnel::MAX_FRAME_LEN).await {
+/// Reads one frame of at most `max` bytes (the relay header has a small cap of its own).
+async fn read_body(recv: &mut quinn::RecvStream, max: u32) -> Result<Vec<u8>, (ErrorCode, String)> {
+    match read_frame(recv, max).await {
         Ok(Some(body)) => Ok(body),
         Ok(None) => Err((
             ErrorCode::MalformedFrame,

@@ -94,7 +94,10 @@ async fn main() {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            // Every simulated desktop comes from 127.0.0.1.
+            "--max-connections-per-ip",
         ])
+        .arg((desktops + 100).to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
