@@ -22,6 +22,14 @@ pub const MAX_TEXT_BYTES: usize = 8 << 20;
 pub const MAX_INFLATED_BYTES: u64 = 32 << 20;
 /// How far before a `stream` keyword its dictionary is looked for.
 const MAX_DICT_BYTES: usize = 64 << 10;
+/// The most bytes of content the extractor may go through, counting every time a form
+/// or image is drawn again (`Do`) and every level of nesting.
+pub const MAX_CONTENT_WORK: u64 = 256 << 20;
+/// The most tokens one content stream may hold (`pdf-extract` parses a whole stream into
+/// a vector of operations at once).
+pub const MAX_STREAM_TOKENS: usize = 500_000;
+/// The deepest nesting of forms drawn inside forms.
+pub const MAX_FORM_DEPTH: usize = 16;
 
 /// The text of a PDF file's bytes.
 pub async fn extract_text(bytes: Vec<u8>) -> Result<String, HostError> {
@@ -42,6 +50,7 @@ pub fn extract_text_bounded(
     check_streams(bytes, max_inflated, cancel)?;
     let doc = pdf_extract::Document::load_mem(bytes)
         .map_err(|e| HostError::failed(format!("not a readable PDF: {e}")))?;
+    check_content_work(&doc, cancel)?;
     let mut writer = CappedText {
         text: Vec::new(),
         cap: MAX_TEXT_BYTES,
@@ -175,6 +184,226 @@ impl pdf_extract::OutputDev for Checked<'_> {
         self.go_on()?;
         self.inner.fill(ctm, colorspace, color, path)
     }
+}
+
+/// Walks the pages as `pdf-extract` will, without drawing anything: counts the bytes of
+/// content it would go through (a form or image drawn again with `Do` counts again,
+/// nested forms count at every level) and the tokens of each stream, and refuses
+/// (`too_large`) a document over [`MAX_CONTENT_WORK`], [`MAX_STREAM_TOKENS`] or
+/// [`MAX_FORM_DEPTH`], and one whose forms draw themselves (which would recurse without
+/// end in the extractor).
+fn check_content_work(doc: &pdf_extract::Document, cancel: &Cancel) -> Result<(), HostError> {
+    let mut walk = Walk {
+        doc,
+        cancel,
+        memo: std::collections::HashMap::new(),
+        drawing: Vec::new(),
+    };
+    let mut total = 0u64;
+    for page_id in doc.get_pages().into_values() {
+        cancel.check()?;
+        let content = doc.get_page_content(page_id).unwrap_or_default();
+        let resources = inherited_resources(doc, page_id);
+        total = total.saturating_add(walk.content(&content, resources, 0)?);
+        if total > MAX_CONTENT_WORK {
+            return Err(too_much_work());
+        }
+    }
+    Ok(())
+}
+
+fn too_much_work() -> HostError {
+    HostError::too_large(format!(
+        "the PDF would make the extractor go through more than {MAX_CONTENT_WORK} bytes of content (forms or images drawn many times); it is not extracted"
+    ))
+}
+
+/// The page's `/Resources`, from it or the nearest `/Parent` that has one.
+fn inherited_resources(
+    doc: &pdf_extract::Document,
+    page_id: pdf_extract::ObjectId,
+) -> Option<&pdf_extract::Dictionary> {
+    let mut dict = doc.get_dictionary(page_id).ok()?;
+    for _ in 0..64 {
+        if let Ok(resources) = dict.get(b"Resources") {
+            return doc.dereference(resources).ok()?.1.as_dict().ok();
+        }
+        let parent = dict.get(b"Parent").ok()?.as_reference().ok()?;
+        dict = doc.get_dictionary(parent).ok()?;
+    }
+    None
+}
+
+struct Walk<'a> {
+    doc: &'a pdf_extract::Document,
+    cancel: &'a Cancel,
+    /// What drawing a stream (under the resources it is drawn with) costs.
+    memo: std::collections::HashMap<(pdf_extract::ObjectId, usize), u64>,
+    /// The forms being drawn, outermost first.
+    drawing: Vec<pdf_extract::ObjectId>,
+}
+
+impl<'a> Walk<'a> {
+    /// What going through `content` costs: its bytes and those of everything it draws.
+    fn content(
+        &mut self,
+        content: &[u8],
+        resources: Option<&'a pdf_extract::Dictionary>,
+        depth: usize,
+    ) -> Result<u64, HostError> {
+        let mut cost = content.len() as u64;
+        let (tokens, drawn) = scan_content(content);
+        if tokens > MAX_STREAM_TOKENS {
+            return Err(HostError::too_large(format!(
+                "a content stream of the PDF has more than {MAX_STREAM_TOKENS} tokens; it is not extracted"
+            )));
+        }
+        for name in drawn {
+            self.cancel.check()?;
+            let Some((id, stream)) = self.xobject(resources, &name) else {
+                continue;
+            };
+            let key = (id, resources.map_or(0, |r| r as *const _ as usize));
+            let one = match self.memo.get(&key) {
+                Some(cost) => *cost,
+                None => {
+                    if self.drawing.contains(&id) {
+                        return Err(HostError::failed(
+                            "the PDF's forms draw themselves; it is not extracted",
+                        ));
+                    }
+                    if depth >= MAX_FORM_DEPTH {
+                        return Err(HostError::too_large(format!(
+                            "the PDF nests forms deeper than {MAX_FORM_DEPTH}; it is not extracted"
+                        )));
+                    }
+                    // pdf-extract draws it with its own resources, else the caller's.
+                    let inner = stream
+                        .dict
+                        .get(b"Resources")
+                        .ok()
+                        .and_then(|r| self.doc.dereference(r).ok())
+                        .and_then(|(_, r)| r.as_dict().ok())
+                        .or(resources);
+                    let data = stream
+                        .decompressed_content()
+                        .unwrap_or_else(|_| stream.content.clone());
+                    self.drawing.push(id);
+                    let cost = self.content(&data, inner, depth + 1);
+                    self.drawing.pop();
+                    let cost = cost?;
+                    self.memo.insert(key, cost);
+                    cost
+                }
+            };
+            cost = cost.saturating_add(one);
+            if cost > MAX_CONTENT_WORK {
+                return Err(too_much_work());
+            }
+        }
+        Ok(cost)
+    }
+
+    /// The stream `/XObject /<name>` of `resources` names, and its object id.
+    fn xobject(
+        &self,
+        resources: Option<&'a pdf_extract::Dictionary>,
+        name: &[u8],
+    ) -> Option<(pdf_extract::ObjectId, &'a pdf_extract::Stream)> {
+        let xobjects = resources?.get(b"XObject").ok()?;
+        let xobjects = self.doc.dereference(xobjects).ok()?.1.as_dict().ok()?;
+        let id = xobjects.get(name).ok()?.as_reference().ok()?;
+        let stream = self.doc.get_object(id).ok()?.as_stream().ok()?;
+        Some((id, stream))
+    }
+}
+
+/// Counts the tokens of a content stream and lists the names drawn with `Do`, without
+/// building its operations. Strings, comments and inline image data (`ID` … `EI`) are
+/// skipped.
+fn scan_content(content: &[u8]) -> (usize, Vec<Vec<u8>>) {
+    let mut tokens = 0usize;
+    let mut drawn = Vec::new();
+    let mut last_name: Option<Vec<u8>> = None;
+    let mut i = 0;
+    while i < content.len() {
+        let b = content[i];
+        if b.is_ascii_whitespace() || b == 0 {
+            i += 1;
+            continue;
+        }
+        tokens += 1;
+        match b {
+            b'%' => {
+                while i < content.len() && !matches!(content[i], b'\r' | b'\n') {
+                    i += 1;
+                }
+            }
+            b'(' => {
+                let mut depth = 0usize;
+                while i < content.len() {
+                    match content[i] {
+                        b'\\' => i += 1,
+                        b'(' => depth += 1,
+                        b')' => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                i += 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+            }
+            b'<' if content.get(i + 1) != Some(&b'<') => {
+                while i < content.len() && content[i] != b'>' {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'/' => {
+                let (name, end) = read_name(content, i + 1);
+                last_name = Some(name);
+                i = end;
+                continue;
+            }
+            _ if is_delimiter(b) => i += if content.get(i + 1) == Some(&b) { 2 } else { 1 },
+            _ => {
+                let start = i;
+                while i < content.len()
+                    && !content[i].is_ascii_whitespace()
+                    && !is_delimiter(content[i])
+                {
+                    i += 1;
+                }
+                match &content[start..i] {
+                    b"Do" => {
+                        if let Some(name) = last_name.take() {
+                            drawn.push(name);
+                        }
+                    }
+                    b"ID" => {
+                        // Inline image data runs to `EI` after white space.
+                        let rest = &content[i..];
+                        let end = rest
+                            .windows(4)
+                            .position(|w| {
+                                w[0].is_ascii_whitespace()
+                                    && &w[1..3] == b"EI"
+                                    && (w[3].is_ascii_whitespace())
+                            })
+                            .map_or(rest.len(), |p| p + 3);
+                        i += end;
+                    }
+                    _ => {}
+                }
+                continue;
+            }
+        }
+    }
+    (tokens, drawn)
 }
 
 /// Whether `pdf` holds the name `/<name>` anywhere (`#xx` escapes decoded, as `lopdf`
@@ -607,6 +836,95 @@ mod tests {
         out.extend_from_slice(data);
         out.extend_from_slice(b"\nendstream\nendobj\n");
         out
+    }
+
+    /// A one-page PDF whose page draws `content` with a form XObject `/F0` whose own
+    /// content is `form` (and whose own resources are `form_resources`).
+    fn pdf_with_form(content: &[u8], form: &[u8], form_resources: &str) -> Vec<u8> {
+        let stream = |dict: &str, data: &[u8]| {
+            let mut s = format!("<< {dict} /Length {} >>\nstream\n", data.len()).into_bytes();
+            s.extend_from_slice(data);
+            s.extend_from_slice(b"\nendstream");
+            s
+        };
+        let objects: Vec<Vec<u8>> = vec![
+            b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
+            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /XObject << /F0 5 0 R >> /Font << /F1 6 0 R >> >> >>".to_vec(),
+            stream("", content),
+            stream(
+                &format!("/Type /XObject /Subtype /Form /BBox [0 0 10 10] {form_resources}"),
+                form,
+            ),
+            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec(),
+        ];
+        let mut pdf = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, body) in objects.iter().enumerate() {
+            offsets.push(pdf.len());
+            pdf.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+            pdf.extend_from_slice(body);
+            pdf.extend_from_slice(b"\nendobj\n");
+        }
+        let xref = pdf.len();
+        pdf.extend_from_slice(
+            format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+        );
+        for offset in offsets {
+            pdf.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+        }
+        pdf.extend_from_slice(
+            format!(
+                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+                objects.len() + 1
+            )
+            .as_bytes(),
+        );
+        pdf
+    }
+
+    #[test]
+    fn a_form_that_draws_itself_is_refused_not_recursed_into() {
+        // Without the check, pdf-extract recurses until the stack overflows, which
+        // takes the whole node down.
+        let pdf = pdf_with_form(
+            b"/F0 Do",
+            b"/F0 Do",
+            "/Resources << /XObject << /F0 5 0 R >> >>",
+        );
+        let err = extract_text_bounded(&pdf, MAX_INFLATED_BYTES, &Cancel::default()).unwrap_err();
+        assert!(err.message.contains("draw themselves"), "{err}");
+        // Drawing it through the page's resources (no resources of its own): the same.
+        let pdf = pdf_with_form(b"/F0 Do", b"q /F0 Do Q", "");
+        let err = extract_text_bounded(&pdf, MAX_INFLATED_BYTES, &Cancel::default()).unwrap_err();
+        assert!(err.message.contains("draw themselves"), "{err}");
+    }
+
+    #[test]
+    fn a_form_drawn_very_many_times_is_refused_before_extraction() {
+        // 8 KiB of form drawn 40,000 times: over 300 MiB of content to go through.
+        let form = vec![b' '; 8 << 10];
+        let content = b"/F0 Do\n".repeat(40_000);
+        let pdf = pdf_with_form(&content, &form, "");
+        let err = extract_text_bounded(&pdf, MAX_INFLATED_BYTES, &Cancel::default()).unwrap_err();
+        assert_eq!(err.code, super::super::ErrorCode::TooLarge, "{err}");
+        assert!(err.message.contains("drawn many times"), "{err}");
+        // Drawn a few times, with text in it: extracted.
+        let pdf = pdf_with_form(
+            b"/F0 Do /F0 Do",
+            b"BT /F1 12 Tf 1 1 Td (inform) Tj ET",
+            "/Resources << /Font << /F1 6 0 R >> >>",
+        );
+        let text = extract_text_bounded(&pdf, MAX_INFLATED_BYTES, &Cancel::default()).unwrap();
+        assert!(text.contains("inform"), "{text:?}");
+    }
+
+    #[test]
+    fn content_tokens_and_drawn_names_are_counted() {
+        let (tokens, drawn) =
+            scan_content(b"q /Im#31 Do (a /X Do) Tj BI /W 1 ID \x00/Y Do EI Q % /Z Do\n/F0 Do");
+        assert_eq!(drawn, [b"Im1".to_vec(), b"F0".to_vec()]);
+        assert!(tokens >= 10, "{tokens}");
     }
 
     #[test]
