@@ -15,7 +15,8 @@
 # debug assertions); libfuzzer-sys compiles libFuzzer itself (needs a C++ compiler).
 # `cargo fuzz run -s none TARGET` from fuzz/ works too, with cargo-fuzz installed.
 # Seeds come from the repository's own vectors and examples (fuzz/seeds.py, if python3 is
-# there); the growing corpus is kept in target/fuzz/corpus/TARGET between runs.
+# there); the growing corpus is kept in target/fuzz/corpus/TARGET between runs
+# (FUZZ_TARGET_DIR moves target/fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +41,7 @@ if ! command -v c++ >/dev/null 2>&1; then
 fi
 
 TRIPLE=$(rustc -vV | sed -n 's/^host: //p')
-OUT=target/fuzz
+OUT=${FUZZ_TARGET_DIR:-target/fuzz}
 PROFILE=${FUZZ_PROFILE:-release}
 case $PROFILE in
   release) PROFILE_DIR=release ;;
