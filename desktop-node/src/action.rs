@@ -42,7 +42,7 @@ pub async fn serve_stream(
         let (request, sealer, paired) = match (&header.e2e, ctx.e2e()) {
             (Some(e2e_header), Some(state)) => {
                 let opened = state
-                    .open(e2e_header, &request)
+                    .open(header.kind, e2e_header, &request)
                     .map_err(|e| (ErrorCode::Denied, e.to_string()))?;
                 info!(browser = %opened.browser.id, paired = opened.paired, "end-to-end encrypted stream");
                 (opened.request, Some(opened.sealer), opened.paired)

@@ -72,6 +72,10 @@ pub enum E2eRefusal {
         "the pairing link is not valid (expired, used, or wrong); run `desktop-node pair` again"
     )]
     BadPairing,
+    /// A pairing on a stream of another kind than `Control` (refused before the pairing
+    /// secret is looked at, so it is not spent).
+    #[error("pairing must be sent on a stream of kind Control")]
+    WrongKind,
     /// The sealed request did not open, was stale, or replayed.
     #[error("{0}")]
     Crypto(#[from] e2e::E2eError),
@@ -408,10 +412,19 @@ impl E2eState {
         }
     }
 
-    /// Opens the request of an encrypted stream: `header` is `RelayHeader.e2e`, `ct` the
-    /// stream's first frame. A pairing request registers the browser here.
-    pub fn open(&self, header: &[u8], ct: &[u8]) -> Result<Opened, E2eRefusal> {
+    /// Opens the request of an encrypted stream of `kind`: `header` is `RelayHeader.e2e`,
+    /// `ct` the stream's first frame. A pairing request (only on a `Control` stream)
+    /// registers the browser here.
+    pub fn open(
+        &self,
+        kind: aisa_tunnel::StreamKind,
+        header: &[u8],
+        ct: &[u8],
+    ) -> Result<Opened, E2eRefusal> {
         let (mode, rest) = header.split_first().ok_or(E2eRefusal::Malformed)?;
+        if *mode == MODE_PAIR && kind != aisa_tunnel::StreamKind::Control {
+            return Err(E2eRefusal::WrongKind);
+        }
         let (browser, hpke_header) = match *mode {
             MODE_ACTION => {
                 let (id, hpke_header) = rest.split_at_checked(8).ok_or(E2eRefusal::Malformed)?;
