@@ -224,10 +224,6 @@ pub struct E2eState {
     pairing: Mutex<()>,
 }
 
-/// Formerly the reader of the pairing secret in the secret store; pairings are now checked
-/// against `pairing.json` on every backend, and the value is not consulted.
-pub type PairSecretSource = Box<dyn Fn() -> Option<Zeroizing<Vec<u8>>> + Send + Sync>;
-
 impl std::fmt::Debug for E2eState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("E2eState")
@@ -392,14 +388,13 @@ pub struct Opened {
 
 impl E2eState {
     /// State for the node with this identity secret, home and device id. Reads back the
-    /// replay memory of earlier runs (`e2e-replay.bin`). `_pair_secret` is no longer
-    /// consulted (see [`PairSecretSource`]).
+    /// replay memory of earlier runs (`e2e-replay.bin`). Pairings are checked against
+    /// `pairing.json`, the same on every secret backend.
     pub fn new(
         identity_secret: Zeroizing<[u8; 32]>,
         required: bool,
         home: PathBuf,
         device_id: String,
-        _pair_secret: PairSecretSource,
     ) -> E2eState {
         let replay = Replay::load(&home, now_unix());
         E2eState {

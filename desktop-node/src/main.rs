@@ -298,7 +298,6 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
             config.e2e.required,
             home.dir().to_owned(),
             config.device_id.clone(),
-            pair_cmd::pair_secret_source(home),
         )),
     );
     ctx.reload_apps().await;

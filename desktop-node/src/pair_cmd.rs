@@ -93,10 +93,3 @@ pub fn browsers(home: &Home, cmd: BrowsersCommand) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// For `E2eState::new`, which no longer reads the secret store when a pairing arrives
-/// (with the keyutils backend a `run` process kept seeing the first secret ever stored):
-/// the pending pairing is `pairing.json`, the same on every backend.
-pub fn pair_secret_source(_home: &Home) -> e2e::PairSecretSource {
-    Box::new(|| None)
-}

@@ -678,8 +678,18 @@ fn random_hex(bytes: usize) -> String {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SecretError> {
-    // Write a sibling and rename it over, so a crash never leaves half a file.
-    let tmp = path.with_extension("tmp");
+    // Write a sibling and rename it over, so a crash never leaves half a file. The
+    // sibling's name is the file's own plus this process and a random part, so two
+    // writers (the node and a CLI command, or two files of the store) never share one.
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     {
         use std::io::Write;
         let mut options = std::fs::OpenOptions::new();

@@ -38,8 +38,8 @@ pub mod upgrade;
 pub mod wasm;
 
 pub use bundle::{Bundle, BundleError, Limits};
-pub use id::{AppId, AppIdError};
 pub use check::{CheckError, CheckedApp, Problem, check};
+pub use id::{AppId, AppIdError};
 pub use manifest::{Author, EntryKind, Manifest, ManifestError};
 pub use permissions::{FilesystemPermissions, Permissions};
 pub use signature::{PublicKey, SecretKey, TrustedKeys, VerifiedBundle, VerifyError, sign, verify};
