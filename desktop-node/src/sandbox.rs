@@ -31,8 +31,10 @@ use crate::permissions::{Grants, UserDirs};
 /// The host API namespace this node provides.
 pub const ABI_NAMESPACE: &str = "aisapp_v1";
 
-/// How often the epoch advances; deadlines are counted in these ticks.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch advances while a guest runs: a computing guest checks its deadline
+/// and yields its thread at every tick, so this is the longest a guest holds a guest
+/// thread while others wait. With no guest running the ticker sleeps.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Per-action limits.
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +134,69 @@ pub struct Sandbox {
     host: Arc<HostShared>,
     /// The threads guest code runs on.
     pool: Arc<GuestPool>,
+    /// Advances the epoch while guests run.
+    ticker: Arc<EpochTicker>,
+}
+
+/// The thread that advances the engine's epoch every [`EPOCH_TICK`] while at least one
+/// guest runs, and sleeps otherwise (an idle node does not wake 500 times a second). It
+/// ends when the engine is dropped.
+struct EpochTicker {
+    running: std::sync::atomic::AtomicUsize,
+    thread: std::thread::Thread,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> std::io::Result<Arc<EpochTicker>> {
+        let weak = engine.weak();
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<EpochTicker>>();
+        let handle = std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                let Ok(ticker) = rx.recv() else { return };
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    if ticker.running.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                        std::thread::sleep(EPOCH_TICK);
+                    } else {
+                        // Woken by the next guest (or, once a second, to notice the
+                        // engine is gone).
+                        std::thread::park_timeout(Duration::from_secs(1));
+                    }
+                }
+            })?;
+        let ticker = Arc::new(EpochTicker {
+            running: std::sync::atomic::AtomicUsize::new(0),
+            thread: handle.thread().clone(),
+        });
+        // The thread only starts ticking once it has its handle.
+        let _ = tx.send(ticker.clone());
+        Ok(ticker)
+    }
+
+    /// Counts a running guest until the guard is dropped; the first one wakes the ticker.
+    fn guest_running(self: &Arc<Self>) -> RunningGuest {
+        if self
+            .running
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            == 0
+        {
+            self.thread.unpark();
+        }
+        RunningGuest(self.clone())
+    }
+}
+
+/// A guest counted by the [`EpochTicker`].
+struct RunningGuest(Arc<EpochTicker>);
+
+impl Drop for RunningGuest {
+    fn drop(&mut self) {
+        self.0
+            .running
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Everything about one action besides its input: which app runs, what the person
@@ -270,23 +335,14 @@ impl Sandbox {
             .memory_guard_size(64 << 10)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| ActionError::Load(e.to_string()))?;
-        let ticker = engine.weak();
-        std::thread::Builder::new()
-            .name("wasm-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = ticker.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
-            .map_err(|e| ActionError::Load(e.to_string()))?;
+        let ticker = EpochTicker::start(&engine).map_err(|e| ActionError::Load(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         define_host_api(&mut linker).map_err(|e| ActionError::Load(e.to_string()))?;
         let host = HostShared::with_quotas(sandbox.host_quotas).map_err(ActionError::Load)?;
         let pool = GuestPool::new(sandbox.guest_threads)
             .map_err(|e| ActionError::Load(format!("cannot start the guest threads: {e}")))?;
         Ok(Sandbox {
+            ticker,
             pool: Arc::new(pool),
             host: Arc::new(host),
             engine,
@@ -451,6 +507,7 @@ impl Sandbox {
         output: mpsc::Sender<String>,
         deadline: Instant,
     ) -> Result<(), ActionError> {
+        let _running = self.ticker.guest_running();
         let limits = ctx.limits;
         let state = HostState {
             limits: StoreLimitsBuilder::new()
