@@ -81,7 +81,7 @@ pub async fn serve_stream(
         Ok(Ok((header, envelope, sealer, paired))) => {
             if let Err(message) = kind_matches(header.kind, &envelope.body, paired) {
                 send.sealer = sealer;
-                debug!(message, "request refused: wrong stream kind");
+                info!(reason = "wrong_stream_kind", message, "request refused");
                 finish_with(
                     &mut send,
                     Envelope::error(envelope.request_id, ErrorCode::Unsupported, message),
@@ -98,7 +98,7 @@ pub async fn serve_stream(
             (header, envelope)
         }
         Ok(Err((code, message))) => {
-            debug!(%code, message, "request refused");
+            info!(reason = %code, message, "request refused");
             finish_with(&mut send, Envelope::error(0, code, message)).await;
             return;
         }
@@ -205,7 +205,7 @@ fn kind_matches(kind: StreamKind, body: &Body, pairing: bool) -> Result<(), Stri
 
 /// Answers a request whose app id is not one, with `invalid_payload` and the rule.
 async fn refuse_id(send: &mut ReplyStream, request_id: u64, err: aisa_miniapp::AppIdError) {
-    debug!(%err, "request refused: bad app id");
+    info!(reason = "invalid_app_id", %err, "request refused");
     finish_with(
         send,
         Envelope::error(request_id, ErrorCode::InvalidPayload, err.to_string()),
@@ -448,7 +448,7 @@ async fn execute(
     let mut ticket = match ctx.admission().request(&request.browser, app_id.as_str()) {
         Ok(ticket) => ticket,
         Err(busy) => {
-            info!(%app_id, action, %busy, "action refused: busy");
+            info!(reason = "busy", %app_id, action, %busy, "request refused");
             return finish_with(
                 send,
                 Envelope::error(request_id, ErrorCode::Busy, busy.to_string()),
