@@ -16,7 +16,8 @@
 # `cargo fuzz run -s none TARGET` from fuzz/ works too, with cargo-fuzz installed.
 # Seeds come from the repository's own vectors and examples (fuzz/seeds.py, if python3 is
 # there); the growing corpus is kept in target/fuzz/corpus/TARGET between runs
-# (FUZZ_TARGET_DIR moves target/fuzz).
+# (FUZZ_TARGET_DIR moves target/fuzz). Saved reproducers (fuzz/artifacts/TARGET) are run
+# first as seeds too, so a finding fixed stays fixed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,7 +78,7 @@ for t in "${TARGETS[@]}"; do
   rc=0
   "${NICE[@]}" "$OUT/$TRIPLE/$PROFILE_DIR/$t" -max_total_time="$SECS" -timeout=20 \
     ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$artifacts/" \
-    "$corpus" "$OUT/seeds/$t" >"$log" 2>&1 || rc=$?
+    "$corpus" "$OUT/seeds/$t" "$artifacts" >"$log" 2>&1 || rc=$?
   took=$(($(date +%s) - start))
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
