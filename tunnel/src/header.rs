@@ -113,7 +113,7 @@ fn check_e2e(what: &'static str, e2e: Option<&[u8]>) -> Result<(), DecodeError> 
 /// The protocol major version this build speaks. Peers with another major are refused.
 pub const PROTOCOL_MAJOR: u8 = 1;
 /// The protocol minor version this build speaks.
-pub const PROTOCOL_MINOR: u8 = 0;
+pub const PROTOCOL_MINOR: u8 = 1;
 
 /// A protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -376,7 +376,7 @@ mod tests {
     fn open_header_bytes_are_exact() {
         assert_eq!(
             open().encode(),
-            [1, 0, 2, b'd', b'1', 0, 1, b't', 0],
+            [1, PROTOCOL_MINOR, 2, b'd', b'1', 0, 1, b't', 0],
             "major, minor, str d1, variant Action, str t, None"
         );
     }

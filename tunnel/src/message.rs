@@ -97,6 +97,13 @@ pub enum Body {
         /// How often the desktop should PING, in seconds.
         heartbeat_secs: u32,
     },
+    /// 12, relay → browser on a status-event stream: the snapshot of DEVICE_STATUS
+    /// messages (one per device of the account) is complete; later messages are changes.
+    /// Sent also when the account has no devices, so "none" and "slow" differ.
+    StatusSnapshotEnd {
+        /// How many DEVICE_STATUS messages the snapshot held.
+        devices: u32,
+    },
 }
 
 /// One installed mini-app in a DEVICE_STATUS.

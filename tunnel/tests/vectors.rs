@@ -162,6 +162,10 @@ fn build_vectors() -> Value {
                 heartbeat_secs: 15,
             },
         ),
+        (
+            "status snapshot end",
+            Body::StatusSnapshotEnd { devices: 0 },
+        ),
     ];
     for (i, (name, body)) in bodies.into_iter().enumerate() {
         let request_id = [0, 1, 127, 128, 300, 16_383, 16_384][i % 7];
