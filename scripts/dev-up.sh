@@ -7,6 +7,8 @@
 #   and an AI provider: OpenAI when OPENAI_API_KEY is set, otherwise the local
 #   echo provider (a stand-in that speaks OpenAI's streaming format).
 # Everything it keeps lives in .local/ (delete it to start over). Ctrl-C stops it all.
+# What it needs (a C toolchain, clang-14, the wasm32 target, Node.js and the web app's
+# packages) is checked first by scripts/prereqs.sh, which installs it when run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,13 +20,15 @@ STATE=.local
 BIN=target/debug
 mkdir -p "$STATE"
 
+echo "==> prerequisites"
+# Installs what is missing when run as root (Debian packages, the wasm32 target, the web
+# app's npm packages); otherwise names the one command that does, and stops here.
+scripts/prereqs.sh dev
+
 echo "==> building (first time: a few minutes)"
-if command -v rustup >/dev/null 2>&1; then
-  rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
-fi
 cargo build --locked --workspace --quiet
 scripts/build-guests.sh >/dev/null
-(cd browser-client && { [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error; } && npm run build --silent >/dev/null)
+(cd browser-client && npm run build --silent >/dev/null)
 
 pids=()
 cleanup() {

@@ -10,29 +10,10 @@ ROOT=$(pwd)
 step() { printf '\n=== %s\n' "$*"; }
 
 step "prerequisites"
-if ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "chromium is missing: sudo apt-get install chromium" >&2
-    exit 1
-  fi
-fi
-# clang-14 + llvm-ar-14 compile QuickJS for the JS runtime guest (runtimes/js).
-if ! command -v clang-14 >/dev/null 2>&1 || ! command -v llvm-ar-14 >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang-14 llvm-14 >/dev/null
-  else
-    echo "clang-14 is missing: sudo apt-get install clang-14 llvm-14" >&2
-    exit 1
-  fi
-fi
-if command -v rustup >/dev/null 2>&1; then
-  rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
-  rustup component add rustfmt clippy >/dev/null 2>&1 || true
-fi
+# As root, installs what is missing (Debian packages: build-essential, clang-14, llvm-14,
+# chromium, postgresql, python3; the wasm32 target, rustfmt and clippy); otherwise names
+# the one command that does and stops. The same script dev-up.sh runs (its `dev` part).
+scripts/prereqs.sh test
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
