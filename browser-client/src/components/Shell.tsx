@@ -114,6 +114,15 @@ export function Shell({ api }: { api: Api }) {
             ),
           );
         },
+        onSnapshotEnd: (count) => {
+          if (count !== 0) return; // the list (with names) comes from the API
+          // The relay says this user has no devices: show that now rather than
+          // "Loading devices…" while the list request is still on its way.
+          loadSeq.current++;
+          setDevices([]);
+          setDevicesError('');
+          setDevicesLoading(false);
+        },
       }),
     [api, reloadDevices, reloadAccount],
   );

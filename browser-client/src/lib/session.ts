@@ -25,6 +25,11 @@ export interface SessionDeps {
   connect?: (url: string, certSha256Hex: string[], options: ConnectOptions) => Promise<RelayClient>;
   /** Called for every DEVICE_STATUS pushed by the relay. */
   onDeviceStatus: (deviceId: string, online: boolean, nodeVersion: string) => void;
+  /**
+   * Called when a watch's snapshot is complete (STATUS_SNAPSHOT_END), with how many
+   * devices it held (`0`: the user has none); again after every re-opened watch.
+   */
+  onSnapshotEnd?: (devices: number) => void;
   /** Called whenever the state changes. */
   onState?: (state: SessionState) => void;
   /** Milliseconds before retry number `failures` (0-based); {@link backoff} by default. */
@@ -177,6 +182,11 @@ export class RelaySession {
           if (!live()) return;
           this.watchFailures = 0;
           this.deps.onDeviceStatus(deviceId, online, nodeVersion);
+        },
+        onSnapshotEnd: (devices) => {
+          if (!live()) return;
+          this.watchFailures = 0;
+          this.deps.onSnapshotEnd?.(devices);
         },
       });
       // The relay finished the stream (e.g. this page read too slowly): a new one starts

@@ -8,7 +8,8 @@
  *
  * A device-status stream carries, browser → relay, only an {@link OpenHeader} of kind
  * `Control` with an empty device id; relay → browser, one DEVICE_STATUS per device of the
- * user, then one more whenever a device comes online or goes offline (or one ERROR).
+ * user, one STATUS_SNAPSHOT_END (protocol 1.1; also to a user with no devices), then one
+ * DEVICE_STATUS more whenever a device comes online or goes offline (or one ERROR).
  */
 
 import {
@@ -128,6 +129,12 @@ export interface WatchDevicesRequest {
    * snapshot), then one whenever a device comes online or goes offline.
    */
   onStatus: (deviceId: string, online: boolean, nodeVersion: string) => void;
+  /**
+   * Called once when the snapshot is complete (STATUS_SNAPSHOT_END), with the number of
+   * devices it held: `0` means the user has no devices (rather than a slow relay). Every
+   * later `onStatus` is a change. A relay older than protocol 1.1 never calls it.
+   */
+  onSnapshotEnd?: (devices: number) => void;
   /** Aborting finishes the write side (ending the subscription) and resolves. */
   signal?: AbortSignal;
 }
@@ -410,7 +417,8 @@ export class RelayClient extends EventTarget {
   /**
    * Watches the user's devices come online and go offline, on a new stream.
    *
-   * Calls `onStatus` for every DEVICE_STATUS until the relay finishes the stream (the
+   * Calls `onStatus` for every DEVICE_STATUS (and `onSnapshotEnd` once, after the
+   * snapshot) until the relay finishes the stream (the
    * promise resolves; the relay does this to a reader that falls behind, and a new watch
    * gets a fresh snapshot) or `signal` aborts (the write side is finished, which ends the
    * subscription, and the promise resolves at once; nothing more is reported). Rejects
@@ -557,6 +565,7 @@ export class RelayClient extends EventTarget {
     stopped: Promise<null>,
   ): Promise<void> {
     const frames = new FrameReader();
+    let snapshotEnded = false;
     for (;;) {
       let chunk: ReadableStreamReadResult<Uint8Array> | null;
       try {
@@ -576,6 +585,14 @@ export class RelayClient extends EventTarget {
             // Stop reporting as soon as the caller has asked to stop.
             if (req.signal?.aborted) return;
             req.onStatus(env.deviceId, b.online, b.nodeVersion);
+            break;
+          case 'StatusSnapshotEnd':
+            if (snapshotEnded) {
+              throw new TransportError('unexpected_message', 'a second STATUS_SNAPSHOT_END on a device-status stream');
+            }
+            snapshotEnded = true;
+            if (req.signal?.aborted) return;
+            req.onSnapshotEnd?.(b.devices);
             break;
           case 'Error':
             throw new RemoteError(b.code, b.message);

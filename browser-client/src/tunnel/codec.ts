@@ -1,5 +1,5 @@
 /**
- * The AI SuperApp wire protocol, version 1.0, in TypeScript.
+ * The AI SuperApp wire protocol, version 1.1, in TypeScript.
  *
  * Byte for byte the same as the Rust crate `tunnel` (see `docs/protocol.md`):
  *
@@ -16,8 +16,11 @@
 
 /** The protocol major version this client speaks; peers with another major are refused. */
 export const PROTOCOL_MAJOR = 1;
-/** The protocol minor version this client speaks. */
-export const PROTOCOL_MINOR = 0;
+/**
+ * The protocol minor version this client speaks. 1.1 added STATUS_SNAPSHOT_END (type 12),
+ * which ends the snapshot of a device-status stream.
+ */
+export const PROTOCOL_MINOR = 1;
 /** The largest frame body any peer accepts: 1 MiB. */
 export const MAX_FRAME_LEN = 1024 * 1024;
 /** Bytes in a frame's length prefix. */
@@ -605,7 +608,13 @@ export type Body =
   /** 10, control stream: the answer to PING. */
   | { type: 'Pong'; nonce: number }
   /** 11, relay → desktop: the HELLO was accepted. */
-  | { type: 'Welcome'; deviceId: string; version: Version; heartbeatSecs: number };
+  | { type: 'Welcome'; deviceId: string; version: Version; heartbeatSecs: number }
+  /**
+   * 12, relay → browser on a device-status stream (protocol 1.1): the snapshot (one
+   * DEVICE_STATUS per device of the user) is complete; later DEVICE_STATUS are changes.
+   * Sent with `devices: 0` to a user with no devices, so "none" differs from "slow".
+   */
+  | { type: 'StatusSnapshotEnd'; devices: number };
 
 /** The message types in wire order: the index is the type number. */
 export const MESSAGE_TYPES = [
@@ -621,6 +630,7 @@ export const MESSAGE_TYPES = [
   'Ping',
   'Pong',
   'Welcome',
+  'StatusSnapshotEnd',
 ] as const satisfies readonly Body['type'][];
 
 /** One protocol message: every frame after a stream's header. */
@@ -672,6 +682,9 @@ export function encodeEnvelope(env: Envelope): Uint8Array {
     case 'Welcome':
       w.string(b.deviceId).u8(b.version.major).u8(b.version.minor).u32(b.heartbeatSecs);
       break;
+    case 'StatusSnapshotEnd':
+      w.u32(b.devices);
+      break;
   }
   return w.finish();
 }
@@ -715,6 +728,8 @@ function readBody(r: Reader): Body {
         version: { major: r.u8(), minor: r.u8() },
         heartbeatSecs: r.u32(),
       };
+    case 'StatusSnapshotEnd':
+      return { type, devices: r.u32() };
   }
   throw new CodecError(`unknown message type ${index}`);
 }

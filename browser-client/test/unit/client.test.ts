@@ -334,6 +334,50 @@ describe('RelayClient.watchDevices', () => {
     expect(far.writeAborted).toBe(false);
   });
 
+  it('reports STATUS_SNAPSHOT_END once, after the snapshot and before the changes', async () => {
+    const { transport, client } = setup();
+    const events: string[] = [];
+    const done = client.watchDevices({
+      token: 'jwt',
+      onStatus: (id, online) => events.push(`${id} ${online ? 'online' : 'offline'}`),
+      onSnapshotEnd: (devices) => events.push(`snapshot of ${devices}`),
+    });
+    await until(() => transport.streams[0]?.frames.length === 1, 'header');
+    const far = transport.streams[0]!;
+    far.status('dev-1', true);
+    far.send({ type: 'StatusSnapshotEnd', devices: 1 }, 0);
+    far.status('dev-1', false);
+    await until(() => events.length === 3, 'snapshot, end, change');
+    expect(events).toEqual(['dev-1 online', 'snapshot of 1', 'dev-1 offline']);
+    far.finish();
+    await expect(done).resolves.toBeUndefined();
+  });
+
+  it('tells a user with no devices so at once: a snapshot end of 0 with no status before it', async () => {
+    const { transport, client } = setup();
+    let ended: number | null = null;
+    const seen: string[] = [];
+    const done = client.watchDevices({ token: 'jwt', onStatus: (id) => seen.push(id), onSnapshotEnd: (n) => (ended = n) });
+    await until(() => transport.streams.length === 1);
+    transport.streams[0]!.send({ type: 'StatusSnapshotEnd', devices: 0 }, 0);
+    // The stream stays open (later enrolments arrive as changes), yet the caller knows now.
+    await until(() => ended !== null, 'snapshot end');
+    expect(ended).toBe(0);
+    expect(seen).toEqual([]);
+    expect(transport.streams[0]!.writeClosed).toBe(false);
+    transport.streams[0]!.finish();
+    await done;
+  });
+
+  it('rejects a second STATUS_SNAPSHOT_END as an unexpected message', async () => {
+    const { transport, client } = setup();
+    const done = client.watchDevices({ token: 'jwt', onStatus: () => {} });
+    await until(() => transport.streams.length === 1);
+    transport.streams[0]!.send({ type: 'StatusSnapshotEnd', devices: 0 }, 0);
+    transport.streams[0]!.send({ type: 'StatusSnapshotEnd', devices: 0 }, 0);
+    await expect(done).rejects.toMatchObject({ code: 'unexpected_message' });
+  });
+
   it('rejects with a RemoteError for an ERROR envelope', async () => {
     const { transport, client } = setup();
     const { seen, done } = watch(client);

@@ -12,6 +12,8 @@ import {
   CodecError,
   FrameReader,
   MAX_FRAME_LEN,
+  PROTOCOL_MAJOR,
+  PROTOCOL_MINOR,
   Reader,
   Writer,
   decodeEnvelope,
@@ -137,6 +139,8 @@ function toBody(v: Json | undefined): Body {
         heartbeatSecs: num(f, 'heartbeat_secs'),
       };
     }
+    case 'StatusSnapshotEnd':
+      return { type: tag, devices: num(f, 'devices') };
     default:
       throw new Error(`unknown body variant ${tag}`);
   }
@@ -210,8 +214,9 @@ function hasUnsafeInteger(v: Json): boolean {
 describe(`vectors from ${vectorsPath}`, () => {
   const file = loadVectors();
 
-  it('describe protocol 1.0 with a 1 MiB frame limit', () => {
-    expect(file.protocol).toBe('1.0');
+  it('describe protocol 1.1 (the version of this client) with a 1 MiB frame limit', () => {
+    expect(file.protocol).toBe(`${PROTOCOL_MAJOR}.${PROTOCOL_MINOR}`);
+    expect(file.protocol).toBe('1.1');
     expect(file.max_frame_len).toBe(MAX_FRAME_LEN);
     expect(file.vectors.length).toBeGreaterThan(0);
   });
@@ -414,7 +419,7 @@ describe('headers', () => {
   const open = { deviceId: 'd1', kind: 'Action' as const, token: 't', e2e: null };
 
   it('encodes an open header exactly like the Rust side', () => {
-    expect(toHex(encodeOpenHeader(open))).toBe('0100026431000174' + '00');
+    expect(toHex(encodeOpenHeader(open))).toBe('0101026431000174' + '00');
   });
 
   it('refuses another major version with the version in the message', () => {
@@ -477,6 +482,8 @@ describe('envelopes', () => {
       { type: 'Ping', nonce: Number.MAX_SAFE_INTEGER },
       { type: 'Pong', nonce: 0 },
       { type: 'Welcome', deviceId: 'd', version: { major: 1, minor: 0 }, heartbeatSecs: 15 },
+      { type: 'StatusSnapshotEnd', devices: 0 },
+      { type: 'StatusSnapshotEnd', devices: 2 ** 32 - 1 },
     ];
     bodies.forEach((body, i) => {
       const env: Envelope = { requestId: i, deviceId: 'dev', body };
@@ -484,7 +491,7 @@ describe('envelopes', () => {
     });
   });
 
-  it('numbers message types 0..11 in order', () => {
+  it('numbers message types 0..12 in order', () => {
     const typeByte = (body: Body): number | undefined => encodeEnvelope({ requestId: 0, deviceId: '', body })[2];
     expect(typeByte({ type: 'ExecuteAction', appId: '', action: '', payload: '' })).toBe(0);
     expect(typeByte({ type: 'GetStatus' })).toBe(3);
@@ -492,13 +499,19 @@ describe('envelopes', () => {
     expect(typeByte({ type: 'Error', code: '', message: '' })).toBe(6);
     expect(typeByte({ type: 'Cancel' })).toBe(8);
     expect(typeByte({ type: 'Welcome', deviceId: '', version: { major: 1, minor: 0 }, heartbeatSecs: 0 })).toBe(11);
+    expect(typeByte({ type: 'StatusSnapshotEnd', devices: 0 })).toBe(12);
+  });
+
+  it('writes headers with protocol version 1.1', () => {
+    const body = encodeOpenHeader({ deviceId: 'd', kind: 'Action', token: 't', e2e: null });
+    expect([body[0], body[1]]).toEqual([1, 1]);
   });
 
   it('refuses an unknown message type', () => {
     expect(() => decodeEnvelope(Uint8Array.of(1, 0, 99))).toThrow(
       'malformed envelope: unknown message type 99',
     );
-    expect(() => decodeEnvelope(Uint8Array.of(1, 0, 12))).toThrow(/unknown message type 12/);
+    expect(() => decodeEnvelope(Uint8Array.of(1, 0, 13))).toThrow(/unknown message type 13/);
   });
 
   it('refuses invalid UTF-8 and truncated bodies', () => {

@@ -21,6 +21,7 @@ function setup(failFirst = 0) {
   vi.useFakeTimers();
   const transports: FakeTransport[] = [];
   const statuses: [string, boolean][] = [];
+  const snapshots: number[] = [];
   const states: SessionState[] = [];
   let attempts = 0;
   const delays: number[] = [];
@@ -36,6 +37,7 @@ function setup(failFirst = 0) {
       return RelayClient.fromTransport(t);
     },
     onDeviceStatus: (id, online) => statuses.push([id, online]),
+    onSnapshotEnd: (n) => snapshots.push(n),
     onState: (s) => states.push(s),
     backoff: (n) => {
       const d = 1000 * 2 ** n;
@@ -43,7 +45,7 @@ function setup(failFirst = 0) {
       return d;
     },
   });
-  return { session, transports, statuses, states, delays, attempts: () => attempts };
+  return { session, transports, statuses, snapshots, states, delays, attempts: () => attempts };
 }
 
 describe('RelaySession', () => {
@@ -57,6 +59,16 @@ describe('RelaySession', () => {
     watch.send({ type: 'DeviceStatus', online: true, nodeVersion: '0.1.0', apps: [] }, 0, 'dev-1');
     await settle();
     expect(statuses).toEqual([['dev-1', true]]);
+    session.stop();
+  });
+
+  it('passes the end of the status snapshot on', async () => {
+    const { session, transports, snapshots } = setup();
+    session.start();
+    await settle();
+    transports[0]!.streams[0]!.send({ type: 'StatusSnapshotEnd', devices: 0 }, 0);
+    await settle();
+    expect(snapshots).toEqual([0]);
     session.stop();
   });
 
