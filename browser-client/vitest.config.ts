@@ -1,7 +1,8 @@
 import { defineConfig } from 'vitest/config';
 
 // Two projects: `vitest run test/unit` (fast, the `npm test` script) and
-// `vitest run test/e2e` (drives Chromium against real servers; slow, one file at a time).
+// `vitest run test/browser` (the browser tests, `npm run test:browser`: drive Chromium
+// against real servers; slow, one file at a time).
 export default defineConfig({
   test: {
     projects: [
@@ -16,8 +17,8 @@ export default defineConfig({
       },
       {
         test: {
-          name: 'e2e',
-          include: ['test/e2e/**/*.test.ts'],
+          name: 'browser',
+          include: ['test/browser/**/*.test.ts'],
           environment: 'node',
           testTimeout: 120_000,
           hookTimeout: 120_000,

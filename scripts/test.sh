@@ -53,4 +53,4 @@ npm run build
 npm test
 
 step "end to end in Chromium"
-npx vitest run test/e2e
+npx vitest run test/browser

@@ -9,121 +9,15 @@ import {
   TransportError,
   hashFromHex,
   type SessionClosed,
-  type TransportLike,
 } from '../../src/tunnel/client';
 import {
-  FrameReader,
-  decodeEnvelope,
   decodeOpenHeader,
   encodeEnvelope,
   encodeFrame,
-  type Body,
-  type Envelope,
 } from '../../src/tunnel/codec';
+import { FakeTransport, fakeClient, until } from './fake-relay';
 
-/** The far end of one bidirectional stream, as the relay/desktop sees it. */
-class FarEnd {
-  readonly received = new FrameReader();
-  readonly frames: Uint8Array[] = [];
-  writeClosed = false;
-  writeAborted = false;
-  readCancelled = false;
-  private ctrl!: ReadableStreamDefaultController<Uint8Array>;
-
-  readonly readable = new ReadableStream<Uint8Array>({
-    start: (c) => {
-      this.ctrl = c;
-    },
-    cancel: () => {
-      this.readCancelled = true;
-    },
-  });
-
-  readonly writable = new WritableStream<Uint8Array>({
-    write: (chunk) => {
-      this.received.push(chunk);
-      for (let f = this.received.next(); f !== null; f = this.received.next()) this.frames.push(f);
-    },
-    close: () => {
-      this.writeClosed = true;
-    },
-    abort: () => {
-      this.writeAborted = true;
-    },
-  });
-
-  /** Sends raw bytes to the browser. */
-  sendRaw(bytes: Uint8Array): void {
-    this.ctrl.enqueue(bytes);
-  }
-
-  /** Sends one envelope to the browser. */
-  send(body: Body, requestId = 1, deviceId = ''): void {
-    this.sendRaw(encodeFrame(encodeEnvelope({ requestId, deviceId, body })));
-  }
-
-  /** Sends a DEVICE_STATUS for `deviceId`, as the relay does on a device-status stream. */
-  status(deviceId: string, online: boolean, nodeVersion = '0.1.0'): void {
-    this.send({ type: 'DeviceStatus', online, nodeVersion, apps: [] }, 0, deviceId);
-  }
-
-  finish(): void {
-    this.ctrl.close();
-  }
-
-  reset(code: number): void {
-    this.ctrl.error(Object.assign(new Error('stream reset'), { source: 'stream', streamErrorCode: code }));
-  }
-
-  /** The envelopes the browser sent after its header. */
-  envelopes(): Envelope[] {
-    return this.frames.slice(1).map(decodeEnvelope);
-  }
-}
-
-class FakeTransport implements TransportLike {
-  readonly ready = Promise.resolve(undefined);
-  readonly closed: Promise<WebTransportCloseInfo>;
-  readonly streams: FarEnd[] = [];
-  private resolveClosed!: (info: WebTransportCloseInfo) => void;
-  private rejectClosed!: (err: unknown) => void;
-
-  constructor() {
-    this.closed = new Promise((resolve, reject) => {
-      this.resolveClosed = resolve;
-      this.rejectClosed = reject;
-    });
-  }
-
-  async createBidirectionalStream(): Promise<WebTransportBidirectionalStream> {
-    const far = new FarEnd();
-    this.streams.push(far);
-    return { readable: far.readable, writable: far.writable } as unknown as WebTransportBidirectionalStream;
-  }
-
-  close(info?: WebTransportCloseInfo): void {
-    this.resolveClosed({ closeCode: info?.closeCode ?? 0, reason: info?.reason ?? '' });
-  }
-
-  lose(err: Error): void {
-    this.rejectClosed(err);
-  }
-}
-
-/** Lets queued stream work and promise callbacks run until `cond` holds. */
-async function until(cond: () => boolean, what = 'condition'): Promise<void> {
-  for (let i = 0; i < 1000; i++) {
-    if (cond()) return;
-    await new Promise((r) => setImmediate(r));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-function setup() {
-  const transport = new FakeTransport();
-  const client = RelayClient.fromTransport(transport);
-  return { transport, client };
-}
+const setup = fakeClient;
 
 const request = { deviceId: 'dev-1', token: 'jwt', appId: 'hello-ai', action: 'write', payload: '{"topic":"cats"}' };
 
@@ -206,7 +100,7 @@ describe('RelayClient.runAction', () => {
     const { transport, client } = setup();
     const done = client.runAction(request);
     await until(() => transport.streams.length === 1);
-    transport.streams[0]!.reset(3);
+    transport.streams[0]!.resetStream(3);
     await expect(done).rejects.toMatchObject({ code: 'stream_reset', message: expect.stringContaining('reset') });
   });
 
@@ -422,7 +316,7 @@ describe('RelayClient.watchDevices', () => {
     const { transport, client } = setup();
     const { done } = watch(client);
     await until(() => transport.streams.length === 1);
-    transport.streams[0]!.reset(7);
+    transport.streams[0]!.resetStream(7);
     const err = await done.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TransportError);
     expect(err).toMatchObject({ code: 'stream_reset', message: expect.stringContaining('while watching devices (code 7)') });

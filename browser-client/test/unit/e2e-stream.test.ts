@@ -7,10 +7,9 @@ import { describe, expect, it } from 'vitest';
 
 import { importKeyPair, openRequest, REQUEST_HEADER_LEN, type ResponseSealer } from '../../src/e2e/index';
 import { MODE_ACTION, MODE_PAIR, keyId, openAnswer, parsePairingLink, sealAction, sealPairing } from '../../src/e2e/stream';
-import { RelayClient, type TransportLike } from '../../src/tunnel/client';
+import { RelayClient } from '../../src/tunnel/client';
 import { getDeviceState } from '../../src/tunnel/requests';
 import {
-  FrameReader,
   decodeEnvelope,
   decodeOpenHeader,
   encodeEnvelope,
@@ -20,6 +19,7 @@ import {
   type Envelope,
 } from '../../src/tunnel/codec';
 
+import { FakeTransport, until, type FarEnd } from './fake-relay';
 import vectors from '../../../crypto/vectors/e2e-vectors.json';
 
 // The keys of crypto/vectors/e2e-vectors.json (written by the Rust side).
@@ -87,34 +87,19 @@ describe('sealed streams', () => {
   });
 });
 
-/** A one-stream transport whose far end this test plays as the desktop. */
+/** A one-stream fake session whose far end this test plays as the desktop. */
 function desktopTransport() {
-  let enqueue!: (bytes: Uint8Array) => void;
-  let close!: () => void;
-  const received = new FrameReader();
-  const frames: Uint8Array[] = [];
-  let arrived!: () => void;
-  const twoFrames = new Promise<void>((r) => (arrived = r));
-  const readable = new ReadableStream<Uint8Array>({
-    start(c) {
-      enqueue = (b) => c.enqueue(b);
-      close = () => c.close();
+  const transport = new FakeTransport();
+  const far = (): FarEnd => transport.streams[0]!;
+  return {
+    transport,
+    get frames(): Uint8Array[] {
+      return transport.streams[0]?.frames ?? [];
     },
-  });
-  const writable = new WritableStream<Uint8Array>({
-    write(chunk) {
-      received.push(chunk);
-      for (let f = received.next(); f !== null; f = received.next()) frames.push(f);
-      if (frames.length >= 2) arrived();
-    },
-  });
-  const transport = {
-    ready: Promise.resolve(undefined),
-    closed: new Promise<WebTransportCloseInfo>(() => {}),
-    close: () => {},
-    createBidirectionalStream: async () => ({ readable, writable }) as unknown as WebTransportBidirectionalStream,
-  } as unknown as TransportLike;
-  return { transport, frames, twoFrames, enqueue, close };
+    twoFrames: until(() => (transport.streams[0]?.frames.length ?? 0) >= 2, 'header and request'),
+    enqueue: (bytes: Uint8Array) => far().sendRaw(bytes),
+    close: () => far().finish(),
+  };
 }
 
 describe('RelayClient.runAction with e2e', () => {

@@ -1,4 +1,8 @@
-/** An in-memory stand-in for a WebTransport session to the relay, for tests of code above RelayClient. */
+/**
+ * The one in-memory stand-in for a WebTransport session to the relay, shared by every
+ * unit test of RelayClient and of the code above it: each stream the browser opens shows
+ * up as a {@link FarEnd} that the test plays as the relay or the desktop.
+ */
 
 import { RelayClient, type TransportLike } from '../../src/tunnel/client';
 import {
@@ -14,10 +18,16 @@ import {
 
 /** The far end of one bidirectional stream, as the relay/desktop sees it. */
 export class FarEnd {
+  /** The browser's bytes, reassembled into frames. */
   readonly received = new FrameReader();
+  /** Every whole frame body the browser sent, in order (the header first). */
   readonly frames: Uint8Array[] = [];
+  /** The browser finished its write side (FIN). */
   writeClosed = false;
-  reset = false;
+  /** The browser reset its write side. */
+  writeAborted = false;
+  /** The browser cancelled its read side (STOP_SENDING). */
+  readCancelled = false;
   private ctrl!: ReadableStreamDefaultController<Uint8Array>;
 
   readonly readable = new ReadableStream<Uint8Array>({
@@ -25,7 +35,7 @@ export class FarEnd {
       this.ctrl = c;
     },
     cancel: () => {
-      this.reset = true;
+      this.readCancelled = true;
     },
   });
 
@@ -38,9 +48,14 @@ export class FarEnd {
       this.writeClosed = true;
     },
     abort: () => {
-      this.reset = true;
+      this.writeAborted = true;
     },
   });
+
+  /** True once the browser reset the stream in either direction. */
+  get reset(): boolean {
+    return this.writeAborted || this.readCancelled;
+  }
 
   /** The stream's open header, once it arrived. */
   header(): OpenHeader | null {
@@ -52,13 +67,29 @@ export class FarEnd {
     return this.frames.slice(1).map(decodeEnvelope);
   }
 
-  /** Sends one envelope to the browser. */
-  send(body: Body, requestId = 1, deviceId = ''): void {
-    this.ctrl.enqueue(encodeFrame(encodeEnvelope({ requestId, deviceId, body })));
+  /** Sends raw bytes to the browser. */
+  sendRaw(bytes: Uint8Array): void {
+    this.ctrl.enqueue(bytes);
   }
 
+  /** Sends one envelope to the browser. */
+  send(body: Body, requestId = 1, deviceId = ''): void {
+    this.sendRaw(encodeFrame(encodeEnvelope({ requestId, deviceId, body })));
+  }
+
+  /** Sends a DEVICE_STATUS for `deviceId`, as the relay does on a device-status stream. */
+  status(deviceId: string, online: boolean, nodeVersion = '0.1.0'): void {
+    this.send({ type: 'DeviceStatus', online, nodeVersion, apps: [] }, 0, deviceId);
+  }
+
+  /** Finishes the stream towards the browser (FIN). */
   finish(): void {
     this.ctrl.close();
+  }
+
+  /** Resets the stream towards the browser with an application error code. */
+  resetStream(code: number): void {
+    this.ctrl.error(Object.assign(new Error('stream reset'), { source: 'stream', streamErrorCode: code }));
   }
 }
 
@@ -99,11 +130,17 @@ export function fakeClient(): { transport: FakeTransport; client: RelayClient } 
   return { transport, client: RelayClient.fromTransport(transport) };
 }
 
-/** Lets queued stream work and promise callbacks run until `cond` holds. */
+/**
+ * Lets queued stream work and promise callbacks (WebCrypto's included) run until `cond`
+ * holds, for up to about 5 s. Yields with `setImmediate`, so it works while a test fakes
+ * `setTimeout`.
+ */
 export async function until(cond: () => boolean, what = 'condition'): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
+  const start = Date.now();
+  for (let i = 0; i < 200_000; i++) {
     if (cond()) return;
-    await new Promise((r) => setTimeout(r, 0));
+    if (i >= 2000 && Date.now() - start > 5000) break;
+    await new Promise((r) => setImmediate(r));
   }
   throw new Error(`timed out waiting for ${what}`);
 }

@@ -13,50 +13,34 @@
  */
 
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium, type ChromiumPage } from './chromium';
 import { EMAIL, PASSWORD, System } from './system';
 
-const artifacts = resolve(__dirname, '../../test-artifacts');
 const binDir = process.env.AISA_BIN_DIR ?? resolve(__dirname, '../../../target/debug');
-const consoleLines: string[] = [];
 
 let system: System;
-let browser: Browser;
+let chromium: ChromiumPage;
 let page: Page;
 
 beforeAll(async () => {
-  mkdirSync(artifacts, { recursive: true });
   system = await System.start();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
-  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
+  chromium = await launchChromium('encryption-failure.png', () => system.logs());
+  page = chromium.page;
 });
 
 afterAll(async () => {
-  await browser?.close();
+  await chromium?.close();
   await system?.stop();
 });
 
-async function explained<T>(what: () => Promise<T>): Promise<T> {
-  try {
-    return await what();
-  } catch (err) {
-    await page?.screenshot({ path: join(artifacts, 'encryption-failure.png') }).catch(() => undefined);
-    throw new Error(`${String(err)}\n--- page console\n${consoleLines.join('\n')}\n${system.logs()}`);
-  }
-}
-
+const explained = <T>(what: () => Promise<T>): Promise<T> => chromium.explained(what);
 const node = (...args: string[]): string =>
   execFileSync(join(binDir, 'desktop-node'), ['--home', system.nodeHome, ...args], { encoding: 'utf8' });
-const text = async (selector: string) => ((await page.textContent(selector)) ?? '').trim();
+const text = (selector: string) => chromium.text(selector);
 
 describe('end-to-end encryption in Chromium', () => {
   it('pairs through the link desktop-node pair prints, then runs actions sealed end to end', () =>
@@ -66,7 +50,7 @@ describe('end-to-end encryption in Chromium', () => {
       await page.getByLabel('Password').fill(PASSWORD);
       await page.keyboard.press('Enter');
       await expect
-        .poll(() => page.locator('button[data-device="e2e desk"]').textContent(), { timeout: 15_000 })
+        .poll(() => page.locator('button[data-device="browser desk"]').textContent(), { timeout: 15_000 })
         .toMatch(/online/);
 
       const printed = node('pair');
@@ -79,7 +63,7 @@ describe('end-to-end encryption in Chromium', () => {
       // The secret is gone from the address bar.
       expect(page.url()).not.toContain('#pair=');
       expect(node('browsers', 'list')).toMatch(/\tactive\t/);
-      await page.screenshot({ path: join(artifacts, 'paired.png'), fullPage: true });
+      await chromium.shot('paired.png');
 
       await page.goto(`${system.httpUrl}/#/run/hello-ai`);
       await page.waitForSelector('#root_action');
@@ -92,7 +76,7 @@ describe('end-to-end encryption in Chromium', () => {
       expect(await text('#output')).toBe('Echo: Write a short paragraph about sealed QUIC.');
       // The desktop served it as an encrypted stream.
       expect(system.logs()).toMatch(/end-to-end encrypted stream/);
-      await page.screenshot({ path: join(artifacts, 'encrypted-action.png'), fullPage: true });
+      await chromium.shot('encrypted-action.png');
     }));
 
   it('with [e2e] required, the workspace status and actions still work, all sealed', () =>
@@ -106,7 +90,7 @@ describe('end-to-end encryption in Chromium', () => {
       const sealedStreams = () => system.logs().match(/end-to-end encrypted stream/g)?.length ?? 0;
       const before = sealedStreams();
       await page.getByRole('link', { name: 'Workspace', exact: true }).click();
-      const apps = page.getByRole('list', { name: 'Apps on e2e desk' });
+      const apps = page.getByRole('list', { name: 'Apps on browser desk' });
       await apps.waitFor({ timeout: 15_000 });
       // A plain GET_STATUS would be refused now: the list comes from a sealed one.
       await expect.poll(() => apps.textContent(), { timeout: 15_000 }).toMatch(/hello-ai/);
@@ -121,6 +105,6 @@ describe('end-to-end encryption in Chromium', () => {
       await page.keyboard.press('Enter');
       await page.waitForSelector('#run-status:has-text("Done")', { timeout: 15_000 });
       expect(await text('#output')).toBe('Echo: Write a short paragraph about required QUIC.');
-      await page.screenshot({ path: join(artifacts, 'e2e-required.png'), fullPage: true });
+      await chromium.shot('e2e-required.png');
     }));
 });

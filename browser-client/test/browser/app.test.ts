@@ -11,62 +11,34 @@
  * Screenshots land in browser-client/test-artifacts/.
  */
 
-import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium, type ChromiumPage } from './chromium';
 import { EMAIL, PASSWORD, System, wasmBundle } from './system';
 
-const artifacts = resolve(__dirname, '../../test-artifacts');
-const consoleLines: string[] = [];
-const dialogs: string[] = [];
-
 let system: System;
+let chromium: ChromiumPage;
 let browser: Browser;
 let page: Page;
+let consoleLines: string[];
+let dialogs: string[];
 
 beforeAll(async () => {
-  mkdirSync(artifacts, { recursive: true });
   system = await System.start();
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
-  page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
-  page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
-  page.on('dialog', (d) => {
-    dialogs.push(d.message());
-    void d.dismiss();
-  });
+  chromium = await launchChromium('failure.png', () => system.logs());
+  ({ browser, page, consoleLines, dialogs } = chromium);
 });
 
 afterAll(async () => {
-  await browser?.close();
+  await chromium?.close();
   await system?.stop();
 });
 
 /** Adds the page console and process logs to a failure. */
-async function explained<T>(what: () => Promise<T>): Promise<T> {
-  try {
-    return await what();
-  } catch (err) {
-    await page?.screenshot({ path: join(artifacts, 'failure.png') }).catch(() => undefined);
-    throw new Error(`${String(err)}\n--- page console\n${consoleLines.join('\n')}\n${system.logs()}`);
-  }
-}
-
-const shot = (name: string) => page.screenshot({ path: join(artifacts, name), fullPage: true });
-const text = async (selector: string) => ((await page.textContent(selector)) ?? '').trim();
-const deviceButton = () => page.locator('button[data-device="e2e desk"]');
+const explained = <T>(what: () => Promise<T>): Promise<T> => chromium.explained(what);
+const shot = (name: string) => chromium.shot(name);
+const text = (selector: string) => chromium.text(selector);
+const deviceButton = () => page.locator('button[data-device="browser desk"]');
 
 /** Fills the free-form runner (an app installed from a local file) and submits with Enter. */
 async function runFreeform(action: string, payload: unknown): Promise<void> {
@@ -93,7 +65,7 @@ describe('the web app in Chromium', () => {
 
       await page.getByLabel('Password').fill(PASSWORD);
       await page.keyboard.press('Enter');
-      await expect.poll(() => deviceButton().textContent(), { timeout: 15_000 }).toMatch(/e2e desk\s*online/);
+      await expect.poll(() => deviceButton().textContent(), { timeout: 15_000 }).toMatch(/browser desk\s*online/);
       // (The relay counts every stream to a desktop as an action, the workspace's GET_STATUS
       // too, which may be counted before or after the page reads the plan.)
       await expect.poll(() => text('#plan')).toMatch(/^Free plan · 1\/3 devices · [01]\/500 actions today$/);
@@ -105,8 +77,8 @@ describe('the web app in Chromium', () => {
   it('lists the apps installed on the chosen device (GET_STATUS through the tunnel)', () =>
     explained(async () => {
       await page.getByRole('link', { name: 'Workspace', exact: true }).click();
-      expect(await page.getByRole('button', { name: 'Work with e2e desk' }).getAttribute('aria-pressed')).toBe('true');
-      const apps = page.getByRole('list', { name: 'Apps on e2e desk' });
+      expect(await page.getByRole('button', { name: 'Work with browser desk' }).getAttribute('aria-pressed')).toBe('true');
+      const apps = page.getByRole('list', { name: 'Apps on browser desk' });
       await apps.waitFor();
       await expect.poll(() => apps.textContent()).toMatch(/hello-ai\s*0\.1\.0/);
       await shot('workspace.png');
@@ -114,7 +86,7 @@ describe('the web app in Chromium', () => {
 
   it('runs an action through its form and shows exactly the streamed text', () =>
     explained(async () => {
-      await page.getByRole('link', { name: 'Open hello-ai on e2e desk' }).click();
+      await page.getByRole('link', { name: 'Open hello-ai on browser desk' }).click();
       await page.waitForSelector('#root_action');
       // hello-ai was installed from a local file, so it has no marketplace schema: the
       // free-form form asks for the action and its JSON input, and checks the JSON.
@@ -194,7 +166,7 @@ describe('the web app in Chromium', () => {
       await page.getByRole('button', { name: 'Cancel' }).click();
       await page.waitForSelector('#run-status:has-text("Cancelled")');
       // Focus returns to the Run button, so the keyboard user can go again.
-      await expect.poll(() => page.evaluate(() => document.activeElement?.textContent)).toBe('Run on e2e desk');
+      await expect.poll(() => page.evaluate(() => document.activeElement?.textContent)).toBe('Run on browser desk');
     }));
 
   // The marketplace is the relay's (contracts section C); installs go through the
@@ -267,11 +239,11 @@ describe('the web app in Chromium', () => {
 
     it('requests an install, waits for approval on the desktop, then runs the app through its schema form', () =>
       explained(async () => {
-        await page.getByRole('button', { name: 'Install on e2e desk' }).click();
+        await page.getByRole('button', { name: 'Install on browser desk' }).click();
         await expect.poll(() => text('#install-status'), { timeout: 15_000 }).toMatch(/^Waiting for approval on your desktop/);
         await shot('install-waiting.png');
         await decideWhenPending('approve', 'e2e-writer');
-        await expect.poll(() => text('#install-status'), { timeout: 30_000 }).toBe('Installed version 1.0.0 on e2e desk.');
+        await expect.poll(() => text('#install-status'), { timeout: 30_000 }).toBe('Installed version 1.0.0 on browser desk.');
         await shot('installed.png');
 
         await page.getByRole('link', { name: 'Open E2E Writer' }).click();
@@ -295,16 +267,16 @@ describe('the web app in Chromium', () => {
         await shot('schema-form-done.png');
 
         await page.getByRole('link', { name: 'Workspace', exact: true }).click();
-        await expect.poll(() => page.getByRole('list', { name: 'Apps on e2e desk' }).textContent()).toMatch(/e2e-writer\s*1\.0\.0/);
+        await expect.poll(() => page.getByRole('list', { name: 'Apps on browser desk' }).textContent()).toMatch(/e2e-writer\s*1\.0\.0/);
       }));
 
     it('says so when the install is denied on the desktop', () =>
       explained(async () => {
         await page.goto(`${system.httpUrl}/#/marketplace/e2e-notes`);
-        await page.getByRole('button', { name: 'Install on e2e desk' }).click();
+        await page.getByRole('button', { name: 'Install on browser desk' }).click();
         await expect.poll(() => text('#install-status'), { timeout: 15_000 }).toMatch(/^Waiting for approval on your desktop/);
         await decideWhenPending('deny', 'e2e-notes');
-        await expect.poll(() => text('#install-status'), { timeout: 30_000 }).toMatch(/^The install was denied on e2e desk\./);
+        await expect.poll(() => text('#install-status'), { timeout: 30_000 }).toMatch(/^The install was denied on browser desk\./);
       }));
   });
 
@@ -355,7 +327,7 @@ describe('the web app in Chromium', () => {
       await expect.poll(() => system.nodeConnections(), { timeout: 30_000 }).toBeGreaterThan(connections);
       await expect.poll(() => text('#connection'), { timeout: 30_000 }).toBe('connected');
       // The new session's device-status stream reports the desktop, which reconnected too.
-      await expect.poll(() => deviceButton().textContent(), { timeout: 30_000 }).toMatch(/e2e desk\s*online/);
+      await expect.poll(() => deviceButton().textContent(), { timeout: 30_000 }).toMatch(/browser desk\s*online/);
       await runFreeform('echo', { text: 'back again' });
       await page.waitForSelector('#run-status:has-text("Done")');
       expect(await text('#output')).toBe('back again');
@@ -364,7 +336,7 @@ describe('the web app in Chromium', () => {
   it('shows the device going offline when the desktop stops, and online again when it restarts', () =>
     explained(async () => {
       await page.getByRole('link', { name: 'Workspace', exact: true }).click();
-      await page.getByRole('link', { name: 'Open hello-ai on e2e desk' }).click();
+      await page.getByRole('link', { name: 'Open hello-ai on browser desk' }).click();
       await page.waitForSelector('#root_action');
       await expect.poll(() => deviceButton().textContent(), { timeout: 15_000 }).toMatch(/online/);
       // No reload: the relay pushes the change over the page's device-status stream. The
@@ -372,17 +344,17 @@ describe('the web app in Chromium', () => {
       // close is sent (it does not wait for the endpoint to go idle), only at the relay's
       // 30 s idle timeout.
       await system.stopNode();
-      await expect.poll(() => deviceButton().textContent(), { timeout: 45_000 }).toMatch(/e2e desk\s*offline/);
+      await expect.poll(() => deviceButton().textContent(), { timeout: 45_000 }).toMatch(/browser desk\s*offline/);
       expect(await text('#devices-status')).toBe('1 device, 0 online.');
-      expect(await page.getByRole('button', { name: 'Run on e2e desk' }).isDisabled()).toBe(true);
-      expect(await page.textContent('main')).toMatch(/e2e desk is offline: start the desktop node/);
+      expect(await page.getByRole('button', { name: 'Run on browser desk' }).isDisabled()).toBe(true);
+      expect(await page.textContent('main')).toMatch(/browser desk is offline: start the desktop node/);
       await shot('device-offline.png');
 
       await system.startNode();
-      await expect.poll(() => deviceButton().textContent(), { timeout: 15_000 }).toMatch(/e2e desk\s*online/);
+      await expect.poll(() => deviceButton().textContent(), { timeout: 15_000 }).toMatch(/browser desk\s*online/);
       await page.getByRole('link', { name: 'Workspace', exact: true }).click();
       await expect
-        .poll(() => page.getByRole('list', { name: 'Apps on e2e desk' }).textContent(), { timeout: 15_000 })
+        .poll(() => page.getByRole('list', { name: 'Apps on browser desk' }).textContent(), { timeout: 15_000 })
         .toMatch(/hello-ai/);
     }));
 });

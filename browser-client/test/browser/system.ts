@@ -1,5 +1,5 @@
 /**
- * Starts the real system as processes for end-to-end tests: the local OpenAI-format
+ * Starts the real system as processes for the browser tests: the local OpenAI-format
  * provider, relay-edge (embedded SQLite, serving the built web app), and a desktop node
  * signed in as a test user with the example app installed.
  *
@@ -18,9 +18,9 @@ const binDir = process.env.AISA_BIN_DIR ?? join(root, 'target/debug');
 const guestWasm =
   process.env.AISA_GUEST_WASM ?? join(root, 'target/guest/wasm32-unknown-unknown/release/hello_ai.wasm');
 
-export const EMAIL = 'e2e@example.com';
-export const PASSWORD = 'e2e-password-123';
-const API_KEY = 'sk-e2e-test';
+export const EMAIL = 'browser-test@example.com';
+export const PASSWORD = 'browser-password-123';
+const API_KEY = 'sk-browser-test';
 
 function bin(name: string): string {
   return join(binDir, name);
@@ -118,7 +118,7 @@ export class System {
   private readonly finished: Child[] = [];
 
   static async start(): Promise<System> {
-    const dir = mkdtempSync(join(tmpdir(), 'aisa-e2e-'));
+    const dir = mkdtempSync(join(tmpdir(), 'aisa-browser-test-'));
     const children: Child[] = [];
     try {
       const provider = start('fake-provider', ['--listen', '127.0.0.1:0', '--api-key', API_KEY]);
@@ -134,7 +134,7 @@ export class System {
       const home = join(dir, 'node');
       run(
         'desktop-node',
-        ['--home', home, 'login', '--relay', httpUrl, '--email', EMAIL, '--password-stdin', '--name', 'e2e desk'],
+        ['--home', home, 'login', '--relay', httpUrl, '--email', EMAIL, '--password-stdin', '--name', 'browser desk'],
         PASSWORD,
       );
       run('desktop-node', ['--home', home, 'apps', 'install-local', guestWasm, '--id', 'hello-ai', '--action', 'write,echo']);
