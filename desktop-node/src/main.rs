@@ -7,8 +7,6 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 mod cli;
-mod keys_cmd;
-mod pair_cmd;
 
 use desktop_node::ai::ProviderKind;
 use desktop_node::config::{AiConfig, Home, LimitsConfig, NodeConfig};
@@ -22,7 +20,7 @@ use desktop_node::sandbox::{Sandbox, SandboxConfig};
 #[command(version, about)]
 struct Cli {
     /// The node's home folder (configuration, secrets, installed apps).
-    #[arg(long, global = true, env = "DESKTOP_NODE_HOME")]
+    #[arg(long, global = true, env = "AISA_NODE_HOME")]
     home: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -39,12 +37,12 @@ enum Command {
     Apps(cli::apps::AppsCommand),
     /// Manage the AI providers' API keys in the node's secret store.
     #[command(subcommand)]
-    Keys(keys_cmd::KeysCommand),
+    Keys(cli::keys::KeysCommand),
     /// Pair a browser for end-to-end encryption: prints a one-time link and QR code.
     Pair,
     /// Manage the browsers paired for end-to-end encryption.
     #[command(subcommand)]
-    Browsers(pair_cmd::BrowsersCommand),
+    Browsers(cli::pair::BrowsersCommand),
 }
 
 #[derive(Args)]
@@ -98,7 +96,9 @@ fn main() -> anyhow::Result<()> {
 async fn async_main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    let home = Home::new(cli.home);
+    let home = Home::new(cli.home.or_else(|| {
+        cli::env::renamed_var(cli::env::HOME_VAR, cli::env::OLD_HOME_VAR).map(PathBuf::from)
+    }));
     // `run` also logs to daily files in the home folder; other commands only to stderr.
     let log_dir = matches!(cli.command, Command::Run(_)).then(|| home.dir().join("logs"));
     let _log_guard = desktop_node::logs::init(log_dir.as_deref())?;
@@ -106,9 +106,9 @@ async fn async_main() -> anyhow::Result<()> {
         Command::Login(args) => login(&home, args).await,
         Command::Run(args) => run(&home, args).await,
         Command::Apps(cmd) => cli::apps::run(&home, cmd).await,
-        Command::Keys(cmd) => keys_cmd::run(&home, cmd),
-        Command::Pair => pair_cmd::pair(&home),
-        Command::Browsers(cmd) => pair_cmd::browsers(&home, cmd),
+        Command::Keys(cmd) => cli::keys::run(&home, cmd),
+        Command::Pair => cli::pair::pair(&home),
+        Command::Browsers(cmd) => cli::pair::browsers(&home, cmd),
     }
 }
 
@@ -212,7 +212,7 @@ async fn login(home: &Home, args: LoginArgs) -> anyhow::Result<()> {
         secrets: home.load_config().map(|c| c.secrets).unwrap_or_default(),
         e2e: home.load_config().map(|c| c.e2e).unwrap_or_default(),
     };
-    keys_cmd::save_login(home, &token)?;
+    cli::keys::save_login(home, &token)?;
     home.save_config(&config)?;
     println!(
         "device {device_id} registered as {name:?}; settings in {}",
@@ -232,11 +232,11 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     if let Some(model) = args.ai_model {
         config.ai.model = Some(model);
     }
-    let keys_cmd::RunSecrets {
+    let cli::keys::RunSecrets {
         token,
         identity,
         provider_key,
-    } = keys_cmd::load_for_run(home, config.ai.provider.name())?;
+    } = cli::keys::load_for_run(home, config.ai.provider.name())?;
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let sandbox = Sandbox::with_config(SandboxConfig {
         max_memory_bytes: config.limits.memory_mib << 20,

@@ -31,7 +31,7 @@ fn node_cmd(home: &Path, backend: &str) -> Command {
         .env("AISA_SECRETS_BACKEND", backend)
         .env("AISA_PASSPHRASE", "e2e test passphrase")
         .env_remove("OPENAI_API_KEY")
-        .env_remove("DESKTOP_NODE_HOME");
+        .env_remove("AISA_NODE_HOME");
     cmd
 }
 

@@ -24,7 +24,7 @@ fn node(home: &Path, args: &[&str]) -> Command {
         .env("RUST_BACKTRACE", "0")
         .env_remove("AISA_PASSPHRASE")
         .env_remove("AISA_PASSPHRASE_FILE")
-        .env_remove("DESKTOP_NODE_HOME");
+        .env_remove("AISA_NODE_HOME");
     cmd
 }
 

@@ -30,7 +30,7 @@ fn node_cmd(home: &Path, backend: &str) -> Command {
         .env("AISA_PASSPHRASE", PASSPHRASE)
         .env("RUST_LOG", "debug")
         .env_remove("OPENAI_API_KEY")
-        .env_remove("DESKTOP_NODE_HOME");
+        .env_remove("AISA_NODE_HOME");
     cmd
 }
 

@@ -282,7 +282,7 @@ impl Procs {
             .env("AISA_SECRETS_BACKEND", "file")
             .env("AISA_PASSPHRASE", PASSWORD)
             .env("RUST_LOG", "warn")
-            .env_remove("DESKTOP_NODE_HOME")
+            .env_remove("AISA_NODE_HOME")
             .stdin(Stdio::null())
             .stdout(log_file(&self.dir, "node.log"))
             .stderr(log_file(&self.dir, "node.log"))
@@ -297,7 +297,7 @@ impl Procs {
             .arg(self.dir.join("node"))
             .env("AISA_SECRETS_BACKEND", "file")
             .env("AISA_PASSPHRASE", PASSWORD)
-            .env_remove("DESKTOP_NODE_HOME");
+            .env_remove("AISA_NODE_HOME");
         cmd
     }
 

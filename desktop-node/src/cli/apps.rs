@@ -222,7 +222,7 @@ fn installer(home: &Home, online: bool) -> anyhow::Result<Installer> {
 /// The device token from the node's secret store; `None` (with a warning) when the store
 /// cannot be opened.
 fn device_token(home: &Home) -> Option<String> {
-    let token = crate::keys_cmd::with_store(home, |store| {
+    let token = crate::cli::keys::with_store(home, |store| {
         Ok(store.get(desktop_node::secrets::DEVICE_TOKEN)?)
     });
     match token {

@@ -1,3 +1,12 @@
-//! Subcommands of the `desktop-node` binary that need more than a few lines.
+//! The subcommands of the `desktop-node` binary that need more than a few lines, and
+//! what they share.
+//!
+//! * [`apps`]: `desktop-node apps …` (install, list, remove, permissions);
+//! * [`keys`]: `desktop-node keys …`, and the secrets `login` and `run` read and write;
+//! * [`pair`]: `desktop-node pair` and `desktop-node browsers …`;
+//! * [`env`]: renamed environment variables (the old names still work, with a warning).
 
 pub mod apps;
+pub mod env;
+pub mod keys;
+pub mod pair;

@@ -7,7 +7,7 @@ use desktop_node::config::Home;
 use desktop_node::e2e::{self, PAIR_SECRET, PAIR_TTL_SECS};
 use desktop_node::secrets::{IDENTITY_KEY, Zeroizing};
 
-use crate::keys_cmd;
+use crate::cli::keys;
 
 /// `desktop-node browsers …`
 #[derive(Subcommand)]
@@ -26,7 +26,7 @@ pub fn pair(home: &Home) -> anyhow::Result<()> {
     let config = home.load_config().map_err(anyhow::Error::msg)?;
     let mut secret = Zeroizing::new(vec![0u8; 16]);
     getrandom::fill(&mut secret).context("no randomness")?;
-    let desktop_pk = keys_cmd::with_store(home, |store| {
+    let desktop_pk = keys::with_store(home, |store| {
         let identity = store
             .get(IDENTITY_KEY)?
             .context("no identity key; run `desktop-node login`")?;
