@@ -66,13 +66,14 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// The format's limits: 32 entries, 8 MiB each, 16 MiB in all, a 17 MiB zip.
+    /// The format's limits ([`aisa_abi::limits`]): 32 entries, 8 MiB each, 16 MiB in
+    /// all, a 16 MiB zip.
     fn default() -> Limits {
         Limits {
-            max_entries: 32,
-            max_file_size: 8 << 20,
-            max_total_size: 16 << 20,
-            max_zip_size: 17 << 20,
+            max_entries: aisa_abi::limits::MAX_ENTRIES,
+            max_file_size: aisa_abi::limits::MAX_FILE_BYTES,
+            max_total_size: aisa_abi::limits::MAX_TOTAL_BYTES,
+            max_zip_size: aisa_abi::limits::MAX_ZIP_BYTES,
         }
     }
 }

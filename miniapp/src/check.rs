@@ -2,6 +2,7 @@
 //! against its schema, each action's payload schema is itself a JSON Schema, the entry's
 //! files are there, wasm imports stay within the permissions, JS uses no forbidden API.
 
+use aisa_abi::ActionSchema;
 use serde_json::Value;
 
 use crate::bundle::{
@@ -161,20 +162,21 @@ pub fn check(bundle: &Bundle) -> Result<CheckedApp, CheckError> {
     });
 
     let mut actions = Vec::new();
-    if let Some(Value::Object(map)) = &action_schema {
-        for (action, schema) in map {
-            actions.push(action.clone());
+    if let Some(Ok(declared)) = action_schema.as_ref().map(ActionSchema::from_value) {
+        for (action, schema) in declared.iter() {
+            actions.push(action.to_owned());
             if let Err(error) = schemas::check_is_schema(schema) {
                 problems.push(Problem::ActionSchema {
-                    action: action.clone(),
+                    action: action.to_owned(),
                     error,
                 });
             }
         }
+        actions.sort();
         if let Some(Value::Object(ui)) = &ui_schema {
             problems.extend(
                 ui.keys()
-                    .filter(|k| !map.contains_key(*k))
+                    .filter(|k| !declared.contains(k))
                     .map(|k| Problem::UiSchemaAction(k.clone())),
             );
         }

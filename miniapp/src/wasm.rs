@@ -1,33 +1,31 @@
 //! A static check of `logic.wasm`: it must be a valid core module whose imports are all
-//! `aisapp_v1` functions the app's permissions cover, and which exports what the host
-//! calls.
+//! `aisapp_v1` functions, with the signatures of the contract, that the app's permissions
+//! cover, and which exports what the host calls. The import table, its signatures and the
+//! capability→permission map are `aisa_abi::imports`, the same table the desktop node's
+//! linker is built from.
 
-use wasmparser::{Encoding, ExternalKind, Parser, Payload, TypeRef, Validator};
+use aisa_abi::imports::{self, ValType};
+use wasmparser::{
+    CompositeInnerType, Encoding, ExternalKind, FuncType, Parser, Payload, TypeRef, Validator,
+};
 
 use crate::permissions::Permissions;
 
-/// The host ABI's import module.
-pub const HOST_MODULE: &str = "aisapp_v1";
+/// The host ABI's import module ([`aisa_abi::MODULE`]).
+pub const HOST_MODULE: &str = aisa_abi::MODULE;
 
-/// The exports the host needs.
+/// The exports the host needs, as `(name, "memory" | "function")`
+/// ([`aisa_abi::imports::REQUIRED_EXPORTS`] has their signatures).
 pub const REQUIRED_EXPORTS: &[(&str, &str)] = &[
-    ("memory", "memory"),
-    ("aisapp_alloc", "function"),
-    ("aisapp_run", "function"),
+    (imports::EXPORT_MEMORY, "memory"),
+    (imports::EXPORT_ALLOC, "function"),
+    (imports::EXPORT_RUN, "function"),
 ];
 
-/// Host functions every app may import.
-pub const ALWAYS_ALLOWED: &[&str] = &["emit", "log", "fail", "tool", "storage", "env", "result"];
-
-/// What a capability import needs: `(import, permission, granted?)`.
+/// What a capability import needs: `(permission, granted?)`, from the contract's
+/// capability→permission map.
 fn needs(name: &str, p: &Permissions) -> Option<(&'static str, bool)> {
-    Some(match name {
-        "ai_generate" | "ai_next" => ("ai", p.ai),
-        "fs" => ("filesystem", p.uses_filesystem()),
-        "http" => ("network", !p.network.is_empty()),
-        "clipboard" => ("clipboard", p.clipboard),
-        _ => return None,
-    })
+    aisa_abi::Permission::for_import(name).map(|perm| (perm.as_str(), perm.asked_by(p)))
 }
 
 /// A problem found in a wasm module.
@@ -52,6 +50,18 @@ pub enum WasmProblem {
     /// An `aisapp_v1` name the host does not provide, or not a function.
     #[error("logic.wasm imports aisapp_v1::{0}, which the host does not provide as a function")]
     UnknownHostImport(String),
+    /// An `aisapp_v1` function imported with another signature than the contract's.
+    #[error(
+        "logic.wasm imports aisapp_v1::{import} as {found}; the host provides it as {expected}"
+    )]
+    WrongSignature {
+        /// The import.
+        import: String,
+        /// The signature the contract gives it, e.g. `(i32, i32) -> ()`.
+        expected: String,
+        /// The signature the module declares.
+        found: String,
+    },
     /// A capability import without its permission.
     #[error(
         "logic.wasm imports aisapp_v1::{import}, which needs the \"{permission}\" permission; permissions.json does not ask for it"
@@ -78,6 +88,7 @@ pub fn check(bytes: &[u8], permissions: &Permissions) -> Vec<WasmProblem> {
         return vec![WasmProblem::Invalid(e.to_string())];
     }
     let mut problems = Vec::new();
+    let mut types: Vec<Option<FuncType>> = Vec::new();
     let mut exports: Vec<(String, ExternalKind)> = Vec::new();
     for payload in Parser::new(0).parse_all(bytes) {
         let payload = match payload {
@@ -89,16 +100,34 @@ pub fn check(bytes: &[u8], permissions: &Permissions) -> Vec<WasmProblem> {
                 encoding: Encoding::Component,
                 ..
             } => return vec![WasmProblem::Component],
+            Payload::TypeSection(reader) => {
+                for group in reader {
+                    let group = match group {
+                        Ok(g) => g,
+                        Err(e) => return vec![WasmProblem::Invalid(e.to_string())],
+                    };
+                    types.extend(group.into_types().map(|t| match t.composite_type.inner {
+                        CompositeInnerType::Func(f) => Some(f),
+                        _ => None,
+                    }));
+                }
+            }
             Payload::ImportSection(reader) => {
                 for import in reader.into_imports() {
                     let import = match import {
                         Ok(i) => i,
                         Err(e) => return vec![WasmProblem::Invalid(e.to_string())],
                     };
+                    let ty = match import.ty {
+                        TypeRef::Func(t) | TypeRef::FuncExact(t) => {
+                            Some(types.get(t as usize).cloned().flatten())
+                        }
+                        _ => None,
+                    };
                     problems.extend(check_import(
                         import.module,
                         import.name,
-                        matches!(import.ty, TypeRef::Func(_) | TypeRef::FuncExact(_)),
+                        ty.as_ref().map(Option::as_ref),
                         permissions,
                     ));
                 }
@@ -129,10 +158,12 @@ pub fn check(bytes: &[u8], permissions: &Permissions) -> Vec<WasmProblem> {
     problems
 }
 
+/// Checks one import. `func` is `None` when it is not a function, `Some(None)` when its
+/// type is not a function type.
 fn check_import(
     module: &str,
     name: &str,
-    is_func: bool,
+    func: Option<Option<&FuncType>>,
     permissions: &Permissions,
 ) -> Option<WasmProblem> {
     if module != HOST_MODULE {
@@ -141,20 +172,60 @@ fn check_import(
             name: name.to_owned(),
         });
     }
-    if !is_func {
+    let (Some(contract), Some(func)) = (imports::import(name), func) else {
         return Some(WasmProblem::UnknownHostImport(name.to_owned()));
-    }
-    if ALWAYS_ALLOWED.contains(&name) {
-        return None;
-    }
-    match needs(name, permissions) {
-        None => Some(WasmProblem::UnknownHostImport(name.to_owned())),
-        Some((_, true)) => None,
-        Some((permission, false)) => Some(WasmProblem::NotPermitted {
+    };
+    if let Some((permission, false)) = needs(name, permissions) {
+        return Some(WasmProblem::NotPermitted {
             import: name.to_owned(),
             permission,
-        }),
+        });
     }
+    let matches = func.is_some_and(|f| {
+        same_types(f.params(), contract.params) && same_types(f.results(), contract.results)
+    });
+    if !matches {
+        return Some(WasmProblem::WrongSignature {
+            import: name.to_owned(),
+            expected: signature(contract.params, contract.results),
+            found: func.map_or_else(|| "a non-function type".to_owned(), describe),
+        });
+    }
+    None
+}
+
+fn same_types(found: &[wasmparser::ValType], contract: &[ValType]) -> bool {
+    found.len() == contract.len()
+        && found.iter().zip(contract).all(|(f, c)| match c {
+            ValType::I32 => *f == wasmparser::ValType::I32,
+        })
+}
+
+fn signature(params: &[ValType], results: &[ValType]) -> String {
+    let names = |types: &[ValType]| -> Vec<&str> {
+        types
+            .iter()
+            .map(|t| match t {
+                ValType::I32 => "i32",
+            })
+            .collect()
+    };
+    format!(
+        "({}) -> ({})",
+        names(params).join(", "),
+        names(results).join(", ")
+    )
+}
+
+fn describe(f: &FuncType) -> String {
+    let names = |types: &[wasmparser::ValType]| -> Vec<String> {
+        types.iter().map(|t| t.to_string()).collect()
+    };
+    format!(
+        "({}) -> ({})",
+        names(f.params()).join(", "),
+        names(f.results()).join(", ")
+    )
 }
 
 /// The capability imports of a valid module (for display): `aisapp_v1` function names.

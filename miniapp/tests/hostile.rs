@@ -70,11 +70,20 @@ fn js_app() -> BTreeMap<String, Vec<u8>> {
     files
 }
 
-/// A wasm app whose module imports these `(module, name)` functions.
+/// A wasm app whose module imports these `(module, name)` functions, each with the
+/// contract's signature (`aisa_abi::IMPORTS`; `(i32, i32) -> i32` for names outside it).
 fn wasm_app(imports: &[(&str, &str)], permissions: &str) -> BTreeMap<String, Vec<u8>> {
     let imports: String = imports
         .iter()
-        .map(|(m, n)| format!("(import \"{m}\" \"{n}\" (func (param i32 i32) (result i32)))\n"))
+        .map(|(m, n)| {
+            let (params, results) =
+                aisa_abi::import(n).map_or((2, 1), |i| (i.params.len(), i.results.len()));
+            format!(
+                "(import \"{m}\" \"{n}\" (func (param{}) (result{})))\n",
+                " i32".repeat(params),
+                " i32".repeat(results)
+            )
+        })
         .collect();
     let wat = format!(
         "(module {imports}
@@ -721,6 +730,26 @@ fn wasm_importing_http_without_network_permission_is_refused() {
         None,
     )
     .unwrap();
+}
+
+#[test]
+fn wasm_importing_a_host_function_with_another_signature_is_refused() {
+    let mut files = wasm_app(&[], "{}");
+    let wat = r#"(module
+        (import "aisapp_v1" "emit" (func (param i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "aisapp_alloc") (param i32) (result i32) i32.const 0)
+        (func (export "aisapp_run") (param i32 i32) (result i32) i32.const 0))"#;
+    files.insert("logic.wasm".into(), wat::parse_str(wat).unwrap());
+    let err = refuse(&signed_zip(files, &author_key()), None);
+    assert_eq!(
+        problems(&err),
+        [Problem::Wasm(WasmProblem::WrongSignature {
+            import: "emit".into(),
+            expected: "(i32, i32) -> ()".into(),
+            found: "(i32, i32) -> (i32)".into(),
+        })]
+    );
 }
 
 #[test]
