@@ -11,7 +11,7 @@ pub const MAX_FRAME_LEN: u32 = 1024 * 1024;
 pub const LEN_PREFIX: usize = 4;
 
 /// Why frame bytes could not be split into frames.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
     /// The length prefix announces more than the maximum.
     #[error("frame of {len} bytes exceeds the maximum of {max}")]
@@ -121,6 +121,16 @@ impl FrameBuffer {
     /// Bytes buffered but not yet returned as a frame.
     pub fn pending(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The bytes buffered but not yet returned as a frame.
+    pub fn peek(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Takes the buffered bytes out, leaving the decoder empty.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
     }
 }
 

@@ -71,6 +71,38 @@ pub async fn write_frame<W: AsyncWrite + Unpin + ?Sized>(
     writer.write_all(&buf).await
 }
 
+/// Reads a stream's first frame through a [`HeaderReader`](crate::proto::HeaderReader):
+/// never past the header (the rest of the stream stays unread, for a splice), under the
+/// header cap, and within `limit` of now.
+pub async fn read_header<H, R>(
+    reader: &mut R,
+    limit: std::time::Duration,
+) -> Result<(H, crate::Version), crate::proto::Refusal>
+where
+    H: crate::proto::StreamHeader,
+    R: AsyncRead + Unpin + ?Sized,
+{
+    use crate::proto::{HeaderReader, Refusal};
+    let mut header = HeaderReader::<H>::new(std::time::Instant::now(), limit);
+    let mut buf = [0u8; crate::frame::LEN_PREFIX + crate::MAX_HEADER_LEN as usize];
+    loop {
+        let want = header.want().min(buf.len());
+        let deadline = tokio::time::Instant::from_std(header.deadline());
+        match tokio::time::timeout_at(deadline, reader.read(&mut buf[..want])).await {
+            Err(_) => {
+                header.handle_timeout(std::time::Instant::now())?;
+            }
+            Ok(Ok(0)) => return Err(header.finish()),
+            Ok(Ok(n)) => {
+                if let Some(found) = header.receive(&buf[..n])? {
+                    return Ok(found);
+                }
+            }
+            Ok(Err(err)) => return Err(Refusal::Transport(err.to_string())),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

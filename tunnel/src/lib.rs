@@ -10,13 +10,16 @@
 //!   relay on its control stream), and version negotiation.
 //! * [`message`]: the [`message::Envelope`] that carries every later message
 //!   (EXECUTE_ACTION, STREAM_CHUNK, ERROR, …) and the stable [`message::ErrorCode`]s.
+//! * [`proto`]: the rules of the exchange as sans-IO state machines, one per role
+//!   (header deadlines, the request after the relay header, heartbeats, CANCEL and its
+//!   grace period, stream kinds), each refusal a typed [`proto::Refusal`].
 //!
 //! Bodies are [postcard](https://docs.rs/postcard). The TypeScript codec in
 //! `browser-client/src/tunnel` speaks the same bytes; `tests/vectors.rs` writes the test
 //! vectors it is checked against.
 //!
-//! The core does no I/O and has no clock: it turns bytes into values and values into
-//! bytes. The optional `io` feature adds thin helpers that read and write frames over
+//! The core does no I/O and has no clock: it turns bytes and the current time into
+//! values, events and bytes. The optional `io` feature adds thin helpers that read and write frames over
 //! tokio's `AsyncRead` / `AsyncWrite`. Splicing streams lives with the relay, which knows
 //! the concrete stream types and how to reset them.
 //!
@@ -27,6 +30,7 @@ pub mod header;
 #[cfg(feature = "io")]
 pub mod io;
 pub mod message;
+pub mod proto;
 
 pub use frame::{FrameBuffer, FrameError, MAX_FRAME_LEN};
 pub use header::{

@@ -117,6 +117,28 @@ pub struct AppStatus {
     pub enabled: bool,
 }
 
+impl Body {
+    /// The message type's name as written in the protocol docs' code (`ExecuteAction`,
+    /// `StreamChunk`, …), for messages and logs.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Body::ExecuteAction { .. } => "ExecuteAction",
+            Body::InstallApp { .. } => "InstallApp",
+            Body::UninstallApp { .. } => "UninstallApp",
+            Body::GetStatus => "GetStatus",
+            Body::StreamChunk { .. } => "StreamChunk",
+            Body::StreamEnd { .. } => "StreamEnd",
+            Body::Error { .. } => "Error",
+            Body::DeviceStatus { .. } => "DeviceStatus",
+            Body::Cancel => "Cancel",
+            Body::Ping { .. } => "Ping",
+            Body::Pong { .. } => "Pong",
+            Body::Welcome { .. } => "Welcome",
+            Body::StatusSnapshotEnd { .. } => "StatusSnapshotEnd",
+        }
+    }
+}
+
 impl Envelope {
     /// An envelope with no device id.
     pub fn new(request_id: u64, body: Body) -> Self {
