@@ -35,7 +35,10 @@ fn the_old_home_variable_still_works_and_warns_naming_the_new_one() {
         stderr.contains("DESKTOP_NODE_HOME is deprecated; set AISA_NODE_HOME instead"),
         "{stderr}"
     );
-    assert!(old.path().join("secrets.enc").exists(), "the old name's folder is the home");
+    assert!(
+        old.path().join("secrets.enc").exists(),
+        "the old name's folder is the home"
+    );
 }
 
 #[test]

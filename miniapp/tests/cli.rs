@@ -15,6 +15,8 @@ fn aisapp_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aisapp"));
     cmd.current_dir(dir).args(args);
     for var in [
+        "AISA_TOKEN",
+        "AISA_RELAY_URL",
         "AISAPP_TOKEN",
         "AISAPP_RELAY",
         "AISA_PASSWORD",
@@ -318,13 +320,27 @@ fn publish_signs_in_and_uploads_the_bundle() {
     });
     let out = aisapp_with(
         d,
-        &["publish", "pub", "--relay", &relay],
-        &[("AISAPP_TOKEN", "tok-1")],
+        &["publish", "pub"],
+        &[("AISA_TOKEN", "tok-1"), ("AISA_RELAY_URL", &relay)],
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
         stderr.contains("409") && stderr.contains("versions are immutable"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("deprecated"), "{stderr}");
+    // The old names still work, each with a one-line warning naming the new one.
+    let out = aisapp_with(
+        d,
+        &["publish", "pub"],
+        &[("AISAPP_TOKEN", "tok-1"), ("AISAPP_RELAY", &relay)],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("409"), "{stderr}");
+    assert!(
+        stderr.contains("AISAPP_TOKEN is deprecated; set AISA_TOKEN instead")
+            && stderr.contains("AISAPP_RELAY is deprecated; set AISA_RELAY_URL instead"),
         "{stderr}"
     );
     // A wrong password.

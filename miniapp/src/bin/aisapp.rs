@@ -100,11 +100,11 @@ enum Cmd {
     Publish {
         /// The .aisapp file or app folder.
         path: PathBuf,
-        /// The relay's base URL, e.g. https://relay.example.com.
-        #[arg(long, env = "AISAPP_RELAY")]
-        relay: String,
+        /// The relay's base URL, e.g. https://relay.example.com (or AISA_RELAY_URL).
+        #[arg(long, env = "AISA_RELAY_URL")]
+        relay: Option<String>,
         /// Your access token (else sign in with --email).
-        #[arg(long, env = "AISAPP_TOKEN", hide_env_values = true)]
+        #[arg(long, env = "AISA_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Sign in with this email; the password comes from AISA_PASSWORD or stdin.
         #[arg(long, conflicts_with = "token")]
@@ -137,7 +137,44 @@ fn run(cmd: Cmd) -> Result<()> {
             relay,
             token,
             email,
-        } => publish(&path, &relay, token, email),
+        } => {
+            let Some(relay) = relay.or_else(|| renamed_var("AISA_RELAY_URL", "AISAPP_RELAY"))
+            else {
+                bail!("give --relay URL (or set AISA_RELAY_URL)");
+            };
+            let token = match (token, &email) {
+                (None, None) => renamed_var("AISA_TOKEN", "AISAPP_TOKEN"),
+                (token, _) => token,
+            };
+            publish(&path, &relay, token, email)
+        }
+    }
+}
+
+/// A renamed environment variable: the value of `new`, else of `old` with a one-line
+/// deprecation warning on stderr naming `new`. (Clap reads `new` itself; this is the
+/// fallback when neither the flag nor `new` is given.)
+fn renamed_var(new: &str, old: &str) -> Option<String> {
+    let (value, warning) = pick_renamed(new, old, std::env::var(old).ok());
+    if let Some(warning) = warning {
+        eprintln!("{warning}");
+    }
+    value
+}
+
+/// What [`renamed_var`] does with the old variable's value: the value (an empty one
+/// counts as unset) and the warning to print.
+fn pick_renamed(
+    new: &str,
+    old: &str,
+    old_value: Option<String>,
+) -> (Option<String>, Option<String>) {
+    match old_value.filter(|v| !v.is_empty()) {
+        Some(value) => (
+            Some(value),
+            Some(format!("warning: {old} is deprecated; set {new} instead")),
+        ),
+        None => (None, None),
     }
 }
 
@@ -448,7 +485,7 @@ fn publish(path: &Path, relay: &str, token: Option<String>, email: Option<String
     let password = match (&token, &email) {
         (Some(_), _) => None,
         (None, Some(_)) => Some(password()?),
-        (None, None) => bail!("give --token (or AISAPP_TOKEN), or --email to sign in"),
+        (None, None) => bail!("give --token (or AISA_TOKEN), or --email to sign in"),
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let relay = relay.trim_end_matches('/').to_owned();
@@ -533,4 +570,28 @@ async fn login(
         .or(body["access_token"].as_str())
         .map(str::to_owned)
         .context("the relay's sign-in answer has no token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_renamed;
+
+    #[test]
+    fn an_old_variable_still_works_and_warns_naming_the_new_one() {
+        let (value, warning) = pick_renamed("AISA_TOKEN", "AISAPP_TOKEN", Some("tok-1".to_owned()));
+        assert_eq!(value.as_deref(), Some("tok-1"));
+        let warning = warning.expect("a deprecation warning");
+        assert_eq!(
+            warning,
+            "warning: AISAPP_TOKEN is deprecated; set AISA_TOKEN instead"
+        );
+        assert_eq!(
+            pick_renamed("AISA_RELAY_URL", "AISAPP_RELAY", None),
+            (None, None)
+        );
+        assert_eq!(
+            pick_renamed("AISA_RELAY_URL", "AISAPP_RELAY", Some(String::new())),
+            (None, None)
+        );
+    }
 }
