@@ -1,69 +1,33 @@
 /**
  * The browser's side of the relay: one WebTransport session, one bidirectional stream
- * per action, and optionally one more for live device status.
+ * per request, and optionally one more for live device status.
  *
- * An action stream carries, browser → relay, a frame holding an {@link OpenHeader} and a
- * frame holding an EXECUTE_ACTION envelope (then, if the user cancels, a CANCEL
- * envelope); relay → browser, STREAM_CHUNK… then STREAM_END, or one ERROR.
- *
- * A device-status stream carries, browser → relay, only an {@link OpenHeader} of kind
- * `Control` with an empty device id; relay → browser, one DEVICE_STATUS per device of the
- * user, one STATUS_SNAPSHOT_END (protocol 1.1; also to a user with no devices), then one
- * DEVICE_STATUS more whenever a device comes online or goes offline (or one ERROR).
+ * The protocol's rules for each stream live in sans-IO machines: `machine/request.ts`
+ * (an action, GET_STATUS, INSTALL_APP or a pairing: header and request out, chunks then
+ * one final message in, CANCEL and its grace period, FIN and truncation) and
+ * `machine/status.ts` (the device-status stream: snapshot, STATUS_SNAPSHOT_END, changes).
+ * The methods here are pumps over them (`pump.ts` moves the bytes and keeps the one
+ * timer): they seal requests and open answers end to end, and turn the machines' events
+ * into callbacks, results and errors.
  */
 
-import {
-  FrameReader,
-  decodeEnvelope,
-  encodeEnvelope,
-  encodeFrame,
-  encodeOpenHeader,
-  type Body,
-  type Envelope,
-} from './codec';
-
 import type { ResponseOpener } from '../e2e/index';
-import { openAnswer, sealAction, sealedCancel, sealPairing, type PairingLink } from '../e2e/stream';
+import { sealAction, sealedCancel, sealPairing, type PairingLink } from '../e2e/stream';
+import { encodeEnvelope, type Body, type Envelope, type OpenHeader, type StreamKind } from './codec';
+import { RemoteError, TransportError, errorMessage } from './errors';
+import { ClientRequest, type ClientEvent } from './machine/request';
+import type { Refusal } from './machine/refusal';
+import { StatusWatch, type StatusEvent } from './machine/status';
+import { StreamPump } from './pump';
+
+export { RemoteError, TransportError, errorMessage, type TransportErrorCode } from './errors';
+export { CANCEL_GRACE_MS } from './machine/request';
 
 /** The part of the WebTransport API the client uses (a real `WebTransport` fits it). */
 export type TransportLike = Pick<
   WebTransport,
   'ready' | 'closed' | 'close' | 'createBidirectionalStream'
 >;
-
-/** An ERROR envelope from the relay or the desktop. */
-export class RemoteError extends Error {
-  /** The wire code, e.g. `device_offline`, `cancelled`, `app_failed`. */
-  readonly code: string;
-
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'RemoteError';
-    this.code = code;
-  }
-}
-
-/** Why a stream or session failed on this side (no ERROR envelope was received). */
-export type TransportErrorCode =
-  | 'stream_ended'
-  | 'stream_reset'
-  | 'session_closed'
-  | 'malformed_frame'
-  | 'unexpected_message'
-  | 'connection_failed'
-  | 'e2e_failed';
-
-/** A failure of the transport itself rather than an answer from a peer. */
-export class TransportError extends Error {
-  /** What went wrong, in the same style as the wire's error codes. */
-  readonly code: TransportErrorCode;
-
-  constructor(code: TransportErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'TransportError';
-    this.code = code;
-  }
-}
 
 /** How a session ended, as reported by {@link RelayClient.closed} and the `closed` event. */
 export interface SessionClosed {
@@ -162,12 +126,6 @@ export interface ConnectOptions {
   onClosed?: (info: SessionClosed) => void;
 }
 
-/**
- * How long to wait, after CANCEL, for the desktop to answer before the stream is reset and
- * the action rejects with an AbortError.
- */
-export const CANCEL_GRACE_MS = 5_000;
-
 /** A WebTransport session to the relay. Emits a `closed` CustomEvent<SessionClosed>. */
 export class RelayClient extends EventTarget {
   /** Settles (never rejects) when the session closes or is lost. */
@@ -265,6 +223,47 @@ export class RelayClient extends EventTarget {
   }
 
   /**
+   * The request machine for `body` on a new stream of `kind`, and its pump: sealed end
+   * to end (the opener opens the answers) when `e2e` is given.
+   */
+  private async startRequest(
+    target: { deviceId: string; token: string; e2e?: E2eKeys },
+    kind: StreamKind,
+    requestId: number,
+    body: Body,
+    when: string,
+  ): Promise<{ pump: StreamPump<ClientEvent>; machine: ClientRequest; opener?: ResponseOpener }> {
+    const { deviceId, token, e2e } = target;
+    const request: Envelope = { requestId, deviceId, body };
+    let machine: ClientRequest;
+    let opener: ResponseOpener | undefined;
+    if (e2e) {
+      const sealed = await sealAction(e2e.desktopPk, e2e.browserKey, e2e.browserPk, deviceId, encodeEnvelope(request));
+      opener = sealed.opener;
+      machine = ClientRequest.withBody({ deviceId, kind, token, e2e: sealed.e2e }, requestId, sealed.first);
+    } else {
+      machine = ClientRequest.plain({ deviceId, kind, token, e2e: null }, request);
+    }
+    const stream = await this.openStream();
+    const pump = this.pumpFor(stream, machine, when, opener);
+    return { pump, machine, opener };
+  }
+
+  private pumpFor(
+    stream: WebTransportBidirectionalStream,
+    machine: ClientRequest,
+    when: string,
+    opener?: ResponseOpener,
+  ): StreamPump<ClientEvent> {
+    return new StreamPump(
+      stream,
+      machine,
+      (err) => this.readFailure(err, when),
+      opener ? { opener, handle: (env) => machine.handleEnvelope(env) } : undefined,
+    );
+  }
+
+  /**
    * Runs one action on a new stream.
    *
    * Resolves with the STREAM_END. Rejects with a {@link RemoteError} for an ERROR envelope
@@ -278,90 +277,59 @@ export class RelayClient extends EventTarget {
     signal?.throwIfAborted();
     this.assertOpen();
     const requestId = req.requestId ?? this.nextRequestId++;
-    const envelopeFrame = (body: Body): Uint8Array =>
-      encodeFrame(encodeEnvelope({ requestId, deviceId: req.deviceId, body }));
-
-    const stream = await this.openStream();
-    const writer = stream.writable.getWriter();
-    const reader = stream.readable.getReader();
-
-    // Writes never fail the action by themselves: the relay may refuse the stream with
-    // an ERROR and stop reading, and that ERROR is the better report.
-    let writeError: unknown = null;
-    const write = (bytes: Uint8Array): Promise<void> =>
-      writer.write(bytes).catch((err: unknown) => {
-        writeError ??= err;
-      });
-
-    const executeBody: Body = {
-      type: 'ExecuteAction',
-      appId: req.appId,
-      action: req.action,
-      payload: req.payload,
-    };
-    let opener: ResponseOpener | undefined;
-    let e2eHeader: Uint8Array | null = null;
-    let execute = envelopeFrame(executeBody);
-    if (req.e2e) {
-      const sealed = await sealAction(
-        req.e2e.desktopPk,
-        req.e2e.browserKey,
-        req.e2e.browserPk,
-        req.deviceId,
-        encodeEnvelope({ requestId, deviceId: req.deviceId, body: executeBody }),
-      );
-      opener = sealed.opener;
-      e2eHeader = sealed.e2e;
-      execute = encodeFrame(sealed.first);
-    }
-    const open = encodeFrame(
-      encodeOpenHeader({ deviceId: req.deviceId, kind: 'Action', token: req.token, e2e: e2eHeader }),
-    );
-    void write(concat(open, execute));
+    const execute: Body = { type: 'ExecuteAction', appId: req.appId, action: req.action, payload: req.payload };
+    const { pump, machine, opener } = await this.startRequest(req, 'Action', requestId, execute, 'before the action finished');
 
     let aborted = false;
-    let graceTimer: ReturnType<typeof setTimeout> | undefined;
-    let abortReject: ((err: unknown) => void) | undefined;
-    const graceExpired = new Promise<never>((_, reject) => {
-      abortReject = reject;
-    });
     const onAbort = (): void => {
       if (aborted) return;
       aborted = true;
       // On an encrypted stream the CANCEL is sealed too: the desktop ignores a plain one.
-      const cancel = opener
-        ? sealedCancel(opener, requestId, req.deviceId).then((body) => write(encodeFrame(body)))
-        : write(envelopeFrame({ type: 'Cancel' }));
-      void cancel.catch(() => {}).then(() => writer.close().catch(() => {}));
-      graceTimer = setTimeout(() => abortReject?.(abortError(signal)), CANCEL_GRACE_MS);
+      if (!opener) {
+        machine.cancel(Date.now());
+        pump.flushAndFinish();
+        return;
+      }
+      sealedCancel(opener, requestId, req.deviceId).then(
+        (body) => {
+          machine.cancelWithBody(Date.now(), body);
+          pump.flushAndFinish();
+        },
+        (err: unknown) => pump.interrupt(err),
+      );
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) onAbort(); // aborted while the stream was being opened
-    // Keep an unobserved rejection from being reported when the grace period never ends.
-    graceExpired.catch(() => {});
 
     try {
-      const result = await Promise.race([
-        this.readAnswer(reader, req, () => aborted, () => writeError, opener),
-        graceExpired,
-      ]);
-      // Clean end: finish our side and let the peer's finish arrive in the background.
-      void writer.close().catch(() => {});
-      void drain(reader);
-      return result;
+      for await (const event of pump.events()) {
+        if (event.type === 'failed') {
+          throw refusalError(event.refusal, endedMessage('the action finished', pump.writeError));
+        }
+        const b = event.envelope.body;
+        if (event.type === 'message') {
+          // Chunks of a cancelled action are not reported (also while a sealed CANCEL is being made).
+          if (b.type === 'StreamChunk' && !aborted) req.onChunk?.(b.data, b.seq);
+          continue;
+        }
+        if (b.type !== 'StreamEnd') {
+          throw new TransportError('unexpected_message', `unexpected ${b.type} message on an action stream`);
+        }
+        checkSealedEnd(opener);
+        pump.closeCleanly();
+        return { chunks: b.chunks, elapsedMs: b.elapsedMs };
+      }
+      throw new TransportError('stream_ended', endedMessage('the action finished', pump.writeError));
     } catch (err) {
       if (err instanceof RemoteError) {
-        void writer.close().catch(() => {});
-        void drain(reader);
+        pump.closeCleanly();
         throw err;
       }
       // Anything else leaves the stream in an unknown state: reset both directions.
-      void writer.abort(err).catch(() => {});
-      void reader.cancel(err).catch(() => {});
+      pump.reset(err);
       if (aborted) throw abortError(signal);
       throw err;
     } finally {
-      clearTimeout(graceTimer);
       signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -382,35 +350,21 @@ export class RelayClient extends EventTarget {
   }): Promise<void> {
     this.assertOpen();
     const sealed = await sealPairing(req.link, req.browserKey, req.browserPk, req.name);
-    const stream = await this.openStream();
-    const writer = stream.writable.getWriter();
-    const reader = stream.readable.getReader();
-    const open = encodeFrame(
-      encodeOpenHeader({ deviceId: req.link.deviceId, kind: 'Control', token: req.token, e2e: sealed.e2e }),
-    );
-    void writer.write(concat(open, encodeFrame(sealed.first))).catch(() => {});
-    const frames = new FrameReader();
+    const header: OpenHeader = { deviceId: req.link.deviceId, kind: 'Control', token: req.token, e2e: sealed.e2e };
+    const machine = ClientRequest.withBody(header, 0, sealed.first);
+    const pump = this.pumpFor(await this.openStream(), machine, 'before the pairing was confirmed', sealed.opener);
     try {
-      for (;;) {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
-        try {
-          chunk = await reader.read();
-        } catch (err) {
-          throw this.readFailure(err, 'before the pairing was confirmed');
+      for await (const event of pump.events()) {
+        if (event.type === 'failed') {
+          throw refusalError(event.refusal, endedMessage('the pairing was confirmed', pump.writeError));
         }
-        if (chunk.done) {
-          finishFrames(frames);
-          throw new TransportError('stream_ended', 'stream ended before the pairing was confirmed');
-        }
-        for (const env of await openedIn(frames, chunk.value, sealed.opener)) {
-          if (env.body.type === 'Error') throw new RemoteError(env.body.code, env.body.message);
-          if (env.body.type === 'StreamEnd' && sealed.opener.finished) return;
-          throw new TransportError('unexpected_message', `unexpected ${env.body.type} message answering a pairing`);
-        }
+        const b = event.envelope.body;
+        if (event.type === 'done' && b.type === 'StreamEnd' && sealed.opener.finished) return;
+        throw new TransportError('unexpected_message', `unexpected ${b.type} message answering a pairing`);
       }
+      throw new TransportError('stream_ended', endedMessage('the pairing was confirmed', pump.writeError));
     } finally {
-      void writer.close().catch(() => {});
-      void drain(reader);
+      pump.closeCleanly();
     }
   }
 
@@ -418,11 +372,11 @@ export class RelayClient extends EventTarget {
    * Watches the user's devices come online and go offline, on a new stream.
    *
    * Calls `onStatus` for every DEVICE_STATUS (and `onSnapshotEnd` once, after the
-   * snapshot) until the relay finishes the stream (the
-   * promise resolves; the relay does this to a reader that falls behind, and a new watch
-   * gets a fresh snapshot) or `signal` aborts (the write side is finished, which ends the
-   * subscription, and the promise resolves at once; nothing more is reported). Rejects
-   * with a {@link RemoteError} for an ERROR envelope (e.g. `unauthenticated`), a
+   * snapshot) until the relay finishes the stream (the promise resolves; the relay does
+   * this to a reader that falls behind, and a new watch gets a fresh snapshot) or
+   * `signal` aborts (the write side is finished, which ends the subscription, and the
+   * promise resolves at once; nothing more is reported). Rejects with a
+   * {@link RemoteError} for an ERROR envelope (e.g. `unauthenticated`), a
    * {@link TransportError} when the stream is reset, the session closes or bad bytes or
    * another message type arrive, or with whatever `onStatus` throws.
    */
@@ -430,40 +384,35 @@ export class RelayClient extends EventTarget {
     const { signal } = req;
     if (signal?.aborted) return;
     this.assertOpen();
-    const stream = await this.openStream();
-    const writer = stream.writable.getWriter();
-    const reader = stream.readable.getReader();
-
     // The header is all this side ever sends; the write side stays open until the end,
-    // since finishing it ends the subscription. A failed write is reported by what the
-    // relay answers (or by the stream's end), as for actions.
-    const header = encodeFrame(
-      encodeOpenHeader({ deviceId: '', kind: 'Control', token: req.token, e2e: null }),
+    // since finishing it ends the subscription.
+    const pump = new StreamPump<StatusEvent>(await this.openStream(), new StatusWatch(req.token), (err) =>
+      this.readFailure(err, 'while watching devices'),
     );
-    void writer.write(header).catch(() => {});
-
-    let stop: (() => void) | undefined;
-    const stopped = new Promise<null>((resolve) => {
-      stop = () => resolve(null);
-    });
-    const onAbort = (): void => stop?.();
+    const onAbort = (): void => pump.stop();
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) onAbort(); // aborted while the stream was being opened
-
     try {
-      await this.readStatuses(reader, req, stopped);
+      for await (const event of pump.events()) {
+        switch (event.type) {
+          case 'status':
+            req.onStatus(event.deviceId, event.online, event.nodeVersion);
+            break;
+          case 'snapshot_end':
+            req.onSnapshotEnd?.(event.devices);
+            break;
+          case 'failed':
+            throw refusalError(event.refusal, 'stream ended while watching devices');
+          case 'ended':
+            break;
+        }
+      }
       // The relay finished its side, or we stopped: finish ours, and let whatever is
       // still in flight (up to the relay's finish) arrive in the background.
-      void writer.close().catch(() => {});
-      void drain(reader);
+      pump.closeCleanly();
     } catch (err) {
-      if (err instanceof RemoteError) {
-        void writer.close().catch(() => {});
-        void drain(reader);
-        throw err;
-      }
-      void writer.abort(err).catch(() => {});
-      void reader.cancel(err).catch(() => {});
+      if (err instanceof RemoteError) pump.closeCleanly();
+      else pump.reset(err);
       throw err;
     } finally {
       signal?.removeEventListener('abort', onAbort);
@@ -471,192 +420,49 @@ export class RelayClient extends EventTarget {
   }
 
   /**
-   * Sends one request (e.g. GET_STATUS or INSTALL_APP) on a new Action stream and yields
-   * every envelope the desktop answers with, in order, until the peer finishes the stream.
+   * Sends one request (e.g. GET_STATUS or INSTALL_APP) on a new Control stream and yields
+   * every envelope the desktop answers with, in order: STREAM_CHUNKs, then the final
+   * STREAM_END or DEVICE_STATUS (after which the stream is finished cleanly).
    *
    * An ERROR envelope is thrown as a {@link RemoteError} (after which nothing more is
-   * read); a reset, a lost session or bad bytes as a {@link TransportError}. When `signal`
-   * aborts, or the caller stops iterating early, the stream is reset in both directions
-   * (an abort then throws a DOMException named `AbortError`).
+   * read); a reset, a lost session, bad bytes or the stream ending before the final
+   * message as a {@link TransportError}. When `signal` aborts, or the caller stops
+   * iterating early, the stream is reset in both directions (an abort then throws a
+   * DOMException named `AbortError`).
    */
   async *request(req: StreamRequest): AsyncGenerator<Envelope, void, undefined> {
     const { signal } = req;
     signal?.throwIfAborted();
     this.assertOpen();
     const requestId = req.requestId ?? this.nextRequestId++;
-    const stream = await this.openStream();
-    const writer = stream.writable.getWriter();
-    const reader = stream.readable.getReader();
-    let first = encodeFrame(encodeEnvelope({ requestId, deviceId: req.deviceId, body: req.body }));
-    let opener: ResponseOpener | undefined;
-    let e2eHeader: Uint8Array | null = null;
-    if (req.e2e) {
-      const sealed = await sealAction(
-        req.e2e.desktopPk,
-        req.e2e.browserKey,
-        req.e2e.browserPk,
-        req.deviceId,
-        encodeEnvelope({ requestId, deviceId: req.deviceId, body: req.body }),
-      );
-      opener = sealed.opener;
-      e2eHeader = sealed.e2e;
-      first = encodeFrame(sealed.first);
-    }
-    const open = encodeFrame(
-      encodeOpenHeader({ deviceId: req.deviceId, kind: 'Control', token: req.token, e2e: e2eHeader }),
-    );
-    // As for actions, a failed write is reported by what the peer answers, or the stream's end.
-    void writer.write(concat(open, first)).catch(() => {});
-
-    let abortReject: ((err: unknown) => void) | undefined;
-    const abortedP = new Promise<never>((_, reject) => {
-      abortReject = reject;
-    });
-    abortedP.catch(() => {});
-    const onAbort = (): void => abortReject?.(abortError(signal));
+    const { pump, opener } = await this.startRequest(req, 'Control', requestId, req.body, 'before the answer was complete');
+    const onAbort = (): void => pump.interrupt(abortError(signal));
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) onAbort();
 
-    const frames = new FrameReader();
     let clean = false;
     try {
-      for (;;) {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
-        try {
-          chunk = await Promise.race([reader.read(), abortedP]);
-        } catch (err) {
-          if (signal?.aborted) throw err;
-          throw this.readFailure(err, 'before the answer was complete');
+      for await (const event of pump.events()) {
+        if (event.type === 'failed') {
+          clean = event.refusal.reason === 'remote_error';
+          throw refusalError(event.refusal, endedMessage('the answer was complete', pump.writeError));
         }
-        if (chunk.done) {
-          finishFrames(frames);
-          if (opener && !opener.finished) {
-            throw new TransportError('e2e_failed', 'the encrypted answer ended without its final chunk');
-          }
+        if (event.type === 'done') {
+          checkSealedEnd(opener);
           clean = true;
-          return;
         }
-        const envelopes = opener ? await openedIn(frames, chunk.value, opener) : envelopesIn(frames, chunk.value);
-        for (const env of envelopes) {
-          if (env.body.type === 'Error') {
-            clean = true;
-            throw new RemoteError(env.body.code, env.body.message);
-          }
-          yield env;
-        }
+        yield event.envelope;
       }
     } finally {
       signal?.removeEventListener('abort', onAbort);
-      if (clean) {
-        void writer.close().catch(() => {});
-        void drain(reader);
-      } else {
-        // Aborted, failed, or the caller stopped early: reset both directions.
-        void writer.abort().catch(() => {});
-        void reader.cancel().catch(() => {});
-      }
-    }
-  }
-
-  /** Reads DEVICE_STATUS envelopes until a clean end or `stopped`; throws on anything else. */
-  private async readStatuses(
-    reader: ReadableStreamDefaultReader<Uint8Array>,
-    req: WatchDevicesRequest,
-    stopped: Promise<null>,
-  ): Promise<void> {
-    const frames = new FrameReader();
-    let snapshotEnded = false;
-    for (;;) {
-      let chunk: ReadableStreamReadResult<Uint8Array> | null;
-      try {
-        chunk = await Promise.race([reader.read(), stopped]);
-      } catch (err) {
-        throw this.readFailure(err, 'while watching devices');
-      }
-      if (chunk === null) return; // aborted
-      if (chunk.done) {
-        finishFrames(frames);
-        return;
-      }
-      for (const env of envelopesIn(frames, chunk.value)) {
-        const b = env.body;
-        switch (b.type) {
-          case 'DeviceStatus':
-            // Stop reporting as soon as the caller has asked to stop.
-            if (req.signal?.aborted) return;
-            req.onStatus(env.deviceId, b.online, b.nodeVersion);
-            break;
-          case 'StatusSnapshotEnd':
-            if (snapshotEnded) {
-              throw new TransportError('unexpected_message', 'a second STATUS_SNAPSHOT_END on a device-status stream');
-            }
-            snapshotEnded = true;
-            if (req.signal?.aborted) return;
-            req.onSnapshotEnd?.(b.devices);
-            break;
-          case 'Error':
-            throw new RemoteError(b.code, b.message);
-          default:
-            throw new TransportError(
-              'unexpected_message',
-              `unexpected ${b.type} message on a device-status stream`,
-            );
-        }
-      }
-    }
-  }
-
-  /** Reads frames until STREAM_END (returned) or ERROR (thrown as {@link RemoteError}). */
-  private async readAnswer(
-    reader: ReadableStreamDefaultReader<Uint8Array>,
-    req: ActionRequest,
-    isAborted: () => boolean,
-    writeError: () => unknown,
-    opener?: ResponseOpener,
-  ): Promise<ActionResult> {
-    const frames = new FrameReader();
-    for (;;) {
-      let chunk: ReadableStreamReadResult<Uint8Array>;
-      try {
-        chunk = await reader.read();
-      } catch (err) {
-        throw this.readFailure(err);
-      }
-      if (chunk.done) {
-        finishFrames(frames);
-        const cause = writeError();
-        throw new TransportError(
-          'stream_ended',
-          'stream ended before the action finished' +
-            (cause ? ` (sending failed: ${errorMessage(cause)})` : ''),
-        );
-      }
-      const envelopes = opener ? await openedIn(frames, chunk.value, opener) : envelopesIn(frames, chunk.value);
-      for (const env of envelopes) {
-        const b = env.body;
-        switch (b.type) {
-          case 'StreamChunk':
-            if (!isAborted()) req.onChunk?.(b.data, b.seq);
-            break;
-          case 'StreamEnd':
-            if (opener && !opener.finished) {
-              throw new TransportError('e2e_failed', 'the encrypted answer ended without its final chunk');
-            }
-            return { chunks: b.chunks, elapsedMs: b.elapsedMs };
-          case 'Error':
-            throw new RemoteError(b.code, b.message);
-          default:
-            throw new TransportError(
-              'unexpected_message',
-              `unexpected ${b.type} message on an action stream`,
-            );
-        }
-      }
+      // Aborted, failed, or the caller stopped early: reset both directions.
+      if (clean) pump.closeCleanly();
+      else pump.reset();
     }
   }
 
   /** Turns a failed `read()` into a TransportError saying whether the stream or session died. */
-  private readFailure(err: unknown, when = 'before the action finished'): TransportError {
+  private readFailure(err: unknown, when: string): TransportError {
     const source = (err as { source?: unknown } | null)?.source;
     if (source === 'session' || this.closedInfo) {
       return new TransportError(
@@ -676,31 +482,40 @@ export class RelayClient extends EventTarget {
   }
 }
 
+/** The error a machine's refusal is reported as; `ended` is the message for a stream that ended early. */
+function refusalError(refusal: Refusal, ended: string): Error {
+  switch (refusal.reason) {
+    case 'remote_error':
+      return new RemoteError(refusal.code, refusal.remoteMessage ?? refusal.message);
+    case 'ended_early':
+      return new TransportError('stream_ended', ended);
+    case 'malformed_frame':
+    case 'malformed_message':
+      return new TransportError('malformed_frame', refusal.message);
+    case 'unexpected_message':
+      return new TransportError('unexpected_message', refusal.message);
+    case 'cancel_unanswered':
+      return new DOMException(refusal.message, 'AbortError');
+  }
+}
+
+/** "stream ended before …", with why sending failed when it did. */
+function endedMessage(what: string, writeError: unknown): string {
+  return `stream ended before ${what}` + (writeError ? ` (sending failed: ${errorMessage(writeError)})` : '');
+}
+
+/** On an encrypted stream the final message must be in the final sealed chunk. */
+function checkSealedEnd(opener: ResponseOpener | undefined): void {
+  if (opener && !opener.finished) {
+    throw new TransportError('e2e_failed', 'the encrypted answer ended without its final chunk');
+  }
+}
+
 /** An AbortError carrying the signal's reason when it is one. */
 function abortError(signal: AbortSignal | undefined): unknown {
   const reason: unknown = signal?.reason;
   if (reason instanceof DOMException && reason.name === 'AbortError') return reason;
   return new DOMException('the action was cancelled', 'AbortError');
-}
-
-/** Reads a stream to its end, ignoring what arrives and any error. */
-async function drain(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
-  try {
-    while (!(await reader.read()).done) {
-      // discard
-    }
-  } catch {
-    // reset or session gone: nothing left to do
-  } finally {
-    reader.releaseLock();
-  }
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a, 0);
-  out.set(b, a.length);
-  return out;
 }
 
 /** A SHA-256 hash from hex; colons and spaces are allowed between bytes. */
@@ -715,58 +530,4 @@ export function hashFromHex(hex: string): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(32);
   for (let i = 0; i < 32; i++) out[i] = parseInt(clean.slice(2 * i, 2 * i + 2), 16);
   return out;
-}
-
-/** A readable message from anything thrown. */
-export function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
-  return String(err);
-}
-
-/** Pushes received bytes and yields every whole envelope now buffered; a bad frame or
- * envelope is thrown as a `malformed_frame` {@link TransportError}. */
-function* envelopesIn(frames: FrameReader, bytes: Uint8Array): Generator<Envelope> {
-  frames.push(bytes);
-  for (;;) {
-    let env: Envelope;
-    try {
-      const body = frames.next();
-      if (body === null) return;
-      env = decodeEnvelope(body);
-    } catch (err) {
-      throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
-    }
-    yield env;
-  }
-}
-
-/** As {@link envelopesIn}, for an end-to-end encrypted stream: each frame is opened with
- * `opener` (a plain ERROR, the desktop's refusal before any key was agreed, passes);
- * anything that does not open is an `e2e_failed` {@link TransportError}. */
-async function openedIn(frames: FrameReader, bytes: Uint8Array, opener: ResponseOpener): Promise<Envelope[]> {
-  frames.push(bytes);
-  const out: Envelope[] = [];
-  for (;;) {
-    let body: Uint8Array | null;
-    try {
-      body = frames.next();
-    } catch (err) {
-      throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
-    }
-    if (body === null) return out;
-    try {
-      out.push((await openAnswer(opener, body)).envelope);
-    } catch (err) {
-      throw new TransportError('e2e_failed', errorMessage(err), { cause: err });
-    }
-  }
-}
-
-/** At the end of a stream: a frame cut short is a `malformed_frame` {@link TransportError}. */
-function finishFrames(frames: FrameReader): void {
-  try {
-    frames.finish();
-  } catch (err) {
-    throw new TransportError('malformed_frame', errorMessage(err), { cause: err });
-  }
 }

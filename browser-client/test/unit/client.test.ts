@@ -374,6 +374,44 @@ describe('RelayClient.watchDevices', () => {
   });
 });
 
+describe('RelayClient.request (a pump over the request machine)', () => {
+  it('ends at the final message without waiting for the FIN, and finishes cleanly', async () => {
+    const { transport, client } = setup();
+    const got: string[] = [];
+    const done = (async () => {
+      for await (const env of client.request({ deviceId: 'dev-1', token: 'jwt', body: { type: 'InstallApp', appId: 'a', version: null } })) {
+        got.push(env.body.type);
+      }
+    })();
+    await until(() => transport.streams[0]?.frames.length === 2, 'header + request');
+    const far = transport.streams[0]!;
+    far.send({ type: 'StreamChunk', seq: 0, data: '{"state":"installing"}' });
+    far.send({ type: 'StreamEnd', chunks: 1, elapsedMs: 3 });
+    await done; // no FIN from the far end
+    expect(got).toEqual(['StreamChunk', 'StreamEnd']);
+    await until(() => far.writeClosed, 'clean finish');
+    expect(far.reset).toBe(false);
+  });
+
+  it('reports a message the machine refuses as unexpected and resets the stream', async () => {
+    const { transport, client } = setup();
+    const it = client.request({ deviceId: 'dev-1', token: 'jwt', body: { type: 'GetStatus' } });
+    const first = it.next();
+    await until(() => transport.streams.length === 1);
+    transport.streams[0]!.send({ type: 'Pong', nonce: 1 });
+    await expect(first).rejects.toMatchObject({ code: 'unexpected_message', message: 'unexpected Pong on a request stream' });
+    await until(() => transport.streams[0]!.reset, 'reset');
+  });
+
+  it('on an action stream, a DEVICE_STATUS is no answer', async () => {
+    const { transport, client } = setup();
+    const done = client.runAction(request);
+    await until(() => transport.streams.length === 1);
+    transport.streams[0]!.status('dev-1', true);
+    await expect(done).rejects.toMatchObject({ code: 'unexpected_message' });
+  });
+});
+
 describe('RelayClient session', () => {
   it('reports a clean close through the promise, the event and the callback', async () => {
     const transport = new FakeTransport();

@@ -28,11 +28,10 @@ import {
   encodeRelayHeader,
   fromHex,
   toHex,
-  type AppStatus,
   type Body,
   type Envelope,
-  type StreamKind,
 } from '../../src/tunnel/codec';
+import { bytes, kind, num, obj, optBytes, str, toBody, type Json } from './serde-json';
 
 // --- the vectors file -----------------------------------------------------------------
 
@@ -57,93 +56,6 @@ function loadVectors(): VectorFile {
     );
   }
   return JSON.parse(readFileSync(vectorsPath, 'utf8')) as VectorFile;
-}
-
-// --- serde JSON (Rust shapes) → TypeScript shapes -------------------------------------
-
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-type JsonObject = { [key: string]: Json };
-
-function obj(v: Json | undefined, what: string): JsonObject {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${what}: not an object`);
-  return v;
-}
-function str(o: JsonObject, k: string): string {
-  const v = o[k];
-  if (typeof v !== 'string') throw new Error(`field ${k}: not a string`);
-  return v;
-}
-function num(o: JsonObject, k: string): number {
-  const v = o[k];
-  if (typeof v !== 'number') throw new Error(`field ${k}: not a number`);
-  return v;
-}
-function bool(o: JsonObject, k: string): boolean {
-  const v = o[k];
-  if (typeof v !== 'boolean') throw new Error(`field ${k}: not a bool`);
-  return v;
-}
-function bytes(v: Json | undefined): Uint8Array {
-  if (!Array.isArray(v)) throw new Error('not a byte array');
-  return Uint8Array.from(v as number[]);
-}
-function optBytes(v: Json | undefined): Uint8Array | null {
-  return v === null ? null : bytes(v);
-}
-function kind(v: Json | undefined): StreamKind {
-  if (v !== 'Action' && v !== 'Control') throw new Error(`bad StreamKind ${JSON.stringify(v)}`);
-  return v;
-}
-
-function toBody(v: Json | undefined): Body {
-  if (v === 'GetStatus' || v === 'Cancel') return { type: v };
-  const outer = obj(v, 'body');
-  const [tag, ...rest] = Object.keys(outer);
-  if (tag === undefined || rest.length) throw new Error('body: expected one variant');
-  const f = obj(outer[tag], tag);
-  switch (tag) {
-    case 'ExecuteAction':
-      return { type: tag, appId: str(f, 'app_id'), action: str(f, 'action'), payload: str(f, 'payload') };
-    case 'InstallApp':
-      return { type: tag, appId: str(f, 'app_id'), version: f['version'] === null ? null : str(f, 'version') };
-    case 'UninstallApp':
-      return { type: tag, appId: str(f, 'app_id') };
-    case 'StreamChunk':
-      return { type: tag, seq: num(f, 'seq'), data: str(f, 'data') };
-    case 'StreamEnd':
-      return { type: tag, chunks: num(f, 'chunks'), elapsedMs: num(f, 'elapsed_ms') };
-    case 'Error':
-      return { type: tag, code: str(f, 'code'), message: str(f, 'message') };
-    case 'DeviceStatus': {
-      const apps = f['apps'];
-      if (!Array.isArray(apps)) throw new Error('apps: not an array');
-      return {
-        type: tag,
-        online: bool(f, 'online'),
-        nodeVersion: str(f, 'node_version'),
-        apps: apps.map((a): AppStatus => {
-          const o = obj(a, 'app');
-          return { id: str(o, 'id'), version: str(o, 'version'), enabled: bool(o, 'enabled') };
-        }),
-      };
-    }
-    case 'Ping':
-    case 'Pong':
-      return { type: tag, nonce: num(f, 'nonce') };
-    case 'Welcome': {
-      const version = obj(f['version'], 'version');
-      return {
-        type: tag,
-        deviceId: str(f, 'device_id'),
-        version: { major: num(version, 'major'), minor: num(version, 'minor') },
-        heartbeatSecs: num(f, 'heartbeat_secs'),
-      };
-    }
-    case 'StatusSnapshotEnd':
-      return { type: tag, devices: num(f, 'devices') };
-    default:
-      throw new Error(`unknown body variant ${tag}`);
-  }
 }
 
 /** Encode and decode functions for one kind, with the JSON value converted for them. */
