@@ -21,7 +21,7 @@ export async function getDeviceState(
   client: RelayClient,
   req: { deviceId: string; token: string; signal?: AbortSignal; e2e?: E2eKeys },
 ): Promise<DeviceState> {
-  // Read to the stream's end (the desktop finishes it after its answer), so that the
+  // Read to the final message (the request machine ends the stream there), so that the
   // stream closes cleanly rather than being reset.
   let state: DeviceState | null = null;
   for await (const env of client.request({ ...req, body: { type: 'GetStatus' } })) {
@@ -105,10 +105,9 @@ export async function installApp(
     body: { type: 'InstallApp', appId: req.appId, version: req.version },
     ...(req.e2e ? { e2e: req.e2e } : {}),
   })) {
+    // The request machine reports nothing after the final message (STREAM_END here).
     const b = env.body;
-    if (ended) {
-      throw new TransportError('unexpected_message', `unexpected ${b.type} message after STREAM_END`);
-    } else if (b.type === 'StreamChunk') {
+    if (b.type === 'StreamChunk') {
       const progress = parseInstallProgress(b.data);
       if (progress.state === 'installed') installed = progress.version;
       req.onProgress(progress);
