@@ -5,16 +5,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aisa_miniapp::AppId;
-use aisa_tunnel::io::{ReadError, read_frame, write_frame};
-use aisa_tunnel::{Body, DecodeError, Envelope, ErrorCode, RelayHeader, StreamKind};
+use aisa_tunnel::io::write_frame;
+use aisa_tunnel::proto::{Refusal, ServeEvent, ServeStream};
+use aisa_tunnel::{Body, Envelope, ErrorCode, RelayHeader};
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::node::NodeContext;
 use crate::sandbox::{ActionContext, ActionError};
 
-/// How long the relay has to send the header and the request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Output chunks buffered between the sandbox and the stream.
 const CHUNK_QUEUE: usize = 16;
 /// The most text one STREAM_CHUNK carries: a larger emit is split (at character
@@ -34,25 +33,18 @@ pub async fn serve_stream(
         sealer: None,
     };
     let request = async {
-        let header = read_body(&mut recv, aisa_tunnel::MAX_HEADER_LEN).await?;
-        let (header, _version) = RelayHeader::decode(&header).map_err(decode_error)?;
-        let request = read_body(&mut recv, aisa_tunnel::MAX_FRAME_LEN).await?;
+        let (header, request) = read_request(&mut recv).await.map_err(Refused::Protocol)?;
         // End-to-end encrypted streams (crate::e2e): the request is sealed, the answer
         // will be too.
         let (request, sealer, paired) = match (&header.e2e, ctx.e2e()) {
             (Some(e2e_header), Some(state)) => {
                 let opened = state
                     .open(header.kind, e2e_header, &request)
-                    .map_err(|e| (ErrorCode::Denied, e.to_string()))?;
+                    .map_err(Refused::Sealed)?;
                 info!(browser = %opened.browser.id, paired = opened.paired, "end-to-end encrypted stream");
                 (opened.request, Some(opened.sealer), opened.paired)
             }
-            (Some(_), None) => {
-                return Err((
-                    ErrorCode::Unsupported,
-                    "this desktop does not serve end-to-end encrypted streams".into(),
-                ));
-            }
+            (Some(_), None) => return Err(Refused::NoEncryption),
             (None, _) => (request, None, false),
         };
         let envelope = if paired {
@@ -64,32 +56,25 @@ pub async fn serve_stream(
                 },
             )
         } else {
-            Envelope::decode(&request).map_err(decode_error)?
+            Envelope::decode(&request)
+                .map_err(|e| Refused::Protocol(Refusal::MalformedMessage(e)))?
         };
         // `[e2e] required`: every request must be sealed, status, installs and
         // uninstalls included (the relay must not learn or change which apps there are).
         let required = ctx.e2e().is_some_and(|state| state.required);
         if required && sealer.is_none() {
-            return Err((
-                ErrorCode::Denied,
-                "this desktop accepts only end-to-end encrypted requests: pair this browser (desktop-node pair)".into(),
-            ));
+            return Err(Refused::EncryptionRequired);
         }
-        Ok::<_, (ErrorCode, String)>((header, envelope, sealer, paired))
+        Ok::<_, Refused>((header, envelope, sealer, paired))
     };
-    let (header, envelope) = match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(Ok((header, envelope, sealer, paired))) => {
-            if let Err(message) = kind_matches(header.kind, &envelope.body, paired) {
-                send.sealer = sealer;
-                info!(reason = "wrong_stream_kind", message, "request refused");
-                finish_with(
-                    &mut send,
-                    Envelope::error(envelope.request_id, ErrorCode::Unsupported, message),
-                )
-                .await;
+    let (header, envelope) = match request.await {
+        Ok((header, envelope, sealer, paired)) => {
+            send.sealer = sealer;
+            if let Err(refusal) = ServeStream::check_kind(header.kind, &envelope.body, paired) {
+                info!(reason = refusal.reason(), %refusal, "request refused");
+                finish_with(&mut send, refusal.to_envelope(envelope.request_id)).await;
                 return;
             }
-            send.sealer = sealer;
             if paired {
                 // The pairing is done; confirm it, sealed, and end.
                 finish_with(&mut send, envelope).await;
@@ -97,15 +82,11 @@ pub async fn serve_stream(
             }
             (header, envelope)
         }
-        Ok(Err((code, message))) => {
-            info!(reason = %code, message, "request refused");
-            finish_with(&mut send, Envelope::error(0, code, message)).await;
-            return;
-        }
-        Err(_) => {
+        Err(refused) => {
+            info!(reason = refused.reason(), %refused, "request refused");
             finish_with(
                 &mut send,
-                Envelope::error(0, ErrorCode::MalformedFrame, "no request within 10 s"),
+                Envelope::error(0, refused.code(), refused.to_string()),
             )
             .await;
             return;
@@ -149,11 +130,12 @@ pub async fn serve_stream(
                 Ok(app_id) => uninstall(&ctx, id, &app_id).await,
                 Err(err) => return refuse_id(&mut send, id, err).await,
             },
-            other => Envelope::error(
-                id,
-                ErrorCode::Unsupported,
-                format!("a browser stream cannot start with {}", type_name(&other)),
-            ),
+            // `ServeStream::check_kind` lets only requests through.
+            other => Refusal::UnexpectedMessage {
+                what: other.type_name().to_owned(),
+                place: "at the start of a browser stream",
+            }
+            .to_envelope(id),
         };
         let _ = max;
         finish_with(&mut send, reply).await;
@@ -162,45 +144,86 @@ pub async fn serve_stream(
     .await
 }
 
-/// Reads one frame of at most `max` bytes (the relay header has a small cap of its own).
-async fn read_body(recv: &mut quinn::RecvStream, max: u32) -> Result<Vec<u8>, (ErrorCode, String)> {
-    match read_frame(recv, max).await {
-        Ok(Some(body)) => Ok(body),
-        Ok(None) => Err((
-            ErrorCode::MalformedFrame,
-            "stream ended before the request".into(),
-        )),
-        Err(ReadError::Frame(e)) => Err((ErrorCode::MalformedFrame, e.to_string())),
-        Err(ReadError::Io(e)) => Err((ErrorCode::PeerGone, e.to_string())),
+/// Reads the relay header and the request through the protocol's [`ServeStream`]
+/// machine: header under the header cap, both within its time limit, and not one byte
+/// past the request (CANCELs are read later, by the cancel watcher).
+async fn read_request(recv: &mut quinn::RecvStream) -> Result<(RelayHeader, Vec<u8>), Refusal> {
+    let mut machine = ServeStream::new(Instant::now());
+    let mut header = None;
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let want = machine.want().min(buf.len());
+        let Some(deadline) = machine.deadline() else {
+            unreachable!("the request is returned as soon as it is complete")
+        };
+        let read = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(deadline),
+            recv.read(&mut buf[..want]),
+        )
+        .await;
+        let bytes = match read {
+            Err(_) => {
+                machine.handle_timeout(Instant::now())?;
+                continue;
+            }
+            Ok(Ok(Some(n))) => &buf[..n],
+            Ok(Ok(None)) => {
+                machine.finish()?;
+                continue;
+            }
+            Ok(Err(err)) => return Err(Refusal::Transport(err.to_string())),
+        };
+        for event in machine.receive(bytes)? {
+            match event {
+                ServeEvent::Header(h) => header = Some(h),
+                ServeEvent::Request(request) => {
+                    let header = header.take().ok_or(Refusal::RequestMissing)?;
+                    return Ok((header, request));
+                }
+                ServeEvent::Frame(_) => {}
+            }
+        }
     }
 }
 
-/// Whether a request may come on a stream of `kind`: actions only on `Action` streams
-/// (the relay counts those against the plan's daily actions), everything else (status,
-/// installs, removals, pairing) only on `Control` streams. The relay stamps the kind the
-/// browser declared, so a browser cannot run an action on a stream the relay did not
-/// count as one.
-fn kind_matches(kind: StreamKind, body: &Body, pairing: bool) -> Result<(), String> {
-    let wanted = match body {
-        _ if pairing => StreamKind::Control,
-        Body::ExecuteAction { .. } => StreamKind::Action,
-        Body::GetStatus | Body::InstallApp { .. } | Body::UninstallApp { .. } => {
-            StreamKind::Control
+/// Why a stream was refused before its request ran.
+#[derive(Debug, thiserror::Error)]
+enum Refused {
+    /// The stream broke a protocol rule (header, request, time limits).
+    #[error(transparent)]
+    Protocol(Refusal),
+    /// A sealed request that does not open.
+    #[error(transparent)]
+    Sealed(crate::e2e::E2eRefusal),
+    /// A sealed request to a node without end-to-end encryption.
+    #[error("this desktop does not serve end-to-end encrypted streams")]
+    NoEncryption,
+    /// A plain request to a node that requires end-to-end encryption.
+    #[error(
+        "this desktop accepts only end-to-end encrypted requests: pair this browser (desktop-node pair)"
+    )]
+    EncryptionRequired,
+}
+
+impl Refused {
+    /// The ERROR code the browser gets.
+    fn code(&self) -> ErrorCode {
+        match self {
+            Refused::Protocol(refusal) => refusal.code(),
+            Refused::Sealed(_) | Refused::EncryptionRequired => ErrorCode::Denied,
+            Refused::NoEncryption => ErrorCode::Unsupported,
         }
-        // Anything else is refused later with its own message.
-        _ => return Ok(()),
-    };
-    if kind == wanted {
-        return Ok(());
     }
-    let what = if pairing {
-        "Pairing".to_owned()
-    } else {
-        type_name(body)
-    };
-    Err(format!(
-        "{what} must be sent on a stream of kind {wanted:?}; this stream was opened as {kind:?}"
-    ))
+
+    /// The log's `reason` field.
+    fn reason(&self) -> &'static str {
+        match self {
+            Refused::Protocol(refusal) => refusal.reason(),
+            Refused::Sealed(_) => "e2e_refused",
+            Refused::NoEncryption => "e2e_not_served",
+            Refused::EncryptionRequired => "e2e_required",
+        }
+    }
 }
 
 /// Answers a request whose app id is not one, with `invalid_payload` and the rule.
@@ -211,23 +234,6 @@ async fn refuse_id(send: &mut ReplyStream, request_id: u64, err: aisa_miniapp::A
         Envelope::error(request_id, ErrorCode::InvalidPayload, err.to_string()),
     )
     .await;
-}
-
-fn decode_error(err: DecodeError) -> (ErrorCode, String) {
-    let code = match err {
-        DecodeError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
-        _ => ErrorCode::MalformedFrame,
-    };
-    (code, err.to_string())
-}
-
-fn type_name(body: &Body) -> String {
-    let debug = format!("{body:?}");
-    debug
-        .split([' ', '{', '('])
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// INSTALL_APP: streams the request's progress states as STREAM_CHUNKs (JSON), then
@@ -613,39 +619,5 @@ mod tests {
         assert_eq!(split_text("short", 1000).collect::<Vec<_>>(), ["short"]);
         // An empty emit is still one (empty) chunk, as before.
         assert_eq!(split_text("", 1000).collect::<Vec<_>>(), [""]);
-    }
-
-    #[test]
-    fn requests_must_come_on_their_stream_kind() {
-        let run = Body::ExecuteAction {
-            app_id: "a".into(),
-            action: "b".into(),
-            payload: "{}".into(),
-        };
-        assert!(kind_matches(StreamKind::Action, &run, false).is_ok());
-        let err = kind_matches(StreamKind::Control, &run, false).unwrap_err();
-        assert!(
-            err.contains("ExecuteAction must be sent on a stream of kind Action"),
-            "{err}"
-        );
-        for control in [
-            Body::GetStatus,
-            Body::UninstallApp { app_id: "a".into() },
-            Body::InstallApp {
-                app_id: "a".into(),
-                version: None,
-            },
-        ] {
-            assert!(kind_matches(StreamKind::Control, &control, false).is_ok());
-            assert!(kind_matches(StreamKind::Action, &control, false).is_err());
-        }
-        assert!(kind_matches(StreamKind::Control, &Body::GetStatus, true).is_ok());
-        assert!(kind_matches(StreamKind::Action, &Body::GetStatus, true).is_err());
-    }
-
-    #[test]
-    fn type_names_are_short() {
-        assert_eq!(type_name(&Body::Cancel), "Cancel");
-        assert_eq!(type_name(&Body::Ping { nonce: 1 }), "Ping");
     }
 }

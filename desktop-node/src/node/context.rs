@@ -1,0 +1,228 @@
+//! [`NodeContext`]: what every handler of the node shares (identity, sandbox, apps, AI
+//! provider, limits, installer, end-to-end state, admission) and the DEVICE_STATUS it
+//! reports.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aisa_tunnel::message::AppStatus;
+use aisa_tunnel::{Body, Envelope};
+use tokio::sync::watch;
+
+use crate::ai::AiProvider;
+use crate::apps::App;
+use crate::installer::Installer;
+use crate::sandbox::{Limits, LoadedModule, Sandbox};
+use crate::scheduler::{Admission, AdmissionConfig};
+
+/// Everything the node's handlers share.
+pub struct NodeContext {
+    /// This device's id.
+    pub device_id: String,
+    /// The device token.
+    pub device_token: String,
+    /// The X25519 identity public key.
+    pub identity_public: [u8; 32],
+    /// The node's software version.
+    pub node_version: String,
+    /// The wasm sandbox.
+    pub sandbox: Sandbox,
+    /// Installed apps by id; replaced whole when something is installed or changed.
+    apps: std::sync::RwLock<HashMap<String, Arc<App>>>,
+    /// The AI provider.
+    pub ai: Arc<dyn AiProvider>,
+    /// Per-action limits.
+    pub limits: Limits,
+    /// The node's home folder; apps keep their data in `data/<app-id>/` under it.
+    pub home: std::path::PathBuf,
+    pub(super) online: watch::Sender<bool>,
+    installer: Option<Installer>,
+    js_runtime: Option<LoadedModule>,
+    /// Apps given at construction (tests, embedders); kept when apps are reloaded.
+    builtin: HashMap<String, Arc<App>>,
+    /// End-to-end encryption (paired browsers, the identity secret), if enabled.
+    e2e: Option<Arc<crate::e2e::E2eState>>,
+    /// How many actions run and wait at once, and who goes next.
+    admission: Admission,
+    /// The round trip of the latest PING on the control stream.
+    pub(super) heartbeat_rtt: watch::Sender<Option<Duration>>,
+}
+
+impl NodeContext {
+    /// A context; the node starts offline.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        device_id: String,
+        device_token: String,
+        identity_public: [u8; 32],
+        sandbox: Sandbox,
+        apps: HashMap<String, Arc<App>>,
+        ai: Arc<dyn AiProvider>,
+        limits: Limits,
+        home: std::path::PathBuf,
+    ) -> Self {
+        NodeContext {
+            device_id,
+            device_token,
+            identity_public,
+            node_version: env!("CARGO_PKG_VERSION").to_owned(),
+            sandbox,
+            builtin: apps.clone(),
+            apps: std::sync::RwLock::new(apps),
+            ai,
+            limits,
+            home,
+            online: watch::channel(false).0,
+            installer: None,
+            js_runtime: None,
+            e2e: None,
+            admission: Admission::new(AdmissionConfig::default()),
+            heartbeat_rtt: watch::channel(None).0,
+        }
+    }
+
+    /// Watches the round trip of each PING to the relay (`None` until the first PONG):
+    /// how promptly the connection is served.
+    pub fn heartbeat_rtt(&self) -> watch::Receiver<Option<Duration>> {
+        self.heartbeat_rtt.subscribe()
+    }
+
+    /// Runs and queues actions within `config` (default: [`AdmissionConfig::default`]).
+    pub fn with_admission(mut self, config: AdmissionConfig) -> Self {
+        self.admission = Admission::new(config);
+        self
+    }
+
+    /// The node's action admission.
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// Serves end-to-end encrypted streams (and, with `required`, only those).
+    pub fn with_e2e(mut self, e2e: crate::e2e::E2eState) -> Self {
+        self.e2e = Some(Arc::new(e2e));
+        self
+    }
+
+    /// The end-to-end state, if this node serves encrypted streams.
+    pub fn e2e(&self) -> Option<&Arc<crate::e2e::E2eState>> {
+        self.e2e.as_ref()
+    }
+
+    /// Lets browsers request installs and removals (INSTALL_APP, UNINSTALL_APP), and
+    /// reloads apps from the installer's folder; `js_runtime` runs JavaScript apps.
+    pub fn with_installer(
+        mut self,
+        installer: Installer,
+        js_runtime: Option<LoadedModule>,
+    ) -> Self {
+        self.installer = Some(installer);
+        self.js_runtime = js_runtime;
+        self
+    }
+
+    /// The mini-app manager, if this node installs apps.
+    pub fn installer(&self) -> Option<&Installer> {
+        self.installer.as_ref()
+    }
+
+    /// Loads the installed apps again from disk (after an install, or a change made by
+    /// the CLI) and makes them the ones actions use. Apps whose active version did not
+    /// change keep their compiled code. Compiling is CPU work: it runs off the async
+    /// threads.
+    pub async fn reload_apps(self: &Arc<Self>) {
+        let ctx = self.clone();
+        let reload = tokio::task::spawn_blocking(move || ctx.reload_apps_blocking());
+        if let Err(err) = reload.await {
+            tracing::error!(%err, "reloading apps failed");
+        }
+    }
+
+    fn reload_apps_blocking(&self) {
+        let Some(installer) = &self.installer else {
+            return;
+        };
+        let previous = self.apps.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let (apps, problems) = crate::apps::load_all_reusing(
+            installer.apps.root(),
+            &self.sandbox,
+            self.js_runtime.as_ref(),
+            &previous,
+        );
+        for problem in problems {
+            tracing::warn!(%problem, "app not loaded");
+        }
+        let mut all = self.builtin.clone();
+        all.extend(apps);
+        tracing::info!(apps = ?all.keys().collect::<Vec<_>>(), "apps loaded");
+        self.set_apps(all);
+    }
+
+    /// Reloads the apps whenever the apps folder's generation marker changes (the CLI
+    /// changed something), until `stop` turns true.
+    pub async fn watch_apps(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let Some(installer) = &self.installer else {
+            return;
+        };
+        let mut seen = installer.apps.generation();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let now = installer.apps.generation();
+            if now != seen {
+                seen = now;
+                self.reload_apps().await;
+            }
+        }
+    }
+
+    /// Watches whether the node is connected to the relay.
+    pub fn online(&self) -> watch::Receiver<bool> {
+        self.online.subscribe()
+    }
+
+    /// The installed app `id`, if any.
+    pub fn app(&self, id: &str) -> Option<Arc<App>> {
+        self.apps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Replaces the installed apps (after an install or a change on disk).
+    pub fn set_apps(&self, apps: HashMap<String, Arc<App>>) {
+        *self.apps.write().unwrap_or_else(|e| e.into_inner()) = apps;
+    }
+
+    /// A DEVICE_STATUS answer.
+    pub fn status(&self, request_id: u64) -> Envelope {
+        let mut apps: Vec<AppStatus> = self
+            .apps
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|a| AppStatus {
+                id: a.manifest.id.clone(),
+                version: a.manifest.version.clone(),
+                enabled: a.manifest.enabled,
+            })
+            .collect();
+        apps.sort_by(|a, b| a.id.cmp(&b.id));
+        Envelope {
+            request_id,
+            device_id: self.device_id.clone(),
+            body: Body::DeviceStatus {
+                online: true,
+                node_version: self.node_version.clone(),
+                apps,
+            },
+        }
+    }
+}
