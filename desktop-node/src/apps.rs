@@ -3,8 +3,10 @@
 //! Two layouts load: bundles installed by the mini-app manager ([`crate::installer`]:
 //! `manifest.json`, `action-schema.json`, `logic.wasm` or `bot-logic.js` + `tools.js`,
 //! `install.json` with the approved permissions, and `state.json` naming the active
-//! version), and development installs by `apps install-local` (a node-format
-//! `manifest.json` listing the actions, and `logic.wasm`).
+//! version), and development installs by `apps install-local` (an [`AppInfo`] written as
+//! `manifest.json`, listing the actions, and `logic.wasm`). A bundle's files are read with
+//! the guest contract's types (`aisa_abi::Manifest`, `aisa_abi::ActionSchema`); an
+//! [`AppInfo`] is what the node keeps of either.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,9 +19,10 @@ use aisa_miniapp::AppId;
 use crate::installer::layout::{ApprovedPermissions, AppsDir};
 use crate::sandbox::{LoadedModule, Sandbox};
 
-/// The parts of an app's manifest the node uses.
+/// What the node keeps of a loaded app (read from a bundle's `manifest.json` and
+/// `action-schema.json`), and the whole descriptor of a development install.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Manifest {
+pub struct AppInfo {
     /// The app id, e.g. `hello-ai`.
     pub id: String,
     /// Semantic version.
@@ -41,12 +44,12 @@ fn yes() -> bool {
 /// A loaded app.
 #[derive(Clone)]
 pub struct App {
-    /// Its manifest.
-    pub manifest: Manifest,
+    /// What the node knows of it.
+    pub manifest: AppInfo,
     /// Its compiled module (for a JavaScript app, the JS runtime guest).
     pub module: LoadedModule,
     /// A JavaScript app's sources (`bot-logic.js`, `tools.js`).
-    pub js_sources: Option<Arc<crate::jsapp::JsSources>>,
+    pub js_sources: Option<Arc<crate::js_apps::JsSources>>,
     /// Each action's payload schema; an action without one takes any JSON.
     pub schemas: HashMap<String, Arc<jsonschema::Validator>>,
     /// What the person approved at install.
@@ -56,7 +59,7 @@ pub struct App {
 impl App {
     /// A wasm app without payload schemas that may use the model and nothing else (the
     /// grants of a development install).
-    pub fn wasm(manifest: Manifest, module: LoadedModule) -> Self {
+    pub fn wasm(manifest: AppInfo, module: LoadedModule) -> Self {
         App {
             manifest,
             module,
@@ -73,7 +76,7 @@ impl App {
     /// JavaScript app.
     pub fn action_input(&self, action: &str, payload: &serde_json::Value) -> String {
         match &self.js_sources {
-            Some(sources) => crate::jsapp::action_input(action, payload, sources),
+            Some(sources) => crate::js_apps::action_input(action, payload, sources),
             None => serde_json::json!({ "action": action, "payload": payload }).to_string(),
         }
     }
@@ -142,7 +145,7 @@ pub fn install_local(
     apps_dir: &Path,
     sandbox: &Sandbox,
     wasm_path: &Path,
-    manifest: &Manifest,
+    manifest: &AppInfo,
 ) -> Result<PathBuf, AppError> {
     let id = AppId::parse(&manifest.id).map_err(|e| AppError::Manifest(e.to_string()))?;
     let version = semver::Version::parse(&manifest.version).map_err(|e| {
@@ -159,7 +162,7 @@ pub fn install_local(
     // The same checks a bundle's code passes at install: the format's size limit, the
     // import list (a development install may ask the model and nothing else), the
     // exports the host calls; then it must compile and link.
-    let max = aisa_miniapp::Limits::default().max_file_size;
+    let max = aisa_abi::limits::MAX_FILE_BYTES;
     let size = std::fs::metadata(wasm_path).map_err(io(wasm_path))?.len();
     if size > max {
         return Err(AppError::Manifest(format!(
@@ -168,7 +171,7 @@ pub fn install_local(
         )));
     }
     let wasm = std::fs::read(wasm_path).map_err(io(wasm_path))?;
-    let development = aisa_miniapp::Permissions {
+    let development = aisa_abi::Permissions {
         ai: true,
         ..Default::default()
     };
@@ -280,15 +283,9 @@ pub fn actions_of(dir: &Path) -> Result<Vec<String>, AppError> {
             .map_err(|e| AppError::Manifest(format!("{}: {e}", path.display())))
     };
     let mut actions: Vec<String> = if dir.join("action-schema.json").exists() {
-        let schema = read_json("action-schema.json")?;
-        schema
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, _)| k.clone())
-            .collect()
+        read_action_schema(dir)?.actions()
     } else {
-        let manifest: Manifest = serde_json::from_value(read_json("manifest.json")?)
+        let manifest: AppInfo = serde_json::from_value(read_json("manifest.json")?)
             .map_err(|e| AppError::Manifest(format!("manifest.json: {e}")))?;
         manifest.actions
     };
@@ -296,11 +293,19 @@ pub fn actions_of(dir: &Path) -> Result<Vec<String>, AppError> {
     Ok(actions)
 }
 
-/// A development install: node-format manifest and `logic.wasm`.
+/// `action-schema.json` of the app version in `dir` (`aisa_abi`'s one reader).
+fn read_action_schema(dir: &Path) -> Result<aisa_abi::ActionSchema, AppError> {
+    let path = dir.join("action-schema.json");
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    aisa_abi::ActionSchema::from_json(&bytes)
+        .map_err(|e| AppError::Manifest(format!("{}: {e}", path.display())))
+}
+
+/// A development install: an [`AppInfo`] as `manifest.json`, and `logic.wasm`.
 fn load_development(dir: &Path, sandbox: &Sandbox) -> Result<App, AppError> {
     let manifest_path = dir.join("manifest.json");
     let text = std::fs::read_to_string(&manifest_path).map_err(io(&manifest_path))?;
-    let manifest: Manifest = serde_json::from_str(&text)
+    let manifest: AppInfo = serde_json::from_str(&text)
         .map_err(|e| AppError::Manifest(format!("{}: {e}", manifest_path.display())))?;
     let logic = dir.join("logic.wasm");
     let wasm = std::fs::read(&logic).map_err(io(&logic))?;
@@ -317,63 +322,54 @@ fn load_bundle(
     js_runtime: Option<&LoadedModule>,
 ) -> Result<App, AppError> {
     let dir = apps.version_dir(id, version);
-    let read_json = |name: &str| -> Result<serde_json::Value, AppError> {
-        let path = dir.join(name);
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        serde_json::from_str(&text)
-            .map_err(|e| AppError::Manifest(format!("{}: {e}", path.display())))
-    };
-    let manifest = read_json("manifest.json")?;
-    let action_schema = read_json("action-schema.json")?;
-    let field = |name: &str| manifest[name].as_str().unwrap_or_default().to_owned();
-    if field("id") != id.as_str() || field("version") != version.to_string() {
+    let manifest_path = dir.join("manifest.json");
+    let text = std::fs::read(&manifest_path).map_err(io(&manifest_path))?;
+    let manifest = aisa_abi::Manifest::from_json(&text)
+        .map_err(|e| AppError::Manifest(format!("{}: {e}", manifest_path.display())))?;
+    if manifest.id != id.as_str() || manifest.version != *version {
         return Err(AppError::Manifest(format!(
             "{}: the manifest says {}@{}",
             dir.display(),
-            field("id"),
-            field("version")
+            manifest.id,
+            manifest.version
         )));
     }
+    let action_schema = read_action_schema(&dir)?;
     let mut schemas = HashMap::new();
-    let mut actions = Vec::new();
-    for (action, schema) in action_schema.as_object().into_iter().flatten() {
+    for (action, schema) in action_schema.iter() {
         let validator = jsonschema::validator_for(schema)
             .map_err(|e| AppError::Manifest(format!("action-schema.json: {action}: {e}")))?;
-        schemas.insert(action.clone(), Arc::new(validator));
-        actions.push(action.clone());
+        schemas.insert(action.to_owned(), Arc::new(validator));
     }
-    actions.sort();
+    let actions = action_schema.sorted_actions();
     let approved = apps
         .record(id, version)
         .map_err(|e| AppError::Manifest(e.to_string()))?
         .map(|r| r.approved)
         .unwrap_or_default();
-    let (module, js_sources) = match field("entry").as_str() {
-        "wasm" => {
+    let (module, js_sources) = match manifest.entry {
+        aisa_abi::EntryKind::Wasm => {
             let logic = dir.join("logic.wasm");
             let wasm = std::fs::read(&logic).map_err(io(&logic))?;
             (sandbox.load(&wasm)?, None)
         }
-        "js" => {
+        aisa_abi::EntryKind::Js => {
             let runtime = js_runtime.ok_or_else(|| {
                 AppError::Manifest(
                     "a JavaScript app, but the JS runtime module was not found (set AISA_JS_RUNTIME)"
                         .into(),
                 )
             })?;
-            let sources = crate::jsapp::JsSources::read(&dir)
+            let sources = crate::js_apps::JsSources::read(&dir)
                 .map_err(|e| AppError::Manifest(e.to_string()))?;
             (runtime.clone(), Some(Arc::new(sources)))
         }
-        other => {
-            return Err(AppError::Manifest(format!("unknown entry kind {other:?}")));
-        }
     };
     Ok(App {
-        manifest: Manifest {
+        manifest: AppInfo {
             id: id.to_string(),
             version: version.to_string(),
-            name: field("name"),
+            name: manifest.name,
             actions,
             enabled: true,
         },
@@ -436,7 +432,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let wasm = tmp.path().join("logic.wasm");
         std::fs::write(&wasm, wat::parse_str(wat).unwrap()).unwrap();
-        let manifest = Manifest {
+        let manifest = AppInfo {
             id: id.into(),
             version: "0.1.0".into(),
             name: id.into(),

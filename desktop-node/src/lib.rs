@@ -22,7 +22,7 @@ pub mod e2e;
 pub mod guest_pool;
 pub mod host;
 pub mod installer;
-pub mod jsapp;
+pub mod js_apps;
 pub mod logs;
 pub mod node;
 pub mod permissions;

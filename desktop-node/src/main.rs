@@ -248,8 +248,8 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         host_quotas: config.limits.host_quotas(),
         ..SandboxConfig::default()
     })?;
-    let js_runtime = match desktop_node::jsapp::locate_runtime(home.dir()) {
-        Ok(path) => match desktop_node::jsapp::load_runtime(&sandbox, &path) {
+    let js_runtime = match desktop_node::js_apps::locate_runtime(home.dir()) {
+        Ok(path) => match desktop_node::js_apps::load_runtime(&sandbox, &path) {
             Ok(module) => Some(module),
             Err(err) => {
                 tracing::warn!(%err, "JavaScript apps will not run");

@@ -99,7 +99,7 @@ impl Grants {
     /// Grants for everything a bundle's `permissions.json` asks for (use it once the
     /// person approved all of it), resolved as [`Grants::resolve`] does.
     pub fn from_permissions(
-        permissions: &aisa_miniapp::Permissions,
+        permissions: &aisa_abi::Permissions,
         dirs: &UserDirs,
         app_data: &Path,
     ) -> Result<Grants, PathError> {
@@ -791,7 +791,7 @@ mod tests {
         assert_eq!(g.read, [PathBuf::from("/home/p/Docs")]);
         assert_eq!(g.write, [app.to_owned()]);
         assert_eq!(g.hosts, ["api.example.com", "*.cdn.example.com:8443"]);
-        let parsed: aisa_miniapp::Permissions = serde_json::from_str(
+        let parsed: aisa_abi::Permissions = serde_json::from_str(
             r#"{"ai": true, "filesystem": {"read": ["$DOCUMENTS"], "write": ["$APP_DATA"]},
                 "network": ["API.example.com", "*.cdn.example.com:8443"], "clipboard": false}"#,
         )

@@ -13,7 +13,7 @@ use std::time::Duration;
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, ErrorCode, MAX_FRAME_LEN, OpenHeader, StreamKind};
 use desktop_node::ai::OpenAiCompatible;
-use desktop_node::apps::{App, Manifest};
+use desktop_node::apps::{App, AppInfo};
 use desktop_node::config::Home;
 use desktop_node::installer::Installer;
 use desktop_node::installer::approvals::Approvals;
@@ -117,7 +117,7 @@ pub fn test_apps(sandbox: &Sandbox) -> HashMap<String, Arc<App>> {
     let wasm = std::fs::read(crate::guest::hello_ai_wasm()).expect("hello_ai.wasm");
     let mut apps = HashMap::new();
     let mut add = |id: &str, actions: &[&str], code: &[u8]| {
-        let manifest = Manifest {
+        let manifest = AppInfo {
             id: id.into(),
             version: "0.1.0".into(),
             name: id.into(),
@@ -274,7 +274,7 @@ impl System {
         })
         .expect("sandbox");
         let js_runtime = js.then(|| {
-            desktop_node::jsapp::load_runtime(&sandbox, crate::guest::js_runtime_wasm())
+            desktop_node::js_apps::load_runtime(&sandbox, crate::guest::js_runtime_wasm())
                 .expect("the JS runtime loads")
         });
         let apps = test_apps(&sandbox);

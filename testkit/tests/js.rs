@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use desktop_node::ai::{self, AiProvider, ProviderKind};
-use desktop_node::jsapp::{self, JsSources};
+use desktop_node::js_apps::{self, JsSources};
 use desktop_node::permissions::{Grants, UserDirs};
 use desktop_node::sandbox::{
     ActionContext, ActionError, Limits, LoadedModule, Sandbox, SandboxConfig,
@@ -26,7 +26,7 @@ fn runtime() -> &'static (Sandbox, LoadedModule) {
             ..SandboxConfig::default()
         })
         .expect("sandbox");
-        let module = jsapp::load_runtime(&sandbox, testkit::guest::js_runtime_wasm())
+        let module = js_apps::load_runtime(&sandbox, testkit::guest::js_runtime_wasm())
             .expect("the JS runtime loads: it imports only the host API");
         (sandbox, module)
     })
@@ -76,7 +76,7 @@ async fn run_with(
     ctx: &ActionContext,
 ) -> Outcome {
     let (sandbox, module) = runtime();
-    let input = jsapp::action_input(action, &payload, sources);
+    let input = js_apps::action_input(action, &payload, sources);
     let (tx, mut rx) = mpsc::channel(16);
     let collect = async {
         let mut chunks = Vec::new();

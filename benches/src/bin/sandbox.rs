@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use benches::percentile;
 use desktop_node::ai::{AiError, AiProvider, GenerateRequest, TextStream};
-use desktop_node::jsapp::{self, JsSources};
+use desktop_node::js_apps::{self, JsSources};
 use desktop_node::permissions::Grants;
 use desktop_node::sandbox::{ActionContext, Sandbox, SandboxConfig};
 use tokio::sync::mpsc;
@@ -158,10 +158,10 @@ async fn js_apps() {
     let wasm = testkit::guest::js_runtime_wasm();
     // Warm the compiled-module cache, then load as a node starting up would.
     let warm = Sandbox::with_config(config.clone()).expect("sandbox");
-    jsapp::load_runtime(&warm, wasm).expect("load the JS runtime");
+    js_apps::load_runtime(&warm, wasm).expect("load the JS runtime");
     let sandbox = Sandbox::with_config(config).expect("sandbox");
     let started = Instant::now();
-    let module = jsapp::load_runtime(&sandbox, wasm).expect("load the JS runtime");
+    let module = js_apps::load_runtime(&sandbox, wasm).expect("load the JS runtime");
     println!(
         "JS runtime ({} bytes): load from the warm compiled-module cache {:.2} ms",
         std::fs::metadata(wasm).map(|m| m.len()).unwrap_or(0),
@@ -184,11 +184,11 @@ async fn js_apps() {
     for (label, input) in [
         (
             "JS echo (bot-logic.js emits its payload)",
-            jsapp::action_input("echo", &serde_json::json!({"text": "hi"}), &echo),
+            js_apps::action_input("echo", &serde_json::json!({"text": "hi"}), &echo),
         ),
         (
             "JS seo-writer example (tools.js import, ai.generateText, model answers at once)",
-            jsapp::action_input("write", &seo_payload, &seo),
+            js_apps::action_input("write", &seo_payload, &seo),
         ),
     ] {
         let mut samples = Vec::with_capacity(JS_ROUNDS);

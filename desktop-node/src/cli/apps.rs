@@ -8,7 +8,7 @@ use std::time::Duration;
 use aisa_miniapp::AppId;
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use desktop_node::apps::{self, Manifest};
+use desktop_node::apps::{self, AppInfo};
 use desktop_node::config::Home;
 use desktop_node::installer::approvals::Decision;
 use desktop_node::installer::layout::ApprovedPermissions;
@@ -125,7 +125,7 @@ pub async fn run(home: &Home, cmd: AppsCommand) -> anyhow::Result<()> {
             name,
         } => {
             let sandbox = Sandbox::new()?;
-            let manifest = Manifest {
+            let manifest = AppInfo {
                 name: name.unwrap_or_else(|| id.to_string()),
                 id: id.to_string(),
                 version,

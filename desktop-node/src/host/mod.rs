@@ -30,89 +30,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::permissions::{AccessError, Grants, UserDirs};
 
-/// The largest answer a call may produce; a bigger one becomes `too_large`.
-pub const MAX_ANSWER_BYTES: usize = 16 << 20;
-/// The longest request (its JSON text) a call accepts; a longer one is `too_large`
-/// before it is copied out of the guest or parsed. Each op has its own smaller limits
-/// (see `docs/guest-abi.md`).
-pub const MAX_REQUEST_BYTES: usize = 16 << 20;
-
-/// The stable error codes of answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// The app's grants do not allow it.
-    PermissionDenied,
-    /// The file, folder or key does not exist.
-    NotFound,
-    /// The request is malformed (unknown op, missing or wrong argument, bad path).
-    Invalid,
-    /// Over a size limit.
-    TooLarge,
-    /// The operation was allowed but failed (I/O error, unreachable host, bad PDF).
-    Failed,
-    /// This node cannot do it (e.g. no clipboard on a headless machine).
-    Unavailable,
-}
-
-impl ErrorCode {
-    /// The code as it appears in answers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::PermissionDenied => "permission_denied",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::Invalid => "invalid",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::Failed => "failed",
-            ErrorCode::Unavailable => "unavailable",
-        }
-    }
-}
-
-/// A refused or failed call, answered to the guest as `{"error": {"code", "message"}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[error("{}: {message}", code.as_str())]
-pub struct HostError {
-    /// What kind of failure.
-    pub code: ErrorCode,
-    /// For a person.
-    pub message: String,
-}
-
-impl HostError {
-    /// An error with `code`.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        HostError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// `permission_denied`.
-    pub fn denied(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::PermissionDenied, message)
-    }
-
-    /// `invalid`.
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Invalid, message)
-    }
-
-    /// `too_large`.
-    pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::TooLarge, message)
-    }
-
-    /// `failed`.
-    pub fn failed(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Failed, message)
-    }
-}
+// The answer format, its error codes and the request and answer caps are the guest
+// contract's (`aisa_abi::answer`).
+pub use aisa_abi::answer::{Answer, ErrorCode, HostError, MAX_ANSWER_BYTES, MAX_REQUEST_BYTES};
+/// The capability imports (`aisa_abi::Capability`).
+pub use aisa_abi::imports::Capability;
 
 impl From<AccessError> for HostError {
     fn from(err: AccessError) -> Self {
@@ -123,50 +49,6 @@ impl From<AccessError> for HostError {
             AccessError::Io(_) => ErrorCode::Failed,
         };
         HostError::new(code, err.to_string())
-    }
-}
-
-/// What a call answers.
-pub type Answer = Result<serde_json::Value, HostError>;
-
-/// One capability import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Capability {
-    /// `fs`.
-    Fs,
-    /// `http`.
-    Http,
-    /// `clipboard`.
-    Clipboard,
-    /// `tool`.
-    Tool,
-    /// `storage`.
-    Storage,
-    /// `env`.
-    Env,
-}
-
-impl Capability {
-    /// Every capability import.
-    pub const ALL: [Capability; 6] = [
-        Capability::Fs,
-        Capability::Http,
-        Capability::Clipboard,
-        Capability::Tool,
-        Capability::Storage,
-        Capability::Env,
-    ];
-
-    /// The import's name in `aisapp_v1`.
-    pub fn import_name(self) -> &'static str {
-        match self {
-            Capability::Fs => "fs",
-            Capability::Http => "http",
-            Capability::Clipboard => "clipboard",
-            Capability::Tool => "tool",
-            Capability::Storage => "storage",
-            Capability::Env => "env",
-        }
     }
 }
 
@@ -278,20 +160,9 @@ pub async fn call(capability: Capability, ctx: &CallContext, request: serde_json
 }
 
 /// The bytes of an answer: `{"ok": value}` or `{"error": {...}}`, replaced by a
-/// `too_large` error when over [`MAX_ANSWER_BYTES`].
+/// `too_large` error when over [`MAX_ANSWER_BYTES`] ([`aisa_abi::answer::encode`]).
 pub fn answer_bytes(answer: Answer) -> Vec<u8> {
-    let encode = |answer: Answer| match answer {
-        Ok(value) => serde_json::json!({ "ok": value }).to_string().into_bytes(),
-        Err(err) => serde_json::json!({ "error": err }).to_string().into_bytes(),
-    };
-    let bytes = encode(answer);
-    if bytes.len() > MAX_ANSWER_BYTES {
-        return encode(Err(HostError::too_large(format!(
-            "the answer is {} bytes; answers are limited to {MAX_ANSWER_BYTES}",
-            bytes.len()
-        ))));
-    }
-    bytes
+    aisa_abi::answer::encode(answer)
 }
 
 /// A request as one module's op enum; a shape mismatch is `invalid`.

@@ -165,7 +165,7 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("aisa-jsapp-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("aisa-js-apps-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir
