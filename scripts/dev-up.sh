@@ -53,7 +53,7 @@ if [ -n "${OPENAI_API_KEY:-}" ]; then
 else
   "$BIN/fake-provider" --listen 127.0.0.1:0 > "$STATE/provider.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 300); do grep -q 'fake-provider: ' "$STATE/provider.log" && break; sleep 0.1; done
+  for _ in $(seq 300); do grep -qs 'fake-provider: ' "$STATE/provider.log" && break; sleep 0.1; done
   AI_BASE_URL=$(sed -n 's/^fake-provider: //p' "$STATE/provider.log")
   [ -n "$AI_BASE_URL" ] || { echo "the local provider did not start:" >&2; cat "$STATE/provider.log" >&2; exit 1; }
   echo "==> AI provider: local echo provider at $AI_BASE_URL (set OPENAI_API_KEY to use OpenAI)"
@@ -64,7 +64,7 @@ fi
   --http-listen "127.0.0.1:$HTTP_PORT" --quic-listen "0.0.0.0:$QUIC_PORT" \
   --web-root browser-client/dist > "$STATE/relay.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 300); do grep -q 'relay-edge: http' "$STATE/relay.log" && break; sleep 0.1; done
+for _ in $(seq 300); do grep -qs 'relay-edge: http' "$STATE/relay.log" && break; sleep 0.1; done
 grep -q 'relay-edge: http' "$STATE/relay.log" || { cat "$STATE/relay.log"; exit 1; }
 
 # The example mini-apps, built from source above, are published once by the demo user
@@ -98,7 +98,7 @@ OPENAI_API_KEY=${OPENAI_API_KEY:-local} "$BIN/desktop-node" --home "$NODE_HOME" 
   --ai-base-url "$AI_BASE_URL" > "$STATE/desktop.log" 2>&1 &
 pids+=($!)
 # The first start compiles the JS runtime (seconds; the compiled code is cached after).
-for _ in $(seq 600); do grep -q 'connected to the relay' "$STATE/desktop.log" && break; sleep 0.2; done
+for _ in $(seq 600); do grep -qs 'connected to the relay' "$STATE/desktop.log" && break; sleep 0.2; done
 grep -q 'connected to the relay' "$STATE/desktop.log" || { cat "$STATE/desktop.log"; exit 1; }
 
 cat <<MSG
