@@ -345,7 +345,13 @@ fn paired(reply: &Reply) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_actions_hide_payload_and_output_from_the_relay() {
     let system = System::start().await;
-    let mut tap = relay_edge::splice::tap();
+    // Everything the relay splices is copied here too.
+    let (tap_tx, mut tap) = tokio::sync::mpsc::unbounded_channel();
+    system
+        .relay()
+        .state
+        .traffic
+        .observe_splices(std::sync::Arc::new(tap_tx));
     let fake = testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(KEY.into()))
         .await
         .unwrap();
@@ -580,7 +586,7 @@ async fn encrypted_actions_hide_payload_and_output_from_the_relay() {
     while let Ok(chunk) = tap.try_recv() {
         all.extend_from_slice(&chunk);
     }
-    relay_edge::splice::untap();
+    system.relay().state.traffic.stop_observing();
     assert!(contains(&all, plain_marker.as_bytes()), "the tap works");
     assert!(
         !contains(&all, topic.as_bytes()),

@@ -215,7 +215,7 @@ async fn one_backend(
     // Make room for the next device (the test plan allows three).
     system
         .relay()
-        .shared
+        .state
         .store
         .revoke_device(&system.relay_user_id(), &device_id)
         .await
@@ -231,12 +231,18 @@ async fn one_backend(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_key_stays_on_the_desktop() {
     let system = System::start().await;
-    let mut tap = relay_edge::splice::tap();
+    // Everything the relay splices is copied here too.
+    let (tap_tx, mut tap) = tokio::sync::mpsc::unbounded_channel();
+    system
+        .relay()
+        .state
+        .traffic
+        .observe_splices(std::sync::Arc::new(tap_tx));
     one_backend(&system, "file", &mut tap).await;
     if keyutils_works() {
         one_backend(&system, "keyutils", &mut tap).await;
     } else {
         eprintln!("keyutils is not usable on this machine: only the file backend was tested");
     }
-    relay_edge::splice::untap();
+    system.relay().state.traffic.stop_observing();
 }

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use aisa_tunnel::io::{ReadError, read_frame, write_frame};
 use aisa_tunnel::{
-    DecodeError, Envelope, ErrorCode, FrameError, MAX_HEADER_LEN, OpenHeader, RelayHeader,
+    Body, DecodeError, Envelope, ErrorCode, FrameError, MAX_HEADER_LEN, OpenHeader, RelayHeader,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::server::Shared;
+use crate::authorize::{Denied, Destination, Facts, Grant, authenticate, authorize, destination};
 use crate::splice;
+use crate::state::{OpenGuard, RelayState};
 
 /// The path of the WebTransport endpoint.
 pub const WEBTRANSPORT_PATH: &str = "/wt";
@@ -52,7 +53,7 @@ impl Session {
 }
 
 /// Serves one WebTransport session until it ends.
-pub async fn serve(shared: Arc<Shared>, request: wtransport::endpoint::SessionRequest) {
+pub async fn serve(state: Arc<RelayState>, request: wtransport::endpoint::SessionRequest) {
     if request.path() != WEBTRANSPORT_PATH {
         debug!(path = request.path(), "unknown WebTransport path");
         request.not_found().await;
@@ -73,15 +74,15 @@ pub async fn serve(shared: Arc<Shared>, request: wtransport::endpoint::SessionRe
             connection: wt.quic_connection().clone(),
             authenticated: AtomicBool::new(false),
         });
-        let _open = crate::server::Gauge::up(&shared.browser_sessions);
-        shared.sessions.opened(session_id, session.connection.clone());
-        let _registered = Registered(&shared.sessions, session_id);
+        let _open = OpenGuard::open(&state.traffic.browser_sessions);
+        state.sessions.opened(session_id, session.connection.clone());
+        let _registered = Registered(&state.sessions, session_id);
         let mut streams = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 accepted = wt.accept_bi() => match accepted {
                     Ok((send, recv)) => {
-                        streams.spawn(serve_stream(shared.clone(), session.clone(), send, recv).in_current_span());
+                        streams.spawn(serve_stream(state.clone(), session.clone(), send, recv).in_current_span());
                     }
                     Err(err) => {
                         debug!(%err, "session ended");
@@ -108,65 +109,132 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// Why a stream was refused: the ERROR the browser gets, and the metric's reason.
-struct Refusal {
-    code: ErrorCode,
-    /// The `aisa_refusals_total` label.
-    reason: &'static str,
-    message: String,
+/// Why a stream's header was refused: the stream-level rules of the protocol.
+#[derive(Debug, thiserror::Error)]
+enum HeaderRefused {
+    /// No header within [`HEADER_TIMEOUT`].
+    #[error("no stream-open header within 10 s")]
+    Timeout,
+    /// The stream ended, or its first frame was cut, before a header.
+    #[error("{0}")]
+    Missing(String),
+    /// The header announced more than [`MAX_HEADER_LEN`] bytes.
+    #[error("stream-open header: {0}")]
+    TooLarge(String),
+    /// The header did not decode.
+    #[error("{0}")]
+    Invalid(String),
+    /// The header's protocol version is not one this relay speaks.
+    #[error("{0}")]
+    UnsupportedVersion(String),
+    /// The stream failed while the header was read.
+    #[error("{0}")]
+    PeerGone(String),
 }
 
-impl Refusal {
-    fn new(code: ErrorCode, reason: &'static str, message: impl Into<String>) -> Self {
-        Refusal {
-            code,
-            reason,
-            message: message.into(),
+impl HeaderRefused {
+    fn code(&self) -> ErrorCode {
+        match self {
+            HeaderRefused::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            HeaderRefused::PeerGone(_) => ErrorCode::PeerGone,
+            _ => ErrorCode::MalformedFrame,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            HeaderRefused::Timeout => "header_timeout",
+            HeaderRefused::Missing(_) => "header_missing",
+            HeaderRefused::TooLarge(_) => "header_too_large",
+            HeaderRefused::Invalid(_) => "invalid_header",
+            HeaderRefused::UnsupportedVersion(_) => "unsupported_version",
+            HeaderRefused::PeerGone(_) => "peer_gone",
         }
     }
 }
 
+/// Why a stream was refused: its header, or the relay's authorization.
+#[derive(Debug, thiserror::Error)]
+enum StreamRefused {
+    #[error(transparent)]
+    Header(#[from] HeaderRefused),
+    #[error(transparent)]
+    Denied(#[from] Denied),
+}
+
+impl StreamRefused {
+    /// The ERROR code the browser gets.
+    fn code(&self) -> ErrorCode {
+        match self {
+            StreamRefused::Header(refused) => refused.code(),
+            StreamRefused::Denied(denied) => denied.code(),
+        }
+    }
+
+    /// The `aisa_refusals_total` label.
+    fn reason(&self) -> &'static str {
+        match self {
+            StreamRefused::Header(refused) => refused.reason(),
+            StreamRefused::Denied(denied) => denied.reason(),
+        }
+    }
+}
+
+/// Writes one ERROR for a refused stream (and counts it), then ends the stream.
+async fn refuse(
+    state: &RelayState,
+    send: &mut wtransport::SendStream,
+    code: ErrorCode,
+    reason: &'static str,
+    message: String,
+) {
+    info!(%code, reason, message, "stream refused");
+    metrics::counter!("aisa_relay_errors_total", "code" => code.as_str()).increment(1);
+    crate::metrics::refused(reason);
+    let err = Envelope::error(0, code, message);
+    if write_frame(send, &err.encode(), state.config.max_frame_len)
+        .await
+        .is_ok()
+    {
+        let _ = send.finish().await;
+    }
+}
+
 async fn serve_stream(
-    shared: Arc<Shared>,
+    state: Arc<RelayState>,
     session: Arc<Session>,
     mut send: wtransport::SendStream,
     mut recv: wtransport::RecvStream,
 ) {
-    let target = match authorize(&shared, &session, &mut recv).await {
-        Ok(Route::Device(target)) => target,
-        Ok(Route::Events { user_id, slot }) => {
-            serve_events(&shared, &user_id, send, recv).await;
+    let stream = match admit(&state, &session, &mut recv).await {
+        Ok(Admitted::Device(stream)) => stream,
+        Ok(Admitted::StatusEvents { user_id, slot }) => {
+            serve_events(&state, &user_id, send, recv).await;
             drop(slot);
             return;
         }
-        Err(Refusal {
-            code,
-            reason,
-            message,
-        }) => {
-            info!(%code, reason, message, "stream refused");
-            metrics::counter!("relay_errors_total", "code" => code.as_str()).increment(1);
-            crate::metrics::refused(reason);
-            let err = Envelope::error(0, code, message);
-            if write_frame(&mut send, &err.encode(), shared.config.max_frame_len)
-                .await
-                .is_ok()
-            {
-                let _ = send.finish().await;
-            }
+        Err(refused) => {
+            refuse(
+                &state,
+                &mut send,
+                refused.code(),
+                refused.reason(),
+                refused.to_string(),
+            )
+            .await;
             recv.quic_stream_mut().stop(0u32.into()).ok();
             return;
         }
     };
-    let Target {
+    let DeviceStream {
         connection,
         header,
         slot: _slot,
         counted_day,
-    } = target;
+    } = stream;
     let uncount = || async {
         if let Some(day) = &counted_day
-            && let Err(err) = shared.store.uncount_action(&header.user_id, day).await
+            && let Err(err) = state.store.uncount_action(&header.user_id, day).await
         {
             warn!(%err, "could not take back an action that never ran");
         }
@@ -174,20 +242,17 @@ async fn serve_stream(
     let (mut d_send, d_recv) = match connection.open_bi().await {
         Ok(pair) => pair,
         Err(err) => {
-            info!(%err, reason = "device_offline", "stream refused: the device connection is gone");
-            crate::metrics::refused("device_offline");
+            let lost = Denied::DeviceConnectionLost(err.to_string());
+            info!(%err, reason = lost.reason(), "stream refused: the device connection is gone");
+            crate::metrics::refused(lost.reason());
             uncount().await;
-            let err = Envelope::error(
-                0,
-                ErrorCode::DeviceOffline,
-                format!("device connection lost: {err}"),
-            );
-            let _ = write_frame(&mut send, &err.encode(), shared.config.max_frame_len).await;
+            let err = Envelope::error(0, lost.code(), lost.to_string());
+            let _ = write_frame(&mut send, &err.encode(), state.config.max_frame_len).await;
             let _ = send.finish().await;
             return;
         }
     };
-    if write_frame(&mut d_send, &header.encode(), shared.config.max_frame_len)
+    if write_frame(&mut d_send, &header.encode(), state.config.max_frame_len)
         .await
         .is_err()
     {
@@ -199,18 +264,25 @@ async fn serve_stream(
         aisa_tunnel::StreamKind::Action => "action",
         aisa_tunnel::StreamKind::Control => "control",
     };
-    metrics::counter!("relay_streams_total", "kind" => kind).increment(1);
-    let _open = crate::server::Gauge::up(&shared.open_streams);
-    let ends = splice::splice((recv, send), (d_recv, d_send), &shared.bytes_spliced).await;
+    metrics::counter!("aisa_relay_streams_total", "kind" => kind).increment(1);
+    let _open = OpenGuard::open(&state.traffic.open_streams);
+    let observer = state.traffic.splice_observer();
+    let ends = splice::splice(
+        (recv, send),
+        (d_recv, d_send),
+        &state.traffic.bytes_spliced,
+        observer.as_deref(),
+    )
+    .await;
     debug!(?ends, "stream spliced to the end");
 }
 
-/// Where an authorized stream goes.
-enum Route {
+/// An authorized stream, with the places it holds.
+enum Admitted {
     /// To a device, spliced.
-    Device(Target),
+    Device(DeviceStream),
     /// The user's device-status events, served by the relay itself.
-    Events {
+    StatusEvents {
         /// The authenticated user.
         user_id: String,
         /// Counts against the user's event-stream limit while the stream is open.
@@ -218,7 +290,9 @@ enum Route {
     },
 }
 
-struct Target {
+/// A stream granted to a device: the device's connection, the header it gets, and what
+/// the stream holds while it lives.
+struct DeviceStream {
     connection: quinn::Connection,
     header: RelayHeader,
     /// Counts against the user's concurrent-stream limit while the stream is open.
@@ -228,217 +302,158 @@ struct Target {
     counted_day: Option<String>,
 }
 
-/// Reads the stream-open header and decides whether the stream may go to its device
-/// (or, for a control stream with no device, to the user's status events).
-async fn authorize(
-    shared: &Shared,
-    session: &Session,
+/// Reads the stream-open header: the header cap, the timeout, the version.
+async fn read_header(
+    state: &RelayState,
     recv: &mut wtransport::RecvStream,
-) -> Result<Route, Refusal> {
-    let malformed =
-        |reason, message: String| Refusal::new(ErrorCode::MalformedFrame, reason, message);
+) -> Result<OpenHeader, StreamRefused> {
     // The header's own small cap: an announced length over it is refused as soon as
     // its four bytes are here, before anything is read or allocated for the body.
     let body = match tokio::time::timeout(HEADER_TIMEOUT, read_frame(recv, MAX_HEADER_LEN)).await {
-        Err(_) => {
-            return Err(malformed(
-                "header_timeout",
-                "no stream-open header within 10 s".into(),
-            ));
-        }
+        Err(_) => return Err(HeaderRefused::Timeout.into()),
         Ok(Ok(Some(body))) => body,
         Ok(Ok(None)) => {
-            return Err(malformed(
-                "header_missing",
-                "stream ended before its header".into(),
-            ));
+            return Err(HeaderRefused::Missing("stream ended before its header".into()).into());
         }
         Ok(Err(ReadError::Frame(err @ FrameError::TooLarge { .. }))) => {
-            return Err(malformed(
-                "header_too_large",
-                format!("stream-open header: {err}"),
-            ));
+            return Err(HeaderRefused::TooLarge(err.to_string()).into());
         }
-        Ok(Err(ReadError::Frame(err))) => return Err(malformed("header_missing", err.to_string())),
-        Ok(Err(ReadError::Io(err))) => {
-            return Err(Refusal::new(
-                ErrorCode::PeerGone,
-                "peer_gone",
-                err.to_string(),
-            ));
+        Ok(Err(ReadError::Frame(err))) => {
+            return Err(HeaderRefused::Missing(err.to_string()).into());
         }
+        Ok(Err(ReadError::Io(err))) => return Err(HeaderRefused::PeerGone(err.to_string()).into()),
     };
-    if shared.draining.load(Ordering::Relaxed) {
-        return Err(Refusal::new(
-            ErrorCode::PeerGone,
-            "draining",
-            "the relay is shutting down; reconnect and try again",
-        ));
+    if state.is_draining() {
+        return Err(Denied::Draining.into());
     }
     let (open, _version) = OpenHeader::decode(&body).map_err(|err| match err {
-        DecodeError::UnsupportedVersion { .. } => Refusal::new(
-            ErrorCode::UnsupportedVersion,
-            "unsupported_version",
-            err.to_string(),
-        ),
-        _ => malformed("invalid_header", err.to_string()),
+        DecodeError::UnsupportedVersion { .. } => {
+            HeaderRefused::UnsupportedVersion(err.to_string())
+        }
+        _ => HeaderRefused::Invalid(err.to_string()),
     })?;
-    let claims = shared.tokens.verify(&open.token).map_err(|err| {
-        Refusal::new(
-            ErrorCode::Unauthenticated,
-            "unauthenticated",
-            err.to_string(),
-        )
-    })?;
-    let internal = |err: crate::store::StoreError| {
-        warn!(%err, "store lookup failed");
-        Refusal::new(
-            ErrorCode::Internal,
-            "internal",
-            "the relay could not check the request",
-        )
-    };
-    let user = match shared.store.user(&claims.sub).await.map_err(internal)? {
-        Some(user) if !user.disabled => user,
-        _ => {
-            return Err(Refusal::new(
-                ErrorCode::Unauthenticated,
-                "unauthenticated",
-                "the account is disabled or gone",
-            ));
-        }
-    };
-    if claims.generation < user.token_generation {
-        return Err(Refusal::new(
-            ErrorCode::Unauthenticated,
-            "token_revoked",
-            "this access token was revoked (signed out everywhere); sign in again",
-        ));
-    }
-    session.authenticated();
-    shared
-        .sessions
-        .authenticated(session.id, &user.id, claims.generation);
-    if open.kind == aisa_tunnel::StreamKind::Control && open.device_id.is_empty() {
-        let slot = shared
-            .event_streams
-            .try_open(&user.id, shared.config.max_event_streams_per_user as i64)
-            .ok_or_else(|| {
-                Refusal::new(
-                    ErrorCode::LimitExceeded,
-                    "event_streams_per_user",
-                    format!(
-                        "at most {} status-event streams may be open at once per account; close one first",
-                        shared.config.max_event_streams_per_user
-                    ),
-                )
-            })?;
-        return Ok(Route::Events {
-            user_id: user.id,
-            slot,
-        });
-    }
-    let device = match shared
-        .store
-        .device(&open.device_id)
-        .await
-        .map_err(internal)?
-    {
-        Some(device) if !device.revoked => device,
-        _ => {
-            return Err(Refusal::new(
-                ErrorCode::UnknownDevice,
-                "unknown_device",
-                format!("no device {:?}", open.device_id),
-            ));
-        }
-    };
-    if device.user_id != user.id {
-        return Err(Refusal::new(
-            ErrorCode::Forbidden,
-            "forbidden",
-            format!("device {:?} belongs to another account", open.device_id),
-        ));
-    }
-    let Some(online) = shared.registry.get(&device.id) else {
-        return Err(Refusal::new(
-            ErrorCode::DeviceOffline,
-            "device_offline",
-            format!("device {:?} ({}) is offline", device.name, device.id),
-        ));
-    };
-    let plan = shared
-        .store
-        .plan(&user.plan_id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::Internal,
-                "internal",
-                format!("unknown plan {:?}", user.plan_id),
-            )
-        })?;
-    let slot = shared
-        .streams_per_user
-        .try_open(&user.id, plan.max_concurrent_streams)
-        .ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::LimitExceeded,
-                "plan_streams",
-                format!(
-                    "plan limit: the {} plan allows {} streams open at once",
-                    plan.name, plan.max_concurrent_streams
-                ),
-            )
-        })?;
-    // Only Action streams count as actions. Control streams (GET_STATUS, INSTALL_APP,
-    // UNINSTALL_APP, pairing) do not; the desktop refuses an EXECUTE_ACTION on them.
-    let mut counted_day = None;
-    if open.kind == aisa_tunnel::StreamKind::Action {
-        let today = crate::auth::today_utc();
-        if !shared
-            .store
-            .try_count_action(&user.id, &today, plan.max_actions_per_day)
-            .await
-            .map_err(internal)?
-        {
-            return Err(Refusal::new(
-                ErrorCode::LimitExceeded,
-                "plan_actions",
-                format!(
-                    "plan limit: the {} plan allows {} actions per day; the count resets at 00:00 UTC",
-                    plan.name, plan.max_actions_per_day
-                ),
-            ));
-        }
-        counted_day = Some(today);
-    }
-    Ok(Route::Device(Target {
-        slot,
-        counted_day,
-        connection: online.connection,
-        header: RelayHeader {
-            user_id: claims.sub,
-            session_id: session.id,
-            kind: open.kind,
-            e2e: open.e2e,
-        },
-    }))
+    Ok(open)
 }
 
-/// Sends a DEVICE_STATUS per device of the user, then one per change, until either side
-/// ends the stream or the browser falls too far behind.
+/// Reads the stream-open header, gathers the facts [`authorize`] needs, asks it, and
+/// takes the places the grant reserves. Only the I/O is here; the decision is
+/// [`crate::authorize`]'s.
+async fn admit(
+    state: &RelayState,
+    session: &Session,
+    recv: &mut wtransport::RecvStream,
+) -> Result<Admitted, StreamRefused> {
+    let open = read_header(state, recv).await?;
+    let internal = |err: crate::store::StoreError| {
+        warn!(%err, "store lookup failed");
+        Denied::Internal
+    };
+    let token = state
+        .accounts
+        .tokens
+        .verify(&open.token)
+        .map_err(|err| err.to_string());
+    let mut facts = Facts::new(
+        state.is_draining(),
+        token,
+        state.config.max_event_streams_per_user,
+    );
+    if let Ok(claims) = &facts.token {
+        facts.user = state.store.user(&claims.sub).await.map_err(internal)?;
+    }
+    let who = authenticate(&facts)?;
+    session.authenticated();
+    state
+        .sessions
+        .authenticated(session.id, &who.user_id, who.generation);
+    let mut online = None;
+    match destination(&open) {
+        Destination::StatusEvents => {
+            facts.open_event_streams = state.limits.event_streams.open_for(&who.user_id);
+        }
+        Destination::Device(device_id) => {
+            facts.device = state.store.device(device_id).await.map_err(internal)?;
+            online = state.devices.registry.get(device_id);
+            facts.device_online = online.is_some();
+            // The plan matters only for a device that is here to take the stream.
+            if online.is_some() {
+                facts.plan = state.store.plan(&who.plan_id).await.map_err(internal)?;
+            }
+            facts.open_streams = state.limits.streams_per_user.open_for(&who.user_id);
+        }
+    }
+    let grant = authorize(&open, session.id, &facts)?;
+    match &grant {
+        Grant::StatusEvents {
+            user_id,
+            max_streams,
+        } => {
+            let slot = state
+                .limits
+                .event_streams
+                .try_open(user_id, *max_streams as i64)
+                .ok_or_else(|| grant.refuse_streams())?;
+            Ok(Admitted::StatusEvents {
+                user_id: user_id.clone(),
+                slot,
+            })
+        }
+        Grant::Device {
+            header,
+            plan,
+            max_streams,
+            max_actions_per_day,
+            ..
+        } => {
+            let Some(online) = online else {
+                return Err(Denied::Internal.into());
+            };
+            let slot = state
+                .limits
+                .streams_per_user
+                .try_open(&header.user_id, *max_streams)
+                .ok_or_else(|| grant.refuse_streams())?;
+            let mut counted_day = None;
+            if let Some(max) = *max_actions_per_day {
+                let today = crate::auth::today_utc();
+                if !state
+                    .store
+                    .try_count_action(&header.user_id, &today, max)
+                    .await
+                    .map_err(internal)?
+                {
+                    return Err(Denied::PlanActions {
+                        plan: plan.clone(),
+                        max,
+                    }
+                    .into());
+                }
+                counted_day = Some(today);
+            }
+            Ok(Admitted::Device(DeviceStream {
+                connection: online.connection,
+                header: header.clone(),
+                slot,
+                counted_day,
+            }))
+        }
+    }
+}
+
+/// Sends a DEVICE_STATUS per device of the user, then STATUS_SNAPSHOT_END with their
+/// number (also when there are none, so a browser can tell "no devices" from "not yet"),
+/// then one DEVICE_STATUS per change, until either side ends the stream or the browser
+/// falls too far behind.
 async fn serve_events(
-    shared: &Shared,
+    state: &RelayState,
     user_id: &str,
     mut send: wtransport::SendStream,
     mut recv: wtransport::RecvStream,
 ) {
-    let max = shared.config.max_frame_len;
+    let max = state.config.max_frame_len;
     // Subscribe before the snapshot, so that no change falls between the two.
-    let mut events = shared.events.subscribe(user_id);
-    let devices = match shared.store.devices_for_user(user_id).await {
+    let mut events = state.devices.events.subscribe(user_id);
+    let devices = match state.store.devices_for_user(user_id).await {
         Ok(devices) => devices,
         Err(err) => {
             warn!(%err, "device list failed");
@@ -448,13 +463,18 @@ async fn serve_events(
             return;
         }
     };
+    let count = u32::try_from(devices.len()).unwrap_or(u32::MAX);
     for device in devices {
-        let online = shared.registry.get(&device.id).is_some();
+        let online = state.devices.registry.get(&device.id).is_some();
         let status =
             crate::events::device_status(&device.id, online, device.node_version.as_deref());
         if write_frame(&mut send, &status.encode(), max).await.is_err() {
             return;
         }
+    }
+    let end = Envelope::new(0, Body::StatusSnapshotEnd { devices: count });
+    if write_frame(&mut send, &end.encode(), max).await.is_err() {
+        return;
     }
     let mut scratch = [0u8; 256];
     loop {

@@ -219,6 +219,57 @@ impl RelayConfig {
     }
 }
 
+/// The relay's environment variables, each with the name it had before the `AISA_RELAY_*`
+/// scheme: (name, old name). The binary reads them (flags override them); an old name
+/// still works, with a deprecation warning.
+pub const RENAMED_ENV: [(&str, &str); 13] = [
+    ("AISA_RELAY_CONFIG", "RELAY_CONFIG"),
+    ("AISA_RELAY_DATA_DIR", "RELAY_DATA_DIR"),
+    ("AISA_RELAY_DATABASE_URL", "RELAY_DATABASE_URL"),
+    ("AISA_RELAY_QUIC_LISTEN", "RELAY_QUIC_LISTEN"),
+    ("AISA_RELAY_HTTP_LISTEN", "RELAY_HTTP_LISTEN"),
+    ("AISA_RELAY_PUBLIC_HOST", "RELAY_PUBLIC_HOST"),
+    ("AISA_RELAY_WEB_ROOT", "RELAY_WEB_ROOT"),
+    ("AISA_RELAY_TLS_CERT", "RELAY_TLS_CERT"),
+    ("AISA_RELAY_TLS_KEY", "RELAY_TLS_KEY"),
+    ("AISA_RELAY_NODE_NAME", "RELAY_NODE_NAME"),
+    (
+        "AISA_RELAY_MAX_CONNECTIONS_PER_IP",
+        "RELAY_MAX_CONNECTIONS_PER_IP",
+    ),
+    ("AISA_RELAY_METRICS_ADDR", "RELAY_METRICS_ADDR"),
+    ("AISA_RELAY_JWT_SECRET", "RELAY_JWT_SECRET"),
+];
+
+/// A variable found under its old name (see [`RENAMED_ENV`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OldEnvName {
+    /// The value to use: the old variable's, or `None` when the new one is set too (it
+    /// wins).
+    pub value: Option<String>,
+    /// The one-line deprecation warning to log, naming the new variable.
+    pub warning: String,
+}
+
+/// Looks up the old name of the variable `name` with `lookup` (the process environment,
+/// or a map in tests). `None` when the old name is not set (or `name` was never
+/// renamed).
+pub fn old_env_name(name: &str, lookup: impl Fn(&str) -> Option<String>) -> Option<OldEnvName> {
+    let (_, old) = RENAMED_ENV.iter().find(|(new, _)| *new == name)?;
+    let value = lookup(old)?;
+    Some(if lookup(name).is_some() {
+        OldEnvName {
+            value: None,
+            warning: format!("{old} is deprecated and ignored: {name} is set"),
+        }
+    } else {
+        OldEnvName {
+            value: Some(value),
+            warning: format!("{old} is deprecated; set {name} instead"),
+        }
+    })
+}
+
 fn default_data_dir() -> PathBuf {
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
@@ -230,6 +281,52 @@ fn default_data_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_env_names_still_work_with_a_warning() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        // Only the old name: its value is used, and the warning names the new one.
+        let old = old_env_name(
+            "AISA_RELAY_DATA_DIR",
+            env(&[("RELAY_DATA_DIR", "/srv/relay")]),
+        )
+        .expect("found under the old name");
+        assert_eq!(old.value.as_deref(), Some("/srv/relay"));
+        assert_eq!(
+            old.warning,
+            "RELAY_DATA_DIR is deprecated; set AISA_RELAY_DATA_DIR instead"
+        );
+        // Both names: the new one wins, the old one is reported as ignored.
+        let both = old_env_name(
+            "AISA_RELAY_DATA_DIR",
+            env(&[("RELAY_DATA_DIR", "/old"), ("AISA_RELAY_DATA_DIR", "/new")]),
+        )
+        .expect("the old name is still reported");
+        assert_eq!(both.value, None);
+        assert!(both.warning.contains("ignored"), "{}", both.warning);
+        // Only the new name, or a variable that was never renamed: nothing to say.
+        assert_eq!(
+            old_env_name(
+                "AISA_RELAY_DATA_DIR",
+                env(&[("AISA_RELAY_DATA_DIR", "/new")])
+            ),
+            None
+        );
+        assert_eq!(
+            old_env_name("AISA_RELAY_OTHER", env(&[("RELAY_OTHER", "x")])),
+            None
+        );
+        // Every variable has the new prefix and its old name is the same without it.
+        for (new, old) in RENAMED_ENV {
+            assert_eq!(new.strip_prefix("AISA_"), Some(old), "{new}");
+        }
+    }
 
     #[test]
     fn unknown_keys_are_refused() {

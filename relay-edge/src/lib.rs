@@ -9,18 +9,21 @@
 //!
 //! Modules: [`config`] (the file schema), [`store`] (users and devices, sqlx),
 //! [`auth`] (passwords, tokens), [`cert`] (TLS identity), [`registry`] (connected
-//! devices), [`desktop`] and [`browser`] (the two connection kinds), [`splice`],
-//! [`http`] (API and web app), [`httpd`] (the HTTP server loop and its timeouts),
-//! [`proxy`] (the client's address behind trusted proxies), [`limits`] (rate and
-//! resource limits), [`sessions`] (open browser sessions, closed when their tokens are
-//! revoked), [`metrics`] (Prometheus, on its own address), [`server`] (start and stop),
-//! and the mini-app market: [`marketplace`] (developer portal and marketplace API),
+//! devices), [`events`] (their status, pushed to browsers), [`desktop`] and [`browser`]
+//! (the two connection kinds), [`authorize`] (the pure decision whether a browser's
+//! stream may go where it asks), [`splice`], [`http`] (API and web app), [`httpd`] (the
+//! HTTP server loop and its timeouts), [`proxy`] (the client's address behind trusted
+//! proxies), [`limits`] (rate and resource limits), [`sessions`] (open browser
+//! sessions, closed when their tokens are revoked), [`metrics`] (Prometheus, on its own
+//! address), [`state`] (what a running relay holds, by area), [`server`] (start and
+//! stop), and the mini-app market: [`marketplace`] (developer portal and marketplace API),
 //! [`bundles`] (bundle storage: a local folder or S3-compatible object storage),
 //! [`signing`] (the platform's Ed25519 signing key and the keys it trusts).
 //!
 //! Storage is SQLite (embedded default) or PostgreSQL. Not here yet: Redis for clusters.
 
 pub mod auth;
+pub mod authorize;
 pub mod browser;
 pub mod bundles;
 pub mod cert;
@@ -38,7 +41,9 @@ pub mod server;
 pub mod sessions;
 pub mod signing;
 pub mod splice;
+pub mod state;
 pub mod store;
 
 pub use config::RelayConfig;
 pub use server::{RelayHandle, start};
+pub use state::RelayState;

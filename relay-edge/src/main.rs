@@ -21,17 +21,18 @@ struct Cli {
 }
 
 /// Options every subcommand takes. Each overrides the config file; flags override
-/// environment variables.
+/// environment variables. The variables' old names (`RELAY_*`, without `AISA_`) still
+/// work, with a deprecation warning ([`apply_old_env_names`]).
 #[derive(Args)]
 struct Common {
     /// TOML configuration file.
-    #[arg(long, global = true, env = "RELAY_CONFIG")]
+    #[arg(long, global = true, env = "AISA_RELAY_CONFIG")]
     config: Option<PathBuf>,
     /// Data directory (database, development certificate, secrets).
-    #[arg(long, global = true, env = "RELAY_DATA_DIR")]
+    #[arg(long, global = true, env = "AISA_RELAY_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Database URL (`sqlite://…`).
-    #[arg(long, global = true, env = "RELAY_DATABASE_URL")]
+    #[arg(long, global = true, env = "AISA_RELAY_DATABASE_URL")]
     database_url: Option<String>,
 }
 
@@ -67,36 +68,36 @@ enum AppsCommand {
 #[derive(Args)]
 struct ServeArgs {
     /// UDP address for QUIC and WebTransport.
-    #[arg(long, env = "RELAY_QUIC_LISTEN")]
+    #[arg(long, env = "AISA_RELAY_QUIC_LISTEN")]
     quic_listen: Option<SocketAddr>,
     /// TCP address for the web app and the HTTP API.
-    #[arg(long, env = "RELAY_HTTP_LISTEN")]
+    #[arg(long, env = "AISA_RELAY_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
     /// Host name browsers use to reach the QUIC port.
-    #[arg(long, env = "RELAY_PUBLIC_HOST")]
+    #[arg(long, env = "AISA_RELAY_PUBLIC_HOST")]
     public_host: Option<String>,
     /// Folder with the built web app.
-    #[arg(long, env = "RELAY_WEB_ROOT")]
+    #[arg(long, env = "AISA_RELAY_WEB_ROOT")]
     web_root: Option<PathBuf>,
     /// PEM certificate chain (production); without it a development certificate is made.
-    #[arg(long, env = "RELAY_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "AISA_RELAY_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(long, env = "RELAY_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "AISA_RELAY_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// This node's name in the device registry.
-    #[arg(long, env = "RELAY_NODE_NAME")]
+    #[arg(long, env = "AISA_RELAY_NODE_NAME")]
     node_name: Option<String>,
     /// QUIC connections one client address may have open at once (load tests from one
     /// machine need more than the default 64).
-    #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_IP")]
+    #[arg(long, env = "AISA_RELAY_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
     /// TCP address for Prometheus metrics (`GET /metrics`), off the public API.
-    #[arg(long, env = "RELAY_METRICS_ADDR")]
+    #[arg(long, env = "AISA_RELAY_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
     /// Secret for access tokens, at least 32 bytes (prefer the environment variable to
     /// the flag).
-    #[arg(long, env = "RELAY_JWT_SECRET", hide_env_values = true)]
+    #[arg(long, env = "AISA_RELAY_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
 }
 
@@ -148,7 +149,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    apply_old_env_names(&mut cli)?;
     let mut config = load_config(&cli.common)?;
     match cli.command {
         Command::Serve(args) => {
@@ -164,6 +166,51 @@ async fn main() -> anyhow::Result<()> {
         Command::User(cmd) => user(config, cmd).await,
         Command::Apps(cmd) => apps(config, cmd).await,
     }
+}
+
+/// Fills each option that neither a flag nor its `AISA_RELAY_*` variable set from the
+/// variable's old name (`RELAY_*`), logging a deprecation warning for every old name set.
+/// (clap reads one variable per option; the old names are read here.)
+fn apply_old_env_names(cli: &mut Cli) -> anyhow::Result<()> {
+    fn fill<T: std::str::FromStr>(field: &mut Option<T>, name: &str) -> anyhow::Result<()>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let Some(old) = relay_edge::config::old_env_name(name, |k| std::env::var(k).ok()) else {
+            return Ok(());
+        };
+        tracing::warn!("{}", old.warning);
+        if let (None, Some(value)) = (field.as_ref(), old.value) {
+            *field = Some(
+                value
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{name} (set as its old name): {e}"))?,
+            );
+        }
+        Ok(())
+    }
+    fill(&mut cli.common.config, "AISA_RELAY_CONFIG")?;
+    fill(&mut cli.common.data_dir, "AISA_RELAY_DATA_DIR")?;
+    fill(&mut cli.common.database_url, "AISA_RELAY_DATABASE_URL")?;
+    if let Command::Serve(args) = &mut cli.command {
+        fill(&mut args.quic_listen, "AISA_RELAY_QUIC_LISTEN")?;
+        fill(&mut args.http_listen, "AISA_RELAY_HTTP_LISTEN")?;
+        fill(&mut args.public_host, "AISA_RELAY_PUBLIC_HOST")?;
+        fill(&mut args.web_root, "AISA_RELAY_WEB_ROOT")?;
+        fill(&mut args.tls_cert, "AISA_RELAY_TLS_CERT")?;
+        fill(&mut args.tls_key, "AISA_RELAY_TLS_KEY")?;
+        fill(&mut args.node_name, "AISA_RELAY_NODE_NAME")?;
+        fill(
+            &mut args.max_connections_per_ip,
+            "AISA_RELAY_MAX_CONNECTIONS_PER_IP",
+        )?;
+        fill(&mut args.metrics_addr, "AISA_RELAY_METRICS_ADDR")?;
+        fill(&mut args.jwt_secret, "AISA_RELAY_JWT_SECRET")?;
+        if args.tls_cert.is_some() != args.tls_key.is_some() {
+            anyhow::bail!("AISA_RELAY_TLS_CERT and AISA_RELAY_TLS_KEY must be given together");
+        }
+    }
+    Ok(())
 }
 
 fn load_config(common: &Common) -> anyhow::Result<RelayConfig> {

@@ -25,14 +25,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::http::{ApiError, bearer, internal};
-use crate::server::Shared;
+use crate::state::RelayState;
 use crate::store::{AppRow, StoreError, VersionRow};
 
 /// The largest upload `POST /api/portal/apps` accepts: the format's 16 MiB.
 pub const MAX_UPLOAD_BYTES: usize = 16 << 20;
 
 /// The portal and marketplace routes.
-pub fn routes() -> Router<Arc<Shared>> {
+pub fn routes() -> Router<Arc<RelayState>> {
     Router::new()
         .route("/api/portal/apps", post(publish))
         .route("/api/portal/apps/{id}/versions/{version}/yank", post(yank))
@@ -100,7 +100,7 @@ fn too_large() -> ApiError {
 /// HTTP body timeout) and only once it is all here does the upload wait for one of the
 /// [`PUBLISH_CONCURRENCY`] slots, so a slow upload holds no slot.
 async fn publish(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<RelayState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Published>), ApiError> {
@@ -134,7 +134,12 @@ async fn publish(
                 bad_request(format!("the upload was not received in full: {err}"))
             }
         })?;
-    let _slot = shared.publish_slots.acquire().await.map_err(internal)?;
+    let _slot = shared
+        .market
+        .publish_slots
+        .acquire()
+        .await
+        .map_err(internal)?;
     if body.is_empty() {
         return Err(bad_request(
             "the request body is empty; send the .aisapp zip as application/zip",
@@ -142,7 +147,7 @@ async fn publish(
     }
 
     // Reading, checking and signing are CPU work on up to 16 MiB: off the async threads.
-    let keys = shared.signing.clone();
+    let keys = shared.market.signing.clone();
     let prepared = tokio::task::spawn_blocking(move || crate::signing::prepare(&body, &keys))
         .await
         .map_err(internal)?
@@ -171,6 +176,7 @@ async fn publish(
     let storage_key = crate::bundles::Bundles::new_key(&id, &version);
     let size = prepared.signed.len() as u64;
     shared
+        .market
         .bundles
         .put(&storage_key, prepared.signed.clone())
         .await
@@ -179,7 +185,7 @@ async fn publish(
         Ok(()) => {}
         Err(err) => {
             // Lost a race (or the database failed): the stored copy is nobody's.
-            if let Err(cleanup) = shared.bundles.delete(&storage_key).await {
+            if let Err(cleanup) = shared.market.bundles.delete(&storage_key).await {
                 tracing::warn!(err = %cleanup, key = %storage_key, "orphaned bundle left in storage");
             }
             return Err(err);
@@ -209,7 +215,11 @@ fn version_exists(id: &str, version: &str) -> ApiError {
 }
 
 /// Claims the id (first publisher owns it), adds the version, refreshes the summary.
-async fn record_version(shared: &Shared, user_id: &str, row: &VersionRow) -> Result<(), ApiError> {
+async fn record_version(
+    shared: &RelayState,
+    user_id: &str,
+    row: &VersionRow,
+) -> Result<(), ApiError> {
     let summary = summary_of(&row.app_id, user_id, &row.manifest);
     let app = shared.store.claim_app(&summary).await.map_err(internal)?;
     if app.owner_id != user_id {
@@ -246,7 +256,7 @@ fn summary_of(id: &str, owner_id: &str, manifest: &str) -> AppRow {
 
 /// Makes the app's name, description, category and author those of its newest
 /// unyanked version (unchanged when every version is yanked).
-async fn refresh_summary(shared: &Shared, id: &str) -> Result<(), ApiError> {
+async fn refresh_summary(shared: &RelayState, id: &str) -> Result<(), ApiError> {
     let versions = shared.store.app_versions(id).await.map_err(internal)?;
     let live = versions.iter().filter(|v| !v.yanked);
     let Some(latest) = newest(live.map(|v| v.version.as_str())) else {
@@ -289,7 +299,7 @@ pub async fn yank_version(
 
 /// `POST /api/portal/apps/{id}/versions/{version}/yank`: the owner withdraws a version.
 async fn yank(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<RelayState>>,
     headers: HeaderMap,
     Path((id, version)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
@@ -371,7 +381,7 @@ struct ListQuery {
 
 /// `GET /api/marketplace/apps?q=&category=`.
 async fn list(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<RelayState>>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let listings = shared
@@ -395,7 +405,7 @@ async fn list(
 }
 
 /// `GET /api/marketplace/categories`.
-async fn categories(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ApiError> {
+async fn categories(State(shared): State<Arc<RelayState>>) -> Result<Json<Value>, ApiError> {
     let categories: Vec<Value> = shared
         .store
         .categories()
@@ -456,7 +466,7 @@ fn document(text: &str) -> Value {
 /// `GET /api/marketplace/apps/{id}`: the list fields, every version (newest first) and
 /// the latest version's permissions and schemas.
 async fn detail(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<RelayState>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let app = shared
@@ -515,7 +525,7 @@ async fn detail(
 /// from bundle storage, with its SHA-256 in `x-aisapp-sha256`. Yanked versions are still
 /// served (someone may need exactly that one).
 async fn download(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<RelayState>>,
     Path((id, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let row = shared
@@ -525,6 +535,7 @@ async fn download(
         .map_err(internal)?
         .ok_or_else(|| not_found(format!("{id} has no version {version:?}")))?;
     let (size, stream) = shared
+        .market
         .bundles
         .stream(&row.storage_key)
         .await
@@ -556,7 +567,7 @@ struct RateRequest {
 /// `POST /api/marketplace/apps/{id}/ratings`: one rating per user; a second replaces
 /// the first.
 async fn rate(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<RelayState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<RateRequest>, JsonRejection>,
@@ -585,7 +596,7 @@ struct InstallReport {
 /// `POST /api/marketplace/apps/{id}/installs` with `Authorization: Device <token>`: a
 /// desktop node reports an install. Counted once per device and version.
 async fn install(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<RelayState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Json<InstallReport>, JsonRejection>,
@@ -637,8 +648,8 @@ async fn install(
 }
 
 /// `GET /api/platform/keys`: the trusted platform keys; the first signs.
-async fn platform_keys(State(shared): State<Arc<Shared>>) -> Json<Value> {
-    Json(json!({ "keys": shared.signing.listed() }))
+async fn platform_keys(State(shared): State<Arc<RelayState>>) -> Json<Value> {
+    Json(json!({ "keys": shared.market.signing.listed() }))
 }
 
 #[cfg(test)]

@@ -7,14 +7,14 @@
 //!
 //! | metric | kind | meaning |
 //! | --- | --- | --- |
-//! | `relay_connected_devices` | gauge | desktops connected to this node |
-//! | `relay_browser_sessions` | gauge | WebTransport sessions open |
-//! | `relay_open_streams` | gauge | streams being spliced |
-//! | `relay_bytes_spliced_total` | counter | bytes copied between browsers and desktops |
-//! | `relay_streams_total{kind}` | counter | streams authorized, by kind (`action`, `control`) |
-//! | `relay_errors_total{code}` | counter | streams refused, by ERROR code |
-//! | `relay_logins_total{result}` | counter | sign-ins (`ok`, `refused`, `limited`) |
-//! | `relay_desktop_connections_total{result}` | counter | desktop HELLOs (`ok`, `refused`) |
+//! | `aisa_relay_connected_devices` | gauge | desktops connected to this node |
+//! | `aisa_relay_browser_sessions` | gauge | WebTransport sessions open |
+//! | `aisa_relay_open_streams` | gauge | streams being spliced |
+//! | `aisa_relay_bytes_spliced_total` | counter | bytes copied between browsers and desktops |
+//! | `aisa_relay_streams_total{kind}` | counter | streams authorized, by kind (`action`, `control`) |
+//! | `aisa_relay_errors_total{code}` | counter | streams refused, by ERROR code |
+//! | `aisa_relay_logins_total{result}` | counter | sign-ins (`ok`, `refused`, `limited`) |
+//! | `aisa_relay_desktop_connections_total{result}` | counter | desktop HELLOs (`ok`, `refused`) |
 //! | `aisa_installs_total{app}` | counter | installs desktop nodes reported (once per device and version) |
 //! | `aisa_publishes_total` | counter | versions published through the developer portal |
 //! | `aisa_refusals_total{reason}` | counter | requests, streams and connections refused, by reason (see [`refused`]) |
@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::server::Shared;
+use crate::state::RelayState;
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn handle() -> &'static PrometheusHandle {
@@ -48,14 +48,16 @@ pub fn refused(reason: &'static str) {
 }
 
 /// The metrics page.
-pub fn render(shared: &Shared) -> String {
+pub fn render(state: &RelayState) -> String {
     let handle = handle();
-    metrics::gauge!("relay_connected_devices").set(shared.registry.len() as f64);
-    metrics::gauge!("relay_browser_sessions")
-        .set(shared.browser_sessions.load(Ordering::Relaxed) as f64);
-    metrics::gauge!("relay_open_streams").set(shared.open_streams.load(Ordering::Relaxed) as f64);
-    metrics::counter!("relay_bytes_spliced_total")
-        .absolute(shared.bytes_spliced.load(Ordering::Relaxed));
+    let traffic = &state.traffic;
+    metrics::gauge!("aisa_relay_connected_devices").set(state.devices.registry.len() as f64);
+    metrics::gauge!("aisa_relay_browser_sessions")
+        .set(traffic.browser_sessions.load(Ordering::Relaxed) as f64);
+    metrics::gauge!("aisa_relay_open_streams")
+        .set(traffic.open_streams.load(Ordering::Relaxed) as f64);
+    metrics::counter!("aisa_relay_bytes_spliced_total")
+        .absolute(traffic.bytes_spliced.load(Ordering::Relaxed));
     // Shown from the start (at 0), not only after the first publication.
     metrics::counter!("aisa_publishes_total").increment(0);
     handle.render()

@@ -2,8 +2,7 @@
 //! WebTransport (browsers, ALPN `h3`), one TCP port for HTTP.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -13,7 +12,7 @@ use tracing::{debug, info, warn};
 use crate::auth::TokenKeys;
 use crate::cert::{self, TlsIdentity};
 use crate::config::RelayConfig;
-use crate::registry::Registry;
+use crate::state::{Accounts, Devices, EndpointInfo, Limits, Market, RelayState, Traffic};
 use crate::store::Store;
 use crate::{browser, desktop, http};
 
@@ -48,77 +47,6 @@ pub enum StartError {
     Config(String),
 }
 
-/// State every connection handler shares.
-pub struct Shared {
-    /// The configuration the relay started with.
-    pub config: RelayConfig,
-    /// Users and devices.
-    pub store: Store,
-    /// Access-token keys.
-    pub tokens: TokenKeys,
-    /// Devices connected here.
-    pub registry: Registry,
-    /// The bound UDP address.
-    pub quic_addr: SocketAddr,
-    /// Whether the certificate is a generated development one.
-    pub self_signed: bool,
-    cert_sha256: RwLock<[u8; 32]>,
-    /// Bytes copied between browsers and desktops.
-    pub bytes_spliced: AtomicU64,
-    /// Streams being spliced now.
-    pub open_streams: AtomicU64,
-    /// WebTransport sessions open now.
-    pub browser_sessions: AtomicU64,
-    /// Failed sign-ins, for rate limiting.
-    pub logins: crate::limits::LoginLimiter,
-    /// Where password hashing runs, bounded.
-    pub hashing: crate::limits::HashPool,
-    /// Proxies whose forwarding headers are believed.
-    pub proxies: crate::proxy::TrustedProxies,
-    /// Each user's open streams, for the plan's concurrency limit.
-    pub streams_per_user: crate::limits::StreamCounter,
-    /// Each client address's open QUIC connections (`max_connections_per_ip`).
-    pub connections_per_ip: crate::limits::KeyedSlots<std::net::IpAddr>,
-    /// Each user's open status-event streams (`max_event_streams_per_user`).
-    pub event_streams: crate::limits::KeyedSlots<String>,
-    /// Browsers watching their devices' status.
-    pub events: crate::events::EventHub,
-    /// Browser sessions open here, and the users whose tokens they use.
-    pub sessions: crate::sessions::Sessions,
-    /// Set when shutting down: new streams are refused.
-    pub draining: std::sync::atomic::AtomicBool,
-    /// Where published bundles are stored.
-    pub bundles: crate::bundles::Bundles,
-    /// The platform key that signs published bundles, and the keys trusted with it.
-    pub signing: Arc<crate::signing::PlatformKeys>,
-    /// Uploads being checked and signed (see [`crate::marketplace::PUBLISH_CONCURRENCY`]).
-    pub publish_slots: tokio::sync::Semaphore,
-}
-
-impl Shared {
-    /// SHA-256 of the current certificate.
-    pub fn cert_sha256(&self) -> [u8; 32] {
-        *self.cert_sha256.read().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Counts one open thing for as long as it lives.
-pub struct Gauge<'a>(&'a AtomicU64);
-
-impl<'a> Gauge<'a> {
-    /// Adds one to `counter` until the returned value is dropped.
-    pub fn up(counter: &'a AtomicU64) -> Self {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Gauge(counter)
-    }
-}
-
-impl Drop for Gauge<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// A running relay.
 pub struct RelayHandle {
     /// The bound HTTP address.
@@ -127,8 +55,8 @@ pub struct RelayHandle {
     pub quic_addr: SocketAddr,
     /// The bound metrics address (`metrics_addr`), if metrics are served.
     pub metrics_addr: Option<SocketAddr>,
-    /// State shared with the handlers (for tests and metrics).
-    pub shared: Arc<Shared>,
+    /// The relay's state, by area (for tests and metrics).
+    pub state: Arc<RelayState>,
     endpoint: quinn::Endpoint,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -137,7 +65,7 @@ pub struct RelayHandle {
 impl RelayHandle {
     /// SHA-256 of the relay's certificate.
     pub fn cert_sha256(&self) -> [u8; 32] {
-        self.shared.cert_sha256()
+        self.state.endpoint.cert_sha256()
     }
 
     /// Stops accepting, tells desktops to reconnect elsewhere at once, and waits (up to
@@ -148,14 +76,15 @@ impl RelayHandle {
     /// the "shutting down" code, on which desktops reconnect at once (to another node
     /// behind the load balancer, or to this one when it is back), and stop.
     pub async fn shutdown(mut self, drain: Duration) {
-        self.shared
+        self.state
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.endpoint.set_server_config(None);
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + drain;
         while self
-            .shared
+            .state
+            .traffic
             .open_streams
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
@@ -163,7 +92,7 @@ impl RelayHandle {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for conn in self.shared.registry.connections() {
+        for conn in self.state.devices.registry.connections() {
             conn.close(desktop::CLOSE_SHUTDOWN.into(), b"relay shutting down");
         }
         self.endpoint.close(0u32.into(), b"relay shutting down");
@@ -217,61 +146,58 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
     };
     info!(%quic_addr, %http_addr, cert_sha256 = %hex::encode(identity.sha256()), "relay listening");
 
-    let shared = Arc::new(Shared {
-        self_signed: identity.self_signed,
-        cert_sha256: RwLock::new(identity.sha256()),
+    let state = Arc::new(RelayState {
         store,
-        tokens,
-        registry: Registry::default(),
-        quic_addr,
-        bytes_spliced: AtomicU64::new(0),
-        open_streams: AtomicU64::new(0),
-        browser_sessions: AtomicU64::new(0),
-        logins: crate::limits::LoginLimiter::new(
-            config.login_max_failures,
-            Duration::from_secs(config.login_window_secs),
-        ),
-        hashing,
-        proxies,
-        streams_per_user: crate::limits::StreamCounter::default(),
-        connections_per_ip: crate::limits::KeyedSlots::default(),
-        event_streams: crate::limits::KeyedSlots::default(),
-        events: crate::events::EventHub::default(),
+        accounts: Accounts {
+            tokens,
+            logins: crate::limits::LoginLimiter::new(
+                config.login_max_failures,
+                Duration::from_secs(config.login_window_secs),
+            ),
+            hashing,
+            proxies,
+        },
+        devices: Devices::default(),
         sessions: crate::sessions::Sessions::default(),
+        limits: Limits::default(),
+        traffic: Traffic::default(),
+        endpoint: EndpointInfo::new(quic_addr, identity.self_signed, identity.sha256()),
+        market: Market {
+            bundles,
+            signing,
+            publish_slots: crate::marketplace::publish_slots(),
+        },
         draining: std::sync::atomic::AtomicBool::new(false),
-        bundles,
-        signing,
-        publish_slots: crate::marketplace::publish_slots(),
         config,
     });
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    tasks.spawn(accept_loop(shared.clone(), endpoint.clone()));
-    let app = http::router(shared.clone());
+    tasks.spawn(accept_loop(state.clone(), endpoint.clone()));
+    let app = http::router(state.clone());
     tasks.spawn(crate::httpd::serve(
         http_listener,
         app,
-        http_timeouts(&shared.config),
+        http_timeouts(&state.config),
         stopped.clone(),
     ));
     if let Some(listener) = metrics_listener {
         info!(addr = ?metrics_addr, "metrics served on their own address");
         tasks.spawn(crate::httpd::serve(
             listener,
-            http::metrics_router(shared.clone()),
-            http_timeouts(&shared.config),
+            http::metrics_router(state.clone()),
+            http_timeouts(&state.config),
             stopped.clone(),
         ));
     }
-    tasks.spawn(sweep_revoked_tokens(shared.clone(), stopped.clone()));
+    tasks.spawn(sweep_revoked_tokens(state.clone(), stopped.clone()));
     if identity.self_signed {
-        tasks.spawn(renew_dev_cert(shared.clone(), endpoint.clone(), stopped));
+        tasks.spawn(renew_dev_cert(state.clone(), endpoint.clone(), stopped));
     }
     Ok(RelayHandle {
         http_addr,
         quic_addr,
         metrics_addr,
-        shared,
+        state,
         endpoint,
         stop,
         tasks,
@@ -449,13 +375,13 @@ const STREAM_RECEIVE_WINDOW: u32 = 1 << 20;
 const CONNECTION_RECEIVE_WINDOW: u32 = 8 << 20;
 
 /// Accepts connections and hands each to the browser or desktop handler by ALPN.
-async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
+async fn accept_loop(state: Arc<RelayState>, endpoint: quinn::Endpoint) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                connections.spawn(handle_incoming(shared.clone(), incoming));
+                connections.spawn(handle_incoming(state.clone(), incoming));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -463,14 +389,15 @@ async fn accept_loop(shared: Arc<Shared>, endpoint: quinn::Endpoint) {
     connections.shutdown().await;
 }
 
-async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
+async fn handle_incoming(state: Arc<RelayState>, incoming: quinn::Incoming) {
     let ip = incoming.remote_address().ip();
     // Counted for as long as this connection is served.
-    let Some(_per_ip) = shared
+    let Some(_per_ip) = state
+        .limits
         .connections_per_ip
-        .try_open(&ip, shared.config.max_connections_per_ip as i64)
+        .try_open(&ip, state.config.max_connections_per_ip as i64)
     else {
-        info!(%ip, max = shared.config.max_connections_per_ip, "connection refused: too many from this address");
+        info!(%ip, max = state.config.max_connections_per_ip, "connection refused: too many from this address");
         crate::metrics::refused("connections_per_ip");
         incoming.refuse();
         return;
@@ -497,12 +424,12 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
             let future =
                 wtransport::endpoint::IncomingSessionFuture::with_quic_connecting(connecting);
             match future.await {
-                Ok(request) => browser::serve(shared, request).await,
+                Ok(request) => browser::serve(state, request).await,
                 Err(err) => debug!(%err, "WebTransport session not established"),
             }
         }
         Some(DESKTOP_ALPN) => match connecting.await {
-            Ok(conn) => desktop::serve(shared, conn).await,
+            Ok(conn) => desktop::serve(state, conn).await,
             Err(err) => debug!(%err, "desktop connection failed"),
         },
         _ => debug!("connection without a known ALPN"),
@@ -512,34 +439,34 @@ async fn handle_incoming(shared: Arc<Shared>, incoming: quinn::Incoming) {
 /// Closes sessions whose tokens were revoked elsewhere (the operator's CLI disabling or
 /// deleting a user, another relay node), every `revocation_check_secs`. Revocations made through
 /// this node's HTTP API close its sessions at once.
-async fn sweep_revoked_tokens(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    let every = Duration::from_secs(shared.config.revocation_check_secs.max(1));
+async fn sweep_revoked_tokens(state: Arc<RelayState>, mut stopped: watch::Receiver<bool>) {
+    let every = Duration::from_secs(state.config.revocation_check_secs.max(1));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
-        if shared.sessions.is_empty() {
+        if state.sessions.is_empty() {
             continue;
         }
         // Tokens issued before now minus their lifetime have expired anyway.
         let since = crate::auth::now_secs()
-            .saturating_sub(shared.config.access_token_ttl_secs + every.as_secs() + 5)
+            .saturating_sub(state.config.access_token_ttl_secs + every.as_secs() + 5)
             as i64;
-        let revoked = match shared.store.revoked_users(since).await {
+        let revoked = match state.store.revoked_users(since).await {
             Ok(rows) => rows,
             Err(err) => {
                 warn!(%err, "revoked-token sweep failed");
                 continue;
             }
         };
-        let users = shared.sessions.users();
+        let users = state.sessions.users();
         // Deleted users: their sessions go, whatever token they hold.
-        match shared.store.existing_users(&users).await {
+        match state.store.existing_users(&users).await {
             Ok(existing) => {
                 for user_id in users.iter().filter(|u| !existing.contains(*u)) {
                     let closed =
-                        shared
+                        state
                             .sessions
                             .revoke(user_id, i64::MAX, "the account was deleted");
                     if closed > 0 {
@@ -560,7 +487,7 @@ async fn sweep_revoked_tokens(shared: Arc<Shared>, mut stopped: watch::Receiver<
             } else {
                 (generation, "the access token was revoked")
             };
-            let closed = shared.sessions.revoke(&user_id, generation, why);
+            let closed = state.sessions.revoke(&user_id, generation, why);
             if closed > 0 {
                 info!(%user_id, closed, why, "sessions closed");
                 crate::metrics::refused("token_revoked");
@@ -571,7 +498,7 @@ async fn sweep_revoked_tokens(shared: Arc<Shared>, mut stopped: watch::Receiver<
 
 /// Replaces the development certificate before it expires, without a restart.
 async fn renew_dev_cert(
-    shared: Arc<Shared>,
+    state: Arc<RelayState>,
     endpoint: quinn::Endpoint,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -580,23 +507,20 @@ async fn renew_dev_cert(
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
-        let fresh = match cert::dev_identity(&shared.config.data_dir, &shared.config.public_host) {
+        let fresh = match cert::dev_identity(&state.config.data_dir, &state.config.public_host) {
             Ok(identity) => identity,
             Err(err) => {
                 warn!(%err, "development certificate renewal failed");
                 continue;
             }
         };
-        if fresh.sha256() == shared.cert_sha256() {
+        if fresh.sha256() == state.endpoint.cert_sha256() {
             continue;
         }
         match server_config(&fresh) {
             Ok(config) => {
                 endpoint.set_server_config(Some(config));
-                *shared
-                    .cert_sha256
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner()) = fresh.sha256();
+                state.endpoint.set_cert_sha256(fresh.sha256());
                 info!(cert_sha256 = %hex::encode(fresh.sha256()), "development certificate renewed");
             }
             Err(err) => warn!(%err, "renewed certificate refused"),

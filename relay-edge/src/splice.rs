@@ -7,40 +7,19 @@
 //! passed on as a reset; a peer that stops reading stops the sender.
 
 use std::future::Future;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Test hook: when tapped, every chunk the splice moves is also copied here. Off by
-/// default (one relaxed load per chunk); tests turn it on with [`tap`] to prove what
-/// the relay does (not) see.
-static TAP_ON: AtomicBool = AtomicBool::new(false);
-static TAP: Mutex<Option<tokio::sync::mpsc::UnboundedSender<bytes::Bytes>>> = Mutex::new(None);
-
-/// For tests: from now on, every chunk spliced in this process (both directions, every
-/// relay) is sent to the returned receiver too, until [`untap`].
-pub fn tap() -> tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    if let Ok(mut slot) = TAP.lock() {
-        *slot = Some(tx);
-    }
-    TAP_ON.store(true, Ordering::Release);
-    rx
+/// Sees every chunk a splice moves (both directions), as the relay moved it. Not used in
+/// production; tests install one with [`crate::state::Traffic::observe_splices`] to prove
+/// what the relay does (not) see. An unbounded channel's sender is one.
+pub trait SpliceObserver: Send + Sync {
+    /// Called once per chunk, before it is written on.
+    fn chunk(&self, bytes: &bytes::Bytes);
 }
 
-/// For tests: stops copying spliced chunks.
-pub fn untap() {
-    TAP_ON.store(false, Ordering::Release);
-    if let Ok(mut slot) = TAP.lock() {
-        *slot = None;
-    }
-}
-
-fn tapped(chunk: &bytes::Bytes) {
-    if TAP_ON.load(Ordering::Relaxed)
-        && let Ok(slot) = TAP.lock()
-        && let Some(tx) = slot.as_ref()
-    {
-        let _ = tx.send(chunk.clone());
+impl SpliceObserver for tokio::sync::mpsc::UnboundedSender<bytes::Bytes> {
+    fn chunk(&self, bytes: &bytes::Bytes) {
+        let _ = self.send(bytes.clone());
     }
 }
 
@@ -133,11 +112,12 @@ pub enum PumpEnd {
 }
 
 /// Copies `from` into `to` until one of them ends, passing the end on. Adds every byte
-/// copied to `counter`.
+/// copied to `counter`, and shows every chunk to `observer` when there is one.
 pub async fn pump<R: SpliceRecv, W: SpliceSend>(
     mut from: R,
     mut to: W,
     counter: &AtomicU64,
+    observer: Option<&dyn SpliceObserver>,
 ) -> PumpEnd {
     loop {
         let read = tokio::select! {
@@ -154,7 +134,9 @@ pub async fn pump<R: SpliceRecv, W: SpliceSend>(
             }
             Ok(Some(chunk)) => {
                 let n = chunk.bytes.len() as u64;
-                tapped(&chunk.bytes);
+                if let Some(observer) = observer {
+                    observer.chunk(&chunk.bytes);
+                }
                 if to.quic().write_chunk(chunk.bytes).await.is_err() {
                     from.stop_stream(PEER_GONE);
                     return PumpEnd::SinkFailed;
@@ -174,6 +156,7 @@ pub async fn splice<AR, AW, BR, BW>(
     a: (AR, AW),
     b: (BR, BW),
     counter: &AtomicU64,
+    observer: Option<&dyn SpliceObserver>,
 ) -> (PumpEnd, PumpEnd)
 where
     AR: SpliceRecv,
@@ -183,5 +166,8 @@ where
 {
     let (a_recv, a_send) = a;
     let (b_recv, b_send) = b;
-    tokio::join!(pump(a_recv, b_send, counter), pump(b_recv, a_send, counter))
+    tokio::join!(
+        pump(a_recv, b_send, counter, observer),
+        pump(b_recv, a_send, counter, observer)
+    )
 }

@@ -292,10 +292,18 @@ async fn a_hello_with_a_bad_identity_key_is_refused_and_nothing_is_stored() {
     assert_eq!(code, ErrorCode::MalformedFrame);
     assert!(message.contains("exceeds the maximum of 4096"), "{message}");
 
-    let store = &relay.handle().shared.store;
+    let store = &relay.handle().state.store;
     let device = store.device(&device_id).await.unwrap().unwrap();
     assert_eq!(device.identity_key, None, "nothing was stored");
-    assert!(relay.handle().shared.registry.get(&device_id).is_none());
+    assert!(
+        relay
+            .handle()
+            .state
+            .devices
+            .registry
+            .get(&device_id)
+            .is_none()
+    );
     assert!(refusals("invalid_hello") >= 4);
 
     // A well-formed HELLO still works, and its key is what is stored.
@@ -511,7 +519,7 @@ async fn refused_action_streams_do_not_count_and_control_streams_never_do() {
     let token = reply["token"].as_str().unwrap().to_owned();
     let user_id = reply["user_id"].as_str().unwrap().to_owned();
     let (device_id, device_token) = relay.device("di@example.com").await;
-    let store = &relay.handle().shared.store;
+    let store = &relay.handle().state.store;
     store
         .upsert_plan(&relay_edge::store::Plan {
             id: "tiny".into(),
@@ -670,7 +678,7 @@ async fn password_hashing_is_bounded_and_answers_503_with_retry_after() {
         }
     }
     assert!(results.iter().any(|(status, _)| *status == 200));
-    assert_eq!(relay.handle().shared.hashing.in_use(), 0);
+    assert_eq!(relay.handle().state.accounts.hashing.in_use(), 0);
     assert!(refusals("hashing_busy") >= 1);
     relay.stop().await;
 }
@@ -768,7 +776,12 @@ async fn slow_uploads_hold_no_publish_slot_and_are_cut_off() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        relay.handle().shared.publish_slots.available_permits(),
+        relay
+            .handle()
+            .state
+            .market
+            .publish_slots
+            .available_permits(),
         slots,
         "no slot is held while bodies are still arriving"
     );
@@ -824,7 +837,7 @@ async fn metrics_are_served_only_on_their_own_address() {
         page.text()
             .await
             .unwrap()
-            .contains("relay_connected_devices")
+            .contains("aisa_relay_connected_devices")
     );
     relay.stop().await;
 
@@ -949,7 +962,7 @@ async fn revoked_access_tokens_stop_working_on_open_sessions() {
         next(&mut recv).await.body,
         Body::DeviceStatus { .. }
     ));
-    let other_store = relay_edge::store::Store::open(&relay.handle().shared.config.database_url())
+    let other_store = relay_edge::store::Store::open(&relay.handle().state.config.database_url())
         .await
         .unwrap();
     assert!(

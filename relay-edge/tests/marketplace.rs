@@ -932,6 +932,7 @@ fn operator(relay: &Relay, database_url: Option<&str>, args: &[&str]) -> (bool, 
     }
     let output = command
         .args(args)
+        .env_remove("AISA_RELAY_CONFIG")
         .env_remove("RELAY_CONFIG")
         .env("RUST_BACKTRACE", "0")
         .output()
@@ -951,7 +952,7 @@ async fn operators_list_and_yank_apps_from_the_command_line() {
         .relay
         .as_ref()
         .unwrap()
-        .shared
+        .state
         .config
         .database_url
         .clone();

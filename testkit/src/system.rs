@@ -228,7 +228,7 @@ impl System {
             .await
             .expect("fake provider");
 
-        let store = &relay.shared.store;
+        let store = &relay.state.store;
         let hash = relay_edge::auth::hash_password(PASSWORD).expect("hash");
         store
             .create_user("alice@example.com", &hash)
@@ -338,7 +338,7 @@ impl System {
     /// Moves the test user to a plan without practical limits (benchmarks and load tests
     /// run more actions than the free plan's day).
     pub async fn lift_plan_limits(&self) {
-        let store = &self.relay().shared.store;
+        let store = &self.relay().state.store;
         store
             .upsert_plan(&relay_edge::store::Plan {
                 id: "unlimited".into(),
@@ -388,7 +388,8 @@ impl System {
     /// The test user's id.
     pub fn relay_user_id(&self) -> String {
         self.relay()
-            .shared
+            .state
+            .accounts
             .tokens
             .verify(&self.token)
             .expect("the test token is valid")

@@ -182,7 +182,7 @@ async fn an_app_published_to_the_portal_installs_on_approval_and_runs() {
     assert!(message.contains("text"), "{message}");
 
     // The marketplace counted the install.
-    let metrics = relay_edge::metrics::render(&system.relay().shared);
+    let metrics = relay_edge::metrics::render(&system.relay().state);
     assert!(
         metrics
             .lines()

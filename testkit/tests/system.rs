@@ -39,7 +39,15 @@ async fn action_streams_model_output_through_the_relay() {
         Some(Body::StreamEnd { chunks: n, .. }) => assert_eq!(*n as usize, expected.len()),
         other => panic!("expected STREAM_END, got {other:?}"),
     }
-    assert!(system.relay().shared.bytes_spliced.load(Ordering::Relaxed) > 0);
+    assert!(
+        system
+            .relay()
+            .state
+            .traffic
+            .bytes_spliced
+            .load(Ordering::Relaxed)
+            > 0
+    );
     assert_eq!(system.fake.stats.completed.load(Ordering::Relaxed), 1);
 }
 
@@ -56,7 +64,7 @@ async fn refusals_are_clear_errors() {
     assert!(msg.contains("spare"), "{msg}");
 
     // Bob signs in and tries Alice's device.
-    let store = &system.relay().shared.store;
+    let store = &system.relay().state.store;
     let bob = store
         .create_user(
             "bob@example.com",
@@ -66,7 +74,8 @@ async fn refusals_are_clear_errors() {
         .expect("bob");
     let bob_token = system
         .relay()
-        .shared
+        .state
+        .accounts
         .tokens
         .issue(&bob.id, &bob.email)
         .expect("token");
@@ -334,7 +343,15 @@ async fn a_browser_that_vanishes_mid_stream_cancels_the_action() {
     )
     .await;
     wait_until(
-        || system.relay().shared.open_streams.load(Ordering::Relaxed) == 0,
+        || {
+            system
+                .relay()
+                .state
+                .traffic
+                .open_streams
+                .load(Ordering::Relaxed)
+                == 0
+        },
         "splice ended",
     )
     .await;
@@ -383,7 +400,7 @@ async fn the_node_reconnects_after_a_relay_restart() {
     system.wait_online(true).await;
     let device = system
         .relay()
-        .shared
+        .state
         .store
         .device(&system.device_id)
         .await
@@ -393,7 +410,8 @@ async fn the_node_reconnects_after_a_relay_restart() {
         || {
             system
                 .relay()
-                .shared
+                .state
+                .devices
                 .registry
                 .get(&system.device_id)
                 .is_some()
@@ -519,7 +537,8 @@ async fn accounts_sign_up_refresh_rotate_and_sign_out() {
     assert!(
         system
             .relay()
-            .shared
+            .state
+            .accounts
             .tokens
             .verify(rotated["token"].as_str().expect("token"))
             .is_ok()
@@ -602,7 +621,7 @@ async fn repeated_failed_sign_ins_are_rate_limited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_limits_give_clear_errors_and_usage_is_reported() {
     let system = System::start().await;
-    let store = &system.relay().shared.store;
+    let store = &system.relay().state.store;
     store
         .upsert_plan(&relay_edge::store::Plan {
             id: "tiny".into(),
@@ -655,7 +674,8 @@ async fn plan_limits_give_clear_errors_and_usage_is_reported() {
         || {
             system
                 .relay()
-                .shared
+                .state
+                .limits
                 .streams_per_user
                 .open_for(&system.relay_user_id())
                 == 0
@@ -758,7 +778,7 @@ async fn revoking_a_device_disconnects_it_for_good_and_disabled_users_are_refuse
     assert!(
         system
             .relay()
-            .shared
+            .state
             .store
             .set_user_disabled("alice@example.com", true)
             .await
@@ -791,22 +811,23 @@ async fn browsers_get_live_device_status() {
     let mut header = system.header("");
     header.kind = aisa_tunnel::StreamKind::Control;
     let (_send, mut recv) = open(&session, &[header.encode()]).await;
-    let mut next_status = async || {
+    let mut next_envelope = async || {
         let body = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
             .await
             .expect("status in time")
             .expect("read")
             .expect("frame");
-        match Envelope::decode(&body).expect("envelope") {
-            Envelope {
-                device_id,
-                body: Body::DeviceStatus { online, .. },
-                ..
-            } => (device_id, online),
-            other => panic!("expected DEVICE_STATUS, got {other:?}"),
-        }
+        Envelope::decode(&body).expect("envelope")
     };
-    let mut snapshot = vec![next_status().await, next_status().await];
+    let status = |envelope: Envelope| match envelope {
+        Envelope {
+            device_id,
+            body: Body::DeviceStatus { online, .. },
+            ..
+        } => (device_id, online),
+        other => panic!("expected DEVICE_STATUS, got {other:?}"),
+    };
+    let mut snapshot = vec![status(next_envelope().await), status(next_envelope().await)];
     snapshot.sort();
     let mut want = vec![
         (system.device_id.clone(), true),
@@ -814,10 +835,15 @@ async fn browsers_get_live_device_status() {
     ];
     want.sort();
     assert_eq!(snapshot, want);
+    assert_eq!(
+        next_envelope().await.body,
+        Body::StatusSnapshotEnd { devices: 2 },
+        "the snapshot's end is marked"
+    );
 
     system.node_stop.send_replace(true);
     assert_eq!(
-        next_status().await,
+        status(next_envelope().await),
         (system.device_id.clone(), false),
         "pushed when the desktop leaves"
     );
@@ -855,14 +881,14 @@ async fn metrics_health_and_readiness_are_served() {
     // default); the page is what that listener serves.
     let (status, _) = get("/metrics").await;
     assert_eq!(status, 404);
-    let metrics = relay_edge::metrics::render(&system.relay().shared);
+    let metrics = relay_edge::metrics::render(&system.relay().state);
     for line in [
-        "relay_connected_devices 1",
-        "relay_open_streams 0",
-        "relay_streams_total{kind=\"action\"}",
-        "relay_errors_total{code=\"unknown_device\"}",
-        "relay_desktop_connections_total{result=\"ok\"}",
-        "relay_bytes_spliced_total",
+        "aisa_relay_connected_devices 1",
+        "aisa_relay_open_streams 0",
+        "aisa_relay_streams_total{kind=\"action\"}",
+        "aisa_relay_errors_total{code=\"unknown_device\"}",
+        "aisa_relay_desktop_connections_total{result=\"ok\"}",
+        "aisa_relay_bytes_spliced_total",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
@@ -875,9 +901,9 @@ async fn shutdown_drains_open_streams_and_refuses_new_ones() {
     let (_send, mut recv) = start_slow_action(&system, &session, "finish me").await;
 
     let relay = system.relay.take().expect("relay");
-    let shared = relay.shared.clone();
+    let state = relay.state.clone();
     let shutdown = tokio::spawn(relay.shutdown(Duration::from_secs(15)));
-    wait_until(|| shared.draining.load(Ordering::Relaxed), "draining").await;
+    wait_until(|| state.draining.load(Ordering::Relaxed), "draining").await;
 
     // A new stream on the open session is refused while the old one finishes.
     let echo = execute("hello-ai", "echo", serde_json::json!({ "text": "late" }));
@@ -954,7 +980,8 @@ async fn a_desktop_that_never_reads_holds_back_its_browser_only() {
         || {
             system
                 .relay()
-                .shared
+                .state
+                .devices
                 .registry
                 .get(&system.offline_device_id)
                 .is_some()
@@ -969,7 +996,12 @@ async fn a_desktop_that_never_reads_holds_back_its_browser_only() {
         &[system.header(&system.offline_device_id).encode()],
     )
     .await;
-    let before = system.relay().shared.bytes_spliced.load(Ordering::Relaxed);
+    let before = system
+        .relay()
+        .state
+        .traffic
+        .bytes_spliced
+        .load(Ordering::Relaxed);
     let flood = vec![0u8; 64 * 1024];
     let writing = tokio::time::timeout(Duration::from_secs(3), async {
         for _ in 0..256 {
@@ -981,7 +1013,13 @@ async fn a_desktop_that_never_reads_holds_back_its_browser_only() {
         writing.is_err(),
         "16 MiB into a desktop that never reads must stall the writer"
     );
-    let forwarded = system.relay().shared.bytes_spliced.load(Ordering::Relaxed) - before;
+    let forwarded = system
+        .relay()
+        .state
+        .traffic
+        .bytes_spliced
+        .load(Ordering::Relaxed)
+        - before;
     assert!(
         forwarded < 8 << 20,
         "the relay forwarded only what flow control allowed: {forwarded} bytes"
@@ -1033,7 +1071,15 @@ async fn a_browser_opening_thousands_of_streams_gets_answers_and_breaks_nothing(
     .await;
     assert_eq!(chunks_text(&reply), "still here");
     wait_until(
-        || system.relay().shared.open_streams.load(Ordering::Relaxed) == 0,
+        || {
+            system
+                .relay()
+                .state
+                .traffic
+                .open_streams
+                .load(Ordering::Relaxed)
+                == 0
+        },
         "no stream left open",
     )
     .await;
@@ -1045,7 +1091,7 @@ async fn a_deleted_account_loses_its_tokens_and_devices() {
     assert!(
         system
             .relay()
-            .shared
+            .state
             .store
             .delete_user("alice@example.com")
             .await

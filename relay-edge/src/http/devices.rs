@@ -1,0 +1,192 @@
+//! The user's devices: list them, enroll one (`desktop-node login`), rename, revoke.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::account::user_plan;
+use super::sessions::{CredError, Credentials, check_credentials, client_ip};
+use super::{ApiError, bearer, internal};
+use crate::auth;
+use crate::state::RelayState;
+
+/// `GET /api/devices`, `POST /api/devices/enroll`, `PATCH` and `DELETE /api/devices/{id}`.
+pub(super) fn routes() -> Router<Arc<RelayState>> {
+    Router::new()
+        .route("/api/devices", get(list_devices))
+        .route("/api/devices/enroll", post(enroll_device))
+        .route(
+            "/api/devices/{id}",
+            patch(rename_device).delete(revoke_device),
+        )
+}
+
+#[derive(Serialize)]
+struct DeviceView {
+    id: String,
+    name: String,
+    online: bool,
+    node_version: Option<String>,
+    last_seen: Option<i64>,
+    identity_key: Option<String>,
+}
+
+async fn list_devices(
+    State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    let claims = bearer(&state, &headers).await?;
+    let devices = state
+        .store
+        .devices_for_user(&claims.sub)
+        .await
+        .map_err(internal)?;
+    Ok(Json(
+        devices
+            .into_iter()
+            .map(|d| DeviceView {
+                online: state.devices.registry.get(&d.id).is_some(),
+                id: d.id,
+                name: d.name,
+                node_version: d.node_version,
+                last_seen: d.last_seen,
+                identity_key: d.identity_key,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct EnrollRequest {
+    email: String,
+    password: String,
+    name: String,
+}
+
+#[derive(Serialize)]
+struct EnrollReply {
+    device_id: String,
+    device_token: String,
+    quic_port: u16,
+    cert_sha256: String,
+}
+
+/// `desktop-node login`: creates a device for the user and returns its token once.
+async fn enroll_device(
+    State(state): State<Arc<RelayState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(req): Json<EnrollRequest>,
+) -> Result<Json<EnrollReply>, CredError> {
+    let user = check_credentials(
+        &state,
+        client_ip(&state, peer, &headers),
+        &Credentials {
+            email: req.email,
+            password: req.password,
+        },
+    )
+    .await?;
+    let plan = user_plan(&state, &user).await?;
+    if state
+        .store
+        .count_devices(&user.id)
+        .await
+        .map_err(internal)?
+        >= plan.max_devices
+    {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!(
+                "plan limit: the {} plan allows {} devices; revoke one first",
+                plan.name, plan.max_devices
+            ),
+        )
+        .into());
+    }
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "a device name has 1 to 100 characters".into(),
+        )
+        .into());
+    }
+    let token = auth::new_device_token();
+    let device = state
+        .store
+        .create_device(&user.id, name, &auth::hash_device_token(&token))
+        .await
+        .map_err(internal)?;
+    Ok(Json(EnrollReply {
+        device_id: device.id,
+        device_token: token,
+        quic_port: state.endpoint.quic_addr.port(),
+        cert_sha256: hex::encode(state.endpoint.cert_sha256()),
+    }))
+}
+
+#[derive(Deserialize)]
+struct RenameRequest {
+    name: String,
+}
+
+async fn rename_device(
+    State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<RenameRequest>,
+) -> Result<StatusCode, ApiError> {
+    let claims = bearer(&state, &headers).await?;
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "a device name has 1 to 100 characters".into(),
+        ));
+    }
+    if !state
+        .store
+        .rename_device(&claims.sub, &id, name)
+        .await
+        .map_err(internal)?
+    {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no such device in your account".into(),
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a device: its token stops working and its live connection is closed.
+async fn revoke_device(
+    State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let claims = bearer(&state, &headers).await?;
+    if !state
+        .store
+        .revoke_device(&claims.sub, &id)
+        .await
+        .map_err(internal)?
+    {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no such device in your account".into(),
+        ));
+    }
+    if let Some(online) = state.devices.registry.get(&id) {
+        online.connection.close(
+            crate::desktop::CLOSE_REVOKED.into(),
+            b"unauthenticated: this device was revoked",
+        );
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
