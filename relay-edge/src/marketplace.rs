@@ -28,8 +28,9 @@ use crate::http::{ApiError, bearer, internal};
 use crate::state::RelayState;
 use crate::store::{AppRow, StoreError, VersionRow};
 
-/// The largest upload `POST /api/portal/apps` accepts: the format's 16 MiB.
-pub const MAX_UPLOAD_BYTES: usize = 16 << 20;
+/// The largest upload `POST /api/portal/apps` accepts: the format's one zip cap
+/// ([`aisa_abi::limits::MAX_ZIP_BYTES`], 16 MiB), the most a node downloads too.
+pub const MAX_UPLOAD_BYTES: usize = aisa_abi::limits::MAX_ZIP_BYTES as usize;
 
 /// The portal and marketplace routes.
 pub fn routes() -> Router<Arc<RelayState>> {
@@ -239,17 +240,20 @@ async fn record_version(
     refresh_summary(shared, &row.app_id).await
 }
 
-/// The shown fields of an app, from a version's `manifest.json`.
+/// The shown fields of an app, from a version's `manifest.json` (read as the guest
+/// contract's [`aisa_abi::Manifest`]; it passed that check when it was published, and
+/// a text that no longer does shows empty fields).
 fn summary_of(id: &str, owner_id: &str, manifest: &str) -> AppRow {
-    let m: Value = serde_json::from_str(manifest).unwrap_or(Value::Null);
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let m = aisa_abi::Manifest::from_json(manifest.as_bytes()).ok();
+    let text =
+        |f: fn(&aisa_abi::Manifest) -> &str| m.as_ref().map(f).unwrap_or_default().to_owned();
     AppRow {
         id: id.to_owned(),
         owner_id: owner_id.to_owned(),
-        name: text(&m["name"]),
-        description: text(&m["description"]),
-        category: text(&m["category"]),
-        author: text(&m["author"]["name"]),
+        name: text(|m| &m.name),
+        description: text(|m| &m.description),
+        category: text(|m| &m.category),
+        author: text(|m| &m.author.name),
         created_at: crate::auth::now_secs() as i64,
     }
 }
@@ -429,35 +433,6 @@ struct VersionView {
     download_url: String,
 }
 
-/// The top-level keys of a JSON object document, in the order they are written (empty if
-/// it is not an object).
-fn key_order(text: &str) -> Vec<String> {
-    struct Keys(Vec<String>);
-    struct KeysVisitor;
-    impl<'de> serde::de::Visitor<'de> for KeysVisitor {
-        type Value = Keys;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
-            let mut keys = Vec::new();
-            while let Some(key) = map.next_key::<String>()? {
-                map.next_value::<serde::de::IgnoredAny>()?;
-                keys.push(key);
-            }
-            Ok(Keys(keys))
-        }
-    }
-    impl<'de> Deserialize<'de> for Keys {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
-            d.deserialize_map(KeysVisitor)
-        }
-    }
-    serde_json::from_str::<Keys>(text)
-        .map(|k| k.0)
-        .unwrap_or_default()
-}
-
 /// A stored JSON document, or null if it does not parse (it did when published).
 fn document(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or(Value::Null)
@@ -502,7 +477,11 @@ async fn detail(
     view["ui_schema"] = shown.map_or(Value::Null, |v| document(&v.ui_schema));
     // JSON objects lose their key order here; the author's order of the actions is kept
     // apart so that forms list them as written.
-    view["actions"] = json!(shown.map_or_else(Vec::new, |v| key_order(&v.action_schema)));
+    view["actions"] = json!(
+        shown.map_or_else(Vec::new, |v| aisa_abi::action_schema::action_order(
+            &v.action_schema
+        ))
+    );
     view["versions"] = serde_json::to_value(
         versions
             .into_iter()
@@ -655,16 +634,6 @@ async fn platform_keys(State(shared): State<Arc<RelayState>>) -> Json<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn action_order_is_the_authors() {
-        assert_eq!(
-            key_order(r#"{"write": {"type": "object"}, "outline": {}, "a": []}"#),
-            ["write", "outline", "a"]
-        );
-        assert!(key_order("[1, 2]").is_empty());
-        assert!(key_order("not json").is_empty());
-    }
 
     #[test]
     fn newest_is_by_semver_not_by_text() {

@@ -10,8 +10,9 @@ use serde::Deserialize;
 
 use super::InstallError;
 
-/// The largest bundle the node downloads (the format's own limit is 16 MiB uncompressed).
-pub const MAX_BUNDLE_BYTES: u64 = 16 << 20;
+/// The largest bundle the node downloads: the format's one zip cap
+/// ([`aisa_abi::limits::MAX_ZIP_BYTES`]), the most the relay accepts for publishing.
+pub const MAX_BUNDLE_BYTES: u64 = aisa_abi::limits::MAX_ZIP_BYTES;
 /// The largest JSON answer (app detail, platform keys) the node reads.
 pub const MAX_JSON_BYTES: usize = 1 << 20;
 /// How much of an error answer's body the node keeps (for the message).
