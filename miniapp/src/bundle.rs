@@ -424,6 +424,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_zip_over_the_one_cap_is_refused_before_it_is_read() {
+        // One cap for the format, the relay's upload and the node's download: 16 MiB
+        // (the format allowed a 17 MiB zip that nobody could upload or download).
+        let cap = aisa_abi::limits::MAX_ZIP_BYTES;
+        assert_eq!(Limits::default().max_zip_size, 16 << 20);
+        let over = vec![0u8; cap as usize + 1];
+        assert!(matches!(
+            Bundle::from_zip_bytes(&over),
+            Err(BundleError::ZipTooLarge { limit, .. }) if limit == cap
+        ));
+        let at = vec![0u8; cap as usize];
+        assert!(matches!(
+            Bundle::from_zip_bytes(&at),
+            Err(BundleError::Zip(_))
+        ));
+    }
+
+    #[test]
     fn names_are_checked() {
         assert!(check_entry_name("manifest.json").is_ok());
         for (name, want) in [
