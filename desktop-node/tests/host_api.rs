@@ -7,24 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use desktop_node::ai::{AiError, AiProvider, GenerateRequest, TextStream};
+use desktop_node::ai::AiError;
 use desktop_node::permissions::Grants;
 use desktop_node::sandbox::{ActionContext, ActionError, Sandbox};
 use serde_json::{Value, json};
+use testkit::fakes::NoAi;
 use tokio::sync::mpsc;
-
-/// A model that is never configured: reaching it gives `NoKey`.
-struct NoAi;
-
-impl AiProvider for NoAi {
-    fn generate(
-        &self,
-        _: GenerateRequest,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<TextStream, AiError>> + Send + '_>>
-    {
-        Box::pin(async { Err(AiError::NoKey("test".into())) })
-    }
-}
 
 /// `"..."` for a WAT data string, every byte escaped.
 fn wat_bytes(bytes: &[u8]) -> String {

@@ -4,9 +4,12 @@
 //!   format (server-sent events), used in place of the real provider, which tests cannot
 //!   reach. The desktop node's adapter is the production code, pointed at its URL.
 //! * [`guest`]: builds the example mini-app to wasm from source.
+//! * [`fakes`]: the test doubles several crates' tests share (a provider without a model,
+//!   the test database).
 //!
 //! The integration tests of the system live in `testkit/tests`.
 
+pub mod fakes;
 pub mod guest;
 pub mod provider;
 pub mod system;

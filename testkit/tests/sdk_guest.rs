@@ -8,22 +8,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use desktop_node::ai::{AiError, AiProvider, GenerateRequest, TextStream};
 use desktop_node::permissions::Grants;
 use desktop_node::sandbox::{ActionContext, LoadedModule, Sandbox};
+use testkit::fakes::NoAi;
 use tokio::sync::mpsc;
-
-struct NoAi;
-
-impl AiProvider for NoAi {
-    fn generate(
-        &self,
-        _: GenerateRequest,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<TextStream, AiError>> + Send + '_>>
-    {
-        Box::pin(async { Err(AiError::NoKey("test".into())) })
-    }
-}
 
 /// Builds `examples/notes` for wasm32 as `scripts/build-guests.sh` builds hello-ai.
 fn notes_wasm() -> PathBuf {

@@ -5,6 +5,8 @@
 //! * [`anthropic`]: Anthropic messages;
 //! * [`gemini`]: Google Gemini `streamGenerateContent`.
 //!
+//! `testing` (this crate's tests, and the `test-utils` feature) holds fake providers.
+//!
 //! All three stream server-sent events. The shared part lives here: the HTTP client,
 //! retries with backoff on 429 and 5xx before the first token, timeouts, and turning an
 //! event stream into text. The key stays in the adapter; a mini-app only ever sees the
@@ -13,6 +15,8 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod openai;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 
 use std::future::Future;
 use std::pin::Pin;
