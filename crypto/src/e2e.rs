@@ -27,12 +27,11 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use chacha20poly1305::aead::{AeadInOut, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305 as ChunkAead, Nonce};
 use hpke::aead::{AeadCtxR, AeadCtxS, ChaCha20Poly1305};
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -157,8 +156,11 @@ fn request_aad(ts: u64) -> [u8; 9] {
 }
 
 /// The chunk key and base nonce, from the exporter secret, `enc` and the response nonce.
+///
+/// The chunks' ChaCha20-Poly1305 is `ring`'s (assembly): several times faster per
+/// message than the portable `chacha20poly1305` crate, and the same bytes on the wire.
 struct ChunkKeys {
-    aead: ChunkAead,
+    aead: LessSafeKey,
     base: [u8; 12],
 }
 
@@ -176,8 +178,12 @@ impl ChunkKeys {
         // 32 and 12 bytes are far below HKDF-SHA256's 8160-byte limit.
         let _ = hk.expand(KEY_LABEL, key.as_mut());
         let _ = hk.expand(NONCE_LABEL, &mut base);
+        // A 32-byte key is exactly what ChaCha20-Poly1305 takes.
+        let Ok(unbound) = UnboundKey::new(&CHACHA20_POLY1305, key.as_ref()) else {
+            unreachable!("ChaCha20-Poly1305 keys are 32 bytes")
+        };
         ChunkKeys {
-            aead: ChunkAead::new(&(*key).into()),
+            aead: LessSafeKey::new(unbound),
             base,
         }
     }
@@ -187,16 +193,16 @@ impl ChunkKeys {
         for (b, c) in n[4..].iter_mut().zip(counter.to_be_bytes()) {
             *b ^= c;
         }
-        Nonce::from(n)
+        Nonce::assume_unique_for_key(n)
     }
 
     fn open(&self, counter: u64, last: bool, ct: &[u8]) -> Option<Vec<u8>> {
         let aad = if last { FINAL_AAD } else { b"" };
         let (body, tag) = ct.split_at_checked(ct.len().checked_sub(16)?)?;
-        let tag = chacha20poly1305::Tag::try_from(tag).ok()?;
+        let tag = Tag::try_from(tag).ok()?;
         let mut data = body.to_vec();
         self.aead
-            .decrypt_inout_detached(&self.nonce(counter), aad, data.as_mut_slice().into(), &tag)
+            .open_in_place_separate_tag(self.nonce(counter), Aad::from(aad), tag, &mut data, 0..)
             .ok()?;
         Some(data)
     }
@@ -283,13 +289,13 @@ impl ResponseSealer {
         let tag = self
             .keys
             .aead
-            .encrypt_inout_detached(
-                &self.keys.nonce(self.next),
-                aad,
-                (&mut out[at + 5..]).into(),
+            .seal_in_place_separate_tag(
+                self.keys.nonce(self.next),
+                Aad::from(aad),
+                &mut out[at + 5..],
             )
             .map_err(|_| E2eError::TooLarge)?;
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
         self.next += 1;
         self.done = last;
         Ok(out)
