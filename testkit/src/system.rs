@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aisa_tunnel::io::{read_frame, write_frame};
+use aisa_tunnel::proto::{ClientEvent, ClientRequest, Refusal};
 use aisa_tunnel::{Body, Envelope, ErrorCode, MAX_FRAME_LEN, OpenHeader, StreamKind};
 use desktop_node::ai::OpenAiCompatible;
 use desktop_node::apps::{App, AppInfo};
@@ -78,37 +79,9 @@ pub fn relay_config(
     }
 }
 
-/// The database for a new test system: with `AISA_TEST_POSTGRES` set (a server URL such
-/// as `postgres://postgres@127.0.0.1:55432`, see `scripts/services.sh`), a fresh
-/// PostgreSQL database on that server; otherwise `None`, meaning embedded SQLite.
-pub async fn test_database() -> Option<String> {
-    use sqlx::Connection;
-    let server = std::env::var("AISA_TEST_POSTGRES").ok()?;
-    sqlx::any::install_default_drivers();
-    let name = format!("aisa_test_{}", uuid_like());
-    let mut admin = sqlx::AnyConnection::connect(&format!("{server}/postgres"))
-        .await
-        .expect("connect to the test PostgreSQL server");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create a test database");
-    Some(format!("{server}/{name}"))
-}
-
-fn uuid_like() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{}_{nanos}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+/// The database for a new test system (moved to [`crate::fakes`], where the relay's tests
+/// find it too).
+pub use crate::fakes::test_database;
 
 /// The example app plus hostile ones: `trapper` (traps), `spinner` (loops forever),
 /// `hog` (grows memory without end), `flood` (emits without end), and `bigemit` (one
@@ -487,13 +460,55 @@ pub async fn read_reply(recv: &mut wtransport::RecvStream) -> Vec<Envelope> {
 }
 
 /// Runs one request on a new session, on the stream kind it belongs on (`Action` for
-/// EXECUTE_ACTION, `Control` for the rest), and returns the whole reply.
+/// EXECUTE_ACTION, `Control` for the rest), and returns the whole reply: the messages
+/// before the end, then the final one (an ERROR from the relay or desktop included).
+///
+/// The browser's side is the protocol's own [`ClientRequest`] machine, pumped here.
 pub async fn run_action(system: &System, device_id: &str, request: Envelope) -> Vec<Envelope> {
     let session = system.browser().await;
     let mut header = system.header(device_id);
     header.kind = kind_for(&request.body);
-    let (_send, mut recv) = open(&session, &[header.encode(), request.encode()]).await;
-    read_reply(&mut recv).await
+    let mut machine = ClientRequest::new(&header, &request);
+    let (mut send, mut recv) = session
+        .open_bi()
+        .await
+        .expect("open a stream")
+        .await
+        .expect("stream opened");
+    let opening = machine.poll_transmit().expect("header and request");
+    send.write_all(&opening).await.expect("write");
+    let mut reply = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let read = tokio::time::timeout(WAIT, recv.read(&mut buf))
+            .await
+            .expect("reply in time");
+        let events = match read {
+            Ok(Some(n)) => machine.receive(&buf[..n]),
+            Ok(None) => machine.finish().into_iter().collect(),
+            // A reset stream ends the reply where it is, as an early end does below.
+            Err(_) => return reply,
+        };
+        for event in events {
+            match event {
+                ClientEvent::Message(envelope) => reply.push(envelope),
+                ClientEvent::Done(Ok(last)) => {
+                    reply.push(last);
+                    return reply;
+                }
+                ClientEvent::Done(Err(Refusal::Remote { code, message })) => {
+                    reply.push(Envelope::error(
+                        request.request_id,
+                        ErrorCode::parse(&code),
+                        message,
+                    ));
+                    return reply;
+                }
+                // The stream ended early or broke the framing: the reply is what came.
+                ClientEvent::Done(Err(_)) => return reply,
+            }
+        }
+    }
 }
 
 /// The stream kind a request belongs on: `Action` for EXECUTE_ACTION (the relay counts
