@@ -258,30 +258,28 @@ impl Loader for ToolsLoader {
 /// a runtime built without it imports only the original five functions.
 #[cfg(feature = "capabilities")]
 mod capabilities {
+    use aisa_abi::Capability;
+
+    /// The `aisapp_v1` imports, declared from the guest contract's one list (only the
+    /// ones called here end up in the module).
     #[allow(unsafe_code)] // the ABI boundary
     mod host {
-        #[link(wasm_import_module = "aisapp_v1")]
-        unsafe extern "C" {
-            pub fn fs(ptr: *const u8, len: usize) -> i32;
-            pub fn http(ptr: *const u8, len: usize) -> i32;
-            pub fn clipboard(ptr: *const u8, len: usize) -> i32;
-            pub fn tool(ptr: *const u8, len: usize) -> i32;
-            pub fn storage(ptr: *const u8, len: usize) -> i32;
-            pub fn env(ptr: *const u8, len: usize) -> i32;
-            pub fn result(buf: *mut u8, cap: usize) -> i32;
-        }
+        aisa_abi::guest_imports!();
     }
 
     /// Calls `import` with `request` and returns the answer JSON.
     pub fn call(import: &str, request: &str) -> Result<String, String> {
-        let f = match import {
-            "fs" => host::fs,
-            "http" => host::http,
-            "clipboard" => host::clipboard,
-            "tool" => host::tool,
-            "storage" => host::storage,
-            "env" => host::env,
-            other => return Err(format!("no host capability '{other}'")),
+        let capability = Capability::ALL
+            .into_iter()
+            .find(|c| c.import_name() == import)
+            .ok_or_else(|| format!("no host capability '{import}'"))?;
+        let f = match capability {
+            Capability::Fs => host::fs,
+            Capability::Http => host::http,
+            Capability::Clipboard => host::clipboard,
+            Capability::Tool => host::tool,
+            Capability::Storage => host::storage,
+            Capability::Env => host::env,
         };
         #[allow(unsafe_code)]
         // SAFETY: the pointer and length describe `request`, valid for the call.
@@ -303,7 +301,7 @@ mod capabilities {
     /// Without the capability imports every call answers `unavailable`.
     pub fn call(import: &str, _request: &str) -> Result<String, String> {
         Ok(serde_json::json!({"error": {
-            "code": "unavailable",
+            "code": aisa_abi::ErrorCode::Unavailable.as_str(),
             "message": format!("this runtime was built without the '{import}' host capability"),
         }})
         .to_string())
