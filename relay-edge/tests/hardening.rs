@@ -10,42 +10,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the panic
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, ErrorCode, Hello, MAX_FRAME_LEN, OpenHeader, StreamKind};
 use relay_edge::{RelayConfig, RelayHandle};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use testkit::fakes::test_database;
 
 /// How long any step may take before a test fails.
 const WAIT: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "correct horse battery";
-
-/// With `AISA_TEST_POSTGRES` set, a fresh database on that server; else SQLite.
-async fn test_database() -> Option<String> {
-    use sqlx::Connection;
-    let server = std::env::var("AISA_TEST_POSTGRES").ok()?;
-    sqlx::any::install_default_drivers();
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = format!("aisa_harden_{}_{nanos}_{n}", std::process::id());
-    let mut admin = sqlx::AnyConnection::connect(&format!("{server}/postgres"))
-        .await
-        .expect("connect to the test PostgreSQL server");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create a test database");
-    Some(format!("{server}/{name}"))
-}
 
 /// A relay on loopback with its data in a temporary folder (and on PostgreSQL when
 /// `AISA_TEST_POSTGRES` names a server, as the system tests).
@@ -150,7 +125,7 @@ impl Relay {
         let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
         let conn = endpoint
             .connect_with(
-                desktop_client_config(self.handle().cert_sha256()),
+                desktop_node::node::client_config(Some(self.handle().cert_sha256())),
                 self.handle().quic_addr,
                 "localhost",
             )
@@ -1004,80 +979,4 @@ async fn revoked_access_tokens_stop_working_on_open_sessions() {
     assert!(other_store.delete_user("kim@example.com").await.unwrap());
     closed_within(&session, Duration::from_secs(5), "account deleted").await;
     relay.stop().await;
-}
-
-// ---------------------------------------------------------------------------------------
-// Support: a QUIC client that pins the relay's certificate, as desktop nodes do.
-// ---------------------------------------------------------------------------------------
-
-fn desktop_client_config(sha256: [u8; 32]) -> quinn::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { sha256, provider }))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![relay_edge::server::DESKTOP_ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    quinn::ClientConfig::new(Arc::new(crypto))
-}
-
-#[derive(Debug)]
-struct Pinned {
-    sha256: [u8; 32],
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Pinned {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if Sha256::digest(end_entity.as_ref())[..] == self.sha256[..] {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

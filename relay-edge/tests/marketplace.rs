@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use aisa_miniapp::{Bundle, TrustedKeys};
 use relay_edge::{RelayConfig, RelayHandle};
 use serde_json::{Value, json};
+use testkit::fakes::test_database;
 
 /// A relay on loopback with its data in a temporary folder.
 struct Relay {
@@ -19,26 +20,6 @@ struct Relay {
     base: String,
     http: reqwest::Client,
     dir: tempfile::TempDir,
-}
-
-/// With `AISA_TEST_POSTGRES` set, a fresh database on that server; else SQLite.
-async fn test_database() -> Option<String> {
-    use sqlx::Connection;
-    let server = std::env::var("AISA_TEST_POSTGRES").ok()?;
-    sqlx::any::install_default_drivers();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!("aisa_market_{}_{nanos}", std::process::id());
-    let mut admin = sqlx::AnyConnection::connect(&format!("{server}/postgres"))
-        .await
-        .expect("connect to the test PostgreSQL server");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .expect("create a test database");
-    Some(format!("{server}/{name}"))
 }
 
 impl Relay {

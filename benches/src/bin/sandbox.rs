@@ -19,6 +19,7 @@ use desktop_node::ai::{AiError, AiProvider, GenerateRequest, TextStream};
 use desktop_node::js_apps::{self, JsSources};
 use desktop_node::permissions::Grants;
 use desktop_node::sandbox::{ActionContext, Sandbox, SandboxConfig};
+use testkit::fakes::NoAi;
 use tokio::sync::mpsc;
 
 const ROUNDS: usize = 20_000;
@@ -32,8 +33,6 @@ const EMIT_ONE: &str = r#"(module
   (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
   (func (export "aisapp_run") (param i32 i32) (result i32)
     (call $emit (i32.const 0) (i32.const 2)) i32.const 0))"#;
-
-struct NoAi;
 
 /// A model that answers at once, a word per chunk (for the JS example that asks it).
 struct InstantAi;
@@ -62,16 +61,6 @@ impl AiProvider for InstantAi {
 }
 
 const JS_ROUNDS: usize = 2_000;
-
-impl AiProvider for NoAi {
-    fn generate(
-        &self,
-        _: GenerateRequest,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<TextStream, AiError>> + Send + '_>>
-    {
-        Box::pin(async { Err(AiError::NoKey("bench".into())) })
-    }
-}
 
 #[tokio::main]
 async fn main() {

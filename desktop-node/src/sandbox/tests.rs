@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::ai::testing::NoAi;
 use crate::ai::{AiProvider, GenerateRequest, TextStream};
 use crate::permissions::Grants;
 
@@ -16,18 +17,6 @@ const GUEST: &str = r#"(module
   (func (export "aisapp_alloc") (param i32) (result i32) i32.const 1024)
   (func (export "aisapp_run") (param i32 i32) (result i32)
     (call $emit (i32.const 0) (i32.const 6)) i32.const 0))"#;
-
-struct NoAi;
-impl AiProvider for NoAi {
-    fn generate(
-        &self,
-        _: GenerateRequest,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<TextStream, crate::ai::AiError>> + Send + '_>,
-    > {
-        Box::pin(async { Err(crate::ai::AiError::NoKey("test".into())) })
-    }
-}
 
 async fn run_once(sandbox: &Sandbox) -> String {
     let module = sandbox.load(GUEST.as_bytes()).expect("load");
