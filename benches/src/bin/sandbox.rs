@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use benches::percentile;
-use desktop_node::ai::{AiError, AiProvider, GenerateRequest, TextStream};
+use desktop_node::ai::AiProvider;
 use desktop_node::js_apps::{self, JsSources};
 use desktop_node::permissions::Grants;
 use desktop_node::sandbox::{ActionContext, Sandbox, SandboxConfig};
-use testkit::fakes::NoAi;
+use testkit::fakes::{NoAi, ScriptedAi};
 use tokio::sync::mpsc;
 
 const ROUNDS: usize = 20_000;
@@ -35,29 +35,16 @@ const EMIT_ONE: &str = r#"(module
     (call $emit (i32.const 0) (i32.const 2)) i32.const 0))"#;
 
 /// A model that answers at once, a word per chunk (for the JS example that asks it).
-struct InstantAi;
-
-impl AiProvider for InstantAi {
-    fn generate(
-        &self,
-        _: GenerateRequest,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<TextStream, AiError>> + Send + '_>>
-    {
-        Box::pin(async {
-            let words = [
-                "Espresso ",
-                "at ",
-                "home ",
-                "starts ",
-                "with ",
-                "the ",
-                "grinder.",
-            ];
-            let stream: TextStream =
-                Box::pin(futures_util::stream::iter(words.map(|w| Ok(w.to_owned()))));
-            Ok(stream)
-        })
-    }
+fn instant_ai() -> ScriptedAi {
+    ScriptedAi::new(&[
+        "Espresso ",
+        "at ",
+        "home ",
+        "starts ",
+        "with ",
+        "the ",
+        "grinder.",
+    ])
 }
 
 const JS_ROUNDS: usize = 2_000;
@@ -165,7 +152,7 @@ async fn js_apps() {
         .expect("examples/seo-writer");
     let seo_payload =
         serde_json::json!({"topic": "home espresso", "keywords": ["grinder"], "tone": "friendly"});
-    let instant: Arc<dyn AiProvider> = Arc::new(InstantAi);
+    let instant: Arc<dyn AiProvider> = Arc::new(instant_ai());
     let ctx = ActionContext::new("bench", "0.1.0", home, instant).with_grants(Grants {
         ai: true,
         ..Grants::default()

@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::ai::testing::NoAi;
-use crate::ai::{AiProvider, GenerateRequest, TextStream};
+use crate::ai::testing::{NoAi, ScriptedAi};
 use crate::permissions::Grants;
 
 const GUEST: &str = r#"(module
@@ -73,20 +72,8 @@ async fn compiled_modules_are_cached_and_a_bad_entry_is_replaced() {
 }
 
 /// A model that answers "x" after 30 ms, so that each action holds its instance.
-struct SlowAi;
-impl AiProvider for SlowAi {
-    fn generate(
-        &self,
-        _: GenerateRequest,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<TextStream, crate::ai::AiError>> + Send + '_>,
-    > {
-        Box::pin(async {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            let stream: TextStream = Box::pin(futures_util::stream::iter([Ok("x".to_owned())]));
-            Ok(stream)
-        })
-    }
+fn slow_ai() -> ScriptedAi {
+    ScriptedAi::new(&["x"]).after(Duration::from_millis(30))
 }
 
 const ASKS_THE_MODEL: &str = r#"(module
@@ -116,7 +103,7 @@ async fn more_actions_than_pool_slots_wait_their_turn() {
         let (sandbox, module) = (sandbox.clone(), module.clone());
         runs.spawn(async move {
             let (tx, mut rx) = mpsc::channel(4);
-            let ctx = ActionContext::new("t", "0.1.0", std::env::temp_dir(), Arc::new(SlowAi))
+            let ctx = ActionContext::new("t", "0.1.0", std::env::temp_dir(), Arc::new(slow_ai()))
                 .with_grants(Grants {
                     ai: true,
                     ..Grants::default()
