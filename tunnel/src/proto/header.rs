@@ -89,9 +89,13 @@ impl<H: StreamHeader> HeaderReader<H> {
         }
     }
 
-    /// The stream ended before the header was complete.
+    /// The stream ended before the header was complete: cut mid-frame (the framing's
+    /// own "truncated" error), or before any byte of it.
     pub fn finish(&self) -> Refusal {
-        Refusal::HeaderMissing { what: H::WHAT }
+        match self.frames.finish() {
+            Err(err) => Refusal::Framing(err),
+            Ok(()) => Refusal::HeaderMissing { what: H::WHAT },
+        }
     }
 
     /// Checks the time limit: a refusal once `now` is at or past the deadline.
@@ -199,5 +203,14 @@ mod tests {
             reader.finish().to_string(),
             "stream ended before its relay header"
         );
+    }
+
+    #[test]
+    fn an_end_mid_header_is_told_from_a_clean_end() {
+        let mut reader = HeaderReader::<OpenHeader>::new(Instant::now(), Duration::from_secs(1));
+        assert_eq!(reader.receive(&[0, 0, 0, 9, 1, 0]).unwrap(), None);
+        let refusal = reader.finish();
+        assert_eq!(refusal.code(), ErrorCode::MalformedFrame);
+        assert!(refusal.to_string().contains("mid-frame"), "{refusal}");
     }
 }
