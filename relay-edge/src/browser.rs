@@ -1,14 +1,17 @@
 //! A browser's WebTransport session: per stream, read the stream-open header, authorize,
 //! open a stream to the device, and splice.
+//!
+//! This is a driver: the header's rules (cap, time limit, version) are tunnel's
+//! `HeaderReader`, the decision is [`crate::authorize`], the copying is [`crate::splice`].
+//! What is here is the I/O between them: gathering the facts, taking the places a grant
+//! reserves, and serving the status-event stream.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
-use aisa_tunnel::io::{ReadError, read_frame, write_frame};
-use aisa_tunnel::{
-    Body, DecodeError, Envelope, ErrorCode, FrameError, MAX_HEADER_LEN, OpenHeader, RelayHeader,
-};
+use aisa_tunnel::io::{read_header, write_frame};
+use aisa_tunnel::proto::{HEADER_TIMEOUT, Refusal};
+use aisa_tunnel::{Body, Envelope, ErrorCode, OpenHeader, RelayHeader};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::authorize::{Denied, Destination, Facts, Grant, authenticate, authorize, destination};
@@ -27,9 +30,6 @@ pub const BROWSER_STREAMS: u32 = 256;
 /// being read. Together with the header cap ([`aisa_tunnel::MAX_HEADER_LEN`]) and the
 /// receive windows this bounds what an unauthenticated peer can make the relay hold.
 pub const PRE_AUTH_STREAMS: u32 = 8;
-
-/// How long a browser has to send a stream's header.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -109,55 +109,12 @@ impl Drop for Registered<'_> {
     }
 }
 
-/// Why a stream's header was refused: the stream-level rules of the protocol.
-#[derive(Debug, thiserror::Error)]
-enum HeaderRefused {
-    /// No header within [`HEADER_TIMEOUT`].
-    #[error("no stream-open header within 10 s")]
-    Timeout,
-    /// The stream ended, or its first frame was cut, before a header.
-    #[error("{0}")]
-    Missing(String),
-    /// The header announced more than [`MAX_HEADER_LEN`] bytes.
-    #[error("stream-open header: {0}")]
-    TooLarge(String),
-    /// The header did not decode.
-    #[error("{0}")]
-    Invalid(String),
-    /// The header's protocol version is not one this relay speaks.
-    #[error("{0}")]
-    UnsupportedVersion(String),
-    /// The stream failed while the header was read.
-    #[error("{0}")]
-    PeerGone(String),
-}
-
-impl HeaderRefused {
-    fn code(&self) -> ErrorCode {
-        match self {
-            HeaderRefused::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
-            HeaderRefused::PeerGone(_) => ErrorCode::PeerGone,
-            _ => ErrorCode::MalformedFrame,
-        }
-    }
-
-    fn reason(&self) -> &'static str {
-        match self {
-            HeaderRefused::Timeout => "header_timeout",
-            HeaderRefused::Missing(_) => "header_missing",
-            HeaderRefused::TooLarge(_) => "header_too_large",
-            HeaderRefused::Invalid(_) => "invalid_header",
-            HeaderRefused::UnsupportedVersion(_) => "unsupported_version",
-            HeaderRefused::PeerGone(_) => "peer_gone",
-        }
-    }
-}
-
-/// Why a stream was refused: its header, or the relay's authorization.
+/// Why a stream was refused: the protocol's stream rules (its header), or the relay's
+/// authorization.
 #[derive(Debug, thiserror::Error)]
 enum StreamRefused {
     #[error(transparent)]
-    Header(#[from] HeaderRefused),
+    Header(#[from] Refusal),
     #[error(transparent)]
     Denied(#[from] Denied),
 }
@@ -302,39 +259,6 @@ struct DeviceStream {
     counted_day: Option<String>,
 }
 
-/// Reads the stream-open header: the header cap, the timeout, the version.
-async fn read_header(
-    state: &RelayState,
-    recv: &mut wtransport::RecvStream,
-) -> Result<OpenHeader, StreamRefused> {
-    // The header's own small cap: an announced length over it is refused as soon as
-    // its four bytes are here, before anything is read or allocated for the body.
-    let body = match tokio::time::timeout(HEADER_TIMEOUT, read_frame(recv, MAX_HEADER_LEN)).await {
-        Err(_) => return Err(HeaderRefused::Timeout.into()),
-        Ok(Ok(Some(body))) => body,
-        Ok(Ok(None)) => {
-            return Err(HeaderRefused::Missing("stream ended before its header".into()).into());
-        }
-        Ok(Err(ReadError::Frame(err @ FrameError::TooLarge { .. }))) => {
-            return Err(HeaderRefused::TooLarge(err.to_string()).into());
-        }
-        Ok(Err(ReadError::Frame(err))) => {
-            return Err(HeaderRefused::Missing(err.to_string()).into());
-        }
-        Ok(Err(ReadError::Io(err))) => return Err(HeaderRefused::PeerGone(err.to_string()).into()),
-    };
-    if state.is_draining() {
-        return Err(Denied::Draining.into());
-    }
-    let (open, _version) = OpenHeader::decode(&body).map_err(|err| match err {
-        DecodeError::UnsupportedVersion { .. } => {
-            HeaderRefused::UnsupportedVersion(err.to_string())
-        }
-        _ => HeaderRefused::Invalid(err.to_string()),
-    })?;
-    Ok(open)
-}
-
 /// Reads the stream-open header, gathers the facts [`authorize`] needs, asks it, and
 /// takes the places the grant reserves. Only the I/O is here; the decision is
 /// [`crate::authorize`]'s.
@@ -343,7 +267,10 @@ async fn admit(
     session: &Session,
     recv: &mut wtransport::RecvStream,
 ) -> Result<Admitted, StreamRefused> {
-    let open = read_header(state, recv).await?;
+    // The header's own small cap and time limit (tunnel's `HeaderReader`): an announced
+    // length over the cap is refused as soon as its four bytes are here, and nothing
+    // past the header is read (the rest is spliced).
+    let (open, _version) = read_header::<OpenHeader, _>(recv, HEADER_TIMEOUT).await?;
     let internal = |err: crate::store::StoreError| {
         warn!(%err, "store lookup failed");
         Denied::Internal

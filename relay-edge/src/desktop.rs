@@ -1,19 +1,21 @@
 //! A desktop node's connection: HELLO, authentication, registration, heartbeats.
+//!
+//! A driver over tunnel's `RelayControl` machine, which owns the control stream's rules
+//! (the HELLO's cap, time limit and checks; PING → PONG; anything else → `unsupported`).
+//! What is here: the token lookup, the registry, the device's online state in the store
+//! and in the status events, and the QUIC close codes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use aisa_tunnel::io::{read_frame, write_frame};
-use aisa_tunnel::{Body, DecodeError, Envelope, ErrorCode, Hello, MAX_HEADER_LEN, Version};
+use aisa_tunnel::proto::{ControlEvent, HEADER_TIMEOUT, Refusal, RelayControl};
+use aisa_tunnel::{ErrorCode, Hello};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::auth::hash_device_token;
 use crate::registry::OnlineDevice;
 use crate::state::RelayState;
-
-/// How long a desktop has to send its HELLO.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// QUIC close code: refused at HELLO.
 pub const CLOSE_REFUSED: u32 = 1;
@@ -31,21 +33,13 @@ static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 /// (`Display`), sent as an ERROR and as the QUIC close reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HelloRefused {
-    /// No HELLO within the HELLO timeout.
-    #[error("no HELLO within 10 s")]
-    Timeout,
-    /// The control stream ended before a HELLO.
-    #[error("control stream ended before HELLO")]
-    Missing,
-    /// The HELLO frame could not be read (too large, cut, or the stream failed).
-    #[error("HELLO: {0}")]
-    Unreadable(String),
-    /// The HELLO's protocol version is not one this relay speaks.
-    #[error("{0}")]
-    UnsupportedVersion(String),
-    /// The HELLO did not decode (a field out of its bounds, bad bytes).
-    #[error("{0}")]
-    Invalid(String),
+    /// No control stream within [`HEADER_TIMEOUT`] of the connection.
+    #[error("no control stream within 10 s")]
+    NoControlStream,
+    /// The HELLO broke a stream rule of the protocol (late, missing, too large, not a
+    /// valid HELLO, an unsupported version): tunnel's [`RelayControl`] says which.
+    #[error(transparent)]
+    Protocol(Refusal),
     /// No device has this token (never enrolled, or revoked).
     #[error("unknown or revoked device token")]
     UnknownToken,
@@ -58,24 +52,24 @@ impl HelloRefused {
     /// The ERROR code the desktop gets.
     pub fn code(&self) -> ErrorCode {
         match self {
-            HelloRefused::Timeout
-            | HelloRefused::Missing
-            | HelloRefused::Unreadable(_)
-            | HelloRefused::Invalid(_) => ErrorCode::MalformedFrame,
-            HelloRefused::UnsupportedVersion(_) => ErrorCode::UnsupportedVersion,
+            HelloRefused::NoControlStream => ErrorCode::MalformedFrame,
+            HelloRefused::Protocol(refusal) => refusal.code(),
             HelloRefused::UnknownToken => ErrorCode::Unauthenticated,
             HelloRefused::Internal => ErrorCode::Internal,
         }
     }
 
-    /// The `aisa_refusals_total{reason}` label.
+    /// The `aisa_refusals_total{reason}` label: `invalid_hello` for every broken HELLO
+    /// (the protocol's own label is in the log line), `unsupported_version`,
+    /// `peer_gone`, `desktop_unauthenticated` or `internal`.
     pub fn reason(&self) -> &'static str {
         match self {
-            HelloRefused::Timeout
-            | HelloRefused::Missing
-            | HelloRefused::Unreadable(_)
-            | HelloRefused::Invalid(_) => "invalid_hello",
-            HelloRefused::UnsupportedVersion(_) => "unsupported_version",
+            HelloRefused::Protocol(refusal) => match refusal.code() {
+                ErrorCode::UnsupportedVersion => "unsupported_version",
+                ErrorCode::PeerGone => "peer_gone",
+                _ => "invalid_hello",
+            },
+            HelloRefused::NoControlStream => "invalid_hello",
             HelloRefused::UnknownToken => "desktop_unauthenticated",
             HelloRefused::Internal => "internal",
         }
@@ -88,15 +82,25 @@ pub async fn serve(state: Arc<RelayState>, conn: quinn::Connection) {
     let span = info_span!("desktop", connection_id, remote = %conn.remote_address(), device_id = tracing::field::Empty);
     async move {
         let Ok(Ok((mut send, mut recv))) =
-            tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await
+            tokio::time::timeout(HEADER_TIMEOUT, conn.accept_bi()).await
         else {
+            let refused = HelloRefused::NoControlStream;
+            info!(reason = refused.reason(), "desktop refused: {refused}");
+            crate::metrics::refused(refused.reason());
             conn.close(CLOSE_REFUSED.into(), b"no control stream");
             return;
         };
-        let hello = match read_hello(&mut recv).await {
+        let mut control = RelayControl::new(Instant::now());
+        let hello = match read_hello(&mut control, &mut recv).await {
             Ok(h) => h,
-            Err(refused) => {
-                refuse(&conn, &mut send, &refused).await;
+            Err(refusal) => {
+                refuse(
+                    &conn,
+                    &mut control,
+                    &mut send,
+                    &HelloRefused::Protocol(refusal),
+                )
+                .await;
                 return;
             }
         };
@@ -107,12 +111,12 @@ pub async fn serve(state: Arc<RelayState>, conn: quinn::Connection) {
         {
             Ok(Some(d)) => d,
             Ok(None) => {
-                refuse(&conn, &mut send, &HelloRefused::UnknownToken).await;
+                refuse(&conn, &mut control, &mut send, &HelloRefused::UnknownToken).await;
                 return;
             }
             Err(err) => {
                 warn!(%err, "device lookup failed");
-                refuse(&conn, &mut send, &HelloRefused::Internal).await;
+                refuse(&conn, &mut control, &mut send, &HelloRefused::Internal).await;
                 return;
             }
         };
@@ -146,19 +150,9 @@ pub async fn serve(state: Arc<RelayState>, conn: quinn::Connection) {
             &device.user_id,
             &crate::events::device_status(&device.id, true, Some(&hello.node_version)),
         );
-        let welcome = Envelope::new(
-            0,
-            Body::Welcome {
-                device_id: device.id.clone(),
-                version: Version::CURRENT,
-                heartbeat_secs: state.config.heartbeat_secs,
-            },
-        );
-        if write_frame(&mut send, &welcome.encode(), state.config.max_frame_len)
-            .await
-            .is_ok()
-        {
-            control_loop(&state, &device.id, &mut send, &mut recv).await;
+        match control.welcome(&device.id, state.config.heartbeat_secs) {
+            Ok(_) => control_loop(&state, &device.id, &mut control, &mut send, &mut recv).await,
+            Err(refusal) => debug!(%refusal, "control stream broke the framing"),
         }
         if state.devices.registry.remove(&device.id, connection_id) {
             if let Err(err) = state.store.set_offline(&device.id).await {
@@ -175,22 +169,31 @@ pub async fn serve(state: Arc<RelayState>, conn: quinn::Connection) {
     .await
 }
 
-async fn read_hello(recv: &mut quinn::RecvStream) -> Result<Hello, HelloRefused> {
-    // The header cap, not the frame cap: the desktop is not authenticated yet.
-    let body = match tokio::time::timeout(HELLO_TIMEOUT, read_frame(recv, MAX_HEADER_LEN)).await {
-        Err(_) => return Err(HelloRefused::Timeout),
-        Ok(Err(err)) => return Err(HelloRefused::Unreadable(err.to_string())),
-        Ok(Ok(None)) => return Err(HelloRefused::Missing),
-        Ok(Ok(Some(body))) => body,
-    };
-    // Decoding checks every field (the identity key is exactly 32 bytes, the version
-    // short and printable), so nothing unchecked reaches the store.
-    match Hello::decode(&body) {
-        Ok((hello, _version)) => Ok(hello),
-        Err(err @ DecodeError::UnsupportedVersion { .. }) => {
-            Err(HelloRefused::UnsupportedVersion(err.to_string()))
+/// Feeds the control stream to `control` until it gives the HELLO (decoded and checked
+/// field by field: the identity key is exactly 32 bytes, the version short and
+/// printable, so nothing unchecked reaches the store) or refuses.
+async fn read_hello(
+    control: &mut RelayControl,
+    recv: &mut quinn::RecvStream,
+) -> Result<Hello, Refusal> {
+    let mut buf = vec![0u8; control.want()];
+    loop {
+        let want = control.want();
+        buf.resize(want, 0);
+        let deadline = control.deadline().unwrap_or_else(Instant::now);
+        let read = tokio::time::timeout_at(deadline.into(), recv.read(&mut buf[..want])).await;
+        match read {
+            Err(_) => control.handle_timeout(Instant::now())?,
+            Ok(Ok(Some(n))) => {
+                for event in control.receive(&buf[..n])? {
+                    if let ControlEvent::Hello(hello) = event {
+                        return Ok(hello);
+                    }
+                }
+            }
+            Ok(Ok(None)) => return Err(Refusal::HeaderMissing { what: "HELLO" }),
+            Ok(Err(err)) => return Err(Refusal::Transport(err.to_string())),
         }
-        Err(err) => Err(HelloRefused::Invalid(err.to_string())),
     }
 }
 
@@ -198,62 +201,68 @@ async fn read_hello(recv: &mut quinn::RecvStream) -> Result<Hello, HelloRefused>
 /// device, so 10,000 desktops pinging every 15 s cost ~170 writes/s, not ~670.
 const LAST_SEEN_EVERY: Duration = Duration::from_secs(60);
 
-/// Answers PINGs until the control stream or the connection ends.
+/// Pumps the control stream through `control` (which answers each PING with a PONG and
+/// anything else with `unsupported`) until the stream or the connection ends; notes
+/// that the device is alive in the store at most every [`LAST_SEEN_EVERY`].
 async fn control_loop(
     state: &RelayState,
     device_id: &str,
+    control: &mut RelayControl,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
 ) {
-    let mut last_seen_written = tokio::time::Instant::now();
+    let mut last_seen_written = Instant::now();
+    let mut buf = vec![0u8; control.want()];
     loop {
-        let body = match read_frame(recv, state.config.max_frame_len).await {
-            Ok(Some(body)) => body,
+        if let Some(bytes) = control.poll_transmit()
+            && send.write_all(&bytes).await.is_err()
+        {
+            return;
+        }
+        let n = match recv.read(&mut buf).await {
+            Ok(Some(n)) => n,
             Ok(None) => return,
             Err(err) => {
                 debug!(%err, "control stream ended");
                 return;
             }
         };
-        let reply = match Envelope::decode(&body) {
-            Ok(Envelope {
-                body: Body::Ping { nonce },
-                request_id,
-                ..
-            }) => {
-                if last_seen_written.elapsed() >= LAST_SEEN_EVERY {
+        match control.receive(&buf[..n]) {
+            Ok(events) => {
+                if events.contains(&ControlEvent::Ping)
+                    && last_seen_written.elapsed() >= LAST_SEEN_EVERY
+                {
                     let _ = state.store.touch(device_id).await;
-                    last_seen_written = tokio::time::Instant::now();
+                    last_seen_written = Instant::now();
                 }
-                Envelope::new(request_id, Body::Pong { nonce })
             }
-            Ok(other) => Envelope::error(
-                other.request_id,
-                ErrorCode::Unsupported,
-                "only PING is accepted on the control stream",
-            ),
-            Err(err) => Envelope::error(0, ErrorCode::MalformedFrame, err.to_string()),
-        };
-        if write_frame(send, &reply.encode(), state.config.max_frame_len)
-            .await
-            .is_err()
-        {
-            return;
+            Err(refusal) => {
+                debug!(%refusal, "control stream broke the framing");
+                return;
+            }
         }
     }
 }
 
 /// Sends one ERROR, then closes the connection with the message as the reason.
-async fn refuse(conn: &quinn::Connection, send: &mut quinn::SendStream, refused: &HelloRefused) {
+async fn refuse(
+    conn: &quinn::Connection,
+    control: &mut RelayControl,
+    send: &mut quinn::SendStream,
+    refused: &HelloRefused,
+) {
     let code = refused.code();
     let message = refused.to_string();
-    warn!(%code, reason = refused.reason(), message, "desktop refused");
+    let protocol_reason = match refused {
+        HelloRefused::Protocol(refusal) => refusal.reason(),
+        _ => refused.reason(),
+    };
+    warn!(%code, reason = refused.reason(), protocol_reason, message, "desktop refused");
     metrics::counter!("aisa_relay_desktop_connections_total", "result" => "refused").increment(1);
     crate::metrics::refused(refused.reason());
-    let err = Envelope::error(0, code, &message);
-    if write_frame(send, &err.encode(), aisa_tunnel::MAX_FRAME_LEN)
-        .await
-        .is_ok()
+    control.refuse(code, &message);
+    if let Some(bytes) = control.poll_transmit()
+        && send.write_all(&bytes).await.is_ok()
     {
         let _ = send.finish();
         // Give the ERROR a moment to arrive before the close discards unsent data.
@@ -269,38 +278,79 @@ async fn refuse(conn: &quinn::Connection, send: &mut quinn::SendStream, refused:
 mod tests {
     use super::*;
 
+    fn hello_refusal(bytes: &[u8]) -> HelloRefused {
+        let mut control = RelayControl::new(Instant::now());
+        HelloRefused::Protocol(control.receive(bytes).expect_err("refused"))
+    }
+
     #[test]
     fn every_hello_refusal_has_its_code_reason_and_message() {
+        let mut bad_key = Vec::new();
+        aisa_tunnel::frame::encode_frame(
+            &Hello {
+                device_token: "dt".into(),
+                node_version: "0.1.0".into(),
+                identity_key: vec![7; 31],
+            }
+            .encode(),
+            u32::MAX,
+            &mut bad_key,
+        )
+        .unwrap();
+        let mut newer = Vec::new();
+        let mut body = Hello {
+            device_token: "dt".into(),
+            node_version: "0.1.0".into(),
+            identity_key: vec![7; 32],
+        }
+        .encode();
+        body[0] = 9;
+        aisa_tunnel::frame::encode_frame(&body, u32::MAX, &mut newer).unwrap();
+        let late = RelayControl::new(Instant::now())
+            .handle_timeout(Instant::now() + HEADER_TIMEOUT)
+            .expect_err("late");
         let cases = [
             (
-                HelloRefused::Timeout,
+                HelloRefused::NoControlStream,
+                ErrorCode::MalformedFrame,
+                "invalid_hello",
+                "no control stream within 10 s",
+            ),
+            (
+                HelloRefused::Protocol(late),
                 ErrorCode::MalformedFrame,
                 "invalid_hello",
                 "no HELLO within 10 s",
             ),
             (
-                HelloRefused::Missing,
+                hello_refusal(&5000u32.to_be_bytes()),
                 ErrorCode::MalformedFrame,
                 "invalid_hello",
-                "control stream ended before HELLO",
+                "HELLO: frame of 5000 bytes exceeds the maximum of 4096",
             ),
             (
-                HelloRefused::Unreadable("frame of 5000 bytes is over the limit".into()),
+                hello_refusal(&bad_key),
                 ErrorCode::MalformedFrame,
                 "invalid_hello",
-                "HELLO: frame of 5000 bytes",
+                "identity_key is 31 bytes long, not 32",
             ),
             (
-                HelloRefused::UnsupportedVersion("unsupported protocol version 9.0".into()),
+                hello_refusal(&newer),
                 ErrorCode::UnsupportedVersion,
                 "unsupported_version",
-                "unsupported protocol version 9.0",
+                "",
             ),
             (
-                HelloRefused::Invalid("identity key: 31 bytes".into()),
+                HelloRefused::Protocol(Refusal::HeaderMissing { what: "HELLO" }),
                 ErrorCode::MalformedFrame,
                 "invalid_hello",
-                "identity key: 31 bytes",
+                "stream ended before its HELLO",
+            ),
+            (
+                HelloRefused::Protocol(Refusal::Transport("reset".into())),
+                ErrorCode::PeerGone,
+                "peer_gone",
+                "reset",
             ),
             (
                 HelloRefused::UnknownToken,
