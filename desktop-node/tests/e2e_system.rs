@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Killed, run_to_end};
+use common::{Killed, NODE, contains, run_to_end};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,22 +21,10 @@ use aisa_tunnel::{Body, Envelope, MAX_FRAME_LEN, OpenHeader, StreamKind};
 use desktop_node::e2e::{MODE_ACTION, MODE_PAIR, key_id};
 use testkit::system::{self, System};
 
-const NODE: &str = env!("CARGO_BIN_EXE_desktop-node");
 const KEY: &str = "sk-e2e-test-key-0123456789";
 
 fn node_cmd(home: &Path, backend: &str) -> Command {
-    let mut cmd = Command::new(NODE);
-    cmd.arg("--home")
-        .arg(home)
-        .env("AISA_SECRETS_BACKEND", backend)
-        .env("AISA_PASSPHRASE", "e2e test passphrase")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("AISA_NODE_HOME");
-    cmd
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    common::node_cmd(home, backend, "e2e test passphrase")
 }
 
 fn now() -> u64 {

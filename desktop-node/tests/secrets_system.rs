@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Killed, run_to_end};
+use common::{Killed, contains, run_to_end};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
@@ -19,18 +19,12 @@ use aisa_tunnel::Body;
 use desktop_node::secrets::{BackendChoice, FixedPassphrase, SecretStore, Zeroizing};
 use testkit::system::{self, System};
 
-const NODE: &str = env!("CARGO_BIN_EXE_desktop-node");
 const PASSPHRASE: &str = "test passphrase for the node's secrets";
 
+/// `desktop-node` on `backend`, logging everything (the test looks for the key in the logs).
 fn node_cmd(home: &Path, backend: &str) -> Command {
-    let mut cmd = Command::new(NODE);
-    cmd.arg("--home")
-        .arg(home)
-        .env("AISA_SECRETS_BACKEND", backend)
-        .env("AISA_PASSPHRASE", PASSPHRASE)
-        .env("RUST_LOG", "debug")
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("AISA_NODE_HOME");
+    let mut cmd = common::node_cmd(home, backend, PASSPHRASE);
+    cmd.env("RUST_LOG", "debug");
     cmd
 }
 
@@ -48,10 +42,6 @@ fn forms(key: &str) -> Vec<Vec<u8>> {
             .encode(b)
             .into_bytes(),
     ]
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {

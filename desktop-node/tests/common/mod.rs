@@ -3,7 +3,29 @@
 #![allow(clippy::unwrap_used, dead_code)] // test support: a failure is reported by its panic
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+/// The `desktop-node` binary under test.
+pub const NODE: &str = env!("CARGO_BIN_EXE_desktop-node");
+
+/// `desktop-node --home HOME` with the secret backend `backend` and the file backend's
+/// `passphrase`, and no provider key or home folder from the test runner's environment.
+pub fn node_cmd(home: &Path, backend: &str, passphrase: &str) -> Command {
+    let mut cmd = Command::new(NODE);
+    cmd.arg("--home")
+        .arg(home)
+        .env("AISA_SECRETS_BACKEND", backend)
+        .env("AISA_PASSPHRASE", passphrase)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("AISA_NODE_HOME");
+    cmd
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
 
 /// Runs `cmd` to its end with `stdin` as its input; returns stdout and stderr together,
 /// and fails the test when it did not succeed.
