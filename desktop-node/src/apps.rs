@@ -77,7 +77,11 @@ impl App {
     pub fn action_input(&self, action: &str, payload: &serde_json::Value) -> String {
         match &self.js_sources {
             Some(sources) => crate::js_apps::action_input(action, payload, sources),
-            None => serde_json::json!({ "action": action, "payload": payload }).to_string(),
+            None => aisa_abi::ActionInput {
+                action: action.to_owned(),
+                payload: payload.clone(),
+            }
+            .to_json(),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use aisa_abi::imports::{Capability, IMPORTS, Import, MODULE};
+use aisa_abi::imports::{Capability, EXPORT_MEMORY, IMPORTS, Import, MODULE};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use wasmtime::{Caller, Engine, Linker, Module, StoreLimits};
@@ -75,7 +75,7 @@ fn guest_bytes(
     len: i32,
 ) -> wasmtime::Result<Vec<u8>> {
     let memory = caller
-        .get_export("memory")
+        .get_export(EXPORT_MEMORY)
         .and_then(|e| e.into_memory())
         .ok_or_else(|| wasmtime::Error::msg("guest exports no memory"))?;
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
@@ -213,7 +213,7 @@ fn define(linker: &mut Linker<HostState>, import: &Import) -> wasmtime::Result<(
                             ));
                         }
                         let memory = caller
-                            .get_export("memory")
+                            .get_export(EXPORT_MEMORY)
                             .and_then(|e| e.into_memory())
                             .ok_or_else(|| wasmtime::Error::msg("guest exports no memory"))?;
                         memory
@@ -267,7 +267,7 @@ fn define(linker: &mut Linker<HostState>, import: &Import) -> wasmtime::Result<(
                     let fits = cap >= 0 && cap as usize >= answer.len();
                     let written = if fits {
                         let memory = caller
-                            .get_export("memory")
+                            .get_export(EXPORT_MEMORY)
                             .and_then(|e| e.into_memory())
                             .ok_or_else(|| wasmtime::Error::msg("guest exports no memory"))?;
                         memory

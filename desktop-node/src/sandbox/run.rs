@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use aisa_abi::imports::{EXPORT_ALLOC, EXPORT_MEMORY, EXPORT_RUN};
 use tokio::sync::mpsc;
 use wasmtime::{InstancePre, Store, StoreLimitsBuilder, UpdateDeadline};
 
@@ -256,13 +257,13 @@ impl Sandbox {
             .await
             .map_err(|e| trap(&mut store, e))?;
         let alloc = instance
-            .get_typed_func::<i32, i32>(&mut store, "aisapp_alloc")
+            .get_typed_func::<i32, i32>(&mut store, EXPORT_ALLOC)
             .map_err(|e| ActionError::Load(format!("missing export aisapp_alloc: {e}")))?;
         let entry = instance
-            .get_typed_func::<(i32, i32), i32>(&mut store, "aisapp_run")
+            .get_typed_func::<(i32, i32), i32>(&mut store, EXPORT_RUN)
             .map_err(|e| ActionError::Load(format!("missing export aisapp_run: {e}")))?;
         let memory = instance
-            .get_memory(&mut store, "memory")
+            .get_memory(&mut store, EXPORT_MEMORY)
             .ok_or_else(|| ActionError::Load("missing export memory".into()))?;
         let input = input_json.as_bytes();
         let len = i32::try_from(input.len())
