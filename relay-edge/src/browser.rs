@@ -3,15 +3,15 @@
 //!
 //! This is a driver: the header's rules (cap, time limit, version) are tunnel's
 //! `HeaderReader`, the decision is [`crate::authorize`], the copying is [`crate::splice`].
-//! What is here is the I/O between them: gathering the facts, taking the places a grant
-//! reserves, and serving the status-event stream.
+//! What is here is the I/O between them: gathering the facts and taking the places a
+//! grant reserves. A status-event stream is served by [`crate::events::serve`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aisa_tunnel::io::{read_header, write_frame};
 use aisa_tunnel::proto::{HEADER_TIMEOUT, Refusal};
-use aisa_tunnel::{Body, Envelope, ErrorCode, OpenHeader, RelayHeader};
+use aisa_tunnel::{Envelope, ErrorCode, OpenHeader, RelayHeader};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::authorize::{Denied, Destination, Facts, Grant, authenticate, authorize, destination};
@@ -166,7 +166,7 @@ async fn serve_stream(
     let stream = match admit(&state, &session, &mut recv).await {
         Ok(Admitted::Device(stream)) => stream,
         Ok(Admitted::StatusEvents { user_id, slot }) => {
-            serve_events(&state, &user_id, send, recv).await;
+            crate::events::serve(&state, &user_id, send, recv).await;
             drop(slot);
             return;
         }
@@ -365,60 +365,4 @@ async fn admit(
             }))
         }
     }
-}
-
-/// Sends a DEVICE_STATUS per device of the user, then STATUS_SNAPSHOT_END with their
-/// number (also when there are none, so a browser can tell "no devices" from "not yet"),
-/// then one DEVICE_STATUS per change, until either side ends the stream or the browser
-/// falls too far behind.
-async fn serve_events(
-    state: &RelayState,
-    user_id: &str,
-    mut send: wtransport::SendStream,
-    mut recv: wtransport::RecvStream,
-) {
-    let max = state.config.max_frame_len;
-    // Subscribe before the snapshot, so that no change falls between the two.
-    let mut events = state.devices.events.subscribe(user_id);
-    let devices = match state.store.devices_for_user(user_id).await {
-        Ok(devices) => devices,
-        Err(err) => {
-            warn!(%err, "device list failed");
-            let err = Envelope::error(0, ErrorCode::Internal, "the relay could not list devices");
-            let _ = write_frame(&mut send, &err.encode(), max).await;
-            let _ = send.finish().await;
-            return;
-        }
-    };
-    let count = u32::try_from(devices.len()).unwrap_or(u32::MAX);
-    for device in devices {
-        let online = state.devices.registry.get(&device.id).is_some();
-        let status =
-            crate::events::device_status(&device.id, online, device.node_version.as_deref());
-        if write_frame(&mut send, &status.encode(), max).await.is_err() {
-            return;
-        }
-    }
-    let end = Envelope::new(0, Body::StatusSnapshotEnd { devices: count });
-    if write_frame(&mut send, &end.encode(), max).await.is_err() {
-        return;
-    }
-    let mut scratch = [0u8; 256];
-    loop {
-        tokio::select! {
-            event = events.recv() => match event {
-                Some(event) => {
-                    if write_frame(&mut send, &event.encode(), max).await.is_err() {
-                        return;
-                    }
-                }
-                None => break,
-            },
-            read = recv.read(&mut scratch) => match read {
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => break,
-            },
-        }
-    }
-    let _ = send.finish().await;
 }

@@ -1,5 +1,6 @@
-//! Live device status for browsers: each user's open event streams, and publishing a
-//! DEVICE_STATUS to all of them when one of the user's devices comes or goes.
+//! Live device status for browsers: each user's open event streams, publishing a
+//! DEVICE_STATUS to all of them when one of the user's devices comes or goes, and
+//! serving one such stream (the snapshot, its end marker, then the changes).
 //!
 //! Each subscriber has a small bounded queue. A subscriber that falls behind is dropped
 //! (its stream is finished) rather than buffered without bound; the browser reopens the
@@ -8,8 +9,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use aisa_tunnel::{Body, Envelope};
+use aisa_tunnel::io::write_frame;
+use aisa_tunnel::{Body, Envelope, ErrorCode};
 use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::state::RelayState;
 
 /// Events a subscriber may have queued before it counts as too slow.
 const QUEUE: usize = 64;
@@ -63,6 +68,62 @@ pub fn device_status(device_id: &str, online: bool, node_version: Option<&str>) 
             apps: Vec::new(),
         },
     }
+}
+
+/// Sends a DEVICE_STATUS per device of the user, then STATUS_SNAPSHOT_END with their
+/// number (also when there are none, so a browser can tell "no devices" from "not yet"),
+/// then one DEVICE_STATUS per change, until either side ends the stream or the browser
+/// falls too far behind.
+pub(crate) async fn serve(
+    state: &RelayState,
+    user_id: &str,
+    mut send: wtransport::SendStream,
+    mut recv: wtransport::RecvStream,
+) {
+    let max = state.config.max_frame_len;
+    // Subscribe before the snapshot, so that no change falls between the two.
+    let mut events = state.devices.events.subscribe(user_id);
+    let devices = match state.store.devices_for_user(user_id).await {
+        Ok(devices) => devices,
+        Err(err) => {
+            warn!(%err, "device list failed");
+            let err = Envelope::error(0, ErrorCode::Internal, "the relay could not list devices");
+            let _ = write_frame(&mut send, &err.encode(), max).await;
+            let _ = send.finish().await;
+            return;
+        }
+    };
+    let count = u32::try_from(devices.len()).unwrap_or(u32::MAX);
+    for device in devices {
+        let online = state.devices.registry.get(&device.id).is_some();
+        let status =
+            crate::events::device_status(&device.id, online, device.node_version.as_deref());
+        if write_frame(&mut send, &status.encode(), max).await.is_err() {
+            return;
+        }
+    }
+    let end = Envelope::new(0, Body::StatusSnapshotEnd { devices: count });
+    if write_frame(&mut send, &end.encode(), max).await.is_err() {
+        return;
+    }
+    let mut scratch = [0u8; 256];
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => {
+                    if write_frame(&mut send, &event.encode(), max).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+            read = recv.read(&mut scratch) => match read {
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            },
+        }
+    }
+    let _ = send.finish().await;
 }
 
 #[cfg(test)]
