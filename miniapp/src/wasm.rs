@@ -159,24 +159,26 @@ pub fn check(bytes: &[u8], permissions: &Permissions) -> Vec<WasmProblem> {
 }
 
 /// Checks one import. `func` is `None` when it is not a function, `Some(None)` when its
-/// type is not a function type.
+/// type is not a function type. A known import may have two problems (its permission is
+/// missing and its signature is wrong); granting the permission removes only the first.
 fn check_import(
     module: &str,
     name: &str,
     func: Option<Option<&FuncType>>,
     permissions: &Permissions,
-) -> Option<WasmProblem> {
+) -> Vec<WasmProblem> {
     if module != HOST_MODULE {
-        return Some(WasmProblem::ForeignImport {
+        return vec![WasmProblem::ForeignImport {
             module: module.to_owned(),
             name: name.to_owned(),
-        });
+        }];
     }
     let (Some(contract), Some(func)) = (imports::import(name), func) else {
-        return Some(WasmProblem::UnknownHostImport(name.to_owned()));
+        return vec![WasmProblem::UnknownHostImport(name.to_owned())];
     };
+    let mut problems = Vec::new();
     if let Some((permission, false)) = needs(name, permissions) {
-        return Some(WasmProblem::NotPermitted {
+        problems.push(WasmProblem::NotPermitted {
             import: name.to_owned(),
             permission,
         });
@@ -185,13 +187,13 @@ fn check_import(
         same_types(f.params(), contract.params) && same_types(f.results(), contract.results)
     });
     if !matches {
-        return Some(WasmProblem::WrongSignature {
+        problems.push(WasmProblem::WrongSignature {
             import: name.to_owned(),
             expected: signature(contract.params, contract.results),
             found: func.map_or_else(|| "a non-function type".to_owned(), describe),
         });
     }
-    None
+    problems
 }
 
 fn same_types(found: &[wasmparser::ValType], contract: &[ValType]) -> bool {
@@ -243,4 +245,67 @@ pub fn host_imports(bytes: &[u8]) -> Vec<String> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(imports: &str) -> Vec<u8> {
+        wat::parse_str(format!(
+            r#"(module {imports}
+                 (memory (export "memory") 1)
+                 (func (export "aisapp_alloc") (param i32) (result i32) i32.const 0)
+                 (func (export "aisapp_run") (param i32 i32) (result i32) i32.const 0))"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_import_of_the_contract_passes_with_its_signature() {
+        let imports: String = aisa_abi::IMPORTS
+            .iter()
+            .map(|i| {
+                format!(
+                    "(import \"aisapp_v1\" \"{}\" (func (param{}) (result{})))",
+                    i.name,
+                    " i32".repeat(i.params.len()),
+                    " i32".repeat(i.results.len())
+                )
+            })
+            .collect();
+        let all = Permissions::from_json(
+            br#"{"ai": true, "clipboard": true, "network": ["a.example"],
+                 "filesystem": {"write": ["$APP_DATA"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(check(&module(&imports), &all), []);
+        assert_eq!(
+            host_imports(&module(&imports)).len(),
+            aisa_abi::IMPORTS.len()
+        );
+    }
+
+    #[test]
+    fn granting_a_permission_removes_only_the_permission_problem() {
+        let wasm = module(r#"(import "aisapp_v1" "http" (func (param i32) (result i32)))"#);
+        let wrong = WasmProblem::WrongSignature {
+            import: "http".into(),
+            expected: "(i32, i32) -> (i32)".into(),
+            found: "(i32) -> (i32)".into(),
+        };
+        let none = check(&wasm, &Permissions::default());
+        assert_eq!(
+            none,
+            [
+                WasmProblem::NotPermitted {
+                    import: "http".into(),
+                    permission: "network"
+                },
+                wrong.clone()
+            ]
+        );
+        let granted = Permissions::from_json(br#"{"network": ["a.example"]}"#).unwrap();
+        assert_eq!(check(&wasm, &granted), [wrong]);
+    }
 }
