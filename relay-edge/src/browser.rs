@@ -4,7 +4,7 @@
 //! This is a driver: the header's rules (cap, time limit, version) are tunnel's
 //! `HeaderReader`, the decision is [`crate::authorize`], the copying is [`crate::splice`].
 //! What is here is the I/O between them: gathering the facts and taking the places a
-//! grant reserves. A status-event stream is served by [`crate::events::serve`].
+//! grant reserves. A status-event stream is served by `events::serve`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

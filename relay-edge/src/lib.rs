@@ -15,10 +15,11 @@
 //! HTTP server loop and its timeouts), [`proxy`] (the client's address behind trusted
 //! proxies), [`limits`] (rate and resource limits), [`sessions`] (open browser
 //! sessions, closed when their tokens are revoked), [`metrics`] (Prometheus, on its own
-//! address), [`state`] (what a running relay holds, by area), [`server`] (start and
-//! stop), and the mini-app market: [`marketplace`] (developer portal and marketplace API),
-//! [`bundles`] (bundle storage: a local folder or S3-compatible object storage),
-//! [`signing`] (the platform's Ed25519 signing key and the keys it trusts).
+//! address), [`state`] (what a running relay holds, by area), [`quic`] (the QUIC
+//! endpoint's settings), [`server`] (start and stop), and the mini-app market:
+//! [`marketplace`] (developer portal and marketplace API), [`bundles`] (bundle storage:
+//! a local folder or S3-compatible object storage), [`signing`] (the platform's Ed25519
+//! signing key and the keys it trusts).
 //!
 //! Storage is SQLite (embedded default) or PostgreSQL. Not here yet: Redis for clusters.
 
@@ -36,6 +37,7 @@ pub mod limits;
 pub mod marketplace;
 pub mod metrics;
 pub mod proxy;
+pub mod quic;
 pub mod registry;
 pub mod server;
 pub mod sessions;
