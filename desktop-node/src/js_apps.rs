@@ -27,12 +27,12 @@ pub const RUNTIME_ENV: &str = "AISA_JS_RUNTIME";
 /// The runtime module's file name next to the executable and in `<home>/runtimes/`.
 pub const RUNTIME_FILE: &str = "aisapp-js-runtime.wasm";
 
-/// The logic source every JS app has.
-pub const BOT_LOGIC: &str = "bot-logic.js";
+/// The logic source every JS app has (the bundle format's name).
+pub const BOT_LOGIC: &str = aisa_miniapp::bundle::BOT_LOGIC;
 
 /// The optional helper module a JS app may have; `bot-logic.js` imports it as
-/// `./tools.js`.
-pub const TOOLS: &str = "tools.js";
+/// `./tools.js` (the bundle format's name).
+pub const TOOLS: &str = aisa_miniapp::bundle::TOOLS;
 
 /// Why a JS app cannot be run.
 #[derive(Debug, thiserror::Error)]

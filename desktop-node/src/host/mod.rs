@@ -8,6 +8,9 @@
 //! [`Grants`]; I/O runs on tokio's blocking pool or async clients, never on the
 //! executor's threads.
 //!
+//! The imports, their signatures, which permission each needs, the answer format and the
+//! error codes are the guest contract's (`aisa_abi`); this module implements them.
+//!
 //! | import | module | permission |
 //! | --- | --- | --- |
 //! | `fs` | [`fs`] (and [`pdf`] for `pdf_text`) | filesystem read / write grants; `$APP_DATA` always |
