@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the guests from source into wasm: the example mini-app
 # (target/guest/…/hello_ai.wasm) and the JavaScript mini-app runtime, QuickJS compiled
-# with clang-14 (target/guest/…/aisapp_js_runtime.wasm).
+# with clang-14 (target/guest/…/aisa_js_runtime.wasm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The same commands as testkit's guest builder (testkit/src/guest.rs): keep them in step.
@@ -20,5 +20,5 @@ done
 CC_wasm32_unknown_unknown=clang-14 AR_wasm32_unknown_unknown=llvm-ar-14 \
   cargo build --quiet --locked --release --manifest-path runtimes/js/Cargo.toml \
   --target wasm32-unknown-unknown --target-dir target/guest
-js=target/guest/wasm32-unknown-unknown/release/aisapp_js_runtime.wasm
+js=target/guest/wasm32-unknown-unknown/release/aisa_js_runtime.wasm
 echo "built $js ($(stat -c %s "$js") bytes)"

@@ -86,7 +86,7 @@ if [ ! -f "$STATE/examples-published" ]; then
 fi
 
 NODE_HOME="$STATE/desktop"
-export AISA_JS_RUNTIME=target/guest/wasm32-unknown-unknown/release/aisapp_js_runtime.wasm
+export AISA_JS_RUNTIME=target/guest/wasm32-unknown-unknown/release/aisa_js_runtime.wasm
 if [ ! -f "$NODE_HOME/node.toml" ]; then
   printf '%s' "$DEMO_PASSWORD" | "$BIN/desktop-node" --home "$NODE_HOME" login \
     --relay "http://127.0.0.1:$HTTP_PORT" --email "$DEMO_EMAIL" --password-stdin --name "this computer"

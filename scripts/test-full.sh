@@ -17,12 +17,12 @@ if [ -z "${SKIP_CHAOS:-}" ]; then
   # The binaries are release builds: a debug relay and node measure the debug build.
   step "load and chaos: ${CHAOS_STREAMS:=1000} streams for ${CHAOS_SECS:=60} s"
   # The same package set as the benches build, so the two share their release artifacts.
-  cargo build --release --locked -p benches -p relay-edge -p desktop-node
+  cargo build --release --locked -p aisa-benches -p aisa-relay -p aisa-node
   AISA_BIN_DIR="$PWD/target/release" \
     CHAOS_STREAMS="$CHAOS_STREAMS" CHAOS_SECS="$CHAOS_SECS" \
     CHAOS_NODE_KILLS="${CHAOS_NODE_KILLS:-3}" CHAOS_RELAY_KILLS="${CHAOS_RELAY_KILLS:-2}" \
     CHAOS_CALM_SECS="${CHAOS_CALM_SECS:-20}" \
-    cargo test --locked -p testkit --test chaos -- --nocapture
+    cargo test --locked -p aisa-testkit --test chaos -- --nocapture
 fi
 
 if [ -z "${SKIP_FUZZ:-}" ]; then

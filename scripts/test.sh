@@ -38,8 +38,8 @@ cargo test --workspace --locked
 step "system tests again, the relay on PostgreSQL"
 eval "$(scripts/services.sh start)"
 trap '"$ROOT/scripts/services.sh" stop || true' EXIT
-cargo test --locked -p testkit --test system --test install
-cargo test --locked -p relay-edge --test marketplace --test hardening
+cargo test --locked -p aisa-testkit --test system --test install
+cargo test --locked -p aisa-relay --test marketplace --test hardening
 
 step "fuzz smoke: every target of fuzz/ for a few seconds (docs/security.md, Fuzzing)"
 # Unoptimised build (quick to build); campaigns use scripts/fuzz.sh's release default.

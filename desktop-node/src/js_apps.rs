@@ -11,7 +11,7 @@
 //! ```
 //!
 //! The runtime module is found, in this order, at `$AISA_JS_RUNTIME`, as
-//! `aisapp-js-runtime.wasm` next to the node's executable, or in `<home>/runtimes/`
+//! `aisa-js-runtime.wasm` next to the node's executable, or in `<home>/runtimes/`
 //! ([`locate_runtime`]). This module neither installs apps nor caches the loaded runtime:
 //! the caller loads it once ([`load_runtime`]) and reuses the [`LoadedModule`] for every
 //! action of every JS app (the sandbox gives each action a fresh instance).
@@ -25,7 +25,7 @@ use crate::sandbox::{ActionError, LoadedModule, Sandbox};
 pub const RUNTIME_ENV: &str = "AISA_JS_RUNTIME";
 
 /// The runtime module's file name next to the executable and in `<home>/runtimes/`.
-pub const RUNTIME_FILE: &str = "aisapp-js-runtime.wasm";
+pub const RUNTIME_FILE: &str = "aisa-js-runtime.wasm";
 
 /// The logic source every JS app has (the bundle format's name).
 pub const BOT_LOGIC: &str = aisa_miniapp::bundle::BOT_LOGIC;
@@ -66,8 +66,8 @@ fn display_paths(paths: &[PathBuf]) -> String {
 
 /// Finds the runtime module: `$AISA_JS_RUNTIME` if set (it must exist: a set variable
 /// that points nowhere is an error, not a reason to look elsewhere), else
-/// `aisapp-js-runtime.wasm` next to the current executable, else
-/// `<home>/runtimes/aisapp-js-runtime.wasm`.
+/// `aisa-js-runtime.wasm` next to the current executable, else
+/// `<home>/runtimes/aisa-js-runtime.wasm`.
 pub fn locate_runtime(home: &Path) -> Result<PathBuf, JsAppError> {
     let exe_dir = std::env::current_exe()
         .ok()

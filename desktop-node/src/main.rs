@@ -8,12 +8,12 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 mod cli;
 
-use desktop_node::ai::ProviderKind;
-use desktop_node::config::{AiConfig, Home, LimitsConfig, NodeConfig};
-use desktop_node::installer::Installer;
-use desktop_node::installer::market::Market;
-use desktop_node::node::{self, NodeContext, RelayTarget};
-use desktop_node::sandbox::{Sandbox, SandboxConfig};
+use aisa_node::ai::ProviderKind;
+use aisa_node::config::{AiConfig, Home, LimitsConfig, NodeConfig};
+use aisa_node::installer::Installer;
+use aisa_node::installer::market::Market;
+use aisa_node::node::{self, NodeContext, RelayTarget};
+use aisa_node::sandbox::{Sandbox, SandboxConfig};
 
 /// Runs AI mini-apps for your browser, on this machine, with your own AI keys.
 #[derive(Parser)]
@@ -84,7 +84,7 @@ struct RunArgs {
 fn main() -> anyhow::Result<()> {
     // Before any other thread exists: keyring credentials are per thread, and threads
     // started later inherit this one's.
-    if let Err(err) = desktop_node::secrets::ensure_session_keyring() {
+    if let Err(err) = aisa_node::secrets::ensure_session_keyring() {
         eprintln!("note: no session keyring ({err}); the keyutils store may not work");
     }
     tokio::runtime::Builder::new_multi_thread()
@@ -101,7 +101,7 @@ async fn async_main() -> anyhow::Result<()> {
     }));
     // `run` also logs to daily files in the home folder; other commands only to stderr.
     let log_dir = matches!(cli.command, Command::Run(_)).then(|| home.dir().join("logs"));
-    let _log_guard = desktop_node::logs::init(log_dir.as_deref())?;
+    let _log_guard = aisa_node::logs::init(log_dir.as_deref())?;
     match cli.command {
         Command::Login(args) => login(&home, args).await,
         Command::Run(args) => run(&home, args).await,
@@ -242,14 +242,14 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         max_memory_bytes: config.limits.memory_mib << 20,
         cache_dir: Some(home.module_cache_dir()),
         cache_key: Some(module_cache_key(
-            &desktop_node::secrets::Zeroizing::new(identity.secret_bytes())[..],
+            &aisa_node::secrets::Zeroizing::new(identity.secret_bytes())[..],
         )),
         guest_threads: config.limits.guest_threads.unwrap_or(cpus),
         host_quotas: config.limits.host_quotas(),
         ..SandboxConfig::default()
     })?;
-    let js_runtime = match desktop_node::js_apps::locate_runtime(home.dir()) {
-        Ok(path) => match desktop_node::js_apps::load_runtime(&sandbox, &path) {
+    let js_runtime = match aisa_node::js_apps::locate_runtime(home.dir()) {
+        Ok(path) => match aisa_node::js_apps::load_runtime(&sandbox, &path) {
             Ok(module) => Some(module),
             Err(err) => {
                 tracing::warn!(%err, "JavaScript apps will not run");
@@ -273,7 +273,7 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         .api_key_env()
         .and_then(|var| std::env::var(var).ok())
         .or_else(|| provider_key.map(|k| k.to_string()));
-    let ai = desktop_node::ai::build(
+    let ai = aisa_node::ai::build(
         config.ai.provider,
         &config.ai.base_url(),
         &config.ai.model(),
@@ -293,8 +293,8 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         )
         .with_installer(installer, js_runtime)
         .with_admission(config.limits.admission(cpus))
-        .with_e2e(desktop_node::e2e::E2eState::new(
-            desktop_node::secrets::Zeroizing::new(identity.secret_bytes()),
+        .with_e2e(aisa_node::e2e::E2eState::new(
+            aisa_node::secrets::Zeroizing::new(identity.secret_bytes()),
             config.e2e.required,
             home.dir().to_owned(),
             config.device_id.clone(),

@@ -16,10 +16,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aisa_crypto::e2e::{self, ResponseFrame, ResponseOpener};
+use aisa_node::e2e::{MODE_ACTION, MODE_PAIR, key_id};
+use aisa_testkit::system::{self, System};
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, MAX_FRAME_LEN, OpenHeader, StreamKind};
-use desktop_node::e2e::{MODE_ACTION, MODE_PAIR, key_id};
-use testkit::system::{self, System};
 
 const KEY: &str = "sk-e2e-test-key-0123456789";
 
@@ -63,7 +63,7 @@ impl Desk {
         let mut install = node_cmd(home.path(), backend);
         install
             .args(["apps", "install-local"])
-            .arg(testkit::guest::hello_ai_wasm())
+            .arg(aisa_testkit::guest::hello_ai_wasm())
             .args(["--id", "hello-ai", "--action", "write,echo"]);
         run_to_end(install, "");
         let config_path = home.path().join("node.toml");
@@ -107,7 +107,7 @@ impl Desk {
         )
     }
 
-    fn run(&self, fake: &testkit::provider::FakeProvider) -> Killed {
+    fn run(&self, fake: &aisa_testkit::provider::FakeProvider) -> Killed {
         let mut run = node_cmd(self.home.path(), self.backend);
         run.args(["run", "--ai-provider", "openai", "--ai-base-url"])
             .arg(fake.base_url())
@@ -340,7 +340,7 @@ async fn encrypted_actions_hide_payload_and_output_from_the_relay() {
         .state
         .traffic
         .observe_splices(std::sync::Arc::new(tap_tx));
-    let fake = testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(KEY.into()))
+    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(KEY.into()))
         .await
         .unwrap();
     let desk = Desk::set_up(&system, "file");
@@ -594,7 +594,7 @@ async fn encrypted_actions_hide_payload_and_output_from_the_relay() {
 /// link a newer `pair` replaced, are refused, also after a restart of the node.
 async fn three_pairings_in_a_row(backend: &'static str) {
     let system = System::start().await;
-    let fake = testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(KEY.into()))
+    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(KEY.into()))
         .await
         .unwrap();
     let desk = Desk::set_up(&system, backend);

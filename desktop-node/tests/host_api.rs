@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use desktop_node::ai::AiError;
-use desktop_node::permissions::Grants;
-use desktop_node::sandbox::{ActionContext, ActionError, Sandbox};
+use aisa_node::ai::AiError;
+use aisa_node::permissions::Grants;
+use aisa_node::sandbox::{ActionContext, ActionError, Sandbox};
+use aisa_testkit::fakes::NoAi;
 use serde_json::{Value, json};
-use testkit::fakes::NoAi;
 use tokio::sync::mpsc;
 
 /// `"..."` for a WAT data string, every byte escaped.
@@ -858,8 +858,8 @@ async fn a_huge_csv_is_refused_while_it_is_parsed() {
 #[tokio::test]
 async fn app_data_and_storage_writes_over_the_quota_are_refused() {
     let w = World::new();
-    let sandbox = Sandbox::with_config(desktop_node::sandbox::SandboxConfig {
-        host_quotas: desktop_node::host::Quotas {
+    let sandbox = Sandbox::with_config(aisa_node::sandbox::SandboxConfig {
+        host_quotas: aisa_node::host::Quotas {
             storage_bytes: 1000,
             app_data_bytes: 40_000,
             app_data_entries: 10_000,
@@ -914,8 +914,8 @@ async fn app_data_and_storage_writes_over_the_quota_are_refused() {
     assert_eq!(error_code(&got[4]), "too_large", "{}", got[4]);
     assert_eq!(got[5], json!({"ok": null}));
     // Files and folders are counted too, and a refused write creates no folder.
-    let few = Sandbox::with_config(desktop_node::sandbox::SandboxConfig {
-        host_quotas: desktop_node::host::Quotas {
+    let few = Sandbox::with_config(aisa_node::sandbox::SandboxConfig {
+        host_quotas: aisa_node::host::Quotas {
             app_data_entries: 4,
             ..Default::default()
         },
@@ -938,7 +938,7 @@ async fn app_data_and_storage_writes_over_the_quota_are_refused() {
     assert!(!w.home().join("data/few-files/files/a/b").exists());
     assert_eq!(got[2], json!({"ok": null}));
     // The defaults: 256 MiB of files, a 1 MiB store.
-    let defaults = desktop_node::host::Quotas::default();
+    let defaults = aisa_node::host::Quotas::default();
     assert_eq!(defaults.app_data_bytes, 256 << 20);
     assert_eq!(defaults.storage_bytes, 1 << 20);
 }

@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 
 use aisa_miniapp::{Bundle, SecretKey};
-use desktop_node::config::Home;
-use desktop_node::installer::Installer;
-use desktop_node::installer::approvals::Decision;
-use desktop_node::installer::market::PlatformKey;
+use aisa_node::config::Home;
+use aisa_node::installer::Installer;
+use aisa_node::installer::approvals::Decision;
+use aisa_node::installer::market::PlatformKey;
 
 /// The smallest valid wasm module.
 const EMPTY_WASM: &[u8] = b"\0asm\x01\0\0\0";

@@ -15,9 +15,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use aisa_node::secrets::{BackendChoice, FixedPassphrase, SecretStore, Zeroizing};
+use aisa_testkit::system::{self, System};
 use aisa_tunnel::Body;
-use desktop_node::secrets::{BackendChoice, FixedPassphrase, SecretStore, Zeroizing};
-use testkit::system::{self, System};
 
 const PASSPHRASE: &str = "test passphrase for the node's secrets";
 
@@ -75,7 +75,7 @@ async fn one_backend(
     while tap.try_recv().is_ok() {}
     // A key nobody else uses, so a match anywhere is this test's key.
     let key = format!("sk-secret-{backend}-{}", std::process::id());
-    let fake = testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(key.clone()))
+    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(key.clone()))
         .await
         .unwrap();
     let home = tempfile::tempdir().unwrap();
@@ -106,7 +106,7 @@ async fn one_backend(
     let mut install = node_cmd(home.path(), backend);
     install
         .args(["apps", "install-local"])
-        .arg(testkit::guest::hello_ai_wasm())
+        .arg(aisa_testkit::guest::hello_ai_wasm())
         .args(["--id", "hello-ai", "--action", "write,echo"]);
     run_to_end(install, "");
     let config = std::fs::read_to_string(home.path().join("node.toml")).unwrap();

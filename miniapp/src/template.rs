@@ -10,7 +10,7 @@ use serde_json::json;
 pub enum Kind {
     /// `bot-logic.js` + `tools.js`.
     Js,
-    /// A Rust crate compiled to `logic.wasm` with the guest SDK `aisapp-guest`.
+    /// A Rust crate compiled to `logic.wasm` with the guest SDK `aisa-guest`.
     Rust,
 }
 
@@ -97,14 +97,11 @@ pub fn files(kind: Kind, name: &str, guest_sdk: Option<&Path>) -> Vec<(String, S
         }
         Kind::Rust => {
             let dep = match guest_sdk {
-                Some(path) => format!(
-                    "aisapp-guest = {{ path = {:?} }}",
-                    path.display().to_string()
-                ),
+                Some(path) => format!("aisa-guest = {{ path = {:?} }}", path.display().to_string()),
                 None => "# The guest SDK lives in the AI SuperApp repository, folder sdk/rust:\n\
-                         # aisapp-guest = { git = \"<repository URL>\" }   or\n\
-                         # aisapp-guest = { path = \"<checkout>/sdk/rust\" }\n\
-                         aisapp-guest = { path = \"../sdk/rust\" }"
+                         # aisa-guest = { git = \"<repository URL>\" }   or\n\
+                         # aisa-guest = { path = \"<checkout>/sdk/rust\" }\n\
+                         aisa-guest = { path = \"../sdk/rust\" }"
                     .to_owned(),
             };
             out.push((
@@ -192,9 +189,9 @@ lto = true
 "#;
 
 const RUST_LIB: &str = r##"//! A mini-app in Rust: `aisapp build` compiles it to `logic.wasm` (wasm32-unknown-unknown),
-//! which speaks the host ABI `aisapp_v1` through the guest SDK `aisapp-guest`.
+//! which speaks the host ABI `aisapp_v1` through the guest SDK `aisa-guest`.
 
-use aisapp_guest::ai;
+use aisa_guest::ai;
 
 /// Runs one action. `input` is `{"action": "...", "payload": {...}}`.
 pub fn run(input: &str) -> Result<(), String> {
@@ -213,7 +210,7 @@ pub fn run(input: &str) -> Result<(), String> {
                 ..ai::Request::new(format!("Write a short paragraph about {topic}."))
             };
             for text in ai::generate(&request)? {
-                aisapp_guest::emit(&text?);
+                aisa_guest::emit(&text?);
             }
             Ok(())
         }
@@ -221,11 +218,11 @@ pub fn run(input: &str) -> Result<(), String> {
     }
 }
 
-aisapp_guest::entry!(run);
+aisa_guest::entry!(run);
 
 #[cfg(test)]
 mod tests {
-    use aisapp_guest::testing;
+    use aisa_guest::testing;
 
     #[test]
     fn write_streams_the_models_answer() {

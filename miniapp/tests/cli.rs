@@ -146,7 +146,7 @@ fn a_rust_template_validates_before_its_first_build() {
     let d = tmp.path();
     ok(d, &["new", "Rusty", "--kind", "rust", "--dir", "rusty"]);
     let cargo = std::fs::read_to_string(d.join("rusty/Cargo.toml")).unwrap();
-    assert!(cargo.contains("aisapp-guest = { path = "), "{cargo}");
+    assert!(cargo.contains("aisa-guest = { path = "), "{cargo}");
     let out = ok(d, &["validate", "rusty"]);
     assert!(out.contains("run `aisapp build rusty`"), "{out}");
     let err = fails(d, &["pack", "rusty"]);

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aisa_relay::RelayConfig;
+use aisa_relay::store::Store;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use relay_edge::RelayConfig;
-use relay_edge::store::Store;
 
 /// The AI SuperApp relay: accounts, device registry, and the WebTransport/QUIC gateway.
 #[derive(Parser)]
@@ -176,7 +176,7 @@ fn apply_old_env_names(cli: &mut Cli) -> anyhow::Result<()> {
     where
         T::Err: std::fmt::Display,
     {
-        let Some(old) = relay_edge::config::old_env_name(name, |k| std::env::var(k).ok()) else {
+        let Some(old) = aisa_relay::config::old_env_name(name, |k| std::env::var(k).ok()) else {
             return Ok(());
         };
         tracing::warn!("{}", old.warning);
@@ -263,7 +263,7 @@ fn apply_serve_args(config: &mut RelayConfig, args: ServeArgs) {
 }
 
 async fn serve(config: RelayConfig) -> anyhow::Result<()> {
-    let relay = relay_edge::start(config).await?;
+    let relay = aisa_relay::start(config).await?;
     println!(
         "relay-edge: http://{} (QUIC/WebTransport on udp {}), certificate sha-256 {}",
         relay.http_addr,
@@ -327,7 +327,7 @@ async fn user(config: RelayConfig, cmd: UserCommand) -> anyhow::Result<()> {
             if password.len() < 8 {
                 bail!("a password has at least 8 characters");
             }
-            let hash = relay_edge::auth::hash_password(&password)?;
+            let hash = aisa_relay::auth::hash_password(&password)?;
             let user = store.create_user(&email, &hash).await?;
             println!("added user {} ({})", user.email, user.id);
         }
@@ -388,7 +388,7 @@ async fn apps(config: RelayConfig, cmd: AppsCommand) -> anyhow::Result<()> {
                     let parse = |v: &str| semver::Version::parse(v).ok();
                     parse(&b.version).cmp(&parse(&a.version))
                 });
-                let latest = relay_edge::marketplace::newest(
+                let latest = aisa_relay::marketplace::newest(
                     listing.live_versions.iter().map(String::as_str),
                 )
                 .unwrap_or("-");
@@ -416,7 +416,7 @@ async fn apps(config: RelayConfig, cmd: AppsCommand) -> anyhow::Result<()> {
             }
         }
         AppsCommand::Yank { id, version } => {
-            if !relay_edge::marketplace::yank_version(&store, &id, &version).await? {
+            if !aisa_relay::marketplace::yank_version(&store, &id, &version).await? {
                 bail!("no version {version} of app {id}");
             }
             println!("yanked {id} {version}");

@@ -10,10 +10,10 @@ use std::process::Command;
 fn migrate(vars: &[(&str, &std::path::Path)]) -> (bool, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_relay-edge"));
     command.arg("migrate").env("RUST_LOG", "warn");
-    for (name, _) in relay_edge::config::RENAMED_ENV {
+    for (name, _) in aisa_relay::config::RENAMED_ENV {
         command.env_remove(name);
     }
-    for (_, old) in relay_edge::config::RENAMED_ENV {
+    for (_, old) in aisa_relay::config::RENAMED_ENV {
         command.env_remove(old);
     }
     for (name, value) in vars {

@@ -12,11 +12,11 @@
 
 use std::time::{Duration, Instant};
 
+use aisa_relay::{RelayConfig, RelayHandle};
+use aisa_testkit::fakes::test_database;
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, ErrorCode, Hello, MAX_FRAME_LEN, OpenHeader, StreamKind};
-use relay_edge::{RelayConfig, RelayHandle};
 use serde_json::{Value, json};
-use testkit::fakes::test_database;
 
 /// How long any step may take before a test fails.
 const WAIT: Duration = Duration::from_secs(20);
@@ -47,7 +47,7 @@ impl Relay {
             ..RelayConfig::default()
         };
         adjust(&mut config);
-        let relay = relay_edge::start(config).await.expect("relay starts");
+        let relay = aisa_relay::start(config).await.expect("relay starts");
         Relay {
             base: format!("http://{}", relay.http_addr),
             relay: Some(relay),
@@ -125,7 +125,7 @@ impl Relay {
         let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
         let conn = endpoint
             .connect_with(
-                desktop_node::node::client_config(Some(self.handle().cert_sha256())),
+                aisa_node::node::client_config(Some(self.handle().cert_sha256())),
                 self.handle().quic_addr,
                 "localhost",
             )
@@ -226,7 +226,7 @@ fn events_header(token: &str) -> OpenHeader {
 
 /// The process's metrics page (the recorder is process-wide).
 fn metrics_text() -> String {
-    relay_edge::metrics::handle().render()
+    aisa_relay::metrics::handle().render()
 }
 
 fn refusals(reason: &str) -> u64 {
@@ -372,7 +372,7 @@ async fn a_session_gets_few_streams_until_one_authenticates() {
     // The session's own stream takes one of the pre-auth streams; open the rest and say
     // nothing on them.
     let mut idle = Vec::new();
-    for _ in 1..relay_edge::browser::PRE_AUTH_STREAMS {
+    for _ in 1..aisa_relay::browser::PRE_AUTH_STREAMS {
         let (send, recv) = tokio::time::timeout(WAIT, session.open_bi())
             .await
             .expect("in time")
@@ -388,7 +388,7 @@ async fn a_session_gets_few_streams_until_one_authenticates() {
             .await
             .is_err(),
         "an unauthenticated session cannot open more than {} streams",
-        relay_edge::browser::PRE_AUTH_STREAMS
+        aisa_relay::browser::PRE_AUTH_STREAMS
     );
     // Authenticate on one of the open streams (the status events): the session now gets
     // its full allowance, and the waiting stream opens.
@@ -496,7 +496,7 @@ async fn refused_action_streams_do_not_count_and_control_streams_never_do() {
     let (device_id, device_token) = relay.device("di@example.com").await;
     let store = &relay.handle().state.store;
     store
-        .upsert_plan(&relay_edge::store::Plan {
+        .upsert_plan(&aisa_relay::store::Plan {
             id: "tiny".into(),
             name: "Tiny".into(),
             max_devices: 3,
@@ -527,7 +527,7 @@ async fn refused_action_streams_do_not_count_and_control_streams_never_do() {
         assert_eq!(code, ErrorCode::LimitExceeded);
         assert!(message.contains("2 actions per day"), "{message}");
     }
-    let today = relay_edge::auth::today_utc();
+    let today = aisa_relay::auth::today_utc();
     assert_eq!(
         store.actions_on(&user_id, &today).await.unwrap(),
         2,
@@ -736,7 +736,7 @@ async fn slow_uploads_hold_no_publish_slot_and_are_cut_off() {
         .to_owned();
     // More slow uploads than there are publish slots: each sends its headers and 10 of
     // the 100,000 bytes it announces, then stalls.
-    let slots = relay_edge::marketplace::PUBLISH_CONCURRENCY;
+    let slots = aisa_relay::marketplace::PUBLISH_CONCURRENCY;
     let mut slow = Vec::new();
     for _ in 0..slots + 1 {
         let mut stream = tokio::net::TcpStream::connect(relay.handle().http_addr)
@@ -834,7 +834,7 @@ async fn a_short_jwt_secret_is_refused_at_start() {
         jwt_secret: Some(secret.to_owned()),
         ..RelayConfig::default()
     };
-    let err = match relay_edge::start(config("secret")).await {
+    let err = match aisa_relay::start(config("secret")).await {
         Ok(_) => panic!("a 6-byte secret was accepted"),
         Err(err) => err.to_string(),
     };
@@ -842,7 +842,7 @@ async fn a_short_jwt_secret_is_refused_at_start() {
         err.contains("jwt_secret has 6 bytes; it needs at least 32"),
         "{err}"
     );
-    let relay = relay_edge::start(config(&"k".repeat(32)))
+    let relay = aisa_relay::start(config(&"k".repeat(32)))
         .await
         .expect("a 32-byte secret is fine");
     relay.shutdown(Duration::from_millis(100)).await;
@@ -937,7 +937,7 @@ async fn revoked_access_tokens_stop_working_on_open_sessions() {
         next(&mut recv).await.body,
         Body::DeviceStatus { .. }
     ));
-    let other_store = relay_edge::store::Store::open(&relay.handle().state.config.database_url())
+    let other_store = aisa_relay::store::Store::open(&relay.handle().state.config.database_url())
         .await
         .unwrap();
     assert!(

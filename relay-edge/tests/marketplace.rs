@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 
 use aisa_miniapp::{Bundle, TrustedKeys};
-use relay_edge::{RelayConfig, RelayHandle};
+use aisa_relay::{RelayConfig, RelayHandle};
+use aisa_testkit::fakes::test_database;
 use serde_json::{Value, json};
-use testkit::fakes::test_database;
 
 /// A relay on loopback with its data in a temporary folder.
 struct Relay {
@@ -37,7 +37,7 @@ impl Relay {
             ..RelayConfig::default()
         };
         adjust(&mut config);
-        let relay = relay_edge::start(config).await.expect("relay starts");
+        let relay = aisa_relay::start(config).await.expect("relay starts");
         Relay {
             base: format!("http://{}", relay.http_addr),
             relay: Some(relay),
@@ -859,7 +859,7 @@ async fn bundles_can_live_in_s3_compatible_storage() {
     let _ = http.put(format!("{endpoint}/{bucket}")).send().await;
     let (s3_endpoint, s3_bucket) = (endpoint.clone(), bucket.clone());
     let relay = Relay::start_with(move |c| {
-        c.bundles.store = relay_edge::config::BundleStoreKind::S3;
+        c.bundles.store = aisa_relay::config::BundleStoreKind::S3;
         c.bundles.bucket = Some(s3_bucket);
         c.bundles.endpoint = Some(s3_endpoint);
         c.bundles.region = Some("us-east-1".into());

@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
+use aisa_relay::{RelayConfig, RelayHandle};
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, MAX_FRAME_LEN, OpenHeader, StreamKind};
-use relay_edge::{RelayConfig, RelayHandle};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -19,7 +19,7 @@ const PASSWORD: &str = "correct horse battery";
 
 async fn start(dir: &std::path::Path) -> RelayHandle {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    relay_edge::start(RelayConfig {
+    aisa_relay::start(RelayConfig {
         quic_listen: ([127, 0, 0, 1], 0).into(),
         http_listen: ([127, 0, 0, 1], 0).into(),
         data_dir: dir.to_owned(),

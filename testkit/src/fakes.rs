@@ -2,11 +2,11 @@
 //!
 //! * [`NoAi`], [`ScriptedAi`]: AI providers that are never configured, or answer fixed
 //!   chunks after a delay (defined next to the `AiProvider` trait in
-//!   `desktop_node::ai::testing`, re-exported here);
+//!   `aisa_node::ai::testing`, re-exported here);
 //! * [`test_database`]: the relay's database for a test (a fresh PostgreSQL database
 //!   when `AISA_TEST_POSTGRES` names a server, else embedded SQLite).
 
-pub use desktop_node::ai::testing::{NoAi, ScriptedAi};
+pub use aisa_node::ai::testing::{NoAi, ScriptedAi};
 
 /// The database for a new test relay: with `AISA_TEST_POSTGRES` set (a server URL such
 /// as `postgres://postgres@127.0.0.1:55432`, see `scripts/services.sh`), a fresh

@@ -50,7 +50,7 @@ pub fn hello_ai_wasm() -> &'static Path {
     })
 }
 
-/// Path of `aisapp_js_runtime.wasm`, the JavaScript mini-app runtime (QuickJS), built
+/// Path of `aisa_js_runtime.wasm`, the JavaScript mini-app runtime (QuickJS), built
 /// from `runtimes/js` for wasm32 with clang-14 compiling QuickJS, into `target/guest`.
 /// The same command as `scripts/build-guests.sh`: keep them in step.
 pub fn js_runtime_wasm() -> &'static Path {
@@ -81,6 +81,6 @@ pub fn js_runtime_wasm() -> &'static Path {
             "building the JS runtime for wasm32 failed (needs clang-14 and llvm-ar-14: \
              apt-get install clang-14 llvm-14)"
         );
-        target_dir.join("wasm32-unknown-unknown/release/aisapp_js_runtime.wasm")
+        target_dir.join("wasm32-unknown-unknown/release/aisa_js_runtime.wasm")
     })
 }

@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown argument {other:?}; see --help"),
         }
     }
-    let fake = testkit::provider::start(addr, key).await?;
+    let fake = aisa_testkit::provider::start(addr, key).await?;
     println!("fake-provider: {}", fake.base_url());
     tokio::signal::ctrl_c().await?;
     Ok(())

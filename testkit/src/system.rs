@@ -10,19 +10,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aisa_node::ai::OpenAiCompatible;
+use aisa_node::apps::{App, AppInfo};
+use aisa_node::config::Home;
+use aisa_node::installer::Installer;
+use aisa_node::installer::approvals::Approvals;
+use aisa_node::installer::market::Market;
+use aisa_node::node::{self, NodeContext, RelayTarget};
+use aisa_node::sandbox::{Limits, Sandbox, SandboxConfig};
+use aisa_node::scheduler::AdmissionConfig;
+use aisa_relay::{RelayConfig, RelayHandle};
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::proto::{ClientEvent, ClientRequest, Refusal};
 use aisa_tunnel::{Body, Envelope, ErrorCode, MAX_FRAME_LEN, OpenHeader, StreamKind};
-use desktop_node::ai::OpenAiCompatible;
-use desktop_node::apps::{App, AppInfo};
-use desktop_node::config::Home;
-use desktop_node::installer::Installer;
-use desktop_node::installer::approvals::Approvals;
-use desktop_node::installer::market::Market;
-use desktop_node::node::{self, NodeContext, RelayTarget};
-use desktop_node::sandbox::{Limits, Sandbox, SandboxConfig};
-use desktop_node::scheduler::AdmissionConfig;
-use relay_edge::{RelayConfig, RelayHandle};
 use tokio::sync::watch;
 
 use crate::provider::{self, FakeProvider};
@@ -194,7 +194,7 @@ impl System {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let data_dir = tempfile::tempdir().expect("tempdir");
         let database_url = test_database().await;
-        let relay = relay_edge::start(relay_config(data_dir.path(), 0, database_url.clone()))
+        let relay = aisa_relay::start(relay_config(data_dir.path(), 0, database_url.clone()))
             .await
             .expect("relay starts");
         let fake = provider::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
@@ -202,7 +202,7 @@ impl System {
             .expect("fake provider");
 
         let store = &relay.state.store;
-        let hash = relay_edge::auth::hash_password(PASSWORD).expect("hash");
+        let hash = aisa_relay::auth::hash_password(PASSWORD).expect("hash");
         store
             .create_user("alice@example.com", &hash)
             .await
@@ -247,7 +247,7 @@ impl System {
         })
         .expect("sandbox");
         let js_runtime = js.then(|| {
-            desktop_node::js_apps::load_runtime(&sandbox, crate::guest::js_runtime_wasm())
+            aisa_node::js_apps::load_runtime(&sandbox, crate::guest::js_runtime_wasm())
                 .expect("the JS runtime loads")
         });
         let apps = test_apps(&sandbox);
@@ -313,7 +313,7 @@ impl System {
     pub async fn lift_plan_limits(&self) {
         let store = &self.relay().state.store;
         store
-            .upsert_plan(&relay_edge::store::Plan {
+            .upsert_plan(&aisa_relay::store::Plan {
                 id: "unlimited".into(),
                 name: "Unlimited".into(),
                 max_devices: 1_000,

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use aisa_node::sandbox::Limits;
+use aisa_node::scheduler::AdmissionConfig;
+use aisa_testkit::system::{System, error_of, execute, open, read_reply};
 use aisa_tunnel::io::write_frame;
 use aisa_tunnel::{Body, Envelope, ErrorCode, MAX_FRAME_LEN};
-use desktop_node::sandbox::Limits;
-use desktop_node::scheduler::AdmissionConfig;
-use testkit::system::{System, error_of, execute, open, read_reply};
 
 /// One action runs, one waits; each browser may hold both.
 fn one_and_one() -> AdmissionConfig {

@@ -152,7 +152,7 @@ fn bin_dir() -> PathBuf {
     let mut build =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     build
-        .current_dir(testkit::guest::workspace_root())
+        .current_dir(aisa_testkit::guest::workspace_root())
         // The whole workspace's binaries, as CI's `cargo build --workspace` builds them:
         // building only these two packages would resolve features differently and
         // rebuild half the dependency tree.
@@ -664,7 +664,7 @@ struct Rig {
     quic: SocketAddr,
     cert: [u8; 32],
     dir: tempfile::TempDir,
-    _fake: testkit::provider::FakeProvider,
+    _fake: aisa_testkit::provider::FakeProvider,
 }
 
 impl Rig {
@@ -673,23 +673,23 @@ impl Rig {
     async fn start(streams: usize, words: usize, stream_timeout: Duration) -> Rig {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let bin = bin_dir();
-        let wasm = testkit::guest::hello_ai_wasm();
+        let wasm = aisa_testkit::guest::hello_ai_wasm();
         let dir = tempfile::tempdir().expect("tempdir");
-        let fake = testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
+        let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
             .await
             .expect("fake provider");
 
         // The account, on a plan whose limits the load does not reach.
         {
             std::fs::create_dir_all(dir.path().join("relay")).expect("relay dir");
-            let store = relay_edge::store::Store::open(&format!(
+            let store = aisa_relay::store::Store::open(&format!(
                 "sqlite://{}/relay/relay.db?mode=rwc",
                 dir.path().display()
             ))
             .await
             .expect("store");
             store
-                .upsert_plan(&relay_edge::store::Plan {
+                .upsert_plan(&aisa_relay::store::Plan {
                     id: "chaos".into(),
                     name: "Chaos".into(),
                     max_devices: 10,
@@ -698,7 +698,7 @@ impl Rig {
                 })
                 .await
                 .expect("plan");
-            let hash = relay_edge::auth::hash_password(PASSWORD).expect("hash");
+            let hash = aisa_relay::auth::hash_password(PASSWORD).expect("hash");
             store.create_user(EMAIL, &hash).await.expect("user");
             assert!(store.set_user_plan(EMAIL, "chaos").await.expect("plan"));
         }

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use aisa_node::sandbox::Limits;
+use aisa_testkit::system::{self, System, chunks_text, error_of, execute, open, read_reply};
 use aisa_tunnel::{Body, Envelope, ErrorCode, StreamKind};
-use desktop_node::sandbox::Limits;
-use testkit::system::{self, System, chunks_text, error_of, execute, open, read_reply};
 
 /// A request on a stream of the given kind, and its whole reply.
 async fn on_kind(system: &System, kind: StreamKind, request: Envelope) -> Vec<Envelope> {
@@ -176,7 +176,7 @@ async fn one_emit_larger_than_a_frame_arrives_whole_in_several_chunks() {
     assert!(
         pieces
             .iter()
-            .all(|&n| n <= desktop_node::action::MAX_CHUNK_TEXT)
+            .all(|&n| n <= aisa_node::action::MAX_CHUNK_TEXT)
     );
     // Chunks are numbered in order.
     let seqs: Vec<u32> = reply

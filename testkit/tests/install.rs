@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 
+use aisa_node::installer::approvals::Decision;
+use aisa_testkit::guest::hello_ai_wasm;
+use aisa_testkit::system::{System, WAIT, chunks_text, error_of, execute, open, run_action};
 use aisa_tunnel::MAX_FRAME_LEN;
 use aisa_tunnel::{Body, Envelope, ErrorCode};
-use desktop_node::installer::approvals::Decision;
-use testkit::guest::hello_ai_wasm;
-use testkit::system::{System, WAIT, chunks_text, error_of, execute, open, run_action};
 
 /// A bundle of the hello-ai module under another id and version.
 fn bundle(id: &str, version: &str, permissions: serde_json::Value) -> Vec<u8> {
@@ -182,7 +182,7 @@ async fn an_app_published_to_the_portal_installs_on_approval_and_runs() {
     assert!(message.contains("text"), "{message}");
 
     // The marketplace counted the install.
-    let metrics = relay_edge::metrics::render(&system.relay().state);
+    let metrics = aisa_relay::metrics::render(&system.relay().state);
     assert!(
         metrics
             .lines()
@@ -282,7 +282,10 @@ async fn a_bundle_changed_while_waiting_for_approval_is_refused() {
     let mut tampered = aisa_miniapp::Bundle::from_zip_bytes(&cached).unwrap();
     tampered.remove("logic.wasm");
     tampered
-        .insert("logic.wasm", testkit::system::TRAP_WAT.as_bytes().to_vec())
+        .insert(
+            "logic.wasm",
+            aisa_testkit::system::TRAP_WAT.as_bytes().to_vec(),
+        )
         .unwrap();
     std::fs::write(&request.bundle_path, tampered.to_zip_bytes()).unwrap();
 
@@ -327,7 +330,7 @@ async fn an_unknown_app_or_version_fails_clearly() {
 #[tokio::test]
 async fn a_javascript_example_app_installs_from_the_marketplace_and_streams() {
     let system = System::start_with_js().await;
-    let source = testkit::guest::workspace_root().join("examples/seo-writer");
+    let source = aisa_testkit::guest::workspace_root().join("examples/seo-writer");
     let zip = aisa_miniapp::Bundle::from_dir(&source)
         .unwrap()
         .to_zip_bytes();

@@ -6,13 +6,13 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use desktop_node::ai::{self, AiProvider, ProviderKind};
-use desktop_node::js_apps::{self, JsSources};
-use desktop_node::permissions::{Grants, UserDirs};
-use desktop_node::sandbox::{
+use aisa_node::ai::{self, AiProvider, ProviderKind};
+use aisa_node::js_apps::{self, JsSources};
+use aisa_node::permissions::{Grants, UserDirs};
+use aisa_node::sandbox::{
     ActionContext, ActionError, Limits, LoadedModule, Sandbox, SandboxConfig,
 };
-use testkit::provider::{self, FakeProvider};
+use aisa_testkit::provider::{self, FakeProvider};
 use tokio::sync::mpsc;
 
 /// One sandbox and the runtime loaded into it, shared by every test in this binary.
@@ -22,11 +22,11 @@ fn runtime() -> &'static (Sandbox, LoadedModule) {
     static LOADED: OnceLock<(Sandbox, LoadedModule)> = OnceLock::new();
     LOADED.get_or_init(|| {
         let sandbox = Sandbox::with_config(SandboxConfig {
-            cache_dir: Some(testkit::guest::workspace_root().join("target/guest/compiled")),
+            cache_dir: Some(aisa_testkit::guest::workspace_root().join("target/guest/compiled")),
             ..SandboxConfig::default()
         })
         .expect("sandbox");
-        let module = js_apps::load_runtime(&sandbox, testkit::guest::js_runtime_wasm())
+        let module = js_apps::load_runtime(&sandbox, aisa_testkit::guest::js_runtime_wasm())
             .expect("the JS runtime loads: it imports only the host API");
         (sandbox, module)
     })

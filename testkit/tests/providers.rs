@@ -5,9 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use desktop_node::ai::{self, AiError, GenerateRequest, ProviderKind};
+use aisa_node::ai::{self, AiError, GenerateRequest, ProviderKind};
+use aisa_testkit::provider::{self, FakeProvider};
 use futures_util::StreamExt;
-use testkit::provider::{self, FakeProvider};
 
 const KEY: &str = "test-key";
 

@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
-use desktop_node::permissions::Grants;
-use desktop_node::sandbox::{ActionContext, LoadedModule, Sandbox};
-use testkit::fakes::NoAi;
+use aisa_node::permissions::Grants;
+use aisa_node::sandbox::{ActionContext, LoadedModule, Sandbox};
+use aisa_testkit::fakes::NoAi;
 use tokio::sync::mpsc;
 
 /// Builds `examples/notes` for wasm32 as `scripts/build-guests.sh` builds hello-ai.
 fn notes_wasm() -> PathBuf {
-    let root = testkit::guest::workspace_root();
+    let root = aisa_testkit::guest::workspace_root();
     let target_dir = root.join("target/guest");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)

@@ -7,10 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+use aisa_node::sandbox::Limits;
+use aisa_testkit::system::{System, error_of, execute, open, read_reply};
 use aisa_tunnel::io::read_frame;
 use aisa_tunnel::{Body, Envelope, ErrorCode, MAX_FRAME_LEN, StreamKind};
-use desktop_node::sandbox::Limits;
-use testkit::system::{System, error_of, execute, open, read_reply};
 
 /// How long a normal request may take while the hostile guests run.
 const PROMPT: Duration = Duration::from_millis(50);

@@ -5,12 +5,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use aisa_node::node;
+use aisa_node::sandbox::Sandbox;
+use aisa_testkit::provider;
+use aisa_testkit::system::*;
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, ErrorCode, MAX_FRAME_LEN};
-use desktop_node::node;
-use desktop_node::sandbox::Sandbox;
-use testkit::provider;
-use testkit::system::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn action_streams_model_output_through_the_relay() {
@@ -68,7 +68,7 @@ async fn refusals_are_clear_errors() {
     let bob = store
         .create_user(
             "bob@example.com",
-            &relay_edge::auth::hash_password(PASSWORD).expect("hash"),
+            &aisa_relay::auth::hash_password(PASSWORD).expect("hash"),
         )
         .await
         .expect("bob");
@@ -140,7 +140,7 @@ async fn refusals_are_clear_errors() {
 
 fn expired_token(system: &System) -> String {
     // Same key, expiry in the past.
-    let keys = relay_edge::auth::TokenKeys::new(
+    let keys = aisa_relay::auth::TokenKeys::new(
         &std::fs::read_to_string(system.data_dir.path().join("jwt-secret"))
             .ok()
             .and_then(|h| hex_decode(h.trim()))
@@ -389,7 +389,7 @@ async fn the_node_reconnects_after_a_relay_restart() {
     let relay = system.relay.take().expect("relay");
     relay.shutdown(Duration::from_secs(2)).await;
     system.wait_online(false).await;
-    let restarted = relay_edge::start(relay_config(
+    let restarted = aisa_relay::start(relay_config(
         system.data_dir.path(),
         port,
         system.database_url.clone(),
@@ -623,7 +623,7 @@ async fn plan_limits_give_clear_errors_and_usage_is_reported() {
     let system = System::start().await;
     let store = &system.relay().state.store;
     store
-        .upsert_plan(&relay_edge::store::Plan {
+        .upsert_plan(&aisa_relay::store::Plan {
             id: "tiny".into(),
             name: "Tiny".into(),
             max_devices: 2,
@@ -881,7 +881,7 @@ async fn metrics_health_and_readiness_are_served() {
     // default); the page is what that listener serves.
     let (status, _) = get("/metrics").await;
     assert_eq!(status, 404);
-    let metrics = relay_edge::metrics::render(&system.relay().state);
+    let metrics = aisa_relay::metrics::render(&system.relay().state);
     for line in [
         "aisa_relay_connected_devices 1",
         "aisa_relay_open_streams 0",

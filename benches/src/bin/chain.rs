@@ -2,7 +2,7 @@
 //! → desktop-node → example mini-app in wasmtime (→ the local OpenAI-format provider) →
 //! streamed chunks back.
 //!
-//! `cargo run --release -p benches --bin chain` prints:
+//! `cargo run --release -p aisa-benches --bin chain` prints:
 //! * time from sending a request on an open session to its first chunk, p50 / p99,
 //!   for the echo action (no model) and the write action (through the provider);
 //! * chunks per second and MiB/s for one long streamed answer (echo, no model);
@@ -11,11 +11,11 @@
 
 use std::time::{Duration, Instant};
 
+use aisa_benches::percentile;
+use aisa_node::sandbox::Limits;
+use aisa_testkit::system::{System, execute, open};
 use aisa_tunnel::io::read_frame;
 use aisa_tunnel::{Body, Envelope, MAX_FRAME_LEN};
-use benches::percentile;
-use desktop_node::sandbox::Limits;
-use testkit::system::{System, execute, open};
 
 const ROUNDS: usize = 300;
 const LONG_WORDS: usize = 50_000;

@@ -7,7 +7,7 @@
 //! 4. relay RSS per idle connected desktop, with 10,000 desktops connected.
 //!
 //! ```text
-//! cargo build --release -p relay-edge -p benches
+//! cargo build --release -p aisa-relay -p aisa-benches
 //! target/release/relay-bench            # RELAY_BIN, DESKTOPS, MIB override the defaults
 //! ```
 //!
@@ -20,10 +20,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aisa_benches::percentile;
+use aisa_relay::store::{Plan, Store};
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, Hello, MAX_FRAME_LEN, OpenHeader, RelayHeader, StreamKind};
-use benches::percentile;
-use relay_edge::store::{Plan, Store};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const ECHO_ROUNDS: usize = 2000;
@@ -77,7 +77,7 @@ async fn main() {
             .create_device(
                 &user.id,
                 &format!("d{i}"),
-                &relay_edge::auth::hash_device_token(&token),
+                &aisa_relay::auth::hash_device_token(&token),
             )
             .await
             .expect("device");
@@ -103,7 +103,7 @@ async fn main() {
         .kill_on_drop(true)
         .spawn()
         .unwrap_or_else(|e| {
-            panic!("{relay_bin}: {e}; build it with cargo build --release -p relay-edge")
+            panic!("{relay_bin}: {e}; build it with cargo build --release -p aisa-relay")
         });
     let pid = relay.id().expect("pid");
     let mut line = String::new();
@@ -128,7 +128,7 @@ async fn main() {
             .trim(),
     )
     .expect("hex");
-    let jwt = relay_edge::auth::TokenKeys::new(&secret, 3600)
+    let jwt = aisa_relay::auth::TokenKeys::new(&secret, 3600)
         .issue(&user.id, &user.email)
         .expect("jwt");
     println!("relay-edge pid {pid} on udp {quic}");
@@ -156,7 +156,7 @@ async fn main() {
     let direct_client = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("endpoint");
     let direct = direct_client
         .connect_with(
-            desktop_node::node::client_config(Some(direct_cert)),
+            aisa_node::node::client_config(Some(direct_cert)),
             direct_addr,
             "localhost",
         )
@@ -265,7 +265,7 @@ async fn connect_desktop(
 ) -> quinn::Connection {
     let conn = endpoint
         .connect_with(
-            desktop_node::node::client_config(Some(cert)),
+            aisa_node::node::client_config(Some(cert)),
             relay,
             "localhost",
         )
@@ -334,7 +334,7 @@ async fn serve_streams(conn: quinn::Connection, relayed: bool) {
 
 /// A quinn server in this process playing the desktop for the direct baseline.
 async fn direct_server() -> (SocketAddr, [u8; 32]) {
-    let identity = relay_edge::cert::generate_dev(time_now(), "localhost").expect("cert");
+    let identity = aisa_relay::cert::generate_dev(time_now(), "localhost").expect("cert");
     let hash = identity.sha256();
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

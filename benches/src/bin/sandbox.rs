@@ -3,7 +3,7 @@
 //! module), one at a time and 80 at once.
 //!
 //! ```text
-//! cargo run --release -p benches --bin sandbox
+//! cargo run --release -p aisa-benches --bin sandbox
 //! ```
 //!
 //! Then JavaScript mini-apps: the QuickJS runtime guest (`runtimes/js`) with a JS app's
@@ -14,12 +14,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use benches::percentile;
-use desktop_node::ai::AiProvider;
-use desktop_node::js_apps::{self, JsSources};
-use desktop_node::permissions::Grants;
-use desktop_node::sandbox::{ActionContext, Sandbox, SandboxConfig};
-use testkit::fakes::{NoAi, ScriptedAi};
+use aisa_benches::percentile;
+use aisa_node::ai::AiProvider;
+use aisa_node::js_apps::{self, JsSources};
+use aisa_node::permissions::Grants;
+use aisa_node::sandbox::{ActionContext, Sandbox, SandboxConfig};
+use aisa_testkit::fakes::{NoAi, ScriptedAi};
 use tokio::sync::mpsc;
 
 const ROUNDS: usize = 20_000;
@@ -52,7 +52,7 @@ const JS_ROUNDS: usize = 2_000;
 #[tokio::main]
 async fn main() {
     let sandbox = Sandbox::new().expect("sandbox");
-    let hello = std::fs::read(testkit::guest::hello_ai_wasm()).expect("hello_ai.wasm");
+    let hello = std::fs::read(aisa_testkit::guest::hello_ai_wasm()).expect("hello_ai.wasm");
     let ai: Arc<dyn AiProvider> = Arc::new(NoAi);
     let home = std::env::temp_dir().join("aisa-sandbox-bench");
     let ctx = ActionContext::new("bench", "0.1.0", home, ai);
@@ -131,7 +131,7 @@ async fn js_apps() {
         cache_dir: Some(cache),
         ..SandboxConfig::default()
     };
-    let wasm = testkit::guest::js_runtime_wasm();
+    let wasm = aisa_testkit::guest::js_runtime_wasm();
     // Warm the compiled-module cache, then load as a node starting up would.
     let warm = Sandbox::with_config(config.clone()).expect("sandbox");
     js_apps::load_runtime(&warm, wasm).expect("load the JS runtime");
@@ -148,7 +148,7 @@ async fn js_apps() {
         bot_logic: "export function echo(payload, context) { context.emit(payload.text); }".into(),
         tools: None,
     };
-    let seo = JsSources::read(&testkit::guest::workspace_root().join("examples/seo-writer"))
+    let seo = JsSources::read(&aisa_testkit::guest::workspace_root().join("examples/seo-writer"))
         .expect("examples/seo-writer");
     let seo_payload =
         serde_json::json!({"topic": "home espresso", "keywords": ["grinder"], "tone": "friendly"});

@@ -2,7 +2,7 @@
 //! figure, on the whole chain over loopback (wtransport client → relay-edge →
 //! desktop-node → hello-ai's `echo` in wasmtime).
 //!
-//! `cargo run --release -p benches --bin starvation` prints, for the idle node and for
+//! `cargo run --release -p aisa-benches --bin starvation` prints, for the idle node and for
 //! the node running `2 × CPUs` guests that loop until their time limit:
 //! * a normal action's request → first chunk, p50 / p99 / max;
 //! * GET_STATUS on a Control stream, request → DEVICE_STATUS, p50 / p99 / max.
@@ -12,11 +12,11 @@
 
 use std::time::{Duration, Instant};
 
+use aisa_benches::percentile;
+use aisa_node::sandbox::Limits;
+use aisa_testkit::system::{System, execute, open};
 use aisa_tunnel::io::read_frame;
 use aisa_tunnel::{Body, Envelope, MAX_FRAME_LEN, StreamKind};
-use benches::percentile;
-use desktop_node::sandbox::Limits;
-use testkit::system::{System, execute, open};
 
 #[tokio::main]
 async fn main() {

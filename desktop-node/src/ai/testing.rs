@@ -1,5 +1,5 @@
 //! Fake providers for tests and benchmarks (compiled for this crate's own tests, and for
-//! other crates with the `test-utils` feature; `testkit::fakes` re-exports them).
+//! other crates with the `test-utils` feature; `aisa_testkit::fakes` re-exports them).
 
 use std::time::Duration;
 

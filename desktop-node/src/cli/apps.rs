@@ -6,15 +6,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aisa_miniapp::AppId;
+use aisa_node::apps::{self, AppInfo};
+use aisa_node::config::Home;
+use aisa_node::installer::approvals::Decision;
+use aisa_node::installer::layout::ApprovedPermissions;
+use aisa_node::installer::market::Market;
+use aisa_node::installer::{Fetched, Installer};
+use aisa_node::sandbox::Sandbox;
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use desktop_node::apps::{self, AppInfo};
-use desktop_node::config::Home;
-use desktop_node::installer::approvals::Decision;
-use desktop_node::installer::layout::ApprovedPermissions;
-use desktop_node::installer::market::Market;
-use desktop_node::installer::{Fetched, Installer};
-use desktop_node::sandbox::Sandbox;
 
 /// `desktop-node apps …`.
 #[derive(Subcommand)]
@@ -223,7 +223,7 @@ fn installer(home: &Home, online: bool) -> anyhow::Result<Installer> {
 /// cannot be opened.
 fn device_token(home: &Home) -> Option<String> {
     let token = crate::cli::keys::with_store(home, |store| {
-        Ok(store.get(desktop_node::secrets::DEVICE_TOKEN)?)
+        Ok(store.get(aisa_node::secrets::DEVICE_TOKEN)?)
     });
     match token {
         Ok(Some(token)) => Some(String::from_utf8_lossy(&token).trim().to_owned()),

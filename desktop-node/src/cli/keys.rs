@@ -6,12 +6,12 @@
 
 use std::io::Read;
 
-use anyhow::{Context, bail};
-use clap::Subcommand;
-use desktop_node::config::Home;
-use desktop_node::secrets::{
+use aisa_node::config::Home;
+use aisa_node::secrets::{
     self, DEVICE_TOKEN, EnvOrPrompt, IDENTITY_KEY, SecretStore, Zeroizing, provider_key_name,
 };
+use anyhow::{Context, bail};
+use clap::Subcommand;
 
 /// `desktop-node keys …`
 #[derive(Subcommand)]

@@ -1,11 +1,11 @@
 //! `desktop-node pair` and `desktop-node browsers list|revoke`: which browsers may send
-//! this desktop end-to-end encrypted actions (see `desktop_node::e2e`).
+//! this desktop end-to-end encrypted actions (see `aisa_node::e2e`).
 
+use aisa_node::config::Home;
+use aisa_node::e2e::{self, PAIR_SECRET, PAIR_TTL_SECS};
+use aisa_node::secrets::{IDENTITY_KEY, Zeroizing};
 use anyhow::Context;
 use clap::Subcommand;
-use desktop_node::config::Home;
-use desktop_node::e2e::{self, PAIR_SECRET, PAIR_TTL_SECS};
-use desktop_node::secrets::{IDENTITY_KEY, Zeroizing};
 
 use crate::cli::keys;
 

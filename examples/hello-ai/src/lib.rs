@@ -5,9 +5,9 @@
 //!   streams the answer as it arrives.
 //! * `echo` `{"text": "…"}`: streams the text back word by word, without the model.
 //!
-//! It uses the guest SDK (`aisapp-guest`), which speaks the host ABI `aisapp_v1`.
+//! It uses the guest SDK (`aisa-guest`), which speaks the host ABI `aisapp_v1`.
 
-use aisapp_guest::ai;
+use aisa_guest::ai;
 use serde::Deserialize;
 
 /// The input the host passes to the action.
@@ -66,7 +66,7 @@ pub fn plan(input: &str) -> Result<Plan, String> {
 /// Runs an action: the mini-app's entry point.
 pub fn run(input: &str) -> Result<(), String> {
     match plan(input)? {
-        Plan::Emit(pieces) => pieces.iter().for_each(|p| aisapp_guest::emit(p)),
+        Plan::Emit(pieces) => pieces.iter().for_each(|p| aisa_guest::emit(p)),
         Plan::Generate { system, prompt } => {
             let request = ai::Request {
                 system: Some(system),
@@ -74,19 +74,19 @@ pub fn run(input: &str) -> Result<(), String> {
                 ..ai::Request::new(prompt)
             };
             for text in ai::generate(&request)? {
-                aisapp_guest::emit(&text?);
+                aisa_guest::emit(&text?);
             }
         }
     }
     Ok(())
 }
 
-aisapp_guest::entry!(run);
+aisa_guest::entry!(run);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aisapp_guest::testing;
+    use aisa_guest::testing;
 
     #[test]
     fn write_streams_the_models_answer() {

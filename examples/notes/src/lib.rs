@@ -1,5 +1,5 @@
 //! `notes`: an example mini-app that uses the permissioned host API from Rust, through the
-//! guest SDK (`aisapp-guest`). It needs no AI.
+//! guest SDK (`aisa-guest`). It needs no AI.
 //!
 //! Actions:
 //! * `add` `{"text": "…"}`: keeps a note in the app's storage (it survives across
@@ -13,7 +13,7 @@
 //!
 //! A refused file access is reported to the person with the host's message.
 
-use aisapp_guest::{HostError, emit, env, fs, storage, tools};
+use aisa_guest::{HostError, emit, env, fs, storage, tools};
 use serde_json::Value;
 
 /// The storage key of the notes (a JSON array of strings).
@@ -97,12 +97,12 @@ pub fn run(input: &str) -> Result<(), String> {
     Ok(())
 }
 
-aisapp_guest::entry!(run);
+aisa_guest::entry!(run);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aisapp_guest::testing;
+    use aisa_guest::testing;
 
     #[test]
     fn notes_survive_and_export_and_import_use_files() {

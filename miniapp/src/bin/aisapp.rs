@@ -219,7 +219,7 @@ fn new(name: &str, kind: KindArg, dir: Option<PathBuf>) -> Result<()> {
         Kind::Rust => {
             if sdk.is_none() {
                 println!(
-                    "note: point the aisapp-guest dependency in Cargo.toml at the SDK (sdk/rust)"
+                    "note: point the aisa-guest dependency in Cargo.toml at the SDK (sdk/rust)"
                 );
             }
             println!(

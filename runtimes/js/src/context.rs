@@ -11,7 +11,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use aisapp_guest::Level;
+use aisa_guest::Level;
 use rquickjs::function::{Opt, Rest, This};
 use rquickjs::{Coerced, Ctx, Exception, Function, Object, Promise, Result, Symbol, Value};
 
@@ -25,7 +25,7 @@ pub fn make<'js>(ctx: &Ctx<'js>, tools_js: Option<&Object<'js>>) -> Result<Objec
         "emit",
         Function::new(ctx.clone(), |ctx: Ctx<'js>, text: Opt<Value<'js>>| {
             let text = text.0.unwrap_or_else(|| Value::new_undefined(ctx.clone()));
-            aisapp_guest::emit(&show(&ctx, &text));
+            aisa_guest::emit(&show(&ctx, &text));
         })?,
     )?;
     let ai = Object::new(ctx.clone())?;
@@ -72,7 +72,7 @@ pub fn console<'js>(ctx: &Ctx<'js>) -> Result<Object<'js>> {
             name,
             Function::new(ctx.clone(), move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
                 let text: Vec<String> = args.0.iter().map(|v| show(&ctx, v)).collect();
-                aisapp_guest::log(level, &text.join(" "));
+                aisa_guest::log(level, &text.join(" "));
             })?,
         )?;
     }

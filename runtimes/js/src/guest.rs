@@ -1,11 +1,11 @@
-//! The wasm side: the ABI entry (through `aisapp_guest::entry!`), the module loader, the
+//! The wasm side: the ABI entry (through `aisa_guest::entry!`), the module loader, the
 //! action driver (run QuickJS's job queue until the action's promise settles), and the
 //! host calls `context` (in `context.rs`) is made of.
 
 use std::cell::RefCell;
 
-use aisapp_guest::ai::{Generation, Request};
-use aisapp_guest::emit;
+use aisa_guest::ai::{Generation, Request};
+use aisa_guest::emit;
 use rquickjs::context::intrinsic;
 use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::Declared;
@@ -129,7 +129,7 @@ fn run(input: &str) -> Result<(), String> {
     })
 }
 
-aisapp_guest::entry!(run);
+aisa_guest::entry!(run);
 
 /// Starts a model generation (`ai_generate`) for the request JSON; returns its handle.
 pub(crate) fn ai_generate(ctx: &Ctx<'_>, request: &str) -> rquickjs::Result<i32> {
@@ -139,7 +139,7 @@ pub(crate) fn ai_generate(ctx: &Ctx<'_>, request: &str) -> rquickjs::Result<i32>
     ask.system = request["system"].as_str().map(str::to_owned);
     ask.max_tokens = request["max_tokens"].as_u64().map(|n| n as u32);
     let generation =
-        aisapp_guest::ai::generate(&ask).map_err(|e| Exception::throw_message(ctx, &e))?;
+        aisa_guest::ai::generate(&ask).map_err(|e| Exception::throw_message(ctx, &e))?;
     GENERATIONS.with(|g| {
         let mut g = g.borrow_mut();
         g.push(Some(generation));

@@ -8,12 +8,12 @@
 //! fn run(input: &str) -> Result<(), String> {
 //!     let input: serde_json::Value = serde_json::from_str(input).map_err(|e| e.to_string())?;
 //!     let topic = input["payload"]["topic"].as_str().ok_or("topic missing")?;
-//!     for text in aisapp_guest::ai::generate(&aisapp_guest::ai::Request::new(format!("About {topic}")))? {
-//!         aisapp_guest::emit(&text?);
+//!     for text in aisa_guest::ai::generate(&aisa_guest::ai::Request::new(format!("About {topic}")))? {
+//!         aisa_guest::emit(&text?);
 //!     }
 //!     Ok(())
 //! }
-//! aisapp_guest::entry!(run);
+//! aisa_guest::entry!(run);
 //! ```
 //!
 //! On other targets (your tests), [`emit`] collects output that [`testing::take_output`]
