@@ -191,7 +191,7 @@ async fn read_hello(
                     }
                 }
             }
-            Ok(Ok(None)) => return Err(Refusal::HeaderMissing { what: "HELLO" }),
+            Ok(Ok(None)) => return Err(control.finish()),
             Ok(Err(err)) => return Err(Refusal::Transport(err.to_string())),
         }
     }

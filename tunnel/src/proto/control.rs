@@ -314,6 +314,17 @@ impl RelayControl {
         (!self.out.is_empty()).then(|| std::mem::take(&mut self.out))
     }
 
+    /// The desktop ended the control stream. Before the HELLO that is a refusal (cut
+    /// inside the HELLO's frame, or missing); after it, the connection is simply over.
+    pub fn finish(&self) -> Refusal {
+        match &self.state {
+            RelayState::AwaitHello(reader) => reader.finish(),
+            _ => Refusal::EndedEarly {
+                when: "(the desktop closed its control stream)",
+            },
+        }
+    }
+
     fn answer(&mut self) -> Result<Vec<ControlEvent>, Refusal> {
         let mut events = Vec::new();
         if !matches!(self.state, RelayState::Serving) {
@@ -479,6 +490,17 @@ mod tests {
                 message: "only PING is accepted on the control stream".into()
             }
         );
+    }
+
+    #[test]
+    fn a_hello_cut_mid_frame_is_told_apart_from_a_missing_one() {
+        let t0 = Instant::now();
+        let relay = RelayControl::new(t0);
+        assert_eq!(relay.finish().reason(), "header_missing");
+        let mut relay = RelayControl::new(t0);
+        relay.receive(&[0, 0, 0, 9, 1]).unwrap();
+        assert_eq!(relay.finish().reason(), "malformed_frame");
+        assert!(relay.finish().to_string().contains("mid-frame"));
     }
 
     #[test]
