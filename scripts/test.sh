@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The one check command, for developers and CI alike: installs what the tests need,
-# then formatting, lints, the Rust tests (the system tests twice: on SQLite and on a
-# PostgreSQL server it starts on loopback), a fuzz smoke of every target, the TypeScript
-# checks and unit tests, and the end-to-end test in real Chromium.
+# The one check command, for developers and CI alike: installs what the tests need
+# (scripts/prereqs.sh), then formatting, lints, the Rust tests (the system tests twice:
+# on SQLite and on a PostgreSQL server it starts on loopback), a fuzz smoke of every
+# target, the TypeScript checks and unit tests, and the browser tests in real Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -52,5 +52,5 @@ npm run check
 npm run build
 npm test
 
-step "end to end in Chromium"
-npx vitest run test/browser
+step "browser tests in Chromium"
+npm run test:browser
