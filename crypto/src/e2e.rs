@@ -26,11 +26,12 @@
 //! or carry the bytes (the tunnel does).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 
-use hpke::aead::{AeadCtxR, AeadCtxS, ChaCha20Poly1305};
+use hpke::aead::{AeadCtxS, ChaCha20Poly1305};
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
-use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+use hpke::{Deserializable, OpModeS, Serializable};
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -196,15 +197,28 @@ impl ChunkKeys {
         Nonce::assume_unique_for_key(n)
     }
 
-    fn open(&self, counter: u64, last: bool, ct: &[u8]) -> Option<Vec<u8>> {
+    /// Opens `ct` (data then tag) in place; the data on success. On failure `ct` is left
+    /// unspecified (ring clears it).
+    fn open_in_place<'b>(
+        &self,
+        counter: u64,
+        last: bool,
+        ct: &'b mut [u8],
+    ) -> Option<&'b mut [u8]> {
         let aad = if last { FINAL_AAD } else { b"" };
-        let (body, tag) = ct.split_at_checked(ct.len().checked_sub(16)?)?;
-        let tag = Tag::try_from(tag).ok()?;
-        let mut data = body.to_vec();
+        let at = ct.len().checked_sub(16)?;
+        let (body, tag) = ct.split_at_mut(at);
+        let tag = Tag::try_from(&tag[..]).ok()?;
         self.aead
-            .open_in_place_separate_tag(self.nonce(counter), Aad::from(aad), tag, &mut data, 0..)
+            .open_in_place_separate_tag(self.nonce(counter), Aad::from(aad), tag, body, 0..)
             .ok()?;
-        Some(data)
+        Some(body)
+    }
+
+    /// Whether `ct` opens at `counter`, leaving `ct` as it was (on a copy).
+    fn opens_at(&self, counter: u64, last: bool, ct: &[u8]) -> bool {
+        self.open_in_place(counter, last, &mut ct.to_vec())
+            .is_some()
     }
 }
 
@@ -231,7 +245,7 @@ pub struct ResponseSealer {
 /// The desktop's side of the browser's later messages on a stream: opens sealed control
 /// messages (CANCEL) in order.
 pub struct ControlOpener {
-    ctx: AeadCtxR<Aead, Kdf, Kem>,
+    ctx: ReceiverContext,
 }
 
 impl std::fmt::Debug for ResponseOpener {
@@ -267,8 +281,46 @@ impl ResponseSealer {
 
     /// Seals the next chunk as one frame body; `last` marks the final one. The first
     /// frame starts with [`FRAME_START`] and the responder's nonce. After the final chunk
-    /// nothing more may be sealed.
+    /// nothing more may be sealed. [`ResponseSealer::seal_chunk_into`] writes the whole
+    /// tunnel frame into a reused buffer instead.
     pub fn seal_chunk(&mut self, data: &[u8], last: bool) -> Result<Vec<u8>, E2eError> {
+        let mut out = Vec::with_capacity(START_OVERHEAD + CHUNK_OVERHEAD + data.len());
+        self.seal_body_into(&mut out, data, last)?;
+        Ok(out)
+    }
+
+    /// Appends the next chunk to `out` as one whole tunnel frame, ready to write to the
+    /// stream as is: the frame's length prefix (u32 big-endian, `aisa_tunnel` framing),
+    /// then the frame body [`ResponseSealer::seal_chunk`] returns, the data encrypted in
+    /// place in `out` (one copy of the data, no allocation once `out` has grown). The
+    /// bytes are those of `write_frame(seal_chunk(data, last))`. On an error `out` is
+    /// left as it was.
+    pub fn seal_chunk_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        data: &[u8],
+        last: bool,
+    ) -> Result<(), E2eError> {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        if let Err(e) = self.seal_body_into(out, data, last) {
+            out.truncate(start);
+            return Err(e);
+        }
+        // At most MAX_FRAME (checked in seal_body_into), so it fits a u32.
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        Ok(())
+    }
+
+    /// Appends the next chunk's frame body to `out`: header, the data encrypted in
+    /// place, then the tag.
+    fn seal_body_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        data: &[u8],
+        last: bool,
+    ) -> Result<(), E2eError> {
         if self.done {
             return Err(E2eError::AfterFinal);
         }
@@ -276,29 +328,28 @@ impl ResponseSealer {
             return Err(E2eError::TooLarge);
         }
         let aad = if last { FINAL_AAD } else { b"" };
-        // One allocation: header, then the data encrypted in place, then the tag.
-        let mut out = Vec::with_capacity(START_OVERHEAD + CHUNK_OVERHEAD + data.len());
+        let start = out.len();
+        out.reserve(START_OVERHEAD + CHUNK_OVERHEAD + data.len());
         if self.next == 0 {
             out.push(FRAME_START);
             out.extend_from_slice(&self.response_nonce);
         }
-        let at = out.len();
         out.push(if last { FRAME_FINAL } else { FRAME_CHUNK });
         out.extend_from_slice(&((data.len() + 16) as u32).to_be_bytes());
+        let at = out.len();
         out.extend_from_slice(data);
-        let tag = self
-            .keys
-            .aead
-            .seal_in_place_separate_tag(
-                self.keys.nonce(self.next),
-                Aad::from(aad),
-                &mut out[at + 5..],
-            )
-            .map_err(|_| E2eError::TooLarge)?;
+        let Ok(tag) = self.keys.aead.seal_in_place_separate_tag(
+            self.keys.nonce(self.next),
+            Aad::from(aad),
+            &mut out[at..],
+        ) else {
+            out.truncate(start);
+            return Err(E2eError::TooLarge);
+        };
         out.extend_from_slice(tag.as_ref());
         self.next += 1;
         self.done = last;
-        Ok(out)
+        Ok(())
     }
 
     /// Whether the final chunk was sealed.
@@ -314,7 +365,7 @@ impl ControlOpener {
     pub fn open(&mut self, frame: &[u8]) -> Result<Vec<u8>, E2eError> {
         self.ctx
             .open(frame, CONTROL_AAD)
-            .map_err(|_| E2eError::ControlRejected)
+            .ok_or(E2eError::ControlRejected)
     }
 }
 
@@ -374,57 +425,99 @@ impl ResponseOpener {
 
     /// Opens one sealed frame (as [`ResponseSealer::seal_chunk`] made it) and returns its
     /// data and whether it was the final chunk. The first frame must start with
-    /// [`FRAME_START`] and the responder's nonce; no later one may.
+    /// [`FRAME_START`] and the responder's nonce; no later one may. A chunk that opens at
+    /// a nearby position instead is [`E2eError::OutOfOrder`].
     pub fn open_chunk(&mut self, frame: &[u8]) -> Result<(Vec<u8>, bool), E2eError> {
+        let (fresh, at, last) = self.parse_chunk(frame)?;
+        let keys = fresh
+            .as_ref()
+            .or(self.keys.as_ref())
+            .ok_or(E2eError::Malformed)?;
+        let mut data = frame[at + 5..].to_vec();
+        let Some(n) = keys
+            .open_in_place(self.next, last, &mut data)
+            .map(|d| d.len())
+        else {
+            return Err(self.probe(keys, last, &frame[at + 5..]));
+        };
+        data.truncate(n);
+        self.accept(fresh, last);
+        Ok((data, last))
+    }
+
+    /// [`ResponseOpener::open_chunk`] without a copy: decrypts the frame body in place and
+    /// returns the data, a part of `frame`. After a failure `frame`'s bytes are
+    /// unspecified, so a chunk that does not open is [`E2eError::ChunkRejected`] whether
+    /// it was altered or reordered (`open_chunk` tells the two apart).
+    pub fn open_chunk_in_place<'f>(
+        &mut self,
+        frame: &'f mut [u8],
+    ) -> Result<(&'f mut [u8], bool), E2eError> {
+        let (fresh, at, last) = self.parse_chunk(frame)?;
+        let keys = fresh
+            .as_ref()
+            .or(self.keys.as_ref())
+            .ok_or(E2eError::Malformed)?;
+        let data = keys
+            .open_in_place(self.next, last, &mut frame[at + 5..])
+            .ok_or(E2eError::ChunkRejected)?;
+        self.accept(fresh, last);
+        Ok((data, last))
+    }
+
+    /// Checks a sealed frame's layout: the keys it brings (the first frame's), where its
+    /// chunk starts, and whether it is the final one.
+    fn parse_chunk(&self, frame: &[u8]) -> Result<(Option<ChunkKeys>, usize, bool), E2eError> {
         if self.done {
             return Err(E2eError::AfterFinal);
         }
         // The first frame's keys are kept only once that frame authenticates, so a forged
         // first frame leaves no state behind and the genuine one still opens.
-        let (fresh, chunk) = match (frame.first().copied(), self.keys.is_some()) {
+        let (fresh, at) = match (frame.first().copied(), self.keys.is_some()) {
             (Some(FRAME_START), false) => {
                 let nonce: [u8; RESPONSE_NONCE_LEN] = frame
                     .get(1..START_OVERHEAD)
                     .and_then(|n| n.try_into().ok())
                     .ok_or(E2eError::Malformed)?;
-                let chunk = &frame[START_OVERHEAD..];
                 (
                     Some(ChunkKeys::derive(&self.secret, &self.enc, &nonce)),
-                    chunk,
+                    START_OVERHEAD,
                 )
             }
-            (Some(FRAME_CHUNK | FRAME_FINAL), true) => (None, frame),
+            (Some(FRAME_CHUNK | FRAME_FINAL), true) => (None, 0),
             (Some(FRAME_PLAIN), true) => return Err(E2eError::Unsealed),
             _ => return Err(E2eError::Malformed),
         };
+        let chunk = &frame[at..];
         match chunk_len(chunk)? {
             Some(n) if n == chunk.len() => {}
             _ => return Err(E2eError::Malformed),
         }
-        let last = chunk[0] == FRAME_FINAL;
-        let ct = &chunk[5..];
-        let Some(keys) = fresh.as_ref().or(self.keys.as_ref()) else {
-            return Err(E2eError::Malformed);
-        };
-        if let Some(data) = keys.open(self.next, last, ct) {
-            if fresh.is_some() {
-                self.keys = fresh;
-            }
-            self.next += 1;
-            self.done = last;
-            return Ok((data, last));
+        Ok((fresh, at, chunk[0] == FRAME_FINAL))
+    }
+
+    /// A chunk opened: keep the first frame's keys, move on.
+    fn accept(&mut self, fresh: Option<ChunkKeys>, last: bool) {
+        if fresh.is_some() {
+            self.keys = fresh;
         }
-        // Not at this position: if it opens at a nearby one, say it was reordered.
+        self.next += 1;
+        self.done = last;
+    }
+
+    /// Why `ct` did not open at the expected position: if it opens at a nearby one, it
+    /// was reordered.
+    fn probe(&self, keys: &ChunkKeys, last: bool, ct: &[u8]) -> E2eError {
         let lo = self.next.saturating_sub(REORDER_PROBE);
         for found in lo..self.next + REORDER_PROBE {
-            if found != self.next && keys.open(found, last, ct).is_some() {
-                return Err(E2eError::OutOfOrder {
+            if found != self.next && keys.opens_at(found, last, ct) {
+                return E2eError::OutOfOrder {
                     expected: self.next,
                     found,
-                });
+                };
             }
         }
-        Err(E2eError::ChunkRejected)
+        E2eError::ChunkRejected
     }
 
     /// Call at the end of the stream: refuses a response that never sent its final chunk
@@ -715,34 +808,244 @@ pub fn open_request_with_response_nonce(
     guard: &mut ReplayGuard,
     response_nonce: &[u8; RESPONSE_NONCE_LEN],
 ) -> Result<OpenedRequest, E2eError> {
-    let header = request_header(sealed)?;
-    guard.check(&header, now_unix)?;
-    let sk_r = private_key(desktop_sk)?;
-    let pk_s = public_key(browser_pk)?;
-    let enc = <Kem as hpke::Kem>::EncappedKey::from_bytes(&header.enc)
-        .map_err(|_| E2eError::Malformed)?;
-    let mut ctx =
-        hpke::setup_receiver::<Aead, Kdf, Kem>(&OpModeR::Auth(pk_s), &sk_r, &enc, &full_info(info))
-            .map_err(|_| E2eError::RequestRejected)?;
-    let request = ctx
-        .open(&sealed[REQUEST_HEADER_LEN..], &request_aad(header.ts))
-        .map_err(|_| E2eError::RequestRejected)?;
-    // Only a request that authenticated is remembered, so forgeries cannot fill the cache.
-    guard.remember(&header);
-    let mut secret = Zeroizing::new([0u8; 32]);
-    let _ = ctx.export(EXPORT_LABEL, secret.as_mut());
-    let sealer = ResponseSealer {
-        keys: ChunkKeys::derive(&secret, &header.enc, response_nonce),
-        response_nonce: *response_nonce,
-        next: 0,
-        done: false,
+    Recipient::new(desktop_sk).open_with_response_nonce(
+        browser_pk,
+        info,
+        sealed,
+        now_unix,
+        guard,
+        response_nonce,
+    )
+}
+
+/// RFC 9180's suite ids: the KEM's (DHKEM(X25519, HKDF-SHA256) = 0x0020) and the whole
+/// suite's (KEM 0x0020, KDF HKDF-SHA256 = 0x0001, AEAD ChaCha20-Poly1305 = 0x0003).
+const KEM_SUITE: &[u8] = b"KEM\x00\x20";
+const HPKE_SUITE: &[u8] = b"HPKE\x00\x20\x00\x01\x00\x03";
+/// RFC 9180's mode_auth.
+const MODE_AUTH: u8 = 0x02;
+/// How many browsers' static Diffie-Hellman results a [`Recipient`] keeps.
+const STATIC_CACHE: usize = 1024;
+
+/// RFC 9180 LabeledExtract with HKDF-SHA256.
+fn labeled_extract(salt: &[u8], suite: &[u8], label: &[u8], ikm: &[&[u8]]) -> Zeroizing<[u8; 32]> {
+    let mut ex = hkdf::HkdfExtract::<Sha256>::new(Some(salt));
+    ex.input_ikm(b"HPKE-v1");
+    ex.input_ikm(suite);
+    ex.input_ikm(label);
+    for part in ikm {
+        ex.input_ikm(part);
+    }
+    let (prk, _) = ex.finalize();
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&prk);
+    out
+}
+
+/// RFC 9180 LabeledExpand with HKDF-SHA256, `out.len()` bytes (at most 255·32).
+fn labeled_expand(prk: &[u8; 32], suite: &[u8], label: &[u8], info: &[&[u8]], out: &mut [u8]) {
+    let Ok(hk) = hkdf::Hkdf::<Sha256>::from_prk(prk) else {
+        unreachable!("a 32-byte PRK is long enough for HKDF-SHA256")
     };
-    Ok(OpenedRequest {
-        request,
-        header,
-        sealer,
-        controls: ControlOpener { ctx },
-    })
+    let len = (out.len() as u16).to_be_bytes();
+    let mut parts: Vec<&[u8]> = vec![&len, b"HPKE-v1", suite, label];
+    parts.extend_from_slice(info);
+    // Every output here is far below HKDF-SHA256's 8160-byte limit.
+    let _ = hk.expand_multi_info(&parts, out);
+}
+
+/// X25519, refusing the all-zero result as RFC 9180 §7.1.4 requires.
+fn dh(sk: &x25519_dalek::StaticSecret, pk: &[u8; KEY_LEN]) -> Option<Zeroizing<[u8; 32]>> {
+    let shared = sk.diffie_hellman(&x25519_dalek::PublicKey::from(*pk));
+    shared
+        .was_contributory()
+        .then(|| Zeroizing::new(*shared.as_bytes()))
+}
+
+/// The receiver's HPKE context (RFC 9180 §5.2), ChaCha20-Poly1305 by `ring`: opens the
+/// request (sequence 0), then the control messages in order.
+struct ReceiverContext {
+    aead: LessSafeKey,
+    base: [u8; 12],
+    seq: u64,
+}
+
+impl ReceiverContext {
+    /// Opens the message at the current sequence number; only a message that opens
+    /// advances it.
+    fn open(&mut self, ct: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+        let at = ct.len().checked_sub(16)?;
+        let tag = Tag::try_from(&ct[at..]).ok()?;
+        let mut n = self.base;
+        for (b, c) in n[4..].iter_mut().zip(self.seq.to_be_bytes()) {
+            *b ^= c;
+        }
+        let mut data = ct[..at].to_vec();
+        self.aead
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(n),
+                Aad::from(aad),
+                tag,
+                &mut data,
+                0..,
+            )
+            .ok()?;
+        self.seq = self.seq.checked_add(1)?;
+        Some(data)
+    }
+}
+
+/// The desktop's static key, ready to open requests faster than [`open_request_full`]:
+/// its public key is computed once, and the static-static Diffie-Hellman of HPKE's auth
+/// mode (`DH(skR, pkS)`, the same for every request of one browser) once per browser
+/// key, kept in memory (at most 1,024 browsers; secret, zeroized when dropped). Each
+/// request then costs one X25519 (with its encapsulated key) instead of three. The
+/// construction and the bytes are those of [`open_request_full`] (RFC 9180 auth mode,
+/// computed here rather than by the `hpke` crate, the AEAD by `ring`).
+pub struct Recipient {
+    sk: x25519_dalek::StaticSecret,
+    pk: [u8; KEY_LEN],
+    statics: Mutex<HashMap<[u8; KEY_LEN], Zeroizing<[u8; 32]>>>,
+}
+
+impl std::fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recipient")
+            .field("public_key", &hex::encode(self.pk))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recipient {
+    /// The recipient with this X25519 secret key.
+    pub fn new(secret: &[u8; KEY_LEN]) -> Recipient {
+        let sk = x25519_dalek::StaticSecret::from(*secret);
+        let pk = x25519_dalek::PublicKey::from(&sk).to_bytes();
+        Recipient {
+            sk,
+            pk,
+            statics: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The public key (what [`public_of`] gives for the secret).
+    pub fn public_key(&self) -> [u8; KEY_LEN] {
+        self.pk
+    }
+
+    /// `DH(skR, pkS)` for the browser key `pk_s`, from the cache or computed (and kept).
+    fn static_dh(&self, pk_s: &[u8; KEY_LEN]) -> Option<Zeroizing<[u8; 32]>> {
+        let mut statics = self.statics.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = statics.get(pk_s) {
+            return Some(found.clone());
+        }
+        let computed = dh(&self.sk, pk_s)?;
+        if statics.len() >= STATIC_CACHE {
+            statics.clear();
+        }
+        statics.insert(*pk_s, computed.clone());
+        Some(computed)
+    }
+
+    /// [`open_request_full`] with this key.
+    pub fn open_request(
+        &self,
+        browser_pk: &[u8; KEY_LEN],
+        info: &[u8],
+        sealed: &[u8],
+        now_unix: u64,
+        guard: &mut ReplayGuard,
+    ) -> Result<OpenedRequest, E2eError> {
+        let mut response_nonce = [0u8; RESPONSE_NONCE_LEN];
+        getrandom::fill(&mut response_nonce).map_err(|_| E2eError::BadKey)?;
+        self.open_with_response_nonce(browser_pk, info, sealed, now_unix, guard, &response_nonce)
+    }
+
+    /// [`Recipient::open_request`] with a given responder nonce instead of a random one.
+    /// **For test vectors only**: the nonce must never repeat for one request.
+    pub fn open_with_response_nonce(
+        &self,
+        browser_pk: &[u8; KEY_LEN],
+        info: &[u8],
+        sealed: &[u8],
+        now_unix: u64,
+        guard: &mut ReplayGuard,
+        response_nonce: &[u8; RESPONSE_NONCE_LEN],
+    ) -> Result<OpenedRequest, E2eError> {
+        let header = request_header(sealed)?;
+        guard.check(&header, now_unix)?;
+        let mut ctx = self
+            .setup(browser_pk, &header.enc, &full_info(info))
+            .ok_or(E2eError::RequestRejected)?;
+        let request = ctx
+            .0
+            .open(&sealed[REQUEST_HEADER_LEN..], &request_aad(header.ts))
+            .ok_or(E2eError::RequestRejected)?;
+        // Only a request that authenticated is remembered, so forgeries cannot fill the cache.
+        guard.remember(&header);
+        let mut secret = Zeroizing::new([0u8; 32]);
+        export(&ctx.1, EXPORT_LABEL, secret.as_mut());
+        let sealer = ResponseSealer {
+            keys: ChunkKeys::derive(&secret, &header.enc, response_nonce),
+            response_nonce: *response_nonce,
+            next: 0,
+            done: false,
+        };
+        Ok(OpenedRequest {
+            request,
+            header,
+            sealer,
+            controls: ControlOpener { ctx: ctx.0 },
+        })
+    }
+
+    /// RFC 9180 SetupAuthR: AuthDecap (DHKEM(X25519, HKDF-SHA256)), then the key schedule
+    /// in mode_auth with no PSK; the receiver context and its exporter secret.
+    fn setup(
+        &self,
+        pk_s: &[u8; KEY_LEN],
+        enc: &[u8; KEY_LEN],
+        info: &[u8],
+    ) -> Option<(ReceiverContext, Zeroizing<[u8; 32]>)> {
+        let eph = dh(&self.sk, enc)?;
+        let stat = self.static_dh(pk_s)?;
+        // AuthDecap: ExtractAndExpand(dh = DH(skR, pkE) || DH(skR, pkS),
+        // kem_context = enc || pkR || pkS).
+        let eae_prk = labeled_extract(b"", KEM_SUITE, b"eae_prk", &[&eph[..], &stat[..]]);
+        let mut shared = Zeroizing::new([0u8; 32]);
+        labeled_expand(
+            &eae_prk,
+            KEM_SUITE,
+            b"shared_secret",
+            &[enc, &self.pk, pk_s],
+            shared.as_mut(),
+        );
+        // KeySchedule(mode_auth, shared_secret, info, psk = "", psk_id = "").
+        let psk_id_hash = labeled_extract(b"", HPKE_SUITE, b"psk_id_hash", &[]);
+        let info_hash = labeled_extract(b"", HPKE_SUITE, b"info_hash", &[info]);
+        let ks_context: [&[u8]; 3] = [&[MODE_AUTH], &psk_id_hash[..], &info_hash[..]];
+        let secret = labeled_extract(&shared[..], HPKE_SUITE, b"secret", &[]);
+        let mut key = Zeroizing::new([0u8; 32]);
+        let mut base = [0u8; 12];
+        let mut exporter = Zeroizing::new([0u8; 32]);
+        labeled_expand(&secret, HPKE_SUITE, b"key", &ks_context, key.as_mut());
+        labeled_expand(&secret, HPKE_SUITE, b"base_nonce", &ks_context, &mut base);
+        labeled_expand(&secret, HPKE_SUITE, b"exp", &ks_context, exporter.as_mut());
+        let Ok(unbound) = UnboundKey::new(&CHACHA20_POLY1305, key.as_ref()) else {
+            unreachable!("ChaCha20-Poly1305 keys are 32 bytes")
+        };
+        let ctx = ReceiverContext {
+            aead: LessSafeKey::new(unbound),
+            base,
+            seq: 0,
+        };
+        Some((ctx, exporter))
+    }
+}
+
+/// RFC 9180 Export: `LabeledExpand(exporter_secret, "sec", context, out.len())`.
+fn export(exporter: &[u8; 32], context: &[u8], out: &mut [u8]) {
+    labeled_expand(exporter, HPKE_SUITE, b"sec", &[context], out);
 }
 
 #[cfg(test)]
@@ -1078,6 +1381,209 @@ mod tests {
         );
         let again = opener.seal_control(b"second").unwrap();
         assert_eq!(opened.controls.open(&again).unwrap(), b"second");
+    }
+
+    /// Issue 13: the into-buffer seal writes exactly the tunnel frame of `seal_chunk`'s
+    /// body (the same bytes on the wire), appended to what the buffer held.
+    #[test]
+    fn seal_chunk_into_writes_the_framed_chunk() {
+        let (dsk, dpk, bsk, bpk) = keys();
+        let (sealed, mut opener) = seal_request(&dpk, &bsk, b"i", b"req", NOW).unwrap();
+        let nonce = [9u8; RESPONSE_NONCE_LEN];
+        let open = || {
+            open_request_with_response_nonce(
+                &dsk,
+                &bpk,
+                b"i",
+                &sealed,
+                NOW,
+                &mut ReplayGuard::default(),
+                &nonce,
+            )
+            .unwrap()
+            .sealer
+        };
+        let (mut a, mut b) = (open(), open());
+        let mut buf = b"kept".to_vec();
+        for (data, last) in [(&b"first"[..], false), (b"", false), (b"end", true)] {
+            let body = a.seal_chunk(data, last).unwrap();
+            let mut framed = b"kept".to_vec();
+            framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&body);
+            buf.truncate(4);
+            b.seal_chunk_into(&mut buf, data, last).unwrap();
+            assert_eq!(buf, framed);
+            assert_eq!(opener.open_chunk(&buf[8..]).unwrap(), (data.to_vec(), last));
+        }
+        // After the final chunk: refused, the buffer as it was.
+        assert_eq!(
+            b.seal_chunk_into(&mut buf, b"x", false),
+            Err(E2eError::AfterFinal)
+        );
+        assert_eq!(buf.len(), 8 + 5 + 3 + 16);
+        assert_eq!(
+            open().seal_chunk_into(&mut buf, &vec![0; MAX_CHUNK + 1], false),
+            Err(E2eError::TooLarge)
+        );
+        assert_eq!(buf.len(), 8 + 5 + 3 + 16);
+    }
+
+    /// Issue 13: opening in place gives the data inside the frame, refuses what
+    /// `open_chunk` refuses, and a refused frame changes nothing.
+    #[test]
+    fn open_chunk_in_place_opens_inside_the_frame() {
+        let (dsk, dpk, bsk, bpk) = keys();
+        let (sealed, mut opener) = seal_request(&dpk, &bsk, b"i", b"req", NOW).unwrap();
+        let (_, mut sealer) =
+            open_request(&dsk, &bpk, b"i", &sealed, NOW, &mut ReplayGuard::default()).unwrap();
+        let first = sealer.seal_chunk(b"one", false).unwrap();
+        let second = sealer.seal_chunk(b"two", false).unwrap();
+        let end = sealer.seal_chunk(b"three", true).unwrap();
+        // A plain frame after nothing sealed is not a chunk; a forged first frame fails.
+        let mut forged = first.clone();
+        forged[START_OVERHEAD + 6] ^= 1;
+        assert_eq!(
+            opener.open_chunk_in_place(&mut forged),
+            Err(E2eError::ChunkRejected)
+        );
+        let mut frame = first.clone();
+        let (data, last) = opener.open_chunk_in_place(&mut frame).unwrap();
+        assert_eq!((&data[..], last), (&b"one"[..], false));
+        // The data is where the ciphertext was: no copy.
+        assert_eq!(&frame[START_OVERHEAD + 5..START_OVERHEAD + 8], b"one");
+        // Reordered: refused (in place it cannot tell why), and nothing moved.
+        assert_eq!(
+            opener.open_chunk_in_place(&mut end.clone()),
+            Err(E2eError::ChunkRejected)
+        );
+        assert_eq!(
+            opener.open_chunk_in_place(&mut first.clone()),
+            Err(E2eError::Malformed)
+        );
+        let mut frame = second.clone();
+        assert_eq!(
+            opener.open_chunk_in_place(&mut frame).unwrap(),
+            (&mut b"two".to_vec()[..], false)
+        );
+        assert_eq!(opener.finish(), Err(E2eError::Truncated));
+        let mut frame = end.clone();
+        let (data, last) = opener.open_chunk_in_place(&mut frame).unwrap();
+        assert_eq!((&data[..], last), (&b"three"[..], true));
+        opener.finish().unwrap();
+        assert_eq!(
+            opener.open_chunk_in_place(&mut end.clone()),
+            Err(E2eError::AfterFinal)
+        );
+    }
+
+    /// Issue 13: a [`Recipient`] (cached public key and per-browser static DH) opens
+    /// what `hpke`'s sender seals, for several browsers in turn, with the same response
+    /// keys and control messages as the uncached path; a cached browser's key does not
+    /// open another browser's request.
+    #[test]
+    fn a_recipient_caches_without_mixing_browsers() {
+        let (dsk, dpk, bsk, bpk) = keys();
+        let other_sk = [0x44; 32];
+        let other_pk = public_of(&other_sk).unwrap();
+        let recipient = Recipient::new(&dsk);
+        assert_eq!(recipient.public_key(), dpk);
+        let mut guard = ReplayGuard::default();
+        for round in 0..3 {
+            for (sk, pk) in [(bsk, bpk), (other_sk, other_pk)] {
+                let (sealed, mut opener) =
+                    seal_request(&dpk, &sk, b"i", format!("req {round}").as_bytes(), NOW).unwrap();
+                // The other browser's key (cached by now) does not open it.
+                let wrong = if pk == bpk { other_pk } else { bpk };
+                assert_eq!(
+                    recipient
+                        .open_request(&wrong, b"i", &sealed, NOW, &mut guard)
+                        .unwrap_err(),
+                    E2eError::RequestRejected
+                );
+                let nonce = [round as u8; RESPONSE_NONCE_LEN];
+                let mut cached = recipient
+                    .open_with_response_nonce(&pk, b"i", &sealed, NOW, &mut guard, &nonce)
+                    .unwrap();
+                let mut uncached = open_request_with_response_nonce(
+                    &dsk,
+                    &pk,
+                    b"i",
+                    &sealed,
+                    NOW,
+                    &mut ReplayGuard::default(),
+                    &nonce,
+                )
+                .unwrap();
+                assert_eq!(cached.request, format!("req {round}").as_bytes());
+                let chunk = cached.sealer.seal_chunk(b"answer", true).unwrap();
+                assert_eq!(uncached.sealer.seal_chunk(b"answer", true).unwrap(), chunk);
+                assert_eq!(
+                    opener.open_chunk(&chunk).unwrap(),
+                    (b"answer".to_vec(), true)
+                );
+                let cancel = opener.seal_control(b"cancel").unwrap();
+                assert_eq!(cached.controls.open(&cancel).unwrap(), b"cancel");
+                assert_eq!(uncached.controls.open(&cancel).unwrap(), b"cancel");
+            }
+        }
+        // A low-order browser key gives an all-zero DH: refused, not cached.
+        let (sealed, _) = seal_request(&dpk, &bsk, b"i", b"req", NOW).unwrap();
+        assert_eq!(
+            recipient
+                .open_request(&[0; 32], b"i", &sealed, NOW, &mut guard)
+                .unwrap_err(),
+            E2eError::RequestRejected
+        );
+    }
+
+    /// Issue 13: the hand-written receiver (SetupAuthR, the context's Open, Export)
+    /// reproduces RFC 9180 A.2.3, this suite in auth mode.
+    #[test]
+    fn recipient_setup_matches_rfc9180_auth_vectors() {
+        let file: serde_json::Value = serde_json::from_str(include_str!(
+            "../vectors/rfc9180-x25519-sha256-chacha20poly1305.json"
+        ))
+        .unwrap();
+        let h = |v: &serde_json::Value, f: &str| hex::decode(v[f].as_str().unwrap()).unwrap();
+        let key = |v: &serde_json::Value, f: &str| -> [u8; 32] { h(v, f).try_into().unwrap() };
+        let v = file["vectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["section"] == "A.2.3")
+            .unwrap();
+        let recipient = Recipient::new(&key(v, "skRm"));
+        assert_eq!(recipient.public_key(), key(v, "pkRm"));
+        for _ in 0..2 {
+            // Twice: the second time with the static DH from the cache.
+            let (mut ctx, exporter) = recipient
+                .setup(&key(v, "pkSm"), &key(v, "enc"), &h(v, "info"))
+                .unwrap();
+            let encryptions = v["encryptions"].as_array().unwrap();
+            assert!(!encryptions.is_empty());
+            for e in encryptions {
+                assert_eq!(
+                    ctx.open(&h(e, "ciphertext"), &h(e, "aad")).unwrap(),
+                    h(e, "plaintext")
+                );
+            }
+            let exports = v["exports"].as_array().unwrap();
+            assert!(!exports.is_empty());
+            for x in exports {
+                let mut out = vec![0u8; x["L"].as_u64().unwrap() as usize];
+                export(&exporter, &h(x, "exporter_context"), &mut out);
+                assert_eq!(out, h(x, "exported_value"));
+            }
+        }
+        // Another sender key: the context does not open the first message.
+        let (mut ctx, _) = recipient
+            .setup(&key(v, "pkRm"), &key(v, "enc"), &h(v, "info"))
+            .unwrap();
+        let first = &v["encryptions"][0];
+        assert!(
+            ctx.open(&h(first, "ciphertext"), &h(first, "aad"))
+                .is_none()
+        );
     }
 
     /// Finding 6 of issue 11: what a desktop restores after a restart refuses replays.

@@ -2,9 +2,10 @@
 //!
 //! The writer sends the desktop's response stream as the node does: one length-prefixed
 //! frame (`aisa_tunnel` framing, u32 big-endian length + body) per chunk. Plain, the
-//! body is the chunk; sealed, it is `ResponseSealer::seal_chunk` of the chunk (the last
-//! one final), and the reader opens every frame with `ResponseOpener::open_chunk` and
-//! calls `finish()` at the end. MiB/s counts payload (chunk data) delivered, wall time
+//! body is the chunk (`write_frame`); sealed, `ResponseSealer::seal_chunk_into` seals the
+//! chunk (the last one final) straight into one reused frame buffer that is written as
+//! is, and the reader opens every frame in place with
+//! `ResponseOpener::open_chunk_in_place` and calls `finish()` at the end. MiB/s counts payload (chunk data) delivered, wall time
 //! from the writer's first frame to the reader's end of stream. Rounds alternate plain
 //! and sealed on fresh streams of the same connection; medians are reported, with the
 //! CPU time of the whole process (both ends, QUIC, TLS) per MiB. It reports; it asserts
@@ -122,13 +123,17 @@ async fn run(
     let started = Instant::now();
     let mut send = writer.open_uni().await.expect("open stream");
     let write = async move {
+        // Sealed, as the node writes: each chunk sealed straight into one reused frame
+        // buffer (length prefix, header, data, tag), written as is.
+        let mut buf = Vec::new();
         for i in 0..count {
             match sealer.as_mut() {
                 Some(sealer) => {
-                    let chunk = sealer
-                        .seal_chunk(&data, i + 1 == count)
+                    buf.clear();
+                    sealer
+                        .seal_chunk_into(&mut buf, &data, i + 1 == count)
                         .expect("seal chunk");
-                    write_frame(&mut send, &chunk, MAX_FRAME_LEN).await
+                    send.write_all(&buf).await.map_err(std::io::Error::from)
                 }
                 None => write_frame(&mut send, &data, MAX_FRAME_LEN).await,
             }
@@ -140,9 +145,13 @@ async fn run(
     let read = async {
         let mut recv = reader.accept_uni().await.expect("accept stream");
         let mut got = 0usize;
-        while let Some(frame) = read_frame(&mut recv, MAX_FRAME_LEN).await.expect("read") {
+        while let Some(mut frame) = read_frame(&mut recv, MAX_FRAME_LEN).await.expect("read") {
             got += match opener.as_mut() {
-                Some(opener) => opener.open_chunk(&frame).expect("open chunk").0.len(),
+                Some(opener) => opener
+                    .open_chunk_in_place(&mut frame)
+                    .expect("open chunk")
+                    .0
+                    .len(),
                 None => frame.len(),
             };
         }
