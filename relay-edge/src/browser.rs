@@ -14,6 +14,7 @@ use aisa_tunnel::proto::{HEADER_TIMEOUT, Refusal};
 use aisa_tunnel::{Envelope, ErrorCode, OpenHeader, RelayHeader};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::auth::Claims;
 use crate::authorize::{Denied, Destination, Facts, Grant, authenticate, authorize, destination};
 use crate::splice;
 use crate::state::{OpenGuard, RelayState};
@@ -39,6 +40,30 @@ struct Session {
     connection: quinn::Connection,
     /// Set once a stream of this session has presented a valid token.
     authenticated: AtomicBool,
+    /// The last token a stream of this session presented that verified, with its
+    /// claims: the session's next streams with the same token skip the signature check
+    /// until the token expires. (Revocation is still checked on every stream, against
+    /// the user's generation; see [`TokenCache`].)
+    verified: TokenCache,
+}
+
+/// One verified access token per session. A session normally uses one token at a time
+/// (until it is refreshed); a different token replaces the cached one.
+#[derive(Default)]
+struct TokenCache(std::sync::Mutex<Option<Arc<(String, Claims)>>>);
+
+impl TokenCache {
+    /// The claims of `token` if it is the cached one and has not expired at `now_secs`.
+    fn get(&self, token: &str, now_secs: u64) -> Option<Claims> {
+        let cached = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        (cached.0 == token && cached.1.exp > now_secs).then(|| cached.1.clone())
+    }
+
+    /// Remembers a token that verified.
+    fn put(&self, token: &str, claims: &Claims) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Arc::new((token.to_owned(), claims.clone())));
+    }
 }
 
 impl Session {
@@ -73,6 +98,7 @@ pub async fn serve(state: Arc<RelayState>, request: wtransport::endpoint::Sessio
             id: session_id,
             connection: wt.quic_connection().clone(),
             authenticated: AtomicBool::new(false),
+            verified: TokenCache::default(),
         });
         let _open = OpenGuard::open(&state.traffic.browser_sessions);
         state.sessions.opened(session_id, session.connection.clone());
@@ -190,10 +216,8 @@ async fn serve_stream(
         counted_day,
     } = stream;
     let uncount = || async {
-        if let Some(day) = &counted_day
-            && let Err(err) = state.store.uncount_action(&header.user_id, day).await
-        {
-            warn!(%err, "could not take back an action that never ran");
+        if let Some(day) = &counted_day {
+            state.actions.uncount(&header.user_id, day);
         }
     };
     let (mut d_send, d_recv) = match connection.open_bi().await {
@@ -275,36 +299,64 @@ async fn admit(
         warn!(%err, "store lookup failed");
         Denied::Internal
     };
-    let token = state
-        .accounts
-        .tokens
-        .verify(&open.token)
-        .map_err(|err| err.to_string());
+    // A token this session presented before is not verified again (its claims are
+    // kept until it expires); the facts come from memory (`crate::facts`), and the
+    // store is read only on a miss.
+    let (token, fresh) = match session.verified.get(&open.token, crate::auth::now_secs()) {
+        Some(claims) => (Ok(claims), false),
+        None => (
+            state
+                .accounts
+                .tokens
+                .verify(&open.token)
+                .map_err(|err| err.to_string()),
+            true,
+        ),
+    };
     let mut facts = Facts::new(
         state.is_draining(),
         token,
         state.config.max_event_streams_per_user,
     );
     if let Ok(claims) = &facts.token {
-        facts.user = state.store.user(&claims.sub).await.map_err(internal)?;
+        facts.user = state
+            .store
+            .cached_user(&claims.sub)
+            .await
+            .map_err(internal)?;
     }
     let who = authenticate(&facts)?;
-    session.authenticated();
-    state
-        .sessions
-        .authenticated(session.id, &who.user_id, who.generation);
+    if fresh {
+        // Registered before it is cached: every token the cache skips is one whose
+        // user's sessions a revocation closes.
+        session.authenticated();
+        state
+            .sessions
+            .authenticated(session.id, &who.user_id, who.generation);
+        if let Ok(claims) = &facts.token {
+            session.verified.put(&open.token, claims);
+        }
+    }
     let mut online = None;
     match destination(&open) {
         Destination::StatusEvents => {
             facts.open_event_streams = state.limits.event_streams.open_for(&who.user_id);
         }
         Destination::Device(device_id) => {
-            facts.device = state.store.device(device_id).await.map_err(internal)?;
+            facts.device = state
+                .store
+                .cached_device(device_id)
+                .await
+                .map_err(internal)?;
             online = state.devices.registry.get(device_id);
             facts.device_online = online.is_some();
             // The plan matters only for a device that is here to take the stream.
             if online.is_some() {
-                facts.plan = state.store.plan(&who.plan_id).await.map_err(internal)?;
+                facts.plan = state
+                    .store
+                    .cached_plan(&who.plan_id)
+                    .await
+                    .map_err(internal)?;
             }
             facts.open_streams = state.limits.streams_per_user.open_for(&who.user_id);
         }
@@ -342,20 +394,20 @@ async fn admit(
                 .ok_or_else(|| grant.refuse_streams())?;
             let mut counted_day = None;
             if let Some(max) = *max_actions_per_day {
-                let today = crate::auth::today_utc();
-                if !state
-                    .store
-                    .try_count_action(&header.user_id, &today, max)
+                // Counted in memory (`crate::actions`), written to the store in batches.
+                let Some(day) = state
+                    .actions
+                    .try_count(&state.store, &header.user_id, max)
                     .await
                     .map_err(internal)?
-                {
+                else {
                     return Err(Denied::PlanActions {
                         plan: plan.clone(),
                         max,
                     }
                     .into());
-                }
-                counted_day = Some(today);
+                };
+                counted_day = Some(day);
             }
             Ok(Admitted::Device(DeviceStream {
                 connection: online.connection,

@@ -144,6 +144,10 @@ pub async fn serve(state: Arc<RelayState>, conn: quinn::Connection) {
         {
             warn!(%err, "could not record device online");
         }
+        // Streams to this device then find its record in memory (`crate::facts`).
+        if let Err(err) = state.store.cached_device(&device.id).await {
+            warn!(%err, "could not cache the device");
+        }
         info!(node_version = %hello.node_version, "desktop online");
         metrics::counter!("aisa_relay_desktop_connections_total", "result" => "ok").increment(1);
         state.devices.events.publish(

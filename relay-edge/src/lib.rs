@@ -23,6 +23,7 @@
 //!
 //! Storage is SQLite (embedded default) or PostgreSQL. Not here yet: Redis for clusters.
 
+pub mod actions;
 pub mod auth;
 pub mod authorize;
 pub mod browser;
@@ -31,6 +32,7 @@ pub mod cert;
 pub mod config;
 pub mod desktop;
 pub mod events;
+pub mod facts;
 pub mod http;
 pub mod httpd;
 pub mod limits;

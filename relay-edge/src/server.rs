@@ -98,6 +98,10 @@ impl RelayHandle {
         self.endpoint.close(0u32.into(), b"relay shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         self.tasks.shutdown().await;
+        // Every stream has ended: write the last counted actions (and uncounts).
+        if let Err(err) = self.state.actions.flush(&self.state.store).await {
+            warn!(%err, "could not write the last counted actions");
+        }
     }
 
     /// Runs until the relay's tasks end (they do not, short of a fatal error).
@@ -160,6 +164,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
         devices: Devices::default(),
         sessions: crate::sessions::Sessions::default(),
         limits: Limits::default(),
+        actions: crate::actions::ActionCounter::default(),
         traffic: Traffic::default(),
         endpoint: EndpointInfo::new(quic_addr, identity.self_signed, identity.sha256()),
         market: Market {
@@ -190,6 +195,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
         ));
     }
     tasks.spawn(sweep_revoked_tokens(state.clone(), stopped.clone()));
+    tasks.spawn(flush_actions(state.clone(), stopped.clone()));
     if identity.self_signed {
         tasks.spawn(renew_dev_cert(state.clone(), endpoint.clone(), stopped));
     }
@@ -326,9 +332,6 @@ async fn sweep_revoked_tokens(state: Arc<RelayState>, mut stopped: watch::Receiv
             _ = tokio::time::sleep(every) => {}
             _ = stopped.wait_for(|s| *s) => return,
         }
-        if state.sessions.is_empty() {
-            continue;
-        }
         // Tokens issued before now minus their lifetime have expired anyway.
         let since = crate::auth::now_secs()
             .saturating_sub(state.config.access_token_ttl_secs + every.as_secs() + 5)
@@ -340,11 +343,21 @@ async fn sweep_revoked_tokens(state: Arc<RelayState>, mut stopped: watch::Receiv
                 continue;
             }
         };
+        // Changes made elsewhere: drop the cached records first, so that the next
+        // stream reads the user again (even with no session open now).
+        for (user_id, _, _) in &revoked {
+            state.store.facts().invalidate_user(user_id);
+        }
+        if state.sessions.is_empty() {
+            continue;
+        }
         let users = state.sessions.users();
         // Deleted users: their sessions go, whatever token they hold.
         match state.store.existing_users(&users).await {
             Ok(existing) => {
                 for user_id in users.iter().filter(|u| !existing.contains(*u)) {
+                    state.store.facts().invalidate_user(user_id);
+                    state.store.facts().invalidate_devices_of(user_id);
                     let closed =
                         state
                             .sessions
@@ -372,6 +385,24 @@ async fn sweep_revoked_tokens(state: Arc<RelayState>, mut stopped: watch::Receiv
                 info!(%user_id, closed, why, "sessions closed");
                 crate::metrics::refused("token_revoked");
             }
+        }
+    }
+}
+
+/// Writes the actions counted in memory to the store every
+/// [`crate::actions::FLUSH_INTERVAL`], and once more when the relay stops
+/// ([`RelayHandle::shutdown`] writes those of the streams that drained after this).
+async fn flush_actions(state: Arc<RelayState>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let stop = tokio::select! {
+            _ = tokio::time::sleep(crate::actions::FLUSH_INTERVAL) => false,
+            _ = stopped.wait_for(|s| *s) => true,
+        };
+        if let Err(err) = state.actions.flush(&state.store).await {
+            warn!(%err, "could not write counted actions; kept for the next flush");
+        }
+        if stop {
+            return;
         }
     }
 }

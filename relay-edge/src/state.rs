@@ -34,6 +34,8 @@ pub struct RelayState {
     pub sessions: Sessions,
     /// Per-node limits on open things (streams, connections, event streams).
     pub limits: Limits,
+    /// Each user's actions today, counted in memory and flushed to the store in batches.
+    pub actions: crate::actions::ActionCounter,
     /// What flows through the relay: sessions, streams and bytes, for metrics and
     /// shutdown.
     pub traffic: Traffic,

@@ -160,10 +160,13 @@ impl FromRow<'_, AnyRow> for RefreshToken {
     }
 }
 
-/// The relay's database.
+/// The relay's database, with the in-memory copies of the records a stream's
+/// authorization reads ([`crate::facts::FactsCache`], shared by clones). Every method
+/// here that changes a user, device or plan drops its cached copy after the write.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    facts: std::sync::Arc<crate::facts::FactsCache>,
 }
 
 impl Store {
@@ -194,7 +197,56 @@ impl Store {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            facts: Default::default(),
+        })
+    }
+
+    /// The cache of users, devices and plans in front of this store.
+    pub fn facts(&self) -> &crate::facts::FactsCache {
+        &self.facts
+    }
+
+    /// A user by id, from memory when cached (the hot path), else from the database
+    /// (and then cached).
+    pub async fn cached_user(&self, id: &str) -> Result<Option<User>, StoreError> {
+        if let Some(user) = self.facts.user(id) {
+            return Ok(Some(user));
+        }
+        let epoch = self.facts.epoch();
+        let user = self.user(id).await?;
+        if let Some(user) = &user {
+            self.facts.put_user(user.clone(), epoch);
+        }
+        Ok(user)
+    }
+
+    /// A device by id, from memory when cached, else from the database (and then
+    /// cached).
+    pub async fn cached_device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        if let Some(device) = self.facts.device(id) {
+            return Ok(Some(device));
+        }
+        let epoch = self.facts.epoch();
+        let device = self.device(id).await?;
+        if let Some(device) = &device {
+            self.facts.put_device(device.clone(), epoch);
+        }
+        Ok(device)
+    }
+
+    /// A plan by id, from memory when cached, else from the database (and then cached).
+    pub async fn cached_plan(&self, id: &str) -> Result<Option<Plan>, StoreError> {
+        if let Some(plan) = self.facts.plan(id) {
+            return Ok(Some(plan));
+        }
+        let epoch = self.facts.epoch();
+        let plan = self.plan(id).await?;
+        if let Some(plan) = &plan {
+            self.facts.put_plan(plan.clone(), epoch);
+        }
+        Ok(plan)
     }
 
     /// Adds a user.
@@ -269,6 +321,7 @@ impl Store {
         .execute(&self.pool)
         .await
         .map_err(|e| unique_violation(e, "a device with this token"))?;
+        self.facts.invalidate_device(&id);
         Ok(self.device(&id).await?.ok_or(sqlx::Error::RowNotFound)?)
     }
 
@@ -325,6 +378,7 @@ impl Store {
         .bind(connection_id as i64)
         .execute(&self.pool)
         .await?;
+        self.facts.invalidate_device(device_id);
         Ok(())
     }
 
@@ -377,16 +431,17 @@ impl Store {
                 "UPDATE users SET disabled = 1, token_generation = token_generation + 1, \
                  tokens_revoked_at = $2 WHERE email = $1",
             )
-            .bind(email)
+            .bind(&email)
             .bind(crate::auth::now_secs() as i64)
             .execute(&self.pool)
             .await?
         } else {
             sqlx::query("UPDATE users SET disabled = 0 WHERE email = $1")
-                .bind(email)
+                .bind(&email)
                 .execute(&self.pool)
                 .await?
         };
+        self.facts.invalidate_user_email(&email);
         Ok(done.rows_affected() > 0)
     }
 
@@ -402,6 +457,7 @@ impl Store {
         .bind(crate::auth::now_secs() as i64)
         .execute(&self.pool)
         .await?;
+        self.facts.invalidate_user(user_id);
         Ok(self.user(user_id).await?.map(|u| u.token_generation))
     }
 
@@ -466,6 +522,8 @@ impl Store {
             .bind(&user.id)
             .execute(&self.pool)
             .await?;
+        self.facts.invalidate_devices_of(&user.id);
+        self.facts.invalidate_user(&user.id);
         Ok(true)
     }
 
@@ -474,11 +532,13 @@ impl Store {
         if self.plan(plan_id).await?.is_none() {
             return Ok(false);
         }
+        let email = email.trim().to_lowercase();
         let done = sqlx::query("UPDATE users SET plan_id = $2 WHERE email = $1")
-            .bind(email.trim().to_lowercase())
+            .bind(&email)
             .bind(plan_id)
             .execute(&self.pool)
             .await?;
+        self.facts.invalidate_user_email(&email);
         Ok(done.rows_affected() > 0)
     }
 
@@ -506,6 +566,7 @@ impl Store {
         .bind(plan.max_actions_per_day)
         .execute(&self.pool)
         .await?;
+        self.facts.invalidate_plan(&plan.id);
         Ok(())
     }
 
@@ -558,6 +619,30 @@ impl Store {
         Ok(())
     }
 
+    /// Adds `delta` (negative for actions taken back) to a user's actions on `day`,
+    /// never going below zero; returns the new total. The batched write of
+    /// [`crate::actions::ActionCounter::flush`].
+    pub async fn add_actions(
+        &self,
+        user_id: &str,
+        day: &str,
+        delta: i64,
+    ) -> Result<i64, StoreError> {
+        let (total,): (i64,) = sqlx::query_as(
+            "INSERT INTO usage_daily (user_id, day, actions) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, day) DO UPDATE SET actions = CASE \
+             WHEN usage_daily.actions + $4 < 0 THEN 0 ELSE usage_daily.actions + $4 END \
+             RETURNING actions",
+        )
+        .bind(user_id)
+        .bind(day)
+        .bind(delta.max(0))
+        .bind(delta)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(total)
+    }
+
     /// Actions a user started on `day`.
     pub async fn actions_on(&self, user_id: &str, day: &str) -> Result<i64, StoreError> {
         let n: Option<(i64,)> =
@@ -584,6 +669,7 @@ impl Store {
         .bind(name)
         .execute(&self.pool)
         .await?;
+        self.facts.invalidate_device(device_id);
         Ok(done.rows_affected() > 0)
     }
 
@@ -596,6 +682,7 @@ impl Store {
         .bind(user_id)
         .execute(&self.pool)
         .await?;
+        self.facts.invalidate_device(device_id);
         Ok(done.rows_affected() > 0)
     }
 

@@ -527,6 +527,10 @@ async fn refused_action_streams_do_not_count_and_control_streams_never_do() {
         assert_eq!(code, ErrorCode::LimitExceeded);
         assert!(message.contains("2 actions per day"), "{message}");
     }
+    // Actions are counted in memory and written in batches: write them now.
+    let actions = &relay.handle().state.actions;
+    assert_eq!(actions.counted_today(&user_id), Some(2));
+    actions.flush(store).await.unwrap();
     let today = aisa_relay::auth::today_utc();
     assert_eq!(
         store.actions_on(&user_id, &today).await.unwrap(),
@@ -541,7 +545,9 @@ async fn refused_action_streams_do_not_count_and_control_streams_never_do() {
         let reply = next(&mut recv).await;
         assert!(matches!(reply.body, Body::StreamEnd { .. }), "{reply:?}");
     }
+    actions.flush(store).await.unwrap();
     assert_eq!(store.actions_on(&user_id, &today).await.unwrap(), 2);
+    assert_eq!(actions.counted_today(&user_id), Some(2));
     relay.stop().await;
 }
 
@@ -979,4 +985,200 @@ async fn revoked_access_tokens_stop_working_on_open_sessions() {
     assert!(other_store.delete_user("kim@example.com").await.unwrap());
     closed_within(&session, Duration::from_secs(5), "account deleted").await;
     relay.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 13: the hot path reads no database. The facts a stream's authorization needs are
+// cached in memory and the day's actions are counted there; every change made through
+// this relay is seen by the very next stream.
+// ---------------------------------------------------------------------------------------
+
+fn action_header(device_id: &str, token: &str) -> OpenHeader {
+    OpenHeader {
+        device_id: device_id.to_owned(),
+        kind: StreamKind::Action,
+        token: token.to_owned(),
+        e2e: None,
+    }
+}
+
+/// Opens an Action stream and returns its first answer: `Ok(())` for the desktop's
+/// STREAM_END, or the relay's refusal.
+async fn act(
+    session: &wtransport::Connection,
+    header: &OpenHeader,
+) -> Result<(), (ErrorCode, String)> {
+    let (_send, mut recv) = open_with(session, header).await;
+    let reply = next(&mut recv).await;
+    match reply.body {
+        Body::StreamEnd { .. } => Ok(()),
+        _ => Err(error_of(&reply)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_device_is_refused_on_the_very_next_stream() {
+    let relay = Relay::start().await;
+    let reply = relay.user("rev@example.com").await;
+    let token = reply["token"].as_str().unwrap().to_owned();
+    let user_id = reply["user_id"].as_str().unwrap().to_owned();
+    let (device_id, device_token) = relay.device("rev@example.com").await;
+    let _desktop = answering_desktop(&relay, &device_token).await;
+    let session = relay.browser().await.unwrap();
+    let header = action_header(&device_id, &token);
+    act(&session, &header).await.expect("allowed");
+    act(&session, &header).await.expect("allowed");
+    let facts = relay.handle().state.store.facts();
+    assert!(facts.user(&user_id).is_some(), "the user is in memory");
+    assert!(
+        facts.device(&device_id).is_some(),
+        "the device is in memory"
+    );
+
+    // Renamed: the next refusal names the new name (the cached record was dropped).
+    let status = relay
+        .http
+        .patch(relay.url(&format!("/api/devices/{device_id}")))
+        .bearer_auth(&token)
+        .json(&json!({"name": "renamed"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 204);
+    assert!(facts.device(&device_id).is_none());
+    act(&session, &header).await.expect("still allowed");
+    assert_eq!(facts.device(&device_id).unwrap().name, "renamed");
+
+    let status = relay
+        .http
+        .delete(relay.url(&format!("/api/devices/{device_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 204);
+    let (code, _) = act(&session, &header).await.expect_err("revoked");
+    assert_eq!(code, ErrorCode::UnknownDevice);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_user_and_a_changed_plan_apply_on_the_very_next_stream() {
+    // No sweep during the test: only the cache's invalidation can make it pass.
+    let relay = Relay::start_with(|c| c.revocation_check_secs = 3600).await;
+    let reply = relay.user("dis@example.com").await;
+    let token = reply["token"].as_str().unwrap().to_owned();
+    let (device_id, device_token) = relay.device("dis@example.com").await;
+    let _desktop = answering_desktop(&relay, &device_token).await;
+    let session = relay.browser().await.unwrap();
+    let header = action_header(&device_id, &token);
+    act(&session, &header).await.expect("allowed");
+
+    // The plan changes under a user whose plan is cached: the new limit applies at once.
+    let store = &relay.handle().state.store;
+    store
+        .upsert_plan(&aisa_relay::store::Plan {
+            id: "two".into(),
+            name: "Two".into(),
+            max_devices: 3,
+            max_concurrent_streams: 8,
+            max_actions_per_day: 2,
+        })
+        .await
+        .unwrap();
+    assert!(store.set_user_plan("dis@example.com", "two").await.unwrap());
+    act(&session, &header)
+        .await
+        .expect("the second action of two");
+    let (code, message) = act(&session, &header).await.expect_err("over the new plan");
+    assert_eq!(code, ErrorCode::LimitExceeded);
+    assert!(message.contains("2 actions per day"), "{message}");
+    // The plan's limits change: at once too.
+    store
+        .upsert_plan(&aisa_relay::store::Plan {
+            id: "two".into(),
+            name: "Two".into(),
+            max_devices: 3,
+            max_concurrent_streams: 8,
+            max_actions_per_day: 3,
+        })
+        .await
+        .unwrap();
+    act(&session, &header).await.expect("the raised limit");
+
+    // Disabled: the very next stream on the same, still open, session is refused.
+    assert!(
+        store
+            .set_user_disabled("dis@example.com", true)
+            .await
+            .unwrap()
+    );
+    let (code, message) = act(&session, &header).await.expect_err("disabled");
+    assert_eq!(code, ErrorCode::Unauthenticated);
+    assert!(message.contains("disabled"), "{message}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_signed_out_everywhere_is_refused_on_the_very_next_stream() {
+    let relay = Relay::start_with(|c| c.revocation_check_secs = 3600).await;
+    let reply = relay.user("out@example.com").await;
+    let token = reply["token"].as_str().unwrap().to_owned();
+    let refresh = reply["refresh_token"].as_str().unwrap().to_owned();
+    let (device_id, device_token) = relay.device("out@example.com").await;
+    let _desktop = answering_desktop(&relay, &device_token).await;
+    let header = action_header(&device_id, &token);
+    // Two sessions have verified (and cached) the token.
+    let first = relay.browser().await.unwrap();
+    let second = relay.browser().await.unwrap();
+    act(&first, &header).await.expect("allowed");
+    act(&second, &header).await.expect("allowed");
+    let (status, _) = relay
+        .post(
+            "/api/auth/logout",
+            json!({"refresh_token": refresh, "everywhere": true}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    closed_within(&first, Duration::from_secs(3), "signed out everywhere").await;
+    closed_within(&second, Duration::from_secs(3), "signed out everywhere").await;
+    let fresh = relay.browser().await.unwrap();
+    let (code, message) = act(&fresh, &header).await.expect_err("revoked");
+    assert_eq!(code, ErrorCode::Unauthenticated);
+    assert!(message.contains("revoked"), "{message}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counted_actions_reach_the_store_in_batches_and_at_shutdown() {
+    let relay = Relay::start().await;
+    let reply = relay.user("cnt@example.com").await;
+    let token = reply["token"].as_str().unwrap().to_owned();
+    let user_id = reply["user_id"].as_str().unwrap().to_owned();
+    let (device_id, device_token) = relay.device("cnt@example.com").await;
+    let _desktop = answering_desktop(&relay, &device_token).await;
+    let session = relay.browser().await.unwrap();
+    let header = action_header(&device_id, &token);
+    let store = relay.handle().state.store.clone();
+    let today = aisa_relay::auth::today_utc();
+    for _ in 0..3 {
+        act(&session, &header).await.expect("allowed");
+    }
+    // The background flush writes them within about a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.actions_on(&user_id, &today).await.unwrap() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the counted actions were never written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.actions_on(&user_id, &today).await.unwrap(), 3);
+    // One more, then stop at once: the shutdown writes it.
+    act(&session, &header).await.expect("allowed");
+    drop(session);
+    relay.stop().await;
+    assert_eq!(store.actions_on(&user_id, &today).await.unwrap(), 4);
 }

@@ -9,7 +9,6 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::{ApiError, bearer, internal};
-use crate::auth;
 use crate::state::RelayState;
 
 /// `GET /api/account`.
@@ -51,11 +50,16 @@ async fn account(
             .count_devices(&user.id)
             .await
             .map_err(internal)?,
-        actions_today: state
-            .store
-            .actions_on(&user.id, &auth::today_utc())
-            .await
-            .map_err(internal)?,
+        // This relay's in-memory count when it has one (the store's lags by up to a
+        // flush interval).
+        actions_today: match state.actions.counted_today(&user.id) {
+            Some(n) => n,
+            None => state
+                .store
+                .actions_on(&user.id, &state.actions.today())
+                .await
+                .map_err(internal)?,
+        },
         open_streams: state.limits.streams_per_user.open_for(&user.id),
     };
     Ok(Json(AccountView {

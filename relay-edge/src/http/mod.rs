@@ -91,7 +91,11 @@ pub(crate) async fn bearer(state: &RelayState, headers: &HeaderMap) -> Result<Cl
         .verify(token)
         .map_err(|e| refused(e.to_string()))?;
     let mut facts = Facts::new(false, Ok(claims.clone()), 0);
-    facts.user = state.store.user(&claims.sub).await.map_err(internal)?;
+    facts.user = state
+        .store
+        .cached_user(&claims.sub)
+        .await
+        .map_err(internal)?;
     match authenticate(&facts) {
         Ok(_) => Ok(claims),
         Err(denied @ Denied::TokenRevoked) => {

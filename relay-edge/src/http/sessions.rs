@@ -60,6 +60,8 @@ async fn issue_tokens(
         .insert_refresh_token(&user.id, &auth::hash_token(&refresh_token), expires_at)
         .await
         .map_err(internal)?;
+    // The user's first streams then find the record in memory (`crate::facts`).
+    state.store.cached_user(&user.id).await.map_err(internal)?;
     Ok(LoginReply {
         token,
         refresh_token,
