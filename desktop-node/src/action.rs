@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aisa_miniapp::AppId;
-use aisa_tunnel::io::write_frame;
 use aisa_tunnel::proto::{Refusal, ServeEvent, ServeStream};
 use aisa_tunnel::{Body, Envelope, ErrorCode, RelayHeader};
 use tokio::sync::mpsc;
@@ -31,6 +30,7 @@ pub async fn serve_stream(
         inner: send,
         ended: false,
         sealer: None,
+        buf: Vec::new(),
     };
     let request = async {
         let (header, request) = read_request(&mut recv).await.map_err(Refused::Protocol)?;
@@ -257,14 +257,7 @@ async fn install(
                 data: state.to_string(),
             },
         );
-        let Ok(body) = send.body(&chunk, false) else {
-            send.reset();
-            return;
-        };
-        if write_frame(&mut send.inner, &body, aisa_tunnel::MAX_FRAME_LEN)
-            .await
-            .is_err()
-        {
+        if send.write(&chunk, false).await.is_err() {
             // The browser went away; the request stays open for the person to decide.
             send.reset();
             return;
@@ -325,19 +318,28 @@ struct ReplyStream {
     ended: bool,
     /// Seals every answer frame on an end-to-end encrypted stream.
     sealer: Option<crate::e2e::Sealing>,
+    /// The frame being written, reused from one frame to the next.
+    buf: Vec<u8>,
 }
 
 impl ReplyStream {
-    /// The frame body for `envelope`: its encoding, sealed as one chunk (`last` for the
-    /// final one) on an encrypted stream.
-    fn body(&mut self, envelope: &Envelope, last: bool) -> std::io::Result<Vec<u8>> {
+    /// Writes `envelope` as one frame: its encoding, sealed as one chunk (`last` for the
+    /// final one) on an encrypted stream. Sealed, the chunk is encrypted straight into
+    /// the reused frame buffer (length prefix, header, data, tag) that goes to the stream
+    /// as is: no frame allocated or copied per chunk.
+    async fn write(&mut self, envelope: &Envelope, last: bool) -> std::io::Result<()> {
         let plain = envelope.encode();
+        self.buf.clear();
         match &mut self.sealer {
             Some(sealer) => sealer
-                .seal_chunk(&plain, last)
-                .map_err(std::io::Error::other),
-            None => Ok(plain),
+                .seal_chunk_into(&mut self.buf, &plain, last)
+                .map_err(std::io::Error::other)?,
+            None => {
+                aisa_tunnel::frame::encode_frame(&plain, aisa_tunnel::MAX_FRAME_LEN, &mut self.buf)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?
+            }
         }
+        tokio::io::AsyncWriteExt::write_all(&mut self.inner, &self.buf).await
     }
 
     fn reset(&mut self) {
@@ -358,12 +360,7 @@ impl Drop for ReplyStream {
 /// written, the stream is reset instead: the browser sees a failure, never a clean end
 /// that lost the answer.
 async fn finish_with(send: &mut ReplyStream, envelope: Envelope) {
-    let written = match send.body(&envelope, true) {
-        Ok(body) => write_frame(&mut send.inner, &body, aisa_tunnel::MAX_FRAME_LEN)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
+    let written = send.write(&envelope, true).await;
     if let Err(err) = written {
         warn!(%err, "the last frame could not be sent; resetting the stream");
         send.reset();
@@ -500,8 +497,7 @@ async fn execute(
                         data: piece.to_owned(),
                     },
                 );
-                let body = send.body(&chunk, false)?;
-                write_frame(&mut send.inner, &body, aisa_tunnel::MAX_FRAME_LEN).await?;
+                send.write(&chunk, false).await?;
                 seq += 1;
             }
         }

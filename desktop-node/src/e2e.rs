@@ -215,7 +215,9 @@ pub fn pairing_link(
 
 /// What a `run` process needs to serve encrypted streams.
 pub struct E2eState {
-    identity_secret: Zeroizing<[u8; 32]>,
+    /// The identity key, ready to open requests: its public key and each paired
+    /// browser's static Diffie-Hellman computed once (`aisa_crypto::e2e::Recipient`).
+    recipient: e2e::Recipient,
     /// Whether plain requests are refused.
     pub required: bool,
     home: PathBuf,
@@ -338,6 +340,17 @@ impl Sealing {
         self.sealer.seal_chunk(plain, last)
     }
 
+    /// Seals one encoded envelope as the next chunk and appends it to `out` as a whole
+    /// tunnel frame (length prefix included), to write as is.
+    pub fn seal_chunk_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        plain: &[u8],
+        last: bool,
+    ) -> Result<(), e2e::E2eError> {
+        self.sealer.seal_chunk_into(out, plain, last)
+    }
+
     /// The opener of the browser's control messages (once).
     pub fn take_controls(&mut self) -> Option<ControlOpener> {
         self.controls.take()
@@ -398,7 +411,7 @@ impl E2eState {
     ) -> E2eState {
         let replay = Replay::load(&home, now_unix());
         E2eState {
-            identity_secret,
+            recipient: e2e::Recipient::new(&identity_secret),
             required,
             home,
             device_id,
@@ -457,8 +470,7 @@ impl E2eState {
                 .replay
                 .lock()
                 .map_err(|_| E2eRefusal::Store("replay memory poisoned".into()))?;
-            let opened = e2e::open_request_full(
-                &self.identity_secret,
+            let opened = self.recipient.open_request(
                 &browser_pk,
                 self.device_id.as_bytes(),
                 &sealed,
