@@ -192,8 +192,11 @@ impl ActionCounter {
     }
 
     /// Writes the changes counted since the last flush to the store, one statement per
-    /// (user, day), and forgets the counts of past days. A change that could not be
-    /// written is kept for the next flush. Returns how many rows were written.
+    /// (user, day), and forgets the counts of past days. A change the database refuses
+    /// (its user was deleted meanwhile) is dropped; one that could not be written for
+    /// another reason (the database is unreachable) is kept for the next flush, and the
+    /// first such error is returned once the others were tried. Returns how many rows
+    /// were written.
     pub async fn flush(&self, store: &Store) -> Result<usize, StoreError> {
         let batch: Vec<((String, String), i64)> = {
             let mut inner = self.lock();
@@ -206,8 +209,7 @@ impl ActionCounter {
         };
         let mut written = 0;
         let mut failed = None;
-        let mut rest = batch.into_iter();
-        for ((user_id, day), delta) in rest.by_ref() {
+        for ((user_id, day), delta) in batch {
             match store.add_actions(&user_id, &day, delta).await {
                 Ok(total) => {
                     written += 1;
@@ -224,20 +226,19 @@ impl ActionCounter {
                         today.count = today.count.max(total + pending);
                     }
                 }
+                Err(StoreError::Db(sqlx::Error::Database(err))) => {
+                    tracing::warn!(%user_id, %day, delta, %err, "counted actions refused by the database; dropped");
+                }
                 Err(err) => {
                     self.requeue(user_id, day, delta);
-                    failed = Some(err);
-                    break;
+                    failed.get_or_insert(err);
                 }
             }
         }
-        if let Some(err) = failed {
-            for ((user_id, day), delta) in rest {
-                self.requeue(user_id, day, delta);
-            }
-            return Err(err);
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(written),
         }
-        Ok(written)
     }
 
     fn requeue(&self, user_id: String, day: String, delta: i64) {
@@ -399,6 +400,34 @@ mod tests {
         counter.flush(&store).await.unwrap();
         assert_eq!(counter.counted_today(&user.id), Some(7));
         assert_eq!(store.actions_on(&user.id, day).await.unwrap(), 7);
+
+        // A user deleted before the flush: that row is dropped, the others are written.
+        let other = store.create_user("b@example.com", "x").await.unwrap();
+        assert!(
+            counter
+                .try_count(&store, &user.id, 10)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            counter
+                .try_count(&store, &other.id, 10)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(store.delete_user("a@example.com").await.unwrap());
+        assert_eq!(counter.flush(&store).await.unwrap(), 1);
+        assert_eq!(counter.pending(), 0, "nothing is retried forever");
+        assert_eq!(store.actions_on(&other.id, day).await.unwrap(), 1);
+        assert_eq!(store.actions_on(&user.id, day).await.unwrap(), 0);
+        store
+            .add_actions(&user.id, day, 0)
+            .await
+            .expect_err("the user is gone");
+        let user = store.create_user("a@example.com", "x").await.unwrap();
+        store.add_actions(&user.id, day, 7).await.unwrap();
 
         // A restarted relay seeds from what was written.
         let (_, restarted) = counter_at(LATE);
