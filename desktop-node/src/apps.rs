@@ -364,8 +364,15 @@ fn load_bundle(
                         .into(),
                 )
             })?;
-            let sources = crate::js_apps::JsSources::read(&dir)
+            let mut sources = crate::js_apps::JsSources::read(&dir)
                 .map_err(|e| AppError::Manifest(e.to_string()))?;
+            // QuickJS bytecode, made here from the signed bundle's sources (never taken
+            // from a bundle); if they do not compile, actions report why.
+            if let crate::js_apps::Precompiled::Failed(err) =
+                crate::js_apps::precompile(sandbox, runtime, id.as_str(), &mut sources)
+            {
+                tracing::info!(app = %id, %err, "JavaScript app not precompiled; running its sources");
+            }
             (runtime.clone(), Some(Arc::new(sources)))
         }
     };

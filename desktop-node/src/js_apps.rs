@@ -15,11 +15,23 @@
 //! ([`locate_runtime`]). This module neither installs apps nor caches the loaded runtime:
 //! the caller loads it once ([`load_runtime`]) and reuses the [`LoadedModule`] for every
 //! action of every JS app (the sandbox gives each action a fresh instance).
+//!
+//! When an app is loaded, [`precompile`] has the runtime compile its sources to QuickJS
+//! bytecode once (kept in the sandbox's cache directory, authenticated like compiled
+//! modules); its actions then carry `"bytecode"` instead of `"sources"` and skip
+//! parsing. The bytecode is only ever made by the node from the bundle's own sources:
+//! QuickJS bytecode is not safe to load from untrusted input, so none is ever taken from
+//! a bundle.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::sandbox::{ActionError, LoadedModule, Sandbox};
+use sha2::{Digest, Sha256};
+
+use crate::ai::{AiError, AiProvider, GenerateRequest, TextStream};
+use crate::sandbox::{ActionContext, ActionError, Limits, LoadedModule, Sandbox};
 
 /// The environment variable naming the runtime module's path.
 pub const RUNTIME_ENV: &str = "AISA_JS_RUNTIME";
@@ -103,14 +115,62 @@ pub fn locate_runtime_in(
     }
 }
 
+/// The runtime's export that makes the QuickJS runtime and context every action starts
+/// from ([`load_runtime`] snapshots the memory after it).
+pub const INIT_EXPORT: &str = "aisa_js_init";
+
 /// Reads the runtime module at `path` and loads it into `sandbox` (compiled once, or
 /// taken from the sandbox's compiled-module cache).
+///
+/// With a cache directory, the module loaded is the pre-initialized one: the runtime is
+/// instantiated once, [`INIT_EXPORT`] makes QuickJS's runtime and context, and the
+/// instance's memory becomes the module's initial memory image
+/// ([`crate::sandbox::with_memory_image`]), so every action's fresh instance starts with
+/// them made (copy-on-write) instead of making them. The image is kept in the cache
+/// directory beside the compiled code, sealed like it. If that fails (a runtime without
+/// the export, say) the plain module is used and the reason logged. Without a cache
+/// directory the plain module is used: the pre-initialized one would be compiled again
+/// at every start.
 pub fn load_runtime(sandbox: &Sandbox, path: &Path) -> Result<LoadedModule, JsAppError> {
     let wasm = std::fs::read(path).map_err(|source| JsAppError::Read {
         path: path.to_owned(),
         source,
     })?;
-    Ok(sandbox.load(&wasm)?)
+    let plain = sandbox.load(&wasm)?;
+    if sandbox.cache_dir().is_none() {
+        return Ok(plain);
+    }
+    match pre_initialized(sandbox, &plain, &wasm) {
+        Ok(module) => Ok(module),
+        Err(err) => {
+            tracing::warn!(%err, "the JavaScript runtime is not pre-initialized; each action makes its QuickJS runtime");
+            Ok(plain)
+        }
+    }
+}
+
+/// The runtime with its memory image after [`INIT_EXPORT`], loaded.
+fn pre_initialized(
+    sandbox: &Sandbox,
+    plain: &LoadedModule,
+    wasm: &[u8],
+) -> Result<LoadedModule, ActionError> {
+    let name = format!("js-runtime-{}.init.wasm", hex::encode(plain.sha256()));
+    let (image, _) = sandbox.cached_artifact(
+        &name,
+        |bytes| bytes.starts_with(b"\0asm"),
+        || {
+            let ctx = ActionContext::new(
+                "js-runtime",
+                "0.0.0",
+                std::env::temp_dir(),
+                Arc::new(NoModel),
+            );
+            let memory = sandbox.memory_after(plain, &ctx, INIT_EXPORT)?;
+            crate::sandbox::with_memory_image(wasm, &memory).map_err(ActionError::Load)
+        },
+    )?;
+    sandbox.load(&image)
 }
 
 /// A JS app's sources.
@@ -120,6 +180,141 @@ pub struct JsSources {
     pub bot_logic: String,
     /// `tools.js`, when the app has one.
     pub tools: Option<String>,
+    /// Their QuickJS bytecode, once [`precompile`] made it (only it can); `None` runs
+    /// the sources.
+    pub bytecode: Option<Arc<JsBytecode>>,
+}
+
+/// A JS app's modules compiled to QuickJS bytecode by the runtime guest for this node:
+/// its `compile` answer, `{"bot-logic.js": base64, "tools.js": base64?}`. Made only by
+/// [`precompile`], from sources; never read from a bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsBytecode {
+    json: String,
+}
+
+impl JsBytecode {
+    /// The compile answer if it has the expected shape.
+    fn parse(json: String) -> Option<JsBytecode> {
+        let value: serde_json::Value = serde_json::from_str(&json).ok()?;
+        let object = value.as_object()?;
+        let shaped = object.get(BOT_LOGIC)?.is_string()
+            && object.keys().all(|k| k == BOT_LOGIC || k == TOOLS)
+            && object.values().all(serde_json::Value::is_string);
+        shaped.then_some(JsBytecode { json })
+    }
+
+    /// Its size in bytes (base64 in JSON).
+    pub fn len(&self) -> usize {
+        self.json.len()
+    }
+
+    /// Whether it is empty (never, for one [`precompile`] made).
+    pub fn is_empty(&self) -> bool {
+        self.json.is_empty()
+    }
+}
+
+/// How [`precompile`] went.
+#[derive(Debug)]
+pub enum Precompiled {
+    /// The bytecode was taken from the cache (its tag verified).
+    Cached,
+    /// The runtime compiled the sources (and the bytecode was cached, if there is a
+    /// cache directory).
+    Compiled,
+    /// The sources do not compile (or the runtime failed): the app keeps running from
+    /// its sources, so each action reports the same error it would have without
+    /// bytecode.
+    Failed(ActionError),
+}
+
+/// The name of a cache entry: everything the bytecode is made from (the runtime build
+/// and both sources) hashed.
+fn bytecode_cache_name(runtime: &LoadedModule, sources: &JsSources) -> String {
+    let mut hash = Sha256::new();
+    hash.update(runtime.sha256());
+    for source in [Some(&sources.bot_logic), sources.tools.as_ref()] {
+        match source {
+            Some(text) => {
+                hash.update([1]);
+                hash.update((text.len() as u64).to_le_bytes());
+                hash.update(text.as_bytes());
+            }
+            None => hash.update([0]),
+        }
+    }
+    format!("js-{}.qjsbc", hex::encode(hash.finalize()))
+}
+
+/// A model for the compile call, which never asks one.
+struct NoModel;
+
+impl AiProvider for NoModel {
+    fn generate(
+        &self,
+        _: GenerateRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<TextStream, AiError>> + Send + '_>>
+    {
+        Box::pin(async { Err(AiError::NoKey("compiling a JavaScript app".into())) })
+    }
+}
+
+/// Compiles `sources` to QuickJS bytecode with the runtime (a fresh instance running its
+/// `compile` entry), or takes it from the sandbox's cache directory, and sets
+/// `sources.bytecode`. Blocks the calling thread for the compile (about a millisecond
+/// for a small app): call it where apps are loaded, not on the guest threads.
+pub fn precompile(
+    sandbox: &Sandbox,
+    runtime: &LoadedModule,
+    app_id: &str,
+    sources: &mut JsSources,
+) -> Precompiled {
+    sources.bytecode = None;
+    let name = bytecode_cache_name(runtime, sources);
+    let compile = || {
+        let mut files = serde_json::Map::new();
+        files.insert(BOT_LOGIC.into(), sources.bot_logic.clone().into());
+        if let Some(tools) = &sources.tools {
+            files.insert(TOOLS.into(), tools.clone().into());
+        }
+        let input = serde_json::json!({ "compile": files }).to_string();
+        let ctx = ActionContext::new(app_id, "0.0.0", std::env::temp_dir(), Arc::new(NoModel))
+            .with_limits(Limits {
+                timeout: Duration::from_secs(30),
+                output_bytes: 256 << 20,
+                ..Limits::default()
+            });
+        let answer = sandbox.run_to_end(runtime, &ctx, &input)?;
+        if JsBytecode::parse(answer.clone()).is_none() {
+            return Err(ActionError::Failed(
+                "the JavaScript runtime's compile answer is malformed".into(),
+            ));
+        }
+        Ok(answer.into_bytes())
+    };
+    let accept = |bytes: &[u8]| {
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| JsBytecode::parse(text.to_owned()))
+            .is_some()
+    };
+    match sandbox.cached_artifact(&name, accept, compile) {
+        Ok((bytes, cached)) => {
+            let Some(bytecode) = String::from_utf8(bytes).ok().and_then(JsBytecode::parse) else {
+                return Precompiled::Failed(ActionError::Failed(
+                    "the JavaScript bytecode is malformed".into(),
+                ));
+            };
+            sources.bytecode = Some(Arc::new(bytecode));
+            if cached {
+                Precompiled::Cached
+            } else {
+                Precompiled::Compiled
+            }
+        }
+        Err(err) => Precompiled::Failed(err),
+    }
 }
 
 impl JsSources {
@@ -140,13 +335,26 @@ impl JsSources {
             }
             Err(e) => return Err(e),
         };
-        Ok(JsSources { bot_logic, tools })
+        Ok(JsSources {
+            bot_logic,
+            tools,
+            bytecode: None,
+        })
     }
 }
 
 /// The runtime guest's input for one action:
-/// `{"action", "payload", "sources": {"bot-logic.js", "tools.js"?}}`.
+/// `{"action", "payload", "sources": {"bot-logic.js", "tools.js"?}}`, or, once the app
+/// is precompiled, `{"action", "payload", "bytecode": {"bot-logic.js", "tools.js"?}}`.
 pub fn action_input(action: &str, payload: &serde_json::Value, sources: &JsSources) -> String {
+    if let Some(bytecode) = &sources.bytecode {
+        return format!(
+            "{{\"action\":{},\"payload\":{},\"bytecode\":{}}}",
+            serde_json::Value::from(action),
+            payload,
+            bytecode.json
+        );
+    }
     let mut files = serde_json::Map::new();
     files.insert(BOT_LOGIC.into(), sources.bot_logic.clone().into());
     if let Some(tools) = &sources.tools {

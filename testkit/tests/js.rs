@@ -93,6 +93,7 @@ fn sources(bot_logic: &str, tools: Option<&str>) -> JsSources {
     JsSources {
         bot_logic: bot_logic.to_owned(),
         tools: tools.map(str::to_owned),
+        bytecode: None,
     }
 }
 
@@ -121,6 +122,7 @@ async fn an_action_streams_the_model_output_chunk_by_chunk() {
             }"#
         .to_owned(),
         tools: None,
+        bytecode: None,
     };
     let home = tempfile::tempdir().expect("home");
     let out = run_with(
@@ -270,6 +272,7 @@ async fn an_infinite_loop_is_stopped_by_the_deadline() {
             "export function spin(payload, context) { context.emit('start'); while (true) {} }"
                 .to_owned(),
         tools: None,
+        bytecode: None,
     };
     let limits = Limits {
         timeout: Duration::from_millis(300),
@@ -308,6 +311,7 @@ async fn a_memory_bomb_is_stopped_by_the_memory_cap() {
         }"
         .to_owned(),
         tools: None,
+        bytecode: None,
     };
     let limits = Limits {
         memory_bytes: 32 << 20,

@@ -9,7 +9,9 @@
 //! Then JavaScript mini-apps: the QuickJS runtime guest (`runtimes/js`) with a JS app's
 //! sources in its input, a fresh instance (and so a fresh QuickJS runtime, context and
 //! module evaluation) per action, with the compiled runtime taken from a warm
-//! compiled-module cache.
+//! compiled-module cache: each app from its sources, then from the QuickJS bytecode
+//! `js_apps::precompile` made at load. A first row measures the instance alone (an
+//! input the runtime refuses before QuickJS starts), to split where the time goes.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -147,9 +149,22 @@ async fn js_apps() {
     let echo = JsSources {
         bot_logic: "export function echo(payload, context) { context.emit(payload.text); }".into(),
         tools: None,
+        bytecode: None,
     };
     let seo = JsSources::read(&aisa_testkit::guest::workspace_root().join("examples/seo-writer"))
         .expect("examples/seo-writer");
+    let mut echo_bc = echo.clone();
+    let mut seo_bc = seo.clone();
+    for (label, sources) in [("echo", &mut echo_bc), ("seo-writer", &mut seo_bc)] {
+        let started = Instant::now();
+        let outcome = js_apps::precompile(&sandbox, &module, "bench", sources);
+        println!(
+            "JS {label}: precompile to bytecode {:?} in {:.2} ms ({} bytes of base64 JSON)",
+            outcome,
+            started.elapsed().as_secs_f64() * 1e3,
+            sources.bytecode.as_ref().map_or(0, |b| b.len())
+        );
+    }
     let seo_payload =
         serde_json::json!({"topic": "home espresso", "keywords": ["grinder"], "tone": "friendly"});
     let instant: Arc<dyn AiProvider> = Arc::new(instant_ai());
@@ -157,14 +172,43 @@ async fn js_apps() {
         ai: true,
         ..Grants::default()
     });
+    // The instance alone: the runtime refuses this input before it creates QuickJS.
+    let mut samples = Vec::with_capacity(JS_ROUNDS);
+    for round in 0..JS_ROUNDS + 100 {
+        let (tx, _rx) = mpsc::channel(64);
+        let started = Instant::now();
+        let result = sandbox.run(&module, &ctx, r#"{"payload":null}"#, tx).await;
+        let took = started.elapsed();
+        assert!(
+            result.is_err(),
+            "the runtime refuses an input without an action"
+        );
+        if round >= 100 {
+            samples.push(took.as_secs_f64() * 1e6);
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "JS runtime instance alone (input refused before QuickJS starts): start → end: p50 {:.1} µs, p99 {:.1} µs",
+        percentile(&samples, 50.0),
+        percentile(&samples, 99.0)
+    );
     for (label, input) in [
         (
-            "JS echo (bot-logic.js emits its payload)",
+            "JS echo (bot-logic.js emits its payload), sources",
             js_apps::action_input("echo", &serde_json::json!({"text": "hi"}), &echo),
         ),
         (
-            "JS seo-writer example (tools.js import, ai.generateText, model answers at once)",
+            "JS echo, bytecode",
+            js_apps::action_input("echo", &serde_json::json!({"text": "hi"}), &echo_bc),
+        ),
+        (
+            "JS seo-writer example (tools.js import, ai.generateText, model answers at once), sources",
             js_apps::action_input("write", &seo_payload, &seo),
+        ),
+        (
+            "JS seo-writer example, bytecode",
+            js_apps::action_input("write", &seo_payload, &seo_bc),
         ),
     ] {
         let mut samples = Vec::with_capacity(JS_ROUNDS);

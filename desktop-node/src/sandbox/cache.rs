@@ -1,6 +1,8 @@
 //! The compiled-module cache: compiled code kept on disk, keyed by a hash of the module
 //! and the engine, each entry sealed with a tag (HMAC-SHA-256 under the node's cache key,
-//! or SHA-256 without one) that must verify before the code is loaded.
+//! or SHA-256 without one) that must verify before the code is loaded. Other artifacts
+//! the node derives from code it loads (a JS app's QuickJS bytecode) are kept beside it,
+//! sealed the same way ([`Sandbox::cached_artifact`]).
 
 use sha2::{Digest, Sha256};
 use wasmtime::Module;
@@ -9,7 +11,7 @@ use super::{ActionError, Sandbox};
 
 impl Sandbox {
     /// Compiles `wasm`, or loads the compiled code from the cache directory.
-    pub(super) fn compile(&self, wasm: &[u8]) -> Result<Module, ActionError> {
+    pub(super) fn compile(&self, wasm: &[u8], sha256: &[u8; 32]) -> Result<Module, ActionError> {
         let compile =
             || Module::new(&self.engine, wasm).map_err(|e| ActionError::Load(format!("{e:#}")));
         let Some(dir) = &self.config.cache_dir else {
@@ -22,7 +24,7 @@ impl Sandbox {
         );
         let key = format!(
             "{}-{:016x}.cwasm",
-            hex::encode(Sha256::digest(wasm)),
+            hex::encode(sha256),
             std::hash::Hasher::finish(&engine_hash)
         );
         let path = dir.join(key);
@@ -59,6 +61,45 @@ impl Sandbox {
             tracing::warn!(%err, "could not cache the compiled module");
         }
         Ok(module)
+    }
+
+    /// An artifact the node makes itself (never one taken from a bundle), kept in the
+    /// cache directory as `name` and sealed like compiled code: the stored bytes if the
+    /// entry's tag verifies and `accept` takes them, else `make()`'s, which are then
+    /// stored. `name` must identify everything the artifact is made from. Without a
+    /// cache directory it is always `make()`. The flag says whether it came from the
+    /// cache.
+    pub(crate) fn cached_artifact<E>(
+        &self,
+        name: &str,
+        accept: impl FnOnce(&[u8]) -> bool,
+        make: impl FnOnce() -> Result<Vec<u8>, E>,
+    ) -> Result<(Vec<u8>, bool), E> {
+        let Some(dir) = &self.config.cache_dir else {
+            return make().map(|made| (made, false));
+        };
+        let path = dir.join(name);
+        if let Ok(entry) = std::fs::read(&path) {
+            match self.open_cache_entry(&entry) {
+                Some(bytes) if accept(bytes) => return Ok((bytes.to_vec(), true)),
+                Some(_) => {
+                    tracing::warn!(path = %path.display(), "cache entry unusable; making it again")
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "cache entry fails its integrity check; making it again")
+                }
+            }
+        }
+        let made = make()?;
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            let temp = path.with_extension("tmp");
+            std::fs::write(&temp, self.seal_cache_entry(made.clone()))?;
+            std::fs::rename(&temp, &path)
+        });
+        if let Err(err) = written {
+            tracing::warn!(%err, path = %path.display(), "could not cache");
+        }
+        Ok((made, false))
     }
 
     /// A cache entry: a 32-byte tag (HMAC-SHA-256 under the cache key, or SHA-256 without

@@ -17,11 +17,13 @@
 //! | `cache` | the compiled-module cache on disk, each entry authenticated (HMAC-SHA-256) |
 //! | `linker` | the host functions, linked from the `aisa_abi` import table and checked against it |
 //! | `run` | one action: [`ActionContext`], [`Limits`], [`ActionError`], instantiation and the call |
+//! | `snapshot` | pre-initialized modules: an instance's memory after an init call, written back into the module as its initial image |
 
 mod cache;
 mod engine;
 mod linker;
 mod run;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +39,7 @@ pub use linker::HostState;
 pub use run::{
     ActionContext, ActionError, Limits, LoadedModule, app_dir, seconds, user_dirs_from_env,
 };
+pub use snapshot::with_memory_image;
 
 /// The host API namespace this node provides ([`aisa_abi::MODULE`]).
 pub const ABI_NAMESPACE: &str = aisa_abi::MODULE;
@@ -123,10 +126,17 @@ impl Sandbox {
             config: Arc::new(sandbox),
         })
     }
+    /// The directory compiled modules (and the artifacts kept beside them) are cached
+    /// in, if any.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.config.cache_dir.as_deref()
+    }
+
     /// Compiles and links a module. Imports outside the host API are refused here, with
     /// the name of the first one.
     pub fn load(&self, wasm: &[u8]) -> Result<LoadedModule, ActionError> {
-        let module = self.compile(wasm)?;
+        let sha256: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(wasm).into();
+        let module = self.compile(wasm, &sha256)?;
         for import in module.imports() {
             if import.module() != ABI_NAMESPACE || aisa_abi::import(import.name()).is_none() {
                 return Err(ActionError::Load(format!(
@@ -141,6 +151,6 @@ impl Sandbox {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| ActionError::Load(format!("{e:#}")))?;
-        Ok(LoadedModule { pre })
+        Ok(LoadedModule { pre, sha256 })
     }
 }

@@ -154,6 +154,16 @@ pub fn user_dirs_from_env() -> Arc<UserDirs> {
 #[derive(Clone)]
 pub struct LoadedModule {
     pub(super) pre: InstancePre<HostState>,
+    /// SHA-256 of the module's wasm.
+    pub(super) sha256: [u8; 32],
+}
+
+impl LoadedModule {
+    /// SHA-256 of the wasm it was loaded from (what artifacts made by running it, such
+    /// as a JS app's bytecode, are keyed by).
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
 }
 
 impl Sandbox {
@@ -193,16 +203,53 @@ impl Sandbox {
         }
     }
 
-    /// [`Sandbox::run`]'s body, on the guest threads.
-    async fn run_here(
+    /// Runs one action to its end from synchronous code and returns its output, joined:
+    /// for the node's own short calls into a guest (compiling a JS app). It blocks the
+    /// calling thread, so it must not be called on the guest threads or from async code.
+    pub fn run_to_end(
         &self,
         module: &LoadedModule,
         ctx: &ActionContext,
         input_json: &str,
+    ) -> Result<String, ActionError> {
+        let deadline = ctx
+            .deadline
+            .unwrap_or_else(|| Instant::now() + ctx.limits.timeout);
+        let (done, result) = std::sync::mpsc::channel();
+        let task = self.pool.spawn({
+            let (sandbox, module, ctx) = (self.clone(), module.clone(), ctx.clone());
+            let input = input_json.to_owned();
+            async move {
+                let (tx, mut rx) = mpsc::channel(16);
+                let run = sandbox.run_here(&module, &ctx, &input, tx, deadline);
+                let collect = async {
+                    let mut text = String::new();
+                    while let Some(chunk) = rx.recv().await {
+                        text.push_str(&chunk);
+                    }
+                    text
+                };
+                let (run, text) = tokio::join!(run, collect);
+                let _ = done.send(run.map(|()| text));
+            }
+        });
+        let result = result.recv().unwrap_or_else(|_| {
+            Err(ActionError::Failed(
+                "the sandbox stopped unexpectedly".into(),
+            ))
+        });
+        drop(task);
+        result
+    }
+
+    /// A store for one action of `ctx`: its limits, its host state, and an epoch
+    /// callback that stops it at `deadline` and otherwise yields at every tick.
+    pub(super) fn new_store(
+        &self,
+        ctx: &ActionContext,
         output: mpsc::Sender<String>,
         deadline: Instant,
-    ) -> Result<(), ActionError> {
-        let _running = self.ticker.guest_running();
+    ) -> Store<HostState> {
         let limits = ctx.limits;
         let state = HostState {
             limits: StoreLimitsBuilder::new()
@@ -245,6 +292,20 @@ impl Sandbox {
             }
             Ok(UpdateDeadline::Yield(1))
         });
+        store
+    }
+
+    /// [`Sandbox::run`]'s body, on the guest threads.
+    async fn run_here(
+        &self,
+        module: &LoadedModule,
+        ctx: &ActionContext,
+        input_json: &str,
+        output: mpsc::Sender<String>,
+        deadline: Instant,
+    ) -> Result<(), ActionError> {
+        let _running = self.ticker.guest_running();
+        let mut store = self.new_store(ctx, output, deadline);
         // Wait for a pool slot (counted in the action's time) rather than fail.
         let _slot = self
             .slots
@@ -292,7 +353,7 @@ impl Sandbox {
 
 /// The error for a trap: a host-side failure recorded during the call wins (it says
 /// what really happened), then deadline and limit traps, then the trap itself.
-fn trap(store: &mut Store<HostState>, err: wasmtime::Error) -> ActionError {
+pub(super) fn trap(store: &mut Store<HostState>, err: wasmtime::Error) -> ActionError {
     if let Some(failure) = store.data_mut().failure.take() {
         return failure;
     }

@@ -9,7 +9,9 @@ use aisa_guest::emit;
 use rquickjs::context::intrinsic;
 use rquickjs::loader::{ImportAttributes, Loader, Resolver};
 use rquickjs::module::Declared;
-use rquickjs::{CaughtError, Context, Ctx, Exception, Module, Object, Runtime, Value};
+use rquickjs::{
+    CaughtError, Context, Ctx, Exception, Module, Object, Runtime, Value, WriteOptions,
+};
 
 /// QuickJS's own stack limit (of the guest's 1 MiB shadow stack in linear memory; without
 /// a limit set QuickJS measures from the wrong place and every eval fails, PLATFORM.md).
@@ -52,44 +54,97 @@ type Intrinsics = (
     intrinsic::Promise,
 );
 
+/// The program an action runs: the app's sources, or the QuickJS bytecode the node
+/// compiled from them (`compile` below).
+enum Program {
+    /// `bot-logic.js` and `tools.js` as source text.
+    Sources {
+        logic: String,
+        tools: Option<String>,
+    },
+    /// Their module bytecode. QuickJS reads it in place (`JS_READ_OBJ_ROM_DATA`), so
+    /// these buffers outlive the runtime that loaded them.
+    Bytecode {
+        logic: Vec<u8>,
+        tools: Option<Vec<u8>>,
+    },
+}
+
+impl Program {
+    fn has_tools(&self) -> bool {
+        match self {
+            Program::Sources { tools, .. } => tools.is_some(),
+            Program::Bytecode { tools, .. } => tools.is_some(),
+        }
+    }
+}
+
 fn run(input: &str) -> Result<(), String> {
     let input: serde_json::Value =
         serde_json::from_str(input).map_err(|e| format!("the input is not JSON: {e}"))?;
-    let action = input["action"]
+    if let Some(sources) = input.get("compile") {
+        return compile(sources);
+    }
+    let action_name = input["action"]
         .as_str()
         .ok_or("the input has no \"action\"")?;
     let payload = input
         .get("payload")
         .unwrap_or(&serde_json::Value::Null)
         .to_string();
-    let sources = &input["sources"];
-    let logic = sources[LOGIC]
-        .as_str()
-        .ok_or("the input has no sources[\"bot-logic.js\"]")?;
-    let tools = sources[TOOLS].as_str();
+    let program = match input.get("bytecode") {
+        Some(bytecode) => Program::Bytecode {
+            logic: decode_base64(
+                bytecode[LOGIC]
+                    .as_str()
+                    .ok_or("the input has no bytecode[\"bot-logic.js\"]")?,
+            )?,
+            tools: bytecode[TOOLS].as_str().map(decode_base64).transpose()?,
+        },
+        None => {
+            let sources = &input["sources"];
+            Program::Sources {
+                logic: sources[LOGIC]
+                    .as_str()
+                    .ok_or("the input has no sources[\"bot-logic.js\"]")?
+                    .to_owned(),
+                tools: sources[TOOLS].as_str().map(str::to_owned),
+            }
+        }
+    };
+    // The runtime made before the node's memory snapshot (`aisa_js_init`), or a new one.
+    let (runtime, context) = match READY.with(|ready| ready.borrow_mut().take()) {
+        Some(ready) => ready,
+        None => new_base()?,
+    };
+    set_loader(&runtime, &program);
+    let result = context.with(|ctx| action(&ctx, action_name, payload, &program));
+    // The instance ends with the action: freeing QuickJS's heap object by object first
+    // would be wasted work (and `program` must outlive the runtime anyway).
+    std::mem::forget((context, runtime));
+    result
+}
 
-    let runtime = Runtime::new().map_err(|e| format!("QuickJS runtime: {e}"))?;
-    runtime.set_max_stack_size(MAX_STACK_BYTES);
-    runtime.set_loader(
-        OnlyTools {
-            has_tools: tools.is_some(),
-        },
-        ToolsLoader {
-            source: tools.map(str::to_owned),
-        },
-    );
-    let context =
-        Context::custom::<Intrinsics>(&runtime).map_err(|e| format!("QuickJS context: {e}"))?;
-    context.with(|ctx| {
-        let console = crate::context::console(&ctx).map_err(|e| describe(&ctx, e))?;
-        ctx.globals()
-            .set("console", console)
-            .map_err(|e| describe(&ctx, e))?;
-        let tools_ns = match tools {
-            Some(source) => Some(evaluate(&ctx, TOOLS, source)?),
-            None => None,
+/// Evaluates the app's modules and calls its function `action` with `payload`.
+fn action(ctx: &Ctx<'_>, action: &str, payload: String, program: &Program) -> Result<(), String> {
+    {
+        let ctx = ctx.clone();
+        let (tools_ns, logic_ns) = match program {
+            Program::Sources { logic, tools } => (
+                match tools {
+                    Some(source) => Some(evaluate(&ctx, TOOLS, declare(&ctx, TOOLS, source)?)?),
+                    None => None,
+                },
+                evaluate(&ctx, LOGIC, declare(&ctx, LOGIC, logic)?)?,
+            ),
+            Program::Bytecode { logic, tools } => (
+                match tools {
+                    Some(code) => Some(evaluate(&ctx, TOOLS, load(&ctx, code)?)?),
+                    None => None,
+                },
+                evaluate(&ctx, LOGIC, load(&ctx, logic)?)?,
+            ),
         };
-        let logic_ns = evaluate(&ctx, LOGIC, logic)?;
         let function: Value = logic_ns.get(action).map_err(|e| describe(&ctx, e))?;
         let Some(function) = function.as_function().cloned() else {
             let exported: Vec<String> = logic_ns
@@ -126,10 +181,150 @@ fn run(input: &str) -> Result<(), String> {
             emit(&crate::context::show(&ctx, &result));
         }
         Ok(())
-    })
+    }
 }
 
 aisa_guest::entry!(run);
+
+thread_local! {
+    /// The runtime and context [`aisa_js_init`] made, for the action to take.
+    static READY: RefCell<Option<(Runtime, Context)>> = const { RefCell::new(None) };
+}
+
+/// Makes the QuickJS runtime and context every action starts from (the standard
+/// library, the global `console`) and keeps them for `aisapp_run`. The node calls it
+/// once on a fresh instance and snapshots the instance's memory
+/// (`desktop-node/src/sandbox/snapshot.rs`): every action's instance then starts with
+/// them made, copy-on-write. Without the snapshot, `aisapp_run` makes them itself.
+#[allow(unsafe_code)] // an exported symbol
+#[unsafe(no_mangle)]
+pub extern "C" fn aisa_js_init() {
+    if let Ok(ready) = new_base() {
+        READY.with(|slot| *slot.borrow_mut() = Some(ready));
+    }
+}
+
+/// A QuickJS runtime (with its stack limit) and a context with the mini-app standard
+/// library and the global `console`.
+fn new_base() -> Result<(Runtime, Context), String> {
+    let runtime = Runtime::new().map_err(|e| format!("QuickJS runtime: {e}"))?;
+    runtime.set_max_stack_size(MAX_STACK_BYTES);
+    let context =
+        Context::custom::<Intrinsics>(&runtime).map_err(|e| format!("QuickJS context: {e}"))?;
+    context.with(|ctx| {
+        let console = crate::context::console(&ctx).map_err(|e| describe(&ctx, e))?;
+        ctx.globals()
+            .set("console", console)
+            .map_err(|e| describe(&ctx, e))
+    })?;
+    Ok((runtime, context))
+}
+
+/// The module loader for `program`: `./tools.js` and nothing else.
+fn set_loader(runtime: &Runtime, program: &Program) {
+    let source = match program {
+        Program::Sources { tools, .. } => tools.clone(),
+        Program::Bytecode { .. } => None,
+    };
+    runtime.set_loader(
+        OnlyTools {
+            has_tools: program.has_tools(),
+        },
+        ToolsLoader { source },
+    );
+}
+
+/// `{"compile": {"bot-logic.js": …, "tools.js": …?}}`: parses each source as a module
+/// (nothing is evaluated) and emits `{"bot-logic.js": base64, "tools.js": base64?}`,
+/// their QuickJS bytecode. A source that does not parse fails with the same message an
+/// action on it would.
+fn compile(sources: &serde_json::Value) -> Result<(), String> {
+    let logic = sources[LOGIC]
+        .as_str()
+        .ok_or("compile: no \"bot-logic.js\"")?;
+    let tools = sources[TOOLS].as_str();
+    let program = Program::Sources {
+        logic: logic.to_owned(),
+        tools: tools.map(str::to_owned),
+    };
+    let (runtime, context) = new_base()?;
+    set_loader(&runtime, &program);
+    context.with(|ctx| {
+        let mut out = serde_json::Map::new();
+        for (name, source) in [(TOOLS, tools), (LOGIC, Some(logic))] {
+            let Some(source) = source else { continue };
+            let module = declare(&ctx, name, source)?;
+            let code = module
+                .write(WriteOptions::default())
+                .map_err(|e| describe(&ctx, e))?;
+            out.insert(name.to_owned(), encode_base64(&code).into());
+        }
+        emit(&serde_json::Value::Object(out).to_string());
+        Ok(())
+    })
+}
+
+/// Declares (parses) an ES module from its source.
+fn declare<'js>(ctx: &Ctx<'js>, name: &str, source: &str) -> Result<Module<'js, Declared>, String> {
+    Module::declare(ctx.clone(), name, source).map_err(|e| describe(ctx, e))
+}
+
+/// Declares an ES module from bytecode `compile` produced.
+fn load<'js>(ctx: &Ctx<'js>, code: &[u8]) -> Result<Module<'js, Declared>, String> {
+    #[allow(unsafe_code)]
+    // SAFETY: the node passes only bytecode it made itself with `compile`, from the
+    // signed bundle's sources, on this same runtime build (its cache is keyed by the
+    // runtime module's hash and authenticated; docs/js-apps.md), never bytes from a
+    // bundle. `code` outlives the runtime (see `Program::Bytecode`).
+    unsafe { Module::load(ctx.clone(), code) }.map_err(|e| describe(ctx, e))
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+fn encode_base64(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(BASE64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decodes standard base64 (padding optional).
+fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
+    let text = text.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in text {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return Err("the bytecode is not base64".to_owned()),
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
 
 /// Starts a model generation (`ai_generate`) for the request JSON; returns its handle.
 pub(crate) fn ai_generate(ctx: &Ctx<'_>, request: &str) -> rquickjs::Result<i32> {
@@ -172,10 +367,13 @@ pub(crate) fn capability_call(import: &str, request: &str) -> Result<String, Str
     capabilities::call(import, request)
 }
 
-/// Declares and evaluates an ES module, driving its top-level promise, and returns its
+/// Evaluates a declared ES module, driving its top-level promise, and returns its
 /// namespace.
-fn evaluate<'js>(ctx: &Ctx<'js>, name: &str, source: &str) -> Result<Object<'js>, String> {
-    let declared = Module::declare(ctx.clone(), name, source).map_err(|e| describe(ctx, e))?;
+fn evaluate<'js>(
+    ctx: &Ctx<'js>,
+    name: &str,
+    declared: Module<'js, Declared>,
+) -> Result<Object<'js>, String> {
     let (module, done) = declared.eval().map_err(|e| describe(ctx, e))?;
     done.finish::<Value>().map_err(|e| match e {
         rquickjs::Error::WouldBlock => {
