@@ -7,7 +7,7 @@
 //! one before a restart, counted); after that no stream reads or writes the database.
 //! Increments (and the "uncounts" of streams that never reached the device) collect as
 //! per-(user, day) deltas that [`ActionCounter::flush`] writes, every
-//! [`FLUSH_INTERVAL`] from a background task (`server.rs`) and once more when the relay
+//! `action_flush_ms` ([`FLUSH_INTERVAL`] by default) from a background task (`server.rs`) and once more when the relay
 //! stops. A relay that dies without stopping loses at most one interval of counts.
 //!
 //! The count resets at 00:00 UTC: the day is part of every key, and the first action
@@ -23,7 +23,8 @@ use std::time::Duration;
 use crate::facts::Clock;
 use crate::store::{Store, StoreError};
 
-/// How often counted actions are written to the store.
+/// How often counted actions are written to the store by default
+/// (`action_flush_ms`).
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `YYYY-MM-DD` in UTC of `unix_ms`.

@@ -39,6 +39,10 @@ pub struct RelayConfig {
     /// elsewhere (disabled by the CLI, signed out through another node) and closes their
     /// open sessions. Default 2.
     pub revocation_check_secs: u64,
+    /// How often, in milliseconds, the actions counted in memory are written to the
+    /// store (`actions::ActionCounter`); a relay that dies without stopping loses at
+    /// most this much of the count. Default 1000.
+    pub action_flush_ms: u64,
     /// Lifetime of an access token in seconds. Default 900 (15 minutes).
     pub access_token_ttl_secs: u64,
     /// Lifetime of a refresh token in seconds. Default 2592000 (30 days).
@@ -162,6 +166,7 @@ impl Default for RelayConfig {
             jwt_secret: None,
             metrics_addr: None,
             revocation_check_secs: 2,
+            action_flush_ms: crate::actions::FLUSH_INTERVAL.as_millis() as u64,
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 24 * 3600,
             allow_signup: true,

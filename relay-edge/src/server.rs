@@ -389,13 +389,14 @@ async fn sweep_revoked_tokens(state: Arc<RelayState>, mut stopped: watch::Receiv
     }
 }
 
-/// Writes the actions counted in memory to the store every
-/// [`crate::actions::FLUSH_INTERVAL`], and once more when the relay stops
-/// ([`RelayHandle::shutdown`] writes those of the streams that drained after this).
+/// Writes the actions counted in memory to the store every `action_flush_ms`, and once
+/// more when the relay stops ([`RelayHandle::shutdown`] writes those of the streams
+/// that drained after this).
 async fn flush_actions(state: Arc<RelayState>, mut stopped: watch::Receiver<bool>) {
+    let every = Duration::from_millis(state.config.action_flush_ms.max(1));
     loop {
         let stop = tokio::select! {
-            _ = tokio::time::sleep(crate::actions::FLUSH_INTERVAL) => false,
+            _ = tokio::time::sleep(every) => false,
             _ = stopped.wait_for(|s| *s) => true,
         };
         if let Err(err) = state.actions.flush(&state.store).await {

@@ -1153,7 +1153,7 @@ async fn a_token_signed_out_everywhere_is_refused_on_the_very_next_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counted_actions_reach_the_store_in_batches_and_at_shutdown() {
-    let relay = Relay::start().await;
+    let relay = Relay::start_with(|c| c.action_flush_ms = 200).await;
     let reply = relay.user("cnt@example.com").await;
     let token = reply["token"].as_str().unwrap().to_owned();
     let user_id = reply["user_id"].as_str().unwrap().to_owned();
@@ -1176,9 +1176,26 @@ async fn counted_actions_reach_the_store_in_batches_and_at_shutdown() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(store.actions_on(&user_id, &today).await.unwrap(), 3);
-    // One more, then stop at once: the shutdown writes it.
+    relay.stop().await;
+
+    // A relay whose periodic flush never comes in time: stopping writes the count.
+    let relay = Relay::start_with(|c| c.action_flush_ms = 3_600_000).await;
+    let reply = relay.user("stop@example.com").await;
+    let token = reply["token"].as_str().unwrap().to_owned();
+    let user_id = reply["user_id"].as_str().unwrap().to_owned();
+    let (device_id, device_token) = relay.device("stop@example.com").await;
+    let _desktop = answering_desktop(&relay, &device_token).await;
+    let session = relay.browser().await.unwrap();
+    let header = action_header(&device_id, &token);
+    let store = relay.handle().state.store.clone();
     act(&session, &header).await.expect("allowed");
+    act(&session, &header).await.expect("allowed");
+    assert_eq!(
+        store.actions_on(&user_id, &today).await.unwrap(),
+        0,
+        "not yet written"
+    );
     drop(session);
     relay.stop().await;
-    assert_eq!(store.actions_on(&user_id, &today).await.unwrap(), 4);
+    assert_eq!(store.actions_on(&user_id, &today).await.unwrap(), 2);
 }
