@@ -1256,7 +1256,7 @@ mod tests {
         );
     }
 
-    /// Finding 6 of issue 11: the response key no longer depends on the request alone.
+    /// The response key does not depend on the request alone.
     #[test]
     fn two_responses_to_one_request_never_share_key_or_nonce() {
         let (dsk, dpk, bsk, bpk) = keys();
@@ -1288,7 +1288,7 @@ mod tests {
         assert_eq!(opener.open_chunk(&b1).unwrap(), (b"more".to_vec(), false));
     }
 
-    /// Finding 7 of issue 11: plain frames are refusals before the sealed response only.
+    /// Plain frames are refusals before the sealed response only.
     #[test]
     fn plain_frames_only_before_the_sealed_response() {
         let (dsk, dpk, bsk, bpk) = keys();
@@ -1354,7 +1354,7 @@ mod tests {
         assert_eq!(opener.open_frame(&[0, 0, 6]), Err(E2eError::Unsealed));
     }
 
-    /// Finding 7 of issue 11: control messages (CANCEL) are sealed; injected ones do not
+    /// Control messages (CANCEL) are sealed; injected ones do not
     /// open and do not disturb the real ones.
     #[test]
     fn control_messages_are_sealed() {
@@ -1383,7 +1383,7 @@ mod tests {
         assert_eq!(opened.controls.open(&again).unwrap(), b"second");
     }
 
-    /// Issue 13: the into-buffer seal writes exactly the tunnel frame of `seal_chunk`'s
+    /// The into-buffer seal writes exactly the tunnel frame of `seal_chunk`'s
     /// body (the same bytes on the wire), appended to what the buffer held.
     #[test]
     fn seal_chunk_into_writes_the_framed_chunk() {
@@ -1428,7 +1428,7 @@ mod tests {
         assert_eq!(buf.len(), 8 + 5 + 3 + 16);
     }
 
-    /// Issue 13: opening in place gives the data inside the frame, refuses what
+    /// Opening in place gives the data inside the frame, refuses what
     /// `open_chunk` refuses, and a refused frame changes nothing.
     #[test]
     fn open_chunk_in_place_opens_inside_the_frame() {
@@ -1476,7 +1476,7 @@ mod tests {
         );
     }
 
-    /// Issue 13: a [`Recipient`] (cached public key and per-browser static DH) opens
+    /// A [`Recipient`] (cached public key and per-browser static DH) opens
     /// what `hpke`'s sender seals, for several browsers in turn, with the same response
     /// keys and control messages as the uncached path; a cached browser's key does not
     /// open another browser's request.
@@ -1536,7 +1536,7 @@ mod tests {
         );
     }
 
-    /// Issue 13: the hand-written receiver (SetupAuthR, the context's Open, Export)
+    /// The hand-written receiver (SetupAuthR, the context's Open, Export)
     /// reproduces RFC 9180 A.2.3, this suite in auth mode.
     #[test]
     fn recipient_setup_matches_rfc9180_auth_vectors() {
@@ -1586,7 +1586,7 @@ mod tests {
         );
     }
 
-    /// Finding 6 of issue 11: what a desktop restores after a restart refuses replays.
+    /// What a desktop restores after a restart refuses replays.
     #[test]
     fn a_restored_guard_refuses_replays() {
         let (dsk, dpk, bsk, bpk) = keys();

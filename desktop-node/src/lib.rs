@@ -5,9 +5,13 @@
 //! action of an installed mini-app in a fresh wasmtime instance ([`sandbox`]), whose
 //! host API streams model output from an AI provider ([`ai`]) back as STREAM_CHUNKs.
 //!
-//! Modules: [`config`] (home folder, `node.toml`), [`node`] (connection manager),
-//! [`action`] (one stream), [`sandbox`], [`apps`] (installed apps), [`ai`], [`backoff`],
-//! [`logs`].
+//! Modules: [`config`] (home folder, `node.toml`), [`node`] (its context, the connection
+//! manager, TLS pinning), [`action`] (one stream), [`scheduler`] (how many actions run
+//! and wait, and `busy`), [`sandbox`] (wasmtime: engine, module cache, linker, one run)
+//! on the threads of [`guest_pool`], [`host`] (the permissioned host API) checked against
+//! [`permissions`] (the approved grants), [`apps`] (installed apps), [`js_apps`]
+//! (JavaScript apps on the QuickJS runtime guest), [`installer`] (the mini-app manager),
+//! [`ai`] (the providers), [`backoff`], [`logs`].
 //!
 //! [`logs`] keeps daily log files in the home folder. [`secrets`] keeps the provider
 //! keys, the device token and the identity key in a keychain or an encrypted file;

@@ -1,4 +1,4 @@
-//! Issue #7 and the e2e findings of issue #11, end to end: a real `desktop-node` with
+//! End-to-end encryption through real processes: a real `desktop-node` with
 //! `[e2e] required = true`, paired with a browser through `desktop-node pair`'s one-time
 //! link, runs actions whose request and output the relay never sees in the clear (every
 //! spliced byte is captured); plain, replayed (also after a restart of the node),
@@ -387,7 +387,7 @@ async fn encrypted_actions_hide_payload_and_output_from_the_relay() {
         Body::StreamEnd { .. }
     ));
     assert!(system::chunks_text(&reply.envelopes).contains(topic));
-    // The answer starts with the responder's nonce (finding 6), as the format says.
+    // The answer starts with the responder's nonce, as the format says.
     assert_eq!(reply.first_frame[0], e2e::FRAME_START);
 
     // Replayed: the same header and ciphertext again.
@@ -402,7 +402,7 @@ async fn encrypted_actions_hide_payload_and_output_from_the_relay() {
     .await;
     assert!(error_text(&reply).contains("replayed"), "{reply:?}");
 
-    // Plain requests are refused on this device, status included (finding 2).
+    // Plain requests are refused on this device, status included.
     let plain_marker = "plain marker topic 777";
     // (Another app id: "hello-ai" must cross the relay only sealed, see the end.)
     let plain_action = system::execute(
@@ -454,7 +454,7 @@ async fn encrypted_actions_hide_payload_and_output_from_the_relay() {
     }
     assert!(sealed.opener.is_finished());
 
-    // Finding 7: a plain CANCEL on an encrypted stream is ignored; a sealed one stops it.
+    // A plain CANCEL on an encrypted stream is ignored; a sealed one stops it.
     let session = system.browser().await;
     let mut slow = browser.request(&action("[slow] a b c d e f g h"));
     let (mut send, mut recv) = system::open(
@@ -521,7 +521,7 @@ async fn encrypted_actions_hide_payload_and_output_from_the_relay() {
     .await;
     assert!(error_text(&reply).contains("not paired"), "{reply:?}");
 
-    // Finding 6: after a restart of the node, the replayed request is still refused.
+    // After a restart of the node, the replayed request is still refused.
     drop(node);
     node = desk.run(&fake);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -590,7 +590,7 @@ async fn encrypted_actions_hide_payload_and_output_from_the_relay() {
     assert!(!contains(&all, KEY.as_bytes()));
 }
 
-/// Finding 7b: three browsers pair in a row, each with a fresh link; a used link, and a
+/// Three browsers pair in a row, each with a fresh link; a used link, and a
 /// link a newer `pair` replaced, are refused, also after a restart of the node.
 async fn three_pairings_in_a_row(backend: &'static str) {
     let system = System::start().await;

@@ -694,7 +694,7 @@ async fn a_granted_name_reaches_this_machine_only_as_localhost() {
     );
 }
 
-/// A one-page PDF whose content stream is `data` under `filter` (issue 11, finding 5).
+/// A one-page PDF whose content stream is `data` under `filter`.
 fn pdf_with_stream(filter: &str, data: &[u8]) -> Vec<u8> {
     let mut pdf = b"%PDF-1.4\n".to_vec();
     let mut offsets = Vec::new();

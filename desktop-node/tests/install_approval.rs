@@ -1,4 +1,4 @@
-//! An install approval is bound to what the person was shown (issue 11, finding 8): the
+//! An install approval is bound to what the person was shown: the
 //! bundle's SHA-256 and its permission set. A second request for the same id@version
 //! never replaces the first, every waiting request is listed, and the installer installs
 //! only the approved bytes with exactly the approved permissions.

@@ -1,4 +1,4 @@
-//! Renamed environment variables (issue 12, item 6): the real `desktop-node` binary takes
+//! Renamed environment variables: the real `desktop-node` binary takes
 //! its home folder from `AISA_NODE_HOME`, and still from the old `DESKTOP_NODE_HOME`
 //! with a one-line warning naming the new variable. (The only test that uses the old
 //! name.)

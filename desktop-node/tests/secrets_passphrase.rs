@@ -1,4 +1,4 @@
-//! Issue 11, finding 12: the `file` secret backend never keeps its only key in the kernel
+//! The `file` secret backend never keeps its only key in the kernel
 //! keychain (which forgets it at a reboot). The real `desktop-node` binary asks for a
 //! passphrase on a terminal, takes one from `AISA_PASSPHRASE` or a passphrase file, and
 //! refuses, saying how to give one, when it can do neither.

@@ -1,7 +1,8 @@
-//! Issue #4's proof for AI keys: a real `desktop-node` process, with its provider key set
-//! through `desktop-node keys set` (the encrypted-file backend with a passphrase, and the
-//! kernel keyutils backend where this machine has one), runs actions through a real
-//! relay. The key reaches the AI provider (the local fake refuses any other key, and
+//! AI keys never leave the secret store in the clear: a real `desktop-node` process,
+//! with its provider key set through `desktop-node keys set` (the encrypted-file backend
+//! with a passphrase, and the kernel keyutils backend where this machine has one), runs
+//! actions through a real relay. The key reaches the AI provider (the local fake refuses
+//! any other key, and
 //! counts the requests), and never appears in any byte the relay splices, in the
 //! node's log files or console, or in plaintext anywhere in its home folder.
 

@@ -1,4 +1,4 @@
-//! Regression tests for the relay's defences (issue 11): header limits, connection and
+//! Regression tests for the relay's defences: header limits, connection and
 //! stream limits before authentication, event-stream limits, the daily action limit,
 //! sign-in limits behind proxies, bounded password hashing, upload timeouts, the
 //! metrics listener, the token secret, and access tokens revoked on open sessions.
@@ -238,7 +238,7 @@ fn refusals(reason: &str) -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 14: the desktop's HELLO is checked field by field.
+// The desktop's HELLO is checked field by field.
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +290,7 @@ async fn a_hello_with_a_bad_identity_key_is_refused_and_nothing_is_stored() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 10: nothing large is held for a peer that has not authenticated.
+// Nothing large is held for a peer that has not authenticated.
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,7 +450,7 @@ async fn event_streams_per_user_are_limited() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 3 (relay side): refused streams do not count; Control streams never do.
+// Refused streams do not count; Control streams never do.
 // ---------------------------------------------------------------------------------------
 
 /// A desktop that says HELLO and answers every stream the relay opens with one
@@ -552,7 +552,7 @@ async fn refused_action_streams_do_not_count_and_control_streams_never_do() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 4: sign-in limits behind proxies, per account, and bounded hashing.
+// Sign-in limits behind proxies, per account, and bounded hashing.
 // ---------------------------------------------------------------------------------------
 
 /// Signs in with `password`, as coming from `forwarded_for` (an `X-Forwarded-For`
@@ -665,7 +665,7 @@ async fn password_hashing_is_bounded_and_answers_503_with_retry_after() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 9: slow HTTP clients hold nothing shared, and not for long.
+// Slow HTTP clients hold nothing shared, and not for long.
 // ---------------------------------------------------------------------------------------
 
 /// Reads until the server closes the connection (or `limit` passes: `None`).
@@ -796,7 +796,7 @@ async fn slow_uploads_hold_no_publish_slot_and_are_cut_off() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Finding 13 (relay parts): metrics off the public API, a strong token secret, and
+// Metrics off the public API, a strong token secret, and
 // revoked access tokens that stop working on open sessions.
 // ---------------------------------------------------------------------------------------
 
@@ -988,7 +988,7 @@ async fn revoked_access_tokens_stop_working_on_open_sessions() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Issue 13: the hot path reads no database. The facts a stream's authorization needs are
+// The hot path reads no database. The facts a stream's authorization needs are
 // cached in memory and the day's actions are counted there; every change made through
 // this relay is seen by the very next stream.
 // ---------------------------------------------------------------------------------------

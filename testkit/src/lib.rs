@@ -6,6 +6,8 @@
 //! * [`guest`]: builds the example mini-app to wasm from source.
 //! * [`fakes`]: the test doubles several crates' tests share (a provider without a model,
 //!   the test database).
+//! * [`system`]: a whole system on loopback for tests and benchmarks (a real relay, the
+//!   local provider, a user with a desktop node online), and the helpers that talk to it.
 //!
 //! The integration tests of the system live in `testkit/tests`.
 

@@ -1,4 +1,4 @@
-//! The node's action admission through a real relay (issue 18): a full queue answers
+//! The node's action admission through a real relay: a full queue answers
 //! `busy` at once, a queued action can be cancelled, and an action's time limit counts
 //! from when the node received it, queue time included.
 

@@ -1,4 +1,4 @@
-//! Load and chaos through the real processes (issue 11, "Make it systematic"): a
+//! Load and chaos through the real processes: a
 //! `relay-edge` and a `desktop-node` process on loopback, many concurrent action streams
 //! from WebTransport sessions (the browser's part, played here), while a seeded schedule
 //! SIGKILLs the desktop and the relay at random moments and starts them again (the relay

@@ -1,6 +1,6 @@
 //! Requests a hostile browser (or relay) can send, through a real relay to a real node:
 //! app ids that try to name other folders, requests on the wrong stream kind, and output
-//! larger than a frame (issue 11, findings 1, 3 and 11; issue 18's odd ids).
+//! larger than a frame, and odd ids.
 
 use std::time::Duration;
 

@@ -371,7 +371,7 @@ async fn a_javascript_example_app_installs_from_the_marketplace_and_streams() {
     assert_eq!(error_of(&bad).0, ErrorCode::InvalidPayload);
 }
 
-/// Issue 11, finding 8: a second INSTALL_APP for a request that is waiting does not
+/// A second INSTALL_APP for a request that is waiting does not
 /// replace it; the person approves exactly the bundle (hash) and permissions shown.
 #[tokio::test]
 async fn a_second_request_for_a_waiting_install_is_refused_and_the_first_stays_as_shown() {

@@ -1,4 +1,4 @@
-//! Hostile mini-apps must never starve the node (issue 18): with the node's runtime on
+//! Hostile mini-apps must never starve the node: with the node's runtime on
 //! 2 threads, guests that loop, bomb memory or flood output run on their own threads,
 //! so the connection, GET_STATUS and new actions are served within milliseconds, the
 //! device never goes offline, and every hostile action ends with its own ERROR.

@@ -1,4 +1,4 @@
-//! A normal action's latency while hostile mini-apps run (issue 18), next to the idle
+//! A normal action's latency while hostile mini-apps run, next to the idle
 //! figure, on the whole chain over loopback (wtransport client → relay-edge →
 //! desktop-node → hello-ai's `echo` in wasmtime).
 //!

@@ -1,7 +1,7 @@
 /**
  * The relay's HTTP API: accounts (sign-up, sign-in with short-lived access tokens and
  * single-use refresh tokens, sign-out), devices, the plan and usage, the WebTransport
- * session's address, and the marketplace (contracts section C). Tokens live in memory
+ * session's address, and the marketplace (docs/relay.md). Tokens live in memory
  * only.
  */
 

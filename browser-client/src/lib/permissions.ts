@@ -2,7 +2,7 @@
 
 import type { Permissions } from './api';
 
-/** Folder variables (contracts section A), as a person calls them. */
+/** Folder variables of permission paths (docs/guest-abi.md, "Paths"), as a person calls them. */
 const FOLDERS: Record<string, string> = {
   $HOME: 'your home folder',
   $DOCUMENTS: 'your Documents folder',

@@ -169,9 +169,9 @@ describe('the web app in Chromium', () => {
       await expect.poll(() => page.evaluate(() => document.activeElement?.textContent)).toBe('Run on browser desk');
     }));
 
-  // The marketplace is the relay's (contracts section C); installs go through the
-  // desktop's install flow (section D): INSTALL_APP answered with STREAM_CHUNK progress
-  // until `desktop-node apps approve|deny ID`.
+  // The marketplace is the relay's (docs/relay.md); installs go through the
+  // desktop's install flow (docs/protocol.md, "Install"): INSTALL_APP answered with
+  // STREAM_CHUNK progress until `desktop-node apps approve|deny ID`.
   describe('the marketplace', () => {
     it('browses: search, category filter, app detail with versions, rating and permissions', () =>
       explained(async () => {

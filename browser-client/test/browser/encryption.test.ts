@@ -4,8 +4,8 @@
  * (the page shows the same desktop key fingerprint the desktop printed); the desktop
  * lists the browser; actions from the runner are then sealed end to end (the node logs
  * each encrypted stream) and their output still streams into the page. Then the desktop
- * requires encryption (`[e2e] required`, issue 11 finding 2): the workspace's GET_STATUS
- * is sealed too (the apps are still listed) and actions still run.
+ * requires encryption (`[e2e] required`: the relay must not learn which apps there are):
+ * the workspace's GET_STATUS is sealed too (the apps are still listed) and actions still run.
  *
  * The bytes the relay splices are checked for plaintext by the Rust test
  * `desktop-node/tests/e2e_system.rs` (it can tap the relay in-process); this test shows

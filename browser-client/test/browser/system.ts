@@ -252,7 +252,7 @@ export interface BundleSpec {
 }
 
 /**
- * An unsigned `.aisapp` bundle (contracts section B) whose code is the example app's wasm
+ * An unsigned `.aisapp` bundle (docs/miniapp-format.md) whose code is the example app's wasm
  * (`entry: "wasm"`), for publishing through the portal.
  */
 export function wasmBundle(spec: BundleSpec): Uint8Array {

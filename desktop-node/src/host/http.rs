@@ -364,7 +364,7 @@ mod tests {
             "[fd00::1]:0",
             "[fe80::1]:0",
             "[::ffff:127.0.0.1]:0",
-            // IPv4 inside IPv6 (issue 11, finding 13): even a public IPv4 address inside
+            // IPv4 inside IPv6: even a public IPv4 address inside
             // is refused, a gateway decides where these go.
             "[::ffff:93.184.216.34]:0",
             "[::127.0.0.1]:0",

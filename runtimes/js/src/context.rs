@@ -125,8 +125,9 @@ fn freeze<'js>(ctx: &Ctx<'js>, object: Object<'js>) -> Result<Object<'js>> {
     object_fn(ctx, "freeze")?.call((object,))
 }
 
-/// One capability call (contracts section A). The answer's `ok` value, or an `Error`
-/// thrown with the call, the code and the host's message (`code` set to the code).
+/// One capability call (an `aisapp_v1` capability import, docs/guest-abi.md). The
+/// answer's `ok` value, or an `Error` thrown with the call, the code and the host's
+/// message (`code` set to the code).
 fn call<'js>(ctx: &Ctx<'js>, import: &str, op: &str, args: Object<'js>) -> Result<Value<'js>> {
     args.set("op", op)?;
     let request = match ctx.json_stringify(args)? {
