@@ -8,7 +8,9 @@
 //! without reading what flows through them.
 //!
 //! Modules: [`config`] (the file schema), [`store`] (users and devices, sqlx),
-//! [`auth`] (passwords, tokens), [`cert`] (TLS identity), [`registry`] (connected
+//! [`facts`] (the user, device and plan records a stream's authorization needs, kept in
+//! memory), [`actions`] (each user's actions today, counted in memory and written in
+//! batches), [`auth`] (passwords, tokens), [`cert`] (TLS identity), [`registry`] (connected
 //! devices), [`events`] (their status, pushed to browsers), [`desktop`] and [`browser`]
 //! (the two connection kinds), [`authorize`] (the pure decision whether a browser's
 //! stream may go where it asks), [`splice`], [`http`] (API and web app), [`httpd`] (the
