@@ -21,10 +21,10 @@
 //! What it does not do: run code (the desktop node's sandbox does), download bundles, or
 //! decide which keys to trust (the caller passes them).
 //!
-//! Modules: [`bundle`] (the zip, read with the format's limits, and written), [`check`]
-//! (the static checks before signing or installing), [`schemas`] (the JSON Schemas of the
-//! bundle's JSON files), [`wasm`] (`logic.wasm` against the guest contract), [`js`] (the
-//! scan of `bot-logic.js` and `tools.js` for forbidden APIs), [`signature`] (Ed25519
+//! Modules: [`bundle`] (the zip, read with the format's limits, and written),
+//! [`check`](mod@check) (the static checks before signing or installing), [`schemas`]
+//! (the JSON Schemas of the bundle's JSON files), [`wasm`] (`logic.wasm` against the
+//! guest contract), [`js`] (the scan of `bot-logic.js` and `tools.js` for forbidden APIs), [`signature`] (Ed25519
 //! keys, signing, verification), [`checksum`] (SHA-256 of the zip), [`extract`] (a
 //! verified bundle into a fresh folder), [`upgrade`] (what an installer checks before a
 //! new version), [`template`] (`aisapp new`); [`id`], [`manifest`] and [`permissions`]
