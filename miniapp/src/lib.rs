@@ -24,11 +24,11 @@
 //! Modules: [`bundle`] (the zip, read with the format's limits, and written),
 //! [`check`](mod@check) (the static checks before signing or installing), [`schemas`]
 //! (the JSON Schemas of the bundle's JSON files), [`wasm`] (`logic.wasm` against the
-//! guest contract), [`js`] (the scan of `bot-logic.js` and `tools.js` for forbidden APIs), [`signature`] (Ed25519
-//! keys, signing, verification), [`checksum`] (SHA-256 of the zip), [`extract`] (a
-//! verified bundle into a fresh folder), [`upgrade`] (what an installer checks before a
-//! new version), [`template`] (`aisapp new`); [`id`], [`manifest`] and [`permissions`]
-//! re-export the guest contract's types from `aisa-abi`.
+//! guest contract), [`js`] (the scan of `bot-logic.js` and `tools.js` for forbidden
+//! APIs), [`signature`] (Ed25519 keys, signing, verification), [`checksum`] (SHA-256 of
+//! the zip), [`extract`] (a verified bundle into a fresh folder), [`upgrade`] (what an
+//! installer checks before a new version), [`template`] (`aisapp new`); [`id`],
+//! [`manifest`] and [`permissions`] re-export the guest contract's types from `aisa-abi`.
 
 #![forbid(unsafe_code)]
 
