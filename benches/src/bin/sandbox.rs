@@ -153,9 +153,25 @@ async fn js_apps() {
     };
     let seo = JsSources::read(&aisa_testkit::guest::workspace_root().join("examples/seo-writer"))
         .expect("examples/seo-writer");
+    // Two parts of seo-writer alone, to split its time: a log line, and the model.
+    let mut log_bc = JsSources {
+        bot_logic: "export function log(payload, context) { context.console.info('x'); context.emit('y'); }".into(),
+        tools: None,
+        bytecode: None,
+    };
+    let mut ai_bc = JsSources {
+        bot_logic: "export async function ai(payload, context) { for await (const t of context.ai.generateText('x')) context.emit(t); }".into(),
+        tools: None,
+        bytecode: None,
+    };
     let mut echo_bc = echo.clone();
     let mut seo_bc = seo.clone();
-    for (label, sources) in [("echo", &mut echo_bc), ("seo-writer", &mut seo_bc)] {
+    for (label, sources) in [
+        ("echo", &mut echo_bc),
+        ("seo-writer", &mut seo_bc),
+        ("log", &mut log_bc),
+        ("ai", &mut ai_bc),
+    ] {
         let started = Instant::now();
         let outcome = js_apps::precompile(&sandbox, &module, "bench", sources);
         println!(
@@ -201,6 +217,14 @@ async fn js_apps() {
         (
             "JS echo, bytecode",
             js_apps::action_input("echo", &serde_json::json!({"text": "hi"}), &echo_bc),
+        ),
+        (
+            "JS console.info, then emit, bytecode",
+            js_apps::action_input("log", &serde_json::Value::Null, &log_bc),
+        ),
+        (
+            "JS first chunk of ai.generateText (model answers at once), bytecode",
+            js_apps::action_input("ai", &serde_json::Value::Null, &ai_bc),
         ),
         (
             "JS seo-writer example (tools.js import, ai.generateText, model answers at once), sources",
