@@ -14,7 +14,8 @@ use rquickjs::{
 };
 
 /// QuickJS's own stack limit (of the guest's 1 MiB shadow stack in linear memory; without
-/// a limit set QuickJS measures from the wrong place and every eval fails, PLATFORM.md).
+/// a limit set QuickJS measures from the wrong place and every eval fails with "Maximum
+/// call stack size exceeded").
 /// Each JS call also takes native wasm stack, of which the sandbox allows 512 KiB: at
 /// 192 KiB a runaway JS recursion (about 680 calls deep) ends in a catchable
 /// `RangeError` before the native stack runs out; at 256 KiB it traps instead.
@@ -360,9 +361,9 @@ pub(crate) fn ai_next(ctx: &Ctx<'_>, handle: i32) -> rquickjs::Result<Option<Str
     }
 }
 
-/// One capability call (contracts section A): the import by name, the request JSON in,
-/// the answer JSON out. A capability the runtime was built without answers
-/// `unavailable`.
+/// One capability call (docs/guest-abi.md, "The permissioned host API"): the import by
+/// name, the request JSON in, the answer JSON out. A capability the runtime was built
+/// without answers `unavailable`.
 pub(crate) fn capability_call(import: &str, request: &str) -> Result<String, String> {
     capabilities::call(import, request)
 }
@@ -451,7 +452,7 @@ impl Loader for ToolsLoader {
     }
 }
 
-/// The capability imports of contracts section A (`fs`, `http`, `clipboard`, `tool`,
+/// The capability imports of `aisapp_v1` (docs/guest-abi.md: `fs`, `http`, `clipboard`, `tool`,
 /// `storage`, `env`, fetched with `result`). Behind the `capabilities` feature, so that
 /// a runtime built without it imports only the original five functions.
 #[cfg(feature = "capabilities")]
