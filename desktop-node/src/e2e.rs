@@ -255,7 +255,8 @@ impl Replay {
         match std::fs::read(&path) {
             Ok(bytes) => {
                 // A record cut short by a crash is ignored (it was never acknowledged).
-                for record in bytes.chunks_exact(REPLAY_RECORD) {
+                let (records, _cut_short) = bytes.as_chunks::<REPLAY_RECORD>();
+                for record in records {
                     let mut enc = [0u8; 32];
                     enc.copy_from_slice(&record[..32]);
                     let mut ts = [0u8; 8];

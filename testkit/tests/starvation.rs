@@ -1,9 +1,12 @@
 //! Hostile mini-apps must never starve the node: with the node's runtime on
 //! 2 threads, guests that loop, bomb memory or flood output run on their own threads,
-//! so the connection, GET_STATUS and new actions are served within milliseconds, the
-//! device never goes offline, and every hostile action ends with its own ERROR.
+//! so the connection, GET_STATUS and new actions are served while the hostile guests
+//! still run (not only once their time limit stops them), the device never goes
+//! offline, and every hostile action ends with its own ERROR.
 //!
-//! Its own test binary, so that no other test shares the machine while it measures.
+//! The test asserts that behaviour, not timings: how promptly requests are served under
+//! this load is measured by the `starvation` benchmark (benches/README.md). The figures
+//! seen here are printed.
 
 use std::time::{Duration, Instant};
 
@@ -12,9 +15,8 @@ use aisa_testkit::system::{System, error_of, execute, open, read_reply};
 use aisa_tunnel::io::read_frame;
 use aisa_tunnel::{Body, Envelope, ErrorCode, MAX_FRAME_LEN, StreamKind};
 
-/// How long a normal request may take while the hostile guests run.
-const PROMPT: Duration = Duration::from_millis(50);
-/// The hostile guests' time limit.
+/// The hostile guests' time limit: a request that waited this long was starved (served
+/// only once the guests were stopped).
 const LIMIT: Duration = Duration::from_secs(3);
 
 async fn system() -> System {
@@ -183,13 +185,13 @@ fn check(what: &str, slowest: &Slowest) {
         slowest.status, slowest.action, slowest.pings, slowest.ping
     );
     assert!(
-        slowest.status <= PROMPT,
-        "GET_STATUS took {:?}",
+        slowest.status < LIMIT,
+        "GET_STATUS waited {:?}, as long as the hostile guests ran: starved",
         slowest.status
     );
     assert!(
-        slowest.action <= PROMPT,
-        "a normal action's first chunk took {:?}",
+        slowest.action < LIMIT,
+        "a normal action's first chunk waited {:?}, as long as the hostile guests ran: starved",
         slowest.action
     );
     assert!(
@@ -197,7 +199,11 @@ fn check(what: &str, slowest: &Slowest) {
         "the node kept pinging: {}",
         slowest.pings
     );
-    assert!(slowest.ping <= PROMPT, "a PING took {:?}", slowest.ping);
+    assert!(
+        slowest.ping < LIMIT,
+        "a PING waited {:?}, as long as the hostile guests ran: starved",
+        slowest.ping
+    );
 }
 
 /// One test, so the two loads run one after the other (in parallel they would be twice
