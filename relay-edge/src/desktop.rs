@@ -25,6 +25,9 @@ pub const CLOSE_REPLACED: u32 = 2;
 pub const CLOSE_SHUTDOWN: u32 = 3;
 /// QUIC close code: the device was revoked; do not reconnect.
 pub const CLOSE_REVOKED: u32 = 4;
+/// QUIC close code: the desktop sent no heartbeat for three intervals; it is offline
+/// (a node that is alive reconnects).
+pub const CLOSE_SILENT: u32 = 5;
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
@@ -154,8 +157,16 @@ pub async fn serve(state: Arc<RelayState>, conn: quinn::Connection) {
             &device.user_id,
             &crate::events::device_status(&device.id, true, Some(&hello.node_version)),
         );
-        match control.welcome(&device.id, state.config.heartbeat_secs) {
-            Ok(_) => control_loop(&state, &device.id, &mut control, &mut send, &mut recv).await,
+        match control.welcome(Instant::now(), &device.id, state.config.heartbeat_secs) {
+            Ok(_) => {
+                if let Some(silent) =
+                    control_loop(&state, &device.id, &mut control, &mut send, &mut recv).await
+                {
+                    info!(%silent, "desktop stopped sending heartbeats");
+                    crate::metrics::refused(silent.reason());
+                    conn.close(CLOSE_SILENT.into(), silent.to_string().as_bytes());
+                }
+            }
             Err(refusal) => debug!(%refusal, "control stream broke the framing"),
         }
         if state.devices.registry.remove(&device.id, connection_id) {
@@ -189,7 +200,7 @@ async fn read_hello(
         match read {
             Err(_) => control.handle_timeout(Instant::now())?,
             Ok(Ok(Some(n))) => {
-                for event in control.receive(&buf[..n])? {
+                for event in control.receive(&buf[..n], Instant::now())? {
                     if let ControlEvent::Hello(hello) = event {
                         return Ok(hello);
                     }
@@ -206,32 +217,41 @@ async fn read_hello(
 const LAST_SEEN_EVERY: Duration = Duration::from_secs(60);
 
 /// Pumps the control stream through `control` (which answers each PING with a PONG and
-/// anything else with `unsupported`) until the stream or the connection ends; notes
-/// that the device is alive in the store at most every [`LAST_SEEN_EVERY`].
+/// anything else with `unsupported`) until the stream or the connection ends, or the
+/// desktop stops sending heartbeats (returned: close the connection); notes that the
+/// device is alive in the store at most every [`LAST_SEEN_EVERY`].
 async fn control_loop(
     state: &RelayState,
     device_id: &str,
     control: &mut RelayControl,
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
-) {
+) -> Option<Refusal> {
     let mut last_seen_written = Instant::now();
     let mut buf = vec![0u8; control.want()];
     loop {
         if let Some(bytes) = control.poll_transmit()
             && send.write_all(&bytes).await.is_err()
         {
-            return;
+            return None;
         }
-        let n = match recv.read(&mut buf).await {
-            Ok(Some(n)) => n,
-            Ok(None) => return,
-            Err(err) => {
+        let deadline = control
+            .deadline()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let read = tokio::time::timeout_at(deadline.into(), recv.read(&mut buf)).await;
+        let n = match read {
+            Err(_) => match control.handle_timeout(Instant::now()) {
+                Ok(()) => continue,
+                Err(silent) => return Some(silent),
+            },
+            Ok(Ok(Some(n))) => n,
+            Ok(Ok(None)) => return None,
+            Ok(Err(err)) => {
                 debug!(%err, "control stream ended");
-                return;
+                return None;
             }
         };
-        match control.receive(&buf[..n]) {
+        match control.receive(&buf[..n], Instant::now()) {
             Ok(events) => {
                 if events.contains(&ControlEvent::Ping)
                     && last_seen_written.elapsed() >= LAST_SEEN_EVERY
@@ -242,7 +262,7 @@ async fn control_loop(
             }
             Err(refusal) => {
                 debug!(%refusal, "control stream broke the framing");
-                return;
+                return None;
             }
         }
     }
@@ -284,7 +304,7 @@ mod tests {
 
     fn hello_refusal(bytes: &[u8]) -> HelloRefused {
         let mut control = RelayControl::new(Instant::now());
-        HelloRefused::Protocol(control.receive(bytes).expect_err("refused"))
+        HelloRefused::Protocol(control.receive(bytes, Instant::now()).expect_err("refused"))
     }
 
     #[test]

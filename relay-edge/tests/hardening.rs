@@ -1199,3 +1199,41 @@ async fn counted_actions_reach_the_store_in_batches_and_at_shutdown() {
     relay.stop().await;
     assert_eq!(store.actions_on(&user_id, &today).await.unwrap(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desktop_that_stops_its_heartbeats_is_closed_and_goes_offline() {
+    let relay = Relay::start_with(|c| c.heartbeat_secs = 1).await;
+    relay.user("silent@example.com").await;
+    let (device_id, device_token) = relay.device("silent@example.com").await;
+    let hello = Hello {
+        device_token,
+        node_version: "0.1.0".into(),
+        identity_key: vec![1; 32],
+    };
+    // A desktop that says HELLO and then nothing: its QUIC connection stays alive (the
+    // test's endpoint answers ACKs), but it never PINGs.
+    let (desktop, reply) = say_hello(&relay, &hello.encode()).await;
+    assert!(matches!(reply.body, Body::Welcome { .. }), "{reply:?}");
+    let registry = &relay.handle().state.devices.registry;
+    assert!(registry.get(&device_id).is_some());
+    let closed = tokio::time::timeout(WAIT, desktop.conn.closed())
+        .await
+        .expect("the relay closes a silent desktop after three heartbeat intervals");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, aisa_relay::desktop::CLOSE_SILENT.into());
+            let reason = String::from_utf8_lossy(&close.reason);
+            assert!(reason.contains("no heartbeat for 3 intervals"), "{reason}");
+        }
+        other => panic!("expected an application close, got {other:?}"),
+    }
+    // The relay marks it offline as its connection task ends.
+    tokio::time::timeout(WAIT, async {
+        while registry.get(&device_id).is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the device goes offline");
+    relay.stop().await;
+}

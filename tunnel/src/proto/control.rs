@@ -210,7 +210,20 @@ impl NodeControl {
 enum RelayState {
     AwaitHello(HeaderReader<Hello>),
     Deciding,
-    Serving,
+    Serving(Watch),
+}
+
+/// The relay's watch on a welcomed desktop's heartbeats.
+#[derive(Debug)]
+struct Watch {
+    every: Duration,
+    last_heard: Instant,
+}
+
+impl Watch {
+    fn deadline(&self) -> Instant {
+        self.last_heard + self.every * MISSED_HEARTBEATS
+    }
 }
 
 /// The relay's end of a desktop's control stream.
@@ -218,7 +231,11 @@ enum RelayState {
 /// Feed bytes to [`RelayControl::receive`] (reading at most [`RelayControl::want`] while
 /// the HELLO is awaited); on [`ControlEvent::Hello`] check the token and call
 /// [`RelayControl::welcome`] or [`RelayControl::refuse`]; send what
-/// [`RelayControl::poll_transmit`] gives.
+/// [`RelayControl::poll_transmit`] gives; call [`RelayControl::handle_timeout`] at
+/// [`RelayControl::deadline`]. After WELCOME the relay expects to hear from the desktop
+/// (a PING, or any frame) at least once every [`MISSED_HEARTBEATS`] intervals, and
+/// declares it gone otherwise, so a stuck node does not stay "online" on QUIC
+/// keep-alives alone.
 #[derive(Debug)]
 pub struct RelayControl {
     state: RelayState,
@@ -245,24 +262,40 @@ impl RelayControl {
         }
     }
 
-    /// When the HELLO must have arrived; `None` once it has.
+    /// When the HELLO must have arrived, or (after WELCOME) when the desktop counts as
+    /// gone if nothing more is heard; `None` while the HELLO is being decided.
     pub fn deadline(&self) -> Option<Instant> {
         match &self.state {
             RelayState::AwaitHello(reader) => Some(reader.deadline()),
-            _ => None,
+            RelayState::Deciding => None,
+            RelayState::Serving(watch) => Some(watch.deadline()),
         }
     }
 
-    /// Refuses a HELLO that did not arrive in time.
+    /// Refuses a HELLO that did not arrive in time, or a desktop that stopped sending
+    /// heartbeats.
     pub fn handle_timeout(&self, now: Instant) -> Result<(), Refusal> {
         match &self.state {
             RelayState::AwaitHello(reader) => reader.handle_timeout(now),
-            _ => Ok(()),
+            RelayState::Deciding => Ok(()),
+            RelayState::Serving(watch) if now >= watch.deadline() => {
+                Err(Refusal::HeartbeatsMissed {
+                    missed: MISSED_HEARTBEATS,
+                    secs: now.saturating_duration_since(watch.last_heard).as_secs(),
+                })
+            }
+            RelayState::Serving(_) => Ok(()),
         }
     }
 
-    /// Takes bytes from the desktop. Bytes after the HELLO wait until the decision.
-    pub fn receive(&mut self, bytes: &[u8]) -> Result<Vec<ControlEvent>, Refusal> {
+    /// Takes bytes from the desktop, received at `now`. Bytes after the HELLO wait until
+    /// the decision.
+    pub fn receive(&mut self, bytes: &[u8], now: Instant) -> Result<Vec<ControlEvent>, Refusal> {
+        if let RelayState::Serving(watch) = &mut self.state
+            && !bytes.is_empty()
+        {
+            watch.last_heard = now;
+        }
         if let RelayState::AwaitHello(reader) = &mut self.state {
             return match reader.receive(bytes)? {
                 None => Ok(Vec::new()),
@@ -281,9 +314,12 @@ impl RelayControl {
         self.answer()
     }
 
-    /// Accepts the HELLO: queues WELCOME and answers whatever PINGs already came.
+    /// Accepts the HELLO at `now`: queues WELCOME (telling the desktop to PING every
+    /// `heartbeat_secs`), starts watching for heartbeats, and answers whatever PINGs
+    /// already came.
     pub fn welcome(
         &mut self,
+        now: Instant,
         device_id: &str,
         heartbeat_secs: u32,
     ) -> Result<Vec<ControlEvent>, Refusal> {
@@ -298,7 +334,10 @@ impl RelayControl {
             ),
             &mut self.out,
         );
-        self.state = RelayState::Serving;
+        self.state = RelayState::Serving(Watch {
+            every: Duration::from_secs(heartbeat_secs.max(1).into()),
+            last_heard: now,
+        });
         self.answer()
     }
 
@@ -327,7 +366,7 @@ impl RelayControl {
 
     fn answer(&mut self) -> Result<Vec<ControlEvent>, Refusal> {
         let mut events = Vec::new();
-        if !matches!(self.state, RelayState::Serving) {
+        if !matches!(self.state, RelayState::Serving(_)) {
             return Ok(events);
         }
         loop {
@@ -374,7 +413,7 @@ mod tests {
         loop {
             let mut moved = false;
             if let Some(bytes) = node.poll_transmit() {
-                events.extend(relay.receive(&bytes).unwrap());
+                events.extend(relay.receive(&bytes, now).unwrap());
                 moved = true;
             }
             if let Some(bytes) = relay.poll_transmit() {
@@ -394,7 +433,7 @@ mod tests {
         let mut relay = RelayControl::new(t0);
         let events = pump(&mut node, &mut relay, t0);
         assert_eq!(events, [ControlEvent::Hello(hello())]);
-        assert!(relay.welcome("dev-1", 15).unwrap().is_empty());
+        assert!(relay.welcome(t0, "dev-1", 15).unwrap().is_empty());
         let events = pump(&mut node, &mut relay, t0);
         assert_eq!(
             events,
@@ -408,7 +447,7 @@ mod tests {
         assert_eq!(node.deadline(), t0);
         node.handle_timeout(t0).unwrap();
         let sent = node.poll_transmit().unwrap();
-        assert_eq!(relay.receive(&sent).unwrap(), [ControlEvent::Ping]);
+        assert_eq!(relay.receive(&sent, t0).unwrap(), [ControlEvent::Ping]);
         let pong = relay.poll_transmit().unwrap();
         let later = t0 + Duration::from_millis(40);
         assert_eq!(
@@ -426,7 +465,7 @@ mod tests {
         let mut node = NodeControl::new(t0, &hello());
         let mut relay = RelayControl::new(t0);
         pump(&mut node, &mut relay, t0);
-        relay.welcome("d", 1).unwrap();
+        relay.welcome(t0, "d", 1).unwrap();
         pump(&mut node, &mut relay, t0);
         let mut now = t0;
         for _ in 0..4 {
@@ -451,7 +490,7 @@ mod tests {
             "no WELCOME within 10 s"
         );
         let mut relay = RelayControl::new(t0);
-        relay.receive(&node.poll_transmit().unwrap()).unwrap();
+        relay.receive(&node.poll_transmit().unwrap(), t0).unwrap();
         relay.refuse(
             ErrorCode::Unauthenticated,
             "unknown or revoked device token",
@@ -472,11 +511,11 @@ mod tests {
         frame_of(&Envelope::new(4, Body::GetStatus), &mut wire);
         // The HELLO and the early message arrive together; the answer waits for WELCOME.
         assert_eq!(
-            relay.receive(&wire).unwrap(),
+            relay.receive(&wire, t0).unwrap(),
             [ControlEvent::Hello(hello())]
         );
         assert!(relay.poll_transmit().is_none());
-        relay.welcome("d", 15).unwrap();
+        relay.welcome(t0, "d", 15).unwrap();
         let mut answers = FrameBuffer::new(MAX_FRAME_LEN);
         answers.push(&relay.poll_transmit().unwrap());
         let welcome = Envelope::decode(&answers.next_frame().unwrap().unwrap()).unwrap();
@@ -493,12 +532,33 @@ mod tests {
     }
 
     #[test]
+    fn the_relay_declares_a_silent_desktop_gone_after_three_intervals() {
+        let t0 = Instant::now();
+        let mut node = NodeControl::new(t0, &hello());
+        let mut relay = RelayControl::new(t0);
+        relay.receive(&node.poll_transmit().unwrap(), t0).unwrap();
+        relay.welcome(t0, "d", 10).unwrap();
+        assert_eq!(relay.deadline(), Some(t0 + Duration::from_secs(30)));
+        // A PING at 25 s moves the deadline to 55 s.
+        node.receive(&relay.poll_transmit().unwrap(), t0).unwrap();
+        node.handle_timeout(t0).unwrap();
+        let at = t0 + Duration::from_secs(25);
+        relay.receive(&node.poll_transmit().unwrap(), at).unwrap();
+        assert!(relay.handle_timeout(t0 + Duration::from_secs(54)).is_ok());
+        let refusal = relay
+            .handle_timeout(t0 + Duration::from_secs(55))
+            .unwrap_err();
+        assert_eq!(refusal.reason(), "heartbeats_missed");
+        assert_eq!(refusal.to_string(), "no heartbeat for 3 intervals (30 s)");
+    }
+
+    #[test]
     fn a_hello_cut_mid_frame_is_told_apart_from_a_missing_one() {
         let t0 = Instant::now();
         let relay = RelayControl::new(t0);
         assert_eq!(relay.finish().reason(), "header_missing");
         let mut relay = RelayControl::new(t0);
-        relay.receive(&[0, 0, 0, 9, 1]).unwrap();
+        relay.receive(&[0, 0, 0, 9, 1], t0).unwrap();
         assert_eq!(relay.finish().reason(), "malformed_frame");
         assert!(relay.finish().to_string().contains("mid-frame"));
     }

@@ -73,8 +73,9 @@ pub enum Refusal {
         /// Where it came, e.g. "on an action stream".
         place: &'static str,
     },
-    /// The control stream's heartbeats went unanswered.
-    #[error("no PONG for {missed} heartbeat intervals ({secs} s)")]
+    /// The control stream's heartbeats stopped: no PONG (desktop side) or no PING
+    /// (relay side) for this many intervals.
+    #[error("no heartbeat for {missed} intervals ({secs} s)")]
     HeartbeatsMissed {
         /// Intervals without a PONG.
         missed: u32,
