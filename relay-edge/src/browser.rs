@@ -191,8 +191,12 @@ async fn serve_stream(
 ) {
     let stream = match admit(&state, &session, &mut recv).await {
         Ok(Admitted::Device(stream)) => stream,
-        Ok(Admitted::StatusEvents { user_id, slot }) => {
-            crate::events::serve(&state, &user_id, send, recv).await;
+        Ok(Admitted::StatusEvents {
+            user_id,
+            slot,
+            version,
+        }) => {
+            crate::events::serve(&state, &user_id, version, send, recv).await;
             drop(slot);
             return;
         }
@@ -268,6 +272,8 @@ enum Admitted {
         user_id: String,
         /// Counts against the user's event-stream limit while the stream is open.
         slot: crate::limits::Slot<String>,
+        /// The protocol version the browser announced (which messages it knows).
+        version: aisa_tunnel::Version,
     },
 }
 
@@ -294,7 +300,7 @@ async fn admit(
     // The header's own small cap and time limit (tunnel's `HeaderReader`): an announced
     // length over the cap is refused as soon as its four bytes are here, and nothing
     // past the header is read (the rest is spliced).
-    let (open, _version) = read_header::<OpenHeader, _>(recv, HEADER_TIMEOUT).await?;
+    let (open, version) = read_header::<OpenHeader, _>(recv, HEADER_TIMEOUT).await?;
     let internal = |err: crate::store::StoreError| {
         warn!(%err, "store lookup failed");
         Denied::Internal
@@ -375,6 +381,7 @@ async fn admit(
             Ok(Admitted::StatusEvents {
                 user_id: user_id.clone(),
                 slot,
+                version,
             })
         }
         Grant::Device {

@@ -73,10 +73,12 @@ pub fn device_status(device_id: &str, online: bool, node_version: Option<&str>) 
 /// Sends a DEVICE_STATUS per device of the user, then STATUS_SNAPSHOT_END with their
 /// number (also when there are none, so a browser can tell "no devices" from "not yet"),
 /// then one DEVICE_STATUS per change, until either side ends the stream or the browser
-/// falls too far behind.
+/// falls too far behind. A browser that announced a version before
+/// [`Body::STATUS_SNAPSHOT_END_SINCE`] does not get the end marker.
 pub(crate) async fn serve(
     state: &RelayState,
     user_id: &str,
+    version: aisa_tunnel::Version,
     mut send: wtransport::SendStream,
     mut recv: wtransport::RecvStream,
 ) {
@@ -102,8 +104,10 @@ pub(crate) async fn serve(
             return;
         }
     }
+    let knows_end = version.major == Body::STATUS_SNAPSHOT_END_SINCE.major
+        && version.minor >= Body::STATUS_SNAPSHOT_END_SINCE.minor;
     let end = Envelope::new(0, Body::StatusSnapshotEnd { devices: count });
-    if write_frame(&mut send, &end.encode(), max).await.is_err() {
+    if knows_end && write_frame(&mut send, &end.encode(), max).await.is_err() {
         return;
     }
     let mut scratch = [0u8; 256];

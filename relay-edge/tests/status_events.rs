@@ -120,3 +120,55 @@ async fn the_snapshot_lists_each_device_then_ends() {
     assert_eq!(events[1].body, Body::StatusSnapshotEnd { devices: 1 });
     relay.shutdown(Duration::from_millis(100)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_of_protocol_1_0_gets_no_end_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start(dir.path()).await;
+    let token = sign_up(&relay, "old@example.com").await;
+    post(
+        &relay,
+        "/api/devices/enroll",
+        json!({"email": "old@example.com", "password": PASSWORD, "name": "laptop"}),
+    )
+    .await;
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(relay.cert_sha256())])
+        .build();
+    let endpoint = wtransport::Endpoint::client(config).unwrap();
+    let session = endpoint
+        .connect(format!("https://127.0.0.1:{}/wt", relay.quic_addr.port()))
+        .await
+        .unwrap();
+    let (mut send, mut recv) = session.open_bi().await.unwrap().await.unwrap();
+    let mut header = OpenHeader {
+        device_id: String::new(),
+        kind: StreamKind::Control,
+        token,
+        e2e: None,
+    }
+    .encode();
+    header[1] = 0; // announces protocol 1.0
+    write_frame(&mut send, &header, MAX_FRAME_LEN)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+        .await
+        .expect("a frame in time")
+        .unwrap()
+        .expect("the snapshot");
+    assert!(matches!(
+        Envelope::decode(&first).unwrap().body,
+        Body::DeviceStatus { .. }
+    ));
+    // The browser ends its side; the relay ends the stream. Nothing came in between:
+    // no STATUS_SNAPSHOT_END for a browser that would not know it.
+    send.finish().await.unwrap();
+    let rest = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+        .await
+        .expect("the end in time")
+        .unwrap();
+    assert!(rest.is_none(), "{:?}", rest.map(|f| Envelope::decode(&f)));
+    relay.shutdown(Duration::from_millis(100)).await;
+}

@@ -99,7 +99,8 @@ pub enum Body {
     },
     /// 12, relay → browser on a status-event stream: the snapshot of DEVICE_STATUS
     /// messages (one per device of the account) is complete; later messages are changes.
-    /// Sent also when the account has no devices, so "none" and "slow" differ.
+    /// Sent also when the account has no devices, so "none" and "slow" differ; sent only
+    /// to browsers that announced protocol 1.1 or later ([`Body::STATUS_SNAPSHOT_END_SINCE`]).
     StatusSnapshotEnd {
         /// How many DEVICE_STATUS messages the snapshot held.
         devices: u32,
@@ -118,6 +119,10 @@ pub struct AppStatus {
 }
 
 impl Body {
+    /// The first protocol version whose browsers get STATUS_SNAPSHOT_END (a 1.0 browser
+    /// would not know the message type).
+    pub const STATUS_SNAPSHOT_END_SINCE: crate::Version = crate::Version { major: 1, minor: 1 };
+
     /// The message type's name as written in the protocol docs' code (`ExecuteAction`,
     /// `StreamChunk`, …), for messages and logs.
     pub fn type_name(&self) -> &'static str {
