@@ -55,17 +55,22 @@ async fn sign_up(relay: &RelayHandle, email: &str) -> String {
     reply["token"].as_str().unwrap().to_owned()
 }
 
-/// Opens a status-event stream with `token` and returns its first `n` envelopes.
-async fn status_events(relay: &RelayHandle, token: &str, n: usize) -> Vec<Envelope> {
+/// A WebTransport session with the relay, as a browser opens one.
+async fn browser_session(relay: &RelayHandle) -> wtransport::Connection {
     let config = wtransport::ClientConfig::builder()
         .with_bind_default()
         .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(relay.cert_sha256())])
         .build();
     let endpoint = wtransport::Endpoint::client(config).unwrap();
-    let session = endpoint
+    endpoint
         .connect(format!("https://127.0.0.1:{}/wt", relay.quic_addr.port()))
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Opens a status-event stream with `token` and returns its first `n` envelopes.
+async fn status_events(relay: &RelayHandle, token: &str, n: usize) -> Vec<Envelope> {
+    let session = browser_session(relay).await;
     let (mut send, mut recv) = session.open_bi().await.unwrap().await.unwrap();
     let header = OpenHeader {
         device_id: String::new(),
@@ -132,15 +137,7 @@ async fn a_browser_of_protocol_1_0_gets_no_end_marker() {
         json!({"email": "old@example.com", "password": PASSWORD, "name": "laptop"}),
     )
     .await;
-    let config = wtransport::ClientConfig::builder()
-        .with_bind_default()
-        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(relay.cert_sha256())])
-        .build();
-    let endpoint = wtransport::Endpoint::client(config).unwrap();
-    let session = endpoint
-        .connect(format!("https://127.0.0.1:{}/wt", relay.quic_addr.port()))
-        .await
-        .unwrap();
+    let session = browser_session(&relay).await;
     let (mut send, mut recv) = session.open_bi().await.unwrap().await.unwrap();
     let mut header = OpenHeader {
         device_id: String::new(),
