@@ -580,45 +580,6 @@ impl Store {
         Ok(n)
     }
 
-    /// Counts one more action for a user on `day` (`YYYY-MM-DD`) if fewer than `max` are
-    /// counted; returns whether it was counted. Check and increment are one statement,
-    /// so concurrent streams cannot both take the last action, and a refused action is
-    /// never counted.
-    pub async fn try_count_action(
-        &self,
-        user_id: &str,
-        day: &str,
-        max: i64,
-    ) -> Result<bool, StoreError> {
-        if max <= 0 {
-            return Ok(false);
-        }
-        let counted: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO usage_daily (user_id, day, actions) VALUES ($1, $2, 1) \
-             ON CONFLICT (user_id, day) DO UPDATE SET actions = usage_daily.actions + 1 \
-             WHERE usage_daily.actions < $3 RETURNING actions",
-        )
-        .bind(user_id)
-        .bind(day)
-        .bind(max)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(counted.is_some())
-    }
-
-    /// Takes back an action counted by [`Store::try_count_action`] whose stream never
-    /// reached the device.
-    pub async fn uncount_action(&self, user_id: &str, day: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE usage_daily SET actions = actions - 1 WHERE user_id = $1 AND day = $2 AND actions > 0",
-        )
-        .bind(user_id)
-        .bind(day)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Adds `delta` (negative for actions taken back) to a user's actions on `day`,
     /// never going below zero; returns the new total. The batched write of
     /// [`crate::actions::ActionCounter::flush`].
