@@ -928,7 +928,8 @@ async fn shutdown_drains_open_streams_and_refuses_new_ones() {
     system.wait_online(false).await;
 }
 
-/// A desktop that connects and says HELLO properly, then accepts streams and never reads.
+/// A desktop that connects and says HELLO properly, keeps its heartbeats going (so the
+/// relay keeps it online), then accepts streams and never reads them.
 async fn connect_stalling_desktop(
     system: &System,
     token: &str,
@@ -960,13 +961,26 @@ async fn connect_stalling_desktop(
         Envelope::decode(&welcome).expect("env").body,
         Body::Welcome { .. }
     ));
+    // PING every 500 ms (the test relay's interval is 1 s); the PONGs are left unread.
+    tokio::spawn(async move {
+        for nonce in 1u64.. {
+            let ping = Envelope::new(nonce, Body::Ping { nonce });
+            if write_frame(&mut send, &ping.encode(), MAX_FRAME_LEN)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        drop(recv);
+    });
     let stall = conn.clone();
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok(pair) = stall.accept_bi().await {
             held.push(pair); // accepted, never read
         }
-        drop((send, recv));
     });
     (endpoint, conn)
 }

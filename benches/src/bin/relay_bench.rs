@@ -285,15 +285,29 @@ async fn connect_desktop(
         .await
         .expect("read")
         .expect("frame");
-    assert!(matches!(
-        Envelope::decode(&reply).expect("envelope").body,
-        Body::Welcome { .. }
-    ));
-    // Keep the control stream open for the connection's life.
+    let Body::Welcome { heartbeat_secs, .. } = Envelope::decode(&reply).expect("envelope").body
+    else {
+        panic!("expected WELCOME");
+    };
+    // Keep the control stream going for the connection's life, PINGing as a node does
+    // (the relay closes a desktop that stays silent for three intervals).
+    let every = Duration::from_secs(heartbeat_secs.max(1).into());
     tokio::spawn(async move {
-        let _keep = send;
+        let mut ticker = tokio::time::interval(every);
         let mut sink = [0u8; 64];
-        while let Ok(Some(_)) = recv.read(&mut sink).await {}
+        for nonce in 1u64.. {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let ping = Envelope::new(nonce, Body::Ping { nonce });
+                    if write_frame(&mut send, &ping.encode(), MAX_FRAME_LEN).await.is_err() {
+                        return;
+                    }
+                }
+                read = recv.read(&mut sink) => if !matches!(read, Ok(Some(_))) {
+                    return;
+                },
+            }
+        }
     });
     conn
 }
