@@ -1131,3 +1131,36 @@ async fn a_deleted_account_loses_its_tokens_and_devices() {
     .expect_err("refused");
     assert!(err.to_string().contains("unauthenticated"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_replaced_by_another_with_its_token_stops_instead_of_fighting_back() {
+    let system = System::start().await;
+    let registry = &system.relay().state.devices.registry;
+    let first = run_node_with_token(
+        &system,
+        &system.offline_device_id,
+        &system.offline_device_token,
+    );
+    // The second node starts once the first is online, and takes the device over.
+    let second = async {
+        wait_until(
+            || registry.get(&system.offline_device_id).is_some(),
+            "the first node online",
+        )
+        .await;
+        run_node_with_token(
+            &system,
+            &system.offline_device_id,
+            &system.offline_device_token,
+        )
+        .await
+    };
+    tokio::select! {
+        ended = first => {
+            let err = ended.expect_err("the replaced node stops with an error");
+            assert!(matches!(err, node::NodeError::Replaced), "{err}");
+            assert!(err.to_string().contains("desktop-node login"), "{err}");
+        }
+        ended = second => panic!("the second node ended first: {ended:?}"),
+    }
+}

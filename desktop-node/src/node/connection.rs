@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::tls::{client_config, fetch_pin};
-use super::{CLOSE_REVOKED, CLOSE_SHUTDOWN, NodeContext};
+use super::{CLOSE_REPLACED, CLOSE_REVOKED, CLOSE_SHUTDOWN, NodeContext};
 use crate::backoff::Backoff;
 
 /// Where and how to reach the relay.
@@ -40,6 +40,14 @@ pub enum NodeError {
         /// The relay's explanation.
         message: String,
     },
+    /// Another desktop node connected to the relay with this device's token and took
+    /// its place. This one stops rather than take it back (the two would replace each
+    /// other forever).
+    #[error(
+        "another desktop-node connected with this device's token and replaced this one; \
+         each machine needs its own device: run `desktop-node login` on it"
+    )]
+    Replaced,
     /// The local QUIC endpoint could not be created.
     #[error("cannot open a UDP socket: {0}")]
     Socket(#[from] std::io::Error),
@@ -197,6 +205,11 @@ async fn connect_once(
             if let quinn::ConnectionError::ApplicationClosed(close) = &err {
                 if close.error_code == CLOSE_SHUTDOWN.into() {
                     return Ok(Attempt::RelayShutdown);
+                }
+                // A node only ever has one connection: one replaced under it was
+                // replaced by another process holding the same token.
+                if close.error_code == CLOSE_REPLACED.into() {
+                    return Err(NodeError::Replaced);
                 }
                 if close.error_code == CLOSE_REVOKED.into() {
                     return Err(NodeError::Refused {
