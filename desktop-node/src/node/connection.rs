@@ -197,30 +197,28 @@ async fn connect_once(
     let connected_at = Instant::now();
     let mut streams = JoinSet::new();
     let reason = tokio::select! {
-        reason = channel.heartbeats(&ctx.heartbeat_rtt) => {
-            conn.close(0u32.into(), reason.as_bytes());
-            reason
-        }
-        err = accept_streams(ctx, &conn, &mut streams) => {
-            if let quinn::ConnectionError::ApplicationClosed(close) = &err {
-                if close.error_code == CLOSE_SHUTDOWN.into() {
-                    return Ok(Attempt::RelayShutdown);
-                }
-                // A node only ever has one connection: one replaced under it was
-                // replaced by another process holding the same token.
-                if close.error_code == CLOSE_REPLACED.into() {
-                    return Err(NodeError::Replaced);
-                }
-                if close.error_code == CLOSE_REVOKED.into() {
-                    return Err(NodeError::Refused {
-                        code: ErrorCode::Unauthenticated.to_string(),
-                        message: "this device was revoked; run `desktop-node login` again".into(),
-                    });
-                }
-            }
-            err.to_string()
-        }
+        reason = channel.heartbeats(&ctx.heartbeat_rtt) => reason,
+        err = accept_streams(ctx, &conn, &mut streams) => err.to_string(),
     };
+    // Whichever side noticed first (the control stream or the stream acceptor), a close
+    // by the relay says what to do next.
+    if let Some(quinn::ConnectionError::ApplicationClosed(close)) = conn.close_reason() {
+        if close.error_code == CLOSE_SHUTDOWN.into() {
+            return Ok(Attempt::RelayShutdown);
+        }
+        // A node only ever has one connection: one replaced under it was replaced by
+        // another process holding the same token.
+        if close.error_code == CLOSE_REPLACED.into() {
+            return Err(NodeError::Replaced);
+        }
+        if close.error_code == CLOSE_REVOKED.into() {
+            return Err(NodeError::Refused {
+                code: ErrorCode::Unauthenticated.to_string(),
+                message: "this device was revoked; run `desktop-node login` again".into(),
+            });
+        }
+    }
+    conn.close(0u32.into(), reason.as_bytes());
     Ok(Attempt::Lost {
         connected_for: connected_at.elapsed(),
         reason,
