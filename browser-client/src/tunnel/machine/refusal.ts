@@ -6,6 +6,8 @@
  * `message`, worded as the Rust side words them (the exchange vectors compare all three).
  */
 
+import { type Envelope, type FrameReader, decodeEnvelope } from '../codec';
+
 
 /** The stable label of a refusal (the Rust side's `Refusal::reason`). */
 export type RefusalReason =
@@ -57,6 +59,25 @@ export class Refusal {
   /** The peer stopped answering after a CANCEL. */
   static cancelUnanswered(graceMs: number): Refusal {
     return new Refusal('cancel_unanswered', 'peer_gone', `no answer within ${Math.round(graceMs / 1000)} s of the CANCEL`);
+  }
+}
+
+/**
+ * Takes the next whole envelope out of `frames`: the envelope, `null` when more bytes
+ * are needed, or the {@link Refusal} for bytes that break the framing or do not decode.
+ */
+export function nextEnvelope(frames: FrameReader): Envelope | Refusal | null {
+  let body: Uint8Array | null;
+  try {
+    body = frames.next();
+  } catch (err) {
+    return Refusal.framing(err);
+  }
+  if (body === null) return null;
+  try {
+    return decodeEnvelope(body);
+  } catch (err) {
+    return Refusal.malformedMessage(err);
   }
 }
 

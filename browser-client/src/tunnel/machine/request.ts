@@ -24,14 +24,13 @@
 
 import {
   FrameReader,
-  decodeEnvelope,
   encodeEnvelope,
   encodeFrame,
   encodeOpenHeader,
   type Envelope,
   type OpenHeader,
 } from '../codec';
-import { Refusal } from './refusal';
+import { Refusal, nextEnvelope } from './refusal';
 
 /**
  * How long to wait, after CANCEL, for the request's last message before giving up on
@@ -134,19 +133,10 @@ export class ClientRequest {
     this.frames.push(bytes);
     const events: ClientEvent[] = [];
     while (!this.done) {
-      let body: Uint8Array | null;
-      try {
-        body = this.frames.next();
-      } catch (err) {
-        events.push(this.fail(Refusal.framing(err)));
-        break;
-      }
-      if (body === null) break;
-      let envelope: Envelope;
-      try {
-        envelope = decodeEnvelope(body);
-      } catch (err) {
-        events.push(this.fail(Refusal.malformedMessage(err)));
+      const envelope = nextEnvelope(this.frames);
+      if (envelope === null) break;
+      if (envelope instanceof Refusal) {
+        events.push(this.fail(envelope));
         break;
       }
       const event = this.handleEnvelope(envelope);

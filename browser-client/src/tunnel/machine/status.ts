@@ -14,8 +14,8 @@
  *   not the snapshot was complete (a relay older than 1.1 sends no end marker).
  */
 
-import { FrameReader, decodeEnvelope, encodeFrame, encodeOpenHeader } from '../codec';
-import { Refusal } from './refusal';
+import { FrameReader, encodeFrame, encodeOpenHeader } from '../codec';
+import { Refusal, nextEnvelope } from './refusal';
 
 /** What a {@link StatusWatch} learned. */
 export type StatusEvent =
@@ -76,19 +76,10 @@ export class StatusWatch {
     this.frames.push(bytes);
     const events: StatusEvent[] = [];
     while (!this.done) {
-      let body: Uint8Array | null;
-      try {
-        body = this.frames.next();
-      } catch (err) {
-        events.push(this.fail(Refusal.framing(err)));
-        break;
-      }
-      if (body === null) break;
-      let env;
-      try {
-        env = decodeEnvelope(body);
-      } catch (err) {
-        events.push(this.fail(Refusal.malformedMessage(err)));
+      const env = nextEnvelope(this.frames);
+      if (env === null) break;
+      if (env instanceof Refusal) {
+        events.push(this.fail(env));
         break;
       }
       const b = env.body;
