@@ -12,8 +12,8 @@
 #       package-lock.json).
 # test: also Debian's chromium (the browser tests), PostgreSQL (the system tests run a
 #       second time on it, scripts/services.sh), python3 (fuzz seeds, fuzz/seeds.py) and
-#       the rustfmt and clippy components; its own `npm ci` step installs the npm
-#       packages afresh.
+#       the rustfmt and clippy components, iproute2 and nftables (scripts/netns.sh, the
+#       fallback tests); its own `npm ci` step installs the npm packages afresh.
 #
 # Debian packages: as root (with apt-get) the missing ones are installed; otherwise the
 # script prints the one `sudo apt-get install …` line that installs them and exits 1.
@@ -48,6 +48,9 @@ want llvm-ar-14 llvm-14
 if [ "$MODE" = test ]; then
   want chromium chromium
   want python3 python3
+  # The fallback tests drop UDP in a network namespace (scripts/netns.sh).
+  want ip iproute2
+  want nft nftables
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || packages+=(postgresql)
 fi
 # One name each, in a stable order.
