@@ -27,7 +27,8 @@
 //! guest contract), [`js`] (the scan of `bot-logic.js` and `tools.js` for forbidden
 //! APIs), [`signature`] (Ed25519 keys, signing, verification), [`checksum`] (SHA-256 of
 //! the zip), [`extract`] (a verified bundle into a fresh folder), [`upgrade`] (what an
-//! installer checks before a new version), [`template`] (`aisapp new`); [`id`],
+//! installer checks before a new version), [`template`] (`aisapp new`), [`release`]
+//! (signed release manifests of the desktop node itself, for its updates); [`id`],
 //! [`manifest`] and [`permissions`] re-export the guest contract's types from `aisa-abi`.
 
 #![forbid(unsafe_code)]
@@ -40,6 +41,7 @@ pub mod id;
 pub mod js;
 pub mod manifest;
 pub mod permissions;
+pub mod release;
 pub mod schemas;
 pub mod signature;
 pub mod template;
