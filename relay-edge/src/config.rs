@@ -82,12 +82,40 @@ pub struct RelayConfig {
     /// Status-event streams (`Control` streams with no device) one user may have open at
     /// once on this node; more are refused with `limit_exceeded`. Default 8.
     pub max_event_streams_per_user: usize,
-    /// Name of this relay node in the device registry. Default: the host name or `relay-1`.
+    /// Deprecated spelling of `[cluster] node_name` (which wins when both are set).
+    /// Default: empty, meaning "not set"; the name in use is
+    /// [`crate::cluster::NodeName::resolve`]'s.
     pub node_name: String,
+    /// Several relays as one service (`[cluster]`): Redis, node name, forwarding.
+    pub cluster: ClusterConfig,
     /// Where published mini-app bundles are kept (`[bundles]`).
     pub bundles: BundlesConfig,
     /// The platform key that signs published bundles (`[signing]`).
     pub signing: SigningConfig,
+}
+
+/// `[cluster]`: relays sharing state through Redis, and forwarding streams between them.
+///
+/// Without `redis_url` the relay is a single node with its state in memory (the
+/// embedded default); everything else here then only names the node.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Redis holding the shared state (device map, presence, revocations, counters).
+    /// `redis://[user:pass@]host:port[/db]` for one server (`rediss://` for TLS),
+    /// `redis-cluster://host:port?node=host2:port2` for Redis Cluster,
+    /// `redis-sentinel://host:port?sentinelServiceName=NAME` for Sentinel (fred's URL
+    /// forms). Default: none (single node).
+    pub redis_url: Option<String>,
+    /// This node's name, unique in the cluster. Default: `<hostname>-<8 hex digits>`,
+    /// made once and kept in `data_dir/node-name` (see `docs/relay.md`, "Cluster").
+    pub node_name: Option<String>,
+    /// UDP address for relay-to-relay forwarding (QUIC, ALPN `aisa-relay-forward/1`).
+    /// Default: none (this node does not accept forwarded streams).
+    pub forward_listen: Option<SocketAddr>,
+    /// Address other nodes reach `forward_listen` at, as written in the device map.
+    /// Default: the bound `forward_listen` address.
+    pub forward_advertise: Option<SocketAddr>,
 }
 
 /// Which object store holds bundles.
@@ -181,7 +209,8 @@ impl Default for RelayConfig {
             max_frame_len: aisa_tunnel::MAX_FRAME_LEN,
             max_connections_per_ip: 64,
             max_event_streams_per_user: 8,
-            node_name: std::env::var("HOSTNAME").unwrap_or_else(|_| "relay-1".into()),
+            node_name: String::new(),
+            cluster: ClusterConfig::default(),
             bundles: BundlesConfig::default(),
             signing: SigningConfig::default(),
         }

@@ -23,7 +23,10 @@
 //! a local folder or S3-compatible object storage), [`signing`] (the platform's Ed25519
 //! signing key and the keys it trusts).
 //!
-//! Storage is SQLite (embedded default) or PostgreSQL. Not here yet: Redis for clusters.
+//! [`cluster`] holds the node's name and, with `[cluster] redis_url`, the state shared
+//! with other relay nodes through Redis (where each device is connected).
+//!
+//! Storage is SQLite (embedded default) or PostgreSQL.
 
 pub mod actions;
 pub mod auth;
@@ -31,6 +34,7 @@ pub mod authorize;
 pub mod browser;
 pub mod bundles;
 pub mod cert;
+pub mod cluster;
 pub mod config;
 pub mod desktop;
 pub mod events;

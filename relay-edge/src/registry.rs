@@ -1,9 +1,16 @@
 //! Which devices are connected to this relay node, and over which connection.
 //!
-//! In-process only; a cluster shares this through Redis (a later step).
+//! Each connection also gets a generation ([`Registry::generation`]): microseconds since
+//! the Unix epoch at connect, strictly increasing on this node, so that a later
+//! connection of a device (here or on another node) outranks an earlier one in the
+//! cluster's device map. Every connect and disconnect is also reported to the cluster
+//! ([`Registry::watch`]), which writes the device map in Redis when clustered.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use tokio::sync::mpsc;
 
 /// A connected desktop.
 #[derive(Clone)]
@@ -16,16 +23,131 @@ pub struct OnlineDevice {
     pub connection_id: u64,
 }
 
+/// A device's connection came or went on this node (see [`Registry::watch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryChange {
+    /// `device_id` of `user_id` connected here with connection generation `generation`.
+    Online {
+        /// The device.
+        device_id: String,
+        /// Its owner.
+        user_id: String,
+        /// The connection's generation.
+        generation: u64,
+    },
+    /// The connection of `device_id` with generation `generation` ended.
+    Offline {
+        /// The device.
+        device_id: String,
+        /// The generation of the connection that ended.
+        generation: u64,
+    },
+}
+
+/// Where a device connected here stands: its owner and connection generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// The owner.
+    pub user_id: String,
+    /// The connection's generation.
+    pub generation: u64,
+}
+
 /// The devices connected to this node.
 #[derive(Default)]
 pub struct Registry {
     devices: Mutex<HashMap<String, OnlineDevice>>,
+    /// Each connected device's owner and generation (taken after `devices`).
+    placed: Mutex<HashMap<String, Placed>>,
+    last_generation: AtomicU64,
+    changes: OnceLock<mpsc::UnboundedSender<RegistryChange>>,
 }
 
 impl Registry {
     /// Records a device as connected; returns the connection it replaces, if any.
     pub fn insert(&self, device_id: &str, device: OnlineDevice) -> Option<OnlineDevice> {
-        self.lock().insert(device_id.to_owned(), device)
+        let mut devices = self.lock();
+        self.place(device_id, &device.user_id);
+        devices.insert(device_id.to_owned(), device)
+    }
+
+    /// From now on, reports every connect and disconnect to `changes` (once; the cluster
+    /// does this at start).
+    pub fn watch(&self, changes: mpsc::UnboundedSender<RegistryChange>) {
+        let _ = self.changes.set(changes);
+    }
+
+    /// Gives `device_id` a new connection generation and reports it online.
+    pub(crate) fn place(&self, device_id: &str, user_id: &str) -> u64 {
+        let generation = self.next_generation();
+        self.placed_lock().insert(
+            device_id.to_owned(),
+            Placed {
+                user_id: user_id.to_owned(),
+                generation,
+            },
+        );
+        self.report(RegistryChange::Online {
+            device_id: device_id.to_owned(),
+            user_id: user_id.to_owned(),
+            generation,
+        });
+        generation
+    }
+
+    /// Forgets `device_id`'s placement and reports it offline.
+    pub(crate) fn unplace(&self, device_id: &str) {
+        if let Some(placed) = self.placed_lock().remove(device_id) {
+            self.report(RegistryChange::Offline {
+                device_id: device_id.to_owned(),
+                generation: placed.generation,
+            });
+        }
+    }
+
+    /// The generation of `device_id`'s connection here, if it is connected here.
+    pub fn generation(&self, device_id: &str) -> Option<u64> {
+        self.placed_lock().get(device_id).map(|p| p.generation)
+    }
+
+    /// Every device connected here, with its owner and generation (the cluster
+    /// re-registers these after Redis restarts, and refreshes their TTL).
+    pub fn placements(&self) -> Vec<(String, Placed)> {
+        self.placed_lock()
+            .iter()
+            .map(|(id, p)| (id.clone(), p.clone()))
+            .collect()
+    }
+
+    /// Microseconds since the Unix epoch, strictly above the last one given here.
+    fn next_generation(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let mut last = self.last_generation.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self.last_generation.compare_exchange_weak(
+                last,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    fn report(&self, change: RegistryChange) {
+        if let Some(tx) = self.changes.get() {
+            let _ = tx.send(change);
+        }
+    }
+
+    fn placed_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Placed>> {
+        self.placed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Forgets a device, but only if `connection_id` is still its current connection
@@ -37,6 +159,7 @@ impl Registry {
             .is_some_and(|d| d.connection_id == connection_id)
         {
             devices.remove(device_id);
+            self.unplace(device_id);
             return true;
         }
         false

@@ -111,10 +111,16 @@ impl RelayHandle {
 }
 
 /// Opens the store, binds both ports, and starts serving.
-pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
+pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     crate::metrics::handle();
     std::fs::create_dir_all(&config.data_dir)?;
+    let node = crate::cluster::NodeName::resolve(&config)
+        .map_err(|e| StartError::Config(format!("node_name: {e}")))?;
+    // Everything that names this node (the store's device rows, the QUIC reset key)
+    // uses the resolved, unique name.
+    config.node_name = node.to_string();
+    info!(node = %node, "relay node");
     let store = Store::open(&config.database_url()).await?;
     store.reset_node(&config.node_name).await?;
     let tokens = TokenKeys::new(&jwt_secret(&config)?, config.access_token_ttl_secs);
@@ -150,6 +156,7 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
     };
     info!(%quic_addr, %http_addr, cert_sha256 = %hex::encode(identity.sha256()), "relay listening");
 
+    let devices = Devices::default();
     let state = Arc::new(RelayState {
         store,
         accounts: Accounts {
@@ -161,7 +168,8 @@ pub async fn start(config: RelayConfig) -> Result<RelayHandle, StartError> {
             hashing,
             proxies,
         },
-        devices: Devices::default(),
+        cluster: crate::cluster::Cluster::single(node, devices.registry.clone()),
+        devices,
         sessions: crate::sessions::Sessions::default(),
         limits: Limits::default(),
         actions: crate::actions::ActionCounter::default(),

@@ -30,6 +30,9 @@ pub struct RelayState {
     pub accounts: Accounts,
     /// Devices connected here and browsers watching their status.
     pub devices: Devices,
+    /// This node's name and, when clustered, the state shared with other nodes
+    /// (where each device is connected).
+    pub cluster: crate::cluster::Cluster,
     /// Browser sessions open here, and the users whose tokens they use.
     pub sessions: Sessions,
     /// Per-node limits on open things (streams, connections, event streams).
@@ -69,8 +72,8 @@ pub struct Accounts {
 /// Devices connected to this node and the browsers watching their status.
 #[derive(Default)]
 pub struct Devices {
-    /// Devices connected here, by id.
-    pub registry: Registry,
+    /// Devices connected here, by id (shared with [`crate::cluster::Cluster`]).
+    pub registry: Arc<Registry>,
     /// Browsers' status-event subscriptions.
     pub events: EventHub,
 }
