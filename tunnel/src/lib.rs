@@ -30,6 +30,7 @@ pub mod header;
 #[cfg(feature = "io")]
 pub mod io;
 pub mod message;
+pub mod mux;
 pub mod proto;
 
 pub use frame::{FrameBuffer, FrameError, MAX_FRAME_LEN};
