@@ -13,7 +13,9 @@
 # test: also Debian's chromium (the browser tests), PostgreSQL (the system tests run a
 #       second time on it, scripts/services.sh), python3 (fuzz seeds, fuzz/seeds.py) and
 #       the rustfmt and clippy components, iproute2 and nftables (scripts/netns.sh, the
-#       fallback tests); its own `npm ci` step installs the npm packages afresh.
+#       fallback tests); its own `npm ci` step installs the npm packages afresh. The
+#       other browser engines (firefox-esr, webkit2gtk-driver, xvfb) come from
+#       scripts/browsers.sh, which this runs after the packages above.
 #
 # Debian packages: as root (with apt-get) the missing ones are installed; otherwise the
 # script prints the one `sudo apt-get install …` line that installs them and exits 1.
@@ -107,6 +109,11 @@ if ! node -e '
   process.exit(older > 0 ? 1 : 0);' "$NODE_MIN"; then
   echo "Node.js $(node --version) is too old: the web app needs $NODE_MIN or newer (https://nodejs.org)" >&2
   exit 1
+fi
+
+# The other browser engines the browser flows run in (Firefox ESR, WebKitGTK).
+if [ "$MODE" = test ]; then
+  scripts/browsers.sh
 fi
 
 # The web app's packages (dev-up builds it; test.sh runs its own `npm ci`).

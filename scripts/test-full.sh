@@ -25,6 +25,15 @@ if [ -z "${SKIP_CHAOS:-}" ]; then
     cargo test --locked -p aisa-testkit --test chaos -- --nocapture
 fi
 
+if [ -z "${SKIP_ENGINES:-}" ]; then
+  # browser-client/test/browser/engines.test.ts: every browser flow (sign-in, run, cancel,
+  # install, pairing, encrypted action) in Chromium, Firefox ESR and WebKitGTK, each
+  # against its own relay and node (scripts/test.sh built the binaries, guests and web
+  # app). Records and screenshots: browser-client/test-artifacts/engines/<engine>/.
+  step "browser flows in every engine"
+  (cd browser-client && AISA_BROWSER_ENGINES=all npm run test:engines)
+fi
+
 if [ -z "${SKIP_FUZZ:-}" ]; then
   # docs/security.md, "Fuzzing": a campaign of every target, one after the other, each
   # for FUZZ_SECONDS or until 10 million executions.
