@@ -116,6 +116,22 @@ pub struct ClusterConfig {
     /// Address other nodes reach `forward_listen` at, as written in the device map.
     /// Default: the bound `forward_listen` address.
     pub forward_advertise: Option<SocketAddr>,
+    /// Forwarding's mutual TLS, from the operator's files (PEM): the cluster CA's
+    /// certificate, and this node's certificate (for the DNS name `aisa-relay-forward`,
+    /// issued by that CA) and key. Peers must present a certificate from the same CA.
+    /// All three together, or none and `forward_secret`.
+    pub forward_ca: Option<PathBuf>,
+    /// See `forward_ca`.
+    pub forward_cert: Option<PathBuf>,
+    /// See `forward_ca`.
+    pub forward_key: Option<PathBuf>,
+    /// Instead of the files: a secret shared by every node (at least 32 bytes, e.g. the
+    /// output of `openssl rand -hex 32`), from which each node derives the same cluster
+    /// CA and issues itself a certificate at start.
+    pub forward_secret: Option<String>,
+    /// Milliseconds a forward connection may go unanswered (a dead peer, a partition)
+    /// before it is dropped and the streams on it end. Default 10000.
+    pub forward_idle_timeout_ms: Option<u64>,
 }
 
 /// Which object store holds bundles.

@@ -96,6 +96,9 @@ impl RelayHandle {
             conn.close(desktop::CLOSE_SHUTDOWN.into(), b"relay shutting down");
         }
         self.endpoint.close(0u32.into(), b"relay shutting down");
+        if let Some(forwarding) = &self.state.forwarding {
+            forwarding.peers.endpoint().close(0u32.into(), b"relay shutting down");
+        }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         self.tasks.shutdown().await;
         // Every stream has ended: write the last counted actions (and uncounts).
@@ -156,6 +159,8 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
     };
     info!(%quic_addr, %http_addr, cert_sha256 = %hex::encode(identity.sha256()), "relay listening");
 
+    let forwarding = crate::cluster::forward::Forwarding::from_config(&config, &node)
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let devices = Devices::default();
     let state = Arc::new(RelayState {
         store,
@@ -181,10 +186,23 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
             publish_slots: crate::marketplace::publish_slots(),
         },
         draining: std::sync::atomic::AtomicBool::new(false),
+        forwarding,
         config,
     });
     let (stop, stopped) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    if let Some(forwarding) = &state.forwarding {
+        // Known before any desktop is placed: the device map names this address.
+        let advertised = state
+            .config
+            .cluster
+            .forward_advertise
+            .unwrap_or(forwarding.local_addr);
+        state.cluster.set_forward_addr(advertised);
+        info!(listen = %forwarding.local_addr, %advertised, "relay-to-relay forwarding");
+        let endpoint = forwarding.peers.endpoint().clone();
+        tasks.spawn(crate::cluster::forward::serve(state.clone(), endpoint));
+    }
     tasks.spawn(accept_loop(state.clone(), endpoint.clone()));
     let app = http::router(state.clone());
     tasks.spawn(crate::httpd::serve(

@@ -46,6 +46,10 @@ pub struct RelayState {
     pub endpoint: EndpointInfo,
     /// Bundle storage, the platform signing key and upload concurrency.
     pub market: Market,
+    /// Relay-to-relay forwarding (`[cluster] forward_listen`): the endpoint peers
+    /// forward streams to, and the pool of connections to peers. `None` when this node
+    /// does not forward.
+    pub forwarding: Option<crate::cluster::forward::Forwarding>,
     /// Set when shutting down: new streams are refused.
     pub draining: AtomicBool,
 }

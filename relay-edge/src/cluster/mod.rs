@@ -7,6 +7,9 @@
 //! single node and `locate` answers from the local registry alone; with it, devices
 //! connected elsewhere are looked up in Redis (see `docs/relay.md`, "Cluster").
 
+pub mod forward;
+pub mod peer;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, RwLock};

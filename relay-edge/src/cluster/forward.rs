@@ -1,0 +1,721 @@
+//! Relay-to-relay forwarding: a browser's stream that arrives at this node for a desktop
+//! connected to another node is carried there on the pooled forward connection
+//! ([`super::peer::Peers`]), one QUIC stream per browser stream.
+//!
+//! The entry node authorizes the stream exactly as for a local desktop
+//! ([`crate::authorize`]), then opens a stream to the holding node and writes one
+//! [`ForwardHeader`] frame: the device, the connection generation the cluster's device
+//! map gave, and the relay-stamped header the desktop is to get. The holding node checks
+//! that it still holds that connection of the device, opens a stream to the desktop,
+//! writes the stamped header to it, and answers one [`ForwardReply`] frame: accepted,
+//! or a typed [`ForwardRefusal`], which the entry node turns into the browser's ERROR.
+//! After an accepted reply both nodes splice ([`crate::splice`]) without reading what
+//! flows, so backpressure, FIN, resets and STOP_SENDING pass end to end across both
+//! hops. The byte layout is in `docs/protocol.md`, "Relay-to-relay forwarding".
+//!
+//! What is not here: who may open the stream (the entry node's authorization, done
+//! before anything is forwarded), where the device is ([`super::Cluster::locate`]), the
+//! TLS and the pool ([`super::peer`]).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aisa_tunnel::ErrorCode;
+use aisa_tunnel::io::{read_frame, write_frame};
+use aisa_tunnel::proto::HEADER_TIMEOUT;
+use tracing::{Instrument, debug, info, info_span};
+
+use super::peer::{self, PeerError, Peers};
+use crate::splice;
+use crate::state::{OpenGuard, RelayState};
+
+/// Version byte that starts every [`ForwardHeader`].
+pub const FORWARD_VERSION: u8 = 1;
+
+/// The largest forward header body: version, id length, a 255-byte id, the generation
+/// and a relay header at its cap ([`aisa_tunnel::MAX_HEADER_LEN`]).
+pub const MAX_FORWARD_HEADER: u32 = 2 + 255 + 8 + aisa_tunnel::MAX_HEADER_LEN;
+
+/// The largest reply body: the status byte and a message of at most
+/// [`MAX_REPLY_MESSAGE`] bytes.
+pub const MAX_REPLY: u32 = 1 + MAX_REPLY_MESSAGE as u32;
+
+/// The longest refusal message carried in a reply, in bytes.
+pub const MAX_REPLY_MESSAGE: usize = 512;
+
+/// How long the entry node waits for the holding node's reply before it refuses the
+/// browser's stream (the holding node answers as soon as it has opened the desktop's
+/// stream, which takes no network round trip).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `[cluster] forward_idle_timeout_ms` when unset.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 10_000;
+
+/// The first frame of a forwarded stream, written by the entry node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardHeader {
+    /// The device the stream is for (1 to 255 bytes).
+    pub device_id: String,
+    /// The generation of the device's connection the entry node located; the holding
+    /// node refuses the stream if it holds another one (or none).
+    pub generation: u64,
+    /// The relay-stamped header for the desktop (a `RelayHeader` frame body: version
+    /// bytes, then postcard), passed on unread.
+    pub relay_header: Vec<u8>,
+}
+
+/// Why a forward header or reply could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardDecodeError {
+    /// The body ended before a field did.
+    #[error("forward frame truncated")]
+    Truncated,
+    /// The version byte is not [`FORWARD_VERSION`].
+    #[error("forward header version {0}, expected {FORWARD_VERSION}")]
+    Version(u8),
+    /// The device id is empty or not UTF-8.
+    #[error("forward header: invalid device id")]
+    DeviceId,
+    /// The relay header is missing or longer than its cap.
+    #[error("forward header: relay header of {0} bytes (1 to {max} allowed)", max = aisa_tunnel::MAX_HEADER_LEN)]
+    RelayHeader(usize),
+    /// The reply's status byte is not one this build knows.
+    #[error("forward reply: unknown status {0}")]
+    Status(u8),
+}
+
+impl ForwardHeader {
+    /// The frame body: version, id length, id, generation (big-endian), relay header.
+    ///
+    /// Panics if the device id is longer than 255 bytes (the entry node only forwards
+    /// ids that passed the open header's checks, at most `MAX_ID_LEN`).
+    pub fn encode(&self) -> Vec<u8> {
+        let id = self.device_id.as_bytes();
+        let id_len = u8::try_from(id.len()).expect("device ids are at most 128 bytes");
+        let mut out = Vec::with_capacity(2 + id.len() + 8 + self.relay_header.len());
+        out.push(FORWARD_VERSION);
+        out.push(id_len);
+        out.extend_from_slice(id);
+        out.extend_from_slice(&self.generation.to_be_bytes());
+        out.extend_from_slice(&self.relay_header);
+        out
+    }
+
+    /// Parses a frame body written by [`ForwardHeader::encode`].
+    pub fn decode(body: &[u8]) -> Result<Self, ForwardDecodeError> {
+        let [version, id_len, rest @ ..] = body else {
+            return Err(ForwardDecodeError::Truncated);
+        };
+        if *version != FORWARD_VERSION {
+            return Err(ForwardDecodeError::Version(*version));
+        }
+        let id_len = usize::from(*id_len);
+        if id_len == 0 {
+            return Err(ForwardDecodeError::DeviceId);
+        }
+        if rest.len() < id_len + 8 {
+            return Err(ForwardDecodeError::Truncated);
+        }
+        let (id, rest) = rest.split_at(id_len);
+        let device_id = std::str::from_utf8(id)
+            .map_err(|_| ForwardDecodeError::DeviceId)?
+            .to_owned();
+        let (generation, relay_header) = rest.split_at(8);
+        let generation = u64::from_be_bytes(generation.try_into().unwrap_or_default());
+        if relay_header.is_empty() || relay_header.len() > aisa_tunnel::MAX_HEADER_LEN as usize {
+            return Err(ForwardDecodeError::RelayHeader(relay_header.len()));
+        }
+        Ok(ForwardHeader {
+            device_id,
+            generation,
+            relay_header: relay_header.to_vec(),
+        })
+    }
+}
+
+/// Why the holding node refused a forwarded stream. Each has one status byte on the
+/// wire ([`ForwardRefusal::status`]), one ERROR code for the browser, one metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardRefusal {
+    /// The device is not connected to the holding node (any more).
+    DeviceGone,
+    /// The device is connected there, but by another connection than the one located
+    /// (it reconnected): the device map was stale.
+    Generation,
+    /// The holding node is shutting down.
+    Draining,
+    /// The holding node could not open a stream to the desktop (its connection failed).
+    DesktopLost,
+    /// The forward header was not valid.
+    BadHeader,
+}
+
+impl ForwardRefusal {
+    const ALL: [ForwardRefusal; 5] = [
+        ForwardRefusal::DeviceGone,
+        ForwardRefusal::Generation,
+        ForwardRefusal::Draining,
+        ForwardRefusal::DesktopLost,
+        ForwardRefusal::BadHeader,
+    ];
+
+    /// The reply's status byte (0 is "accepted").
+    pub fn status(self) -> u8 {
+        match self {
+            ForwardRefusal::DeviceGone => 1,
+            ForwardRefusal::Generation => 2,
+            ForwardRefusal::Draining => 3,
+            ForwardRefusal::DesktopLost => 4,
+            ForwardRefusal::BadHeader => 5,
+        }
+    }
+
+    /// The ERROR code the browser gets.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            ForwardRefusal::DeviceGone
+            | ForwardRefusal::Generation
+            | ForwardRefusal::DesktopLost => ErrorCode::DeviceOffline,
+            ForwardRefusal::Draining => ErrorCode::PeerGone,
+            ForwardRefusal::BadHeader => ErrorCode::Internal,
+        }
+    }
+
+    /// The `aisa_refusals_total{reason}` label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ForwardRefusal::DeviceGone => "forward_device_gone",
+            ForwardRefusal::Generation => "forward_generation",
+            ForwardRefusal::Draining => "forward_draining",
+            ForwardRefusal::DesktopLost => "forward_desktop_lost",
+            ForwardRefusal::BadHeader => "forward_bad_header",
+        }
+    }
+}
+
+/// The holding node's answer to a [`ForwardHeader`]: one frame, before any spliced byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardReply {
+    /// The desktop's stream is open and has its header; what follows is the desktop's.
+    Accepted,
+    /// Refused; the stream ends after this frame. The message is for logs and for the
+    /// browser's ERROR.
+    Refused(ForwardRefusal, String),
+}
+
+impl ForwardReply {
+    /// The frame body: a status byte (0 accepted), then a UTF-8 message for a refusal.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            ForwardReply::Accepted => vec![0],
+            ForwardReply::Refused(refusal, message) => {
+                let mut end = message.len().min(MAX_REPLY_MESSAGE);
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let mut out = Vec::with_capacity(1 + end);
+                out.push(refusal.status());
+                out.extend_from_slice(&message.as_bytes()[..end]);
+                out
+            }
+        }
+    }
+
+    /// Parses a reply body.
+    pub fn decode(body: &[u8]) -> Result<Self, ForwardDecodeError> {
+        let [status, message @ ..] = body else {
+            return Err(ForwardDecodeError::Truncated);
+        };
+        if *status == 0 {
+            return Ok(ForwardReply::Accepted);
+        }
+        let refusal = ForwardRefusal::ALL
+            .into_iter()
+            .find(|r| r.status() == *status)
+            .ok_or(ForwardDecodeError::Status(*status))?;
+        Ok(ForwardReply::Refused(
+            refusal,
+            String::from_utf8_lossy(message).into_owned(),
+        ))
+    }
+}
+
+/// Why the entry node could not forward a stream: each turns into the browser's ERROR
+/// ([`ForwardError::code`], `Display`) and a metric label ([`ForwardError::reason`]).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ForwardError {
+    /// The device is not connected to this node and the cluster's shared state (the
+    /// device map in Redis) cannot be read: it may be online elsewhere.
+    #[error(
+        "the relay cannot locate the device right now (the cluster's shared state is unavailable); try again shortly"
+    )]
+    Unavailable,
+    /// This node has no forward endpoint (`[cluster] forward_listen` unset), or the
+    /// device map named a node that does not forward.
+    #[error("the relay node holding the device cannot be reached from this node")]
+    NotConfigured,
+    /// The holding node could not be reached, or the connection to it failed.
+    #[error("the relay node holding the device cannot be reached; try again: {0}")]
+    Unreachable(String),
+    /// The holding node refused (see [`ForwardRefusal`]).
+    #[error("{message}")]
+    Refused {
+        /// Which refusal.
+        refusal: ForwardRefusal,
+        /// The holding node's message.
+        message: String,
+    },
+    /// The holding node answered something that is not a reply.
+    #[error("the relay node holding the device answered badly: {0}")]
+    Protocol(String),
+}
+
+impl ForwardError {
+    /// The ERROR code the browser gets.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ForwardError::Unavailable
+            | ForwardError::NotConfigured
+            | ForwardError::Unreachable(_) => ErrorCode::PeerGone,
+            ForwardError::Refused { refusal, .. } => refusal.code(),
+            ForwardError::Protocol(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The `aisa_refusals_total{reason}` label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ForwardError::Unavailable => "cluster_unavailable",
+            ForwardError::NotConfigured => "forward_not_configured",
+            ForwardError::Unreachable(_) => "forward_unreachable",
+            ForwardError::Refused { refusal, .. } => refusal.reason(),
+            ForwardError::Protocol(_) => "forward_protocol",
+        }
+    }
+}
+
+impl From<PeerError> for ForwardError {
+    fn from(err: PeerError) -> Self {
+        ForwardError::Unreachable(err.to_string())
+    }
+}
+
+/// Where a granted device stream goes.
+pub enum DeviceAt {
+    /// The device is connected to this node.
+    Here(crate::link::DesktopLink),
+    /// The device is connected to another node, where the stream is forwarded.
+    Peer {
+        /// The device.
+        device_id: String,
+        /// Its node, that node's forward address, and the connection's generation.
+        placement: super::Placement,
+    },
+}
+
+/// Where a device that is not connected to this node is: `Ok(None)` when it is online
+/// nowhere, [`ForwardError::Unavailable`] when the cluster cannot say.
+pub async fn locate_elsewhere(
+    state: &RelayState,
+    device_id: &str,
+) -> Result<Option<super::Placement>, ForwardError> {
+    match state.cluster.locate(device_id).await {
+        // Connected here after all (it came online meanwhile): not a forward; the
+        // browser retries.
+        Ok(Some(placement)) if state.cluster.is_local(&placement) => Ok(None),
+        Ok(placement) => Ok(placement),
+        Err(super::ClusterUnavailable) => Err(ForwardError::Unavailable),
+    }
+}
+
+/// Opens the forwarded stream for a granted browser stream to `device_id` at
+/// `placement`, carrying `header` (the relay-stamped header the desktop gets), as halves
+/// the browser's stream is spliced to.
+pub async fn open_to(
+    state: &RelayState,
+    device_id: &str,
+    placement: &super::Placement,
+    header: &aisa_tunnel::RelayHeader,
+) -> Result<(crate::link::LinkSend, crate::link::LinkRecv), ForwardError> {
+    let forwarding = state
+        .forwarding
+        .as_ref()
+        .ok_or(ForwardError::NotConfigured)?;
+    let forward = ForwardHeader {
+        device_id: device_id.to_owned(),
+        generation: placement.generation,
+        relay_header: header.encode(),
+    };
+    let (send, recv) = forwarding.open(placement.forward_addr, &forward).await?;
+    Ok((
+        crate::link::LinkSend::Quic(send),
+        crate::link::LinkRecv::Quic(recv),
+    ))
+}
+
+/// This node's forwarding: its endpoint (serving peers, in [`serve`]) and the pool of
+/// connections it dials peers with.
+pub struct Forwarding {
+    /// One connection per peer node.
+    pub peers: Peers,
+    /// The address this node's forward endpoint is bound to.
+    pub local_addr: SocketAddr,
+}
+
+impl Forwarding {
+    /// Binds the forward endpoint on `listen` with `tls`; connections nothing answers
+    /// for `idle` are dropped (their streams end).
+    pub fn bind(
+        listen: SocketAddr,
+        tls: &peer::ForwardTls,
+        idle: Duration,
+    ) -> Result<Self, PeerError> {
+        let (endpoint, client) = peer::bind(listen, tls, idle)?;
+        let local_addr = endpoint.local_addr().map_err(|e| PeerError::Connect {
+            addr: listen,
+            reason: e.to_string(),
+        })?;
+        Ok(Forwarding {
+            peers: Peers::new(endpoint, client),
+            local_addr,
+        })
+    }
+
+    /// The forwarding `[cluster]` configures: none without `forward_listen`; else the
+    /// endpoint bound there, with the operator's certificate files or, given
+    /// `forward_secret`, a certificate this node issues itself under the CA derived from
+    /// the secret ([`peer::ClusterCa::from_secret`]).
+    pub fn from_config(
+        config: &crate::config::RelayConfig,
+        node: &super::NodeName,
+    ) -> Result<Option<Self>, PeerError> {
+        let cluster = &config.cluster;
+        let Some(listen) = cluster.forward_listen else {
+            return Ok(None);
+        };
+        let tls = match (
+            &cluster.forward_ca,
+            &cluster.forward_cert,
+            &cluster.forward_key,
+            &cluster.forward_secret,
+        ) {
+            (Some(ca), Some(cert), Some(key), None) => peer::ForwardTls::load(ca, cert, key)?,
+            (None, None, None, Some(secret)) => {
+                peer::ClusterCa::from_secret(secret.as_bytes())?.issue(node.as_str())?
+            }
+            _ => {
+                return Err(PeerError::Files(
+                    "[cluster] forward_listen needs forward_ca, forward_cert and forward_key \
+                     together, or forward_secret instead"
+                        .into(),
+                ));
+            }
+        };
+        let idle = Duration::from_millis(
+            cluster
+                .forward_idle_timeout_ms
+                .unwrap_or(DEFAULT_IDLE_TIMEOUT_MS)
+                .max(100),
+        );
+        Ok(Some(Self::bind(listen, &tls, idle)?))
+    }
+
+    /// Opens a forwarded stream to the node at `to` for `header`'s device and returns
+    /// it once that node has accepted it (its desktop's stream is open and has the
+    /// stamped header); the caller splices it to the browser's stream.
+    pub async fn open(
+        &self,
+        to: SocketAddr,
+        header: &ForwardHeader,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ForwardError> {
+        if to.port() == 0 {
+            return Err(ForwardError::NotConfigured);
+        }
+        let conn = self.peers.connection(to).await?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+        write_frame(&mut send, &header.encode(), MAX_FORWARD_HEADER)
+            .await
+            .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+        let reply =
+            match tokio::time::timeout(REPLY_TIMEOUT, read_frame(&mut recv, MAX_REPLY)).await {
+                Err(_) => {
+                    let _ = send.reset(splice::PEER_GONE.into());
+                    return Err(ForwardError::Unreachable(format!(
+                        "no answer within {REPLY_TIMEOUT:?}"
+                    )));
+                }
+                Ok(Err(err)) => return Err(ForwardError::Unreachable(err.to_string())),
+                Ok(Ok(None)) => {
+                    return Err(ForwardError::Protocol(
+                        "the stream ended before a reply".into(),
+                    ));
+                }
+                Ok(Ok(Some(body))) => ForwardReply::decode(&body)
+                    .map_err(|e| ForwardError::Protocol(e.to_string()))?,
+            };
+        match reply {
+            ForwardReply::Accepted => {
+                metrics::counter!("aisa_relay_forwarded_streams_total", "direction" => "out")
+                    .increment(1);
+                Ok((send, recv))
+            }
+            ForwardReply::Refused(refusal, message) => {
+                let _ = recv.stop(0u32.into());
+                Err(ForwardError::Refused { refusal, message })
+            }
+        }
+    }
+}
+
+/// Accepts peers' forward connections on `endpoint` until it closes, serving each.
+pub async fn serve(state: Arc<RelayState>, endpoint: quinn::Endpoint) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                connections.spawn(serve_peer(state.clone(), incoming));
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.shutdown().await;
+}
+
+/// Serves one peer's forward connection: every stream it opens is one forwarded
+/// browser stream.
+async fn serve_peer(state: Arc<RelayState>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(err) => {
+            // A peer without a certificate from the cluster CA ends here.
+            info!(%remote, %err, "forward connection refused");
+            crate::metrics::refused("forward_handshake");
+            return;
+        }
+    };
+    let span = info_span!("peer", %remote);
+    async move {
+        info!("forward connection from a peer node");
+        let mut streams = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = conn.accept_bi() => match accepted {
+                    Ok((send, recv)) => {
+                        streams.spawn(serve_stream(state.clone(), send, recv).in_current_span());
+                    }
+                    Err(err) => {
+                        info!(%err, "forward connection ended");
+                        break;
+                    }
+                },
+                Some(_) = streams.join_next(), if !streams.is_empty() => {}
+            }
+        }
+        // With the connection gone every stream's reads and writes fail at once; the
+        // splices pass a reset on to the desktops.
+        while streams.join_next().await.is_some() {}
+    }
+    .instrument(span)
+    .await
+}
+
+/// Refuses a forwarded stream: one reply frame, then the end of both directions.
+async fn refuse(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    refusal: ForwardRefusal,
+    message: String,
+) {
+    info!(reason = refusal.reason(), %message, "forwarded stream refused");
+    crate::metrics::refused(refusal.reason());
+    let reply = ForwardReply::Refused(refusal, message).encode();
+    if write_frame(&mut send, &reply, MAX_REPLY).await.is_ok() {
+        let _ = send.finish();
+    }
+    let _ = recv.stop(0u32.into());
+}
+
+/// One forwarded stream on the holding node: read the forward header, check that the
+/// device's located connection is here, open the desktop's stream, write the stamped
+/// header, accept, splice.
+async fn serve_stream(
+    state: Arc<RelayState>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let body = match tokio::time::timeout(HEADER_TIMEOUT, read_frame(&mut recv, MAX_FORWARD_HEADER))
+        .await
+    {
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return,
+        Ok(Err(err)) => {
+            let message = format!("forward header: {err}");
+            return refuse(send, recv, ForwardRefusal::BadHeader, message).await;
+        }
+        Err(_) => {
+            let message = format!("no forward header within {HEADER_TIMEOUT:?}");
+            return refuse(send, recv, ForwardRefusal::BadHeader, message).await;
+        }
+    };
+    let header = match ForwardHeader::decode(&body) {
+        Ok(header) => header,
+        Err(err) => return refuse(send, recv, ForwardRefusal::BadHeader, err.to_string()).await,
+    };
+    let device_id = header.device_id.as_str();
+    if state.is_draining() {
+        let message = "the relay node holding the device is shutting down; try again".into();
+        return refuse(send, recv, ForwardRefusal::Draining, message).await;
+    }
+    let (Some(online), Some(generation)) = (
+        state.devices.registry.get(device_id),
+        state.devices.registry.generation(device_id),
+    ) else {
+        let message = format!("device {device_id} is offline (it left the relay node it was on)");
+        return refuse(send, recv, ForwardRefusal::DeviceGone, message).await;
+    };
+    if generation != header.generation {
+        let message = format!("device {device_id} reconnected; try again");
+        debug!(
+            have = generation,
+            asked = header.generation,
+            "generation differs"
+        );
+        return refuse(send, recv, ForwardRefusal::Generation, message).await;
+    }
+    let (mut d_send, d_recv) = match online.connection.open_bi().await {
+        Ok(pair) => pair,
+        Err(err) => {
+            let message = format!("device connection lost: {err}");
+            return refuse(send, recv, ForwardRefusal::DesktopLost, message).await;
+        }
+    };
+    if let Err(err) = write_frame(
+        &mut d_send,
+        &header.relay_header,
+        state.config.max_frame_len,
+    )
+    .await
+    {
+        let message = format!("device connection lost: {err}");
+        return refuse(send, recv, ForwardRefusal::DesktopLost, message).await;
+    }
+    if write_frame(&mut send, &ForwardReply::Accepted.encode(), MAX_REPLY)
+        .await
+        .is_err()
+    {
+        // The entry node is gone: so is the browser. Tell the desktop.
+        let _ = d_send.reset(splice::PEER_GONE.into());
+        return;
+    }
+    metrics::counter!("aisa_relay_forwarded_streams_total", "direction" => "in").increment(1);
+    let _open = OpenGuard::open(&state.traffic.open_streams);
+    let observer = state.traffic.splice_observer();
+    let ends = splice::splice(
+        (recv, send),
+        (d_recv, d_send),
+        &state.traffic.bytes_spliced,
+        observer.as_deref(),
+    )
+    .await;
+    debug!(?ends, "forwarded stream spliced to the end");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forward_header_has_the_documented_bytes() {
+        let header = ForwardHeader {
+            device_id: "d1".into(),
+            generation: 0x0102_0304_0506_0708,
+            relay_header: vec![1, 1, 0xaa],
+        };
+        let bytes = header.encode();
+        // The vector in docs/protocol.md, "Relay-to-relay forwarding".
+        assert_eq!(
+            bytes,
+            [1, 2, b'd', b'1', 1, 2, 3, 4, 5, 6, 7, 8, 1, 1, 0xaa]
+        );
+        assert_eq!(ForwardHeader::decode(&bytes), Ok(header));
+    }
+
+    #[test]
+    fn bad_forward_headers_are_refused() {
+        let good = ForwardHeader {
+            device_id: "dev".into(),
+            generation: 9,
+            relay_header: vec![1, 1, 5],
+        }
+        .encode();
+        assert_eq!(
+            ForwardHeader::decode(&[]),
+            Err(ForwardDecodeError::Truncated)
+        );
+        let mut other = good.clone();
+        other[0] = 2;
+        assert_eq!(
+            ForwardHeader::decode(&other),
+            Err(ForwardDecodeError::Version(2))
+        );
+        assert_eq!(
+            ForwardHeader::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+            Err(ForwardDecodeError::DeviceId)
+        );
+        assert_eq!(
+            ForwardHeader::decode(&good[..good.len() - 3]),
+            Err(ForwardDecodeError::RelayHeader(0))
+        );
+        assert_eq!(
+            ForwardHeader::decode(&good[..8]),
+            Err(ForwardDecodeError::Truncated)
+        );
+        let mut big = good[..13].to_vec();
+        big.extend(std::iter::repeat_n(
+            0,
+            aisa_tunnel::MAX_HEADER_LEN as usize + 1,
+        ));
+        assert!(matches!(
+            ForwardHeader::decode(&big),
+            Err(ForwardDecodeError::RelayHeader(_))
+        ));
+        let mut not_utf8 = good.clone();
+        not_utf8[2] = 0xff;
+        assert_eq!(
+            ForwardHeader::decode(&not_utf8),
+            Err(ForwardDecodeError::DeviceId)
+        );
+    }
+
+    #[test]
+    fn replies_round_trip_and_have_the_documented_bytes() {
+        assert_eq!(ForwardReply::Accepted.encode(), [0]);
+        let refused = ForwardReply::Refused(ForwardRefusal::Generation, "moved".into());
+        assert_eq!(refused.encode(), [2, b'm', b'o', b'v', b'e', b'd']);
+        for reply in [ForwardReply::Accepted, refused] {
+            assert_eq!(ForwardReply::decode(&reply.encode()), Ok(reply));
+        }
+        for refusal in ForwardRefusal::ALL {
+            let reply = ForwardReply::Refused(refusal, String::new());
+            assert_eq!(ForwardReply::decode(&reply.encode()), Ok(reply));
+        }
+        assert_eq!(
+            ForwardReply::decode(&[9]),
+            Err(ForwardDecodeError::Status(9))
+        );
+        assert_eq!(
+            ForwardReply::decode(&[]),
+            Err(ForwardDecodeError::Truncated)
+        );
+        // A long message is cut at the cap, on a character boundary.
+        let long = ForwardReply::Refused(ForwardRefusal::DeviceGone, "é".repeat(400)).encode();
+        assert!(long.len() <= MAX_REPLY as usize, "{}", long.len());
+        assert!(std::str::from_utf8(&long[1..]).is_ok());
+    }
+}

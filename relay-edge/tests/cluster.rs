@@ -1,0 +1,531 @@
+//! Relay-to-relay forwarding on loopback: real relays (each with its own QUIC, HTTP and
+//! forward endpoints), a real desktop node running the example mini-app, and the
+//! forward connection between the relays, with mutual TLS from a cluster CA.
+//!
+//! The device's placement is given to the entry relay directly here (the device map in
+//! Redis is the cluster's part; the browser-to-browser path through it is in the cluster
+//! system test): these tests are about the forward hop itself, its refusals, its TLS and
+//! what happens to forwarded streams when a peer dies or the network between relays
+//! drops everything.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use aisa_node::ai::OpenAiCompatible;
+use aisa_node::node::{self, NodeContext, RelayTarget};
+use aisa_node::sandbox::{Limits, Sandbox};
+use aisa_relay::RelayHandle;
+use aisa_relay::cluster::forward::{ForwardError, ForwardHeader, ForwardRefusal};
+use aisa_relay::cluster::peer::ClusterCa;
+use aisa_testkit::system::{API_KEY, PASSWORD, WAIT, execute, relay_config, test_apps};
+use aisa_tunnel::io::{read_frame, write_frame};
+use aisa_tunnel::{Body, Envelope, MAX_FRAME_LEN, RelayHeader, StreamKind};
+use tokio::sync::watch;
+
+const SECRET: &str = "an example cluster secret of 32+ bytes, tests only";
+
+/// A relay with forwarding on an ephemeral loopback port.
+async fn relay(dir: &std::path::Path, name: &str, secret: &str, idle_ms: u64) -> RelayHandle {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = relay_config(dir, 0, None);
+    config.cluster.node_name = Some(name.into());
+    config.cluster.forward_listen = Some(([127, 0, 0, 1], 0).into());
+    config.cluster.forward_secret = Some(secret.into());
+    config.cluster.forward_idle_timeout_ms = Some(idle_ms);
+    aisa_relay::start(config).await.expect("relay starts")
+}
+
+fn forward_addr(relay: &RelayHandle) -> SocketAddr {
+    relay
+        .state
+        .forwarding
+        .as_ref()
+        .expect("forwarding on")
+        .local_addr
+}
+
+/// A desktop node online at `relay`, with the example app; the device's id and owner.
+struct Desktop {
+    device_id: String,
+    user_id: String,
+    _fake: aisa_testkit::provider::FakeProvider,
+    stop: watch::Sender<bool>,
+    online: watch::Receiver<bool>,
+}
+
+async fn desktop(relay: &RelayHandle, dir: &std::path::Path) -> Desktop {
+    let store = &relay.state.store;
+    let hash = aisa_relay::auth::hash_password(PASSWORD).unwrap();
+    store.create_user("bob@example.com", &hash).await.unwrap();
+    let enrolled: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/api/devices/enroll", relay.http_addr))
+        .json(&serde_json::json!({ "email": "bob@example.com", "password": PASSWORD, "name": "desk" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device_id = enrolled["device_id"].as_str().expect("enrolled").to_owned();
+    let user_id = store
+        .cached_device(&device_id)
+        .await
+        .unwrap()
+        .expect("device row")
+        .user_id;
+    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
+        .await
+        .unwrap();
+    let sandbox = Sandbox::new().unwrap();
+    let apps = test_apps(&sandbox);
+    let ai = OpenAiCompatible::new(&fake.base_url(), "gpt-4o-mini", Some(API_KEY.into())).unwrap();
+    let ctx = Arc::new(NodeContext::new(
+        device_id.clone(),
+        enrolled["device_token"].as_str().unwrap().to_owned(),
+        [7; 32],
+        sandbox,
+        apps,
+        Arc::new(ai),
+        Limits::default(),
+        dir.join("node"),
+    ));
+    let mut online = ctx.online();
+    let target = RelayTarget {
+        quic_addr: relay.quic_addr.to_string(),
+        server_name: "localhost".into(),
+        cert_sha256: Some(relay.cert_sha256()),
+        pin_from: None,
+        tcp_url: None,
+        path: node::PathConfig::default(),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(node::run(ctx, target, stop_rx));
+    tokio::time::timeout(WAIT, online.wait_for(|o| *o))
+        .await
+        .expect("online in time")
+        .unwrap();
+    Desktop {
+        device_id,
+        user_id,
+        _fake: fake,
+        stop,
+        online,
+    }
+}
+
+/// The forward header the entry relay writes for `desktop`, as located at `holder`.
+fn forward_header(holder: &RelayHandle, desktop: &Desktop) -> ForwardHeader {
+    let generation = holder
+        .state
+        .devices
+        .registry
+        .generation(&desktop.device_id)
+        .expect("placed on the holder");
+    ForwardHeader {
+        device_id: desktop.device_id.clone(),
+        generation,
+        relay_header: RelayHeader {
+            user_id: desktop.user_id.clone(),
+            session_id: 1,
+            kind: StreamKind::Action,
+            e2e: None,
+        }
+        .encode(),
+    }
+}
+
+/// Reads envelopes until STREAM_END or ERROR.
+async fn reply(recv: &mut quinn::RecvStream) -> Vec<Envelope> {
+    let mut out = Vec::new();
+    loop {
+        let body = tokio::time::timeout(WAIT, read_frame(recv, MAX_FRAME_LEN))
+            .await
+            .expect("reply in time")
+            .expect("read")
+            .expect("a frame before the end");
+        let env = Envelope::decode(&body).unwrap();
+        let last = matches!(env.body, Body::StreamEnd { .. } | Body::Error { .. });
+        out.push(env);
+        if last {
+            return out;
+        }
+    }
+}
+
+fn text(reply: &[Envelope]) -> String {
+    aisa_testkit::system::chunks_text(reply)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_runs_on_a_desktop_of_another_relay_over_one_pooled_connection() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = relay(da.path(), "node-a", SECRET, 10_000).await;
+    let b = relay(db.path(), "node-b", SECRET, 10_000).await;
+    let desk = desktop(&b, db.path()).await;
+    let forwarding = a.state.forwarding.as_ref().unwrap();
+    for round in 0..3 {
+        let (mut send, mut recv) = forwarding
+            .open(forward_addr(&b), &forward_header(&b, &desk))
+            .await
+            .expect("the holder accepts");
+        let words = format!("hello over two relays, round {round}");
+        let request = execute("hello-ai", "echo", serde_json::json!({ "text": words }));
+        write_frame(&mut send, &request.encode(), MAX_FRAME_LEN)
+            .await
+            .unwrap();
+        send.finish().unwrap();
+        let reply = reply(&mut recv).await;
+        assert!(
+            matches!(reply.last().unwrap().body, Body::StreamEnd { .. }),
+            "{reply:?}"
+        );
+        assert_eq!(text(&reply), words);
+    }
+    // Every stream went over one connection to the peer; the holder spliced them.
+    assert_eq!(forwarding.peers.connected(), 1);
+    assert!(
+        b.state
+            .traffic
+            .bytes_spliced
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    let _ = desk.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holder_refuses_a_stale_generation_an_absent_device_and_a_stranger() {
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = relay(da.path(), "node-a", SECRET, 10_000).await;
+    let b = relay(db.path(), "node-b", SECRET, 10_000).await;
+    let desk = desktop(&b, db.path()).await;
+    let forwarding = a.state.forwarding.as_ref().unwrap();
+
+    // The device reconnected since it was located: a later generation is there now.
+    let mut stale = forward_header(&b, &desk);
+    stale.generation -= 1;
+    let err = forwarding.open(forward_addr(&b), &stale).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ForwardError::Refused {
+                refusal: ForwardRefusal::Generation,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.code(), aisa_tunnel::ErrorCode::DeviceOffline);
+
+    // Not on that node at all.
+    let mut absent = forward_header(&b, &desk);
+    absent.device_id = "no-such-device".into();
+    let err = forwarding
+        .open(forward_addr(&b), &absent)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ForwardError::Refused {
+                refusal: ForwardRefusal::DeviceGone,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // A relay of another cluster (another CA): the handshake fails both ways.
+    let stranger = relay(
+        dc.path(),
+        "node-x",
+        "another cluster's secret, also 32+ bytes long",
+        10_000,
+    )
+    .await;
+    let err = stranger
+        .state
+        .forwarding
+        .as_ref()
+        .unwrap()
+        .open(forward_addr(&b), &forward_header(&b, &desk))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ForwardError::Unreachable(_)), "{err:?}");
+    // And the right one still works after all that.
+    let (mut send, mut recv) = forwarding
+        .open(forward_addr(&b), &forward_header(&b, &desk))
+        .await
+        .expect("accepted");
+    let request = execute(
+        "hello-ai",
+        "echo",
+        serde_json::json!({ "text": "still fine" }),
+    );
+    write_frame(&mut send, &request.encode(), MAX_FRAME_LEN)
+        .await
+        .unwrap();
+    assert_eq!(text(&reply(&mut recv).await), "still fine");
+    let _ = desk.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_files_from_the_operator_work_and_a_cert_of_another_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    let other = ClusterCa::generate().unwrap();
+    let write = |name: &str, ca: &ClusterCa, node: &str| {
+        let tls = ca.issue(node).unwrap();
+        let pem = |label: &str, der: &[u8]| {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = b64
+                .as_bytes()
+                .chunks(64)
+                .map(|c| std::str::from_utf8(c).unwrap())
+                .collect();
+            format!(
+                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+                lines.join("\n")
+            )
+        };
+        let base = dir.path().join(name);
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::write(base.join("ca.pem"), ca.cert_pem()).unwrap();
+        std::fs::write(base.join("cert.pem"), pem("CERTIFICATE", &tls.chain[0])).unwrap();
+        std::fs::write(
+            base.join("key.pem"),
+            pem("PRIVATE KEY", tls.key.secret_der()),
+        )
+        .unwrap();
+        base
+    };
+    let start = |base: std::path::PathBuf, node: &'static str| async move {
+        let mut config = relay_config(&base, 0, None);
+        config.cluster.node_name = Some(node.into());
+        config.cluster.forward_listen = Some(([127, 0, 0, 1], 0).into());
+        config.cluster.forward_ca = Some(base.join("ca.pem"));
+        config.cluster.forward_cert = Some(base.join("cert.pem"));
+        config.cluster.forward_key = Some(base.join("key.pem"));
+        aisa_relay::start(config).await.expect("relay starts")
+    };
+    let a = start(write("a", &ca, "node-a"), "node-a").await;
+    let b = start(write("b", &ca, "node-b"), "node-b").await;
+    // Node x trusts the cluster CA but its own certificate is from another CA.
+    let x_dir = write("x", &other, "node-x");
+    std::fs::write(x_dir.join("ca.pem"), ca.cert_pem()).unwrap();
+    let x = start(x_dir, "node-x").await;
+    let desk = desktop(&b, dir.path()).await;
+    let (mut send, mut recv) = a
+        .state
+        .forwarding
+        .as_ref()
+        .unwrap()
+        .open(forward_addr(&b), &forward_header(&b, &desk))
+        .await
+        .expect("accepted");
+    let request = execute("hello-ai", "echo", serde_json::json!({ "text": "files" }));
+    write_frame(&mut send, &request.encode(), MAX_FRAME_LEN)
+        .await
+        .unwrap();
+    assert_eq!(text(&reply(&mut recv).await), "files");
+    let err = x
+        .state
+        .forwarding
+        .as_ref()
+        .unwrap()
+        .open(forward_addr(&b), &forward_header(&b, &desk))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ForwardError::Unreachable(_)), "{err:?}");
+    // Half a configuration is refused at start, naming what is missing.
+    let mut config = relay_config(&dir.path().join("half"), 0, None);
+    config.cluster.forward_listen = Some(([127, 0, 0, 1], 0).into());
+    config.cluster.forward_ca = Some(dir.path().join("a/ca.pem"));
+    let err = aisa_relay::start(config).await.err().expect("refused");
+    assert!(err.to_string().contains("forward_cert"), "{err}");
+    let _ = desk.stop.send(true);
+}
+
+/// A UDP relay between two forward endpoints that can be told to drop everything (a
+/// partition between relays).
+struct Partition {
+    addr: SocketAddr,
+    drop: Arc<AtomicBool>,
+}
+
+async fn partition_to(target: SocketAddr) -> Partition {
+    let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    back.connect(target).await.unwrap();
+    let drop = Arc::new(AtomicBool::new(false));
+    let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+    let addr = front.local_addr().unwrap();
+    {
+        let (front, back, drop, client) =
+            (front.clone(), back.clone(), drop.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                *client.lock().unwrap() = Some(from);
+                if !drop.load(Ordering::Relaxed) {
+                    let _ = back.send(&buf[..n]).await;
+                }
+            }
+        });
+    }
+    let cut = drop.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = back.recv(&mut buf).await {
+            let to = *client.lock().unwrap();
+            if let Some(to) = to
+                && !drop.load(Ordering::Relaxed)
+            {
+                let _ = front.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    Partition { addr, drop: cut }
+}
+
+/// Starts a slow action (a chunk every 200 ms) through `forwarding` and returns its
+/// stream once the first chunk arrived.
+async fn slow_action(
+    forwarding: &aisa_relay::cluster::forward::Forwarding,
+    to: SocketAddr,
+    header: &ForwardHeader,
+) -> (quinn::SendStream, quinn::RecvStream) {
+    let (mut send, mut recv) = forwarding.open(to, header).await.expect("accepted");
+    let request = execute(
+        "hello-ai",
+        "write",
+        serde_json::json!({ "topic": "[slow] a long story" }),
+    );
+    write_frame(&mut send, &request.encode(), MAX_FRAME_LEN)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+        .await
+        .expect("first chunk in time")
+        .unwrap()
+        .expect("a frame");
+    assert!(matches!(
+        Envelope::decode(&first).unwrap().body,
+        Body::StreamChunk { .. }
+    ));
+    (send, recv)
+}
+
+/// Reads until the stream ends; returns whether it ended with an error (a reset, a lost
+/// connection) rather than a clean finish, and when.
+async fn read_to_end(recv: &mut quinn::RecvStream) -> (bool, Instant) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match recv.read(&mut buf).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => return (false, Instant::now()),
+            Err(_) => return (true, Instant::now()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_between_relays_ends_forwarded_streams_on_both_sides() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let idle = 1_500;
+    let a = relay(da.path(), "node-a", SECRET, idle).await;
+    let b = relay(db.path(), "node-b", SECRET, idle).await;
+    let desk = desktop(&b, db.path()).await;
+    let cut = partition_to(forward_addr(&b)).await;
+    let forwarding = a.state.forwarding.as_ref().unwrap();
+    let (_send, mut recv) = slow_action(forwarding, cut.addr, &forward_header(&b, &desk)).await;
+    assert_eq!(
+        b.state.traffic.open_streams.load(Ordering::Relaxed),
+        1,
+        "the holder splices the forwarded stream"
+    );
+    cut.drop.store(true, Ordering::Relaxed);
+    let dropped_at = Instant::now();
+    // The entry side: the connection is declared lost after the idle timeout, and the
+    // stream fails (the browser's stream would be reset with PEER_GONE by the splice).
+    let (failed, at) = tokio::time::timeout(WAIT, read_to_end(&mut recv))
+        .await
+        .expect("the entry side's stream ends: nothing hangs");
+    assert!(failed, "a partition is an error, not a clean end");
+    let took = at - dropped_at;
+    assert!(
+        took < Duration::from_millis(idle * 3),
+        "ended {took:?} after the partition"
+    );
+    // The holding side: its splice ends too (the desktop's stream is reset, the action
+    // cancelled), and nothing stays open.
+    tokio::time::timeout(WAIT, async {
+        while b.state.traffic.open_streams.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the holder's splice ends");
+    // Healed: the next stream dials a new connection and works.
+    cut.drop.store(false, Ordering::Relaxed);
+    let (mut send, mut recv) = forwarding
+        .open(cut.addr, &forward_header(&b, &desk))
+        .await
+        .expect("a new connection after the partition");
+    let request = execute("hello-ai", "echo", serde_json::json!({ "text": "healed" }));
+    write_frame(&mut send, &request.encode(), MAX_FRAME_LEN)
+        .await
+        .unwrap();
+    assert_eq!(text(&reply(&mut recv).await), "healed");
+    let _ = desk.stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_stops_ends_forwarded_streams_at_once_and_is_redialed() {
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = relay(da.path(), "node-a", SECRET, 10_000).await;
+    let b = relay(db.path(), "node-b", SECRET, 10_000).await;
+    let mut desk = desktop(&b, db.path()).await;
+    let forwarding = a.state.forwarding.as_ref().unwrap();
+    let to = forward_addr(&b);
+    let (_send, mut recv) = slow_action(forwarding, to, &forward_header(&b, &desk)).await;
+    let stopped_at = Instant::now();
+    b.shutdown(Duration::ZERO).await;
+    let (failed, at) = tokio::time::timeout(WAIT, read_to_end(&mut recv))
+        .await
+        .expect("the forwarded stream ends: nothing hangs");
+    assert!(failed, "the holder going away is an error, not a clean end");
+    assert!(
+        at - stopped_at < Duration::from_secs(3),
+        "{:?}",
+        at - stopped_at
+    );
+    tokio::time::timeout(WAIT, desk.online.wait_for(|o| !*o))
+        .await
+        .expect("the desktop noticed")
+        .unwrap();
+    // The next stream to that address is refused promptly: nothing listens there.
+    let err = forwarding
+        .open(
+            to,
+            &ForwardHeader {
+                device_id: desk.device_id.clone(),
+                generation: 1,
+                relay_header: vec![1, 1, 0],
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ForwardError::Unreachable(_)), "{err:?}");
+    assert_eq!(err.code(), aisa_tunnel::ErrorCode::PeerGone);
+    let _ = desk.stop.send(true);
+}
