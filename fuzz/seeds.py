@@ -42,6 +42,16 @@ for i, v in enumerate(tv["vectors"] + tv["invalid"]):
     stream += frame(body)
 put("tunnel_frames", "stream", stream)
 
+# mux: every frame vector (valid and malformed) alone, and the valid ones as one stream
+# that opens, sends, credits and closes.
+mv = json.loads(read("tunnel/vectors/mux-vectors.json"))
+mux_stream = b""
+for i, v in enumerate(mv["valid"] + mv["invalid"]):
+    put("mux_frames", f"v{i}", bytes.fromhex(v["hex"]))
+for v in mv["valid"]:
+    mux_stream += bytes.fromhex(v["hex"])
+put("mux_frames", "stream", mux_stream)
+
 # e2e: the vector's sealed request (mode 0), its response frames (mode 1), and scripts
 # (mode 2) that seal, deliver, alter, reorder and send control messages.
 ev = json.loads(read("crypto/vectors/e2e-vectors.json"))

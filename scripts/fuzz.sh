@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_TARGETS=(tunnel_frames e2e_stream bundle_zip manifest wasm_check provider_sse)
+ALL_TARGETS=(tunnel_frames mux_frames e2e_stream bundle_zip manifest wasm_check provider_sse)
 SECS=${FUZZ_SECONDS:-60}
 if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
   SECS=$1
