@@ -277,11 +277,17 @@ export const FLOWS: readonly Flow[] = [
           if (t && seen[seen.length - 1] !== t) seen.push(t);
         }).observe(output, { childList: true, characterData: true, subtree: true });
       })()`);
-      await ctx.runFreeform('write', { topic: 'QUIC' });
+      // `[slow]`: the provider waits 200 ms between its events, so each chunk arrives on
+      // its own and the page must show the text growing.
+      const want = 'Echo: Write a short paragraph about [slow] QUIC.';
+      await ctx.runFreeform('write', { topic: '[slow] QUIC' });
       await waitText(d, '#run-status', /^Done in \d+(\.\d)? m?s\.$/);
-      check((await textOf(d, '#output')) === 'Echo: Write a short paragraph about QUIC.', `output: ${await textOf(d, '#output')}`);
+      check((await textOf(d, '#output')) === want, `output: ${await textOf(d, '#output')}`);
+      const chunks = await d.evaluate<string | null>("document.getElementById('run-status').getAttribute('data-chunks')");
+      // The local provider streams one event per word.
+      check(chunks === String(want.split(' ').length), `the run counted ${chunks} chunks, not one per word`);
       const seen = await d.evaluate<string[]>('window.__outputs');
-      check(seen.length >= 1 && seen[seen.length - 1] === 'Echo: Write a short paragraph about QUIC.', `outputs seen: ${JSON.stringify(seen)}`);
+      check(seen.length >= 3 && seen[seen.length - 1] === want, `the output did not grow chunk by chunk: ${JSON.stringify(seen)}`);
       await ctx.readTransport();
       await ctx.shot('run-done.png');
     },
