@@ -409,14 +409,14 @@ export const KNOWN_ISSUES: readonly KnownIssue[] = [
     error: /Error in input stream/,
     reason:
       'Firefox 153 errors the readable side of a bidirectional WebTransport stream with "TypeError: Error in ' +
-      'input stream" (not a WebTransportError, so no RESET_STREAM came) when the stream ends, before the page has ' +
-      'read the last bytes: the chunks of a [slow] action arrive one by one, 200 ms apart, then the read that ' +
-      'should return STREAM_END rejects; the desktop logs the action as finished. Most likely trigger (not yet ' +
-      'proven): the desktop drops its side after STREAM_END, QUIC sends STOP_SENDING for the direction towards it, ' +
-      "and the relay's splice passes that on to the browser (splice.rs pump: the sink's peer stopped, so the " +
-      'source is stopped), which Firefox takes as the end of the whole stream. Chromium delivers the buffered ' +
-      'bytes. Fix to try in the relay: while the other direction still runs, do not stop the browser; read and ' +
-      'drop its bytes until it finishes.',
+      'input stream" when a STOP_SENDING for its own direction arrives before it has read the data and FIN ' +
+      'the peer sent (repro/firefox-stop-sending: an aioquic server answering three chunks and a FIN; with ' +
+      'STOP_SENDING sent first, Firefox reads nothing and errors, Chromium reads everything). Here the desktop ' +
+      'drops its side after STREAM_END, QUIC sends STOP_SENDING for the direction towards it, and the relay ' +
+      "passes it on to the browser at once (splice.rs pump: the sink's peer stopped, so the source is stopped), " +
+      'overtaking the last chunk and STREAM_END: the chunks of a [slow] action arrive one by one, then the read ' +
+      'that should return STREAM_END rejects. Fix for the relay: while the answer direction still runs, do not ' +
+      "stop the browser's direction (read and drop its bytes), and stop it only once the answer has finished.",
   },
 ];
 
