@@ -1,0 +1,46 @@
+/**
+ * The engine harness's own rules, without a browser: which engines and flows the
+ * environment selects (an unknown name is an error, never an empty run), and that every
+ * known issue names an engine and flows that exist (a renamed flow must not leave a
+ * stale entry that no longer skips anything).
+ */
+
+import { describe, expect, it } from 'vitest';
+import { ENGINES } from './engines/driver';
+import { selectedEngines, selectedFlows } from './engines/index';
+import { FLOW_IDS, KNOWN_ISSUES } from './flows';
+
+describe('engine selection', () => {
+  it('defaults to Chromium, takes a list in the suite order, and all', () => {
+    expect(selectedEngines(undefined)).toEqual(['chromium']);
+    expect(selectedEngines('webkit, chromium')).toEqual(['chromium', 'webkit']);
+    expect(selectedEngines('all')).toEqual(['chromium', 'firefox', 'webkit']);
+  });
+
+  it('refuses an unknown engine', () => {
+    expect(() => selectedEngines('chromium,safari')).toThrow(/unknown engine "safari"/);
+  });
+});
+
+describe('flow selection', () => {
+  it('defaults to every flow, in order, and keeps the suite order', () => {
+    expect(selectedFlows(FLOW_IDS, undefined)).toEqual(FLOW_IDS);
+    expect(selectedFlows(FLOW_IDS, 'encrypted,run')).toEqual(['run', 'encrypted']);
+    expect(FLOW_IDS).toEqual(['sign-in', 'run', 'cancel', 'install', 'pairing', 'encrypted']);
+  });
+
+  it('refuses an unknown flow', () => {
+    expect(() => selectedFlows(FLOW_IDS, 'run,login')).toThrow(/unknown flow "login"/);
+  });
+});
+
+describe('known issues', () => {
+  it('name real engines and flows, with a reason', () => {
+    for (const issue of KNOWN_ISSUES) {
+      expect(ENGINES).toContain(issue.engine);
+      expect(issue.flows.length).toBeGreaterThan(0);
+      for (const flow of issue.flows) expect(FLOW_IDS).toContain(flow);
+      expect(issue.reason.length).toBeGreaterThan(80);
+    }
+  });
+});
