@@ -76,6 +76,7 @@ for (const engine of selectedEngines()) {
           await flow.run(ctx);
         } catch (err) {
           if (err instanceof FlowSkipped) {
+            await driver.screenshot(join(dir, `skipped-${flow.id}.png`)).catch(() => undefined);
             done('skipped', err.reason);
             t.skip(`${engine} cannot run "${flow.id}" here: ${err.reason}`);
           }

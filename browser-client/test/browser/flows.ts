@@ -17,7 +17,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { markByText, poll, textOf, waitFor, waitText, type Driver, type EngineName } from './engines/driver';
+import { exists, markByText, poll, textOf, waitFor, waitText, type Driver, type EngineName } from './engines/driver';
 import { EMAIL, PASSWORD, wasmBundle, type System } from './system';
 
 const binDir = process.env.AISA_BIN_DIR ?? resolve(__dirname, '../../../target/debug');
@@ -44,6 +44,8 @@ export interface TunnelSupport {
   usable: boolean;
   /** Why not, in words, when not usable. */
   reason: string;
+  /** What the signed-in page said about its session to the relay when measured (`#connection`). */
+  pageSaid: string;
 }
 
 /** One flow's outcome, as recorded in `test-artifacts/engines/<engine>/record.json`. */
@@ -93,11 +95,17 @@ export class FlowContext {
     if (!relayHasWebSocket) missing.push(`the relay has no WebSocket tunnel (a WebSocket upgrade of /tunnel/browser answered ${relayWebSocket})`);
     if (!appHasWebSocket) missing.push("the web app's build has no WebSocket transport (no 'tunnel/browser' in dist/assets/*.js)");
     const usable = webTransport === 'function' || missing.length === 0;
+    // Give a signed-in page a moment to try its session, and keep what it says.
+    const pageSaid = (await exists(this.driver, '#signed-in-as'))
+      ? await poll('the page to try its session', () => textOf(this.driver, '#connection'), (t) => !/connecting/.test(t), 5_000).catch(
+          () => textOf(this.driver, '#connection'),
+        )
+      : '(not signed in)';
     const reason = usable
       ? ''
       : `${this.driver.version} has no WebTransport (typeof WebTransport is "${webTransport}" on ${this.system.httpUrl}) ` +
-        `and the WebSocket fallback is not there: ${missing.join('; ')}`;
-    this.support = { webTransport, relayWebSocket, relayHasWebSocket, appHasWebSocket, usable, reason };
+        `and the WebSocket fallback is not there: ${missing.join('; ')}. The page says: "Relay: ${pageSaid}"`;
+    this.support = { webTransport, relayWebSocket, relayHasWebSocket, appHasWebSocket, usable, reason, pageSaid };
     return this.support;
   }
 
