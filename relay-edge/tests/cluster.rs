@@ -529,3 +529,409 @@ async fn a_holder_that_stops_ends_forwarded_streams_at_once_and_is_redialed() {
     assert_eq!(err.code(), aisa_tunnel::ErrorCode::PeerGone);
     let _ = desk.stop.send(true);
 }
+
+// ---------------------------------------------------------------------------------------
+// The cluster system test: three relay processes, Redis, a shared database.
+
+/// A child process killed (SIGKILL) when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `redis-server` on `port` (a fresh one, nothing saved).
+fn redis_server(port: u16, dir: &std::path::Path) -> Child {
+    let child = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (apt-get install redis-server; scripts/prereqs.sh)");
+    let deadline = Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Child(child)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// A relay process: its HTTP and QUIC addresses.
+struct RelayProcess {
+    _child: Child,
+    http: SocketAddr,
+    quic: SocketAddr,
+}
+
+/// Starts `relay-edge serve` with a `[cluster]` section and reads its banner.
+fn relay_process(
+    dir: &std::path::Path,
+    name: &str,
+    database_url: &str,
+    redis_port: u16,
+) -> RelayProcess {
+    let data = dir.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    let config = format!(
+        r#"data_dir = "{data}"
+database_url = "{database_url}"
+quic_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+tls_cert = "{dir}/cert.pem"
+tls_key = "{dir}/key.pem"
+jwt_secret = "one JWT secret for every node of the cluster, 32+ bytes"
+heartbeat_secs = 1
+
+[cluster]
+node_name = "{name}"
+redis_url = "redis://127.0.0.1:{redis_port}"
+forward_listen = "127.0.0.1:0"
+forward_secret = "{SECRET}"
+forward_idle_timeout_ms = 1500
+"#,
+        data = data.display(),
+        dir = dir.display(),
+    );
+    let file = data.join("relay.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relay-edge"))
+        .arg("--config")
+        .arg(&file)
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("relay-edge starts");
+    let stdout = child.stdout.take().unwrap();
+    let child = Child(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    // "relay-edge: http://ADDR (QUIC/WebTransport on udp ADDR), certificate sha-256 HEX"
+    let http = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("banner: {line:?}"))
+        .parse()
+        .unwrap();
+    let quic = line
+        .split("udp ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or_else(|| panic!("banner: {line:?}"))
+        .parse()
+        .unwrap();
+    RelayProcess {
+        _child: child,
+        http,
+        quic,
+    }
+}
+
+/// A UDP load balancer in front of the relays' QUIC ports: it sends everything to one
+/// backend, which the test moves (as a health-checking L4 balancer moves traffic off a
+/// dead node).
+struct Balancer {
+    addr: SocketAddr,
+    backend: Arc<std::sync::Mutex<SocketAddr>>,
+}
+
+async fn balancer(backend: SocketAddr) -> Balancer {
+    let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = front.local_addr().unwrap();
+    let target = Arc::new(std::sync::Mutex::new(backend));
+    let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+    {
+        let (front, back, target, client) =
+            (front.clone(), back.clone(), target.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                *client.lock().unwrap() = Some(from);
+                let to = *target.lock().unwrap();
+                let _ = back.send_to(&buf[..n], to).await;
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        while let Ok((n, _)) = back.recv_from(&mut buf).await {
+            let to = *client.lock().unwrap();
+            if let Some(to) = to {
+                let _ = front.send_to(&buf[..n], to).await;
+            }
+        }
+    });
+    Balancer {
+        addr,
+        backend: target,
+    }
+}
+
+async fn browser(quic: SocketAddr, cert_sha256: [u8; 32]) -> wtransport::Connection {
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(cert_sha256)])
+        .build();
+    wtransport::Endpoint::client(config)
+        .unwrap()
+        .connect(format!("https://127.0.0.1:{}/wt", quic.port()))
+        .await
+        .expect("WebTransport session")
+}
+
+/// Runs an echo on `session`; the reply (ending with STREAM_END or an ERROR).
+async fn echo(
+    session: &wtransport::Connection,
+    open_header: &aisa_tunnel::OpenHeader,
+    text: &str,
+) -> Vec<Envelope> {
+    let request = execute("hello-ai", "echo", serde_json::json!({ "text": text }));
+    let (_send, mut recv) =
+        aisa_testkit::system::open(session, &[open_header.encode(), request.encode()]).await;
+    aisa_testkit::system::read_reply(&mut recv).await
+}
+
+/// Echoes until one comes back whole (the cluster converging), within [`WAIT`]; every
+/// failed attempt must be an ERROR, not a hang. Returns the ERROR codes seen before.
+async fn echo_until_ok(
+    session: &wtransport::Connection,
+    open_header: &aisa_tunnel::OpenHeader,
+    text: &str,
+) -> Vec<aisa_tunnel::ErrorCode> {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let reply = echo(session, open_header, text).await;
+        match reply.last().map(|e| &e.body) {
+            Some(Body::StreamEnd { .. }) => {
+                assert_eq!(aisa_testkit::system::chunks_text(&reply), text);
+                return seen;
+            }
+            Some(Body::Error { code, .. }) => seen.push(aisa_tunnel::ErrorCode::parse(code)),
+            other => panic!("neither an answer nor an ERROR: {other:?}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer in time; errors: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node_dies() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let redis_port = free_port();
+    let redis = redis_server(redis_port, dir.path());
+    let database_url = match aisa_testkit::fakes::test_database().await {
+        Some(url) => url,
+        None => format!("sqlite://{}/shared.db?mode=rwc", dir.path().display()),
+    };
+    // One certificate for the three nodes' public port, as behind one balanced name.
+    let identity =
+        aisa_relay::cert::generate_dev(time::OffsetDateTime::now_utc(), "localhost").unwrap();
+    std::fs::write(
+        dir.path().join("cert.pem"),
+        pem("CERTIFICATE", &identity.chain[0]),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        pem("PRIVATE KEY", identity.key.secret_der()),
+    )
+    .unwrap();
+    let cert_sha256 = identity.sha256();
+    {
+        let store = aisa_relay::store::Store::open(&database_url).await.unwrap();
+        let hash = aisa_relay::auth::hash_password(PASSWORD).unwrap();
+        store.create_user("carol@example.com", &hash).await.unwrap();
+    }
+    let r1 = relay_process(dir.path(), "relay-1", &database_url, redis_port);
+    let r2 = relay_process(dir.path(), "relay-2", &database_url, redis_port);
+    let r3 = relay_process(dir.path(), "relay-3", &database_url, redis_port);
+
+    let http = reqwest::Client::new();
+    let credentials =
+        serde_json::json!({ "email": "carol@example.com", "password": PASSWORD, "name": "desk" });
+    let enrolled: serde_json::Value = http
+        .post(format!("http://{}/api/devices/enroll", r1.http))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let login: serde_json::Value = http
+        .post(format!("http://{}/api/auth/login", r2.http))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device_id = enrolled["device_id"].as_str().expect("enrolled").to_owned();
+
+    // The desktop reaches the relays through a balancer, which sends it to relay 1.
+    let lb = balancer(r1.quic).await;
+    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
+        .await
+        .unwrap();
+    let sandbox = Sandbox::new().unwrap();
+    let apps = test_apps(&sandbox);
+    let ai = OpenAiCompatible::new(&fake.base_url(), "m", Some(API_KEY.into())).unwrap();
+    let ctx = Arc::new(NodeContext::new(
+        device_id.clone(),
+        enrolled["device_token"].as_str().unwrap().to_owned(),
+        [7; 32],
+        sandbox,
+        apps,
+        Arc::new(ai),
+        Limits::default(),
+        dir.path().join("node"),
+    ));
+    let mut online = ctx.online();
+    let target = RelayTarget {
+        quic_addr: lb.addr.to_string(),
+        server_name: "localhost".into(),
+        cert_sha256: Some(cert_sha256),
+        pin_from: None,
+        tcp_url: None,
+        path: node::PathConfig::default(),
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(node::run(ctx, target, stop_rx));
+    tokio::time::timeout(WAIT, online.wait_for(|o| *o))
+        .await
+        .expect("the desktop is online at relay 1")
+        .unwrap();
+
+    // A browser on relay 2 runs actions on the desktop at relay 1: forwarded.
+    let header = aisa_tunnel::OpenHeader {
+        device_id: device_id.clone(),
+        kind: StreamKind::Action,
+        token: login["token"].as_str().expect("signed in").to_owned(),
+        e2e: None,
+    };
+    let session = browser(r2.quic, cert_sha256).await;
+    echo_until_ok(&session, &header, "across the cluster").await;
+    for i in 0..3 {
+        let reply = echo(&session, &header, &format!("action {i}")).await;
+        assert_eq!(
+            aisa_testkit::system::chunks_text(&reply),
+            format!("action {i}")
+        );
+    }
+
+    // A slow action is streaming through relay 1 when it dies (SIGKILL); the balancer
+    // moves the desktop's traffic to relay 3.
+    let slow = execute(
+        "hello-ai",
+        "write",
+        serde_json::json!({ "topic": "[slow] a long story" }),
+    );
+    let (_send, mut recv) =
+        aisa_testkit::system::open(&session, &[header.encode(), slow.encode()]).await;
+    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+        .await
+        .expect("first chunk in time")
+        .unwrap()
+        .expect("a frame");
+    assert!(matches!(
+        Envelope::decode(&first).unwrap().body,
+        Body::StreamChunk { .. }
+    ));
+    *lb.backend.lock().unwrap() = r3.quic;
+    let killed_at = Instant::now();
+    drop(r1);
+    // The browser's stream through the dead node ends with a reset (PEER_GONE), soon
+    // (the forward connection's idle timeout here is 1.5 s): it does not hang.
+    let ended = tokio::time::timeout(WAIT, async {
+        loop {
+            match read_frame(&mut recv, MAX_FRAME_LEN).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(err) => return Some(err.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("the stream through the dead node ends");
+    let reset = ended.expect("ended by a reset, not a clean finish");
+    assert!(
+        reset.contains("reset by peer: error 1"),
+        "reset with PEER_GONE: {reset}"
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed_at.elapsed()
+    );
+
+    // The desktop reconnects (to relay 3, through the balancer) and new actions from
+    // relay 2 go there; until then they are refused with an ERROR, never hang.
+    let errors = echo_until_ok(&session, &header, "after the failover").await;
+    for code in &errors {
+        assert!(
+            matches!(
+                code,
+                aisa_tunnel::ErrorCode::DeviceOffline | aisa_tunnel::ErrorCode::PeerGone
+            ),
+            "{errors:?}"
+        );
+    }
+    assert!(killed_at.elapsed() < WAIT, "{:?}", killed_at.elapsed());
+
+    // Redis goes away: a cross-node action is refused as unavailable (relay 2 cannot
+    // locate the device), then works again once Redis is back.
+    drop(redis);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reply = echo(&session, &header, "during the outage").await;
+        if let Some(Body::Error { code, message }) = reply.last().map(|e| &e.body) {
+            assert_eq!(
+                aisa_tunnel::ErrorCode::parse(code),
+                aisa_tunnel::ErrorCode::PeerGone,
+                "{message}"
+            );
+            assert!(message.contains("shared state"), "{message}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refused during the outage");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _redis = redis_server(redis_port, dir.path());
+    echo_until_ok(&session, &header, "after the outage").await;
+    let _ = stop.send(true);
+    drop((r2, r3));
+}
