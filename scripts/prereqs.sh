@@ -54,6 +54,10 @@ if [ "$MODE" = test ]; then
   want ip iproute2
   want nft nftables
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || packages+=(postgresql)
+  # deploy/'s checks: docker-compose (validates the compose file) and systemd-analyze.
+  want docker-compose docker-compose
+  want systemd-analyze systemd
+  python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 fi
 # One name each, in a stable order.
 mapfile -t packages < <(printf '%s\n' "${packages[@]}" | awk 'NF && !seen[$0]++')
@@ -109,6 +113,20 @@ if ! node -e '
   process.exit(older > 0 ? 1 : 0);' "$NODE_MIN"; then
   echo "Node.js $(node --version) is too old: the web app needs $NODE_MIN or newer (https://nodejs.org)" >&2
   exit 1
+fi
+
+# Python tools from PyPI: moto's S3-compatible server (scripts/services.sh, the bundle
+# storage test) and kubernetes-validate (deploy/kubernetes/, offline schemas).
+if [ "$MODE" = test ]; then
+  pip_tools=()
+  have moto_server || pip_tools+=('moto[server]')
+  have kubernetes-validate || pip_tools+=(kubernetes-validate)
+  if [ ${#pip_tools[@]} -gt 0 ]; then
+    echo "==> pip install ${pip_tools[*]}"
+    # Debian's own python3 refuses system-wide installs without the flag (PEP 668).
+    python3 -m pip install --quiet "${pip_tools[@]}" 2>/dev/null ||
+      python3 -m pip install --quiet --break-system-packages "${pip_tools[@]}"
+  fi
 fi
 
 # The other browser engines the browser flows run in (Firefox ESR, WebKitGTK).

@@ -40,3 +40,15 @@ if [ -z "${SKIP_FUZZ:-}" ]; then
   step "fuzz campaign: ${FUZZ_SECONDS:=600} s per target"
   FUZZ_SECONDS="$FUZZ_SECONDS" FUZZ_RUNS="${FUZZ_RUNS:-10000000}" scripts/fuzz.sh
 fi
+
+if [ -z "${SKIP_CONTAINER:-}" ]; then
+  # deploy/README.md, "Containers": the relay image built with podman from this host's
+  # release relay-edge and web app (no base image is pulled), then its binary run from
+  # the image's exported root filesystem: /healthz, /readyz, /api/session, the web app.
+  step "relay container image: podman build and smoke"
+  command -v podman >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman >/dev/null
+  cargo build --release --locked -p aisa-relay --bin relay-edge
+  [ -f browser-client/dist/index.html ] || (cd browser-client && npm run build)
+  deploy/container/build.sh build target/release/relay-edge
+  deploy/container/build.sh smoke
+fi

@@ -41,6 +41,18 @@ eval "$(scripts/services.sh start)"
 trap '"$ROOT/scripts/services.sh" stop || true' EXIT
 cargo test --locked -p aisa-testkit --test system --test install
 cargo test --locked -p aisa-relay --test marketplace --test hardening
+# PostgreSQL over TLS (sslmode=verify-full with the test CA), migrations from several
+# nodes at once (advisory lock), the operator's settings on PostgreSQL, and bundles in
+# the S3-compatible store (moto) that services.sh started.
+cargo test --locked -p aisa-relay --test postgres_tls --test operator --test object_store
+
+step "deploy/: compose file, Kubernetes manifests and systemd units validate"
+docker-compose --env-file deploy/compose/example.env -f deploy/compose/docker-compose.yml config -q
+kubernetes-validate --strict --quiet -k 1.29.0 deploy/kubernetes/*.yaml
+# Only its syntax and keys: the binaries it names are not installed here.
+for unit in deploy/relay-edge.service deploy/desktop-node.service; do
+  systemd-analyze verify "$unit" 2>&1 | { grep -v 'is not executable\|No such file or directory' || true; } | tee /dev/stderr | { ! grep -q .; }
+done
 
 step "fuzz smoke: every target of fuzz/ for a few seconds (docs/security.md, Fuzzing)"
 # Unoptimised build (quick to build); campaigns use scripts/fuzz.sh's release default.

@@ -152,6 +152,73 @@ pub fn dev_identity(dir: &Path, extra_name: &str) -> Result<TlsIdentity, CertErr
     Ok(fresh)
 }
 
+/// The configured certificate and key files, loaded again when they change.
+///
+/// [`TlsFiles::reload_if_changed`] compares a SHA-256 of both files' contents with the
+/// last one loaded (so a rename over the file, a Kubernetes secret's symlink swap and an
+/// in-place write are all seen), and loads them only when it differs and both parse:
+/// a half-written pair (a new certificate next to the old key) is refused by rustls and
+/// the current certificate stays until the next look.
+#[derive(Debug)]
+pub struct TlsFiles {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    loaded: std::sync::Mutex<[u8; 32]>,
+}
+
+impl TlsFiles {
+    /// The files `cert` and `key`, loaded now.
+    pub fn load(cert: &Path, key: &Path) -> Result<(Self, TlsIdentity), CertError> {
+        let files = TlsFiles {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            loaded: std::sync::Mutex::new([0; 32]),
+        };
+        let stamp = files.stamp()?;
+        let identity = load_pem(cert, key)?;
+        *files.loaded.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+        Ok((files, identity))
+    }
+
+    /// The certificate file.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert
+    }
+
+    fn stamp(&self) -> Result<[u8; 32], CertError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| CertError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let mut hash = Sha256::new();
+        hash.update(read(&self.cert)?);
+        hash.update([0]);
+        hash.update(read(&self.key)?);
+        Ok(hash.finalize().into())
+    }
+
+    /// The files' new identity if they changed since the last load (or always, with
+    /// `force`), checked with `check` (which builds the server configuration from it,
+    /// so a pair rustls refuses is not taken). `Ok(None)`: unchanged.
+    pub fn reload_if_changed<T>(
+        &self,
+        force: bool,
+        check: impl FnOnce(&TlsIdentity) -> Result<T, String>,
+    ) -> Result<Option<(TlsIdentity, T)>, CertError> {
+        let stamp = self.stamp()?;
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if !force && *loaded == stamp {
+            return Ok(None);
+        }
+        let identity = load_pem(&self.cert, &self.key)?;
+        let checked = check(&identity).map_err(CertError::Pem)?;
+        *loaded = stamp;
+        Ok(Some((identity, checked)))
+    }
+}
+
 #[cfg(unix)]
 fn restrict_permissions(path: &Path) {
     use std::os::unix::fs::PermissionsExt;

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub mod env;
+
 /// Everything `relay-edge serve` needs. Unknown keys in the file are refused.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -29,9 +31,22 @@ pub struct RelayConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key matching `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// How often, in seconds, the relay looks at `tls_cert` and `tls_key` and, when
+    /// either changed, loads them for new connections (open ones keep theirs). `SIGHUP`
+    /// reloads them at once too. 0: only on `SIGHUP`. Default 10.
+    pub tls_reload_secs: u64,
+    /// The QUIC address browsers and desktops are told to use, `host:port`, when it is
+    /// not the bound `quic_listen` (a load balancer or NAT in front: `relay.example.net:443`
+    /// while the relay binds `0.0.0.0:4433`). `/api/session` and device enrollment hand it
+    /// out. Default: `public_host` and the bound port.
+    pub public_quic_addr: Option<String>,
     /// Secret for signing access tokens, at least 32 bytes (the relay refuses to start
     /// with a shorter one). Default: random, kept in `data_dir/jwt-secret`.
     pub jwt_secret: Option<String>,
+    /// A file holding `jwt_secret` (surrounding white space ignored), for secrets handed
+    /// over as files: systemd's `LoadCredential=` (`%d/jwt-secret`), a Kubernetes secret
+    /// volume. `jwt_secret` wins when both are set. Default: none.
+    pub jwt_secret_file: Option<PathBuf>,
     /// TCP address for Prometheus metrics (`GET /metrics`), kept off the public API.
     /// Default: none (metrics are not served); e.g. `"127.0.0.1:9464"`.
     pub metrics_addr: Option<SocketAddr>,
@@ -88,6 +103,10 @@ pub struct RelayConfig {
     pub node_name: String,
     /// Several relays as one service (`[cluster]`): Redis, node name, forwarding.
     pub cluster: ClusterConfig,
+    /// The database connection pool and TLS (`[database]`).
+    pub database: DatabaseConfig,
+    /// Log output (`[log]`).
+    pub log: LogConfig,
     /// Where published mini-app bundles are kept (`[bundles]`).
     pub bundles: BundlesConfig,
     /// The platform key that signs published bundles (`[signing]`).
@@ -132,6 +151,62 @@ pub struct ClusterConfig {
     /// Milliseconds a forward connection may go unanswered (a dead peer, a partition)
     /// before it is dropped and the streams on it end. Default 10000.
     pub forward_idle_timeout_ms: Option<u64>,
+}
+
+/// `[database]`: the connection pool and TLS to PostgreSQL (the URL is `database_url`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Connections this node keeps open at most. Default 16. With several nodes, keep
+    /// their sum under the server's `max_connections`.
+    pub max_connections: u32,
+    /// Connections kept open even when idle. Default 0.
+    pub min_connections: u32,
+    /// Seconds a query waits for a free connection before failing. Default 10.
+    pub acquire_timeout_secs: u64,
+    /// A PEM file of the certificate authorities that may sign the server's certificate
+    /// (a managed database's CA bundle). Setting it makes the connection
+    /// `sslmode=verify-full` (TLS, the CA checked, the host name matched) unless
+    /// `sslmode` says otherwise. Default: none (the URL's own `sslmode`, if any).
+    pub ca_file: Option<PathBuf>,
+    /// PostgreSQL's `sslmode` (`disable`, `prefer`, `require`, `verify-ca`,
+    /// `verify-full`), overriding the URL's. Default: none.
+    pub sslmode: Option<String>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            max_connections: 16,
+            min_connections: 0,
+            acquire_timeout_secs: 10,
+            ca_file: None,
+            sslmode: None,
+        }
+    }
+}
+
+/// How log lines are written (to standard error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people. The default.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`), for log
+    /// collectors.
+    Json,
+}
+
+/// `[log]`: log output.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `"text"` (default) or `"json"`.
+    pub format: LogFormat,
+    /// Which lines are written, as `RUST_LOG` says it (`RUST_LOG` wins when set).
+    /// Default: `info,quinn=warn,wtransport=warn`.
+    pub filter: Option<String>,
 }
 
 /// Which object store holds bundles.
@@ -207,7 +282,10 @@ impl Default for RelayConfig {
             web_root: None,
             tls_cert: None,
             tls_key: None,
+            tls_reload_secs: 10,
+            public_quic_addr: None,
             jwt_secret: None,
+            jwt_secret_file: None,
             metrics_addr: None,
             revocation_check_secs: 2,
             action_flush_ms: crate::actions::FLUSH_INTERVAL.as_millis() as u64,
@@ -227,6 +305,8 @@ impl Default for RelayConfig {
             max_event_streams_per_user: 8,
             node_name: String::new(),
             cluster: ClusterConfig::default(),
+            database: DatabaseConfig::default(),
+            log: LogConfig::default(),
             bundles: BundlesConfig::default(),
             signing: SigningConfig::default(),
         }
@@ -237,6 +317,30 @@ impl RelayConfig {
     /// Reads a TOML file; missing keys take their defaults, unknown keys are an error.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// Reads a TOML file (`text`, empty for none) with every `AISA_RELAY_*` variable of
+    /// `vars` applied on top ([`env`]). Returns the configuration and what the
+    /// environment set (to log).
+    pub fn from_toml_and_env(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, env::Applied), ConfigError> {
+        let mut table: toml::Table = toml::from_str(text)?;
+        let applied = env::apply(&env::schema::<RelayConfig>(), &mut table, vars)?;
+        let config = toml::Value::Table(table).try_into()?;
+        Ok((config, applied))
+    }
+
+    /// The QUIC address handed to browsers and desktops, `(host, port)`:
+    /// `public_quic_addr` when set, else `public_host` and the `bound` port.
+    pub fn advertised_quic(&self, bound: SocketAddr) -> (String, u16) {
+        if let Some(addr) = &self.public_quic_addr
+            && let Some((host, port)) = split_host_port(addr)
+        {
+            return (host, port);
+        }
+        (self.public_host.clone(), bound.port())
     }
 
     /// The database URL, defaulting to a SQLite file in the data directory.
@@ -266,6 +370,48 @@ impl RelayConfig {
             .key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("platform-signing.key"))
+    }
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is not valid TOML, or a key or value is wrong.
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    /// An `AISA_RELAY_*` variable's value is wrong.
+    #[error(transparent)]
+    Env(#[from] env::EnvError),
+    /// A setting's value is wrong.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// `host:port` split in two: a DNS name, an IPv4 address or a bracketed IPv6 address
+/// (`[2001:db8::1]:443`, returned without the brackets), and a port. `None` when it is
+/// not of that form.
+pub fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+impl RelayConfig {
+    /// Checks the values serde cannot: today `public_quic_addr`'s form.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(addr) = &self.public_quic_addr
+            && split_host_port(addr).is_none()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "public_quic_addr {addr:?} is not host:port (an IPv6 address in brackets: [2001:db8::1]:443)"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -430,6 +576,17 @@ mod tests {
             defaults.revocation_check_secs
         );
         assert_eq!(example.metrics_addr, None, "metrics are off by default");
+        assert_eq!(example.tls_reload_secs, defaults.tls_reload_secs);
+        assert_eq!(example.public_quic_addr, None);
+        assert_eq!(
+            example.database.max_connections,
+            defaults.database.max_connections
+        );
+        assert_eq!(
+            example.database.acquire_timeout_secs,
+            defaults.database.acquire_timeout_secs
+        );
+        assert_eq!(example.log.format, defaults.log.format);
         assert_eq!(example.bundles.allow_http, defaults.bundles.allow_http);
         assert!(example.signing.trusted_public_keys.is_empty());
     }

@@ -142,16 +142,21 @@ enum UserCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,quinn=warn,wtransport=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let mut cli = Cli::parse();
-    apply_old_env_names(&mut cli)?;
-    let mut config = load_config(&cli.common)?;
+    // Read before logging starts (the file and the environment say how to log); what
+    // they have to say is logged once it has.
+    let old_names = apply_old_env_names(&mut cli)?;
+    let (mut config, applied) = load_config(&cli.common)?;
+    init_logging(&config.log);
+    for warning in old_names {
+        tracing::warn!("{warning}");
+    }
+    for (var, key) in &applied.used {
+        tracing::debug!(%var, %key, "setting from the environment");
+    }
+    for var in &applied.unknown {
+        tracing::warn!(%var, "ignored: no setting has this name (AISA_RELAY_<KEY> or AISA_RELAY_<SECTION>_<KEY>)");
+    }
     match cli.command {
         Command::Serve(args) => {
             apply_serve_args(&mut config, args);
@@ -159,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             std::fs::create_dir_all(&config.data_dir)?;
-            Store::open(&config.database_url()).await?;
+            Store::open_with(&config.database_url(), &config.database).await?;
             println!("database is up to date: {}", config.database_url());
             Ok(())
         }
@@ -168,67 +173,119 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Fills each option that neither a flag nor its `AISA_RELAY_*` variable set from the
-/// variable's old name (`RELAY_*`), logging a deprecation warning for every old name set.
-/// (clap reads one variable per option; the old names are read here.)
-fn apply_old_env_names(cli: &mut Cli) -> anyhow::Result<()> {
-    fn fill<T: std::str::FromStr>(field: &mut Option<T>, name: &str) -> anyhow::Result<()>
-    where
-        T::Err: std::fmt::Display,
-    {
-        let Some(old) = aisa_relay::config::old_env_name(name, |k| std::env::var(k).ok()) else {
-            return Ok(());
-        };
-        tracing::warn!("{}", old.warning);
-        if let (None, Some(value)) = (field.as_ref(), old.value) {
-            *field = Some(
-                value
-                    .parse()
-                    .map_err(|e| anyhow::anyhow!("{name} (set as its old name): {e}"))?,
-            );
-        }
-        Ok(())
+/// Log lines to standard error, as `[log]` says: text or JSON, with `[log] filter` (or
+/// `RUST_LOG`, which wins) choosing which.
+fn init_logging(log: &aisa_relay::config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        log.filter
+            .as_deref()
+            .unwrap_or("info,quinn=warn,wtransport=warn")
+            .into()
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        aisa_relay::config::LogFormat::Text => builder.init(),
+        aisa_relay::config::LogFormat::Json => builder.json().flatten_event(false).init(),
     }
-    fill(&mut cli.common.config, "AISA_RELAY_CONFIG")?;
-    fill(&mut cli.common.data_dir, "AISA_RELAY_DATA_DIR")?;
-    fill(&mut cli.common.database_url, "AISA_RELAY_DATABASE_URL")?;
+}
+
+/// Fills each option that neither a flag nor its `AISA_RELAY_*` variable set from the
+/// variable's old name (`RELAY_*`), and returns a deprecation warning for every old name
+/// set, to log. (clap reads one variable per option; the old names are read here.)
+fn apply_old_env_names(cli: &mut Cli) -> anyhow::Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    let mut note = |warning: Option<String>| warnings.extend(warning);
+    note(fill_from_old(&mut cli.common.config, "AISA_RELAY_CONFIG")?);
+    note(fill_from_old(
+        &mut cli.common.data_dir,
+        "AISA_RELAY_DATA_DIR",
+    )?);
+    note(fill_from_old(
+        &mut cli.common.database_url,
+        "AISA_RELAY_DATABASE_URL",
+    )?);
     if let Command::Serve(args) = &mut cli.command {
-        fill(&mut args.quic_listen, "AISA_RELAY_QUIC_LISTEN")?;
-        fill(&mut args.http_listen, "AISA_RELAY_HTTP_LISTEN")?;
-        fill(&mut args.public_host, "AISA_RELAY_PUBLIC_HOST")?;
-        fill(&mut args.web_root, "AISA_RELAY_WEB_ROOT")?;
-        fill(&mut args.tls_cert, "AISA_RELAY_TLS_CERT")?;
-        fill(&mut args.tls_key, "AISA_RELAY_TLS_KEY")?;
-        fill(&mut args.node_name, "AISA_RELAY_NODE_NAME")?;
-        fill(
+        note(fill_from_old(
+            &mut args.quic_listen,
+            "AISA_RELAY_QUIC_LISTEN",
+        )?);
+        note(fill_from_old(
+            &mut args.http_listen,
+            "AISA_RELAY_HTTP_LISTEN",
+        )?);
+        note(fill_from_old(
+            &mut args.public_host,
+            "AISA_RELAY_PUBLIC_HOST",
+        )?);
+        note(fill_from_old(&mut args.web_root, "AISA_RELAY_WEB_ROOT")?);
+        note(fill_from_old(&mut args.tls_cert, "AISA_RELAY_TLS_CERT")?);
+        note(fill_from_old(&mut args.tls_key, "AISA_RELAY_TLS_KEY")?);
+        note(fill_from_old(&mut args.node_name, "AISA_RELAY_NODE_NAME")?);
+        note(fill_from_old(
             &mut args.max_connections_per_ip,
             "AISA_RELAY_MAX_CONNECTIONS_PER_IP",
-        )?;
-        fill(&mut args.metrics_addr, "AISA_RELAY_METRICS_ADDR")?;
-        fill(&mut args.jwt_secret, "AISA_RELAY_JWT_SECRET")?;
+        )?);
+        note(fill_from_old(
+            &mut args.metrics_addr,
+            "AISA_RELAY_METRICS_ADDR",
+        )?);
+        note(fill_from_old(
+            &mut args.jwt_secret,
+            "AISA_RELAY_JWT_SECRET",
+        )?);
         if args.tls_cert.is_some() != args.tls_key.is_some() {
             anyhow::bail!("AISA_RELAY_TLS_CERT and AISA_RELAY_TLS_KEY must be given together");
         }
     }
-    Ok(())
+    Ok(warnings)
 }
 
-fn load_config(common: &Common) -> anyhow::Result<RelayConfig> {
-    let mut config = match &common.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            RelayConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?
-        }
-        None => RelayConfig::default(),
+/// Fills `field` from the old name of the variable `name` when neither a flag nor the
+/// variable set it; returns the deprecation warning when the old name is set.
+fn fill_from_old<T: std::str::FromStr>(
+    field: &mut Option<T>,
+    name: &str,
+) -> anyhow::Result<Option<String>>
+where
+    T::Err: std::fmt::Display,
+{
+    let Some(old) = aisa_relay::config::old_env_name(name, |k| std::env::var(k).ok()) else {
+        return Ok(None);
     };
+    if let (None, Some(value)) = (field.as_ref(), old.value) {
+        *field = Some(
+            value
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{name} (set as its old name): {e}"))?,
+        );
+    }
+    Ok(Some(old.warning))
+}
+
+/// The configuration file (if any) with every `AISA_RELAY_*` variable applied on top
+/// (`aisa_relay::config::env`), then `--data-dir` and `--database-url`.
+fn load_config(common: &Common) -> anyhow::Result<(RelayConfig, aisa_relay::config::env::Applied)> {
+    let text = match &common.config {
+        Some(path) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => String::new(),
+    };
+    let (mut config, applied) = RelayConfig::from_toml_and_env(&text, std::env::vars())
+        .with_context(|| match &common.config {
+            Some(path) => format!("in {} or the AISA_RELAY_* variables", path.display()),
+            None => "in the AISA_RELAY_* variables".into(),
+        })?;
     if let Some(dir) = &common.data_dir {
         config.data_dir = dir.clone();
     }
     if let Some(url) = &common.database_url {
         config.database_url = Some(url.clone());
     }
-    Ok(config)
+    config.validate()?;
+    Ok((config, applied))
 }
 
 fn apply_serve_args(config: &mut RelayConfig, args: ServeArgs) {
@@ -270,36 +327,49 @@ async fn serve(config: RelayConfig) -> anyhow::Result<()> {
         relay.quic_addr,
         hex::encode(relay.cert_sha256())
     );
-    shutdown_signal().await;
+    shutdown_signal(&relay).await;
     eprintln!("relay-edge: shutting down");
     relay.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Waits for Ctrl-C or `SIGTERM`; on `SIGHUP` meanwhile, loads the TLS certificate
+/// files again.
+async fn shutdown_signal(relay: &aisa_relay::RelayHandle) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut hangup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = ctrl_c.await;
+            return;
+        };
+        tokio::pin!(ctrl_c);
+        loop {
+            tokio::select! {
+                _ = &mut ctrl_c => return,
+                _ = term.recv() => return,
+                _ = hangup.recv() => match relay.reload_tls() {
+                    Ok(true) => tracing::info!("SIGHUP: TLS certificate files loaded"),
+                    Ok(false) => tracing::info!("SIGHUP: no TLS certificate files configured (a development certificate renews itself)"),
+                    Err(err) => tracing::warn!(%err, "SIGHUP: TLS certificate files not loaded; keeping the current certificate"),
+                },
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = relay;
+        let _ = ctrl_c.await;
+    }
 }
 
 async fn user(config: RelayConfig, cmd: UserCommand) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let store = Store::open(&config.database_url()).await?;
+    let store = Store::open_with(&config.database_url(), &config.database).await?;
     match cmd {
         UserCommand::Add {
             email,
@@ -372,7 +442,7 @@ async fn user(config: RelayConfig, cmd: UserCommand) -> anyhow::Result<()> {
 
 async fn apps(config: RelayConfig, cmd: AppsCommand) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let store = Store::open(&config.database_url()).await?;
+    let store = Store::open_with(&config.database_url(), &config.database).await?;
     match cmd {
         AppsCommand::List => {
             let owners: std::collections::HashMap<String, String> = store

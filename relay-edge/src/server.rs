@@ -60,12 +60,23 @@ pub struct RelayHandle {
     endpoint: quinn::Endpoint,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    tls_files: Option<Arc<cert::TlsFiles>>,
 }
 
 impl RelayHandle {
     /// SHA-256 of the relay's certificate.
     pub fn cert_sha256(&self) -> [u8; 32] {
         self.state.endpoint.cert_sha256()
+    }
+
+    /// Loads the configured `tls_cert` and `tls_key` again for new connections (what
+    /// `SIGHUP` does). `Ok(false)` without configured files (a development certificate
+    /// renews itself).
+    pub fn reload_tls(&self) -> Result<bool, StartError> {
+        match &self.tls_files {
+            Some(files) => reload_tls_files(&self.state, &self.endpoint, files, true),
+            None => Ok(false),
+        }
     }
 
     /// Stops accepting, tells desktops to reconnect elsewhere at once, and waits (up to
@@ -124,7 +135,10 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
     // uses the resolved, unique name.
     config.node_name = node.to_string();
     info!(node = %node, "relay node");
-    let store = Store::open(&config.database_url()).await?;
+    config
+        .validate()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let store = Store::open_with(&config.database_url(), &config.database).await?;
     store.reset_node(&config.node_name).await?;
     let tokens = TokenKeys::new(&jwt_secret(&config)?, config.access_token_ttl_secs);
     let proxies = crate::proxy::TrustedProxies::parse(&config.trusted_proxies)
@@ -139,7 +153,7 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
     let bundles = crate::bundles::Bundles::from_config(&config)?;
     let signing = Arc::new(crate::signing::PlatformKeys::from_config(&config)?);
     info!(bundles = %bundles.describe(), signing_key_id = %signing.signing_key_id(), "marketplace ready");
-    let identity = load_identity(&config)?;
+    let (identity, tls_files) = load_identity(&config)?;
     let endpoint = quinn::Endpoint::new(
         crate::quic::endpoint_config(&identity, &config.node_name),
         Some(crate::quic::server_config(&identity)?),
@@ -222,6 +236,17 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
     }
     tasks.spawn(sweep_revoked_tokens(state.clone(), stopped.clone()));
     tasks.spawn(flush_actions(state.clone(), stopped.clone()));
+    let tls_files = tls_files.map(Arc::new);
+    if let Some(files) = &tls_files
+        && state.config.tls_reload_secs > 0
+    {
+        tasks.spawn(watch_tls_files(
+            state.clone(),
+            endpoint.clone(),
+            files.clone(),
+            stopped.clone(),
+        ));
+    }
     if identity.self_signed {
         tasks.spawn(renew_dev_cert(state.clone(), endpoint.clone(), stopped));
     }
@@ -233,6 +258,7 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
         endpoint,
         stop,
         tasks,
+        tls_files,
     })
 }
 
@@ -244,10 +270,18 @@ fn http_timeouts(config: &RelayConfig) -> crate::httpd::Timeouts {
     }
 }
 
-fn load_identity(config: &RelayConfig) -> Result<TlsIdentity, StartError> {
+fn load_identity(
+    config: &RelayConfig,
+) -> Result<(TlsIdentity, Option<cert::TlsFiles>), StartError> {
     match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Ok(cert::load_pem(cert, key)?),
-        (None, None) => Ok(cert::dev_identity(&config.data_dir, &config.public_host)?),
+        (Some(cert), Some(key)) => {
+            let (files, identity) = cert::TlsFiles::load(cert, key)?;
+            Ok((identity, Some(files)))
+        }
+        (None, None) => Ok((
+            cert::dev_identity(&config.data_dir, &config.public_host)?,
+            None,
+        )),
         _ => Err(StartError::Tls(
             "tls_cert and tls_key must be given together".into(),
         )),
@@ -259,7 +293,18 @@ fn load_identity(config: &RelayConfig) -> Result<TlsIdentity, StartError> {
 pub const MIN_JWT_SECRET_LEN: usize = 32;
 
 fn jwt_secret(config: &RelayConfig) -> Result<Vec<u8>, StartError> {
-    if let Some(secret) = &config.jwt_secret {
+    let from_file = match (&config.jwt_secret, &config.jwt_secret_file) {
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    StartError::Config(format!("jwt_secret_file {}: {e}", path.display()))
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    if let Some(secret) = config.jwt_secret.as_ref().or(from_file.as_ref()) {
         if secret.len() < MIN_JWT_SECRET_LEN {
             return Err(StartError::Config(format!(
                 "jwt_secret has {} bytes; it needs at least {MIN_JWT_SECRET_LEN} (e.g. the output of `openssl rand -hex 32`), or leave it unset for a random one kept in the data directory",
@@ -430,6 +475,50 @@ async fn flush_actions(state: Arc<RelayState>, mut stopped: watch::Receiver<bool
         }
         if stop {
             return;
+        }
+    }
+}
+
+/// Loads the certificate files again if they changed (or always, with `force`) and
+/// hands the new certificate to new connections. `Ok(true)` when it was loaded.
+fn reload_tls_files(
+    state: &RelayState,
+    endpoint: &quinn::Endpoint,
+    files: &cert::TlsFiles,
+    force: bool,
+) -> Result<bool, StartError> {
+    let reloaded = files.reload_if_changed(force, |identity| {
+        crate::quic::server_config(identity).map_err(|e| e.to_string())
+    })?;
+    let Some((identity, config)) = reloaded else {
+        return Ok(false);
+    };
+    if state.is_draining() {
+        // Shutting down: the endpoint takes no new connections any more.
+        return Ok(false);
+    }
+    endpoint.set_server_config(Some(config));
+    state.endpoint.set_cert_sha256(identity.sha256());
+    info!(cert = %files.cert_path().display(), cert_sha256 = %hex::encode(identity.sha256()), "TLS certificate loaded");
+    Ok(true)
+}
+
+/// Looks at the certificate files every `tls_reload_secs` and loads them when they
+/// change.
+async fn watch_tls_files(
+    state: Arc<RelayState>,
+    endpoint: quinn::Endpoint,
+    files: Arc<cert::TlsFiles>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let every = Duration::from_secs(state.config.tls_reload_secs.max(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+        if let Err(err) = reload_tls_files(&state, &endpoint, &files, false) {
+            warn!(%err, "the changed TLS certificate files were not loaded; keeping the current certificate");
         }
     }
 }

@@ -11,6 +11,8 @@ pub mod apps;
 pub use apps::{AppListing, AppRow, VersionRow};
 
 use sqlx::any::AnyPoolOptions;
+
+use crate::config::DatabaseConfig;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, FromRow, Row};
 
@@ -160,6 +162,86 @@ impl FromRow<'_, AnyRow> for RefreshToken {
     }
 }
 
+/// The PostgreSQL advisory-lock key that serializes migrations across nodes
+/// (`pg_advisory_lock`; the bytes of "aisamigr"). A node that finds it taken logs that it
+/// waits for another node's migration, and waits.
+pub const MIGRATION_LOCK: i64 = 0x6169_7361_6d69_6772;
+
+/// Applies the migrations on PostgreSQL while holding [`MIGRATION_LOCK`] on one
+/// connection: the lock is released when they are done or failed (or when the
+/// connection drops, should this process die).
+async fn migrate_locked(pool: &AnyPool) -> Result<(), StoreError> {
+    let mut conn = pool.acquire().await?;
+    let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !free {
+        tracing::info!("another relay node is migrating the database; waiting for it");
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    // `run_direct` on the connection itself: `run(&mut *conn)` goes through `Acquire`,
+    // whose lifetimes make this future (and so `crate::start`'s) not `Send` for
+    // `tokio::spawn`.
+    let migrated = sqlx::migrate!("./migrations")
+        .run_direct(None, &mut *conn, false)
+        .await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *conn)
+        .await;
+    migrated?;
+    unlocked?;
+    Ok(())
+}
+
+/// `url` with `[database]`'s TLS settings: with `ca_file`, `sslrootcert=<ca_file>` and
+/// `sslmode=verify-full` (unless `sslmode` is set); with `sslmode`, that mode. Both
+/// replace the URL's own values. SQLite URLs are returned unchanged.
+pub fn connection_url(url: &str, db: &DatabaseConfig) -> String {
+    if url.starts_with("sqlite:") || (db.ca_file.is_none() && db.sslmode.is_none()) {
+        return url.to_owned();
+    }
+    let mut set: Vec<(&str, String)> = Vec::new();
+    if let Some(ca) = &db.ca_file {
+        set.push(("sslrootcert", ca.display().to_string()));
+    }
+    match (&db.sslmode, &db.ca_file) {
+        (Some(mode), _) => set.push(("sslmode", mode.clone())),
+        (None, Some(_)) => set.push(("sslmode", "verify-full".into())),
+        (None, None) => {}
+    }
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            let key = p.split_once('=').map_or(*p, |(k, _)| k);
+            !set.iter().any(|(k, _)| *k == key)
+        })
+        .map(str::to_owned)
+        .collect();
+    for (key, value) in set {
+        params.push(format!("{key}={}", percent_encode(&value)));
+    }
+    format!("{base}?{}", params.join("&"))
+}
+
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// The relay's database, with the in-memory copies of the records a stream's
 /// authorization reads ([`crate::facts::FactsCache`], shared by clones). Every method
 /// here that changes a user, device or plan drops its cached copy after the write.
@@ -171,12 +253,26 @@ pub struct Store {
 
 impl Store {
     /// Opens the database at `url` (`sqlite://…` creates the file if needed with
-    /// `?mode=rwc`; `postgres://…`) and applies migrations.
+    /// `?mode=rwc`; `postgres://…`) with the default pool settings, and applies
+    /// migrations.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, &DatabaseConfig::default()).await
+    }
+
+    /// Opens the database at `url` with `[database]`'s pool sizes and TLS settings
+    /// ([`connection_url`]), and applies migrations under a PostgreSQL advisory lock
+    /// ([`MIGRATION_LOCK`]), so that nodes starting together on a fresh database migrate
+    /// it once, one after the other.
+    pub async fn open_with(url: &str, db: &DatabaseConfig) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
+        let url = connection_url(url, db);
         let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 8 } else { 16 })
+            .max_connections(db.max_connections.max(1))
+            .min_connections(db.min_connections.min(db.max_connections.max(1)))
+            .acquire_timeout(std::time::Duration::from_secs(
+                db.acquire_timeout_secs.max(1),
+            ))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if sqlite {
@@ -194,9 +290,13 @@ impl Store {
                     Ok(())
                 })
             })
-            .connect(url)
+            .connect(&url)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        if sqlite {
+            sqlx::migrate!("./migrations").run(&pool).await?;
+        } else {
+            migrate_locked(&pool).await?;
+        }
         Ok(Store {
             pool,
             facts: Default::default(),
@@ -704,5 +804,40 @@ fn unique_violation(err: sqlx::Error, what: &'static str) -> StoreError {
     match &err {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(what),
         _ => StoreError::Db(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_file_makes_the_connection_verify_full() {
+        let plain = DatabaseConfig::default();
+        let url = "postgres://relay@db.example.net:5432/relay";
+        assert_eq!(connection_url(url, &plain), url, "nothing set: unchanged");
+        let with_ca = DatabaseConfig {
+            ca_file: Some("/etc/aisa relay/db-ca.pem".into()),
+            ..DatabaseConfig::default()
+        };
+        assert_eq!(
+            connection_url(
+                &format!("{url}?sslmode=prefer&application_name=relay"),
+                &with_ca
+            ),
+            format!(
+                "{url}?application_name=relay&sslrootcert=/etc/aisa%20relay/db-ca.pem&sslmode=verify-full"
+            ),
+            "the URL's weaker sslmode is replaced"
+        );
+        let explicit = DatabaseConfig {
+            sslmode: Some("verify-ca".into()),
+            ..with_ca.clone()
+        };
+        assert!(connection_url(url, &explicit).ends_with("sslmode=verify-ca"));
+        assert_eq!(
+            connection_url("sqlite:///tmp/relay.db?mode=rwc", &with_ca),
+            "sqlite:///tmp/relay.db?mode=rwc"
+        );
     }
 }

@@ -24,18 +24,16 @@ struct SessionInfo {
 /// Where the page opens its WebTransport session, and the certificate hash to pin (empty
 /// with a production certificate, which browsers verify normally).
 async fn session_info(State(state): State<Arc<RelayState>>) -> Json<SessionInfo> {
-    let host = &state.config.public_host;
+    // `public_quic_addr` when a load balancer or NAT stands in front, else
+    // `public_host` and the bound port.
+    let (host, port) = state.config.advertised_quic(state.endpoint.quic_addr);
     let host = if host.contains(':') {
         format!("[{host}]")
     } else {
-        host.clone()
+        host
     };
     Json(SessionInfo {
-        webtransport_url: format!(
-            "https://{host}:{}{}",
-            state.endpoint.quic_addr.port(),
-            crate::browser::WEBTRANSPORT_PATH
-        ),
+        webtransport_url: format!("https://{host}:{port}{}", crate::browser::WEBTRANSPORT_PATH),
         cert_sha256: if state.endpoint.self_signed {
             vec![hex::encode(state.endpoint.cert_sha256())]
         } else {

@@ -126,7 +126,8 @@ async fn enroll_device(
     Ok(Json(EnrollReply {
         device_id: device.id,
         device_token: token,
-        quic_port: state.endpoint.quic_addr.port(),
+        // The advertised port (`public_quic_addr`), which may differ from the bound one.
+        quic_port: state.config.advertised_quic(state.endpoint.quic_addr).1,
         cert_sha256: hex::encode(state.endpoint.cert_sha256()),
     }))
 }
