@@ -6,8 +6,10 @@
 //! compile-time database needed) in the dialect both share. Migrations are embedded from
 //! `relay-edge/migrations`.
 
+pub mod accounts;
 pub mod apps;
 
+pub use accounts::{DeviceLogin, SessionToken, SessionView};
 pub use apps::{AppListing, AppRow, VersionRow};
 
 use sqlx::any::AnyPoolOptions;

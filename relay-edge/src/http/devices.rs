@@ -1,4 +1,5 @@
-//! The user's devices: list them, enroll one (`desktop-node login`), rename, revoke.
+//! The user's devices: list them, enroll one (`desktop-node login --email`), rename,
+//! revoke. Device login without a password is in `super::device_login`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,9 +69,10 @@ struct EnrollRequest {
     name: String,
 }
 
+/// A registered device's credentials, as `desktop-node login` stores them.
 #[derive(Serialize)]
-struct EnrollReply {
-    device_id: String,
+pub(super) struct EnrollReply {
+    pub(super) device_id: String,
     device_token: String,
     quic_port: u16,
     cert_sha256: String,
@@ -89,10 +91,50 @@ async fn enroll_device(
         &Credentials {
             email: req.email,
             password: req.password,
+            cookie: false,
         },
     )
     .await?;
-    let plan = user_plan(&state, &user).await?;
+    Ok(Json(register_device(&state, &user, &req.name).await?))
+}
+
+/// Checks the plan's device limit and the name, then registers a device for `user`;
+/// the answer carries its token, which is shown this once. Enrollment with a password
+/// and device login (`super::device_login`) both end here.
+pub(super) async fn register_device(
+    state: &RelayState,
+    user: &crate::store::User,
+    name: &str,
+) -> Result<EnrollReply, ApiError> {
+    check_device_room(state, user).await?;
+    let name = name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "a device name has 1 to 100 characters".into(),
+        ));
+    }
+    let token = auth::new_device_token();
+    let device = state
+        .store
+        .create_device(&user.id, name, &auth::hash_device_token(&token))
+        .await
+        .map_err(internal)?;
+    Ok(EnrollReply {
+        device_id: device.id,
+        device_token: token,
+        // The advertised port (`public_quic_addr`), which may differ from the bound one.
+        quic_port: state.config.advertised_quic(state.endpoint.quic_addr).1,
+        cert_sha256: hex::encode(state.endpoint.cert_sha256()),
+    })
+}
+
+/// A 403 when the user's plan has no room for another device.
+pub(super) async fn check_device_room(
+    state: &RelayState,
+    user: &crate::store::User,
+) -> Result<(), ApiError> {
+    let plan = user_plan(state, user).await?;
     if state
         .store
         .count_devices(&user.id)
@@ -103,33 +145,12 @@ async fn enroll_device(
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             format!(
-                "plan limit: the {} plan allows {} devices; revoke one first",
+                "plan limit: the {} plan allows {} devices; remove one first",
                 plan.name, plan.max_devices
             ),
-        )
-        .into());
+        ));
     }
-    let name = req.name.trim();
-    if name.is_empty() || name.len() > 100 {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "a device name has 1 to 100 characters".into(),
-        )
-        .into());
-    }
-    let token = auth::new_device_token();
-    let device = state
-        .store
-        .create_device(&user.id, name, &auth::hash_device_token(&token))
-        .await
-        .map_err(internal)?;
-    Ok(Json(EnrollReply {
-        device_id: device.id,
-        device_token: token,
-        // The advertised port (`public_quic_addr`), which may differ from the bound one.
-        quic_port: state.config.advertised_quic(state.endpoint.quic_addr).1,
-        cert_sha256: hex::encode(state.endpoint.cert_sha256()),
-    }))
+    Ok(())
 }
 
 #[derive(Deserialize)]

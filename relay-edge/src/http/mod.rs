@@ -1,6 +1,7 @@
 //! The HTTP API and the web app, one module per area: `sessions` (sign-up, sign-in,
 //! token refresh, sign-out), `account` (the plan and its use), `devices` (list,
-//! enroll, rename, revoke), `connect` (where the page opens its WebTransport session)
+//! enroll, rename, revoke), `device_login` (`desktop-node login` approved in the
+//! browser), `connect` (where the page opens its WebTransport session)
 //! and `health` (liveness, readiness, and the metrics listener's page). The developer
 //! portal and the marketplace are in [`crate::marketplace`]; the HTTP server loop and
 //! its timeouts in [`crate::httpd`].
@@ -11,6 +12,7 @@
 
 mod account;
 mod connect;
+mod device_login;
 mod devices;
 mod health;
 mod sessions;
@@ -33,6 +35,7 @@ pub fn router(state: Arc<RelayState>) -> Router {
         .merge(sessions::routes())
         .merge(account::routes())
         .merge(devices::routes())
+        .merge(device_login::routes())
         .merge(connect::routes())
         .merge(crate::marketplace::routes())
         // An unknown API path is a JSON 404, not the web app's index page.

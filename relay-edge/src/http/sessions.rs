@@ -1,6 +1,12 @@
-//! Sign-up, sign-in, token refresh and sign-out (`/api/auth/*`), and the credential
-//! check device enrollment shares: per-account and per-address sign-in limits, bounded
-//! password hashing, refresh tokens that work once.
+//! Sign-up, sign-in, token refresh and sign-out (`/api/auth/*`), the sessions list, and
+//! the credential check device enrollment shares: per-account and per-address sign-in
+//! limits, bounded password hashing, refresh tokens that work once.
+//!
+//! The web app keeps its refresh token in a cookie it cannot read ([`REFRESH_COOKIE`]:
+//! `HttpOnly`, `Secure`, `SameSite=Strict`, `Path=/api/auth`), asked for with
+//! `"cookie": true` at sign-in, and its access token in memory only; a reload signs in
+//! again with one `POST /api/auth/refresh`. Other clients (the CLI, tests) get the
+//! refresh token in the JSON answer as before.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -9,65 +15,168 @@ use std::time::Instant;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{ApiError, internal};
+use super::{ApiError, bearer, internal};
 use crate::auth;
 use crate::state::RelayState;
 
-/// `POST /api/auth/signup`, `/login`, `/refresh` and `/logout`.
+/// `POST /api/auth/signup`, `/login`, `/refresh` and `/logout`; `GET /api/auth/sessions`
+/// and `DELETE /api/auth/sessions/{id}`.
 pub(super) fn routes() -> Router<Arc<RelayState>> {
     Router::new()
         .route("/api/auth/signup", post(signup))
         .route("/api/auth/login", post(login))
         .route("/api/auth/refresh", post(refresh))
         .route("/api/auth/logout", post(logout))
+        .route("/api/auth/sessions", get(list_sessions))
+        .route("/api/auth/sessions/{id}", delete(end_session))
 }
+
+/// The web app's refresh-token cookie.
+pub(crate) const REFRESH_COOKIE: &str = "aisa_refresh";
+
+/// Where the cookie is sent: the token endpoints only, never the rest of the API.
+const COOKIE_PATH: &str = "/api/auth";
+
+/// How long after a refresh the used token may come again in the cookie without
+/// counting as a stolen copy: two tabs of one browser refreshing at the same moment send
+/// the same cookie.
+const REUSE_GRACE_SECS: i64 = 10;
 
 /// An email and a password.
 #[derive(Deserialize)]
 pub(super) struct Credentials {
     pub(super) email: String,
     pub(super) password: String,
+    /// Put the refresh token in [`REFRESH_COOKIE`] instead of the answer (the web app).
+    #[serde(default)]
+    pub(super) cookie: bool,
 }
 
+/// The answer to a sign-in, sign-up or refresh.
 #[derive(Serialize)]
-struct LoginReply {
+pub(super) struct LoginReply {
     token: String,
-    refresh_token: String,
+    /// Absent when the refresh token went into the cookie.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
     user_id: String,
     email: String,
     expires_in: u64,
 }
 
-/// A fresh access token and refresh token for a user.
-async fn issue_tokens(
+/// A login answer, with the `Set-Cookie` header when the refresh token goes in the
+/// cookie.
+pub(super) struct Issued {
+    reply: LoginReply,
+    cookie: Option<String>,
+}
+
+impl IntoResponse for Issued {
+    fn into_response(self) -> Response {
+        match self.cookie {
+            Some(cookie) => (
+                [
+                    (axum::http::header::SET_COOKIE, cookie),
+                    (axum::http::header::CACHE_CONTROL, "no-store".to_owned()),
+                ],
+                Json(self.reply),
+            )
+                .into_response(),
+            None => Json(self.reply).into_response(),
+        }
+    }
+}
+
+/// The `Set-Cookie` value carrying `token` (or, with `None`, deleting the cookie).
+pub(super) fn refresh_cookie(token: Option<&str>, max_age_secs: u64) -> String {
+    let (value, max_age) = match token {
+        Some(token) => (token, max_age_secs),
+        None => ("", 0),
+    };
+    format!(
+        "{REFRESH_COOKIE}={value}; Path={COOKIE_PATH}; Max-Age={max_age}; HttpOnly; Secure; SameSite=Strict"
+    )
+}
+
+/// The refresh token in the request's cookie, if any.
+pub(super) fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, value)| *name == REFRESH_COOKIE && !value.is_empty())
+        .map(|(_, value)| value.to_owned())
+}
+
+/// A session to continue (its id and start) on a refresh, or a new one at sign-in with
+/// the browser's `User-Agent`.
+pub(super) enum SessionOf<'a> {
+    New(&'a HeaderMap),
+    Continue(&'a crate::store::SessionToken),
+}
+
+/// A fresh access token and refresh token for a user, the refresh token in the cookie
+/// when `cookie` is set.
+pub(super) async fn issue_tokens(
     state: &RelayState,
     user: &crate::store::User,
-) -> Result<LoginReply, ApiError> {
+    session: SessionOf<'_>,
+    cookie: bool,
+) -> Result<Issued, ApiError> {
     let token = state
         .accounts
         .tokens
         .issue_in_generation(&user.id, &user.email, user.token_generation)
         .map_err(internal)?;
     let refresh_token = auth::new_refresh_token();
-    let expires_at = (auth::now_secs() + state.config.refresh_token_ttl_secs) as i64;
+    let ttl = state.config.refresh_token_ttl_secs;
+    let expires_at = (auth::now_secs() + ttl) as i64;
+    let (continued, user_agent) = match &session {
+        SessionOf::New(headers) => (
+            None,
+            headers
+                .get(axum::http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        ),
+        SessionOf::Continue(old) => (
+            Some((old.session_id.as_str(), old.session_started)),
+            old.user_agent.as_deref(),
+        ),
+    };
     state
         .store
-        .insert_refresh_token(&user.id, &auth::hash_token(&refresh_token), expires_at)
+        .insert_session_token(
+            &user.id,
+            &auth::hash_token(&refresh_token),
+            expires_at,
+            continued,
+            user_agent,
+        )
         .await
         .map_err(internal)?;
     // The user's first streams then find the record in memory (`crate::facts`).
     state.store.cached_user(&user.id).await.map_err(internal)?;
-    Ok(LoginReply {
-        token,
-        refresh_token,
-        user_id: user.id.clone(),
-        email: user.email.clone(),
-        expires_in: state.accounts.tokens.ttl_secs(),
+    let (refresh_token, cookie) = if cookie {
+        (None, Some(refresh_cookie(Some(&refresh_token), ttl)))
+    } else {
+        (Some(refresh_token), None)
+    };
+    Ok(Issued {
+        reply: LoginReply {
+            token,
+            refresh_token,
+            user_id: user.id.clone(),
+            email: user.email.clone(),
+            expires_in: state.accounts.tokens.ttl_secs(),
+        },
+        cookie,
     })
 }
 
@@ -141,11 +250,12 @@ pub(super) async fn check_credentials(
         format!("ip:{client}"),
     ];
     let now = Instant::now();
-    if let Some(wait) = keys
-        .iter()
-        .filter_map(|k| state.accounts.logins.check(k, now))
-        .max()
-    {
+    // In a cluster, the failures every node counted (`LoginLimiter::wait`).
+    let mut waits = Vec::with_capacity(keys.len());
+    for key in &keys {
+        waits.push(state.accounts.logins.wait(key, now).await);
+    }
+    if let Some(wait) = waits.into_iter().flatten().max() {
         metrics::counter!("aisa_relay_logins_total", "result" => "limited").increment(1);
         crate::metrics::refused("login_limited");
         tracing::info!(%client, "sign-in refused: too many failures for the account or address");
@@ -216,16 +326,17 @@ async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(creds): Json<Credentials>,
-) -> Result<Json<LoginReply>, CredError> {
+) -> Result<Issued, CredError> {
     let user = check_credentials(&state, client_ip(&state, peer, &headers), &creds).await?;
-    Ok(Json(issue_tokens(&state, &user).await?))
+    Ok(issue_tokens(&state, &user, SessionOf::New(&headers), creds.cookie).await?)
 }
 
 /// Creates an account (when `allow_signup` is on) and signs it in.
 async fn signup(
     State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
     Json(creds): Json<Credentials>,
-) -> Result<(StatusCode, Json<LoginReply>), CredError> {
+) -> Result<(StatusCode, Issued), CredError> {
     if !state.config.allow_signup {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -269,31 +380,89 @@ async fn signup(
     };
     Ok((
         StatusCode::CREATED,
-        Json(issue_tokens(&state, &user).await?),
+        issue_tokens(&state, &user, SessionOf::New(&headers), creds.cookie).await?,
     ))
 }
 
+/// The body of `/refresh` and `/logout`: the refresh token, or none when it is in the
+/// cookie.
 #[derive(Deserialize)]
 struct RefreshRequest {
-    refresh_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
     #[serde(default)]
     everywhere: bool,
 }
 
+impl RefreshRequest {
+    /// The token presented (the body's, else the cookie's) and whether it came in the
+    /// cookie.
+    fn token(&self, headers: &HeaderMap) -> Option<(String, bool)> {
+        match &self.refresh_token {
+            Some(token) => Some((token.clone(), false)),
+            None => cookie_token(headers).map(|t| (t, true)),
+        }
+    }
+}
+
+/// A 401 for `/refresh`; one that came with the cookie also deletes it, so that the
+/// page does not present a dead token again.
+fn refresh_refused(why: &str, cookie: bool) -> Response {
+    let err = ApiError(StatusCode::UNAUTHORIZED, why.to_owned());
+    if cookie {
+        (
+            [(axum::http::header::SET_COOKIE, refresh_cookie(None, 0))],
+            err,
+        )
+            .into_response()
+    } else {
+        err.into_response()
+    }
+}
+
 /// Trades a refresh token for a new pair. Each refresh token works once; presenting a
-/// used one again means it was copied, so every session of that user is signed out.
+/// used one again means it was copied, so every session of that user is signed out
+/// (except in the cookie within [`REUSE_GRACE_SECS`] of its use, which is two tabs
+/// refreshing at once: refused, nothing else). A token revoked without being used (its session was signed
+/// out) is refused, nothing else.
 async fn refresh(
     State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
     Json(req): Json<RefreshRequest>,
-) -> Result<Json<LoginReply>, ApiError> {
-    let refused = |why: &str| ApiError(StatusCode::UNAUTHORIZED, why.to_owned());
-    let stored = state
+) -> Result<Response, ApiError> {
+    let Some((presented, cookie)) = req.token(&headers) else {
+        return Ok(refresh_refused("not signed in", false));
+    };
+    let Some(stored) = state
         .store
-        .refresh_token(&auth::hash_token(&req.refresh_token))
+        .session_token(&auth::hash_token(&presented))
         .await
         .map_err(internal)?
-        .ok_or_else(|| refused("unknown refresh token"))?;
+    else {
+        return Ok(refresh_refused("unknown refresh token", cookie));
+    };
     if stored.revoked {
+        let now = auth::now_secs() as i64;
+        match stored.rotated_at {
+            // Ended by a sign-out, a password change or the sessions list, not used: a
+            // browser that was signed out, not a copy.
+            None => {
+                return Ok(refresh_refused(
+                    "this session was signed out; sign in again",
+                    cookie,
+                ));
+            }
+            // Not the cookie's fault: another tab has the new one in the same jar. (A
+            // token sent in the body is no tab's: reused, it was copied.)
+            Some(at) if cookie && now - at <= REUSE_GRACE_SECS => {
+                return Ok(ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "this refresh token was just used; try again".into(),
+                )
+                .into_response());
+            }
+            Some(_) => {}
+        }
         state
             .store
             .revoke_all_refresh_tokens(&stored.user_id)
@@ -307,36 +476,52 @@ async fn refresh(
         .await?;
         crate::metrics::refused("refresh_token_reused");
         tracing::warn!(user_id = %stored.user_id, "refresh token reused: all sessions signed out");
-        return Err(refused(
+        return Ok(refresh_refused(
             "this refresh token was already used; sign in again",
+            cookie,
         ));
     }
     if stored.expires_at < auth::now_secs() as i64 {
-        return Err(refused("the refresh token expired; sign in again"));
+        return Ok(refresh_refused(
+            "the refresh token expired; sign in again",
+            cookie,
+        ));
     }
     if !state
         .store
-        .revoke_refresh_token(&stored.id)
+        .rotate_refresh_token(&stored.id)
         .await
         .map_err(internal)?
     {
-        return Err(refused(
-            "this refresh token was already used; sign in again",
-        ));
+        return Ok(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "this refresh token was just used; try again".into(),
+        )
+        .into_response());
     }
-    let user = state
+    let Some(user) = state
         .store
         .user(&stored.user_id)
         .await
         .map_err(internal)?
         .filter(|u| !u.disabled)
-        .ok_or_else(|| refused("the account is disabled or gone"))?;
-    Ok(Json(issue_tokens(&state, &user).await?))
+    else {
+        return Ok(refresh_refused("the account is disabled or gone", cookie));
+    };
+    Ok(
+        issue_tokens(&state, &user, SessionOf::Continue(&stored), cookie)
+            .await?
+            .into_response(),
+    )
 }
 
 /// Revokes every access token of a user issued so far, and closes this node's sessions
 /// that use one (other nodes close theirs at their next sweep).
-async fn revoke_access(state: &RelayState, user_id: &str, why: &str) -> Result<(), ApiError> {
+pub(super) async fn revoke_access(
+    state: &RelayState,
+    user_id: &str,
+    why: &str,
+) -> Result<(), ApiError> {
     if let Some(generation) = state
         .store
         .revoke_access_tokens(user_id)
@@ -350,16 +535,22 @@ async fn revoke_access(state: &RelayState, user_id: &str, why: &str) -> Result<(
 }
 
 /// Signs out: revokes the refresh token (or, with `everywhere`, all of the user's
-/// refresh and access tokens, closing the sessions that use them).
+/// refresh and access tokens, closing the sessions that use them), and deletes the
+/// cookie.
 async fn logout(
     State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
     Json(req): Json<RefreshRequest>,
-) -> Result<StatusCode, ApiError> {
-    let stored = state
-        .store
-        .refresh_token(&auth::hash_token(&req.refresh_token))
-        .await
-        .map_err(internal)?;
+) -> Result<Response, ApiError> {
+    let presented = req.token(&headers);
+    let stored = match &presented {
+        Some((token, _)) => state
+            .store
+            .session_token(&auth::hash_token(token))
+            .await
+            .map_err(internal)?,
+        None => None,
+    };
     if let Some(stored) = stored {
         if req.everywhere {
             state
@@ -372,10 +563,77 @@ async fn logout(
         } else {
             state
                 .store
-                .revoke_refresh_token(&stored.id)
+                .revoke_session(&stored.user_id, &stored.session_id)
                 .await
                 .map_err(internal)?;
         }
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(axum::http::header::SET_COOKIE, refresh_cookie(None, 0))],
+    )
+        .into_response())
+}
+
+/// One entry of `GET /api/auth/sessions`.
+#[derive(Serialize)]
+struct SessionEntry {
+    #[serde(flatten)]
+    session: crate::store::SessionView,
+    /// The session this request's cookie belongs to.
+    current: bool,
+}
+
+/// The user's live sessions (signed-in browsers and CLIs), the current one marked.
+async fn list_sessions(
+    State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<SessionEntry>>, ApiError> {
+    let claims = bearer(&state, &headers).await?;
+    let current = match cookie_token(&headers) {
+        Some(token) => state
+            .store
+            .session_token(&auth::hash_token(&token))
+            .await
+            .map_err(internal)?
+            .map(|t| t.session_id),
+        None => None,
+    };
+    let sessions = state
+        .store
+        .sessions_for_user(&claims.sub)
+        .await
+        .map_err(internal)?;
+    Ok(Json(
+        sessions
+            .into_iter()
+            .map(|session| SessionEntry {
+                current: current.as_deref() == Some(session.id.as_str()),
+                session,
+            })
+            .collect(),
+    ))
+}
+
+/// Ends one of the user's sessions: its refresh token stops working (its access token
+/// runs out within `access_token_ttl_secs`).
+async fn end_session(
+    State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let claims = bearer(&state, &headers).await?;
+    if state
+        .store
+        .revoke_session(&claims.sub, &id)
+        .await
+        .map_err(internal)?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no such session in your account".into(),
+        ))
+    }
 }

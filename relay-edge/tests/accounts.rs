@@ -1,0 +1,612 @@
+//! The account API the web app lives on: the refresh token in an HttpOnly cookie (sign
+//! in, refresh, two tabs refreshing at once, sign out), the sessions list, changing the
+//! password, deleting the account, and device login (`desktop-node login` approved in
+//! the browser, RFC 8628 style: pending, slow_down, approve, collect once, deny).
+//!
+//! Each test runs a real relay on loopback with its data in a temporary folder
+//! (embedded SQLite, or PostgreSQL when `AISA_TEST_POSTGRES` names a server).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the panic
+
+use aisa_relay::{RelayConfig, RelayHandle};
+use aisa_testkit::fakes::test_database;
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+
+struct Relay {
+    _relay: RelayHandle,
+    base: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+/// An answer: status, the `Set-Cookie` header if any, and the JSON body.
+struct Answer {
+    status: u16,
+    cookie: Option<String>,
+    body: Value,
+}
+
+impl Relay {
+    async fn start() -> Relay {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let config = RelayConfig {
+            quic_listen: ([127, 0, 0, 1], 0).into(),
+            http_listen: ([127, 0, 0, 1], 0).into(),
+            data_dir: dir.path().to_owned(),
+            database_url: test_database().await,
+            ..RelayConfig::default()
+        };
+        let relay = aisa_relay::start(config).await.expect("relay starts");
+        Relay {
+            base: format!("http://{}", relay.http_addr),
+            _relay: relay,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    /// `method path` with an optional bearer token, cookie and JSON body.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        cookie: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let cookie = res
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned());
+        Answer {
+            status,
+            cookie,
+            body: res.json().await.unwrap_or(Value::Null),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Answer {
+        self.call(reqwest::Method::POST, path, None, None, Some(body))
+            .await
+    }
+
+    async fn signup(&self, email: &str) -> Answer {
+        let a = self
+            .post(
+                "/api/auth/signup",
+                json!({"email": email, "password": PASSWORD, "cookie": true}),
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        a
+    }
+}
+
+/// `aisa_refresh=<value>` from a `Set-Cookie` header, as a browser would send it back.
+fn jar(set_cookie: &Option<String>) -> String {
+    let header = set_cookie.as_deref().expect("a Set-Cookie header");
+    header.split(';').next().unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresh_token_lives_in_an_http_only_cookie_scoped_to_the_token_endpoints() {
+    let relay = Relay::start().await;
+    let signed = relay.signup("cookie@example.com").await;
+    let set = signed.cookie.clone().expect("sign-up sets the cookie");
+    for attribute in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/api/auth",
+        "Max-Age=",
+    ] {
+        assert!(set.contains(attribute), "{attribute} missing from {set}");
+    }
+    assert!(
+        signed.body.get("refresh_token").is_none(),
+        "the page must not see the refresh token: {}",
+        signed.body
+    );
+    assert!(signed.body["token"].as_str().unwrap().len() > 20);
+
+    // A reload: the page has only the cookie.
+    let first = jar(&signed.cookie);
+    let refreshed = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(&first),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    assert_eq!(refreshed.body["email"], "cookie@example.com");
+    let second = jar(&refreshed.cookie);
+    assert_ne!(first, second, "each refresh rotates the cookie");
+
+    // A second tab refreshing with the old cookie at the same moment: refused, but not
+    // treated as a stolen token (the new cookie still works).
+    let again = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(&first),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(again.status, 401);
+    assert!(again.body["error"].as_str().unwrap().contains("just used"));
+    let third = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(&second),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        third.status, 200,
+        "the rotated cookie survives a racing tab: {}",
+        third.body
+    );
+
+    // Sign out deletes the cookie and the session.
+    let current = jar(&third.cookie);
+    let out = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/logout",
+            None,
+            Some(&current),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(out.status, 204);
+    assert!(out.cookie.unwrap().contains("Max-Age=0"));
+    let after = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(&current),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(after.status, 401);
+    // No cookie at all: not signed in, nothing else.
+    let none = relay.post("/api/auth/refresh", json!({})).await;
+    assert_eq!(none.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_listed_with_the_current_one_marked_and_can_be_ended() {
+    let relay = Relay::start().await;
+    let a = relay.signup("sessions@example.com").await;
+    let b = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/login",
+            None,
+            None,
+            Some(json!({"email": "sessions@example.com", "password": PASSWORD, "cookie": true})),
+        )
+        .await;
+    assert_eq!(b.status, 200);
+    let token = a.body["token"].as_str().unwrap();
+    let list = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/auth/sessions",
+            Some(token),
+            Some(&jar(&a.cookie)),
+            None,
+        )
+        .await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let sessions = list.body.as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{}", list.body);
+    assert_eq!(
+        sessions.iter().filter(|s| s["current"] == true).count(),
+        1,
+        "{}",
+        list.body
+    );
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap();
+    let other_id = other["id"].as_str().unwrap();
+
+    // A refresh keeps the session (same id), it does not add one.
+    let refreshed = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(&jar(&b.cookie)),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(refreshed.status, 200);
+    let list = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/auth/sessions",
+            Some(token),
+            None,
+            None,
+        )
+        .await;
+    let ids: Vec<&str> = list
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&other_id));
+
+    let ended = relay
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/auth/sessions/{other_id}"),
+            Some(token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(ended.status, 204);
+    let dead = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(&jar(&refreshed.cookie)),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(dead.status, 401, "the ended session cannot refresh");
+    // Another user's session id is not found.
+    let stranger = relay.signup("stranger@example.com").await;
+    let theirs = relay
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/auth/sessions/{other_id}"),
+            Some(stranger.body["token"].as_str().unwrap()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(theirs.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_password_signs_out_every_other_session() {
+    let relay = Relay::start().await;
+    let a = relay.signup("password@example.com").await;
+    let other = relay
+        .post(
+            "/api/auth/login",
+            json!({"email": "password@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let token = a.body["token"].as_str().unwrap();
+    let wrong = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/account/password",
+            Some(token),
+            Some(&jar(&a.cookie)),
+            Some(json!({"current_password": "not it at all", "new_password": "a new password 1"})),
+        )
+        .await;
+    assert_eq!(wrong.status, 403, "{}", wrong.body);
+    let short = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/account/password",
+            Some(token),
+            Some(&jar(&a.cookie)),
+            Some(json!({"current_password": PASSWORD, "new_password": "short"})),
+        )
+        .await;
+    assert_eq!(short.status, 400);
+    let changed = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/account/password",
+            Some(token),
+            Some(&jar(&a.cookie)),
+            Some(json!({"current_password": PASSWORD, "new_password": "a new password 1"})),
+        )
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    assert!(changed.cookie.is_some(), "this session gets a new cookie");
+    // The old access token and the other session's refresh token are dead.
+    let old = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/account",
+            Some(token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(old.status, 401);
+    let other_refresh = relay
+        .post(
+            "/api/auth/refresh",
+            json!({"refresh_token": other.body["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(other_refresh.status, 401);
+    assert!(
+        other_refresh.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("signed out"),
+        "a signed-out session's token is not a stolen copy: {}",
+        other_refresh.body
+    );
+    // The new token works; the old password does not, the new one does.
+    let new_token = changed.body["token"].as_str().unwrap();
+    let account = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/account",
+            Some(new_token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(account.status, 200, "{}", account.body);
+    let login = |password: &'static str| {
+        relay.post(
+            "/api/auth/login",
+            json!({"email": "password@example.com", "password": password}),
+        )
+    };
+    assert_eq!(login(PASSWORD).await.status, 401);
+    let fresh = login("a new password 1").await;
+    assert_eq!(fresh.status, 200, "{}", fresh.body);
+}
+
+/// Starts a device login and returns its answer.
+async fn start_login(relay: &Relay, name: &str) -> Value {
+    let a = relay.post("/api/device/code", json!({"name": name})).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body
+}
+
+async fn poll(relay: &Relay, device_code: &Value) -> Answer {
+    relay
+        .post("/api/device/token", json!({"device_code": device_code}))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_login_registers_a_desktop_the_person_approves_in_the_browser() {
+    let relay = Relay::start().await;
+    let user = relay.signup("device-login@example.com").await;
+    let token = user.body["token"].as_str().unwrap().to_owned();
+    let started = start_login(&relay, "studio mac").await;
+    let user_code = started["user_code"].as_str().unwrap();
+    assert_eq!(user_code.len(), 9);
+    assert_eq!(started["interval"], 5);
+    assert_eq!(started["expires_in"], 600);
+    assert_eq!(
+        started["verification_uri"].as_str().unwrap(),
+        format!("{}/activate", relay.base)
+    );
+    assert_eq!(
+        started["verification_uri_complete"].as_str().unwrap(),
+        format!("{}/activate?code={user_code}", relay.base)
+    );
+
+    // Before the person answers: pending, then slow_down for polling at once again.
+    let first = poll(&relay, &started["device_code"]).await;
+    assert_eq!(first.status, 400);
+    assert_eq!(first.body["error"], "authorization_pending");
+    let fast = poll(&relay, &started["device_code"]).await;
+    assert_eq!(fast.body["error"], "slow_down");
+    assert_eq!(fast.body["interval"], 10);
+
+    // The approval page: the code typed loosely finds the login and its name.
+    let typed = user_code.to_lowercase().replace('-', " ");
+    let shown = relay
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/device/code/{typed}"),
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert_eq!(shown.body["name"], "studio mac");
+    // Not without signing in.
+    let anonymous = relay
+        .post(
+            "/api/device/approve",
+            json!({"user_code": user_code, "approve": true}),
+        )
+        .await;
+    assert_eq!(anonymous.status, 401);
+    let approved = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/device/approve",
+            Some(&token),
+            None,
+            Some(json!({"user_code": typed, "approve": true})),
+        )
+        .await;
+    assert_eq!(approved.status, 204, "{}", approved.body);
+
+    let done = poll(&relay, &started["device_code"]).await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(
+        done.body["device_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("aisa_dt_")
+    );
+    assert!(done.body["quic_port"].as_u64().unwrap() > 0);
+    let device_id = done.body["device_id"].as_str().unwrap();
+    let devices = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/devices",
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
+    let listed = devices.body.as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], device_id);
+    assert_eq!(listed[0]["name"], "studio mac");
+
+    // Collected once only; the code cannot be approved again.
+    let twice = poll(&relay, &started["device_code"]).await;
+    assert_eq!(twice.body["error"], "expired_token");
+    let reapproved = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/device/approve",
+            Some(&token),
+            None,
+            Some(json!({"user_code": user_code, "approve": true})),
+        )
+        .await;
+    assert_eq!(reapproved.status, 404);
+    let unknown = poll(&relay, &json!("aisa_dc_nothing")).await;
+    assert_eq!(unknown.body["error"], "invalid_grant");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_device_login_registers_nothing_and_wrong_codes_are_limited() {
+    let relay = Relay::start().await;
+    let user = relay.signup("deny@example.com").await;
+    let token = user.body["token"].as_str().unwrap().to_owned();
+    let started = start_login(&relay, "someone else's laptop").await;
+    let denied = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/device/approve",
+            Some(&token),
+            None,
+            Some(json!({"user_code": started["user_code"], "approve": false})),
+        )
+        .await;
+    assert_eq!(denied.status, 204);
+    let answer = poll(&relay, &started["device_code"]).await;
+    assert_eq!(answer.body["error"], "access_denied");
+    let devices = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/devices",
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(devices.body.as_array().unwrap().len(), 0);
+
+    // Guessing codes: 404 each, then 429 once the sign-in limit's failures are used up.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let a = relay
+            .call(
+                reqwest::Method::GET,
+                "/api/device/code/BCDF-GHJK",
+                Some(&token),
+                None,
+                None,
+            )
+            .await;
+        statuses.push(a.status);
+    }
+    assert_eq!(statuses[0], 404);
+    assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_account_removes_its_devices_and_sessions() {
+    let relay = Relay::start().await;
+    let user = relay.signup("leaving@example.com").await;
+    let token = user.body["token"].as_str().unwrap().to_owned();
+    let enrolled = relay
+        .post(
+            "/api/devices/enroll",
+            json!({"email": "leaving@example.com", "password": PASSWORD, "name": "old pc"}),
+        )
+        .await;
+    assert_eq!(enrolled.status, 200, "{}", enrolled.body);
+    let wrong = relay
+        .call(
+            reqwest::Method::DELETE,
+            "/api/account",
+            Some(&token),
+            None,
+            Some(json!({"password": "not the password"})),
+        )
+        .await;
+    assert_eq!(wrong.status, 403);
+    let deleted = relay
+        .call(
+            reqwest::Method::DELETE,
+            "/api/account",
+            Some(&token),
+            Some(&jar(&user.cookie)),
+            Some(json!({"password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    assert!(deleted.cookie.unwrap().contains("Max-Age=0"));
+    let login = relay
+        .post(
+            "/api/auth/login",
+            json!({"email": "leaving@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(login.status, 401);
+    let refresh = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(&jar(&user.cookie)),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(refresh.status, 401);
+    // The email is free again, and the new account has no devices.
+    let again = relay.signup("leaving@example.com").await;
+    let devices = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/devices",
+            Some(again.body["token"].as_str().unwrap()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(devices.body.as_array().unwrap().len(), 0);
+}
