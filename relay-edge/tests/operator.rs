@@ -291,3 +291,37 @@ async fn the_binary_takes_every_setting_from_the_environment_and_reloads_on_sigh
         "an unknown variable is reported: {lines:#?}"
     );
 }
+
+#[tokio::test]
+async fn the_token_secret_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    install(dir.path(), &make_cert("relay"));
+    // As systemd's LoadCredential= hands it over: a file, with a trailing newline.
+    std::fs::write(dir.path().join("jwt-secret"), "short\n").unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = RelayConfig {
+        quic_listen: ([127, 0, 0, 1], 0).into(),
+        http_listen: ([127, 0, 0, 1], 0).into(),
+        data_dir: dir.path().join("data"),
+        database_url: test_database().await,
+        jwt_secret_file: Some(dir.path().join("jwt-secret")),
+        ..RelayConfig::default()
+    };
+    let err = aisa_relay::start(config.clone())
+        .await
+        .err()
+        .expect("a 5-byte secret is refused");
+    assert!(err.to_string().contains("jwt_secret has 5 bytes"), "{err}");
+
+    std::fs::write(
+        dir.path().join("jwt-secret"),
+        format!("{}\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    let relay = aisa_relay::start(config).await.expect("relay starts");
+    assert!(
+        !dir.path().join("data/jwt-secret").exists(),
+        "no random secret is made when one is configured"
+    );
+    relay.shutdown(Duration::from_millis(100)).await;
+}
