@@ -22,8 +22,8 @@ pub const MAX_CHUNK_TEXT: usize = 64 << 10;
 /// Serves one stream to its end.
 pub async fn serve_stream(
     ctx: Arc<NodeContext>,
-    send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    send: crate::node::SendStream,
+    mut recv: crate::node::RecvStream,
 ) {
     let max = aisa_tunnel::MAX_FRAME_LEN;
     let mut send = ReplyStream {
@@ -147,7 +147,9 @@ pub async fn serve_stream(
 /// Reads the relay header and the request through the protocol's [`ServeStream`]
 /// machine: header under the header cap, both within its time limit, and not one byte
 /// past the request (CANCELs are read later, by the cancel watcher).
-async fn read_request(recv: &mut quinn::RecvStream) -> Result<(RelayHeader, Vec<u8>), Refusal> {
+async fn read_request(
+    recv: &mut crate::node::RecvStream,
+) -> Result<(RelayHeader, Vec<u8>), Refusal> {
     let mut machine = ServeStream::new(Instant::now());
     let mut header = None;
     let mut buf = vec![0u8; 16 << 10];
@@ -314,7 +316,7 @@ async fn uninstall(ctx: &Arc<NodeContext>, request_id: u64, app_id: &AppId) -> E
 /// aborted because the node is stopping or the connection failed), it resets the stream,
 /// so that the browser sees a failure rather than a clean but truncated end.
 struct ReplyStream {
-    inner: quinn::SendStream,
+    inner: crate::node::SendStream,
     ended: bool,
     /// Seals every answer frame on an end-to-end encrypted stream.
     sealer: Option<crate::e2e::Sealing>,
@@ -391,7 +393,7 @@ async fn execute(
     action: &str,
     payload: &str,
     send: &mut ReplyStream,
-    recv: &mut quinn::RecvStream,
+    recv: &mut crate::node::RecvStream,
 ) {
     let request_id = request.id;
     // On an encrypted stream only a sealed CANCEL counts.
@@ -596,7 +598,7 @@ fn action_context(
 /// finish of the browser's side is not a cancel: it simply has nothing more to say. On an
 /// encrypted stream only a sealed CANCEL counts (`crate::e2e::watch_for_cancel`).
 async fn watch_for_cancel(
-    recv: &mut quinn::RecvStream,
+    recv: &mut crate::node::RecvStream,
     controls: &mut Option<aisa_crypto::e2e::ControlOpener>,
 ) -> &'static str {
     crate::e2e::watch_for_cancel(recv, controls).await

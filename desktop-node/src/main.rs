@@ -311,6 +311,9 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
             .transpose()
             .map_err(anyhow::Error::msg)?,
         pin_from: config.cert_pin_from_relay.then(|| config.relay_url.clone()),
+        // Where UDP is blocked: the relay's HTTP(S) port (docs/desktop.md).
+        tcp_url: Some(config.relay_url.clone()),
+        path: node::PathConfig::default(),
     };
     println!(
         "desktop-node: device {} connecting to {}; identity {}",

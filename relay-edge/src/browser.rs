@@ -280,7 +280,7 @@ enum Admitted {
 /// A stream granted to a device: the device's connection, the header it gets, and what
 /// the stream holds while it lives.
 struct DeviceStream {
-    connection: quinn::Connection,
+    connection: crate::link::DesktopLink,
     header: RelayHeader,
     /// Counts against the user's concurrent-stream limit while the stream is open.
     slot: crate::limits::StreamSlot,

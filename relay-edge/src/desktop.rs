@@ -3,7 +3,10 @@
 //! A driver over tunnel's `RelayControl` machine, which owns the control stream's rules
 //! (the HELLO's cap, time limit and checks; PING → PONG; anything else → `unsupported`).
 //! What is here: the token lookup, the registry, the device's online state in the store
-//! and in the status events, and the QUIC close codes.
+//! and in the status events, the close codes, and a node moving from one link to another.
+//!
+//! The same code serves a desktop over raw QUIC and over the mux on a WebSocket (the TCP
+//! fallback): both are a [`DesktopLink`], so the rules cannot drift apart.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,29 +14,41 @@ use std::time::{Duration, Instant};
 
 use aisa_tunnel::proto::{ControlEvent, HEADER_TIMEOUT, Refusal, RelayControl};
 use aisa_tunnel::{ErrorCode, Hello};
+use tokio::io::AsyncWriteExt;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::auth::hash_device_token;
+use crate::link::{DesktopLink, LinkRecv, LinkSend};
 use crate::registry::OnlineDevice;
 use crate::state::RelayState;
 
-/// QUIC close code: refused at HELLO.
+/// Close code (QUIC application close, or mux GOAWAY): refused at HELLO.
 pub const CLOSE_REFUSED: u32 = 1;
-/// QUIC close code: another connection of the same device took over.
+/// Close code: another node with the same device token took over.
 pub const CLOSE_REPLACED: u32 = 2;
-/// QUIC close code: the relay is shutting down; reconnect at once.
+/// Close code: the relay is shutting down; reconnect at once.
 pub const CLOSE_SHUTDOWN: u32 = 3;
-/// QUIC close code: the device was revoked; do not reconnect.
+/// Close code: the device was revoked; do not reconnect.
 pub const CLOSE_REVOKED: u32 = 4;
-/// QUIC close code: the desktop sent no heartbeat for three intervals; it is offline
+/// Close code: the desktop sent no heartbeat for three intervals; it is offline
 /// (a node that is alive reconnects).
 pub const CLOSE_SILENT: u32 = 5;
+/// Close code: the node connected again with the same identity key (it moved: back to
+/// QUIC from TCP, or to another network) and this older link was still open
+/// [`MOVE_GRACE`] later. The node closes an old link itself once its streams are done,
+/// so only a node that did not move gets this: another process with a copy of the whole
+/// node home, which stops as if replaced.
+pub const CLOSE_MOVED: u32 = 6;
+
+/// How long a link a node moved away from keeps its running streams before the relay
+/// closes it with [`CLOSE_MOVED`].
+pub const MOVE_GRACE: Duration = Duration::from_secs(600);
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 /// Why a desktop's HELLO was refused. Each variant has one wire code
 /// ([`HelloRefused::code`]), one metric label ([`HelloRefused::reason`]) and one message
-/// (`Display`), sent as an ERROR and as the QUIC close reason.
+/// (`Display`), sent as an ERROR and as the close reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HelloRefused {
     /// No control stream within [`HEADER_TIMEOUT`] of the connection.
@@ -79,10 +94,11 @@ impl HelloRefused {
     }
 }
 
-/// Serves one desktop connection until it ends.
-pub async fn serve(state: Arc<RelayState>, conn: quinn::Connection) {
+/// Serves one desktop connection, QUIC or mux, until it ends.
+pub async fn serve(state: Arc<RelayState>, conn: DesktopLink) {
     let connection_id = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
-    let span = info_span!("desktop", connection_id, remote = %conn.remote_address(), device_id = tracing::field::Empty);
+    let transport = conn.transport().as_str();
+    let span = info_span!("desktop", connection_id, transport, remote = %conn.remote_address(), device_id = tracing::field::Empty);
     async move {
         let Ok(Ok((mut send, mut recv))) =
             tokio::time::timeout(HEADER_TIMEOUT, conn.accept_bi()).await
@@ -90,7 +106,7 @@ pub async fn serve(state: Arc<RelayState>, conn: quinn::Connection) {
             let refused = HelloRefused::NoControlStream;
             info!(reason = refused.reason(), "desktop refused: {refused}");
             crate::metrics::refused(refused.reason());
-            conn.close(CLOSE_REFUSED.into(), b"no control stream");
+            conn.close(CLOSE_REFUSED, b"no control stream");
             return;
         };
         let mut control = RelayControl::new(Instant::now());
@@ -124,14 +140,18 @@ pub async fn serve(state: Arc<RelayState>, conn: quinn::Connection) {
             }
         };
         tracing::Span::current().record("device_id", device.id.as_str());
+        // RelayControl checked that the key is exactly 32 bytes.
+        let Ok(node_key) = <[u8; 32]>::try_from(hello.identity_key.as_slice()) else {
+            refuse(&conn, &mut control, &mut send, &HelloRefused::Internal).await;
+            return;
+        };
         let online = OnlineDevice {
             user_id: device.user_id.clone(),
-            connection: conn.clone(),
+            connection: conn.clone().with_node_key(node_key),
             connection_id,
         };
         if let Some(old) = state.devices.registry.insert(&device.id, online) {
-            old.connection
-                .close(CLOSE_REPLACED.into(), b"replaced by a newer connection");
+            take_over(old.connection, node_key);
         }
         let key_hex = hex::encode(&hello.identity_key);
         if let Err(err) = state
@@ -152,7 +172,7 @@ pub async fn serve(state: Arc<RelayState>, conn: quinn::Connection) {
             warn!(%err, "could not cache the device");
         }
         info!(node_version = %hello.node_version, "desktop online");
-        metrics::counter!("aisa_relay_desktop_connections_total", "result" => "ok").increment(1);
+        metrics::counter!("aisa_relay_desktop_connections_total", "result" => "ok", "transport" => transport).increment(1);
         state.devices.events.publish(
             &device.user_id,
             &crate::events::device_status(&device.id, true, Some(&hello.node_version)),
@@ -164,7 +184,7 @@ pub async fn serve(state: Arc<RelayState>, conn: quinn::Connection) {
                 {
                     info!(%silent, "desktop stopped sending heartbeats");
                     crate::metrics::refused(silent.reason());
-                    conn.close(CLOSE_SILENT.into(), silent.to_string().as_bytes());
+                    conn.close(CLOSE_SILENT, silent.to_string().as_bytes());
                 }
             }
             Err(refusal) => debug!(%refusal, "control stream broke the framing"),
@@ -184,13 +204,107 @@ pub async fn serve(state: Arc<RelayState>, conn: quinn::Connection) {
     .await
 }
 
+/// The mux keep-alive on the TCP path: PINGs keep proxies and NAT mappings from closing
+/// an idle WebSocket; the control stream's heartbeats decide when a desktop is gone.
+const TCP_KEEPALIVE: aisa_tunnel::mux::driver::KeepAlive = aisa_tunnel::mux::driver::KeepAlive {
+    interval: Duration::from_secs(10),
+    timeout: Duration::from_secs(30),
+};
+
+/// `GET /tunnel/desktop`: a desktop's TCP path (where its UDP is blocked). The WebSocket
+/// carries tunnel's mux, one frame per binary message; on it the desktop opens its
+/// control stream and the relay opens browser streams, exactly as on QUIC ([`serve`]).
+/// Counted against `max_connections_per_ip` like a QUIC connection.
+pub async fn websocket(
+    axum::extract::State(state): axum::extract::State<Arc<RelayState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let ip = state.accounts.proxies.client_ip(peer.ip(), &headers);
+    if state.is_draining() {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the relay is shutting down",
+        )
+            .into_response();
+    }
+    let Some(slot) = state
+        .limits
+        .connections_per_ip
+        .try_open(&ip, state.config.max_connections_per_ip as i64)
+    else {
+        info!(%ip, max = state.config.max_connections_per_ip, "desktop WebSocket refused: too many connections from this address");
+        crate::metrics::refused("connections_per_ip");
+        return (
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from this address",
+        )
+            .into_response();
+    };
+    let remote = std::net::SocketAddr::new(ip, peer.port());
+    upgrade.on_upgrade(move |socket| async move {
+        serve_websocket(state, socket, remote).await;
+        drop(slot);
+    })
+}
+
+/// Runs the mux (the accepting side) over `socket` and serves the desktop on it.
+async fn serve_websocket(
+    state: Arc<RelayState>,
+    socket: axum::extract::ws::WebSocket,
+    remote: std::net::SocketAddr,
+) {
+    use futures_util::StreamExt;
+    let (sink, source) = socket.split();
+    let (conn, driver) = aisa_tunnel::mux::driver::start(
+        aisa_tunnel::mux::Side::Acceptor,
+        aisa_tunnel::mux::Config::default(),
+        TCP_KEEPALIVE,
+        crate::link::WsFrames(source),
+        crate::link::WsFrameSink(sink),
+    );
+    let link = DesktopLink::mux(conn, remote);
+    let desktop = async {
+        serve(state, link.clone()).await;
+        if link.close_reason().is_none() {
+            link.close(0, b"done");
+        }
+    };
+    // The driver ends once the connection is closed (by either side, or the transport).
+    tokio::join!(driver, desktop);
+}
+
+/// A new link of the device took the registry's place of `old`. From the same node (same
+/// identity key) it is a move: `old` keeps its running streams (new ones go to the new
+/// link) until the node closes it, or [`MOVE_GRACE`] passes and it is closed with
+/// [`CLOSE_MOVED`]. From another node it is a replacement: `old` is closed at once with
+/// [`CLOSE_REPLACED`].
+fn take_over(old: DesktopLink, node_key: [u8; 32]) {
+    if old.node_key() != Some(node_key) {
+        old.close(CLOSE_REPLACED, b"replaced by a newer connection");
+        return;
+    }
+    info!(
+        old_transport = old.transport().as_str(),
+        "the node moved to a new connection; the old one keeps its running streams"
+    );
+    // Ends when the old link does, and within MOVE_GRACE: bounded, so not tracked.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = old.closed() => {}
+            _ = tokio::time::sleep(MOVE_GRACE) => {
+                old.close(CLOSE_MOVED, b"moved to a newer connection of this node");
+            }
+        }
+    });
+}
+
 /// Feeds the control stream to `control` until it gives the HELLO (decoded and checked
 /// field by field: the identity key is exactly 32 bytes, the version short and
 /// printable, so nothing unchecked reaches the store) or refuses.
-async fn read_hello(
-    control: &mut RelayControl,
-    recv: &mut quinn::RecvStream,
-) -> Result<Hello, Refusal> {
+async fn read_hello(control: &mut RelayControl, recv: &mut LinkRecv) -> Result<Hello, Refusal> {
     let mut buf = vec![0u8; control.want()];
     loop {
         let want = control.want();
@@ -224,8 +338,8 @@ async fn control_loop(
     state: &RelayState,
     device_id: &str,
     control: &mut RelayControl,
-    send: &mut quinn::SendStream,
-    recv: &mut quinn::RecvStream,
+    send: &mut LinkSend,
+    recv: &mut LinkRecv,
 ) -> Option<Refusal> {
     let mut last_seen_written = Instant::now();
     let mut buf = vec![0u8; control.want()];
@@ -270,9 +384,9 @@ async fn control_loop(
 
 /// Sends one ERROR, then closes the connection with the message as the reason.
 async fn refuse(
-    conn: &quinn::Connection,
+    conn: &DesktopLink,
     control: &mut RelayControl,
-    send: &mut quinn::SendStream,
+    send: &mut LinkSend,
     refused: &HelloRefused,
 ) {
     let code = refused.code();
@@ -288,14 +402,11 @@ async fn refuse(
     if let Some(bytes) = control.poll_transmit()
         && send.write_all(&bytes).await.is_ok()
     {
-        let _ = send.finish();
+        send.finish();
         // Give the ERROR a moment to arrive before the close discards unsent data.
         let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
     }
-    conn.close(
-        CLOSE_REFUSED.into(),
-        format!("{code}: {message}").as_bytes(),
-    );
+    conn.close(CLOSE_REFUSED, format!("{code}: {message}").as_bytes());
 }
 
 #[cfg(test)]

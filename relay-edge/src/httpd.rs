@@ -156,7 +156,10 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    // With upgrades: the WebSocket paths (`/tunnel/desktop`) take the connection over.
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {

@@ -42,6 +42,7 @@ pub mod facts;
 pub mod http;
 pub mod httpd;
 pub mod limits;
+pub mod link;
 pub mod marketplace;
 pub mod metrics;
 pub mod proxy;

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 pub struct OnlineDevice {
     /// The owner.
     pub user_id: String,
-    /// The desktop's QUIC connection.
-    pub connection: quinn::Connection,
+    /// The desktop's connection (QUIC, or the mux over a WebSocket).
+    pub connection: crate::link::DesktopLink,
     /// Identifies this connection among the device's successive connections.
     pub connection_id: u64,
 }
@@ -181,7 +181,7 @@ impl Registry {
     }
 
     /// Every connection, for shutdown.
-    pub fn connections(&self) -> Vec<quinn::Connection> {
+    pub fn connections(&self) -> Vec<crate::link::DesktopLink> {
         self.lock().values().map(|d| d.connection.clone()).collect()
     }
 

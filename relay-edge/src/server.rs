@@ -386,7 +386,7 @@ async fn handle_incoming(state: Arc<RelayState>, incoming: quinn::Incoming) {
             }
         }
         Some(DESKTOP_ALPN) => match connecting.await {
-            Ok(conn) => desktop::serve(state, conn).await,
+            Ok(conn) => desktop::serve(state, crate::link::DesktopLink::quic(conn)).await,
             Err(err) => debug!(%err, "desktop connection failed"),
         },
         _ => debug!("connection without a known ALPN"),

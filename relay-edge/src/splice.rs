@@ -1,7 +1,9 @@
 //! Copies bytes between a browser's stream and a desktop's stream without parsing them.
 //!
-//! Data moves as the QUIC layer's own chunks (`read_chunk` / `write_chunk`): no copy in
-//! the relay, and at most one chunk per direction in flight. A write waits for the
+//! Data moves as the transport's own chunks (`read_chunk` / `write_chunk`): no copy in
+//! the relay, and at most one chunk per direction in flight. The halves are generic
+//! ([`SpliceSend`], [`SpliceRecv`]): quinn and wtransport streams, and a desktop's
+//! streams on either of its links ([`crate::link::LinkSend`], QUIC or the mux). A write waits for the
 //! receiver's flow-control credit, so a slow reader slows the writer: nothing is
 //! buffered without bound. A clean finish on one side finishes the other; a reset is
 //! passed on as a reset; a peer that stops reading stops the sender.
@@ -31,8 +33,9 @@ const MAX_CHUNK: usize = 64 * 1024;
 
 /// The sending half of a stream as the splice needs it.
 pub trait SpliceSend: Send {
-    /// The underlying QUIC stream, for writing chunks.
-    fn quic(&mut self) -> &mut quinn::SendStream;
+    /// Writes one chunk, waiting for the receiver's credit; `Err` when the stream or its
+    /// connection is gone.
+    fn write_chunk(&mut self, chunk: bytes::Bytes) -> impl Future<Output = Result<(), ()>> + Send;
     /// Ends the stream cleanly.
     fn finish_stream(&mut self) -> impl Future<Output = ()> + Send;
     /// Abandons the stream with an error code.
@@ -43,15 +46,19 @@ pub trait SpliceSend: Send {
 
 /// The receiving half of a stream as the splice needs it.
 pub trait SpliceRecv: Send {
-    /// The underlying QUIC stream, for reading chunks.
-    fn quic(&mut self) -> &mut quinn::RecvStream;
+    /// Reads the next chunk of at most `max` bytes: `Ok(None)` at the clean end, `Err`
+    /// when the stream was reset or its connection is gone.
+    fn read_chunk(
+        &mut self,
+        max: usize,
+    ) -> impl Future<Output = Result<Option<bytes::Bytes>, ()>> + Send;
     /// Asks the peer to stop sending.
     fn stop_stream(&mut self, code: u32);
 }
 
 impl SpliceSend for quinn::SendStream {
-    fn quic(&mut self) -> &mut quinn::SendStream {
-        self
+    async fn write_chunk(&mut self, chunk: bytes::Bytes) -> Result<(), ()> {
+        quinn::SendStream::write_chunk(self, chunk).await.map_err(drop)
     }
     async fn finish_stream(&mut self) {
         let _ = self.finish();
@@ -68,8 +75,11 @@ impl SpliceSend for quinn::SendStream {
 }
 
 impl SpliceRecv for quinn::RecvStream {
-    fn quic(&mut self) -> &mut quinn::RecvStream {
-        self
+    async fn read_chunk(&mut self, max: usize) -> Result<Option<bytes::Bytes>, ()> {
+        match quinn::RecvStream::read_chunk(self, max, true).await {
+            Ok(chunk) => Ok(chunk.map(|c| c.bytes)),
+            Err(_) => Err(()),
+        }
     }
     fn stop_stream(&mut self, code: u32) {
         let _ = self.stop(code.into());
@@ -77,8 +87,8 @@ impl SpliceRecv for quinn::RecvStream {
 }
 
 impl SpliceSend for wtransport::SendStream {
-    fn quic(&mut self) -> &mut quinn::SendStream {
-        self.quic_stream_mut()
+    async fn write_chunk(&mut self, chunk: bytes::Bytes) -> Result<(), ()> {
+        SpliceSend::write_chunk(self.quic_stream_mut(), chunk).await
     }
     async fn finish_stream(&mut self) {
         let _ = self.finish().await;
@@ -92,8 +102,8 @@ impl SpliceSend for wtransport::SendStream {
 }
 
 impl SpliceRecv for wtransport::RecvStream {
-    fn quic(&mut self) -> &mut quinn::RecvStream {
-        self.quic_stream_mut()
+    async fn read_chunk(&mut self, max: usize) -> Result<Option<bytes::Bytes>, ()> {
+        SpliceRecv::read_chunk(self.quic_stream_mut(), max).await
     }
     fn stop_stream(&mut self, code: u32) {
         let _ = self.quic_stream_mut().stop(code.into());
@@ -121,7 +131,7 @@ pub async fn pump<R: SpliceRecv, W: SpliceSend>(
 ) -> PumpEnd {
     loop {
         let read = tokio::select! {
-            read = from.quic().read_chunk(MAX_CHUNK, true) => read,
+            read = from.read_chunk(MAX_CHUNK) => read,
             () = to.stopped_by_peer() => {
                 from.stop_stream(PEER_GONE);
                 return PumpEnd::SinkFailed;
@@ -133,11 +143,11 @@ pub async fn pump<R: SpliceRecv, W: SpliceSend>(
                 return PumpEnd::Finished;
             }
             Ok(Some(chunk)) => {
-                let n = chunk.bytes.len() as u64;
+                let n = chunk.len() as u64;
                 if let Some(observer) = observer {
-                    observer.chunk(&chunk.bytes);
+                    observer.chunk(&chunk);
                 }
-                if to.quic().write_chunk(chunk.bytes).await.is_err() {
+                if to.write_chunk(chunk).await.is_err() {
                     from.stop_stream(PEER_GONE);
                     return PumpEnd::SinkFailed;
                 }

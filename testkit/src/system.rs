@@ -284,6 +284,8 @@ impl System {
             server_name: "localhost".into(),
             cert_sha256: Some(relay.cert_sha256()),
             pin_from: None,
+            tcp_url: Some(format!("http://{}", relay.http_addr)),
+            path: node::PathConfig::default(),
         };
         let (node_stop, stop_rx) = watch::channel(false);
         let node_task = tokio::spawn(node::run(ctx, target, stop_rx));
@@ -596,6 +598,8 @@ pub async fn run_node_with_token(
         server_name: "localhost".into(),
         cert_sha256: Some(system.relay().cert_sha256()),
         pin_from: None,
+        tcp_url: Some(format!("http://{}", system.relay().http_addr)),
+        path: node::PathConfig::default(),
     };
     let (_stop, stop_rx) = watch::channel(false);
     tokio::time::timeout(WAIT, node::run(ctx, target, stop_rx))

@@ -47,6 +47,8 @@ pub struct NodeContext {
     admission: Admission,
     /// The round trip of the latest PING on the control stream.
     pub(super) heartbeat_rtt: watch::Sender<Option<Duration>>,
+    /// Which transport carries the current link (`None` while offline).
+    pub(super) transport: watch::Sender<Option<super::Transport>>,
 }
 
 impl NodeContext {
@@ -79,6 +81,7 @@ impl NodeContext {
             e2e: None,
             admission: Admission::new(AdmissionConfig::default()),
             heartbeat_rtt: watch::channel(None).0,
+            transport: watch::channel(None).0,
         }
     }
 
@@ -86,6 +89,12 @@ impl NodeContext {
     /// how promptly the connection is served.
     pub fn heartbeat_rtt(&self) -> watch::Receiver<Option<Duration>> {
         self.heartbeat_rtt.subscribe()
+    }
+
+    /// Watches which transport the node's current link to the relay is on (`None` while
+    /// offline): QUIC, or TCP where UDP is blocked.
+    pub fn transport(&self) -> watch::Receiver<Option<super::Transport>> {
+        self.transport.subscribe()
     }
 
     /// Runs and queues actions within `config` (default: [`AdmissionConfig::default`]).

@@ -43,7 +43,9 @@ pub fn router(state: Arc<RelayState>) -> Router {
             "/api/{*rest}",
             any(|| async { ApiError(StatusCode::NOT_FOUND, "no such API endpoint".into()) }),
         )
-        .merge(health::routes());
+        .merge(health::routes())
+        // A desktop's TCP path, where its UDP is blocked (docs/protocol.md).
+        .route("/tunnel/desktop", axum::routing::get(crate::desktop::websocket));
     let app = match &state.config.web_root {
         Some(root) => api.fallback_service(tower_http::services::ServeDir::new(root).fallback(
             tower_http::services::ServeFile::new(root.join("index.html")),

@@ -1,0 +1,457 @@
+//! A desktop's connection to the relay, whatever carries it: [`DesktopLink`] is a raw
+//! QUIC connection (ALPN `aisa/1` on the UDP port) or a mux connection (tunnel's `mux`
+//! over a WebSocket at `/tunnel/desktop` on the HTTP port, when UDP is blocked). Both
+//! give the same things: bidirectional streams the relay opens (one per browser stream)
+//! or accepts (the control stream), a close with a code and a reason, and how the
+//! connection ended. `crate::desktop` serves either through this one type, so the
+//! HELLO, heartbeats and close codes are the same code path on both.
+//!
+//! What is not here: the control stream's rules (tunnel's `RelayControl`), which device a
+//! link belongs to (`crate::registry`), and the WebSocket upgrade (`crate::http`).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use aisa_tunnel::mux;
+use aisa_tunnel::mux::driver::MuxConnection;
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Which transport carries a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkTransport {
+    /// Raw QUIC on the UDP port.
+    Quic,
+    /// The mux over a WebSocket on the HTTP port.
+    Tcp,
+}
+
+impl LinkTransport {
+    /// `quic` or `tcp` (logs, metrics labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkTransport::Quic => "quic",
+            LinkTransport::Tcp => "tcp",
+        }
+    }
+}
+
+/// How a link ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkClosed {
+    /// The application close code, when a side closed it on purpose (a QUIC
+    /// CONNECTION_CLOSE of the application, a mux GOAWAY); `None` when it was lost
+    /// (timeout, reset, transport error).
+    pub code: Option<u32>,
+    /// The reason given, or what went wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for LinkClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "closed with code {code}: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+impl std::error::Error for LinkClosed {}
+
+impl From<mux::Closed> for LinkClosed {
+    fn from(closed: mux::Closed) -> Self {
+        // The mux's own codes (protocol error, idle timeout, transport lost) sit at the
+        // top of the u32 space; below them a GOAWAY from the desktop carries its code.
+        let on_purpose = closed.by_peer && closed.code < mux::code::PROTOCOL_ERROR;
+        LinkClosed {
+            code: on_purpose.then_some(closed.code),
+            reason: closed.reason,
+        }
+    }
+}
+
+fn mux_gone(conn: &MuxConnection) -> LinkClosed {
+    conn.close_reason().map_or_else(
+        || LinkClosed {
+            code: None,
+            reason: "the mux connection ended".into(),
+        },
+        LinkClosed::from,
+    )
+}
+
+impl From<quinn::ConnectionError> for LinkClosed {
+    fn from(err: quinn::ConnectionError) -> Self {
+        match err {
+            quinn::ConnectionError::ApplicationClosed(close) => LinkClosed {
+                code: u32::try_from(close.error_code.into_inner()).ok(),
+                reason: String::from_utf8_lossy(&close.reason).into_owned(),
+            },
+            other => LinkClosed {
+                code: None,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// A desktop's connection: QUIC or mux. Cheap to clone (both are handles).
+#[derive(Clone)]
+pub struct DesktopLink {
+    conn: Conn,
+    /// The identity key the node announced in its HELLO, once it has.
+    node_key: Option<[u8; 32]>,
+}
+
+#[derive(Clone)]
+enum Conn {
+    Quic(quinn::Connection),
+    Mux {
+        conn: MuxConnection,
+        remote: std::net::SocketAddr,
+    },
+}
+
+impl DesktopLink {
+    /// A link over a QUIC connection.
+    pub fn quic(conn: quinn::Connection) -> Self {
+        DesktopLink {
+            conn: Conn::Quic(conn),
+            node_key: None,
+        }
+    }
+
+    /// A link over a mux connection (the TCP path) from `remote`. Its driver runs
+    /// beside it (`crate::desktop::serve_websocket`).
+    pub fn mux(conn: MuxConnection, remote: std::net::SocketAddr) -> Self {
+        DesktopLink {
+            conn: Conn::Mux { conn, remote },
+            node_key: None,
+        }
+    }
+
+    /// The same link, noting the identity key its node announced in HELLO.
+    pub fn with_node_key(mut self, key: [u8; 32]) -> Self {
+        self.node_key = Some(key);
+        self
+    }
+
+    /// The identity key its node announced, once HELLO was read. Two links of a device
+    /// with the same key come from the same node (its identity secret is its own), so
+    /// a new link with the same key is the node moving (back to QUIC, or to a new
+    /// network), not another node holding the same token.
+    pub fn node_key(&self) -> Option<[u8; 32]> {
+        self.node_key
+    }
+
+    /// Which transport carries it.
+    pub fn transport(&self) -> LinkTransport {
+        match &self.conn {
+            Conn::Quic(_) => LinkTransport::Quic,
+            Conn::Mux { .. } => LinkTransport::Tcp,
+        }
+    }
+
+    /// The desktop's address as this relay sees it.
+    pub fn remote_address(&self) -> std::net::SocketAddr {
+        match &self.conn {
+            Conn::Quic(c) => c.remote_address(),
+            Conn::Mux { remote, .. } => *remote,
+        }
+    }
+
+    /// Opens a stream to the desktop (counted in
+    /// `aisa_relay_desktop_streams_total{transport}`).
+    pub async fn open_bi(&self) -> Result<(LinkSend, LinkRecv), LinkClosed> {
+        metrics::counter!("aisa_relay_desktop_streams_total", "transport" => self.transport().as_str())
+            .increment(1);
+        match &self.conn {
+            Conn::Quic(c) => {
+                let (send, recv) = c.open_bi().await?;
+                Ok((LinkSend::Quic(send), LinkRecv::Quic(recv)))
+            }
+            Conn::Mux { conn, .. } => {
+                let (send, recv) = conn.open_bi().map_err(|_| mux_gone(conn))?;
+                Ok((LinkSend::Mux(send), LinkRecv::Mux(recv)))
+            }
+        }
+    }
+
+    /// Accepts the next stream the desktop opens (its control stream).
+    pub async fn accept_bi(&self) -> Result<(LinkSend, LinkRecv), LinkClosed> {
+        match &self.conn {
+            Conn::Quic(c) => {
+                let (send, recv) = c.accept_bi().await?;
+                Ok((LinkSend::Quic(send), LinkRecv::Quic(recv)))
+            }
+            Conn::Mux { conn, .. } => match conn.accept_bi().await {
+                Some((send, recv)) => Ok((LinkSend::Mux(send), LinkRecv::Mux(recv))),
+                None => Err(mux_gone(conn)),
+            },
+        }
+    }
+
+    /// Closes the link with an application `code` (`crate::desktop::CLOSE_*`) and a
+    /// reason; every stream on it ends.
+    pub fn close(&self, code: u32, reason: &[u8]) {
+        match &self.conn {
+            Conn::Quic(c) => c.close(code.into(), reason),
+            Conn::Mux { conn, .. } => conn.close(code, &String::from_utf8_lossy(reason)),
+        }
+    }
+
+    /// How it ended, once it has.
+    pub fn close_reason(&self) -> Option<LinkClosed> {
+        match &self.conn {
+            Conn::Quic(c) => c.close_reason().map(LinkClosed::from),
+            Conn::Mux { conn, .. } => conn.close_reason().map(LinkClosed::from),
+        }
+    }
+
+    /// Completes when the link has ended, with how.
+    pub async fn closed(&self) -> LinkClosed {
+        match &self.conn {
+            Conn::Quic(c) => c.closed().await.into(),
+            Conn::Mux { conn, .. } => conn.closed().await.into(),
+        }
+    }
+
+    /// Identifies the underlying connection while it lives (two clones of one link
+    /// have the same id; two links never share one at the same time).
+    pub fn stable_id(&self) -> usize {
+        match &self.conn {
+            Conn::Quic(c) => c.stable_id(),
+            Conn::Mux { conn, .. } => conn.stable_id(),
+        }
+    }
+}
+
+/// The relay's sending half of a stream on a [`DesktopLink`].
+pub enum LinkSend {
+    /// A QUIC stream.
+    Quic(quinn::SendStream),
+    /// A mux stream.
+    Mux(mux::driver::SendStream),
+}
+
+/// The relay's receiving half of a stream on a [`DesktopLink`].
+pub enum LinkRecv {
+    /// A QUIC stream.
+    Quic(quinn::RecvStream),
+    /// A mux stream.
+    Mux(mux::driver::RecvStream),
+}
+
+impl LinkSend {
+    /// Ends the stream cleanly (after what was written).
+    pub fn finish(&mut self) {
+        match self {
+            LinkSend::Quic(s) => {
+                let _ = s.finish();
+            }
+            LinkSend::Mux(s) => {
+                let _ = s.finish();
+            }
+        }
+    }
+
+    /// Abandons the stream with `code`.
+    pub fn reset(&mut self, code: u32) {
+        match self {
+            LinkSend::Quic(s) => {
+                let _ = s.reset(code.into());
+            }
+            LinkSend::Mux(s) => {
+                let _ = s.reset(code);
+            }
+        }
+    }
+
+    /// Completes when the peer has read everything (`Ok(None)`) or stopped the stream
+    /// (`Ok(Some(code))`), or the link failed.
+    pub async fn stopped(&mut self) -> Result<Option<u32>, LinkClosed> {
+        match self {
+            LinkSend::Quic(s) => match s.stopped().await {
+                Ok(code) => Ok(code.and_then(|c| u32::try_from(c.into_inner()).ok())),
+                Err(quinn::StoppedError::ConnectionLost(e)) => Err(e.into()),
+                Err(other) => Err(LinkClosed {
+                    code: None,
+                    reason: other.to_string(),
+                }),
+            },
+            LinkSend::Mux(s) => match s.stopped().await {
+                Ok(code) => Ok(Some(code)),
+                // Every byte was read and the stream is over: not a stop.
+                Err(mux::StreamError::Unknown(_)) => Ok(None),
+                Err(mux::StreamError::ConnectionClosed(closed)) => Err(closed.into()),
+                Err(other) => Err(LinkClosed {
+                    code: None,
+                    reason: other.to_string(),
+                }),
+            },
+        }
+    }
+}
+
+impl LinkRecv {
+    /// Reads into `buf`: `Ok(Some(n))` bytes, `Ok(None)` at the clean end.
+    pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        match self {
+            LinkRecv::Quic(r) => r.read(buf).await.map_err(std::io::Error::other),
+            LinkRecv::Mux(r) => {
+                if buf.is_empty() {
+                    return Ok(Some(0));
+                }
+                let n = tokio::io::AsyncReadExt::read(r, buf).await?;
+                // 0 from a non-empty buffer is the clean end.
+                Ok((n > 0).then_some(n))
+            }
+        }
+    }
+
+    /// Asks the peer to stop sending, with `code`.
+    pub fn stop(&mut self, code: u32) {
+        match self {
+            LinkRecv::Quic(r) => {
+                let _ = r.stop(code.into());
+            }
+            LinkRecv::Mux(r) => {
+                let _ = r.stop(code);
+            }
+        }
+    }
+}
+
+impl AsyncWrite for LinkSend {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            LinkSend::Quic(s) => AsyncWrite::poll_write(Pin::new(s), cx, buf),
+            LinkSend::Mux(s) => AsyncWrite::poll_write(Pin::new(s), cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            LinkSend::Quic(s) => AsyncWrite::poll_flush(Pin::new(s), cx),
+            LinkSend::Mux(s) => AsyncWrite::poll_flush(Pin::new(s), cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            LinkSend::Quic(s) => AsyncWrite::poll_shutdown(Pin::new(s), cx),
+            LinkSend::Mux(s) => AsyncWrite::poll_shutdown(Pin::new(s), cx),
+        }
+    }
+}
+
+impl AsyncRead for LinkRecv {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            LinkRecv::Quic(r) => AsyncRead::poll_read(Pin::new(r), cx, buf),
+            LinkRecv::Mux(r) => AsyncRead::poll_read(Pin::new(r), cx, buf),
+        }
+    }
+}
+
+impl crate::splice::SpliceSend for LinkSend {
+    async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), ()> {
+        match self {
+            LinkSend::Quic(s) => crate::splice::SpliceSend::write_chunk(s, chunk).await,
+            LinkSend::Mux(s) => s.write_chunk(chunk).await.map_err(drop),
+        }
+    }
+    async fn finish_stream(&mut self) {
+        self.finish();
+    }
+    fn reset_stream(&mut self, code: u32) {
+        self.reset(code);
+    }
+    async fn stopped_by_peer(&mut self) {
+        match self {
+            LinkSend::Quic(s) => crate::splice::SpliceSend::stopped_by_peer(s).await,
+            LinkSend::Mux(s) => match s.stopped().await {
+                Ok(_) | Err(mux::StreamError::ConnectionClosed(_)) => {}
+                // The stream is over: not a stop. Never resolve; the read side ends the
+                // pump.
+                Err(_) => std::future::pending::<()>().await,
+            },
+        }
+    }
+}
+
+impl crate::splice::SpliceRecv for LinkRecv {
+    async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, ()> {
+        match self {
+            LinkRecv::Quic(r) => crate::splice::SpliceRecv::read_chunk(r, max).await,
+            LinkRecv::Mux(r) => r.read_chunk(max).await.map_err(drop),
+        }
+    }
+    fn stop_stream(&mut self, code: u32) {
+        self.stop(code);
+    }
+}
+
+/// The peer's mux frames from an axum WebSocket, one per binary message (the TCP path of
+/// desktops; the same framing as the browser's WebSocket leg).
+pub(crate) struct WsFrames(
+    pub(crate) futures_util::stream::SplitStream<axum::extract::ws::WebSocket>,
+);
+
+impl mux::driver::FrameSource for WsFrames {
+    async fn recv(&mut self) -> Result<Option<mux::Frame>, mux::driver::SourceError> {
+        use axum::extract::ws::Message;
+        use futures_util::StreamExt;
+        loop {
+            match self.0.next().await {
+                None | Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Ok(Message::Binary(bytes))) => {
+                    return Ok(Some(mux::Frame::decode_message(bytes)?));
+                }
+                Some(Ok(Message::Text(_))) => {
+                    return Err(mux::driver::SourceError::NotAFrame(
+                        "a WebSocket text message".into(),
+                    ));
+                }
+                // Pings are answered by the WebSocket layer itself.
+                Some(Ok(_)) => {}
+                Some(Err(err)) => {
+                    return Err(mux::driver::SourceError::Io(std::io::Error::other(err)));
+                }
+            }
+        }
+    }
+}
+
+/// The sending half of an axum WebSocket.
+type WsSplitSink =
+    futures_util::stream::SplitSink<axum::extract::ws::WebSocket, axum::extract::ws::Message>;
+
+/// Our mux frames onto an axum WebSocket, one per binary message.
+pub(crate) struct WsFrameSink(pub(crate) WsSplitSink);
+
+impl mux::driver::FrameSink for WsFrameSink {
+    async fn send(&mut self, frame: mux::Frame) -> std::io::Result<()> {
+        use futures_util::SinkExt;
+        self.0
+            .feed(axum::extract::ws::Message::Binary(frame.to_bytes()))
+            .await
+            .map_err(std::io::Error::other)
+    }
+    async fn flush(&mut self) -> std::io::Result<()> {
+        use futures_util::SinkExt;
+        self.0.flush().await.map_err(std::io::Error::other)
+    }
+    async fn close(&mut self) {
+        use futures_util::SinkExt;
+        let _ = self.0.close().await;
+    }
+}
