@@ -11,14 +11,21 @@
 //! stops. A relay that dies without stopping loses at most one interval of counts.
 //!
 //! The count resets at 00:00 UTC: the day is part of every key, and the first action
-//! of the new day seeds a new count. Several relay processes each count exactly for
-//! themselves; each flush also raises this process's count to the store's total, so
-//! another process's actions are seen within an interval (the cluster issue replaces
-//! this with one Redis INCR).
+//! of the new day seeds a new count. Several relay processes outside a cluster each
+//! count exactly for themselves; each flush also raises this process's count to the
+//! store's total, so another process's actions are seen within an interval.
+//!
+//! In a cluster the limit is decided on the count all nodes share in Redis
+//! (`crate::limits::take_stream_places`, one round trip that also takes the stream's
+//! place); this counter then only records what this node counted
+//! ([`ActionCounter::counted_shared`]) so that the store still gets every action, and
+//! an uncount is also given back in Redis ([`ActionCounter::announce_to`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::mpsc;
 
 use crate::facts::Clock;
 use crate::store::{Store, StoreError};
@@ -69,6 +76,7 @@ struct Inner {
 pub struct ActionCounter {
     clock: Clock,
     inner: Mutex<Inner>,
+    announce: OnceLock<mpsc::UnboundedSender<crate::cluster::Outbox>>,
 }
 
 impl Default for ActionCounter {
@@ -83,6 +91,7 @@ impl ActionCounter {
         ActionCounter {
             clock,
             inner: Mutex::new(Inner::default()),
+            announce: OnceLock::new(),
         }
     }
 
@@ -163,8 +172,50 @@ impl ActionCounter {
         }
     }
 
+    /// From now on, every uncount is also given back in the cluster's shared count
+    /// (the cluster calls this at start).
+    pub(crate) fn announce_to(&self, announce: mpsc::UnboundedSender<crate::cluster::Outbox>) {
+        let _ = self.announce.set(announce);
+    }
+
+    /// Records an action the cluster's shared count let through on `day` (its total
+    /// there: `total`): it is written to the store at the next flush.
+    pub fn counted_shared(&self, user_id: &str, day: &str, total: Option<i64>) {
+        let mut inner = self.lock();
+        *inner
+            .pending
+            .entry((user_id.to_owned(), day.to_owned()))
+            .or_default() += 1;
+        let today = inner.today.entry(user_id.to_owned()).or_insert(Today {
+            day: day.to_owned(),
+            count: 0,
+        });
+        if today.day != day {
+            *today = Today {
+                day: day.to_owned(),
+                count: 0,
+            };
+        }
+        today.count = total.unwrap_or(today.count + 1);
+    }
+
+    /// This node's changes for (`user_id`, `day`) not yet written to the store.
+    pub fn pending_for(&self, user_id: &str, day: &str) -> i64 {
+        self.lock()
+            .pending
+            .get(&(user_id.to_owned(), day.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Takes back an action counted on `day` whose stream never reached the device.
     pub fn uncount(&self, user_id: &str, day: &str) {
+        if let Some(announce) = self.announce.get() {
+            let _ = announce.send(crate::cluster::Outbox::Uncount(
+                user_id.to_owned(),
+                day.to_owned(),
+            ));
+        }
         let mut inner = self.lock();
         if let Some(today) = inner.today.get_mut(user_id)
             && today.day == day

@@ -280,7 +280,7 @@ enum Admitted {
 /// A stream granted to a device: the device's connection, the header it gets, and what
 /// the stream holds while it lives.
 struct DeviceStream {
-    connection: crate::link::DesktopLink,
+    connection: quinn::Connection,
     header: RelayHeader,
     /// Counts against the user's concurrent-stream limit while the stream is open.
     slot: crate::limits::StreamSlot,
@@ -394,28 +394,28 @@ async fn admit(
             let Some(online) = online else {
                 return Err(Denied::Internal.into());
             };
-            let slot = state
-                .limits
-                .streams_per_user
-                .try_open(&header.user_id, *max_streams)
-                .ok_or_else(|| grant.refuse_streams())?;
-            let mut counted_day = None;
-            if let Some(max) = *max_actions_per_day {
-                // Counted in memory (`crate::actions`), written to the store in batches.
-                let Some(day) = state
-                    .actions
-                    .try_count(&state.store, &header.user_id, max)
-                    .await
-                    .map_err(internal)?
-                else {
-                    return Err(Denied::PlanActions {
-                        plan: plan.clone(),
-                        max,
+            // In memory on a single node; in a cluster, the counts all nodes share
+            // (one Redis round trip): `crate::limits::take_stream_places`.
+            use crate::limits::PlacesRefused;
+            let crate::limits::StreamPlaces { slot, counted_day } =
+                crate::limits::take_stream_places(
+                    state,
+                    &header.user_id,
+                    *max_streams,
+                    *max_actions_per_day,
+                )
+                .await
+                .map_err(|refused| -> StreamRefused {
+                    match refused {
+                        PlacesRefused::Streams => grant.refuse_streams().into(),
+                        PlacesRefused::Actions => Denied::PlanActions {
+                            plan: plan.clone(),
+                            max: max_actions_per_day.unwrap_or(0),
+                        }
+                        .into(),
+                        PlacesRefused::Store(err) => internal(err).into(),
                     }
-                    .into());
-                };
-                counted_day = Some(day);
-            }
+                })?;
             Ok(Admitted::Device(DeviceStream {
                 connection: online.connection,
                 header: header.clone(),

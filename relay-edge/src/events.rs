@@ -2,12 +2,17 @@
 //! DEVICE_STATUS to all of them when one of the user's devices comes or goes, and
 //! serving one such stream (the snapshot, its end marker, then the changes).
 //!
+//! In a cluster, each status published here is also announced
+//! ([`EventHub::announce_to`]) and published on Redis, and the statuses other nodes
+//! publish are delivered here ([`EventHub::deliver`]): a browser watching on one node
+//! sees a desktop on another come and go.
+//!
 //! Each subscriber has a small bounded queue. A subscriber that falls behind is dropped
 //! (its stream is finished) rather than buffered without bound; the browser reopens the
 //! stream and gets a fresh snapshot.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use aisa_tunnel::io::write_frame;
 use aisa_tunnel::{Body, Envelope, ErrorCode};
@@ -23,6 +28,7 @@ const QUEUE: usize = 64;
 #[derive(Default)]
 pub struct EventHub {
     subscribers: Mutex<HashMap<String, Vec<mpsc::Sender<Envelope>>>>,
+    announce: OnceLock<mpsc::UnboundedSender<(String, Envelope)>>,
 }
 
 impl EventHub {
@@ -33,8 +39,24 @@ impl EventHub {
         rx
     }
 
-    /// Sends an event to every live subscriber of `user_id`, dropping the slow and gone.
+    /// From now on, every event published here is also sent to `announce` (the
+    /// cluster publishes it to the other nodes). Once; later calls are ignored.
+    pub fn announce_to(&self, announce: mpsc::UnboundedSender<(String, Envelope)>) {
+        let _ = self.announce.set(announce);
+    }
+
+    /// Sends an event to every live subscriber of `user_id` here, dropping the slow and
+    /// gone, and announces it to the cluster.
     pub fn publish(&self, user_id: &str, event: &Envelope) {
+        self.deliver(user_id, event);
+        if let Some(announce) = self.announce.get() {
+            let _ = announce.send((user_id.to_owned(), event.clone()));
+        }
+    }
+
+    /// Sends an event to every live subscriber of `user_id` here only (an event another
+    /// node published).
+    pub fn deliver(&self, user_id: &str, event: &Envelope) {
         let mut subscribers = self.lock();
         let Some(list) = subscribers.get_mut(user_id) else {
             return;
@@ -97,7 +119,8 @@ pub(crate) async fn serve(
     };
     let count = u32::try_from(devices.len()).unwrap_or(u32::MAX);
     for device in devices {
-        let online = state.devices.registry.get(&device.id).is_some();
+        // Here, or (clustered) on another node.
+        let online = state.cluster.is_online(&device.id).await;
         let status =
             crate::events::device_status(&device.id, online, device.node_version.as_deref());
         if write_frame(&mut send, &status.encode(), max).await.is_err() {

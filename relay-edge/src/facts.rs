@@ -7,12 +7,15 @@
 //! drops the cached copy after its write. So a change made through this process (the
 //! HTTP API, the operator's CLI in-process, a test) is seen by the very next stream.
 //!
-//! Changes made by another process (the operator's CLI, another relay node) are not
-//! seen by this cache's invalidation. Two backstops bound how long a stale record can
-//! live: every entry expires after a TTL ([`FACTS_TTL`], 60 s), and the revoked-token
-//! sweep (`server.rs`, every `revocation_check_secs`) drops the users whose tokens were
-//! revoked or who were disabled or deleted. (The cluster issue replaces the TTL with
-//! invalidation over Redis pub/sub.)
+//! In a cluster every invalidation is also announced ([`FactsCache::announce_to`]) and
+//! published on Redis (`crate::cluster`); the other nodes apply it
+//! ([`FactsCache::apply`]) within milliseconds, and cut what it revokes.
+//!
+//! Changes made by a process outside the cluster (the operator's CLI) are not seen by
+//! this invalidation. Two backstops bound how long a stale record can live: every entry
+//! expires after a TTL ([`FACTS_TTL`], 60 s), and the revoked-token sweep (`server.rs`,
+//! every `revocation_check_secs`) drops the users whose tokens were revoked or who were
+//! disabled or deleted.
 //!
 //! A load racing an invalidation cannot put a stale record back: loads remember the
 //! cache's epoch before reading the store, every invalidation moves the epoch on, and a
@@ -20,8 +23,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use tokio::sync::mpsc;
 
 use crate::store::{Device, Plan, User};
 
@@ -112,6 +117,22 @@ impl<T: Clone> Map<T> {
     }
 }
 
+/// A record that changed, so that cached copies of it must go.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Invalidation {
+    /// User `id` (disabled, tokens revoked, plan changed, deleted).
+    User(String),
+    /// The user with this sign-in email.
+    UserEmail(String),
+    /// Device `id` (renamed, revoked, connected).
+    Device(String),
+    /// Every device of user `id` (the account was deleted).
+    DevicesOf(String),
+    /// Plan `id` (its limits changed).
+    Plan(String),
+}
+
 /// Users, devices and plans by id, each for at most a TTL. See the module's
 /// documentation for when entries are dropped.
 pub struct FactsCache {
@@ -121,6 +142,7 @@ pub struct FactsCache {
     users: Map<User>,
     devices: Map<Device>,
     plans: Map<Plan>,
+    announce: OnceLock<mpsc::UnboundedSender<Invalidation>>,
 }
 
 impl Default for FactsCache {
@@ -139,6 +161,7 @@ impl FactsCache {
             users: Map::new(),
             devices: Map::new(),
             plans: Map::new(),
+            announce: OnceLock::new(),
         }
     }
 
@@ -211,35 +234,57 @@ impl FactsCache {
         );
     }
 
+    /// From now on, every invalidation made here is also sent to `announce` (the
+    /// cluster publishes it to the other nodes). Once; later calls are ignored.
+    pub fn announce_to(&self, announce: mpsc::UnboundedSender<Invalidation>) {
+        let _ = self.announce.set(announce);
+    }
+
+    /// Drops the cached copies `change` names, without announcing it (a change another
+    /// node announced).
+    pub fn apply(&self, change: &Invalidation) {
+        self.invalidated();
+        match change {
+            Invalidation::User(id) => self.users.retain(|k, _| k != id),
+            Invalidation::UserEmail(email) => self.users.retain(|_, u| &u.email != email),
+            Invalidation::Device(id) => self.devices.retain(|k, _| k != id),
+            Invalidation::DevicesOf(user_id) => self.devices.retain(|_, d| &d.user_id != user_id),
+            Invalidation::Plan(id) => self.plans.retain(|k, _| k != id),
+        }
+    }
+
+    /// Drops the cached copies `change` names and announces it.
+    pub fn invalidate(&self, change: Invalidation) {
+        self.apply(&change);
+        if let Some(announce) = self.announce.get() {
+            let _ = announce.send(change);
+        }
+    }
+
     /// Drops user `id` (disabled, tokens revoked, plan changed, deleted).
     pub fn invalidate_user(&self, id: &str) {
-        self.invalidated();
-        self.users.retain(|k, _| k != id);
+        self.invalidate(Invalidation::User(id.to_owned()));
     }
 
     /// Drops the user with sign-in `email` (the operator's commands name users by
     /// email).
     pub fn invalidate_user_email(&self, email: &str) {
-        self.invalidated();
-        self.users.retain(|_, u| u.email != email);
+        self.invalidate(Invalidation::UserEmail(email.to_owned()));
     }
 
     /// Drops device `id` (renamed, revoked, connected).
     pub fn invalidate_device(&self, id: &str) {
-        self.invalidated();
-        self.devices.retain(|k, _| k != id);
+        self.invalidate(Invalidation::Device(id.to_owned()));
     }
 
     /// Drops every device of user `user_id` (the account was deleted).
     pub fn invalidate_devices_of(&self, user_id: &str) {
-        self.invalidated();
-        self.devices.retain(|_, d| d.user_id != user_id);
+        self.invalidate(Invalidation::DevicesOf(user_id.to_owned()));
     }
 
     /// Drops plan `id` (its limits changed).
     pub fn invalidate_plan(&self, id: &str) {
-        self.invalidated();
-        self.plans.retain(|k, _| k != id);
+        self.invalidate(Invalidation::Plan(id.to_owned()));
     }
 
     /// How many records are cached (users, devices, plans), expired ones included.

@@ -1,11 +1,25 @@
 //! Limits kept in memory on this relay node: failed sign-ins (rate limiting), each
 //! user's open streams (the plan's concurrency limit), each client address's connections
 //! and each user's status-event streams.
+//!
+//! In a cluster (`[cluster] redis_url`) three of them are shared through Redis
+//! (`crate::cluster::shared`): failed sign-ins ([`LoginLimiter::wait`]), each user's
+//! open streams and daily actions ([`take_stream_places`]: one Redis round trip per
+//! stream to a device). Connections per address and event streams per user stay per
+//! node. While Redis is unreachable each node falls back to its own counts.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use crate::cluster::Outbox;
+use crate::cluster::shared::{Shared, Taken};
+use crate::state::RelayState;
+use crate::store::StoreError;
 
 /// Refuses sign-in attempts for a key (an email, an IP address) after too many recent
 /// failures. Time is passed in, so the rule is tested without waiting.
@@ -13,6 +27,7 @@ pub struct LoginLimiter {
     max_failures: usize,
     window: Duration,
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    shared: OnceLock<Arc<Shared>>,
 }
 
 impl LoginLimiter {
@@ -22,6 +37,30 @@ impl LoginLimiter {
             max_failures,
             window,
             failures: Mutex::new(HashMap::new()),
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// From now on, failures are also counted in the cluster's Redis, and
+    /// [`LoginLimiter::wait`] asks it (the cluster calls this at start).
+    pub fn share(&self, shared: Arc<Shared>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// How long `key` must wait before trying again, if at all: this node's count, and
+    /// in a cluster the count all nodes share (one Redis round trip; while Redis is
+    /// unreachable, this node's count alone).
+    pub async fn wait(&self, key: &str, now: Instant) -> Option<Duration> {
+        let here = self.check(key, now);
+        let Some(shared) = self.shared.get() else {
+            return here;
+        };
+        match shared.login_wait(key, self.max_failures).await {
+            Ok(everywhere) => here.max(everywhere),
+            Err(err) => {
+                warn!(%err, "shared sign-in limit unavailable; this node's count alone");
+                here
+            }
         }
     }
 
@@ -58,11 +97,26 @@ impl LoginLimiter {
         if recent.len() > self.max_failures {
             recent.pop_front();
         }
+        drop(failures);
+        if let Some(shared) = self.shared.get().cloned() {
+            let (key, window) = (key.to_owned(), self.window);
+            tokio::spawn(async move {
+                if let Err(err) = shared.login_failed(&key, window).await {
+                    warn!(%err, "failed sign-in not counted in the cluster");
+                }
+            });
+        }
     }
 
     /// Forgets the failures of `key` after a success.
     pub fn succeeded(&self, key: &str) {
         self.lock().remove(key);
+        if let Some(shared) = self.shared.get().cloned() {
+            let key = key.to_owned();
+            tokio::spawn(async move {
+                let _ = shared.login_succeeded(&key).await;
+            });
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Instant>>> {
@@ -161,8 +215,132 @@ pub struct Slot<K: Eq + Hash> {
 
 /// Each user's open streams (the plan's concurrency limit).
 pub type StreamCounter = KeyedSlots<String>;
-/// One open stream of a user.
-pub type StreamSlot = Slot<String>;
+
+/// One open stream of a user, counted until dropped; in a cluster its end also
+/// updates this node's count in Redis (by the cluster's background task).
+pub struct StreamSlot {
+    slot: Option<Slot<String>>,
+    cluster: Option<mpsc::UnboundedSender<Outbox>>,
+}
+
+impl StreamSlot {
+    fn new(slot: Slot<String>, cluster: Option<mpsc::UnboundedSender<Outbox>>) -> Self {
+        StreamSlot {
+            slot: Some(slot),
+            cluster,
+        }
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let user_id = slot.key.clone();
+            drop(slot);
+            if let Some(cluster) = &self.cluster {
+                let _ = cluster.send(Outbox::Streams(user_id));
+            }
+        }
+    }
+}
+
+/// The places a stream to a device holds: a concurrent-stream place and, under a
+/// daily action limit, the day its action was counted on.
+pub struct StreamPlaces {
+    /// Counts against the user's concurrent-stream limit while the stream is open.
+    pub slot: StreamSlot,
+    /// The day an action was counted on (to give it back if the stream never reaches
+    /// the device).
+    pub counted_day: Option<String>,
+}
+
+/// Why [`take_stream_places`] refused.
+#[derive(Debug)]
+pub enum PlacesRefused {
+    /// The user has `max_streams` open (on this node, or in the cluster).
+    Streams,
+    /// The user reached the plan's daily action limit.
+    Actions,
+    /// The store could not be read.
+    Store(StoreError),
+}
+
+/// Takes a stream place for `user_id` (at most `max_streams` open) and, with
+/// `max_actions`, one of the day's actions.
+///
+/// A single node decides in memory (the day's count is read from the store once per
+/// user and day). In a cluster the counts every node shares decide, in one Redis round
+/// trip (a script that checks and takes both); only when Redis lost the day's count
+/// (a new day, or a restart) is the store read and the script run once more. While
+/// Redis is unreachable each node decides alone, from its own counts.
+pub async fn take_stream_places(
+    state: &RelayState,
+    user_id: &str,
+    max_streams: i64,
+    max_actions: Option<i64>,
+) -> Result<StreamPlaces, PlacesRefused> {
+    let user = user_id.to_owned();
+    let local = state
+        .limits
+        .streams_per_user
+        .try_open(&user, max_streams)
+        .ok_or(PlacesRefused::Streams)?;
+    if let Some(shared) = state.cluster.shared() {
+        let mine = state.limits.streams_per_user.open_for(&user);
+        let day = state.actions.today();
+        let mut seed = None;
+        loop {
+            match shared
+                .take_stream(user_id, mine, max_streams, max_actions, &day, seed)
+                .await
+            {
+                Ok(Taken::Yes(count)) => {
+                    let slot = StreamSlot::new(local, state.cluster.outbox_sender());
+                    let counted_day = max_actions.map(|_| {
+                        state.actions.counted_shared(user_id, &day, count);
+                        day
+                    });
+                    return Ok(StreamPlaces { slot, counted_day });
+                }
+                Ok(Taken::TooManyStreams) => return Err(PlacesRefused::Streams),
+                Ok(Taken::DailyLimit) => return Err(PlacesRefused::Actions),
+                Ok(Taken::NeedsSeed) if seed.is_none() => {
+                    let stored = state
+                        .store
+                        .actions_on(user_id, &day)
+                        .await
+                        .map_err(PlacesRefused::Store)?;
+                    seed = Some(stored + state.actions.pending_for(user_id, &day));
+                }
+                Ok(Taken::NeedsSeed) => {
+                    warn!("the shared action count could not be seeded; counting here");
+                    break;
+                }
+                Err(err) => {
+                    warn!(%err, "shared limits unavailable; counting on this node alone");
+                    break;
+                }
+            }
+        }
+    }
+    let mut counted_day = None;
+    if let Some(max) = max_actions {
+        // Counted in memory (`crate::actions`), written to the store in batches.
+        match state
+            .actions
+            .try_count(&state.store, user_id, max)
+            .await
+            .map_err(PlacesRefused::Store)?
+        {
+            Some(day) => counted_day = Some(day),
+            None => return Err(PlacesRefused::Actions),
+        }
+    }
+    Ok(StreamPlaces {
+        slot: StreamSlot::new(local, state.cluster.outbox_sender()),
+        counted_day,
+    })
+}
 
 impl<K: Eq + Hash + Clone> KeyedSlots<K> {
     /// Takes a slot for `key` if fewer than `max` are open; otherwise `None`.
@@ -185,6 +363,11 @@ impl<K: Eq + Hash + Clone> KeyedSlots<K> {
     /// How many `key` has open now.
     pub fn open_for(&self, key: &K) -> i64 {
         self.lock().get(key).copied().unwrap_or(0)
+    }
+
+    /// Every key with something open, and how many.
+    pub fn snapshot(&self) -> Vec<(K, i64)> {
+        self.lock().iter().map(|(k, n)| (k.clone(), *n)).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, i64>> {

@@ -176,6 +176,12 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
     let forwarding = crate::cluster::forward::Forwarding::from_config(&config, &node)
         .map_err(|e| StartError::Config(e.to_string()))?;
     let devices = Devices::default();
+    // With `[cluster] redis_url`: connects to Redis and clears this node's entries
+    // from before a restart (only this node's).
+    let cluster =
+        crate::cluster::Cluster::join(&config, node.clone(), devices.registry.clone())
+            .await
+            .map_err(|e| StartError::Config(e.to_string()))?;
     let state = Arc::new(RelayState {
         store,
         accounts: Accounts {
@@ -187,7 +193,7 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
             hashing,
             proxies,
         },
-        cluster: crate::cluster::Cluster::single(node, devices.registry.clone()),
+        cluster,
         devices,
         sessions: crate::sessions::Sessions::default(),
         limits: Limits::default(),
@@ -217,6 +223,9 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
         let endpoint = forwarding.peers.endpoint().clone();
         tasks.spawn(crate::cluster::forward::serve(state.clone(), endpoint));
     }
+    // Hooked up before desktops and browsers are accepted, so that no connect, status
+    // or change goes unannounced.
+    crate::cluster::spawn(&state, &mut tasks, stopped.clone());
     tasks.spawn(accept_loop(state.clone(), endpoint.clone()));
     let app = http::router(state.clone());
     tasks.spawn(crate::httpd::serve(
@@ -386,7 +395,7 @@ async fn handle_incoming(state: Arc<RelayState>, incoming: quinn::Incoming) {
             }
         }
         Some(DESKTOP_ALPN) => match connecting.await {
-            Ok(conn) => desktop::serve(state, crate::link::DesktopLink::quic(conn)).await,
+            Ok(conn) => desktop::serve(state, conn).await,
             Err(err) => debug!(%err, "desktop connection failed"),
         },
         _ => debug!("connection without a known ALPN"),

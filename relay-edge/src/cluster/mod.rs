@@ -9,10 +9,17 @@
 
 pub mod forward;
 pub mod peer;
+pub mod shared;
+mod tasks;
+
+pub use tasks::spawn;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
 
 use crate::config::RelayConfig;
 use crate::registry::Registry;
@@ -156,7 +163,27 @@ pub struct Cluster {
     node: NodeName,
     registry: Arc<Registry>,
     forward_addr: RwLock<Option<SocketAddr>>,
+    /// Redis, when clustered.
+    shared: Option<Arc<shared::Shared>>,
+    /// Writes the background task makes for the hot path (stream counts, uncounts), so
+    /// that a stream ending does not wait for Redis.
+    outbox: mpsc::UnboundedSender<Outbox>,
+    outbox_rx: Mutex<Option<mpsc::UnboundedReceiver<Outbox>>>,
 }
+
+/// A write to Redis left to the cluster's background task.
+#[derive(Debug)]
+pub(crate) enum Outbox {
+    /// This node's count of the user's open streams changed.
+    Streams(String),
+    /// An action counted on (user, day) never reached the device.
+    Uncount(String, String),
+}
+
+/// The cluster could not be joined at start.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster: {0}")]
+pub struct ClusterStartError(#[from] pub shared::RedisError);
 
 /// The forward address of a node that does not accept forwarded streams.
 const NO_FORWARD: SocketAddr =
@@ -165,11 +192,46 @@ const NO_FORWARD: SocketAddr =
 impl Cluster {
     /// A single node named `node`, answering from `registry` alone.
     pub fn single(node: NodeName, registry: Arc<Registry>) -> Self {
+        let (outbox, outbox_rx) = mpsc::unbounded_channel();
         Cluster {
             node,
             registry,
             forward_addr: RwLock::new(None),
+            shared: None,
+            outbox,
+            outbox_rx: Mutex::new(Some(outbox_rx)),
         }
+    }
+
+    /// Joins the cluster in `config`'s `[cluster] redis_url` (a single node without
+    /// one): connects to Redis, subscribes to the channels, and clears what this node
+    /// (by name) left there before a restart. A device map entry lives
+    /// `3 × heartbeat_secs` without a refresh.
+    pub async fn join(
+        config: &RelayConfig,
+        node: NodeName,
+        registry: Arc<Registry>,
+    ) -> Result<Self, ClusterStartError> {
+        let mut cluster = Cluster::single(node.clone(), registry);
+        let Some(url) = &config.cluster.redis_url else {
+            return Ok(cluster);
+        };
+        let ttl = Duration::from_secs(3 * u64::from(config.heartbeat_secs.max(1)));
+        let shared = shared::Shared::connect(url, node, ttl).await?;
+        let cleared = shared.clear_own().await?;
+        tracing::info!(node = %cluster.node, cleared, "joined the relay cluster");
+        cluster.shared = Some(Arc::new(shared));
+        Ok(cluster)
+    }
+
+    /// Redis, when clustered.
+    pub fn shared(&self) -> Option<&Arc<shared::Shared>> {
+        self.shared.as_ref()
+    }
+
+    /// Where writes for the background task go, when clustered.
+    pub(crate) fn outbox_sender(&self) -> Option<mpsc::UnboundedSender<Outbox>> {
+        self.shared.as_ref().map(|_| self.outbox.clone())
     }
 
     /// This node's name.
@@ -179,7 +241,7 @@ impl Cluster {
 
     /// Whether the relay shares state with other nodes (a `redis_url` is configured).
     pub fn is_clustered(&self) -> bool {
-        false
+        self.shared.is_some()
     }
 
     /// Records where this node accepts forwarded streams (the forwarding listener calls
@@ -209,7 +271,25 @@ impl Cluster {
                 generation,
             }));
         }
-        Ok(None)
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        match shared.placement(device_id).await {
+            // An entry naming this node for a device not connected here is stale (its
+            // removal is under way, or this node restarted): not online.
+            Ok(Some(placement)) if placement.node == self.node => Ok(None),
+            Ok(found) => Ok(found),
+            Err(err) => {
+                tracing::debug!(%err, device_id, "device map unavailable");
+                Err(ClusterUnavailable)
+            }
+        }
+    }
+
+    /// Whether `device_id` is online anywhere in the cluster (for status snapshots); a
+    /// device not connected here counts as offline while Redis is down.
+    pub async fn is_online(&self, device_id: &str) -> bool {
+        matches!(self.locate(device_id).await, Ok(Some(_)))
     }
 }
 

@@ -1,0 +1,318 @@
+//! The cluster's background tasks (when clustered): one writes to Redis what this node
+//! holds (placements, presence, invalidations, stream counts), refreshing it every
+//! third of the device TTL and at once after Redis (re)connects; the other reads the
+//! channels and applies what other nodes published (status events, dropped cache
+//! entries, cut sessions and desktops).
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::Outbox;
+use super::shared::{
+    INVALIDATE_CHANNEL, InvalidationMessage, PRESENCE_CHANNEL, PresenceMessage, Shared,
+};
+use crate::facts::Invalidation;
+use crate::registry::RegistryChange;
+use crate::state::RelayState;
+
+/// Hooks the registry, the status events and the facts cache to the cluster and
+/// starts its tasks on `tasks`. Nothing when the relay is a single node.
+pub fn spawn(state: &Arc<RelayState>, tasks: &mut JoinSet<()>, stopped: watch::Receiver<bool>) {
+    let Some(shared) = state.cluster.shared().cloned() else {
+        return;
+    };
+    let Some(outbox) = state
+        .cluster
+        .outbox_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    else {
+        return;
+    };
+    let (registry_tx, registry_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (facts_tx, facts_rx) = mpsc::unbounded_channel();
+    state.devices.registry.watch(registry_tx);
+    state.devices.events.announce_to(events_tx);
+    state.store.facts().announce_to(facts_tx);
+    if let Some(outbox) = state.cluster.outbox_sender() {
+        state.actions.announce_to(outbox);
+    }
+    state.accounts.logins.share(shared.clone());
+    let channels = Channels {
+        registry: registry_rx,
+        events: events_rx,
+        facts: facts_rx,
+        outbox,
+    };
+    tasks.spawn(write_loop(
+        state.clone(),
+        shared.clone(),
+        channels,
+        stopped.clone(),
+    ));
+    tasks.spawn(read_loop(state.clone(), shared, stopped));
+}
+
+struct Channels {
+    registry: mpsc::UnboundedReceiver<RegistryChange>,
+    events: mpsc::UnboundedReceiver<(String, aisa_tunnel::Envelope)>,
+    facts: mpsc::UnboundedReceiver<Invalidation>,
+    outbox: mpsc::UnboundedReceiver<Outbox>,
+}
+
+/// Writes what this node holds, in order, so that a removal is never overtaken by a
+/// refresh of the same connection.
+async fn write_loop(
+    state: Arc<RelayState>,
+    shared: Arc<Shared>,
+    mut channels: Channels,
+    mut stopped: watch::Receiver<bool>,
+) {
+    use fred::interfaces::EventInterface;
+    let mut reconnects = shared.client().reconnect_rx();
+    let mut refresh =
+        tokio::time::interval((shared.device_ttl / 3).max(std::time::Duration::from_millis(200)));
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let node = shared.node().to_string();
+    loop {
+        tokio::select! {
+            Some(change) = channels.registry.recv() => apply_change(&state, &shared, change).await,
+            Some((user_id, event)) = channels.events.recv() => {
+                let aisa_tunnel::Body::DeviceStatus { online, node_version, .. } = &event.body else {
+                    continue;
+                };
+                let message = PresenceMessage {
+                    node: node.clone(),
+                    user_id,
+                    device_id: event.device_id.clone(),
+                    online: *online,
+                    node_version: node_version.clone(),
+                };
+                if let Err(err) = shared.publish(PRESENCE_CHANNEL, &message).await {
+                    warn!(%err, "presence not published to the cluster");
+                }
+            }
+            Some(change) = channels.facts.recv() => {
+                let message = InvalidationMessage { node: node.clone(), change };
+                if let Err(err) = shared.publish(INVALIDATE_CHANNEL, &message).await {
+                    warn!(%err, "invalidation not published to the cluster; others see it within their cache TTL");
+                }
+            }
+            Some(write) = channels.outbox.recv() => apply_write(&state, &shared, write).await,
+            _ = refresh.tick() => reregister(&state, &shared).await,
+            Ok(server) = reconnects.recv() => {
+                info!(%server, "Redis (re)connected: writing this node's devices and counts again");
+                reregister(&state, &shared).await;
+            }
+            _ = stopping(&mut stopped) => return,
+        }
+    }
+}
+
+async fn apply_change(state: &RelayState, shared: &Shared, change: RegistryChange) {
+    match change {
+        RegistryChange::Online {
+            device_id,
+            user_id,
+            generation,
+        } => {
+            let addr = state.cluster.forward_addr().unwrap_or(super::NO_FORWARD);
+            match shared.place(&device_id, &user_id, generation, addr).await {
+                Ok(true) => {
+                    if let Err(err) = shared.remember(vec![device_id]).await {
+                        debug!(%err, "node's device set not updated");
+                    }
+                }
+                Ok(false) => {
+                    info!(%device_id, "a later connection of this device holds it elsewhere")
+                }
+                Err(err) => {
+                    warn!(%err, %device_id, "device not placed in Redis yet; retried at the next refresh")
+                }
+            }
+        }
+        RegistryChange::Offline {
+            device_id,
+            generation,
+        } => {
+            if let Err(err) = shared.unplace(&device_id, Some(generation)).await {
+                warn!(%err, %device_id, "device not removed from Redis; its entry expires with its TTL");
+            }
+        }
+    }
+}
+
+async fn apply_write(state: &RelayState, shared: &Shared, write: Outbox) {
+    let result = match &write {
+        Outbox::Streams(user_id) => {
+            let open = state.limits.streams_per_user.open_for(user_id);
+            shared.set_streams(user_id, open).await
+        }
+        Outbox::Uncount(user_id, day) => shared.uncount(user_id, day).await,
+    };
+    if let Err(err) = result {
+        debug!(%err, ?write, "cluster write failed");
+    }
+}
+
+/// Writes every placement and stream count this node holds (their TTLs start again):
+/// the periodic refresh, and the re-registration after Redis lost its data.
+async fn reregister(state: &RelayState, shared: &Shared) {
+    let addr = state.cluster.forward_addr().unwrap_or(super::NO_FORWARD);
+    let mut placed = Vec::new();
+    for (device_id, p) in state.devices.registry.placements() {
+        // Gone since the snapshot: its removal is queued after this.
+        if state.devices.registry.generation(&device_id) != Some(p.generation) {
+            continue;
+        }
+        match shared
+            .place(&device_id, &p.user_id, p.generation, addr)
+            .await
+        {
+            Ok(_) => placed.push(device_id),
+            Err(err) => {
+                debug!(%err, "refresh stopped: Redis unavailable");
+                return;
+            }
+        }
+    }
+    if let Err(err) = shared.remember(placed).await {
+        debug!(%err, "node's device set not refreshed");
+    }
+    for (user_id, open) in state.limits.streams_per_user.snapshot() {
+        if let Err(err) = shared.set_streams(&user_id, open).await {
+            debug!(%err, "stream counts not refreshed");
+            return;
+        }
+    }
+}
+
+/// Applies what the other nodes publish.
+async fn read_loop(
+    state: Arc<RelayState>,
+    shared: Arc<Shared>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    use fred::interfaces::EventInterface;
+    let mut messages = shared.subscriber().message_rx();
+    let node = shared.node().to_string();
+    loop {
+        let message = tokio::select! {
+            m = messages.recv() => m,
+            _ = stopping(&mut stopped) => return,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                warn!(
+                    missed = n,
+                    "cluster messages missed (this node fell behind)"
+                );
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        let Ok(body) = message.value.convert::<String>() else {
+            continue;
+        };
+        match &*message.channel {
+            PRESENCE_CHANNEL => match serde_json::from_str::<PresenceMessage>(&body) {
+                Ok(p) if p.node != node => {
+                    let version = (!p.node_version.is_empty()).then_some(p.node_version.as_str());
+                    state.devices.events.deliver(
+                        &p.user_id,
+                        &crate::events::device_status(&p.device_id, p.online, version),
+                    );
+                }
+                Ok(_) => {}
+                Err(err) => debug!(%err, "unreadable presence message"),
+            },
+            INVALIDATE_CHANNEL => match serde_json::from_str::<InvalidationMessage>(&body) {
+                Ok(m) if m.node != node => {
+                    state.store.facts().apply(&m.change);
+                    tokio::spawn(enforce(state.clone(), m.change));
+                }
+                Ok(_) => {}
+                Err(err) => debug!(%err, "unreadable invalidation message"),
+            },
+            _ => {}
+        }
+    }
+}
+
+/// Cuts what a change made on another node revokes here: the sessions using a user's
+/// revoked tokens (or all of a disabled or deleted user's), and a revoked or deleted
+/// device's connection.
+async fn enforce(state: Arc<RelayState>, change: Invalidation) {
+    match change {
+        Invalidation::User(user_id) => revoke_sessions(&state, &user_id, None).await,
+        Invalidation::UserEmail(email) => {
+            if let Ok(Some(user)) = state.store.user_by_email(&email).await {
+                let user_id = user.id.clone();
+                revoke_sessions(&state, &user_id, Some(user)).await;
+            }
+        }
+        Invalidation::Device(device_id) => check_device(&state, &device_id).await,
+        Invalidation::DevicesOf(user_id) => {
+            for (device_id, placed) in state.devices.registry.placements() {
+                if placed.user_id == user_id {
+                    check_device(&state, &device_id).await;
+                }
+            }
+        }
+        Invalidation::Plan(_) => {}
+    }
+}
+
+async fn revoke_sessions(state: &RelayState, user_id: &str, known: Option<crate::store::User>) {
+    if !state.sessions.users().iter().any(|u| u == user_id) {
+        return;
+    }
+    let user = match known {
+        Some(user) => Some(user),
+        None => match state.store.user(user_id).await {
+            Ok(user) => user,
+            Err(err) => {
+                warn!(%err, %user_id, "could not read the changed user; the sweep retries");
+                return;
+            }
+        },
+    };
+    let (generation, why) = match &user {
+        None => (i64::MAX, "the account was deleted"),
+        Some(u) if u.disabled => (i64::MAX, "the account was disabled"),
+        Some(u) => (u.token_generation, "the access token was revoked"),
+    };
+    let closed = state.sessions.revoke(user_id, generation, why);
+    if closed > 0 {
+        info!(%user_id, closed, why, "sessions closed on another node's word");
+        crate::metrics::refused("token_revoked");
+    }
+}
+
+async fn check_device(state: &RelayState, device_id: &str) {
+    let Some(online) = state.devices.registry.get(device_id) else {
+        return;
+    };
+    match state.store.device(device_id).await {
+        Ok(Some(device)) if !device.revoked => {}
+        Ok(_) => {
+            info!(%device_id, "device revoked on another node: closing its connection");
+            online.connection.close(
+                crate::desktop::CLOSE_REVOKED,
+                b"unauthenticated: this device was revoked",
+            );
+        }
+        Err(err) => warn!(%err, %device_id, "could not read the changed device"),
+    }
+}
+
+/// Resolves once the relay is stopping (the guard `wait_for` gives is not `Send`).
+async fn stopping(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}

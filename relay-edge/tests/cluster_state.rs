@@ -1,0 +1,900 @@
+//! Relays sharing state through Redis (`[cluster] redis_url`): two relay nodes in this
+//! process, one SQLite database, and a real `redis-server` started by the test (one
+//! server, or a 3-master Redis Cluster made with `redis-cli --cluster create`), all on
+//! loopback.
+//!
+//! Shown here: a browser's status events on one node see a desktop on the other come
+//! and go; a device revoked or a user signed out everywhere on one node is cut on the
+//! other within a second (with the periodic sweep switched off, so only pub/sub can do
+//! it); per-user stream and daily action counts and sign-in limits hold across nodes;
+//! Redis killed and restarted: the nodes write their devices again, and during the
+//! outage `locate` fails for a device on another node while a local one is still
+//! found; a starting node clears only its own entries.
+//!
+//! Uses the Redis servers scripts/services.sh started (`AISA_TEST_REDIS`,
+//! `AISA_TEST_REDIS_CLUSTER`) when set, otherwise starts its own; the restart and
+//! start-up tests always start their own. Needs `redis-server` and `redis-cli`
+//! (scripts/prereqs.sh installs them); without them the tests fail, unless
+//! `AISA_TEST_REDIS_OPTIONAL=1` says to skip them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the panic
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use aisa_relay::cluster::{ClusterUnavailable, NodeName};
+use aisa_relay::config::ClusterConfig;
+use aisa_relay::limits::{PlacesRefused, take_stream_places};
+use aisa_relay::{RelayConfig, RelayHandle};
+use aisa_tunnel::io::{read_frame, write_frame};
+use aisa_tunnel::{Body, Envelope, Hello, MAX_FRAME_LEN, OpenHeader, StreamKind};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+const PASSWORD: &str = "correct horse battery";
+const SECRET: &str = "0123456789abcdef0123456789abcdef-cluster-test";
+
+// ---------------------------------------------------------------- Redis fixtures
+
+fn have_redis() -> bool {
+    let found = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("AISA_TEST_REDIS_OPTIONAL").is_ok(),
+            "redis-server is not installed (scripts/prereqs.sh installs it)"
+        );
+        eprintln!("redis-server missing: skipped");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One `redis-server` process on loopback.
+struct Server {
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+}
+
+impl Server {
+    fn start(dir: &Path, extra: &[&str]) -> Server {
+        let port = free_port();
+        let dir = dir.join(format!("redis-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut args: Vec<String> = [
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut server = Server {
+            port,
+            dir,
+            args,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--dir"])
+            .arg(&self.dir)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if self.cli(&["PING"]).trim() == "PONG" {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server on {} did not answer", self.port);
+    }
+
+    /// Kills the server (its data is gone: nothing is saved).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A single Redis, or a 3-master Redis Cluster.
+struct Redis {
+    servers: Vec<Server>,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// The one scripts/services.sh started (`$var`), else one of this test's own.
+    fn shared(var: &str, own: fn() -> Redis) -> Redis {
+        match std::env::var(var) {
+            Ok(url) => Redis {
+                servers: Vec::new(),
+                url,
+                _dir: tempfile::tempdir().unwrap(),
+            },
+            Err(_) => own(),
+        }
+    }
+
+    fn single() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path(), &[]);
+        let url = format!("redis://127.0.0.1:{}", server.port);
+        Redis {
+            servers: vec![server],
+            url,
+            _dir: dir,
+        }
+    }
+
+    fn cluster() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let servers: Vec<Server> = (0..3)
+            .map(|i| {
+                let config = format!("nodes-{i}.conf");
+                Server::start(
+                    dir.path(),
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &config,
+                        "--cluster-node-timeout",
+                        "2000",
+                    ],
+                )
+            })
+            .collect();
+        let addrs: Vec<String> = servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create runs");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + WAIT;
+        while !servers
+            .iter()
+            .all(|s| s.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        {
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let url = format!(
+            "redis-cluster://{}?node={}&node={}",
+            addrs[0], addrs[1], addrs[2]
+        );
+        Redis {
+            servers,
+            url,
+            _dir: dir,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- relay fixtures
+
+/// Two relay nodes sharing one database and one Redis.
+struct Nodes {
+    a: RelayHandle,
+    b: RelayHandle,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+fn config(dir: &Path, node: &str, redis_url: &str, db: &str) -> RelayConfig {
+    let data_dir = dir.join(node);
+    std::fs::create_dir_all(&data_dir).unwrap();
+    RelayConfig {
+        quic_listen: ([127, 0, 0, 1], 0).into(),
+        http_listen: ([127, 0, 0, 1], 0).into(),
+        data_dir,
+        database_url: Some(db.to_owned()),
+        jwt_secret: Some(SECRET.into()),
+        // Only pub/sub can cut sessions within the test's second.
+        revocation_check_secs: 3600,
+        heartbeat_secs: 2,
+        login_max_failures: 3,
+        cluster: ClusterConfig {
+            redis_url: Some(redis_url.to_owned()),
+            node_name: Some(node.to_owned()),
+            ..ClusterConfig::default()
+        },
+        ..RelayConfig::default()
+    }
+}
+
+impl Nodes {
+    /// Nodes `node-a` and `node-b` (with `suffix`: `node-a-SUFFIX`…, so that tests
+    /// sharing one Redis do not clear each other's entries).
+    async fn start(redis: &Redis, suffix: &str) -> Nodes {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("relay.db").display()
+        );
+        let a = aisa_relay::start(config(
+            dir.path(),
+            &format!("node-a{suffix}"),
+            &redis.url,
+            &db,
+        ))
+        .await
+        .expect("node a starts");
+        let b = aisa_relay::start(config(
+            dir.path(),
+            &format!("node-b{suffix}"),
+            &redis.url,
+            &db,
+        ))
+        .await
+        .expect("node b starts");
+        assert!(a.state.cluster.is_clustered());
+        Nodes {
+            a,
+            b,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn post(&self, relay: &RelayHandle, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("http://{}{path}", relay.http_addr))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Signs up on node a; returns the answer (token, refresh_token, user_id).
+    async fn user(&self, email: &str) -> Value {
+        let (status, reply) = self
+            .post(
+                &self.a,
+                "/api/auth/signup",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, 201, "{reply}");
+        reply
+    }
+
+    /// Enrolls a device (through node a); returns (device id, device token).
+    async fn device(&self, email: &str) -> (String, String) {
+        let (status, reply) = self
+            .post(
+                &self.a,
+                "/api/devices/enroll",
+                json!({"email": email, "password": PASSWORD, "name": "laptop"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{reply}");
+        (
+            reply["device_id"].as_str().unwrap().to_owned(),
+            reply["device_token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn stop(self) {
+        self.a.shutdown(Duration::from_millis(100)).await;
+        self.b.shutdown(Duration::from_millis(100)).await;
+    }
+}
+
+/// A desktop connected to `relay` (HELLO answered with WELCOME).
+struct Desktop {
+    _endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    _control: (quinn::SendStream, quinn::RecvStream),
+}
+
+async fn desktop(relay: &RelayHandle, device_token: &str) -> Desktop {
+    let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
+    let conn = endpoint
+        .connect_with(
+            aisa_node::node::client_config(Some(relay.cert_sha256())),
+            relay.quic_addr,
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .expect("desktop connects");
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let hello = Hello {
+        device_token: device_token.to_owned(),
+        node_version: "0.1.0".into(),
+        identity_key: vec![1; 32],
+    };
+    write_frame(&mut send, &hello.encode(), MAX_FRAME_LEN)
+        .await
+        .unwrap();
+    let reply = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+        .await
+        .expect("an answer in time")
+        .unwrap()
+        .unwrap();
+    let reply = Envelope::decode(&reply).unwrap();
+    assert!(matches!(reply.body, Body::Welcome { .. }), "{reply:?}");
+    Desktop {
+        _endpoint: endpoint,
+        conn,
+        _control: (send, recv),
+    }
+}
+
+async fn browser(relay: &RelayHandle) -> wtransport::Connection {
+    let config = wtransport::ClientConfig::builder()
+        .with_bind_default()
+        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(relay.cert_sha256())])
+        .build();
+    wtransport::Endpoint::client(config)
+        .unwrap()
+        .connect(format!("https://127.0.0.1:{}/wt", relay.quic_addr.port()))
+        .await
+        .unwrap()
+}
+
+/// A status-event stream opened with `token`.
+async fn status_stream(
+    session: &wtransport::Connection,
+    token: &str,
+) -> (wtransport::SendStream, wtransport::RecvStream) {
+    let (mut send, recv) = session.open_bi().await.unwrap().await.unwrap();
+    let header = OpenHeader {
+        device_id: String::new(),
+        kind: StreamKind::Control,
+        token: token.to_owned(),
+        e2e: None,
+    };
+    write_frame(&mut send, &header.encode(), MAX_FRAME_LEN)
+        .await
+        .unwrap();
+    (send, recv)
+}
+
+async fn next_event(recv: &mut wtransport::RecvStream) -> Envelope {
+    let frame = tokio::time::timeout(WAIT, read_frame(recv, MAX_FRAME_LEN))
+        .await
+        .expect("an event in time")
+        .expect("read")
+        .expect("an event, not the end");
+    Envelope::decode(&frame).unwrap()
+}
+
+fn online(event: &Envelope) -> Option<bool> {
+    match event.body {
+        Body::DeviceStatus { online, .. } => Some(online),
+        _ => None,
+    }
+}
+
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+// ---------------------------------------------------------------- the tests
+
+fn unique() -> String {
+    format!("-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn presence_is_seen_across_nodes(redis: Redis) {
+    let suffix = unique();
+    let nodes = Nodes::start(&redis, &suffix).await;
+    let user = nodes.user("ada@example.com").await;
+    let token = user["token"].as_str().unwrap();
+    let (device_id, device_token) = nodes.device("ada@example.com").await;
+
+    // A browser watches on node b; the desktop is not connected yet.
+    let session = browser(&nodes.b).await;
+    let (_send, mut events) = status_stream(&session, token).await;
+    let first = next_event(&mut events).await;
+    assert_eq!(
+        (first.device_id.as_str(), online(&first)),
+        (device_id.as_str(), Some(false))
+    );
+    assert_eq!(
+        next_event(&mut events).await.body,
+        Body::StatusSnapshotEnd { devices: 1 }
+    );
+    assert_eq!(nodes.b.state.cluster.locate(&device_id).await, Ok(None));
+
+    // It connects to node a: b's browser sees it come, and b locates it on a.
+    let desktop = desktop(&nodes.a, &device_token).await;
+    let came = next_event(&mut events).await;
+    assert_eq!(
+        (came.device_id.as_str(), online(&came)),
+        (device_id.as_str(), Some(true))
+    );
+    let placement = nodes
+        .b
+        .state
+        .cluster
+        .locate(&device_id)
+        .await
+        .unwrap()
+        .expect("placed");
+    assert_eq!(
+        placement.node,
+        NodeName::new(&format!("node-a{suffix}")).unwrap()
+    );
+    assert!(!nodes.b.state.cluster.is_local(&placement));
+    let here = nodes
+        .a
+        .state
+        .cluster
+        .locate(&device_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(nodes.a.state.cluster.is_local(&here));
+    assert_eq!(here.generation, placement.generation);
+
+    // A snapshot taken on b now says online too.
+    let (_send2, mut later) = status_stream(&session, token).await;
+    assert_eq!(online(&next_event(&mut later).await), Some(true));
+
+    // It goes: b's browser sees it go, and the map forgets it.
+    desktop.conn.close(0u32.into(), b"bye");
+    let went = next_event(&mut events).await;
+    assert_eq!(
+        (went.device_id.as_str(), online(&went)),
+        (device_id.as_str(), Some(false))
+    );
+    let (b, id) = (&nodes.b, device_id.as_str());
+    eventually("the device map forgets the device", || async move {
+        b.state.cluster.locate(id).await == Ok(None)
+    })
+    .await;
+    nodes.stop().await;
+}
+
+async fn revocations_cut_on_every_node_within_a_second(redis: Redis) {
+    let nodes = Nodes::start(&redis, &unique()).await;
+    let user = nodes.user("bo@example.com").await;
+    let token = user["token"].as_str().unwrap();
+    let refresh = user["refresh_token"].as_str().unwrap();
+    let (device_id, device_token) = nodes.device("bo@example.com").await;
+
+    // The desktop on a; revoked through b's API.
+    let desktop = desktop(&nodes.a, &device_token).await;
+    let revoke = nodes
+        .http
+        .delete(format!(
+            "http://{}/api/devices/{device_id}",
+            nodes.b.http_addr
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status().as_u16(), 204);
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(1), desktop.conn.closed())
+        .await
+        .expect("the desktop on node a is cut within a second");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, aisa_relay::desktop::CLOSE_REVOKED.into())
+        }
+        other => panic!("closed otherwise: {other}"),
+    }
+    eprintln!("device cut on the other node after {:?}", started.elapsed());
+
+    // A browser session on a uses the token; signing out everywhere on b cuts it.
+    let session = browser(&nodes.a).await;
+    let (_send, mut events) = status_stream(&session, token).await;
+    next_event(&mut events).await; // the session is now known to use the token
+    let (status, _) = nodes
+        .post(
+            &nodes.b,
+            "/api/auth/logout",
+            json!({"refresh_token": refresh, "everywhere": true}),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(1), session.closed())
+        .await
+        .expect("the browser session on node a is cut within a second");
+    eprintln!(
+        "session cut on the other node after {:?}",
+        started.elapsed()
+    );
+    nodes.stop().await;
+}
+
+async fn shared_counters_enforce_a_plan_across_nodes(redis: Redis) {
+    let nodes = Nodes::start(&redis, &unique()).await;
+    let user = nodes.user("cy@example.com").await;
+    let user_id = user["user_id"].as_str().unwrap().to_owned();
+    let (a, b) = (&nodes.a.state, &nodes.b.state);
+    let trips = |s: &aisa_relay::RelayState| {
+        s.cluster
+            .shared()
+            .unwrap()
+            .counts
+            .commands
+            .load(Ordering::SeqCst)
+    };
+
+    // At most 2 streams open at once, across both nodes; each take is one round trip.
+    let before = trips(a);
+    let s1 = take_stream_places(a, &user_id, 2, None)
+        .await
+        .expect("first, on a");
+    assert_eq!(trips(a) - before, 1, "one Redis round trip per stream");
+    let s2 = take_stream_places(b, &user_id, 2, None)
+        .await
+        .expect("second, on b");
+    assert!(matches!(
+        take_stream_places(a, &user_id, 2, None).await,
+        Err(PlacesRefused::Streams)
+    ));
+    assert!(matches!(
+        take_stream_places(b, &user_id, 2, None).await,
+        Err(PlacesRefused::Streams)
+    ));
+    // One ends on b: a may open one again (b's count is written by its background task).
+    drop(s2);
+    let uid = user_id.as_str();
+    eventually("b's closed stream frees a place", || async move {
+        match take_stream_places(a, uid, 2, None).await {
+            Ok(places) => {
+                drop(places);
+                true
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+    drop(s1);
+
+    // At most 3 actions a day, across both nodes (the day's count is seeded from the
+    // store once: two round trips for the first action, one after).
+    let before = trips(b);
+    let first = take_stream_places(b, &user_id, 10, Some(3))
+        .await
+        .expect("1");
+    assert!(trips(b) - before <= 2);
+    let before = trips(a);
+    let second = take_stream_places(a, &user_id, 10, Some(3))
+        .await
+        .expect("2");
+    assert_eq!(
+        trips(a) - before,
+        1,
+        "one round trip once the day is seeded"
+    );
+    let third = take_stream_places(b, &user_id, 10, Some(3))
+        .await
+        .expect("3");
+    assert!(matches!(
+        take_stream_places(a, &user_id, 10, Some(3)).await,
+        Err(PlacesRefused::Actions)
+    ));
+    assert!(matches!(
+        take_stream_places(b, &user_id, 10, Some(3)).await,
+        Err(PlacesRefused::Actions)
+    ));
+    // An action that never reached its device is given back, on every node.
+    b.actions
+        .uncount(&user_id, third.counted_day.as_deref().unwrap());
+    eventually("the uncount reaches the shared count", || async move {
+        match take_stream_places(a, uid, 10, Some(3)).await {
+            Ok(_) => true,
+            Err(PlacesRefused::Actions) => false,
+            Err(other) => panic!("{other:?}"),
+        }
+    })
+    .await;
+    drop((first, second, third));
+
+    // Sign-in failures count on every node: three on a, then b refuses.
+    for _ in 0..3 {
+        let (status, _) = nodes
+            .post(
+                &nodes.a,
+                "/api/auth/login",
+                json!({"email": "cy@example.com", "password": "wrong"}),
+            )
+            .await;
+        assert_eq!(status, 401);
+    }
+    let b_node = &nodes.b;
+    let nodes_ref = &nodes;
+    eventually("node b refuses the fourth sign-in", || async move {
+        let (status, _) = nodes_ref
+            .post(
+                b_node,
+                "/api/auth/login",
+                json!({"email": "cy@example.com", "password": PASSWORD}),
+            )
+            .await;
+        status == 429
+    })
+    .await;
+    nodes.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_redis_presence_is_seen_across_nodes() {
+    if have_redis() {
+        presence_is_seen_across_nodes(Redis::shared("AISA_TEST_REDIS", Redis::single)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_presence_is_seen_across_nodes() {
+    if have_redis() {
+        presence_is_seen_across_nodes(Redis::shared("AISA_TEST_REDIS_CLUSTER", Redis::cluster))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_redis_revocations_cut_on_every_node_within_a_second() {
+    if have_redis() {
+        revocations_cut_on_every_node_within_a_second(Redis::shared(
+            "AISA_TEST_REDIS",
+            Redis::single,
+        ))
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_revocations_cut_on_every_node_within_a_second() {
+    if have_redis() {
+        revocations_cut_on_every_node_within_a_second(Redis::shared(
+            "AISA_TEST_REDIS_CLUSTER",
+            Redis::cluster,
+        ))
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_redis_shared_counters_enforce_a_plan_across_nodes() {
+    if have_redis() {
+        shared_counters_enforce_a_plan_across_nodes(Redis::shared(
+            "AISA_TEST_REDIS",
+            Redis::single,
+        ))
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_shared_counters_enforce_a_plan_across_nodes() {
+    if have_redis() {
+        shared_counters_enforce_a_plan_across_nodes(Redis::shared(
+            "AISA_TEST_REDIS_CLUSTER",
+            Redis::cluster,
+        ))
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_the_nodes_register_again_and_locate_fails_meanwhile() {
+    if !have_redis() {
+        return;
+    }
+    let mut redis = Redis::single();
+    let nodes = Nodes::start(&redis, "").await;
+    nodes.user("di@example.com").await;
+    let (device_id, device_token) = nodes.device("di@example.com").await;
+    let desktop = desktop(&nodes.a, &device_token).await;
+    let (b, id) = (&nodes.b, device_id.as_str());
+    eventually("b locates the device on a", || async move {
+        matches!(b.state.cluster.locate(id).await, Ok(Some(_)))
+    })
+    .await;
+
+    // Redis dies (with everything in it).
+    redis.servers[0].kill();
+    let started = Instant::now();
+    assert_eq!(
+        nodes.b.state.cluster.locate(&device_id).await,
+        Err(ClusterUnavailable),
+        "a device on another node cannot be located"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let here = nodes.a.state.cluster.locate(&device_id).await;
+    assert!(
+        matches!(here, Ok(Some(_))),
+        "a local device still is: {here:?}"
+    );
+    // Local decisions go on: a stream place on a is taken from this node's counts.
+    let user_id = nodes
+        .a
+        .state
+        .store
+        .device(&device_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .user_id;
+    take_stream_places(&nodes.a.state, &user_id, 2, Some(5))
+        .await
+        .expect("local limits work without Redis");
+
+    // Redis is back, empty: node a writes its device again, b finds it.
+    redis.servers[0].spawn();
+    eventually(
+        "b locates the device again after the restart",
+        || async move {
+            matches!(b.state.cluster.locate(id).await, Ok(Some(p)) if p.node.as_str() == "node-a")
+        },
+    )
+    .await;
+    assert!(
+        redis.servers[0]
+            .cli(&["SMEMBERS", "aisa:relay:node:{node-a}:devices"])
+            .contains(&device_id),
+        "node a's set was written again"
+    );
+    // And the subscriptions are back: b sees the desktop leave.
+    let token = nodes
+        .post(
+            &nodes.b,
+            "/api/auth/login",
+            json!({"email": "di@example.com", "password": PASSWORD}),
+        )
+        .await
+        .1["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let session = browser(&nodes.b).await;
+    let (_send, mut events) = status_stream(&session, &token).await;
+    assert_eq!(online(&next_event(&mut events).await), Some(true));
+    next_event(&mut events).await; // the snapshot's end
+    desktop.conn.close(0u32.into(), b"bye");
+    assert_eq!(online(&next_event(&mut events).await), Some(false));
+    nodes.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_node_clears_only_its_own_entries() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::single();
+    let server = &redis.servers[0];
+    // What a crashed "node-a" and a live "node-z" left.
+    for (device, node) in [("dev-mine", "node-a"), ("dev-theirs", "node-z")] {
+        server.cli(&[
+            "HSET",
+            &format!("aisa:relay:device:{{{device}}}"),
+            "node",
+            node,
+            "addr",
+            "127.0.0.1:1",
+            "gen",
+            "1",
+            "user",
+            "u",
+        ]);
+        server.cli(&[
+            "SADD",
+            &format!("aisa:relay:node:{{{node}}}:devices"),
+            device,
+        ]);
+    }
+    // A device of node-a's that node-z took over since (a later connection) stays.
+    server.cli(&[
+        "HSET",
+        "aisa:relay:device:{dev-moved}",
+        "node",
+        "node-z",
+        "addr",
+        "127.0.0.1:1",
+        "gen",
+        "2",
+        "user",
+        "u",
+    ]);
+    server.cli(&["SADD", "aisa:relay:node:{node-a}:devices", "dev-moved"]);
+
+    let nodes = Nodes::start(&redis, "").await;
+    let exists = |device: &str| server.cli(&["EXISTS", &format!("aisa:relay:device:{{{device}}}")]);
+    assert_eq!(exists("dev-mine").trim(), "0", "node-a's own entry cleared");
+    assert_eq!(
+        exists("dev-theirs").trim(),
+        "1",
+        "another node's entry kept"
+    );
+    assert_eq!(
+        exists("dev-moved").trim(),
+        "1",
+        "an entry another node took over kept"
+    );
+    assert_eq!(
+        nodes
+            .b
+            .state
+            .cluster
+            .locate("dev-theirs")
+            .await
+            .unwrap()
+            .unwrap()
+            .node
+            .as_str(),
+        "node-z"
+    );
+    nodes.stop().await;
+}
