@@ -47,6 +47,9 @@ pub struct NodeConfig {
     /// (fetched from the relay at login; several allow key rotation).
     #[serde(default)]
     pub trusted_keys: Vec<crate::installer::market::PlatformKey>,
+    /// Self-update from signed release manifests (`[update]`, see [`crate::update`]).
+    #[serde(default)]
+    pub update: crate::update::UpdateConfig,
 }
 
 /// Which model to call, and where.

@@ -33,3 +33,4 @@ pub mod permissions;
 pub mod sandbox;
 pub mod scheduler;
 pub mod secrets;
+pub mod update;

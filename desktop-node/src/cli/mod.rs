@@ -5,8 +5,10 @@
 //! * [`keys`]: `desktop-node keys …`, and the secrets `login` and `run` read and write;
 //! * [`pair`]: `desktop-node pair` and `desktop-node browsers …`;
 //! * [`env`]: renamed environment variables (the old names still work, with a warning).
+//! * [`update`]: `desktop-node update` (signed self-update with rollback);
 
 pub mod apps;
 pub mod env;
 pub mod keys;
 pub mod pair;
+pub mod update;

@@ -95,6 +95,35 @@ enum Cmd {
         #[arg(long = "trusted-key", required = true, num_args = 1..)]
         trusted_keys: Vec<String>,
     },
+    /// Write the signed release manifest of a desktop-node build, for its self-update
+    /// (docs/desktop.md, "Updates"). Sign with a release key (`aisapp keygen`), not the
+    /// bundle-signing key.
+    Release {
+        /// The desktop-node binary of the release.
+        binary: PathBuf,
+        /// The release's version (semver).
+        #[arg(long)]
+        version: String,
+        /// Where nodes download the binary from.
+        #[arg(long)]
+        url: String,
+        /// The release key's secret key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The platform the binary is for, ARCH-OS (default: this machine's).
+        #[arg(long)]
+        platform: Option<String>,
+        /// The channel.
+        #[arg(long, default_value = "stable")]
+        channel: String,
+        /// The tunnel protocol the release speaks, MAJOR.MINOR (the binary's
+        /// `desktop-node version` prints it).
+        #[arg(long)]
+        protocol: String,
+        /// Where to write the signed manifest (publish it as CHANNEL/PLATFORM.json).
+        #[arg(short, long)]
+        out: PathBuf,
+    },
     /// Upload a bundle (or an app folder, packed on the way) to a relay's developer
     /// portal, which checks, signs and publishes it.
     Publish {
@@ -132,6 +161,48 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Sign { file, key, out } => sign(&file, &key, out),
         Cmd::Keygen { out } => keygen(&out),
         Cmd::Verify { file, trusted_keys } => verify(&file, &trusted_keys),
+        Cmd::Release {
+            binary,
+            version,
+            url,
+            key,
+            platform,
+            channel,
+            protocol,
+            out,
+        } => {
+            let bytes =
+                std::fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+            let release = aisa_miniapp::release::Release {
+                channel,
+                platform: platform.unwrap_or_else(aisa_miniapp::release::platform),
+                version,
+                url,
+                size: bytes.len() as u64,
+                sha256: aisa_miniapp::checksum::sha256_hex(&bytes),
+                protocol,
+                published_at: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            };
+            let signed = aisa_miniapp::release::sign(&release, &SecretKey::read_file(&key)?);
+            // Check what we wrote the way a node will.
+            let json = serde_json::to_vec_pretty(&signed)?;
+            let trusted = TrustedKeys::from_keys([SecretKey::read_file(&key)?.public_key()]);
+            aisa_miniapp::release::verify(&json, &trusted)?;
+            std::fs::write(&out, &json).with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "{}: desktop-node {} for {} on {}, {} bytes, sha256 {}, key {}",
+                out.display(),
+                release.version,
+                release.platform,
+                release.channel,
+                release.size,
+                release.sha256,
+                signed.key_id
+            );
+            Ok(())
+        }
         Cmd::Publish {
             path,
             relay,
