@@ -1,15 +1,13 @@
 //! `desktop-node`: the AI SuperApp agent on a person's own machine.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 mod cli;
 
 use aisa_node::ai::ProviderKind;
-use aisa_node::config::{AiConfig, Home, LimitsConfig, NodeConfig};
+use aisa_node::config::Home;
 use aisa_node::installer::Installer;
 use aisa_node::installer::market::Market;
 use aisa_node::node::{self, NodeContext, RelayTarget};
@@ -28,8 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Register this machine as a device of your account at a relay.
-    Login(LoginArgs),
+    /// Register this machine as a device of your account at a relay (prints a code to
+    /// approve in your browser; `--email` signs in with a password instead).
+    Login(cli::login::LoginArgs),
     /// Connect to the relay and run actions until stopped.
     Run(RunArgs),
     /// Manage installed mini-apps.
@@ -43,29 +42,6 @@ enum Command {
     /// Manage the browsers paired for end-to-end encryption.
     #[command(subcommand)]
     Browsers(cli::pair::BrowsersCommand),
-}
-
-#[derive(Args)]
-struct LoginArgs {
-    /// The relay's HTTP URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    relay: String,
-    /// Your account's email.
-    #[arg(long)]
-    email: String,
-    /// Read the password from standard input (otherwise from AISA_PASSWORD).
-    #[arg(long)]
-    password_stdin: bool,
-    /// A name for this device.
-    #[arg(long)]
-    name: Option<String>,
-    /// Pin this SHA-256 (hex) of the relay's certificate instead of the one the relay
-    /// reports; use `--webpki` for a relay with a public certificate.
-    #[arg(long, conflicts_with = "webpki")]
-    cert_sha256: Option<String>,
-    /// Verify the relay's certificate with the public web PKI.
-    #[arg(long)]
-    webpki: bool,
 }
 
 #[derive(Args)]
@@ -103,7 +79,7 @@ async fn async_main() -> anyhow::Result<()> {
     let log_dir = matches!(cli.command, Command::Run(_)).then(|| home.dir().join("logs"));
     let _log_guard = aisa_node::logs::init(log_dir.as_deref())?;
     match cli.command {
-        Command::Login(args) => login(&home, args).await,
+        Command::Login(args) => cli::login::login(&home, args).await,
         Command::Run(args) => run(&home, args).await,
         Command::Apps(cmd) => cli::apps::run(&home, cmd).await,
         Command::Keys(cmd) => cli::keys::run(&home, cmd),
@@ -122,103 +98,6 @@ fn parse_provider(text: &str) -> Result<ProviderKind, String> {
             "unknown provider {other:?}: openai, anthropic, google or local"
         )),
     }
-}
-
-async fn login(home: &Home, args: LoginArgs) -> anyhow::Result<()> {
-    let password = if args.password_stdin {
-        let mut p = String::new();
-        std::io::stdin().read_to_string(&mut p)?;
-        p.trim_end_matches(['\n', '\r']).to_owned()
-    } else {
-        std::env::var("AISA_PASSWORD").context(
-            "give the password on standard input with --password-stdin, or in AISA_PASSWORD",
-        )?
-    };
-    let name = args
-        .name
-        .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "my desktop".into()));
-    let relay = args.relay.trim_end_matches('/').to_owned();
-    let url = reqwest::Url::parse(&relay).with_context(|| format!("relay URL {relay:?}"))?;
-    let host = url
-        .host_str()
-        .context("the relay URL has no host")?
-        .to_owned();
-    let response = reqwest::Client::new()
-        .post(format!("{relay}/api/devices/enroll"))
-        .json(&serde_json::json!({ "email": args.email, "password": password, "name": name }))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the relay at {relay}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    if !status.is_success() {
-        bail!(
-            "the relay refused the login ({status}): {}",
-            body["error"].as_str().unwrap_or("no reason given")
-        );
-    }
-    let field = |name: &str| {
-        body[name]
-            .as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("the relay's answer lacks {name}"))
-    };
-    let device_id = field("device_id")?;
-    let token = field("device_token")?;
-    let quic_port = body["quic_port"]
-        .as_u64()
-        .context("the relay's answer lacks quic_port")?;
-    let reported_pin = field("cert_sha256")?;
-    let (cert_sha256, cert_pin_from_relay) = match (args.cert_sha256, args.webpki) {
-        (Some(pin), _) => (Some(pin), false),
-        (None, true) => (None, false),
-        (None, false) => (Some(reported_pin), true),
-    };
-    // The platform keys that sign marketplace bundles, pinned now like the certificate.
-    let trusted_keys = match Market::new(&relay).platform_keys().await {
-        Ok(keys) => keys,
-        Err(err) => {
-            eprintln!(
-                "warning: no platform signing keys from the relay ({err}); installs from its marketplace will be refused until the next login"
-            );
-            Vec::new()
-        }
-    };
-    let quic_host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.clone()
-    };
-    let config = NodeConfig {
-        relay_url: relay,
-        quic_addr: format!("{quic_host}:{quic_port}"),
-        server_name: if host.parse::<std::net::IpAddr>().is_ok() {
-            "localhost".into()
-        } else {
-            host
-        },
-        cert_sha256,
-        cert_pin_from_relay,
-        device_id: device_id.clone(),
-        ai: home
-            .load_config()
-            .map(|c| c.ai)
-            .unwrap_or_else(|_| AiConfig::default()),
-        limits: home
-            .load_config()
-            .map(|c| c.limits)
-            .unwrap_or_else(|_| LimitsConfig::default()),
-        trusted_keys,
-        secrets: home.load_config().map(|c| c.secrets).unwrap_or_default(),
-        e2e: home.load_config().map(|c| c.e2e).unwrap_or_default(),
-    };
-    cli::keys::save_login(home, &token)?;
-    home.save_config(&config)?;
-    println!(
-        "device {device_id} registered as {name:?}; settings in {}",
-        home.config_path().display()
-    );
-    Ok(())
 }
 
 async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
