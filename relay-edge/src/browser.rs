@@ -1,5 +1,12 @@
-//! A browser's WebTransport session: per stream, read the stream-open header, authorize,
-//! open a stream to the device, and splice.
+//! A browser's session: per stream, read the stream-open header, authorize, open a
+//! stream to the device, and splice.
+//!
+//! A session arrives over WebTransport (HTTP/3 on the UDP port, [`serve`]) or, where
+//! that cannot work (UDP blocked, a browser without WebTransport), over a WebSocket at
+//! [`WEBSOCKET_PATH`] on the HTTP port carrying tunnel's mux ([`crate::ws`]). Both are
+//! served by [`serve_session`], generic over the stream halves ([`BrowserConn`]): the
+//! same header rules, authorization, limits, refusals, splice and metrics (labelled
+//! with the transport).
 //!
 //! This is a driver: the header's rules (cap, time limit, version) are tunnel's
 //! `HeaderReader`, the decision is [`crate::authorize`], the copying is [`crate::splice`].
@@ -10,17 +17,107 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aisa_tunnel::io::{read_header, write_frame};
+use aisa_tunnel::mux::driver::MuxConnection;
 use aisa_tunnel::proto::{HEADER_TIMEOUT, Refusal};
 use aisa_tunnel::{Envelope, ErrorCode, OpenHeader, RelayHeader};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::auth::Claims;
 use crate::authorize::{Denied, Destination, Facts, Grant, authenticate, authorize, destination};
-use crate::splice;
+use crate::cluster::forward::DeviceAt;
+use crate::splice::{self, SpliceRecv, SpliceSend};
 use crate::state::{OpenGuard, RelayState};
 
 /// The path of the WebTransport endpoint.
 pub const WEBTRANSPORT_PATH: &str = "/wt";
+
+/// The path of the WebSocket endpoint (the browser's TCP path), on the HTTP port.
+pub const WEBSOCKET_PATH: &str = "/tunnel/browser";
+
+/// What carries a browser session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrowserTransport {
+    /// WebTransport over HTTP/3 (QUIC) on the UDP port.
+    WebTransport,
+    /// Tunnel's mux over a WebSocket on the HTTP port.
+    WebSocket,
+}
+
+impl BrowserTransport {
+    /// `webtransport` or `websocket`: the `transport` label of metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BrowserTransport::WebTransport => "webtransport",
+            BrowserTransport::WebSocket => "websocket",
+        }
+    }
+}
+
+/// A browser session's connection, to raise its stream limit and to close it (a
+/// revoked token closes every session that used it, [`crate::sessions`]).
+#[derive(Clone)]
+pub enum SessionConnection {
+    /// The QUIC connection under a WebTransport session.
+    Quic(quinn::Connection),
+    /// A mux connection over a WebSocket.
+    Mux(MuxConnection),
+}
+
+impl SessionConnection {
+    /// Closes the session with `code` and `reason` (a QUIC CONNECTION_CLOSE, a mux GOAWAY).
+    pub fn close(&self, code: u32, reason: &str) {
+        match self {
+            SessionConnection::Quic(conn) => conn.close(code.into(), reason.as_bytes()),
+            SessionConnection::Mux(conn) => conn.close(code, reason),
+        }
+    }
+
+    /// Lets the browser have `max` bidirectional streams open at once.
+    fn allow_streams(&self, max: u32) {
+        match self {
+            SessionConnection::Quic(conn) => conn.set_max_concurrent_bi_streams(max.into()),
+            SessionConnection::Mux(conn) => conn.set_max_incoming_streams(max as usize),
+        }
+    }
+}
+
+/// The streams of a browser session, whatever carries them: what [`serve_session`]
+/// needs of a transport.
+pub trait BrowserConn: Send + Sync + 'static {
+    /// The sending half of a stream.
+    type Send: SpliceSend + AsyncWrite + Unpin + 'static;
+    /// The receiving half of a stream.
+    type Recv: SpliceRecv + AsyncRead + Unpin + 'static;
+    /// The next stream the browser opens; `None` once the session is over.
+    fn accept_bi(&self) -> impl Future<Output = Option<(Self::Send, Self::Recv)>> + Send;
+}
+
+impl BrowserConn for wtransport::Connection {
+    type Send = wtransport::SendStream;
+    type Recv = wtransport::RecvStream;
+    async fn accept_bi(&self) -> Option<(Self::Send, Self::Recv)> {
+        match wtransport::Connection::accept_bi(self).await {
+            Ok(pair) => Some(pair),
+            Err(err) => {
+                debug!(%err, "session ended");
+                None
+            }
+        }
+    }
+}
+
+impl BrowserConn for MuxConnection {
+    type Send = aisa_tunnel::mux::driver::SendStream;
+    type Recv = aisa_tunnel::mux::driver::RecvStream;
+    async fn accept_bi(&self) -> Option<(Self::Send, Self::Recv)> {
+        let pair = MuxConnection::accept_bi(self).await;
+        if pair.is_none() {
+            debug!(closed = ?self.close_reason(), "session ended");
+        }
+        pair
+    }
+}
 
 /// Streams a browser may have open at once on its session, once one of its streams has
 /// authenticated.
@@ -37,7 +134,8 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 /// One browser session, shared by its streams.
 struct Session {
     id: u64,
-    connection: quinn::Connection,
+    transport: BrowserTransport,
+    connection: SessionConnection,
     /// Set once a stream of this session has presented a valid token.
     authenticated: AtomicBool,
     /// The last token a stream of this session presented that verified, with its
@@ -71,8 +169,7 @@ impl Session {
     /// [`BROWSER_STREAMS`] streams.
     fn authenticated(&self) {
         if !self.authenticated.swap(true, Ordering::Relaxed) {
-            self.connection
-                .set_max_concurrent_bi_streams(BROWSER_STREAMS.into());
+            self.connection.allow_streams(BROWSER_STREAMS);
         }
     }
 }
@@ -84,36 +181,57 @@ pub async fn serve(state: Arc<RelayState>, request: wtransport::endpoint::Sessio
         request.not_found().await;
         return;
     }
+    let remote = request.remote_address();
+    let wt = match request.accept().await {
+        Ok(s) => s,
+        Err(err) => {
+            debug!(%err, %remote, "session not established");
+            return;
+        }
+    };
+    let connection = SessionConnection::Quic(wt.quic_connection().clone());
+    serve_session(
+        state,
+        BrowserTransport::WebTransport,
+        remote,
+        connection,
+        wt,
+    )
+    .await;
+}
+
+/// Serves one browser session, over whichever transport, until it ends: each stream
+/// the browser opens is admitted (or refused) and spliced by the same code.
+pub async fn serve_session<C: BrowserConn>(
+    state: Arc<RelayState>,
+    transport: BrowserTransport,
+    remote: std::net::SocketAddr,
+    connection: SessionConnection,
+    conn: C,
+) {
     let session_id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-    let span = info_span!("browser", session_id, remote = %request.remote_address());
+    let span = info_span!("browser", session_id, %remote, transport = transport.as_str());
     async move {
-        let wt = match request.accept().await {
-            Ok(s) => s,
-            Err(err) => {
-                debug!(%err, "session not established");
-                return;
-            }
-        };
         let session = Arc::new(Session {
             id: session_id,
-            connection: wt.quic_connection().clone(),
+            transport,
+            connection,
             authenticated: AtomicBool::new(false),
             verified: TokenCache::default(),
         });
+        metrics::counter!("aisa_relay_browser_sessions_total", "transport" => transport.as_str())
+            .increment(1);
         let _open = OpenGuard::open(&state.traffic.browser_sessions);
         state.sessions.opened(session_id, session.connection.clone());
         let _registered = Registered(&state.sessions, session_id);
         let mut streams = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
-                accepted = wt.accept_bi() => match accepted {
-                    Ok((send, recv)) => {
+                accepted = conn.accept_bi() => match accepted {
+                    Some((send, recv)) => {
                         streams.spawn(serve_stream(state.clone(), session.clone(), send, recv).in_current_span());
                     }
-                    Err(err) => {
-                        debug!(%err, "session ended");
-                        break;
-                    }
+                    None => break,
                 },
                 Some(_) = streams.join_next(), if !streams.is_empty() => {}
             }
@@ -143,6 +261,9 @@ enum StreamRefused {
     Header(#[from] Refusal),
     #[error(transparent)]
     Denied(#[from] Denied),
+    /// The device is on another relay node and the stream could not be carried there.
+    #[error(transparent)]
+    Forward(#[from] crate::cluster::forward::ForwardError),
 }
 
 impl StreamRefused {
@@ -151,6 +272,7 @@ impl StreamRefused {
         match self {
             StreamRefused::Header(refused) => refused.code(),
             StreamRefused::Denied(denied) => denied.code(),
+            StreamRefused::Forward(forward) => forward.code(),
         }
     }
 
@@ -159,14 +281,15 @@ impl StreamRefused {
         match self {
             StreamRefused::Header(refused) => refused.reason(),
             StreamRefused::Denied(denied) => denied.reason(),
+            StreamRefused::Forward(forward) => forward.reason(),
         }
     }
 }
 
 /// Writes one ERROR for a refused stream (and counts it), then ends the stream.
-async fn refuse(
+async fn refuse<W: SpliceSend + AsyncWrite + Unpin>(
     state: &RelayState,
-    send: &mut wtransport::SendStream,
+    send: &mut W,
     code: ErrorCode,
     reason: &'static str,
     message: String,
@@ -179,16 +302,15 @@ async fn refuse(
         .await
         .is_ok()
     {
-        let _ = send.finish().await;
+        send.finish_stream().await;
     }
 }
 
-async fn serve_stream(
-    state: Arc<RelayState>,
-    session: Arc<Session>,
-    mut send: wtransport::SendStream,
-    mut recv: wtransport::RecvStream,
-) {
+async fn serve_stream<S, R>(state: Arc<RelayState>, session: Arc<Session>, mut send: S, mut recv: R)
+where
+    S: SpliceSend + AsyncWrite + Unpin,
+    R: SpliceRecv + AsyncRead + Unpin,
+{
     let stream = match admit(&state, &session, &mut recv).await {
         Ok(Admitted::Device(stream)) => stream,
         Ok(Admitted::StatusEvents {
@@ -209,12 +331,12 @@ async fn serve_stream(
                 refused.to_string(),
             )
             .await;
-            recv.quic_stream_mut().stop(0u32.into()).ok();
+            recv.stop_stream(0);
             return;
         }
     };
     let DeviceStream {
-        connection,
+        to,
         header,
         slot: _slot,
         counted_day,
@@ -222,6 +344,29 @@ async fn serve_stream(
     let uncount = || async {
         if let Some(day) = &counted_day {
             state.actions.uncount(&header.user_id, day);
+        }
+    };
+    let connection = match to {
+        DeviceAt::Here(connection) => connection,
+        // On another node: the stream is carried there, and that node opens the
+        // desktop's stream and writes the header; from here on it is spliced the same.
+        DeviceAt::Peer {
+            device_id,
+            placement,
+        } => {
+            match crate::cluster::forward::open_to(&state, &device_id, &placement, &header).await {
+                Ok(pair) => {
+                    return splice_to_device(&state, &session, &header, (recv, send), pair).await;
+                }
+                Err(refused) => {
+                    uncount().await;
+                    let refused = StreamRefused::from(refused);
+                    let (code, reason) = (refused.code(), refused.reason());
+                    refuse(&state, &mut send, code, reason, refused.to_string()).await;
+                    recv.stop_stream(0);
+                    return;
+                }
+            }
         }
     };
     let (mut d_send, d_recv) = match connection.open_bi().await {
@@ -233,7 +378,7 @@ async fn serve_stream(
             uncount().await;
             let err = Envelope::error(0, lost.code(), lost.to_string());
             let _ = write_frame(&mut send, &err.encode(), state.config.max_frame_len).await;
-            let _ = send.finish().await;
+            send.finish_stream().await;
             return;
         }
     };
@@ -242,14 +387,31 @@ async fn serve_stream(
         .is_err()
     {
         uncount().await;
-        send.reset(splice::PEER_GONE.into()).ok();
+        send.reset_stream(splice::PEER_GONE);
         return;
     }
+    splice_to_device(&state, &session, &header, (recv, send), (d_send, d_recv)).await;
+}
+
+/// Splices a granted browser stream to the device's stream (on this node's desktop
+/// connection, or forwarded to the node holding it) until both directions end.
+async fn splice_to_device<S: SpliceSend, R: SpliceRecv>(
+    state: &RelayState,
+    session: &Session,
+    header: &RelayHeader,
+    (recv, send): (R, S),
+    (d_send, d_recv): (crate::link::LinkSend, crate::link::LinkRecv),
+) {
     let kind = match header.kind {
         aisa_tunnel::StreamKind::Action => "action",
         aisa_tunnel::StreamKind::Control => "control",
     };
-    metrics::counter!("aisa_relay_streams_total", "kind" => kind).increment(1);
+    metrics::counter!(
+        "aisa_relay_streams_total",
+        "kind" => kind,
+        "transport" => session.transport.as_str()
+    )
+    .increment(1);
     let _open = OpenGuard::open(&state.traffic.open_streams);
     let observer = state.traffic.splice_observer();
     let ends = splice::splice(
@@ -280,7 +442,8 @@ enum Admitted {
 /// A stream granted to a device: the device's connection, the header it gets, and what
 /// the stream holds while it lives.
 struct DeviceStream {
-    connection: quinn::Connection,
+    /// Where the device is connected.
+    to: DeviceAt,
     header: RelayHeader,
     /// Counts against the user's concurrent-stream limit while the stream is open.
     slot: crate::limits::StreamSlot,
@@ -292,10 +455,10 @@ struct DeviceStream {
 /// Reads the stream-open header, gathers the facts [`authorize`] needs, asks it, and
 /// takes the places the grant reserves. Only the I/O is here; the decision is
 /// [`crate::authorize`]'s.
-async fn admit(
+async fn admit<R: AsyncRead + Unpin>(
     state: &RelayState,
     session: &Session,
-    recv: &mut wtransport::RecvStream,
+    recv: &mut R,
 ) -> Result<Admitted, StreamRefused> {
     // The header's own small cap and time limit (tunnel's `HeaderReader`): an announced
     // length over the cap is refused as soon as its four bytes are here, and nothing
@@ -344,6 +507,7 @@ async fn admit(
         }
     }
     let mut online = None;
+    let mut remote = Ok(None);
     match destination(&open) {
         Destination::StatusEvents => {
             facts.open_event_streams = state.limits.event_streams.open_for(&who.user_id);
@@ -355,9 +519,13 @@ async fn admit(
                 .await
                 .map_err(internal)?;
             online = state.devices.registry.get(device_id);
-            facts.device_online = online.is_some();
-            // The plan matters only for a device that is here to take the stream.
-            if online.is_some() {
+            if online.is_none() {
+                // Connected to another node of the cluster, perhaps.
+                remote = crate::cluster::forward::locate_elsewhere(state, device_id).await;
+            }
+            facts.device_online = online.is_some() || matches!(remote, Ok(Some(_)));
+            // The plan matters only for a device that is online to take the stream.
+            if facts.device_online {
                 facts.plan = state
                     .store
                     .cached_plan(&who.plan_id)
@@ -367,7 +535,13 @@ async fn admit(
             facts.open_streams = state.limits.streams_per_user.open_for(&who.user_id);
         }
     }
-    let grant = authorize(&open, session.id, &facts)?;
+    let grant = authorize(&open, session.id, &facts).map_err(|denied| match (denied, &remote) {
+        // Offline as far as this node can tell, because the cluster's directory is down.
+        (Denied::DeviceOffline { .. }, Err(unavailable)) => {
+            StreamRefused::from(unavailable.clone())
+        }
+        (denied, _) => denied.into(),
+    })?;
     match &grant {
         Grant::StatusEvents {
             user_id,
@@ -385,14 +559,19 @@ async fn admit(
             })
         }
         Grant::Device {
+            device_id,
             header,
             plan,
             max_streams,
             max_actions_per_day,
-            ..
         } => {
-            let Some(online) = online else {
-                return Err(Denied::Internal.into());
+            let to = match (online, remote) {
+                (Some(online), _) => DeviceAt::Here(online.connection),
+                (None, Ok(Some(placement))) => DeviceAt::Peer {
+                    device_id: device_id.clone(),
+                    placement,
+                },
+                _ => return Err(Denied::Internal.into()),
             };
             // In memory on a single node; in a cluster, the counts all nodes share
             // (one Redis round trip): `crate::limits::take_stream_places`.
@@ -417,7 +596,7 @@ async fn admit(
                     }
                 })?;
             Ok(Admitted::Device(DeviceStream {
-                connection: online.connection,
+                to,
                 header: header.clone(),
                 slot,
                 counted_day,

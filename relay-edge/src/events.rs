@@ -97,13 +97,16 @@ pub fn device_status(device_id: &str, online: bool, node_version: Option<&str>) 
 /// then one DEVICE_STATUS per change, until either side ends the stream or the browser
 /// falls too far behind. A browser that announced a version before
 /// [`Body::STATUS_SNAPSHOT_END_SINCE`] does not get the end marker.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S, R>(
     state: &RelayState,
     user_id: &str,
     version: aisa_tunnel::Version,
-    mut send: wtransport::SendStream,
-    mut recv: wtransport::RecvStream,
-) {
+    mut send: S,
+    mut recv: R,
+) where
+    S: crate::splice::SpliceSend + tokio::io::AsyncWrite + Unpin,
+    R: crate::splice::SpliceRecv,
+{
     let max = state.config.max_frame_len;
     // Subscribe before the snapshot, so that no change falls between the two.
     let mut events = state.devices.events.subscribe(user_id);
@@ -113,7 +116,7 @@ pub(crate) async fn serve(
             warn!(%err, "device list failed");
             let err = Envelope::error(0, ErrorCode::Internal, "the relay could not list devices");
             let _ = write_frame(&mut send, &err.encode(), max).await;
-            let _ = send.finish().await;
+            send.finish_stream().await;
             return;
         }
     };
@@ -133,7 +136,6 @@ pub(crate) async fn serve(
     if knows_end && write_frame(&mut send, &end.encode(), max).await.is_err() {
         return;
     }
-    let mut scratch = [0u8; 256];
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -144,13 +146,13 @@ pub(crate) async fn serve(
                 }
                 None => break,
             },
-            read = recv.read(&mut scratch) => match read {
+            read = recv.read_chunk(256) => match read {
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             },
         }
     }
-    let _ = send.finish().await;
+    send.finish_stream().await;
 }
 
 #[cfg(test)]

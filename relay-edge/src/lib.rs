@@ -12,7 +12,8 @@
 //! memory), [`actions`] (each user's actions today, counted in memory and written in
 //! batches), [`auth`] (passwords, tokens), [`cert`] (TLS identity), [`registry`] (connected
 //! devices), [`events`] (their status, pushed to browsers), [`desktop`] and [`browser`]
-//! (the two connection kinds), [`authorize`] (the pure decision whether a browser's
+//! (the two connection kinds), [`ws`] (a browser's session over a WebSocket, where
+//! WebTransport cannot work), [`authorize`] (the pure decision whether a browser's
 //! stream may go where it asks), [`splice`], [`http`] (API and web app), [`httpd`] (the
 //! HTTP server loop and its timeouts), [`proxy`] (the client's address behind trusted
 //! proxies), [`limits`] (rate and resource limits), [`sessions`] (open browser
@@ -54,6 +55,7 @@ pub mod signing;
 pub mod splice;
 pub mod state;
 pub mod store;
+pub mod ws;
 
 pub use config::RelayConfig;
 pub use server::{RelayHandle, start};

@@ -1,7 +1,7 @@
 //! Browser sessions open on this node, and which users' tokens each has used, so that
 //! revoking a user's access tokens closes the sessions that rely on them.
 //!
-//! A WebTransport session has no user of its own: every stream carries a token. When a
+//! A browser session (WebTransport, or the mux over a WebSocket) has no user of its own: every stream carries a token. When a
 //! stream's token is accepted, the session records the user and the token's generation
 //! (claim `generation`). When the user's tokens are revoked (signed out everywhere, a
 //! refresh token reused, the account disabled), the user's generation moves on, and every
@@ -17,7 +17,7 @@ use std::sync::Mutex;
 pub const CLOSE_TOKEN_REVOKED: u32 = 0x101;
 
 struct Entry {
-    connection: quinn::Connection,
+    connection: crate::browser::SessionConnection,
     /// Each user whose token the session used, with the oldest such token's generation.
     users: HashMap<String, i64>,
 }
@@ -30,7 +30,7 @@ pub struct Sessions {
 
 impl Sessions {
     /// Records a new session.
-    pub fn opened(&self, session_id: u64, connection: quinn::Connection) {
+    pub fn opened(&self, session_id: u64, connection: crate::browser::SessionConnection) {
         self.lock().insert(
             session_id,
             Entry {
@@ -79,8 +79,8 @@ impl Sessions {
         for id in &doomed {
             if let Some(entry) = open.remove(id) {
                 entry.connection.close(
-                    CLOSE_TOKEN_REVOKED.into(),
-                    format!("unauthenticated: {why}; sign in again").as_bytes(),
+                    CLOSE_TOKEN_REVOKED,
+                    &format!("unauthenticated: {why}; sign in again"),
                 );
             }
         }

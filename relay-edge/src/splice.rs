@@ -2,8 +2,9 @@
 //!
 //! Data moves as the transport's own chunks (`read_chunk` / `write_chunk`): no copy in
 //! the relay, and at most one chunk per direction in flight. The halves are generic
-//! ([`SpliceSend`], [`SpliceRecv`]): quinn and wtransport streams, and a desktop's
-//! streams on either of its links ([`crate::link::LinkSend`], QUIC or the mux). A write waits for the
+//! ([`SpliceSend`], [`SpliceRecv`]): quinn and wtransport streams, tunnel's mux streams
+//! (a browser on a WebSocket), and a desktop's streams on either of its links
+//! ([`crate::link::LinkSend`], QUIC or the mux). A write waits for the
 //! receiver's flow-control credit, so a slow reader slows the writer: nothing is
 //! buffered without bound. A clean finish on one side finishes the other; a reset is
 //! passed on as a reset; a peer that stops reading stops the sender.
@@ -58,7 +59,9 @@ pub trait SpliceRecv: Send {
 
 impl SpliceSend for quinn::SendStream {
     async fn write_chunk(&mut self, chunk: bytes::Bytes) -> Result<(), ()> {
-        quinn::SendStream::write_chunk(self, chunk).await.map_err(drop)
+        quinn::SendStream::write_chunk(self, chunk)
+            .await
+            .map_err(drop)
     }
     async fn finish_stream(&mut self) {
         let _ = self.finish();
@@ -107,6 +110,37 @@ impl SpliceRecv for wtransport::RecvStream {
     }
     fn stop_stream(&mut self, code: u32) {
         let _ = self.quic_stream_mut().stop(code.into());
+    }
+}
+
+impl SpliceSend for aisa_tunnel::mux::driver::SendStream {
+    async fn write_chunk(&mut self, chunk: bytes::Bytes) -> Result<(), ()> {
+        aisa_tunnel::mux::driver::SendStream::write_chunk(self, chunk)
+            .await
+            .map_err(drop)
+    }
+    async fn finish_stream(&mut self) {
+        let _ = self.finish();
+    }
+    fn reset_stream(&mut self, code: u32) {
+        let _ = self.reset(code);
+    }
+    async fn stopped_by_peer(&mut self) {
+        if self.stopped().await.is_err() {
+            // The connection ended: the read side fails and ends the pump.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl SpliceRecv for aisa_tunnel::mux::driver::RecvStream {
+    async fn read_chunk(&mut self, max: usize) -> Result<Option<bytes::Bytes>, ()> {
+        aisa_tunnel::mux::driver::RecvStream::read_chunk(self, max)
+            .await
+            .map_err(drop)
+    }
+    fn stop_stream(&mut self, code: u32) {
+        let _ = self.stop(code);
     }
 }
 

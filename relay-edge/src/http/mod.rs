@@ -45,7 +45,15 @@ pub fn router(state: Arc<RelayState>) -> Router {
         )
         .merge(health::routes())
         // A desktop's TCP path, where its UDP is blocked (docs/protocol.md).
-        .route("/tunnel/desktop", axum::routing::get(crate::desktop::websocket));
+        .route(
+            "/tunnel/desktop",
+            axum::routing::get(crate::desktop::websocket),
+        )
+        // A browser's session over a WebSocket (no WebTransport, or UDP blocked).
+        .route(
+            crate::browser::WEBSOCKET_PATH,
+            axum::routing::get(crate::ws::browser),
+        );
     let app = match &state.config.web_root {
         Some(root) => api.fallback_service(tower_http::services::ServeDir::new(root).fallback(
             tower_http::services::ServeFile::new(root.join("index.html")),

@@ -239,6 +239,12 @@ impl Connection {
         self.streams.len()
     }
 
+    /// Changes how many streams the peer may have open at once (from the next OPEN on):
+    /// the relay raises it once a browser's stream has authenticated.
+    pub fn set_max_incoming_streams(&mut self, max: usize) {
+        self.config.max_incoming_streams = max;
+    }
+
     /// Whether the connection still holds state for stream `id`.
     pub fn contains(&self, id: StreamId) -> bool {
         self.streams.contains_key(&id)

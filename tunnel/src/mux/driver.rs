@@ -456,6 +456,12 @@ impl MuxConnection {
         Arc::as_ptr(&self.shared) as usize
     }
 
+    /// Changes how many streams the peer may have open at once (see
+    /// [`Connection::set_max_incoming_streams`]).
+    pub fn set_max_incoming_streams(&self, max: usize) {
+        self.shared.lock().conn.set_max_incoming_streams(max);
+    }
+
     /// Streams the connection still holds state for.
     pub fn stream_count(&self) -> usize {
         self.shared.lock().conn.stream_count()
