@@ -11,7 +11,8 @@
 #       (browser-client/node_modules, installed with `npm ci` when missing or older than
 #       package-lock.json).
 # test: also Debian's chromium (the browser tests), PostgreSQL (the system tests run a
-#       second time on it, scripts/services.sh), python3 (fuzz seeds, fuzz/seeds.py) and
+#       second time on it, scripts/services.sh), redis-server (the cluster-state tests,
+#       relay-edge/tests/cluster_state.rs), python3 (fuzz seeds, fuzz/seeds.py) and
 #       the rustfmt and clippy components, iproute2 and nftables (scripts/netns.sh, the
 #       fallback tests); its own `npm ci` step installs the npm packages afresh. The
 #       other browser engines (firefox-esr, webkit2gtk-driver, xvfb) come from
@@ -58,6 +59,9 @@ if [ "$MODE" = test ]; then
   want docker-compose docker-compose
   want systemd-analyze systemd
   python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
+  # The cluster-state tests run redis-server and redis-cli (single and Redis Cluster).
+  want redis-server redis-server
+  want redis-cli redis-tools
 fi
 # One name each, in a stable order.
 mapfile -t packages < <(printf '%s\n' "${packages[@]}" | awk 'NF && !seen[$0]++')

@@ -12,11 +12,29 @@
 # - An S3-compatible object store, moto's server (`pip install 'moto[server]'`,
 #   scripts/prereqs.sh test installs it): AISA_TEST_S3=http://127.0.0.1:55433, for the
 #   bundle-storage test (relay-edge/tests/object_store.rs). Any bucket, any keys.
+# - Redis (scripts/prereqs.sh test installs redis-server): one server,
+#   AISA_TEST_REDIS=redis://127.0.0.1:55434, and a 3-master Redis Cluster made with
+#   `redis-cli --cluster create` on 55441-55443, AISA_TEST_REDIS_CLUSTER=
+#   redis-cluster://127.0.0.1:55441?node=…, for the cluster-state tests
+#   (relay-edge/tests/cluster_state.rs; its Redis-restart test starts its own server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STATE=${AISA_SERVICES_DIR:-/tmp/aisa-services}
 PG_PORT=${AISA_PG_PORT:-55432}
 S3_PORT=${AISA_S3_PORT:-55433}
+REDIS_PORT=${AISA_REDIS_PORT:-55434}
+REDIS_CLUSTER_PORTS=(${AISA_REDIS_CLUSTER_PORTS:-55441 55442 55443})
+
+# Starts redis-server on 127.0.0.1:$1 in $STATE/redis-$1, with extra arguments.
+start_redis() {
+  local port=$1
+  shift
+  mkdir -p "$STATE/redis-$port"
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$STATE/redis-$port" --save '' \
+    --appendonly no --daemonize yes --pidfile "$STATE/redis-$port/redis.pid" \
+    --logfile "$STATE/redis-$port/redis.log" "$@"
+  wait_port "$port" "$STATE/redis-$port/redis.log"
+}
 
 pg_bin() {
   local dir
@@ -75,14 +93,33 @@ case "${1:-}" in
     setsid moto_server -H 127.0.0.1 -p "$S3_PORT" >"$STATE/s3.log" 2>&1 </dev/null &
     echo $! >"$STATE/s3.pid"
     wait_port "$S3_PORT" "$STATE/s3.log"
+    command -v redis-server >/dev/null || {
+      echo "redis-server is missing: apt-get install redis-server (scripts/prereqs.sh test does)" >&2
+      exit 1
+    }
+    start_redis "$REDIS_PORT"
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+      start_redis "$port" --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000
+    done
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${REDIS_CLUSTER_PORTS[@]}") \
+      --cluster-replicas 0 --cluster-yes >"$STATE/redis-cluster-create.log" 2>&1
+    for _ in $(seq 1 100); do
+      redis-cli -p "${REDIS_CLUSTER_PORTS[0]}" cluster info | grep -q cluster_state:ok && break
+      sleep 0.2
+    done
     echo "export AISA_TEST_POSTGRES=postgres://postgres@127.0.0.1:$PG_PORT"
     echo "export AISA_TEST_POSTGRES_CA=$STATE/pg-tls/ca.crt"
     echo "export AISA_TEST_S3=http://127.0.0.1:$S3_PORT"
+    echo "export AISA_TEST_REDIS=redis://127.0.0.1:$REDIS_PORT"
+    echo "export AISA_TEST_REDIS_CLUSTER='redis-cluster://127.0.0.1:${REDIS_CLUSTER_PORTS[0]}?node=127.0.0.1:${REDIS_CLUSTER_PORTS[1]}&node=127.0.0.1:${REDIS_CLUSTER_PORTS[2]}'"
     ;;
   stop)
     if [ -d "$STATE/pg" ]; then
       as_pg "$(pg_bin)/pg_ctl" -D "$STATE/pg" -m fast -w stop >/dev/null 2>&1 || true
     fi
+    for pidfile in "$STATE"/redis-*/redis.pid; do
+      [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+    done
     if [ -f "$STATE/s3.pid" ]; then
       kill -- "-$(cat "$STATE/s3.pid")" 2>/dev/null || kill "$(cat "$STATE/s3.pid")" 2>/dev/null || true
     fi

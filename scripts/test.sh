@@ -41,6 +41,9 @@ eval "$(scripts/services.sh start)"
 trap '"$ROOT/scripts/services.sh" stop || true' EXIT
 cargo test --locked -p aisa-testkit --test system --test install
 cargo test --locked -p aisa-relay --test marketplace --test hardening
+# Shared state on Redis: two relays against the single Redis and the 3-master Redis
+# Cluster that services.sh started (the Redis-restart case starts its own) (~10 s).
+cargo test --locked -p aisa-relay --test cluster_state
 # PostgreSQL over TLS (sslmode=verify-full with the test CA), migrations from several
 # nodes at once (advisory lock), the operator's settings on PostgreSQL, and bundles in
 # the S3-compatible store (moto) that services.sh started.

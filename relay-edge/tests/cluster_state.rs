@@ -251,6 +251,8 @@ fn config(dir: &Path, node: &str, redis_url: &str, db: &str) -> RelayConfig {
         revocation_check_secs: 3600,
         heartbeat_secs: 2,
         login_max_failures: 3,
+        // Short, so that the failures this leaves in a shared Redis soon expire.
+        login_window_secs: 30,
         cluster: ClusterConfig {
             redis_url: Some(redis_url.to_owned()),
             node_name: Some(node.to_owned()),
