@@ -10,6 +10,7 @@ import { describeError } from '../lib/errors';
 import { PairingBanner } from '../e2e/PairingBanner';
 import { routeHref, useRoute, type Route } from '../lib/route';
 import { RelaySession, type SessionState } from '../lib/session';
+import { transportLabel, useTransportKind } from '../tunnel/transport/useTransport';
 import { AppContext, type AppContextValue } from './context';
 import { AppDetail } from './AppDetail';
 import { Marketplace } from './Marketplace';
@@ -48,6 +49,7 @@ export function Shell({ api }: { api: Api }) {
   const [account, setAccount] = useState<Account | null>(null);
   const [accountError, setAccountError] = useState('');
   const [sessionState, setSessionState] = useState<SessionState>({ kind: 'idle' });
+  const transport = useTransportKind();
 
   /** What the device-status stream said, by id: fresher than a list read before the last push. */
   const live = useRef(new Map<string, { online: boolean; nodeVersion: string }>());
@@ -236,6 +238,12 @@ export function Shell({ api }: { api: Api }) {
           </section>
           <p className="muted small-text">
             Relay: <span id="connection">{sessionText(sessionState)}</span>
+            {transport && sessionState.kind === 'connected' && (
+              <span id="transport" data-transport={transport} title={transportLabel(transport).title}>
+                {' · '}
+                {transportLabel(transport).text}
+              </span>
+            )}
           </p>
         </aside>
         <main id="main" ref={mainRef} tabIndex={-1}>

@@ -6,6 +6,7 @@
  */
 
 import { RelayClient, TransportError, errorMessage, type ConnectOptions } from '../tunnel/client';
+import { connectRelay } from '../tunnel/transport';
 
 /** Where the session stands, for the page to show. */
 export type SessionState =
@@ -59,7 +60,8 @@ export class RelaySession {
   private readonly backoffFn: (failures: number) => number;
 
   constructor(private readonly deps: SessionDeps) {
-    this.connectFn = deps.connect ?? ((url, hashes, options) => RelayClient.connect(url, hashes, options));
+    // WebTransport raced against the WebSocket fallback (src/tunnel/transport).
+    this.connectFn = deps.connect ?? ((url, hashes, options) => connectRelay(url, hashes, options));
     this.backoffFn = deps.backoff ?? ((n) => backoff(n));
   }
 
