@@ -41,6 +41,9 @@ eval "$(scripts/services.sh start)"
 trap '"$ROOT/scripts/services.sh" stop || true' EXIT
 cargo test --locked -p aisa-testkit --test system --test install
 cargo test --locked -p aisa-relay --test marketplace --test hardening
+# The cluster system test on PostgreSQL: three relay processes, a Redis of its own, a
+# desktop on relay 1 and a browser on relay 2; relay 1 killed, then Redis stopped (~20 s).
+cargo test --locked -p aisa-relay --test cluster three_relay_processes
 # Shared state on Redis: two relays against the single Redis and the 3-master Redis
 # Cluster that services.sh started (the Redis-restart case starts its own) (~10 s).
 cargo test --locked -p aisa-relay --test cluster_state

@@ -527,6 +527,23 @@ async fn a_holder_that_stops_ends_forwarded_streams_at_once_and_is_redialed() {
         .unwrap_err();
     assert!(matches!(err, ForwardError::Unreachable(_)), "{err:?}");
     assert_eq!(err.code(), aisa_tunnel::ErrorCode::PeerGone);
+    // Many streams for the dead peer at once: one dial is waited out, not one each.
+    tokio::time::sleep(aisa_relay::cluster::peer::FAILED_DIAL_MEMORY).await;
+    let started = Instant::now();
+    let header = ForwardHeader {
+        device_id: desk.device_id.clone(),
+        generation: 1,
+        relay_header: vec![1, 1, 0],
+    };
+    let attempts = (0..8).map(|_| forwarding.open(to, &header));
+    for result in futures_util::future::join_all(attempts).await {
+        assert!(matches!(result, Err(ForwardError::Unreachable(_))));
+    }
+    assert!(
+        started.elapsed() < aisa_relay::cluster::peer::CONNECT_TIMEOUT + Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let _ = desk.stop.send(true);
 }
 

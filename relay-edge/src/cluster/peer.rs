@@ -275,10 +275,31 @@ impl ClusterCa {
 pub struct Peers {
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
-    /// Per peer address, the connection (or none yet). The async lock makes the streams
-    /// that find no connection wait for one dial instead of each dialing.
-    slots: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>>,
+    /// Per peer address, the connection (or none yet, or a dial that just failed). The
+    /// async lock makes the streams that find no connection wait for one dial instead
+    /// of each dialing.
+    slots: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Slot>>>>,
 }
+
+/// A peer's connection as the pool knows it.
+#[derive(Default)]
+enum Slot {
+    /// Never dialed, or the connection closed.
+    #[default]
+    Empty,
+    /// The connection in use.
+    Live(quinn::Connection),
+    /// The last dial failed; until `until`, streams for this peer fail at once with the
+    /// same error instead of each waiting out another dial (a dead peer would otherwise
+    /// hold every stream queued behind the lock for [`CONNECT_TIMEOUT`] each).
+    Failed {
+        until: std::time::Instant,
+        error: String,
+    },
+}
+
+/// How long a failed dial is remembered.
+pub const FAILED_DIAL_MEMORY: Duration = Duration::from_secs(1);
 
 impl Peers {
     /// A pool dialing from `endpoint` with `client`.
@@ -306,12 +327,35 @@ impl Peers {
             .or_default()
             .clone();
         let mut slot = slot.lock().await;
-        if let Some(conn) = slot.as_ref()
-            && conn.close_reason().is_none()
-        {
-            return Ok(conn.clone());
+        match &*slot {
+            Slot::Live(conn) if conn.close_reason().is_none() => return Ok(conn.clone()),
+            Slot::Failed { until, error } if std::time::Instant::now() < *until => {
+                return Err(PeerError::Connect {
+                    addr,
+                    reason: error.clone(),
+                });
+            }
+            _ => {}
         }
-        *slot = None;
+        *slot = Slot::Empty;
+        match self.dial(addr).await {
+            Ok(conn) => {
+                tracing::info!(peer = %addr, "forward connection to a peer node opened");
+                *slot = Slot::Live(conn.clone());
+                Ok(conn)
+            }
+            Err(err) => {
+                tracing::info!(peer = %addr, %err, "forward connection to a peer node failed");
+                *slot = Slot::Failed {
+                    until: std::time::Instant::now() + FAILED_DIAL_MEMORY,
+                    error: err.to_string(),
+                };
+                Err(err)
+            }
+        }
+    }
+
+    async fn dial(&self, addr: SocketAddr) -> Result<quinn::Connection, PeerError> {
         let connecting = self
             .endpoint
             .connect_with(self.client.clone(), addr, FORWARD_SERVER_NAME)
@@ -319,16 +363,13 @@ impl Peers {
                 addr,
                 reason: e.to_string(),
             })?;
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| PeerError::Timeout(addr))?
             .map_err(|e| PeerError::Connect {
                 addr,
                 reason: e.to_string(),
-            })?;
-        tracing::info!(peer = %addr, "forward connection to a peer node opened");
-        *slot = Some(conn.clone());
-        Ok(conn)
+            })
     }
 
     /// How many peers have a live connection now.
@@ -344,7 +385,7 @@ impl Peers {
             .iter()
             .filter(|slot| {
                 slot.try_lock()
-                    .is_ok_and(|c| c.as_ref().is_some_and(|c| c.close_reason().is_none()))
+                    .is_ok_and(|s| matches!(&*s, Slot::Live(c) if c.close_reason().is_none()))
             })
             .count()
     }
@@ -359,8 +400,8 @@ impl Peers {
             .cloned()
             .collect();
         for slot in slots {
-            if let Ok(conn) = slot.try_lock()
-                && let Some(conn) = conn.as_ref()
+            if let Ok(slot) = slot.try_lock()
+                && let Slot::Live(conn) = &*slot
             {
                 conn.close(0u32.into(), reason);
             }
