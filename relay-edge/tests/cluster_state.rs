@@ -21,7 +21,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use aisa_relay::cluster::{ClusterUnavailable, NodeName};
@@ -351,7 +350,7 @@ struct Desktop {
     _control: (quinn::SendStream, quinn::RecvStream),
 }
 
-async fn desktop(relay: &RelayHandle, device_token: &str) -> Desktop {
+async fn connect_desktop(relay: &RelayHandle, device_token: &str) -> Desktop {
     let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
     let conn = endpoint
         .connect_with(
@@ -470,7 +469,7 @@ async fn presence_is_seen_across_nodes(redis: Redis) {
     assert_eq!(nodes.b.state.cluster.locate(&device_id).await, Ok(None));
 
     // It connects to node a: b's browser sees it come, and b locates it on a.
-    let desktop = desktop(&nodes.a, &device_token).await;
+    let desktop = connect_desktop(&nodes.a, &device_token).await;
     let came = next_event(&mut events).await;
     assert_eq!(
         (came.device_id.as_str(), online(&came)),
@@ -504,6 +503,52 @@ async fn presence_is_seen_across_nodes(redis: Redis) {
     let (_send2, mut later) = status_stream(&session, token).await;
     assert_eq!(online(&next_event(&mut later).await), Some(true));
 
+    // It connects again, to node b (a new network, another balancer pick): the later
+    // connection wins, the one on a is closed as replaced, and no browser is told it
+    // went offline meanwhile.
+    let moved = connect_desktop(&nodes.b, &device_token).await;
+    let closed = tokio::time::timeout(Duration::from_secs(1), desktop.conn.closed())
+        .await
+        .expect("the older connection on node a is closed within a second");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(close.error_code, aisa_relay::desktop::CLOSE_REPLACED.into())
+        }
+        other => panic!("closed otherwise: {other}"),
+    }
+    let again = next_event(&mut events).await;
+    assert_eq!(online(&again), Some(true), "{again:?}");
+    let there = nodes
+        .a
+        .state
+        .cluster
+        .locate(&device_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(there.node.as_str(), format!("node-b{suffix}"));
+    assert!(there.generation > here.generation);
+    let quiet = tokio::time::timeout(
+        Duration::from_millis(500),
+        read_frame(&mut events, MAX_FRAME_LEN),
+    )
+    .await;
+    assert!(
+        quiet.is_err(),
+        "no 'offline' for the replaced connection: {quiet:?}"
+    );
+    let row = nodes
+        .a
+        .state
+        .store
+        .device(&device_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, "online");
+    assert_eq!(row.relay_node, Some(format!("node-b{suffix}")));
+    let desktop = moved;
+
     // It goes: b's browser sees it go, and the map forgets it.
     desktop.conn.close(0u32.into(), b"bye");
     let went = next_event(&mut events).await;
@@ -527,7 +572,7 @@ async fn revocations_cut_on_every_node_within_a_second(redis: Redis) {
     let (device_id, device_token) = nodes.device("bo@example.com").await;
 
     // The desktop on a; revoked through b's API.
-    let desktop = desktop(&nodes.a, &device_token).await;
+    let desktop = connect_desktop(&nodes.a, &device_token).await;
     let revoke = nodes
         .http
         .delete(format!(
@@ -580,12 +625,10 @@ async fn shared_counters_enforce_a_plan_across_nodes(redis: Redis) {
     let user_id = user["user_id"].as_str().unwrap().to_owned();
     let (a, b) = (&nodes.a.state, &nodes.b.state);
     let trips = |s: &aisa_relay::RelayState| {
-        s.cluster
-            .shared()
-            .unwrap()
-            .counts
-            .commands
-            .load(Ordering::SeqCst)
+        // The commands a stream's admission sends (the background task's refreshes
+        // and write-backs are other operations).
+        let counts = &s.cluster.shared().unwrap().counts;
+        counts.of("take_stream") + counts.of("locate")
     };
 
     // At most 2 streams open at once, across both nodes; each take is one round trip.
@@ -755,7 +798,7 @@ async fn redis_restarted_the_nodes_register_again_and_locate_fails_meanwhile() {
     let nodes = Nodes::start(&redis, "").await;
     nodes.user("di@example.com").await;
     let (device_id, device_token) = nodes.device("di@example.com").await;
-    let desktop = desktop(&nodes.a, &device_token).await;
+    let desktop = connect_desktop(&nodes.a, &device_token).await;
     let (b, id) = (&nodes.b, device_id.as_str());
     eventually("b locates the device on a", || async move {
         matches!(b.state.cluster.locate(id).await, Ok(Some(_)))

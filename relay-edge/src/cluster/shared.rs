@@ -198,6 +198,15 @@ pub struct RedisCounts {
     pub commands: AtomicU64,
     /// Commands that failed (timeout, connection, script error).
     pub errors: AtomicU64,
+    by_op: std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
+}
+
+impl RedisCounts {
+    /// Commands sent for operation `op` (the metric's label) so far.
+    pub fn of(&self, op: &str) -> u64 {
+        let by_op = self.by_op.lock().unwrap_or_else(|e| e.into_inner());
+        by_op.get(op).copied().unwrap_or(0)
+    }
 }
 
 /// A connection to the cluster's Redis. See the module's documentation.
@@ -310,6 +319,13 @@ impl Shared {
         result: Result<T, Error>,
     ) -> Result<T, RedisError> {
         self.counts.commands.fetch_add(1, Ordering::Relaxed);
+        *self
+            .counts
+            .by_op
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(op)
+            .or_default() += 1;
         metrics::counter!("aisa_relay_redis_commands_total", "op" => op).increment(1);
         metrics::histogram!("aisa_relay_redis_seconds", "op" => op)
             .record(started.elapsed().as_secs_f64());

@@ -81,6 +81,10 @@ async fn write_loop(
     let node = shared.node().to_string();
     loop {
         tokio::select! {
+            // In this order: a connect is placed before the invalidation its store
+            // write sent after it is published (the other nodes then find the new
+            // placement when they look).
+            biased;
             Some(change) = channels.registry.recv() => apply_change(&state, &shared, change).await,
             Some((user_id, event)) = channels.events.recv() => {
                 let aisa_tunnel::Body::DeviceStatus { online, node_version, .. } = &event.body else {
@@ -300,7 +304,32 @@ async fn check_device(state: &RelayState, device_id: &str) {
         return;
     };
     match state.store.device(device_id).await {
-        Ok(Some(device)) if !device.revoked => {}
+        Ok(Some(device)) if !device.revoked => {
+            // Connected to another node since (a later generation holds the device
+            // map): this connection is replaced, as on a single node.
+            let Some(mine) = state.devices.registry.generation(device_id) else {
+                return;
+            };
+            let Some(shared) = state.cluster.shared() else {
+                return;
+            };
+            if let Ok(Some(there)) = shared.placement(device_id).await
+                && there.node != *state.cluster.node()
+                && there.generation > mine
+            {
+                info!(%device_id, node = %there.node, "device connected to another node: closing this older connection");
+                // Forgotten first, so that its end neither marks the device offline in
+                // the store nor tells browsers it went (it is online, there).
+                state
+                    .devices
+                    .registry
+                    .remove(device_id, online.connection_id);
+                online.connection.close(
+                    crate::desktop::CLOSE_REPLACED,
+                    b"replaced by a newer connection",
+                );
+            }
+        }
         Ok(_) => {
             info!(%device_id, "device revoked on another node: closing its connection");
             online.connection.close(

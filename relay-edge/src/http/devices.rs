@@ -47,19 +47,19 @@ async fn list_devices(
         .devices_for_user(&claims.sub)
         .await
         .map_err(internal)?;
-    Ok(Json(
-        devices
-            .into_iter()
-            .map(|d| DeviceView {
-                online: state.devices.registry.get(&d.id).is_some(),
-                id: d.id,
-                name: d.name,
-                node_version: d.node_version,
-                last_seen: d.last_seen,
-                identity_key: d.identity_key,
-            })
-            .collect(),
-    ))
+    let mut views = Vec::with_capacity(devices.len());
+    for d in devices {
+        views.push(DeviceView {
+            // Connected here, or (clustered) to another node.
+            online: state.cluster.is_online(&d.id).await,
+            id: d.id,
+            name: d.name,
+            node_version: d.node_version,
+            last_seen: d.last_seen,
+            identity_key: d.identity_key,
+        });
+    }
+    Ok(Json(views))
 }
 
 #[derive(Deserialize)]
