@@ -41,6 +41,14 @@ if [ -z "${SKIP_FUZZ:-}" ]; then
   FUZZ_SECONDS="$FUZZ_SECONDS" FUZZ_RUNS="${FUZZ_RUNS:-10000000}" scripts/fuzz.sh
 fi
 
+if [ -z "${SKIP_WINE:-}" ]; then
+  # docs/desktop.md, "Windows": the node built for Windows with mingw-w64, its unit
+  # tests and a login + action smoke test against a relay on loopback, under Wine.
+  step "desktop node for Windows under Wine"
+  scripts/wine-test.sh
+fi
+
+
 if [ -z "${SKIP_CONTAINER:-}" ]; then
   # deploy/README.md, "Containers": the relay image built with podman from this host's
   # release relay-edge and web app (no base image is pulled), then its binary run from

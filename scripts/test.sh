@@ -34,7 +34,17 @@ step "cargo build"
 cargo build --workspace --locked
 
 step "cargo test (relay on embedded SQLite)"
-cargo test --workspace --locked
+# The guests were built above, so the node carries the JS runtime: its absence fails.
+AISA_EXPECT_EMBEDDED_JS_RUNTIME=1 cargo test --workspace --locked
+
+step "desktop node: secrets in a real Secret Service (private D-Bus session, gnome-keyring)"
+scripts/secret-service-test.sh
+
+step "desktop node: cross check for Windows (x86_64-pc-windows-gnu)"
+# Type-checks every cfg(windows) path; the Wine run of the tests is scripts/wine-test.sh
+# (in scripts/test-full.sh). Its own target dir: the host build's stays untouched.
+rustup target list --installed | grep -qx x86_64-pc-windows-gnu || rustup target add x86_64-pc-windows-gnu
+cargo check --locked -p aisa-node --target x86_64-pc-windows-gnu --target-dir target/windows
 
 step "desktop TCP fallback: UDP really dropped in a network namespace (nftables)"
 # A relay, a desktop-node in its own namespace whose UDP to the relay nftables drops:

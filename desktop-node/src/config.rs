@@ -1,10 +1,25 @@
-//! The node's home folder and configuration file.
+//! The node's folders and configuration file.
 //!
-//! Home (default `$XDG_CONFIG_HOME/aisuperapp/desktop`, or `--home`): `node.toml` (the
-//! settings below), `secrets.json` (which secret store holds the node's secrets, see
-//! [`crate::secrets`]; older versions kept `device-token` and `identity.key` as files,
-//! moved into the store on first use), and
-//! `miniapps/<id>/<version>/` (installed apps).
+//! Where things are ([`Home`]), by the platform's conventions (the `directories` crate):
+//!
+//! | | Linux (XDG) | macOS | Windows |
+//! | --- | --- | --- | --- |
+//! | `node.toml` | `$XDG_CONFIG_HOME/aisuperapp/desktop/` | `~/Library/Application Support/app.aisuperapp.desktop/` | `%APPDATA%\aisuperapp\desktop\config\` |
+//! | the node's own folder: secrets index and vault, paired browsers, `miniapps/`, `data/`, `runtimes/` | `$XDG_DATA_HOME/aisuperapp/desktop/` | same as above | `%LOCALAPPDATA%\aisuperapp\desktop\data\` |
+//! | compiled-module cache | `$XDG_CACHE_HOME/aisuperapp/desktop/` | `~/Library/Caches/app.aisuperapp.desktop/` | `%LOCALAPPDATA%\aisuperapp\desktop\cache\` |
+//! | logs (`run`) | `$XDG_STATE_HOME/aisuperapp/desktop/logs/` | `~/Library/Logs/app.aisuperapp.desktop/` | `%LOCALAPPDATA%\aisuperapp\desktop\logs\` |
+//!
+//! `--home DIR` / `AISA_NODE_HOME` puts everything in one folder, as before: `DIR/node.toml`,
+//! `DIR/miniapps/`, `DIR/cache/`, `DIR/logs/` (tests and portable installs use it). A
+//! Linux install from before these folders (everything under
+//! `$XDG_CONFIG_HOME/aisuperapp/desktop/`) keeps working where it is: when that folder
+//! holds the node's own files (`secrets.json`, `miniapps/`) and the new data folder
+//! does not, it stays the one folder for everything ([`Home::resolve`]); nothing is
+//! moved behind the user's back (the keychain entries are bound to that folder's
+//! `secrets.json`).
+//!
+//! The node's own folder is the one no mini-app grant reaches ([`crate::permissions`]);
+//! the config folder holds only `node.toml` (no secret).
 
 use std::path::{Path, PathBuf};
 
@@ -171,43 +186,139 @@ impl LimitsConfig {
     }
 }
 
-/// The node's home folder.
-#[derive(Debug, Clone)]
+/// The node's folders: configuration, its own data, cache, logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Home {
-    dir: PathBuf,
+    config: PathBuf,
+    data: PathBuf,
+    cache: PathBuf,
+    logs: PathBuf,
+}
+
+/// The folders the platform's conventions give, before [`Home::resolve`] looks for an
+/// older install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformDirs {
+    /// Where `node.toml` goes.
+    pub config: PathBuf,
+    /// The node's own folder.
+    pub data: PathBuf,
+    /// Caches.
+    pub cache: PathBuf,
+    /// Logs.
+    pub logs: PathBuf,
+}
+
+impl PlatformDirs {
+    /// This user's folders on this OS; `None` when the OS names no home folder.
+    pub fn detect() -> Option<PlatformDirs> {
+        #[cfg(target_os = "linux")]
+        let project = directories::ProjectDirs::from_path(PathBuf::from("aisuperapp/desktop"))?;
+        #[cfg(not(target_os = "linux"))]
+        let project = directories::ProjectDirs::from("app", "aisuperapp", "desktop")?;
+        let logs = if cfg!(target_os = "macos") {
+            directories::BaseDirs::new()?
+                .home_dir()
+                .join("Library/Logs")
+                .join(project.project_path())
+        } else if cfg!(windows) {
+            project
+                .data_local_dir()
+                .parent()
+                .map_or_else(|| project.data_local_dir().join("logs"), |p| p.join("logs"))
+        } else {
+            project
+                .state_dir()
+                .map_or_else(|| project.data_local_dir().join("logs"), |s| s.join("logs"))
+        };
+        Some(PlatformDirs {
+            config: project.config_dir().to_owned(),
+            data: project.data_local_dir().to_owned(),
+            cache: project.cache_dir().to_owned(),
+            logs,
+        })
+    }
 }
 
 impl Home {
-    /// The given folder, or the platform default.
+    /// The given folder for everything (`--home`, `AISA_NODE_HOME`), or the platform's
+    /// folders ([`PlatformDirs::detect`], then [`Home::resolve`]); the current folder when
+    /// the OS names no home folder.
     pub fn new(dir: Option<PathBuf>) -> Self {
-        let dir = dir.unwrap_or_else(|| {
-            std::env::var_os("XDG_CONFIG_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-                .unwrap_or_else(|| PathBuf::from("."))
-                .join("aisuperapp/desktop")
-        });
-        Home { dir }
+        match dir {
+            Some(dir) => Home::single(dir),
+            None => match PlatformDirs::detect() {
+                Some(dirs) => Home::resolve(dirs),
+                None => Home::single(PathBuf::from("aisuperapp-desktop")),
+            },
+        }
     }
 
-    /// The folder itself.
+    /// Everything in one folder: `node.toml` and the node's files in it, `cache/` and
+    /// `logs/` below it.
+    pub fn single(dir: PathBuf) -> Self {
+        Home {
+            config: dir.clone(),
+            cache: dir.join("cache"),
+            logs: dir.join("logs"),
+            data: dir,
+        }
+    }
+
+    /// The platform's folders, unless an install from before them is in the config
+    /// folder (it holds the node's own files, `secrets.json` or `miniapps/`, and the data
+    /// folder holds no `secrets.json`): then that folder stays the one for everything.
+    pub fn resolve(dirs: PlatformDirs) -> Self {
+        let legacy = dirs.config != dirs.data
+            && (dirs.config.join("secrets.json").exists() || dirs.config.join("miniapps").is_dir())
+            && !dirs.data.join("secrets.json").exists();
+        if legacy {
+            tracing::info!(home = %dirs.config.display(), "an install from before the platform folders: everything stays in its one folder");
+            return Home::single(dirs.config);
+        }
+        Home {
+            config: dirs.config,
+            data: dirs.data,
+            cache: dirs.cache,
+            logs: dirs.logs,
+        }
+    }
+
+    /// The node's own folder: the secrets index and vault, paired browsers, pending
+    /// approvals, installed apps (`miniapps/`), their data (`data/`), `runtimes/`. No
+    /// mini-app grant reaches it.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.data
+    }
+
+    /// The folder of `node.toml`.
+    pub fn config_dir(&self) -> &Path {
+        &self.config
+    }
+
+    /// The cache folder.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
+    }
+
+    /// Where `run` writes its daily log files.
+    pub fn log_dir(&self) -> &Path {
+        &self.logs
     }
 
     /// `node.toml`.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.join("node.toml")
+        self.config.join("node.toml")
     }
 
     /// Installed apps.
     pub fn apps_dir(&self) -> PathBuf {
-        self.dir.join("miniapps")
+        self.data.join("miniapps")
     }
 
     /// Compiled mini-app code, reused across runs.
     pub fn module_cache_dir(&self) -> PathBuf {
-        self.dir.join("cache/modules")
+        self.cache.join("modules")
     }
 
     /// Reads `node.toml`.
@@ -220,20 +331,20 @@ impl Home {
 
     /// Writes `node.toml`.
     pub fn save_config(&self, config: &NodeConfig) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+        std::fs::create_dir_all(&self.config)?;
         let text = toml::to_string_pretty(config).map_err(std::io::Error::other)?;
         std::fs::write(self.config_path(), text)
     }
 
     /// Reads a secret file.
     pub fn read_secret(&self, name: &str) -> std::io::Result<Vec<u8>> {
-        std::fs::read(self.dir.join(name))
+        std::fs::read(self.data.join(name))
     }
 
     /// Writes a secret file readable only by this user.
     pub fn write_secret(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        let path = self.dir.join(name);
+        std::fs::create_dir_all(&self.data)?;
+        let path = self.data.join(name);
         #[cfg(unix)]
         {
             use std::io::Write;
@@ -248,5 +359,108 @@ impl Home {
         }
         #[cfg(not(unix))]
         std::fs::write(path, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn dirs(root: &Path) -> PlatformDirs {
+        PlatformDirs {
+            config: root.join("config/aisuperapp/desktop"),
+            data: root.join("share/aisuperapp/desktop"),
+            cache: root.join("cache/aisuperapp/desktop"),
+            logs: root.join("state/aisuperapp/desktop/logs"),
+        }
+    }
+
+    #[test]
+    fn a_fresh_install_uses_the_platform_folders() {
+        let root = tempfile::tempdir().unwrap();
+        let home = Home::resolve(dirs(root.path()));
+        assert_eq!(
+            home.config_path(),
+            root.path().join("config/aisuperapp/desktop/node.toml")
+        );
+        assert_eq!(
+            home.apps_dir(),
+            root.path().join("share/aisuperapp/desktop/miniapps")
+        );
+        assert_eq!(
+            home.module_cache_dir(),
+            root.path().join("cache/aisuperapp/desktop/modules")
+        );
+        assert_eq!(
+            home.log_dir(),
+            root.path().join("state/aisuperapp/desktop/logs")
+        );
+    }
+
+    /// A Linux install from before: node.toml, secrets.json and miniapps/ all in the
+    /// config folder. It keeps that one folder, so its secrets and apps are found.
+    #[test]
+    fn an_older_single_folder_install_keeps_working_where_it_is() {
+        let root = tempfile::tempdir().unwrap();
+        let d = dirs(root.path());
+        std::fs::create_dir_all(d.config.join("miniapps")).unwrap();
+        std::fs::write(d.config.join("node.toml"), "").unwrap();
+        std::fs::write(d.config.join("secrets.json"), "{}").unwrap();
+        let home = Home::resolve(d.clone());
+        assert_eq!(home, Home::single(d.config.clone()));
+        assert_eq!(home.dir(), d.config);
+        assert_eq!(home.apps_dir(), d.config.join("miniapps"));
+        // Only node.toml there (a login that never stored a secret): the new layout.
+        std::fs::remove_dir_all(d.config.join("miniapps")).unwrap();
+        std::fs::remove_file(d.config.join("secrets.json")).unwrap();
+        assert_eq!(Home::resolve(d.clone()).dir(), d.data);
+        // Once the data folder has its own store, an old copy left behind is ignored.
+        std::fs::write(d.config.join("secrets.json"), "{}").unwrap();
+        std::fs::create_dir_all(&d.data).unwrap();
+        std::fs::write(d.data.join("secrets.json"), "{}").unwrap();
+        assert_eq!(Home::resolve(d.clone()).dir(), d.data);
+    }
+
+    #[test]
+    fn one_given_folder_holds_everything_as_before() {
+        let home = Home::new(Some(PathBuf::from("/x/home")));
+        assert_eq!(home.config_path(), Path::new("/x/home/node.toml"));
+        assert_eq!(home.dir(), Path::new("/x/home"));
+        assert_eq!(home.module_cache_dir(), Path::new("/x/home/cache/modules"));
+        assert_eq!(home.log_dir(), Path::new("/x/home/logs"));
+    }
+
+    /// The platform folders on this OS are where the docs say.
+    #[test]
+    fn the_platform_folders_follow_the_os() {
+        let Some(d) = PlatformDirs::detect() else {
+            return;
+        };
+        let tail = if cfg!(target_os = "linux") {
+            Path::new("aisuperapp/desktop")
+        } else if cfg!(target_os = "macos") {
+            Path::new("app.aisuperapp.desktop")
+        } else {
+            Path::new("aisuperapp\\desktop")
+        };
+        let text = |p: &Path| p.display().to_string();
+        for dir in [&d.config, &d.data, &d.cache] {
+            assert!(text(dir).contains(&text(tail)), "{}", dir.display());
+        }
+        assert_ne!(d.config, d.cache);
+        assert!(
+            d.logs.ends_with("logs") || cfg!(target_os = "macos"),
+            "{}",
+            d.logs.display()
+        );
+        if cfg!(windows) {
+            assert!(
+                text(&d.config).ends_with("config"),
+                "{}",
+                d.config.display()
+            );
+            assert!(text(&d.data).ends_with("data"), "{}", d.data.display());
+        }
     }
 }

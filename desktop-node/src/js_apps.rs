@@ -10,9 +10,10 @@
 //! {"action": "write", "payload": {…}, "sources": {"bot-logic.js": "…", "tools.js": "…"}}
 //! ```
 //!
-//! The runtime module is found, in this order, at `$AISA_JS_RUNTIME`, as
-//! `aisa-js-runtime.wasm` next to the node's executable, or in `<home>/runtimes/`
-//! ([`locate_runtime`]). This module neither installs apps nor caches the loaded runtime:
+//! The runtime module is found, in this order, at `$AISA_JS_RUNTIME`, inside the
+//! `desktop-node` binary itself (embedded at build time from `scripts/build-guests.sh`'s
+//! output by `desktop-node/build.rs`, [`embedded_runtime`]), as `aisa-js-runtime.wasm`
+//! next to the node's executable, or in `<home>/runtimes/` ([`locate_runtime`]). This module neither installs apps nor caches the loaded runtime:
 //! the caller loads it once ([`load_runtime`]) and reuses the [`LoadedModule`] for every
 //! action of every JS app (the sandbox gives each action a fresh instance).
 //!
@@ -76,33 +77,76 @@ fn display_paths(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
+/// Where the runtime module comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeSource {
+    /// A file.
+    File(PathBuf),
+    /// The copy built into this binary.
+    Embedded(&'static [u8]),
+}
+
+impl std::fmt::Display for RuntimeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeSource::File(path) => write!(f, "{}", path.display()),
+            RuntimeSource::Embedded(wasm) => write!(f, "built in ({} bytes)", wasm.len()),
+        }
+    }
+}
+
+/// The runtime module built into this binary, when `scripts/build-guests.sh` had built
+/// it before the node was compiled (see `desktop-node/build.rs`).
+pub fn embedded_runtime() -> Option<&'static [u8]> {
+    #[cfg(aisa_embedded_js_runtime)]
+    {
+        Some(include_bytes!(concat!(
+            env!("OUT_DIR"),
+            "/aisa-js-runtime.wasm"
+        )))
+    }
+    #[cfg(not(aisa_embedded_js_runtime))]
+    {
+        None
+    }
+}
+
 /// Finds the runtime module: `$AISA_JS_RUNTIME` if set (it must exist: a set variable
-/// that points nowhere is an error, not a reason to look elsewhere), else
-/// `aisa-js-runtime.wasm` next to the current executable, else
+/// that points nowhere is an error, not a reason to look elsewhere), else the one built
+/// into this binary, else `aisa-js-runtime.wasm` next to the current executable, else
 /// `<home>/runtimes/aisa-js-runtime.wasm`.
-pub fn locate_runtime(home: &Path) -> Result<PathBuf, JsAppError> {
+pub fn locate_runtime(home: &Path) -> Result<RuntimeSource, JsAppError> {
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(Path::to_owned));
-    locate_runtime_in(std::env::var_os(RUNTIME_ENV), exe_dir.as_deref(), home)
+    locate_runtime_in(
+        std::env::var_os(RUNTIME_ENV),
+        embedded_runtime(),
+        exe_dir.as_deref(),
+        home,
+    )
 }
 
-/// [`locate_runtime`] with its inputs given: the variable's value, the executable's
-/// folder and the node's home folder.
+/// [`locate_runtime`] with its inputs given: the variable's value, the built-in module,
+/// the executable's folder and the node's home folder.
 pub fn locate_runtime_in(
     env: Option<OsString>,
+    embedded: Option<&'static [u8]>,
     exe_dir: Option<&Path>,
     home: &Path,
-) -> Result<PathBuf, JsAppError> {
+) -> Result<RuntimeSource, JsAppError> {
     if let Some(path) = env.filter(|v| !v.is_empty()) {
         let path = PathBuf::from(path);
         return if path.is_file() {
-            Ok(path)
+            Ok(RuntimeSource::File(path))
         } else {
             Err(JsAppError::RuntimeNotFound {
                 searched: vec![path],
             })
         };
+    }
+    if let Some(wasm) = embedded {
+        return Ok(RuntimeSource::Embedded(wasm));
     }
     let mut searched = Vec::with_capacity(2);
     if let Some(dir) = exe_dir {
@@ -110,9 +154,94 @@ pub fn locate_runtime_in(
     }
     searched.push(home.join("runtimes").join(RUNTIME_FILE));
     match searched.iter().find(|p| p.is_file()) {
-        Some(found) => Ok(found.clone()),
+        Some(found) => Ok(RuntimeSource::File(found.clone())),
         None => Err(JsAppError::RuntimeNotFound { searched }),
     }
+}
+
+/// [`load_runtime`] from wherever [`locate_runtime`] found it.
+pub fn load_runtime_from(
+    sandbox: &Sandbox,
+    source: &RuntimeSource,
+) -> Result<LoadedModule, JsAppError> {
+    match source {
+        RuntimeSource::File(path) => load_runtime(sandbox, path),
+        RuntimeSource::Embedded(wasm) => load_runtime_bytes(sandbox, wasm),
+    }
+}
+
+/// The JS runtime, loaded the first time an installed JavaScript app needs it.
+///
+/// Compiling QuickJS takes about a second in a release build (far longer in a debug
+/// one) and its result is cached in the module cache: a node with no JavaScript app
+/// never pays it, and one with such an app pays it once, when its apps are loaded.
+pub struct LazyRuntime {
+    source: Result<RuntimeSource, String>,
+    module: std::sync::OnceLock<Option<LoadedModule>>,
+}
+
+impl std::fmt::Debug for LazyRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyRuntime")
+            .field("source", &self.source)
+            .field("loaded", &self.module.get().map(Option::is_some))
+            .finish()
+    }
+}
+
+impl LazyRuntime {
+    /// A runtime to be loaded from `source` when first needed, or the reason there is
+    /// none (reported when a JavaScript app would need it).
+    pub fn new(source: Result<RuntimeSource, JsAppError>) -> LazyRuntime {
+        LazyRuntime {
+            source: source.map_err(|e| e.to_string()),
+            module: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The loaded runtime if an app under `apps_root` is a JavaScript app (loading it
+    /// now, blocking, the first time), else `None`.
+    pub fn for_apps(&self, apps_root: &Path, sandbox: &Sandbox) -> Option<&LoadedModule> {
+        if let Some(loaded) = self.module.get() {
+            return loaded.as_ref();
+        }
+        if !any_js_app(apps_root) {
+            return None;
+        }
+        self.module
+            .get_or_init(|| match &self.source {
+                Ok(source) => match load_runtime_from(sandbox, source) {
+                    Ok(module) => {
+                        tracing::info!(runtime = %source, "JavaScript runtime loaded");
+                        Some(module)
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "JavaScript apps will not run");
+                        None
+                    }
+                },
+                Err(err) => {
+                    tracing::warn!(%err, "JavaScript apps will not run");
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
+/// Whether any installed version under `apps_root` (`<id>/<version>/`) carries
+/// `bot-logic.js`.
+fn any_js_app(apps_root: &Path) -> bool {
+    let Ok(apps) = std::fs::read_dir(apps_root) else {
+        return false;
+    };
+    apps.flatten().any(|app| {
+        std::fs::read_dir(app.path()).is_ok_and(|versions| {
+            versions
+                .flatten()
+                .any(|version| version.path().join(BOT_LOGIC).is_file())
+        })
+    })
 }
 
 /// The runtime's export that makes the QuickJS runtime and context every action starts
@@ -136,11 +265,16 @@ pub fn load_runtime(sandbox: &Sandbox, path: &Path) -> Result<LoadedModule, JsAp
         path: path.to_owned(),
         source,
     })?;
-    let plain = sandbox.load(&wasm)?;
+    load_runtime_bytes(sandbox, &wasm)
+}
+
+/// [`load_runtime`] of a module already in memory (the one built into the binary).
+pub fn load_runtime_bytes(sandbox: &Sandbox, wasm: &[u8]) -> Result<LoadedModule, JsAppError> {
+    let plain = sandbox.load(wasm)?;
     if sandbox.cache_dir().is_none() {
         return Ok(plain);
     }
-    match pre_initialized(sandbox, &plain, &wasm) {
+    match pre_initialized(sandbox, &plain, wasm) {
         Ok(module) => Ok(module),
         Err(err) => {
             tracing::warn!(%err, "the JavaScript runtime is not pre-initialized; each action makes its QuickJS runtime");
@@ -385,8 +519,9 @@ mod tests {
         let (exe, home) = (root.join("bin"), root.join("home"));
         std::fs::create_dir_all(&exe).expect("bin");
         std::fs::create_dir_all(home.join("runtimes")).expect("runtimes");
+        let file = |p: &Path| RuntimeSource::File(p.to_owned());
 
-        let err = locate_runtime_in(None, Some(&exe), &home).expect_err("nothing there yet");
+        let err = locate_runtime_in(None, None, Some(&exe), &home).expect_err("nothing there yet");
         let text = err.to_string();
         assert!(
             text.contains(&exe.join(RUNTIME_FILE).display().to_string()),
@@ -397,29 +532,74 @@ mod tests {
         let in_home = home.join("runtimes").join(RUNTIME_FILE);
         std::fs::write(&in_home, b"home").expect("write");
         assert_eq!(
-            locate_runtime_in(None, Some(&exe), &home).expect("home"),
-            in_home
+            locate_runtime_in(None, None, Some(&exe), &home).expect("home"),
+            file(&in_home)
         );
 
         let next_to_exe = exe.join(RUNTIME_FILE);
         std::fs::write(&next_to_exe, b"exe").expect("write");
         assert_eq!(
-            locate_runtime_in(None, Some(&exe), &home).expect("exe"),
-            next_to_exe
+            locate_runtime_in(None, None, Some(&exe), &home).expect("exe"),
+            file(&next_to_exe)
+        );
+
+        // The built-in copy wins over the files beside the binary and in the home.
+        static BUILT_IN: &[u8] = b"\0asm built in";
+        assert_eq!(
+            locate_runtime_in(None, Some(BUILT_IN), Some(&exe), &home).expect("embedded"),
+            RuntimeSource::Embedded(BUILT_IN)
         );
 
         let custom = root.join("custom.wasm");
         std::fs::write(&custom, b"env").expect("write");
         assert_eq!(
-            locate_runtime_in(Some(custom.clone().into()), Some(&exe), &home).expect("env"),
-            custom
+            locate_runtime_in(
+                Some(custom.clone().into()),
+                Some(BUILT_IN),
+                Some(&exe),
+                &home
+            )
+            .expect("env"),
+            file(&custom)
         );
         // A variable that points nowhere is an error naming it, not a silent fallback.
         let missing = root.join("missing.wasm");
-        let err = locate_runtime_in(Some(missing.clone().into()), Some(&exe), &home)
-            .expect_err("missing");
+        let err = locate_runtime_in(
+            Some(missing.clone().into()),
+            Some(BUILT_IN),
+            Some(&exe),
+            &home,
+        )
+        .expect_err("missing");
         assert!(err.to_string().contains("missing.wasm"), "{err}");
         std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+
+    /// A build made after `scripts/build-guests.sh` (as CI's is) carries the runtime,
+    /// byte for byte the module that script built. `AISA_EXPECT_EMBEDDED_JS_RUNTIME=1`
+    /// (set by the scripts that build the guests first) makes its absence a failure.
+    #[test]
+    fn the_built_runtime_is_inside_the_binary() {
+        let Some(wasm) = embedded_runtime() else {
+            assert!(
+                std::env::var_os("AISA_EXPECT_EMBEDDED_JS_RUNTIME").is_none(),
+                "the JS runtime was expected inside the binary"
+            );
+            eprintln!(
+                "the JS runtime was not built before this build (scripts/build-guests.sh); skipped"
+            );
+            return;
+        };
+        assert!(wasm.starts_with(b"\0asm"));
+        let built = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/guest/wasm32-unknown-unknown/release/aisa_js_runtime.wasm");
+        if let Ok(on_disk) = std::fs::read(&built) {
+            assert_eq!(
+                Sha256::digest(&on_disk),
+                Sha256::digest(wasm),
+                "the embedded runtime is stale: cargo did not rebuild after build-guests.sh"
+            );
+        }
     }
 
     #[test]

@@ -42,6 +42,10 @@ enum Command {
     /// Manage the browsers paired for end-to-end encryption.
     #[command(subcommand)]
     Browsers(cli::pair::BrowsersCommand),
+    /// Update desktop-node from the signed release manifest (or roll back).
+    Update(cli::update::UpdateArgs),
+    /// Print this build's version, protocol and platform.
+    Version,
 }
 
 #[derive(Args)]
@@ -76,7 +80,7 @@ async fn async_main() -> anyhow::Result<()> {
         cli::env::renamed_var(cli::env::HOME_VAR, cli::env::OLD_HOME_VAR).map(PathBuf::from)
     }));
     // `run` also logs to daily files in the home folder; other commands only to stderr.
-    let log_dir = matches!(cli.command, Command::Run(_)).then(|| home.dir().join("logs"));
+    let log_dir = matches!(cli.command, Command::Run(_)).then(|| home.log_dir().to_owned());
     let _log_guard = aisa_node::logs::init(log_dir.as_deref())?;
     match cli.command {
         Command::Login(args) => cli::login::login(&home, args).await,
@@ -85,6 +89,16 @@ async fn async_main() -> anyhow::Result<()> {
         Command::Keys(cmd) => cli::keys::run(&home, cmd),
         Command::Pair => cli::pair::pair(&home),
         Command::Browsers(cmd) => cli::pair::browsers(&home, cmd),
+        Command::Update(args) => cli::update::update(&home, args).await,
+        Command::Version => {
+            println!(
+                "desktop-node {}\nprotocol {}\nplatform {}",
+                aisa_node::update::VERSION,
+                aisa_node::update::protocol(),
+                aisa_miniapp::release::platform()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -127,19 +141,10 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         host_quotas: config.limits.host_quotas(),
         ..SandboxConfig::default()
     })?;
-    let js_runtime = match aisa_node::js_apps::locate_runtime(home.dir()) {
-        Ok(path) => match aisa_node::js_apps::load_runtime(&sandbox, &path) {
-            Ok(module) => Some(module),
-            Err(err) => {
-                tracing::warn!(%err, "JavaScript apps will not run");
-                None
-            }
-        },
-        Err(err) => {
-            tracing::warn!(%err, "JavaScript apps will not run");
-            None
-        }
-    };
+    // Loaded when an installed JavaScript app first needs it (built into the binary,
+    // or found beside it / in the home folder).
+    let js_runtime =
+        aisa_node::js_apps::LazyRuntime::new(aisa_node::js_apps::locate_runtime(home.dir()));
     let installer = Installer::new(
         home,
         Some(Market::new(&config.relay_url)),
@@ -170,7 +175,8 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
             config.limits.to_limits(),
             home.dir().to_owned(),
         )
-        .with_installer(installer, js_runtime)
+        .with_installer(installer, None)
+        .with_lazy_js_runtime(js_runtime)
         .with_admission(config.limits.admission(cpus))
         .with_e2e(aisa_node::e2e::E2eState::new(
             aisa_node::secrets::Zeroizing::new(identity.secret_bytes()),
@@ -202,12 +208,65 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     );
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(ctx.clone().watch_apps(stop.clone()));
+    tokio::spawn(aisa_node::update::pending::confirm_when_online(
+        home.dir().to_owned(),
+        ctx.online(),
+    ));
+    tokio::spawn(cli::update::check_in_background(config.clone()));
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        let signal = stop_signal().await;
+        tracing::info!(signal, "stopping");
         let _ = stop_tx.send(true);
     });
     node::run(ctx, target, stop).await?;
     Ok(())
+}
+
+/// Waits for the first request to stop and names it: SIGTERM (service managers,
+/// `kill`), SIGINT (Ctrl-C), SIGHUP (the terminal closed) on Unix; Ctrl-C, Ctrl-Break,
+/// the console window closing, logoff and system shutdown on Windows. The node then
+/// lets its running actions finish (bounded) and tells the relay it is leaving.
+#[cfg(unix)]
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+        _ = hup.recv() => "SIGHUP",
+    }
+}
+
+/// See the Unix version. Windows gives a console handler about 5 s after a close,
+/// logoff or shutdown event before it ends the process, so those get what draining
+/// fits in that time.
+#[cfg(windows)]
+async fn stop_signal() -> &'static str {
+    use tokio::signal::windows;
+    let (Ok(mut c), Ok(mut brk), Ok(mut close), Ok(mut logoff), Ok(mut shutdown)) = (
+        windows::ctrl_c(),
+        windows::ctrl_break(),
+        windows::ctrl_close(),
+        windows::ctrl_logoff(),
+        windows::ctrl_shutdown(),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "Ctrl-C";
+    };
+    tokio::select! {
+        _ = c.recv() => "Ctrl-C",
+        _ = brk.recv() => "Ctrl-Break",
+        _ = close.recv() => "console closed",
+        _ = logoff.recv() => "logoff",
+        _ = shutdown.recv() => "system shutdown",
+    }
 }
 
 /// The key that authenticates the compiled-module cache, derived from the identity

@@ -39,13 +39,16 @@ pub fn with_store<T: Send>(
     home: &Home,
     f: impl FnOnce(&mut SecretStore) -> anyhow::Result<T> + Send,
 ) -> anyhow::Result<T> {
-    // `AISA_SECRETS_BACKEND` (auto, keyutils, secret-service, file) overrides node.toml,
+    // `AISA_SECRETS_BACKEND` (auto, secret-service, windows-credential-manager,
+    // macos-keychain, file; keyutils means auto) overrides node.toml,
     // which `keys set` may run before `login` has written.
     let configured = home.load_config().map(|c| c.secrets).unwrap_or_default();
     let choice = match std::env::var("AISA_SECRETS_BACKEND") {
         Ok(name) => {
             serde_json::from_value(serde_json::Value::String(name.clone())).with_context(|| {
-                format!("AISA_SECRETS_BACKEND={name:?}: auto, keyutils, secret-service or file")
+                format!(
+                    "AISA_SECRETS_BACKEND={name:?}: auto, secret-service, windows-credential-manager, macos-keychain or file"
+                )
             })?
         }
         Err(_) => configured.backend,
@@ -106,10 +109,15 @@ pub fn run(home: &Home, cmd: KeysCommand) -> anyhow::Result<()> {
                 let mut rows = Vec::new();
                 for name in store.names() {
                     if let Some(provider) = name.strip_prefix("provider/") {
-                        let hint = store
-                            .get(&name)?
-                            .map(|k| secrets::hint(&k))
-                            .unwrap_or_else(|| "(missing from the store)".into());
+                        let hint = match store.get(&name) {
+                            Ok(Some(k)) => secrets::hint(&k),
+                            Ok(None) => "(missing from the store)".into(),
+                            // Listed but gone from its store: say so, keep listing.
+                            Err(secrets::SecretError::Lost { .. }) => {
+                                "(lost: the store no longer has it; `keys set` it again)".into()
+                            }
+                            Err(err) => return Err(err.into()),
+                        };
                         rows.push((provider.to_owned(), hint));
                     }
                 }
@@ -138,7 +146,13 @@ pub fn run(home: &Home, cmd: KeysCommand) -> anyhow::Result<()> {
 pub fn save_login(home: &Home, token: &str) -> anyhow::Result<()> {
     with_store(home, |store| {
         store.set(DEVICE_TOKEN, token.as_bytes())?;
-        if store.get(IDENTITY_KEY)?.is_none() {
+        // A lost identity key (its store forgot it) is replaced like a missing one:
+        // logging in again is what the error told the person to do.
+        let identity = match store.get(IDENTITY_KEY) {
+            Err(secrets::SecretError::Lost { .. }) => None,
+            other => other?,
+        };
+        if identity.is_none() {
             let key = aisa_crypto::IdentityKey::generate();
             store.set(IDENTITY_KEY, &Zeroizing::new(key.secret_bytes())[..])?;
         }

@@ -538,8 +538,13 @@ async fn run_session(
     let moved = *retired.borrow();
     let stopping = *stop.borrow();
     if stopping {
-        // The relay marks the device offline at once, instead of at its heartbeat
-        // watch or QUIC's idle timeout.
+        // The last frames of the last actions (their STREAM_END, FIN) may still be in
+        // flight, and closing discards what the relay has not acknowledged: linger for
+        // a few round trips first. Then the relay marks the device offline at once,
+        // instead of at its heartbeat watch or QUIC's idle timeout.
+        let rtt = (*ctx.heartbeat_rtt.borrow()).unwrap_or(Duration::from_millis(100));
+        tokio::time::sleep((rtt * 3).clamp(Duration::from_millis(50), Duration::from_secs(1)))
+            .await;
         link.close(CLOSE_SHUTDOWN, b"node shutting down");
     } else {
         link.close(0, if moved { b"moved" } else { reason.as_bytes() });

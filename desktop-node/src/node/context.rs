@@ -39,6 +39,8 @@ pub struct NodeContext {
     pub(super) online: watch::Sender<bool>,
     installer: Option<Installer>,
     js_runtime: Option<LoadedModule>,
+    /// The JS runtime to load when a JavaScript app first needs it (`desktop-node run`).
+    lazy_js_runtime: Option<crate::js_apps::LazyRuntime>,
     /// Apps given at construction (tests, embedders); kept when apps are reloaded.
     builtin: HashMap<String, Arc<App>>,
     /// End-to-end encryption (paired browsers, the identity secret), if enabled.
@@ -78,6 +80,7 @@ impl NodeContext {
             online: watch::channel(false).0,
             installer: None,
             js_runtime: None,
+            lazy_js_runtime: None,
             e2e: None,
             admission: Admission::new(AdmissionConfig::default()),
             heartbeat_rtt: watch::channel(None).0,
@@ -131,6 +134,13 @@ impl NodeContext {
         self
     }
 
+    /// Loads the JS runtime only when an installed JavaScript app needs it (instead of a
+    /// runtime loaded up front, [`NodeContext::with_installer`]).
+    pub fn with_lazy_js_runtime(mut self, runtime: crate::js_apps::LazyRuntime) -> Self {
+        self.lazy_js_runtime = Some(runtime);
+        self
+    }
+
     /// The mini-app manager, if this node installs apps.
     pub fn installer(&self) -> Option<&Installer> {
         self.installer.as_ref()
@@ -156,7 +166,11 @@ impl NodeContext {
         let (apps, problems) = crate::apps::load_all_reusing(
             installer.apps.root(),
             &self.sandbox,
-            self.js_runtime.as_ref(),
+            self.js_runtime.as_ref().or_else(|| {
+                self.lazy_js_runtime
+                    .as_ref()
+                    .and_then(|lazy| lazy.for_apps(installer.apps.root(), &self.sandbox))
+            }),
             &previous,
         );
         for problem in problems {

@@ -6,12 +6,22 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SecretError {
-    /// The chosen backend cannot be used here.
+    /// The chosen backend, or the one `secrets.json` records, cannot be used here.
     #[error("the {backend} secret store is not available: {reason}")]
     Unavailable {
         /// The backend.
         backend: &'static str,
         /// Why.
+        reason: String,
+    },
+    /// The store `secrets.json` records holds this node's secrets and cannot be reached.
+    #[error(
+        "this node's secrets are in the {backend} store (secrets.json), which cannot be reached: {reason}. Make it reachable again (log in to the desktop session, unlock the keychain), or move secrets.json aside and run `desktop-node login` again"
+    )]
+    StoreGone {
+        /// The recorded backend.
+        backend: &'static str,
+        /// Why it cannot be reached.
         reason: String,
     },
     /// No backend works (`auto`).
@@ -26,6 +36,20 @@ pub enum SecretError {
         recorded: &'static str,
         /// What `node.toml` says.
         configured: &'static str,
+    },
+    /// A secret `secrets.json` lists is not in its store any more: the store was reset,
+    /// is another one than before (another keyring, another user), or was the kernel
+    /// keychain of an older version, which forgets at a reboot.
+    #[error(
+        "the secret {name:?} was stored in the {backend} store, which no longer has it (the store was reset or replaced, or it was the kernel keychain of an older version, which forgets at a reboot); {remedy}"
+    )]
+    Lost {
+        /// The secret's name.
+        name: String,
+        /// The store the node used.
+        backend: &'static str,
+        /// What to do about it.
+        remedy: &'static str,
     },
     /// The keychain refused an operation.
     #[error("the keychain failed: {0}")]
@@ -83,4 +107,16 @@ pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SecretError 
 /// A keychain failure.
 pub(super) fn keychain_err(err: keyring_core::Error) -> SecretError {
     SecretError::Keychain(err.to_string())
+}
+
+/// What to do about a lost secret, by name.
+pub(super) fn lost_remedy(name: &str) -> &'static str {
+    match name {
+        super::DEVICE_TOKEN => "run `desktop-node login` again",
+        super::IDENTITY_KEY => {
+            "run `desktop-node login` again (a new identity key is made; pair your browsers again)"
+        }
+        _ if name.starts_with("provider/") => "store the key again with `desktop-node keys set`",
+        _ => "store it again",
+    }
 }

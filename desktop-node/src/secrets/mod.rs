@@ -1,16 +1,13 @@
 //! Secret storage: AI provider keys, the device token and the identity key.
 //!
 //! A [`SecretStore`] keeps named secrets (`provider/openai`, `device-token`,
-//! `identity-key`) in one of three backends, chosen by `[secrets] backend` in `node.toml`:
+//! `identity-key`) in one backend, chosen by `[secrets] backend` in `node.toml`. Each
+//! one keeps its secrets across reboots:
 //!
-//! * `keyutils` — the Linux kernel key retention service, through `keyring-core` and
-//!   `linux-keyutils-keyring-store`. Needs no daemon, so it works headless. Keys live in
-//!   the user's persistent keyring, linked into the session keyring; a process without
-//!   a session keyring of its own reaches the user's session keyring (the kernel's
-//!   fallback), so no `keyctl session -` is needed. The kernel forgets these keys at a
-//!   reboot (and the persistent keyring expires after some idle days): on a server that
-//!   must survive a reboot unattended, choose `file`.
-//! * `secret-service` — GNOME Keyring, KWallet and friends over D-Bus, where the
+//! * `windows-credential-manager` — the Windows Credential Manager (generic credentials,
+//!   local-machine persistence), through `keyring-core` and `windows-native-keyring-store`.
+//! * `macos-keychain` — the user's login keychain (`apple-native-keyring-store`).
+//! * `secret-service` — GNOME Keyring, KWallet and friends over D-Bus, where a Linux
 //!   desktop session offers one (`DBUS_SESSION_BUS_ADDRESS` set).
 //! * `file` — `secrets.enc` in the home folder: every secret in one blob sealed with
 //!   ChaCha20-Poly1305 under a 32-byte key derived with argon2id from a passphrase:
@@ -20,9 +17,18 @@
 //!   kernel keychain, which forgets it at a reboot. A file an older version sealed with
 //!   a keychain key is re-sealed under a passphrase the first time one can be had.
 //!
-//! `auto` (the default) takes the first that works, in that order, and records the
-//! choice in `secrets.json` (which holds only the store id, the backend and the names
-//! of the secrets, never a secret), so a later run finds its secrets where it left them.
+//! `auto` (the default) takes the first durable keychain of this OS whose probe works
+//! (the one above for Windows and macOS, the Secret Service on Linux), else the file,
+//! and records the choice in `secrets.json` (which holds only the store id, the backend
+//! and the names of the secrets, never a secret), so a later run finds its secrets
+//! where it left them. Each keychain is compiled only for its OS (`cfg`).
+//!
+//! The Linux kernel keychain (keyutils) is no longer a backend: it forgets its keys at a
+//! reboot. Older versions chose it first; a store whose `secrets.json` records it is
+//! moved into the store `auto` (or the configured backend) gives the first time it is
+//! opened, and `backend = "keyutils"` now means `auto`. A secret listed in
+//! `secrets.json` that its store no longer has is an error ([`SecretError::Lost`]),
+//! never a silent `None`; so is a recorded store that is not reachable.
 //!
 //! No secret is written in plaintext; secret bytes are held in [`Zeroizing`] buffers.
 //! What this module does not do: protect a secret from code running as the same user
@@ -30,10 +36,11 @@
 //!
 //! The parts, one job each (private modules; everything public is re-exported here):
 //! `store.rs` (the [`SecretStore`] and its `secrets.json` index), `keychain.rs` (the
-//! keyutils and Secret Service backends, and the `auto` probe), `vault.rs` (the
+//! keychains of each OS, and the `auto` probe), `vault.rs` (the
 //! `secrets.enc` format of the `file` backend), `passphrase.rs` (where its passphrase
 //! comes from: environment, file, terminal), `migrate.rs` (what older versions left
-//! behind: plain secret files, a vault keyed in the keychain), `error.rs`
+//! behind: plain secret files, a vault keyed in the keychain, secrets in the kernel
+//! keychain), `error.rs`
 //! ([`SecretError`]).
 
 mod error;
@@ -85,25 +92,50 @@ pub struct SecretsConfig {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendChoice {
-    /// The first of keyutils, Secret Service, file that works (remembered once chosen).
+    /// The first durable keychain of this OS that works, else the encrypted file
+    /// (remembered once chosen).
     #[default]
     Auto,
-    /// The kernel keyutils keychain.
+    /// What older versions kept in the kernel keychain: read as `auto`, and the
+    /// secrets found in the kernel keychain move into the store `auto` chooses.
     Keyutils,
-    /// The desktop's Secret Service over D-Bus.
+    /// The desktop's Secret Service over D-Bus (Linux).
     SecretService,
+    /// The Windows Credential Manager.
+    WindowsCredentialManager,
+    /// The macOS login keychain.
+    MacosKeychain,
     /// The encrypted file.
     File,
+}
+
+impl BackendChoice {
+    /// The backend an explicit choice names; `None` for `auto` (and `keyutils`, which
+    /// now means `auto`).
+    pub fn explicit(self) -> Option<Backend> {
+        match self {
+            BackendChoice::Auto | BackendChoice::Keyutils => None,
+            BackendChoice::SecretService => Some(Backend::SecretService),
+            BackendChoice::WindowsCredentialManager => Some(Backend::WindowsCredentialManager),
+            BackendChoice::MacosKeychain => Some(Backend::MacosKeychain),
+            BackendChoice::File => Some(Backend::File),
+        }
+    }
 }
 
 /// The backend in use.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
-    /// The kernel keyutils keychain.
+    /// The Linux kernel keychain: where older versions kept secrets, which the kernel
+    /// forgets at a reboot. Only read now, to move them into a durable store.
     Keyutils,
-    /// The desktop's Secret Service over D-Bus.
+    /// The desktop's Secret Service over D-Bus (Linux).
     SecretService,
+    /// The Windows Credential Manager.
+    WindowsCredentialManager,
+    /// The macOS login keychain.
+    MacosKeychain,
     /// The encrypted file.
     File,
 }
@@ -114,8 +146,15 @@ impl Backend {
         match self {
             Backend::Keyutils => "keyutils",
             Backend::SecretService => "secret-service",
+            Backend::WindowsCredentialManager => "windows-credential-manager",
+            Backend::MacosKeychain => "macos-keychain",
             Backend::File => "file",
         }
+    }
+
+    /// Whether its secrets outlive a reboot (all but the kernel keychain).
+    pub fn durable(self) -> bool {
+        self != Backend::Keyutils
     }
 }
 

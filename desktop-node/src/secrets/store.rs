@@ -7,10 +7,10 @@ use keyring_core::Entry;
 use keyring_core::api::CredentialStore;
 use serde::{Deserialize, Serialize};
 
-use super::error::{io_err, keychain_err};
-use super::keychain::{auto_backend, keyutils_store, secret_service_store};
+use super::error::{io_err, keychain_err, lost_remedy};
+use super::keychain::{auto_backend, keychain_entry, keychain_store};
 use super::vault::{VAULT_FILE, Vault};
-use super::{Backend, BackendChoice, PassphraseSource, SERVICE, SecretError, Zeroizing};
+use super::{Backend, BackendChoice, PassphraseSource, SecretError, Zeroizing};
 
 /// The index file: which backend, which names; never a secret.
 pub(super) const INDEX_FILE: &str = "secrets.json";
@@ -37,9 +37,86 @@ pub struct SecretStore {
 }
 
 /// Where the secrets themselves are.
-enum Storage {
-    Keychain(Arc<CredentialStore>),
+pub(super) enum Storage {
+    /// A keychain of the OS.
+    Keychain(Backend, Arc<CredentialStore>),
+    /// `secrets.enc`.
     File(Vault),
+}
+
+impl Storage {
+    /// Opens `backend` for the store `id` of the home folder `dir`.
+    pub(super) fn open(
+        backend: Backend,
+        dir: &Path,
+        id: &str,
+        passphrase: &dyn PassphraseSource,
+    ) -> Result<Storage, SecretError> {
+        Ok(match backend {
+            Backend::File => Storage::File(Vault::open(dir, id, passphrase)?),
+            keychain => Storage::Keychain(keychain, keychain_store(keychain)?),
+        })
+    }
+
+    /// The secret `name` of store `id`, if this storage has it.
+    pub(super) fn get(
+        &self,
+        id: &str,
+        name: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
+        match self {
+            Storage::Keychain(backend, store) => {
+                match entry_in(store, *backend, id, name)?.get_secret() {
+                    Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
+                    Err(keyring_core::Error::NoEntry) => Ok(None),
+                    Err(e) => Err(keychain_err(e)),
+                }
+            }
+            Storage::File(vault) => Ok(vault.entries.get(name).cloned()),
+        }
+    }
+
+    /// Stores `secret` as `name` of store `id`.
+    pub(super) fn set(&mut self, id: &str, name: &str, secret: &[u8]) -> Result<(), SecretError> {
+        match self {
+            Storage::Keychain(backend, store) => entry_in(store, *backend, id, name)?
+                .set_secret(secret)
+                .map_err(keychain_err),
+            Storage::File(vault) => {
+                vault
+                    .entries
+                    .insert(name.to_owned(), Zeroizing::new(secret.to_vec()));
+                vault.save()
+            }
+        }
+    }
+
+    /// Deletes `name` of store `id`; whether it was there.
+    pub(super) fn delete(&mut self, id: &str, name: &str) -> Result<bool, SecretError> {
+        match self {
+            Storage::Keychain(backend, store) => {
+                match entry_in(store, *backend, id, name)?.delete_credential() {
+                    Ok(()) => Ok(true),
+                    Err(keyring_core::Error::NoEntry) => Ok(false),
+                    Err(e) => Err(keychain_err(e)),
+                }
+            }
+            Storage::File(vault) => {
+                let existed = vault.entries.remove(name).is_some();
+                vault.save()?;
+                Ok(existed)
+            }
+        }
+    }
+}
+
+fn entry_in(
+    store: &Arc<CredentialStore>,
+    backend: Backend,
+    id: &str,
+    name: &str,
+) -> Result<Entry, SecretError> {
+    keychain_entry(store, backend, &format!("{id}/{name}")).map_err(keychain_err)
 }
 
 impl std::fmt::Debug for SecretStore {
@@ -53,7 +130,9 @@ impl std::fmt::Debug for SecretStore {
 }
 
 impl SecretStore {
-    /// Opens the store of the home folder `dir` with the configured backend.
+    /// Opens the store of the home folder `dir` with the configured backend. A store an
+    /// older version kept in the kernel keychain is moved into a durable one first (see
+    /// `migrate.rs`).
     pub fn open(
         dir: &Path,
         choice: BackendChoice,
@@ -75,31 +154,42 @@ impl SecretStore {
             },
             Err(e) => return Err(io_err(&index_path)(e)),
         };
-        let backend = match (choice, index.backend) {
-            (BackendChoice::Auto, Some(recorded)) => recorded,
-            (BackendChoice::Auto, None) => auto_backend(&index.id)?,
-            (explicit, recorded) => {
-                let wanted = match explicit {
-                    BackendChoice::Keyutils => Backend::Keyutils,
-                    BackendChoice::SecretService => Backend::SecretService,
-                    _ => Backend::File,
-                };
-                if let Some(recorded) = recorded
-                    && recorded != wanted
-                    && !index.names.is_empty()
-                {
-                    return Err(SecretError::BackendMismatch {
-                        recorded: recorded.name(),
-                        configured: wanted.name(),
-                    });
+        if choice == BackendChoice::Keyutils {
+            tracing::warn!(
+                "[secrets] backend = \"keyutils\" is read as \"auto\": the kernel keychain forgets its keys at a reboot, so secrets go to a durable store"
+            );
+        }
+        let (backend, storage) = if index.backend == Some(Backend::Keyutils) {
+            super::migrate::from_keyutils(dir, &mut index, choice, passphrase)?
+        } else {
+            let backend = match (choice.explicit(), index.backend) {
+                (None, Some(recorded)) => recorded,
+                (None, None) => auto_backend(&index.id)?,
+                (Some(wanted), recorded) => {
+                    if let Some(recorded) = recorded
+                        && recorded != wanted
+                        && !index.names.is_empty()
+                    {
+                        return Err(SecretError::BackendMismatch {
+                            recorded: recorded.name(),
+                            configured: wanted.name(),
+                        });
+                    }
+                    wanted
                 }
-                wanted
-            }
-        };
-        let storage = match backend {
-            Backend::Keyutils => Storage::Keychain(keyutils_store()?),
-            Backend::SecretService => Storage::Keychain(secret_service_store()?),
-            Backend::File => Storage::File(Vault::open(dir, &index.id, passphrase)?),
+            };
+            let storage = Storage::open(backend, dir, &index.id, passphrase).map_err(|err| {
+                match err {
+                    // The store this node's secrets are in is not reachable: say so.
+                    SecretError::Unavailable { backend, reason }
+                        if index.backend.is_some() && !index.names.is_empty() =>
+                    {
+                        SecretError::StoreGone { backend, reason }
+                    }
+                    other => other,
+                }
+            })?;
+            (backend, storage)
         };
         index.backend = Some(backend);
         let store = SecretStore {
@@ -124,34 +214,25 @@ impl SecretStore {
         names
     }
 
-    /// The secret `name`, or `None` when there is none.
+    /// The secret `name`, or `None` when none was stored. A secret `secrets.json` lists
+    /// but the store no longer has is [`SecretError::Lost`].
     pub fn get(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, SecretError> {
         check_name(name)?;
-        match &self.storage {
-            Storage::Keychain(store) => match self.entry(store, name)?.get_secret() {
-                Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
-                Err(keyring_core::Error::NoEntry) => Ok(None),
-                Err(e) => Err(keychain_err(e)),
-            },
-            Storage::File(vault) => Ok(vault.entries.get(name).cloned()),
+        match self.storage.get(&self.index.id, name)? {
+            Some(secret) => Ok(Some(secret)),
+            None if self.index.names.iter().any(|n| n == name) => Err(SecretError::Lost {
+                name: name.to_owned(),
+                backend: self.backend.name(),
+                remedy: lost_remedy(name),
+            }),
+            None => Ok(None),
         }
     }
 
     /// Stores `secret` under `name`, replacing any earlier one.
     pub fn set(&mut self, name: &str, secret: &[u8]) -> Result<(), SecretError> {
         check_name(name)?;
-        match &mut self.storage {
-            Storage::Keychain(store) => {
-                let entry = Self::entry_in(store, &self.index.id, name)?;
-                entry.set_secret(secret).map_err(keychain_err)?;
-            }
-            Storage::File(vault) => {
-                vault
-                    .entries
-                    .insert(name.to_owned(), Zeroizing::new(secret.to_vec()));
-                vault.save()?;
-            }
-        }
+        self.storage.set(&self.index.id, name, secret)?;
         if !self.index.names.iter().any(|n| n == name) {
             self.index.names.push(name.to_owned());
         }
@@ -161,23 +242,12 @@ impl SecretStore {
     /// Removes the secret `name`; `false` when there was none.
     pub fn remove(&mut self, name: &str) -> Result<bool, SecretError> {
         check_name(name)?;
-        let existed = match &mut self.storage {
-            Storage::Keychain(store) => {
-                match Self::entry_in(store, &self.index.id, name)?.delete_credential() {
-                    Ok(()) => true,
-                    Err(keyring_core::Error::NoEntry) => false,
-                    Err(e) => return Err(keychain_err(e)),
-                }
-            }
-            Storage::File(vault) => {
-                let existed = vault.entries.remove(name).is_some();
-                vault.save()?;
-                existed
-            }
-        };
+        // Unlisted first: a crash in between leaves an unlisted secret, not a listed
+        // one that looks lost.
         let listed = self.index.names.len();
         self.index.names.retain(|n| n != name);
         self.save_index()?;
+        let existed = self.storage.delete(&self.index.id, name)?;
         Ok(existed || listed != self.index.names.len())
     }
 
@@ -203,22 +273,19 @@ impl SecretStore {
         Ok(())
     }
 
-    fn entry(&self, store: &Arc<CredentialStore>, name: &str) -> Result<Entry, SecretError> {
-        Self::entry_in(store, &self.index.id, name)
+    pub(super) fn save_index(&self) -> Result<(), SecretError> {
+        save_index(&self.dir, &self.index)
     }
+}
 
-    fn entry_in(store: &Arc<CredentialStore>, id: &str, name: &str) -> Result<Entry, SecretError> {
-        Entry::new_in_store(store, SERVICE, &format!("{id}/{name}")).map_err(keychain_err)
-    }
-
-    fn save_index(&self) -> Result<(), SecretError> {
-        let path = self.dir.join(INDEX_FILE);
-        let text = serde_json::to_vec_pretty(&self.index).map_err(|e| SecretError::Format {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        write_private(&path, &text)
-    }
+/// Writes `secrets.json`.
+pub(super) fn save_index(dir: &Path, index: &Index) -> Result<(), SecretError> {
+    let path = dir.join(INDEX_FILE);
+    let text = serde_json::to_vec_pretty(index).map_err(|e| SecretError::Format {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    write_private(&path, &text)
 }
 
 /// A masked hint of a secret for people: its first three and last four characters
@@ -323,7 +390,8 @@ mod tests {
         let mut store = SecretStore::open(dir.path(), BackendChoice::File, &pass("pw")).unwrap();
         store.set("device-token", b"t").unwrap();
         drop(store);
-        let err = SecretStore::open(dir.path(), BackendChoice::Keyutils, &pass("pw")).unwrap_err();
+        let err =
+            SecretStore::open(dir.path(), BackendChoice::SecretService, &pass("pw")).unwrap_err();
         assert!(matches!(err, SecretError::BackendMismatch { .. }), "{err}");
     }
 

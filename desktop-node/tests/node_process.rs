@@ -1,0 +1,246 @@
+//! The `desktop-node` process on each platform, against a real relay on loopback.
+//!
+//! * Stopping: SIGTERM in the middle of an action lets it finish (every chunk and its
+//!   STREAM_END reach the browser), the process exits 0, and the relay sees the node
+//!   leave at once (the node closes with code 3, "shutting down"), not after its
+//!   heartbeat timeout (Unix).
+//! * A smoke test of a node built for another platform: with `AISA_NODE_EXE` (and
+//!   `AISA_NODE_RUNNER`, e.g. `wine`) set, that binary logs in, stores a provider key in
+//!   the OS's own secret store (`auto`), installs an app and runs an action through the
+//!   relay. `scripts/wine-test.sh` runs it for the Windows build under Wine; without
+//!   the variables it runs the host's own binary the same way.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aisa_testkit::system::{self, System};
+use aisa_tunnel::Body;
+use common::{Killed, run_to_end};
+
+/// The binary under test and how to start it.
+fn node_command() -> Command {
+    let exe = std::env::var("AISA_NODE_EXE").unwrap_or_else(|_| common::NODE.to_owned());
+    match std::env::var("AISA_NODE_RUNNER") {
+        Ok(runner) if !runner.is_empty() => {
+            let mut cmd = Command::new(runner);
+            cmd.arg(exe);
+            cmd
+        }
+        _ => Command::new(exe),
+    }
+}
+
+fn node(home: &Path) -> Command {
+    let mut cmd = node_command();
+    cmd.arg("--home")
+        .arg(home)
+        .env("AISA_PASSPHRASE", "node process test")
+        .env_remove("AISA_SECRETS_BACKEND")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("AISA_NODE_HOME")
+        .env("AISA_JS_RUNTIME", "/nonexistent-probe");
+    cmd
+}
+
+/// Logs a new device in with the binary, installs hello-ai, stores `key`; returns the
+/// device id and what `keys set` said.
+fn set_up(system: &System, home: &Path, key: &str) -> (String, String) {
+    let relay_url = format!("http://{}", system.relay().http_addr);
+    let mut login = node(home);
+    login.args([
+        "login",
+        "--relay",
+        &relay_url,
+        "--email",
+        "alice@example.com",
+        "--password-stdin",
+        "--name",
+        "process-test",
+    ]);
+    run_to_end(login, system::PASSWORD);
+    let mut set = node(home);
+    set.args(["keys", "set", "openai", "--stdin"]);
+    let said = run_to_end(set, &format!("{key}\n"));
+    let mut install = node(home);
+    install
+        .args(["apps", "install-local"])
+        .arg(aisa_testkit::guest::hello_ai_wasm())
+        .args(["--id", "hello-ai", "--action", "write,echo"]);
+    run_to_end(install, "");
+    let config = std::fs::read_to_string(home.join("node.toml")).unwrap();
+    let device_id = config
+        .lines()
+        .find_map(|l| l.strip_prefix("device_id = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    (device_id, said)
+}
+
+fn start_run(home: &Path, base_url: &str, console: &Path) -> Killed {
+    let mut run = node(home);
+    run.env("RUST_LOG", "info");
+    run.args(["run", "--ai-provider", "openai", "--ai-base-url", base_url])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(console.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(console.join("stderr")).unwrap());
+    Killed(run.spawn().unwrap())
+}
+
+/// Runs `write` until the node is online and it succeeds; returns the reply text.
+async fn run_one(system: &System, device_id: &str, topic: &str, console: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no action succeeded on the node (stdout: {:?}, stderr: {:?})",
+            std::fs::read_to_string(console.join("stdout")),
+            std::fs::read_to_string(console.join("stderr"))
+        );
+        let reply = system::run_action(
+            system,
+            device_id,
+            system::execute("hello-ai", "write", serde_json::json!({ "topic": topic })),
+        )
+        .await;
+        match reply.last().map(|e| &e.body) {
+            Some(Body::StreamEnd { .. }) => return system::chunks_text(&reply),
+            Some(Body::Error { code, .. }) if code == "device_offline" => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            other => panic!(
+                "action failed: {other:?} (stderr: {:?})",
+                std::fs::read_to_string(console.join("stderr"))
+            ),
+        }
+    }
+}
+
+async fn make_room(system: &System, device_id: &str) {
+    system
+        .relay()
+        .state
+        .store
+        .revoke_device(&system.relay_user_id(), device_id)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_logs_in_keeps_its_key_in_the_os_store_and_runs_an_action() {
+    let system = System::start().await;
+    let key = format!("sk-process-test-{}", std::process::id());
+    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(key.clone()))
+        .await
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let console = tempfile::tempdir().unwrap();
+    let (device_id, said) = set_up(&system, home.path(), &key);
+    // `auto` chose the OS's durable store: the Credential Manager on Windows; on a
+    // Linux without a desktop session, the encrypted file.
+    let expected = if std::env::var("AISA_NODE_EXPECT_STORE").is_ok() {
+        std::env::var("AISA_NODE_EXPECT_STORE").unwrap()
+    } else if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some() {
+        "secret-service".to_owned()
+    } else {
+        "file".to_owned()
+    };
+    assert!(said.contains(&format!("in the {expected} store")), "{said}");
+    let _node = start_run(home.path(), &fake.base_url(), console.path());
+    let text = run_one(&system, &device_id, "platform smoke", console.path()).await;
+    assert!(text.contains("platform smoke"), "{text}");
+    assert!(
+        fake.stats
+            .completed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1,
+        "the provider got the stored key and answered"
+    );
+    make_room(&system, &device_id).await;
+}
+
+/// SIGTERM while an action runs: the action finishes, the node exits 0 and the relay
+/// sees it leave at once.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_running_action_finish_and_tells_the_relay() {
+    if std::env::var_os("AISA_NODE_RUNNER").is_some() {
+        return; // signals to a binary under another runner are not this test's
+    }
+    let system = System::start().await;
+    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), None)
+        .await
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let console = tempfile::tempdir().unwrap();
+    let (device_id, _) = set_up(&system, home.path(), "sk-unused-by-the-fake");
+    let mut node = start_run(home.path(), &fake.base_url(), console.path());
+    run_one(&system, &device_id, "warm up", console.path()).await;
+
+    // A slow action (a chunk every 200 ms); SIGTERM once its first chunk is here.
+    let session = system.browser().await;
+    let request = system::execute(
+        "hello-ai",
+        "write",
+        serde_json::json!({ "topic": "[slow] draining" }),
+    );
+    let header = system.header(&device_id);
+    let (_send, mut recv) = system::open(&session, &[header.encode(), request.encode()]).await;
+    let first = aisa_tunnel::io::read_frame(&mut recv, aisa_tunnel::MAX_FRAME_LEN)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        aisa_tunnel::Envelope::decode(&first).unwrap().body,
+        Body::StreamChunk { .. }
+    ));
+    let pid = node.0.id() as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid, with a plain signal number.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0);
+    let signalled = Instant::now();
+
+    // The rest of the action arrives, ending with STREAM_END.
+    let rest = system::read_reply(&mut recv).await;
+    assert!(
+        matches!(rest.last().map(|e| &e.body), Some(Body::StreamEnd { .. })),
+        "the running action was finished, not cut: {rest:?}"
+    );
+    assert!(system::chunks_text(&rest).contains("draining") || rest.len() > 1);
+
+    // The process ends on its own, successfully, within the drain bound.
+    let status = loop {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(15),
+            "the node did not stop after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let stderr = std::fs::read_to_string(console.path().join("stderr")).unwrap();
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    // The relay knows at once (its heartbeat watch would take three intervals, QUIC's
+    // idle timeout longer): the node closed its connection saying it is leaving.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while system
+        .relay()
+        .state
+        .devices
+        .registry
+        .get(&device_id)
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "the relay still lists the node");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    make_room(&system, &device_id).await;
+}

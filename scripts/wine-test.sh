@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The desktop node for Windows, proved on Linux: cross-builds aisa-node for
+# x86_64-pc-windows-gnu with Debian's mingw-w64 and runs, under Debian's Wine,
+#   1. its unit tests (among them the Credential Manager round trip `auto` picks), and
+#   2. a smoke test: desktop-node.exe logs in to a relay on loopback (the relay runs
+#      natively), stores a provider key in the Credential Manager, installs an app, and
+#      runs one action (desktop-node/tests/node_process.rs with AISA_NODE_EXE).
+#
+# Wine 8 lacks bcryptprimitives.dll's ProcessPrng, which Rust's std calls for random
+# bytes: a five-line shim DLL (built here with mingw) that calls RtlGenRandom stands in.
+# Builds go to target/windows (several GB; the host build's target/ is untouched).
+# Called by scripts/test-full.sh; needs root for apt-get the first time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET=x86_64-pc-windows-gnu
+TARGET_DIR=target/windows
+
+have() { command -v "$1" >/dev/null 2>&1; }
+missing=()
+have x86_64-w64-mingw32-gcc || missing+=(gcc-mingw-w64-x86-64)
+have wine || missing+=(wine)
+have wine64 || [ -x /usr/lib/wine/wine64 ] || missing+=(wine64)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing ${missing[*]} (apt-get)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
+
+# The guests (hello-ai for the smoke test; the JS runtime is embedded in the binary).
+scripts/build-guests.sh
+
+# The ProcessPrng shim.
+shim_dir=$TARGET_DIR/shim
+mkdir -p "$shim_dir"
+cat >"$shim_dir/processprng.c" <<'C'
+#include <windows.h>
+BOOLEAN NTAPI SystemFunction036(PVOID buffer, ULONG length); /* RtlGenRandom */
+BOOL WINAPI ProcessPrng(PBYTE data, SIZE_T length) {
+  return SystemFunction036(data, (ULONG)length);
+}
+C
+x86_64-w64-mingw32-gcc -shared -O2 -o "$shim_dir/bcryptprimitives.dll" \
+  "$shim_dir/processprng.c" -ladvapi32 -Wl,--export-all-symbols
+
+export WINEDEBUG=-all
+export WINEPREFIX=${WINEPREFIX:-$PWD/$TARGET_DIR/wineprefix}
+export WINEDLLOVERRIDES="bcryptprimitives=n,b;mscoree,mshtml="
+mkdir -p "$WINEPREFIX"
+# Each test binary runs under wine with the shim beside it (cargo's runner).
+runner=$PWD/$shim_dir/run.sh
+cat >"$runner" <<SH
+#!/usr/bin/env bash
+cp -f "$PWD/$shim_dir/bcryptprimitives.dll" "\$(dirname "\$1")/"
+exec wine "\$@"
+SH
+chmod +x "$runner"
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER=$runner
+export CARGO_TARGET_X86_64_PC_WINDOWS_GNU_LINKER=x86_64-w64-mingw32-gcc
+wineboot -i >/dev/null 2>&1 || true
+
+echo "==> aisa-node unit tests, built for Windows, under Wine"
+cargo test --locked -p aisa-node --lib --target "$TARGET" --target-dir "$TARGET_DIR"
+
+echo "==> desktop-node.exe smoke test against a relay on loopback"
+cargo build --locked -p aisa-node --bin desktop-node --target "$TARGET" --target-dir "$TARGET_DIR"
+exe=$PWD/$TARGET_DIR/$TARGET/debug/desktop-node.exe
+cp -f "$shim_dir/bcryptprimitives.dll" "$(dirname "$exe")/"
+AISA_NODE_EXE=$exe AISA_NODE_RUNNER=wine AISA_NODE_EXPECT_STORE=windows-credential-manager \
+  cargo test --locked -p aisa-node --test node_process -- --test-threads 1 \
+  a_node_logs_in_keeps_its_key_in_the_os_store_and_runs_an_action
+echo "wine: passed"
