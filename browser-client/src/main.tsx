@@ -3,13 +3,13 @@
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
 import { App } from './App';
-import { Api } from './lib/api';
+import { Api, browserTabSync } from './lib/api';
 import './style.css';
 
 const root = document.getElementById('root');
 if (!root) throw new Error('page is missing #root');
 createRoot(root).render(
   <StrictMode>
-    <App api={new Api()} />
+    <App api={new Api(undefined, undefined, browserTabSync())} />
   </StrictMode>,
 );

@@ -1,24 +1,31 @@
 /**
  * A mini-app's action as a form (its JSON Schema and uiSchema, rendered and validated by
- * @rjsf with ajv8), the run it starts (EXECUTE_ACTION), and its output as it streams:
- * markdown rendered safely, a status line in a live region, STREAM_END with the time it
- * took, ERROR as a readable message, and Cancel (also Escape) while it runs.
+ * @rjsf with ajv8; required fields first, validation messages in words), the run it
+ * starts (EXECUTE_ACTION), and its output as it streams: markdown rendered safely, a
+ * status line in a live region, STREAM_END with the time it took, ERROR as a sentence
+ * with its code behind "Details", and Cancel (also Escape) while it runs.
+ *
+ * The run lives in a {@link RunStore} (the shell's, under `runKey`), not in this
+ * component: leaving the screen does not stop it, and coming back shows it.
  */
 
 import Form from '@rjsf/core';
 import {
   TranslatableString,
   type CustomValidator,
+  type ErrorTransformer,
   type IconButtonProps,
   type RJSFSchema,
   type UiSchema,
 } from '@rjsf/utils';
 import validator from '@rjsf/validator-ajv8';
-import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from 'react';
 import type { ActionResult } from '../tunnel/client';
-import { describeError } from '../lib/errors';
+import { humanFromCode, validationSentence } from '../lib/errors';
 import { renderMarkdown } from '../lib/markdown';
-import { IDLE, describeRun, isActive, runReducer } from '../lib/run';
+import { describeRun, isActive } from '../lib/run';
+import { RunStore } from '../lib/runs';
+import { ErrorNote } from './ErrorNote';
 
 /** Runs an action on the device; what the runner needs from the relay session. */
 export type RunFn = (
@@ -88,6 +95,32 @@ export interface MiniAppRunnerProps {
    * `customValidate` and show the free-form form ({@link FREEFORM_SCHEMA}).
    */
   freeform?: boolean;
+  /** Where the run lives (the shell's store); without one, a store of this component's own. */
+  runs?: RunStore;
+  /** The run's key in `runs` (`<device>/<app>`). */
+  runKey?: string;
+}
+
+/**
+ * The uiSchema with required fields first (`ui:order`), unless the author chose an
+ * order: a person fills in what is needed before what is optional.
+ */
+export function requiredFirst(schema: RJSFSchema, uiSchema: UiSchema): UiSchema {
+  if (uiSchema['ui:order'] || schema.type !== 'object' || !schema.properties) return uiSchema;
+  const names = Object.keys(schema.properties);
+  const required = new Set(Array.isArray(schema.required) ? schema.required : []);
+  if (!required.size) return uiSchema;
+  const order = [...names.filter((n) => required.has(n)), ...names.filter((n) => !required.has(n))];
+  return { ...uiSchema, 'ui:order': order };
+}
+
+/** The schema's field titles by property name, for validation sentences. */
+function titlesOf(schema: RJSFSchema): Record<string, string> {
+  const titles: Record<string, string> = {};
+  for (const [name, prop] of Object.entries(schema.properties ?? {})) {
+    if (prop && typeof prop === 'object' && typeof prop.title === 'string') titles[name] = prop.title;
+  }
+  return titles;
 }
 
 /**
@@ -142,25 +175,37 @@ function SchemaRunner({
   toRequest = schemaRequest,
   customValidate,
   onFinished,
+  runs,
+  runKey = '',
 }: MiniAppRunnerProps) {
   const names = Object.keys(actions);
-  const [action, setAction] = useState(names[0] ?? '');
-  const [formData, setFormData] = useState<Record<string, unknown>>({});
-  const [state, dispatch] = useReducer(runReducer, IDLE);
-  const controller = useRef<AbortController | null>(null);
+  // Without the shell's store, a store of this component's own that ends with it.
+  const [ownStore] = useState(() => (runs ? null : new RunStore()));
+  const store = runs ?? ownStore!;
+  useEffect(() => () => ownStore?.abortAll(), [ownStore]);
+  const entry = useSyncExternalStore(store.subscribe, () => store.get(runKey));
+  const state = entry.state;
+  const action = entry.action && names.includes(entry.action) ? entry.action : (names[0] ?? '');
+  const formData = entry.formData;
   const runButton = useRef<HTMLButtonElement>(null);
   const cancelButton = useRef<HTMLButtonElement>(null);
   const active = isActive(state);
 
   const schema = actions[action] ?? { type: 'object' };
-  const uiSchema = useMemo<UiSchema>(() => ({ ...(uiSchemas[action] ?? {}) }), [uiSchemas, action]);
+  const uiSchema = useMemo<UiSchema>(
+    () => requiredFirst(schema, { ...(uiSchemas[action] ?? {}) }),
+    [schema, uiSchemas, action],
+  );
+  const transformErrors = useMemo<ErrorTransformer>(() => {
+    const titles = titlesOf(schema);
+    return (errors) =>
+      errors.map((e) => {
+        const sentence = validationSentence(e, titles);
+        return { ...e, message: sentence, stack: sentence };
+      });
+  }, [schema]);
 
-  const cancel = useCallback(() => {
-    const c = controller.current;
-    if (!c || c.signal.aborted) return;
-    dispatch({ type: 'cancel' });
-    c.abort();
-  }, []);
+  const cancel = useCallback(() => store.cancel(runKey), [store, runKey]);
 
   // Escape cancels a running action, wherever the focus is.
   useEffect(() => {
@@ -183,33 +228,16 @@ function SchemaRunner({
     }
   }, [active]);
 
-  // Leaving the page stops the run.
-  useEffect(() => () => controller.current?.abort(), []);
-
   async function start(data: unknown): Promise<void> {
-    if (controller.current || blocked) return;
+    if (store.isRunning(runKey) || blocked) return;
     const req = toRequest(action, data);
-    const c = new AbortController();
-    controller.current = c;
-    dispatch({ type: 'start' });
-    try {
-      const result = await run(req.action, req.payload, {
-        signal: c.signal,
-        onChunk: (chunk) => dispatch({ type: 'chunk', data: chunk }),
-      });
-      dispatch({ type: 'end', chunks: result.chunks, elapsedMs: result.elapsedMs });
-    } catch (err) {
-      const { code, message } = describeError(err);
-      if (c.signal.aborted && code === 'cancelled') dispatch({ type: 'cancelled' });
-      else dispatch({ type: 'error', code, message });
-    } finally {
-      controller.current = null;
+    await store.start(runKey, ({ signal, onChunk }) => run(req.action, req.payload, { signal, onChunk }), () => {
       // The Cancel button is about to be disabled: if it has the focus, hand it to Run
-      // once that is enabled again (see the effect below).
+      // once that is enabled again (see the effect above).
       refocus.current =
         document.activeElement === cancelButton.current || document.activeElement === document.body;
       onFinished?.();
-    }
+    });
   }
 
   const html = useMemo(() => renderMarkdown(state.output), [state.output]);
@@ -224,10 +252,7 @@ function SchemaRunner({
             id="action-choice"
             value={action}
             disabled={active}
-            onChange={(e) => {
-              setAction(e.target.value);
-              setFormData({});
-            }}
+            onChange={(e) => store.setForm(runKey, e.target.value, {})}
           >
             {names.map((n) => (
               <option key={n} value={n}>
@@ -243,9 +268,10 @@ function SchemaRunner({
         uiSchema={uiSchema}
         validator={validator}
         formData={formData}
-        onChange={(e) => setFormData((e.formData ?? {}) as Record<string, unknown>)}
+        onChange={(e) => store.setForm(runKey, action, (e.formData ?? {}) as Record<string, unknown>)}
         onSubmit={(e) => void start(e.formData)}
         customValidate={customValidate}
+        transformErrors={transformErrors}
         // The errors are shown on the form (and the first invalid field focused); no console report.
         onError={() => undefined}
         noHtml5Validate
@@ -265,9 +291,18 @@ function SchemaRunner({
         </div>
       </Form>
       {blocked && <p className="muted">{blocked}</p>}
-      <p id="run-status" role="status" aria-live="polite" className={state.phase === 'failed' ? 'error' : ''}>
+      <p
+        id="run-status"
+        role="status"
+        aria-live="polite"
+        className={state.phase === 'failed' ? 'error' : ''}
+        data-chunks={state.phase === 'done' ? state.chunks : undefined}
+      >
         {status}
       </p>
+      {state.phase === 'failed' && (
+        <ErrorNote error={humanFromCode(state.code, state.message)} live={false} sentence={false} id="run-error" />
+      )}
       {active && <p className="muted small-text">Press Escape to cancel.</p>}
       <h3 id="output-title">Output</h3>
       <div

@@ -23,7 +23,8 @@ type Loaded =
   | { kind: 'error'; message: string };
 
 export function RunnerPage({ appId }: { appId: string }) {
-  const { api, session, device, reloadAccount } = useApp();
+  const { api, session, device, reloadAccount, runs, appNames } = useApp();
+  const runKey = `${device?.id ?? ''}/${appId}`;
   const [loaded, setLoaded] = useState<Loaded>({ kind: 'loading' });
   const [attempt, setAttempt] = useState(0);
 
@@ -87,11 +88,11 @@ export function RunnerPage({ appId }: { appId: string }) {
   };
 
   const blocked = !device
-    ? 'Add a device first: sign in with the desktop node on your computer.'
+    ? 'Add a desktop first (Devices → Add a desktop).'
     : !device.online
-      ? `${device.name} is offline: start the desktop node to run this app.`
+      ? `${device.name} is offline: start the desktop node on it (desktop-node run) to run this app.`
       : null;
-  const title = loaded.kind === 'market' ? loaded.name : appId;
+  const title = loaded.kind === 'market' ? loaded.name : (appNames[appId] ?? appId);
 
   return (
     <>
@@ -127,6 +128,8 @@ export function RunnerPage({ appId }: { appId: string }) {
               blocked={blocked}
               run={run}
               onFinished={reloadAccount}
+              runs={runs}
+              runKey={runKey}
             />
           )}
           {loaded.kind === 'local' && (
@@ -137,6 +140,8 @@ export function RunnerPage({ appId }: { appId: string }) {
               blocked={blocked}
               run={run}
               onFinished={reloadAccount}
+              runs={runs}
+              runKey={runKey}
             />
           )}
         </Suspense>

@@ -1,7 +1,8 @@
 /**
  * The signed-in app: a header with navigation and the account, a sidebar with the
  * devices (online/offline, live from DEVICE_STATUS) and the plan's usage, and the current
- * screen. Owns the relay session, the device list and the account.
+ * screen. Owns the relay session, the device list, the account and the runs (which
+ * outlive the screens).
  */
 
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
@@ -9,10 +10,15 @@ import type { Account, Api, Device } from '../lib/api';
 import { describeError } from '../lib/errors';
 import { PairingBanner } from '../e2e/PairingBanner';
 import { routeHref, useRoute, type Route } from '../lib/route';
+import { RunStore } from '../lib/runs';
 import { RelaySession, type SessionState } from '../lib/session';
 import { transportLabel, useTransportKind } from '../tunnel/transport/useTransport';
 import { AppContext, type AppContextValue } from './context';
+import { AccountPage } from './Account';
+import { ActivatePage } from './Activate';
+import { AddDesktop } from './AddDesktop';
 import { AppDetail } from './AppDetail';
+import { DevicesPage } from './Devices';
 import { Marketplace } from './Marketplace';
 import { RunnerPage } from './Runner';
 import { Workspace } from './Workspace';
@@ -50,6 +56,8 @@ export function Shell({ api }: { api: Api }) {
   const [accountError, setAccountError] = useState('');
   const [sessionState, setSessionState] = useState<SessionState>({ kind: 'idle' });
   const transport = useTransportKind();
+  const [runs] = useState(() => new RunStore());
+  const [appNames, setAppNames] = useState<Record<string, string>>({});
 
   /** What the device-status stream said, by id: fresher than a list read before the last push. */
   const live = useRef(new Map<string, { online: boolean; nodeVersion: string }>());
@@ -142,6 +150,21 @@ export function Shell({ api }: { api: Api }) {
     };
   }, [api, session, reloadDevices, reloadAccount]);
 
+  // Signing out (this shell goes) stops every run.
+  useEffect(() => () => runs.abortAll(), [runs]);
+
+  // Names for the apps' ids (the marketplace's list; an app not in it keeps its id).
+  useEffect(() => {
+    let stale = false;
+    api.marketApps?.('', '').then(
+      (list) => !stale && setAppNames(Object.fromEntries(list.map((a) => [a.id, a.name]))),
+      () => undefined,
+    );
+    return () => {
+      stale = true;
+    };
+  }, [api]);
+
   const device = devices.find((d) => d.id === chosen) ?? devices.find((d) => d.online) ?? devices[0] ?? null;
 
   const value: AppContextValue = {
@@ -155,6 +178,8 @@ export function Shell({ api }: { api: Api }) {
     reloadDevices,
     account,
     reloadAccount,
+    runs,
+    appNames,
   };
 
   // Move focus to the new screen's heading when the route changes (not on first load).
@@ -172,7 +197,7 @@ export function Shell({ api }: { api: Api }) {
   const summary = devicesLoading
     ? 'Loading devices…'
     : devices.length === 0
-      ? 'No devices yet: sign in on your desktop with the desktop node.'
+      ? 'No devices yet.'
       : `${devices.length} device${devices.length === 1 ? '' : 's'}, ${online} online.`;
 
   return (
@@ -190,11 +215,17 @@ export function Shell({ api }: { api: Api }) {
             <NavLink route={{ page: 'marketplace' }} current={route.page === 'marketplace' || route.page === 'app'}>
               Marketplace
             </NavLink>
+            <NavLink route={{ page: 'devices' }} current={route.page === 'devices' || route.page === 'add-desktop'}>
+              Devices
+            </NavLink>
+            <NavLink route={{ page: 'account' }} current={route.page === 'account'}>
+              Account
+            </NavLink>
           </ul>
         </nav>
         <div className="account">
           <span id="signed-in-as">Signed in as {api.user?.email}</span>
-          <button type="button" className="secondary" onClick={() => api.signOut()}>
+          <button type="button" className="secondary" onClick={() => void api.signOut()}>
             Sign out
           </button>
         </div>
@@ -224,6 +255,11 @@ export function Shell({ api }: { api: Api }) {
             <p id="devices-status" className="muted" role="status">
               {devicesError ? `Could not load devices: ${devicesError}` : summary}
             </p>
+            {!devicesLoading && devices.length === 0 && (
+              <p>
+                <a href={routeHref({ page: 'add-desktop' })}>Add a desktop</a>
+              </p>
+            )}
             <button type="button" className="secondary small" onClick={reloadDevices}>
               Refresh devices
             </button>
@@ -265,8 +301,16 @@ function NavLink({ route, current, children }: { route: Route; current: boolean;
   );
 }
 
-function Screen({ route }: { route: Route }) {
+function Screen({ route }: { route: Route }): React.JSX.Element {
   switch (route.page) {
+    case 'devices':
+      return <DevicesPage />;
+    case 'account':
+      return <AccountPage />;
+    case 'add-desktop':
+      return <AddDesktop />;
+    case 'activate':
+      return <ActivatePage key={route.code} code={route.code} />;
     case 'workspace':
       return <Workspace />;
     case 'marketplace':

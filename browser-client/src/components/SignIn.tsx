@@ -1,13 +1,17 @@
-/** Sign in, or create an account, with email and password. */
+/**
+ * The first page: what this is, in a few lines, and sign in or create an account with
+ * email and password. A new account goes on to "Add a desktop".
+ */
 
 import { useRef, useState, type FormEvent } from 'react';
 import { MIN_NEW_PASSWORD, type Api } from '../lib/api';
-import { describeError } from '../lib/errors';
+import { humanError, type HumanError } from '../lib/errors';
 
 export function SignIn({ api }: { api: Api }) {
   const [email, setEmail] = useState('');
   const [password, setPassword] = useState('');
   const [error, setError] = useState('');
+  const [details, setDetails] = useState<HumanError | null>(null);
   const [busy, setBusy] = useState(false);
   const emailRef = useRef<HTMLInputElement>(null);
   const passwordRef = useRef<HTMLInputElement>(null);
@@ -17,21 +21,30 @@ export function SignIn({ api }: { api: Api }) {
     const address = email.trim();
     if (!address || !password) {
       setError('Enter your email and password.');
+      setDetails(null);
       (address ? passwordRef : emailRef).current?.focus();
       return;
     }
     if (how === 'signup' && password.length < MIN_NEW_PASSWORD) {
       setError(`A new account needs a password of at least ${MIN_NEW_PASSWORD} characters.`);
+      setDetails(null);
       passwordRef.current?.focus();
       return;
     }
     setError('');
+    setDetails(null);
     setBusy(true);
+    // A new account goes on to "Add a desktop" (set before the shell reads the route).
+    const before = window.location.hash;
+    if (how === 'signup') window.location.hash = '#/add-desktop';
     try {
       await api.signIn(how, address, password);
     } catch (err) {
+      if (how === 'signup') window.location.hash = before;
       setBusy(false);
-      setError(describeError(err).message);
+      const human = humanError(err);
+      setError(human.sentence);
+      setDetails(human);
       passwordRef.current?.focus();
     }
   }
@@ -43,6 +56,19 @@ export function SignIn({ api }: { api: Api }) {
 
   return (
     <main id="main" className="signin">
+      <section aria-labelledby="intro-title" className="intro">
+        <h1 id="intro-title">AI SuperApp</h1>
+        <p>
+          Small AI apps that run on <strong>your own computer</strong>, with your own AI provider key, used from this
+          page on any device. Your computer connects out to this relay; the relay passes the traffic through and can
+          be shut out of it with end-to-end encryption.
+        </p>
+        <ol className="small-text">
+          <li>Create an account here.</li>
+          <li>Install the desktop node on your computer and approve it from this page.</li>
+          <li>Pick an app from the Marketplace and run it.</li>
+        </ol>
+      </section>
       <section aria-labelledby="signin-title" className="card">
         <h2 id="signin-title">Sign in or create an account</h2>
         <form onSubmit={onSubmit} noValidate>
@@ -86,6 +112,14 @@ export function SignIn({ api }: { api: Api }) {
           <p id="signin-error" className="error" role="alert">
             {error}
           </p>
+          {details && (
+            <details className="error-details">
+              <summary>Details</summary>
+              <p className="small-text">
+                <code>{details.code}</code>: {details.details}
+              </p>
+            </details>
+          )}
         </form>
       </section>
     </main>

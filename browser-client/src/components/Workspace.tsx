@@ -6,6 +6,7 @@ import type { AppStatus } from '../tunnel/codec';
 import { e2eKeysFor } from '../e2e/session';
 import { getDeviceState } from '../tunnel/requests';
 import { describeError } from '../lib/errors';
+import { lastSeenText } from './Devices';
 import { routeHref } from '../lib/route';
 import { useApp } from './context';
 
@@ -56,9 +57,14 @@ export function Workspace() {
       <h2 tabIndex={-1}>Workspace</h2>
       {devices.length === 0 ? (
         <p className="card muted">
-          {devicesLoading
-            ? 'Loading devices…'
-            : 'No devices yet. Run “desktop-node login” on your computer, then “desktop-node run”.'}
+          {devicesLoading ? (
+            'Loading devices…'
+          ) : (
+            <>
+              No desktop yet. <a href={routeHref({ page: 'add-desktop' })}>Add a desktop</a>: install the desktop node
+              on your computer and approve it here.
+            </>
+          )}
         </p>
       ) : (
         <>
@@ -76,7 +82,7 @@ export function Workspace() {
 
 /** One device: its state, the apps installed on it, and the choice to work with it. */
 function DeviceCard({ device, chosen }: { device: Device; chosen: boolean }) {
-  const { selectDevice } = useApp();
+  const { selectDevice, appNames } = useApp();
   const { apps, error, loading, reload } = useInstalledApps(device.id, device.online);
   const titleId = `device-${device.id}`;
 
@@ -104,7 +110,7 @@ function DeviceCard({ device, chosen }: { device: Device; chosen: boolean }) {
       <p className="muted small-text">
         {device.online
           ? `Online${device.node_version ? `, desktop node ${device.node_version}` : ''}.`
-          : `Offline${device.last_seen ? `, last seen ${new Date(device.last_seen).toLocaleString()}` : ''}. Start “desktop-node run” on it.`}
+          : `Offline${device.last_seen ? `, last seen ${lastSeenText(device.last_seen)}` : ''}. Start “desktop-node run” on it.`}
       </p>
       <div role="status" className="muted">
         {!device.online
@@ -122,14 +128,14 @@ function DeviceCard({ device, chosen }: { device: Device; chosen: boolean }) {
           {apps.map((a) => (
             <li key={a.id} className="app-row">
               <span>
-                <strong>{a.id}</strong> <span className="muted">{a.version}</span>
+                <strong>{appNames[a.id] ?? a.id}</strong> <span className="muted">{a.version}</span>
                 {!a.enabled && <span className="badge offline">disabled</span>}
               </span>
               {a.enabled && (
                 <a
                   className="button-link"
                   href={routeHref({ page: 'run', appId: a.id })}
-                  aria-label={`Open ${a.id} on ${device.name}`}
+                  aria-label={`Open ${appNames[a.id] ?? a.id} on ${device.name}`}
                   onClick={() => selectDevice(device.id)}
                 >
                   Open

@@ -2,6 +2,7 @@
 
 import { createContext, useContext } from 'react';
 import type { Account, Api, Device } from '../lib/api';
+import type { RunStore } from '../lib/runs';
 import type { RelaySession } from '../lib/session';
 
 /** The signed-in app's shared state, provided by the shell. */
@@ -20,6 +21,10 @@ export interface AppContextValue {
   reloadDevices: () => void;
   account: Account | null;
   reloadAccount: () => void;
+  /** The page's action runs: they go on while the person is on another screen. */
+  runs: RunStore;
+  /** App names from the marketplace, by id (an app not listed there keeps its id). */
+  appNames: Record<string, string>;
 }
 
 export const AppContext = createContext<AppContextValue | null>(null);

@@ -1,8 +1,15 @@
 /**
  * The relay's HTTP API: accounts (sign-up, sign-in with short-lived access tokens and
- * single-use refresh tokens, sign-out), devices, the plan and usage, the WebTransport
- * session's address, and the marketplace (docs/relay.md). Tokens live in memory
- * only.
+ * single-use refresh tokens, sign-out, sessions, password, deletion), devices (list,
+ * rename, remove, device login approval), the plan and usage, the WebTransport
+ * session's address, and the marketplace (docs/relay.md).
+ *
+ * The access token lives in memory only. The refresh token lives in an HttpOnly cookie
+ * the relay sets (`aisa_refresh`, path `/api/auth`): this page never sees it, and a
+ * reload, a new tab or a deep link signs in again with one `POST /api/auth/refresh`
+ * ({@link Api.restore}). Tabs refresh one at a time (a Web Lock), since each refresh
+ * replaces the cookie they share, and tell each other when they sign in or out (a
+ * BroadcastChannel).
  */
 
 import { errorMessage } from '../tunnel/client';
@@ -10,7 +17,8 @@ import { errorMessage } from '../tunnel/client';
 /** POST /api/auth/login (and /refresh) → 200, POST /api/auth/signup → 201. */
 export interface LoginResponse {
   token: string;
-  refresh_token: string;
+  /** Absent when the relay put it in the cookie (the web app always asks for that). */
+  refresh_token?: string;
   expires_in: number;
   user_id: string;
   email: string;
@@ -22,7 +30,28 @@ export interface Device {
   name: string;
   online: boolean;
   node_version: string | null;
-  last_seen: string | null;
+  /** Seconds since the epoch (the relay's unit), or null when never seen. */
+  last_seen: number | null;
+}
+
+/** One entry of GET /api/auth/sessions. */
+export interface SessionEntry {
+  id: string;
+  /** Seconds since the epoch. */
+  started_at: number;
+  /** Seconds since the epoch. */
+  last_active: number;
+  user_agent: string | null;
+  /** The session of this browser. */
+  current: boolean;
+}
+
+/** GET /api/device/code/{code}: a desktop waiting for approval. */
+export interface PendingDeviceLogin {
+  user_code: string;
+  name: string;
+  created_at: number;
+  expires_in: number;
 }
 
 /** GET /api/account. */
@@ -134,7 +163,29 @@ export interface SignedIn {
 export const MIN_NEW_PASSWORD = 8;
 
 /** What {@link Api} tells its listeners. */
-export type ApiEvent = 'signed-in' | 'signed-out' | 'token-refreshed';
+export type ApiEvent = 'signed-in' | 'signed-out' | 'token-refreshed' | 'restored';
+
+/** What tabs of this page tell each other. */
+type TabMessage = 'signed-in' | 'signed-out';
+
+/** The parts of the browser the API uses across tabs (absent in tests and old browsers). */
+export interface TabSync {
+  /** Runs `fn` while holding the page-wide lock `name` (navigator.locks). */
+  lock?: <T>(name: string, fn: () => Promise<T>) => Promise<T>;
+  /** A channel to the page's other tabs. */
+  channel?: { postMessage(m: TabMessage): void; onmessage: ((e: { data: TabMessage }) => void) | null };
+}
+
+/** The browser's own {@link TabSync}, where it has one. */
+export function browserTabSync(): TabSync {
+  const sync: TabSync = {};
+  const locks = typeof navigator !== 'undefined' ? navigator.locks : undefined;
+  if (locks) sync.lock = (name, fn) => locks.request(name, fn);
+  if (typeof BroadcastChannel !== 'undefined') {
+    sync.channel = new BroadcastChannel('aisa-auth') as unknown as TabSync['channel'];
+  }
+  return sync;
+}
 
 /**
  * The HTTP API with the signed-in user's tokens. The access token is refreshed a minute
@@ -142,20 +193,90 @@ export type ApiEvent = 'signed-in' | 'signed-out' | 'token-refreshed';
  * 401 signs the user out.
  */
 export class Api {
-  private auth: { token: string; refreshToken: string; expiresAt: number; user: SignedIn } | null = null;
+  private auth: { token: string; refreshToken?: string; expiresAt: number; user: SignedIn } | null = null;
   private refreshing: Promise<void> | null = null;
   /** Counts sign-ins and sign-outs, so that a refresh finishing after a sign-out changes nothing. */
   private epoch = 0;
   private readonly listeners = new Set<(e: ApiEvent) => void>();
+  /** False until {@link restore} has tried the cookie once. */
+  private restoredOnce = false;
 
   constructor(
     private readonly fetchFn: typeof fetch = (...args) => fetch(...args),
     private readonly now: () => number = () => Date.now(),
-  ) {}
+    private readonly tabs: TabSync = {},
+  ) {
+    if (tabs.channel) {
+      tabs.channel.onmessage = (e) => {
+        // Another tab signed out: so does this one (its cookie is gone too). Another tab
+        // signed in: pick the session up from the shared cookie.
+        if (e.data === 'signed-out' && this.auth) this.forget();
+        if (e.data === 'signed-in' && !this.auth) void this.restore();
+      };
+    }
+  }
 
   /** The signed-in user, or null. */
   get user(): SignedIn | null {
     return this.auth?.user ?? null;
+  }
+
+  /** True once the first {@link restore} finished (signed in or not). */
+  get restored(): boolean {
+    return this.restoredOnce;
+  }
+
+  /** Runs `fn` holding the page-wide refresh lock, where the browser has one. */
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    return this.tabs.lock ? this.tabs.lock('aisa-refresh', fn) : fn();
+  }
+
+  /**
+   * Signs in again from the refresh cookie, if this browser has a live one (a reload, a
+   * new tab, a deep link). Resolves with the user, or null when not signed in.
+   */
+  restore(): Promise<SignedIn | null> {
+    this.restoring ??= this.restoreOnce().finally(() => {
+      this.restoring = null;
+    });
+    return this.restoring;
+  }
+
+  private restoring: Promise<SignedIn | null> | null = null;
+
+  private async restoreOnce(): Promise<SignedIn | null> {
+    const started = this.epoch;
+    try {
+      const res = await this.locked(() => this.refreshWithRetry());
+      if (this.epoch === started && !this.auth) {
+        this.remember(res);
+        this.emit('signed-in');
+      }
+    } catch {
+      // No cookie, or a dead one: the sign-in page.
+    } finally {
+      if (!this.restoredOnce) {
+        this.restoredOnce = true;
+        this.emit('restored');
+      }
+    }
+    return this.user;
+  }
+
+  /**
+   * POST /api/auth/refresh with the cookie; once more when the relay says the cookie was
+   * just used (another tab refreshed at the same moment and the jar has its new one).
+   */
+  private async refreshWithRetry(): Promise<LoginResponse> {
+    const body = this.auth?.refreshToken ? { refresh_token: this.auth.refreshToken } : {};
+    try {
+      return await this.call<LoginResponse>('/api/auth/refresh', { method: 'POST', json: body });
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 401 && /just used/.test(err.message)) {
+        return this.call<LoginResponse>('/api/auth/refresh', { method: 'POST', json: {} });
+      }
+      throw err;
+    }
   }
 
   /** Calls `fn` on sign-in, sign-out and every token refresh; returns an unsubscribe function. */
@@ -171,7 +292,7 @@ export class Api {
   private remember(res: LoginResponse): void {
     this.auth = {
       token: res.token,
-      refreshToken: res.refresh_token,
+      ...(res.refresh_token ? { refreshToken: res.refresh_token } : {}),
       // Refresh a minute early, so that a token never expires mid-request.
       expiresAt: this.now() + Math.max(0, res.expires_in - 60) * 1000,
       user: { userId: res.user_id, email: res.email },
@@ -182,45 +303,49 @@ export class Api {
   async signIn(how: 'login' | 'signup', email: string, password: string): Promise<SignedIn> {
     const res = await this.call<LoginResponse>(how === 'signup' ? '/api/auth/signup' : '/api/auth/login', {
       method: 'POST',
-      json: { email, password },
+      json: { email, password, cookie: true },
     });
     this.epoch++;
     this.remember(res);
     this.emit('signed-in');
+    this.tabs.channel?.postMessage('signed-in');
     return { userId: res.user_id, email: res.email };
   }
 
-  /** Forgets the tokens and revokes the refresh token (the access token simply expires). */
-  signOut(): void {
-    const auth = this.auth;
+  /** Forgets the tokens here, without telling the relay (another tab did). */
+  private forget(): void {
     this.epoch++;
     this.auth = null;
     this.refreshing = null;
-    if (auth) {
-      void this.call('/api/auth/logout', { method: 'POST', json: { refresh_token: auth.refreshToken } }).catch(
-        () => undefined,
-      );
-    }
     this.emit('signed-out');
+  }
+
+  /**
+   * Signs out: the relay revokes this session's refresh token and deletes the cookie
+   * (with `everywhere`, every session of the account, their access tokens too). Other
+   * tabs follow.
+   */
+  async signOut(everywhere = false): Promise<void> {
+    const auth = this.auth;
+    const body = { ...(auth?.refreshToken ? { refresh_token: auth.refreshToken } : {}), everywhere };
+    this.forget();
+    this.tabs.channel?.postMessage('signed-out');
+    await this.call('/api/auth/logout', { method: 'POST', json: body }).catch(() => undefined);
   }
 
   /** The access token, refreshed first when it is about to expire. */
   async accessToken(): Promise<string> {
     if (!this.auth) throw new ApiError(401, 'not signed in');
     if (this.now() >= this.auth.expiresAt) {
-      const refreshToken = this.auth.refreshToken;
       const started = this.epoch;
       this.refreshing ??= (async () => {
         try {
-          const res = await this.call<LoginResponse>('/api/auth/refresh', {
-            method: 'POST',
-            json: { refresh_token: refreshToken },
-          });
+          const res = await this.locked(() => this.refreshWithRetry());
           if (this.epoch !== started) return; // signed out meanwhile: stay signed out
           this.remember(res);
           this.emit('token-refreshed');
         } catch (err) {
-          if (this.epoch === started && err instanceof ApiError && err.status === 401) this.signOut();
+          if (this.epoch === started && err instanceof ApiError && err.status === 401) this.forget();
           throw err;
         } finally {
           if (this.epoch === started) this.refreshing = null;
@@ -240,6 +365,58 @@ export class Api {
   /** GET /api/devices. */
   devices(): Promise<Device[]> {
     return this.call('/api/devices', { auth: true });
+  }
+
+  /** GET /api/auth/sessions: the account's signed-in browsers and CLIs. */
+  sessions(): Promise<SessionEntry[]> {
+    return this.call('/api/auth/sessions', { auth: true });
+  }
+
+  /** DELETE /api/auth/sessions/{id}: signs that session out. */
+  async endSession(id: string): Promise<void> {
+    await this.call(`/api/auth/sessions/${encodeURIComponent(id)}`, { method: 'DELETE', auth: true });
+  }
+
+  /**
+   * POST /api/account/password: every session is signed out, this one signed in again
+   * with new tokens (other tabs sign in again from the new cookie).
+   */
+  async changePassword(currentPassword: string, newPassword: string): Promise<void> {
+    const res = await this.call<LoginResponse>('/api/account/password', {
+      method: 'POST',
+      auth: true,
+      // The cookie is not sent to this path (outside /api/auth): ask for a new one.
+      json: { current_password: currentPassword, new_password: newPassword, cookie: true },
+    });
+    this.remember(res);
+    this.emit('token-refreshed');
+  }
+
+  /** DELETE /api/account: the account, its devices and data are deleted; signs out. */
+  async deleteAccount(password: string): Promise<void> {
+    await this.call('/api/account', { method: 'DELETE', auth: true, json: { password } });
+    this.forget();
+    this.tabs.channel?.postMessage('signed-out');
+  }
+
+  /** PATCH /api/devices/{id}. */
+  async renameDevice(id: string, name: string): Promise<void> {
+    await this.call(`/api/devices/${encodeURIComponent(id)}`, { method: 'PATCH', auth: true, json: { name } });
+  }
+
+  /** DELETE /api/devices/{id}: the device's token stops working and it is disconnected. */
+  async removeDevice(id: string): Promise<void> {
+    await this.call(`/api/devices/${encodeURIComponent(id)}`, { method: 'DELETE', auth: true });
+  }
+
+  /** GET /api/device/code/{code}: the desktop waiting with this code. */
+  pendingDeviceLogin(code: string): Promise<PendingDeviceLogin> {
+    return this.call(`/api/device/code/${encodeURIComponent(code)}`, { auth: true });
+  }
+
+  /** POST /api/device/approve: registers (or refuses) the waiting desktop. */
+  async decideDeviceLogin(code: string, approve: boolean): Promise<void> {
+    await this.call('/api/device/approve', { method: 'POST', auth: true, json: { user_code: code, approve } });
   }
 
   /** GET /api/session. */

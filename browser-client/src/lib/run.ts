@@ -5,6 +5,8 @@
  * after the end or a second cancel changes nothing.
  */
 
+import { sentenceFor } from './errors';
+
 /** A run's state. `output` is the text streamed so far (all chunks, in order). */
 export type RunState =
   | { phase: 'idle'; output: '' }
@@ -68,9 +70,9 @@ export function describeRun(s: RunState): string {
     case 'cancelling':
       return 'Cancelling…';
     case 'done':
-      return `Done: ${s.chunks} chunk${s.chunks === 1 ? '' : 's'} in ${formatMs(s.elapsedMs)}`;
+      return `Done in ${formatMs(s.elapsedMs)}.`;
     case 'failed':
-      return `Error [${s.code}]: ${s.message}`;
+      return sentenceFor(s.code, s.message);
     case 'cancelled':
       return 'Cancelled';
   }

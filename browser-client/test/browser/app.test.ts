@@ -61,7 +61,7 @@ describe('the web app in Chromium', () => {
       expect(outline).not.toBe('none');
       await page.keyboard.type('wrong password');
       await page.keyboard.press('Enter');
-      await expect.poll(() => text('#signin-error')).toMatch(/wrong email or password/);
+      await expect.poll(() => text('#signin-error')).toMatch(/wrong email or password/i);
 
       await page.getByLabel('Password').fill(PASSWORD);
       await page.keyboard.press('Enter');
@@ -120,7 +120,8 @@ describe('the web app in Chromium', () => {
       await page.keyboard.press('Enter');
       await page.waitForSelector('#run-status:has-text("Done")');
       expect(await text('#output')).toBe('Echo: Write a short paragraph about QUIC.');
-      expect(await text('#run-status')).toMatch(/^Done: 7 chunks in \d+(\.\d)? m?s$/);
+      expect(await text('#run-status')).toMatch(/^Done in \d+(\.\d)? m?s\.$/);
+      expect(await page.getAttribute('#run-status', 'data-chunks')).toBe('7');
       const marks = await page.evaluate(() => (window as unknown as { marks: { submitted: number; firstChunk: number } }).marks);
       expect(marks.firstChunk).toBeGreaterThan(marks.submitted);
       console.log(`submit to first chunk: ${(marks.firstChunk - marks.submitted).toFixed(1)} ms`);
@@ -141,8 +142,10 @@ describe('the web app in Chromium', () => {
   it('reports a provider failure as a readable error', () =>
     explained(async () => {
       await runFreeform('write', { topic: '[500]' });
-      await page.waitForSelector('#run-status:has-text("Error")');
-      expect(await text('#run-status')).toMatch(/^Error \[provider_error\]: .*HTTP 500/);
+      await page.waitForSelector('#run-status:has-text("AI provider")');
+      // In words; the code and the provider's message behind "Details".
+      expect(await text('#run-status')).toMatch(/^The AI provider on your desktop answered with an error/);
+      expect(await text('#run-error details')).toMatch(/provider_error.*HTTP 500/);
     }));
 
   it('cancels a running action with Escape, and the provider request with it', () =>
@@ -259,7 +262,7 @@ describe('the web app in Chromium', () => {
         // Client-side validation: an empty topic is refused before anything is sent.
         await topic.focus();
         await page.keyboard.press('Enter');
-        await expect.poll(() => page.textContent('.miniapp-form')).toMatch(/must have required property 'Topic'/);
+        await expect.poll(() => page.textContent('.miniapp-form')).toMatch(/Topic is required/);
         await topic.fill('QUIC');
         await page.keyboard.press('Enter');
         await page.waitForSelector('#run-status:has-text("Done")');

@@ -390,6 +390,26 @@ export const FLOWS: readonly Flow[] = [
       await ctx.shot('encrypted-action.png');
     },
   },
+  {
+    id: 'stays-signed-in',
+    title: 'stays signed in across new page loads and deep links (the refresh token in an HttpOnly cookie)',
+    async run(ctx) {
+      const d = ctx.driver;
+      await ctx.ensureSignedIn();
+      check(
+        !(await d.evaluate<string>('document.cookie')).includes('aisa_refresh'),
+        'the page can read the refresh token',
+      );
+      // New page loads (a new query each time, so not a same-document hash change).
+      await d.goto(`${ctx.system.httpUrl}/?load=1#/account`);
+      await waitText(d, '#signed-in-as', `Signed in as ${EMAIL}`);
+      await waitText(d, 'main h2', 'Account');
+      await d.goto(`${ctx.system.httpUrl}/?load=2#/devices`);
+      await waitText(d, '#signed-in-as', `Signed in as ${EMAIL}`);
+      await waitText(d, 'main h2', 'Devices');
+      await ctx.shot('still-signed-in.png');
+    },
+  },
 ];
 
 /**

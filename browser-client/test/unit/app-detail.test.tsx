@@ -12,6 +12,7 @@ import { AppContext, type AppContextValue } from '../../src/components/context';
 import type { Api, Device, MarketAppDetail } from '../../src/lib/api';
 import type { RelaySession } from '../../src/lib/session';
 import { fakeClient, type FarEnd } from './fake-relay';
+import { RunStore } from '../../src/lib/runs';
 
 (globalThis as { IS_REACT_ACT_ENVIRONMENT?: boolean }).IS_REACT_ACT_ENVIRONMENT = true;
 afterEach(cleanup);
@@ -54,6 +55,8 @@ function setup(device: Device = desk) {
     reloadDevices: () => {},
     account: null,
     reloadAccount: () => {},
+    runs: new RunStore(),
+    appNames: {},
   };
   render(
     <AppContext.Provider value={value}>

@@ -11,14 +11,16 @@ describe('runReducer', () => {
   it('collects chunks in order and ends with STREAM_END', () => {
     const s = play({ type: 'start' }, { type: 'chunk', data: 'Hel' }, { type: 'chunk', data: 'lo' }, { type: 'end', chunks: 2, elapsedMs: 1234 });
     expect(s).toEqual({ phase: 'done', output: 'Hello', chunks: 2, elapsedMs: 1234 });
-    expect(describeRun(s)).toBe('Done: 2 chunks in 1.2 s');
+    expect(describeRun(s)).toBe('Done in 1.2 s.');
     expect(isActive(s)).toBe(false);
   });
 
   it('keeps the output so far when an ERROR arrives', () => {
     const s = play({ type: 'start' }, { type: 'chunk', data: 'part' }, { type: 'error', code: 'provider_error', message: 'HTTP 500' });
     expect(s).toEqual({ phase: 'failed', output: 'part', code: 'provider_error', message: 'HTTP 500' });
-    expect(describeRun(s)).toBe('Error [provider_error]: HTTP 500');
+    expect(describeRun(s)).toBe(
+      'The AI provider on your desktop answered with an error. Check its key and model on the desktop.',
+    );
   });
 
   it('cancels: chunks after the request are dropped, the desktop’s cancelled ERROR ends it', () => {

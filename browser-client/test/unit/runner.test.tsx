@@ -88,7 +88,9 @@ describe('MiniAppRunner', () => {
     fireEvent.click(screen.getByRole('button', { name: 'Run on desk' }));
     await flush();
     expect(calls).toHaveLength(0);
-    expect(document.body.textContent).toMatch(/must have required property 'Topic'/);
+    // In words, not the validator's ("must have required property 'Topic'").
+    expect(document.body.textContent).toMatch(/Topic is required/);
+    expect(document.body.textContent).not.toMatch(/must have required property/);
     // The first invalid field gets the focus.
     expect(document.activeElement).toBe(screen.getByLabelText(/^Topic/));
 
@@ -96,7 +98,7 @@ describe('MiniAppRunner', () => {
     fireEvent.submit(screen.getByRole('button', { name: 'Run on desk' }).closest('form')!);
     await flush();
     expect(calls).toHaveLength(0);
-    expect(document.body.textContent).toMatch(/must NOT have fewer than 3 characters/);
+    expect(document.body.textContent).toMatch(/Topic needs at least 3 characters/);
   });
 
   it('runs with the form data as payload, streams chunks as markdown and ends with the time', async () => {
@@ -121,7 +123,8 @@ describe('MiniAppRunner', () => {
     expect(output().textContent).toContain('<img src=x onerror=alert(1)>');
 
     await act(async () => calls[0]!.resolve({ chunks: 2, elapsedMs: 1500 }));
-    expect(status()).toBe('Done: 2 chunks in 1.5 s');
+    expect(status()).toBe('Done in 1.5 s.');
+    expect(document.getElementById('run-status')!.dataset.chunks).toBe('2');
     expect(output().getAttribute('aria-busy')).toBe('false');
     expect(onFinished).toHaveBeenCalledTimes(1);
     // The status is a live region.
@@ -135,7 +138,12 @@ describe('MiniAppRunner', () => {
     await flush();
     act(() => calls[0]!.onChunk('partial'));
     await act(async () => calls[0]!.reject(new RemoteError('provider_error', 'the provider answered HTTP 500')));
-    expect(status()).toBe('Error [provider_error]: the provider answered HTTP 500');
+    expect(status()).toBe('The AI provider on your desktop answered with an error. Check its key and model on the desktop.');
+    // The code and the original message are behind "Details".
+    const details = document.querySelector('#run-error details')!;
+    expect(details.querySelector('summary')!.textContent).toBe('Details');
+    expect(details.textContent).toContain('provider_error');
+    expect(details.textContent).toContain('the provider answered HTTP 500');
     expect(output().textContent).toContain('partial');
   });
 

@@ -61,11 +61,15 @@ async fn reauthenticate(
 struct PasswordChange {
     current_password: String,
     new_password: String,
+    /// Put the new refresh token in the cookie (the web app: its cookie is not sent to
+    /// this path, which is outside `/api/auth`).
+    #[serde(default)]
+    cookie: bool,
 }
 
 /// Changes the password: checks the current one, stores the new one, signs out every
 /// session (their refresh and access tokens), and signs this one in again (new tokens,
-/// in the cookie when the request came with it).
+/// in the cookie when asked with `cookie` or when the request came with one).
 async fn change_password(
     State(state): State<Arc<RelayState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -111,7 +115,7 @@ async fn change_password(
         .await
         .map_err(internal)?
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "the account is gone".into()))?;
-    let cookie = cookie_token(&headers).is_some();
+    let cookie = req.cookie || cookie_token(&headers).is_some();
     Ok(
         issue_tokens(&state, &user, SessionOf::New(&headers), cookie)
             .await?
