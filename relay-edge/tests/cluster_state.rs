@@ -488,6 +488,8 @@ async fn presence_is_seen_across_nodes(redis: Redis) {
         NodeName::new(&format!("node-a{suffix}")).unwrap()
     );
     assert!(!nodes.b.state.cluster.is_local(&placement));
+    // Locating a device connected to the node itself asks Redis nothing.
+    let before = nodes.a.state.cluster.shared().unwrap().counts.of("locate");
     let here = nodes
         .a
         .state
@@ -496,6 +498,11 @@ async fn presence_is_seen_across_nodes(redis: Redis) {
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(
+        nodes.a.state.cluster.shared().unwrap().counts.of("locate"),
+        before,
+        "no round trip for a local device"
+    );
     assert!(nodes.a.state.cluster.is_local(&here));
     assert_eq!(here.generation, placement.generation);
 
