@@ -225,6 +225,48 @@ async fn the_holder_refuses_a_stale_generation_an_absent_device_and_a_stranger()
     );
     assert_eq!(err.code(), aisa_tunnel::ErrorCode::DeviceOffline);
 
+    // The browser's path is pipelined (the request flows before the reply): the same
+    // refusal reaches the browser as one ERROR frame, then the clean end.
+    let placement = aisa_relay::cluster::Placement {
+        node: aisa_relay::cluster::NodeName::new("node-b").unwrap(),
+        forward_addr: forward_addr(&b),
+        generation: stale.generation,
+    };
+    let relay_header = RelayHeader {
+        user_id: desk.user_id.clone(),
+        session_id: 1,
+        kind: StreamKind::Action,
+        e2e: None,
+    };
+    let (_send, mut recv) =
+        aisa_relay::cluster::forward::open_to(&a.state, &desk.device_id, &placement, &relay_header)
+            .await
+            .expect("written without waiting for the reply");
+    use aisa_relay::splice::SpliceRecv;
+    let chunk = recv
+        .read_chunk(1 << 16)
+        .await
+        .unwrap()
+        .expect("the ERROR frame");
+    let mut frames = aisa_tunnel::FrameBuffer::new(MAX_FRAME_LEN);
+    frames.push(&chunk);
+    let error = Envelope::decode(&frames.next_frame().unwrap().expect("one whole frame")).unwrap();
+    match error.body {
+        Body::Error { code, message } => {
+            assert_eq!(
+                aisa_tunnel::ErrorCode::parse(&code),
+                aisa_tunnel::ErrorCode::DeviceOffline
+            );
+            assert!(message.contains("reconnected"), "{message}");
+        }
+        other => panic!("expected an ERROR, got {other:?}"),
+    }
+    assert_eq!(
+        recv.read_chunk(1 << 16).await,
+        Ok(None),
+        "then the clean end"
+    );
+
     // Not on that node at all.
     let mut absent = forward_header(&b, &desk);
     absent.device_id = "no-such-device".into();

@@ -9,7 +9,8 @@
 //! that it still holds that connection of the device, opens a stream to the desktop,
 //! writes the stamped header to it, and answers one [`ForwardReply`] frame: accepted,
 //! or a typed [`ForwardRefusal`], which the entry node turns into the browser's ERROR.
-//! After an accepted reply both nodes splice ([`crate::splice`]) without reading what
+//! The entry node does not wait for the reply before passing the browser's bytes on
+//! ([`open_to`], [`ForwardRecv`]). After an accepted reply both nodes splice ([`crate::splice`]) without reading what
 //! flows, so backpressure, FIN, resets and STOP_SENDING pass end to end across both
 //! hops. The byte layout is in `docs/protocol.md`, "Relay-to-relay forwarding".
 //!
@@ -332,12 +333,19 @@ pub async fn locate_elsewhere(
 /// Opens the forwarded stream for a granted browser stream to `device_id` at
 /// `placement`, carrying `header` (the relay-stamped header the desktop gets), as halves
 /// the browser's stream is spliced to.
+///
+/// Pipelined: it returns once the forward header is written, so the browser's request
+/// flows to the holding node at once, without waiting a round trip for its reply; the
+/// reply is read from the holding node's direction before anything of it is spliced
+/// ([`ForwardRecv`]). A refusal from there reaches the browser as an ERROR frame and a
+/// clean end, as a refusal of this node's own would. Failing to reach the node at all
+/// is still an `Err` here.
 pub async fn open_to(
     state: &RelayState,
     device_id: &str,
     placement: &super::Placement,
     header: &aisa_tunnel::RelayHeader,
-) -> Result<(crate::link::LinkSend, crate::link::LinkRecv), ForwardError> {
+) -> Result<(quinn::SendStream, ForwardRecv), ForwardError> {
     let forwarding = state
         .forwarding
         .as_ref()
@@ -347,11 +355,85 @@ pub async fn open_to(
         generation: placement.generation,
         relay_header: header.encode(),
     };
-    let (send, recv) = forwarding.open(placement.forward_addr, &forward).await?;
+    let (send, recv) = forwarding.start(placement.forward_addr, &forward).await?;
     Ok((
-        crate::link::LinkSend::Quic(send),
-        crate::link::LinkRecv::Quic(recv),
+        send,
+        ForwardRecv {
+            recv,
+            reply: ReplyState::Awaited,
+        },
     ))
+}
+
+/// The holding node's direction of a pipelined forwarded stream, as the entry node
+/// splices it to the browser: first the holding node's reply (not passed on), then its
+/// bytes as they come. A refusal becomes one ERROR frame for the browser (the code and
+/// message of the [`ForwardRefusal`]) and then the clean end.
+pub struct ForwardRecv {
+    recv: quinn::RecvStream,
+    reply: ReplyState,
+}
+
+enum ReplyState {
+    /// The holding node has not answered yet.
+    Awaited,
+    /// Accepted: its bytes follow.
+    Accepted,
+    /// Refused: the ERROR frame for the browser has been given; the stream ends.
+    Ended,
+}
+
+impl ForwardRecv {
+    /// Reads the reply: `Ok(None)` when accepted, `Ok(Some(frame))` with the ERROR frame
+    /// for the browser when refused, `Err` when the stream failed first.
+    async fn reply(&mut self) -> Result<Option<bytes::Bytes>, ()> {
+        let read = tokio::time::timeout(REPLY_TIMEOUT, read_frame(&mut self.recv, MAX_REPLY)).await;
+        let refused = match read {
+            Ok(Ok(Some(body))) => match ForwardReply::decode(&body) {
+                Ok(ForwardReply::Accepted) => {
+                    metrics::counter!("aisa_relay_forwarded_streams_total", "direction" => "out")
+                        .increment(1);
+                    return Ok(None);
+                }
+                Ok(ForwardReply::Refused(refusal, message)) => {
+                    ForwardError::Refused { refusal, message }
+                }
+                Err(err) => ForwardError::Protocol(err.to_string()),
+            },
+            Ok(Ok(None)) => ForwardError::Protocol("the stream ended before a reply".into()),
+            Ok(Err(_)) => return Err(()),
+            Err(_) => ForwardError::Unreachable(format!("no answer within {REPLY_TIMEOUT:?}")),
+        };
+        info!(reason = refused.reason(), %refused, "forwarded stream refused by the holding node");
+        crate::metrics::refused(refused.reason());
+        let _ = self.recv.stop(0u32.into());
+        let error = aisa_tunnel::Envelope::error(0, refused.code(), refused.to_string());
+        let mut frame = Vec::new();
+        aisa_tunnel::frame::encode_frame(&error.encode(), aisa_tunnel::MAX_FRAME_LEN, &mut frame)
+            .map_err(drop)?;
+        Ok(Some(bytes::Bytes::from(frame)))
+    }
+}
+
+impl splice::SpliceRecv for ForwardRecv {
+    async fn read_chunk(&mut self, max: usize) -> Result<Option<bytes::Bytes>, ()> {
+        match self.reply {
+            ReplyState::Accepted => {}
+            ReplyState::Ended => return Ok(None),
+            ReplyState::Awaited => match self.reply().await? {
+                None => self.reply = ReplyState::Accepted,
+                Some(error) => {
+                    self.reply = ReplyState::Ended;
+                    return Ok(Some(error));
+                }
+            },
+        }
+        splice::SpliceRecv::read_chunk(&mut self.recv, max).await
+    }
+
+    fn stop_stream(&mut self, code: u32) {
+        let _ = self.recv.stop(code.into());
+    }
 }
 
 /// This node's forwarding: its endpoint (serving peers, in [`serve`]) and the pool of
@@ -421,10 +503,9 @@ impl Forwarding {
         Ok(Some(Self::bind(listen, &tls, idle)?))
     }
 
-    /// Opens a forwarded stream to the node at `to` for `header`'s device and returns
-    /// it once that node has accepted it (its desktop's stream is open and has the
-    /// stamped header); the caller splices it to the browser's stream.
-    pub async fn open(
+    /// Opens a forwarded stream to the node at `to` and writes `header`, without waiting
+    /// for the reply (see [`open_to`]).
+    pub async fn start(
         &self,
         to: SocketAddr,
         header: &ForwardHeader,
@@ -433,13 +514,25 @@ impl Forwarding {
             return Err(ForwardError::NotConfigured);
         }
         let conn = self.peers.connection(to).await?;
-        let (mut send, mut recv) = conn
+        let (mut send, recv) = conn
             .open_bi()
             .await
             .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
         write_frame(&mut send, &header.encode(), MAX_FORWARD_HEADER)
             .await
             .map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+        Ok((send, recv))
+    }
+
+    /// Opens a forwarded stream to the node at `to` for `header`'s device and returns
+    /// it once that node has accepted it (its desktop's stream is open and has the
+    /// stamped header); the caller splices it to the browser's stream.
+    pub async fn open(
+        &self,
+        to: SocketAddr,
+        header: &ForwardHeader,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ForwardError> {
+        let (mut send, mut recv) = self.start(to, header).await?;
         let reply =
             match tokio::time::timeout(REPLY_TIMEOUT, read_frame(&mut recv, MAX_REPLY)).await {
                 Err(_) => {
