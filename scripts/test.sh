@@ -93,8 +93,8 @@ npm run test:browser
 step "browser flows in Firefox ESR and WebKitGTK (smoke: one flow each)"
 # test/browser/engines.test.ts, engines installed by scripts/browsers.sh. Firefox: cancel
 # (sign-in, a WebTransport session, chunks streaming, Escape, the provider aborted).
-# WebKit: run (sign-in through WebDriver; the action itself needs the WebSocket
-# transport, and is skipped with the measured reason while there is none). Every flow in
-# every engine: scripts/test-full.sh.
+# WebKit: run (sign-in through WebDriver, then an action streamed over the WebSocket
+# transport: WebKitGTK has no WebTransport). Every flow in every engine:
+# scripts/test-full.sh.
 AISA_BROWSER_ENGINES=firefox AISA_BROWSER_FLOWS=cancel npm run test:engines
 AISA_BROWSER_ENGINES=webkit AISA_BROWSER_FLOWS=run npm run test:engines

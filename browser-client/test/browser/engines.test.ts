@@ -23,9 +23,9 @@ import { launch, selectedEngines, selectedFlows } from './engines/index';
 import { FLOW_IDS, FLOWS, FlowContext, FlowSkipped, KNOWN_ISSUES, type FlowRecord } from './flows';
 import { System } from './system';
 
-const flows = FLOWS.filter((f) => selectedFlows(FLOW_IDS).includes(f.id));
+const flows = FLOWS.filter((f) => selectedFlows(FLOW_IDS, process.env.AISA_BROWSER_FLOWS).includes(f.id));
 
-for (const engine of selectedEngines()) {
+for (const engine of selectedEngines(process.env.AISA_BROWSER_ENGINES)) {
   describe(`browser flows in ${engine}`, () => {
     const dir = artifactsOf(engine);
     let system: System;
@@ -93,8 +93,13 @@ for (const engine of selectedEngines()) {
           done('failed', String(err).split('\n')[0]);
           await driver.screenshot(join(dir, `failure-${flow.id}.png`)).catch(() => undefined);
           const lines = await driver.consoleLines().catch((e: unknown) => [`(console not read: ${String(e)})`]);
+          // The technical side of the errors the page shows (behind "Details").
+          const details = await driver
+            .evaluate<string[]>("[...document.querySelectorAll('details')].map((e) => e.textContent.trim())")
+            .catch(() => []);
           throw new Error(
             `${engine} ${flow.id}: ${String(err)}\n--- page at ${await driver.url().catch(() => '?')}\n` +
+              `--- details the page shows\n${details.join('\n')}\n` +
               `--- page console\n${lines.join('\n')}\n${system.logs()}`,
           );
         }

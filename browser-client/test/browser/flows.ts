@@ -116,13 +116,13 @@ export class FlowContext {
   }
 
   /**
-   * Reads the page's transport indicator (the web app shows which transport its session
-   * is on) into {@link transport}. Without an indicator in this build, says what the
+   * Reads the page's transport indicator (`#transport`, its `data-transport` is
+   * `webtransport` or `websocket`) into {@link transport}. Without an indicator in this build, says what the
    * transport must be when only one is possible, and that it is unknown otherwise.
    */
   async readTransport(): Promise<string> {
     const shown = await this.driver.evaluate<string | null>(`(function () {
-      const el = document.querySelector('[data-testid="transport"], #transport, [data-transport]');
+      const el = document.getElementById('transport');
       if (!el) return null;
       return (el.getAttribute('data-transport') || el.textContent || '').trim();
     })()`);
@@ -148,10 +148,27 @@ export class FlowContext {
     await waitText(d, '#signed-in-as', `Signed in as ${EMAIL}`);
   }
 
+  /**
+   * Goes to the app's route `hash` (e.g. `#/run/hello-ai`) the way a click on a link
+   * does: a same-document hash change when the page is the app already (a new load
+   * only when it is not), so a flow does not depend on what survives a page load.
+   */
+  async route(hash: string): Promise<void> {
+    const d = this.driver;
+    if (!(await d.url()).startsWith(this.system.httpUrl)) {
+      await d.goto(`${this.system.httpUrl}/${hash}`);
+      return;
+    }
+    // Through another route first, so the target's screen starts afresh even when the
+    // page is on it already.
+    await d.evaluate(`(function () { location.hash = '#/'; })()`);
+    await d.evaluate(`(function () { location.hash = ${JSON.stringify(hash)}; })()`);
+  }
+
   /** Opens the runner of `appId` and waits until the desktop is online and the session connected. */
   async openRunner(appId: string): Promise<void> {
     const d = this.driver;
-    await d.goto(`${this.system.httpUrl}/#/run/${appId}`);
+    await this.route(`#/run/${appId}`);
     await waitFor(d, '#root_action');
     await waitText(d, 'button[data-device="browser desk"]', /browser desk\s*online/);
     await waitText(d, '#connection', 'connected');
@@ -332,7 +349,7 @@ export const FLOWS: readonly Flow[] = [
         await ctx.system.publish(wasmBundle(WRITER));
         ctx.published = true;
       }
-      await d.goto(`${ctx.system.httpUrl}/#/marketplace/${WRITER.id}`);
+      await ctx.route(`#/marketplace/${WRITER.id}`);
       await poll('the app detail page', () => markByText(d, 'h1, h2, h3', WRITER.name), () => true);
       await waitText(d, 'button[data-device="browser desk"]', /browser desk\s*online/);
       await d.click(await poll('the install button', () => markByText(d, 'button', 'Install on browser desk'), () => true));
@@ -445,6 +462,31 @@ export const KNOWN_ISSUES: readonly KnownIssue[] = [
       'overtaking the last chunk and STREAM_END: the chunks of a [slow] action arrive one by one, then the read ' +
       'that should return STREAM_END rejects. Fix for the relay: while the answer direction still runs, do not ' +
       "stop the browser's direction (read and drop its bytes), and stop it only once the answer has finished.",
+  },
+  {
+    engine: 'webkit',
+    flows: ['stays-signed-in'],
+    error: /text of #signed-in-as to match Signed in as/,
+    reason:
+      'WebKitGTK 2.50 neither keeps nor sends the refresh cookie over http://127.0.0.1: the relay sets it ' +
+      '`Secure` (HttpOnly, SameSite=Strict, Path=/api/auth), and unlike Chromium and Firefox, which treat ' +
+      'loopback as a secure origin, WebKitGTK stores Secure cookies only from https. Measured: right after ' +
+      'signing in, POST /api/auth/refresh from the page answers 200 in Chromium and Firefox and 401 "not signed ' +
+      'in" in WebKitGTK; so a new page load signs the person out there. The tests serve the app over plain ' +
+      'http on loopback; over https (any real deployment) the cookie is kept.',
+  },
+  {
+    engine: 'webkit',
+    flows: ['encrypted'],
+    error: /not paired with this desktop/,
+    reason:
+      'WebKitGTK pairs (the desktop lists the browser as active) but the sealed action that follows is refused ' +
+      'by the desktop: "denied: this browser is not paired with this desktop (or was revoked)", i.e. the ' +
+      "action is sealed with another browser key than the one registered at pairing. The page keeps that key in " +
+      'IndexedDB (src/e2e/keystore.ts: a non-extractable X25519 CryptoKey) and makes a new one when it reads ' +
+      'none back. Measured in MiniBrowser under WebDriver: once, a record holding such a key was put without ' +
+      'error and read back as undefined (Chromium: read back); a second probe read it back. Cause not pinned ' +
+      'down; the WebSocket transport itself works (run, cancel, install and pairing pass over it).',
   },
 ];
 

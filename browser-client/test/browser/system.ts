@@ -18,6 +18,12 @@ const binDir = process.env.AISA_BIN_DIR ?? join(root, 'target/debug');
 const guestWasm =
   process.env.AISA_GUEST_WASM ?? join(root, 'target/guest/wasm32-unknown-unknown/release/hello_ai.wasm');
 
+// The desktop node keeps its secrets in the `file` backend here (no Secret Service in a
+// test), sealed under this passphrase. Set in this process's environment so that every
+// `desktop-node` a test runs (here, flows.ts, encryption.test.ts) opens the same store.
+process.env.AISA_SECRETS_BACKEND ??= 'file';
+process.env.AISA_PASSPHRASE ??= 'browser tests: not a secret';
+
 export const EMAIL = 'browser-test@example.com';
 export const PASSWORD = 'browser-password-123';
 const API_KEY = 'sk-browser-test';

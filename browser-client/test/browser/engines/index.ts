@@ -14,8 +14,8 @@ import { ENGINES, type Driver, type EngineName } from './driver';
 import { launchPlaywrightChromium } from './playwright';
 import { launchWebKit } from './webdriver';
 
-/** The engines `AISA_BROWSER_ENGINES` selects, in {@link ENGINES} order. */
-export function selectedEngines(value = process.env.AISA_BROWSER_ENGINES): EngineName[] {
+/** The engines `value` (`AISA_BROWSER_ENGINES`) selects, in {@link ENGINES} order. */
+export function selectedEngines(value: string | undefined): EngineName[] {
   const names = (value ?? 'chromium')
     .split(',')
     .map((s) => s.trim())
@@ -29,8 +29,8 @@ export function selectedEngines(value = process.env.AISA_BROWSER_ENGINES): Engin
   return ENGINES.filter((e) => names.includes(e));
 }
 
-/** The flow ids `AISA_BROWSER_FLOWS` selects (`known` is every flow's id, in order). */
-export function selectedFlows(known: readonly string[], value = process.env.AISA_BROWSER_FLOWS): string[] {
+/** The flow ids `value` (`AISA_BROWSER_FLOWS`) selects (`known` is every flow's id, in order). */
+export function selectedFlows(known: readonly string[], value: string | undefined): string[] {
   if (!value) return [...known];
   const names = value
     .split(',')
