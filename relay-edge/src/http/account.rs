@@ -150,7 +150,7 @@ async fn delete_account(
             .map_err(internal)?;
         if let Some(online) = state.devices.registry.get(&device.id) {
             online.connection.close(
-                crate::desktop::CLOSE_REVOKED.into(),
+                crate::desktop::CLOSE_REVOKED,
                 b"unauthenticated: the account was deleted",
             );
         }

@@ -206,7 +206,7 @@ async fn revoke_device(
     }
     if let Some(online) = state.devices.registry.get(&id) {
         online.connection.close(
-            crate::desktop::CLOSE_REVOKED.into(),
+            crate::desktop::CLOSE_REVOKED,
             b"unauthenticated: this device was revoked",
         );
     }
