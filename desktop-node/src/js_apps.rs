@@ -602,6 +602,29 @@ mod tests {
         }
     }
 
+    /// The runtime is loaded only when an installed app is a JavaScript app: a node
+    /// without one never compiles it.
+    #[test]
+    fn the_runtime_is_loaded_only_for_a_javascript_app() {
+        let root = temp_dir("lazy");
+        let apps = root.join("miniapps");
+        std::fs::create_dir_all(apps.join("wasm-app/1.0.0")).expect("app");
+        std::fs::write(apps.join("wasm-app/1.0.0/logic.wasm"), b"\0asm").expect("write");
+        let sandbox = Sandbox::new().expect("sandbox");
+        // A source that cannot load: asked for, it would be tried (and fail).
+        let lazy = LazyRuntime::new(Ok(RuntimeSource::File(root.join("no-such.wasm"))));
+        assert!(lazy.for_apps(&apps, &sandbox).is_none());
+        assert!(lazy.module.get().is_none(), "no JS app: nothing was loaded");
+        std::fs::create_dir_all(apps.join("js-app/1.0.0")).expect("app");
+        std::fs::write(apps.join("js-app/1.0.0").join(BOT_LOGIC), "").expect("write");
+        assert!(lazy.for_apps(&apps, &sandbox).is_none());
+        assert!(
+            matches!(lazy.module.get(), Some(None)),
+            "a JS app: the load was tried once, and its failure kept"
+        );
+        std::fs::remove_dir_all(&root).expect("cleanup");
+    }
+
     #[test]
     fn sources_are_read_and_put_into_the_input() {
         let dir = temp_dir("sources");
