@@ -485,6 +485,23 @@ async fn udp_dropped_desktop_on_tcp_within_a_second_then_back_to_quic() {
         rig.streams_over("quic").await > quic_before,
         "the stream after the move went over QUIC"
     );
+    // The relay took the QUIC link as the same node moving (same identity key), not as
+    // another node with the same token: the node is still running, and the TCP link it
+    // moved away from was closed by the node ("moved"), not replaced.
+    assert!(
+        rig.node
+            .as_mut()
+            .expect("node")
+            .try_wait()
+            .expect("wait")
+            .is_none(),
+        "the node stopped after moving: {}",
+        std::fs::read_to_string(rig.node_log()).unwrap_or_default()
+    );
+    rig.wait_log(&["the link the node moved away from is closed"], WAIT)
+        .await;
+    let log = std::fs::read_to_string(rig.node_log()).unwrap_or_default();
+    assert!(!log.contains("replaced this one"), "{log}");
     // It is remembered: transport.json names this network.
     let memory =
         std::fs::read_to_string(rig.dir.path().join("node/transport.json")).expect("memory");
