@@ -346,7 +346,7 @@ impl ReplyStream {
 
     fn reset(&mut self) {
         self.ended = true;
-        let _ = self.inner.reset(crate::node::STREAM_ABANDONED.into());
+        let _ = self.inner.reset(crate::node::STREAM_ABANDONED);
     }
 }
 

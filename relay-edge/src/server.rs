@@ -104,7 +104,7 @@ impl RelayHandle {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for conn in self.state.devices.registry.connections() {
-            conn.close(desktop::CLOSE_SHUTDOWN.into(), b"relay shutting down");
+            conn.close(desktop::CLOSE_SHUTDOWN, b"relay shutting down");
         }
         self.endpoint.close(0u32.into(), b"relay shutting down");
         if let Some(forwarding) = &self.state.forwarding {
