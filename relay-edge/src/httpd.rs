@@ -118,6 +118,9 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // The WebSocket tunnels (`/tunnel/browser`, `/tunnel/desktop`) carry
+                    // small frames that must not wait for Nagle's algorithm.
+                    let _ = stream.set_nodelay(true);
                     connections.spawn(serve_connection(stream, peer, app.clone(), timeouts, stop.clone()));
                 }
                 Err(err) => {
