@@ -90,7 +90,9 @@ async fn exchange<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(
     mut recv: R,
 ) -> (Duration, Duration, usize) {
     let mut machine = ClientRequest::new(header, request);
-    send.write_all(&machine.poll_transmit().unwrap()).await.unwrap();
+    send.write_all(&machine.poll_transmit().unwrap())
+        .await
+        .unwrap();
     let mut first = None;
     let mut bytes = 0;
     let mut buf = vec![0u8; 64 << 10];
@@ -151,8 +153,14 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let rounds: usize = std::env::var("ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    let big_rounds: usize = std::env::var("BIG_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let big_rounds: usize = std::env::var("BIG_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let system = System::start_with(aisa_node::sandbox::Limits {
         output_bytes: 16 << 20,
         ..Default::default()
@@ -172,16 +180,29 @@ async fn main() {
         wt_first.push(over_wt(&wt, &header, &small).await.0);
         ws_first.push(over_ws(&ws, &header, &small).await.0);
     }
-    let (wt50, ws50) = (percentile(&mut wt_first, 0.5), percentile(&mut ws_first, 0.5));
-    let (wt95, ws95) = (percentile(&mut wt_first, 0.95), percentile(&mut ws_first, 0.95));
+    let (wt50, ws50) = (
+        percentile(&mut wt_first, 0.5),
+        percentile(&mut ws_first, 0.5),
+    );
+    let (wt95, ws95) = (
+        percentile(&mut wt_first, 0.95),
+        percentile(&mut ws_first, 0.95),
+    );
     println!("first chunk, {rounds} rounds each (ms):");
     println!("  webtransport  p50 {:7.2}  p95 {:7.2}", ms(wt50), ms(wt95));
     println!("  websocket     p50 {:7.2}  p95 {:7.2}", ms(ws50), ms(ws95));
-    println!("  websocket / webtransport p50: {:.2}x", ms(ws50) / ms(wt50));
+    println!(
+        "  websocket / webtransport p50: {:.2}x",
+        ms(ws50) / ms(wt50)
+    );
 
     let word = "y".repeat(64 * 1024 - 1) + " ";
     // 14 words: 896 KiB, under the 1 MiB frame cap of the request itself.
-    let big = execute("hello-ai", "echo", serde_json::json!({ "text": word.repeat(14) }));
+    let big = execute(
+        "hello-ai",
+        "echo",
+        serde_json::json!({ "text": word.repeat(14) }),
+    );
     let (mut wt_rate, mut ws_rate) = (Vec::new(), Vec::new());
     for _ in 0..big_rounds {
         let (_, t, n) = over_wt(&wt, &header, &big).await;
