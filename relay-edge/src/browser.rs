@@ -395,12 +395,12 @@ where
 
 /// Splices a granted browser stream to the device's stream (on this node's desktop
 /// connection, or forwarded to the node holding it) until both directions end.
-async fn splice_to_device<S: SpliceSend, R: SpliceRecv>(
+async fn splice_to_device<S: SpliceSend, R: SpliceRecv, DS: SpliceSend, DR: SpliceRecv>(
     state: &RelayState,
     session: &Session,
     header: &RelayHeader,
     (recv, send): (R, S),
-    (d_send, d_recv): (crate::link::LinkSend, crate::link::LinkRecv),
+    (d_send, d_recv): (DS, DR),
 ) {
     let kind = match header.kind {
         aisa_tunnel::StreamKind::Action => "action",
