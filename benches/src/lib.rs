@@ -10,3 +10,5 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
 }
+
+pub mod report;

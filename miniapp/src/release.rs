@@ -357,7 +357,10 @@ mod tests {
     #[test]
     fn only_a_newer_release_for_this_platform_channel_and_protocol_applies() {
         let r = release();
-        assert_eq!(r.applies_to("stable", "x86_64-linux", "0.1.0", "1.0"), Ok(()));
+        assert_eq!(
+            r.applies_to("stable", "x86_64-linux", "0.1.0", "1.0"),
+            Ok(())
+        );
         assert!(matches!(
             r.applies_to("stable", "aarch64-macos", "0.1.0", "1.1"),
             Err(NotApplicable::OtherPlatform { .. })

@@ -19,6 +19,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use aisa_benches::report::Figure;
+
 use aisa_crypto::e2e::{self, ReplayGuard};
 
 mod stream;
@@ -109,11 +111,13 @@ fn main() {
         }
         rounds.push(start.ns() / 1e3 / round.len() as f64);
     }
+    let setup = median(rounds);
     println!(
-        "desktop setup per stream (Recipient::open_request, the node's: 1 X25519): {:.1} µs median of {} rounds (goal ≤ 60 µs)",
-        median(rounds),
-        5
+        "desktop setup per stream (Recipient::open_request, the node's: 1 X25519): {setup:.1} µs median of 5 rounds (goal ≤ 60 µs)"
     );
+    Figure::new("e2e-bench", "desktop setup per stream", setup, "µs")
+        .goal("≤ 60 µs")
+        .record();
     // Its parts: the one X25519 left, and the rest (key schedule, AEAD, replay check).
     {
         let sk = x25519_dalek::StaticSecret::from(desktop_sk);
@@ -162,6 +166,7 @@ fn main() {
         );
     }
     // The AEAD the chunks use: ring's, in assembly.
+    let ring_alone;
     {
         use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
         let key = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &[1u8; 32]).expect("key"));
@@ -180,9 +185,9 @@ fn main() {
                 .expect("seal");
             black_box(tag.as_ref()[0]);
         }
+        ring_alone = start.ns() / count as f64;
         println!(
-            "ChaCha20-Poly1305 alone (ring, the chunks' AEAD), 128 bytes in place: {:.0} ns",
-            start.ns() / count as f64
+            "ChaCha20-Poly1305 alone (ring, the chunks' AEAD), 128 bytes in place: {ring_alone:.0} ns"
         );
     }
 
@@ -247,6 +252,20 @@ fn main() {
                 ""
             }
         );
+        let figure = Figure::new(
+            "e2e-bench",
+            format!("seal one {size}-byte chunk"),
+            seal,
+            "ns",
+        );
+        if size == 128 {
+            figure
+                .baseline(ring_alone, "the AEAD alone")
+                .goal("≤ 200 ns")
+                .record();
+        } else {
+            figure.record();
+        }
     }
     stream::main(stream_rounds);
 }

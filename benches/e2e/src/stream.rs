@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use aisa_benches::report::Figure;
 use aisa_crypto::e2e::{self, ReplayGuard, ResponseOpener, ResponseSealer};
 use aisa_tunnel::frame::MAX_FRAME_LEN;
 use aisa_tunnel::io::{read_frame, write_frame};
@@ -221,6 +222,15 @@ pub fn main(rounds: usize) {
                 median(plain_cpu),
                 median(sealed_cpu)
             );
+            Figure::new(
+                "e2e-bench",
+                format!("sealed throughput, one loopback stream, {} KiB chunks", size / 1024),
+                s,
+                "MiB/s",
+            )
+            .baseline(p, "plain on the same stream")
+            .goal(if size == 1024 { "loss ≤ 25 %" } else { "loss ≤ 15 %" })
+            .record();
         }
         desktop.close(0u32.into(), b"done");
     });

@@ -9,7 +9,11 @@
 //! ```text
 //! cargo build --release -p aisa-relay -p aisa-benches
 //! target/release/relay-bench            # RELAY_BIN, DESKTOPS, MIB override the defaults
+//! ONLY=memory DESKTOPS=50000 target/release/relay-bench   # only 4 (the scaling rows)
 //! ```
+//!
+//! With `AISA_BENCH_JSON=FILE` every figure is also appended to FILE as a JSON line
+//! (`benches/run-all` uses it).
 //!
 //! The bench process plays browser and desktops; with the relay that is three parties
 //! on one machine's cores, so compare the relayed and direct figures with each other,
@@ -21,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aisa_benches::percentile;
+use aisa_benches::report::Figure;
 use aisa_relay::store::{Plan, Store};
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, Hello, MAX_FRAME_LEN, OpenHeader, RelayHeader, StreamKind};
@@ -41,6 +46,7 @@ async fn main() {
     let desktops = env_or("DESKTOPS", 10_000);
     let mib = env_or("MIB", 512);
     let concurrency = env_or("CONCURRENCY", 32);
+    let only_memory = std::env::var("ONLY").is_ok_and(|only| only == "memory");
     let relay_bin =
         std::env::var("RELAY_BIN").unwrap_or_else(|_| "target/release/relay-edge".into());
     let dir = tempfile::tempdir().expect("tempdir");
@@ -164,6 +170,22 @@ async fn main() {
         .await
         .expect("direct connection");
 
+    if !only_memory {
+        measure_traffic(&browser, &direct, pid, mib, serve_id, jwt).await;
+    }
+    idle_desktops(pid, devices, quic, cert, concurrency).await;
+    relay.kill().await.ok();
+}
+
+/// 1–3: throughput, relay CPU per byte, and the latency the relay adds.
+async fn measure_traffic(
+    browser: &wtransport::Connection,
+    direct: &quinn::Connection,
+    pid: u32,
+    mib: usize,
+    serve_id: String,
+    jwt: String,
+) {
     let bytes = (mib as u64) << 20;
     // 1 + 3: throughput and relay CPU per byte.
     let (mut send, mut recv) = direct.open_bi().await.expect("direct stream");
@@ -195,6 +217,23 @@ async fn main() {
         "relay CPU per forwarded byte: {:.2} ns ({cpu:.2} s of CPU for {mib} MiB)",
         cpu * 1e9 / bytes as f64
     );
+    Figure::new(
+        "relay-bench",
+        format!("one-stream throughput, {mib} MiB, relayed"),
+        relayed_rate,
+        "MiB/s",
+    )
+    .baseline(direct_rate, "direct quinn")
+    .goal("≥ 0.95× with the relay on its own core")
+    .record();
+    Figure::new(
+        "relay-bench",
+        "relay CPU per forwarded byte",
+        cpu * 1e9 / bytes as f64,
+        "ns/byte",
+    )
+    .goal("≤ 1.0 ns")
+    .record();
 
     // 2: 1 KiB echo latency.
     let (mut send, mut recv) = direct.open_bi().await.expect("direct stream");
@@ -226,12 +265,36 @@ async fn main() {
         r50 - d50,
         r99 - d99
     );
+    Figure::new(
+        "relay-bench",
+        "1 KiB echo round trip, relayed, p50",
+        r50,
+        "µs",
+    )
+    .baseline(d50, "direct quinn")
+    .record();
+    Figure::new(
+        "relay-bench",
+        "1 KiB echo round trip, relayed, p99",
+        r99,
+        "µs",
+    )
+    .baseline(d99, "direct quinn")
+    .record();
+}
 
-    // 4: idle desktops.
+/// 4: relay memory per idle connected desktop (all devices but the serving one).
+async fn idle_desktops(
+    pid: u32,
+    devices: Vec<(String, String)>,
+    quic: SocketAddr,
+    cert: [u8; 32],
+    concurrency: usize,
+) {
     let rss_before = rss_kib(pid);
     let idle_endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("endpoint");
     let started = Instant::now();
-    let mut idle = Vec::with_capacity(desktops);
+    let mut idle = Vec::with_capacity(devices.len());
     let mut pending = tokio::task::JoinSet::new();
     for (_, token) in devices.into_iter().skip(1) {
         let endpoint = idle_endpoint.clone();
@@ -253,7 +316,17 @@ async fn main() {
         rss_after,
         (rss_after - rss_before) as f64 / idle.len() as f64
     );
-    relay.kill().await.ok();
+    Figure::new(
+        "relay-bench",
+        format!(
+            "relay RSS per idle connected desktop, {} connected",
+            idle.len()
+        ),
+        (rss_after - rss_before) as f64 / idle.len() as f64,
+        "KiB",
+    )
+    .goal("≤ 24 KiB at 50,000")
+    .record();
 }
 
 /// Connects as a desktop: HELLO, then WELCOME.

@@ -1,6 +1,6 @@
 //! The desktop node's sandbox alone: from asking for an action to its first output
 //! chunk, with a fresh wasmtime instance every time (pooling allocator, pre-linked
-//! module), one at a time and 80 at once.
+//! module), one at a time, 8 and 80 at once.
 //!
 //! ```text
 //! cargo run --release -p aisa-benches --bin sandbox
@@ -12,11 +12,15 @@
 //! compiled-module cache: each app from its sources, then from the QuickJS bytecode
 //! `js_apps::precompile` made at load. A first row measures the instance alone (an
 //! input the runtime refuses before QuickJS starts), to split where the time goes.
+//!
+//! With `AISA_BENCH_JSON=FILE` every figure is also appended to FILE as a JSON line
+//! (`benches/run-all` uses it).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use aisa_benches::percentile;
+use aisa_benches::report::Figure;
 use aisa_node::ai::AiProvider;
 use aisa_node::js_apps::{self, JsSources};
 use aisa_node::permissions::Grants;
@@ -25,7 +29,8 @@ use aisa_testkit::fakes::{NoAi, ScriptedAi};
 use tokio::sync::mpsc;
 
 const ROUNDS: usize = 20_000;
-const CONCURRENT: usize = 80;
+/// How many actions run at once in the concurrency rows.
+const CONCURRENT: [usize; 2] = [8, 80];
 
 /// The smallest useful guest: emits one chunk.
 const EMIT_ONE: &str = r#"(module
@@ -58,10 +63,16 @@ async fn main() {
     let ai: Arc<dyn AiProvider> = Arc::new(NoAi);
     let home = std::env::temp_dir().join("aisa-sandbox-bench");
     let ctx = ActionContext::new("bench", "0.1.0", home, ai);
-    for (label, code, input) in [
-        ("minimal WAT guest", EMIT_ONE.as_bytes(), "{}".to_owned()),
+    for (label, key, code, input) in [
+        (
+            "minimal WAT guest",
+            "wat",
+            EMIT_ONE.as_bytes(),
+            "{}".to_owned(),
+        ),
         (
             "hello-ai (Rust, serde_json) echo",
+            "hello-ai echo",
             &hello[..],
             r#"{"action":"echo","payload":{"text":"hi"}}"#.to_owned(),
         ),
@@ -88,42 +99,78 @@ async fn main() {
             percentile(&samples, 50.0),
             percentile(&samples, 99.0)
         );
-
-        let mut tasks = tokio::task::JoinSet::new();
-        for _ in 0..CONCURRENT {
-            let sandbox = sandbox.clone();
-            let module = module.clone();
-            let ctx = ctx.clone();
-            let input = input.clone();
-            tasks.spawn(async move {
-                let mut samples = Vec::with_capacity(ROUNDS / CONCURRENT);
-                for _ in 0..ROUNDS / CONCURRENT {
-                    let (tx, mut rx) = mpsc::channel(4);
-                    let started = Instant::now();
-                    let run = sandbox.run(&module, &ctx, &input, tx);
-                    let first = async {
-                        rx.recv().await.expect("a chunk");
-                        started.elapsed()
-                    };
-                    let (result, first) = tokio::join!(run, first);
-                    result.expect("run");
-                    samples.push(first.as_secs_f64() * 1e6);
-                }
-                samples
-            });
-        }
-        let mut all = Vec::with_capacity(ROUNDS);
-        while let Some(samples) = tasks.join_next().await {
-            all.extend(samples.expect("task"));
-        }
-        all.sort_by(f64::total_cmp);
-        println!(
-            "{label}: start → first chunk with {CONCURRENT} actions at once: p50 {:.1} µs, p99 {:.1} µs",
-            percentile(&all, 50.0),
-            percentile(&all, 99.0)
+        record_percentiles(
+            &format!("{key}: start → first chunk, 1 at a time"),
+            &samples,
         );
+
+        for concurrent in CONCURRENT {
+            at_once(&sandbox, &module, &ctx, &input, label, key, concurrent).await;
+        }
     }
     js_apps().await;
+}
+
+/// Start → first chunk with `concurrent` actions running at once.
+async fn at_once(
+    sandbox: &Sandbox,
+    module: &aisa_node::sandbox::LoadedModule,
+    ctx: &ActionContext,
+    input: &str,
+    label: &str,
+    key: &str,
+    concurrent: usize,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrent {
+        let sandbox = sandbox.clone();
+        let module = module.clone();
+        let ctx = ctx.clone();
+        let input = input.to_owned();
+        tasks.spawn(async move {
+            let mut samples = Vec::with_capacity(ROUNDS / concurrent);
+            for _ in 0..ROUNDS / concurrent {
+                let (tx, mut rx) = mpsc::channel(4);
+                let started = Instant::now();
+                let run = sandbox.run(&module, &ctx, &input, tx);
+                let first = async {
+                    rx.recv().await.expect("a chunk");
+                    started.elapsed()
+                };
+                let (result, first) = tokio::join!(run, first);
+                result.expect("run");
+                samples.push(first.as_secs_f64() * 1e6);
+            }
+            samples
+        });
+    }
+    let mut all = Vec::with_capacity(ROUNDS);
+    while let Some(samples) = tasks.join_next().await {
+        all.extend(samples.expect("task"));
+    }
+    all.sort_by(f64::total_cmp);
+    println!(
+        "{label}: start → first chunk with {concurrent} actions at once: p50 {:.1} µs, p99 {:.1} µs",
+        percentile(&all, 50.0),
+        percentile(&all, 99.0)
+    );
+    record_percentiles(
+        &format!("{key}: start → first chunk, {concurrent} at once"),
+        &all,
+    );
+}
+
+/// Records p50 and p99 of sorted samples in µs.
+fn record_percentiles(measure: &str, sorted: &[f64]) {
+    for (p, at) in [("p50", 50.0), ("p99", 99.0)] {
+        Figure::new(
+            "sandbox",
+            format!("{measure}, {p}"),
+            percentile(sorted, at),
+            "µs",
+        )
+        .record();
+    }
 }
 
 /// Start → first chunk for JS mini-apps on the QuickJS guest.
@@ -257,5 +304,17 @@ async fn js_apps() {
             percentile(&samples, 50.0),
             percentile(&samples, 99.0)
         );
+        let p50 = Figure::new(
+            "sandbox",
+            format!("{label}: start → first chunk, p50"),
+            percentile(&samples, 50.0),
+            "µs",
+        );
+        let p50 = if label == "JS seo-writer example, bytecode" {
+            p50.goal("≤ 100 µs")
+        } else {
+            p50
+        };
+        p50.record();
     }
 }
