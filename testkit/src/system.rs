@@ -583,10 +583,14 @@ pub async fn run_node_with_token(
     device_id: &str,
     device_token: &str,
 ) -> Result<(), node::NodeError> {
+    // Each call is another node: its own identity key (the relay takes a second link
+    // with the same key as the same node moving, not as another node).
+    static NEXT_KEY: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+    let key = NEXT_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let ctx = Arc::new(NodeContext::new(
         device_id.to_owned(),
         device_token.to_owned(),
-        [1; 32],
+        [key; 32],
         Sandbox::new().expect("sandbox"),
         HashMap::new(),
         Arc::new(OpenAiCompatible::new(&system.fake.base_url(), "m", None).expect("adapter")),
