@@ -108,7 +108,10 @@ impl RelayHandle {
         }
         self.endpoint.close(0u32.into(), b"relay shutting down");
         if let Some(forwarding) = &self.state.forwarding {
-            forwarding.peers.endpoint().close(0u32.into(), b"relay shutting down");
+            forwarding
+                .peers
+                .endpoint()
+                .close(0u32.into(), b"relay shutting down");
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         self.tasks.shutdown().await;
@@ -178,10 +181,9 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
     let devices = Devices::default();
     // With `[cluster] redis_url`: connects to Redis and clears this node's entries
     // from before a restart (only this node's).
-    let cluster =
-        crate::cluster::Cluster::join(&config, node.clone(), devices.registry.clone())
-            .await
-            .map_err(|e| StartError::Config(e.to_string()))?;
+    let cluster = crate::cluster::Cluster::join(&config, node.clone(), devices.registry.clone())
+        .await
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let state = Arc::new(RelayState {
         store,
         accounts: Accounts {
@@ -395,7 +397,7 @@ async fn handle_incoming(state: Arc<RelayState>, incoming: quinn::Incoming) {
             }
         }
         Some(DESKTOP_ALPN) => match connecting.await {
-            Ok(conn) => desktop::serve(state, conn).await,
+            Ok(conn) => desktop::serve(state, crate::link::DesktopLink::quic(conn)).await,
             Err(err) => debug!(%err, "desktop connection failed"),
         },
         _ => debug!("connection without a known ALPN"),

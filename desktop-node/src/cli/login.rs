@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use aisa_node::config::{AiConfig, Home, LimitsConfig, NodeConfig};
+use aisa_node::config::{Home, NodeConfig};
 use aisa_node::installer::market::Market;
 
 /// `desktop-node login`'s flags.
@@ -277,14 +277,8 @@ async fn save(
         cert_sha256,
         cert_pin_from_relay,
         device_id: registered.device_id.clone(),
-        ai: old
-            .as_ref()
-            .map(|c| c.ai.clone())
-            .unwrap_or_else(AiConfig::default),
-        limits: old
-            .as_ref()
-            .map(|c| c.limits.clone())
-            .unwrap_or_else(LimitsConfig::default),
+        ai: old.as_ref().map(|c| c.ai.clone()).unwrap_or_default(),
+        limits: old.as_ref().map(|c| c.limits.clone()).unwrap_or_default(),
         trusted_keys,
         secrets: old.as_ref().map(|c| c.secrets.clone()).unwrap_or_default(),
         e2e: old.as_ref().map(|c| c.e2e.clone()).unwrap_or_default(),

@@ -5,8 +5,8 @@
 //! * [`login`]: `desktop-node login` (a code approved in the browser, or a password);
 //! * [`keys`]: `desktop-node keys …`, and the secrets `login` and `run` read and write;
 //! * [`pair`]: `desktop-node pair` and `desktop-node browsers …`;
-//! * [`env`]: renamed environment variables (the old names still work, with a warning).
 //! * [`update`]: `desktop-node update` (signed self-update with rollback);
+//! * [`env`]: renamed environment variables (the old names still work, with a warning).
 
 pub mod apps;
 pub mod env;
