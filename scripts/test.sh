@@ -91,10 +91,11 @@ step "browser tests in Chromium"
 npm run test:browser
 
 step "browser flows in Firefox ESR and WebKitGTK (smoke: one flow each)"
-# test/browser/engines.test.ts, engines installed by scripts/browsers.sh. Firefox: cancel
-# (sign-in, a WebTransport session, chunks streaming, Escape, the provider aborted).
+# test/browser/engines.test.ts, engines installed by scripts/browsers.sh. Firefox: run
+# (sign-in, a WebTransport session, chunks streaming to STREAM_END: the flow the relay's
+# held STOP_SENDING fixed, relay-edge/src/splice.rs STOP_GRACE).
 # WebKit: run (sign-in through WebDriver, then an action streamed over the WebSocket
 # transport: WebKitGTK has no WebTransport). Every flow in every engine:
 # scripts/test-full.sh.
-AISA_BROWSER_ENGINES=firefox AISA_BROWSER_FLOWS=cancel npm run test:engines
+AISA_BROWSER_ENGINES=firefox AISA_BROWSER_FLOWS=run npm run test:engines
 AISA_BROWSER_ENGINES=webkit AISA_BROWSER_FLOWS=run npm run test:engines

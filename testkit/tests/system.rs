@@ -362,7 +362,9 @@ async fn a_desktop_that_vanishes_mid_stream_resets_the_browser_stream() {
     let system = System::start().await;
     let session = system.browser().await;
     let (_send, mut recv) = start_slow_action(&system, &session, "desktop dies").await;
-    system.node_stop.send_replace(true);
+    // Vanish, not stop: a stopped node drains its running actions (a graceful end); an
+    // aborted one drops its connection and every stream at once.
+    system.node_task.abort();
     let end = tokio::time::timeout(WAIT, async {
         loop {
             match read_frame(&mut recv, MAX_FRAME_LEN).await {
@@ -885,9 +887,9 @@ async fn metrics_health_and_readiness_are_served() {
     for line in [
         "aisa_relay_connected_devices 1",
         "aisa_relay_open_streams 0",
-        "aisa_relay_streams_total{kind=\"action\"}",
+        "aisa_relay_streams_total{kind=\"action\",transport=\"webtransport\"}",
         "aisa_relay_errors_total{code=\"unknown_device\"}",
-        "aisa_relay_desktop_connections_total{result=\"ok\"}",
+        "aisa_relay_desktop_connections_total{result=\"ok\",transport=\"quic\"}",
         "aisa_relay_bytes_spliced_total",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");

@@ -446,24 +446,6 @@ export interface KnownIssue {
 /** The known issues, each measured here (see the reason for how). */
 export const KNOWN_ISSUES: readonly KnownIssue[] = [
   {
-    engine: 'firefox',
-    // Every exchange whose last message comes after the desktop is done with the
-    // stream: an action's STREAM_END, GET_STATUS and INSTALL_APP answers, the pairing
-    // confirmation. Cancel passes (its end is local), and so does everything over HTTP.
-    flows: ['run', 'install', 'pairing', 'encrypted'],
-    error: /Error in input stream/,
-    reason:
-      'Firefox 153 errors the readable side of a bidirectional WebTransport stream with "TypeError: Error in ' +
-      'input stream" when a STOP_SENDING for its own direction arrives before it has read the data and FIN ' +
-      'the peer sent (repro/firefox-stop-sending: an aioquic server answering three chunks and a FIN; with ' +
-      'STOP_SENDING sent first, Firefox reads nothing and errors, Chromium reads everything). Here the desktop ' +
-      'drops its side after STREAM_END, QUIC sends STOP_SENDING for the direction towards it, and the relay ' +
-      "passes it on to the browser at once (splice.rs pump: the sink's peer stopped, so the source is stopped), " +
-      'overtaking the last chunk and STREAM_END: the chunks of a [slow] action arrive one by one, then the read ' +
-      'that should return STREAM_END rejects. Fix for the relay: while the answer direction still runs, do not ' +
-      "stop the browser's direction (read and drop its bytes), and stop it only once the answer has finished.",
-  },
-  {
     engine: 'webkit',
     flows: ['stays-signed-in'],
     error: /text of #signed-in-as to match Signed in as/,
