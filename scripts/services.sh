@@ -110,6 +110,9 @@ case "${1:-}" in
     echo "export AISA_TEST_POSTGRES=postgres://postgres@127.0.0.1:$PG_PORT"
     echo "export AISA_TEST_POSTGRES_CA=$STATE/pg-tls/ca.crt"
     echo "export AISA_TEST_S3=http://127.0.0.1:$S3_PORT"
+    # The test S3 server takes any keys; the relay reads its S3 keys from the environment
+    # as the AWS tools do (and must not go looking for cloud instance credentials).
+    echo "export AWS_ACCESS_KEY_ID=aisa-test AWS_SECRET_ACCESS_KEY=aisa-test-secret AWS_EC2_METADATA_DISABLED=true"
     echo "export AISA_TEST_REDIS=redis://127.0.0.1:$REDIS_PORT"
     echo "export AISA_TEST_REDIS_CLUSTER='redis-cluster://127.0.0.1:${REDIS_CLUSTER_PORTS[0]}?node=127.0.0.1:${REDIS_CLUSTER_PORTS[1]}&node=127.0.0.1:${REDIS_CLUSTER_PORTS[2]}'"
     ;;
