@@ -116,7 +116,16 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), NodeError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+    // Without a UDP socket (a sandbox or an emulator that refuses one, as Wine 8 does) the
+    // node can still reach the relay over TCP, when it has a TCP way there.
+    let endpoint = match quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))) {
+        Ok(endpoint) => Some(endpoint),
+        Err(err) if target.tcp_url.is_some() => {
+            tracing::warn!(%err, "cannot open a UDP socket: QUIC is off, the node uses TCP");
+            None
+        }
+        Err(err) => return Err(err.into()),
+    };
     let mut manager = Manager {
         memory: PathMemory::load(&ctx.home),
         healing: Healing::new(target.path),
@@ -139,10 +148,12 @@ pub async fn run(
         let Some(attempt) = attempt.filter(|a| !matches!(a, Attempt::Stopped)) else {
             // Close code 3: this node is leaving (its links are closed with it already
             // when it drained).
-            endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
-            // Let the close reach the relay, so it marks the device offline at once
-            // rather than at its idle timeout.
-            let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+            if let Some(endpoint) = &endpoint {
+                endpoint.close(CLOSE_SHUTDOWN.into(), b"node shutting down");
+                // Let the close reach the relay, so it marks the device offline at once
+                // rather than at its idle timeout.
+                let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+            }
             return Ok(());
         };
         manager.ctx.online.send_replace(false);
@@ -180,7 +191,8 @@ pub async fn run(
 struct Manager {
     ctx: Arc<NodeContext>,
     target: RelayTarget,
-    endpoint: quinn::Endpoint,
+    /// `None` when no UDP socket could be opened (TCP only).
+    endpoint: Option<quinn::Endpoint>,
     memory: PathMemory,
     healing: Healing,
     /// Turns true when the node is asked to stop (SIGTERM, Ctrl-C, …).
@@ -376,7 +388,7 @@ impl Manager {
 /// What a dial needs; cloned into each dial task.
 #[derive(Clone)]
 struct Dialer {
-    endpoint: quinn::Endpoint,
+    endpoint: Option<quinn::Endpoint>,
     addr: SocketAddr,
     server_name: String,
     pin: Option<[u8; 32]>,
@@ -438,8 +450,10 @@ impl Dialer {
     }
 
     async fn dial_quic(&self) -> Result<NodeLink, String> {
-        let connecting = self
-            .endpoint
+        let Some(endpoint) = &self.endpoint else {
+            return Err("no UDP socket on this machine".into());
+        };
+        let connecting = endpoint
             .connect_with(client_config(self.pin), self.addr, &self.server_name)
             .map_err(|e| e.to_string())?;
         let conn = connecting.await.map_err(|e| e.to_string())?;
