@@ -72,8 +72,13 @@ step "deploy/: compose file, Kubernetes manifests and systemd units validate"
 docker-compose --env-file deploy/compose/example.env -f deploy/compose/docker-compose.yml config -q
 kubernetes-validate --strict --quiet -k 1.29.0 deploy/kubernetes/*.yaml
 # Only its syntax and keys: the binaries it names are not installed here.
+# (Not `tee /dev/stderr`: when stderr is a file, opening it again truncates the log.)
 for unit in deploy/relay-edge.service deploy/desktop-node.service; do
-  systemd-analyze verify "$unit" 2>&1 | { grep -v 'is not executable\|No such file or directory' || true; } | tee /dev/stderr | { ! grep -q .; }
+  problems=$(systemd-analyze verify "$unit" 2>&1 | grep -v 'is not executable\|No such file or directory' || true)
+  if [ -n "$problems" ]; then
+    printf '%s: %s\n' "$unit" "$problems" >&2
+    exit 1
+  fi
 done
 
 step "fuzz smoke: every target of fuzz/ for a few seconds (docs/security.md, Fuzzing)"
