@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use aisa_relay::cluster::shared::PRESENCE_CHANNEL;
 use aisa_relay::cluster::{ClusterUnavailable, NodeName};
 use aisa_relay::config::ClusterConfig;
 use aisa_relay::limits::{PlacesRefused, take_stream_places};
@@ -859,7 +860,14 @@ async fn redis_restarted_the_nodes_register_again_and_locate_fails_meanwhile() {
             .contains(&device_id),
         "node a's set was written again"
     );
-    // And the subscriptions are back: b sees the desktop leave.
+    // And the subscriptions are back (each node's subscriber reconnects on its own
+    // backoff, so wait until both are subscribed again): b sees the desktop leave.
+    let server = &redis.servers[0];
+    eventually("both nodes subscribed again", || async move {
+        let out = server.cli(&["PUBSUB", "NUMSUB", PRESENCE_CHANNEL]);
+        out.lines().nth(1).map(str::trim) == Some("2")
+    })
+    .await;
     let token = nodes
         .post(
             &nodes.b,
