@@ -105,6 +105,78 @@ pub enum Body {
         /// How many DEVICE_STATUS messages the snapshot held.
         devices: u32,
     },
+    /// 13, browser → desktop on a Control stream: a page of the runs the desktop keeps,
+    /// newest first. Answered with HISTORY_PAGE.
+    HistoryList {
+        /// Words that every listed run contains (app, action, inputs, output, error),
+        /// case-insensitive; empty lists every run.
+        query: String,
+        /// How many matching runs to skip (paging).
+        offset: u32,
+        /// How many runs at most to answer (the desktop answers at most 100).
+        limit: u32,
+    },
+    /// 14, browser → desktop on a Control stream: one run in full. Answered with
+    /// HISTORY_RUN, or ERROR `unknown_run`.
+    HistoryGet {
+        /// The run's id, from a HISTORY_PAGE.
+        run_id: u64,
+    },
+    /// 15, browser → desktop on a Control stream: forget one run, or every run when
+    /// `run_id` is `None`. Answered with HISTORY_DELETED.
+    HistoryDelete {
+        /// The run to delete; `None` deletes them all.
+        run_id: Option<u64>,
+    },
+    /// 16, desktop → browser: the answer to HISTORY_LIST.
+    HistoryPage {
+        /// How many runs match the query in all (for paging).
+        total: u32,
+        /// This page of them, newest first, with inputs and output shortened
+        /// ([`RunRecord::preview`]).
+        runs: Vec<RunRecord>,
+    },
+    /// 17, desktop → browser: the answer to HISTORY_GET, the run as the desktop keeps it.
+    HistoryRun {
+        /// The run.
+        run: RunRecord,
+    },
+    /// 18, desktop → browser: the answer to HISTORY_DELETE.
+    HistoryDeleted {
+        /// How many runs were deleted (0 when the run was already gone).
+        count: u32,
+    },
+}
+
+/// One run of an action as the desktop's history keeps it (HISTORY_PAGE, HISTORY_RUN).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The desktop's id for the run (increasing with time).
+    pub id: u64,
+    /// The app's id.
+    pub app_id: String,
+    /// The app's name as its manifest gives it.
+    pub app_name: String,
+    /// The action.
+    pub action: String,
+    /// The action's input, the JSON payload the browser sent.
+    pub input: String,
+    /// The output text (the STREAM_CHUNKs joined).
+    pub output: String,
+    /// When the run started: milliseconds since the Unix epoch, the desktop's clock.
+    pub started_ms: u64,
+    /// How long it ran, in milliseconds.
+    pub duration_ms: u32,
+    /// `done`, `failed` or `cancelled`.
+    pub status: String,
+    /// The ERROR code for a failed or cancelled run; empty when done.
+    pub error_code: String,
+    /// The ERROR message for a failed or cancelled run; empty when done.
+    pub error_message: String,
+    /// The desktop kept only the beginning of the input or the output (its caps).
+    pub capped: bool,
+    /// In a HISTORY_PAGE: `input` and `output` are shortened (ask HISTORY_GET for all).
+    pub preview: bool,
 }
 
 /// One installed mini-app in a DEVICE_STATUS.
@@ -140,6 +212,12 @@ impl Body {
             Body::Pong { .. } => "Pong",
             Body::Welcome { .. } => "Welcome",
             Body::StatusSnapshotEnd { .. } => "StatusSnapshotEnd",
+            Body::HistoryList { .. } => "HistoryList",
+            Body::HistoryGet { .. } => "HistoryGet",
+            Body::HistoryDelete { .. } => "HistoryDelete",
+            Body::HistoryPage { .. } => "HistoryPage",
+            Body::HistoryRun { .. } => "HistoryRun",
+            Body::HistoryDeleted { .. } => "HistoryDeleted",
         }
     }
 }
@@ -224,12 +302,18 @@ pub enum ErrorCode {
     /// The desktop is running and queueing as many actions as it takes; the message
     /// says so and when to try again. Nothing ran.
     Busy,
+    /// HISTORY_GET named a run the desktop does not keep (deleted, or past retention).
+    UnknownRun,
+    /// The relay cannot serve the stream right now, though nothing is wrong with it:
+    /// the cluster's shared state (where the device is) cannot be read and the device
+    /// is not connected to the relay the browser reached. Try again shortly.
+    Unavailable,
     /// A code this build does not know.
     Other,
 }
 
 impl ErrorCode {
-    const ALL: [ErrorCode; 19] = [
+    const ALL: [ErrorCode; 21] = [
         ErrorCode::MalformedFrame,
         ErrorCode::UnsupportedVersion,
         ErrorCode::Unauthenticated,
@@ -249,6 +333,8 @@ impl ErrorCode {
         ErrorCode::Denied,
         ErrorCode::InstallFailed,
         ErrorCode::Busy,
+        ErrorCode::Unavailable,
+        ErrorCode::UnknownRun,
     ];
 
     /// The code's text on the wire.
@@ -273,6 +359,8 @@ impl ErrorCode {
             ErrorCode::Denied => "denied",
             ErrorCode::InstallFailed => "install_failed",
             ErrorCode::Busy => "busy",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::UnknownRun => "unknown_run",
             ErrorCode::Other => "other",
         }
     }
@@ -310,6 +398,57 @@ mod tests {
     }
 
     #[test]
+    fn history_bytes_are_exact() {
+        // request_id 1; device_id ""; type 13; query "ab"; offset 0; limit 20
+        let list = Envelope::new(
+            1,
+            Body::HistoryList {
+                query: "ab".into(),
+                offset: 0,
+                limit: 20,
+            },
+        );
+        assert_eq!(list.encode(), [1, 0, 13, 2, b'a', b'b', 0, 20]);
+        // type 15; Option: 0 for none (delete all), 1 then the id
+        let all = Envelope::new(2, Body::HistoryDelete { run_id: None });
+        assert_eq!(all.encode(), [2, 0, 15, 0]);
+        let one = Envelope::new(2, Body::HistoryDelete { run_id: Some(300) });
+        assert_eq!(one.encode(), [2, 0, 15, 1, 0xac, 0x02]);
+        let run = RunRecord {
+            id: 7,
+            app_id: "a".into(),
+            app_name: "A".into(),
+            action: "w".into(),
+            input: "{}".into(),
+            output: "hi".into(),
+            started_ms: 1,
+            duration_ms: 2,
+            status: "done".into(),
+            error_code: String::new(),
+            error_message: String::new(),
+            capped: false,
+            preview: true,
+        };
+        let page = Envelope::new(
+            3,
+            Body::HistoryPage {
+                total: 1,
+                runs: vec![run.clone()],
+            },
+        );
+        assert_eq!(
+            page.encode(),
+            [
+                3, 0, 16, 1, 1, 7, 1, b'a', 1, b'A', 1, b'w', 2, b'{', b'}', 2, b'h', b'i', 1, 2,
+                4, b'd', b'o', b'n', b'e', 0, 0, 0, 1
+            ]
+        );
+        for env in [page, Envelope::new(4, Body::HistoryRun { run })] {
+            assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+        }
+    }
+
+    #[test]
     fn unknown_message_type_is_malformed() {
         let err = Envelope::decode(&[1, 0, 99]).unwrap_err();
         assert!(matches!(
@@ -333,5 +472,8 @@ mod tests {
             assert_eq!(ErrorCode::parse(code.as_str()), code);
         }
         assert_eq!(ErrorCode::parse("from_the_future"), ErrorCode::Other);
+        // A code of its own (a cluster node that cannot locate a device): the relay
+        // sent `peer_gone` for it before.
+        assert_eq!(ErrorCode::parse("unavailable"), ErrorCode::Unavailable);
     }
 }

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use aisa_tunnel::message::AppStatus;
+use aisa_tunnel::message::{AppStatus, RunRecord};
 use aisa_tunnel::{
     Body, Envelope, Hello, MAX_FRAME_LEN, MAX_HEADER_LEN, OpenHeader, RelayHeader, StreamKind,
     Version, frame,
@@ -24,6 +24,25 @@ fn envelope(name: &str, env: Envelope) -> Value {
         serde_json::to_value(&env).unwrap(),
         &env.encode(),
     )
+}
+
+/// A run as HISTORY_PAGE (`preview`) or HISTORY_RUN carries it.
+fn history_run(preview: bool) -> RunRecord {
+    RunRecord {
+        id: 1,
+        app_id: "hello-ai".into(),
+        app_name: "Hello AI".into(),
+        action: "write".into(),
+        input: r#"{"topic":"QUIC ☃"}"#.into(),
+        output: "# QUIC\n```rust\nfn main() {}\n```".into(),
+        started_ms: 1_795_000_000_000,
+        duration_ms: 1234,
+        status: "done".into(),
+        error_code: String::new(),
+        error_message: String::new(),
+        capped: !preview,
+        preview,
+    }
 }
 
 fn build_vectors() -> Value {
@@ -166,6 +185,44 @@ fn build_vectors() -> Value {
             "status snapshot end",
             Body::StatusSnapshotEnd { devices: 0 },
         ),
+        (
+            "history list",
+            Body::HistoryList {
+                query: "quarterly ☃".into(),
+                offset: 20,
+                limit: 200,
+            },
+        ),
+        ("history get", Body::HistoryGet { run_id: 1 << 40 }),
+        (
+            "history delete one",
+            Body::HistoryDelete { run_id: Some(3) },
+        ),
+        ("history delete all", Body::HistoryDelete { run_id: None }),
+        (
+            "history page",
+            Body::HistoryPage {
+                total: 2,
+                runs: vec![
+                    history_run(true),
+                    RunRecord {
+                        id: 2,
+                        status: "failed".into(),
+                        error_code: "provider_error".into(),
+                        error_message: "the provider said 429".into(),
+                        output: String::new(),
+                        ..history_run(true)
+                    },
+                ],
+            },
+        ),
+        (
+            "history run",
+            Body::HistoryRun {
+                run: history_run(false),
+            },
+        ),
+        ("history deleted", Body::HistoryDeleted { count: 128 }),
     ];
     for (i, (name, body)) in bodies.into_iter().enumerate() {
         let request_id = [0, 1, 127, 128, 300, 16_383, 16_384][i % 7];

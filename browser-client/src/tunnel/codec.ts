@@ -583,6 +583,32 @@ export interface AppStatus {
   enabled: boolean;
 }
 
+/** One run of an action as the desktop's history keeps it (HISTORY_PAGE, HISTORY_RUN). */
+export interface RunRecord {
+  /** The desktop's id for the run (increasing with time). */
+  id: number;
+  appId: string;
+  /** The app's name from its manifest. */
+  appName: string;
+  action: string;
+  /** The JSON payload the browser sent. */
+  input: string;
+  /** The output text (the STREAM_CHUNKs joined). */
+  output: string;
+  /** Milliseconds since the Unix epoch (the desktop's clock). */
+  startedMs: number;
+  durationMs: number;
+  /** `done`, `failed` or `cancelled`. */
+  status: string;
+  /** ERROR code and message of a failed or cancelled run; empty when done. */
+  errorCode: string;
+  errorMessage: string;
+  /** The desktop kept only the beginning of the input or output (its caps). */
+  capped: boolean;
+  /** In a HISTORY_PAGE: input and output are shortened (HISTORY_GET has them whole). */
+  preview: boolean;
+}
+
 /** What an envelope carries; `type` is the message type (its number on the wire below). */
 export type Body =
   /** 0, browser → desktop: run an action with a JSON payload. */
@@ -614,7 +640,19 @@ export type Body =
    * DEVICE_STATUS per device of the user) is complete; later DEVICE_STATUS are changes.
    * Sent with `devices: 0` to a user with no devices, so "none" differs from "slow".
    */
-  | { type: 'StatusSnapshotEnd'; devices: number };
+  | { type: 'StatusSnapshotEnd'; devices: number }
+  /** 13, browser → desktop (Control stream): a page of the desktop's run history, newest first. */
+  | { type: 'HistoryList'; query: string; offset: number; limit: number }
+  /** 14, browser → desktop (Control stream): one run in full. */
+  | { type: 'HistoryGet'; runId: number }
+  /** 15, browser → desktop (Control stream): delete one run, or all when `runId` is null. */
+  | { type: 'HistoryDelete'; runId: number | null }
+  /** 16, desktop → browser: the answer to HISTORY_LIST. */
+  | { type: 'HistoryPage'; total: number; runs: RunRecord[] }
+  /** 17, desktop → browser: the answer to HISTORY_GET. */
+  | { type: 'HistoryRun'; run: RunRecord }
+  /** 18, desktop → browser: the answer to HISTORY_DELETE. */
+  | { type: 'HistoryDeleted'; count: number };
 
 /** The message types in wire order: the index is the type number. */
 export const MESSAGE_TYPES = [
@@ -631,6 +669,12 @@ export const MESSAGE_TYPES = [
   'Pong',
   'Welcome',
   'StatusSnapshotEnd',
+  'HistoryList',
+  'HistoryGet',
+  'HistoryDelete',
+  'HistoryPage',
+  'HistoryRun',
+  'HistoryDeleted',
 ] as const satisfies readonly Body['type'][];
 
 /** One protocol message: every frame after a stream's header. */
@@ -685,8 +729,51 @@ export function encodeEnvelope(env: Envelope): Uint8Array {
     case 'StatusSnapshotEnd':
       w.u32(b.devices);
       break;
+    case 'HistoryList':
+      w.string(b.query).u32(b.offset).u32(b.limit);
+      break;
+    case 'HistoryGet':
+      w.u64(b.runId);
+      break;
+    case 'HistoryDelete':
+      w.option(b.runId, (o, id) => o.u64(id));
+      break;
+    case 'HistoryPage':
+      w.u32(b.total).u64(b.runs.length);
+      for (const run of b.runs) writeRun(w, run);
+      break;
+    case 'HistoryRun':
+      writeRun(w, b.run);
+      break;
+    case 'HistoryDeleted':
+      w.u32(b.count);
+      break;
   }
   return w.finish();
+}
+
+function writeRun(w: Writer, r: RunRecord): void {
+  w.u64(r.id).string(r.appId).string(r.appName).string(r.action).string(r.input).string(r.output);
+  w.u64(r.startedMs).u32(r.durationMs).string(r.status).string(r.errorCode).string(r.errorMessage);
+  w.bool(r.capped).bool(r.preview);
+}
+
+function readRun(r: Reader): RunRecord {
+  return {
+    id: r.u64(),
+    appId: r.string(),
+    appName: r.string(),
+    action: r.string(),
+    input: r.string(),
+    output: r.string(),
+    startedMs: r.u64(),
+    durationMs: r.u32(),
+    status: r.string(),
+    errorCode: r.string(),
+    errorMessage: r.string(),
+    capped: r.bool(),
+    preview: r.bool(),
+  };
 }
 
 function readBody(r: Reader): Body {
@@ -730,6 +817,23 @@ function readBody(r: Reader): Body {
       };
     case 'StatusSnapshotEnd':
       return { type, devices: r.u32() };
+    case 'HistoryList':
+      return { type, query: r.string(), offset: r.u32(), limit: r.u32() };
+    case 'HistoryGet':
+      return { type, runId: r.u64() };
+    case 'HistoryDelete':
+      return { type, runId: r.option((o) => o.u64()) };
+    case 'HistoryPage': {
+      const total = r.u32();
+      const count = r.u64();
+      const runs: RunRecord[] = [];
+      for (let i = 0; i < count; i++) runs.push(readRun(r));
+      return { type, total, runs };
+    }
+    case 'HistoryRun':
+      return { type, run: readRun(r) };
+    case 'HistoryDeleted':
+      return { type, count: r.u32() };
   }
   throw new CodecError(`unknown message type ${index}`);
 }

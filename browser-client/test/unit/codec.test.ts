@@ -423,7 +423,7 @@ describe('envelopes', () => {
     expect(() => decodeEnvelope(Uint8Array.of(1, 0, 99))).toThrow(
       'malformed envelope: unknown message type 99',
     );
-    expect(() => decodeEnvelope(Uint8Array.of(1, 0, 13))).toThrow(/unknown message type 13/);
+    expect(() => decodeEnvelope(Uint8Array.of(1, 0, 19))).toThrow(/unknown message type 19/);
   });
 
   it('refuses invalid UTF-8 and truncated bodies', () => {

@@ -3,7 +3,7 @@
  * crate's tests write) → the TypeScript codec's shapes.
  */
 
-import type { AppStatus, Body, Envelope, OpenHeader, StreamKind } from '../../src/tunnel/codec';
+import type { AppStatus, Body, Envelope, OpenHeader, RunRecord, StreamKind } from '../../src/tunnel/codec';
 
 /** Any JSON value. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -95,9 +95,44 @@ export function toBody(v: Json | undefined): Body {
     }
     case 'StatusSnapshotEnd':
       return { type: tag, devices: num(f, 'devices') };
+    case 'HistoryList':
+      return { type: tag, query: str(f, 'query'), offset: num(f, 'offset'), limit: num(f, 'limit') };
+    case 'HistoryGet':
+      return { type: tag, runId: num(f, 'run_id') };
+    case 'HistoryDelete':
+      return { type: tag, runId: f['run_id'] === null ? null : num(f, 'run_id') };
+    case 'HistoryPage': {
+      const runs = f['runs'];
+      if (!Array.isArray(runs)) throw new Error('runs: not an array');
+      return { type: tag, total: num(f, 'total'), runs: runs.map((r) => toRun(r)) };
+    }
+    case 'HistoryRun':
+      return { type: tag, run: toRun(f['run']) };
+    case 'HistoryDeleted':
+      return { type: tag, count: num(f, 'count') };
     default:
       throw new Error(`unknown body variant ${tag}`);
   }
+}
+
+/** A `RunRecord` as serde writes it. */
+function toRun(v: Json | undefined): RunRecord {
+  const o = obj(v, 'run');
+  return {
+    id: num(o, 'id'),
+    appId: str(o, 'app_id'),
+    appName: str(o, 'app_name'),
+    action: str(o, 'action'),
+    input: str(o, 'input'),
+    output: str(o, 'output'),
+    startedMs: num(o, 'started_ms'),
+    durationMs: num(o, 'duration_ms'),
+    status: str(o, 'status'),
+    errorCode: str(o, 'error_code'),
+    errorMessage: str(o, 'error_message'),
+    capped: bool(o, 'capped'),
+    preview: bool(o, 'preview'),
+  };
 }
 
 /** An `Envelope` as serde writes it. */

@@ -148,7 +148,11 @@ impl ClientRequest {
         match &envelope.body {
             Body::StreamChunk { .. } if self.is_cancelled() => None,
             Body::StreamChunk { .. } => Some(ClientEvent::Message(envelope)),
-            Body::StreamEnd { .. } | Body::DeviceStatus { .. } => {
+            Body::StreamEnd { .. }
+            | Body::DeviceStatus { .. }
+            | Body::HistoryPage { .. }
+            | Body::HistoryRun { .. }
+            | Body::HistoryDeleted { .. } => {
                 self.done = true;
                 Some(ClientEvent::Done(Ok(envelope)))
             }

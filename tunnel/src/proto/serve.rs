@@ -112,17 +112,20 @@ impl ServeStream {
     }
 
     /// The stream-kind rule: actions only on `Action` streams (the relay counts those
-    /// against the plan's daily actions), status, installs, removals and pairing only on
-    /// `Control` streams. The relay stamps the kind the browser declared, so a browser
+    /// against the plan's daily actions), status, installs, removals, history requests
+    /// and pairing only on `Control` streams. The relay stamps the kind the browser declared, so a browser
     /// cannot run an action on a stream the relay did not count as one. Any other
     /// message cannot start a stream.
     pub fn check_kind(kind: StreamKind, body: &Body, pairing: bool) -> Result<(), Refusal> {
         let wanted = match body {
             _ if pairing => StreamKind::Control,
             Body::ExecuteAction { .. } => StreamKind::Action,
-            Body::GetStatus | Body::InstallApp { .. } | Body::UninstallApp { .. } => {
-                StreamKind::Control
-            }
+            Body::GetStatus
+            | Body::InstallApp { .. }
+            | Body::UninstallApp { .. }
+            | Body::HistoryList { .. }
+            | Body::HistoryGet { .. }
+            | Body::HistoryDelete { .. } => StreamKind::Control,
             other => {
                 return Err(Refusal::UnexpectedMessage {
                     what: other.type_name().to_owned(),
@@ -265,6 +268,37 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "unexpected Ping at the start of a browser stream"
+        );
+    }
+
+    #[test]
+    fn history_requests_come_on_control_streams_and_answers_start_nothing() {
+        let requests = [
+            Body::HistoryList {
+                query: String::new(),
+                offset: 0,
+                limit: 20,
+            },
+            Body::HistoryGet { run_id: 1 },
+            Body::HistoryDelete { run_id: None },
+        ];
+        for body in requests {
+            assert!(ServeStream::check_kind(StreamKind::Control, &body, false).is_ok());
+            let err = ServeStream::check_kind(StreamKind::Action, &body, false).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::Unsupported);
+            assert!(
+                err.to_string().contains(&format!(
+                    "{} must be sent on a stream of kind Control",
+                    body.type_name()
+                )),
+                "{err}"
+            );
+        }
+        let answer = Body::HistoryDeleted { count: 1 };
+        let err = ServeStream::check_kind(StreamKind::Control, &answer, false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unexpected HistoryDeleted at the start of a browser stream"
         );
     }
 }

@@ -4,8 +4,8 @@
  * against the same whole-exchange vectors (`tunnel/vectors/exchanges.json`).
  *
  * It sends the stream-open header and the request, then reads STREAM_CHUNKs until
- * exactly one final message: STREAM_END, DEVICE_STATUS (the answer to GET_STATUS) or
- * ERROR.
+ * exactly one final message: STREAM_END, DEVICE_STATUS (the answer to GET_STATUS), one
+ * of the history answers (HISTORY_PAGE, HISTORY_RUN, HISTORY_DELETED) or ERROR.
  *
  * - Any other message type ends the request as unexpected.
  * - The stream ending (FIN) before the final message, or inside a frame, fails it.
@@ -154,6 +154,9 @@ export class ClientRequest {
         return this.isCancelled ? null : { type: 'message', envelope };
       case 'StreamEnd':
       case 'DeviceStatus':
+      case 'HistoryPage':
+      case 'HistoryRun':
+      case 'HistoryDeleted':
         this.done = true;
         return { type: 'done', envelope };
       case 'Error':
