@@ -457,19 +457,6 @@ export const KNOWN_ISSUES: readonly KnownIssue[] = [
       'in" in WebKitGTK; so a new page load signs the person out there. The tests serve the app over plain ' +
       'http on loopback; over https (any real deployment) the cookie is kept.',
   },
-  {
-    engine: 'webkit',
-    flows: ['encrypted'],
-    error: /not paired with this desktop/,
-    reason:
-      'WebKitGTK pairs (the desktop lists the browser as active) but the sealed action that follows is refused ' +
-      'by the desktop: "denied: this browser is not paired with this desktop (or was revoked)", i.e. the ' +
-      "action is sealed with another browser key than the one registered at pairing. The page keeps that key in " +
-      'IndexedDB (src/e2e/keystore.ts: a non-extractable X25519 CryptoKey) and makes a new one when it reads ' +
-      'none back. Measured in MiniBrowser under WebDriver: once, a record holding such a key was put without ' +
-      'error and read back as undefined (Chromium: read back); a second probe read it back. Cause not pinned ' +
-      'down; the WebSocket transport itself works (run, cancel, install and pairing pass over it).',
-  },
 ];
 
 /** Every flow's id, in order. */

@@ -51,4 +51,29 @@ describe('browser key store', () => {
       expect(stored.wrapped.length).toBe(32 + 16);
     }
   });
+
+  it('falls back to the wrapped form where the store cannot give a native key back (WebKitGTK 2.50)', async () => {
+    // WebKitGTK's IndexedDB takes a record holding an X25519 CryptoKey and then reads it
+    // back as null (its structured clone cannot deserialize X25519 keys); AES keys are fine.
+    const store: KeyStore & { value?: StoredKey; puts: number } = {
+      puts: 0,
+      get: async () => (store.value?.kind === 'native' ? (null as unknown as undefined) : store.value),
+      put: async (k) => {
+        store.puts++;
+        store.value = k;
+      },
+    };
+    const first = await loadOrCreateBrowserKey(store, true);
+    expect(first.native).toBe(false);
+    expect(store.value?.kind).toBe('wrapped');
+    // The next load finds the same key: the desktop sees the browser it paired with.
+    const again = await loadOrCreateBrowserKey(store, true);
+    expect(again.publicKey).toEqual(first.publicKey);
+    expect(store.puts).toBe(2);
+  });
+
+  it('says so when the store keeps no key at all, rather than making a new one per load', async () => {
+    const store: KeyStore = { get: async () => undefined, put: async () => undefined };
+    await expect(loadOrCreateBrowserKey(store, true)).rejects.toThrow(/cannot keep the end-to-end key/);
+  });
 });
