@@ -22,6 +22,7 @@ import validator from '@rjsf/validator-ajv8';
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from 'react';
 import type { ActionResult } from '../tunnel/client';
 import { humanFromCode, validationSentence } from '../lib/errors';
+import { readableLabels } from '../lib/formLabels';
 import { renderMarkdown } from '../lib/markdown';
 import { describeRun, isActive } from '../lib/run';
 import { RunStore } from '../lib/runs';
@@ -193,7 +194,7 @@ function SchemaRunner({
 
   const schema = actions[action] ?? { type: 'object' };
   const uiSchema = useMemo<UiSchema>(
-    () => requiredFirst(schema, { ...(uiSchemas[action] ?? {}) }),
+    () => requiredFirst(schema, readableLabels(schema, { ...(uiSchemas[action] ?? {}) })),
     [schema, uiSchemas, action],
   );
   const transformErrors = useMemo<ErrorTransformer>(() => {
