@@ -26,6 +26,11 @@ pub struct RelayConfig {
     pub database_url: Option<String>,
     /// Folder with the built web app (`browser-client/dist`). Default: none (API only).
     pub web_root: Option<PathBuf>,
+    /// Folder of desktop-node release files served under `/releases/` (the signed
+    /// manifests `{channel}/{platform}.json` that `aisapp release` writes, and the
+    /// binaries they point to), the default `manifest_url` of `desktop-node update`
+    /// (`docs/desktop.md`, "Updates"). Default: none (`/releases/` is not served).
+    pub releases_dir: Option<PathBuf>,
     /// PEM certificate chain for production. Without it a self-signed development
     /// certificate (ECDSA P-256, 14 days, renewed near expiry) is used.
     pub tls_cert: Option<PathBuf>,
@@ -280,6 +285,7 @@ impl Default for RelayConfig {
             data_dir: default_data_dir(),
             database_url: None,
             web_root: None,
+            releases_dir: None,
             tls_cert: None,
             tls_key: None,
             tls_reload_secs: 10,

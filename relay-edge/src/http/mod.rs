@@ -1,8 +1,9 @@
 //! The HTTP API and the web app, one module per area: `sessions` (sign-up, sign-in,
 //! token refresh, sign-out), `account` (the plan and its use), `devices` (list,
 //! enroll, rename, revoke), `device_login` (`desktop-node login` approved in the
-//! browser), `connect` (where the page opens its WebTransport session)
-//! and `health` (liveness, readiness, and the metrics listener's page). The developer
+//! browser), `connect` (where the page opens its WebTransport session),
+//! `health` (liveness, readiness, and the metrics listener's page) and `releases`
+//! (desktop-node's release manifests, when `releases_dir` is set). The developer
 //! portal and the marketplace are in [`crate::marketplace`]; the HTTP server loop and
 //! its timeouts in [`crate::httpd`].
 //!
@@ -15,6 +16,7 @@ mod connect;
 mod device_login;
 mod devices;
 mod health;
+pub mod releases;
 mod sessions;
 
 use std::sync::Arc;
@@ -54,6 +56,11 @@ pub fn router(state: Arc<RelayState>) -> Router {
             crate::browser::WEBSOCKET_PATH,
             axum::routing::get(crate::ws::browser),
         );
+    // desktop-node's release manifests and binaries, when `releases_dir` is set.
+    let api = match &state.config.releases_dir {
+        Some(dir) => api.merge(releases::routes(dir)),
+        None => api,
+    };
     let app = match &state.config.web_root {
         Some(root) => api.fallback_service(tower_http::services::ServeDir::new(root).fallback(
             tower_http::services::ServeFile::new(root.join("index.html")),
