@@ -34,6 +34,15 @@ if [ -z "${SKIP_ENGINES:-}" ]; then
   (cd browser-client && AISA_BROWSER_ENGINES=all npm run test:engines)
 fi
 
+if [ -z "${SKIP_UDP_BLOCKED:-}" ]; then
+  # browser-client/test/browser/udp-blocked.test.ts, every case (~2 min, root): the
+  # desktop and Chromium in a network namespace whose UDP to the relay is dropped; both
+  # legs on TCP, UDP back and new streams on QUIC, WebTransport disabled in the page,
+  # and UDP cut mid-stream (the running action fails clearly, the next goes over TCP).
+  step "web app with UDP really dropped: every case"
+  (cd browser-client && AISA_UDP_BLOCKED=full npx vitest run test/browser/udp-blocked.test.ts)
+fi
+
 if [ -z "${SKIP_FUZZ:-}" ]; then
   # docs/security.md, "Fuzzing": a campaign of every target, one after the other, each
   # for FUZZ_SECONDS or until 10 million executions.

@@ -93,6 +93,9 @@ npm run build
 npm test
 
 step "browser tests in Chromium"
+# Includes the smoke of test/browser/udp-blocked.test.ts (~20 s, root): the relay on a
+# veth pair, the desktop and Chromium in a network namespace whose UDP to the relay
+# nftables drops; both legs on TCP, an action streams. The full set: test-full.sh.
 npm run test:browser
 
 step "browser flows in Firefox ESR and WebKitGTK (smoke: one flow each)"

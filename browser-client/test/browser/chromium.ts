@@ -44,16 +44,28 @@ export interface ChromiumPage {
   close(): Promise<void>;
 }
 
+/** How to start Chromium when the defaults do not do. */
+export interface ChromiumOptions {
+  /** What to run instead of Chromium itself (e.g. a script that starts it in a network namespace). */
+  executablePath?: string;
+  /** Flags besides the usual ones. */
+  args?: string[];
+}
+
 /**
  * Launches Chromium with one 1200×900 page. `failureShot` names the screenshot taken when
  * an {@link ChromiumPage.explained} step fails; `logs` gives the system's logs for it.
  */
-export async function launchChromium(failureShot: string, logs: () => string): Promise<ChromiumPage> {
+export async function launchChromium(
+  failureShot: string,
+  logs: () => string,
+  options: ChromiumOptions = {},
+): Promise<ChromiumPage> {
   mkdirSync(ARTIFACTS, { recursive: true });
   const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    executablePath: options.executablePath ?? process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...(options.args ?? [])],
   });
   const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
   const consoleLines: string[] = [];

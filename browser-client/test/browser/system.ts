@@ -83,20 +83,26 @@ class Child {
   }
 }
 
-function start(name: string, args: string[], env: Record<string, string> = {}): Child {
-  const proc = spawn(bin(name), args, {
+/**
+ * Starts one of the workspace's binaries; with a `prefix` (e.g. `ip netns exec NS`) the
+ * binary runs under that command (which must exec it, so signals reach it).
+ */
+function start(name: string, args: string[], env: Record<string, string> = {}, prefix: string[] = []): Child {
+  const [command, ...before] = prefix.length ? [...prefix, bin(name)] : [bin(name)];
+  const proc = spawn(command!, [...before, ...args], {
     env: { ...process.env, RUST_LOG: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   return new Child(name, proc);
 }
 
-/** Starts relay-edge serving the built web app. */
-function startRelay(dataDir: string, quicListen: string, httpListen: string): Child {
+/** Starts relay-edge serving the built web app (`serveArgs`: more `serve` options). */
+function startRelay(dataDir: string, quicListen: string, httpListen: string, serveArgs: string[] = []): Child {
   return start('relay-edge', [
     '--data-dir',
     dataDir,
     'serve',
+    ...serveArgs,
     '--quic-listen',
     quicListen,
     '--http-listen',
@@ -110,6 +116,23 @@ function run(name: string, args: string[], input?: string): string {
   return execFileSync(bin(name), args, { input, encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'] });
 }
 
+/**
+ * Where and how the system runs; the defaults (everything on 127.0.0.1, the node in this
+ * network namespace) suit every test but the UDP-blocking one (`udp-blocked.test.ts`).
+ */
+export interface SystemOptions {
+  /** The address the relay (HTTP and QUIC) and the provider listen on; default 127.0.0.1. */
+  host?: string;
+  /** The relay's UDP (QUIC) port; default any free one. */
+  quicPort?: number;
+  /** More `relay-edge serve` options (e.g. `--config`, `--metrics-addr`). */
+  relayArgs?: string[];
+  /** A command the node runs under (e.g. `ip netns exec NS`); default none. */
+  nodePrefix?: string[];
+  /** More environment for `desktop-node run` (e.g. `RUST_LOG`). */
+  nodeEnv?: Record<string, string>;
+}
+
 /** The running system. */
 export class System {
   private constructor(
@@ -118,22 +141,24 @@ export class System {
     readonly providerUrl: string,
     private readonly children: Child[],
     private node: Child | null,
+    private readonly options: SystemOptions = {},
   ) {}
 
   /** Processes that were stopped or replaced, kept for their output. */
   private readonly finished: Child[] = [];
 
-  static async start(): Promise<System> {
+  static async start(options: SystemOptions = {}): Promise<System> {
     const dir = mkdtempSync(join(tmpdir(), 'aisa-browser-test-'));
     const children: Child[] = [];
+    const host = options.host ?? '127.0.0.1';
     try {
-      const provider = start('fake-provider', ['--listen', '127.0.0.1:0', '--api-key', API_KEY]);
+      const provider = start('fake-provider', ['--listen', `${host}:0`, '--api-key', API_KEY]);
       children.push(provider);
       const providerUrl = (await provider.waitFor(/fake-provider: (http:\S+)/))[1]!;
 
       const relayDir = join(dir, 'relay');
       run('relay-edge', ['--data-dir', relayDir, 'user', 'add', EMAIL, '--password', PASSWORD]);
-      const relay = startRelay(relayDir, '127.0.0.1:0', '127.0.0.1:0');
+      const relay = startRelay(relayDir, `${host}:${options.quicPort ?? 0}`, `${host}:0`, options.relayArgs);
       children.push(relay);
       const httpUrl = (await relay.waitFor(/relay-edge: (http:\/\/\S+)/))[1]!;
 
@@ -144,7 +169,7 @@ export class System {
         PASSWORD,
       );
       run('desktop-node', ['--home', home, 'apps', 'install-local', guestWasm, '--id', 'hello-ai', '--action', 'write,echo']);
-      const system = new System(dir, httpUrl, providerUrl, children, null);
+      const system = new System(dir, httpUrl, providerUrl, children, null, options);
       await system.startNode();
       return system;
     } catch (err) {
@@ -166,7 +191,7 @@ export class System {
     if (!quic) throw new Error(`no QUIC address in the relay's output:\n${old.output}`);
     await old.stop();
     this.finished.push(old);
-    const relay = startRelay(join(this.dir, 'relay'), quic, new URL(this.httpUrl).host);
+    const relay = startRelay(join(this.dir, 'relay'), quic, new URL(this.httpUrl).host, this.options.relayArgs);
     this.children[i] = relay;
     await relay.waitFor(/relay-edge: (http:\/\/\S+)/);
   }
@@ -178,11 +203,19 @@ export class System {
 
   /** Starts (or restarts) the desktop node and waits until the relay shows it online. */
   async startNode(): Promise<void> {
-    const node = start('desktop-node', ['--home', join(this.dir, 'node'), 'run', '--ai-base-url', this.providerUrl], {
-      OPENAI_API_KEY: API_KEY,
-    });
+    const node = start(
+      'desktop-node',
+      ['--home', join(this.dir, 'node'), 'run', '--ai-base-url', this.providerUrl],
+      { OPENAI_API_KEY: API_KEY, ...this.options.nodeEnv },
+      this.options.nodePrefix,
+    );
     this.node = node;
     await node.waitFor(/connected to the relay/);
+  }
+
+  /** Everything the desktop node has printed since it (last) started. */
+  nodeOutput(): string {
+    return this.node?.output ?? '';
   }
 
   /** The desktop node's home folder. */
