@@ -5,16 +5,37 @@
  * fallback (`/tunnel/browser`, the mux), says so in the header's transport indicator,
  * lists the desktop's apps and streams an action. The transport used is printed and
  * asserted; the time to the first chunk is printed.
+ *
+ * Then end-to-end encryption over the WebSocket: the browser pairs through the link
+ * `desktop-node pair` prints, the desktop requires encryption (`[e2e] required`), and
+ * the workspace's status and an action run sealed. Every WebSocket message between the
+ * page and the relay's `/tunnel/browser` is recorded (playwright's `framesent` /
+ * `framereceived`): that is every byte the relay gets from and gives to the browser.
+ * Unsealed, the app id, the payload and the output are readable in them (checked, so
+ * the search is shown to work on this path); sealed, none of them is.
  */
+
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 
 import { type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium, type ChromiumPage } from './chromium';
 import { EMAIL, PASSWORD, System } from './system';
 
+const binDir = process.env.AISA_BIN_DIR ?? resolve(__dirname, '../../../target/debug');
+
 let system: System;
 let chromium: ChromiumPage;
 let page: Page;
+/** Every message on the page's `/tunnel/browser` WebSockets, in order. */
+const frames: { dir: 'sent' | 'received'; data: Buffer }[] = [];
+
+/** Which of `needles` appear in any recorded message (as UTF-8 bytes). */
+function readable(needles: string[]): string[] {
+  return needles.filter((n) => frames.some((f) => f.data.includes(Buffer.from(n, 'utf8'))));
+}
 
 beforeAll(async () => {
   system = await System.start();
@@ -22,6 +43,13 @@ beforeAll(async () => {
   page = chromium.page;
   await page.addInitScript(() => {
     delete (window as unknown as { WebTransport?: unknown }).WebTransport;
+  });
+  page.on('websocket', (ws) => {
+    if (!ws.url().endsWith('/tunnel/browser')) return;
+    const keep = (dir: 'sent' | 'received') => (f: { payload: string | Buffer }) =>
+      frames.push({ dir, data: typeof f.payload === 'string' ? Buffer.from(f.payload, 'utf8') : Buffer.from(f.payload) });
+    ws.on('framesent', keep('sent'));
+    ws.on('framereceived', keep('received'));
   });
 });
 
@@ -80,6 +108,75 @@ describe('the web app without WebTransport', () => {
       const marks = await page.evaluate(() => (window as unknown as { marks: { submitted: number; firstChunk: number } }).marks);
       console.log(`websocket: submit to first chunk: ${(marks.firstChunk - marks.submitted).toFixed(1)} ms`);
       expect(await page.getAttribute('#transport', 'data-transport')).toBe('websocket');
+      // Not sealed: the relay could read the app id, the payload and the output.
+      expect(readable(['hello-ai', '{"topic":"QUIC"}', 'Echo:'])).toEqual(['hello-ai', '{"topic":"QUIC"}', 'Echo:']);
       await chromium.shot('websocket-action-done.png');
+    }));
+
+  it('pairs, then with [e2e] required runs the workspace status and an action sealed over the WebSocket: the relay sees no plaintext', () =>
+    chromium.explained(async () => {
+      const node = (...args: string[]): string =>
+        execFileSync(join(binDir, 'desktop-node'), ['--home', system.nodeHome, ...args], { encoding: 'utf8' });
+      const printed = node('pair');
+      const link = /^(http\S+#pair=\S+)$/m.exec(printed)?.[1];
+      const fingerprint = /desktop key fingerprint: (\S+)/.exec(printed)?.[1];
+      expect(link, printed).toBeTruthy();
+      await page.goto(link!);
+      await expect.poll(() => page.textContent('main'), { timeout: 15_000 }).toContain('Paired: actions on that desktop');
+      expect(await page.textContent('main')).toContain(fingerprint!);
+      expect(node('browsers', 'list')).toMatch(/\tactive\t/);
+
+      const config = join(system.nodeHome, 'node.toml');
+      const toml = readFileSync(config, 'utf8');
+      expect(toml).toContain('[e2e]\nrequired = false');
+      writeFileSync(config, toml.replace('[e2e]\nrequired = false', '[e2e]\nrequired = true'));
+      const sealedStreams = () => system.logs().match(/end-to-end encrypted stream/g)?.length ?? 0;
+      const before = sealedStreams();
+      await system.stopNode();
+      await system.startNode();
+
+      // From here on, every byte between the page and the relay is recorded afresh.
+      frames.length = 0;
+      await page.goto(`${system.httpUrl}/#/`);
+      await expect.poll(() => chromium.text('#connection'), { timeout: 15_000 }).toBe('connected');
+      expect(await page.getAttribute('#transport', 'data-transport')).toBe('websocket');
+      await page.getByRole('link', { name: 'Workspace', exact: true }).click();
+      const apps = page.getByRole('list', { name: 'Apps on browser desk' });
+      await apps.waitFor({ timeout: 15_000 });
+      // A plain GET_STATUS would be refused now: the list comes from a sealed one.
+      await expect.poll(() => apps.textContent(), { timeout: 15_000 }).toMatch(/hello-ai/);
+
+      await page.getByRole('link', { name: 'Open hello-ai on browser desk' }).click();
+      await page.waitForSelector('#root_action');
+      await expect.poll(() => page.textContent('main')).toContain(`End-to-end encrypted (desktop key ${fingerprint})`);
+      const topic = 'sealed over the WebSocket';
+      await page.fill('#root_payload', JSON.stringify({ topic }));
+      await page.fill('#root_action', 'write');
+      await page.focus('#root_action');
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('#run-status:has-text("Done")', { timeout: 15_000 });
+      expect(await text('#output')).toBe(`Echo: Write a short paragraph about ${topic}.`);
+      const transport = await page.getAttribute('#transport', 'data-transport');
+      console.log(`encrypted action: transport used: ${transport}`);
+      expect(transport).toBe('websocket');
+      // The desktop served the status (the page loaded after the restart) and the action as encrypted streams.
+      expect(sealedStreams()).toBeGreaterThanOrEqual(before + 2);
+      expect(system.logs()).not.toMatch(/accepts only end-to-end encrypted requests/);
+
+      // What the relay saw: messages both ways, none of the plaintext.
+      const sent = frames.filter((f) => f.dir === 'sent').reduce((n, f) => n + f.data.length, 0);
+      const received = frames.filter((f) => f.dir === 'received').reduce((n, f) => n + f.data.length, 0);
+      console.log(`encrypted over the WebSocket: the relay saw ${frames.length} messages (${sent} bytes in, ${received} bytes out)`);
+      expect(sent).toBeGreaterThan(0);
+      expect(received).toBeGreaterThan(0);
+      // The streams were recorded: their open headers (which the relay must read) name the device.
+      const deviceId = /^device_id = "([^"]+)"/m.exec(readFileSync(config, 'utf8'))?.[1];
+      expect(deviceId).toBeTruthy();
+      expect(readable([deviceId!])).toEqual([deviceId]);
+      expect(
+        readable(['hello-ai', topic, `{"topic":`, 'Echo:', 'Write a short paragraph', 'paragraph', 'sealed']),
+        'plaintext in the bytes the relay splices',
+      ).toEqual([]);
+      await chromium.shot('websocket-encrypted.png');
     }));
 });
