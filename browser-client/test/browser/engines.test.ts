@@ -19,6 +19,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { artifactsOf, type Driver } from './engines/driver';
+import { startHttpsFront, type HttpsFront } from './engines/https';
 import { launch, selectedEngines, selectedFlows } from './engines/index';
 import { FLOW_IDS, FLOWS, FlowContext, FlowSkipped, KNOWN_ISSUES, type FlowRecord } from './flows';
 import { System } from './system';
@@ -31,6 +32,7 @@ for (const engine of selectedEngines(process.env.AISA_BROWSER_ENGINES)) {
     let system: System;
     let driver: Driver;
     let ctx: FlowContext;
+    let front: HttpsFront | undefined;
     const records: FlowRecord[] = [];
 
     beforeAll(async () => {
@@ -42,8 +44,11 @@ for (const engine of selectedEngines(process.env.AISA_BROWSER_ENGINES)) {
           `${engine} did not start (scripts/browsers.sh installs the engines): ${String(err)}`,
         );
       }
-      ctx = new FlowContext(driver, system, (name) => driver.screenshot(join(dir, name)));
-      console.log(`[engines] ${engine}: ${driver.version} over ${driver.protocol}`);
+      // WebKitGTK keeps the relay's Secure refresh cookie only from https (engines/https.ts):
+      // it loads the app through an https front, as behind a real deployment's proxy.
+      if (engine === 'webkit') front = await startHttpsFront(system.httpUrl);
+      ctx = new FlowContext(driver, system, (name) => driver.screenshot(join(dir, name)), front?.url);
+      console.log(`[engines] ${engine}: ${driver.version} over ${driver.protocol}, the app from ${ctx.appUrl}`);
     });
 
     afterAll(async () => {
@@ -51,11 +56,13 @@ for (const engine of selectedEngines(process.env.AISA_BROWSER_ENGINES)) {
         engine,
         browser: driver?.version,
         protocol: driver?.protocol,
+        app: ctx?.appUrl,
         tunnel: await ctx?.tunnelSupport().catch((e: unknown) => `not measured: ${String(e)}`),
         flows: records,
       };
       writeFileSync(join(dir, 'record.json'), `${JSON.stringify(record, null, 2)}\n`);
       await driver?.close();
+      await front?.close();
       await system?.stop();
     });
 

@@ -113,7 +113,11 @@ export async function launchWebKit(): Promise<Driver> {
       '/session',
       {
         capabilities: {
-          alwaysMatch: { 'webkitgtk:browserOptions': { binary: MINIBROWSER, args: ['--automation'] } },
+          // acceptInsecureCerts: the https front's certificate is self-signed (engines/https.ts).
+          alwaysMatch: {
+            acceptInsecureCerts: true,
+            'webkitgtk:browserOptions': { binary: MINIBROWSER, args: ['--automation'] },
+          },
         },
       },
     );
