@@ -14,7 +14,8 @@
 #       second time on it, scripts/services.sh), redis-server (the cluster-state tests,
 #       relay-edge/tests/cluster_state.rs), python3 (fuzz seeds, fuzz/seeds.py) and
 #       the rustfmt and clippy components, iproute2 and nftables (scripts/netns.sh, the
-#       fallback tests); its own `npm ci` step installs the npm packages afresh. The
+#       fallback tests), nsis and dpkg-dev (the packages, scripts/package-*.sh); its
+#       own `npm ci` step installs the npm packages afresh. The
 #       other browser engines (firefox-esr, webkit2gtk-driver, xvfb) come from
 #       scripts/browsers.sh, which this runs after the packages above.
 #
@@ -62,6 +63,10 @@ if [ "$MODE" = test ]; then
   # The cluster-state tests run redis-server and redis-cli (single and Redis Cluster).
   want redis-server redis-server
   want redis-cli redis-tools
+  # The packages (scripts/package-*.sh): makensis compiles the Windows installer,
+  # dpkg-shlibdeps gives the .deb its Depends.
+  want makensis nsis
+  want dpkg-shlibdeps dpkg-dev
 fi
 # One name each, in a stable order.
 mapfile -t packages < <(printf '%s\n' "${packages[@]}" | awk 'NF && !seen[$0]++')

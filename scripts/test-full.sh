@@ -57,6 +57,22 @@ if [ -z "${SKIP_WINE:-}" ]; then
   scripts/wine-test.sh
 fi
 
+if [ -z "${SKIP_PACKAGES:-}" ]; then
+  # docs/desktop.md, "Building the packages": the .deb of a release build (xz), installed,
+  # run against a relay on loopback and removed; then, unless SKIP_WINE, the Windows
+  # installer of the exe scripts/wine-test.sh cross-built (debug; zlib), installed
+  # silently under Wine in a fresh prefix, checked, reinstalled without autostart and
+  # uninstalled.
+  step "packages: release .deb installed and run; Windows installer under Wine"
+  cargo build --release --locked -p aisa-benches -p aisa-relay -p aisa-node
+  deb=$(scripts/package-deb.sh --binary target/release/desktop-node | tail -1)
+  scripts/package-deb-test.sh "$deb"
+  if [ -z "${SKIP_WINE:-}" ]; then
+    setup=$(scripts/package-windows.sh --fast \
+      --exe target/windows/x86_64-pc-windows-gnu/debug/desktop-node.exe | tail -1)
+    scripts/package-windows-test.sh "$setup"
+  fi
+fi
 
 if [ -z "${SKIP_CONTAINER:-}" ]; then
   # deploy/README.md, "Containers": the relay image built with podman from this host's

@@ -81,6 +81,19 @@ for unit in deploy/relay-edge.service deploy/desktop-node.service; do
   fi
 done
 
+step "packages: the .deb installed and run, the Windows installer script, the macOS archive"
+# docs/desktop.md, "Building the packages" (~1 min): the .deb of the debug node built
+# (gzip), installed with dpkg -i, run against a relay on loopback (online, SIGTERM, an
+# update found on the relay's /releases/, not replaceable by a user), removed and purged;
+# makensis -WX compiles the Windows installer around a placeholder exe (the cross-built
+# exe, installed under Wine: scripts/test-full.sh); the macOS archive's layout, agent plist
+# and install scripts, with the Linux binary standing in.
+deb=$(scripts/package-deb.sh --binary target/debug/desktop-node --fast --out target/packages/ci | tail -1)
+scripts/package-deb-test.sh "$deb"
+scripts/package-windows.sh --placeholder --out target/packages/ci >/dev/null
+scripts/package-macos-test.sh target/debug/desktop-node
+rm -rf target/packages/ci
+
 step "fuzz smoke: every target of fuzz/ for a few seconds (docs/security.md, Fuzzing)"
 # Unoptimised build (quick to build); campaigns use scripts/fuzz.sh's release default.
 FUZZ_SECONDS=${FUZZ_SECONDS:-5} FUZZ_PROFILE=${FUZZ_PROFILE:-dev} scripts/fuzz.sh
