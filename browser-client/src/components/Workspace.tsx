@@ -9,6 +9,7 @@ import { describeError } from '../lib/errors';
 import { lastSeenText } from './Devices';
 import { routeHref } from '../lib/route';
 import { useApp } from './context';
+import { FirstAppSuggestion } from './FirstApp';
 
 /** The apps installed on `deviceId`, asked with GET_STATUS whenever the device is (or comes) online. */
 export function useInstalledApps(deviceId: string | null, online: boolean) {
@@ -119,10 +120,9 @@ function DeviceCard({ device, chosen }: { device: Device; chosen: boolean }) {
             ? 'Asking the device…'
             : error
               ? `Could not ask the device: ${error}`
-              : apps && apps.length === 0
-                ? 'No apps installed yet: find one in the Marketplace.'
-                : ''}
+              : ''}
       </div>
+      {device.online && apps && apps.length === 0 && <FirstAppSuggestion deviceName={device.name} />}
       {apps && apps.length > 0 && (
         <ul className="app-list" aria-label={`Apps on ${device.name}`}>
           {apps.map((a) => (

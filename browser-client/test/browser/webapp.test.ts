@@ -13,14 +13,32 @@
  * browser-client/test-artifacts/webapp-*.png.
  */
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium, type ChromiumPage } from './chromium';
-import { EMAIL, PASSWORD, System } from './system';
+import { EMAIL, PASSWORD, System, wasmBundle } from './system';
+
+/** The app the onboarding test publishes, for the workspace to suggest as a first app. */
+const FIRST_APP = {
+  id: 'e2e-first',
+  name: 'First Writer',
+  version: '1.0.0',
+  description: 'Writes a short paragraph about a topic.',
+  category: 'writing',
+  actionSchema: {
+    write: {
+      title: 'Write a paragraph',
+      type: 'object',
+      properties: { topic: { type: 'string', title: 'Topic', minLength: 1, maxLength: 200 } },
+      required: ['topic'],
+    },
+  },
+  permissions: { ai: true },
+};
 
 const binDir = process.env.AISA_BIN_DIR ?? resolve(__dirname, '../../../target/debug');
 
@@ -214,6 +232,27 @@ describe('the web app a person lives in (Chromium)', () => {
           await expect.poll(() => p.textContent('#add-desktop-status'), { timeout: 20_000 }).toMatch(/onboarding desk is online/);
           await p.getByRole('link', { name: 'Run your first app' }).click();
           await p.getByRole('heading', { name: 'Workspace' }).waitFor();
+
+          // The workspace suggests a first app; it installs once approved on the desktop, and runs.
+          await system.publish(wasmBundle(FIRST_APP));
+          await p.reload();
+          await p.getByRole('link', { name: `Start with ${FIRST_APP.name}` }).click();
+          await p.getByRole('heading', { name: FIRST_APP.name }).waitFor();
+          await shot(p, 'webapp-first-app.png');
+          await p.getByRole('button', { name: 'Install on onboarding desk' }).click();
+          await expect.poll(() => p.textContent('#install-status'), { timeout: 15_000 }).toMatch(/Waiting for approval/);
+          const approve = spawnSync(join(binDir, 'desktop-node'), ['--home', home, 'apps', 'approve', FIRST_APP.id], {
+            env: { ...process.env, AISA_SECRETS_BACKEND: 'file', AISA_PASSPHRASE: 'test-passphrase' },
+            encoding: 'utf8',
+          });
+          expect(approve.status, `${approve.stdout}${approve.stderr}`).toBe(0);
+          await expect.poll(() => p.textContent('#install-status'), { timeout: 30_000 }).toMatch(/^Installed version 1\.0\.0/);
+          await p.getByRole('link', { name: `Open ${FIRST_APP.name}` }).click();
+          await p.getByLabel(/^Topic/).fill('a first result');
+          await p.getByRole('button', { name: 'Run on onboarding desk' }).click();
+          await expect.poll(() => p.textContent('#run-status'), { timeout: 20_000 }).toMatch(/^Done/);
+          expect(await p.textContent('#output')).toContain('a first result');
+          await shot(p, 'webapp-first-result.png');
 
           // The devices page: a real last-seen time, the node version, rename.
           await p.getByRole('link', { name: 'Devices', exact: true }).click();
