@@ -116,7 +116,8 @@ step "browser flows in Firefox ESR and WebKitGTK (smoke: one flow each)"
 # (sign-in, a WebTransport session, chunks streaming to STREAM_END: the flow the relay's
 # held STOP_SENDING fixed, relay-edge/src/splice.rs STOP_GRACE).
 # WebKit: run (sign-in through WebDriver, then an action streamed over the WebSocket
-# transport: WebKitGTK has no WebTransport). Every flow in every engine:
-# scripts/test-full.sh.
+# transport: WebKitGTK has no WebTransport) and encrypted (pairing, then a sealed action:
+# WebKitGTK cannot keep an X25519 CryptoKey in IndexedDB, src/e2e/keystore.ts falls back
+# to the wrapped key). Every flow in every engine: scripts/test-full.sh.
 AISA_BROWSER_ENGINES=firefox AISA_BROWSER_FLOWS=run npm run test:engines
-AISA_BROWSER_ENGINES=webkit AISA_BROWSER_FLOWS=run npm run test:engines
+AISA_BROWSER_ENGINES=webkit AISA_BROWSER_FLOWS=run,encrypted npm run test:engines
