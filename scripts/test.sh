@@ -84,7 +84,7 @@ done
 step "packages: the .deb installed and run, the Windows installer script, the macOS archive"
 # docs/desktop.md, "Building the packages" (~1 min): the .deb of the debug node built
 # (gzip), installed with dpkg -i, run against a relay on loopback (online, SIGTERM, an
-# update found on the relay's /releases/, not replaceable by a user), removed and purged;
+# update found on the relay's /releases/, not replaceable by a user), then removed;
 # makensis -WX compiles the Windows installer around a placeholder exe (the cross-built
 # exe, installed under Wine: scripts/test-full.sh); the macOS archive's layout, agent plist
 # and install scripts, with the Linux binary standing in.
