@@ -208,9 +208,25 @@ pub struct UserDirs {
 }
 
 impl UserDirs {
-    /// The folders of the user running the node: `$HOME`, and the XDG user directories
-    /// from `$XDG_CONFIG_HOME/user-dirs.dirs` (what `xdg-user-dir` reads), falling back to
-    /// `~/Documents`, `~/Downloads` and `~/Desktop`.
+    /// The folders of the user running the node. On Unix: `$HOME`, and the XDG user
+    /// directories from `$XDG_CONFIG_HOME/user-dirs.dirs` (what `xdg-user-dir` reads),
+    /// falling back to `~/Documents`, `~/Downloads` and `~/Desktop`. Elsewhere (Windows):
+    /// the system's known folders (the profile folder, Documents, Downloads, Desktop).
+    #[cfg(not(unix))]
+    pub fn from_env() -> UserDirs {
+        let Some(dirs) = directories::UserDirs::new() else {
+            return UserDirs::default();
+        };
+        UserDirs {
+            home: Some(dirs.home_dir().to_owned()),
+            documents: dirs.document_dir().map(Path::to_owned),
+            downloads: dirs.download_dir().map(Path::to_owned),
+            desktop: dirs.desktop_dir().map(Path::to_owned),
+        }
+    }
+
+    /// See the other platforms' version above.
+    #[cfg(unix)]
     pub fn from_env() -> UserDirs {
         let home = std::env::var_os("HOME")
             .map(PathBuf::from)
@@ -269,6 +285,7 @@ impl UserDirs {
 }
 
 /// One `XDG_…_DIR="$HOME/…"` line of `user-dirs.dirs`.
+#[cfg(unix)]
 fn parse_user_dir(file: &str, key: &str, home: &Path) -> Option<PathBuf> {
     let line = file
         .lines()
@@ -750,25 +767,43 @@ mod tests {
         }
     }
 
+    /// An absolute path on this platform: `/rest` on Unix, `C:\\rest` on Windows
+    /// (where `/rest` has no drive and is not absolute).
+    fn abs(rest: &str) -> String {
+        if cfg!(windows) {
+            format!("C:\\{}", rest.replace('/', "\\"))
+        } else {
+            format!("/{rest}")
+        }
+    }
+
     #[test]
     fn variables_resolve_and_unknown_ones_are_refused() {
         let dirs = UserDirs {
-            home: Some("/home/p".into()),
-            documents: Some("/home/p/Docs".into()),
+            home: Some(abs("home/p").into()),
+            documents: Some(abs("home/p/Docs").into()),
             downloads: None,
-            desktop: Some("/home/p/Desktop".into()),
+            desktop: Some(abs("home/p/Desktop").into()),
         };
-        let app = Path::new("/n/data/x/files");
+        let app_data = PathBuf::from(abs("n/data/x/files"));
+        let app = app_data.as_path();
         assert_eq!(
             dirs.resolve("$DOCUMENTS", app).unwrap(),
-            Path::new("/home/p/Docs")
+            Path::new(&abs("home/p/Docs"))
         );
         assert_eq!(
             dirs.resolve("$DOCUMENTS/a/b.txt", app).unwrap(),
-            Path::new("/home/p/Docs/a/b.txt")
+            Path::new(&abs("home/p/Docs/a/b.txt"))
         );
         assert_eq!(dirs.resolve("$APP_DATA/r", app).unwrap(), app.join("r"));
-        assert_eq!(dirs.resolve("/etc/x", app).unwrap(), Path::new("/etc/x"));
+        assert_eq!(
+            dirs.resolve(&abs("etc/x"), app).unwrap(),
+            Path::new(&abs("etc/x"))
+        );
+        // A path without a root (and on Windows, without a drive) is refused.
+        assert!(dirs.resolve("etc/x", app).is_err());
+        #[cfg(windows)]
+        assert!(dirs.resolve("/etc/x", app).is_err());
         assert!(matches!(
             dirs.resolve("$DOWNLOADS", app),
             Err(PathError::UnknownVariable(_))
@@ -788,7 +823,7 @@ mod tests {
             app,
         )
         .unwrap();
-        assert_eq!(g.read, [PathBuf::from("/home/p/Docs")]);
+        assert_eq!(g.read, [PathBuf::from(abs("home/p/Docs"))]);
         assert_eq!(g.write, [app.to_owned()]);
         assert_eq!(g.hosts, ["api.example.com", "*.cdn.example.com:8443"]);
         let parsed: aisa_abi::Permissions = serde_json::from_str(
@@ -805,6 +840,9 @@ mod tests {
         }
     }
 
+    /// XDG's `user-dirs.dirs` exists only on Unix desktops (Windows' folders come from
+    /// the system: the next test).
+    #[cfg(unix)]
     #[test]
     fn xdg_user_dirs_are_read_from_the_file() {
         let file = "# comment\nXDG_DOCUMENTS_DIR=\"$HOME/Dokumente\"\nXDG_DESKTOP_DIR=\"$HOME/\"\nXDG_DOWNLOAD_DIR=\"/data/dl\"\n";
@@ -820,6 +858,22 @@ mod tests {
         // `$HOME/` means "disabled": the fallback is used instead.
         assert_eq!(parse_user_dir(file, "XDG_DESKTOP_DIR", home), None);
         assert_eq!(parse_user_dir(file, "XDG_MUSIC_DIR", home), None);
+    }
+
+    #[test]
+    fn the_persons_folders_are_found_and_absolute() {
+        let dirs = UserDirs::from_env();
+        let found = [&dirs.home, &dirs.documents, &dirs.downloads, &dirs.desktop];
+        for dir in found.into_iter().flatten() {
+            assert!(dir.is_absolute(), "{dir:?}");
+        }
+        // Windows always has a profile and a Documents folder (Wine makes both).
+        #[cfg(windows)]
+        assert!(dirs.home.is_some() && dirs.documents.is_some(), "{dirs:?}");
+        #[cfg(unix)]
+        if std::env::var_os("HOME").is_some_and(|h| Path::new(&h).is_absolute()) {
+            assert!(dirs.home.is_some() && dirs.documents.is_some(), "{dirs:?}");
+        }
     }
 
     #[test]
