@@ -8,6 +8,17 @@ use std::time::Duration;
 use crate::cert::TlsIdentity;
 use crate::server::{DESKTOP_ALPN, H3_ALPN, StartError};
 
+/// A connection from which nothing arrives for this long is gone. QUIC takes the smaller
+/// of the two sides' limits, so this also bounds how long a browser keeps a session whose
+/// packets no longer reach the relay (UDP blocked mid-session): the relay closes it, or
+/// the browser's own timer fires, and the page races its transports again.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The relay PINGs every connection this often, so that a peer with nothing in flight
+/// (a browser between actions) is not closed at [`IDLE_TIMEOUT`], and so that a peer
+/// that stopped answering is noticed: its ACKs stop, and the relay's idle timer runs out.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
 /// QUIC + TLS 1.3 server configuration offering both ALPNs.
 pub(crate) fn server_config(identity: &TlsIdentity) -> Result<quinn::ServerConfig, StartError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -33,8 +44,9 @@ pub(crate) fn server_config(identity: &TlsIdentity) -> Result<quinn::ServerConfi
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-            30_000,
+            IDLE_TIMEOUT.as_millis() as u32,
         ))))
+        .keep_alive_interval(Some(KEEP_ALIVE))
         .max_concurrent_bidi_streams(crate::browser::PRE_AUTH_STREAMS.into())
         .max_concurrent_uni_streams(3u32.into())
         .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
@@ -47,7 +59,7 @@ pub(crate) fn server_config(identity: &TlsIdentity) -> Result<quinn::ServerConfi
 ///
 /// A relay that dies without a word (a crash, SIGKILL, a lost machine) leaves its peers
 /// holding connections that nothing answers; they would learn it only at their idle
-/// timeout (30 s). When the relay comes back on the same address, packets of those old
+/// timeout ([`IDLE_TIMEOUT`]). When the relay comes back on the same address, packets of those old
 /// connections reach the new process, which answers each with a stateless reset (RFC
 /// 9000 §10.3). A peer believes a reset only if it carries the token the old process
 /// gave for that connection id, an HMAC of the id: so the key must be the same across
