@@ -65,6 +65,10 @@ pub struct NodeConfig {
     /// Self-update from signed release manifests (`[update]`, see [`crate::update`]).
     #[serde(default)]
     pub update: crate::update::UpdateConfig,
+    /// Whether crash reports go to the relay (`[crash_reports] upload = true`; off by
+    /// default, see [`crate::crash`]).
+    #[serde(default)]
+    pub crash_reports: crate::crash::CrashReportsConfig,
 }
 
 /// Which model to call, and where.

@@ -13,6 +13,8 @@
 //! (JavaScript apps on the QuickJS runtime guest), [`installer`] (the mini-app manager),
 //! [`ai`] (the providers), [`backoff`], [`logs`].
 //!
+//! [`compat`] decides which relays the node works with; [`crash`] writes crash reports
+//! without secrets and uploads them when the person agreed.
 //! [`logs`] keeps daily log files in the home folder. [`secrets`] keeps the provider
 //! keys, the device token and the identity key in a keychain or an encrypted file;
 //! [`e2e`] serves end-to-end encrypted streams and keeps the paired browsers.
@@ -21,7 +23,9 @@ pub mod action;
 pub mod ai;
 pub mod apps;
 pub mod backoff;
+pub mod compat;
 pub mod config;
+pub mod crash;
 pub mod e2e;
 pub mod guest_pool;
 pub mod host;

@@ -44,9 +44,12 @@ pub fn init(dir: Option<&Path>) -> std::io::Result<Option<WorkerGuard>> {
         .with_ansi(false)
         .with_writer(writer)
         .with_filter(filter());
+    // The last lines, in memory, for a crash report (`crate::crash`).
+    let tail = crate::crash::tail_layer().with_filter(filter());
     tracing_subscriber::registry()
         .with(stderr)
         .with(file)
+        .with(tail)
         .init();
     Ok(Some(guard))
 }

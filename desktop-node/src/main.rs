@@ -130,6 +130,15 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         identity,
         provider_key,
     } = cli::keys::load_for_run(home, config.ai.provider.name())?;
+    // Crash reports (aisa_node::crash): written locally for every panic, without the
+    // secrets registered here; uploaded at each connection only with consent.
+    let crash_dir = home.log_dir().join(aisa_node::crash::FOLDER);
+    aisa_node::crash::install(crash_dir.clone());
+    aisa_node::crash::register_secret("device_token", token.trim());
+    if let Ok(passphrase) = std::env::var("AISA_PASSPHRASE") {
+        aisa_node::crash::register_secret("passphrase", &passphrase);
+    }
+    aisa_node::crash::test_trigger_from_env();
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let sandbox = Sandbox::with_config(SandboxConfig {
         max_memory_bytes: config.limits.memory_mib << 20,
@@ -157,6 +166,9 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         .api_key_env()
         .and_then(|var| std::env::var(var).ok())
         .or_else(|| provider_key.map(|k| k.to_string()));
+    if let Some(key) = &api_key {
+        aisa_node::crash::register_secret("provider_key", key);
+    }
     let ai = aisa_node::ai::build(
         config.ai.provider,
         &config.ai.base_url(),
@@ -213,6 +225,14 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         ctx.online(),
     ));
     tokio::spawn(cli::update::check_in_background(config.clone()));
+    if config.crash_reports.upload {
+        tokio::spawn(aisa_node::crash::upload_when_online(
+            crash_dir,
+            config.relay_url.clone(),
+            token.trim().to_owned(),
+            ctx.online(),
+        ));
+    }
     tokio::spawn(async move {
         let signal = stop_signal().await;
         tracing::info!(signal, "stopping");

@@ -116,6 +116,10 @@ pub struct RelayConfig {
     pub bundles: BundlesConfig,
     /// The platform key that signs published bundles (`[signing]`).
     pub signing: SigningConfig,
+    /// Which desktop nodes this relay accepts (`[compat]`, `docs/compatibility.md`).
+    pub compat: crate::compat::CompatConfig,
+    /// Crash reports desktops upload (`[crash_reports]`): where, how big, how many.
+    pub crash_reports: crate::http::crash_reports::CrashReportsConfig,
 }
 
 /// `[cluster]`: relays sharing state through Redis, and forwarding streams between them.
@@ -315,6 +319,8 @@ impl Default for RelayConfig {
             log: LogConfig::default(),
             bundles: BundlesConfig::default(),
             signing: SigningConfig::default(),
+            compat: crate::compat::CompatConfig::default(),
+            crash_reports: crate::http::crash_reports::CrashReportsConfig::default(),
         }
     }
 }
@@ -408,7 +414,8 @@ pub fn split_host_port(addr: &str) -> Option<(String, u16)> {
 }
 
 impl RelayConfig {
-    /// Checks the values serde cannot: today `public_quic_addr`'s form.
+    /// Checks the values serde cannot: `public_quic_addr`'s form and
+    /// `[compat] min_node_version`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(addr) = &self.public_quic_addr
             && split_host_port(addr).is_none()
@@ -417,6 +424,9 @@ impl RelayConfig {
                 "public_quic_addr {addr:?} is not host:port (an IPv6 address in brackets: [2001:db8::1]:443)"
             )));
         }
+        self.compat
+            .minimum()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 }

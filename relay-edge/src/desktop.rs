@@ -64,9 +64,31 @@ pub enum HelloRefused {
     /// The token lookup failed (the detail is logged, not sent).
     #[error("the relay could not check the token")]
     Internal,
+    /// The node cannot work with this relay: another protocol major, or a node older
+    /// than `[compat] min_node_version` (`crate::compat`). The message says who has to
+    /// update what.
+    #[error("{0}")]
+    Incompatible(String),
 }
 
 impl HelloRefused {
+    /// A refusal by tunnel's control machine; another protocol major is worded for
+    /// people ([`crate::compat::protocol_refusal`]).
+    pub fn from_protocol(refusal: Refusal) -> HelloRefused {
+        match refusal {
+            Refusal::UnsupportedVersion(aisa_tunnel::DecodeError::UnsupportedVersion {
+                major,
+                minor,
+            }) => {
+                HelloRefused::Incompatible(crate::compat::protocol_refusal(aisa_tunnel::Version {
+                    major,
+                    minor,
+                }))
+            }
+            other => HelloRefused::Protocol(other),
+        }
+    }
+
     /// The ERROR code the desktop gets.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -74,6 +96,7 @@ impl HelloRefused {
             HelloRefused::Protocol(refusal) => refusal.code(),
             HelloRefused::UnknownToken => ErrorCode::Unauthenticated,
             HelloRefused::Internal => ErrorCode::Internal,
+            HelloRefused::Incompatible(_) => ErrorCode::UnsupportedVersion,
         }
     }
 
@@ -90,6 +113,7 @@ impl HelloRefused {
             HelloRefused::NoControlStream => "invalid_hello",
             HelloRefused::UnknownToken => "desktop_unauthenticated",
             HelloRefused::Internal => "internal",
+            HelloRefused::Incompatible(_) => "unsupported_version",
         }
     }
 }
@@ -117,7 +141,7 @@ pub async fn serve(state: Arc<RelayState>, conn: DesktopLink) {
                     &conn,
                     &mut control,
                     &mut send,
-                    &HelloRefused::Protocol(refusal),
+                    &HelloRefused::from_protocol(refusal),
                 )
                 .await;
                 return;
@@ -140,6 +164,16 @@ pub async fn serve(state: Arc<RelayState>, conn: DesktopLink) {
             }
         };
         tracing::Span::current().record("device_id", device.id.as_str());
+        // A node older than the operator allows is told to update (docs/compatibility.md).
+        let minimum = state.config.compat.minimum().unwrap_or_else(|err| {
+            warn!(%err, "using the built-in minimum node version");
+            crate::compat::default_minimum()
+        });
+        if let Err(message) = crate::compat::check_node_version(&hello.node_version, &minimum) {
+            let refused = HelloRefused::Incompatible(message);
+            refuse(&conn, &mut control, &mut send, &refused).await;
+            return;
+        }
         // RelayControl checked that the key is exactly 32 bytes.
         let Ok(node_key) = <[u8; 32]>::try_from(hello.identity_key.as_slice()) else {
             refuse(&conn, &mut control, &mut send, &HelloRefused::Internal).await;
@@ -415,7 +449,7 @@ mod tests {
 
     fn hello_refusal(bytes: &[u8]) -> HelloRefused {
         let mut control = RelayControl::new(Instant::now());
-        HelloRefused::Protocol(control.receive(bytes, Instant::now()).expect_err("refused"))
+        HelloRefused::from_protocol(control.receive(bytes, Instant::now()).expect_err("refused"))
     }
 
     #[test]
@@ -473,7 +507,16 @@ mod tests {
                 hello_refusal(&newer),
                 ErrorCode::UnsupportedVersion,
                 "unsupported_version",
-                "",
+                "desktop-node speaks protocol 9.1, newer than this relay",
+            ),
+            (
+                HelloRefused::Incompatible(
+                    crate::compat::check_node_version("0.1.0", &semver::Version::new(0, 2, 0))
+                        .unwrap_err(),
+                ),
+                ErrorCode::UnsupportedVersion,
+                "unsupported_version",
+                "update it with `desktop-node update`",
             ),
             (
                 HelloRefused::Protocol(Refusal::HeaderMissing { what: "HELLO" }),

@@ -36,6 +36,7 @@ pub mod browser;
 pub mod bundles;
 pub mod cert;
 pub mod cluster;
+pub mod compat;
 pub mod config;
 pub mod desktop;
 pub mod events;

@@ -64,6 +64,10 @@ pub enum NodeError {
          each machine needs its own device: run `desktop-node login` on it"
     )]
     Replaced,
+    /// The relay speaks a protocol this node does not work with (`crate::compat`); the
+    /// message says who has to update.
+    #[error("{0}")]
+    Incompatible(String),
     /// The local QUIC endpoint could not be created.
     #[error("cannot open a UDP socket: {0}")]
     Socket(#[from] std::io::Error),
@@ -516,12 +520,20 @@ async fn hello(ctx: &NodeContext, link: &NodeLink) -> Result<ControlChannel, Hel
                     _ => None,
                 }) {
                     debug!(%version, ?heartbeat, transport = %link.transport(), "welcomed");
+                    // A relay outside this node's protocol range: stop, saying who updates.
+                    if let Err(message) = crate::compat::check_relay(version) {
+                        link.close(0, b"incompatible relay");
+                        return Err(HelloFailed::Final(NodeError::Incompatible(message)));
+                    }
                     return Ok(channel);
                 }
             }
             Err(refusal) if refusal.is_final() => {
                 let (code, message) = match refusal {
-                    Refusal::Remote { code, message } => (code, message),
+                    Refusal::Remote { code, message } => {
+                        let message = crate::compat::explain_refusal(&code, &message);
+                        (code, message)
+                    }
                     other => (other.code().to_string(), other.to_string()),
                 };
                 return Err(HelloFailed::Final(NodeError::Refused { code, message }));

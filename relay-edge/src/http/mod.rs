@@ -13,6 +13,7 @@
 
 mod account;
 mod connect;
+pub mod crash_reports;
 mod device_login;
 mod devices;
 mod health;
@@ -39,6 +40,7 @@ pub fn router(state: Arc<RelayState>) -> Router {
         .merge(devices::routes())
         .merge(device_login::routes())
         .merge(connect::routes())
+        .merge(crash_reports::routes())
         .merge(crate::marketplace::routes())
         // An unknown API path is a JSON 404, not the web app's index page.
         .route(
