@@ -130,6 +130,11 @@ pub async fn serve_stream(
                 Ok(app_id) => uninstall(&ctx, id, &app_id).await,
                 Err(err) => return refuse_id(&mut send, id, err).await,
             },
+            body @ (Body::HistoryList { .. }
+            | Body::HistoryGet { .. }
+            | Body::HistoryDelete { .. }) => {
+                crate::history::answer(ctx.history().cloned(), id, body).await
+            }
             // `ServeStream::check_kind` lets only requests through.
             other => Refusal::UnexpectedMessage {
                 what: other.type_name().to_owned(),
@@ -420,6 +425,7 @@ async fn execute(
         )
         .await;
     }
+    let raw_payload = payload;
     let payload: serde_json::Value = match serde_json::from_str(payload) {
         Ok(v) => v,
         Err(e) => {
@@ -438,12 +444,23 @@ async fn execute(
         )
         .await;
     }
+    // From here on the request is a run: the history records how it ends.
+    let mut log = ctx.history().map(|history| {
+        crate::history::RunLog::start(
+            history.clone(),
+            app_id.as_str(),
+            &app.manifest.name,
+            action,
+            raw_payload,
+        )
+    });
     let input = app.action_input(action, &payload);
     let action_ctx = match action_context(ctx, &app) {
         Ok(action_ctx) => action_ctx,
         Err(err) => {
             let msg = format!("{app_id}: an approved permission cannot be used here: {err}");
-            return finish_with(send, Envelope::error(request_id, ErrorCode::AppFailed, msg)).await;
+            let reply = Envelope::error(request_id, ErrorCode::AppFailed, msg);
+            return finish_logged(send, reply, log).await;
         }
     };
     let limit = action_ctx.limits.timeout;
@@ -479,8 +496,11 @@ async fn execute(
         };
         if let Some(reply) = waited {
             drop(ticket);
-            return finish_with(send, reply).await;
+            return finish_logged(send, reply, log).await;
         }
+    }
+    if let Some(log) = &mut log {
+        log.restart_clock();
     }
     let started = Instant::now();
     let queued_for = started - request.accepted;
@@ -491,6 +511,9 @@ async fn execute(
     let forward = async {
         let mut seq = 0u32;
         while let Some(data) = rx.recv().await {
+            if let Some(log) = &mut log {
+                log.push(&data);
+            }
             for piece in split_text(&data, MAX_CHUNK_TEXT) {
                 let chunk = Envelope::new(
                     request_id,
@@ -520,6 +543,15 @@ async fn execute(
         Some((_, Err(err))) => {
             debug!(%err, "browser stopped reading");
             send.reset();
+            if let Some(log) = log {
+                let message = "the browser stopped reading the answer".to_owned();
+                log.finish_as(
+                    crate::history::RunStatus::Cancelled,
+                    ErrorCode::Cancelled.as_str().to_owned(),
+                    message,
+                )
+                .await;
+            }
             return;
         }
         Some((Ok(()), Ok(chunks))) => {
@@ -542,6 +574,20 @@ async fn execute(
             Envelope::error(request_id, code, message)
         }
     };
+    finish_logged(send, reply, log).await;
+}
+
+/// Records the run in the history (when it is kept), then answers with `reply` as
+/// [`finish_with`] does: a browser that asks for the history right after the answer
+/// finds the run there.
+async fn finish_logged(
+    send: &mut ReplyStream,
+    reply: Envelope,
+    log: Option<crate::history::RunLog>,
+) {
+    if let Some(log) = log {
+        log.finish(&reply).await;
+    }
     finish_with(send, reply).await;
 }
 

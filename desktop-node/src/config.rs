@@ -65,6 +65,9 @@ pub struct NodeConfig {
     /// Self-update from signed release manifests (`[update]`, see [`crate::update`]).
     #[serde(default)]
     pub update: crate::update::UpdateConfig,
+    /// The run history kept for the web app (`[history]`, see [`crate::history`]).
+    #[serde(default)]
+    pub history: crate::history::HistoryConfig,
     /// Whether crash reports go to the relay (`[crash_reports] upload = true`; off by
     /// default, see [`crate::crash`]).
     #[serde(default)]

@@ -15,6 +15,7 @@
 //!
 //! [`compat`] decides which relays the node works with; [`crash`] writes crash reports
 //! without secrets and uploads them when the person agreed.
+//! [`history`] keeps the runs (input, output, status) for the web app's History screen.
 //! [`logs`] keeps daily log files in the home folder. [`secrets`] keeps the provider
 //! keys, the device token and the identity key in a keychain or an encrypted file;
 //! [`e2e`] serves end-to-end encrypted streams and keeps the paired browsers.
@@ -28,6 +29,7 @@ pub mod config;
 pub mod crash;
 pub mod e2e;
 pub mod guest_pool;
+pub mod history;
 pub mod host;
 pub mod installer;
 pub mod js_apps;

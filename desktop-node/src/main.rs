@@ -169,6 +169,7 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     if let Some(key) = &api_key {
         aisa_node::crash::register_secret("provider_key", key);
     }
+    let redactions: Vec<String> = api_key.iter().cloned().collect();
     let ai = aisa_node::ai::build(
         config.ai.provider,
         &config.ai.base_url(),
@@ -176,6 +177,14 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         api_key,
     )?;
     tracing::info!(provider = config.ai.provider.name(), base_url = %config.ai.base_url(), model = %config.ai.model(), "AI provider");
+    // The run history (`[history]`): a run's record never holds the provider's key.
+    let history = if config.history.enabled {
+        let opened = aisa_node::history::History::open(home.dir(), config.history.clone())
+            .map_err(|e| anyhow::anyhow!("{e} ({})", home.dir().join("history").display()))?;
+        Some(opened.with_redactions(redactions))
+    } else {
+        None
+    };
     let ctx = Arc::new(
         NodeContext::new(
             config.device_id.clone(),
@@ -195,7 +204,8 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
             config.e2e.required,
             home.dir().to_owned(),
             config.device_id.clone(),
-        )),
+        ))
+        .with_history(history),
     );
     ctx.reload_apps().await;
     let target = RelayTarget {

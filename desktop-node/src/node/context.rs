@@ -1,6 +1,6 @@
 //! [`NodeContext`]: what every handler of the node shares (identity, sandbox, apps, AI
-//! provider, limits, installer, end-to-end state, admission) and the DEVICE_STATUS it
-//! reports.
+//! provider, limits, installer, end-to-end state, admission, run history) and the
+//! DEVICE_STATUS it reports.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,6 +51,8 @@ pub struct NodeContext {
     pub(super) heartbeat_rtt: watch::Sender<Option<Duration>>,
     /// Which transport carries the current link (`None` while offline).
     pub(super) transport: watch::Sender<Option<super::Transport>>,
+    /// The run history (`None`: not kept).
+    history: Option<Arc<crate::history::History>>,
 }
 
 impl NodeContext {
@@ -85,7 +87,20 @@ impl NodeContext {
             admission: Admission::new(AdmissionConfig::default()),
             heartbeat_rtt: watch::channel(None).0,
             transport: watch::channel(None).0,
+            history: None,
         }
+    }
+
+    /// Records every run in `history` and answers the history requests from it (`None`:
+    /// no history is kept, and those requests are answered `unsupported`).
+    pub fn with_history(mut self, history: Option<crate::history::History>) -> Self {
+        self.history = history.map(Arc::new);
+        self
+    }
+
+    /// The run history, if this node keeps one.
+    pub fn history(&self) -> Option<&Arc<crate::history::History>> {
+        self.history.as_ref()
     }
 
     /// Watches the round trip of each PING to the relay (`None` until the first PONG):
