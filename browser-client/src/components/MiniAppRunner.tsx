@@ -23,7 +23,8 @@ import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore
 import type { ActionResult } from '../tunnel/client';
 import { humanFromCode, validationSentence } from '../lib/errors';
 import { readableLabels } from '../lib/formLabels';
-import { renderMarkdown } from '../lib/markdown';
+import { inputAsFormData } from '../lib/history';
+import { copyText, decorateCodeBlocks, flashCopied, renderMarkdown } from '../lib/markdown';
 import { describeRun, isActive } from '../lib/run';
 import { RunStore } from '../lib/runs';
 import { ErrorNote } from './ErrorNote';
@@ -241,8 +242,21 @@ function SchemaRunner({
     });
   }
 
+  // History's "Run again": the past run's action and input fill this form.
+  const prefill = entry.prefill;
+  useEffect(() => {
+    if (!prefill || active) return;
+    if (names.length === 1 && names[0] === '') {
+      store.applyPrefill(runKey, '', { action: prefill.action, payload: prefill.input });
+    } else {
+      store.applyPrefill(runKey, names.includes(prefill.action) ? prefill.action : action, inputAsFormData(prefill.input));
+    }
+  }, [prefill, active, names, store, runKey, action]);
+
   const html = useMemo(() => renderMarkdown(state.output), [state.output]);
   const status = describeRun(state);
+  const outputRef = useRef<HTMLDivElement>(null);
+  useEffect(() => decorateCodeBlocks(outputRef.current), [html]);
 
   return (
     <div className="runner">
@@ -305,8 +319,24 @@ function SchemaRunner({
         <ErrorNote error={humanFromCode(state.code, state.message)} live={false} sentence={false} id="run-error" />
       )}
       {active && <p className="muted small-text">Press Escape to cancel.</p>}
-      <h3 id="output-title">Output</h3>
+      <div className="row output-head">
+        <h3 id="output-title">Output</h3>
+        {state.output && (
+          <button
+            type="button"
+            id="copy-output"
+            className="secondary small"
+            onClick={(e) => {
+              const button = e.currentTarget;
+              void copyText(state.output).then((ok) => flashCopied(button, ok, 'Copy output'));
+            }}
+          >
+            Copy output
+          </button>
+        )}
+      </div>
       <div
+        ref={outputRef}
         id="output"
         className="output markdown"
         aria-labelledby="output-title"

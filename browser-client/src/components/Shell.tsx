@@ -19,6 +19,7 @@ import { ActivatePage } from './Activate';
 import { AddDesktop } from './AddDesktop';
 import { AppDetail } from './AppDetail';
 import { DevicesPage } from './Devices';
+import { HistoryPage } from './History';
 import { Marketplace } from './Marketplace';
 import { RunnerPage } from './Runner';
 import { Workspace } from './Workspace';
@@ -218,6 +219,9 @@ export function Shell({ api }: { api: Api }) {
             <NavLink route={{ page: 'devices' }} current={route.page === 'devices' || route.page === 'add-desktop'}>
               Devices
             </NavLink>
+            <NavLink route={{ page: 'history' }} current={route.page === 'history'}>
+              History
+            </NavLink>
             <NavLink route={{ page: 'account' }} current={route.page === 'account'}>
               Account
             </NavLink>
@@ -305,6 +309,8 @@ function Screen({ route }: { route: Route }): React.JSX.Element {
   switch (route.page) {
     case 'devices':
       return <DevicesPage />;
+    case 'history':
+      return <HistoryPage />;
     case 'account':
       return <AccountPage />;
     case 'add-desktop':

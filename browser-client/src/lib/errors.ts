@@ -50,6 +50,7 @@ const SENTENCES: Record<string, string> = {
   install_failed: 'The app could not be installed on your desktop.',
   unsupported: 'Your desktop’s node is too old for this. Update the desktop node.',
   unsupported_version: 'Your desktop’s node and this page speak different versions. Update the desktop node.',
+  unknown_run: 'This run is no longer kept on your desktop (deleted, or past its retention).',
   cancelled: 'Cancelled.',
   stream_ended: 'The connection to your desktop ended before the answer was complete. Try again.',
   stream_reset: 'The connection to your desktop was cut before the answer was complete. Try again.',

@@ -69,3 +69,67 @@ function purify(html: string): string {
 export function renderMarkdown(text: string): string {
   return purify(marked.parse(text) as string);
 }
+
+/**
+ * Copies `text` to the clipboard. The Clipboard API needs a secure context (https, or a
+ * loopback address); elsewhere the older `execCommand('copy')` on a hidden text area is
+ * tried. Resolves true when the text was copied.
+ */
+export async function copyText(text: string): Promise<boolean> {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    const area = document.createElement('textarea');
+    area.value = text;
+    area.setAttribute('readonly', '');
+    area.style.position = 'fixed';
+    area.style.opacity = '0';
+    document.body.append(area);
+    area.select();
+    try {
+      return document.execCommand('copy');
+    } catch {
+      return false;
+    } finally {
+      area.remove();
+    }
+  }
+}
+
+/** Shows "Copied" (or why not) on `button` for a moment. */
+export function flashCopied(button: HTMLButtonElement, ok: boolean, label = 'Copy'): void {
+  button.textContent = ok ? 'Copied' : 'Copy failed';
+  button.dataset['copied'] = ok ? 'yes' : 'no';
+  window.setTimeout(() => {
+    button.textContent = label;
+    delete button.dataset['copied'];
+  }, 2000);
+}
+
+/**
+ * Puts a "Copy" button on every code block (`pre`) inside `container` (rendered
+ * Markdown), which copies the block's text. The buttons are made here, not by the
+ * renderer, so the sanitiser's allow-list stays as it is; calling it again on the same
+ * HTML adds none twice.
+ */
+export function decorateCodeBlocks(container: HTMLElement | null): void {
+  if (!container) return;
+  for (const pre of container.querySelectorAll('pre')) {
+    if (pre.parentElement?.classList.contains('code-block')) continue;
+    const wrap = document.createElement('div');
+    wrap.className = 'code-block';
+    pre.replaceWith(wrap);
+    wrap.append(pre);
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.className = 'secondary small copy-code';
+    button.textContent = 'Copy';
+    button.setAttribute('aria-label', 'Copy this code');
+    button.addEventListener('click', () => {
+      const text = (pre.querySelector('code') ?? pre).textContent ?? '';
+      void copyText(text).then((ok) => flashCopied(button, ok));
+    });
+    wrap.append(button);
+  }
+}

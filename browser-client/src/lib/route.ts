@@ -14,6 +14,7 @@ export type Route =
   | { page: 'app'; appId: string }
   | { page: 'run'; appId: string }
   | { page: 'devices' }
+  | { page: 'history' }
   | { page: 'account' }
   | { page: 'add-desktop' }
   | { page: 'activate'; code: string };
@@ -29,6 +30,7 @@ export function parseRoute(hash: string, pathname = '/', search = ''): Route {
   if (parts[0] === 'marketplace') return { page: 'marketplace' };
   if (parts[0] === 'run' && parts[1]) return { page: 'run', appId: parts[1] };
   if (parts[0] === 'devices') return { page: 'devices' };
+  if (parts[0] === 'history') return { page: 'history' };
   if (parts[0] === 'account') return { page: 'account' };
   if (parts[0] === 'add-desktop') return { page: 'add-desktop' };
   return { page: 'workspace' };
@@ -47,6 +49,8 @@ export function routeHref(route: Route): string {
       return `#/run/${encodeURIComponent(route.appId)}`;
     case 'devices':
       return '#/devices';
+    case 'history':
+      return '#/history';
     case 'account':
       return '#/account';
     case 'add-desktop':

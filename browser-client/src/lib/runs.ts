@@ -20,6 +20,11 @@ export interface RunEntry {
   action: string;
   /** The form's data. */
   formData: Record<string, unknown>;
+  /**
+   * A past run's action and input to fill the form with (History's "Run again"); the
+   * runner applies it once it knows its form, then it is gone.
+   */
+  prefill?: { action: string; input: string };
 }
 
 const EMPTY: RunEntry = { state: IDLE, action: '', formData: {} };
@@ -59,6 +64,23 @@ export class RunStore {
   setForm(key: string, action: string, formData: Record<string, unknown>): void {
     const entry = this.get(key);
     if (entry.action === action && entry.formData === formData) return;
+    this.put(key, { ...entry, action, formData });
+  }
+
+  /**
+   * Fills the form under `key` with `action` and `input` (the JSON payload of a past
+   * run) when the runner shows it next; the output of an earlier run there is cleared.
+   * Nothing changes while a run is going there.
+   */
+  prefill(key: string, action: string, input: string): void {
+    if (this.isRunning(key)) return;
+    const entry = this.get(key);
+    this.put(key, { ...entry, state: runReducer(entry.state, { type: 'reset' }), prefill: { action, input } });
+  }
+
+  /** Sets the form under `key` and drops its prefill (the runner applied it). */
+  applyPrefill(key: string, action: string, formData: Record<string, unknown>): void {
+    const { prefill: _done, ...entry } = this.get(key);
     this.put(key, { ...entry, action, formData });
   }
 

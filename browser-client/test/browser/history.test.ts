@@ -1,0 +1,162 @@
+/**
+ * The run history in real Chromium against a real relay, desktop node and provider: an
+ * action's output and its code block are copied with their buttons; the History screen
+ * lists the run (kept on the desktop), finds it by a word of its input, opens it
+ * (input, output), downloads it as Markdown, runs it again with the same input (the
+ * runner opens with the form filled), deletes one run, then all of them.
+ *
+ * Screenshots land in browser-client/test-artifacts/history-*.png; each flow's time is
+ * printed (`flow …: N ms`).
+ */
+
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium, type ChromiumPage } from './chromium';
+import { EMAIL, PASSWORD, System } from './system';
+
+let system: System;
+let chromium: ChromiumPage;
+let context: BrowserContext;
+let page: Page;
+
+beforeAll(async () => {
+  system = await System.start();
+  chromium = await launchChromium('history-failure.png', () => system.logs());
+  // A context of its own: clipboard permissions, and "Delete all"'s confirmation accepted.
+  context = await chromium.browser.newContext({ viewport: { width: 1200, height: 900 }, acceptDownloads: true });
+  await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: system.httpUrl });
+  page = await context.newPage();
+  page.on('console', (m) => chromium.consoleLines.push(`history ${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => chromium.consoleLines.push(`history pageerror: ${e.message}`));
+  page.on('dialog', (d) => {
+    chromium.dialogs.push(d.message());
+    void d.accept();
+  });
+});
+
+afterAll(async () => {
+  await context?.close();
+  await chromium?.close();
+  await system?.stop();
+});
+
+const shot = (name: string) => page.screenshot({ path: join(resolve(__dirname, '../../test-artifacts'), name), fullPage: true });
+const text = async (selector: string): Promise<string> => ((await page.textContent(selector)) ?? '').trim();
+const clipboard = (): Promise<string> => page.evaluate(() => navigator.clipboard.readText());
+
+async function timed<T>(flow: string, what: () => Promise<T>): Promise<T> {
+  const started = Date.now();
+  try {
+    return await what();
+  } finally {
+    console.log(`flow ${flow}: ${Date.now() - started} ms`);
+  }
+}
+
+const MARKER = 'history marker 4711';
+const TOPIC = `${MARKER}\n\`\`\`\nlet answer = 42;\n\`\`\`\nand one more line`;
+/** What the fake provider answers hello-ai's prompt with. */
+const OUTPUT = `Echo: Write a short paragraph about ${TOPIC}.`;
+const PAYLOAD = JSON.stringify({ topic: TOPIC });
+
+async function runFromRunner(): Promise<void> {
+  await page.getByRole('button', { name: 'Run on browser desk' }).click();
+  await expect.poll(() => text('#run-status'), { timeout: 20_000 }).toMatch(/^Done/);
+}
+
+describe('run history (Chromium)', () => {
+  it('copies output and code, lists, searches, opens, downloads, re-runs and deletes runs', () =>
+    chromium.explained(() =>
+      timed('history', async () => {
+        await page.goto(system.httpUrl);
+        await page.getByLabel('Email').fill(EMAIL);
+        await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+        await page.getByRole('button', { name: 'Sign in' }).click();
+        await page.waitForSelector('#signed-in-as');
+
+        // A run, from the runner (hello-ai is installed from a file: the free-form form).
+        await page.goto(`${system.httpUrl}/#/run/hello-ai`);
+        await page.waitForSelector('#root_action');
+        await page.fill('#root_action', 'write');
+        await page.fill('#root_payload', PAYLOAD);
+        await runFromRunner();
+        const output = await page.evaluate(() => document.querySelector('#output')?.textContent ?? '');
+        expect(output).toContain(MARKER);
+
+        // Copy buttons: the whole output, and the code block.
+        await page.click('#copy-output');
+        await expect.poll(() => text('#copy-output')).toBe('Copied');
+        expect(await clipboard()).toBe(OUTPUT);
+        const codeCopy = page.locator('#output .code-block button.copy-code');
+        await expect.poll(() => codeCopy.count()).toBe(1);
+        await codeCopy.click();
+        await expect.poll(() => codeCopy.textContent()).toBe('Copied');
+        expect(await clipboard()).toBe('let answer = 42;\n');
+        await shot('history-runner-copy.png');
+
+        // History: the run is there, kept on the desktop.
+        await page.getByRole('link', { name: 'History', exact: true }).click();
+        await page.locator('#main').getByRole('heading', { name: 'History', exact: true }).waitFor();
+        await expect.poll(() => text('#history-status'), { timeout: 15_000 }).toMatch(/^1 run;/);
+        const item = page.locator('.history-item').first();
+        expect(await item.textContent()).toContain('write');
+        expect(await item.textContent()).toContain('Done');
+        expect(await item.textContent()).toContain(MARKER);
+
+        // Search: by a word of the input; a word in no run finds none.
+        await page.fill('#history-search', 'nothing-like-this');
+        await expect.poll(() => text('#history-status')).toBe('No run matches “nothing-like-this”.');
+        await page.fill('#history-search', '4711');
+        await expect.poll(() => text('#history-status')).toMatch(/^1 run matching “4711”/);
+        await shot('history-search.png');
+
+        // Open it: its input and its output, with a copy button on the code block.
+        await page.locator('.history-item').first().click();
+        await page.waitForSelector('#history-run-title');
+        expect(await text('#history-input')).toContain(MARKER);
+        expect(await text('#history-run-meta')).toContain('Done');
+        await expect.poll(() => page.locator('#history-output .code-block button.copy-code').count()).toBe(1);
+        expect(await text('#history-output pre')).toBe('let answer = 42;');
+        await page.click('#history-copy');
+        await expect.poll(() => clipboard()).toBe(OUTPUT);
+        await shot('history-run.png');
+
+        // Download as Markdown.
+        const [download] = await Promise.all([page.waitForEvent('download'), page.click('#history-download')]);
+        expect(download.suggestedFilename()).toMatch(/^hello-ai-write-\d{4}-\d\d-\d\d-\d{4}\.md$/);
+        const md = readFileSync((await download.path())!, 'utf8');
+        expect(md).toMatch(/^# .+: write\n/);
+        expect(md).toContain('- Desktop: browser desk\n');
+        expect(md).toContain('- Status: Done\n');
+        expect(md).toContain(`## Input\n\n\`\`\`\`json\n${JSON.stringify({ topic: TOPIC }, null, 2)}\n\`\`\`\`\n`);
+        expect(md).toContain(`## Output\n\n${OUTPUT}\n`);
+
+        // Run again: the runner with the same input, and a second run in the history.
+        await page.click('#history-run-again');
+        await page.waitForURL(/#\/run\/hello-ai$/);
+        await page.waitForSelector('#root_action');
+        await expect.poll(() => page.inputValue('#root_action')).toBe('write');
+        expect(await page.inputValue('#root_payload')).toBe(PAYLOAD);
+        await shot('history-run-again.png');
+        await runFromRunner();
+        await page.getByRole('link', { name: 'History', exact: true }).click();
+        await expect.poll(() => text('#history-status'), { timeout: 15_000 }).toMatch(/^2 runs;/);
+        const ids = await page.locator('.history-item').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-run'))));
+        expect(ids[0]).toBeGreaterThan(ids[1]!);
+
+        // Delete the newest: one is left.
+        await page.locator('.history-item').first().click();
+        await page.waitForSelector('#history-run-title');
+        await page.click('#history-delete');
+        await expect.poll(() => text('#history-status')).toMatch(/^1 run;/);
+        expect(await page.locator('.history-item').first().getAttribute('data-run')).toBe(String(ids[1]));
+        // Delete all (after the confirmation, accepted here).
+        await page.getByRole('button', { name: 'Delete all' }).click();
+        await expect.poll(() => text('#history-status')).toBe('No runs yet. Run an app and it shows up here.');
+        expect(chromium.dialogs.at(-1)).toMatch(/^Delete every run kept on browser desk\?/);
+        await shot('history-empty.png');
+      }),
+    ));
+});
