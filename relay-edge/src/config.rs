@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub mod env;
+pub mod oidc;
 
 /// Everything `relay-edge serve` needs. Unknown keys in the file are refused.
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +117,8 @@ pub struct RelayConfig {
     pub bundles: BundlesConfig,
     /// The platform key that signs published bundles (`[signing]`).
     pub signing: SigningConfig,
+    /// Sign-in with OpenID Connect providers (`[oidc]`).
+    pub oidc: oidc::OidcConfig,
     /// Which desktop nodes this relay accepts (`[compat]`, `docs/compatibility.md`).
     pub compat: crate::compat::CompatConfig,
     /// Crash reports desktops upload (`[crash_reports]`): where, how big, how many.
@@ -319,6 +322,7 @@ impl Default for RelayConfig {
             log: LogConfig::default(),
             bundles: BundlesConfig::default(),
             signing: SigningConfig::default(),
+            oidc: oidc::OidcConfig::default(),
             compat: crate::compat::CompatConfig::default(),
             crash_reports: crate::http::crash_reports::CrashReportsConfig::default(),
         }
@@ -414,7 +418,7 @@ pub fn split_host_port(addr: &str) -> Option<(String, u16)> {
 }
 
 impl RelayConfig {
-    /// Checks the values serde cannot: `public_quic_addr`'s form and
+    /// Checks the values serde cannot: `public_quic_addr`'s form, `[oidc]` and
     /// `[compat] min_node_version`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(addr) = &self.public_quic_addr
@@ -427,6 +431,7 @@ impl RelayConfig {
         self.compat
             .minimum()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.oidc.validate()?;
         Ok(())
     }
 }

@@ -8,9 +8,11 @@
 
 pub mod accounts;
 pub mod apps;
+pub mod identities;
 
 pub use accounts::{DeviceLogin, SessionToken, SessionView};
 pub use apps::{AppListing, AppRow, VersionRow};
+pub use identities::{NewIdentity, PendingLogin};
 
 use sqlx::any::AnyPoolOptions;
 

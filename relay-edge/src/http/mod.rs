@@ -5,7 +5,7 @@
 //! `health` (liveness, readiness, and the metrics listener's page) and `releases`
 //! (desktop-node's release manifests, when `releases_dir` is set). The developer
 //! portal and the marketplace are in [`crate::marketplace`]; the HTTP server loop and
-//! its timeouts in [`crate::httpd`].
+//! its timeouts in [`crate::httpd`]. Sign-in with OpenID Connect providers is `oidc`.
 //!
 //! This module holds the router, the error answer every handler uses, and the bearer
 //! check: a request's access token gets the same checks as a stream's
@@ -17,6 +17,7 @@ pub mod crash_reports;
 mod device_login;
 mod devices;
 mod health;
+mod oidc;
 pub mod releases;
 mod sessions;
 
@@ -36,6 +37,7 @@ use crate::state::RelayState;
 pub fn router(state: Arc<RelayState>) -> Router {
     let api = Router::new()
         .merge(sessions::routes())
+        .merge(oidc::routes(&state.config))
         .merge(account::routes())
         .merge(devices::routes())
         .merge(device_login::routes())

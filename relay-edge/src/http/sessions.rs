@@ -76,6 +76,13 @@ pub(super) struct Issued {
     cookie: Option<String>,
 }
 
+impl Issued {
+    /// The `Set-Cookie` value carrying the refresh token, when it goes in the cookie.
+    pub(super) fn cookie(&self) -> Option<&str> {
+        self.cookie.as_deref()
+    }
+}
+
 impl IntoResponse for Issued {
     fn into_response(self) -> Response {
         match self.cookie {
