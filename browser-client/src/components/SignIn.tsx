@@ -1,11 +1,14 @@
 /**
  * The first page: what this is, in a few lines, and sign in or create an account with
- * email and password. A new account goes on to "Add a desktop".
+ * email and password, or with one of the identity providers the relay offers (a button
+ * each). A new account goes on to "Add a desktop". A provider sign-in that came back
+ * refused (`?oidc_error=…`) shows its sentence here.
  */
 
-import { useRef, useState, type FormEvent } from 'react';
+import { useEffect, useRef, useState, type FormEvent } from 'react';
 import { MIN_NEW_PASSWORD, type Api } from '../lib/api';
 import { humanError, type HumanError } from '../lib/errors';
+import { fetchOidcProviders, oidcErrorSentence, takeOidcError, type OidcProvider } from '../lib/oidc';
 
 export function SignIn({ api }: { api: Api }) {
   const [email, setEmail] = useState('');
@@ -15,6 +18,18 @@ export function SignIn({ api }: { api: Api }) {
   const [busy, setBusy] = useState(false);
   const emailRef = useRef<HTMLInputElement>(null);
   const passwordRef = useRef<HTMLInputElement>(null);
+  const [providers, setProviders] = useState<OidcProvider[]>([]);
+  const [providerError] = useState(() =>
+    takeOidcError(window.location, (url) => window.history.replaceState(null, '', url)),
+  );
+
+  useEffect(() => {
+    let live = true;
+    void fetchOidcProviders().then((list) => live && setProviders(list));
+    return () => {
+      live = false;
+    };
+  }, []);
 
   async function submit(how: 'login' | 'signup'): Promise<void> {
     if (busy) return;
@@ -121,6 +136,31 @@ export function SignIn({ api }: { api: Api }) {
             </details>
           )}
         </form>
+        {(providers.length > 0 || providerError) && (
+          <div className="providers" aria-labelledby="providers-title">
+            <h3 id="providers-title">Or sign in with</h3>
+            {providerError && (
+              <>
+                <p id="provider-error" className="error" role="alert">
+                  {oidcErrorSentence(providerError)}
+                </p>
+                <details className="error-details">
+                  <summary>Details</summary>
+                  <p className="small-text">
+                    <code>oidc_{providerError}</code>
+                  </p>
+                </details>
+              </>
+            )}
+            <div className="row">
+              {providers.map((p) => (
+                <a key={p.name} className="button-link" href={p.start_url} data-provider={p.name}>
+                  Sign in with {p.display_name}
+                </a>
+              ))}
+            </div>
+          </div>
+        )}
       </section>
     </main>
   );

@@ -1,0 +1,317 @@
+/**
+ * Sign-in with an identity provider, in real Chromium against a real OpenID provider:
+ * the npm `oidc-provider` (a certified implementation), started here on loopback with a
+ * test client (PKCE required) and three accounts, and a real relay configured with it in
+ * `[oidc]` (the client secret from a file).
+ *
+ * The provider's issuer is `http://localhost:…` and the relay is `http://127.0.0.1:…`:
+ * two sites, so the callback is a cross-site navigation as with a real provider (the
+ * relay's flow cookie must be `SameSite=Lax` to come along).
+ *
+ * - A person with a password account signs in with the provider (its login and consent
+ *   pages), whose verified email is that account's: the identity is linked, the person
+ *   lands signed in to that account, and a reload keeps them signed in (the same refresh
+ *   cookie as a password sign-in). Next time the provider's session signs in at once.
+ * - A verified provider account no relay account has makes a new account.
+ * - A provider account whose email is unverified but names an existing account is
+ *   refused, with a sentence on the sign-in page; nothing is signed in.
+ * - Cancelling at the provider, and a callback whose state is not this browser's, come
+ *   back as sentences.
+ *
+ * Screenshots: browser-client/test-artifacts/oidc-*.png.
+ */
+
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { createServer, type Server } from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import Provider from 'oidc-provider';
+import type { Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium, type ChromiumPage } from './chromium';
+
+const root = resolve(__dirname, '../../..');
+const binDir = process.env.AISA_BIN_DIR ?? join(root, 'target/debug');
+
+/** The password account the verified provider account links to. */
+const OWNER = 'oidc-owner@example.com';
+/** The password account an unverified provider account claims. */
+const VICTIM = 'oidc-victim@example.com';
+/** A verified provider account no relay account has: a new account is made. */
+const NEWCOMER = 'oidc-newcomer@example.com';
+const PASSWORD = 'oidc-password-123';
+const CLIENT_ID = 'aisa-relay-test';
+const CLIENT_SECRET = 'a client secret for the browser test only';
+
+/** The provider's accounts, by the login typed on its login page. */
+const ACCOUNTS: Record<string, { email: string; email_verified: boolean }> = {
+  owner: { email: OWNER, email_verified: true },
+  squatter: { email: VICTIM, email_verified: false },
+  newcomer: { email: NEWCOMER, email_verified: true },
+};
+
+let dir: string;
+let provider: Server;
+let issuer: string;
+let relay: ChildProcess;
+let relayOutput = '';
+let relayUrl: string;
+let chromium: ChromiumPage;
+
+/** A free TCP port on loopback (the relay's URL must be known to the provider's client). */
+async function freePort(): Promise<number> {
+  const server = createNetServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+function relayEdge(args: string[]): string {
+  return execFileSync(join(binDir, 'relay-edge'), args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'aisa-oidc-test-'));
+  const relayPort = await freePort();
+  relayUrl = `http://127.0.0.1:${relayPort}`;
+
+  // The provider: listening first, so that its issuer names its port.
+  provider = createServer();
+  await new Promise<void>((r) => provider.listen(0, '127.0.0.1', r));
+  issuer = `http://localhost:${(provider.address() as AddressInfo).port}`;
+  const oidc = new Provider(issuer, {
+    clients: [
+      {
+        client_id: CLIENT_ID,
+        client_secret: CLIENT_SECRET,
+        redirect_uris: [`${relayUrl}/api/auth/oidc/testid/callback`],
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+    ],
+    // A relay that leaves PKCE out, or sends the wrong verifier, fails here.
+    pkce: { required: () => true },
+    claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+    cookies: { keys: ['browser test cookie key, not a secret'] },
+    ttl: { Interaction: 600, Session: 3600, Grant: 3600, AccessToken: 600, IdToken: 600 },
+    features: { devInteractions: { enabled: true } },
+    async findAccount(_ctx, id) {
+      const account = ACCOUNTS[id];
+      if (!account) return undefined;
+      return { accountId: id, claims: async () => ({ sub: id, ...account }) };
+    },
+  });
+  provider.on('request', oidc.callback());
+
+  // The relay: two password accounts, and the provider in `[oidc]`.
+  const data = join(dir, 'relay');
+  relayEdge(['--data-dir', data, 'user', 'add', OWNER, '--password', PASSWORD]);
+  relayEdge(['--data-dir', data, 'user', 'add', VICTIM, '--password', PASSWORD]);
+  const secretFile = join(dir, 'client-secret');
+  writeFileSync(secretFile, `${CLIENT_SECRET}\n`, { mode: 0o600 });
+  const config = join(dir, 'relay.toml');
+  writeFileSync(
+    config,
+    [
+      '[oidc]',
+      `public_url = "${relayUrl}"`,
+      '[[oidc.providers]]',
+      'name = "testid"',
+      'display_name = "Test ID"',
+      `issuer = "${issuer}"`,
+      `client_id = "${CLIENT_ID}"`,
+      `client_secret_file = ${JSON.stringify(secretFile)}`,
+      '',
+    ].join('\n'),
+  );
+  relay = spawn(
+    join(binDir, 'relay-edge'),
+    [
+      '--config',
+      config,
+      '--data-dir',
+      data,
+      'serve',
+      '--quic-listen',
+      '127.0.0.1:0',
+      '--http-listen',
+      `127.0.0.1:${relayPort}`,
+      '--web-root',
+      join(root, 'browser-client/dist'),
+    ],
+    { env: { ...process.env, RUST_LOG: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  relay.stdout?.on('data', (d: Buffer) => (relayOutput += d.toString()));
+  relay.stderr?.on('data', (d: Buffer) => (relayOutput += d.toString()));
+  const deadline = Date.now() + 30_000;
+  while (!/relay-edge: http:\/\/\S+/.test(relayOutput)) {
+    if (relay.exitCode !== null || Date.now() > deadline) {
+      throw new Error(`relay-edge did not start (exit ${relay.exitCode}):\n${relayOutput}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+
+  chromium = await launchChromium('oidc-failure.png', () => `--- relay-edge\n${relayOutput}`);
+});
+
+afterAll(async () => {
+  await chromium?.close();
+  if (relay && relay.exitCode === null) {
+    const exited = new Promise((r) => relay.once('exit', r));
+    relay.kill('SIGINT');
+    await exited;
+  }
+  await new Promise((r) => provider?.close(r));
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const explained = <T>(what: () => Promise<T>): Promise<T> => chromium.explained(what);
+const shot = (p: Page, name: string) =>
+  p.screenshot({ path: join(resolve(__dirname, '../../test-artifacts'), name), fullPage: true });
+
+/** A fresh browser profile (no cookies at the relay or the provider). */
+async function freshPage(): Promise<Page> {
+  const context = await chromium.browser.newContext({ viewport: { width: 1200, height: 900 } });
+  const p = await context.newPage();
+  p.on('console', (m) => chromium.consoleLines.push(`ctx ${m.type()}: ${m.text()}`));
+  p.on('pageerror', (e) => chromium.consoleLines.push(`ctx pageerror: ${e.message}`));
+  return p;
+}
+
+/** From the relay's sign-in page to the provider's login page. */
+async function toProvider(p: Page): Promise<void> {
+  await p.goto(relayUrl);
+  await p.getByRole('link', { name: 'Sign in with Test ID' }).click();
+  await p.waitForURL((u) => u.origin === issuer);
+  await p.waitForSelector('input[name="login"]');
+}
+
+/** Signs in on the provider's login page as `login`, then agrees on its consent page. */
+async function atProvider(p: Page, login: string): Promise<void> {
+  await p.fill('input[name="login"]', login);
+  await p.fill('input[name="password"]', 'any password: the test provider takes any');
+  await shot(p, `oidc-provider-login-${login}.png`);
+  await p.click('button.login-submit');
+  await p.waitForSelector('input[name="prompt"][value="consent"]', { state: 'attached' });
+  expect(await p.textContent('body')).toContain('email');
+  await shot(p, `oidc-provider-consent-${login}.png`);
+  await p.click('button.login-submit');
+}
+
+describe('sign-in with an identity provider (Chromium, oidc-provider)', () => {
+  it('lists the configured provider on a small public endpoint', async () => {
+    const res = await fetch(`${relayUrl}/api/auth/oidc/providers`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({
+      providers: [{ name: 'testid', display_name: 'Test ID', start_url: '/api/auth/oidc/testid/start' }],
+    });
+  });
+
+  it('signs in through the provider’s login and consent pages, linked by verified email, and stays signed in on reload', () =>
+    explained(async () => {
+      const p = await freshPage();
+      const started = Date.now();
+      await toProvider(p);
+      await atProvider(p, 'owner');
+      // Back at the relay, signed in to the password account with that email.
+      await p.waitForSelector('#signed-in-as', { timeout: 20_000 });
+      console.log(`flow oidc sign-in (login + consent): ${Date.now() - started} ms`);
+      expect(new URL(p.url()).origin).toBe(relayUrl);
+      expect(await p.textContent('#signed-in-as')).toBe(`Signed in as ${OWNER}`);
+      await shot(p, 'oidc-signed-in.png');
+      // The same session as a password sign-in: the HttpOnly refresh cookie, and the
+      // flow cookie gone.
+      const cookies = await p.context().cookies(relayUrl + '/api/auth/refresh');
+      const refresh = cookies.find((c) => c.name === 'aisa_refresh');
+      expect(refresh?.httpOnly).toBe(true);
+      expect(refresh?.sameSite).toBe('Strict');
+      const all = await p.context().cookies(relayUrl + '/api/auth/oidc/testid/callback');
+      expect(all.find((c) => c.name === 'aisa_oidc')).toBeUndefined();
+      expect(await p.evaluate(() => document.cookie)).not.toContain('aisa_refresh');
+
+      await p.reload();
+      await p.waitForSelector('#signed-in-as');
+      expect(await p.textContent('#signed-in-as')).toBe(`Signed in as ${OWNER}`);
+
+      // Signed out, the provider's session signs in again without its pages, to the
+      // same (now linked) account.
+      await p.getByRole('button', { name: 'Sign out' }).click();
+      await p.waitForSelector('#email');
+      await p.getByRole('link', { name: 'Sign in with Test ID' }).click();
+      await p.waitForSelector('#signed-in-as', { timeout: 20_000 });
+      expect(await p.textContent('#signed-in-as')).toBe(`Signed in as ${OWNER}`);
+      expect(relayOutput).toContain('identity linked to an account by its verified email');
+      await p.context().close();
+
+      // The password still works for that account.
+      const login = await fetch(`${relayUrl}/api/auth/login`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ email: OWNER, password: PASSWORD }),
+      });
+      expect(login.status).toBe(200);
+    }));
+
+  it('makes a new account for a verified email no account has', () =>
+    explained(async () => {
+      const p = await freshPage();
+      await toProvider(p);
+      await atProvider(p, 'newcomer');
+      await p.waitForSelector('#signed-in-as', { timeout: 20_000 });
+      expect(await p.textContent('#signed-in-as')).toBe(`Signed in as ${NEWCOMER}`);
+      await p.reload();
+      await p.waitForSelector('#signed-in-as');
+      // It has no password: only the provider opens it.
+      const login = await fetch(`${relayUrl}/api/auth/login`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ email: NEWCOMER, password: '' }),
+      });
+      expect(login.status).toBe(401);
+      await p.context().close();
+    }));
+
+  it('refuses to link an unverified email to the existing account it names, with a sentence', () =>
+    explained(async () => {
+      const p = await freshPage();
+      await toProvider(p);
+      await atProvider(p, 'squatter');
+      await p.waitForSelector('#provider-error', { timeout: 20_000 });
+      expect(new URL(p.url()).origin).toBe(relayUrl);
+      expect(await p.textContent('#provider-error')).toContain(
+        'The identity provider has not verified your email address',
+      );
+      expect(p.url()).not.toContain('oidc_error');
+      await shot(p, 'oidc-unverified-refused.png');
+      expect(await p.$('#signed-in-as')).toBeNull();
+      const cookies = await p.context().cookies(relayUrl + '/api/auth/refresh');
+      expect(cookies.find((c) => c.name === 'aisa_refresh')).toBeUndefined();
+      // A reload shows the plain sign-in page: nothing was signed in.
+      await p.reload();
+      await p.waitForSelector('#email');
+      expect(await p.$('#signed-in-as')).toBeNull();
+      expect(await p.$('#provider-error')).toBeNull();
+      await p.context().close();
+    }));
+
+  it('brings a cancel at the provider and a forged callback back as sentences', () =>
+    explained(async () => {
+      const p = await freshPage();
+      await toProvider(p);
+      await p.getByRole('link', { name: '[ Cancel ]' }).click();
+      await p.waitForSelector('#provider-error', { timeout: 20_000 });
+      expect(await p.textContent('#provider-error')).toContain('Sign-in was cancelled at the identity provider');
+      await shot(p, 'oidc-cancelled.png');
+
+      // A callback with a state this browser did not start (login CSRF) is refused.
+      await p.goto(`${relayUrl}/api/auth/oidc/testid/callback?code=stolen&state=forged`);
+      await p.waitForSelector('#provider-error');
+      expect(await p.textContent('#provider-error')).toContain('was not started in this browser');
+      expect(await p.$('#signed-in-as')).toBeNull();
+      await p.context().close();
+    }));
+});
