@@ -28,9 +28,7 @@ pub fn check_relay(relay: Version) -> Result<(), String> {
              `desktop-node update`, then start it again"
         ));
     }
-    if relay.major < MIN_RELAY_PROTOCOL.major
-        || (relay.major == MIN_RELAY_PROTOCOL.major && relay.minor < MIN_RELAY_PROTOCOL.minor)
-    {
+    if (relay.major, relay.minor) < (MIN_RELAY_PROTOCOL.major, MIN_RELAY_PROTOCOL.minor) {
         return Err(format!(
             "the relay speaks protocol {relay}, older than this desktop-node {NODE_VERSION} \
              works with ({range}): ask the relay's operator to update the relay, or install \
