@@ -65,6 +65,9 @@ pub struct NodeConfig {
     /// Self-update from signed release manifests (`[update]`, see [`crate::update`]).
     #[serde(default)]
     pub update: crate::update::UpdateConfig,
+    /// The desktop face, a page on loopback (`[face]`, docs/desktop.md).
+    #[serde(default)]
+    pub face: FaceConfig,
     /// The run history kept for the web app (`[history]`, see [`crate::history`]).
     #[serde(default)]
     pub history: crate::history::HistoryConfig,
@@ -72,6 +75,20 @@ pub struct NodeConfig {
     /// default, see [`crate::crash`]).
     #[serde(default)]
     pub crash_reports: crate::crash::CrashReportsConfig,
+}
+
+/// `[face]` in `node.toml`: the desktop face, a page the running node serves on
+/// 127.0.0.1 for the person at the desktop (status, install approvals, keys, pairing,
+/// logs). `desktop-node run --face` turns it on too.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaceConfig {
+    /// Serve the face beside the node at `run`. Default off.
+    pub enabled: bool,
+    /// Open it in the default browser when the node starts. Default off.
+    pub open_at_start: bool,
+    /// The loopback port; 0 (the default) takes a free one at each start.
+    pub port: u16,
 }
 
 /// Which model to call, and where.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 mod cli;
+mod face;
 
 use aisa_node::ai::ProviderKind;
 use aisa_node::config::Home;
@@ -46,6 +47,9 @@ enum Command {
     Update(cli::update::UpdateArgs),
     /// Print this build's version, protocol and platform.
     Version,
+    /// Open the running node's desktop face (status, install approvals, keys, pairing,
+    /// logs) in the browser; the node serves it with `run --face`.
+    Face(face::FaceArgs),
 }
 
 #[derive(Args)]
@@ -59,6 +63,10 @@ struct RunArgs {
     /// Model name (overrides node.toml).
     #[arg(long, env = "AISA_AI_MODEL")]
     ai_model: Option<String>,
+    /// Serve the desktop face on 127.0.0.1 beside the node (as `[face] enabled = true`);
+    /// `desktop-node face` opens it.
+    #[arg(long, env = "AISA_NODE_FACE")]
+    face: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +98,7 @@ async fn async_main() -> anyhow::Result<()> {
         Command::Pair => cli::pair::pair(&home),
         Command::Browsers(cmd) => cli::pair::browsers(&home, cmd),
         Command::Update(args) => cli::update::update(&home, args).await,
+        Command::Face(args) => face::command(&home, args),
         Command::Version => {
             println!(
                 "desktop-node {}\nprotocol {}\nplatform {}",
@@ -248,7 +257,27 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(signal, "stopping");
         let _ = stop_tx.send(true);
     });
-    node::run(ctx, target, stop).await?;
+    // The desktop face (src/face/): a page on loopback for the person at the desktop.
+    let face = if args.face || config.face.enabled {
+        let face = face::serve(home, &config, ctx.clone(), stop.clone()).await?;
+        println!(
+            "desktop face on http://{}/ (open it with `desktop-node face`)",
+            face.addr
+        );
+        if config.face.open_at_start
+            && let Err(err) = face::open(&face.url)
+        {
+            tracing::warn!(err = %format!("{err:#}"), "cannot open the desktop face");
+        }
+        Some(face)
+    } else {
+        None
+    };
+    let ran = node::run(ctx, target, stop).await;
+    if let Some(face) = face {
+        face.stop().await;
+    }
+    ran?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use aisa_miniapp::AppId;
 use aisa_node::apps::{self, AppInfo};
 use aisa_node::config::Home;
-use aisa_node::installer::approvals::Decision;
+use aisa_node::installer::approvals::{Decision, PendingInstall};
 use aisa_node::installer::layout::ApprovedPermissions;
 use aisa_node::installer::market::Market;
 use aisa_node::installer::{Fetched, Installer};
@@ -270,12 +270,10 @@ async fn download(
     Ok(fetched)
 }
 
+/// Prints what an app asks for, one `  - ` line each: the lines the desktop face shows
+/// too ([`ApprovedPermissions::shown`]).
 fn print_permissions(permissions: &ApprovedPermissions) {
-    let lines = permissions.describe();
-    if lines.is_empty() {
-        println!("  it asks for no permissions");
-    }
-    for line in lines {
+    for line in permissions.shown() {
         println!("  - {line}");
     }
 }
@@ -355,6 +353,22 @@ async fn decide(
             }
         }
     }
+    println!("{}", apply_decision(home, &request, decision).await?);
+    Ok(())
+}
+
+/// Records `decision` on exactly `request` (its bundle hash and permissions) and waits
+/// (up to 5 s) for a running node to act on it; without one, installs the approved
+/// bundle here. Returns what happened, for the person (`installed ID@VERSION`,
+/// `denied ID@VERSION`). `desktop-node apps approve|deny` and the desktop face's buttons
+/// both end here.
+pub async fn apply_decision(
+    home: &Home,
+    request: &PendingInstall,
+    decision: Decision,
+) -> anyhow::Result<String> {
+    let installer = installer(home, false)?;
+    let request = request.clone();
     installer.approvals.decide(&request, decision)?;
     for _ in 0..50 {
         if !installer.approvals.is_pending(&request) {
@@ -368,7 +382,7 @@ async fn decide(
             if still_pending {
                 installer.approvals.remove(&request);
             }
-            println!("denied {}@{}", request.id, request.version);
+            Ok(format!("denied {}@{}", request.id, request.version))
         }
         Decision::Approve => {
             if still_pending {
@@ -390,10 +404,9 @@ async fn decide(
                     request.version
                 );
             }
-            println!("installed {}@{}", request.id, request.version);
+            Ok(format!("installed {}@{}", request.id, request.version))
         }
     }
-    Ok(())
 }
 
 async fn update(home: &Home, only: Option<AppId>, yes: bool) -> anyhow::Result<()> {

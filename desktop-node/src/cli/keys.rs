@@ -78,7 +78,6 @@ pub fn with_store<T: Send>(
 pub fn run(home: &Home, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Set { provider, stdin } => {
-            let name = provider_key_name(&provider);
             let key = if stdin {
                 let mut text = Zeroizing::new(String::new());
                 std::io::stdin().read_to_string(&mut text)?;
@@ -91,13 +90,7 @@ pub fn run(home: &Home, cmd: KeysCommand) -> anyhow::Result<()> {
                         .to_owned(),
                 )
             };
-            if key.is_empty() {
-                bail!("an empty key was given; nothing stored");
-            }
-            let backend = with_store(home, |store| {
-                store.set(&name, key.as_bytes())?;
-                Ok(store.backend())
-            })?;
+            let backend = set_provider_key(home, &provider, &key)?;
             println!(
                 "stored the {provider} key ({}) in the {} store",
                 secrets::hint(key.as_bytes()),
@@ -105,24 +98,7 @@ pub fn run(home: &Home, cmd: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::List => {
-            let (backend, rows) = with_store(home, |store| {
-                let mut rows = Vec::new();
-                for name in store.names() {
-                    if let Some(provider) = name.strip_prefix("provider/") {
-                        let hint = match store.get(&name) {
-                            Ok(Some(k)) => secrets::hint(&k),
-                            Ok(None) => "(missing from the store)".into(),
-                            // Listed but gone from its store: say so, keep listing.
-                            Err(secrets::SecretError::Lost { .. }) => {
-                                "(lost: the store no longer has it; `keys set` it again)".into()
-                            }
-                            Err(err) => return Err(err.into()),
-                        };
-                        rows.push((provider.to_owned(), hint));
-                    }
-                }
-                Ok((store.backend(), rows))
-            })?;
+            let (backend, rows) = provider_keys(home)?;
             if rows.is_empty() {
                 println!("no provider keys stored ({} store)", backend.name());
             }
@@ -131,8 +107,7 @@ pub fn run(home: &Home, cmd: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Remove { provider } => {
-            let name = provider_key_name(&provider);
-            if with_store(home, |store| Ok(store.remove(&name)?))? {
+            if remove_provider_key(home, &provider)? {
                 println!("removed the {provider} key");
             } else {
                 bail!("no key stored for {provider}");
@@ -140,6 +115,54 @@ pub fn run(home: &Home, cmd: KeysCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Stores `key` as `provider`'s API key; returns the store that keeps it. An empty key
+/// is refused. (`keys set` and the desktop face.)
+pub fn set_provider_key(
+    home: &Home,
+    provider: &str,
+    key: &str,
+) -> anyhow::Result<secrets::Backend> {
+    if key.is_empty() {
+        bail!("an empty key was given; nothing stored");
+    }
+    let name = provider_key_name(provider);
+    with_store(home, |store| {
+        store.set(&name, key.as_bytes())?;
+        Ok(store.backend())
+    })
+}
+
+/// Removes `provider`'s API key; `false` when none was stored. (`keys remove` and the
+/// desktop face.)
+pub fn remove_provider_key(home: &Home, provider: &str) -> anyhow::Result<bool> {
+    let name = provider_key_name(provider);
+    with_store(home, |store| Ok(store.remove(&name)?))
+}
+
+/// The store in use and each provider with a stored key, with a masked hint of it
+/// ([`secrets::hint`]; "(lost: …)" when the store no longer has it). (`keys list`; the
+/// desktop face shows the providers without the hints.)
+pub fn provider_keys(home: &Home) -> anyhow::Result<(secrets::Backend, Vec<(String, String)>)> {
+    with_store(home, |store| {
+        let mut rows = Vec::new();
+        for name in store.names() {
+            if let Some(provider) = name.strip_prefix("provider/") {
+                let hint = match store.get(&name) {
+                    Ok(Some(k)) => secrets::hint(&k),
+                    Ok(None) => "(missing from the store)".into(),
+                    // Listed but gone from its store: say so, keep listing.
+                    Err(secrets::SecretError::Lost { .. }) => {
+                        "(lost: the store no longer has it; `keys set` it again)".into()
+                    }
+                    Err(err) => return Err(err.into()),
+                };
+                rows.push((provider.to_owned(), hint));
+            }
+        }
+        Ok((store.backend(), rows))
+    })
 }
 
 /// At `login`: stores the device token, and makes an identity key unless there is one.

@@ -21,8 +21,39 @@ pub enum BrowsersCommand {
     },
 }
 
+/// A new one-time pairing link (it voids the previous one).
+pub struct Pairing {
+    /// The link: the web app's URL with the device id, the desktop's public key and the
+    /// one-time secret in its fragment.
+    pub link: String,
+    /// The desktop key's fingerprint, for the person to compare in the browser.
+    pub fingerprint: String,
+    /// How many minutes the link stays valid.
+    pub minutes: u64,
+}
+
 /// `desktop-node pair`: a one-time link (and QR code) for a browser to pair with.
 pub fn pair(home: &Home) -> anyhow::Result<()> {
+    let pairing = new_pairing(home)?;
+    let qr =
+        qrcode::QrCode::new(pairing.link.as_bytes()).context("the link does not fit a QR code")?;
+    let image = qr
+        .render::<qrcode::render::unicode::Dense1x2>()
+        .quiet_zone(true)
+        .build();
+    println!("{image}");
+    println!(
+        "Open this link in the browser to pair (valid {} minutes, once):",
+        pairing.minutes
+    );
+    println!("{}", pairing.link);
+    println!("desktop key fingerprint: {}", pairing.fingerprint);
+    Ok(())
+}
+
+/// Makes a new one-time pairing secret (only its hash is kept, in `pairing.json`) and
+/// the link that carries it. (`desktop-node pair` and the desktop face.)
+pub fn new_pairing(home: &Home) -> anyhow::Result<Pairing> {
     let config = home.load_config().map_err(anyhow::Error::msg)?;
     let mut secret = Zeroizing::new(vec![0u8; 16]);
     getrandom::fill(&mut secret).context("no randomness")?;
@@ -42,22 +73,11 @@ pub fn pair(home: &Home) -> anyhow::Result<()> {
     // Only the secret's hash is kept (pairing.json); a new link voids the previous one.
     e2e::save_pending(home.dir(), &secret, expires)?;
     let link = e2e::pairing_link(&config.relay_url, &config.device_id, &desktop_pk, &secret);
-    let qr = qrcode::QrCode::new(link.as_bytes()).context("the link does not fit a QR code")?;
-    let image = qr
-        .render::<qrcode::render::unicode::Dense1x2>()
-        .quiet_zone(true)
-        .build();
-    println!("{image}");
-    println!(
-        "Open this link in the browser to pair (valid {} minutes, once):",
-        PAIR_TTL_SECS / 60
-    );
-    println!("{link}");
-    println!(
-        "desktop key fingerprint: {}",
-        aisa_crypto::fingerprint(&desktop_pk)
-    );
-    Ok(())
+    Ok(Pairing {
+        link,
+        fingerprint: aisa_crypto::fingerprint(&desktop_pk),
+        minutes: PAIR_TTL_SECS / 60,
+    })
 }
 
 /// Runs a `browsers` subcommand.

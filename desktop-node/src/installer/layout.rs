@@ -55,7 +55,23 @@ pub struct ApprovedPermissions {
     pub clipboard: bool,
 }
 
+/// The one line shown for an app that asks for no permissions (see
+/// [`ApprovedPermissions::shown`]).
+pub const NO_PERMISSIONS: &str = "it asks for no permissions";
+
 impl ApprovedPermissions {
+    /// The lines a person reads before approving, as every place that asks shows them
+    /// (`desktop-node apps pending|approve|install` and the desktop face): one per
+    /// permission, or [`NO_PERMISSIONS`] alone.
+    pub fn shown(&self) -> Vec<String> {
+        let lines = self.describe();
+        if lines.is_empty() {
+            vec![NO_PERMISSIONS.to_owned()]
+        } else {
+            lines
+        }
+    }
+
     /// The lines a person reads before approving; empty when the app asks for nothing.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = Vec::new();
@@ -272,6 +288,23 @@ pub fn now_secs() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_a_person_is_shown_is_one_line_per_permission_or_none() {
+        assert_eq!(ApprovedPermissions::default().shown(), [NO_PERMISSIONS]);
+        let asks = ApprovedPermissions {
+            ai: true,
+            network: vec!["api.example.com".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            asks.shown(),
+            [
+                "use your AI provider (with your key, on this machine)",
+                "connect to api.example.com"
+            ]
+        );
+    }
 
     #[test]
     fn state_defaults_to_the_newest_version_and_round_trips() {
