@@ -112,6 +112,12 @@ step "browser tests in Chromium"
 # nftables drops; both legs on TCP, an action streams. The full set: test-full.sh.
 npm run test:browser
 
+step "desktop face in Chromium (smoke): a browser's install approved by clicking Approve"
+# desktop-node/tests/face.rs's Chromium test (docs/desktop.md, "The desktop face"): the
+# real relay and `desktop-node run --face`, Chromium under Xvfb opens the face's URL and
+# clicks Approve; screenshots kept in target/face-artifacts/. ~40 s (built above).
+(cd .. && scripts/face-screenshots.sh)
+
 step "browser flows in Firefox ESR and WebKitGTK (smoke: one flow each)"
 # test/browser/engines.test.ts, engines installed by scripts/browsers.sh. Firefox: run
 # (sign-in, a WebTransport session, chunks streaming to STREAM_END: the flow the relay's
