@@ -161,7 +161,8 @@ pub struct ClusterConfig {
     /// CA and issues itself a certificate at start.
     pub forward_secret: Option<String>,
     /// Milliseconds a forward connection may go unanswered (a dead peer, a partition)
-    /// before it is dropped and the streams on it end. Default 10000.
+    /// before it is dropped and the streams on it end (keep-alives go every third of
+    /// it). Default 5000.
     pub forward_idle_timeout_ms: Option<u64>,
 }
 

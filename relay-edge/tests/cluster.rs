@@ -805,6 +805,144 @@ async fn echo_until_ok(
     }
 }
 
+/// Reads a browser's stream whose answer was cut: every frame until the first ERROR
+/// (chunks before it are skipped), then what follows. Returns the ERROR's code and
+/// message, and whether the stream then ended cleanly (`false`: reset, or more frames).
+/// Panics if the stream ends without an ERROR (a bare reset) or hangs.
+async fn error_then_end(
+    recv: &mut wtransport::RecvStream,
+) -> ((aisa_tunnel::ErrorCode, String), bool) {
+    tokio::time::timeout(WAIT, async {
+        let error = loop {
+            match read_frame(recv, MAX_FRAME_LEN).await {
+                Ok(Some(body)) => match Envelope::decode(&body).unwrap().body {
+                    Body::StreamChunk { .. } => continue,
+                    Body::Error { code, message } => {
+                        break (aisa_tunnel::ErrorCode::parse(&code), message);
+                    }
+                    other => panic!("neither a chunk nor an ERROR: {other:?}"),
+                },
+                Ok(None) => panic!("a clean end without an ERROR"),
+                Err(err) => panic!("ended without an ERROR: {err}"),
+            }
+        };
+        let ended = matches!(read_frame(recv, MAX_FRAME_LEN).await, Ok(None));
+        (error, ended)
+    })
+    .await
+    .expect("the cut stream ends: nothing hangs")
+}
+
+/// A free UDP port on loopback (for a forward endpoint whose address a test needs before
+/// the relay starts).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_mid_answer_ends_the_browsers_stream_with_an_error_from_its_node() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let redis_port = free_port();
+    let _redis = redis_server(redis_port, dir.path());
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("relay.db").display()
+    );
+    let idle = 1_500;
+    // Node b's forward endpoint is reached through a partition-able UDP relay: b
+    // advertises the relay's address in the device map.
+    let b_forward: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
+    let cut = partition_to(b_forward).await;
+    let node = |name: &str, forward: SocketAddr, advertise: Option<SocketAddr>| {
+        let data = dir.path().join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        let mut config = relay_config(&data, 0, Some(db.clone()));
+        config.jwt_secret = Some("one JWT secret for both nodes, 32+ bytes long".into());
+        config.cluster.node_name = Some(name.into());
+        config.cluster.redis_url = Some(format!("redis://127.0.0.1:{redis_port}"));
+        config.cluster.forward_listen = Some(forward);
+        config.cluster.forward_advertise = advertise;
+        config.cluster.forward_secret = Some(SECRET.into());
+        config.cluster.forward_idle_timeout_ms = Some(idle);
+        aisa_relay::start(config)
+    };
+    let a = node("node-a", ([127, 0, 0, 1], 0).into(), None)
+        .await
+        .expect("a starts");
+    let b = node("node-b", b_forward, Some(cut.addr))
+        .await
+        .expect("b starts");
+    let desk = desktop(&b, dir.path()).await;
+    let login: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/api/auth/login", a.http_addr))
+        .json(&serde_json::json!({ "email": "bob@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header = aisa_tunnel::OpenHeader {
+        device_id: desk.device_id.clone(),
+        kind: StreamKind::Action,
+        token: login["token"].as_str().expect("signed in").to_owned(),
+        e2e: None,
+    };
+    let session = browser(a.quic_addr, a.cert_sha256()).await;
+    echo_until_ok(&session, &header, "forwarded through the cut").await;
+
+    // A slow action streams from b's desktop through a to the browser; the network
+    // between the relays then drops everything.
+    let slow = execute(
+        "hello-ai",
+        "write",
+        serde_json::json!({ "topic": "[slow] a long story" }),
+    );
+    let (_send, mut recv) =
+        aisa_testkit::system::open(&session, &[header.encode(), slow.encode()]).await;
+    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+        .await
+        .expect("first chunk in time")
+        .unwrap()
+        .expect("a frame");
+    assert!(matches!(
+        Envelope::decode(&first).unwrap().body,
+        Body::StreamChunk { .. }
+    ));
+    cut.drop.store(true, Ordering::Relaxed);
+    let cut_at = Instant::now();
+    let (error, ended) = error_then_end(&mut recv).await;
+    let took = cut_at.elapsed();
+    assert_eq!(error.0, aisa_tunnel::ErrorCode::PeerGone, "{}", error.1);
+    assert!(error.1.contains("lost mid-answer"), "{}", error.1);
+    assert!(ended, "a clean end after the ERROR, not a reset");
+    // Bounded by the forward connection's idle timeout (plus the splice's stop grace).
+    assert!(
+        took < Duration::from_millis(idle * 3),
+        "ended {took:?} after the partition"
+    );
+    // The holding node's side ends too (the desktop's stream is reset, the action
+    // cancelled): nothing stays open on either node.
+    tokio::time::timeout(WAIT, async {
+        while b.state.traffic.open_streams.load(Ordering::Relaxed) > 0
+            || a.state.traffic.open_streams.load(Ordering::Relaxed) > 0
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("both splices end");
+    // Healed: the browser's next action goes through a new forward connection.
+    cut.drop.store(false, Ordering::Relaxed);
+    echo_until_ok(&session, &header, "after the partition").await;
+    let _ = desk.stop.send(true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node_dies() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -933,24 +1071,14 @@ async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node
     *lb.backend.lock().unwrap() = r3.quic;
     let killed_at = Instant::now();
     drop(r1);
-    // The browser's stream through the dead node ends with a reset (PEER_GONE), soon
-    // (the forward connection's idle timeout here is 1.5 s): it does not hang.
-    let ended = tokio::time::timeout(WAIT, async {
-        loop {
-            match read_frame(&mut recv, MAX_FRAME_LEN).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => return None,
-                Err(err) => return Some(err.to_string()),
-            }
-        }
-    })
-    .await
-    .expect("the stream through the dead node ends");
-    let reset = ended.expect("ended by a reset, not a clean finish");
-    assert!(
-        reset.contains("reset by peer: error 1"),
-        "reset with PEER_GONE: {reset}"
-    );
+    // The browser's stream through the dead node ends with an ERROR from relay 2, the
+    // browser's own node (peer_gone, saying the node holding the device was lost), and a
+    // clean end, soon (the forward connection's idle timeout here is 1.5 s): not a bare
+    // reset, and it does not hang.
+    let (error, ended) = error_then_end(&mut recv).await;
+    assert_eq!(error.0, aisa_tunnel::ErrorCode::PeerGone, "{}", error.1);
+    assert!(error.1.contains("lost mid-answer"), "{}", error.1);
+    assert!(ended, "a clean end after the ERROR");
     assert!(
         killed_at.elapsed() < Duration::from_secs(10),
         "{:?}",
@@ -971,8 +1099,9 @@ async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node
     }
     assert!(killed_at.elapsed() < WAIT, "{:?}", killed_at.elapsed());
 
-    // Redis goes away: a cross-node action is refused as unavailable (relay 2 cannot
-    // locate the device), then works again once Redis is back.
+    // Redis goes away: a cross-node action is refused with `unavailable` (relay 2 cannot
+    // locate the device; not `peer_gone`: nothing went away), then works again once Redis
+    // is back.
     drop(redis);
     let deadline = Instant::now() + WAIT;
     loop {
@@ -980,7 +1109,7 @@ async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node
         if let Some(Body::Error { code, message }) = reply.last().map(|e| &e.body) {
             assert_eq!(
                 aisa_tunnel::ErrorCode::parse(code),
-                aisa_tunnel::ErrorCode::PeerGone,
+                aisa_tunnel::ErrorCode::Unavailable,
                 "{message}"
             );
             assert!(message.contains("shared state"), "{message}");

@@ -46,6 +46,7 @@ const SENTENCES: Record<string, string> = {
   provider_error: 'The AI provider on your desktop answered with an error. Check its key and model on the desktop.',
   limit_exceeded: 'Your plan’s limit is reached (devices, runs at once, or runs today).',
   busy: 'Your desktop is busy with other runs. Try again in a moment.',
+  unavailable: 'The relay cannot find your desktop right now (a part of the service is restarting). Nothing is wrong with your desktop; try again in a few seconds.',
   denied: 'The request was refused on your desktop.',
   install_failed: 'The app could not be installed on your desktop.',
   unsupported: 'Your desktop’s node is too old for this. Update the desktop node.',

@@ -12,6 +12,38 @@ export class RemoteError extends Error {
   }
 }
 
+/**
+ * The ERROR codes of the wire protocol (docs/protocol.md, "ERROR codes"), as the relay
+ * and the desktop send them. A code not in this list comes from a newer peer: show its
+ * message. `unavailable`: a relay node of a cluster cannot tell where the device is
+ * (its shared state is down) and the device is not on that node; try again shortly.
+ */
+export const WIRE_ERROR_CODES = [
+  'malformed_frame',
+  'unsupported_version',
+  'unauthenticated',
+  'forbidden',
+  'unknown_device',
+  'device_offline',
+  'unknown_app',
+  'unknown_action',
+  'invalid_payload',
+  'app_failed',
+  'provider_error',
+  'cancelled',
+  'unsupported',
+  'peer_gone',
+  'limit_exceeded',
+  'internal',
+  'denied',
+  'install_failed',
+  'busy',
+  'unavailable',
+] as const;
+
+/** One of {@link WIRE_ERROR_CODES}. */
+export type WireErrorCode = (typeof WIRE_ERROR_CODES)[number];
+
 /** Why a stream or session failed on this side (no ERROR envelope was received). */
 export type TransportErrorCode =
   | 'stream_ended'

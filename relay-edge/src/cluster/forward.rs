@@ -50,8 +50,12 @@ pub const MAX_REPLY_MESSAGE: usize = 512;
 /// stream, which takes no network round trip).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `[cluster] forward_idle_timeout_ms` when unset.
-pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 10_000;
+/// `[cluster] forward_idle_timeout_ms` when unset: a peer that answers nothing (not
+/// even the keep-alives sent every third of it) for this long is lost, and every stream
+/// forwarded through it ends (with an ERROR where one fits, [`ForwardRecv`]). 5 s, as a
+/// desktop's keep-alive: between relays in one region a live peer answers within
+/// milliseconds, and a browser should not wait longer for a dead one.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
 
 /// The first frame of a forwarded stream, written by the entry node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,9 +280,8 @@ impl ForwardError {
     /// The ERROR code the browser gets.
     pub fn code(&self) -> ErrorCode {
         match self {
-            ForwardError::Unavailable
-            | ForwardError::NotConfigured
-            | ForwardError::Unreachable(_) => ErrorCode::PeerGone,
+            ForwardError::Unavailable => ErrorCode::Unavailable,
+            ForwardError::NotConfigured | ForwardError::Unreachable(_) => ErrorCode::PeerGone,
             ForwardError::Refused { refusal, .. } => refusal.code(),
             ForwardError::Protocol(_) => ErrorCode::Internal,
         }
@@ -361,17 +364,88 @@ pub async fn open_to(
         ForwardRecv {
             recv,
             reply: ReplyState::Awaited,
+            frames: FrameCursor::default(),
+            sealed: header.e2e.is_some(),
         },
     ))
+}
+
+/// Where a byte stream of length-prefixed frames (a `u32` big-endian length, then the
+/// body; docs/protocol.md, "Frames") is, counted from its lengths alone: the bodies
+/// are skipped unread. The entry node keeps one over the answer it passes to the
+/// browser, so that when the holding node is lost it knows whether the browser has a
+/// whole number of frames (an ERROR frame may follow) or half of one (it may not).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FrameCursor {
+    /// The current frame's length prefix, its first `prefix_len` bytes seen so far.
+    prefix: [u8; 4],
+    /// How many bytes of the prefix were seen (0 to 3; 0 also between frames).
+    prefix_len: usize,
+    /// Bytes of the current frame's body still to come.
+    body_left: u64,
+    /// Whole frames passed.
+    frames: u64,
+}
+
+impl FrameCursor {
+    /// Follows `bytes`, the next bytes of the stream.
+    pub fn advance(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = (self.body_left.min(bytes.len() as u64)) as usize;
+                self.body_left -= n as u64;
+                bytes = &bytes[n..];
+                if self.body_left == 0 {
+                    self.frames += 1;
+                }
+                continue;
+            }
+            let n = (4 - self.prefix_len).min(bytes.len());
+            self.prefix[self.prefix_len..self.prefix_len + n].copy_from_slice(&bytes[..n]);
+            self.prefix_len += n;
+            bytes = &bytes[n..];
+            if self.prefix_len == 4 {
+                self.prefix_len = 0;
+                self.body_left = u64::from(u32::from_be_bytes(self.prefix));
+                if self.body_left == 0 {
+                    self.frames += 1;
+                }
+            }
+        }
+    }
+
+    /// Whether the bytes so far end exactly at a frame's end (or are none).
+    pub fn at_boundary(&self) -> bool {
+        self.prefix_len == 0 && self.body_left == 0
+    }
+
+    /// How many whole frames the bytes so far hold.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
 }
 
 /// The holding node's direction of a pipelined forwarded stream, as the entry node
 /// splices it to the browser: first the holding node's reply (not passed on), then its
 /// bytes as they come. A refusal becomes one ERROR frame for the browser (the code and
 /// message of the [`ForwardRefusal`]) and then the clean end.
+///
+/// When the forward connection is lost after the reply (the holding node died, or the
+/// network between the relays failed: the connection's idle timeout), the browser gets
+/// an ERROR `peer_gone` frame and a clean end instead of a bare reset, provided the
+/// answer so far ends at a frame boundary ([`FrameCursor`]) and, on an end-to-end
+/// stream, nothing of the answer has passed yet (the browser refuses a plain frame after
+/// a sealed one). Otherwise (half a frame passed, or a sealed answer begun) the stream
+/// is reset with `PEER_GONE`: an ERROR cannot be put inside a frame, and a reset is the
+/// honest end. A reset by the holding node itself (its desktop's stream failed) is
+/// passed on as a reset, as on a single node.
 pub struct ForwardRecv {
     recv: quinn::RecvStream,
     reply: ReplyState,
+    /// The answer's frames passed to the browser so far.
+    frames: FrameCursor,
+    /// The stream is end-to-end encrypted (its header said so).
+    sealed: bool,
 }
 
 enum ReplyState {
@@ -401,18 +475,59 @@ impl ForwardRecv {
                 Err(err) => ForwardError::Protocol(err.to_string()),
             },
             Ok(Ok(None)) => ForwardError::Protocol("the stream ended before a reply".into()),
-            Ok(Err(_)) => return Err(()),
+            // Lost before anything of the desktop's answer: nothing is half-way, so the
+            // browser gets an ERROR rather than a reset.
+            Ok(Err(err)) => ForwardError::Unreachable(format!(
+                "the connection to it failed before it answered ({err})"
+            )),
             Err(_) => ForwardError::Unreachable(format!("no answer within {REPLY_TIMEOUT:?}")),
         };
         info!(reason = refused.reason(), %refused, "forwarded stream refused by the holding node");
         crate::metrics::refused(refused.reason());
         let _ = self.recv.stop(0u32.into());
-        let error = aisa_tunnel::Envelope::error(0, refused.code(), refused.to_string());
-        let mut frame = Vec::new();
-        aisa_tunnel::frame::encode_frame(&error.encode(), aisa_tunnel::MAX_FRAME_LEN, &mut frame)
-            .map_err(drop)?;
-        Ok(Some(bytes::Bytes::from(frame)))
+        error_frame(refused.code(), &refused.to_string())
     }
+
+    /// The end of the answer when reading it failed after the reply: the ERROR frame
+    /// for the browser if one may be written here (see [`ForwardRecv`]), else `Err`
+    /// (the splice resets the browser's stream).
+    fn lost(&mut self, err: quinn::ReadError) -> Result<Option<bytes::Bytes>, ()> {
+        let quinn::ReadError::ConnectionLost(lost) = err else {
+            // The holding node reset the stream (its desktop's side failed): passed on.
+            return Err(());
+        };
+        if !error_fits(&self.frames, self.sealed) {
+            info!(%lost, whole = self.frames.at_boundary(), sealed = self.sealed, "forward connection lost mid-frame or mid-sealed-answer: the browser's stream is reset");
+            metrics::counter!("aisa_relay_forward_lost_streams_total", "ended" => "reset")
+                .increment(1);
+            return Err(());
+        }
+        info!(%lost, "forward connection lost: the browser's stream ends with ERROR peer_gone");
+        metrics::counter!("aisa_relay_forward_lost_streams_total", "ended" => "error").increment(1);
+        self.reply = ReplyState::Ended;
+        error_frame(
+            ErrorCode::PeerGone,
+            &format!(
+                "the relay node holding the device was lost mid-answer ({lost}); the answer is incomplete, try again"
+            ),
+        )
+    }
+}
+
+/// Whether the relay may end an answer that was cut off with an ERROR frame of its own:
+/// only between two frames (never inside one), and on an end-to-end stream only before
+/// the answer's first (sealed) frame, after which the browser would refuse a plain one.
+pub fn error_fits(answer: &FrameCursor, sealed: bool) -> bool {
+    answer.at_boundary() && (!sealed || answer.frames() == 0)
+}
+
+/// One ERROR frame (request id 0) as the bytes the browser gets.
+fn error_frame(code: ErrorCode, message: &str) -> Result<Option<bytes::Bytes>, ()> {
+    let error = aisa_tunnel::Envelope::error(0, code, message.to_owned());
+    let mut frame = Vec::new();
+    aisa_tunnel::frame::encode_frame(&error.encode(), aisa_tunnel::MAX_FRAME_LEN, &mut frame)
+        .map_err(drop)?;
+    Ok(Some(bytes::Bytes::from(frame)))
 }
 
 impl splice::SpliceRecv for ForwardRecv {
@@ -428,7 +543,14 @@ impl splice::SpliceRecv for ForwardRecv {
                 }
             },
         }
-        splice::SpliceRecv::read_chunk(&mut self.recv, max).await
+        match self.recv.read_chunk(max, true).await {
+            Ok(Some(chunk)) => {
+                self.frames.advance(&chunk.bytes);
+                Ok(Some(chunk.bytes))
+            }
+            Ok(None) => Ok(None),
+            Err(err) => self.lost(err),
+        }
     }
 
     fn stop_stream(&mut self, code: u32) {
@@ -722,6 +844,65 @@ async fn serve_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn framed(bodies: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for body in bodies {
+            aisa_tunnel::frame::encode_frame(body, aisa_tunnel::MAX_FRAME_LEN, &mut out).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn the_frame_cursor_knows_a_boundary_from_the_middle_of_a_frame_however_it_is_cut() {
+        let bytes = framed(&[b"first", b"", b"third frame"]);
+        // Boundaries: after 4+5, after 4+0 more, after 4+11 more.
+        let ends = [9, 13, 28];
+        assert_eq!(bytes.len(), 28);
+        // Every way of cutting the stream in two chunks, and byte by byte.
+        for cut in 0..=bytes.len() {
+            let mut cursor = FrameCursor::default();
+            cursor.advance(&bytes[..cut]);
+            let whole = cut == 0 || ends.contains(&cut);
+            assert_eq!(cursor.at_boundary(), whole, "cut at {cut}");
+            assert_eq!(
+                cursor.frames(),
+                ends.iter().filter(|e| **e <= cut).count() as u64,
+                "cut at {cut}"
+            );
+            cursor.advance(&bytes[cut..]);
+            assert!(cursor.at_boundary());
+            assert_eq!(cursor.frames(), 3);
+        }
+        let mut cursor = FrameCursor::default();
+        for (i, byte) in bytes.iter().enumerate() {
+            cursor.advance(std::slice::from_ref(byte));
+            assert_eq!(cursor.at_boundary(), ends.contains(&(i + 1)), "byte {i}");
+        }
+        // A length prefix cut after 2 of its 4 bytes is not a boundary.
+        let mut cursor = FrameCursor::default();
+        cursor.advance(&[0, 0]);
+        assert!(!cursor.at_boundary());
+    }
+
+    #[test]
+    fn an_error_is_added_only_between_frames_and_never_after_a_sealed_frame() {
+        let two = framed(&[b"chunk 0", b"chunk 1"]);
+        let mut nothing = FrameCursor::default();
+        nothing.advance(&[]);
+        let mut whole = FrameCursor::default();
+        whole.advance(&two);
+        let mut half = FrameCursor::default();
+        half.advance(&two[..two.len() - 3]);
+        // Plain: an ERROR fits between frames, not inside one.
+        assert!(error_fits(&nothing, false));
+        assert!(error_fits(&whole, false));
+        assert!(!error_fits(&half, false));
+        // End to end: only before the first sealed frame.
+        assert!(error_fits(&nothing, true));
+        assert!(!error_fits(&whole, true));
+        assert!(!error_fits(&half, true));
+    }
 
     #[test]
     fn a_forward_header_has_the_documented_bytes() {
