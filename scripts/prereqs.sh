@@ -12,7 +12,7 @@
 #       package-lock.json).
 # test: also Debian's chromium (the browser tests), PostgreSQL (the system tests run a
 #       second time on it, scripts/services.sh), redis-server (the cluster-state tests,
-#       relay-edge/tests/cluster_state.rs), python3 (fuzz seeds, fuzz/seeds.py) and
+#       relay-edge/tests/cluster_state.rs), pebble (a test ACME CA, relay-edge/tests/acme.rs), python3 (fuzz seeds, fuzz/seeds.py) and
 #       the rustfmt and clippy components, iproute2 and nftables (scripts/netns.sh, the
 #       fallback tests), nsis and dpkg-dev (the packages, scripts/package-*.sh); its
 #       own `npm ci` step installs the npm packages afresh. The
@@ -63,6 +63,8 @@ if [ "$MODE" = test ]; then
   # The cluster-state tests run redis-server and redis-cli (single and Redis Cluster).
   want redis-server redis-server
   want redis-cli redis-tools
+  # The ACME test (relay-edge/tests/acme.rs) orders certificates from pebble, a test CA.
+  want pebble pebble
   # The packages (scripts/package-*.sh): makensis compiles the Windows installer,
   # dpkg-shlibdeps gives the .deb its Depends.
   want makensis nsis

@@ -180,6 +180,17 @@ impl TlsFiles {
         Ok((files, identity))
     }
 
+    /// The files `cert` and `key`, not loaded yet (they may not exist yet: an ACME
+    /// certificate not issued yet); the first [`TlsFiles::reload_if_changed`] that finds
+    /// a valid pair loads it.
+    pub fn pending(cert: &Path, key: &Path) -> Self {
+        TlsFiles {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            loaded: std::sync::Mutex::new([0; 32]),
+        }
+    }
+
     /// The certificate file.
     pub fn cert_path(&self) -> &Path {
         &self.cert

@@ -117,6 +117,8 @@ pub struct RelayConfig {
     pub bundles: BundlesConfig,
     /// The platform key that signs published bundles (`[signing]`).
     pub signing: SigningConfig,
+    /// Certificates from an ACME CA (`[acme]`, `crate::acme`). Off by default.
+    pub acme: crate::acme::AcmeConfig,
     /// Sign-in with OpenID Connect providers (`[oidc]`).
     pub oidc: oidc::OidcConfig,
     /// Which desktop nodes this relay accepts (`[compat]`, `docs/compatibility.md`).
@@ -323,6 +325,7 @@ impl Default for RelayConfig {
             log: LogConfig::default(),
             bundles: BundlesConfig::default(),
             signing: SigningConfig::default(),
+            acme: crate::acme::AcmeConfig::default(),
             oidc: oidc::OidcConfig::default(),
             compat: crate::compat::CompatConfig::default(),
             crash_reports: crate::http::crash_reports::CrashReportsConfig::default(),

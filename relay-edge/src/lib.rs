@@ -29,6 +29,7 @@
 //!
 //! Storage is SQLite (embedded default) or PostgreSQL.
 
+pub mod acme;
 pub mod actions;
 pub mod auth;
 pub mod authorize;

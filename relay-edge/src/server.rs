@@ -156,7 +156,9 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
     let bundles = crate::bundles::Bundles::from_config(&config)?;
     let signing = Arc::new(crate::signing::PlatformKeys::from_config(&config)?);
     info!(bundles = %bundles.describe(), signing_key_id = %signing.signing_key_id(), "marketplace ready");
-    let (identity, tls_files) = load_identity(&config)?;
+    let acme =
+        crate::acme::Acme::from_config(&config).map_err(|e| StartError::Config(e.to_string()))?;
+    let (identity, tls_files) = load_identity(&config, acme.as_ref())?;
     let endpoint = quinn::Endpoint::new(
         crate::quic::endpoint_config(&identity, &config.node_name),
         Some(crate::quic::server_config(&identity)?),
@@ -201,7 +203,13 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
         limits: Limits::default(),
         actions: crate::actions::ActionCounter::default(),
         traffic: Traffic::default(),
-        endpoint: EndpointInfo::new(quic_addr, identity.self_signed, identity.sha256()),
+        // With ACME the certificate is a CA's (the placeholder until the first one is
+        // issued is not offered for pinning).
+        endpoint: EndpointInfo::new(
+            quic_addr,
+            identity.self_signed && acme.is_none(),
+            identity.sha256(),
+        ),
         market: Market {
             bundles,
             signing,
@@ -229,7 +237,11 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
     // or change goes unannounced.
     crate::cluster::spawn(&state, &mut tasks, stopped.clone());
     tasks.spawn(accept_loop(state.clone(), endpoint.clone()));
-    let app = http::router(state.clone());
+    let mut app = http::router(state.clone());
+    if let Some(acme) = &acme {
+        // HTTP-01: the CA fetches its token from this port.
+        app = app.merge(acme.challenges().router());
+    }
     tasks.spawn(crate::httpd::serve(
         http_listener,
         app,
@@ -258,7 +270,12 @@ pub async fn start(mut config: RelayConfig) -> Result<RelayHandle, StartError> {
             stopped.clone(),
         ));
     }
-    if identity.self_signed {
+    if let (Some(acme), Some(files)) = (acme, &tls_files) {
+        let (state, endpoint, files) = (state.clone(), endpoint.clone(), files.clone());
+        let install =
+            move || reload_tls_files(&state, &endpoint, &files, false).map_err(|e| e.to_string());
+        tasks.spawn(crate::acme::run(acme, install, stopped));
+    } else if identity.self_signed {
         tasks.spawn(renew_dev_cert(state.clone(), endpoint.clone(), stopped));
     }
     Ok(RelayHandle {
@@ -283,7 +300,23 @@ fn http_timeouts(config: &RelayConfig) -> crate::httpd::Timeouts {
 
 fn load_identity(
     config: &RelayConfig,
+    acme: Option<&crate::acme::Acme>,
 ) -> Result<(TlsIdentity, Option<cert::TlsFiles>), StartError> {
+    if let Some(acme) = acme {
+        // The certificate kept from an earlier start, served at once; or, until the
+        // first one is issued, a development certificate as a placeholder.
+        let files = cert::TlsFiles::pending(&acme.cert_path(), &acme.key_path());
+        let cached = files.reload_if_changed(true, |identity| {
+            crate::quic::server_config(identity).map_err(|e| e.to_string())
+        });
+        return Ok(match cached {
+            Ok(Some((identity, _))) => (identity, Some(files)),
+            _ => (
+                cert::dev_identity(&config.data_dir, &config.public_host)?,
+                Some(files),
+            ),
+        });
+    }
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => {
             let (files, identity) = cert::TlsFiles::load(cert, key)?;
