@@ -39,6 +39,7 @@ export const WIRE_ERROR_CODES = [
   'install_failed',
   'busy',
   'unavailable',
+  'unknown_run',
 ] as const;
 
 /** One of {@link WIRE_ERROR_CODES}. */
