@@ -3,7 +3,8 @@
  * action's output and its code block are copied with their buttons; the History screen
  * lists the run (kept on the desktop), finds it by a word of its input, opens it
  * (input, output), downloads it as Markdown, runs it again with the same input (the
- * runner opens with the form filled), deletes one run, then all of them.
+ * runner opens with the form filled), deletes one run, then all of them; at phone width
+ * (390 px) nothing scrolls sideways.
  *
  * Screenshots land in browser-client/test-artifacts/history-*.png; each flow's time is
  * printed (`flow …: N ms`).
@@ -152,6 +153,13 @@ describe('run history (Chromium)', () => {
         await page.click('#history-delete');
         await expect.poll(() => text('#history-status')).toMatch(/^1 run;/);
         expect(await page.locator('.history-item').first().getAttribute('data-run')).toBe(String(ids[1]));
+        // At phone width the list and a run fit: no sideways scrolling.
+        await page.setViewportSize({ width: 390, height: 844 });
+        await page.locator('.history-item').first().click();
+        await page.waitForSelector('#history-run-title');
+        expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+        await shot('history-phone.png');
+        await page.setViewportSize({ width: 1200, height: 900 });
         // Delete all (after the confirmation, accepted here).
         await page.getByRole('button', { name: 'Delete all' }).click();
         await expect.poll(() => text('#history-status')).toBe('No runs yet. Run an app and it shows up here.');
