@@ -9,7 +9,11 @@
 //! answer is pulled both ways for throughput.
 //!
 //! `ROUNDS` (default 300) echo actions per path; `PULLS` (default 10) 3 MiB answers.
-//! Prints a table; nothing is asserted (see benches/README.md for figures).
+//! Then the Redis commands an action costs, per path: every command both nodes sent
+//! while `ROUNDS` more actions ran, divided by the actions (and, apart, the two commands
+//! of the stream's admission: `take_stream`, `locate`).
+//! Prints a table and records the figures (`benches/run-all`); nothing is asserted (see
+//! benches/README.md for figures).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a benchmark: a failed setup panics
 
@@ -18,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aisa_benches::percentile;
+use aisa_benches::report::Figure;
 use aisa_node::ai::OpenAiCompatible;
 use aisa_node::node::{self, NodeContext, RelayTarget};
 use aisa_node::sandbox::{Limits, Sandbox};
@@ -240,6 +245,28 @@ async fn main() {
         cross_mib.push(n as f64 / (1 << 20) as f64 / (e / 1e6));
     }
 
+    // Redis commands per action, each path on its own (both nodes' commands count:
+    // the background refreshes falling in the window too, which is why the admission's
+    // own two operations are given apart).
+    let commands = |r: &RelayHandle| {
+        let counts = &r.state.cluster.shared().expect("clustered").counts;
+        let all = counts.commands.load(std::sync::atomic::Ordering::Relaxed);
+        (all, counts.of("take_stream") + counts.of("locate"))
+    };
+    let mut per_action = Vec::new();
+    for session in [&single, &cross] {
+        let (a0, b0) = (commands(&a), commands(&b));
+        for _ in 0..rounds {
+            run(session, &header, &echo).await;
+        }
+        let (a1, b1) = (commands(&a), commands(&b));
+        let n = rounds as f64;
+        per_action.push((
+            ((a1.0 - a0.0) + (b1.0 - b0.0)) as f64 / n,
+            ((a1.1 - a0.1) + (b1.1 - b0.1)) as f64 / n,
+        ));
+    }
+
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "cluster: {rounds} echo actions per path, {pulls} pulls of 3 MiB; load average {}",
@@ -256,6 +283,13 @@ async fn main() {
     ] {
         let (s50, s99) = summary(single);
         let (c50, c99) = summary(cross);
+        let added = Figure::new("cluster", format!("{what}, p50, cross node"), c50, "µs")
+            .baseline(s50, "single node");
+        if what.ends_with("first chunk") {
+            added.goal("≤ single + 150 µs").record();
+        } else {
+            added.record();
+        }
         println!(
             "| {what}, p50 | {s50:.0} µs | {c50:.0} µs | {:.0} µs |",
             c50 - s50
@@ -271,5 +305,47 @@ async fn main() {
         "| 3 MiB answer, median throughput | {s50:.0} MiB/s | {c50:.0} MiB/s | {:+.0} % |",
         (c50 / s50 - 1.0) * 100.0
     );
+    Figure::new(
+        "cluster",
+        "3 MiB answer, median throughput, cross node",
+        c50,
+        "MiB/s",
+    )
+    .baseline(s50, "single node")
+    .record();
+    let [(s_all, s_hot), (c_all, c_hot)] = [per_action[0], per_action[1]];
+    println!(
+        "| Redis commands per action, admission (take_stream + locate) | {s_hot:.2} | {c_hot:.2} | {:+.2} |",
+        c_hot - s_hot
+    );
+    println!(
+        "| Redis commands per action, all (both nodes, background included) | {s_all:.2} | {c_all:.2} | {:+.2} |",
+        c_all - s_all
+    );
+    Figure::new(
+        "cluster",
+        "Redis round trips per action on the hot path, device on this node",
+        s_hot,
+        "round trips",
+    )
+    .goal("≤ 1 (the shared limits; no lookup)")
+    .record();
+    Figure::new(
+        "cluster",
+        "Redis round trips per action on the hot path, device on another node",
+        c_hot,
+        "round trips",
+    )
+    .baseline(s_hot, "device on this node")
+    .goal("≤ 1 more (the device map)")
+    .record();
+    Figure::new(
+        "cluster",
+        "Redis commands per action, all, device on another node",
+        c_all,
+        "commands",
+    )
+    .baseline(s_all, "device on this node")
+    .record();
     drop(redis);
 }

@@ -10,7 +10,13 @@
 //! cargo build --release -p aisa-relay -p aisa-benches
 //! target/release/relay-bench            # RELAY_BIN, DESKTOPS, MIB override the defaults
 //! ONLY=memory DESKTOPS=50000 target/release/relay-bench   # only 4 (the scaling rows)
+//! CLUSTER=1 ONLY=memory target/release/relay-bench         # 4 with the relay clustered
 //! ```
+//!
+//! `CLUSTER=1` runs the relay as a cluster node (`[cluster] redis_url` to a
+//! `redis-server` this binary starts on a free loopback port): every desktop is then also
+//! placed in the shared device map, so 4 shows what clustering adds per idle desktop
+//! (the goal: nothing measurable in the relay's memory; the map lives in Redis).
 //!
 //! With `AISA_BENCH_JSON=FILE` every figure is also appended to FILE as a JSON line
 //! (`benches/run-all` uses it).
@@ -50,6 +56,8 @@ async fn main() {
     let relay_bin =
         std::env::var("RELAY_BIN").unwrap_or_else(|_| "target/release/relay-edge".into());
     let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = std::env::var("CLUSTER").is_ok_and(|c| c == "1");
+    let redis = cluster.then(|| redis_server(dir.path()));
 
     // Accounts: one user on a plan without practical limits, with desktops + 1 devices.
     let store = Store::open(&format!(
@@ -104,6 +112,12 @@ async fn main() {
             "--max-connections-per-ip",
         ])
         .arg((desktops + 100).to_string())
+        .envs(redis.iter().flat_map(|(_, url)| {
+            [
+                ("AISA_RELAY_CLUSTER_REDIS_URL", url.clone()),
+                ("AISA_RELAY_CLUSTER_NODE_NAME", "bench".to_owned()),
+            ]
+        }))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -173,8 +187,34 @@ async fn main() {
     if !only_memory {
         measure_traffic(&browser, &direct, pid, mib, serve_id, jwt).await;
     }
-    idle_desktops(pid, devices, quic, cert, concurrency).await;
+    idle_desktops(pid, devices, quic, cert, concurrency, cluster).await;
     relay.kill().await.ok();
+    if let Some((mut redis, _)) = redis {
+        let _ = redis.kill();
+        let _ = redis.wait();
+    }
+}
+
+/// `redis-server` on a free loopback port, saving nothing, in `dir`: the process and its URL.
+fn redis_server(dir: &std::path::Path) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, format!("redis://127.0.0.1:{port}"))
 }
 
 /// 1–3: throughput, relay CPU per byte, and the latency the relay adds.
@@ -290,6 +330,7 @@ async fn idle_desktops(
     quic: SocketAddr,
     cert: [u8; 32],
     concurrency: usize,
+    clustered: bool,
 ) {
     let rss_before = rss_kib(pid);
     let idle_endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("endpoint");
@@ -319,8 +360,9 @@ async fn idle_desktops(
     Figure::new(
         "relay-bench",
         format!(
-            "relay RSS per idle connected desktop, {} connected",
-            idle.len()
+            "relay RSS per idle connected desktop, {} connected{}",
+            idle.len(),
+            if clustered { ", clustered (Redis)" } else { "" }
         ),
         (rss_after - rss_before) as f64 / idle.len() as f64,
         "KiB",
