@@ -117,6 +117,8 @@ pub struct RelayConfig {
     pub bundles: BundlesConfig,
     /// The platform key that signs published bundles (`[signing]`).
     pub signing: SigningConfig,
+    /// Certificates from an ACME CA (`[acme]`, `crate::acme`). Off by default.
+    pub acme: crate::acme::AcmeConfig,
     /// Sign-in with OpenID Connect providers (`[oidc]`).
     pub oidc: oidc::OidcConfig,
     /// Which desktop nodes this relay accepts (`[compat]`, `docs/compatibility.md`).
@@ -161,7 +163,8 @@ pub struct ClusterConfig {
     /// CA and issues itself a certificate at start.
     pub forward_secret: Option<String>,
     /// Milliseconds a forward connection may go unanswered (a dead peer, a partition)
-    /// before it is dropped and the streams on it end. Default 10000.
+    /// before it is dropped and the streams on it end (keep-alives go every third of
+    /// it). Default 5000.
     pub forward_idle_timeout_ms: Option<u64>,
 }
 
@@ -322,6 +325,7 @@ impl Default for RelayConfig {
             log: LogConfig::default(),
             bundles: BundlesConfig::default(),
             signing: SigningConfig::default(),
+            acme: crate::acme::AcmeConfig::default(),
             oidc: oidc::OidcConfig::default(),
             compat: crate::compat::CompatConfig::default(),
             crash_reports: crate::http::crash_reports::CrashReportsConfig::default(),
