@@ -290,15 +290,8 @@ async fn serve_websocket(
     socket: axum::extract::ws::WebSocket,
     remote: std::net::SocketAddr,
 ) {
-    use futures_util::StreamExt;
-    let (sink, source) = socket.split();
-    let (conn, driver) = aisa_tunnel::mux::driver::start(
-        aisa_tunnel::mux::Side::Acceptor,
-        aisa_tunnel::mux::Config::default(),
-        TCP_KEEPALIVE,
-        crate::link::WsFrames(source),
-        crate::link::WsFrameSink(sink),
-    );
+    let (conn, driver) =
+        crate::link::accept_mux(socket, aisa_tunnel::mux::Config::default(), TCP_KEEPALIVE);
     let link = DesktopLink::mux(conn, remote);
     let desktop = async {
         serve(state, link.clone()).await;

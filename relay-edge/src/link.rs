@@ -9,6 +9,7 @@
 //! What is not here: the control stream's rules (tunnel's `RelayControl`), which device a
 //! link belongs to (`crate::registry`), and the WebSocket upgrade (`crate::http`).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -36,64 +37,9 @@ impl LinkTransport {
     }
 }
 
-/// How a link ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkClosed {
-    /// The application close code, when a side closed it on purpose (a QUIC
-    /// CONNECTION_CLOSE of the application, a mux GOAWAY); `None` when it was lost
-    /// (timeout, reset, transport error).
-    pub code: Option<u32>,
-    /// The reason given, or what went wrong.
-    pub reason: String,
-}
-
-impl std::fmt::Display for LinkClosed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.code {
-            Some(code) => write!(f, "closed with code {code}: {}", self.reason),
-            None => f.write_str(&self.reason),
-        }
-    }
-}
-
-impl std::error::Error for LinkClosed {}
-
-impl From<mux::Closed> for LinkClosed {
-    fn from(closed: mux::Closed) -> Self {
-        // The mux's own codes (protocol error, idle timeout, transport lost) sit at the
-        // top of the u32 space; below them a GOAWAY from the desktop carries its code.
-        let on_purpose = closed.by_peer && closed.code < mux::code::PROTOCOL_ERROR;
-        LinkClosed {
-            code: on_purpose.then_some(closed.code),
-            reason: closed.reason,
-        }
-    }
-}
-
-fn mux_gone(conn: &MuxConnection) -> LinkClosed {
-    conn.close_reason().map_or_else(
-        || LinkClosed {
-            code: None,
-            reason: "the mux connection ended".into(),
-        },
-        LinkClosed::from,
-    )
-}
-
-impl From<quinn::ConnectionError> for LinkClosed {
-    fn from(err: quinn::ConnectionError) -> Self {
-        match err {
-            quinn::ConnectionError::ApplicationClosed(close) => LinkClosed {
-                code: u32::try_from(close.error_code.into_inner()).ok(),
-                reason: String::from_utf8_lossy(&close.reason).into_owned(),
-            },
-            other => LinkClosed {
-                code: None,
-                reason: other.to_string(),
-            },
-        }
-    }
-}
+/// How a link ended: the desktop's close code when it closed on purpose (one definition
+/// for the relay and the node, in tunnel's mux).
+pub use aisa_tunnel::mux::LinkClosed;
 
 /// A desktop's connection: QUIC or mux. Cheap to clone (both are handles).
 #[derive(Clone)]
@@ -171,7 +117,7 @@ impl DesktopLink {
                 Ok((LinkSend::Quic(send), LinkRecv::Quic(recv)))
             }
             Conn::Mux { conn, .. } => {
-                let (send, recv) = conn.open_bi().map_err(|_| mux_gone(conn))?;
+                let (send, recv) = conn.open_bi().map_err(|_| LinkClosed::of_mux(conn))?;
                 Ok((LinkSend::Mux(send), LinkRecv::Mux(recv)))
             }
         }
@@ -186,7 +132,7 @@ impl DesktopLink {
             }
             Conn::Mux { conn, .. } => match conn.accept_bi().await {
                 Some((send, recv)) => Ok((LinkSend::Mux(send), LinkRecv::Mux(recv))),
-                None => Err(mux_gone(conn)),
+                None => Err(LinkClosed::of_mux(conn)),
             },
         }
     }
@@ -400,58 +346,35 @@ impl crate::splice::SpliceRecv for LinkRecv {
     }
 }
 
-/// The peer's mux frames from an axum WebSocket, one per binary message (the TCP path of
-/// desktops; the same framing as the browser's WebSocket leg).
-pub(crate) struct WsFrames(
-    pub(crate) futures_util::stream::SplitStream<axum::extract::ws::WebSocket>,
-);
+/// axum's WebSocket messages, for tunnel's mux over a WebSocket (`aisa_tunnel::mux::ws`,
+/// one frame per binary message): the desktops' TCP path and the browsers' WebSocket leg.
+pub(crate) struct AxumWs;
 
-impl mux::driver::FrameSource for WsFrames {
-    async fn recv(&mut self) -> Result<Option<mux::Frame>, mux::driver::SourceError> {
+impl mux::ws::WsCodec for AxumWs {
+    type Message = axum::extract::ws::Message;
+
+    fn binary(bytes: Bytes) -> Self::Message {
+        axum::extract::ws::Message::Binary(bytes)
+    }
+
+    fn incoming(message: Self::Message) -> mux::ws::Incoming {
         use axum::extract::ws::Message;
-        use futures_util::StreamExt;
-        loop {
-            match self.0.next().await {
-                None | Some(Ok(Message::Close(_))) => return Ok(None),
-                Some(Ok(Message::Binary(bytes))) => {
-                    return Ok(Some(mux::Frame::decode_message(bytes)?));
-                }
-                Some(Ok(Message::Text(_))) => {
-                    return Err(mux::driver::SourceError::NotAFrame(
-                        "a WebSocket text message".into(),
-                    ));
-                }
-                // Pings are answered by the WebSocket layer itself.
-                Some(Ok(_)) => {}
-                Some(Err(err)) => {
-                    return Err(mux::driver::SourceError::Io(std::io::Error::other(err)));
-                }
-            }
+        match message {
+            Message::Binary(bytes) => mux::ws::Incoming::Binary(bytes),
+            Message::Text(_) => mux::ws::Incoming::Text,
+            Message::Close(_) => mux::ws::Incoming::Close,
+            // Answered by the WebSocket layer itself.
+            Message::Ping(_) | Message::Pong(_) => mux::ws::Incoming::Control,
         }
     }
 }
 
-/// The sending half of an axum WebSocket.
-type WsSplitSink =
-    futures_util::stream::SplitSink<axum::extract::ws::WebSocket, axum::extract::ws::Message>;
-
-/// Our mux frames onto an axum WebSocket, one per binary message.
-pub(crate) struct WsFrameSink(pub(crate) WsSplitSink);
-
-impl mux::driver::FrameSink for WsFrameSink {
-    async fn send(&mut self, frame: mux::Frame) -> std::io::Result<()> {
-        use futures_util::SinkExt;
-        self.0
-            .feed(axum::extract::ws::Message::Binary(frame.to_bytes()))
-            .await
-            .map_err(std::io::Error::other)
-    }
-    async fn flush(&mut self) -> std::io::Result<()> {
-        use futures_util::SinkExt;
-        self.0.flush().await.map_err(std::io::Error::other)
-    }
-    async fn close(&mut self) {
-        use futures_util::SinkExt;
-        let _ = self.0.close().await;
-    }
+/// Starts the accepting side of a mux connection on an upgraded WebSocket: the
+/// connection and the driver future, which the caller runs.
+pub(crate) fn accept_mux(
+    socket: axum::extract::ws::WebSocket,
+    config: mux::Config,
+    keepalive: mux::driver::KeepAlive,
+) -> (MuxConnection, impl Future<Output = ()> + Send + 'static) {
+    mux::ws::start::<AxumWs, _, _>(mux::Side::Acceptor, config, keepalive, socket)
 }

@@ -69,18 +69,14 @@ pub async fn browser(
 
 /// Runs the mux (the accepting side) over `socket` and serves the browser session on it.
 async fn serve(state: Arc<RelayState>, socket: WebSocket, remote: std::net::SocketAddr) {
-    use futures_util::StreamExt;
-    let (sink, source) = socket.split();
-    let (conn, driver) = mux::driver::start(
-        mux::Side::Acceptor,
+    let (conn, driver) = crate::link::accept_mux(
+        socket,
         mux::Config {
             // Raised to `BROWSER_STREAMS` once a stream authenticates, as on QUIC.
             max_incoming_streams: PRE_AUTH_STREAMS as usize,
             ..mux::Config::default()
         },
         KEEPALIVE,
-        crate::link::WsFrames(source),
-        crate::link::WsFrameSink(sink),
     );
     let session = async {
         crate::browser::serve_session(

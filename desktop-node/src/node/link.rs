@@ -13,63 +13,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::path::Transport;
 
-/// How a link ended: the relay's close code when it closed on purpose.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkClosed {
-    /// The application close code (QUIC CONNECTION_CLOSE, mux GOAWAY), if it was closed
-    /// on purpose by the relay.
-    pub code: Option<u32>,
-    /// The reason given, or what went wrong.
-    pub reason: String,
-}
-
-impl std::fmt::Display for LinkClosed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.code {
-            Some(code) => write!(f, "closed by the relay with code {code}: {}", self.reason),
-            None => f.write_str(&self.reason),
-        }
-    }
-}
-
-impl std::error::Error for LinkClosed {}
-
-impl From<mux::Closed> for LinkClosed {
-    fn from(closed: mux::Closed) -> Self {
-        // The mux's own codes (protocol error, idle timeout, transport lost) sit at the
-        // top of the u32 space; below them a GOAWAY from the relay carries its close code.
-        let on_purpose = closed.by_peer && closed.code < mux::code::PROTOCOL_ERROR;
-        LinkClosed {
-            code: on_purpose.then_some(closed.code),
-            reason: closed.reason,
-        }
-    }
-}
-
-fn mux_gone(conn: &MuxConnection) -> LinkClosed {
-    conn.close_reason().map_or_else(
-        || LinkClosed {
-            code: None,
-            reason: "the mux connection ended".into(),
-        },
-        LinkClosed::from,
-    )
-}
-
-impl From<quinn::ConnectionError> for LinkClosed {
-    fn from(err: quinn::ConnectionError) -> Self {
-        match err {
-            quinn::ConnectionError::ApplicationClosed(close) => LinkClosed {
-                code: u32::try_from(close.error_code.into_inner()).ok(),
-                reason: String::from_utf8_lossy(&close.reason).into_owned(),
-            },
-            other => LinkClosed {
-                code: None,
-                reason: other.to_string(),
-            },
-        }
-    }
-}
+/// How a link ended: the relay's close code when it closed on purpose (one definition
+/// for the relay and the node, in tunnel's mux).
+pub use aisa_tunnel::mux::LinkClosed;
 
 /// The node's connection to the relay. Cheap to clone.
 #[derive(Clone)]
@@ -121,7 +67,7 @@ impl NodeLink {
                 Ok((SendStream::Quic(send), RecvStream::Quic(recv)))
             }
             NodeLink::Mux(m) => {
-                let (send, recv) = m.conn.open_bi().map_err(|_| mux_gone(&m.conn))?;
+                let (send, recv) = m.conn.open_bi().map_err(|_| LinkClosed::of_mux(&m.conn))?;
                 Ok((SendStream::Mux(send), RecvStream::Mux(recv)))
             }
         }
@@ -136,7 +82,7 @@ impl NodeLink {
             }
             NodeLink::Mux(m) => match m.conn.accept_bi().await {
                 Some((send, recv)) => Ok((SendStream::Mux(send), RecvStream::Mux(recv))),
-                None => Err(mux_gone(&m.conn)),
+                None => Err(LinkClosed::of_mux(&m.conn)),
             },
         }
     }

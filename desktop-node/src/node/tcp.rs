@@ -17,12 +17,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aisa_tunnel::mux::driver::{FrameSink, FrameSource, KeepAlive, SourceError};
-use aisa_tunnel::mux::{Config, Frame, Side};
-use futures_util::{SinkExt, StreamExt};
+use aisa_tunnel::mux::driver::KeepAlive;
+use aisa_tunnel::mux::ws::{self, Tungstenite};
+use aisa_tunnel::mux::{Config, Side};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 
 use super::link::NodeLink;
 
@@ -140,14 +139,8 @@ pub(super) async fn dial(relay_url: &str) -> Result<NodeLink, String> {
 
 /// Runs the mux (the dialing side) over `ws`.
 fn start<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(ws: WebSocketStream<S>) -> NodeLink {
-    let (sink, source) = ws.split();
-    let (conn, driver) = aisa_tunnel::mux::driver::start(
-        Side::Dialer,
-        Config::default(),
-        KEEPALIVE,
-        WsSource(source),
-        WsSink(sink),
-    );
+    let (conn, driver) =
+        ws::start::<Tungstenite, _, _>(Side::Dialer, Config::default(), KEEPALIVE, ws);
     NodeLink::mux(conn, tokio::spawn(driver))
 }
 
@@ -170,44 +163,6 @@ async fn tls(
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS to {host}: {e}"))
-}
-
-/// The peer's mux frames, one per binary message.
-struct WsSource<S>(futures_util::stream::SplitStream<WebSocketStream<S>>);
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameSource for WsSource<S> {
-    async fn recv(&mut self) -> Result<Option<Frame>, SourceError> {
-        loop {
-            match self.0.next().await {
-                None | Some(Ok(Message::Close(_))) => return Ok(None),
-                Some(Ok(Message::Binary(bytes))) => return Ok(Some(Frame::decode_message(bytes)?)),
-                Some(Ok(Message::Text(_))) => {
-                    return Err(SourceError::NotAFrame("a WebSocket text message".into()));
-                }
-                // Pings are answered by tungstenite itself.
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return Err(SourceError::Io(std::io::Error::other(err))),
-            }
-        }
-    }
-}
-
-/// Our mux frames, one per binary message.
-struct WsSink<S>(futures_util::stream::SplitSink<WebSocketStream<S>, Message>);
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> FrameSink for WsSink<S> {
-    async fn send(&mut self, frame: Frame) -> std::io::Result<()> {
-        self.0
-            .feed(Message::Binary(frame.to_bytes()))
-            .await
-            .map_err(std::io::Error::other)
-    }
-    async fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush().await.map_err(std::io::Error::other)
-    }
-    async fn close(&mut self) {
-        let _ = self.0.close().await;
-    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use super::code;
 use super::conn::{Closed, Config, Connection, OpenError, Read, Side, StreamError};
-use super::frame::{Frame, FrameDecoder, FrameError, StreamId};
+use super::frame::{Frame, FrameDecoder, FrameError, StreamId, kind as frame_kind};
 
 /// Why a transport could not give the next frame.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +185,28 @@ impl State {
             w.wake();
         }
     }
+    /// Wakes only the handles a frame of type `kind` on stream `id` concerns: its reader
+    /// for DATA, FINISH and RESET, its writer for CREDIT, its writer and `stopped` for
+    /// STOP. (A stream that is over wakes everyone, [`State::wake_stream`].)
+    fn wake_for(&mut self, id: StreamId, kind: u8) {
+        let Some(w) = self.wakers.get_mut(&id) else {
+            return;
+        };
+        let wake = |slot: &mut Option<Waker>| {
+            if let Some(w) = slot.take() {
+                w.wake();
+            }
+        };
+        match kind {
+            frame_kind::DATA | frame_kind::FINISH | frame_kind::RESET => wake(&mut w.read),
+            frame_kind::CREDIT => wake(&mut w.write),
+            frame_kind::STOP => {
+                wake(&mut w.write);
+                wake(&mut w.stopped);
+            }
+            _ => w.wake(),
+        }
+    }
     fn wake_all(&mut self) {
         for w in self.wakers.values_mut() {
             w.wake();
@@ -279,10 +301,13 @@ async fn drive<S: FrameSource, K: FrameSink>(
                 match next {
                     // A broken rule closes with a GOAWAY: everyone is woken below.
                     Ok(Some(frame)) => {
+                        let kind = frame.kind();
                         if let Ok(id) = state.conn.handle(frame) {
                             if id != 0 {
-                                state.wake_stream(id);
-                                if !state.conn.contains(id) {
+                                if state.conn.contains(id) {
+                                    state.wake_for(id, kind);
+                                } else {
+                                    state.wake_stream(id);
                                     state.wakers.remove(&id);
                                 }
                             }
@@ -383,13 +408,17 @@ async fn drive<S: FrameSource, K: FrameSink>(
 }
 
 impl MuxConnection {
-    /// Opens a bidirectional stream (the peer learns of it with the first frame).
+    /// Opens a bidirectional stream. As on QUIC, the peer learns of it with the stream's
+    /// first frame: the OPEN is queued but the writer is not woken for it alone, so it
+    /// leaves in the same write as the first DATA (or FINISH, RESET, STOP) instead of
+    /// costing a write and a wake-up of its own on both ends.
     pub fn open_bi(&self) -> Result<(SendStream, RecvStream), OpenError> {
-        let id = self.shared.with(|state| {
+        let id = {
+            let mut state = self.shared.lock();
             let id = state.conn.open()?;
             state.wakers.insert(id, StreamWakers::default());
-            Ok(id)
-        })?;
+            id
+        };
         Ok(self.halves(id))
     }
 
@@ -683,6 +712,7 @@ impl Drop for RecvStream {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::mux::INITIAL_WINDOW;
     use crate::mux::frame::MAX_DATA;
 
     type Pair = (MuxConnection, MuxConnection);
@@ -864,5 +894,177 @@ mod tests {
         let (a, _b) = pair(keep);
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert!(a.close_reason().is_none());
+    }
+
+    /// Frames the test pushes in, as if from the peer.
+    struct Injected(tokio::sync::mpsc::UnboundedReceiver<Frame>);
+
+    impl FrameSource for Injected {
+        async fn recv(&mut self) -> Result<Option<Frame>, SourceError> {
+            Ok(self.0.recv().await)
+        }
+    }
+
+    /// Records what each flush pushed out: one entry per transport write.
+    #[derive(Clone, Default)]
+    struct Writes {
+        pending: Arc<Mutex<Vec<Frame>>>,
+        flushed: Arc<Mutex<Vec<Vec<Frame>>>>,
+    }
+
+    impl FrameSink for Writes {
+        async fn send(&mut self, frame: Frame) -> io::Result<()> {
+            self.pending.lock().unwrap().push(frame);
+            Ok(())
+        }
+        async fn flush(&mut self) -> io::Result<()> {
+            let batch = std::mem::take(&mut *self.pending.lock().unwrap());
+            if !batch.is_empty() {
+                self.flushed.lock().unwrap().push(batch);
+            }
+            Ok(())
+        }
+        async fn close(&mut self) {}
+    }
+
+    fn scripted() -> (
+        MuxConnection,
+        tokio::sync::mpsc::UnboundedSender<Frame>,
+        Writes,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let writes = Writes::default();
+        let (conn, driver) = start(
+            Side::Acceptor,
+            Config::default(),
+            KeepAlive::default(),
+            Injected(rx),
+            writes.clone(),
+        );
+        tokio::spawn(driver);
+        (conn, tx, writes)
+    }
+
+    #[tokio::test]
+    async fn open_leaves_in_one_write_with_the_first_data() {
+        let (conn, _peer, writes) = scripted();
+        // The driver runs and waits for something to send.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (mut send, _recv) = conn.open_bi().unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            writes.flushed.lock().unwrap().is_empty(),
+            "an OPEN alone was written"
+        );
+        send.write_chunk(Bytes::from_static(b"header"))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while writes.flushed.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            writes.flushed.lock().unwrap()[0],
+            [
+                Frame::Open { id: 2 },
+                Frame::Data {
+                    id: 2,
+                    data: Bytes::from_static(b"header")
+                }
+            ]
+        );
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Counter(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Counter {
+        fn count(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test]
+    async fn data_wakes_the_reader_not_the_writer_waiting_for_credit() {
+        let (conn, peer, writes) = scripted();
+        peer.send(Frame::Open { id: 1 }).unwrap();
+        let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+        // Use up the window, so the next write waits for CREDIT.
+        let mut left = INITIAL_WINDOW as usize;
+        while left > 0 {
+            let n = left.min(MAX_DATA);
+            send.write_chunk(Bytes::from(vec![0; n])).await.unwrap();
+            left -= n;
+        }
+        // Wait until the driver has written it all (draining the queue wakes writers
+        // that wait for room in it).
+        let sent = || -> usize {
+            let flushed = writes.flushed.lock().unwrap();
+            flushed
+                .iter()
+                .flatten()
+                .map(|f| match f {
+                    Frame::Data { data, .. } => data.len(),
+                    _ => 0,
+                })
+                .sum()
+        };
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while sent() < INITIAL_WINDOW as usize {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap();
+        let writer = Arc::new(Counter::default());
+        let reader = Arc::new(Counter::default());
+        let more = Bytes::from_static(b"more");
+        let waker = Waker::from(writer.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(send.poll_write_bytes(&mut cx, &more).is_pending());
+        let waker_r = Waker::from(reader.clone());
+        let mut cx_r = Context::from_waker(&waker_r);
+        assert!(recv.poll_read_chunk(&mut cx_r, 100).is_pending());
+
+        peer.send(Frame::Data {
+            id: 1,
+            data: Bytes::from_static(b"x"),
+        })
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while reader.count() == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(writer.count(), 0, "DATA woke the writer waiting for credit");
+
+        peer.send(Frame::Credit {
+            id: 1,
+            increment: 10,
+        })
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while writer.count() == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .unwrap();
+        assert!(matches!(
+            send.poll_write_bytes(&mut cx, &more),
+            Poll::Ready(Ok(4))
+        ));
     }
 }

@@ -15,6 +15,10 @@
 //!   says which).
 //! * `driver` (feature `io`): the thin tokio driver that runs a [`Connection`] over a
 //!   transport and hands out [`driver::SendStream`] / [`driver::RecvStream`] halves.
+//! * `ws` (feature `websocket`): the driver over a WebSocket, one frame per binary
+//!   message, for any WebSocket library through a small codec trait.
+//! * [`link`]: [`LinkClosed`], how a desktop's link (QUIC with feature `quinn`, or mux)
+//!   ended, the same for the relay and the node.
 //!
 //! The byte layout is in `docs/protocol.md`, "Stream multiplexing over WebSocket and
 //! TCP"; `tunnel/vectors/mux-vectors.json` holds byte vectors the TypeScript mux
@@ -29,15 +33,19 @@ pub mod conn;
 #[cfg(feature = "io")]
 pub mod driver;
 pub mod frame;
+pub mod link;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod vectors;
+#[cfg(feature = "websocket")]
+pub mod ws;
 
 pub use conn::{
     Closed, Config, Connection, INITIAL_WINDOW, OpenError, ProtocolError, Read, Side, StreamError,
 };
 pub use frame::{Frame, FrameDecoder, FrameError, HEADER_LEN, MAX_DATA, MAX_FRAME, StreamId};
+pub use link::LinkClosed;
 
 /// Codes the mux itself uses, at the top of the `u32` space so that they never collide
 /// with application close and reset codes.
