@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The desktop node for Windows, proved on Linux: cross-builds aisa-node for
 # x86_64-pc-windows-gnu with Debian's mingw-w64 and runs, under Debian's Wine,
-#   1. its unit tests (among them the Credential Manager round trip `auto` picks), and
+#   1. its unit tests (among them the Credential Manager round trip `auto` picks);
 #   2. a smoke test: desktop-node.exe logs in to a relay on loopback (the relay runs
 #      natively), stores a provider key in the Credential Manager, installs an app, and
-#      runs one action (desktop-node/tests/node_process.rs with AISA_NODE_EXE).
+#      runs one action (desktop-node/tests/node_process.rs with AISA_NODE_EXE); Wine 8
+#      refuses a UDP socket option quinn sets, so the node runs on its TCP leg there;
+#   3. stopping: a console Ctrl-C (Wine turns SIGINT into CTRL_C_EVENT) in the middle of
+#      an action lets it finish, and the process exits 0.
 #
 # Wine 8 lacks bcryptprimitives.dll's ProcessPrng, which Rust's std calls for random
 # bytes: a five-line shim DLL (built here with mingw) that calls RtlGenRandom stands in.
@@ -67,6 +70,7 @@ cargo build --locked -p aisa-node --bin desktop-node --target "$TARGET" --target
 exe=$PWD/$TARGET_DIR/$TARGET/debug/desktop-node.exe
 cp -f "$shim_dir/bcryptprimitives.dll" "$(dirname "$exe")/"
 AISA_NODE_EXE=$exe AISA_NODE_RUNNER=wine AISA_NODE_EXPECT_STORE=windows-credential-manager \
-  cargo test --locked -p aisa-node --test node_process -- --test-threads 1 \
-  a_node_logs_in_keeps_its_key_in_the_os_store_and_runs_an_action
+  cargo test --locked -p aisa-node --test node_process -- --test-threads 1 --nocapture \
+  a_node_logs_in_keeps_its_key_in_the_os_store_and_runs_an_action \
+  windows_ctrl_c_lets_the_running_action_finish_under_wine
 echo "wine: passed"

@@ -524,6 +524,8 @@ mod tests {
         app_data: PathBuf,
         node_home: PathBuf,
         docs: PathBuf,
+        // Only the symlink tests (Unix) look outside.
+        #[cfg_attr(not(unix), allow(dead_code))]
         outside: PathBuf,
     }
 
