@@ -352,6 +352,9 @@ impl History {
         file.set_len(inner.file_len)?;
         file.seek(SeekFrom::Start(inner.file_len))?;
         file.write_all(&line)?;
+        // Closed before `prune` may rename a rewritten file over this one: Windows refuses
+        // to replace a file that is still open ("Access denied").
+        drop(file);
         let offset = inner.file_len;
         inner.file_len += line.len() as u64;
         inner.last_id = id;

@@ -84,6 +84,9 @@ fn main() -> anyhow::Result<()> {
 async fn async_main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        quiet_on_closed_pipe();
+    }
     let home = Home::new(cli.home.or_else(|| {
         cli::env::renamed_var(cli::env::HOME_VAR, cli::env::OLD_HOME_VAR).map(PathBuf::from)
     }));
@@ -108,6 +111,20 @@ async fn async_main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+    }
+}
+
+/// A command whose output goes to a pipe that closes early (`desktop-node version | grep
+/// -q …`) ends quietly, as Unix tools do, instead of panicking on "Broken pipe": the
+/// default action of SIGPIPE, which Rust's runtime ignores. Not for `run`, which keeps
+/// going whatever its reader does (its sockets see EPIPE as an error either way: Rust
+/// sends with MSG_NOSIGNAL on Linux and sets SO_NOSIGPIPE on macOS).
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    #[allow(unsafe_code)]
+    // SAFETY: setting a signal's disposition to its default has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
