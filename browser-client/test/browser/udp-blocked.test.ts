@@ -170,9 +170,13 @@ describe.skipIf(why !== null)('the web app with UDP to the relay really dropped 
     };
   }
 
-  /** The node's "connected to the relay" lines: transport and after_ms of each. */
+  /**
+   * The node's "connected to the relay" lines: transport and after_ms of each. Its log
+   * has ANSI colours unless NO_COLOR is set (CI's is coloured), so they are taken out first.
+   */
   function nodeConnections(): { transport: string; afterMs: number }[] {
-    return [...system.nodeOutput().matchAll(/connected to the relay.*?\btransport=(\w+).*?\bafter_ms=(\d+)/g)].map((m) => ({
+    const plain = system.nodeOutput().replace(/\x1b\[[0-9;]*m/g, '');
+    return [...plain.matchAll(/connected to the relay.*?\btransport=(\w+).*?\bafter_ms=(\d+)/g)].map((m) => ({
       transport: m[1]!,
       afterMs: Number(m[2]),
     }));
