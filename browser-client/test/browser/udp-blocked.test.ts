@@ -421,8 +421,10 @@ describe.skipIf(why !== null)('the web app with UDP to the relay really dropped 
       // The page learns its QUIC session is gone from QUIC's idle timeout (the relay's 15 s,
       // relay-edge/src/quic.rs), then races again. Here only the page's packets are dropped:
       // the relay gives up 15 s after the last one arrived (silently, as QUIC's idle close
-      // is), and the page 15 s after the relay's last keep-alive reached it, so ~30 s.
-      await expect.poll(() => page.getAttribute('#transport', 'data-transport'), { timeout: 45_000, interval: 200 }).toBe('websocket');
+      // is), and the page 15 s after the relay's last keep-alive reached it, so ~30 s, plus
+      // the page's reconnect backoff (up to 30 s after the earlier cases' reconnects): 30–45 s
+      // measured.
+      await expect.poll(() => page.getAttribute('#transport', 'data-transport'), { timeout: 75_000, interval: 200 }).toBe('websocket');
       await expect.poll(() => chromium.text('#connection'), { timeout: 20_000 }).toBe('connected');
       console.log(`UDP cut mid-stream: page on the WebSocket after ${Date.now() - blocked} ms`);
       const before = await streams();
