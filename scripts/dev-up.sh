@@ -86,6 +86,13 @@ if [ ! -f "$STATE/examples-published" ]; then
 fi
 
 NODE_HOME="$STATE/desktop"
+# The demo node keeps its secrets in the OS secret store where there is one. On a bare
+# machine or in a container (no D-Bus session) it uses the encrypted file, which needs a
+# passphrase: this demo keeps one in its state folder (mode 0600), for this demo only.
+if [ -z "${DBUS_SESSION_BUS_ADDRESS:-}" ] && [ -z "${AISA_PASSPHRASE:-}" ] && [ -z "${AISA_PASSPHRASE_FILE:-}" ]; then
+  [ -f "$STATE/demo-passphrase" ] || (umask 077 && head -c 24 /dev/urandom | base64 > "$STATE/demo-passphrase")
+  export AISA_PASSPHRASE_FILE="$STATE/demo-passphrase"
+fi
 export AISA_JS_RUNTIME=target/guest/wasm32-unknown-unknown/release/aisa_js_runtime.wasm
 if [ ! -f "$NODE_HOME/node.toml" ]; then
   printf '%s' "$DEMO_PASSWORD" | "$BIN/desktop-node" --home "$NODE_HOME" login \
