@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-step() { printf '\n=== %s\n' "$*"; }
+# Each step says how far into the run it starts (bash's SECONDS), to see where CI's time goes.
+step() { printf '\n=== %s (at %d s)\n' "$*" "$SECONDS"; }
 
 step "prerequisites"
 # As root, installs what is missing (Debian packages: build-essential, clang-14, llvm-14,
@@ -64,9 +65,6 @@ cargo test --locked -p aisa-relay --test cluster three_relay_processes
 # Shared state on Redis: two relays against the single Redis and the 3-master Redis
 # Cluster that services.sh started (the Redis-restart case starts its own) (~10 s).
 cargo test --locked -p aisa-relay --test cluster_state
-# Cross-transport splicing across relays: browsers on node A's WebSocket and WebTransport
-# legs, desktops on node B's TCP and QUIC legs, a Redis of its own (~7 s).
-cargo test --locked -p aisa-relay --test cluster_transports
 # PostgreSQL over TLS (sslmode=verify-full with the test CA), migrations from several
 # nodes at once (advisory lock), the operator's settings on PostgreSQL, and bundles in
 # the S3-compatible store (moto) that services.sh started.
