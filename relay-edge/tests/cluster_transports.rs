@@ -22,18 +22,10 @@ use aisa_node::node::{self, NodeContext, RelayTarget};
 use aisa_node::sandbox::{Limits, Sandbox};
 use aisa_relay::RelayHandle;
 use aisa_testkit::system::{
-    API_KEY, PASSWORD, WAIT, chunks_text, execute, kind_for, relay_config, test_apps,
+    API_KEY, PASSWORD, WAIT, chunks_text, execute, relay_config, test_apps,
 };
-use aisa_tunnel::mux::driver::{FrameSink, FrameSource, KeepAlive, MuxConnection, SourceError};
-use aisa_tunnel::mux::{self, Frame, Side};
-use aisa_tunnel::proto::{ClientEvent, ClientRequest, Refusal};
-use aisa_tunnel::{Body, Envelope, ErrorCode, OpenHeader, StreamKind};
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use aisa_tunnel::{Body, Envelope, OpenHeader, StreamKind};
 use tokio::sync::watch;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "an example cluster secret of 32+ bytes, tests only";
 
@@ -167,101 +159,10 @@ async fn desktop(relay: &RelayHandle, dir: &std::path::Path, tcp: bool) -> Deskt
 
 // ---------------------------------------------------------------- browsers
 
-type Ws = WebSocketStream<TcpStream>;
+#[path = "support/ws_browser.rs"]
+mod ws_browser;
 
-struct Source(futures_util::stream::SplitStream<Ws>);
-
-impl FrameSource for Source {
-    async fn recv(&mut self) -> Result<Option<Frame>, SourceError> {
-        loop {
-            match self.0.next().await {
-                None | Some(Ok(Message::Close(_))) => return Ok(None),
-                Some(Ok(Message::Binary(b))) => return Ok(Some(Frame::decode_message(b)?)),
-                Some(Ok(Message::Text(_))) => return Err(SourceError::NotAFrame("text".into())),
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return Err(SourceError::Io(std::io::Error::other(err))),
-            }
-        }
-    }
-}
-
-struct Sink(futures_util::stream::SplitSink<Ws, Message>);
-
-impl FrameSink for Sink {
-    async fn send(&mut self, frame: Frame) -> std::io::Result<()> {
-        self.0
-            .feed(Message::Binary(frame.to_bytes()))
-            .await
-            .map_err(std::io::Error::other)
-    }
-    async fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush().await.map_err(std::io::Error::other)
-    }
-    async fn close(&mut self) {
-        let _ = self.0.close().await;
-    }
-}
-
-/// A browser session over the WebSocket leg of `relay`: the mux's dialing side.
-async fn ws_session(relay: &RelayHandle) -> MuxConnection {
-    let addr = relay.http_addr;
-    let tcp = TcpStream::connect(addr).await.expect("TCP to the relay");
-    let (ws, response) =
-        tokio_tungstenite::client_async(format!("ws://{addr}/tunnel/browser"), tcp)
-            .await
-            .expect("WebSocket upgrade");
-    assert_eq!(response.status().as_u16(), 101);
-    let (sink, source) = ws.split();
-    let (conn, driver) = mux::driver::start(
-        Side::Dialer,
-        mux::Config::default(),
-        KeepAlive::default(),
-        Source(source),
-        Sink(sink),
-    );
-    tokio::spawn(driver);
-    conn
-}
-
-/// Runs `request` on a new stream of the WebSocket `session`; the reply (ending with
-/// STREAM_END or an ERROR).
-async fn run_ws(session: &MuxConnection, header: &OpenHeader, request: Envelope) -> Vec<Envelope> {
-    let (mut send, mut recv) = session.open_bi().expect("open a stream");
-    let mut header = header.clone();
-    header.kind = kind_for(&request.body);
-    let mut machine = ClientRequest::new(&header, &request);
-    let opening = machine.poll_transmit().expect("header and request");
-    let _ = send.write_all(&opening).await;
-    let mut reply = Vec::new();
-    loop {
-        let read = tokio::time::timeout(WAIT, recv.read_chunk(64 << 10))
-            .await
-            .expect("reply in time");
-        let events = match read {
-            Ok(Some(chunk)) => machine.receive(&chunk),
-            Ok(None) => machine.finish().into_iter().collect(),
-            Err(_) => return reply,
-        };
-        for event in events {
-            match event {
-                ClientEvent::Message(envelope) => reply.push(envelope),
-                ClientEvent::Done(Ok(last)) => {
-                    reply.push(last);
-                    return reply;
-                }
-                ClientEvent::Done(Err(Refusal::Remote { code, message })) => {
-                    reply.push(Envelope::error(
-                        request.request_id,
-                        ErrorCode::parse(&code),
-                        message,
-                    ));
-                    return reply;
-                }
-                ClientEvent::Done(Err(_)) => return reply,
-            }
-        }
-    }
-}
+use ws_browser::{run_ws, ws_session};
 
 /// A WebTransport browser session to `relay`.
 async fn wt_session(relay: &RelayHandle) -> wtransport::Connection {
@@ -385,7 +286,7 @@ async fn browsers_on_either_leg_of_one_relay_run_actions_on_desktops_of_another_
 
     // Browser on A's WebSocket leg. The device map in Redis may lag the desktop's
     // connection a moment: retry an echo until it comes back whole (only ERRORs before).
-    let ws = ws_session(&a).await;
+    let ws = ws_session(a.http_addr).await;
     let deadline = Instant::now() + WAIT;
     loop {
         let reply = run_ws(

@@ -10,121 +10,22 @@
 use std::time::Duration;
 
 use aisa_testkit::system::{System, WAIT, chunks_text, error_of, execute, kind_for, run_action};
-use aisa_tunnel::mux::driver::{FrameSink, FrameSource, KeepAlive, MuxConnection, SourceError};
-use aisa_tunnel::mux::{self, Frame, Side};
+use aisa_tunnel::mux::{self, Frame};
 use aisa_tunnel::proto::{ClientEvent, ClientRequest, Refusal};
 use aisa_tunnel::{Body, Envelope, ErrorCode, OpenHeader};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = WebSocketStream<TcpStream>;
+#[path = "support/ws_browser.rs"]
+mod ws_browser;
 
-struct Source(futures_util::stream::SplitStream<Ws>);
-
-impl FrameSource for Source {
-    async fn recv(&mut self) -> Result<Option<Frame>, SourceError> {
-        loop {
-            match self.0.next().await {
-                None | Some(Ok(Message::Close(_))) => return Ok(None),
-                Some(Ok(Message::Binary(b))) => return Ok(Some(Frame::decode_message(b)?)),
-                Some(Ok(Message::Text(_))) => return Err(SourceError::NotAFrame("text".into())),
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return Err(SourceError::Io(std::io::Error::other(err))),
-            }
-        }
-    }
-}
-
-struct Sink(futures_util::stream::SplitSink<Ws, Message>);
-
-impl FrameSink for Sink {
-    async fn send(&mut self, frame: Frame) -> std::io::Result<()> {
-        self.0
-            .feed(Message::Binary(frame.to_bytes()))
-            .await
-            .map_err(std::io::Error::other)
-    }
-    async fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush().await.map_err(std::io::Error::other)
-    }
-    async fn close(&mut self) {
-        let _ = self.0.close().await;
-    }
-}
-
-/// The raw WebSocket to the relay's `/tunnel/browser`.
-async fn websocket(system: &System) -> Ws {
-    let addr = system.relay().http_addr;
-    let tcp = TcpStream::connect(addr).await.expect("TCP to the relay");
-    let (ws, response) =
-        tokio_tungstenite::client_async(format!("ws://{addr}/tunnel/browser"), tcp)
-            .await
-            .expect("WebSocket upgrade");
-    assert_eq!(response.status().as_u16(), 101);
-    ws
-}
-
-/// A browser session over the WebSocket: the mux's dialing side, its driver spawned.
-async fn ws_session(system: &System) -> MuxConnection {
-    let (sink, source) = websocket(system).await.split();
-    let (conn, driver) = mux::driver::start(
-        Side::Dialer,
-        mux::Config::default(),
-        KeepAlive::default(),
-        Source(source),
-        Sink(sink),
-    );
-    tokio::spawn(driver);
-    conn
-}
-
-/// Runs one request on a stream of `session` (the browser's request machine, as
-/// `aisa_testkit::system::run_action` does on WebTransport) and returns the reply.
-async fn run_ws(session: &MuxConnection, header: &OpenHeader, request: Envelope) -> Vec<Envelope> {
-    let (mut send, mut recv) = session.open_bi().expect("open a stream");
-    let mut header = header.clone();
-    header.kind = kind_for(&request.body);
-    let mut machine = ClientRequest::new(&header, &request);
-    let opening = machine.poll_transmit().expect("header and request");
-    let _ = send.write_all(&opening).await;
-    let mut reply = Vec::new();
-    loop {
-        let read = tokio::time::timeout(WAIT, recv.read_chunk(64 << 10))
-            .await
-            .expect("reply in time");
-        let events = match read {
-            Ok(Some(chunk)) => machine.receive(&chunk),
-            Ok(None) => machine.finish().into_iter().collect(),
-            Err(_) => return reply,
-        };
-        for event in events {
-            match event {
-                ClientEvent::Message(envelope) => reply.push(envelope),
-                ClientEvent::Done(Ok(last)) => {
-                    reply.push(last);
-                    return reply;
-                }
-                ClientEvent::Done(Err(Refusal::Remote { code, message })) => {
-                    reply.push(Envelope::error(
-                        request.request_id,
-                        ErrorCode::parse(&code),
-                        message,
-                    ));
-                    return reply;
-                }
-                ClientEvent::Done(Err(_)) => return reply,
-            }
-        }
-    }
-}
+use ws_browser::{run_ws, websocket, ws_session};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_streams_over_the_websocket_as_over_webtransport() {
     let system = System::start().await;
-    let session = ws_session(&system).await;
+    let session = ws_session(system.relay().http_addr).await;
     let request = execute("hello-ai", "write", serde_json::json!({ "topic": "QUIC" }));
     let over_ws = run_ws(&session, &system.header(&system.device_id), request.clone()).await;
     let over_wt = run_action(&system, &system.device_id, request).await;
@@ -170,7 +71,7 @@ async fn an_action_streams_over_the_websocket_as_over_webtransport() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_the_same_errors_as_on_webtransport() {
     let system = System::start().await;
-    let session = ws_session(&system).await;
+    let session = ws_session(system.relay().http_addr).await;
     let echo = || execute("hello-ai", "echo", serde_json::json!({ "text": "hi" }));
     let mut cases: Vec<(&str, OpenHeader, Envelope)> = Vec::new();
     cases.push(("unknown device", system.header("no-such-device"), echo()));
@@ -234,7 +135,7 @@ async fn a_stream_whose_reader_stalls_does_not_block_another() {
         ..Default::default()
     })
     .await;
-    let session = ws_session(&system).await;
+    let session = ws_session(system.relay().http_addr).await;
     // About 400 KiB of answer, more than a stream's window (256 KiB): never read, its
     // splice must wait for credit while the other stream on the same WebSocket flows.
     let word = "x".repeat(10_000) + " ";
@@ -305,7 +206,7 @@ async fn a_stream_whose_reader_stalls_does_not_block_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_mux_frame_is_answered_with_a_goaway_saying_why() {
     let system = System::start().await;
-    let mut ws = websocket(&system).await;
+    let mut ws = websocket(system.relay().http_addr).await;
     // Type 0x0a does not exist.
     ws.send(Message::Binary(vec![0x0a, 0, 0, 0, 1, 0, 0, 0, 0].into()))
         .await
@@ -349,7 +250,7 @@ async fn a_malformed_mux_frame_is_answered_with_a_goaway_saying_why() {
             "after its frame",
         ),
     ] {
-        let mut ws = websocket(&system).await;
+        let mut ws = websocket(system.relay().http_addr).await;
         ws.send(message).await.unwrap();
         let goaway = loop {
             match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
