@@ -67,7 +67,11 @@ impl Install {
         std::fs::create_dir_all(&home).unwrap();
         std::fs::create_dir_all(&bin).unwrap();
         let binary = bin.join("desktop-node");
-        std::fs::copy(NODE, &binary).unwrap();
+        // A hard link, not a copy: the debug binary is ~140 MB and the updater only
+        // renames files, never writes into one, so the build's binary stays intact.
+        if std::fs::hard_link(NODE, &binary).is_err() {
+            std::fs::copy(NODE, &binary).unwrap();
+        }
         let original = std::fs::read(&binary).unwrap();
         Install {
             _dir: dir,
