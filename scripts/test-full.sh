@@ -57,6 +57,13 @@ if [ -z "${SKIP_WINE:-}" ]; then
   scripts/wine-test.sh
 fi
 
+if [ -z "${SKIP_MACOS:-}" ]; then
+  # docs/desktop.md, "macOS: what is checked": every Rust crate of the node type-checked
+  # for both Apple targets (C compiled by a stub, nothing linked: no Apple SDK here).
+  step "desktop node: type check for macOS (aarch64 and x86_64)"
+  MACOS_CHECK_TESTS=1 scripts/cross-macos-check.sh aarch64-apple-darwin x86_64-apple-darwin
+fi
+
 if [ -z "${SKIP_PACKAGES:-}" ]; then
   # docs/desktop.md, "Building the packages": the .deb of a release build (xz), installed,
   # run against a relay on loopback and removed; then, unless SKIP_WINE, the Windows

@@ -47,6 +47,10 @@ step "desktop node: cross check for Windows (x86_64-pc-windows-gnu)"
 rustup target list --installed | grep -qx x86_64-pc-windows-gnu || rustup target add x86_64-pc-windows-gnu
 cargo check --locked -p aisa-node --target x86_64-pc-windows-gnu --target-dir target/windows
 
+step "desktop node: type check for macOS (aarch64-apple-darwin; C stubbed, nothing linked)"
+# docs/desktop.md, "macOS: what is checked"; both Apple targets in scripts/test-full.sh.
+scripts/cross-macos-check.sh aarch64-apple-darwin
+
 step "desktop TCP fallback: UDP really dropped in a network namespace (nftables)"
 # A relay, a desktop-node in its own namespace whose UDP to the relay nftables drops:
 # the node falls back to TCP within a second, actions stream, it moves back to QUIC when
@@ -63,8 +67,9 @@ cargo test --locked -p aisa-relay --test marketplace --test hardening --test oid
 # desktop on relay 1 and a browser on relay 2; relay 1 killed, then Redis stopped (~20 s).
 cargo test --locked -p aisa-relay --test cluster three_relay_processes
 # Shared state on Redis: two relays against the single Redis and the 3-master Redis
-# Cluster that services.sh started (the Redis-restart case starts its own) (~10 s).
-cargo test --locked -p aisa-relay --test cluster_state
+# Cluster that services.sh started (~10 s). Only those: the cases that start their own
+# servers (Redis restarted, Sentinel failover, a starting node) ran in the workspace step.
+cargo test --locked -p aisa-relay --test cluster_state -- single_redis_ redis_cluster_
 # PostgreSQL over TLS (sslmode=verify-full with the test CA), migrations from several
 # nodes at once (advisory lock), the operator's settings on PostgreSQL, and bundles in
 # the S3-compatible store (moto) that services.sh started.
