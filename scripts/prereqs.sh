@@ -14,7 +14,8 @@
 #       second time on it, scripts/services.sh), redis-server (the cluster-state tests,
 #       relay-edge/tests/cluster_state.rs), pebble (a test ACME CA, relay-edge/tests/acme.rs), python3 (fuzz seeds, fuzz/seeds.py) and
 #       the rustfmt and clippy components, iproute2 and nftables (scripts/netns.sh, the
-#       fallback tests), nsis and dpkg-dev (the packages, scripts/package-*.sh); its
+#       fallback tests), nsis and dpkg-dev (the packages, scripts/package-*.sh),
+#       dbus-daemon, xvfb and dunst (desktop notifications, desktop-node/tests/notify.rs); its
 #       own `npm ci` step installs the npm packages afresh. The
 #       other browser engines (firefox-esr, webkit2gtk-driver, xvfb) come from
 #       scripts/browsers.sh, which this runs after the packages above.
@@ -69,6 +70,11 @@ if [ "$MODE" = test ]; then
   # dpkg-shlibdeps gives the .deb its Depends.
   want makensis nsis
   want dpkg-shlibdeps dpkg-dev
+  # Desktop notifications (desktop-node/tests/notify.rs): a real notification daemon
+  # (dunst) on a private session bus and X server the test starts.
+  want dbus-daemon dbus-daemon
+  want Xvfb xvfb
+  want dunst dunst
 fi
 # One name each, in a stable order.
 mapfile -t packages < <(printf '%s\n' "${packages[@]}" | awk 'NF && !seen[$0]++')

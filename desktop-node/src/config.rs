@@ -68,6 +68,10 @@ pub struct NodeConfig {
     /// The desktop face, a page on loopback (`[face]`, docs/desktop.md).
     #[serde(default)]
     pub face: FaceConfig,
+    /// Native notifications when an install waits for approval (`[notify]`,
+    /// docs/desktop.md).
+    #[serde(default)]
+    pub notify: NotifyConfig,
     /// The run history kept for the web app (`[history]`, see [`crate::history`]).
     #[serde(default)]
     pub history: crate::history::HistoryConfig,
@@ -89,6 +93,24 @@ pub struct FaceConfig {
     pub open_at_start: bool,
     /// The loopback port; 0 (the default) takes a free one at each start.
     pub port: u16,
+}
+
+/// `[notify]` in `node.toml`: a native desktop notification when an install request
+/// from the browser waits for the person's approval (Linux: the desktop's notification
+/// service over D-Bus; macOS: Notification Center; Windows: a toast). Where there is
+/// none (a server without a D-Bus session) the node says so once in its log and
+/// carries on; a notification never changes what happens to the request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Show notifications. Default on.
+    pub enabled: bool,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig { enabled: true }
+    }
 }
 
 /// Which model to call, and where.

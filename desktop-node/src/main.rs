@@ -6,6 +6,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 mod cli;
 mod face;
+mod notify;
 
 use aisa_node::ai::ProviderKind;
 use aisa_node::config::Home;
@@ -290,7 +291,20 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Native notifications when an install waits for approval (src/notify/, `[notify]`).
+    let notifier = config.notify.enabled.then(|| {
+        tokio::spawn(notify::watch(
+            ctx.clone(),
+            face.as_ref().map(|f| f.url.clone()),
+            stop.clone(),
+        ))
+    });
     let ran = node::run(ctx, target, stop).await;
+    if let Some(notifier) = notifier {
+        // It withdraws its notifications when `stop` turns; bounded, it must not hold
+        // the node up.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), notifier).await;
+    }
     if let Some(face) = face {
         face.stop().await;
     }

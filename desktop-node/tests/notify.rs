@@ -1,0 +1,560 @@
+//! Desktop notifications for install requests, through the real `desktop-node` binary
+//! on a real relay on loopback and a real notification daemon: Debian's `dunst`, on a
+//! private D-Bus session bus (a `dbus-daemon` this test starts with a configuration of
+//! its own, so nothing else answers as `org.freedesktop.Notifications`) and a private
+//! X server (`Xvfb`, which dunst draws on).
+//!
+//! - `an_install_request_is_announced_and_the_click_opens_the_face`: a browser-role
+//!   client sends INSTALL_APP; dunst receives a notification from "AI SuperApp" naming
+//!   the app and what it wants, with the `default` action; `dunstctl action 0` clicks it
+//!   and the node opens the face's login URL (through `AISA_NODE_OPENER`, a recording
+//!   script); that URL signs in and approves; the browser's install ends `installed`
+//!   and the notification is withdrawn.
+//! - `without_a_session_bus_the_node_says_so_once_and_installs`: no D-Bus session (a
+//!   server): one log line, and the install is approved and completes as ever.
+//!
+//! Needs `dbus-daemon`, `Xvfb`, `dunst` and `dunstctl` (scripts/prereqs.sh installs
+//! them); the first test is skipped without them, unless `CI` is set.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aisa_testkit::guest::hello_ai_wasm;
+use aisa_testkit::system::{self, System, WAIT};
+use aisa_tunnel::{Body, Envelope, MAX_FRAME_LEN, StreamKind};
+use common::{Killed, node_cmd, run_to_end};
+use reqwest::StatusCode;
+use reqwest::header::{COOKIE, ORIGIN};
+
+const PASSPHRASE: &str = "notify test passphrase";
+const APP: &str = "notify-echo";
+const NAME: &str = "Notify Echo";
+
+/// A bundle of the hello-ai module as `APP` 0.1.0 asking for the model and one host.
+fn bundle() -> Vec<u8> {
+    let json = |v: serde_json::Value| serde_json::to_vec_pretty(&v).unwrap();
+    let mut files = BTreeMap::new();
+    files.insert(
+        "manifest.json".to_owned(),
+        json(serde_json::json!({
+            "id": APP, "name": NAME, "version": "0.1.0",
+            "description": "Echoes text; announced on the desktop.",
+            "category": "writing", "author": {"name": "Test Author"},
+            "entry": "wasm", "runtime": ">=0.1.0, <0.2.0"
+        })),
+    );
+    files.insert(
+        "action-schema.json".to_owned(),
+        json(serde_json::json!({
+            "echo": {"type": "object", "required": ["text"],
+                     "properties": {"text": {"type": "string"}}}
+        })),
+    );
+    files.insert("ui-schema.json".to_owned(), json(serde_json::json!({})));
+    files.insert(
+        "permissions.json".to_owned(),
+        json(serde_json::json!({"ai": true, "network": ["api.example.com"]})),
+    );
+    files.insert(
+        "logic.wasm".to_owned(),
+        std::fs::read(hello_ai_wasm()).unwrap(),
+    );
+    aisa_miniapp::Bundle::from_files(files)
+        .unwrap()
+        .to_zip_bytes()
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Waits up to `limit` for `check` to answer `Some`.
+async fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A private desktop session: an X server, a session bus and dunst on both.
+struct Desktop {
+    dir: tempfile::TempDir,
+    bus: String,
+    display: String,
+    // Dropped (killed) in this order: dunst, then the bus, then X.
+    _dunst: Killed,
+    _bus: Killed,
+    _x: Killed,
+}
+
+impl Desktop {
+    /// Starts one, or `None` (the test is skipped) when a program is missing outside CI.
+    async fn start() -> Option<Desktop> {
+        let missing: Vec<&str> = ["dbus-daemon", "Xvfb", "dunst", "dunstctl"]
+            .into_iter()
+            .filter(|p| !have(p))
+            .collect();
+        if !missing.is_empty() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "missing {missing:?} in CI (scripts/prereqs.sh test installs them)"
+            );
+            eprintln!("skipped: missing {missing:?} (scripts/prereqs.sh test installs them)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("bus");
+        // A session bus of our own that can start nothing (no <servicedir>): only the
+        // dunst started below can own org.freedesktop.Notifications.
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let bus_process = Killed(
+            Command::new("dbus-daemon")
+                .arg(format!("--config-file={}", config.display()))
+                .arg("--nofork")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("bus.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let bus = format!("unix:path={}", socket.display());
+        wait_for(WAIT, "the session bus", || socket.exists().then_some(())).await;
+
+        // An X display nobody uses: the first free number from a per-process start.
+        let mut x = None;
+        for n in 0..50 {
+            let number = 100 + (std::process::id() as usize + n) % 400;
+            if Path::new(&format!("/tmp/.X{number}-lock")).exists() {
+                continue;
+            }
+            let mut child = Command::new("Xvfb")
+                .args([
+                    &format!(":{number}"),
+                    "-screen",
+                    "0",
+                    "1024x768x24",
+                    "-nolisten",
+                    "tcp",
+                ])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("xvfb.log")).unwrap())
+                .spawn()
+                .unwrap();
+            let socket = PathBuf::from(format!("/tmp/.X11-unix/X{number}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let up = loop {
+                if socket.exists() {
+                    break true;
+                }
+                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    break false;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let child = Killed(child);
+            if up {
+                x = Some((format!(":{number}"), child));
+                break;
+            }
+        }
+        let (display, x) = x.expect("an X display for dunst");
+
+        std::fs::write(dir.path().join("dunstrc"), "").unwrap();
+        let dunst = Killed(
+            Command::new("dunst")
+                .arg("-print")
+                .arg("-config")
+                .arg(dir.path().join("dunstrc"))
+                .env("DISPLAY", &display)
+                .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+                .stdout(std::fs::File::create(dir.path().join("dunst.out")).unwrap())
+                .stderr(std::fs::File::create(dir.path().join("dunst.err")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let desktop = Desktop {
+            dir,
+            bus,
+            display,
+            _dunst: dunst,
+            _bus: bus_process,
+            _x: x,
+        };
+        // dunst owns org.freedesktop.Notifications once dunstctl gets an answer.
+        wait_for(WAIT, "dunst on the bus", || {
+            desktop.dunstctl(&["is-paused"]).map(|_| ()).ok()
+        })
+        .await;
+        Some(desktop)
+    }
+
+    /// `dunstctl ARGS` on this desktop: its output, or its error output.
+    fn dunstctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("dunstctl")
+            .args(args)
+            .env("DISPLAY", &self.display)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Every notification dunst received, as it printed them.
+    fn received(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dunst.out")).unwrap_or_default()
+    }
+}
+
+/// A relay with the app published and a real node logged in as a device of the test
+/// user, running with `--face` and the session bus `bus` (`None`: no session bus).
+struct Setup {
+    system: System,
+    home: tempfile::TempDir,
+    console: tempfile::TempDir,
+    device_id: String,
+    _node: Killed,
+    /// The login URL `desktop-node face --print` gave.
+    login_url: String,
+    /// What the node opened (one per line), through the recording opener.
+    opened: PathBuf,
+}
+
+fn node(home: &Path) -> Command {
+    node_cmd(home, "file", PASSPHRASE)
+}
+
+impl Setup {
+    async fn start(bus: Option<&str>) -> Setup {
+        let system = System::start().await;
+        let (status, published) = system.publish(bundle()).await;
+        assert_eq!(status, 201, "{published}");
+        let home = tempfile::tempdir().unwrap();
+        let console = tempfile::tempdir().unwrap();
+        let mut login = node(home.path());
+        login.args([
+            "login",
+            "--relay",
+            &system.http_base(),
+            "--email",
+            "alice@example.com",
+            "--password-stdin",
+            "--name",
+            "notify-test",
+        ]);
+        run_to_end(login, system::PASSWORD);
+        let config = std::fs::read_to_string(home.path().join("node.toml")).unwrap();
+        let device_id = config
+            .lines()
+            .find_map(|l| l.strip_prefix("device_id = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_owned();
+        // `login` writes the default: notifications on.
+        assert!(config.contains("[notify]\nenabled = true"), "{config}");
+
+        let opened = console.path().join("opened.txt");
+        let opener = console.path().join("opener.sh");
+        std::fs::write(
+            &opener,
+            format!("#!/bin/sh\necho \"$1\" >> '{}'\n", opened.display()),
+        )
+        .unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&opener, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut run = node(home.path());
+        run.env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env("AISA_NODE_OPENER", &opener)
+            .env("AISA_JS_RUNTIME", "/nonexistent-probe")
+            // Nothing of the test runner's own desktop session.
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("XDG_RUNTIME_DIR")
+            .args([
+                "run",
+                "--face",
+                "--ai-provider",
+                "openai",
+                "--ai-base-url",
+                &system.fake.base_url(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(console.path().join("stdout")).unwrap())
+            .stderr(std::fs::File::create(console.path().join("stderr")).unwrap());
+        match bus {
+            Some(bus) => run.env("DBUS_SESSION_BUS_ADDRESS", bus),
+            None => run.env_remove("DBUS_SESSION_BUS_ADDRESS"),
+        };
+        let node_process = Killed(run.spawn().unwrap());
+
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let login_url = loop {
+            let out = node(home.path())
+                .args(["face", "--print"])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break String::from_utf8(out.stdout).unwrap().trim().to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no face: {} / node stderr: {:?}",
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(console.path().join("stderr"))
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        Setup {
+            system,
+            home,
+            console,
+            device_id,
+            _node: node_process,
+            login_url,
+            opened,
+        }
+    }
+
+    fn node_log(&self) -> String {
+        format!(
+            "stdout: {}\nstderr: {}",
+            std::fs::read_to_string(self.console.path().join("stdout")).unwrap_or_default(),
+            std::fs::read_to_string(self.console.path().join("stderr")).unwrap_or_default()
+        )
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    fn base(&self) -> String {
+        let host = self
+            .login_url
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap();
+        format!("http://{host}")
+    }
+}
+
+/// An INSTALL_APP stream from a browser of the test user to the test device.
+macro_rules! request_install {
+    ($setup:expr) => {{
+        let session = $setup.system.browser().await;
+        let request = Envelope::new(
+            1,
+            Body::InstallApp {
+                app_id: APP.into(),
+                version: None,
+            },
+        );
+        let mut header = $setup.system.header(&$setup.device_id);
+        header.kind = StreamKind::Control;
+        let (send, recv) = system::open(&session, &[header.encode(), request.encode()]).await;
+        (session, send, recv)
+    }};
+}
+
+/// Reads install progress states until `want` (or the stream's end); returns the last
+/// state and the envelope that ended the stream, if it ended.
+macro_rules! read_states {
+    ($recv:expr, $want:expr) => {{
+        let mut last: Option<serde_json::Value> = None;
+        let mut end: Option<Envelope> = None;
+        loop {
+            let frame =
+                tokio::time::timeout(WAIT, aisa_tunnel::io::read_frame(&mut $recv, MAX_FRAME_LEN))
+                    .await
+                    .expect("an install state in time")
+                    .expect("readable");
+            let Some(frame) = frame else { break };
+            let envelope = Envelope::decode(&frame).unwrap();
+            match &envelope.body {
+                Body::StreamChunk { data, .. } => {
+                    let state: serde_json::Value = serde_json::from_str(data).unwrap();
+                    let done = state["state"] == $want;
+                    last = Some(state);
+                    if done {
+                        break;
+                    }
+                }
+                _ => {
+                    end = Some(envelope);
+                    break;
+                }
+            }
+        }
+        (last, end)
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_install_request_is_announced_and_the_click_opens_the_face() {
+    let Some(desktop) = Desktop::start().await else {
+        return;
+    };
+    let setup = Setup::start(Some(&desktop.bus)).await;
+    wait_for(WAIT, "the node's notifications to be on", || {
+        setup
+            .node_log()
+            .contains("desktop notifications on")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        setup.node_log().contains("dunst"),
+        "the log names the service: {}",
+        setup.node_log()
+    );
+    assert_eq!(desktop.received(), "", "nothing announced before a request");
+
+    let (_session, mut send, mut recv) = request_install!(setup);
+    let (state, end) = read_states!(recv, "pending_approval");
+    assert!(end.is_none(), "{end:?}");
+    let sha256 = state.unwrap()["sha256"].as_str().unwrap().to_owned();
+
+    // dunst received it: from us, naming the app and what it wants, clickable.
+    let received = wait_for(WAIT, "the notification at dunst", || {
+        let received = desktop.received();
+        received.contains(NAME).then_some(received)
+    })
+    .await;
+    for expected in [
+        "appname: 'AI SuperApp'",
+        "summary: 'Install request: Notify Echo 0.1.0'",
+        "body: 'Notify Echo wants: use your AI provider (with your key, on this machine); connect to api.example.com.\nClick to review it in the desktop face.'",
+        "timeout: 0",
+        "\"default\": \"Review\"",
+    ] {
+        assert!(
+            received.contains(expected),
+            "no {expected:?} in:\n{received}"
+        );
+    }
+    assert_eq!(desktop.dunstctl(&["count", "displayed"]).unwrap(), "1");
+
+    // The person clicks it: the node opens its face (the login URL with this launch's
+    // token), and nothing else.
+    assert!(!setup.opened.exists());
+    desktop.dunstctl(&["action", "0"]).unwrap();
+    let opened = wait_for(WAIT, "the node to open the face", || {
+        std::fs::read_to_string(&setup.opened).ok()
+    })
+    .await;
+    assert_eq!(opened.trim(), setup.login_url, "{}", setup.node_log());
+
+    // That URL signs in, and the request is approved there.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = http.get(opened.trim()).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let pending: serde_json::Value = http
+        .get(format!("{}/api/pending", setup.base()))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["pending"][0]["name"], NAME, "{pending}");
+    let decided = http
+        .post(format!("{}/api/pending/decide", setup.base()))
+        .header(COOKIE, &cookie)
+        .header(ORIGIN, setup.base())
+        .json(&serde_json::json!({
+            "id": APP, "version": "0.1.0", "sha256": sha256, "decision": "approve"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decided.status(), StatusCode::OK, "{}", setup.node_log());
+    let (last, end) = read_states!(recv, "never");
+    assert_eq!(last.unwrap()["state"], "installed");
+    assert!(matches!(end.map(|e| e.body), Some(Body::StreamEnd { .. })));
+    let _ = send.finish().await;
+    assert!(setup.home.path().join("miniapps").join(APP).exists());
+
+    // Decided: the notification is withdrawn.
+    wait_for(WAIT, "the notification to be withdrawn", || {
+        (desktop.dunstctl(&["count", "displayed"]).unwrap() == "0").then_some(())
+    })
+    .await;
+    assert_eq!(
+        desktop.received().matches("appname: 'AI SuperApp'").count(),
+        1,
+        "one notification per request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_session_bus_the_node_says_so_once_and_installs() {
+    let setup = Setup::start(None).await;
+    let (_session, mut send, mut recv) = request_install!(setup);
+    let (state, end) = read_states!(recv, "pending_approval");
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(state.unwrap()["state"], "pending_approval");
+
+    // Approved from the CLI, as on a server.
+    let mut approve = node(setup.home.path());
+    approve.args(["apps", "approve", APP]);
+    run_to_end(approve, "");
+    let (last, end) = read_states!(recv, "never");
+    assert_eq!(last.unwrap()["state"], "installed", "{}", setup.node_log());
+    assert!(matches!(end.map(|e| e.body), Some(Body::StreamEnd { .. })));
+    let _ = send.finish().await;
+
+    let log = setup.node_log();
+    assert_eq!(
+        log.matches("no desktop notifications").count(),
+        1,
+        "said once: {log}"
+    );
+    assert!(log.contains("no D-Bus session bus"), "{log}");
+    assert!(!log.contains("desktop notifications on"), "{log}");
+}
