@@ -34,6 +34,19 @@ if [ -z "${SKIP_ENGINES:-}" ]; then
   (cd browser-client && AISA_BROWSER_ENGINES=all npm run test:engines)
 fi
 
+if [ -z "${SKIP_ENGINE_SUITES:-}" ]; then
+  # The web app's main browser suites (every browser-client/test/browser/*.test.ts but the
+  # engine flows and the harness's own rules: sign-in and sessions, onboarding, pairing and
+  # encryption, installs, history, OIDC, errors, phone width, the WebSocket path, and any
+  # suite added later) in Firefox ESR, driven by playwright-core over WebDriver BiDi
+  # (AISA_BROWSER_ENGINE, test/browser/chromium.ts). Tests an engine cannot run skip with
+  # the reason. WebKit is not here: playwright drives only its own WebKit build and
+  # Debian's WebKitWebDriver speaks classic WebDriver only, so WebKit runs the engine
+  # flows (the step above). Screenshots: browser-client/test-artifacts/firefox/.
+  step "web app suites in Firefox ESR"
+  (cd browser-client && AISA_BROWSER_ENGINE=firefox npm run test:browser:suites)
+fi
+
 if [ -z "${SKIP_UDP_BLOCKED:-}" ]; then
   # browser-client/test/browser/udp-blocked.test.ts, every case (~2 min, root): the
   # desktop and Chromium in a network namespace whose UDP to the relay is dropped; both

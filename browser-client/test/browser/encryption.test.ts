@@ -17,7 +17,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium, type ChromiumPage } from './chromium';
+import { ENGINE_LABEL, launchChromium, type ChromiumPage } from './chromium';
 import { EMAIL, PASSWORD, System } from './system';
 
 const binDir = process.env.AISA_BIN_DIR ?? resolve(__dirname, '../../../target/debug');
@@ -42,7 +42,7 @@ const node = (...args: string[]): string =>
   execFileSync(join(binDir, 'desktop-node'), ['--home', system.nodeHome, ...args], { encoding: 'utf8' });
 const text = (selector: string) => chromium.text(selector);
 
-describe('end-to-end encryption in Chromium', () => {
+describe(`end-to-end encryption in ${ENGINE_LABEL}`, () => {
   it('pairs through the link desktop-node pair prints, then runs actions sealed end to end', () =>
     explained(async () => {
       await page.goto(system.httpUrl);

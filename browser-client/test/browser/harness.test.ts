@@ -1,11 +1,13 @@
 /**
  * The engine harness's own rules, without a browser: which engines and flows the
- * environment selects (an unknown name is an error, never an empty run), and that every
+ * environment selects, and which engine the main suites drive (an unknown name is an
+ * error, never an empty run or a silent Chromium run), and that every
  * known issue names an engine and flows that exist (a renamed flow must not leave a
  * stale entry that no longer skips anything).
  */
 
 import { describe, expect, it } from 'vitest';
+import { suiteEngine } from './chromium';
 import { ENGINES } from './engines/driver';
 import { selectedEngines, selectedFlows } from './engines/index';
 import { FLOW_IDS, KNOWN_ISSUES } from './flows';
@@ -19,6 +21,19 @@ describe('engine selection', () => {
 
   it('refuses an unknown engine', () => {
     expect(() => selectedEngines('chromium,safari')).toThrow(/unknown engine "safari"/);
+  });
+});
+
+describe('the main suites\' engine (AISA_BROWSER_ENGINE)', () => {
+  it('defaults to Chromium and takes Firefox', () => {
+    expect(suiteEngine(undefined)).toBe('chromium');
+    expect(suiteEngine(' ')).toBe('chromium');
+    expect(suiteEngine('firefox')).toBe('firefox');
+  });
+
+  it('refuses WebKit with the reason, and an unknown engine, instead of running Chromium', () => {
+    expect(() => suiteEngine('webkit')).toThrow(/WebKitWebDriver 2\.50 speaks only classic WebDriver/);
+    expect(() => suiteEngine('all')).toThrow(/unknown engine "all"/);
   });
 });
 

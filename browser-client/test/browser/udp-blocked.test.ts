@@ -48,7 +48,7 @@ import { createServer } from 'node:net';
 import { type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HEAD_START_MS } from '../../src/tunnel/transport/index';
-import { launchChromium, type ChromiumPage } from './chromium';
+import { ENGINE, launchChromium, type ChromiumPage, type SuiteEngine } from './chromium';
 import { EMAIL, PASSWORD, System } from './system';
 
 const FULL = process.env.AISA_UDP_BLOCKED === 'full';
@@ -70,8 +70,21 @@ function netns(...args: string[]): string {
   return execFileSync('bash', [NETNS, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-const why = cannotRun();
-if (why) console.log(`SKIPPED: the UDP-blocked browser tests need network namespaces and nftables: ${why}`);
+/**
+ * Why another engine cannot run these tests (AISA_BROWSER_ENGINE, ./chromium.ts): the
+ * browser has to run inside the network namespace, and only Chromium is driven over a pipe
+ * (which crosses namespaces).
+ */
+const ENGINE_CANNOT: Record<SuiteEngine, string | null> = {
+  chromium: null,
+  firefox:
+    'playwright drives Firefox over WebDriver BiDi, a WebSocket that Firefox listens on at the loopback ' +
+    'of its own network namespace, which playwright (outside the namespace) cannot reach',
+};
+
+const why = ENGINE_CANNOT[ENGINE] ?? cannotRun();
+if (ENGINE_CANNOT[ENGINE]) console.log(`SKIPPED in ${ENGINE}: ${why}`);
+else if (why) console.log(`SKIPPED: the UDP-blocked browser tests need network namespaces and nftables: ${why}`);
 else if (!FULL) console.log('udp-blocked: the smoke only; AISA_UDP_BLOCKED=full runs the rest (scripts/test-full.sh)');
 
 /** A free port on `host` for `kind`, bound and released (the relay binds it next). */

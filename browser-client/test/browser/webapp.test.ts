@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium, type ChromiumPage } from './chromium';
+import { ENGINE_LABEL, launchChromium, type ChromiumPage } from './chromium';
 import { EMAIL, PASSWORD, System, wasmBundle } from './system';
 
 /** The app the onboarding test publishes, for the workspace to suggest as a first app. */
@@ -85,7 +85,7 @@ async function newContext(viewport = { width: 1200, height: 900 }): Promise<{ co
   return { context, p };
 }
 
-describe('the web app a person lives in (Chromium)', () => {
+describe(`the web app a person lives in (${ENGINE_LABEL})`, () => {
   it('stays signed in across a reload, a new tab and a deep link; the page cannot read the refresh token', () =>
     explained(() =>
       timed('signed in across reloads', async () => {

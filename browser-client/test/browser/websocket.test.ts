@@ -9,8 +9,11 @@
  * Then end-to-end encryption over the WebSocket: the browser pairs through the link
  * `desktop-node pair` prints, the desktop requires encryption (`[e2e] required`), and
  * the workspace's status and an action run sealed. Every WebSocket message between the
- * page and the relay's `/tunnel/browser` is recorded (playwright's `framesent` /
- * `framereceived`): that is every byte the relay gets from and gives to the browser.
+ * page and the relay's `/tunnel/browser` is recorded: that is every byte the relay gets
+ * from and gives to the browser. In Chromium from the DevTools protocol (playwright's
+ * `framesent` / `framereceived`); in Firefox in the page itself (the socket's `send` and
+ * `message`, {@link RECORDER}), because playwright over WebDriver BiDi has no WebSocket
+ * frame events.
  * Unsealed, the app id, the payload and the output are readable in them (checked, so
  * the search is shown to work on this path); sealed, none of them is.
  */
@@ -21,7 +24,7 @@ import { join, resolve } from 'node:path';
 
 import { type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium, type ChromiumPage } from './chromium';
+import { ENGINE, ENGINE_LABEL, launchChromium, type ChromiumPage } from './chromium';
 import { EMAIL, PASSWORD, System } from './system';
 
 const binDir = process.env.AISA_BIN_DIR ?? resolve(__dirname, '../../../target/debug');
@@ -29,12 +32,67 @@ const binDir = process.env.AISA_BIN_DIR ?? resolve(__dirname, '../../../target/d
 let system: System;
 let chromium: ChromiumPage;
 let page: Page;
-/** Every message on the page's `/tunnel/browser` WebSockets, in order. */
-const frames: { dir: 'sent' | 'received'; data: Buffer }[] = [];
+/** One WebSocket message, as recorded. */
+type Frame = { dir: 'sent' | 'received'; data: Buffer };
+
+/** Every message on the page's `/tunnel/browser` WebSockets, in order, from the DevTools protocol (Chromium). */
+const wireFrames: Frame[] = [];
+
+/**
+ * Records, in the page, every message of its `/tunnel/browser` WebSockets as base64 in
+ * `window.__wsFrames` (what the page hands to `send` and what `message` events bring),
+ * installed before any of the app's code runs. Works in every engine.
+ */
+const RECORDER = `(() => {
+  const frames = (window.__wsFrames = []);
+  const b64 = (u8) => {
+    let s = '';
+    for (let i = 0; i < u8.length; i += 0x8000) s += String.fromCharCode(...u8.subarray(i, i + 0x8000));
+    return btoa(s);
+  };
+  const keep = (dir, data) => {
+    if (data instanceof Blob) {
+      data.arrayBuffer().then((b) => frames.push({ dir, data: b64(new Uint8Array(b)) }));
+    } else if (typeof data === 'string') {
+      frames.push({ dir, data: b64(new TextEncoder().encode(data)) });
+    } else if (data instanceof ArrayBuffer) {
+      frames.push({ dir, data: b64(new Uint8Array(data)) });
+    } else if (ArrayBuffer.isView(data)) {
+      frames.push({ dir, data: b64(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)) });
+    }
+  };
+  const WS = window.WebSocket;
+  window.WebSocket = class extends WS {
+    constructor(...args) {
+      super(...args);
+      if (!this.url.endsWith('/tunnel/browser')) return;
+      this.addEventListener('message', (e) => keep('received', e.data));
+      const send = this.send.bind(this);
+      this.send = (data) => { keep('sent', data); return send(data); };
+    }
+  };
+})()`;
+
+/**
+ * Every recorded message: in Chromium the DevTools protocol's (the bytes on the wire,
+ * whatever the page's scripts do), elsewhere the page's own record.
+ */
+async function frames(): Promise<Frame[]> {
+  if (ENGINE === 'chromium') return [...wireFrames];
+  const inPage = await page.evaluate<{ dir: 'sent' | 'received'; data: string }[]>('window.__wsFrames || []');
+  return inPage.map((f) => ({ dir: f.dir, data: Buffer.from(f.data, 'base64') }));
+}
+
+/** Forgets what was recorded so far (both records). */
+async function clearFrames(): Promise<void> {
+  wireFrames.length = 0;
+  await page.evaluate('window.__wsFrames && (window.__wsFrames.length = 0)');
+}
 
 /** Which of `needles` appear in any recorded message (as UTF-8 bytes). */
-function readable(needles: string[]): string[] {
-  return needles.filter((n) => frames.some((f) => f.data.includes(Buffer.from(n, 'utf8'))));
+async function readable(needles: string[]): Promise<string[]> {
+  const all = await frames();
+  return needles.filter((n) => all.some((f) => f.data.includes(Buffer.from(n, 'utf8'))));
 }
 
 beforeAll(async () => {
@@ -44,10 +102,11 @@ beforeAll(async () => {
   await page.addInitScript(() => {
     delete (window as unknown as { WebTransport?: unknown }).WebTransport;
   });
+  await page.addInitScript(RECORDER);
   page.on('websocket', (ws) => {
     if (!ws.url().endsWith('/tunnel/browser')) return;
     const keep = (dir: 'sent' | 'received') => (f: { payload: string | Buffer }) =>
-      frames.push({ dir, data: typeof f.payload === 'string' ? Buffer.from(f.payload, 'utf8') : Buffer.from(f.payload) });
+      wireFrames.push({ dir, data: typeof f.payload === 'string' ? Buffer.from(f.payload, 'utf8') : Buffer.from(f.payload) });
     ws.on('framesent', keep('sent'));
     ws.on('framereceived', keep('received'));
   });
@@ -60,7 +119,7 @@ afterAll(async () => {
 
 const text = (selector: string) => chromium.text(selector);
 
-describe('the web app without WebTransport', () => {
+describe(`the web app without WebTransport (${ENGINE_LABEL})`, () => {
   it('signs in and connects over the WebSocket, and says so', () =>
     chromium.explained(async () => {
       await page.goto(system.httpUrl);
@@ -109,7 +168,7 @@ describe('the web app without WebTransport', () => {
       console.log(`websocket: submit to first chunk: ${(marks.firstChunk - marks.submitted).toFixed(1)} ms`);
       expect(await page.getAttribute('#transport', 'data-transport')).toBe('websocket');
       // Not sealed: the relay could read the app id, the payload and the output.
-      expect(readable(['hello-ai', '{"topic":"QUIC"}', 'Echo:'])).toEqual(['hello-ai', '{"topic":"QUIC"}', 'Echo:']);
+      expect(await readable(['hello-ai', '{"topic":"QUIC"}', 'Echo:'])).toEqual(['hello-ai', '{"topic":"QUIC"}', 'Echo:']);
       await chromium.shot('websocket-action-done.png');
     }));
 
@@ -136,7 +195,7 @@ describe('the web app without WebTransport', () => {
       await system.startNode();
 
       // From here on, every byte between the page and the relay is recorded afresh.
-      frames.length = 0;
+      await clearFrames();
       await page.goto(`${system.httpUrl}/#/`);
       await expect.poll(() => chromium.text('#connection'), { timeout: 15_000 }).toBe('connected');
       expect(await page.getAttribute('#transport', 'data-transport')).toBe('websocket');
@@ -164,17 +223,18 @@ describe('the web app without WebTransport', () => {
       expect(system.logs()).not.toMatch(/accepts only end-to-end encrypted requests/);
 
       // What the relay saw: messages both ways, none of the plaintext.
-      const sent = frames.filter((f) => f.dir === 'sent').reduce((n, f) => n + f.data.length, 0);
-      const received = frames.filter((f) => f.dir === 'received').reduce((n, f) => n + f.data.length, 0);
-      console.log(`encrypted over the WebSocket: the relay saw ${frames.length} messages (${sent} bytes in, ${received} bytes out)`);
+      const seen = await frames();
+      const sent = seen.filter((f) => f.dir === 'sent').reduce((n, f) => n + f.data.length, 0);
+      const received = seen.filter((f) => f.dir === 'received').reduce((n, f) => n + f.data.length, 0);
+      console.log(`encrypted over the WebSocket: the relay saw ${seen.length} messages (${sent} bytes in, ${received} bytes out)`);
       expect(sent).toBeGreaterThan(0);
       expect(received).toBeGreaterThan(0);
       // The streams were recorded: their open headers (which the relay must read) name the device.
       const deviceId = /^device_id = "([^"]+)"/m.exec(readFileSync(config, 'utf8'))?.[1];
       expect(deviceId).toBeTruthy();
-      expect(readable([deviceId!])).toEqual([deviceId]);
+      expect(await readable([deviceId!])).toEqual([deviceId]);
       expect(
-        readable(['hello-ai', topic, `{"topic":`, 'Echo:', 'Write a short paragraph', 'paragraph', 'sealed']),
+        await readable(['hello-ai', topic, `{"topic":`, 'Echo:', 'Write a short paragraph', 'paragraph', 'sealed']),
         'plaintext in the bytes the relay splices',
       ).toEqual([]);
       await chromium.shot('websocket-encrypted.png');
