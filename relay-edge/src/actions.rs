@@ -15,17 +15,16 @@
 //! count exactly for themselves; each flush also raises this process's count to the
 //! store's total, so another process's actions are seen within an interval.
 //!
-//! In a cluster the limit is decided on the count all nodes share in Redis
-//! (`crate::limits::take_stream_places`, one round trip that also takes the stream's
-//! place); this counter then only records what this node counted
-//! ([`ActionCounter::counted_shared`]) so that the store still gets every action, and
-//! an uncount is also given back in Redis ([`ActionCounter::announce_to`]).
+//! In a cluster the limit is decided on the count all nodes share through Redis
+//! (`crate::limits::take_stream_places`, in memory against the totals the cluster's
+//! batches bring back: `crate::limits::tally`); this counter then only records what
+//! this node counted ([`ActionCounter::counted_shared`]) so that the store still gets
+//! every action, and an uncount is also given back in the cluster's count
+//! ([`ActionCounter::share`]).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-
-use tokio::sync::mpsc;
 
 use crate::facts::Clock;
 use crate::store::{Store, StoreError};
@@ -76,7 +75,7 @@ struct Inner {
 pub struct ActionCounter {
     clock: Clock,
     inner: Mutex<Inner>,
-    announce: OnceLock<mpsc::UnboundedSender<crate::cluster::Outbox>>,
+    shared: OnceLock<Arc<crate::cluster::shared::Shared>>,
 }
 
 impl Default for ActionCounter {
@@ -91,7 +90,7 @@ impl ActionCounter {
         ActionCounter {
             clock,
             inner: Mutex::new(Inner::default()),
-            announce: OnceLock::new(),
+            shared: OnceLock::new(),
         }
     }
 
@@ -173,9 +172,9 @@ impl ActionCounter {
     }
 
     /// From now on, every uncount is also given back in the cluster's shared count
-    /// (the cluster calls this at start).
-    pub(crate) fn announce_to(&self, announce: mpsc::UnboundedSender<crate::cluster::Outbox>) {
-        let _ = self.announce.set(announce);
+    /// (written with the next batch; the cluster calls this at start).
+    pub(crate) fn share(&self, shared: Arc<crate::cluster::shared::Shared>) {
+        let _ = self.shared.set(shared);
     }
 
     /// Records an action the cluster's shared count let through on `day` (its total
@@ -210,11 +209,10 @@ impl ActionCounter {
 
     /// Takes back an action counted on `day` whose stream never reached the device.
     pub fn uncount(&self, user_id: &str, day: &str) {
-        if let Some(announce) = self.announce.get() {
-            let _ = announce.send(crate::cluster::Outbox::Uncount(
-                user_id.to_owned(),
-                day.to_owned(),
-            ));
+        if let Some(shared) = self.shared.get() {
+            shared
+                .tally
+                .uncount(user_id, day, std::time::Instant::now());
         }
         let mut inner = self.lock();
         if let Some(today) = inner.today.get_mut(user_id)

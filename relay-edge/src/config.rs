@@ -166,6 +166,12 @@ pub struct ClusterConfig {
     /// before it is dropped and the streams on it end (keep-alives go every third of
     /// it). Default 5000.
     pub forward_idle_timeout_ms: Option<u64>,
+    /// Milliseconds between two writes of this node's counts (each user's actions
+    /// counted here since the last write, and open streams) to Redis, whose replies
+    /// bring back the totals of every node. Limits are checked against those totals in
+    /// memory, so a shorter interval lets fewer actions past a limit across nodes and
+    /// costs more Redis commands (see `docs/relay.md`, "Cluster"). Default 250.
+    pub count_sync_ms: Option<u64>,
 }
 
 /// `[database]`: the connection pool and TLS to PostgreSQL (the URL is `database_url`).

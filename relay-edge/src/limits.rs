@@ -4,22 +4,26 @@
 //!
 //! In a cluster (`[cluster] redis_url`) three of them are shared through Redis
 //! (`crate::cluster::shared`): failed sign-ins ([`LoginLimiter::wait`]), each user's
-//! open streams and daily actions ([`take_stream_places`]: one Redis round trip per
-//! stream to a device). Connections per address and event streams per user stay per
-//! node. While Redis is unreachable each node falls back to its own counts.
+//! open streams and daily actions ([`take_stream_places`]: decided in memory against
+//! the totals Redis last reported, [`tally`]; written and read back in batches by
+//! [`sync_counts`], so a stream to a device costs no Redis round trip). Connections
+//! per address and event streams per user stay per node. While Redis is unreachable
+//! each node falls back to its own counts.
+
+pub mod tally;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tracing::warn;
+use tokio::sync::watch;
+use tracing::{debug, warn};
 
-use crate::cluster::Outbox;
-use crate::cluster::shared::{Shared, Taken};
+use crate::cluster::shared::Shared;
 use crate::state::RelayState;
 use crate::store::StoreError;
+use tally::{Admit, SyncItem, Synced};
 
 /// Refuses sign-in attempts for a key (an email, an IP address) after too many recent
 /// failures. Time is passed in, so the rule is tested without waiting.
@@ -216,15 +220,15 @@ pub struct Slot<K: Eq + Hash> {
 /// Each user's open streams (the plan's concurrency limit).
 pub type StreamCounter = KeyedSlots<String>;
 
-/// One open stream of a user, counted until dropped; in a cluster its end also
-/// updates this node's count in Redis (by the cluster's background task).
+/// One open stream of a user, counted until dropped; in a cluster its end is written
+/// to Redis with the next batch of counts ([`sync_counts`]).
 pub struct StreamSlot {
     slot: Option<Slot<String>>,
-    cluster: Option<mpsc::UnboundedSender<Outbox>>,
+    cluster: Option<Arc<Shared>>,
 }
 
 impl StreamSlot {
-    fn new(slot: Slot<String>, cluster: Option<mpsc::UnboundedSender<Outbox>>) -> Self {
+    fn new(slot: Slot<String>, cluster: Option<Arc<Shared>>) -> Self {
         StreamSlot {
             slot: Some(slot),
             cluster,
@@ -238,7 +242,7 @@ impl Drop for StreamSlot {
             let user_id = slot.key.clone();
             drop(slot);
             if let Some(cluster) = &self.cluster {
-                let _ = cluster.send(Outbox::Streams(user_id));
+                cluster.tally.touch(&user_id, Instant::now());
             }
         }
     }
@@ -269,10 +273,12 @@ pub enum PlacesRefused {
 /// `max_actions`, one of the day's actions.
 ///
 /// A single node decides in memory (the day's count is read from the store once per
-/// user and day). In a cluster the counts every node shares decide, in one Redis round
-/// trip (a script that checks and takes both); only when Redis lost the day's count
-/// (a new day, or a restart) is the store read and the script run once more. While
-/// Redis is unreachable each node decides alone, from its own counts.
+/// user and day). In a cluster, too: against the totals of every node as Redis last
+/// reported them plus what this node counted since ([`tally::Tally::admit`]), written
+/// and read back by [`sync_counts`] every `[cluster] count_sync_ms`; no Redis round
+/// trip, except one for a user with no fresh totals here (the first stream on this
+/// node, or none for a minute). While Redis is unreachable each node decides alone, on
+/// what it last knew (or the store's count).
 pub async fn take_stream_places(
     state: &RelayState,
     user_id: &str,
@@ -285,61 +291,166 @@ pub async fn take_stream_places(
         .streams_per_user
         .try_open(&user, max_streams)
         .ok_or(PlacesRefused::Streams)?;
-    if let Some(shared) = state.cluster.shared() {
-        let mine = state.limits.streams_per_user.open_for(&user);
-        let day = state.actions.today();
-        let mut seed = None;
-        loop {
-            match shared
-                .take_stream(user_id, mine, max_streams, max_actions, &day, seed)
+    let Some(shared) = state.cluster.shared() else {
+        let mut counted_day = None;
+        if let Some(max) = max_actions {
+            // Counted in memory (`crate::actions`), written to the store in batches.
+            match state
+                .actions
+                .try_count(&state.store, user_id, max)
                 .await
+                .map_err(PlacesRefused::Store)?
             {
-                Ok(Taken::Yes(count)) => {
-                    let slot = StreamSlot::new(local, state.cluster.outbox_sender());
-                    let counted_day = max_actions.map(|_| {
-                        state.actions.counted_shared(user_id, &day, count);
-                        day
-                    });
-                    return Ok(StreamPlaces { slot, counted_day });
+                Some(day) => counted_day = Some(day),
+                None => return Err(PlacesRefused::Actions),
+            }
+        }
+        return Ok(StreamPlaces {
+            slot: StreamSlot::new(local, None),
+            counted_day,
+        });
+    };
+    let mine = state.limits.streams_per_user.open_for(&user);
+    let day = state.actions.today();
+    let mut stale_ok = false;
+    let mut synced = false;
+    loop {
+        let now = Instant::now();
+        match shared
+            .tally
+            .admit(user_id, &day, now, mine, max_streams, max_actions, stale_ok)
+        {
+            Admit::Yes(total) => {
+                let counted_day = max_actions.map(|_| {
+                    state.actions.counted_shared(user_id, &day, total);
+                    day
+                });
+                return Ok(StreamPlaces {
+                    slot: StreamSlot::new(local, Some(shared.clone())),
+                    counted_day,
+                });
+            }
+            Admit::TooManyStreams => return Err(PlacesRefused::Streams),
+            Admit::DailyLimit => return Err(PlacesRefused::Actions),
+            Admit::Cold if !synced => {
+                synced = true;
+                let Some(item) = shared.tally.cold_item(user_id, mine) else {
+                    continue;
+                };
+                match sync_one(state, shared, "count_cold", &item).await {
+                    Ok(reply) => shared.tally.apply(&item, reply, Instant::now()),
+                    Err(err) => {
+                        shared.tally.failed(&item);
+                        warn!(%err, "shared limits unavailable; counting on this node alone");
+                        stale_ok = true;
+                    }
                 }
-                Ok(Taken::TooManyStreams) => return Err(PlacesRefused::Streams),
-                Ok(Taken::DailyLimit) => return Err(PlacesRefused::Actions),
-                Ok(Taken::NeedsSeed) if seed.is_none() => {
-                    let stored = state
-                        .store
-                        .actions_on(user_id, &day)
-                        .await
-                        .map_err(PlacesRefused::Store)?;
-                    seed = Some(stored + state.actions.pending_for(user_id, &day));
-                }
-                Ok(Taken::NeedsSeed) => {
-                    warn!("the shared action count could not be seeded; counting here");
-                    break;
-                }
-                Err(err) => {
-                    warn!(%err, "shared limits unavailable; counting on this node alone");
-                    break;
-                }
+            }
+            // Synced, and still not fresh (Redis answered too slowly to count as
+            // fresh, or lost the count twice): decide on what this node knows.
+            Admit::Cold => stale_ok = true,
+            Admit::NeedsSeed => {
+                let stored = state
+                    .store
+                    .actions_on(user_id, &day)
+                    .await
+                    .map_err(PlacesRefused::Store)?;
+                shared.tally.seed(user_id, &day, stored);
             }
         }
     }
-    let mut counted_day = None;
-    if let Some(max) = max_actions {
-        // Counted in memory (`crate::actions`), written to the store in batches.
-        match state
-            .actions
-            .try_count(&state.store, user_id, max)
-            .await
-            .map_err(PlacesRefused::Store)?
-        {
-            Some(day) => counted_day = Some(day),
-            None => return Err(PlacesRefused::Actions),
+}
+
+/// Writes one user's counts to Redis and reads back the totals; when Redis lost the
+/// day's count and this node knows none, seeds it from the store (what every node
+/// wrote there, plus what this node counted but has not yet written, less this item's
+/// actions, which the script adds) and writes again.
+async fn sync_one(
+    state: &RelayState,
+    shared: &Shared,
+    op: &'static str,
+    item: &SyncItem,
+) -> Result<Synced, String> {
+    let reply = shared
+        .sync_counts(op, item)
+        .await
+        .map_err(|e| e.to_string())?;
+    if reply != Synced::NeedsSeed {
+        return Ok(reply);
+    }
+    let stored = state
+        .store
+        .actions_on(&item.user_id, &item.day)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pending = state.actions.pending_for(&item.user_id, &item.day);
+    let seeded = item.with_seed((stored + pending - item.delta).max(0));
+    shared
+        .sync_counts(op, &seeded)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The cluster's count writer: every `interval` (`[cluster] count_sync_ms`), one
+/// [`tally::Tally::batch`] goes to Redis, one script per user, sent together (fred
+/// pipelines commands issued at once on its connection), and the replies become this
+/// node's view of the totals. Counts not written (Redis unreachable) go into the next
+/// batch; when the relay stops, `RelayHandle::shutdown` writes one last batch.
+pub async fn sync_counts(
+    state: Arc<RelayState>,
+    shared: Arc<Shared>,
+    interval: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    // Totals older than a few intervals (the writer fell behind, or Redis is
+    // unreachable) are not trusted: the next stream syncs its user first.
+    shared.tally.set_stale_after(4 * interval);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopping(&mut stopped) => return,
+        }
+        sync_batch(&state, &shared).await;
+    }
+}
+
+/// Resolves once the relay is stopping (the guard `wait_for` gives is not `Send`).
+async fn stopping(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// Writes one batch of counts and applies the replies; returns how many users it
+/// wrote.
+pub async fn sync_batch(state: &RelayState, shared: &Shared) -> usize {
+    let items = shared.tally.batch(Instant::now(), |user_id| {
+        state.limits.streams_per_user.open_for(&user_id.to_owned())
+    });
+    if items.is_empty() {
+        return 0;
+    }
+    let replies = futures_util::future::join_all(
+        items
+            .iter()
+            .map(|item| sync_one(state, shared, "count_sync", item)),
+    )
+    .await;
+    let now = Instant::now();
+    let mut written = 0;
+    for (item, reply) in items.iter().zip(replies) {
+        match reply {
+            Ok(reply) => {
+                written += 1;
+                shared.tally.apply(item, reply, now);
+            }
+            Err(err) => {
+                debug!(%err, user_id = %item.user_id, "counts not written; in the next batch");
+                shared.tally.failed(item);
+            }
         }
     }
-    Ok(StreamPlaces {
-        slot: StreamSlot::new(local, state.cluster.outbox_sender()),
-        counted_day,
-    })
+    written
 }
 
 impl<K: Eq + Hash + Clone> KeyedSlots<K> {

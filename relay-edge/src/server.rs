@@ -119,6 +119,10 @@ impl RelayHandle {
         if let Err(err) = self.state.actions.flush(&self.state.store).await {
             warn!(%err, "could not write the last counted actions");
         }
+        // In a cluster, and to Redis: this node's last counts (its streams now closed).
+        if let Some(shared) = self.state.cluster.shared() {
+            crate::limits::sync_batch(&self.state, shared).await;
+        }
     }
 
     /// Runs until the relay's tasks end (they do not, short of a fatal error).

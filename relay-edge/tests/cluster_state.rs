@@ -6,7 +6,7 @@
 //! Shown here: a browser's status events on one node see a desktop on the other come
 //! and go; a device revoked or a user signed out everywhere on one node is cut on the
 //! other within a second (with the periodic sweep switched off, so only pub/sub can do
-//! it); per-user stream and daily action counts and sign-in limits hold across nodes;
+//! it) (the plan's limits and sign-in limits across nodes: `cluster_limits.rs`);
 //! Redis killed and restarted: the nodes write their devices again, and during the
 //! outage `locate` fails for a device on another node while a local one is still
 //! found; a starting node clears only its own entries.
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use aisa_relay::cluster::shared::PRESENCE_CHANNEL;
 use aisa_relay::cluster::{ClusterUnavailable, NodeName};
 use aisa_relay::config::ClusterConfig;
-use aisa_relay::limits::{PlacesRefused, take_stream_places};
+use aisa_relay::limits::take_stream_places;
 use aisa_relay::{RelayConfig, RelayHandle};
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, Hello, MAX_FRAME_LEN, OpenHeader, StreamKind};
@@ -627,117 +627,6 @@ async fn revocations_cut_on_every_node_within_a_second(redis: Redis) {
     nodes.stop().await;
 }
 
-async fn shared_counters_enforce_a_plan_across_nodes(redis: Redis) {
-    let nodes = Nodes::start(&redis, &unique()).await;
-    let user = nodes.user("cy@example.com").await;
-    let user_id = user["user_id"].as_str().unwrap().to_owned();
-    let (a, b) = (&nodes.a.state, &nodes.b.state);
-    let trips = |s: &aisa_relay::RelayState| {
-        // The commands a stream's admission sends (the background task's refreshes
-        // and write-backs are other operations).
-        let counts = &s.cluster.shared().unwrap().counts;
-        counts.of("take_stream") + counts.of("locate")
-    };
-
-    // At most 2 streams open at once, across both nodes; each take is one round trip.
-    let before = trips(a);
-    let s1 = take_stream_places(a, &user_id, 2, None)
-        .await
-        .expect("first, on a");
-    assert_eq!(trips(a) - before, 1, "one Redis round trip per stream");
-    let s2 = take_stream_places(b, &user_id, 2, None)
-        .await
-        .expect("second, on b");
-    assert!(matches!(
-        take_stream_places(a, &user_id, 2, None).await,
-        Err(PlacesRefused::Streams)
-    ));
-    assert!(matches!(
-        take_stream_places(b, &user_id, 2, None).await,
-        Err(PlacesRefused::Streams)
-    ));
-    // One ends on b: a may open one again (b's count is written by its background task).
-    drop(s2);
-    let uid = user_id.as_str();
-    eventually("b's closed stream frees a place", || async move {
-        match take_stream_places(a, uid, 2, None).await {
-            Ok(places) => {
-                drop(places);
-                true
-            }
-            Err(_) => false,
-        }
-    })
-    .await;
-    drop(s1);
-
-    // At most 3 actions a day, across both nodes (the day's count is seeded from the
-    // store once: two round trips for the first action, one after).
-    let before = trips(b);
-    let first = take_stream_places(b, &user_id, 10, Some(3))
-        .await
-        .expect("1");
-    assert!(trips(b) - before <= 2);
-    let before = trips(a);
-    let second = take_stream_places(a, &user_id, 10, Some(3))
-        .await
-        .expect("2");
-    assert_eq!(
-        trips(a) - before,
-        1,
-        "one round trip once the day is seeded"
-    );
-    let third = take_stream_places(b, &user_id, 10, Some(3))
-        .await
-        .expect("3");
-    assert!(matches!(
-        take_stream_places(a, &user_id, 10, Some(3)).await,
-        Err(PlacesRefused::Actions)
-    ));
-    assert!(matches!(
-        take_stream_places(b, &user_id, 10, Some(3)).await,
-        Err(PlacesRefused::Actions)
-    ));
-    // An action that never reached its device is given back, on every node.
-    b.actions
-        .uncount(&user_id, third.counted_day.as_deref().unwrap());
-    eventually("the uncount reaches the shared count", || async move {
-        match take_stream_places(a, uid, 10, Some(3)).await {
-            Ok(_) => true,
-            Err(PlacesRefused::Actions) => false,
-            Err(other) => panic!("{other:?}"),
-        }
-    })
-    .await;
-    drop((first, second, third));
-
-    // Sign-in failures count on every node: three on a, then b refuses.
-    for _ in 0..3 {
-        let (status, _) = nodes
-            .post(
-                &nodes.a,
-                "/api/auth/login",
-                json!({"email": "cy@example.com", "password": "wrong"}),
-            )
-            .await;
-        assert_eq!(status, 401);
-    }
-    let b_node = &nodes.b;
-    let nodes_ref = &nodes;
-    eventually("node b refuses the fourth sign-in", || async move {
-        let (status, _) = nodes_ref
-            .post(
-                b_node,
-                "/api/auth/login",
-                json!({"email": "cy@example.com", "password": PASSWORD}),
-            )
-            .await;
-        status == 429
-    })
-    .await;
-    nodes.stop().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_redis_presence_is_seen_across_nodes() {
     if have_redis() {
@@ -768,28 +657,6 @@ async fn single_redis_revocations_cut_on_every_node_within_a_second() {
 async fn redis_cluster_revocations_cut_on_every_node_within_a_second() {
     if have_redis() {
         revocations_cut_on_every_node_within_a_second(Redis::shared(
-            "AISA_TEST_REDIS_CLUSTER",
-            Redis::cluster,
-        ))
-        .await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_redis_shared_counters_enforce_a_plan_across_nodes() {
-    if have_redis() {
-        shared_counters_enforce_a_plan_across_nodes(Redis::shared(
-            "AISA_TEST_REDIS",
-            Redis::single,
-        ))
-        .await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_cluster_shared_counters_enforce_a_plan_across_nodes() {
-    if have_redis() {
-        shared_counters_enforce_a_plan_across_nodes(Redis::shared(
             "AISA_TEST_REDIS_CLUSTER",
             Redis::cluster,
         ))

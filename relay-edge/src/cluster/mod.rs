@@ -16,10 +16,8 @@ pub use tasks::spawn;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-
-use tokio::sync::mpsc;
 
 use crate::config::RelayConfig;
 use crate::registry::Registry;
@@ -165,19 +163,6 @@ pub struct Cluster {
     forward_addr: RwLock<Option<SocketAddr>>,
     /// Redis, when clustered.
     shared: Option<Arc<shared::Shared>>,
-    /// Writes the background task makes for the hot path (stream counts, uncounts), so
-    /// that a stream ending does not wait for Redis.
-    outbox: mpsc::UnboundedSender<Outbox>,
-    outbox_rx: Mutex<Option<mpsc::UnboundedReceiver<Outbox>>>,
-}
-
-/// A write to Redis left to the cluster's background task.
-#[derive(Debug)]
-pub(crate) enum Outbox {
-    /// This node's count of the user's open streams changed.
-    Streams(String),
-    /// An action counted on (user, day) never reached the device.
-    Uncount(String, String),
 }
 
 /// The cluster could not be joined at start.
@@ -192,14 +177,11 @@ const NO_FORWARD: SocketAddr =
 impl Cluster {
     /// A single node named `node`, answering from `registry` alone.
     pub fn single(node: NodeName, registry: Arc<Registry>) -> Self {
-        let (outbox, outbox_rx) = mpsc::unbounded_channel();
         Cluster {
             node,
             registry,
             forward_addr: RwLock::new(None),
             shared: None,
-            outbox,
-            outbox_rx: Mutex::new(Some(outbox_rx)),
         }
     }
 
@@ -227,11 +209,6 @@ impl Cluster {
     /// Redis, when clustered.
     pub fn shared(&self) -> Option<&Arc<shared::Shared>> {
         self.shared.as_ref()
-    }
-
-    /// Where writes for the background task go, when clustered.
-    pub(crate) fn outbox_sender(&self) -> Option<mpsc::UnboundedSender<Outbox>> {
-        self.shared.as_ref().map(|_| self.outbox.clone())
     }
 
     /// This node's name.

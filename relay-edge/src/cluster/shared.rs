@@ -15,6 +15,7 @@ use fred::types::scripts::Script;
 use serde::{Deserialize, Serialize};
 
 use super::{NodeName, Placement};
+use crate::limits::tally::{SyncItem, Synced};
 
 /// The channel every node publishes device presence on (JSON [`PresenceMessage`]).
 pub const PRESENCE_CHANNEL: &str = "aisa:relay:presence";
@@ -75,15 +76,30 @@ end
 return 0
 "#;
 
-/// Takes one of a user's stream places (and, with a daily limit, one action) across
-/// all nodes, in one round trip. KEYS: streams hash, actions key. ARGV: node, this
-/// node's count with the new stream, max streams, lease ms, max actions (-1: none),
-/// seed (-1: none), actions TTL s. Returns {status, n}: 0 taken (n: the day's count,
-/// or -1), 1 too many streams, 2 daily limit reached (n: the count), 3 the day's count
-/// is unknown here: call again with a seed from the store.
-const TAKE: &str = r#"
+/// Writes one node's counts of a user and reads back every node's, in one round trip
+/// (`crate::limits::tally`): this node's open streams (with a lease), the actions it
+/// counted since its last write, and the others' open streams and the day's total.
+/// KEYS: streams hash, actions key. ARGV: node, this node's open streams (-1: leave
+/// them), lease ms, actions delta, seed (-1: none), actions TTL s, whether actions
+/// count (1/0). Returns {status, others' streams, day's total}: status 0 done (total
+/// -1 when actions do not count), 3 the day's count is not in Redis and no seed was
+/// given (nothing was written: call again with one from the store).
+const SYNC: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local total = -1
+if ARGV[7] == '1' then
+  local cur = redis.call('GET', KEYS[2])
+  if not cur then
+    if tonumber(ARGV[5]) < 0 then return {3, 0, 0} end
+    redis.call('SET', KEYS[2], ARGV[5], 'EX', ARGV[6])
+  end
+  total = redis.call('INCRBY', KEYS[2], ARGV[4])
+  if total < 0 then
+    redis.call('SET', KEYS[2], 0, 'KEEPTTL')
+    total = 0
+  end
+end
 local h = redis.call('HGETALL', KEYS[1])
 local fields = {}
 for i = 1, #h, 2 do fields[h[i]] = h[i + 1] end
@@ -99,43 +115,13 @@ for f, v in pairs(fields) do
   end
 end
 local mine = tonumber(ARGV[2])
-if others + mine > tonumber(ARGV[3]) then return {1, others} end
-local count = -1
-if tonumber(ARGV[5]) >= 0 then
-  local cur = redis.call('GET', KEYS[2])
-  if not cur then
-    if tonumber(ARGV[6]) < 0 then return {3, 0} end
-    cur = ARGV[6]
-    redis.call('SET', KEYS[2], cur, 'EX', ARGV[7])
-  end
-  if tonumber(cur) >= tonumber(ARGV[5]) then return {2, tonumber(cur)} end
-  count = redis.call('INCR', KEYS[2])
-end
-redis.call('HSET', KEYS[1], ARGV[1], mine, ARGV[1] .. '@exp', now + tonumber(ARGV[4]))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {0, count}
-"#;
-
-/// Sets this node's count of a user's open streams (0 removes it) and its lease.
-/// KEYS: streams hash. ARGV: node, count, lease ms.
-const SET_STREAMS: &str = r#"
-if tonumber(ARGV[2]) <= 0 then
+if mine > 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], mine, ARGV[1] .. '@exp', now + tonumber(ARGV[3]))
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+elseif mine == 0 and fields[ARGV[1]] then
   redis.call('HDEL', KEYS[1], ARGV[1], ARGV[1] .. '@exp')
-  return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. '@exp', now + tonumber(ARGV[3]))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1
-"#;
-
-/// Gives back an action whose stream never reached the device. KEYS: actions key.
-const UNCOUNT: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 1 and tonumber(redis.call('GET', KEYS[1])) > 0 then
-  return redis.call('DECR', KEYS[1])
-end
-return 0
+return {0, others, total}
 "#;
 
 /// Counts a failed sign-in. KEYS: login key. ARGV: window ms. Returns the count.
@@ -176,19 +162,6 @@ pub struct InvalidationMessage {
     pub change: crate::facts::Invalidation,
 }
 
-/// What [`Shared::take_stream`] decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Taken {
-    /// The stream (and the action, if limited) is counted; the day's action count.
-    Yes(Option<i64>),
-    /// The user has `max_streams` open across the cluster.
-    TooManyStreams,
-    /// The user reached the daily action limit.
-    DailyLimit,
-    /// The day's count is not in Redis (a new day, or Redis lost it): seed it.
-    NeedsSeed,
-}
-
 /// Counts of Redis commands and errors, for tests and `/metrics`
 /// (`aisa_relay_redis_commands_total{op}`, `aisa_relay_redis_errors_total{op}`,
 /// `aisa_relay_redis_seconds{op}`).
@@ -218,15 +191,16 @@ pub struct Shared {
     pub device_ttl: Duration,
     /// How long a node's stream counts count without a refresh.
     pub streams_lease: Duration,
+    /// Each user's counts as this node sees them (limits decided in memory, written
+    /// in batches: `crate::limits::sync_counts`).
+    pub tally: crate::limits::tally::Tally,
     connected: AtomicBool,
     resubscribe: tokio::task::JoinHandle<()>,
     /// Commands and errors so far.
     pub counts: RedisCounts,
     place: Script,
     unplace: Script,
-    take: Script,
-    set_streams: Script,
-    uncount: Script,
+    sync: Script,
     login_failed: Script,
     login_check: Script,
 }
@@ -283,14 +257,13 @@ impl Shared {
             node,
             device_ttl,
             streams_lease: device_ttl,
+            tally: crate::limits::tally::Tally::default(),
             connected: AtomicBool::new(true),
             resubscribe,
             counts: RedisCounts::default(),
             place: Script::from_lua(PLACE),
             unplace: Script::from_lua(UNPLACE),
-            take: Script::from_lua(TAKE),
-            set_streams: Script::from_lua(SET_STREAMS),
-            uncount: Script::from_lua(UNCOUNT),
+            sync: Script::from_lua(SYNC),
             login_failed: Script::from_lua(LOGIN_FAILED),
             login_check: Script::from_lua(LOGIN_CHECK),
         })
@@ -476,6 +449,14 @@ impl Shared {
         Ok(removed == 1)
     }
 
+    /// The devices in this node's set (those it placed and has not removed).
+    pub async fn own_devices(&self) -> Result<Vec<String>, RedisError> {
+        let started = Instant::now();
+        let result: Result<Vec<String>, Error> =
+            self.client.smembers(node_devices_key(&self.node)).await;
+        self.record("own_devices", started, result)
+    }
+
     /// Clears what this node left in Redis before a restart: its placements (only
     /// those still naming it) and its stream counts are gone with its set. Returns how
     /// many placements were removed.
@@ -496,76 +477,46 @@ impl Shared {
         Ok(removed)
     }
 
-    /// Takes a stream place for `user_id` (this node's count including the new stream:
-    /// `mine`) and, with `max_actions`, one of the day's actions: one round trip.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn take_stream(
+    /// Writes one user's counts (`item`) and reads back every node's: one round trip,
+    /// counted under `op` (`count_sync` for the background batches, `count_cold` for a
+    /// stream's admission that found no fresh totals).
+    pub async fn sync_counts(
         &self,
-        user_id: &str,
-        mine: i64,
-        max_streams: i64,
-        max_actions: Option<i64>,
-        day: &str,
-        seed: Option<i64>,
-    ) -> Result<Taken, RedisError> {
+        op: &'static str,
+        item: &SyncItem,
+    ) -> Result<Synced, RedisError> {
         let reply: Vec<i64> = self
             .script(
-                "take_stream",
-                &self.take,
-                vec![streams_key(user_id), actions_key(user_id, day)],
+                op,
+                &self.sync,
+                vec![
+                    streams_key(&item.user_id),
+                    actions_key(&item.user_id, &item.day),
+                ],
                 vec![
                     self.node.to_string(),
-                    mine.to_string(),
-                    max_streams.to_string(),
+                    item.open.unwrap_or(-1).to_string(),
                     self.streams_lease.as_millis().to_string(),
-                    max_actions.unwrap_or(-1).to_string(),
-                    seed.unwrap_or(-1).to_string(),
+                    item.delta.to_string(),
+                    item.seed.unwrap_or(-1).to_string(),
                     (2 * 24 * 3600).to_string(),
+                    if item.counts_actions { "1" } else { "0" }.to_owned(),
                 ],
             )
             .await?;
         Ok(match reply.as_slice() {
-            [0, n] => Taken::Yes((*n >= 0).then_some(*n)),
-            [1, _] => Taken::TooManyStreams,
-            [2, _] => Taken::DailyLimit,
-            [3, _] => Taken::NeedsSeed,
+            [0, others, total] => Synced::Totals {
+                others_streams: *others,
+                actions: (*total >= 0).then_some(*total),
+            },
+            [3, _, _] => Synced::NeedsSeed,
             other => {
                 return Err(RedisError {
-                    op: "take_stream",
+                    op,
                     message: format!("unexpected reply {other:?}"),
                 });
             }
         })
-    }
-
-    /// Sets this node's count of `user_id`'s open streams.
-    pub async fn set_streams(&self, user_id: &str, count: i64) -> Result<(), RedisError> {
-        let _: i64 = self
-            .script(
-                "set_streams",
-                &self.set_streams,
-                vec![streams_key(user_id)],
-                vec![
-                    self.node.to_string(),
-                    count.to_string(),
-                    self.streams_lease.as_millis().to_string(),
-                ],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Gives back one of `user_id`'s actions on `day`.
-    pub async fn uncount(&self, user_id: &str, day: &str) -> Result<(), RedisError> {
-        let _: i64 = self
-            .script(
-                "uncount",
-                &self.uncount,
-                vec![actions_key(user_id, day)],
-                vec![],
-            )
-            .await?;
-        Ok(())
     }
 
     /// How long `key` must wait before signing in again, if it reached `max` failures

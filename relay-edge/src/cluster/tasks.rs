@@ -1,5 +1,5 @@
 //! The cluster's background tasks (when clustered): one writes to Redis what this node
-//! holds (placements, presence, invalidations, stream counts), refreshing it every
+//! holds (placements, presence, invalidations), refreshing it every
 //! third of the device TTL and at once after Redis (re)connects; the other reads the
 //! channels and applies what other nodes published (status events, dropped cache
 //! entries, cut sessions and desktops).
@@ -10,7 +10,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::Outbox;
 use super::shared::{
     INVALIDATE_CHANNEL, InvalidationMessage, PRESENCE_CHANNEL, PresenceMessage, Shared,
 };
@@ -24,30 +23,27 @@ pub fn spawn(state: &Arc<RelayState>, tasks: &mut JoinSet<()>, stopped: watch::R
     let Some(shared) = state.cluster.shared().cloned() else {
         return;
     };
-    let Some(outbox) = state
-        .cluster
-        .outbox_rx
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-    else {
-        return;
-    };
     let (registry_tx, registry_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (facts_tx, facts_rx) = mpsc::unbounded_channel();
     state.devices.registry.watch(registry_tx);
     state.devices.events.announce_to(events_tx);
     state.store.facts().announce_to(facts_tx);
-    if let Some(outbox) = state.cluster.outbox_sender() {
-        state.actions.announce_to(outbox);
-    }
+    // Each user's counts: decided in memory, written and read back in batches.
+    state.actions.share(shared.clone());
+    let interval =
+        std::time::Duration::from_millis(state.config.cluster.count_sync_ms.unwrap_or(250).max(10));
+    tasks.spawn(crate::limits::sync_counts(
+        state.clone(),
+        shared.clone(),
+        interval,
+        stopped.clone(),
+    ));
     state.accounts.logins.share(shared.clone());
     let channels = Channels {
         registry: registry_rx,
         events: events_rx,
         facts: facts_rx,
-        outbox,
     };
     tasks.spawn(write_loop(
         state.clone(),
@@ -62,7 +58,6 @@ struct Channels {
     registry: mpsc::UnboundedReceiver<RegistryChange>,
     events: mpsc::UnboundedReceiver<(String, aisa_tunnel::Envelope)>,
     facts: mpsc::UnboundedReceiver<Invalidation>,
-    outbox: mpsc::UnboundedReceiver<Outbox>,
 }
 
 /// Writes what this node holds, in order, so that a removal is never overtaken by a
@@ -107,7 +102,6 @@ async fn write_loop(
                     warn!(%err, "invalidation not published to the cluster; others see it within their cache TTL");
                 }
             }
-            Some(write) = channels.outbox.recv() => apply_write(&state, &shared, write).await,
             _ = refresh.tick() => reregister(&state, &shared).await,
             Ok(server) = reconnects.recv() => {
                 info!(%server, "Redis (re)connected: writing this node's devices and counts again");
@@ -151,20 +145,7 @@ async fn apply_change(state: &RelayState, shared: &Shared, change: RegistryChang
     }
 }
 
-async fn apply_write(state: &RelayState, shared: &Shared, write: Outbox) {
-    let result = match &write {
-        Outbox::Streams(user_id) => {
-            let open = state.limits.streams_per_user.open_for(user_id);
-            shared.set_streams(user_id, open).await
-        }
-        Outbox::Uncount(user_id, day) => shared.uncount(user_id, day).await,
-    };
-    if let Err(err) = result {
-        debug!(%err, ?write, "cluster write failed");
-    }
-}
-
-/// Writes every placement and stream count this node holds (their TTLs start again):
+/// Writes every placement this node holds (their TTLs start again):
 /// the periodic refresh, and the re-registration after Redis lost its data.
 async fn reregister(state: &RelayState, shared: &Shared) {
     let addr = state.cluster.forward_addr().unwrap_or(super::NO_FORWARD);
@@ -188,12 +169,8 @@ async fn reregister(state: &RelayState, shared: &Shared) {
     if let Err(err) = shared.remember(placed).await {
         debug!(%err, "node's device set not refreshed");
     }
-    for (user_id, open) in state.limits.streams_per_user.snapshot() {
-        if let Err(err) = shared.set_streams(&user_id, open).await {
-            debug!(%err, "stream counts not refreshed");
-            return;
-        }
-    }
+    // Stream counts and actions: written by `crate::limits::sync_counts`, every
+    // `count_sync_ms`, for every user with streams open here.
 }
 
 /// Applies what the other nodes publish.
