@@ -39,6 +39,16 @@ pub struct Claims {
     pub generation: i64,
 }
 
+/// An access token's claims with the session's `auth_time` (a claim of its own, kept
+/// out of [`Claims`] so that code building claims by hand need not know it).
+#[derive(Serialize, Deserialize)]
+struct SessionClaims {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
+}
+
 /// Issues and checks user access tokens.
 #[derive(Clone)]
 pub struct TokenKeys {
@@ -69,15 +79,41 @@ impl TokenKeys {
         email: &str,
         generation: i64,
     ) -> Result<String, AuthError> {
+        self.issue_for_session(user_id, email, generation, None)
+    }
+
+    /// A signed access token for a user, in the user's current token `generation`, of
+    /// a session whose person last proved who they are at `auth_time` (seconds since the
+    /// epoch; claim `auth_time`, read back with [`TokenKeys::auth_time`]).
+    pub fn issue_for_session(
+        &self,
+        user_id: &str,
+        email: &str,
+        generation: i64,
+        auth_time: Option<i64>,
+    ) -> Result<String, AuthError> {
         let now = now_secs();
-        let claims = Claims {
-            sub: user_id.to_owned(),
-            email: email.to_owned(),
-            iat: now,
-            exp: now + self.ttl_secs,
-            generation,
+        let claims = SessionClaims {
+            claims: Claims {
+                sub: user_id.to_owned(),
+                email: email.to_owned(),
+                iat: now,
+                exp: now + self.ttl_secs,
+                generation,
+            },
+            auth_time,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| AuthError::BadToken(e.to_string()))
+    }
+
+    /// The `auth_time` of a valid, unexpired token: when the person last proved who
+    /// they are in its session; `None` when the token does not say.
+    pub fn auth_time(&self, token: &str) -> Result<Option<i64>, AuthError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<SessionClaims>(token, &self.decoding, &validation)
+            .map(|data| data.claims.auth_time)
             .map_err(|e| AuthError::BadToken(e.to_string()))
     }
 
@@ -203,6 +239,22 @@ mod tests {
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &keys.encoding).unwrap();
         let err = keys.verify(&token).unwrap_err();
         assert!(err.to_string().contains("xpired"), "{err}");
+    }
+
+    #[test]
+    fn a_sessions_auth_time_travels_in_its_access_token() {
+        let keys = TokenKeys::new(&[7u8; 32], 60);
+        let with = keys
+            .issue_for_session("u1", "a@example.com", 3, Some(1_700_000_000))
+            .unwrap();
+        assert_eq!(keys.auth_time(&with).unwrap(), Some(1_700_000_000));
+        let claims = keys.verify(&with).unwrap();
+        assert_eq!((claims.sub.as_str(), claims.generation), ("u1", 3));
+        let without = keys.issue_in_generation("u1", "a@example.com", 3).unwrap();
+        assert_eq!(keys.auth_time(&without).unwrap(), None);
+        // Another key's token says nothing.
+        let other = TokenKeys::new(&[8u8; 32], 60);
+        assert!(other.auth_time(&with).is_err());
     }
 
     #[test]

@@ -70,6 +70,10 @@ pub struct RelayConfig {
     pub refresh_token_ttl_secs: u64,
     /// Whether anyone may create an account with `POST /api/auth/signup`. Default true.
     pub allow_signup: bool,
+    /// Seconds a device registered by `desktop-node login` waits for the desktop to
+    /// finish the login (store its token and say so, or connect); until then it is not
+    /// listed, and after it is deleted and its token refused. Default 900.
+    pub pending_device_ttl_secs: u64,
     /// Failed sign-ins allowed per email and per client address within
     /// `login_window_secs` before further attempts are refused. Default 10.
     pub login_max_failures: usize,
@@ -314,6 +318,7 @@ impl Default for RelayConfig {
             access_token_ttl_secs: 900,
             refresh_token_ttl_secs: 30 * 24 * 3600,
             allow_signup: true,
+            pending_device_ttl_secs: 900,
             login_max_failures: 10,
             login_window_secs: 900,
             trusted_proxies: Vec::new(),
@@ -623,6 +628,14 @@ mod tests {
         assert_eq!(
             example.oidc.login_timeout_secs,
             defaults.oidc.login_timeout_secs
+        );
+        assert_eq!(
+            example.oidc.reauth_max_age_secs,
+            defaults.oidc.reauth_max_age_secs
+        );
+        assert_eq!(
+            example.pending_device_ttl_secs,
+            defaults.pending_device_ttl_secs
         );
         assert!(example.oidc.providers.is_empty());
     }

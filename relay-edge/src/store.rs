@@ -439,23 +439,26 @@ impl Store {
         )
     }
 
-    /// The unrevoked device whose token hashes to `token_hash`.
+    /// The unrevoked device whose token hashes to `token_hash` (a device whose login
+    /// has not finished only until its `pending_until`).
     pub async fn device_by_token_hash(
         &self,
         token_hash: &str,
     ) -> Result<Option<Device>, StoreError> {
-        Ok(
-            sqlx::query_as::<_, Device>(select_devices!("WHERE token_hash = $1 AND revoked = 0"))
-                .bind(token_hash)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as::<_, Device>(select_devices!(
+            "WHERE token_hash = $1 AND revoked = 0 AND (pending_until IS NULL OR pending_until > $2)"
+        ))
+        .bind(token_hash)
+        .bind(crate::auth::now_secs() as i64)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
-    /// A user's devices, by name.
+    /// A user's devices whose login finished, by name (a device registered by a login
+    /// that has not finished is nobody's to see: `store::accounts`, pending devices).
     pub async fn devices_for_user(&self, user_id: &str) -> Result<Vec<Device>, StoreError> {
         Ok(sqlx::query_as::<_, Device>(select_devices!(
-            "WHERE user_id = $1 AND revoked = 0 ORDER BY name, id"
+            "WHERE user_id = $1 AND revoked = 0 AND pending_until IS NULL ORDER BY name, id"
         ))
         .bind(user_id)
         .fetch_all(&self.pool)
@@ -472,7 +475,8 @@ impl Store {
         connection_id: u64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE devices SET status = 'online', node_version = $2, identity_key = $3, relay_node = $4, last_seen = $5, connection_id = $6 WHERE id = $1",
+            // A device connecting with its token has finished its login.
+            "UPDATE devices SET status = 'online', node_version = $2, identity_key = $3, relay_node = $4, last_seen = $5, connection_id = $6, pending_until = NULL WHERE id = $1",
         )
         .bind(device_id)
         .bind(node_version)
@@ -614,7 +618,13 @@ impl Store {
             return Ok(false);
         };
         // Explicit deletes rather than relying on ON DELETE CASCADE being enforced.
-        for table in ["usage_daily", "refresh_tokens", "ratings", "devices"] {
+        for table in [
+            "usage_daily",
+            "refresh_tokens",
+            "ratings",
+            "devices",
+            "oidc_identities",
+        ] {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE user_id = $1"
             )))
@@ -674,13 +684,17 @@ impl Store {
         Ok(())
     }
 
-    /// How many unrevoked devices a user has.
+    /// How many unrevoked devices a user has, counting those whose login is still
+    /// under way (until their `pending_until`), for the plan's device limit.
     pub async fn count_devices(&self, user_id: &str) -> Result<i64, StoreError> {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM devices WHERE user_id = $1 AND revoked = 0")
-                .bind(user_id)
-                .fetch_one(&self.pool)
-                .await?;
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM devices WHERE user_id = $1 AND revoked = 0 \
+             AND (pending_until IS NULL OR pending_until > $2)",
+        )
+        .bind(user_id)
+        .bind(crate::auth::now_secs() as i64)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(n)
     }
 

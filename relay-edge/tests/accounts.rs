@@ -1,15 +1,23 @@
 //! The account API the web app lives on: the refresh token in an HttpOnly cookie (sign
 //! in, refresh, two tabs refreshing at once, sign out), the sessions list, changing the
-//! password, deleting the account, and device login (`desktop-node login` approved in
-//! the browser, RFC 8628 style: pending, slow_down, approve, collect once, deny).
+//! password, deleting the account, device login (`desktop-node login` approved in
+//! the browser, RFC 8628 style: pending, slow_down, approve, collect once, deny), devices
+//! listed only once their login finished, and accounts made by an OpenID provider
+//! (no password) that set a password or delete themselves after a recent sign-in at the
+//! provider.
 //!
 //! Each test runs a real relay on loopback with its data in a temporary folder
-//! (embedded SQLite, or PostgreSQL when `AISA_TEST_POSTGRES` names a server).
+//! (embedded SQLite, or PostgreSQL when `AISA_TEST_POSTGRES` names a server); the
+//! provider is `accounts/provider.rs`, a small OpenID provider on loopback.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the panic
 
+#[path = "accounts/provider.rs"]
+mod provider;
+
 use aisa_relay::{RelayConfig, RelayHandle};
 use aisa_testkit::fakes::test_database;
+use provider::{AuthTime, Provider};
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery";
@@ -30,6 +38,11 @@ struct Answer {
 
 impl Relay {
     async fn start() -> Relay {
+        Relay::start_with(RelayConfig::default()).await
+    }
+
+    /// A relay with these settings (its addresses, data and database are the test's).
+    async fn start_with(config: RelayConfig) -> Relay {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let config = RelayConfig {
@@ -37,7 +50,7 @@ impl Relay {
             http_listen: ([127, 0, 0, 1], 0).into(),
             data_dir: dir.path().to_owned(),
             database_url: test_database().await,
-            ..RelayConfig::default()
+            ..config
         };
         let relay = aisa_relay::start(config).await.expect("relay starts");
         Relay {
@@ -83,6 +96,21 @@ impl Relay {
     async fn post(&self, path: &str, body: Value) -> Answer {
         self.call(reqwest::Method::POST, path, None, None, Some(body))
             .await
+    }
+
+    /// `GET /api/devices` as `token`.
+    async fn devices(&self, token: &str) -> Vec<Value> {
+        let a = self
+            .call(
+                reqwest::Method::GET,
+                "/api/devices",
+                Some(token),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.body.as_array().unwrap().clone()
     }
 
     async fn signup(&self, email: &str) -> Answer {
@@ -397,9 +425,13 @@ async fn start_login(relay: &Relay, name: &str) -> Value {
     a.body
 }
 
+/// A poll as `desktop-node login` makes it (it confirms once it stored the token).
 async fn poll(relay: &Relay, device_code: &Value) -> Answer {
     relay
-        .post("/api/device/token", json!({"device_code": device_code}))
+        .post(
+            "/api/device/token",
+            json!({"device_code": device_code, "confirm": true}),
+        )
         .await
 }
 
@@ -472,6 +504,19 @@ async fn device_login_registers_a_desktop_the_person_approves_in_the_browser() {
     );
     assert!(done.body["quic_port"].as_u64().unwrap() > 0);
     let device_id = done.body["device_id"].as_str().unwrap();
+    // Not listed until the desktop has stored its token and says so.
+    assert_eq!(relay.devices(&token).await.len(), 0);
+    let confirmed = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/device/confirm",
+            Some(done.body["device_token"].as_str().unwrap()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    assert_eq!(confirmed.body["device_id"], device_id);
     let devices = relay
         .call(
             reqwest::Method::GET,
@@ -612,4 +657,561 @@ async fn deleting_the_account_removes_its_devices_and_sessions() {
         )
         .await;
     assert_eq!(devices.body.as_array().unwrap().len(), 0);
+}
+
+/// `POST /api/device/confirm` or `DELETE /api/device/pending` with a device token.
+async fn as_device(relay: &Relay, method: reqwest::Method, path: &str, token: &str) -> Answer {
+    relay.call(method, path, Some(token), None, None).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_is_listed_only_once_its_login_finished_and_an_unfinished_one_goes_away() {
+    let relay = Relay::start_with(RelayConfig {
+        pending_device_ttl_secs: 2,
+        ..RelayConfig::default()
+    })
+    .await;
+    let user = relay.signup("pending@example.com").await;
+    let token = user.body["token"].as_str().unwrap().to_owned();
+    let enroll = |name: &str| {
+        relay.post(
+            "/api/devices/enroll",
+            json!({"email": "pending@example.com", "password": PASSWORD, "name": name, "confirm": true}),
+        )
+    };
+
+    // Registered, token handed out, login not finished: not listed, not in the events.
+    let finished = enroll("finishes").await;
+    assert_eq!(finished.status, 200, "{}", finished.body);
+    let finished_token = finished.body["device_token"].as_str().unwrap().to_owned();
+    assert!(relay.devices(&token).await.is_empty());
+    // The desktop stored its token: listed from now on (and a retry answers the same).
+    for _ in 0..2 {
+        let ok = as_device(
+            &relay,
+            reqwest::Method::POST,
+            "/api/device/confirm",
+            &finished_token,
+        )
+        .await;
+        assert_eq!(ok.status, 200, "{}", ok.body);
+        assert_eq!(ok.body["device_id"], finished.body["device_id"]);
+    }
+    let listed = relay.devices(&token).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["name"], "finishes");
+    // A finished device cannot be withdrawn with its token (only removed by its owner).
+    let late = as_device(
+        &relay,
+        reqwest::Method::DELETE,
+        "/api/device/pending",
+        &finished_token,
+    )
+    .await;
+    assert_eq!(late.status, 404, "{}", late.body);
+
+    // A client that does not say it confirms (a node from before) gets a finished device.
+    let old = relay
+        .post(
+            "/api/devices/enroll",
+            json!({"email": "pending@example.com", "password": PASSWORD, "name": "old node"}),
+        )
+        .await;
+    assert_eq!(old.status, 200, "{}", old.body);
+    assert_eq!(relay.devices(&token).await.len(), 2);
+    let revoked = relay
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/devices/{}", old.body["device_id"].as_str().unwrap()),
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, 204);
+
+    // A login whose desktop could not store the token: withdrawn, gone for good.
+    let failed = enroll("store refused").await;
+    let failed_token = failed.body["device_token"].as_str().unwrap().to_owned();
+    let withdrawn = as_device(
+        &relay,
+        reqwest::Method::DELETE,
+        "/api/device/pending",
+        &failed_token,
+    )
+    .await;
+    assert_eq!(withdrawn.status, 204, "{}", withdrawn.body);
+    let dead = as_device(
+        &relay,
+        reqwest::Method::POST,
+        "/api/device/confirm",
+        &failed_token,
+    )
+    .await;
+    assert_eq!(dead.status, 401, "{}", dead.body);
+
+    // A desktop that died mid-login: its device waits pending_until, then its token is
+    // refused and the row deleted; it never showed in the list.
+    let died = enroll("died").await;
+    let died_token = died.body["device_token"].as_str().unwrap().to_owned();
+    let account = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/account",
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(account.body["usage"]["devices"], 2, "{}", account.body);
+    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
+    let expired = as_device(
+        &relay,
+        reqwest::Method::POST,
+        "/api/device/confirm",
+        &died_token,
+    )
+    .await;
+    assert_eq!(expired.status, 401, "{}", expired.body);
+    assert!(
+        expired.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish in time"),
+        "{}",
+        expired.body
+    );
+    let account = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/account",
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        account.body["usage"]["devices"], 1,
+        "the expired one no longer counts against the plan: {}",
+        account.body
+    );
+    // The next registration sweeps the expired row away; the list never changed.
+    let next = enroll("next").await;
+    assert_eq!(next.status, 200, "{}", next.body);
+    let listed = relay.devices(&token).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["name"], "finishes");
+    // No token, or a user's access token, confirms nothing.
+    let anonymous = relay.post("/api/device/confirm", json!({})).await;
+    assert_eq!(anonymous.status, 401);
+    let user_token = as_device(&relay, reqwest::Method::POST, "/api/device/confirm", &token).await;
+    assert_eq!(user_token.status, 401);
+}
+
+/// The relay's `[oidc] public_url` in these tests: nothing listens there; the test
+/// carries the provider's redirect to the relay itself.
+const PUBLIC_URL: &str = "http://127.0.0.1:9";
+
+/// A relay offering the test provider as `test` ("Test ID").
+async fn relay_with_provider(provider: &Provider) -> Relay {
+    let mut config = RelayConfig::from_toml(&format!(
+        "[oidc]\npublic_url = \"{PUBLIC_URL}\"\n\
+         [[oidc.providers]]\nname = \"test\"\ndisplay_name = \"Test ID\"\nissuer = \"{}\"\nclient_id = \"{}\"\n",
+        provider.issuer,
+        provider::CLIENT_ID
+    ))
+    .unwrap();
+    config.oidc.reauth_max_age_secs = 300;
+    Relay::start_with(config).await
+}
+
+/// Every `Set-Cookie` of an answer, `name=value` only.
+fn set_cookies(res: &reqwest::Response) -> Vec<String> {
+    res.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect()
+}
+
+fn location(res: &reqwest::Response) -> String {
+    res.headers()
+        .get("location")
+        .expect("a redirect")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A browser signing in with the provider: `/start` (with this browser's refresh
+/// cookie `jar`, and `?reauth=1` when confirming who it is), the provider, the callback.
+/// Returns the new refresh cookie and where the relay sent the browser.
+async fn provider_sign_in(relay: &Relay, jar: Option<&str>, reauth: bool) -> (String, String) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let query = if reauth { "?reauth=1" } else { "" };
+    let mut start = http.get(format!("{}/api/auth/oidc/test/start{query}", relay.base));
+    if let Some(jar) = jar {
+        start = start.header("cookie", jar);
+    }
+    let start = start.send().await.unwrap();
+    assert_eq!(start.status(), 303);
+    let flow = set_cookies(&start)
+        .into_iter()
+        .find(|c| c.starts_with("aisa_oidc="))
+        .expect("the flow cookie");
+    let at_provider = http.get(location(&start)).send().await.unwrap();
+    assert_eq!(
+        at_provider.status(),
+        303,
+        "the provider signs the person in"
+    );
+    let callback = location(&at_provider).replacen(PUBLIC_URL, &relay.base, 1);
+    let back = http
+        .get(callback)
+        .header("cookie", flow)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(back.status(), 303);
+    let refresh = set_cookies(&back)
+        .into_iter()
+        .find(|c| c.starts_with("aisa_refresh=") && c.len() > "aisa_refresh=".len())
+        .unwrap_or_else(|| panic!("signed in, not sent to {}", location(&back)));
+    (refresh, location(&back))
+}
+
+/// The access token of the session in `jar`, and the jar's next cookie.
+async fn access(relay: &Relay, jar: &str) -> (String, String) {
+    let a = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(jar),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    (
+        a.body["token"].as_str().unwrap().to_owned(),
+        crate::jar(&a.cookie),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_without_a_password_sets_one_after_signing_in_at_its_provider_again() {
+    let provider = Provider::start().await;
+    let relay = relay_with_provider(&provider).await;
+    provider.person("sub-olivia", "olivia@example.com");
+
+    // Signed in this morning at the provider: the relay makes the account, no password.
+    provider.auth_time(AuthTime::SecondsAgo(3 * 3600));
+    let (jar, _) = provider_sign_in(&relay, None, false).await;
+    let (token, jar) = access(&relay, &jar).await;
+    let account = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/account",
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(account.body["has_password"], false, "{}", account.body);
+    assert_eq!(account.body["providers"], json!(["test"]));
+    assert_eq!(account.body["reauth_max_age_secs"], 300);
+    let new_password = json!({"new_password": "olivia's new password", "cookie": true});
+
+    // Stale: the provider's sign-in is hours old. Refused, saying so and how to fix it.
+    let stale = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/account/password",
+            Some(&token),
+            None,
+            Some(new_password.clone()),
+        )
+        .await;
+    assert_eq!(stale.status, 403, "{}", stale.body);
+    assert_eq!(stale.body["code"], "reauth_required");
+    assert_eq!(stale.body["providers"], json!(["test"]));
+    let why = stale.body["error"].as_str().unwrap();
+    assert!(
+        why.contains("was 3 hours ago") && why.contains("sign in with Test ID again"),
+        "{why}"
+    );
+    // A current password is no way round it: there is none to check.
+    let guessed = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/account/password",
+            Some(&token),
+            None,
+            Some(json!({"current_password": "", "new_password": "olivia's new password"})),
+        )
+        .await;
+    assert_eq!(guessed.body["code"], "reauth_required", "{}", guessed.body);
+
+    // A provider that does not say when: no recent sign-in either.
+    provider.auth_time(AuthTime::Absent);
+    let (jar_unknown, _) = provider_sign_in(&relay, None, false).await;
+    let (token_unknown, _) = access(&relay, &jar_unknown).await;
+    let unknown = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/account/password",
+            Some(&token_unknown),
+            None,
+            Some(new_password.clone()),
+        )
+        .await;
+    assert_eq!(unknown.status, 403);
+    assert!(
+        unknown.body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("this account has no password: sign in with Test ID again"),
+        "{}",
+        unknown.body
+    );
+
+    // Confirming with a provider that keeps its old session (ignores max_age): still
+    // stale, still refused.
+    provider.auth_time(AuthTime::SecondsAgo(3600));
+    let (jar_lazy, back) = provider_sign_in(&relay, Some(&jar), true).await;
+    assert_eq!(back, format!("{PUBLIC_URL}/#/account"));
+    let asked = provider.last_request();
+    assert_eq!(asked.get("prompt").map(String::as_str), Some("login"));
+    assert_eq!(asked.get("max_age").map(String::as_str), Some("0"));
+    let (token_lazy, jar) = access(&relay, &jar_lazy).await;
+    let lazy = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/account/password",
+            Some(&token_lazy),
+            None,
+            Some(new_password.clone()),
+        )
+        .await;
+    assert_eq!(lazy.status, 403, "{}", lazy.body);
+    assert!(
+        lazy.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("was 60 minutes ago")
+    );
+
+    // Confirmed now at the provider: the session from before is replaced, not doubled.
+    provider.auth_time(AuthTime::Now);
+    let sessions_before = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/auth/sessions",
+            Some(&token_lazy),
+            None,
+            None,
+        )
+        .await;
+    let (fresh_jar, _) = provider_sign_in(&relay, Some(&jar), true).await;
+    let old = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(&jar),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        old.status, 401,
+        "the confirmed session replaces the old one"
+    );
+    let (fresh, _) = access(&relay, &fresh_jar).await;
+    let sessions_after = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/auth/sessions",
+            Some(&fresh),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        sessions_after.body.as_array().unwrap().len(),
+        sessions_before.body.as_array().unwrap().len(),
+        "{}",
+        sessions_after.body
+    );
+    let account = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/account",
+            Some(&fresh),
+            None,
+            None,
+        )
+        .await;
+    let auth_time = account.body["auth_time"].as_i64().unwrap();
+    let now = aisa_relay::auth::now_secs() as i64;
+    assert!((now - 10..=now).contains(&auth_time), "{}", account.body);
+    let set = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/account/password",
+            Some(&fresh),
+            None,
+            Some(new_password.clone()),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert!(set.cookie.unwrap().starts_with("aisa_refresh="));
+
+    // The account signs in with the password too now, and needs it for changes.
+    let login = relay
+        .post(
+            "/api/auth/login",
+            json!({"email": "olivia@example.com", "password": "olivia's new password"}),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let with_password = login.body["token"].as_str().unwrap();
+    let account = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/account",
+            Some(with_password),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(account.body["has_password"], true);
+    let no_current = relay
+        .call(
+            reqwest::Method::DELETE,
+            "/api/account",
+            Some(with_password),
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(no_current.status, 400, "{}", no_current.body);
+    assert_eq!(no_current.body["error"], "the current password is required");
+    // Every session from before the password was set is signed out.
+    let earlier = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/account",
+            Some(&token_unknown),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(earlier.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_without_a_password_deletes_itself_and_its_devices_after_signing_in_again() {
+    let provider = Provider::start().await;
+    let relay = relay_with_provider(&provider).await;
+    provider.person("sub-pat", "pat@example.com");
+    provider.auth_time(AuthTime::SecondsAgo(600));
+    let (jar, _) = provider_sign_in(&relay, None, false).await;
+    let (token, jar) = access(&relay, &jar).await;
+
+    // A desktop added with a device login, finished.
+    let started = start_login(&relay, "pat's desk").await;
+    let approved = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/device/approve",
+            Some(&token),
+            None,
+            Some(json!({"user_code": started["user_code"], "approve": true})),
+        )
+        .await;
+    assert_eq!(approved.status, 204, "{}", approved.body);
+    let device = poll(&relay, &started["device_code"]).await;
+    assert_eq!(device.status, 200, "{}", device.body);
+    let device_token = device.body["device_token"].as_str().unwrap().to_owned();
+    let confirmed = as_device(
+        &relay,
+        reqwest::Method::POST,
+        "/api/device/confirm",
+        &device_token,
+    )
+    .await;
+    assert_eq!(confirmed.status, 200);
+    assert_eq!(relay.devices(&token).await.len(), 1);
+
+    // Ten minutes since the provider saw the person: refused.
+    let stale = relay
+        .call(
+            reqwest::Method::DELETE,
+            "/api/account",
+            Some(&token),
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(stale.status, 403, "{}", stale.body);
+    assert_eq!(stale.body["code"], "reauth_required");
+    assert!(
+        stale.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("was 10 minutes ago"),
+        "{}",
+        stale.body
+    );
+    assert_eq!(relay.devices(&token).await.len(), 1, "nothing was deleted");
+
+    provider.auth_time(AuthTime::Now);
+    let (fresh_jar, _) = provider_sign_in(&relay, Some(&jar), true).await;
+    let (fresh, fresh_jar) = access(&relay, &fresh_jar).await;
+    let deleted = relay
+        .call(
+            reqwest::Method::DELETE,
+            "/api/account",
+            Some(&fresh),
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.body);
+    // The device's token is dead, the sessions are gone, and the provider's next
+    // sign-in makes a new, empty account.
+    let device_gone = as_device(
+        &relay,
+        reqwest::Method::POST,
+        "/api/device/confirm",
+        &device_token,
+    )
+    .await;
+    assert_eq!(device_gone.status, 401);
+    let refresh = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(&fresh_jar),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(refresh.status, 401);
+    let (again, _) = provider_sign_in(&relay, None, false).await;
+    let (again, _) = access(&relay, &again).await;
+    let account = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/account",
+            Some(&again),
+            None,
+            None,
+        )
+        .await;
+    assert_ne!(account.body["user_id"], json!(null));
+    assert!(relay.devices(&again).await.is_empty());
 }

@@ -156,6 +156,7 @@ async fn a_sign_in_under_way_is_taken_once_and_expired_ones_are_dropped() {
         nonce: "nonce".into(),
         verifier: "verifier".into(),
         expires_at,
+        replaces_session: None,
     };
     store
         .insert_oidc_login("old", &login(500), 100)

@@ -21,6 +21,11 @@ pub struct OidcConfig {
     pub public_url: Option<String>,
     /// Seconds a person has to finish signing in at the provider. Default 600.
     pub login_timeout_secs: u64,
+    /// How recent (seconds) a sign-in at the provider must be for an account without a
+    /// password to set one or to delete itself: the person confirms who they are at
+    /// the provider first (`?reauth=1`, which asks for `prompt=login` and `max_age=0`).
+    /// Default 300.
+    pub reauth_max_age_secs: u64,
     /// The providers, shown on the sign-in page in this order. Default: none.
     pub providers: Vec<OidcProviderConfig>,
 }
@@ -30,6 +35,7 @@ impl Default for OidcConfig {
         OidcConfig {
             public_url: None,
             login_timeout_secs: 600,
+            reauth_max_age_secs: 300,
             providers: Vec::new(),
         }
     }

@@ -1,11 +1,17 @@
-//! `GET /api/account`: the user's plan and how much of it is used;
-//! `POST /api/account/password`: change the password (every other session is signed
-//! out); `DELETE /api/account`: delete the account with its devices, sessions, usage
-//! and ratings.
-
-use std::sync::Arc;
+//! `GET /api/account`: the user's plan and how much of it is used, whether the account
+//! has a password and which providers it signs in with;
+//! `POST /api/account/password`: change the password, or set one on an account made by
+//! an OpenID provider (every other session is signed out); `DELETE /api/account`:
+//! delete the account with its devices, sessions, usage and ratings.
+//!
+//! Both changes need fresh proof of who is asking ([`prove_identity`]): the current
+//! password for an account that has one; for an account without a password, a sign-in
+//! at its provider within `[oidc] reauth_max_age_secs` (the web app sends the person
+//! through `/api/auth/oidc/{name}/start?reauth=1`, and the session's `auth_time`, carried
+//! in its access token, says when). A stolen access token alone can do neither.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -27,6 +33,135 @@ pub(super) fn routes() -> Router<Arc<RelayState>> {
     Router::new()
         .route("/api/account", get(account).delete(delete_account))
         .route("/api/account/password", post(change_password))
+}
+
+/// What proved who is asking for a sensitive change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    /// The current password was given and is right.
+    Password,
+    /// The account has no password, and the person signed in at its provider recently.
+    RecentSignIn,
+}
+
+/// Whether the account has a password (an account made by a provider sign-in has none
+/// until one is set).
+fn has_password(user: &crate::store::User) -> bool {
+    user.password_hash != crate::store::identities::NO_PASSWORD
+}
+
+/// "5 minutes", "90 seconds", "2 hours".
+fn span(secs: u64) -> String {
+    match secs {
+        1 => "1 second".into(),
+        s if s >= 7200 => format!("{} hours", s / 3600),
+        s if s >= 120 => format!("{} minutes", s / 60),
+        s => format!("{s} seconds"),
+    }
+}
+
+/// Whether a session whose person last proved who they are at `auth_time` may make a
+/// sensitive change at `now`, given the window `max_age_secs`: `Err(None)` when it
+/// never said, `Err(Some(age))` when too long ago.
+fn recent_enough(auth_time: Option<i64>, now: i64, max_age_secs: u64) -> Result<(), Option<u64>> {
+    match auth_time {
+        Some(at) if now.saturating_sub(at) <= max_age_secs as i64 => Ok(()),
+        Some(at) => Err(Some(now.saturating_sub(at).max(0) as u64)),
+        None => Err(None),
+    }
+}
+
+/// A 403 `reauth_required`: the account has no password and the session's last sign-in
+/// at a provider is missing or too old. `providers` are the ones the person can confirm
+/// with (`/api/auth/oidc/{name}/start?reauth=1`).
+fn reauth_required(message: String, providers: Vec<String>, max_age_secs: u64) -> Response {
+    crate::metrics::refused("reauth_required");
+    (
+        StatusCode::FORBIDDEN,
+        Json(serde_json::json!({
+            "error": message,
+            "code": "reauth_required",
+            "providers": providers,
+            "max_age_secs": max_age_secs,
+        })),
+    )
+        .into_response()
+}
+
+/// The signed-in user, and proof that it is them asking: the current `password` for an
+/// account that has one (checked like a sign-in, same limits); for an account without
+/// one, a sign-in at its provider within `reauth_max_age_secs` (the access token's
+/// `auth_time`).
+async fn prove_identity(
+    state: &RelayState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    password: Option<String>,
+) -> Result<(crate::store::User, Proof), Response> {
+    let claims = bearer(state, headers)
+        .await
+        .map_err(|e| e.into_response())?;
+    let user = state
+        .store
+        .user(&claims.sub)
+        .await
+        .map_err(|e| internal(e).into_response())?
+        .ok_or_else(|| {
+            ApiError(StatusCode::UNAUTHORIZED, "the account is gone".into()).into_response()
+        })?;
+    if has_password(&user) {
+        let Some(password) = password.filter(|p| !p.is_empty()) else {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "the current password is required".into(),
+            )
+            .into_response());
+        };
+        let user = reauthenticate(state, peer, headers, password)
+            .await
+            .map_err(|e| e.into_response())?;
+        return Ok((user, Proof::Password));
+    }
+    let max_age = state.config.oidc.reauth_max_age_secs;
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let auth_time = state.accounts.tokens.auth_time(token).ok().flatten();
+    let now = auth::now_secs() as i64;
+    let Err(age) = recent_enough(auth_time, now, max_age) else {
+        return Ok((user, Proof::RecentSignIn));
+    };
+    let providers = state
+        .store
+        .identity_providers(&user.id)
+        .await
+        .map_err(|e| internal(e).into_response())?;
+    let named = match providers.as_slice() {
+        [one] => state
+            .config
+            .oidc
+            .providers
+            .iter()
+            .find(|p| &p.name == one)
+            .map(|p| p.display_name().to_owned())
+            .unwrap_or_else(|| one.clone()),
+        _ => "your identity provider".to_owned(),
+    };
+    let message = match age {
+        Some(age) => format!(
+            "your last sign-in with {named} was {} ago; this account has no password, so sign in with {named} again to confirm it is you, then try again within {}",
+            span(age),
+            span(max_age),
+        ),
+        None => format!(
+            "this account has no password: sign in with {named} again to confirm it is you, then try again within {}",
+            span(max_age),
+        ),
+    };
+    tracing::info!(user_id = %user.id, ?auth_time, "sensitive change refused: no recent sign-in at the provider");
+    Err(reauth_required(message, providers, max_age))
 }
 
 /// The signed-in user's record, and their password checked like a sign-in (same limits).
@@ -59,7 +194,10 @@ async fn reauthenticate(
 
 #[derive(Deserialize)]
 struct PasswordChange {
-    current_password: String,
+    /// Required when the account has a password; an account without one proves who it
+    /// is by a recent sign-in at its provider instead.
+    #[serde(default)]
+    current_password: Option<String>,
     new_password: String,
     /// Put the new refresh token in the cookie (the web app: its cookie is not sent to
     /// this path, which is outside `/api/auth`).
@@ -67,28 +205,44 @@ struct PasswordChange {
     cookie: bool,
 }
 
-/// Changes the password: checks the current one, stores the new one, signs out every
-/// session (their refresh and access tokens), and signs this one in again (new tokens,
-/// in the cookie when asked with `cookie` or when the request came with one).
+/// Changes the password (or sets the first one of an account made by a provider, which
+/// can then sign in with it too): proves who is asking ([`prove_identity`]), stores the
+/// new one, signs out every session (their refresh and access tokens), and signs this
+/// one in again (new tokens, in the cookie when asked with `cookie` or when the request
+/// came with one).
 async fn change_password(
     State(state): State<Arc<RelayState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(req): Json<PasswordChange>,
-) -> Result<Response, CredError> {
-    let user = reauthenticate(&state, peer, &headers, req.current_password).await?;
+) -> Result<Response, Response> {
     if req.new_password.chars().count() < 8 || req.new_password.len() > 1024 {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             "a password has 8 to 1024 characters".into(),
         )
-        .into());
+        .into_response());
     }
-    let password = req.new_password.clone();
+    let (user, proof) = prove_identity(&state, peer, &headers, req.current_password).await?;
+    store_password(&state, &headers, &user, proof, req.new_password, req.cookie)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+/// Stores `new_password` for a user whose identity was proven, signs every session out
+/// and this one in again.
+async fn store_password(
+    state: &RelayState,
+    headers: &HeaderMap,
+    user: &crate::store::User,
+    proof: Proof,
+    new_password: String,
+    cookie: bool,
+) -> Result<Response, CredError> {
     let hash = state
         .accounts
         .hashing
-        .run(move || auth::hash_password(&password))
+        .run(move || auth::hash_password(&new_password))
         .await
         .map_err(|_| {
             CredError::Api(ApiError(
@@ -107,36 +261,56 @@ async fn change_password(
         .revoke_all_refresh_tokens(&user.id)
         .await
         .map_err(internal)?;
-    revoke_access(&state, &user.id, "the password was changed").await?;
-    tracing::info!(user_id = %user.id, "password changed; every session signed out");
+    revoke_access(state, &user.id, "the password was changed").await?;
+    match proof {
+        Proof::Password => {
+            tracing::info!(user_id = %user.id, "password changed; every session signed out")
+        }
+        Proof::RecentSignIn => tracing::info!(
+            user_id = %user.id,
+            "first password set after a recent sign-in at the provider; every session signed out"
+        ),
+    }
     let user = state
         .store
         .user(&user.id)
         .await
         .map_err(internal)?
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "the account is gone".into()))?;
-    let cookie = req.cookie || cookie_token(&headers).is_some();
-    Ok(
-        issue_tokens(&state, &user, SessionOf::New(&headers), cookie)
-            .await?
-            .into_response(),
-    )
+    let cookie = cookie || cookie_token(headers).is_some();
+    Ok(issue_tokens(state, &user, SessionOf::New(headers), cookie)
+        .await?
+        .into_response())
 }
 
 #[derive(Deserialize)]
 struct DeleteAccount {
-    password: String,
+    /// Required when the account has a password (see [`prove_identity`]).
+    #[serde(default)]
+    password: Option<String>,
 }
 
 /// Deletes the account: its devices (disconnected at once), sessions, usage and ratings;
-/// its open sessions are closed. Asks for the password again.
+/// its open sessions are closed. Needs fresh proof of who is asking ([`prove_identity`]):
+/// the password, or for an account without one a recent sign-in at its provider.
 async fn delete_account(
     State(state): State<Arc<RelayState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(req): Json<DeleteAccount>,
+) -> Result<Response, Response> {
+    let (user, proof) = prove_identity(&state, peer, &headers, req.password).await?;
+    delete_proven(&state, &user, proof)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+/// Deletes a user whose identity was proven, with everything that is theirs.
+async fn delete_proven(
+    state: &RelayState,
+    user: &crate::store::User,
+    proof: Proof,
 ) -> Result<Response, CredError> {
-    let user = reauthenticate(&state, peer, &headers, req.password).await?;
     let devices = state
         .store
         .devices_for_user(&user.id)
@@ -155,18 +329,20 @@ async fn delete_account(
             );
         }
     }
-    revoke_access(&state, &user.id, "the account was deleted").await?;
+    revoke_access(state, &user.id, "the account was deleted").await?;
     state
         .store
         .delete_device_logins_of(&user.id)
         .await
         .map_err(internal)?;
+    // Devices whose login had not finished go with the rest (delete_user deletes every
+    // device row of the user).
     state
         .store
         .delete_user(&user.email)
         .await
         .map_err(internal)?;
-    tracing::info!(user_id = %user.id, devices = devices.len(), "account deleted");
+    tracing::info!(user_id = %user.id, devices = devices.len(), ?proof, "account deleted");
     Ok((
         StatusCode::NO_CONTENT,
         [(axum::http::header::SET_COOKIE, refresh_cookie(None, 0))],
@@ -180,6 +356,17 @@ struct AccountView {
     email: String,
     plan: crate::store::Plan,
     usage: Usage,
+    /// Whether the account has a password (one made by a provider sign-in has none until
+    /// one is set; it then proves who it is by a recent sign-in at the provider).
+    has_password: bool,
+    /// The providers (configured names) the account signs in with.
+    providers: Vec<String>,
+    /// When this session's person last proved who they are (seconds since the epoch),
+    /// if known.
+    auth_time: Option<i64>,
+    /// How recent that must be for an account without a password to set one or delete
+    /// itself (seconds).
+    reauth_max_age_secs: u64,
 }
 
 #[derive(Serialize)]
@@ -220,7 +407,20 @@ async fn account(
         },
         open_streams: state.limits.streams_per_user.open_for(&user.id),
     };
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
     Ok(Json(AccountView {
+        has_password: has_password(&user),
+        providers: state
+            .store
+            .identity_providers(&user.id)
+            .await
+            .map_err(internal)?,
+        auth_time: state.accounts.tokens.auth_time(token).ok().flatten(),
+        reauth_max_age_secs: state.config.oidc.reauth_max_age_secs,
         user_id: user.id,
         email: user.email,
         plan,
@@ -238,4 +438,27 @@ pub(super) async fn user_plan(
         .await
         .map_err(internal)?
         .ok_or_else(|| internal(format!("user has unknown plan {:?}", user.plan_id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sign_in_counts_as_proof_only_within_the_window() {
+        assert_eq!(recent_enough(Some(1_000), 1_000, 300), Ok(()));
+        assert_eq!(recent_enough(Some(700), 1_000, 300), Ok(()));
+        assert_eq!(recent_enough(Some(699), 1_000, 300), Err(Some(301)));
+        assert_eq!(recent_enough(None, 1_000, 300), Err(None));
+        // A provider's clock ahead of ours is no later than now.
+        assert_eq!(recent_enough(Some(1_010), 1_000, 300), Ok(()));
+    }
+
+    #[test]
+    fn spans_read_as_words() {
+        assert_eq!(span(1), "1 second");
+        assert_eq!(span(90), "90 seconds");
+        assert_eq!(span(300), "5 minutes");
+        assert_eq!(span(3 * 3600 + 5), "3 hours");
+    }
 }

@@ -13,6 +13,8 @@
 //!    for polling too fast `slow_down` (and the interval grows by 5 s), then
 //!    `access_denied` or `expired_token`, or, once, the device's credentials (the same
 //!    answer as `POST /api/devices/enroll`). A second collection gets `expired_token`.
+//!    With `"confirm": true` the device is pending until the desktop has stored its token
+//!    and confirms (`super::devices`), so a login that fails there leaves nothing.
 //!
 //! The device code is stored hashed; the user code is only good with a signed-in
 //! person's approval, and wrong codes count against that person like failed sign-ins.
@@ -258,6 +260,10 @@ async fn approve(
 #[derive(Deserialize)]
 struct TokenRequest {
     device_code: String,
+    /// The desktop confirms once it stored the token (`POST /api/device/confirm`): the
+    /// device it collects is pending till then (`super::devices`).
+    #[serde(default)]
+    confirm: bool,
 }
 
 /// An RFC 8628 error answer: 400 `{"error": code, "error_description": text}`.
@@ -331,7 +337,7 @@ async fn token(
                 "the account is disabled or gone".into(),
             )
         })?;
-    let reply = register_device(&state, &user, &login.name).await?;
+    let reply = register_device(&state, &user, &login.name, req.confirm).await?;
     if !state
         .store
         .finish_device_login(&login.id, &reply.device_id)

@@ -1,5 +1,16 @@
 //! The user's devices: list them, enroll one (`desktop-node login --email`), rename,
 //! revoke. Device login without a password is in `super::device_login`.
+//!
+//! A device is registered before the desktop has stored its token, so a login that
+//! fails after that point (the desktop's secret store refuses, the process dies) would
+//! leave a device nobody has. A desktop that says it will confirm (`"confirm": true` in
+//! the enrollment or the device login's poll: `desktop-node login` does) therefore gets a
+//! *pending* device until it says its login finished (`POST /api/device/confirm` with
+//! its token) or first connects: a pending device is not listed (here or in the status
+//! events), its desktop may withdraw it (`DELETE /api/device/pending`, when storing the
+//! token failed), and after `pending_device_ttl_secs` (default 15 minutes) it is deleted
+//! and its token refused. Clients that do not say so (nodes from before this) get a
+//! finished device at once, as before.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,11 +27,18 @@ use super::{ApiError, bearer, internal};
 use crate::auth;
 use crate::state::RelayState;
 
-/// `GET /api/devices`, `POST /api/devices/enroll`, `PATCH` and `DELETE /api/devices/{id}`.
+/// `GET /api/devices`, `POST /api/devices/enroll`, `PATCH` and `DELETE /api/devices/{id}`;
+/// `POST /api/device/confirm` and `DELETE /api/device/pending` (the desktop, with its
+/// token).
 pub(super) fn routes() -> Router<Arc<RelayState>> {
     Router::new()
         .route("/api/devices", get(list_devices))
         .route("/api/devices/enroll", post(enroll_device))
+        .route("/api/device/confirm", post(confirm_device))
+        .route(
+            "/api/device/pending",
+            axum::routing::delete(withdraw_device),
+        )
         .route(
             "/api/devices/{id}",
             patch(rename_device).delete(revoke_device),
@@ -67,6 +85,9 @@ struct EnrollRequest {
     email: String,
     password: String,
     name: String,
+    /// The desktop confirms once it stored the token: the device is pending till then.
+    #[serde(default)]
+    confirm: bool,
 }
 
 /// A registered device's credentials, as `desktop-node login` stores them.
@@ -95,16 +116,20 @@ async fn enroll_device(
         },
     )
     .await?;
-    Ok(Json(register_device(&state, &user, &req.name).await?))
+    Ok(Json(
+        register_device(&state, &user, &req.name, req.confirm).await?,
+    ))
 }
 
-/// Checks the plan's device limit and the name, then registers a device for `user`;
-/// the answer carries its token, which is shown this once. Enrollment with a password
-/// and device login (`super::device_login`) both end here.
+/// Checks the plan's device limit and the name, then registers a device for `user`
+/// (pending until the desktop confirms, when it said it will: `pending`); the answer
+/// carries its token, which is shown this once. Enrollment with a password and device
+/// login (`super::device_login`) both end here.
 pub(super) async fn register_device(
     state: &RelayState,
     user: &crate::store::User,
     name: &str,
+    pending: bool,
 ) -> Result<EnrollReply, ApiError> {
     check_device_room(state, user).await?;
     let name = name.trim();
@@ -115,18 +140,88 @@ pub(super) async fn register_device(
         ));
     }
     let token = auth::new_device_token();
-    let device = state
-        .store
-        .create_device(&user.id, name, &auth::hash_device_token(&token))
-        .await
-        .map_err(internal)?;
+    let hash = auth::hash_device_token(&token);
+    let device_id = if pending {
+        let until = (auth::now_secs() + state.config.pending_device_ttl_secs.max(1)) as i64;
+        state
+            .store
+            .create_pending_device(&user.id, name, &hash, until)
+            .await
+            .map_err(internal)?
+    } else {
+        state
+            .store
+            .create_device(&user.id, name, &hash)
+            .await
+            .map_err(internal)?
+            .id
+    };
     Ok(EnrollReply {
-        device_id: device.id,
+        device_id,
         device_token: token,
         // The advertised port (`public_quic_addr`), which may differ from the bound one.
         quic_port: state.config.advertised_quic(state.endpoint.quic_addr).1,
         cert_sha256: hex::encode(state.endpoint.cert_sha256()),
     })
+}
+
+/// The device token a desktop presents as `Authorization: Bearer aisa_dt_…`.
+fn device_token(headers: &HeaderMap) -> Result<String, ApiError> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing device token".into()))
+}
+
+/// `POST /api/device/confirm`: the desktop stored its token, so its login finished and
+/// the device is listed from now on. Also answers for a finished device (a retry).
+async fn confirm_device(
+    State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let token = device_token(&headers)?;
+    match state
+        .store
+        .finish_pending_device(&auth::hash_device_token(&token))
+        .await
+        .map_err(internal)?
+    {
+        Some(device_id) => {
+            tracing::info!(%device_id, "device login finished");
+            Ok(Json(serde_json::json!({ "device_id": device_id })))
+        }
+        None => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "unknown device token (revoked, or its login did not finish in time: run the login again)"
+                .into(),
+        )),
+    }
+}
+
+/// `DELETE /api/device/pending`: the desktop could not store its token, so the device
+/// its login registered goes (only while its login has not finished).
+async fn withdraw_device(
+    State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let token = device_token(&headers)?;
+    if state
+        .store
+        .withdraw_pending_device(&auth::hash_device_token(&token))
+        .await
+        .map_err(internal)?
+    {
+        tracing::info!("a device whose login failed was withdrawn");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no device with this token is waiting for its login to finish".into(),
+        ))
+    }
 }
 
 /// A 403 when the user's plan has no room for another device.

@@ -6,13 +6,17 @@
 //! - `GET /api/auth/oidc/{name}/start`: makes fresh state, nonce and PKCE verifier
 //!   ([`flow`]), keeps the nonce and verifier in the store under the state's hash, puts
 //!   the state in this browser's [`flow::FLOW_COOKIE`], and sends the browser to the
-//!   provider.
+//!   provider. With `?reauth=1` (a signed-in person confirming who they are before
+//!   setting a password or deleting an account that has none) it asks the provider to
+//!   authenticate the person again (`prompt=login`, `max_age=0`) and notes the
+//!   browser's session (from its refresh cookie), which the new one replaces.
 //! - `GET /api/auth/oidc/{name}/callback`: the provider sends the browser back here. The
 //!   state must be the one in this browser's cookie and in the store (once, within
 //!   `login_timeout_secs`); the code is exchanged with the verifier; the ID token is
 //!   checked ([`client`]); the linking rule ([`link`]) picks the account; the relay then
-//!   starts the same session as a password sign-in (the refresh cookie) and sends the
-//!   browser to the web app.
+//!   starts the same session as a password sign-in (the refresh cookie), recording the
+//!   ID token's `auth_time` as when the person last proved who they are, and sends the
+//!   browser to the web app (to its account page after `?reauth=1`).
 //!
 //! Every failure sends the browser to the web app's sign-in page with
 //! `?oidc_error=<code>`, which the page turns into a sentence; details go to the log.
@@ -32,7 +36,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::sessions::{SessionOf, issue_tokens};
+use super::sessions::{SessionOf, cookie_token, issue_tokens};
 use crate::state::RelayState;
 use crate::store::{NewIdentity, PendingLogin, StoreError};
 use client::Provider;
@@ -152,12 +156,38 @@ fn fail(oidc: &Oidc, code: &str) -> Response {
     )
 }
 
+/// The query of `/start`.
+#[derive(Deserialize)]
+struct StartQuery {
+    /// `1`: a signed-in person confirming who they are (see the module's doc).
+    #[serde(default)]
+    reauth: Option<String>,
+}
+
+/// The live session this browser's refresh cookie belongs to, if any.
+async fn cookie_session(state: &RelayState, headers: &HeaderMap) -> Option<String> {
+    let token = cookie_token(headers)?;
+    let stored = state
+        .store
+        .session_token(&crate::auth::hash_token(&token))
+        .await
+        .ok()??;
+    (!stored.revoked && stored.expires_at > crate::auth::now_secs() as i64)
+        .then_some(stored.session_id)
+}
+
 /// `GET /api/auth/oidc/{name}/start`: to the provider.
 async fn start(
     State(state): State<Arc<RelayState>>,
     Extension(oidc): Extension<Arc<Oidc>>,
     Path(name): Path<String>,
+    Query(query): Query<StartQuery>,
+    headers: HeaderMap,
 ) -> Response {
+    let reauth = query
+        .reauth
+        .as_deref()
+        .is_some_and(|v| v == "1" || v == "true");
     let Some(provider) = oidc.provider(&name) else {
         return fail(&oidc, "unknown_provider");
     };
@@ -176,6 +206,7 @@ async fn start(
         client_id: &provider.config.client_id,
         redirect_uri: &redirect_uri,
         scope: &scope,
+        reauth,
     })
     .url(&secrets)
     {
@@ -191,6 +222,10 @@ async fn start(
         nonce: secrets.nonce.clone(),
         verifier: secrets.verifier.clone(),
         expires_at: now + oidc.login_timeout_secs as i64,
+        replaces_session: match reauth {
+            true => cookie_session(&state, &headers).await,
+            false => None,
+        },
     };
     if let Err(err) = state
         .store
@@ -308,15 +343,25 @@ async fn callback(
             return fail(&oidc, "failed");
         }
     };
-    let issued = match issue_tokens(&state, &user, SessionOf::New(&headers), true).await {
+    // Confirming who they are: the browser's old session gives way to the new one (when
+    // it is the same account's; another account's sign-in leaves it alone).
+    let reauth = pending.replaces_session.is_some();
+    if let Some(old) = &pending.replaces_session
+        && let Err(err) = state.store.revoke_session(&user.id, old).await
+    {
+        tracing::warn!(%err, "could not end the session a confirmation replaces");
+    }
+    let session = SessionOf::Provider(&headers, identity.auth_time);
+    let issued = match issue_tokens(&state, &user, session, true).await {
         Ok(issued) => issued,
         Err(_) => return fail(&oidc, "failed"),
     };
     metrics::counter!("aisa_relay_oidc_sign_ins_total", "result" => "ok").increment(1);
-    tracing::info!(provider = %name, user_id = %user.id, "signed in with an OpenID provider");
+    tracing::info!(provider = %name, user_id = %user.id, reauth, auth_time = ?identity.auth_time, "signed in with an OpenID provider");
     let mut cookies = vec![flow::flow_cookie(None, 0)];
     cookies.extend(issued.cookie().map(str::to_owned));
-    redirect(&format!("{}/", oidc.public_url), cookies)
+    let back = if reauth { "/#/account" } else { "/" };
+    redirect(&format!("{}{back}", oidc.public_url), cookies)
 }
 
 /// Applies the linking rule: the account to sign in, or why none.

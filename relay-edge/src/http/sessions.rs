@@ -122,10 +122,15 @@ pub(super) fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-/// A session to continue (its id and start) on a refresh, or a new one at sign-in with
-/// the browser's `User-Agent`.
+/// A session to continue (its id, start and `auth_time`) on a refresh, or a new one at
+/// sign-in with the browser's `User-Agent`.
 pub(super) enum SessionOf<'a> {
+    /// A password sign-in (or sign-up): the person proved who they are now.
     New(&'a HeaderMap),
+    /// A sign-in with an OpenID provider, which says when the person authenticated
+    /// there (the ID token's `auth_time`; `None` when it did not say).
+    Provider(&'a HeaderMap, Option<i64>),
+    /// A refresh: the same session, the same `auth_time`.
     Continue(&'a crate::store::SessionToken),
 }
 
@@ -137,26 +142,31 @@ pub(super) async fn issue_tokens(
     session: SessionOf<'_>,
     cookie: bool,
 ) -> Result<Issued, ApiError> {
+    let now = auth::now_secs() as i64;
+    let agent = |headers: &'_ HeaderMap| -> Option<String> {
+        headers
+            .get(axum::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (continued, user_agent, auth_time) = match &session {
+        SessionOf::New(headers) => (None, agent(headers), Some(now)),
+        // A provider's clock a little ahead of ours proves no later sign-in than now.
+        SessionOf::Provider(headers, at) => (None, agent(headers), at.map(|t| t.min(now))),
+        SessionOf::Continue(old) => (
+            Some((old.session_id.as_str(), old.session_started)),
+            old.user_agent.clone(),
+            old.auth_time,
+        ),
+    };
     let token = state
         .accounts
         .tokens
-        .issue_in_generation(&user.id, &user.email, user.token_generation)
+        .issue_for_session(&user.id, &user.email, user.token_generation, auth_time)
         .map_err(internal)?;
     let refresh_token = auth::new_refresh_token();
     let ttl = state.config.refresh_token_ttl_secs;
     let expires_at = (auth::now_secs() + ttl) as i64;
-    let (continued, user_agent) = match &session {
-        SessionOf::New(headers) => (
-            None,
-            headers
-                .get(axum::http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok()),
-        ),
-        SessionOf::Continue(old) => (
-            Some((old.session_id.as_str(), old.session_started)),
-            old.user_agent.as_deref(),
-        ),
-    };
     state
         .store
         .insert_session_token(
@@ -164,7 +174,8 @@ pub(super) async fn issue_tokens(
             &auth::hash_token(&refresh_token),
             expires_at,
             continued,
-            user_agent,
+            user_agent.as_deref(),
+            auth_time,
         )
         .await
         .map_err(internal)?;

@@ -1,6 +1,8 @@
 //! What the account screens need: sessions (chains of refresh tokens a person can list
-//! and end), password changes, and device logins (`desktop-node login` approved in the
-//! browser). Tables from `migrations/0006_sessions_device_login.sql`.
+//! and end, with when the person last proved who they are), password changes, device
+//! logins (`desktop-node login` approved in the browser), and devices whose login has
+//! not finished (registered, token not yet stored by the desktop). Tables from
+//! `migrations/0006_sessions_device_login.sql` and `0008_reauth_pending_devices.sql`.
 //!
 //! This module does not decide anything (who may approve, when a poll is too fast): the
 //! HTTP handlers in `crate::http` do; these are the queries.
@@ -31,6 +33,10 @@ pub struct SessionToken {
     pub session_started: i64,
     /// When this token was issued (the session's last refresh).
     pub issued_at: i64,
+    /// When the person last proved who they are in this session (seconds since the
+    /// epoch): a password sign-in's time, or the ID token's `auth_time` of a provider
+    /// sign-in; `None` when the provider did not say.
+    pub auth_time: Option<i64>,
 }
 
 impl FromRow<'_, AnyRow> for SessionToken {
@@ -52,6 +58,7 @@ impl FromRow<'_, AnyRow> for SessionToken {
                 .try_get::<Option<i64>, _>("session_started")?
                 .unwrap_or(created_at),
             issued_at: created_at,
+            auth_time: row.try_get("auth_time")?,
         })
     }
 }
@@ -112,7 +119,7 @@ impl FromRow<'_, AnyRow> for DeviceLogin {
     }
 }
 
-const SESSION_COLUMNS: &str = "SELECT id, user_id, session_id, expires_at, revoked, rotated_at, user_agent, session_started, created_at FROM refresh_tokens ";
+const SESSION_COLUMNS: &str = "SELECT id, user_id, session_id, expires_at, revoked, rotated_at, user_agent, session_started, created_at, auth_time FROM refresh_tokens ";
 const LOGIN_COLUMNS: &str = "SELECT id, user_code, name, created_at, expires_at, interval_secs, last_poll, approved_by, denied, device_id FROM device_logins ";
 
 fn now() -> i64 {
@@ -121,7 +128,8 @@ fn now() -> i64 {
 
 impl Store {
     /// Stores a refresh token of session `session` (a new session when `None`: the
-    /// token's row id becomes its id); returns the session id.
+    /// token's row id becomes its id) whose person last proved who they are at
+    /// `auth_time`; returns the session id.
     pub async fn insert_session_token(
         &self,
         user_id: &str,
@@ -129,6 +137,7 @@ impl Store {
         expires_at: i64,
         session: Option<(&str, i64)>,
         user_agent: Option<&str>,
+        auth_time: Option<i64>,
     ) -> Result<String, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let (session_id, started) = match session {
@@ -136,8 +145,8 @@ impl Store {
             None => (id.clone(), now()),
         };
         sqlx::query(
-            "INSERT INTO refresh_tokens (id, user_id, token_hash, expires_at, created_at, session_id, user_agent, session_started) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO refresh_tokens (id, user_id, token_hash, expires_at, created_at, session_id, user_agent, session_started, auth_time) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&id)
         .bind(user_id)
@@ -147,6 +156,7 @@ impl Store {
         .bind(&session_id)
         .bind(user_agent.map(|ua| ua.chars().take(300).collect::<String>()))
         .bind(started)
+        .bind(auth_time)
         .execute(&self.pool)
         .await?;
         Ok(session_id)
@@ -347,6 +357,84 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Registers a device whose login has not finished: it is not listed, and unless
+    /// it finishes ([`Store::finish_pending_device`], or its first connection) before
+    /// `pending_until` it is deleted and its token refused. Deletes the ones whose time
+    /// ran out while here.
+    pub async fn create_pending_device(
+        &self,
+        user_id: &str,
+        name: &str,
+        token_hash: &str,
+        pending_until: i64,
+    ) -> Result<String, StoreError> {
+        self.delete_expired_pending_devices().await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO devices (id, user_id, name, token_hash, created_at, pending_until) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(user_id)
+        .bind(name)
+        .bind(token_hash)
+        .bind(now())
+        .bind(pending_until)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| super::unique_violation(e, "a device with this token"))?;
+        self.facts.invalidate_device(&id);
+        Ok(id)
+    }
+
+    /// Deletes the devices whose login did not finish in time; returns how many.
+    pub async fn delete_expired_pending_devices(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM devices WHERE pending_until IS NOT NULL AND pending_until <= $1",
+        )
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() > 0 {
+            tracing::info!(
+                devices = done.rows_affected(),
+                "devices whose login never finished deleted"
+            );
+        }
+        Ok(done.rows_affected())
+    }
+
+    /// The login of the (unrevoked, unexpired) device with this token finished: it is
+    /// a device like any other from now on. Returns its id, or `None` for an unknown,
+    /// revoked or expired token. A finished device's token answers its id again.
+    pub async fn finish_pending_device(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(device) = self.device_by_token_hash(token_hash).await? else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE devices SET pending_until = NULL WHERE id = $1")
+            .bind(&device.id)
+            .execute(&self.pool)
+            .await?;
+        self.facts.invalidate_device(&device.id);
+        Ok(Some(device.id))
+    }
+
+    /// Deletes the device with this token if its login has not finished (the desktop
+    /// could not store its token); returns whether there was one.
+    pub async fn withdraw_pending_device(&self, token_hash: &str) -> Result<bool, StoreError> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM devices WHERE token_hash = $1 AND pending_until IS NOT NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(id) = id else { return Ok(false) };
+        self.delete_device_row(&id).await?;
+        Ok(true)
     }
 
     /// Deletes a device row outright (a device whose login lost the race to another

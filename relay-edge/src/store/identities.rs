@@ -24,6 +24,9 @@ pub struct PendingLogin {
     pub verifier: String,
     /// Seconds since the epoch after which the sign-in is void.
     pub expires_at: i64,
+    /// A sign-in to confirm who it is (`?reauth=1`) started from a signed-in browser:
+    /// that browser's session, which the new one replaces when it is the same account's.
+    pub replaces_session: Option<String>,
 }
 
 impl Store {
@@ -40,7 +43,7 @@ impl Store {
             .execute(&self.pool)
             .await?;
         sqlx::query(
-            "INSERT INTO oidc_logins (state_hash, provider, nonce, verifier, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO oidc_logins (state_hash, provider, nonce, verifier, created_at, expires_at, replaces_session) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(state_hash)
         .bind(&login.provider)
@@ -48,6 +51,7 @@ impl Store {
         .bind(&login.verifier)
         .bind(now)
         .bind(login.expires_at)
+        .bind(&login.replaces_session)
         .execute(&self.pool)
         .await
         .map_err(|e| unique_violation(e, "a sign-in with this state"))?;
@@ -61,7 +65,7 @@ impl Store {
         state_hash: &str,
     ) -> Result<Option<PendingLogin>, StoreError> {
         let row = sqlx::query(
-            "DELETE FROM oidc_logins WHERE state_hash = $1 RETURNING provider, nonce, verifier, expires_at",
+            "DELETE FROM oidc_logins WHERE state_hash = $1 RETURNING provider, nonce, verifier, expires_at, replaces_session",
         )
         .bind(state_hash)
         .fetch_optional(&self.pool)
@@ -72,6 +76,7 @@ impl Store {
                 nonce: row.try_get("nonce")?,
                 verifier: row.try_get("verifier")?,
                 expires_at: row.try_get("expires_at")?,
+                replaces_session: row.try_get("replaces_session")?,
             })
         })
         .transpose()
@@ -171,6 +176,16 @@ impl Store {
         .map_err(|e| unique_violation(e, "this identity"))?;
         tx.commit().await?;
         Ok(user)
+    }
+
+    /// The providers (configured names) of the identities linked to a user, each once.
+    pub async fn identity_providers(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT provider FROM oidc_identities WHERE user_id = $1 ORDER BY provider",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// How many identities are linked to a user.

@@ -110,6 +110,10 @@ struct IdClaims {
     email: Option<String>,
     #[serde(default)]
     email_verified: Option<serde_json::Value>,
+    /// When the person authenticated at the provider (seconds since the epoch); sent
+    /// when the request asked for `max_age`, and by many providers anyway.
+    #[serde(default)]
+    auth_time: Option<serde_json::Value>,
 }
 
 /// A person the provider signed in: who (`issuer`, `subject`), and what it says of their
@@ -122,6 +126,9 @@ pub(crate) struct VerifiedIdentity {
     pub(crate) subject: String,
     /// The email and whether the provider vouched for it.
     pub(crate) account: ProviderAccount,
+    /// When the person authenticated at the provider (the ID token's `auth_time`), if
+    /// it said.
+    pub(crate) auth_time: Option<i64>,
 }
 
 fn http_err(e: reqwest::Error) -> OidcError {
@@ -314,7 +321,13 @@ impl Provider {
         {
             account = userinfo(http, endpoint, access, &claims.sub).await?;
         }
+        // A number, as OpenID Connect Core says; some providers send a float.
+        let auth_time = claims
+            .auth_time
+            .as_ref()
+            .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)));
         Ok(VerifiedIdentity {
+            auth_time,
             issuer: claims.iss,
             subject: claims.sub,
             account,

@@ -77,6 +77,10 @@ pub(crate) struct AuthRequest<'a> {
     pub(crate) redirect_uri: &'a str,
     /// Space-separated scopes, `openid` among them.
     pub(crate) scope: &'a str,
+    /// Ask the provider to authenticate the person again now, whatever session it
+    /// holds (`prompt=login`, `max_age=0`; the ID token then carries `auth_time`): a
+    /// signed-in person confirming who they are before a sensitive change.
+    pub(crate) reauth: bool,
 }
 
 impl AuthRequest<'_> {
@@ -93,6 +97,11 @@ impl AuthRequest<'_> {
             .append_pair("nonce", &secrets.nonce)
             .append_pair("code_challenge", &secrets.challenge())
             .append_pair("code_challenge_method", "S256");
+        if self.reauth {
+            url.query_pairs_mut()
+                .append_pair("prompt", "login")
+                .append_pair("max_age", "0");
+        }
         Ok(url)
     }
 }
@@ -189,6 +198,7 @@ mod tests {
             client_id: "relay client",
             redirect_uri: "https://relay.example.net/api/auth/oidc/id/callback",
             scope: "openid email",
+            reauth: false,
         }
         .url(&secrets)
         .unwrap();
@@ -210,6 +220,29 @@ mod tests {
             !url.as_str().contains(&secrets.verifier),
             "the verifier never leaves the relay"
         );
+        assert!(
+            !pairs.contains_key("max_age"),
+            "no max_age on a plain sign-in"
+        );
+    }
+
+    #[test]
+    fn a_reauthentication_asks_the_provider_to_sign_the_person_in_again() {
+        let secrets = FlowSecrets::new();
+        let url = AuthRequest {
+            endpoint: "https://id.example.com/auth",
+            client_id: "relay",
+            redirect_uri: "https://relay.example.net/api/auth/oidc/id/callback",
+            scope: "openid email",
+            reauth: true,
+        }
+        .url(&secrets)
+        .unwrap();
+        let pairs: std::collections::HashMap<String, String> =
+            url.query_pairs().into_owned().collect();
+        assert_eq!(pairs["prompt"], "login");
+        assert_eq!(pairs["max_age"], "0");
+        assert_eq!(pairs["code_challenge_method"], "S256");
     }
 
     #[test]
