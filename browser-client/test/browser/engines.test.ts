@@ -21,12 +21,16 @@ import { afterAll, beforeAll, describe, it } from 'vitest';
 import { artifactsOf, type Driver } from './engines/driver';
 import { startHttpsFront, type HttpsFront } from './engines/https';
 import { launch, selectedEngines, selectedFlows } from './engines/index';
-import { FLOW_IDS, FLOWS, FlowContext, FlowSkipped, KNOWN_ISSUES, type FlowRecord } from './flows';
+import { FLOW_IDS, FLOWS, FlowContext, FlowSkipped, flowsFor, KNOWN_ISSUES, type FlowRecord } from './flows';
 import { System } from './system';
 
 const flows = FLOWS.filter((f) => selectedFlows(FLOW_IDS, process.env.AISA_BROWSER_FLOWS).includes(f.id));
 
 for (const engine of selectedEngines(process.env.AISA_BROWSER_ENGINES)) {
+  const engineFlows = flowsFor(engine, flows, process.env.AISA_BROWSER_FLOWS);
+  for (const left of flows.filter((f) => !engineFlows.includes(f))) {
+    console.log(`[engines] ${engine} ${left.id}: not run here, checked by ${left.chromiumSuite} (AISA_BROWSER_FLOWS=${left.id} runs it)`);
+  }
   describe(`browser flows in ${engine}`, () => {
     const dir = artifactsOf(engine);
     let system: System;
@@ -66,7 +70,7 @@ for (const engine of selectedEngines(process.env.AISA_BROWSER_ENGINES)) {
       await system?.stop();
     });
 
-    for (const flow of flows) {
+    for (const flow of engineFlows) {
       it(`${flow.id}: ${flow.title}`, async (t) => {
         const started = Date.now();
         ctx.transport = undefined;

@@ -1,8 +1,9 @@
 /**
  * The browser flows every engine runs, each written once against the {@link Driver}
- * surface: sign-in, run with streaming, cancel, install with approval, pairing, and an
- * encrypted action. Each flow brings the page to the state it needs itself (signed in,
- * paired), so any one of them can run alone (`AISA_BROWSER_FLOWS=run`).
+ * surface: sign-in, run with streaming, cancel, install with approval, pairing, an
+ * encrypted action, errors in words, the run history, and staying signed in. Each flow
+ * brings the page to the state it needs itself (signed in, paired), so any one of them
+ * can run alone (`AISA_BROWSER_FLOWS=run`).
  *
  * A flow that needs the tunnel (a session to the relay: WebTransport, or the WebSocket
  * path where WebTransport is missing) asks {@link FlowContext.requireTunnel}. That
@@ -244,7 +245,23 @@ export interface Flow {
   id: string;
   /** The test's title. */
   title: string;
+  /**
+   * The main Chromium suite that already checks this (for flows written so the other
+   * engines check it too). Chromium's default run of the flows leaves it to that suite,
+   * so CI (which runs both in Chromium) does not do it twice; see `chromiumLeaves`.
+   */
+  chromiumSuite?: string;
   run(ctx: FlowContext): Promise<void>;
+}
+
+/**
+ * The flows an engine runs: `flows`, but for Chromium without the ones a main Chromium
+ * suite checks ({@link Flow.chromiumSuite}) unless flows were named (`AISA_BROWSER_FLOWS`,
+ * `named`), which runs them anywhere.
+ */
+export function flowsFor(engine: EngineName, flows: readonly Flow[], named: string | undefined): Flow[] {
+  if (engine !== 'chromium' || named) return [...flows];
+  return flows.filter((f) => !f.chromiumSuite);
 }
 
 /** The provider's count of requests it saw aborted (its /stats). */
@@ -416,6 +433,72 @@ export const FLOWS: readonly Flow[] = [
       await poll('the desktop to log an encrypted stream', async () => sealed(), (n) => n > before, 5_000);
       await ctx.readTransport();
       await ctx.shot('encrypted-action.png');
+    },
+  },
+  {
+    id: 'errors',
+    title: 'says failures in words, with the code behind Details, and a new message replaces the old one',
+    chromiumSuite: 'app.test.ts (provider failure) and webapp.test.ts (errors in words)',
+    async run(ctx) {
+      const d = ctx.driver;
+      await ctx.ensureSignedIn();
+      await ctx.requireTunnel();
+      // A provider failure during a run (`[500]`: the local provider answers HTTP 500).
+      await ctx.openRunner('hello-ai');
+      await ctx.runFreeform('write', { topic: '[500]' });
+      await waitText(d, '#run-status', /^The AI provider on your desktop answered with an error/);
+      const details = await textOf(d, '#run-error details');
+      check(/provider_error/.test(details) && /HTTP 500/.test(details), `the details do not name the code and status: ${details}`);
+      await ctx.readTransport();
+      await ctx.shot('error-provider.png');
+      // A refusal from the relay (a device code no desktop shows), then an empty code:
+      // one message at a time, the code behind a closed "Details".
+      await ctx.route('#/activate');
+      await waitFor(d, '#device-code');
+      await d.fill('#device-code', 'BCDF-GHJK');
+      await d.click(await markByText(d, 'button', 'Continue'));
+      await waitText(d, '.error-note .error', /^No desktop is waiting with this code/);
+      check(
+        (await d.evaluate<boolean>("document.querySelector('.error-note details').open")) === false,
+        'the details are open from the start',
+      );
+      check(/http_404/.test(await textOf(d, '.error-note details')), `no http_404 behind Details: ${await textOf(d, '.error-note details')}`);
+      await d.fill('#device-code', '');
+      await d.click(await markByText(d, 'button', 'Continue'));
+      await waitText(d, '.error-note .error', 'Type the code your desktop shows.');
+      const notes = await d.evaluate<number>("document.querySelectorAll('.error-note').length");
+      check(notes === 1, `${notes} error messages on the page, not one`);
+      await ctx.shot('error-details.png');
+    },
+  },
+  {
+    id: 'history',
+    title: 'keeps each run on the desktop: listed in History, found by a word of its input, opened with its output',
+    chromiumSuite: 'history.test.ts',
+    async run(ctx) {
+      const d = ctx.driver;
+      await ctx.ensureSignedIn();
+      await ctx.requireTunnel();
+      // A word no other flow's run has, so the search finds exactly this run.
+      const marker = `marker${Date.now() % 1_000_000}`;
+      await ctx.openRunner('hello-ai');
+      await ctx.runFreeform('write', { topic: marker });
+      await waitText(d, '#run-status', /^Done/);
+      await ctx.route('#/history');
+      await waitText(d, '#history-status', /^\d+ runs?;/, 15_000);
+      check(
+        (await textOf(d, '.history-item')).includes(marker),
+        `the newest run is not first in the list: ${await textOf(d, '.history-item')}`,
+      );
+      await d.fill('#history-search', marker);
+      await waitText(d, '#history-status', new RegExp(`^1 run matching “${marker}”`));
+      await d.click('.history-item');
+      await waitFor(d, '#history-run-title');
+      check((await textOf(d, '#history-input')).includes(marker), `the opened run's input: ${await textOf(d, '#history-input')}`);
+      check(/Done/.test(await textOf(d, '#history-run-meta')), `the opened run's status: ${await textOf(d, '#history-run-meta')}`);
+      await waitText(d, '#history-output', `Echo: Write a short paragraph about ${marker}.`);
+      await ctx.readTransport();
+      await ctx.shot('history-run.png');
     },
   },
   {

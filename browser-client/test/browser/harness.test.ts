@@ -6,11 +6,13 @@
  * stale entry that no longer skips anything).
  */
 
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { suiteEngine } from './chromium';
 import { ENGINES } from './engines/driver';
 import { selectedEngines, selectedFlows } from './engines/index';
-import { FLOW_IDS, KNOWN_ISSUES } from './flows';
+import { FLOW_IDS, FLOWS, flowsFor, KNOWN_ISSUES } from './flows';
 
 describe('engine selection', () => {
   it('defaults to Chromium, takes a list in the suite order, and all', () => {
@@ -46,6 +48,28 @@ describe('flow selection', () => {
 
   it('refuses an unknown flow', () => {
     expect(() => selectedFlows(FLOW_IDS, 'run,login')).toThrow(/unknown flow "login"/);
+  });
+});
+
+describe('flows per engine', () => {
+  it('Chromium leaves to its main suites the flows they check, unless flows are named', () => {
+    const ids = (fs: { id: string }[]) => fs.map((f) => f.id);
+    const chromium = ids(flowsFor('chromium', FLOWS, undefined));
+    expect(chromium).not.toContain('errors');
+    expect(chromium).not.toContain('history');
+    expect(chromium).toContain('run');
+    expect(ids(flowsFor('chromium', FLOWS, 'history'))).toEqual(FLOW_IDS);
+    expect(ids(flowsFor('webkit', FLOWS, undefined))).toEqual(FLOW_IDS);
+    expect(ids(flowsFor('firefox', FLOWS, undefined))).toEqual(FLOW_IDS);
+  });
+
+  it('name a main suite that exists for every flow Chromium leaves', () => {
+    for (const flow of FLOWS.filter((f) => f.chromiumSuite)) {
+      for (const file of flow.chromiumSuite!.match(/[\w-]+\.test\.ts/g) ?? []) {
+        expect(existsSync(join(__dirname, file)), `${flow.id}: ${file}`).toBe(true);
+      }
+      expect(flow.chromiumSuite).toMatch(/\.test\.ts/);
+    }
   });
 });
 

@@ -41,6 +41,14 @@ export async function launchFirefox(): Promise<Driver> {
       await page.locator(selector).click();
     },
     async fill(selector, value) {
+      if (value === '') {
+        // puppeteer's fill('') leaves a React input's state as it was (no input event
+        // reaches React); a person empties a field by selecting it all and deleting.
+        await page.focus(selector);
+        await page.evaluate((s) => (document.querySelector(s) as HTMLInputElement | null)?.select(), selector);
+        await page.keyboard.press('Backspace');
+        return;
+      }
       await page.locator(selector).fill(value);
     },
     async press(selector, key: Key) {
