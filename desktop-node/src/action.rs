@@ -101,6 +101,7 @@ pub async fn serve_stream(
                 app_id,
                 action,
                 payload,
+                model,
             } => {
                 let app_id = match AppId::parse(&app_id) {
                     Ok(app_id) => app_id,
@@ -111,10 +112,13 @@ pub async fn serve_stream(
                     browser: format!("{}/{}", header.user_id, header.session_id),
                     accepted,
                 };
-                execute(
-                    &ctx, &request, &app_id, &action, &payload, &mut send, &mut recv,
-                )
-                .await;
+                let run = Run {
+                    app_id: &app_id,
+                    action: &action,
+                    payload: &payload,
+                    model: model.as_deref(),
+                };
+                execute(&ctx, &request, run, &mut send, &mut recv).await;
                 return;
             }
             Body::GetStatus => ctx.status(id),
@@ -388,18 +392,34 @@ struct Request {
     accepted: Instant,
 }
 
+/// What an EXECUTE_ACTION asks for.
+struct Run<'a> {
+    /// The app.
+    app_id: &'a AppId,
+    /// The action's name.
+    action: &'a str,
+    /// Its JSON input.
+    payload: &'a str,
+    /// The model the browser chose (since 1.2); `None`: the desktop's default.
+    model: Option<&'a str>,
+}
+
 /// Runs an action, streaming its output, until it ends, fails, or the browser cancels.
 /// It first takes a place in the node's admission ([`crate::scheduler`]): at once, after
 /// a wait in the queue, or not at all (`busy`).
 async fn execute(
     ctx: &NodeContext,
     request: &Request,
-    app_id: &AppId,
-    action: &str,
-    payload: &str,
+    run: Run<'_>,
     send: &mut ReplyStream,
     recv: &mut crate::node::RecvStream,
 ) {
+    let Run {
+        app_id,
+        action,
+        payload,
+        model,
+    } = run;
     let request_id = request.id;
     // On an encrypted stream only a sealed CANCEL counts.
     let mut controls = send
@@ -444,6 +464,18 @@ async fn execute(
         )
         .await;
     }
+    // The model the browser chose (since 1.2), if this desktop offers it.
+    let ai = match ctx.ai_for(model) {
+        Ok(ai) => ai,
+        Err(msg) => {
+            info!(reason = "model", %app_id, action, model, "request refused");
+            return finish_with(
+                send,
+                Envelope::error(request_id, ErrorCode::InvalidPayload, msg),
+            )
+            .await;
+        }
+    };
     // From here on the request is a run: the history records how it ends.
     let mut log = ctx.history().map(|history| {
         crate::history::RunLog::start(
@@ -455,7 +487,7 @@ async fn execute(
         )
     });
     let input = app.action_input(action, &payload);
-    let action_ctx = match action_context(ctx, &app) {
+    let action_ctx = match action_context(ctx, &app, ai) {
         Ok(action_ctx) => action_ctx,
         Err(err) => {
             let msg = format!("{app_id}: an approved permission cannot be used here: {err}");
@@ -616,6 +648,7 @@ fn split_text(text: &str, max: usize) -> impl Iterator<Item = &str> {
 fn action_context(
     ctx: &NodeContext,
     app: &crate::apps::App,
+    ai: Arc<dyn crate::ai::AiProvider>,
 ) -> Result<ActionContext, crate::permissions::PathError> {
     let id = &app.manifest.id;
     let user_dirs = crate::sandbox::user_dirs_from_env();
@@ -630,14 +663,11 @@ fn action_context(
         &user_dirs,
         &app_data,
     )?;
-    Ok(ActionContext::new(
-        id.clone(),
-        app.manifest.version.clone(),
-        &ctx.home,
-        ctx.ai.clone(),
+    Ok(
+        ActionContext::new(id.clone(), app.manifest.version.clone(), &ctx.home, ai)
+            .with_grants(grants)
+            .with_limits(ctx.limits),
     )
-    .with_grants(grants)
-    .with_limits(ctx.limits))
 }
 
 /// Completes when the browser sends CANCEL or its side of the stream fails. A clean

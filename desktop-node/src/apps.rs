@@ -134,6 +134,48 @@ pub enum AppError {
     /// The module could not be loaded.
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::ActionError),
+    /// A JavaScript app, and this node has no JS runtime to run it on.
+    #[error("a JavaScript app, but the JS runtime module was not found (set AISA_JS_RUNTIME)")]
+    NoJsRuntime,
+}
+
+impl AppError {
+    /// Why the app cannot run, in one sentence for the person using the web app (the
+    /// error itself, with paths and details, goes to the node's log).
+    pub fn for_person(&self) -> String {
+        match self {
+            AppError::NoJsRuntime => {
+                "This desktop has no JavaScript runtime, which this app needs: \
+                 install the desktop node's full release (its runtime is built in), or put \
+                 aisa-js-runtime.wasm next to desktop-node."
+                    .into()
+            }
+            AppError::Io { .. } => "Its installed files could not be read: reinstall it.".into(),
+            AppError::Manifest(_) => {
+                "Its installed files do not pass this desktop's checks: reinstall it.".into()
+            }
+            AppError::Sandbox(_) => "Its code does not load on this desktop (it may need a newer \
+                 desktop node): update the desktop node, or reinstall the app."
+                .into(),
+        }
+    }
+}
+
+/// An installed app that did not load, as [`load_all`] reports it.
+#[derive(Debug)]
+pub struct LoadProblem {
+    /// The app id.
+    pub id: String,
+    /// The version that should be active (empty when its state could not be read).
+    pub version: String,
+    /// What went wrong.
+    pub error: AppError,
+}
+
+impl std::fmt::Display for LoadProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.id, self.error)
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AppError + '_ {
@@ -217,7 +259,7 @@ pub fn load_all(
     apps_dir: &Path,
     sandbox: &Sandbox,
     js_runtime: Option<&LoadedModule>,
-) -> (HashMap<String, Arc<App>>, Vec<String>) {
+) -> (HashMap<String, Arc<App>>, Vec<LoadProblem>) {
     load_all_reusing(apps_dir, sandbox, js_runtime, &HashMap::new())
 }
 
@@ -228,7 +270,7 @@ pub fn load_all_reusing(
     sandbox: &Sandbox,
     js_runtime: Option<&LoadedModule>,
     previous: &HashMap<String, Arc<App>>,
-) -> (HashMap<String, Arc<App>>, Vec<String>) {
+) -> (HashMap<String, Arc<App>>, Vec<LoadProblem>) {
     let dir = AppsDir::new(apps_dir);
     let mut apps = HashMap::new();
     let mut problems = Vec::new();
@@ -246,7 +288,16 @@ pub fn load_all_reusing(
                 apps.insert(id.to_string(), Arc::new(app));
             }
             Ok(None) => {}
-            Err(err) => problems.push(format!("{id}: {err}")),
+            Err(error) => problems.push(LoadProblem {
+                id: id.to_string(),
+                version: dir
+                    .state(&id)
+                    .ok()
+                    .flatten()
+                    .map(|s| s.active)
+                    .unwrap_or_default(),
+                error,
+            }),
         }
     }
     (apps, problems)
@@ -358,12 +409,7 @@ fn load_bundle(
             (sandbox.load(&wasm)?, None)
         }
         aisa_abi::EntryKind::Js => {
-            let runtime = js_runtime.ok_or_else(|| {
-                AppError::Manifest(
-                    "a JavaScript app, but the JS runtime module was not found (set AISA_JS_RUNTIME)"
-                        .into(),
-                )
-            })?;
+            let runtime = js_runtime.ok_or(AppError::NoJsRuntime)?;
             let mut sources = crate::js_apps::JsSources::read(&dir)
                 .map_err(|e| AppError::Manifest(e.to_string()))?;
             // QuickJS bytecode, made here from the signed bundle's sources (never taken

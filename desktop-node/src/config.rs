@@ -125,6 +125,10 @@ pub struct AiConfig {
     pub base_url: Option<String>,
     /// Model name. Default: a small current model of the provider.
     pub model: Option<String>,
+    /// More models of the same provider a run may choose in the web app, besides
+    /// `model` (the default), e.g. `models = ["gpt-4o"]`. Default none: the web app
+    /// offers no choice. DEVICE_STATUS lists them (names only).
+    pub models: Vec<String>,
     /// Environment variable holding the API key. Default `OPENAI_API_KEY`,
     /// `ANTHROPIC_API_KEY`, `GEMINI_API_KEY`, none for `local`.
     pub api_key_env: Option<String>,

@@ -64,6 +64,10 @@ struct RunArgs {
     /// Model name (overrides node.toml).
     #[arg(long, env = "AISA_AI_MODEL")]
     ai_model: Option<String>,
+    /// More models a run may choose in the web app, comma-separated (overrides
+    /// `[ai] models` in node.toml).
+    #[arg(long, env = "AISA_AI_MODELS", value_delimiter = ',')]
+    ai_models: Option<Vec<String>>,
     /// Serve the desktop face on 127.0.0.1 beside the node (as `[face] enabled = true`);
     /// `desktop-node face` opens it.
     #[arg(long, env = "AISA_NODE_FACE")]
@@ -152,6 +156,9 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
     if let Some(model) = args.ai_model {
         config.ai.model = Some(model);
     }
+    if let Some(models) = args.ai_models {
+        config.ai.models = models;
+    }
     let cli::keys::RunSecrets {
         token,
         identity,
@@ -197,13 +204,18 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         aisa_node::crash::register_secret("provider_key", key);
     }
     let redactions: Vec<String> = api_key.iter().cloned().collect();
-    let ai = aisa_node::ai::build(
+    // The default model and any others a run may choose (`[ai] models`), one adapter each.
+    let ai_models = aisa_node::ai::AiModels::build(
         config.ai.provider,
         &config.ai.base_url(),
         &config.ai.model(),
+        &config.ai.models,
         api_key,
     )?;
-    tracing::info!(provider = config.ai.provider.name(), base_url = %config.ai.base_url(), model = %config.ai.model(), "AI provider");
+    let ai = ai_models
+        .default_adapter()
+        .ok_or_else(|| anyhow::anyhow!("no AI model is configured ([ai] model)"))?;
+    tracing::info!(provider = config.ai.provider.name(), base_url = %config.ai.base_url(), models = ?ai_models.names(), "AI provider");
     // The run history (`[history]`): a run's record never holds the provider's key.
     let history = if config.history.enabled {
         let opened = aisa_node::history::History::open(home.dir(), config.history.clone())
@@ -224,6 +236,7 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
             home.dir().to_owned(),
         )
         .with_installer(installer, None)
+        .with_ai_models(ai_models)
         .with_lazy_js_runtime(js_runtime)
         .with_admission(config.limits.admission(cpus))
         .with_e2e(aisa_node::e2e::E2eState::new(

@@ -274,3 +274,170 @@ async fn stop_mid_action(signal: libc::c_int, said: &str) {
     }
     make_room(&system, &device_id).await;
 }
+
+/// `run` with more environment (the models a run may choose).
+fn start_run_with(home: &Path, base_url: &str, console: &Path, env: &[(&str, &str)]) -> Killed {
+    let mut run = node(home);
+    run.env("RUST_LOG", "info").envs(env.iter().copied());
+    run.args(["run", "--ai-provider", "openai", "--ai-base-url", base_url])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(console.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(console.join("stderr")).unwrap());
+    Killed(run.spawn().unwrap())
+}
+
+/// Copies a folder's files (not sub-folders).
+fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Protocol 1.2 on the real binary: DEVICE_STATUS names the provider and the models a
+/// run may choose (never the key) and the installed apps the node cannot run, each with
+/// a sentence; a run with a chosen model reaches the provider with that model, no model
+/// means the default, and a model the node does not offer is refused in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_models_and_the_apps_that_cannot_run_and_a_run_uses_the_chosen_model() {
+    let system = System::start().await;
+    let key = format!("sk-models-test-{}", std::process::id());
+    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(key.clone()))
+        .await
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let console = tempfile::tempdir().unwrap();
+    let (device_id, _) = set_up(&system, home.path(), &key);
+    let apps = home.path().join("miniapps");
+    // An installed app whose code no longer loads (a damaged install)…
+    let mut install = node(home.path());
+    install
+        .args(["apps", "install-local"])
+        .arg(aisa_testkit::guest::hello_ai_wasm())
+        .args(["--id", "broken-app", "--action", "write"]);
+    run_to_end(install, "");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(apps.join("broken-app/state.json")).unwrap())
+            .unwrap();
+    let broken_version = state["active"].as_str().unwrap().to_owned();
+    std::fs::write(
+        apps.join("broken-app")
+            .join(&broken_version)
+            .join("logic.wasm"),
+        b"\0asm not really",
+    )
+    .unwrap();
+    // …and a JavaScript app on a node without the JS runtime (`node()` points
+    // AISA_JS_RUNTIME nowhere): the example's bundle files, as the installer leaves them.
+    let examples = aisa_testkit::guest::workspace_root().join("examples/seo-writer");
+    copy_files(&examples, &apps.join("seo-writer/0.1.0"));
+    std::fs::write(
+        apps.join("seo-writer/state.json"),
+        r#"{"active":"0.1.0","enabled":true}"#,
+    )
+    .unwrap();
+
+    let _node = start_run_with(
+        home.path(),
+        &fake.base_url(),
+        console.path(),
+        &[
+            ("AISA_AI_MODEL", "fake-small"),
+            ("AISA_AI_MODELS", "fake-large,fake-small"),
+        ],
+    );
+    run_one(&system, &device_id, "warm up", console.path()).await;
+    assert_eq!(
+        fake.stats.models().last().map(String::as_str),
+        Some("fake-small")
+    );
+
+    let reply = system::run_action(
+        &system,
+        &device_id,
+        aisa_tunnel::Envelope::new(1, Body::GetStatus),
+    )
+    .await;
+    let Some(Body::DeviceStatus {
+        apps: running,
+        providers,
+        unloadable,
+        ..
+    }) = reply.last().map(|e| e.body.clone())
+    else {
+        panic!("no DEVICE_STATUS: {reply:?}");
+    };
+    assert_eq!(
+        running.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["hello-ai"],
+        "the apps that cannot run are not listed as running"
+    );
+    assert_eq!(
+        providers,
+        [aisa_tunnel::message::ProviderStatus {
+            name: "openai".into(),
+            models: vec!["fake-small".into(), "fake-large".into()],
+            configured: true,
+        }]
+    );
+    let reasons: Vec<(&str, &str, &str)> = unloadable
+        .iter()
+        .map(|u| (u.id.as_str(), u.version.as_str(), u.reason.as_str()))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(
+        (reasons[0].0, reasons[0].1),
+        ("broken-app", broken_version.as_str())
+    );
+    assert!(
+        reasons[0]
+            .2
+            .starts_with("Its code does not load on this desktop"),
+        "{reasons:?}"
+    );
+    assert_eq!((reasons[1].0, reasons[1].1), ("seo-writer", "0.1.0"));
+    assert!(
+        reasons[1]
+            .2
+            .starts_with("This desktop has no JavaScript runtime"),
+        "{reasons:?}"
+    );
+    // Names only: the key is nowhere in the status bytes.
+    let bytes = reply.last().unwrap().encode();
+    assert!(!String::from_utf8_lossy(&bytes).contains(&key));
+
+    // A run with a chosen model: the provider is asked for that model.
+    let with_model = |model: &str| {
+        aisa_tunnel::Envelope::new(
+            2,
+            Body::ExecuteAction {
+                app_id: "hello-ai".into(),
+                action: "write".into(),
+                payload: serde_json::json!({ "topic": "models" }).to_string(),
+                model: Some(model.into()),
+            },
+        )
+    };
+    let reply = system::run_action(&system, &device_id, with_model("fake-large")).await;
+    assert!(
+        matches!(reply.last().map(|e| &e.body), Some(Body::StreamEnd { .. })),
+        "{reply:?}"
+    );
+    assert_eq!(
+        fake.stats.models().last().map(String::as_str),
+        Some("fake-large")
+    );
+    // One the node does not offer: refused with a sentence, the provider never asked.
+    let asked = fake.stats.models().len();
+    let reply = system::run_action(&system, &device_id, with_model("gpt-5")).await;
+    let (code, message) = system::error_of(&reply);
+    assert_eq!(code, aisa_tunnel::ErrorCode::InvalidPayload);
+    assert_eq!(
+        message,
+        "This desktop does not offer the model “gpt-5”; it offers fake-small, fake-large."
+    );
+    assert_eq!(fake.stats.models().len(), asked);
+    make_room(&system, &device_id).await;
+}

@@ -79,7 +79,8 @@ impl EventHub {
     }
 }
 
-/// A DEVICE_STATUS as the relay knows it (no app list: only the desktop knows that).
+/// A DEVICE_STATUS as the relay knows it (no app list, providers or unloadable apps:
+/// only the desktop knows those, and answers GET_STATUS with them).
 pub fn device_status(device_id: &str, online: bool, node_version: Option<&str>) -> Envelope {
     Envelope {
         request_id: 0,
@@ -88,6 +89,8 @@ pub fn device_status(device_id: &str, online: bool, node_version: Option<&str>) 
             online,
             node_version: node_version.unwrap_or_default().to_owned(),
             apps: Vec::new(),
+            providers: Vec::new(),
+            unloadable: Vec::new(),
         },
     }
 }

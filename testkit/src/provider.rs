@@ -39,6 +39,26 @@ pub struct Stats {
     pub completed: AtomicU64,
     /// Streams the client dropped before the end.
     pub aborted: AtomicU64,
+    /// The model each streamed request named, in arrival order (so a test can check
+    /// which model a run used).
+    pub models: Mutex<Vec<String>>,
+}
+
+impl Stats {
+    /// The models requests named so far, in order.
+    pub fn models(&self) -> Vec<String> {
+        self.models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn record_model(&self, model: &str) {
+        self.models
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(model.to_owned());
+    }
 }
 
 struct Fake {
@@ -124,6 +144,7 @@ async fn stats_handler(State(fake): State<Arc<Fake>>) -> Json<Value> {
         "requests": fake.stats.requests.load(Ordering::Relaxed),
         "completed": fake.stats.completed.load(Ordering::Relaxed),
         "aborted": fake.stats.aborted.load(Ordering::Relaxed),
+        "models": fake.stats.models(),
     }))
 }
 
@@ -284,6 +305,7 @@ async fn openai(
         .as_str()
         .unwrap_or("gpt-4o-mini")
         .to_owned();
+    fake.stats.record_model(&model);
     let mut events = vec![openai_chunk(
         &model,
         json!({ "role": "assistant", "content": "", "refusal": null }),
@@ -371,6 +393,7 @@ async fn anthropic(
         return refused(status, body);
     }
     let model = request["model"].as_str().unwrap_or("claude").to_owned();
+    fake.stats.record_model(&model);
     let mut events = vec![
         anthropic_event(
             "message_start",
@@ -441,6 +464,7 @@ async fn gemini(
         );
         return refused(status, body);
     };
+    fake.stats.record_model(model);
     if query.get("alt").map(String::as_str) != Some("sse") {
         let (status, body) = gemini_error(
             StatusCode::BAD_REQUEST,

@@ -421,6 +421,7 @@ pub fn execute(app_id: &str, action: &str, payload: serde_json::Value) -> Envelo
             app_id: app_id.into(),
             action: action.into(),
             payload: payload.to_string(),
+            model: None,
         },
     )
 }

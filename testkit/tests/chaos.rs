@@ -429,6 +429,7 @@ async fn echo_stream(
             app_id: "hello-ai".into(),
             action: "echo".into(),
             payload: serde_json::json!({ "text": text }).to_string(),
+            model: None,
         },
     );
     let lost = |conn: &wtransport::Connection| {

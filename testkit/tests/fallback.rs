@@ -392,6 +392,7 @@ impl Rig {
                 app_id: "hello-ai".into(),
                 action: action.into(),
                 payload: payload.to_string(),
+                model: None,
             },
         );
         let (mut send, recv) = session

@@ -120,6 +120,7 @@ async fn refusals_are_clear_errors() {
             app_id: "hello-ai".into(),
             action: "echo".into(),
             payload: "{not json".into(),
+            model: None,
         },
     );
     let (code, _) = error_of(&run_action(&system, &system.device_id, bad_payload).await);

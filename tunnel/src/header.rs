@@ -112,8 +112,10 @@ fn check_e2e(what: &'static str, e2e: Option<&[u8]>) -> Result<(), DecodeError> 
 
 /// The protocol major version this build speaks. Peers with another major are refused.
 pub const PROTOCOL_MAJOR: u8 = 1;
-/// The protocol minor version this build speaks.
-pub const PROTOCOL_MINOR: u8 = 1;
+/// The protocol minor version this build speaks: 1.1 added STATUS_SNAPSHOT_END; 1.2
+/// added EXECUTE_ACTION's `model`, DEVICE_STATUS's `providers` and `unloadable`
+/// ([`crate::Body::DEVICE_DETAILS_SINCE`]) and the file messages (types 19–24).
+pub const PROTOCOL_MINOR: u8 = 2;
 
 /// A protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

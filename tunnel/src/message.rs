@@ -31,6 +31,10 @@ pub enum Body {
         action: String,
         /// The action's input, a JSON document.
         payload: String,
+        /// Since 1.2: the model to run it with, one of those the desktop offers in its
+        /// DEVICE_STATUS ([`ProviderStatus::models`]); `None`, or absent (a 1.1 browser),
+        /// means the desktop's default. The desktop refuses a model it does not offer.
+        model: Option<String>,
     },
     /// 1, browser → desktop: ask the desktop to install an app (approved on the desktop).
     InstallApp {
@@ -75,6 +79,13 @@ pub enum Body {
         node_version: String,
         /// Installed mini-apps.
         apps: Vec<AppStatus>,
+        /// Since 1.2: the AI providers the desktop is set up to use, with their models
+        /// (names only, never a key). Empty from a 1.1 desktop, and in the relay's own
+        /// DEVICE_STATUS on a status-event stream (the relay does not know them).
+        providers: Vec<ProviderStatus>,
+        /// Since 1.2: installed apps the desktop cannot run (not in `apps`), each with a
+        /// sentence saying why. Empty from a 1.1 desktop and from the relay.
+        unloadable: Vec<UnloadableApp>,
     },
     /// 8, browser → desktop: stop the action running on this stream.
     Cancel,
@@ -190,10 +201,71 @@ pub struct AppStatus {
     pub enabled: bool,
 }
 
+/// One AI provider a desktop is set up to use, in a DEVICE_STATUS (since 1.2). Names
+/// only: a key, or anything about one beyond [`ProviderStatus::configured`], never
+/// travels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    /// The provider's name as the desktop's configuration spells it (`openai`,
+    /// `anthropic`, `google`, `local`).
+    pub name: String,
+    /// The models an action may run with, the desktop's default first. A browser offers a
+    /// choice (EXECUTE_ACTION's `model`) when there are several.
+    pub models: Vec<String>,
+    /// Whether the provider can be used: its API key is configured, or it needs none.
+    pub configured: bool,
+}
+
+/// An installed app the desktop cannot run, in a DEVICE_STATUS (since 1.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnloadableApp {
+    /// The app id.
+    pub id: String,
+    /// The version that should be active (empty when the desktop cannot tell).
+    pub version: String,
+    /// Why it cannot run, one sentence for a person ("This desktop has no JavaScript
+    /// runtime, …").
+    pub reason: String,
+}
+
 impl Body {
     /// The first protocol version whose browsers get STATUS_SNAPSHOT_END (a 1.0 browser
     /// would not know the message type).
     pub const STATUS_SNAPSHOT_END_SINCE: crate::Version = crate::Version { major: 1, minor: 1 };
+
+    /// The first protocol version with EXECUTE_ACTION's `model` and DEVICE_STATUS's
+    /// `providers` and `unloadable`. They are appended fields, so they need no gate: an
+    /// older peer ignores them (trailing bytes), and [`Envelope::decode`] reads an older
+    /// peer's message without them as their defaults. A browser offers a model choice
+    /// only for a desktop whose DEVICE_STATUS listed models, which only 1.2 desktops do,
+    /// so a 1.1 desktop is never asked for a model it would ignore.
+    pub const DEVICE_DETAILS_SINCE: crate::Version = crate::Version { major: 1, minor: 2 };
+
+    /// The most fields a message type gained after 1.1 (see [`Envelope::decode`]).
+    const MAX_ADDED_FIELDS: usize = 2;
+
+    /// How many of the fields this message type gained after 1.1, counted from the end,
+    /// hold their default value (`None`, an empty list): the ones an older peer's
+    /// message may lack.
+    fn trailing_defaults(&self) -> usize {
+        match self {
+            Body::ExecuteAction { model, .. } => usize::from(model.is_none()),
+            Body::DeviceStatus {
+                providers,
+                unloadable,
+                ..
+            } => {
+                if !unloadable.is_empty() {
+                    0
+                } else if !providers.is_empty() {
+                    1
+                } else {
+                    2
+                }
+            }
+            _ => 0,
+        }
+    }
 
     /// The message type's name as written in the protocol docs' code (`ExecuteAction`,
     /// `StreamChunk`, …), for messages and logs.
@@ -250,10 +322,39 @@ impl Envelope {
     }
 
     /// Decodes a frame body. Trailing bytes (fields of a newer minor version) are ignored.
+    /// A body that ends where an older minor version's message ends, before the fields
+    /// added since (EXECUTE_ACTION's `model`, DEVICE_STATUS's `providers` and
+    /// `unloadable`, all since 1.2), decodes with those fields at their defaults; any
+    /// other short body is malformed.
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
-        postcard::take_from_bytes(body)
-            .map(|(env, _)| env)
-            .map_err(|e| DecodeError::malformed("envelope", e))
+        match postcard::take_from_bytes(body) {
+            Ok((env, _)) => Ok(env),
+            Err(postcard::Error::DeserializeUnexpectedEnd) => Self::decode_older(body),
+            Err(e) => Err(DecodeError::malformed("envelope", e)),
+        }
+    }
+
+    /// [`Envelope::decode`] for a body that ended early. Postcard writes each added
+    /// field's default as one zero byte (`None`, an empty list), so the body is decoded
+    /// again with zero bytes appended; it is an older peer's message when the zeros were
+    /// read only as added fields at their defaults. A body cut anywhere else needs at
+    /// least one zero more than that (for the cut field) and stays malformed.
+    fn decode_older(body: &[u8]) -> Result<Self, DecodeError> {
+        let too_short =
+            || DecodeError::malformed("envelope", postcard::Error::DeserializeUnexpectedEnd);
+        let mut padded = Vec::with_capacity(body.len() + Body::MAX_ADDED_FIELDS);
+        padded.extend_from_slice(body);
+        padded.extend_from_slice(&[0; Body::MAX_ADDED_FIELDS]);
+        let (env, rest) =
+            postcard::take_from_bytes::<Envelope>(&padded).map_err(|_| too_short())?;
+        let filled = Body::MAX_ADDED_FIELDS.saturating_sub(rest.len());
+        if filled == 0
+            || rest.len() > Body::MAX_ADDED_FIELDS
+            || filled > env.body.trailing_defaults()
+        {
+            return Err(too_short());
+        }
+        Ok(env)
     }
 }
 
@@ -446,6 +547,220 @@ mod tests {
         for env in [page, Envelope::new(4, Body::HistoryRun { run })] {
             assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
         }
+    }
+
+    /// A DEVICE_STATUS with everything 1.2 added.
+    fn status_1_2() -> Body {
+        Body::DeviceStatus {
+            online: true,
+            node_version: "0.2.0".into(),
+            apps: vec![AppStatus {
+                id: "a".into(),
+                version: "1.0.0".into(),
+                enabled: true,
+            }],
+            providers: vec![ProviderStatus {
+                name: "openai".into(),
+                models: vec!["m1".into(), "m2".into()],
+                configured: true,
+            }],
+            unloadable: vec![UnloadableApp {
+                id: "js".into(),
+                version: "1.0.0".into(),
+                reason: "no runtime".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn device_details_bytes_are_exact() {
+        let env = Envelope::new(1, status_1_2());
+        #[rustfmt::skip]
+        let want = [
+            1, 0, 7, // request 1, no device id, DEVICE_STATUS
+            1, 5, b'0', b'.', b'2', b'.', b'0', // online, node_version
+            1, 1, b'a', 5, b'1', b'.', b'0', b'.', b'0', 1, // apps
+            1, 6, b'o', b'p', b'e', b'n', b'a', b'i', 2, 2, b'm', b'1', 2, b'm', b'2', 1, // providers (1.2)
+            1, 2, b'j', b's', 5, b'1', b'.', b'0', b'.', b'0', 10, b'n', b'o', b' ', b'r', b'u', b'n', b't', b'i', b'm', b'e', // unloadable (1.2)
+        ];
+        assert_eq!(env.encode(), want);
+        let run = Envelope::new(
+            2,
+            Body::ExecuteAction {
+                app_id: "a".into(),
+                action: "w".into(),
+                payload: "{}".into(),
+                model: Some("m2".into()),
+            },
+        );
+        assert_eq!(
+            run.encode(),
+            [2, 0, 0, 1, b'a', 1, b'w', 2, b'{', b'}', 1, 2, b'm', b'2']
+        );
+    }
+
+    /// What a 1.1 peer writes: the 1.2 message without its added fields.
+    fn as_1_1(env: &Envelope) -> Vec<u8> {
+        let bytes = env.encode();
+        let added = env.body.trailing_defaults();
+        bytes[..bytes.len() - added].to_vec()
+    }
+
+    #[test]
+    fn a_1_2_peer_reads_1_1_messages_with_defaults() {
+        let run = Envelope::new(
+            3,
+            Body::ExecuteAction {
+                app_id: "a".into(),
+                action: "w".into(),
+                payload: "{}".into(),
+                model: None,
+            },
+        );
+        // A 1.1 browser's EXECUTE_ACTION: no model byte at all.
+        assert_eq!(as_1_1(&run), [3, 0, 0, 1, b'a', 1, b'w', 2, b'{', b'}']);
+        assert_eq!(Envelope::decode(&as_1_1(&run)).unwrap(), run);
+        // A 1.1 desktop's (or relay's) DEVICE_STATUS: neither list.
+        let status = Envelope::new(
+            4,
+            Body::DeviceStatus {
+                online: false,
+                node_version: "0.1.0".into(),
+                apps: vec![],
+                providers: vec![],
+                unloadable: vec![],
+            },
+        );
+        let old = as_1_1(&status);
+        assert_eq!(old, [4, 0, 7, 0, 5, b'0', b'.', b'1', b'.', b'0', 0]);
+        assert_eq!(Envelope::decode(&old).unwrap(), status);
+        // One added field present, the last absent (a peer between the two).
+        let Body::DeviceStatus { providers, .. } = status_1_2() else {
+            unreachable!()
+        };
+        let partial = Envelope::new(
+            5,
+            Body::DeviceStatus {
+                online: true,
+                node_version: "x".into(),
+                apps: vec![],
+                providers,
+                unloadable: vec![],
+            },
+        );
+        let bytes = partial.encode();
+        assert_eq!(
+            Envelope::decode(&bytes[..bytes.len() - 1]).unwrap(),
+            partial
+        );
+    }
+
+    #[test]
+    fn a_1_1_peer_reads_1_2_messages_ignoring_the_added_fields() {
+        // The 1.1 shapes, as a 1.1 build declares them (postcard, no added fields).
+        #[derive(Debug, PartialEq, Deserialize)]
+        enum Body11 {
+            ExecuteAction {
+                app_id: String,
+                action: String,
+                payload: String,
+            },
+            InstallApp,
+            UninstallApp,
+            GetStatus,
+            StreamChunk,
+            StreamEnd,
+            Error,
+            DeviceStatus {
+                online: bool,
+                node_version: String,
+                apps: Vec<AppStatus>,
+            },
+        }
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Envelope11 {
+            request_id: u64,
+            device_id: String,
+            body: Body11,
+        }
+        // A 1.1 build decodes with `take_from_bytes`, ignoring what follows.
+        let decode11 = |bytes: &[u8]| postcard::take_from_bytes::<Envelope11>(bytes).unwrap().0;
+        let run = Envelope::new(
+            6,
+            Body::ExecuteAction {
+                app_id: "a".into(),
+                action: "w".into(),
+                payload: "{}".into(),
+                model: Some("m2".into()),
+            },
+        );
+        assert_eq!(
+            decode11(&run.encode()).body,
+            Body11::ExecuteAction {
+                app_id: "a".into(),
+                action: "w".into(),
+                payload: "{}".into(),
+            }
+        );
+        let status = decode11(&Envelope::new(7, status_1_2()).encode());
+        assert_eq!(
+            status.body,
+            Body11::DeviceStatus {
+                online: true,
+                node_version: "0.2.0".into(),
+                apps: vec![AppStatus {
+                    id: "a".into(),
+                    version: "1.0.0".into(),
+                    enabled: true,
+                }],
+            }
+        );
+        assert_eq!((status.request_id, status.device_id.as_str()), (7, ""));
+    }
+
+    #[test]
+    fn a_body_cut_elsewhere_is_still_malformed() {
+        let full = Envelope::new(8, status_1_2()).encode();
+        // Every cut is malformed (inside a string, a list, a bool, or before the apps)
+        // but the two that end where an older peer's message ends: after the apps (1.1)
+        // and after the providers (the last list absent).
+        let providers_end = full.len() - 21; // the unloadable list is 21 bytes
+        let apps_end = providers_end - 16; // the providers list is 16 bytes
+        for cut in 0..full.len() {
+            let result = Envelope::decode(&full[..cut]);
+            if cut == providers_end || cut == apps_end {
+                assert!(result.is_ok(), "cut at {cut}");
+            } else {
+                assert!(
+                    matches!(result, Err(DecodeError::Malformed { .. })),
+                    "cut at {cut}: {result:?}"
+                );
+            }
+        }
+        // A 1.1 message cut inside its own fields is not mistaken for one without them.
+        let run = Envelope::new(
+            9,
+            Body::ExecuteAction {
+                app_id: "a".into(),
+                action: "w".into(),
+                payload: "{}".into(),
+                model: None,
+            },
+        )
+        .encode();
+        for cut in 0..run.len() - 1 {
+            assert!(Envelope::decode(&run[..cut]).is_err(), "cut at {cut}");
+        }
+        // Message types that gained nothing accept no missing byte.
+        let chunk = Envelope::new(
+            1,
+            Body::StreamChunk {
+                seq: 0,
+                data: String::new(),
+            },
+        )
+        .encode();
+        assert!(Envelope::decode(&chunk[..chunk.len() - 1]).is_err());
     }
 
     #[test]

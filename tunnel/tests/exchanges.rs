@@ -124,6 +124,7 @@ fn execute() -> Body {
         app_id: "hello-ai".into(),
         action: "greet".into(),
         payload: r#"{"name":"Ada"}"#.into(),
+        model: None,
     }
 }
 
@@ -142,6 +143,8 @@ fn build() -> Value {
             online: true,
             node_version: "0.1.0".into(),
             apps: vec![],
+            providers: vec![],
+            unloadable: vec![],
         },
     );
     let mut garbage = Vec::new();

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use aisa_tunnel::message::AppStatus;
+use aisa_tunnel::message::{AppStatus, ProviderStatus, UnloadableApp};
 use aisa_tunnel::{
     Body, Envelope, FrameBuffer, Hello, OpenHeader, RelayHeader, StreamKind, Version, frame, header,
 };
@@ -16,10 +16,13 @@ fn kind() -> impl Strategy<Value = StreamKind> {
 fn body() -> impl Strategy<Value = Body> {
     let s = || ".{0,40}";
     prop_oneof![
-        (s(), s(), s()).prop_map(|(app_id, action, payload)| Body::ExecuteAction {
-            app_id,
-            action,
-            payload
+        (s(), s(), s(), proptest::option::of(s())).prop_map(|(app_id, action, payload, model)| {
+            Body::ExecuteAction {
+                app_id,
+                action,
+                payload,
+                model,
+            }
         }),
         (s(), proptest::option::of(s()))
             .prop_map(|(app_id, version)| Body::InstallApp { app_id, version }),
@@ -32,19 +35,42 @@ fn body() -> impl Strategy<Value = Body> {
         (
             any::<bool>(),
             s(),
-            proptest::collection::vec((s(), s(), any::<bool>()), 0..4)
+            proptest::collection::vec((s(), s(), any::<bool>()), 0..4),
+            proptest::collection::vec(
+                (s(), proptest::collection::vec(s(), 0..3), any::<bool>()),
+                0..3
+            ),
+            proptest::collection::vec((s(), s(), s()), 0..3),
         )
-            .prop_map(|(online, node_version, apps)| Body::DeviceStatus {
-                online,
-                node_version,
-                apps: apps
-                    .into_iter()
-                    .map(|(id, version, enabled)| AppStatus {
-                        id,
-                        version,
-                        enabled
-                    })
-                    .collect(),
+            .prop_map(|(online, node_version, apps, providers, unloadable)| {
+                Body::DeviceStatus {
+                    online,
+                    node_version,
+                    apps: apps
+                        .into_iter()
+                        .map(|(id, version, enabled)| AppStatus {
+                            id,
+                            version,
+                            enabled,
+                        })
+                        .collect(),
+                    providers: providers
+                        .into_iter()
+                        .map(|(name, models, configured)| ProviderStatus {
+                            name,
+                            models,
+                            configured,
+                        })
+                        .collect(),
+                    unloadable: unloadable
+                        .into_iter()
+                        .map(|(id, version, reason)| UnloadableApp {
+                            id,
+                            version,
+                            reason,
+                        })
+                        .collect(),
+                }
             }),
         Just(Body::Cancel),
         any::<u64>().prop_map(|nonce| Body::Ping { nonce }),

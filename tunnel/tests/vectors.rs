@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use aisa_tunnel::message::{AppStatus, RunRecord};
+use aisa_tunnel::message::{AppStatus, ProviderStatus, RunRecord, UnloadableApp};
 use aisa_tunnel::{
     Body, Envelope, Hello, MAX_FRAME_LEN, MAX_HEADER_LEN, OpenHeader, RelayHeader, StreamKind,
     Version, frame,
@@ -102,6 +102,16 @@ fn build_vectors() -> Value {
                 app_id: "hello-ai".into(),
                 action: "write".into(),
                 payload: r#"{"topic":"QUIC ☃"}"#.into(),
+                model: None,
+            },
+        ),
+        (
+            "execute action with a model (1.2)",
+            Body::ExecuteAction {
+                app_id: "hello-ai".into(),
+                action: "write".into(),
+                payload: "{}".into(),
+                model: Some("gpt-4o ☃".into()),
             },
         ),
         (
@@ -158,6 +168,33 @@ fn build_vectors() -> Value {
                         enabled: false,
                     },
                 ],
+                providers: vec![],
+                unloadable: vec![],
+            },
+        ),
+        (
+            "device status with providers and unloadable apps (1.2)",
+            Body::DeviceStatus {
+                online: true,
+                node_version: "0.2.0".into(),
+                apps: vec![],
+                providers: vec![
+                    ProviderStatus {
+                        name: "openai".into(),
+                        models: vec!["gpt-4o-mini".into(), "gpt-4o".into()],
+                        configured: true,
+                    },
+                    ProviderStatus {
+                        name: "local".into(),
+                        models: vec![],
+                        configured: false,
+                    },
+                ],
+                unloadable: vec![UnloadableApp {
+                    id: "js-app".into(),
+                    version: "1.0.0".into(),
+                    reason: "This desktop has no JavaScript runtime ☃.".into(),
+                }],
             },
         ),
         ("cancel", Body::Cancel),
@@ -262,6 +299,48 @@ fn build_vectors() -> Value {
     // Decoders must accept these bytes; encoders write the current version instead.
     newer["decode_only"] = json!(true);
     vectors.push(newer);
+
+    // Messages of a 1.1 peer, without the fields 1.2 appended: decoders read them with
+    // those fields at their defaults.
+    let older = [
+        (
+            "execute action from a 1.1 browser (no model)",
+            Body::ExecuteAction {
+                app_id: "hello-ai".into(),
+                action: "write".into(),
+                payload: "{}".into(),
+                model: None,
+            },
+            1,
+        ),
+        (
+            "device status from a 1.1 desktop (no providers, no unloadable apps)",
+            Body::DeviceStatus {
+                online: true,
+                node_version: "0.1.0".into(),
+                apps: vec![AppStatus {
+                    id: "a".into(),
+                    version: "1.0.0".into(),
+                    enabled: true,
+                }],
+                providers: vec![],
+                unloadable: vec![],
+            },
+            2,
+        ),
+    ];
+    for (name, body, added) in older {
+        let env = Envelope::new(5, body);
+        let bytes = env.encode();
+        let mut v = vector(
+            name,
+            "envelope",
+            serde_json::to_value(&env).unwrap(),
+            &bytes[..bytes.len() - added],
+        );
+        v["decode_only"] = json!(true);
+        vectors.push(v);
+    }
 
     let truncated_env = Envelope::new(
         5,

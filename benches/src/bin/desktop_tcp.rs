@@ -100,6 +100,7 @@ async fn run(
             app_id: app.into(),
             action: action.into(),
             payload: serde_json::json!({ "text": text }).to_string(),
+            model: None,
         },
     );
     let (mut send, mut recv) = session.open_bi().await.unwrap().await.unwrap();

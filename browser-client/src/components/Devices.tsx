@@ -1,14 +1,51 @@
 /**
  * The devices page: each desktop with its state, when it was last seen, its node
- * version, and rename and remove; a link to add one.
+ * version, the AI provider and models it uses (names only; its DEVICE_STATUS never
+ * carries a key), the installed apps it cannot run and why, and rename and remove; a
+ * link to add one.
  */
 
 import { useState, type FormEvent } from 'react';
 import type { Device } from '../lib/api';
 import { humanError, type HumanError } from '../lib/errors';
 import { routeHref } from '../lib/route';
+import type { ProviderStatus, UnloadableApp } from '../tunnel/codec';
 import { ErrorNote } from './ErrorNote';
 import { useApp } from './context';
+import { useInstalledApps } from './Workspace';
+
+/**
+ * What a device's AI setup reads as: "openai: gpt-4o-mini (default), gpt-4o", with "no API
+ * key set on the desktop yet" when the provider is not configured.
+ */
+export function providerText(p: ProviderStatus): string {
+  const models = p.models.map((m, i) => (i === 0 && p.models.length > 1 ? `${m} (default)` : m)).join(', ');
+  const key = p.configured ? '' : ' (no API key set on the desktop yet: desktop-node keys set)';
+  return `${p.name}${models ? `: ${models}` : ''}${key}`;
+}
+
+/** The installed apps a desktop cannot run, each with the desktop's reason. */
+export function UnloadableApps({
+  deviceName,
+  apps,
+  names,
+}: {
+  deviceName: string;
+  apps: UnloadableApp[];
+  names: Record<string, string>;
+}) {
+  if (apps.length === 0) return null;
+  return (
+    <ul className="plain-list unloadable" aria-label={`Apps that can't run on ${deviceName}`}>
+      {apps.map((a) => (
+        <li key={a.id} className="muted">
+          <strong>{names[a.id] ?? a.id}</strong>
+          {a.version && ` ${a.version}`} can’t run on this desktop: {a.reason}
+        </li>
+      ))}
+    </ul>
+  );
+}
 
 /** "5 minutes ago", "just now", or a date, for a time in seconds since the epoch. */
 export function lastSeenText(seconds: number | null, now = Date.now()): string {
@@ -51,7 +88,8 @@ export function DevicesPage() {
 }
 
 function DeviceRow({ device }: { device: Device }) {
-  const { api, reloadDevices, reloadAccount } = useApp();
+  const { api, reloadDevices, reloadAccount, appNames } = useApp();
+  const { providers, unloadable, loading, error: askError } = useInstalledApps(device.id, device.online);
   const [editing, setEditing] = useState(false);
   const [name, setName] = useState(device.name);
   const [confirming, setConfirming] = useState(false);
@@ -97,7 +135,20 @@ function DeviceRow({ device }: { device: Device }) {
         <dd className="last-seen">{device.online ? 'now' : lastSeenText(device.last_seen)}</dd>
         <dt>Desktop node</dt>
         <dd className="node-version">{device.node_version ? `version ${device.node_version}` : 'not connected yet'}</dd>
+        <dt>AI</dt>
+        <dd className="ai-provider">
+          {!device.online
+            ? 'shown when it is online'
+            : loading || providers === null
+              ? askError
+                ? `could not ask the device: ${askError}`
+                : 'asking the device…'
+              : providers.length === 0
+                ? 'not reported (this desktop node is too old to say: update it)'
+                : providers.map(providerText).join('; ')}
+        </dd>
       </dl>
+      <UnloadableApps deviceName={device.name} apps={unloadable} names={appNames} />
       {editing ? (
         <form className="row" onSubmit={rename}>
           <div className="field grow">

@@ -29,11 +29,14 @@ import { describeRun, isActive } from '../lib/run';
 import { RunStore } from '../lib/runs';
 import { ErrorNote } from './ErrorNote';
 
-/** Runs an action on the device; what the runner needs from the relay session. */
+/**
+ * Runs an action on the device; what the runner needs from the relay session. `model`:
+ * the model the person chose, absent for the desktop's default.
+ */
 export type RunFn = (
   action: string,
   payload: string,
-  opts: { signal: AbortSignal; onChunk: (data: string) => void },
+  opts: { signal: AbortSignal; onChunk: (data: string) => void; model?: string },
 ) => Promise<ActionResult>;
 
 /** How a form's data becomes an action request. */
@@ -101,6 +104,11 @@ export interface MiniAppRunnerProps {
   runs?: RunStore;
   /** The run's key in `runs` (`<device>/<app>`). */
   runKey?: string;
+  /**
+   * The models the desktop offers (its DEVICE_STATUS, default first): with several, the
+   * form offers a choice, sent with the run.
+   */
+  models?: string[];
 }
 
 /**
@@ -179,8 +187,12 @@ function SchemaRunner({
   onFinished,
   runs,
   runKey = '',
+  models = [],
 }: MiniAppRunnerProps) {
   const names = Object.keys(actions);
+  // The chosen model ('' = the desktop's default, the first it lists).
+  const [model, setModel] = useState('');
+  const chosenModel = model && models.includes(model) && model !== models[0] ? model : undefined;
   // Without the shell's store, a store of this component's own that ends with it.
   const [ownStore] = useState(() => (runs ? null : new RunStore()));
   const store = runs ?? ownStore!;
@@ -233,7 +245,8 @@ function SchemaRunner({
   async function start(data: unknown): Promise<void> {
     if (store.isRunning(runKey) || blocked) return;
     const req = toRequest(action, data);
-    await store.start(runKey, ({ signal, onChunk }) => run(req.action, req.payload, { signal, onChunk }), () => {
+    const opts = chosenModel ? { model: chosenModel } : {};
+    await store.start(runKey, ({ signal, onChunk }) => run(req.action, req.payload, { signal, onChunk, ...opts }), () => {
       // The Cancel button is about to be disabled: if it has the focus, hand it to Run
       // once that is enabled again (see the effect above).
       refocus.current =
@@ -272,6 +285,18 @@ function SchemaRunner({
             {names.map((n) => (
               <option key={n} value={n}>
                 {(actions[n]?.title as string | undefined) ?? n}
+              </option>
+            ))}
+          </select>
+        </div>
+      )}
+      {models.length > 1 && (
+        <div className="field">
+          <label htmlFor="model-choice">Model</label>
+          <select id="model-choice" value={chosenModel ?? models[0]} disabled={active} onChange={(e) => setModel(e.target.value)}>
+            {models.map((m, i) => (
+              <option key={m} value={m}>
+                {i === 0 ? `${m} (default)` : m}
               </option>
             ))}
           </select>

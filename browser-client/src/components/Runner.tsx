@@ -12,6 +12,7 @@ import { describeError } from '../lib/errors';
 import { routeHref } from '../lib/route';
 import { useApp } from './context';
 import type { RunFn } from './MiniAppRunner';
+import { useInstalledApps } from './Workspace';
 
 /** The form renderer (@rjsf + ajv, marked + DOMPurify) loads with the first runner screen. */
 const MiniAppRunner = lazy(() => import('./MiniAppRunner'));
@@ -71,7 +72,11 @@ export function RunnerPage({ appId }: { appId: string }) {
     };
   }, [deviceId]);
 
-  const run: RunFn = async (action, payload, { signal, onChunk }) => {
+  // The models the desktop offers (its DEVICE_STATUS): a choice when there are several.
+  const { providers } = useInstalledApps(device?.id ?? null, device?.online ?? false);
+  const models = providers?.[0]?.models ?? [];
+
+  const run: RunFn = async (action, payload, { signal, onChunk, model }) => {
     if (!device) throw new Error('choose a device first');
     const client = await session.client();
     const e2e = await e2eKeysFor(device.id);
@@ -83,6 +88,7 @@ export function RunnerPage({ appId }: { appId: string }) {
       payload,
       signal,
       onChunk,
+      ...(model ? { model } : {}),
       ...(e2e ? { e2e } : {}),
     });
   };
@@ -130,6 +136,7 @@ export function RunnerPage({ appId }: { appId: string }) {
               onFinished={reloadAccount}
               runs={runs}
               runKey={runKey}
+              models={models}
             />
           )}
           {loaded.kind === 'local' && (
@@ -142,6 +149,7 @@ export function RunnerPage({ appId }: { appId: string }) {
               onFinished={reloadAccount}
               runs={runs}
               runKey={runKey}
+              models={models}
             />
           )}
         </Suspense>

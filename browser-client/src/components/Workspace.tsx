@@ -2,19 +2,25 @@
 
 import { useCallback, useEffect, useState } from 'react';
 import type { Device } from '../lib/api';
-import type { AppStatus } from '../tunnel/codec';
+import type { AppStatus, ProviderStatus, UnloadableApp } from '../tunnel/codec';
 import { e2eKeysFor } from '../e2e/session';
 import { getDeviceState } from '../tunnel/requests';
 import { describeError } from '../lib/errors';
-import { lastSeenText } from './Devices';
+import { lastSeenText, UnloadableApps } from './Devices';
 import { routeHref } from '../lib/route';
 import { useApp } from './context';
 import { FirstAppSuggestion } from './FirstApp';
 
-/** The apps installed on `deviceId`, asked with GET_STATUS whenever the device is (or comes) online. */
+/**
+ * The apps installed on `deviceId`, asked with GET_STATUS whenever the device is (or comes)
+ * online, with what else its DEVICE_STATUS says: its AI providers and models, and the apps
+ * it cannot run.
+ */
 export function useInstalledApps(deviceId: string | null, online: boolean) {
   const { api, session } = useApp();
   const [apps, setApps] = useState<AppStatus[] | null>(null);
+  const [providers, setProviders] = useState<ProviderStatus[] | null>(null);
+  const [unloadable, setUnloadable] = useState<UnloadableApp[]>([]);
   const [error, setError] = useState('');
   const [loading, setLoading] = useState(false);
   const [tick, setTick] = useState(0);
@@ -22,6 +28,8 @@ export function useInstalledApps(deviceId: string | null, online: boolean) {
 
   useEffect(() => {
     setApps(null);
+    setProviders(null);
+    setUnloadable([]);
     setError('');
     if (!deviceId || !online) return;
     const controller = new AbortController();
@@ -37,7 +45,11 @@ export function useInstalledApps(deviceId: string | null, online: boolean) {
           signal: controller.signal,
           ...(e2e ? { e2e } : {}),
         });
-        if (!controller.signal.aborted) setApps(state.apps);
+        if (!controller.signal.aborted) {
+          setApps(state.apps);
+          setProviders(state.providers);
+          setUnloadable(state.unloadable);
+        }
       } catch (err) {
         if (!controller.signal.aborted) setError(describeError(err).message);
       } finally {
@@ -47,7 +59,7 @@ export function useInstalledApps(deviceId: string | null, online: boolean) {
     return () => controller.abort();
   }, [api, session, deviceId, online, tick]);
 
-  return { apps, error, loading, reload };
+  return { apps, providers, unloadable, error, loading, reload };
 }
 
 export function Workspace() {
@@ -84,7 +96,7 @@ export function Workspace() {
 /** One device: its state, the apps installed on it, and the choice to work with it. */
 function DeviceCard({ device, chosen }: { device: Device; chosen: boolean }) {
   const { selectDevice, appNames } = useApp();
-  const { apps, error, loading, reload } = useInstalledApps(device.id, device.online);
+  const { apps, unloadable, error, loading, reload } = useInstalledApps(device.id, device.online);
   const titleId = `device-${device.id}`;
 
   return (
@@ -122,7 +134,10 @@ function DeviceCard({ device, chosen }: { device: Device; chosen: boolean }) {
               ? `Could not ask the device: ${error}`
               : ''}
       </div>
-      {device.online && apps && apps.length === 0 && <FirstAppSuggestion deviceName={device.name} />}
+      {device.online && apps && apps.length === 0 && unloadable.length === 0 && (
+        <FirstAppSuggestion deviceName={device.name} />
+      )}
+      <UnloadableApps deviceName={device.name} apps={unloadable} names={appNames} />
       {apps && apps.length > 0 && (
         <ul className="app-list" aria-label={`Apps on ${device.name}`}>
           {apps.map((a) => (

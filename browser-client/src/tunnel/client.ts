@@ -51,6 +51,11 @@ export interface ActionRequest {
   action: string;
   /** The action's input, a JSON document. */
   payload: string;
+  /**
+   * The model to run it with (protocol 1.2), one of those the desktop's DEVICE_STATUS
+   * offers; absent: the desktop's default.
+   */
+  model?: string;
   /** The envelope's request id; the client picks one when absent. */
   requestId?: number;
   /** Aborting sends CANCEL and closes the write side. */
@@ -277,7 +282,13 @@ export class RelayClient extends EventTarget {
     signal?.throwIfAborted();
     this.assertOpen();
     const requestId = req.requestId ?? this.nextRequestId++;
-    const execute: Body = { type: 'ExecuteAction', appId: req.appId, action: req.action, payload: req.payload };
+    const execute: Body = {
+      type: 'ExecuteAction',
+      appId: req.appId,
+      action: req.action,
+      payload: req.payload,
+      ...(req.model ? { model: req.model } : {}),
+    };
     const { pump, machine, opener } = await this.startRequest(req, 'Action', requestId, execute, 'before the action finished');
 
     let aborted = false;

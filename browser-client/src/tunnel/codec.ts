@@ -1,5 +1,5 @@
 /**
- * The AI SuperApp wire protocol, version 1.1, in TypeScript.
+ * The AI SuperApp wire protocol, version 1.2, in TypeScript.
  *
  * Byte for byte the same as the Rust crate `tunnel` (see `docs/protocol.md`):
  *
@@ -18,9 +18,11 @@
 export const PROTOCOL_MAJOR = 1;
 /**
  * The protocol minor version this client speaks. 1.1 added STATUS_SNAPSHOT_END (type 12),
- * which ends the snapshot of a device-status stream.
+ * which ends the snapshot of a device-status stream; 1.2 added EXECUTE_ACTION's `model`,
+ * DEVICE_STATUS's `providers` and `unloadable` (appended fields: absent in a 1.1 peer's
+ * message, where this decoder leaves them out) and the file messages (types 19–24).
  */
-export const PROTOCOL_MINOR = 1;
+export const PROTOCOL_MINOR = 2;
 /** The largest frame body any peer accepts: 1 MiB. */
 export const MAX_FRAME_LEN = 1024 * 1024;
 /** Bytes in a frame's length prefix. */
@@ -583,6 +585,24 @@ export interface AppStatus {
   enabled: boolean;
 }
 
+/** An AI provider a desktop is set up to use, in a DEVICE_STATUS (1.2): names only, never a key. */
+export interface ProviderStatus {
+  /** `openai`, `anthropic`, `google`, `local`. */
+  name: string;
+  /** The models a run may choose, the desktop's default first. */
+  models: string[];
+  /** Its API key is configured (or it needs none). */
+  configured: boolean;
+}
+
+/** An installed app the desktop cannot run, in a DEVICE_STATUS (1.2), with why in a sentence. */
+export interface UnloadableApp {
+  id: string;
+  /** The version that should be active ('' when the desktop cannot tell). */
+  version: string;
+  reason: string;
+}
+
 /** One run of an action as the desktop's history keeps it (HISTORY_PAGE, HISTORY_RUN). */
 export interface RunRecord {
   /** The desktop's id for the run (increasing with time). */
@@ -611,8 +631,11 @@ export interface RunRecord {
 
 /** What an envelope carries; `type` is the message type (its number on the wire below). */
 export type Body =
-  /** 0, browser → desktop: run an action with a JSON payload. */
-  | { type: 'ExecuteAction'; appId: string; action: string; payload: string }
+  /**
+   * 0, browser → desktop: run an action with a JSON payload; `model` (1.2; absent or null:
+   * the desktop's default) is one of the models the desktop's DEVICE_STATUS offers.
+   */
+  | { type: 'ExecuteAction'; appId: string; action: string; payload: string; model?: string | null }
   /** 1, browser → desktop: install an app (latest when `version` is null). */
   | { type: 'InstallApp'; appId: string; version: string | null }
   /** 2, browser → desktop: remove an app. */
@@ -625,8 +648,18 @@ export type Body =
   | { type: 'StreamEnd'; chunks: number; elapsedMs: number }
   /** 6, any direction: the request failed. */
   | { type: 'Error'; code: string; message: string }
-  /** 7, desktop → browser: the device's state. */
-  | { type: 'DeviceStatus'; online: boolean; nodeVersion: string; apps: AppStatus[] }
+  /**
+   * 7, desktop → browser: the device's state. `providers` and `unloadable` (1.2) are left
+   * out when empty or absent (a 1.1 desktop, or the relay's own status events).
+   */
+  | {
+      type: 'DeviceStatus';
+      online: boolean;
+      nodeVersion: string;
+      apps: AppStatus[];
+      providers?: ProviderStatus[];
+      unloadable?: UnloadableApp[];
+    }
   /** 8, browser → desktop: stop the action on this stream. */
   | { type: 'Cancel' }
   /** 9, control stream: are you there? */
@@ -696,6 +729,7 @@ export function encodeEnvelope(env: Envelope): Uint8Array {
   switch (b.type) {
     case 'ExecuteAction':
       w.string(b.appId).string(b.action).string(b.payload);
+      w.option(b.model ?? null, (o, m) => o.string(m));
       break;
     case 'InstallApp':
       w.string(b.appId).option(b.version, (o, v) => o.string(v));
@@ -718,6 +752,14 @@ export function encodeEnvelope(env: Envelope): Uint8Array {
     case 'DeviceStatus':
       w.bool(b.online).string(b.nodeVersion).u64(b.apps.length);
       for (const app of b.apps) w.string(app.id).string(app.version).bool(app.enabled);
+      w.u64(b.providers?.length ?? 0);
+      for (const p of b.providers ?? []) {
+        w.string(p.name).u64(p.models.length);
+        for (const m of p.models) w.string(m);
+        w.bool(p.configured);
+      }
+      w.u64(b.unloadable?.length ?? 0);
+      for (const u of b.unloadable ?? []) w.string(u.id).string(u.version).string(u.reason);
       break;
     case 'Ping':
     case 'Pong':
@@ -780,8 +822,14 @@ function readBody(r: Reader): Body {
   const index = r.variant();
   const type = MESSAGE_TYPES[index];
   switch (type) {
-    case 'ExecuteAction':
-      return { type, appId: r.string(), action: r.string(), payload: r.string() };
+    case 'ExecuteAction': {
+      const appId = r.string();
+      const action = r.string();
+      const payload = r.string();
+      // 1.2 appended `model`; a 1.1 browser's message ends before it.
+      const model = r.remaining > 0 ? r.option((o) => o.string()) : null;
+      return { type, appId, action, payload, ...(model !== null ? { model } : {}) };
+    }
     case 'InstallApp':
       return { type, appId: r.string(), version: r.option((o) => o.string()) };
     case 'UninstallApp':
@@ -803,7 +851,31 @@ function readBody(r: Reader): Body {
       for (let i = 0; i < count; i++) {
         apps.push({ id: r.string(), version: r.string(), enabled: r.bool() });
       }
-      return { type, online, nodeVersion, apps };
+      // 1.2 appended `providers` and `unloadable`; a 1.1 desktop's message ends before them.
+      const providers: ProviderStatus[] = [];
+      const unloadable: UnloadableApp[] = [];
+      if (r.remaining > 0) {
+        const n = r.u64();
+        for (let i = 0; i < n; i++) {
+          const name = r.string();
+          const models: string[] = [];
+          const m = r.u64();
+          for (let j = 0; j < m; j++) models.push(r.string());
+          providers.push({ name, models, configured: r.bool() });
+        }
+      }
+      if (r.remaining > 0) {
+        const n = r.u64();
+        for (let i = 0; i < n; i++) unloadable.push({ id: r.string(), version: r.string(), reason: r.string() });
+      }
+      return {
+        type,
+        online,
+        nodeVersion,
+        apps,
+        ...(providers.length ? { providers } : {}),
+        ...(unloadable.length ? { unloadable } : {}),
+      };
     }
     case 'Ping':
     case 'Pong':

@@ -4,7 +4,7 @@
  * approves on the desktop, with progress reported as it goes).
  */
 
-import type { AppStatus } from './codec';
+import type { AppStatus, ProviderStatus, UnloadableApp } from './codec';
 import { RelayClient, TransportError, type E2eKeys } from './client';
 
 /** A device's answer to GET_STATUS. */
@@ -13,6 +13,10 @@ export interface DeviceState {
   nodeVersion: string;
   /** The installed mini-apps, sorted by id. */
   apps: AppStatus[];
+  /** The AI providers and models it is set up to use (protocol 1.2; empty from an older desktop). */
+  providers: ProviderStatus[];
+  /** Installed apps it cannot run, each with why (protocol 1.2). */
+  unloadable: UnloadableApp[];
 }
 
 /** Asks a device for its state (its installed apps) with GET_STATUS; sealed end to end
@@ -28,8 +32,8 @@ export async function getDeviceState(
     if (env.body.type !== 'DeviceStatus' || state) {
       throw new TransportError('unexpected_message', `unexpected ${env.body.type} answer to GET_STATUS`);
     }
-    const { online, nodeVersion, apps } = env.body;
-    state = { online, nodeVersion, apps };
+    const { online, nodeVersion, apps, providers = [], unloadable = [] } = env.body;
+    state = { online, nodeVersion, apps, providers, unloadable };
   }
   if (!state) throw new TransportError('stream_ended', 'the device finished the stream without a DEVICE_STATUS');
   return state;

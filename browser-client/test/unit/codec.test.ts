@@ -126,9 +126,9 @@ function hasUnsafeInteger(v: Json): boolean {
 describe(`vectors from ${vectorsPath}`, () => {
   const file = loadVectors();
 
-  it('describe protocol 1.1 (the version of this client) with a 1 MiB frame limit', () => {
+  it('describe protocol 1.2 (the version of this client) with a 1 MiB frame limit', () => {
     expect(file.protocol).toBe(`${PROTOCOL_MAJOR}.${PROTOCOL_MINOR}`);
-    expect(file.protocol).toBe('1.1');
+    expect(file.protocol).toBe('1.2');
     expect(file.max_frame_len).toBe(MAX_FRAME_LEN);
     expect(file.vectors.length).toBeGreaterThan(0);
   });
@@ -331,7 +331,7 @@ describe('headers', () => {
   const open = { deviceId: 'd1', kind: 'Action' as const, token: 't', e2e: null };
 
   it('encodes an open header exactly like the Rust side', () => {
-    expect(toHex(encodeOpenHeader(open))).toBe('0101026431000174' + '00');
+    expect(toHex(encodeOpenHeader(open))).toBe('0102026431000174' + '00');
   });
 
   it('refuses another major version with the version in the message', () => {
@@ -414,9 +414,42 @@ describe('envelopes', () => {
     expect(typeByte({ type: 'StatusSnapshotEnd', devices: 0 })).toBe(12);
   });
 
-  it('writes headers with protocol version 1.1', () => {
+  it('writes headers with protocol version 1.2', () => {
     const body = encodeOpenHeader({ deviceId: 'd', kind: 'Action', token: 't', e2e: null });
-    expect([body[0], body[1]]).toEqual([1, 1]);
+    expect([body[0], body[1]]).toEqual([1, 2]);
+  });
+
+  it('reads 1.1 messages without the fields 1.2 appended, and writes them for 1.2', () => {
+    // A 1.1 browser's EXECUTE_ACTION ends after the payload: no model.
+    const run = decodeEnvelope(Uint8Array.of(3, 0, 0, 1, 0x61, 1, 0x77, 2, 0x7b, 0x7d));
+    expect(run.body).toEqual({ type: 'ExecuteAction', appId: 'a', action: 'w', payload: '{}' });
+    // The same with a model: one option byte and the string.
+    const withModel: Envelope = {
+      requestId: 3,
+      deviceId: '',
+      body: { type: 'ExecuteAction', appId: 'a', action: 'w', payload: '{}', model: 'm2' },
+    };
+    expect(toHex(encodeEnvelope(withModel))).toBe('030000' + '0161' + '0177' + '027b7d' + '01026d32');
+    expect(decodeEnvelope(encodeEnvelope(withModel))).toEqual(withModel);
+    // A 1.1 desktop's DEVICE_STATUS ends after the apps: no providers, no unloadable apps.
+    const status = decodeEnvelope(Uint8Array.of(4, 0, 7, 1, 1, 0x78, 0));
+    expect(status.body).toEqual({ type: 'DeviceStatus', online: true, nodeVersion: 'x', apps: [] });
+    const full: Envelope = {
+      requestId: 4,
+      deviceId: '',
+      body: {
+        type: 'DeviceStatus',
+        online: true,
+        nodeVersion: 'x',
+        apps: [],
+        providers: [{ name: 'openai', models: ['a', 'b'], configured: true }],
+        unloadable: [{ id: 'js', version: '1.0.0', reason: 'no runtime' }],
+      },
+    };
+    expect(decodeEnvelope(encodeEnvelope(full))).toEqual(full);
+    // Cut inside the providers list: malformed, not "absent".
+    const bytes = encodeEnvelope(full);
+    expect(() => decodeEnvelope(bytes.slice(0, 12))).toThrow(/malformed envelope/);
   });
 
   it('refuses an unknown message type', () => {

@@ -231,7 +231,7 @@ describe('issue 11, findings 7 and 2: frames on an encrypted stream', () => {
     const apps = [{ id: 'hello-ai', version: '1.0.0', enabled: true }];
     t.enqueue(encodeFrame(await sealer.sealChunk(encodeEnvelope({ requestId: env.requestId, deviceId: '', body: { type: 'DeviceStatus', online: true, nodeVersion: '1', apps } }), true)));
     t.close();
-    await expect(state).resolves.toEqual({ online: true, nodeVersion: '1', apps });
+    await expect(state).resolves.toEqual({ online: true, nodeVersion: '1', apps, providers: [], unloadable: [] });
   });
 
   it('getDeviceState refuses a sealed answer cut before its final chunk', async () => {

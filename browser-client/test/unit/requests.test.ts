@@ -20,10 +20,13 @@ describe('getDeviceState', () => {
       apps: [{ id: 'hello-ai', version: '0.1.0', enabled: true }],
     });
     far.finish();
+    // A desktop that says nothing of providers or unloadable apps (protocol 1.1): empty lists.
     await expect(answer).resolves.toEqual({
       online: true,
       nodeVersion: '0.1.0',
       apps: [{ id: 'hello-ai', version: '0.1.0', enabled: true }],
+      providers: [],
+      unloadable: [],
     });
     // Read to the end: our side is finished cleanly, not reset.
     await until(() => far.writeClosed, 'clean finish');

@@ -3,7 +3,16 @@
  * crate's tests write) → the TypeScript codec's shapes.
  */
 
-import type { AppStatus, Body, Envelope, OpenHeader, RunRecord, StreamKind } from '../../src/tunnel/codec';
+import type {
+  AppStatus,
+  Body,
+  Envelope,
+  OpenHeader,
+  ProviderStatus,
+  RunRecord,
+  StreamKind,
+  UnloadableApp,
+} from '../../src/tunnel/codec';
 
 /** Any JSON value. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -49,6 +58,26 @@ export function kind(v: Json | undefined): StreamKind {
 }
 
 /** A `Body` (unit variants as strings, others as `{ Variant: { fields } }`). */
+/** DEVICE_STATUS's 1.2 lists, left out when empty (as the codec decodes them). */
+function deviceDetails(f: JsonObject): { providers?: ProviderStatus[]; unloadable?: UnloadableApp[] } {
+  const list = (k: string): Json[] => {
+    const v = f[k];
+    if (!Array.isArray(v)) throw new Error(`${k}: not an array`);
+    return v;
+  };
+  const providers = list('providers').map((p): ProviderStatus => {
+    const o = obj(p, 'provider');
+    const models = o['models'];
+    if (!Array.isArray(models)) throw new Error('models: not an array');
+    return { name: str(o, 'name'), models: models.map((m) => String(m)), configured: bool(o, 'configured') };
+  });
+  const unloadable = list('unloadable').map((u): UnloadableApp => {
+    const o = obj(u, 'unloadable app');
+    return { id: str(o, 'id'), version: str(o, 'version'), reason: str(o, 'reason') };
+  });
+  return { ...(providers.length ? { providers } : {}), ...(unloadable.length ? { unloadable } : {}) };
+}
+
 export function toBody(v: Json | undefined): Body {
   if (v === 'GetStatus' || v === 'Cancel') return { type: v };
   const outer = obj(v, 'body');
@@ -57,7 +86,13 @@ export function toBody(v: Json | undefined): Body {
   const f = obj(outer[tag], tag);
   switch (tag) {
     case 'ExecuteAction':
-      return { type: tag, appId: str(f, 'app_id'), action: str(f, 'action'), payload: str(f, 'payload') };
+      return {
+        type: tag,
+        appId: str(f, 'app_id'),
+        action: str(f, 'action'),
+        payload: str(f, 'payload'),
+        ...(f['model'] === null || f['model'] === undefined ? {} : { model: str(f, 'model') }),
+      };
     case 'InstallApp':
       return { type: tag, appId: str(f, 'app_id'), version: f['version'] === null ? null : str(f, 'version') };
     case 'UninstallApp':
@@ -79,6 +114,7 @@ export function toBody(v: Json | undefined): Body {
           const o = obj(a, 'app');
           return { id: str(o, 'id'), version: str(o, 'version'), enabled: bool(o, 'enabled') };
         }),
+        ...deviceDetails(f),
       };
     }
     case 'Ping':

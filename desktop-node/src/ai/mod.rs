@@ -13,6 +13,7 @@
 //! text that streams back. Dropping a [`TextStream`] aborts the provider request.
 
 pub mod anthropic;
+pub mod choice;
 pub mod gemini;
 pub mod openai;
 #[cfg(any(test, feature = "test-utils"))]
@@ -27,6 +28,7 @@ use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
+pub use choice::AiModels;
 pub use openai::OpenAiCompatible;
 
 /// Why a generation failed.

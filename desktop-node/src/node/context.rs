@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aisa_tunnel::message::AppStatus;
+use aisa_tunnel::message::{AppStatus, UnloadableApp};
 use aisa_tunnel::{Body, Envelope};
 use tokio::sync::watch;
 
-use crate::ai::AiProvider;
+use crate::ai::{AiModels, AiProvider};
 use crate::apps::App;
 use crate::installer::Installer;
 use crate::sandbox::{Limits, LoadedModule, Sandbox};
@@ -30,8 +30,13 @@ pub struct NodeContext {
     pub sandbox: Sandbox,
     /// Installed apps by id; replaced whole when something is installed or changed.
     apps: std::sync::RwLock<HashMap<String, Arc<App>>>,
-    /// The AI provider.
+    /// The AI provider (the default model's adapter).
     pub ai: Arc<dyn AiProvider>,
+    /// The models a run may choose, as DEVICE_STATUS reports them (`None`: not reported,
+    /// and a run may not name a model).
+    ai_models: Option<AiModels>,
+    /// Installed apps that did not load, with why (DEVICE_STATUS `unloadable`).
+    unloadable: std::sync::RwLock<Vec<UnloadableApp>>,
     /// Per-action limits.
     pub limits: Limits,
     /// The node's home folder; apps keep their data in `data/<app-id>/` under it.
@@ -77,6 +82,8 @@ impl NodeContext {
             builtin: apps.clone(),
             apps: std::sync::RwLock::new(apps),
             ai,
+            ai_models: None,
+            unloadable: std::sync::RwLock::new(Vec::new()),
             limits,
             home,
             online: watch::channel(false).0,
@@ -88,6 +95,28 @@ impl NodeContext {
             heartbeat_rtt: watch::channel(None).0,
             transport: watch::channel(None).0,
             history: None,
+        }
+    }
+
+    /// Offers `models` to runs (EXECUTE_ACTION's `model`) and reports them in
+    /// DEVICE_STATUS; their default becomes [`NodeContext::ai`].
+    pub fn with_ai_models(mut self, models: AiModels) -> Self {
+        if let Some(default) = models.default_adapter() {
+            self.ai = default;
+        }
+        self.ai_models = Some(models);
+        self
+    }
+
+    /// The adapter a run uses: the default for `None`, else the named model if this node
+    /// offers it, or a sentence saying it does not.
+    pub fn ai_for(&self, model: Option<&str>) -> Result<Arc<dyn AiProvider>, String> {
+        match (model, &self.ai_models) {
+            (None, _) => Ok(self.ai.clone()),
+            (Some(model), Some(models)) => models.choose(model),
+            (Some(_), None) => {
+                Err("This desktop does not offer a choice of model; run without one.".into())
+            }
         }
     }
 
@@ -188,9 +217,19 @@ impl NodeContext {
             }),
             &previous,
         );
-        for problem in problems {
-            tracing::warn!(%problem, "app not loaded");
-        }
+        let mut unloadable: Vec<UnloadableApp> = problems
+            .iter()
+            .map(|problem| {
+                tracing::warn!(%problem, "app not loaded");
+                UnloadableApp {
+                    id: problem.id.clone(),
+                    version: problem.version.clone(),
+                    reason: problem.error.for_person(),
+                }
+            })
+            .collect();
+        unloadable.sort_by(|a, b| a.id.cmp(&b.id));
+        *self.unloadable.write().unwrap_or_else(|e| e.into_inner()) = unloadable;
         let mut all = self.builtin.clone();
         all.extend(apps);
         tracing::info!(apps = ?all.keys().collect::<Vec<_>>(), "apps loaded");
@@ -239,7 +278,8 @@ impl NodeContext {
         *self.apps.write().unwrap_or_else(|e| e.into_inner()) = apps;
     }
 
-    /// A DEVICE_STATUS answer.
+    /// A DEVICE_STATUS answer: the apps that run, the AI provider and its models (names
+    /// only), and the installed apps that cannot run, with why.
     pub fn status(&self, request_id: u64) -> Envelope {
         let mut apps: Vec<AppStatus> = self
             .apps
@@ -260,6 +300,12 @@ impl NodeContext {
                 online: true,
                 node_version: self.node_version.clone(),
                 apps,
+                providers: self.ai_models.iter().map(AiModels::status).collect(),
+                unloadable: self
+                    .unloadable
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
             },
         }
     }

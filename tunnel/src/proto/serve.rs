@@ -248,6 +248,7 @@ mod tests {
             app_id: "a".into(),
             action: "b".into(),
             payload: "{}".into(),
+            model: None,
         };
         assert!(ServeStream::check_kind(StreamKind::Action, &execute, false).is_ok());
         assert!(ServeStream::check_kind(StreamKind::Control, &Body::GetStatus, false).is_ok());
