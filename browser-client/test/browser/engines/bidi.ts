@@ -55,6 +55,7 @@ export async function launchFirefox(): Promise<Driver> {
       await page.focus(selector);
       await page.keyboard.press(key);
     },
+    resize: (width, height) => page.setViewport({ width, height }),
     async screenshot(path) {
       await page.screenshot({ path });
     },

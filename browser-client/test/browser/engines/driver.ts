@@ -48,6 +48,11 @@ export interface Driver {
   fill(selector: string, value: string): Promise<void>;
   /** Focuses the element matching `selector` and presses `key` on it. */
   press(selector: string, key: Key): Promise<void>;
+  /**
+   * Makes the page's viewport (the window, where the engine has no separate viewport)
+   * `width` × `height` CSS pixels, e.g. a phone's 390 × 844.
+   */
+  resize(width: number, height: number): Promise<void>;
   /** Saves a screenshot of the viewport as PNG at `path`. */
   screenshot(path: string): Promise<void>;
   /**

@@ -44,6 +44,7 @@ export async function launchPlaywrightChromium(): Promise<Driver> {
     click: (selector) => page.click(selector),
     fill: (selector, value) => page.fill(selector, value),
     press: (selector, key: Key) => page.press(selector, key),
+    resize: (width, height) => page.setViewportSize({ width, height }),
     async screenshot(path) {
       await page.screenshot({ path });
     },

@@ -169,6 +169,13 @@ export async function launchWebKit(): Promise<Driver> {
         });
         await send('DELETE', `${s}/actions`);
       },
+      async resize(width, height) {
+        // Classic WebDriver sets the window; MiniBrowser's window adds its toolbar, so the
+        // window is grown until the page's own viewport (innerWidth/innerHeight) is the size.
+        await send('POST', `${s}/window/rect`, { width, height });
+        const inner = await evaluate<[number, number]>('[window.innerWidth, window.innerHeight]');
+        await send('POST', `${s}/window/rect`, { width: width + (width - inner[0]), height: height + (height - inner[1]) });
+      },
       async screenshot(path) {
         const png = await send<string>('GET', `${s}/screenshot`);
         writeFileSync(path, Buffer.from(png, 'base64'));
