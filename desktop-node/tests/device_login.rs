@@ -2,7 +2,9 @@
 //! relay on loopback prints a code and a link, the signed-in person approves it over the
 //! HTTP API (what the web app's `/activate` page calls), and the node is registered: its
 //! settings are written, the relay lists the device, and `desktop-node run` connects.
-//! A denied login fails with a clear message and registers nothing.
+//! A denied login fails with a clear message and registers nothing. A login that fails
+//! after the relay registered the device (the secret store refuses the token) leaves no
+//! device in the account; one that succeeds is listed at once, before `run`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -218,4 +220,86 @@ async fn a_denied_login_fails_with_a_clear_message() {
     assert!(!status.success());
     assert!(err.contains("denied in the browser"), "{err}");
     assert!(!home.join("node.toml").exists());
+}
+
+/// `desktop-node login --email EMAIL` (password in AISA_PASSWORD) with the encrypted-file
+/// secret store and, unless `passphrase` is given, no passphrase and no terminal: the
+/// store then refuses to open. Returns whether it succeeded, and its output.
+fn password_login(
+    home: &std::path::Path,
+    base: &str,
+    email: &str,
+    passphrase: Option<&str>,
+) -> (bool, String) {
+    let mut cmd = Command::new(NODE);
+    cmd.arg("--home")
+        .arg(home)
+        .args([
+            "login",
+            "--relay",
+            base,
+            "--email",
+            email,
+            "--name",
+            "scripted desk",
+        ])
+        .env("AISA_SECRETS_BACKEND", "file")
+        .env("AISA_PASSWORD", "device-login-password")
+        .env_remove("AISA_PASSPHRASE")
+        .env_remove("AISA_PASSPHRASE_FILE")
+        .env_remove("AISA_NODE_HOME")
+        .stdin(Stdio::null());
+    if let Some(passphrase) = passphrase {
+        cmd.env("AISA_PASSPHRASE", passphrase);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// The account's devices and the plan usage's device count.
+async fn devices_of(base: &str, token: &str) -> (Value, Value) {
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).bearer_auth(token).send();
+    let devices: Value = get("/api/devices").await.unwrap().json().await.unwrap();
+    let account: Value = get("/api/account").await.unwrap().json().await.unwrap();
+    (devices, account["usage"]["devices"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_that_cannot_store_its_token_leaves_no_device_in_the_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start_relay(&dir.path().join("relay")).await;
+    let base = format!("http://{}", relay.http_addr);
+    let token = user(&base, "orphans@example.com").await;
+
+    // The relay registers the device, then the node cannot keep its token.
+    let home = dir.path().join("no-store");
+    let (ok, out) = password_login(&home, &base, "orphans@example.com", None);
+    assert!(
+        !ok,
+        "the login cannot succeed without its secret store:\n{out}"
+    );
+    // No orphan: not listed, and not holding a place of the plan.
+    let (devices, used) = devices_of(&base, &token).await;
+    assert_eq!(devices, json!([]), "a failed login left a device behind");
+    assert_eq!(
+        used, 0,
+        "the failed login's device still counts against the plan"
+    );
+    assert!(out.contains("secret store"), "{out}");
+    assert!(out.contains("this computer was not added"), "{out}");
+    assert!(!home.join("node.toml").exists());
+
+    // A login that finishes is listed at once, before the node ever connects.
+    let home = dir.path().join("with-store");
+    let (ok, out) = password_login(&home, &base, "orphans@example.com", Some("test-passphrase"));
+    assert!(ok, "{out}");
+    let (devices, used) = devices_of(&base, &token).await;
+    assert_eq!(devices.as_array().unwrap().len(), 1, "{devices}");
+    assert_eq!(devices[0]["name"], "scripted desk");
+    assert_eq!(devices[0]["online"], false);
+    assert_eq!(used, 1);
 }

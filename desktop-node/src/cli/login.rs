@@ -10,6 +10,14 @@
 //!   they are signed in.
 //! * **Password** (`--email`, with `--password-stdin` or `AISA_PASSWORD`), for scripts:
 //!   `POST /api/devices/enroll`.
+//!
+//! The relay registers the device before this machine has stored its token; asked with
+//! `"confirm": true`, it keeps it *pending* (not listed, deleted after a while) until the
+//! login finishes: once the token and settings are saved the node says so (`POST
+//! /api/device/confirm`); when saving fails it withdraws the device (`DELETE
+//! /api/device/pending`), so a failed login leaves no device behind in the account. A
+//! node that dies in between leaves a pending device, which the relay deletes when its
+//! time runs out.
 
 use std::io::Read;
 use std::time::Duration;
@@ -86,7 +94,71 @@ pub async fn login(home: &Home, args: LoginArgs) -> anyhow::Result<()> {
         Some(email) => with_password(&http, &relay, email, &name, args.password_stdin).await?,
         None => with_code(&http, &relay, &name).await?,
     };
-    save(home, &relay, &host, &name, registered, &args).await
+    let token = registered.device_token.clone();
+    let device_id = registered.device_id.clone();
+    if let Err(err) = save(home, &relay, &host, registered, &args).await {
+        // Nothing on this machine can use the device: take it back off the account.
+        withdraw(&http, &relay, &token).await;
+        return Err(err.context("the login did not finish, and this computer was not added"));
+    }
+    finish(&http, &relay, &token).await?;
+    println!(
+        "device {device_id} registered as {name:?}; settings in {}",
+        home.config_path().display()
+    );
+    println!("Start it with: desktop-node run");
+    Ok(())
+}
+
+/// Tells the relay the login finished (the token is stored), so that it lists the
+/// device. A relay from before pending devices has no such endpoint: its devices are
+/// listed at once.
+async fn finish(http: &reqwest::Client, relay: &str, token: &str) -> anyhow::Result<()> {
+    let answer = http
+        .post(format!("{relay}/api/device/confirm"))
+        .bearer_auth(token)
+        .send()
+        .await;
+    match answer {
+        Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::NOT_FOUND => Ok(()),
+        Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => bail!(
+            "the relay no longer knows this device (its login took too long); run the login again"
+        ),
+        // Connecting with the stored token finishes the login too (`desktop-node run`).
+        Ok(r) => {
+            eprintln!(
+                "note: the relay did not confirm the login ({}); it will when this computer connects",
+                r.status()
+            );
+            Ok(())
+        }
+        Err(err) => {
+            eprintln!(
+                "note: cannot reach the relay to confirm the login ({err}); it will when this computer connects"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Takes the device of a login that failed back off the account (best effort: the
+/// relay deletes it anyway when its pending time runs out).
+async fn withdraw(http: &reqwest::Client, relay: &str, token: &str) {
+    match http
+        .delete(format!("{relay}/api/device/pending"))
+        .bearer_auth(token)
+        .send()
+        .await
+    {
+        Ok(r) if r.status().is_success() => {}
+        Ok(r) => eprintln!(
+            "note: the relay did not take back the unfinished device ({}); it deletes it within 15 minutes",
+            r.status()
+        ),
+        Err(err) => eprintln!(
+            "note: cannot reach the relay to take back the unfinished device ({err}); it deletes it within 15 minutes"
+        ),
+    }
 }
 
 /// The machine's name, or "my desktop".
@@ -122,7 +194,8 @@ async fn with_password(
     };
     let response = http
         .post(format!("{relay}/api/devices/enroll"))
-        .json(&serde_json::json!({ "email": email, "password": password, "name": name }))
+        // "confirm": the device stays pending until `finish` (or is withdrawn).
+        .json(&serde_json::json!({ "email": email, "password": password, "name": name, "confirm": true }))
         .send()
         .await
         .with_context(|| format!("cannot reach the relay at {relay}"))?;
@@ -216,7 +289,7 @@ async fn with_code(http: &reqwest::Client, relay: &str, name: &str) -> anyhow::R
         }
         let response = match http
             .post(format!("{relay}/api/device/token"))
-            .json(&serde_json::json!({ "device_code": device_code }))
+            .json(&serde_json::json!({ "device_code": device_code, "confirm": true }))
             .send()
             .await
         {
@@ -237,11 +310,11 @@ async fn with_code(http: &reqwest::Client, relay: &str, name: &str) -> anyhow::R
     }
 }
 
+/// Stores the device token (secret store) and the settings (`node.toml`).
 async fn save(
     home: &Home,
     relay: &str,
     host: &str,
-    name: &str,
     registered: Registered,
     args: &LoginArgs,
 ) -> anyhow::Result<()> {
@@ -293,12 +366,6 @@ async fn save(
     };
     super::keys::save_login(home, &registered.device_token)?;
     home.save_config(&config)?;
-    println!(
-        "device {} registered as {name:?}; settings in {}",
-        registered.device_id,
-        home.config_path().display()
-    );
-    println!("Start it with: desktop-node run");
     Ok(())
 }
 
