@@ -292,29 +292,18 @@ pub async fn take_stream_places(
         .try_open(&user, max_streams)
         .ok_or(PlacesRefused::Streams)?;
     let Some(shared) = state.cluster.shared() else {
-        let mut counted_day = None;
-        if let Some(max) = max_actions {
-            // Counted in memory (`crate::actions`), written to the store in batches.
-            match state
-                .actions
-                .try_count(&state.store, user_id, max)
-                .await
-                .map_err(PlacesRefused::Store)?
-            {
-                Some(day) => counted_day = Some(day),
-                None => return Err(PlacesRefused::Actions),
-            }
-        }
         return Ok(StreamPlaces {
+            counted_day: count_alone(state, user_id, max_actions).await?,
             slot: StreamSlot::new(local, None),
-            counted_day,
         });
     };
     let mine = state.limits.streams_per_user.open_for(&user);
     let day = state.actions.today();
     let mut stale_ok = false;
     let mut synced = false;
-    loop {
+    // At most: cold, synced, seeded, decided; more only if the user's day keeps
+    // changing under this stream (two streams on either side of midnight UTC).
+    for _ in 0..6 {
         let now = Instant::now();
         match shared
             .tally
@@ -358,6 +347,32 @@ pub async fn take_stream_places(
                 shared.tally.seed(user_id, &day, stored);
             }
         }
+    }
+    warn!(%user_id, "the cluster's counts did not settle; counting on this node alone");
+    Ok(StreamPlaces {
+        counted_day: count_alone(state, user_id, max_actions).await?,
+        slot: StreamSlot::new(local, Some(shared.clone())),
+    })
+}
+
+/// One of the day's actions on this node's own count (`crate::actions`: in memory,
+/// seeded from the store, written to it in batches): the single node's rule.
+async fn count_alone(
+    state: &RelayState,
+    user_id: &str,
+    max_actions: Option<i64>,
+) -> Result<Option<String>, PlacesRefused> {
+    let Some(max) = max_actions else {
+        return Ok(None);
+    };
+    match state
+        .actions
+        .try_count(&state.store, user_id, max)
+        .await
+        .map_err(PlacesRefused::Store)?
+    {
+        Some(day) => Ok(Some(day)),
+        None => Err(PlacesRefused::Actions),
     }
 }
 
