@@ -573,8 +573,9 @@ async fn admit<R: AsyncRead + Unpin>(
                 },
                 _ => return Err(Denied::Internal.into()),
             };
-            // In memory on a single node; in a cluster, the counts all nodes share
-            // (one Redis round trip): `crate::limits::take_stream_places`.
+            // In memory, on a single node and in a cluster (there against the totals
+            // every node writes to Redis in batches; no round trip once this node has
+            // the user's): `crate::limits::take_stream_places`.
             use crate::limits::PlacesRefused;
             let crate::limits::StreamPlaces { slot, counted_day } =
                 crate::limits::take_stream_places(
