@@ -1,11 +1,18 @@
 /**
  * The account page: the plan, the sessions list (sign one out, or all), changing the
  * password, and deleting the account with its devices and data.
+ *
+ * An account made by an identity provider has no password. It can set one (and then
+ * also sign in with it) or delete itself once the person has confirmed who they are
+ * with a fresh sign-in at the provider: the relay wants one within the last few
+ * minutes (`reauth_max_age_secs`), and the "Sign in again with …" button does that
+ * round trip (`/api/auth/oidc/{name}/start?reauth=1`), coming back to this page.
  */
 
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
-import { MIN_NEW_PASSWORD, type SessionEntry } from '../lib/api';
+import { ApiError, MIN_NEW_PASSWORD, type Account, type SessionEntry } from '../lib/api';
 import { humanError, type HumanError } from '../lib/errors';
+import { fetchOidcProviders, type OidcProvider } from '../lib/oidc';
 import { ErrorNote } from './ErrorNote';
 import { useApp } from './context';
 import { planText } from './Shell';
@@ -38,8 +45,79 @@ export function browserName(ua: string | null): string {
   return os ? `${browser} on ${os}` : browser;
 }
 
+/** Where confirming who you are with `provider` starts (and comes back to this page). */
+export function reauthHref(provider: Pick<OidcProvider, 'start_url'>): string {
+  return `${provider.start_url}?reauth=1`;
+}
+
+/**
+ * Seconds left in which the session's last sign-in counts as proof of who the person is
+ * (0 when it does not, or the relay did not say).
+ */
+export function proofSecondsLeft(
+  account: Pick<Account, 'auth_time' | 'reauth_max_age_secs'>,
+  nowSecs: number,
+): number {
+  if (account.auth_time == null || account.reauth_max_age_secs == null) return 0;
+  return Math.max(0, account.auth_time + account.reauth_max_age_secs - nowSecs);
+}
+
+/** "5 minutes", "1 minute", "90 seconds". */
+function minutesText(secs: number): string {
+  if (secs < 120) return `${secs} seconds`;
+  const m = Math.round(secs / 60);
+  return m === 1 ? '1 minute' : `${m} minutes`;
+}
+
+/** The providers this account signs in with, with their names on the buttons. */
+function useAccountProviders(account: Account | null): OidcProvider[] {
+  const [offered, setOffered] = useState<OidcProvider[]>([]);
+  useEffect(() => {
+    let live = true;
+    void fetchOidcProviders().then((list) => {
+      if (live) setOffered(list);
+    });
+    return () => {
+      live = false;
+    };
+  }, []);
+  const linked = account?.providers ?? [];
+  return offered.filter((p) => linked.includes(p.name));
+}
+
+/** The "Sign in again with …" links. */
+function ReauthButtons({ providers }: { providers: OidcProvider[] }) {
+  return (
+    <div className="row">
+      {providers.map((p) => (
+        <a key={p.name} className="button-link" href={reauthHref(p)}>
+          Sign in again with {p.display_name}
+        </a>
+      ))}
+    </div>
+  );
+}
+
+/** An error, with the way to confirm who you are when that is what it asks for. */
+function ProofError({ error, providers }: { error: { human: HumanError; reauth: boolean }; providers: OidcProvider[] }) {
+  return (
+    <>
+      <ErrorNote error={error.human} />
+      {error.reauth && <ReauthButtons providers={providers} />}
+    </>
+  );
+}
+
+/** A caught error, noting whether the relay asks for a fresh provider sign-in. */
+function proofError(err: unknown): { human: HumanError; reauth: boolean } {
+  return { human: humanError(err), reauth: err instanceof ApiError && err.reason?.code === 'reauth_required' };
+}
+
 export function AccountPage() {
   const { api, account } = useApp();
+  const providers = useAccountProviders(account);
+  // Older relays do not say: they have a password.
+  const noPassword = account?.has_password === false;
   return (
     <>
       <h2 tabIndex={-1}>Account</h2>
@@ -48,9 +126,104 @@ export function AccountPage() {
         <p className="muted">{account ? planText(account) : ''}</p>
       </section>
       <Sessions />
-      <ChangePassword />
-      <DeleteAccount />
+      {noPassword && account ? (
+        <>
+          <ConfirmIdentity account={account} providers={providers} />
+          <SetPassword providers={providers} />
+        </>
+      ) : (
+        <ChangePassword />
+      )}
+      <DeleteAccount noPassword={noPassword} providers={providers} />
     </>
+  );
+}
+
+/** For an account without a password: whether a recent provider sign-in proves who it is. */
+function ConfirmIdentity({ account, providers }: { account: Account; providers: OidcProvider[] }) {
+  const [now, setNow] = useState(() => Math.floor(Date.now() / 1000));
+  useEffect(() => {
+    const timer = setInterval(() => setNow(Math.floor(Date.now() / 1000)), 15_000);
+    return () => clearInterval(timer);
+  }, []);
+  const left = proofSecondsLeft(account, now);
+  const window = minutesText(account.reauth_max_age_secs ?? 300);
+  const names = providers.map((p) => p.display_name).join(' or ') || 'your identity provider';
+  return (
+    <section className="card" aria-labelledby="confirm-title">
+      <h3 id="confirm-title">Confirm it is you</h3>
+      <p>
+        You sign in with {names}; this account has no password. To set a password or delete the account, sign in
+        with {names} again first: it counts for {window}.
+      </p>
+      {left > 0 ? (
+        <p role="status" id="identity-confirmed">
+          Confirmed. For the next {minutesText(left)} you can set a password or delete the account.
+        </p>
+      ) : (
+        <ReauthButtons providers={providers} />
+      )}
+    </section>
+  );
+}
+
+/** For an account without a password: set the first one. */
+function SetPassword({ providers }: { providers: OidcProvider[] }) {
+  const { api, reloadAccount } = useApp();
+  const [next, setNext] = useState('');
+  const [error, setError] = useState<{ human: HumanError; reauth: boolean } | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  const submit = async (e: FormEvent): Promise<void> => {
+    e.preventDefault();
+    setError(null);
+    if (next.length < MIN_NEW_PASSWORD) {
+      setError({
+        human: {
+          sentence: `The password needs at least ${MIN_NEW_PASSWORD} characters.`,
+          code: 'invalid',
+          details: `${next.length} characters`,
+        },
+        reauth: false,
+      });
+      return;
+    }
+    setBusy(true);
+    try {
+      await api.changePassword(null, next);
+      setNext('');
+      // The account now has a password: the page shows the change form and says so.
+      reloadAccount();
+    } catch (err) {
+      setError(proofError(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <form className="card" aria-labelledby="set-password-title" onSubmit={(e) => void submit(e)} noValidate>
+      <h3 id="set-password-title">Set a password</h3>
+      <p className="muted">Then you can also sign in with your email address and this password.</p>
+      <div className="field">
+        <label htmlFor="first-password">New password</label>
+        <input
+          id="first-password"
+          type="password"
+          autoComplete="new-password"
+          aria-describedby="first-password-hint"
+          value={next}
+          onChange={(e) => setNext(e.target.value)}
+        />
+        <span id="first-password-hint" className="muted hint">
+          At least {MIN_NEW_PASSWORD} characters. Every other session is signed out.
+        </span>
+      </div>
+      <button type="submit" disabled={busy}>
+        Set the password
+      </button>
+      {error && <ProofError error={error} providers={providers} />}
+    </form>
   );
 }
 
@@ -188,25 +361,28 @@ function ChangePassword() {
   );
 }
 
-function DeleteAccount() {
+function DeleteAccount({ noPassword, providers }: { noPassword: boolean; providers: OidcProvider[] }) {
   const { api, devices } = useApp();
   const [open, setOpen] = useState(false);
   const [password, setPassword] = useState('');
-  const [error, setError] = useState<HumanError | null>(null);
+  const [error, setError] = useState<{ human: HumanError; reauth: boolean } | null>(null);
   const [busy, setBusy] = useState(false);
 
   const submit = async (e: FormEvent): Promise<void> => {
     e.preventDefault();
     setError(null);
-    if (!password) {
-      setError({ sentence: 'Your password is required.', code: 'invalid', details: 'empty password' });
+    if (!noPassword && !password) {
+      setError({
+        human: { sentence: 'Your password is required.', code: 'invalid', details: 'empty password' },
+        reauth: false,
+      });
       return;
     }
     setBusy(true);
     try {
-      await api.deleteAccount(password);
+      await api.deleteAccount(noPassword ? null : password);
     } catch (err) {
-      setError(humanError(err));
+      setError(proofError(err));
       setBusy(false);
     }
   };
@@ -224,16 +400,18 @@ function DeleteAccount() {
             This deletes the account, its {devices.length} device{devices.length === 1 ? '' : 's'} (disconnected at
             once), its sessions, usage and ratings. It cannot be undone.
           </p>
-          <div className="field">
-            <label htmlFor="delete-password">Your password</label>
-            <input
-              id="delete-password"
-              type="password"
-              autoComplete="current-password"
-              value={password}
-              onChange={(e) => setPassword(e.target.value)}
-            />
-          </div>
+          {!noPassword && (
+            <div className="field">
+              <label htmlFor="delete-password">Your password</label>
+              <input
+                id="delete-password"
+                type="password"
+                autoComplete="current-password"
+                value={password}
+                onChange={(e) => setPassword(e.target.value)}
+              />
+            </div>
+          )}
           <div className="row">
             <button type="submit" className="danger" disabled={busy}>
               Delete my account
@@ -244,7 +422,7 @@ function DeleteAccount() {
           </div>
         </form>
       )}
-      {error && <ErrorNote error={error} />}
+      {error && <ProofError error={error} providers={providers} />}
     </section>
   );
 }

@@ -66,6 +66,18 @@ export interface Account {
     max_actions_per_day: number;
   };
   usage: { devices: number; actions_today: number; open_streams: number };
+  /**
+   * Whether the account has a password. One made by an identity provider has none until
+   * one is set: it then proves who it is by a recent sign-in at the provider. Absent
+   * from older relays (read as true).
+   */
+  has_password?: boolean;
+  /** The providers (their names in the URLs) the account signs in with. */
+  providers?: string[];
+  /** When this session's person last proved who they are (seconds since the epoch). */
+  auth_time?: number | null;
+  /** How recent that must be for an account without a password to set one or delete itself. */
+  reauth_max_age_secs?: number;
 }
 
 /** GET /api/session: where to open the WebTransport session, and the certificate to pin. */
@@ -142,6 +154,11 @@ export class ApiError extends Error {
     /** The HTTP status; 0 when the server could not be reached. */
     readonly status: number,
     message: string,
+    /**
+     * The relay's own reason, when it gave one (`reauth_required`: sign in at a provider
+     * again first, with `providers` the ones to choose from).
+     */
+    readonly reason?: { code: string; providers: string[] },
   ) {
     super(message);
     this.name = 'ApiError';
@@ -381,20 +398,26 @@ export class Api {
    * POST /api/account/password: every session is signed out, this one signed in again
    * with new tokens (other tabs sign in again from the new cookie).
    */
-  async changePassword(currentPassword: string, newPassword: string): Promise<void> {
+  async changePassword(currentPassword: string | null, newPassword: string): Promise<void> {
+    // No current password: an account made by an identity provider setting its first
+    // one (the relay wants a recent sign-in at the provider instead).
+    const current = currentPassword === null ? {} : { current_password: currentPassword };
     const res = await this.call<LoginResponse>('/api/account/password', {
       method: 'POST',
       auth: true,
       // The cookie is not sent to this path (outside /api/auth): ask for a new one.
-      json: { current_password: currentPassword, new_password: newPassword, cookie: true },
+      json: { ...current, new_password: newPassword, cookie: true },
     });
     this.remember(res);
     this.emit('token-refreshed');
   }
 
-  /** DELETE /api/account: the account, its devices and data are deleted; signs out. */
-  async deleteAccount(password: string): Promise<void> {
-    await this.call('/api/account', { method: 'DELETE', auth: true, json: { password } });
+  /**
+   * DELETE /api/account: the account, its devices and data are deleted; signs out. No
+   * password for an account that has none (a recent provider sign-in proves who it is).
+   */
+  async deleteAccount(password: string | null): Promise<void> {
+    await this.call('/api/account', { method: 'DELETE', auth: true, json: password === null ? {} : { password } });
     this.forget();
     this.tabs.channel?.postMessage('signed-out');
   }
@@ -489,7 +512,17 @@ export class Api {
         parsed && typeof parsed === 'object' && 'error' in parsed && typeof parsed.error === 'string'
           ? parsed.error
           : `request failed with HTTP ${res.status}`;
-      throw new ApiError(res.status, message);
+      const reason =
+        parsed && typeof parsed === 'object' && 'code' in parsed && typeof parsed.code === 'string'
+          ? {
+              code: parsed.code,
+              providers:
+                'providers' in parsed && Array.isArray(parsed.providers)
+                  ? (parsed.providers as unknown[]).filter((p): p is string => typeof p === 'string')
+                  : [],
+            }
+          : undefined;
+      throw new ApiError(res.status, message, reason);
     }
     return parsed as T;
   }

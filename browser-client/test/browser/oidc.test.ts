@@ -17,6 +17,12 @@
  *   refused, with a sentence on the sign-in page; nothing is signed in.
  * - Cancelling at the provider, and a callback whose state is not this browser's, come
  *   back as sentences.
+ * - An account the provider made (no password) sets a password: refused until the person
+ *   signs in at the provider again ("Sign in again with Test ID": prompt=login,
+ *   max_age=0, the provider's login page once more), then set, and the person signs in
+ *   with email and password.
+ * - Another such account, with a desktop added by `desktop-node login`, deletes itself
+ *   after signing in at the provider again: its device goes with it.
  *
  * Screenshots: browser-client/test-artifacts/oidc-*.png.
  */
@@ -41,6 +47,9 @@ const OWNER = 'oidc-owner@example.com';
 const VICTIM = 'oidc-victim@example.com';
 /** A verified provider account no relay account has: a new account is made. */
 const NEWCOMER = 'oidc-newcomer@example.com';
+/** Accounts the provider makes that set a password, and delete themselves. */
+const SETTER = 'oidc-setter@example.com';
+const LEAVER = 'oidc-leaver@example.com';
 const PASSWORD = 'oidc-password-123';
 const CLIENT_ID = 'aisa-relay-test';
 const CLIENT_SECRET = 'a client secret for the browser test only';
@@ -50,6 +59,8 @@ const ACCOUNTS: Record<string, { email: string; email_verified: boolean }> = {
   owner: { email: OWNER, email_verified: true },
   squatter: { email: VICTIM, email_verified: false },
   newcomer: { email: NEWCOMER, email_verified: true },
+  setter: { email: SETTER, email_verified: true },
+  leaver: { email: LEAVER, email_verified: true },
 };
 
 let dir: string;
@@ -312,6 +323,124 @@ describe('sign-in with an identity provider (Chromium, oidc-provider)', () => {
       await p.waitForSelector('#provider-error');
       expect(await p.textContent('#provider-error')).toContain('was not started in this browser');
       expect(await p.$('#signed-in-as')).toBeNull();
+      await p.context().close();
+    }));
+
+  it('lets an account without a password set one after signing in at the provider again, then sign in with it', () =>
+    explained(async () => {
+      const p = await freshPage();
+      await toProvider(p);
+      await atProvider(p, 'setter');
+      await p.waitForSelector('#signed-in-as', { timeout: 20_000 });
+      await p.goto(`${relayUrl}/#/account`);
+      await p.getByRole('heading', { name: 'Set a password' }).waitFor();
+      // No current-password field: the account has none.
+      expect(await p.$('#current-password')).toBeNull();
+      // The sign-in a moment ago did not say when the person authenticated (no max_age
+      // asked): it is no proof, and the relay refuses with a sentence and the way out.
+      await p.fill('#first-password', 'setter-password-123');
+      await p.getByRole('button', { name: 'Set the password' }).click();
+      await expect
+        .poll(() => p.textContent('main'), { timeout: 10_000 })
+        .toContain('sign in with Test ID again to confirm it is you');
+      await shot(p, 'oidc-set-password-refused.png');
+
+      // Confirming: the provider asks for the login again (prompt=login), whatever its
+      // session, and the relay brings the person back to the account page.
+      const started = Date.now();
+      await p.getByRole('link', { name: 'Sign in again with Test ID' }).first().click();
+      await p.waitForURL((u) => u.origin === issuer);
+      await p.waitForSelector('input[name="login"]');
+      await p.fill('input[name="login"]', 'setter');
+      await p.fill('input[name="password"]', 'any password: the test provider takes any');
+      await p.click('button.login-submit');
+      await p.waitForURL((u) => u.origin === relayUrl, { timeout: 20_000 });
+      await p.waitForSelector('#identity-confirmed', { timeout: 20_000 });
+      console.log(`flow oidc re-authentication: ${Date.now() - started} ms`);
+      expect(new URL(p.url()).hash).toBe('#/account');
+      await shot(p, 'oidc-identity-confirmed.png');
+      await p.fill('#first-password', 'setter-password-123');
+      await p.getByRole('button', { name: 'Set the password' }).click();
+      // The account has a password now: the page offers to change it.
+      await p.getByRole('heading', { name: 'Change the password' }).waitFor({ timeout: 15_000 });
+      await shot(p, 'oidc-password-set.png');
+
+      // Signed out, the person signs in with email and password.
+      await p.getByRole('button', { name: 'Sign out', exact: true }).click();
+      await p.waitForSelector('#email');
+      await p.fill('#email', SETTER);
+      await p.fill('#password', 'setter-password-123');
+      await p.getByRole('button', { name: 'Sign in', exact: true }).click();
+      await p.waitForSelector('#signed-in-as', { timeout: 15_000 });
+      expect(await p.textContent('#signed-in-as')).toBe(`Signed in as ${SETTER}`);
+      await p.context().close();
+    }));
+
+  it('lets an account without a password delete itself and its devices after signing in at the provider again', () =>
+    explained(async () => {
+      const p = await freshPage();
+      await toProvider(p);
+      await atProvider(p, 'leaver');
+      await p.waitForSelector('#signed-in-as', { timeout: 20_000 });
+
+      // A desktop joins the account with `desktop-node login`, approved in this page.
+      const home = join(dir, 'leaver-node');
+      let out = '';
+      const login = spawn(join(binDir, 'desktop-node'), ['--home', home, 'login', '--relay', relayUrl, '--name', 'leaver desk'], {
+        env: { ...process.env, AISA_SECRETS_BACKEND: 'file', AISA_PASSPHRASE: 'test-passphrase' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      login.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+      login.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<number | null>((r) => login.once('exit', (code) => r(code)));
+      await expect.poll(() => out, { timeout: 15_000 }).toMatch(/\/activate\?code=\S+/);
+      await p.goto(/(http\S+\/activate\?code=\S+)/.exec(out)![1]!);
+      await p.getByRole('button', { name: 'Approve' }).click();
+      await p.waitForSelector('#activate-done');
+      expect(await exited, out).toBe(0);
+      await p.goto(`${relayUrl}/#/devices`);
+      await expect.poll(() => p.textContent('main'), { timeout: 10_000 }).toContain('leaver desk');
+
+      // Delete: refused without a recent sign-in at the provider, with the way out.
+      await p.goto(`${relayUrl}/#/account`);
+      await p.getByRole('button', { name: 'Delete the account…' }).click();
+      expect(await p.$('#delete-password')).toBeNull();
+      await p.getByRole('button', { name: 'Delete my account' }).click();
+      await expect
+        .poll(() => p.textContent('main'), { timeout: 10_000 })
+        .toContain('sign in with Test ID again to confirm it is you');
+      expect(relayOutput).not.toContain('account deleted');
+
+      await p.getByRole('link', { name: 'Sign in again with Test ID' }).first().click();
+      await p.waitForURL((u) => u.origin === issuer);
+      await p.waitForSelector('input[name="login"]');
+      await p.fill('input[name="login"]', 'leaver');
+      await p.fill('input[name="password"]', 'any password: the test provider takes any');
+      await p.click('button.login-submit');
+      await p.waitForSelector('#identity-confirmed', { timeout: 20_000 });
+      await p.getByRole('button', { name: 'Delete the account…' }).click();
+      await shot(p, 'oidc-delete-confirmed.png');
+      await p.getByRole('button', { name: 'Delete my account' }).click();
+      // Signed out, the account and its device gone.
+      await p.waitForSelector('#email', { timeout: 15_000 });
+      // The relay's log (its colours taken out) says so, with the one device.
+      const plain = () => relayOutput.replace(/\x1b\[[0-9;]*m/g, '');
+      await expect.poll(plain, { timeout: 5_000 }).toMatch(/account deleted.*devices=1/);
+
+      // The next sign-in with the provider makes a new, empty account.
+      await p.getByRole('link', { name: 'Sign in with Test ID' }).click();
+      await p.waitForSelector('#signed-in-as', { timeout: 20_000 });
+      const devices = await p.evaluate(async () => {
+        const r = await fetch('/api/auth/refresh', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: '{}',
+        });
+        const { token } = (await r.json()) as { token: string };
+        const list = await fetch('/api/devices', { headers: { Authorization: `Bearer ${token}` } });
+        return (await list.json()) as unknown[];
+      });
+      expect(devices).toEqual([]);
       await p.context().close();
     }));
 });
