@@ -26,7 +26,13 @@ use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, MAX_FRAME_LEN, RelayHeader, StreamKind};
 use tokio::sync::watch;
 
-const SECRET: &str = "an example cluster secret of 32+ bytes, tests only";
+#[path = "support/cluster.rs"]
+mod cluster_support;
+
+use cluster_support::{
+    Child, DesktopNode, FORWARD_SECRET as SECRET, Leg, Server, action_header, add_user, browser,
+    desktop_node, echo, echo_until_ok, node_config, sign_in,
+};
 
 /// A relay with forwarding on an ephemeral loopback port.
 async fn relay(dir: &std::path::Path, name: &str, secret: &str, idle_ms: u64) -> RelayHandle {
@@ -48,77 +54,14 @@ fn forward_addr(relay: &RelayHandle) -> SocketAddr {
         .local_addr
 }
 
-/// A desktop node online at `relay`, with the example app; the device's id and owner.
-struct Desktop {
-    device_id: String,
-    user_id: String,
-    _fake: aisa_testkit::provider::FakeProvider,
-    stop: watch::Sender<bool>,
-    online: watch::Receiver<bool>,
-}
-
-async fn desktop(relay: &RelayHandle, dir: &std::path::Path) -> Desktop {
-    let store = &relay.state.store;
-    let hash = aisa_relay::auth::hash_password(PASSWORD).unwrap();
-    store.create_user("bob@example.com", &hash).await.unwrap();
-    let enrolled: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{}/api/devices/enroll", relay.http_addr))
-        .json(&serde_json::json!({ "email": "bob@example.com", "password": PASSWORD, "name": "desk" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let device_id = enrolled["device_id"].as_str().expect("enrolled").to_owned();
-    let user_id = store
-        .cached_device(&device_id)
-        .await
-        .unwrap()
-        .expect("device row")
-        .user_id;
-    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
-        .await
-        .unwrap();
-    let sandbox = Sandbox::new().unwrap();
-    let apps = test_apps(&sandbox);
-    let ai = OpenAiCompatible::new(&fake.base_url(), "gpt-4o-mini", Some(API_KEY.into())).unwrap();
-    let ctx = Arc::new(NodeContext::new(
-        device_id.clone(),
-        enrolled["device_token"].as_str().unwrap().to_owned(),
-        [7; 32],
-        sandbox,
-        apps,
-        Arc::new(ai),
-        Limits::default(),
-        dir.join("node"),
-    ));
-    let mut online = ctx.online();
-    let target = RelayTarget {
-        quic_addr: relay.quic_addr.to_string(),
-        server_name: "localhost".into(),
-        cert_sha256: Some(relay.cert_sha256()),
-        pin_from: None,
-        tcp_url: None,
-        path: node::PathConfig::default(),
-    };
-    let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(node::run(ctx, target, stop_rx));
-    tokio::time::timeout(WAIT, online.wait_for(|o| *o))
-        .await
-        .expect("online in time")
-        .unwrap();
-    Desktop {
-        device_id,
-        user_id,
-        _fake: fake,
-        stop,
-        online,
-    }
+/// Creates bob at `relay` and brings a desktop node of his online there, over QUIC.
+async fn desktop(relay: &RelayHandle, dir: &std::path::Path) -> DesktopNode {
+    add_user(relay, "bob@example.com").await;
+    desktop_node(relay, "bob@example.com", dir, Leg::Quic).await
 }
 
 /// The forward header the entry relay writes for `desktop`, as located at `holder`.
-fn forward_header(holder: &RelayHandle, desktop: &Desktop) -> ForwardHeader {
+fn forward_header(holder: &RelayHandle, desktop: &DesktopNode) -> ForwardHeader {
     let generation = holder
         .state
         .devices
@@ -592,41 +535,6 @@ async fn a_holder_that_stops_ends_forwarded_streams_at_once_and_is_redialed() {
 // ---------------------------------------------------------------------------------------
 // The cluster system test: three relay processes, Redis, a shared database.
 
-/// A child process killed (SIGKILL) when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `redis-server` on `port` (a fresh one, nothing saved).
-fn redis_server(port: u16, dir: &std::path::Path) -> Child {
-    let child = std::process::Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--dir"])
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (apt-get install redis-server; scripts/prereqs.sh)");
-    let deadline = Instant::now() + WAIT;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Child(child)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
@@ -754,57 +662,6 @@ async fn balancer(backend: SocketAddr) -> Balancer {
     }
 }
 
-async fn browser(quic: SocketAddr, cert_sha256: [u8; 32]) -> wtransport::Connection {
-    let config = wtransport::ClientConfig::builder()
-        .with_bind_default()
-        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(cert_sha256)])
-        .build();
-    wtransport::Endpoint::client(config)
-        .unwrap()
-        .connect(format!("https://127.0.0.1:{}/wt", quic.port()))
-        .await
-        .expect("WebTransport session")
-}
-
-/// Runs an echo on `session`; the reply (ending with STREAM_END or an ERROR).
-async fn echo(
-    session: &wtransport::Connection,
-    open_header: &aisa_tunnel::OpenHeader,
-    text: &str,
-) -> Vec<Envelope> {
-    let request = execute("hello-ai", "echo", serde_json::json!({ "text": text }));
-    let (_send, mut recv) =
-        aisa_testkit::system::open(session, &[open_header.encode(), request.encode()]).await;
-    aisa_testkit::system::read_reply(&mut recv).await
-}
-
-/// Echoes until one comes back whole (the cluster converging), within [`WAIT`]; every
-/// failed attempt must be an ERROR, not a hang. Returns the ERROR codes seen before.
-async fn echo_until_ok(
-    session: &wtransport::Connection,
-    open_header: &aisa_tunnel::OpenHeader,
-    text: &str,
-) -> Vec<aisa_tunnel::ErrorCode> {
-    let deadline = Instant::now() + WAIT;
-    let mut seen = Vec::new();
-    loop {
-        let reply = echo(session, open_header, text).await;
-        match reply.last().map(|e| &e.body) {
-            Some(Body::StreamEnd { .. }) => {
-                assert_eq!(aisa_testkit::system::chunks_text(&reply), text);
-                return seen;
-            }
-            Some(Body::Error { code, .. }) => seen.push(aisa_tunnel::ErrorCode::parse(code)),
-            other => panic!("neither an answer nor an ERROR: {other:?}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no answer in time; errors: {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Reads a browser's stream whose answer was cut: every frame until the first ERROR
 /// (chunks before it are skipped), then what follows. Returns the ERROR's code and
 /// message, and whether the stream then ended cleanly (`false`: reset, or more frames).
@@ -847,8 +704,8 @@ fn free_udp_port() -> u16 {
 async fn a_partition_mid_answer_ends_the_browsers_stream_with_an_error_from_its_node() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let redis_port = free_port();
-    let _redis = redis_server(redis_port, dir.path());
+    let redis = Server::start(dir.path(), &[]);
+    let redis_url = format!("redis://127.0.0.1:{}", redis.port);
     let db = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("relay.db").display()
@@ -859,15 +716,9 @@ async fn a_partition_mid_answer_ends_the_browsers_stream_with_an_error_from_its_
     let b_forward: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
     let cut = partition_to(b_forward).await;
     let node = |name: &str, forward: SocketAddr, advertise: Option<SocketAddr>| {
-        let data = dir.path().join(name);
-        std::fs::create_dir_all(&data).unwrap();
-        let mut config = relay_config(&data, 0, Some(db.clone()));
-        config.jwt_secret = Some("one JWT secret for both nodes, 32+ bytes long".into());
-        config.cluster.node_name = Some(name.into());
-        config.cluster.redis_url = Some(format!("redis://127.0.0.1:{redis_port}"));
+        let mut config = node_config(&dir.path().join(name), name, &db, &redis_url);
         config.cluster.forward_listen = Some(forward);
         config.cluster.forward_advertise = advertise;
-        config.cluster.forward_secret = Some(SECRET.into());
         config.cluster.forward_idle_timeout_ms = Some(idle);
         aisa_relay::start(config)
     };
@@ -878,21 +729,8 @@ async fn a_partition_mid_answer_ends_the_browsers_stream_with_an_error_from_its_
         .await
         .expect("b starts");
     let desk = desktop(&b, dir.path()).await;
-    let login: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{}/api/auth/login", a.http_addr))
-        .json(&serde_json::json!({ "email": "bob@example.com", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let header = aisa_tunnel::OpenHeader {
-        device_id: desk.device_id.clone(),
-        kind: StreamKind::Action,
-        token: login["token"].as_str().expect("signed in").to_owned(),
-        e2e: None,
-    };
+    let token = sign_in(a.http_addr, "bob@example.com").await;
+    let header = action_header(&desk.device_id, &token);
     let session = browser(a.quic_addr, a.cert_sha256()).await;
     echo_until_ok(&session, &header, "forwarded through the cut").await;
 
@@ -947,8 +785,8 @@ async fn a_partition_mid_answer_ends_the_browsers_stream_with_an_error_from_its_
 async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node_dies() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let redis_port = free_port();
-    let redis = redis_server(redis_port, dir.path());
+    let mut redis = Server::start(dir.path(), &[]);
+    let redis_port = redis.port;
     let database_url = match aisa_testkit::fakes::test_database().await {
         Some(url) => url,
         None => format!("sqlite://{}/shared.db?mode=rwc", dir.path().display()),
@@ -1102,7 +940,7 @@ async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node
     // Redis goes away: a cross-node action is refused with `unavailable` (relay 2 cannot
     // locate the device; not `peer_gone`: nothing went away), then works again once Redis
     // is back.
-    drop(redis);
+    redis.kill();
     let deadline = Instant::now() + WAIT;
     loop {
         let reply = echo(&session, &header, "during the outage").await;
@@ -1118,7 +956,7 @@ async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node
         assert!(Instant::now() < deadline, "never refused during the outage");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _redis = redis_server(redis_port, dir.path());
+    redis.spawn();
     echo_until_ok(&session, &header, "after the outage").await;
     let _ = stop.send(true);
     drop((r2, r3));

@@ -19,8 +19,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a failure is the panic
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aisa_relay::cluster::shared::PRESENCE_CHANNEL;
@@ -36,197 +35,10 @@ const WAIT: Duration = Duration::from_secs(20);
 const PASSWORD: &str = "correct horse battery";
 const SECRET: &str = "0123456789abcdef0123456789abcdef-cluster-test";
 
-// ---------------------------------------------------------------- Redis fixtures
+#[path = "support/cluster.rs"]
+mod cluster_support;
 
-fn have_redis() -> bool {
-    let found = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var("AISA_TEST_REDIS_OPTIONAL").is_ok(),
-            "redis-server is not installed (scripts/prereqs.sh installs it)"
-        );
-        eprintln!("redis-server missing: skipped");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One `redis-server` process on loopback.
-struct Server {
-    port: u16,
-    dir: PathBuf,
-    args: Vec<String>,
-    child: Option<std::process::Child>,
-}
-
-impl Server {
-    fn start(dir: &Path, extra: &[&str]) -> Server {
-        let port = free_port();
-        let dir = dir.join(format!("redis-{port}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut args: Vec<String> = [
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut server = Server {
-            port,
-            dir,
-            args,
-            child: None,
-        };
-        server.spawn();
-        server
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--dir"])
-            .arg(&self.dir)
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if self.cli(&["PING"]).trim() == "PONG" {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server on {} did not answer", self.port);
-    }
-
-    /// Kills the server (its data is gone: nothing is saved).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A single Redis, or a 3-master Redis Cluster.
-struct Redis {
-    servers: Vec<Server>,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    /// The one scripts/services.sh started (`$var`), else one of this test's own.
-    fn shared(var: &str, own: fn() -> Redis) -> Redis {
-        match std::env::var(var) {
-            Ok(url) => Redis {
-                servers: Vec::new(),
-                url,
-                _dir: tempfile::tempdir().unwrap(),
-            },
-            Err(_) => own(),
-        }
-    }
-
-    fn single() -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(dir.path(), &[]);
-        let url = format!("redis://127.0.0.1:{}", server.port);
-        Redis {
-            servers: vec![server],
-            url,
-            _dir: dir,
-        }
-    }
-
-    fn cluster() -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let servers: Vec<Server> = (0..3)
-            .map(|i| {
-                let config = format!("nodes-{i}.conf");
-                Server::start(
-                    dir.path(),
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        &config,
-                        "--cluster-node-timeout",
-                        "2000",
-                    ],
-                )
-            })
-            .collect();
-        let addrs: Vec<String> = servers
-            .iter()
-            .map(|s| format!("127.0.0.1:{}", s.port))
-            .collect();
-        let out = Command::new("redis-cli")
-            .arg("--cluster")
-            .arg("create")
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .expect("redis-cli --cluster create runs");
-        assert!(
-            out.status.success(),
-            "cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let deadline = Instant::now() + WAIT;
-        while !servers
-            .iter()
-            .all(|s| s.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
-        {
-            assert!(Instant::now() < deadline, "the cluster did not become ok");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let url = format!(
-            "redis-cluster://{}?node={}&node={}",
-            addrs[0], addrs[1], addrs[2]
-        );
-        Redis {
-            servers,
-            url,
-            _dir: dir,
-        }
-    }
-}
+use cluster_support::{Redis, have_redis};
 
 // ---------------------------------------------------------------- relay fixtures
 
@@ -344,11 +156,19 @@ impl Nodes {
     }
 }
 
-/// A desktop connected to `relay` (HELLO answered with WELCOME).
+/// A desktop connected to `relay` (HELLO answered with WELCOME), sending a PING every
+/// second so that the relay does not take it for gone (until dropped or closed).
 struct Desktop {
     _endpoint: quinn::Endpoint,
     conn: quinn::Connection,
-    _control: (quinn::SendStream, quinn::RecvStream),
+    _recv: quinn::RecvStream,
+    heartbeats: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        self.heartbeats.abort();
+    }
 }
 
 async fn connect_desktop(relay: &RelayHandle, device_token: &str) -> Desktop {
@@ -378,23 +198,28 @@ async fn connect_desktop(relay: &RelayHandle, device_token: &str) -> Desktop {
         .unwrap();
     let reply = Envelope::decode(&reply).unwrap();
     assert!(matches!(reply.body, Body::Welcome { .. }), "{reply:?}");
+    let heartbeats = tokio::spawn(async move {
+        for nonce in 0.. {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let ping = Envelope::new(0, Body::Ping { nonce });
+            if write_frame(&mut send, &ping.encode(), MAX_FRAME_LEN)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
     Desktop {
         _endpoint: endpoint,
         conn,
-        _control: (send, recv),
+        _recv: recv,
+        heartbeats,
     }
 }
 
 async fn browser(relay: &RelayHandle) -> wtransport::Connection {
-    let config = wtransport::ClientConfig::builder()
-        .with_bind_default()
-        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(relay.cert_sha256())])
-        .build();
-    wtransport::Endpoint::client(config)
-        .unwrap()
-        .connect(format!("https://127.0.0.1:{}/wt", relay.quic_addr.port()))
-        .await
-        .unwrap()
+    cluster_support::browser(relay.quic_addr, relay.cert_sha256()).await
 }
 
 /// A status-event stream opened with `token`.
@@ -824,4 +649,203 @@ async fn a_starting_node_clears_only_its_own_entries() {
         "node-z"
     );
     nodes.stop().await;
+}
+
+/// Reads `events` into `view` (device id → online) until `done(view)`; false when
+/// `within` passes first.
+async fn watch_until(
+    events: &mut wtransport::RecvStream,
+    view: &mut std::collections::HashMap<String, bool>,
+    within: Duration,
+    done: impl Fn(&std::collections::HashMap<String, bool>) -> bool,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done(view) {
+        let Ok(frame) = tokio::time::timeout_at(deadline, read_frame(events, MAX_FRAME_LEN)).await
+        else {
+            return false;
+        };
+        let event =
+            Envelope::decode(&frame.expect("read").expect("an event, not the end")).unwrap();
+        if let Some(online) = online(&event) {
+            view.insert(event.device_id, online);
+        }
+    }
+    true
+}
+
+/// The gap this covers: pub/sub delivers only to subscribers connected when a message is
+/// published, so a desktop that leaves (or joins) node a while Redis is down was never
+/// seen to by browsers on node b. Now a publisher publishes again what it could not, and
+/// a subscriber that is back resyncs what its browsers watch from the device map: the
+/// browser on b shows the truth within seconds of Redis's return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_changed_while_redis_restarted_reaches_browsers_on_the_other_node() {
+    if !have_redis() {
+        return;
+    }
+    let mut redis = Redis::single();
+    let nodes = Nodes::start(&redis, "").await;
+    let user = nodes.user("eve@example.com").await;
+    let token = user["token"].as_str().unwrap();
+    let (leaving, leaving_token) = nodes.device("eve@example.com").await;
+    let (joining, joining_token) = nodes.device("eve@example.com").await;
+    let desktop = connect_desktop(&nodes.a, &leaving_token).await;
+    let (b, id) = (&nodes.b, leaving.as_str());
+    eventually("b locates the desktop on a", || async move {
+        matches!(b.state.cluster.locate(id).await, Ok(Some(_)))
+    })
+    .await;
+
+    // A browser on b watches both devices: one online (on a), one offline.
+    let session = browser(&nodes.b).await;
+    let (_send, mut events) = status_stream(&session, token).await;
+    let mut view = std::collections::HashMap::new();
+    assert!(
+        watch_until(&mut events, &mut view, WAIT, |v| v.len() == 2).await,
+        "the snapshot"
+    );
+    assert!(view[&leaving], "the desktop on a is online");
+    assert!(!view[&joining], "the other device is offline");
+
+    // Redis dies. Meanwhile, on a, one desktop leaves and the other joins: a cannot
+    // publish either change.
+    let a_shared = nodes.a.state.cluster.shared().unwrap().clone();
+    let failed_before = a_shared
+        .counts
+        .errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    redis.servers[0].kill();
+    desktop.conn.close(0u32.into(), b"bye");
+    let (a, gone) = (&nodes.a, leaving.as_str());
+    eventually("the desktop left node a", || async move {
+        a.state.devices.registry.generation(gone).is_none()
+    })
+    .await;
+    let _joined = connect_desktop(&nodes.a, &joining_token).await;
+    let shared = &a_shared;
+    eventually("node a tried to publish both changes", || async move {
+        shared
+            .counts
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= failed_before + 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        (view[&leaving], view[&joining]),
+        (true, false),
+        "nothing reached b during the outage"
+    );
+
+    // Redis is back, empty. The browser on b converges to the truth within seconds (the
+    // nodes reconnect within 2 s; an offline is believed after OFFLINE_GRACE).
+    redis.servers[0].spawn();
+    let back = Instant::now();
+    let converged = watch_until(&mut events, &mut view, Duration::from_secs(10), |v| {
+        !v[&leaving] && v[&joining]
+    })
+    .await;
+    assert!(
+        converged,
+        "the browser on b still shows {view:?} 10 s after Redis came back"
+    );
+    eprintln!(
+        "browser on node b converged {:?} after Redis came back",
+        back.elapsed()
+    );
+    // And stays there: no status contradicts it afterwards.
+    let quiet = watch_until(&mut events, &mut view, Duration::from_secs(3), |v| {
+        v[&leaving] || !v[&joining]
+    })
+    .await;
+    assert!(!quiet, "a later status contradicted the truth: {view:?}");
+    nodes.stop().await;
+}
+
+/// Redis behind Sentinel (`redis-sentinel://…?sentinelServiceName=…`): a master and a
+/// replica from Debian's redis-server, one Sentinel. Two relays (forwarding on) run a
+/// desktop on a and a browser on b; the master is killed, the Sentinel promotes the
+/// replica, and the relays carry on: the browser on b still runs actions on the desktop
+/// on a, and still sees it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_fails_over_and_the_relays_carry_on() {
+    if !have_redis() {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut redis = Redis::sentinel();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("relay.db").display()
+    );
+    let node = |name: &str| {
+        aisa_relay::start(cluster_support::node_config(
+            &dir.path().join(name),
+            name,
+            &db,
+            &redis.url,
+        ))
+    };
+    let a = node("node-a").await.expect("a starts on Sentinel");
+    let b = node("node-b").await.expect("b starts on Sentinel");
+    cluster_support::add_user(&a, "fay@example.com").await;
+    let desk = cluster_support::desktop_node(
+        &a,
+        "fay@example.com",
+        dir.path(),
+        cluster_support::Leg::Quic,
+    )
+    .await;
+    let token = cluster_support::sign_in(b.http_addr, "fay@example.com").await;
+    let token = token.as_str();
+    let header = cluster_support::action_header(&desk.device_id, token);
+    let session = browser(&b).await;
+    cluster_support::echo_until_ok(&session, &header, "before the failover").await;
+    let (_send, mut events) = status_stream(&session, token).await;
+    let mut view = std::collections::HashMap::new();
+    assert!(watch_until(&mut events, &mut view, WAIT, |v| !v.is_empty()).await);
+    assert!(view[&desk.device_id], "the desktop on a is online");
+
+    // The master dies; the Sentinel promotes the replica.
+    let replica = redis.servers[1].port;
+    redis.servers[0].kill();
+    let killed = Instant::now();
+    let redis_ref = &redis;
+    eventually("the Sentinel promotes the replica", || async move {
+        redis_ref.sentinel_master_port() == Some(replica)
+    })
+    .await;
+    eprintln!("Sentinel failed over after {:?}", killed.elapsed());
+
+    // The relays follow: b locates the desktop on a through the new master, and the
+    // action is forwarded to it (ERRORs while they reconnect, never a hang).
+    let errors = cluster_support::echo_until_ok(&session, &header, "after the failover").await;
+    eprintln!(
+        "an action from b reached the desktop on a {:?} after the master died (errors before: {errors:?})",
+        killed.elapsed()
+    );
+    let placed = redis.servers[1].cli(&[
+        "HGET",
+        &format!("aisa:relay:device:{{{}}}", desk.device_id),
+        "node",
+    ]);
+    assert_eq!(
+        placed.trim(),
+        "node-a",
+        "the new master holds the device map"
+    );
+    assert!(killed.elapsed() < WAIT, "{:?}", killed.elapsed());
+
+    // Pub/sub runs on the new master: the desktop leaves a, the browser on b sees it go.
+    let _ = desk.stop.send(true);
+    let id = desk.device_id.clone();
+    assert!(
+        watch_until(&mut events, &mut view, WAIT, |v| !v[&id]).await,
+        "the browser on b saw the desktop leave after the failover"
+    );
+    a.shutdown(Duration::from_millis(100)).await;
+    b.shutdown(Duration::from_millis(100)).await;
 }

@@ -3,12 +3,41 @@
 //! third of the device TTL and at once after Redis (re)connects; the other reads the
 //! channels and applies what other nodes published (status events, dropped cache
 //! entries, cut sessions and desktops).
+//!
+//! Pub/sub delivers a message only to the subscribers connected when it is published, so
+//! a presence change can be lost two ways, and each side makes up for its own:
+//! - the publishing node could not publish (its Redis connection was down): it keeps the
+//!   latest unpublished status per device and publishes it again once Redis is back,
+//!   after it has written its devices again (and removed the entries of devices that
+//!   left meanwhile);
+//! - the receiving node's subscriber was reconnecting (or fell behind): once it is
+//!   subscribed again it resyncs, reading the device map for every device its browsers
+//!   watch and sending each browser the statuses that differ from what it was last told
+//!   (`crate::events::EventHub::correct`). What came online is sent at once; what went
+//!   offline only after [`OFFLINE_GRACE`], because after a Redis restart the map is
+//!   empty until every node has written its devices again.
+//!
+//! What this does not do: a node that dies takes its unpublished statuses with it; its
+//! devices' entries expire with their TTL, and browsers elsewhere learn of it at their
+//! node's next resync or snapshot.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
+
+/// How long after its subscriber is back a node waits before it believes the device map
+/// when the map says a watched device is offline: longer than the longest Redis reconnect
+/// delay (2 s, `Shared::connect`), so that after a Redis restart, which empties the map,
+/// every node has written its devices again.
+pub const OFFLINE_GRACE: Duration = Duration::from_millis(2500);
+
+/// How many times a resync's last pass is tried again when Redis or the store did not
+/// answer for some device (each [`OFFLINE_GRACE`] apart).
+const RESYNC_TRIES: u32 = 5;
 
 use super::shared::{
     INVALIDATE_CHANNEL, InvalidationMessage, PRESENCE_CHANNEL, PresenceMessage, Shared,
@@ -74,6 +103,8 @@ async fn write_loop(
         tokio::time::interval((shared.device_ttl / 3).max(std::time::Duration::from_millis(200)));
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let node = shared.node().to_string();
+    // The latest status per device that could not be published (Redis was down).
+    let mut unpublished: HashMap<String, PresenceMessage> = HashMap::new();
     loop {
         tokio::select! {
             // In this order: a connect is placed before the invalidation its store
@@ -92,8 +123,14 @@ async fn write_loop(
                     online: *online,
                     node_version: node_version.clone(),
                 };
-                if let Err(err) = shared.publish(PRESENCE_CHANNEL, &message).await {
-                    warn!(%err, "presence not published to the cluster");
+                match shared.publish(PRESENCE_CHANNEL, &message).await {
+                    Ok(()) => {
+                        unpublished.remove(&message.device_id);
+                    }
+                    Err(err) => {
+                        warn!(%err, "presence not published to the cluster; published again once Redis is back");
+                        unpublished.insert(message.device_id.clone(), message);
+                    }
                 }
             }
             Some(change) = channels.facts.recv() => {
@@ -102,10 +139,15 @@ async fn write_loop(
                     warn!(%err, "invalidation not published to the cluster; others see it within their cache TTL");
                 }
             }
-            _ = refresh.tick() => reregister(&state, &shared).await,
+            _ = refresh.tick() => {
+                reregister(&state, &shared).await;
+                publish_again(&shared, &mut unpublished).await;
+            }
             Ok(server) = reconnects.recv() => {
                 info!(%server, "Redis (re)connected: writing this node's devices and counts again");
                 reregister(&state, &shared).await;
+                forget_departed(&state, &shared).await;
+                publish_again(&shared, &mut unpublished).await;
             }
             _ = stopping(&mut stopped) => return,
         }
@@ -173,7 +215,52 @@ async fn reregister(state: &RelayState, shared: &Shared) {
     // `count_sync_ms`, for every user with streams open here.
 }
 
-/// Applies what the other nodes publish.
+/// Removes the entries this node wrote for devices that are no longer connected here (they
+/// left while Redis was unreachable, so their removal failed), rather than leaving them
+/// to their TTL.
+async fn forget_departed(state: &RelayState, shared: &Shared) {
+    let mine = match shared.own_devices().await {
+        Ok(mine) => mine,
+        Err(err) => {
+            debug!(%err, "node's device set not read");
+            return;
+        }
+    };
+    for device_id in mine {
+        // A device that connects again meanwhile is placed again by its queued change.
+        if state.devices.registry.generation(&device_id).is_some() {
+            continue;
+        }
+        match shared.unplace(&device_id, None).await {
+            Ok(true) => {
+                info!(%device_id, "removed from the device map: it left while Redis was unreachable")
+            }
+            Ok(false) => {}
+            Err(err) => {
+                debug!(%err, "departed devices not removed");
+                return;
+            }
+        }
+    }
+}
+
+/// Publishes the statuses that could not be published when they changed.
+async fn publish_again(shared: &Shared, unpublished: &mut HashMap<String, PresenceMessage>) {
+    let devices: Vec<String> = unpublished.keys().cloned().collect();
+    for device_id in devices {
+        let Some(message) = unpublished.get(&device_id) else {
+            continue;
+        };
+        if let Err(err) = shared.publish(PRESENCE_CHANNEL, message).await {
+            debug!(%err, "presence still not published");
+            return;
+        }
+        unpublished.remove(&device_id);
+    }
+}
+
+/// Applies what the other nodes publish, and resyncs presence after every gap in it (the
+/// subscriber reconnected, or this node fell behind).
 async fn read_loop(
     state: Arc<RelayState>,
     shared: Arc<Shared>,
@@ -181,10 +268,23 @@ async fn read_loop(
 ) {
     use fred::interfaces::EventInterface;
     let mut messages = shared.subscriber().message_rx();
+    let mut reconnects = shared.subscriber().reconnect_rx();
+    // At most one resync at a time: a new gap starts it again. Aborted when this ends.
+    let mut resyncs = JoinSet::new();
+    let start_resync = |resyncs: &mut JoinSet<()>| {
+        resyncs.abort_all();
+        while resyncs.try_join_next().is_some() {}
+        resyncs.spawn(resync(state.clone(), shared.clone()));
+    };
     let node = shared.node().to_string();
     loop {
         let message = tokio::select! {
             m = messages.recv() => m,
+            Ok(server) = reconnects.recv() => {
+                info!(%server, "cluster subscriber (re)connected: resyncing the presence browsers here watch");
+                start_resync(&mut resyncs);
+                continue;
+            }
             _ = stopping(&mut stopped) => return,
         };
         let message = match message {
@@ -192,8 +292,9 @@ async fn read_loop(
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 warn!(
                     missed = n,
-                    "cluster messages missed (this node fell behind)"
+                    "cluster messages missed (this node fell behind): resyncing presence"
                 );
+                start_resync(&mut resyncs);
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -224,6 +325,73 @@ async fn read_loop(
             _ => {}
         }
     }
+}
+
+/// Brings the device statuses this node's browsers were told back in line with the device
+/// map after a gap in what reached this node: subscribes again (so that nothing published
+/// from now on is missed), then one pass at once sending only what came online, and
+/// after [`OFFLINE_GRACE`] one sending every difference (tried again while Redis or the
+/// store fails for some device).
+async fn resync(state: Arc<RelayState>, shared: Arc<Shared>) {
+    if let Err(err) = shared.subscriber().resubscribe_all().await {
+        // The subscriber's own resubscription (`Shared::connect`) goes on; so does the
+        // resync: at worst a change published before it takes hold waits for the next.
+        warn!(%err, "cluster channels not subscribed again");
+    }
+    resync_pass(&state, false).await;
+    for _ in 0..RESYNC_TRIES {
+        tokio::time::sleep(OFFLINE_GRACE).await;
+        if resync_pass(&state, true).await {
+            return;
+        }
+    }
+    warn!("presence resync incomplete: Redis or the store kept failing");
+}
+
+/// One resync pass over every device of every user watched here (`offline_too`: also
+/// send what went offline). Returns whether every device was checked.
+async fn resync_pass(state: &RelayState, offline_too: bool) -> bool {
+    let events = &state.devices.events;
+    // The truth read from here on is at least this new.
+    let since = events.clock();
+    let mut complete = true;
+    let mut corrected = 0;
+    for user_id in events.watched_users() {
+        let devices = match state.store.devices_for_user(&user_id).await {
+            Ok(devices) => devices,
+            Err(err) => {
+                warn!(%err, "device list failed during the presence resync");
+                complete = false;
+                continue;
+            }
+        };
+        for device in devices {
+            let online = match state.cluster.locate(&device.id).await {
+                Ok(placement) => placement.is_some(),
+                Err(_) => {
+                    complete = false;
+                    continue;
+                }
+            };
+            if online || offline_too {
+                corrected += events.correct(
+                    &user_id,
+                    &device.id,
+                    online,
+                    device.node_version.as_deref(),
+                    since,
+                );
+            }
+        }
+    }
+    metrics::counter!("aisa_relay_presence_corrections_total").increment(corrected as u64);
+    if corrected > 0 {
+        info!(
+            corrected,
+            offline_too, "presence resync corrected browsers' device statuses"
+        );
+    }
+    complete
 }
 
 /// Cuts what a change made on another node revokes here: the sessions using a user's
