@@ -10,7 +10,7 @@
  * layout at 390 px (no sideways scrolling, sign-out reachable).
  *
  * Each flow's time is printed (`flow …: N ms`). Screenshots land in
- * browser-client/test-artifacts/webapp-*.png.
+ * browser-client/test-artifacts/webapp-*.png (test-artifacts/firefox/ in Firefox).
  */
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ENGINE_LABEL, launchChromium, type ChromiumPage } from './chromium';
+import { ARTIFACTS, ENGINE_LABEL, launchChromium, type ChromiumPage } from './chromium';
 import { EMAIL, PASSWORD, System, wasmBundle } from './system';
 
 /** The app the onboarding test publishes, for the workspace to suggest as a first app. */
@@ -58,7 +58,7 @@ afterAll(async () => {
 });
 
 const explained = <T>(what: () => Promise<T>): Promise<T> => chromium.explained(what);
-const shot = (p: Page, name: string) => p.screenshot({ path: join(resolve(__dirname, '../../test-artifacts'), name), fullPage: true });
+const shot = (p: Page, name: string) => p.screenshot({ path: join(ARTIFACTS, name), fullPage: true });
 
 /** Runs `what` and prints how long the flow took a person's browser. */
 async function timed<T>(flow: string, what: () => Promise<T>): Promise<T> {
