@@ -24,7 +24,7 @@
  * - Another such account, with a desktop added by `desktop-node login`, deletes itself
  *   after signing in at the provider again: its device goes with it.
  *
- * Screenshots: browser-client/test-artifacts/oidc-*.png.
+ * Screenshots: browser-client/test-artifacts/oidc-*.png (test-artifacts/firefox/ in Firefox).
  */
 
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
@@ -36,7 +36,7 @@ import { join, resolve } from 'node:path';
 import Provider from 'oidc-provider';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { launchChromium, type ChromiumPage } from './chromium';
+import { ARTIFACTS, ENGINE_LABEL, launchChromium, type ChromiumPage } from './chromium';
 
 const root = resolve(__dirname, '../../..');
 const binDir = process.env.AISA_BIN_DIR ?? join(root, 'target/debug');
@@ -182,7 +182,7 @@ afterAll(async () => {
 
 const explained = <T>(what: () => Promise<T>): Promise<T> => chromium.explained(what);
 const shot = (p: Page, name: string) =>
-  p.screenshot({ path: join(resolve(__dirname, '../../test-artifacts'), name), fullPage: true });
+  p.screenshot({ path: join(ARTIFACTS, name), fullPage: true });
 
 /** A fresh browser profile (no cookies at the relay or the provider). */
 async function freshPage(): Promise<Page> {
@@ -213,7 +213,7 @@ async function atProvider(p: Page, login: string): Promise<void> {
   await p.click('button.login-submit');
 }
 
-describe('sign-in with an identity provider (Chromium, oidc-provider)', () => {
+describe(`sign-in with an identity provider (${ENGINE_LABEL}, oidc-provider)`, () => {
   it('lists the configured provider on a small public endpoint', async () => {
     const res = await fetch(`${relayUrl}/api/auth/oidc/providers`);
     expect(res.status).toBe(200);
