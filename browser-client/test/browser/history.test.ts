@@ -70,9 +70,10 @@ const OFFERED_FILE_HOOK = `(() => {
 /**
  * The file `click` makes the page offer for download: its suggested name and its text.
  * Chromium: playwright's download event and the saved file. Firefox ESR 153 over WebDriver
- * BiDi sends no `browsingContext.downloadWillBegin` for a blob link's download (checked on
- * a static page too), so playwright never sees one; there the name and text the page put
- * in the link it clicked are read ({@link OFFERED_FILE_HOOK}).
+ * BiDi sends no `browsingContext.downloadWillBegin` for a blob link's download, and no
+ * file appears in the download folder playwright set (both checked on a static page too),
+ * so there the name and text the page put in the link it clicked are read
+ * ({@link OFFERED_FILE_HOOK}): what Firefox then saves is not checked.
  */
 async function offeredFile(click: () => Promise<void>): Promise<{ name: string; text: string }> {
   if (ENGINE === 'chromium') {
