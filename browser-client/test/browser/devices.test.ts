@@ -113,7 +113,10 @@ describe('devices page and model choice (Chromium)', () => {
         await page.goto(`${system.httpUrl}/#/run/hello-ai`);
         await page.waitForSelector('#root_action');
         const choice = page.locator('#model-choice');
-        await expect.poll(() => choice.locator('option').allTextContents(), { timeout: 10_000 }).toEqual([
+        // The options' texts in one evaluate (allTextContents crashed Firefox's content process elsewhere).
+        const options = (): Promise<string[]> =>
+          choice.evaluate((el: HTMLSelectElement) => [...el.options].map((o) => o.textContent ?? ''));
+        await expect.poll(options, { timeout: 10_000 }).toEqual([
           'fake-small (default)',
           'fake-large',
         ]);
