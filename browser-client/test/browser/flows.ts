@@ -67,6 +67,8 @@ export class FlowContext {
   fingerprint: string | null = null;
   /** Set once the marketplace bundle is published on this system. */
   published = false;
+  /** Set once the install flow installed it on the desktop. */
+  installed = false;
   /** The transport the current flow read from the page, if any. */
   transport: string | undefined;
 
@@ -392,6 +394,7 @@ export const FLOWS: readonly Flow[] = [
       await waitText(d, '#install-status', 'Installed version 1.0.0 on browser desk.', 30_000);
       await d.click(await markByText(d, 'a', 'Workspace'));
       await waitText(d, '[aria-label="Apps on browser desk"]', /e2e-writer\s*1\.0\.0/);
+      ctx.installed = true;
       await ctx.readTransport();
       await ctx.shot('installed.png');
     },
@@ -499,6 +502,31 @@ export const FLOWS: readonly Flow[] = [
       await waitText(d, '#history-output', `Echo: Write a short paragraph about ${marker}.`);
       await ctx.readTransport();
       await ctx.shot('history-run.png');
+    },
+  },
+  {
+    id: 'forms',
+    title: "runs an installed app through the form its schema describes: the field's title as its label, required checked before sending",
+    chromiumSuite: 'app.test.ts (install, then the schema form)',
+    async run(ctx) {
+      const d = ctx.driver;
+      if (!ctx.installed) await FLOWS.find((f) => f.id === 'install')!.run(ctx);
+      await ctx.route(`#/run/${WRITER.id}`);
+      await waitFor(d, '#root_topic');
+      await waitText(d, 'button[data-device="browser desk"]', /browser desk\s*online/);
+      await waitText(d, '#connection', 'connected');
+      const label = await textOf(d, 'label[for="root_topic"]');
+      check(/^Topic\b/.test(label), `the field's label is "${label}", not its schema title "Topic"`);
+      // Empty and submitted: refused in the page, nothing sent.
+      await d.press('#root_topic', 'Enter');
+      await waitText(d, '.miniapp-form', /Topic is required/);
+      await d.fill('#root_topic', 'QUIC');
+      await d.press('#root_topic', 'Enter');
+      await waitText(d, '#run-status', /^Done/, 20_000);
+      const output = await textOf(d, '#output');
+      check(output === 'Echo: Write a short paragraph about QUIC.', `output: ${output}`);
+      await ctx.readTransport();
+      await ctx.shot('schema-form-done.png');
     },
   },
   {
