@@ -61,8 +61,9 @@ step "system tests again, the relay on PostgreSQL"
 eval "$(scripts/services.sh start)"
 trap '"$ROOT/scripts/services.sh" stop || true' EXIT
 cargo test --locked -p aisa-testkit --test system --test install
-# oidc: the identity table of sign-in with OpenID Connect providers (migration 0007).
-cargo test --locked -p aisa-relay --test marketplace --test hardening --test oidc
+# oidc: the identity table of sign-in with OpenID Connect providers (migration 0007);
+# accounts: sessions' auth_time, accounts without a password, pending devices (0008, ~5 s).
+cargo test --locked -p aisa-relay --test marketplace --test hardening --test oidc --test accounts
 # The cluster system test on PostgreSQL: three relay processes, a Redis of its own, a
 # desktop on relay 1 and a browser on relay 2; relay 1 killed, then Redis stopped (~20 s).
 cargo test --locked -p aisa-relay --test cluster three_relay_processes
