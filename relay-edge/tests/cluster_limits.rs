@@ -10,7 +10,8 @@
 //! within the bound `docs/relay.md` ("Cluster state") gives, and every admitted action is
 //! in Redis's count after a batch, exactly once; the counts survive a node's restart and
 //! Redis's (a node seeds an empty Redis from what it knows); sign-in failures count on
-//! every node.
+//! every node; and the same limit through real streams (a desktop node on one node,
+//! browser sessions on both, one forwarded).
 //!
 //! Uses the Redis servers scripts/services.sh started (`AISA_TEST_REDIS`,
 //! `AISA_TEST_REDIS_CLUSTER`) when set, otherwise starts its own; the restart test always
@@ -83,6 +84,8 @@ fn config(dir: &Path, node: &str, redis_url: &str, db: &str) -> RelayConfig {
             redis_url: Some(redis_url.to_owned()),
             node_name: Some(node.to_owned()),
             count_sync_ms: Some(SYNC_MS),
+            forward_listen: Some(([127, 0, 0, 1], 0).into()),
+            forward_secret: Some(cluster_support::FORWARD_SECRET.into()),
             ..ClusterConfig::default()
         },
         ..RelayConfig::default()
@@ -492,5 +495,62 @@ async fn counts_survive_a_node_restart_and_a_redis_restart() {
         take(b, uid, 10, LIMIT).await.is_none(),
         "user 1 still at the limit"
     );
+    nodes.stop().await;
+}
+
+/// The same limit through real streams: a desktop node on b, a browser session on each
+/// node (a's streams are forwarded to b), a plan of 3 actions a day. Alternating with a
+/// batch interval between, exactly 3 echo actions run, whichever node the browser is on;
+/// the next is refused with `limit_exceeded` on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browsers_actions_through_either_node_stop_at_the_daily_limit() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::single();
+    let nodes = Nodes::start(&redis).await;
+    let email = "plan3@example.com";
+    cluster_support::add_user(&nodes.a, email).await;
+    let store = &nodes.a.state.store;
+    store
+        .upsert_plan(&aisa_relay::store::Plan {
+            id: "three".into(),
+            name: "Three a day".into(),
+            max_devices: 5,
+            max_concurrent_streams: 5,
+            max_actions_per_day: 3,
+        })
+        .await
+        .unwrap();
+    store.set_user_plan(email, "three").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let desk =
+        cluster_support::desktop_node(&nodes.b, email, dir.path(), cluster_support::Leg::Quic)
+            .await;
+    let token = cluster_support::sign_in(nodes.a.http_addr, email).await;
+    let header = cluster_support::action_header(&desk.device_id, &token);
+    let on_a = cluster_support::browser(nodes.a.quic_addr, nodes.a.cert_sha256()).await;
+    let on_b = cluster_support::browser(nodes.b.quic_addr, nodes.b.cert_sha256()).await;
+    let ends = |reply: &[aisa_tunnel::Envelope]| -> Result<(), String> {
+        match reply.last().map(|e| &e.body) {
+            Some(aisa_tunnel::Body::StreamEnd { .. }) => Ok(()),
+            Some(aisa_tunnel::Body::Error { code, message }) => Err(format!("{code}: {message}")),
+            other => panic!("{other:?}"),
+        }
+    };
+    for (i, session) in [&on_a, &on_b, &on_a].into_iter().enumerate() {
+        let reply = cluster_support::echo(session, &header, "hi").await;
+        ends(&reply).unwrap_or_else(|e| panic!("action {i}: {e}"));
+        tokio::time::sleep(Duration::from_millis(3 * SYNC_MS)).await;
+    }
+    for session in [&on_a, &on_b] {
+        let reply = cluster_support::echo(session, &header, "one more").await;
+        let refused = ends(&reply).expect_err("the fourth is refused");
+        assert!(refused.starts_with("limit_exceeded"), "{refused}");
+        assert!(refused.contains("3 actions per day"), "{refused}");
+    }
+    let user_id = desk.user_id.clone();
+    assert_eq!(redis_actions(&nodes.a.state, &user_id).await, Some(3));
+    let _ = desk.stop.send(true);
     nodes.stop().await;
 }
