@@ -13,8 +13,9 @@
  * each flow used is read from the page's transport indicator and recorded.
  */
 
-import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -527,6 +528,76 @@ export const FLOWS: readonly Flow[] = [
       check(output === 'Echo: Write a short paragraph about QUIC.', `output: ${output}`);
       await ctx.readTransport();
       await ctx.shot('schema-form-done.png');
+    },
+  },
+  {
+    id: 'onboarding',
+    title: 'onboards a new person: sign-up, "Add a desktop" with the login command, the desktop approved in the browser, account deleted',
+    chromiumSuite: 'webapp.test.ts (onboarding)',
+    async run(ctx) {
+      const d = ctx.driver;
+      if (!(await d.url()).startsWith(ctx.appUrl)) await d.goto(ctx.appUrl);
+      await waitFor(d, '#email, #signed-in-as');
+      if (await textOf(d, '#signed-in-as')) {
+        await d.click(await markByText(d, 'button', 'Sign out'));
+        await waitFor(d, '#email');
+      }
+      const email = `onboard-${Date.now()}@example.com`;
+      const password = 'onboarding-password-1';
+      await d.fill('#email', email);
+      await d.fill('#password', password);
+      await d.click(await markByText(d, 'button', 'Create account'));
+      await poll('the "Add a desktop" page', () => markByText(d, 'h1, h2', 'Add a desktop'), () => true);
+      const command = await waitText(d, '[aria-label="Login command"]', /^desktop-node login --relay \S+$/);
+      check(command === `desktop-node login --relay ${ctx.appUrl}`, `the command names ${command}, not this page's origin ${ctx.appUrl}`);
+      await waitText(d, '#add-desktop-status', /Waiting for your desktop/);
+      await ctx.shot('add-desktop.png');
+
+      // The command as the person runs it (no password), against the relay itself: the
+      // https front WebKit uses has a certificate the node does not trust.
+      const home = mkdtempSync(join(tmpdir(), 'aisa-flow-login-'));
+      const env = { ...process.env, AISA_SECRETS_BACKEND: 'file', AISA_PASSPHRASE: 'flow-passphrase' };
+      const login = spawn(
+        join(binDir, 'desktop-node'),
+        ['--home', home, 'login', '--relay', ctx.system.httpUrl, '--name', 'onboarding desk'],
+        { env, stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let out = '';
+      login.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+      login.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+      const exited = new Promise<number | null>((r) => login.once('exit', (code) => r(code)));
+      try {
+        await poll('the node to print its approval link', async () => out, (o) => /\/activate\?code=\S+/.test(o));
+        const link = /(http\S+\/activate\?code=\S+)/.exec(out)![1]!.replace(ctx.system.httpUrl, ctx.appUrl);
+        const code = /^\s+([A-Z]{4}-[A-Z]{4})\s*$/m.exec(out)?.[1];
+        await d.goto(link);
+        const approve = await poll('the Approve button', () => markByText(d, 'button', 'Approve'), () => true);
+        check((await textOf(d, '#confirm-code')) === code, `the page shows ${await textOf(d, '#confirm-code')}, the desktop ${code}`);
+        check(/onboarding desk/.test(await textOf(d, '#confirm-title')), `the page does not name the desktop: ${await textOf(d, '#confirm-title')}`);
+        await ctx.shot('approve-desktop.png');
+        await d.click(approve);
+        await waitFor(d, '#activate-done');
+        const status = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running'), 15_000))]);
+        check(status === 0, `desktop-node login ended with ${status}:\n${out}`);
+        check(/registered as "onboarding desk"/.test(out), `the node did not say it is registered:\n${out}`);
+      } finally {
+        login.kill('SIGKILL');
+        rmSync(home, { recursive: true, force: true });
+      }
+
+      // Delete the account again (its password as proof), so the next flow signs in afresh.
+      await ctx.route('#/account');
+      await d.click(await poll('the delete button', () => markByText(d, 'button', 'Delete the account…'), () => true));
+      await waitFor(d, '#delete-password');
+      await d.fill('#delete-password', password);
+      await d.click(await markByText(d, 'button', 'Delete my account'));
+      await waitFor(d, '#email');
+      const gone = await fetch(`${ctx.system.httpUrl}/api/auth/login`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ email, password }),
+      });
+      check(gone.status === 401, `the deleted account still signs in (HTTP ${gone.status})`);
     },
   },
   {
