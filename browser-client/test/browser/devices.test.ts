@@ -10,7 +10,8 @@
  *   same way instead of leaving it out;
  * - the runner offers the two models; a run with the non-default one reaches the fake
  *   provider with that model's name (read back from the provider's `/stats`), a run left
- *   on the default with the default's.
+ *   on the default with the default's;
+ * - at phone width (390 px) the Devices page does not scroll sideways.
  *
  * Screenshots land in browser-client/test-artifacts/devices-*.png; each flow's time is
  * printed (`flow …: N ms`).
@@ -133,6 +134,17 @@ describe('devices page and model choice (Chromium)', () => {
         await page.getByRole('button', { name: `Run on ${DEVICE}` }).click();
         await expect.poll(() => chromium.text('#run-status'), { timeout: 20_000 }).toMatch(/^Done/);
         expect((await providerModels()).at(-1)).toBe('fake-small');
+
+        // At phone width (390 px) the Devices page, reasons and all, does not scroll sideways.
+        await page.setViewportSize({ width: 390, height: 844 });
+        await page.goto(`${system.httpUrl}/#/devices`);
+        await expect
+          .poll(() => chromium.text('.device-row .ai-provider'), { timeout: 15_000 })
+          .toBe('openai: fake-small (default), fake-large');
+        await expect.poll(() => cannot.textContent(), { timeout: 10_000 }).toContain('can’t run on this desktop');
+        expect(await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth)).toBeLessThanOrEqual(0);
+        await chromium.shot('devices-phone.png');
+        await page.setViewportSize({ width: 1200, height: 900 });
       }),
     ));
 });
