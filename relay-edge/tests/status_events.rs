@@ -1,6 +1,7 @@
 //! A browser's status-event stream (a Control stream with no device id): one
 //! DEVICE_STATUS per device of the account, then STATUS_SNAPSHOT_END with their number,
 //! also for an account with no devices, so that a browser can tell "none" from "slow".
+//! A device whose login has not finished (pending) is not among them.
 //!
 //! A real relay on loopback (SQLite in a temporary folder), a browser played with
 //! wtransport.
@@ -122,6 +123,33 @@ async fn the_snapshot_lists_each_device_then_ends() {
         "{:?}",
         events[0]
     );
+    assert_eq!(events[1].body, Body::StatusSnapshotEnd { devices: 1 });
+    relay.shutdown(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_login_has_not_finished_is_not_in_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = start(dir.path()).await;
+    let token = sign_up(&relay, "pending@example.com").await;
+    // As `desktop-node login` enrolls: the device is pending until it confirms.
+    let enrolled = post(
+        &relay,
+        "/api/devices/enroll",
+        json!({"email": "pending@example.com", "password": PASSWORD, "name": "laptop", "confirm": true}),
+    )
+    .await;
+    let events = status_events(&relay, &token, 1).await;
+    assert_eq!(events[0].body, Body::StatusSnapshotEnd { devices: 0 });
+    let confirmed = reqwest::Client::new()
+        .post(format!("http://{}/api/device/confirm", relay.http_addr))
+        .bearer_auth(enrolled["device_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), 200);
+    let events = status_events(&relay, &token, 2).await;
+    assert_eq!(events[0].device_id, enrolled["device_id"].as_str().unwrap());
     assert_eq!(events[1].body, Body::StatusSnapshotEnd { devices: 1 });
     relay.shutdown(Duration::from_millis(100)).await;
 }
