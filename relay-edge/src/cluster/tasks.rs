@@ -334,8 +334,8 @@ async fn read_loop(
 /// store fails for some device).
 async fn resync(state: Arc<RelayState>, shared: Arc<Shared>) {
     if let Err(err) = shared.subscriber().resubscribe_all().await {
-        // The subscriber's own resubscription (`Shared::connect`) goes on; so does the
-        // resync: at worst a change published before it takes hold waits for the next.
+        // The subscriber dropped again: its next reconnect starts a new resync. This
+        // one goes on meanwhile, for what the map can tell already.
         warn!(%err, "cluster channels not subscribed again");
     }
     resync_pass(&state, false).await;
