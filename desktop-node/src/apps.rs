@@ -147,7 +147,7 @@ impl AppError {
             AppError::NoJsRuntime => {
                 "This desktop has no JavaScript runtime, which this app needs: \
                  install the desktop node's full release (its runtime is built in), or put \
-                 aisa-js-runtime.wasm next to desktop-node."
+                 aisa-js-runtime.wasm next to desktop-node (or point AISA_JS_RUNTIME at it)."
                     .into()
             }
             AppError::Io { .. } => "Its installed files could not be read: reinstall it.".into(),
