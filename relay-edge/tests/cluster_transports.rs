@@ -159,10 +159,7 @@ async fn desktop(relay: &RelayHandle, dir: &std::path::Path, tcp: bool) -> Deskt
 
 // ---------------------------------------------------------------- browsers
 
-#[path = "support/ws_browser.rs"]
-mod ws_browser;
-
-use ws_browser::{run_ws, ws_session};
+use aisa_testkit::ws_browser::{run_ws, ws_session};
 
 /// A WebTransport browser session to `relay`.
 async fn wt_session(relay: &RelayHandle) -> wtransport::Connection {

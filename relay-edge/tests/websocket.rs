@@ -10,17 +10,13 @@
 use std::time::Duration;
 
 use aisa_testkit::system::{System, WAIT, chunks_text, error_of, execute, kind_for, run_action};
+use aisa_testkit::ws_browser::{run_ws, websocket, ws_session};
 use aisa_tunnel::mux::{self, Frame};
 use aisa_tunnel::proto::{ClientEvent, ClientRequest, Refusal};
 use aisa_tunnel::{Body, Envelope, ErrorCode, OpenHeader};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
-
-#[path = "support/ws_browser.rs"]
-mod ws_browser;
-
-use ws_browser::{run_ws, websocket, ws_session};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_streams_over_the_websocket_as_over_webtransport() {

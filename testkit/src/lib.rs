@@ -8,6 +8,8 @@
 //!   the test database).
 //! * [`system`]: a whole system on loopback for tests and benchmarks (a real relay, the
 //!   local provider, a user with a desktop node online), and the helpers that talk to it.
+//! * [`ws_browser`]: a browser-role client of the relay's WebSocket leg (the mux over
+//!   tokio-tungstenite), for the relay's tests and the benches.
 //!
 //! The integration tests of the system live in `testkit/tests`.
 
@@ -15,3 +17,4 @@ pub mod fakes;
 pub mod guest;
 pub mod provider;
 pub mod system;
+pub mod ws_browser;

@@ -23,6 +23,7 @@ use aisa_relay::{RelayConfig, RelayHandle};
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::proto::{ClientEvent, ClientRequest, Refusal};
 use aisa_tunnel::{Body, Envelope, ErrorCode, MAX_FRAME_LEN, OpenHeader, StreamKind};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::provider::{self, FakeProvider};
@@ -470,18 +471,37 @@ pub async fn read_reply(recv: &mut wtransport::RecvStream) -> Vec<Envelope> {
 /// EXECUTE_ACTION, `Control` for the rest), and returns the whole reply: the messages
 /// before the end, then the final one (an ERROR from the relay or desktop included).
 ///
-/// The browser's side is the protocol's own [`ClientRequest`] machine, pumped here.
+/// The browser's side is the protocol's own [`ClientRequest`] machine, pumped by
+/// [`run_on_stream`].
 pub async fn run_action(system: &System, device_id: &str, request: Envelope) -> Vec<Envelope> {
     let session = system.browser().await;
-    let mut header = system.header(device_id);
-    header.kind = kind_for(&request.body);
-    let mut machine = ClientRequest::new(&header, &request);
-    let (mut send, mut recv) = session
+    let (send, recv) = session
         .open_bi()
         .await
         .expect("open a stream")
         .await
         .expect("stream opened");
+    run_on_stream(&system.header(device_id), &request, send, recv).await
+}
+
+/// Runs `request` on a stream that is already open, whatever carries it (WebTransport
+/// here, the WebSocket leg's mux in [`crate::ws_browser`]): writes `header` (its kind set
+/// for the request, see [`kind_for`]) and the request through the browser's
+/// [`ClientRequest`] machine and returns the reply, ending with STREAM_END or an ERROR,
+/// or cut where the stream ended early, broke the framing or was reset.
+pub async fn run_on_stream<S, R>(
+    header: &OpenHeader,
+    request: &Envelope,
+    mut send: S,
+    mut recv: R,
+) -> Vec<Envelope>
+where
+    S: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let mut header = header.clone();
+    header.kind = kind_for(&request.body);
+    let mut machine = ClientRequest::new(&header, request);
     let opening = machine.poll_transmit().expect("header and request");
     // A relay that refuses from the header alone stops reading; its ERROR follows.
     let _ = send.write_all(&opening).await;
@@ -492,8 +512,8 @@ pub async fn run_action(system: &System, device_id: &str, request: Envelope) -> 
             .await
             .expect("reply in time");
         let events = match read {
-            Ok(Some(n)) => machine.receive(&buf[..n]),
-            Ok(None) => machine.finish().into_iter().collect(),
+            Ok(0) => machine.finish().into_iter().collect(),
+            Ok(n) => machine.receive(&buf[..n]),
             // A reset stream ends the reply where it is, as an early end does below.
             Err(_) => return reply,
         };

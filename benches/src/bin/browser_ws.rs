@@ -17,68 +17,11 @@
 use std::time::{Duration, Instant};
 
 use aisa_testkit::system::{System, execute};
-use aisa_tunnel::mux::driver::{FrameSink, FrameSource, KeepAlive, MuxConnection, SourceError};
-use aisa_tunnel::mux::{self, Frame, Side};
+use aisa_testkit::ws_browser::ws_session;
+use aisa_tunnel::mux::driver::MuxConnection;
 use aisa_tunnel::proto::{ClientEvent, ClientRequest};
 use aisa_tunnel::{Body, Envelope, OpenHeader};
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-
-type Ws = WebSocketStream<TcpStream>;
-
-struct Source(futures_util::stream::SplitStream<Ws>);
-
-impl FrameSource for Source {
-    async fn recv(&mut self) -> Result<Option<Frame>, SourceError> {
-        loop {
-            match self.0.next().await {
-                None | Some(Ok(Message::Close(_))) => return Ok(None),
-                Some(Ok(Message::Binary(b))) => return Ok(Some(Frame::decode_message(b)?)),
-                Some(Ok(_)) => {}
-                Some(Err(err)) => return Err(SourceError::Io(std::io::Error::other(err))),
-            }
-        }
-    }
-}
-
-struct Sink(futures_util::stream::SplitSink<Ws, Message>);
-
-impl FrameSink for Sink {
-    async fn send(&mut self, frame: Frame) -> std::io::Result<()> {
-        self.0
-            .feed(Message::Binary(frame.to_bytes()))
-            .await
-            .map_err(std::io::Error::other)
-    }
-    async fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush().await.map_err(std::io::Error::other)
-    }
-    async fn close(&mut self) {
-        let _ = self.0.close().await;
-    }
-}
-
-async fn ws_session(system: &System) -> MuxConnection {
-    let addr = system.relay().http_addr;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/tunnel/browser"), tcp)
-        .await
-        .unwrap();
-    let (sink, source) = ws.split();
-    let (conn, driver) = mux::driver::start(
-        Side::Dialer,
-        mux::Config::default(),
-        KeepAlive::default(),
-        Source(source),
-        Sink(sink),
-    );
-    tokio::spawn(driver);
-    conn
-}
 
 /// Writes the request and reads the reply; returns (time to first chunk, time to the
 /// end, bytes of chunk text).
@@ -169,7 +112,7 @@ async fn main() {
     system.lift_plan_limits().await;
     let header = system.header(&system.device_id);
     let wt = system.browser().await;
-    let ws = ws_session(&system).await;
+    let ws = ws_session(system.relay().http_addr).await;
 
     let small = execute("hello-ai", "echo", serde_json::json!({ "text": "hi" }));
     // Warm both paths (module cache, connections).
