@@ -8,154 +8,23 @@
 //! round, the WebSocket browser on A reaches a second desktop on B over QUIC. The
 //! relays' metrics say which transports carried the streams.
 //!
-//! Needs `redis-server` (scripts/prereqs.sh installs it). Without it the test is
-//! skipped, unless `CI` is set: then it fails.
+//! Needs `redis-server` (scripts/prereqs.sh installs it). Without it the test fails,
+//! unless `AISA_TEST_REDIS_OPTIONAL=1` (and no `CI`) says to skip it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // tests: a failure is the panic
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aisa_node::ai::OpenAiCompatible;
-use aisa_node::node::{self, NodeContext, RelayTarget};
-use aisa_node::sandbox::{Limits, Sandbox};
 use aisa_relay::RelayHandle;
-use aisa_testkit::system::{
-    API_KEY, PASSWORD, WAIT, chunks_text, execute, relay_config, test_apps,
+use aisa_testkit::system::{WAIT, chunks_text, execute};
+use aisa_tunnel::{Body, Envelope, OpenHeader};
+
+#[path = "support/cluster.rs"]
+mod cluster_support;
+
+use cluster_support::{
+    Leg, Redis, action_header, add_user, desktop_node, have_redis, node_config, sign_in,
 };
-use aisa_tunnel::{Body, Envelope, OpenHeader, StreamKind};
-use tokio::sync::watch;
-
-const SECRET: &str = "an example cluster secret of 32+ bytes, tests only";
-
-// ---------------------------------------------------------------- Redis
-
-/// Whether `redis-server` can run here; absent, the test skips, or fails under CI.
-fn have_redis() -> bool {
-    let found = std::process::Command::new("redis-server")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "redis-server is not installed (scripts/prereqs.sh installs it)"
-        );
-        eprintln!("redis-server missing: skipped");
-    }
-    found
-}
-
-/// A child process killed (SIGKILL) when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `redis-server` on `port` (a fresh one, nothing saved).
-fn redis_server(port: u16, dir: &std::path::Path) -> Child {
-    let child = std::process::Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--dir"])
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
-    let deadline = Instant::now() + WAIT;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Child(child)
-}
-
-// ---------------------------------------------------------------- desktops
-
-/// A desktop node online at `relay`, with the example app.
-struct Desktop {
-    device_id: String,
-    _fake: aisa_testkit::provider::FakeProvider,
-    _black_hole: std::net::UdpSocket,
-    stop: watch::Sender<bool>,
-}
-
-/// Enrols a device of bob's at `relay` and brings a desktop node for it online, over
-/// TCP (`tcp`: its QUIC dial black-holed) or over QUIC (no TCP URL given).
-async fn desktop(relay: &RelayHandle, dir: &std::path::Path, tcp: bool) -> Desktop {
-    let enrolled: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{}/api/devices/enroll", relay.http_addr))
-        .json(&serde_json::json!({ "email": "bob@example.com", "password": PASSWORD, "name": "desk" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let device_id = enrolled["device_id"].as_str().expect("enrolled").to_owned();
-    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
-        .await
-        .unwrap();
-    let sandbox = Sandbox::new().unwrap();
-    let apps = test_apps(&sandbox);
-    let ai = OpenAiCompatible::new(&fake.base_url(), "gpt-4o-mini", Some(API_KEY.into())).unwrap();
-    let ctx = Arc::new(NodeContext::new(
-        device_id.clone(),
-        enrolled["device_token"].as_str().unwrap().to_owned(),
-        [7; 32],
-        sandbox,
-        apps,
-        Arc::new(ai),
-        Limits::default(),
-        dir.join(if tcp { "node-tcp" } else { "node-quic" }),
-    ));
-    let mut online = ctx.online();
-    // On TCP, the QUIC dial goes to a UDP socket that never answers (a black hole);
-    // TCP is dialled at once and wins, and no probe moves the node back to QUIC here.
-    let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let target = RelayTarget {
-        quic_addr: if tcp {
-            black_hole.local_addr().unwrap().to_string()
-        } else {
-            relay.quic_addr.to_string()
-        },
-        server_name: "localhost".into(),
-        cert_sha256: Some(relay.cert_sha256()),
-        pin_from: None,
-        tcp_url: tcp.then(|| format!("http://{}", relay.http_addr)),
-        path: node::PathConfig {
-            head_start: Duration::ZERO,
-            probe_first: Duration::from_secs(3600),
-            probe_max: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    };
-    let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(node::run(ctx, target, stop_rx));
-    tokio::time::timeout(WAIT, online.wait_for(|o| *o))
-        .await
-        .expect("online in time")
-        .unwrap();
-    Desktop {
-        device_id,
-        _fake: fake,
-        _black_hole: black_hole,
-        stop,
-    }
-}
 
 // ---------------------------------------------------------------- browsers
 
@@ -163,15 +32,7 @@ use aisa_testkit::ws_browser::{run_ws, ws_session};
 
 /// A WebTransport browser session to `relay`.
 async fn wt_session(relay: &RelayHandle) -> wtransport::Connection {
-    let config = wtransport::ClientConfig::builder()
-        .with_bind_default()
-        .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(relay.cert_sha256())])
-        .build();
-    wtransport::Endpoint::client(config)
-        .unwrap()
-        .connect(format!("https://127.0.0.1:{}/wt", relay.quic_addr.port()))
-        .await
-        .expect("WebTransport session")
+    cluster_support::browser(relay.quic_addr, relay.cert_sha256()).await
 }
 
 /// Runs `request` on a new WebTransport stream of `session`; the reply.
@@ -216,32 +77,17 @@ async fn browsers_on_either_leg_of_one_relay_run_actions_on_desktops_of_another_
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let redis_port = free_port();
-    let _redis = redis_server(redis_port, dir.path());
+    let redis = Redis::single();
     let db = format!(
         "sqlite://{}?mode=rwc",
         dir.path().join("relay.db").display()
     );
-    let node = |name: &str| {
-        let data = dir.path().join(name);
-        std::fs::create_dir_all(&data).unwrap();
-        let mut config = relay_config(&data, 0, Some(db.clone()));
-        config.jwt_secret = Some("one JWT secret for both nodes, 32+ bytes long".into());
-        config.cluster.node_name = Some(name.into());
-        config.cluster.redis_url = Some(format!("redis://127.0.0.1:{redis_port}"));
-        config.cluster.forward_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
-        config.cluster.forward_secret = Some(SECRET.into());
-        aisa_relay::start(config)
-    };
+    let node =
+        |name: &str| aisa_relay::start(node_config(&dir.path().join(name), name, &db, &redis.url));
     let a = node("node-a").await.expect("a starts");
     let b = node("node-b").await.expect("b starts");
-    let hash = aisa_relay::auth::hash_password(PASSWORD).unwrap();
-    b.state
-        .store
-        .create_user("bob@example.com", &hash)
-        .await
-        .unwrap();
-    let desk = desktop(&b, dir.path(), true).await;
+    add_user(&b, "bob@example.com").await;
+    let desk = desktop_node(&b, "bob@example.com", dir.path(), Leg::Tcp).await;
     assert!(
         counter(
             &b,
@@ -265,21 +111,8 @@ async fn browsers_on_either_leg_of_one_relay_run_actions_on_desktops_of_another_
             .is_none()
     );
 
-    let login: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{}/api/auth/login", a.http_addr))
-        .json(&serde_json::json!({ "email": "bob@example.com", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let header = OpenHeader {
-        device_id: desk.device_id.clone(),
-        kind: StreamKind::Action,
-        token: login["token"].as_str().expect("signed in").to_owned(),
-        e2e: None,
-    };
+    let token = sign_in(a.http_addr, "bob@example.com").await;
+    let header = action_header(&desk.device_id, &token);
 
     // Browser on A's WebSocket leg. The device map in Redis may lag the desktop's
     // connection a moment: retry an echo until it comes back whole (only ERRORs before).
@@ -420,7 +253,7 @@ async fn browsers_on_either_leg_of_one_relay_run_actions_on_desktops_of_another_
 
     // The other way round: a second desktop of bob's on B over QUIC, reached from the
     // same WebSocket browser on A (WebSocket -> A -> B -> QUIC).
-    let quic_desk = desktop(&b, dir.path(), false).await;
+    let quic_desk = desktop_node(&b, "bob@example.com", dir.path(), Leg::Quic).await;
     let quic_header = OpenHeader {
         device_id: quic_desk.device_id.clone(),
         ..header.clone()
