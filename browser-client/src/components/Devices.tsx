@@ -5,7 +5,7 @@
  * link to add one.
  */
 
-import { useState, type FormEvent } from 'react';
+import { useEffect, useState, type FormEvent } from 'react';
 import type { Device } from '../lib/api';
 import { humanError, type HumanError } from '../lib/errors';
 import { routeHref } from '../lib/route';
@@ -65,7 +65,11 @@ export function lastSeenText(seconds: number | null, now = Date.now()): string {
 }
 
 export function DevicesPage() {
-  const { devices, devicesLoading } = useApp();
+  const { devices, devicesLoading, reloadDevices } = useApp();
+  // The list as it is now, each time the page opens: a desktop approved in the browser a
+  // moment ago is registered only when its `desktop-node login` completes (after the
+  // approval, and after the approval page reloaded the list), so an earlier list lacks it.
+  useEffect(() => reloadDevices(), [reloadDevices]);
   return (
     <>
       <h2 tabIndex={-1}>Devices</h2>

@@ -532,7 +532,7 @@ export const FLOWS: readonly Flow[] = [
   },
   {
     id: 'onboarding',
-    title: 'onboards a new person: sign-up, "Add a desktop" with the login command, the desktop approved in the browser, account deleted',
+    title: 'onboards a new person: sign-up, "Add a desktop" with the login command, the desktop approved in the browser, renamed and removed on the devices page, account deleted',
     chromiumSuite: 'webapp.test.ts (onboarding)',
     async run(ctx) {
       const d = ctx.driver;
@@ -584,6 +584,24 @@ export const FLOWS: readonly Flow[] = [
         login.kill('SIGKILL');
         rmSync(home, { recursive: true, force: true });
       }
+
+      // The devices page: the new desktop, never connected yet; renamed, then removed.
+      await ctx.route('#/devices');
+      await waitText(d, '.device-row h3', /^onboarding desk\s*offline/);
+      check(
+        (await textOf(d, '.device-row .node-version')) === 'not connected yet',
+        `a desktop that never connected shows "${await textOf(d, '.device-row .node-version')}"`,
+      );
+      check(!/1970/.test(await textOf(d, '.device-row .last-seen')), `last seen: ${await textOf(d, '.device-row .last-seen')}`);
+      await d.click(await markByText(d, '.device-row button', 'Rename'));
+      await waitFor(d, '.device-row input[id^="rename-"]');
+      await d.fill('.device-row input[id^="rename-"]', 'studio');
+      await d.click(await markByText(d, '.device-row button', 'Save'));
+      await waitText(d, '.device-row h3', /^studio\s*offline/);
+      await ctx.shot('devices-renamed.png');
+      await d.click(await markByText(d, '.device-row button', 'Remove'));
+      await d.click(await poll('the confirmation', () => markByText(d, '.device-row button', 'Remove studio'), () => true));
+      await poll('the device to be gone', () => d.evaluate<number>("document.querySelectorAll('.device-row').length"), (n) => n === 0);
 
       // Delete the account again (its password as proof), so the next flow signs in afresh.
       await ctx.route('#/account');
