@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 cargo build --quiet --locked --release -p hello-ai --target wasm32-unknown-unknown \
   --target-dir target/guest --config profile.release.debug=false --config profile.release.strip=true
 echo "built target/guest/wasm32-unknown-unknown/release/hello_ai.wasm"
+# The notes example (file access through the guest SDK): the browser tests' file-field
+# app (browser-client/test/browser/files.test.ts).
+cargo build --quiet --locked --release -p notes --target wasm32-unknown-unknown \
+  --target-dir target/guest --config profile.release.debug=false --config profile.release.strip=true
+echo "built target/guest/wasm32-unknown-unknown/release/notes.wasm"
 
 for tool in clang-14 llvm-ar-14; do
   if ! command -v "$tool" >/dev/null 2>&1; then

@@ -139,6 +139,33 @@ pub async fn serve_stream(
             | Body::HistoryDelete { .. }) => {
                 crate::history::answer(ctx.history().cloned(), id, body).await
             }
+            Body::FilesList {
+                app_id,
+                path,
+                offset,
+                limit,
+            } => crate::files::answer_list(&ctx, id, &app_id, path, offset, limit).await,
+            Body::FileUpload { app_id, name, size } => {
+                // The chunks follow as control messages, sealed like a CANCEL when the
+                // stream is encrypted.
+                let mut controls = send
+                    .sealer
+                    .as_mut()
+                    .and_then(crate::e2e::Sealing::take_controls);
+                let reply = crate::files::answer_upload(
+                    &ctx,
+                    id,
+                    &app_id,
+                    name,
+                    size,
+                    &mut recv,
+                    &mut controls,
+                    &mut send,
+                )
+                .await;
+                finish_with(&mut send, reply).await;
+                return;
+            }
             // `ServeStream::check_kind` lets only requests through.
             other => Refusal::UnexpectedMessage {
                 what: other.type_name().to_owned(),
@@ -356,6 +383,12 @@ impl ReplyStream {
     fn reset(&mut self) {
         self.ended = true;
         let _ = self.inner.reset(crate::node::STREAM_ABANDONED);
+    }
+}
+
+impl crate::files::ProgressSink for ReplyStream {
+    async fn send(&mut self, envelope: &Envelope) -> std::io::Result<()> {
+        self.write(envelope, false).await
     }
 }
 

@@ -75,6 +75,9 @@ pub struct NodeConfig {
     /// The run history kept for the web app (`[history]`, see [`crate::history`]).
     #[serde(default)]
     pub history: crate::history::HistoryConfig,
+    /// Form file fields: browsing granted folders, uploads (`[files]`, see [`crate::files`]).
+    #[serde(default)]
+    pub files: crate::files::FilesConfig,
     /// Whether crash reports go to the relay (`[crash_reports] upload = true`; off by
     /// default, see [`crate::crash`]).
     #[serde(default)]

@@ -28,6 +28,7 @@ pub mod compat;
 pub mod config;
 pub mod crash;
 pub mod e2e;
+pub mod files;
 pub mod guest_pool;
 pub mod history;
 pub mod host;

@@ -245,7 +245,8 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
             home.dir().to_owned(),
             config.device_id.clone(),
         ))
-        .with_history(history),
+        .with_history(history)
+        .with_files(config.files.clone()),
     );
     ctx.reload_apps().await;
     let target = RelayTarget {

@@ -50,7 +50,7 @@ pub struct Grants {
 pub enum PathError {
     /// Not absolute and not starting with a known variable.
     #[error(
-        "{0:?} is neither absolute nor starts with $HOME, $DOCUMENTS, $DOWNLOADS, $DESKTOP or $APP_DATA"
+        "{0:?} is neither absolute nor starts with ~, $HOME, $DOCUMENTS, $DOWNLOADS, $DESKTOP or $APP_DATA"
     )]
     NotAbsolute(String),
     /// A variable this node cannot resolve (e.g. no home folder).
@@ -253,10 +253,16 @@ impl UserDirs {
     }
 
     /// Resolves a path as written in a grant or a host call: absolute, or starting with a
-    /// variable followed by nothing or `/…`. `..` is kept (checks resolve it later).
+    /// variable followed by nothing or `/…`, or `~` (the home folder, as `$HOME`) followed
+    /// by nothing or `/…`. `..` is kept (checks resolve it later).
     pub fn resolve(&self, text: &str, app_data: &Path) -> Result<PathBuf, PathError> {
         if text.is_empty() || text.contains('\0') {
             return Err(PathError::Malformed(text.to_owned()));
+        }
+        // `~` and `~/…` as a shell writes them (not `~user`).
+        if text == "~" || text.starts_with("~/") || text.starts_with("~\\") {
+            let rest = text.get(2..).unwrap_or_default();
+            return self.resolve(&format!("$HOME/{rest}"), app_data);
         }
         if let Some(rest) = text.strip_prefix('$') {
             let (name, tail) = rest.split_once('/').unwrap_or((rest, ""));

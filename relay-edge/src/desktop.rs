@@ -429,7 +429,7 @@ async fn refuse(
     if let Some(bytes) = control.poll_transmit()
         && send.write_all(&bytes).await.is_ok()
     {
-        send.finish();
+        let _ = send.finish();
         // Give the ERROR a moment to arrive before the close discards unsent data.
         let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
     }

@@ -157,6 +157,73 @@ pub enum Body {
         /// How many runs were deleted (0 when the run was already gone).
         count: u32,
     },
+    /// 19 (since 1.2), browser → desktop on a Control stream: a page of a folder an app
+    /// was granted, for a file field of its form. Answered with FILES_PAGE, or ERROR
+    /// (`denied` outside the app's grants, `invalid_payload` for a path that is not a
+    /// folder or does not exist).
+    FilesList {
+        /// The installed app whose grants (read or write, and its `$APP_DATA`) bound the
+        /// listing.
+        app_id: String,
+        /// The folder, as the app would write it (`$DOCUMENTS/notes`, `~/x`, absolute);
+        /// empty for the app's granted folders themselves.
+        path: String,
+        /// How many entries to skip (paging).
+        offset: u32,
+        /// How many entries at most to answer (the desktop answers at most 200).
+        limit: u32,
+    },
+    /// 20 (since 1.2), desktop → browser: the answer to FILES_LIST.
+    FilesPage {
+        /// The listed folder as the request named it (empty for the granted folders).
+        path: String,
+        /// How many entries the folder has in all (for paging).
+        total: u32,
+        /// This page of them: folders first, then files, each by name.
+        entries: Vec<FileEntry>,
+    },
+    /// 21 (since 1.2), browser → desktop on a Control stream: a file for the app's data
+    /// folder follows in FILE_CHUNKs, `size` bytes in all. Answered with FILE_PROGRESS
+    /// messages and then FILE_STORED, or ERROR (`limit_exceeded` over the desktop's cap).
+    FileUpload {
+        /// The installed app whose `$APP_DATA/uploads` receives the file.
+        app_id: String,
+        /// The file's name in the browser (the desktop keeps a sanitised form of it).
+        name: String,
+        /// The file's size in bytes.
+        size: u64,
+    },
+    /// 22 (since 1.2), browser → desktop after FILE_UPLOAD: the next bytes of the file.
+    FileChunk {
+        /// At most 64 KiB of the file, in order.
+        data: Vec<u8>,
+    },
+    /// 23 (since 1.2), desktop → browser: how many bytes of the upload the desktop has
+    /// written so far (for the progress bar; not final).
+    FileProgress {
+        /// Bytes received and written.
+        received: u64,
+    },
+    /// 24 (since 1.2), desktop → browser: the upload is complete and stored.
+    FileStored {
+        /// The path a form submits for it, as the app reads it (`$APP_DATA/uploads/…`).
+        path: String,
+        /// Its size in bytes.
+        size: u64,
+    },
+}
+
+/// One entry of a FILES_PAGE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// The entry's name (for the granted folders: the grant as written, `$DOCUMENTS`).
+    pub name: String,
+    /// Its path as the app would write it (what a form submits, or the next FILES_LIST).
+    pub path: String,
+    /// Whether it is a folder.
+    pub dir: bool,
+    /// Its size in bytes (0 for folders).
+    pub size: u64,
 }
 
 /// One run of an action as the desktop's history keeps it (HISTORY_PAGE, HISTORY_RUN).
@@ -290,6 +357,12 @@ impl Body {
             Body::HistoryPage { .. } => "HistoryPage",
             Body::HistoryRun { .. } => "HistoryRun",
             Body::HistoryDeleted { .. } => "HistoryDeleted",
+            Body::FilesList { .. } => "FilesList",
+            Body::FilesPage { .. } => "FilesPage",
+            Body::FileUpload { .. } => "FileUpload",
+            Body::FileChunk { .. } => "FileChunk",
+            Body::FileProgress { .. } => "FileProgress",
+            Body::FileStored { .. } => "FileStored",
         }
     }
 }
@@ -545,6 +618,62 @@ mod tests {
             ]
         );
         for env in [page, Envelope::new(4, Body::HistoryRun { run })] {
+            assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+        }
+    }
+
+    #[test]
+    fn file_bytes_are_exact() {
+        // request_id 1; device_id ""; type 19; app "a"; path "~"; offset 0; limit 50
+        let list = Envelope::new(
+            1,
+            Body::FilesList {
+                app_id: "a".into(),
+                path: "~".into(),
+                offset: 0,
+                limit: 50,
+            },
+        );
+        assert_eq!(list.encode(), [1, 0, 19, 1, b'a', 1, b'~', 0, 50]);
+        // type 22; bytes are a length then the bytes
+        let chunk = Envelope::new(2, Body::FileChunk { data: vec![0, 255] });
+        assert_eq!(chunk.encode(), [2, 0, 22, 2, 0, 255]);
+        let page = Envelope::new(
+            3,
+            Body::FilesPage {
+                path: String::new(),
+                total: 1,
+                entries: vec![FileEntry {
+                    name: "d".into(),
+                    path: "$D".into(),
+                    dir: true,
+                    size: 0,
+                }],
+            },
+        );
+        assert_eq!(
+            page.encode(),
+            [3, 0, 20, 0, 1, 1, 1, b'd', 2, b'$', b'D', 1, 0]
+        );
+        for env in [
+            page,
+            Envelope::new(
+                4,
+                Body::FileUpload {
+                    app_id: "a".into(),
+                    name: "n.txt".into(),
+                    size: 1 << 20,
+                },
+            ),
+            Envelope::new(5, Body::FileProgress { received: 300 }),
+            Envelope::new(
+                6,
+                Body::FileStored {
+                    path: "$APP_DATA/uploads/n.txt".into(),
+                    size: 3,
+                },
+            ),
+        ] {
             assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
         }
     }

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use aisa_tunnel::message::{AppStatus, ProviderStatus, RunRecord, UnloadableApp};
+use aisa_tunnel::message::{AppStatus, FileEntry, ProviderStatus, RunRecord, UnloadableApp};
 use aisa_tunnel::{
     Body, Envelope, Hello, MAX_FRAME_LEN, MAX_HEADER_LEN, OpenHeader, RelayHeader, StreamKind,
     Version, frame,
@@ -260,6 +260,58 @@ fn build_vectors() -> Value {
             },
         ),
         ("history deleted", Body::HistoryDeleted { count: 128 }),
+        (
+            "files list",
+            Body::FilesList {
+                app_id: "file-qa".into(),
+                path: "$DOCUMENTS/notes ☃".into(),
+                offset: 200,
+                limit: 50,
+            },
+        ),
+        (
+            "files page",
+            Body::FilesPage {
+                path: String::new(),
+                total: 2,
+                entries: vec![
+                    FileEntry {
+                        name: "$DOCUMENTS".into(),
+                        path: "$DOCUMENTS".into(),
+                        dir: true,
+                        size: 0,
+                    },
+                    FileEntry {
+                        name: "a.md".into(),
+                        path: "$APP_DATA/a.md".into(),
+                        dir: false,
+                        size: 1 << 33,
+                    },
+                ],
+            },
+        ),
+        (
+            "file upload",
+            Body::FileUpload {
+                app_id: "file-qa".into(),
+                name: "report ☃.pdf".into(),
+                size: 70_000,
+            },
+        ),
+        (
+            "file chunk",
+            Body::FileChunk {
+                data: vec![0, 1, 127, 128, 255],
+            },
+        ),
+        ("file progress", Body::FileProgress { received: 65_536 }),
+        (
+            "file stored",
+            Body::FileStored {
+                path: "$APP_DATA/uploads/report _.pdf".into(),
+                size: 70_000,
+            },
+        ),
     ];
     for (i, (name, body)) in bodies.into_iter().enumerate() {
         let request_id = [0, 1, 127, 128, 300, 16_383, 16_384][i % 7];

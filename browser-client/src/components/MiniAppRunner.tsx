@@ -23,11 +23,16 @@ import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore
 import type { ActionResult } from '../tunnel/client';
 import { humanFromCode, validationSentence } from '../lib/errors';
 import { readableLabels } from '../lib/formLabels';
+import { FILE_WIDGET, withFileFields, type FileAccess } from '../lib/files';
 import { inputAsFormData } from '../lib/history';
 import { copyText, decorateCodeBlocks, flashCopied, renderMarkdown } from '../lib/markdown';
 import { describeRun, isActive } from '../lib/run';
 import { RunStore } from '../lib/runs';
 import { ErrorNote } from './ErrorNote';
+import { FilePicker } from './FilePicker';
+
+/** Custom widgets: file fields get the desktop file picker (components/FilePicker.tsx). */
+const WIDGETS = { [FILE_WIDGET]: FilePicker };
 
 /**
  * Runs an action on the device; what the runner needs from the relay session. `model`:
@@ -109,6 +114,8 @@ export interface MiniAppRunnerProps {
    * form offers a choice, sent with the run.
    */
   models?: string[];
+  /** Browsing and uploads for file fields (lib/files.ts); without it they are typed only. */
+  files?: FileAccess;
 }
 
 /**
@@ -187,6 +194,7 @@ function SchemaRunner({
   onFinished,
   runs,
   runKey = '',
+  files,
   models = [],
 }: MiniAppRunnerProps) {
   const names = Object.keys(actions);
@@ -207,7 +215,7 @@ function SchemaRunner({
 
   const schema = actions[action] ?? { type: 'object' };
   const uiSchema = useMemo<UiSchema>(
-    () => requiredFirst(schema, readableLabels(schema, { ...(uiSchemas[action] ?? {}) })),
+    () => requiredFirst(schema, withFileFields(schema, readableLabels(schema, { ...(uiSchemas[action] ?? {}) }))),
     [schema, uiSchemas, action],
   );
   const transformErrors = useMemo<ErrorTransformer>(() => {
@@ -220,6 +228,7 @@ function SchemaRunner({
   }, [schema]);
 
   const cancel = useCallback(() => store.cancel(runKey), [store, runKey]);
+  const formContext = useMemo(() => ({ files }), [files]);
 
   // Escape cancels a running action, wherever the focus is.
   useEffect(() => {
@@ -320,6 +329,8 @@ function SchemaRunner({
         readonly={active}
         className="miniapp-form"
         templates={{ ButtonTemplates: BUTTON_TEMPLATES }}
+        widgets={WIDGETS}
+        formContext={formContext}
       >
         <div className="row">
           <button type="submit" ref={runButton} disabled={active || !!blocked}>

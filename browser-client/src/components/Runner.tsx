@@ -5,10 +5,11 @@
  */
 
 import type { RJSFSchema, UiSchema } from '@rjsf/utils';
-import { Suspense, lazy, useEffect, useState } from 'react';
+import { Suspense, lazy, useEffect, useMemo, useState } from 'react';
 import { e2eKeysFor, pairedFingerprint } from '../e2e/session';
 import { ApiError, orderedActions } from '../lib/api';
 import { describeError } from '../lib/errors';
+import { fileAccess } from '../lib/files';
 import { routeHref } from '../lib/route';
 import { useApp } from './context';
 import type { RunFn } from './MiniAppRunner';
@@ -93,6 +94,22 @@ export function RunnerPage({ appId }: { appId: string }) {
     });
   };
 
+  // File fields: browse the app's granted folders on the desktop, upload into its data folder.
+  const files = useMemo(
+    () =>
+      deviceId
+        ? fileAccess({
+            client: () => session.client(),
+            deviceId,
+            token: () => api.accessToken(),
+            e2e: async () => (await e2eKeysFor(deviceId)) ?? null,
+            appId,
+            appName: loaded.kind === 'market' ? loaded.name : (appNames[appId] ?? appId),
+          })
+        : undefined,
+    [deviceId, session, api, appId, loaded, appNames],
+  );
+
   const blocked = !device
     ? 'Add a desktop first (Devices → Add a desktop).'
     : !device.online
@@ -137,6 +154,7 @@ export function RunnerPage({ appId }: { appId: string }) {
               runs={runs}
               runKey={runKey}
               models={models}
+              {...(files ? { files } : {})}
             />
           )}
           {loaded.kind === 'local' && (

@@ -75,8 +75,47 @@ function asSentence(message: string): string {
   return /[.!?…]$/.test(first) ? first : `${first}.`;
 }
 
+/**
+ * A message without JavaScript stack lines (`    at ask (bot-logic.js:9:42)`) or
+ * positions (`bot-logic.js:9:42`), on one line.
+ */
+export function withoutStack(message: string): string {
+  return message
+    .split('\n')
+    .filter((line) => !/^\s*at\s/.test(line))
+    .join(' ')
+    .replace(/\s*\(?[\w./-]+\.[cm]?js:\d+(:\d+)?\)?/g, '')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
+
+/**
+ * An app's failure (`app_failed`) whose cause is a file the desktop refused, in words
+ * (docs/desktop.md, "Files from the browser"); null for any other failure.
+ */
+export function fileRefusalSentence(message: string): string | null {
+  const clean = withoutStack(message);
+  const m = /\b(permission_denied|not_found|invalid): (.+)$/.exec(clean);
+  if (!m) return null;
+  const why = m[2]!.replace(/[.\s]+$/, '');
+  switch (m[1]) {
+    case 'permission_denied':
+      return `Your desktop refused the app a file (${why}). Apps may open only the folders you granted them.`;
+    case 'not_found':
+      return `The app could not find a file on your desktop (${why}).`;
+    default:
+      return /neither absolute nor starts with|is not a usable path/.test(why)
+        ? `The app was given a path your desktop does not understand (${why}). Start it with ~, $DOCUMENTS or another folder variable, or give a full path.`
+        : null;
+  }
+}
+
 /** One sentence for a code and its message. */
 export function sentenceFor(code: string, message: string): string {
+  if (code === 'app_failed') {
+    const file = fileRefusalSentence(message);
+    if (file) return file;
+  }
   const known = SENTENCES[code];
   if (known) return known;
   // The relay's HTTP answers (4xx) are written for people already.

@@ -125,6 +125,29 @@ export interface StreamRequest {
   e2e?: E2eKeys;
 }
 
+/** An upload of a file to a desktop: {@link RelayClient.uploadFile}. */
+export interface UploadRequest {
+  /** The device to send it to. */
+  deviceId: string;
+  /** The user's access token (the JWT from sign-in). */
+  token: string;
+  /** The installed app whose data folder receives the file. */
+  appId: string;
+  /** The file (its bytes are read in pieces as they are sent). */
+  file: Blob;
+  /** The file's name (the desktop keeps a safe form of it). */
+  name: string;
+  /** Called with how many bytes the desktop has written so far. */
+  onProgress?: (received: number, size: number) => void;
+  /** Aborting sends CANCEL; the desktop removes what it received. */
+  signal?: AbortSignal;
+  /** Seal the request, the chunks and the answers end to end (a paired device). */
+  e2e?: E2eKeys;
+}
+
+/** The most bytes of a file one FILE_CHUNK carries (the desktop's limit). */
+export const UPLOAD_CHUNK_BYTES = 64 * 1024;
+
 /** Options of {@link RelayClient.connect}. */
 export interface ConnectOptions {
   /** Called once when the session closes or is lost. */
@@ -469,6 +492,99 @@ export class RelayClient extends EventTarget {
       // Aborted, failed, or the caller stopped early: reset both directions.
       if (clean) pump.closeCleanly();
       else pump.reset();
+    }
+  }
+
+  /**
+   * Uploads a file into the data folder of the app `appId` on the desktop (protocol 1.2,
+   * docs/protocol.md "Files"): FILE_UPLOAD on a Control stream, then the file in
+   * FILE_CHUNKs of {@link UPLOAD_CHUNK_BYTES}, each sent once the stream took the one
+   * before (sealed as control messages on an encrypted stream). The desktop's
+   * FILE_PROGRESS messages go to `onProgress`. Resolves with the FILE_STORED's path (what
+   * a form submits) and size. Rejects with a {@link RemoteError} (`limit_exceeded` over
+   * the desktop's cap, `unknown_app`, …), a {@link TransportError}, or an `AbortError`
+   * when `signal` aborts (a CANCEL is sent: the desktop keeps nothing).
+   */
+  async uploadFile(req: UploadRequest): Promise<{ path: string; size: number }> {
+    const { signal } = req;
+    signal?.throwIfAborted();
+    this.assertOpen();
+    const requestId = this.nextRequestId++;
+    const size = req.file.size;
+    const upload: Body = { type: 'FileUpload', appId: req.appId, name: req.name, size };
+    const { pump, machine, opener } = await this.startRequest(req, 'Control', requestId, upload, 'before the upload was stored');
+    // Sealed control messages carry a sequence: seal one at a time, in sending order.
+    let sealing: Promise<unknown> = Promise.resolve();
+    const seal = (body: Body): Promise<Uint8Array> => {
+      const env = encodeEnvelope({ requestId, deviceId: req.deviceId, body });
+      if (!opener) return Promise.resolve(env);
+      const sealed = sealing.then(() => opener.sealControl(env));
+      sealing = sealed.catch(() => undefined);
+      return sealed;
+    };
+
+    let aborted = false;
+    const onAbort = (): void => {
+      if (aborted) return;
+      aborted = true;
+      seal({ type: 'Cancel' }).then(
+        (body) => {
+          machine.cancelWithBody(Date.now(), body);
+          pump.flushAndFinish();
+        },
+        (err: unknown) => pump.interrupt(err),
+      );
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) onAbort();
+
+    // The chunks go out while the answers are read; a desktop that refuses at once (over
+    // its cap) ends the request, which stops the sending.
+    const sending = (async () => {
+      pump.flush(); // the header and FILE_UPLOAD
+      for (let at = 0; at < size && !aborted && !machine.isDone; ) {
+        const piece = new Uint8Array(await req.file.slice(at, at + UPLOAD_CHUNK_BYTES).arrayBuffer());
+        if (piece.length === 0) throw new TransportError('stream_ended', 'the file became shorter while it was being sent');
+        const body = await seal({ type: 'FileChunk', data: piece });
+        if (aborted || machine.isDone) break;
+        machine.sendFrame(body);
+        await pump.flushAndWait();
+        at += piece.length;
+      }
+    })();
+    // A failed send shows as what the desktop or the relay answers (or the stream's end).
+    sending.catch(() => undefined);
+
+    try {
+      for await (const event of pump.events()) {
+        if (event.type === 'failed') {
+          throw refusalError(event.refusal, endedMessage('the upload was stored', pump.writeError));
+        }
+        const b = event.envelope.body;
+        if (event.type === 'message') {
+          if (b.type === 'FileProgress' && !aborted) req.onProgress?.(b.received, size);
+          continue;
+        }
+        if (b.type !== 'FileStored') {
+          throw new TransportError('unexpected_message', `unexpected ${b.type} answer to FILE_UPLOAD`);
+        }
+        checkSealedEnd(opener);
+        pump.closeCleanly();
+        req.onProgress?.(b.size, size);
+        return { path: b.path, size: b.size };
+      }
+      throw new TransportError('stream_ended', endedMessage('the upload was stored', pump.writeError));
+    } catch (err) {
+      if (err instanceof RemoteError) {
+        pump.closeCleanly();
+        if (aborted && err.code === 'cancelled') throw abortError(signal);
+        throw err;
+      }
+      pump.reset(err);
+      if (aborted) throw abortError(signal);
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 

@@ -685,7 +685,36 @@ export type Body =
   /** 17, desktop → browser: the answer to HISTORY_GET. */
   | { type: 'HistoryRun'; run: RunRecord }
   /** 18, desktop → browser: the answer to HISTORY_DELETE. */
-  | { type: 'HistoryDeleted'; count: number };
+  | { type: 'HistoryDeleted'; count: number }
+  /**
+   * 19 (since 1.2), browser → desktop (Control stream): a page of a folder the app
+   * `appId` was granted (`path` as the app writes it; empty for the granted folders).
+   */
+  | { type: 'FilesList'; appId: string; path: string; offset: number; limit: number }
+  /** 20 (since 1.2), desktop → browser: the answer to FILES_LIST. */
+  | { type: 'FilesPage'; path: string; total: number; entries: FileEntry[] }
+  /**
+   * 21 (since 1.2), browser → desktop (Control stream): `size` bytes of a file for the
+   * app's data folder follow in FILE_CHUNKs.
+   */
+  | { type: 'FileUpload'; appId: string; name: string; size: number }
+  /** 22 (since 1.2), browser → desktop after FILE_UPLOAD: the next bytes (at most 64 KiB). */
+  | { type: 'FileChunk'; data: Uint8Array }
+  /** 23 (since 1.2), desktop → browser: bytes of the upload written so far (not final). */
+  | { type: 'FileProgress'; received: number }
+  /** 24 (since 1.2), desktop → browser: the upload is stored; `path` is what a form submits. */
+  | { type: 'FileStored'; path: string; size: number };
+
+/** One entry of a FILES_PAGE. */
+export interface FileEntry {
+  /** The entry's name (for the granted folders: the grant as written, `$DOCUMENTS`). */
+  name: string;
+  /** Its path as the app writes it (what a form submits, or the next FILES_LIST). */
+  path: string;
+  dir: boolean;
+  /** Bytes (0 for folders). */
+  size: number;
+}
 
 /** The message types in wire order: the index is the type number. */
 export const MESSAGE_TYPES = [
@@ -708,6 +737,12 @@ export const MESSAGE_TYPES = [
   'HistoryPage',
   'HistoryRun',
   'HistoryDeleted',
+  'FilesList',
+  'FilesPage',
+  'FileUpload',
+  'FileChunk',
+  'FileProgress',
+  'FileStored',
 ] as const satisfies readonly Body['type'][];
 
 /** One protocol message: every frame after a stream's header. */
@@ -789,6 +824,25 @@ export function encodeEnvelope(env: Envelope): Uint8Array {
       break;
     case 'HistoryDeleted':
       w.u32(b.count);
+      break;
+    case 'FilesList':
+      w.string(b.appId).string(b.path).u32(b.offset).u32(b.limit);
+      break;
+    case 'FilesPage':
+      w.string(b.path).u32(b.total).u64(b.entries.length);
+      for (const e of b.entries) w.string(e.name).string(e.path).bool(e.dir).u64(e.size);
+      break;
+    case 'FileUpload':
+      w.string(b.appId).string(b.name).u64(b.size);
+      break;
+    case 'FileChunk':
+      w.bytes(b.data);
+      break;
+    case 'FileProgress':
+      w.u64(b.received);
+      break;
+    case 'FileStored':
+      w.string(b.path).u64(b.size);
       break;
   }
   return w.finish();
@@ -906,6 +960,24 @@ function readBody(r: Reader): Body {
       return { type, run: readRun(r) };
     case 'HistoryDeleted':
       return { type, count: r.u32() };
+    case 'FilesList':
+      return { type, appId: r.string(), path: r.string(), offset: r.u32(), limit: r.u32() };
+    case 'FilesPage': {
+      const path = r.string();
+      const total = r.u32();
+      const count = r.u64();
+      const entries: FileEntry[] = [];
+      for (let i = 0; i < count; i++) entries.push({ name: r.string(), path: r.string(), dir: r.bool(), size: r.u64() });
+      return { type, path, total, entries };
+    }
+    case 'FileUpload':
+      return { type, appId: r.string(), name: r.string(), size: r.u64() };
+    case 'FileChunk':
+      return { type, data: r.bytes() };
+    case 'FileProgress':
+      return { type, received: r.u64() };
+    case 'FileStored':
+      return { type, path: r.string(), size: r.u64() };
   }
   throw new CodecError(`unknown message type ${index}`);
 }

@@ -73,6 +73,21 @@ export class StreamPump<E> {
     }
   }
 
+  /**
+   * Sends what the machine queued and resolves once the stream took it: for bulk sends
+   * (an upload's chunks), so that no more than one write waits at a time. Rejects when
+   * the write fails (the stream was reset or the session lost).
+   */
+  async flushAndWait(): Promise<void> {
+    const bytes = this.machine.pollTransmit();
+    if (!bytes) return;
+    await this.writer.ready;
+    await this.writer.write(bytes).catch((err: unknown) => {
+      this.writeError ??= err;
+      throw err;
+    });
+  }
+
   /** Sends what the machine queued (e.g. after a cancel), then finishes the sending side. */
   flushAndFinish(): void {
     this.flush();

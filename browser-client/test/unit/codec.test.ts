@@ -456,7 +456,8 @@ describe('envelopes', () => {
     expect(() => decodeEnvelope(Uint8Array.of(1, 0, 99))).toThrow(
       'malformed envelope: unknown message type 99',
     );
-    expect(() => decodeEnvelope(Uint8Array.of(1, 0, 19))).toThrow(/unknown message type 19/);
+    // 19–24 are the file messages (1.2); 25 is the first type this client does not know.
+    expect(() => decodeEnvelope(Uint8Array.of(1, 0, 25))).toThrow(/unknown message type 25/);
   });
 
   it('refuses invalid UTF-8 and truncated bodies', () => {

@@ -7,6 +7,7 @@ import type {
   AppStatus,
   Body,
   Envelope,
+  FileEntry,
   OpenHeader,
   ProviderStatus,
   RunRecord,
@@ -146,6 +147,29 @@ export function toBody(v: Json | undefined): Body {
       return { type: tag, run: toRun(f['run']) };
     case 'HistoryDeleted':
       return { type: tag, count: num(f, 'count') };
+    case 'FilesList':
+      return { type: tag, appId: str(f, 'app_id'), path: str(f, 'path'), offset: num(f, 'offset'), limit: num(f, 'limit') };
+    case 'FilesPage': {
+      const entries = f['entries'];
+      if (!Array.isArray(entries)) throw new Error('entries: not an array');
+      return {
+        type: tag,
+        path: str(f, 'path'),
+        total: num(f, 'total'),
+        entries: entries.map((e): FileEntry => {
+          const o = obj(e, 'entry');
+          return { name: str(o, 'name'), path: str(o, 'path'), dir: bool(o, 'dir'), size: num(o, 'size') };
+        }),
+      };
+    }
+    case 'FileUpload':
+      return { type: tag, appId: str(f, 'app_id'), name: str(f, 'name'), size: num(f, 'size') };
+    case 'FileChunk':
+      return { type: tag, data: bytes(f['data']) };
+    case 'FileProgress':
+      return { type: tag, received: num(f, 'received') };
+    case 'FileStored':
+      return { type: tag, path: str(f, 'path'), size: num(f, 'size') };
     default:
       throw new Error(`unknown body variant ${tag}`);
   }

@@ -58,6 +58,8 @@ pub struct NodeContext {
     pub(super) transport: watch::Sender<Option<super::Transport>>,
     /// The run history (`None`: not kept).
     history: Option<Arc<crate::history::History>>,
+    /// Browsing and uploads for form file fields (`[files]`).
+    files: crate::files::FilesConfig,
 }
 
 impl NodeContext {
@@ -95,7 +97,19 @@ impl NodeContext {
             heartbeat_rtt: watch::channel(None).0,
             transport: watch::channel(None).0,
             history: None,
+            files: crate::files::FilesConfig::default(),
         }
+    }
+
+    /// Serves file listings and uploads with `config` (`[files]`; default: 8 MiB uploads).
+    pub fn with_files(mut self, config: crate::files::FilesConfig) -> Self {
+        self.files = config;
+        self
+    }
+
+    /// The `[files]` settings.
+    pub fn files(&self) -> &crate::files::FilesConfig {
+        &self.files
     }
 
     /// Offers `models` to runs (EXECUTE_ACTION's `model`) and reports them in

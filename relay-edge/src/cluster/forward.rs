@@ -825,7 +825,7 @@ async fn serve_stream(
         .is_err()
     {
         // The entry node is gone: so is the browser. Tell the desktop.
-        d_send.reset(splice::PEER_GONE);
+        let _ = d_send.reset(splice::PEER_GONE);
         return;
     }
     metrics::counter!("aisa_relay_forwarded_streams_total", "direction" => "in").increment(1);

@@ -147,12 +147,16 @@ impl ClientRequest {
         }
         match &envelope.body {
             Body::StreamChunk { .. } if self.is_cancelled() => None,
-            Body::StreamChunk { .. } => Some(ClientEvent::Message(envelope)),
+            Body::StreamChunk { .. } | Body::FileProgress { .. } => {
+                Some(ClientEvent::Message(envelope))
+            }
             Body::StreamEnd { .. }
             | Body::DeviceStatus { .. }
             | Body::HistoryPage { .. }
             | Body::HistoryRun { .. }
-            | Body::HistoryDeleted { .. } => {
+            | Body::HistoryDeleted { .. }
+            | Body::FilesPage { .. }
+            | Body::FileStored { .. } => {
                 self.done = true;
                 Some(ClientEvent::Done(Ok(envelope)))
             }

@@ -125,7 +125,9 @@ impl ServeStream {
             | Body::UninstallApp { .. }
             | Body::HistoryList { .. }
             | Body::HistoryGet { .. }
-            | Body::HistoryDelete { .. } => StreamKind::Control,
+            | Body::HistoryDelete { .. }
+            | Body::FilesList { .. }
+            | Body::FileUpload { .. } => StreamKind::Control,
             other => {
                 return Err(Refusal::UnexpectedMessage {
                     what: other.type_name().to_owned(),
@@ -282,6 +284,17 @@ mod tests {
             },
             Body::HistoryGet { run_id: 1 },
             Body::HistoryDelete { run_id: None },
+            Body::FilesList {
+                app_id: "a".into(),
+                path: String::new(),
+                offset: 0,
+                limit: 50,
+            },
+            Body::FileUpload {
+                app_id: "a".into(),
+                name: "n".into(),
+                size: 1,
+            },
         ];
         for body in requests {
             assert!(ServeStream::check_kind(StreamKind::Control, &body, false).is_ok());

@@ -5,7 +5,8 @@
  *
  * It sends the stream-open header and the request, then reads STREAM_CHUNKs until
  * exactly one final message: STREAM_END, DEVICE_STATUS (the answer to GET_STATUS), one
- * of the history answers (HISTORY_PAGE, HISTORY_RUN, HISTORY_DELETED) or ERROR.
+ * of the history answers (HISTORY_PAGE, HISTORY_RUN, HISTORY_DELETED), FILES_PAGE,
+ * FILE_STORED (after FILE_PROGRESS messages), or ERROR.
  *
  * - Any other message type ends the request as unexpected.
  * - The stream ending (FIN) before the final message, or inside a frame, fails it.
@@ -108,6 +109,16 @@ export class ClientRequest {
     this.cancelWithBody(now, encodeEnvelope({ requestId: this.requestId, deviceId: this.deviceId, body: { type: 'Cancel' } }));
   }
 
+  /**
+   * Queues one more frame after the request (an upload's FILE_CHUNK; `body` is the
+   * encoded envelope, or the sealed control message on an encrypted stream). Nothing is
+   * queued once the request is over or cancelled.
+   */
+  sendFrame(body: Uint8Array): void {
+    if (this.done || this.cancelDeadline !== null) return;
+    this.out.push(encodeFrame(body));
+  }
+
   /** Like {@link cancel}, with the CANCEL frame's body given (sealed). */
   cancelWithBody(now: number, body: Uint8Array): void {
     if (this.done || this.cancelDeadline !== null) return;
@@ -151,12 +162,15 @@ export class ClientRequest {
     const b = envelope.body;
     switch (b.type) {
       case 'StreamChunk':
+      case 'FileProgress':
         return this.isCancelled ? null : { type: 'message', envelope };
       case 'StreamEnd':
       case 'DeviceStatus':
       case 'HistoryPage':
       case 'HistoryRun':
       case 'HistoryDeleted':
+      case 'FilesPage':
+      case 'FileStored':
         this.done = true;
         return { type: 'done', envelope };
       case 'Error':
