@@ -10,13 +10,10 @@
 //! link belongs to (`crate::registry`), and the WebSocket upgrade (`crate::http`).
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use aisa_tunnel::mux;
 use aisa_tunnel::mux::driver::MuxConnection;
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Which transport carries a link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +37,9 @@ impl LinkTransport {
 /// How a link ended: the desktop's close code when it closed on purpose (one definition
 /// for the relay and the node, in tunnel's mux).
 pub use aisa_tunnel::mux::LinkClosed;
+/// The relay's halves of a stream on a [`DesktopLink`], QUIC or mux (one definition for
+/// the relay and the node, in tunnel's mux).
+pub use aisa_tunnel::mux::{LinkRecv, LinkSend};
 
 /// A desktop's connection: QUIC or mux. Cheap to clone (both are handles).
 #[derive(Clone)]
@@ -172,142 +172,6 @@ impl DesktopLink {
     }
 }
 
-/// The relay's sending half of a stream on a [`DesktopLink`].
-pub enum LinkSend {
-    /// A QUIC stream.
-    Quic(quinn::SendStream),
-    /// A mux stream.
-    Mux(mux::driver::SendStream),
-}
-
-/// The relay's receiving half of a stream on a [`DesktopLink`].
-pub enum LinkRecv {
-    /// A QUIC stream.
-    Quic(quinn::RecvStream),
-    /// A mux stream.
-    Mux(mux::driver::RecvStream),
-}
-
-impl LinkSend {
-    /// Ends the stream cleanly (after what was written).
-    pub fn finish(&mut self) {
-        match self {
-            LinkSend::Quic(s) => {
-                let _ = s.finish();
-            }
-            LinkSend::Mux(s) => {
-                let _ = s.finish();
-            }
-        }
-    }
-
-    /// Abandons the stream with `code`.
-    pub fn reset(&mut self, code: u32) {
-        match self {
-            LinkSend::Quic(s) => {
-                let _ = s.reset(code.into());
-            }
-            LinkSend::Mux(s) => {
-                let _ = s.reset(code);
-            }
-        }
-    }
-
-    /// Completes when the peer has read everything (`Ok(None)`) or stopped the stream
-    /// (`Ok(Some(code))`), or the link failed.
-    pub async fn stopped(&mut self) -> Result<Option<u32>, LinkClosed> {
-        match self {
-            LinkSend::Quic(s) => match s.stopped().await {
-                Ok(code) => Ok(code.and_then(|c| u32::try_from(c.into_inner()).ok())),
-                Err(quinn::StoppedError::ConnectionLost(e)) => Err(e.into()),
-                Err(other) => Err(LinkClosed {
-                    code: None,
-                    reason: other.to_string(),
-                }),
-            },
-            LinkSend::Mux(s) => match s.stopped().await {
-                Ok(code) => Ok(Some(code)),
-                // Every byte was read and the stream is over: not a stop.
-                Err(mux::StreamError::Unknown(_)) => Ok(None),
-                Err(mux::StreamError::ConnectionClosed(closed)) => Err(closed.into()),
-                Err(other) => Err(LinkClosed {
-                    code: None,
-                    reason: other.to_string(),
-                }),
-            },
-        }
-    }
-}
-
-impl LinkRecv {
-    /// Reads into `buf`: `Ok(Some(n))` bytes, `Ok(None)` at the clean end.
-    pub async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
-        match self {
-            LinkRecv::Quic(r) => r.read(buf).await.map_err(std::io::Error::other),
-            LinkRecv::Mux(r) => {
-                if buf.is_empty() {
-                    return Ok(Some(0));
-                }
-                let n = tokio::io::AsyncReadExt::read(r, buf).await?;
-                // 0 from a non-empty buffer is the clean end.
-                Ok((n > 0).then_some(n))
-            }
-        }
-    }
-
-    /// Asks the peer to stop sending, with `code`.
-    pub fn stop(&mut self, code: u32) {
-        match self {
-            LinkRecv::Quic(r) => {
-                let _ = r.stop(code.into());
-            }
-            LinkRecv::Mux(r) => {
-                let _ = r.stop(code);
-            }
-        }
-    }
-}
-
-impl AsyncWrite for LinkSend {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            LinkSend::Quic(s) => AsyncWrite::poll_write(Pin::new(s), cx, buf),
-            LinkSend::Mux(s) => AsyncWrite::poll_write(Pin::new(s), cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            LinkSend::Quic(s) => AsyncWrite::poll_flush(Pin::new(s), cx),
-            LinkSend::Mux(s) => AsyncWrite::poll_flush(Pin::new(s), cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            LinkSend::Quic(s) => AsyncWrite::poll_shutdown(Pin::new(s), cx),
-            LinkSend::Mux(s) => AsyncWrite::poll_shutdown(Pin::new(s), cx),
-        }
-    }
-}
-
-impl AsyncRead for LinkRecv {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            LinkRecv::Quic(r) => AsyncRead::poll_read(Pin::new(r), cx, buf),
-            LinkRecv::Mux(r) => AsyncRead::poll_read(Pin::new(r), cx, buf),
-        }
-    }
-}
-
 impl crate::splice::SpliceSend for LinkSend {
     async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), ()> {
         match self {
@@ -316,10 +180,10 @@ impl crate::splice::SpliceSend for LinkSend {
         }
     }
     async fn finish_stream(&mut self) {
-        self.finish();
+        let _ = self.finish();
     }
     fn reset_stream(&mut self, code: u32) {
-        self.reset(code);
+        let _ = self.reset(code);
     }
     async fn stopped_by_peer(&mut self) {
         match self {
@@ -342,7 +206,7 @@ impl crate::splice::SpliceRecv for LinkRecv {
         }
     }
     fn stop_stream(&mut self, code: u32) {
-        self.stop(code);
+        let _ = self.stop(code);
     }
 }
 

@@ -4,18 +4,19 @@
 //! (`crate::action`) and the control stream see only these, so every rule is the same
 //! on both transports.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use aisa_tunnel::mux;
 use aisa_tunnel::mux::driver::MuxConnection;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::path::Transport;
 
 /// How a link ended: the relay's close code when it closed on purpose (one definition
 /// for the relay and the node, in tunnel's mux).
 pub use aisa_tunnel::mux::LinkClosed;
+/// The receiving half of a stream on a [`NodeLink`], QUIC or mux (one definition for
+/// the relay and the node: tunnel's `mux::LinkRecv`).
+pub use aisa_tunnel::mux::LinkRecv as RecvStream;
+/// The sending half of a stream on a [`NodeLink`], QUIC or mux (one definition for the
+/// relay and the node: tunnel's `mux::LinkSend`).
+pub use aisa_tunnel::mux::LinkSend as SendStream;
 
 /// The node's connection to the relay. Cheap to clone.
 #[derive(Clone)]
@@ -100,96 +101,6 @@ impl NodeLink {
         match self {
             NodeLink::Quic(c) => c.close_reason().map(LinkClosed::from),
             NodeLink::Mux(m) => m.conn.close_reason().map(LinkClosed::from),
-        }
-    }
-}
-
-/// The sending half of a stream on a [`NodeLink`].
-pub enum SendStream {
-    /// On QUIC.
-    Quic(quinn::SendStream),
-    /// On the mux.
-    Mux(mux::driver::SendStream),
-}
-
-/// The receiving half of a stream on a [`NodeLink`].
-pub enum RecvStream {
-    /// On QUIC.
-    Quic(quinn::RecvStream),
-    /// On the mux.
-    Mux(mux::driver::RecvStream),
-}
-
-impl SendStream {
-    /// Ends the stream cleanly after what was written.
-    pub fn finish(&mut self) -> Result<(), std::io::Error> {
-        match self {
-            SendStream::Quic(s) => s.finish().map_err(std::io::Error::other),
-            SendStream::Mux(s) => s.finish().map_err(std::io::Error::other),
-        }
-    }
-
-    /// Abandons the stream with `code`.
-    pub fn reset(&mut self, code: u32) -> Result<(), std::io::Error> {
-        match self {
-            SendStream::Quic(s) => s.reset(code.into()).map_err(std::io::Error::other),
-            SendStream::Mux(s) => s.reset(code).map_err(std::io::Error::other),
-        }
-    }
-}
-
-impl RecvStream {
-    /// Reads into `buf`: `Ok(Some(n))` bytes, `Ok(None)` at the clean end.
-    pub async fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, std::io::Error> {
-        match self {
-            RecvStream::Quic(r) => r.read(buf).await.map_err(std::io::Error::other),
-            RecvStream::Mux(r) => {
-                if buf.is_empty() {
-                    return Ok(Some(0));
-                }
-                // 0 from a non-empty buffer is the clean end.
-                Ok(Some(r.read(buf).await?).filter(|n| *n > 0))
-            }
-        }
-    }
-}
-
-impl AsyncWrite for SendStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            SendStream::Quic(s) => AsyncWrite::poll_write(Pin::new(s), cx, buf),
-            SendStream::Mux(s) => AsyncWrite::poll_write(Pin::new(s), cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            SendStream::Quic(s) => AsyncWrite::poll_flush(Pin::new(s), cx),
-            SendStream::Mux(s) => AsyncWrite::poll_flush(Pin::new(s), cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            SendStream::Quic(s) => AsyncWrite::poll_shutdown(Pin::new(s), cx),
-            SendStream::Mux(s) => AsyncWrite::poll_shutdown(Pin::new(s), cx),
-        }
-    }
-}
-
-impl AsyncRead for RecvStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            RecvStream::Quic(r) => AsyncRead::poll_read(Pin::new(r), cx, buf),
-            RecvStream::Mux(r) => AsyncRead::poll_read(Pin::new(r), cx, buf),
         }
     }
 }

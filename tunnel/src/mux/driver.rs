@@ -709,7 +709,7 @@ impl Drop for RecvStream {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::mux::INITIAL_WINDOW;
@@ -717,8 +717,9 @@ mod tests {
 
     type Pair = (MuxConnection, MuxConnection);
 
-    /// Two connections over an in-memory byte pipe, their drivers spawned.
-    fn pair(keepalive: KeepAlive) -> Pair {
+    /// Two connections over an in-memory byte pipe, their drivers spawned (also for
+    /// `mux::halves`' tests).
+    pub(crate) fn pair(keepalive: KeepAlive) -> Pair {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (ar, aw) = tokio::io::split(a);
         let (br, bw) = tokio::io::split(b);

@@ -19,6 +19,8 @@
 //!   message, for any WebSocket library through a small codec trait.
 //! * [`link`]: [`LinkClosed`], how a desktop's link (QUIC with feature `quinn`, or mux)
 //!   ended, the same for the relay and the node.
+//! * `halves` (feature `quinn`): `LinkSend` / `LinkRecv`, a stream's halves on a
+//!   desktop's link, QUIC or mux, the same for the relay and the node.
 //!
 //! The byte layout is in `docs/protocol.md`, "Stream multiplexing over WebSocket and
 //! TCP"; `tunnel/vectors/mux-vectors.json` holds byte vectors the TypeScript mux
@@ -33,6 +35,8 @@ pub mod conn;
 #[cfg(feature = "io")]
 pub mod driver;
 pub mod frame;
+#[cfg(feature = "quinn")]
+pub mod halves;
 pub mod link;
 #[cfg(test)]
 mod proptests;
@@ -45,6 +49,8 @@ pub use conn::{
     Closed, Config, Connection, INITIAL_WINDOW, OpenError, ProtocolError, Read, Side, StreamError,
 };
 pub use frame::{Frame, FrameDecoder, FrameError, HEADER_LEN, MAX_DATA, MAX_FRAME, StreamId};
+#[cfg(feature = "quinn")]
+pub use halves::{LinkRecv, LinkSend};
 pub use link::LinkClosed;
 
 /// Codes the mux itself uses, at the top of the `u32` space so that they never collide
