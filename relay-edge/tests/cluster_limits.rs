@@ -25,14 +25,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use aisa_relay::config::ClusterConfig;
 use aisa_relay::limits::{PlacesRefused, StreamPlaces, take_stream_places};
 use aisa_relay::{RelayConfig, RelayHandle, RelayState};
+use aisa_testkit::system::PASSWORD;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
-const PASSWORD: &str = "correct horse battery";
-const SECRET: &str = "0123456789abcdef0123456789abcdef-cluster-test";
 /// The nodes' `count_sync_ms` here.
 const SYNC_MS: u64 = 100;
 
@@ -67,29 +65,15 @@ struct Nodes {
     suffix: String,
 }
 
+/// The shared cluster settings (`cluster_support::node_config`: loopback, forwarding,
+/// one JWT secret) with this test's batch interval and sign-in limit.
 fn config(dir: &Path, node: &str, redis_url: &str, db: &str) -> RelayConfig {
-    let data_dir = dir.join(node);
-    std::fs::create_dir_all(&data_dir).unwrap();
-    RelayConfig {
-        quic_listen: ([127, 0, 0, 1], 0).into(),
-        http_listen: ([127, 0, 0, 1], 0).into(),
-        data_dir,
-        database_url: Some(db.to_owned()),
-        jwt_secret: Some(SECRET.into()),
-        heartbeat_secs: 2,
-        login_max_failures: 3,
-        // Short, so that the failures this leaves in a shared Redis soon expire.
-        login_window_secs: 30,
-        cluster: ClusterConfig {
-            redis_url: Some(redis_url.to_owned()),
-            node_name: Some(node.to_owned()),
-            count_sync_ms: Some(SYNC_MS),
-            forward_listen: Some(([127, 0, 0, 1], 0).into()),
-            forward_secret: Some(cluster_support::FORWARD_SECRET.into()),
-            ..ClusterConfig::default()
-        },
-        ..RelayConfig::default()
-    }
+    let mut config = cluster_support::node_config(&dir.join(node), node, db, redis_url);
+    config.cluster.count_sync_ms = Some(SYNC_MS);
+    config.login_max_failures = 3;
+    // Short, so that the failures this leaves in a shared Redis soon expire.
+    config.login_window_secs = 30;
+    config
 }
 
 impl Nodes {
