@@ -15,7 +15,8 @@
 #       relay-edge/tests/cluster_state.rs), pebble (a test ACME CA, relay-edge/tests/acme.rs), python3 (fuzz seeds, fuzz/seeds.py) and
 #       the rustfmt and clippy components, iproute2 and nftables (scripts/netns.sh, the
 #       fallback tests), nsis and dpkg-dev (the packages, scripts/package-*.sh),
-#       dbus-daemon, xvfb and dunst (desktop notifications, desktop-node/tests/notify.rs); its
+#       dbus-daemon, xvfb, dunst, status-notifier-watcher and gdbus (desktop notifications
+#       and the tray icon, desktop-node/tests/notify.rs); its
 #       own `npm ci` step installs the npm packages afresh. The
 #       other browser engines (firefox-esr, webkit2gtk-driver, xvfb) come from
 #       scripts/browsers.sh, which this runs after the packages above.
@@ -75,6 +76,9 @@ if [ "$MODE" = test ]; then
   want dbus-daemon dbus-daemon
   want Xvfb xvfb
   want dunst dunst
+  # The tray icon's test: a StatusNotifierWatcher, and gdbus to act as the panel.
+  want status-notifier-watcher haskell-status-notifier-item-utils
+  want gdbus libglib2.0-bin
 fi
 # One name each, in a stable order.
 mapfile -t packages < <(printf '%s\n' "${packages[@]}" | awk 'NF && !seen[$0]++')

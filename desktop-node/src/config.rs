@@ -108,11 +108,18 @@ pub struct FaceConfig {
 pub struct NotifyConfig {
     /// Show notifications. Default on.
     pub enabled: bool,
+    /// Show a tray icon (Linux: a StatusNotifierItem) with the node's state, **Open**
+    /// (the desktop face) and **Quit**. Default on; a desktop without a tray host is
+    /// logged once.
+    pub tray: bool,
 }
 
 impl Default for NotifyConfig {
     fn default() -> Self {
-        NotifyConfig { enabled: true }
+        NotifyConfig {
+            enabled: true,
+            tray: true,
+        }
     }
 }
 

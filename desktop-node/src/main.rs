@@ -270,6 +270,8 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         aisa_crypto::fingerprint(&identity.public_bytes())
     );
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    // The tray icon's Quit stops the node as a signal does.
+    let quit = stop_tx.clone();
     tokio::spawn(ctx.clone().watch_apps(stop.clone()));
     tokio::spawn(aisa_node::update::pending::confirm_when_online(
         home.dir().to_owned(),
@@ -306,11 +308,16 @@ async fn run(home: &Home, args: RunArgs) -> anyhow::Result<()> {
         None
     };
     // Native notifications when an install waits for approval (src/notify/, `[notify]`).
-    let notifier = config.notify.enabled.then(|| {
+    // And the tray icon (Linux), with Open (the face) and Quit.
+    let notifier = (config.notify.enabled || config.notify.tray).then(|| {
         tokio::spawn(notify::watch(
             ctx.clone(),
             face.as_ref().map(|f| f.url.clone()),
             stop.clone(),
+            notify::Options {
+                notifications: config.notify.enabled,
+                tray: config.notify.tray.then_some(quit),
+            },
         ))
     });
     let ran = node::run(ctx, target, stop).await;

@@ -9,12 +9,17 @@
 //!   the app and what it wants, with the `default` action; `dunstctl action 0` clicks it
 //!   and the node opens the face's login URL (through `AISA_NODE_OPENER`, a recording
 //!   script); that URL signs in and approves; the browser's install ends `installed`
-//!   and the notification is withdrawn.
+//!   and the notification is withdrawn. The tray icon, through a real
+//!   StatusNotifierWatcher (Debian's `status-notifier-watcher`) with the test as the
+//!   panel (host): registered, asking for attention while the request waits, calm
+//!   after; its click opens the face; its menu's Quit stops the node cleanly.
 //! - `without_a_session_bus_the_node_says_so_once_and_installs`: no D-Bus session (a
-//!   server): one log line, and the install is approved and completes as ever.
+//!   server): one log line each for notifications and the tray, and the install is
+//!   approved and completes as ever.
 //!
-//! Needs `dbus-daemon`, `Xvfb`, `dunst` and `dunstctl` (scripts/prereqs.sh installs
-//! them); the first test is skipped without them, unless `CI` is set.
+//! Needs `dbus-daemon`, `Xvfb`, `dunst`, `dunstctl`, `status-notifier-watcher` and
+//! `gdbus` (scripts/prereqs.sh installs them); the first test is skipped without them,
+//! unless `CI` is set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,6 +40,9 @@ use reqwest::header::{COOKIE, ORIGIN};
 const PASSPHRASE: &str = "notify test passphrase";
 const APP: &str = "notify-echo";
 const NAME: &str = "Notify Echo";
+/// How long an approved install may take: the node compiles the app's module, which a
+/// debug build on a busy 2-core machine has taken over 20 s to do.
+const INSTALL_WAIT: Duration = Duration::from_secs(120);
 
 /// A bundle of the hello-ai module as `APP` 0.1.0 asking for the model and one host.
 fn bundle() -> Vec<u8> {
@@ -95,7 +103,8 @@ struct Desktop {
     dir: tempfile::TempDir,
     bus: String,
     display: String,
-    // Dropped (killed) in this order: dunst, then the bus, then X.
+    // Dropped (killed) in this order: the tray watcher, dunst, then the bus, then X.
+    _watcher: Killed,
     _dunst: Killed,
     _bus: Killed,
     _x: Killed,
@@ -104,10 +113,17 @@ struct Desktop {
 impl Desktop {
     /// Starts one, or `None` (the test is skipped) when a program is missing outside CI.
     async fn start() -> Option<Desktop> {
-        let missing: Vec<&str> = ["dbus-daemon", "Xvfb", "dunst", "dunstctl"]
-            .into_iter()
-            .filter(|p| !have(p))
-            .collect();
+        let missing: Vec<&str> = [
+            "dbus-daemon",
+            "Xvfb",
+            "dunst",
+            "dunstctl",
+            "status-notifier-watcher",
+            "gdbus",
+        ]
+        .into_iter()
+        .filter(|p| !have(p))
+        .collect();
         if !missing.is_empty() {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -205,10 +221,20 @@ impl Desktop {
                 .spawn()
                 .unwrap(),
         );
+        // The tray's StatusNotifierWatcher (Debian's haskell-status-notifier-item-utils).
+        let watcher = Killed(
+            Command::new("status-notifier-watcher")
+                .env("DBUS_SESSION_BUS_ADDRESS", &bus)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.path().join("watcher.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
         let desktop = Desktop {
             dir,
             bus,
             display,
+            _watcher: watcher,
             _dunst: dunst,
             _bus: bus_process,
             _x: x,
@@ -218,7 +244,78 @@ impl Desktop {
             desktop.dunstctl(&["is-paused"]).map(|_| ()).ok()
         })
         .await;
+        // The test is the tray's host (what a panel is): it registers with the watcher,
+        // then reads the items and clicks them over D-Bus as a panel does.
+        wait_for(WAIT, "the StatusNotifierWatcher", || {
+            desktop
+                .gdbus(
+                    "org.kde.StatusNotifierWatcher",
+                    "/StatusNotifierWatcher",
+                    "org.kde.StatusNotifierWatcher.RegisterStatusNotifierHost",
+                    &["org.kde.StatusNotifierHost-notify-test"],
+                )
+                .ok()
+        })
+        .await;
         Some(desktop)
+    }
+
+    /// `gdbus call` of `method` on `dest` `path` with `args` (GVariant text).
+    fn gdbus(&self, dest: &str, path: &str, method: &str, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("gdbus")
+            .args([
+                "call",
+                "--session",
+                "--dest",
+                dest,
+                "--object-path",
+                path,
+                "--method",
+                method,
+                "--",
+            ])
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// The D-Bus name of the one tray item registered with the watcher.
+    fn tray_item(&self) -> Option<String> {
+        let items = self
+            .gdbus(
+                "org.kde.StatusNotifierWatcher",
+                "/StatusNotifierWatcher",
+                "org.freedesktop.DBus.Properties.Get",
+                &[
+                    "org.kde.StatusNotifierWatcher",
+                    "RegisteredStatusNotifierItems",
+                ],
+            )
+            .ok()?;
+        // `(<['org.kde.StatusNotifierItem-123-0']>,)`, perhaps with a path after a `/`.
+        let start = items.find("org.kde.StatusNotifierItem-")?;
+        let name: String = items[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            .collect();
+        Some(name)
+    }
+
+    /// A property of the tray item `item`, as gdbus prints it.
+    fn tray_property(&self, item: &str, name: &str) -> String {
+        self.gdbus(
+            item,
+            "/StatusNotifierItem",
+            "org.freedesktop.DBus.Properties.Get",
+            &["org.kde.StatusNotifierItem", name],
+        )
+        .unwrap()
     }
 
     /// `dunstctl ARGS` on this desktop: its output, or its error output.
@@ -249,7 +346,7 @@ struct Setup {
     home: tempfile::TempDir,
     console: tempfile::TempDir,
     device_id: String,
-    _node: Killed,
+    node: Killed,
     /// The login URL `desktop-node face --print` gave.
     login_url: String,
     /// What the node opened (one per line), through the recording opener.
@@ -343,15 +440,24 @@ impl Setup {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        Setup {
+        let setup = Setup {
             system,
             home,
             console,
             device_id,
-            _node: node_process,
+            node: node_process,
             login_url,
             opened,
-        }
+        };
+        // Connected, so that the browser's request reaches it.
+        wait_for(Duration::from_secs(60), "the node to connect", || {
+            setup
+                .node_log()
+                .contains("connected to the relay")
+                .then_some(())
+        })
+        .await;
+        setup
     }
 
     fn node_log(&self) -> String {
@@ -394,15 +500,20 @@ macro_rules! request_install {
 /// Reads install progress states until `want` (or the stream's end); returns the last
 /// state and the envelope that ended the stream, if it ended.
 macro_rules! read_states {
-    ($recv:expr, $want:expr) => {{
+    ($setup:expr, $recv:expr, $want:expr) => {
+        read_states!($setup, $recv, $want, WAIT)
+    };
+    ($setup:expr, $recv:expr, $want:expr, $limit:expr) => {{
         let mut last: Option<serde_json::Value> = None;
         let mut end: Option<Envelope> = None;
         loop {
-            let frame =
-                tokio::time::timeout(WAIT, aisa_tunnel::io::read_frame(&mut $recv, MAX_FRAME_LEN))
-                    .await
-                    .expect("an install state in time")
-                    .expect("readable");
+            let frame = tokio::time::timeout(
+                $limit,
+                aisa_tunnel::io::read_frame(&mut $recv, MAX_FRAME_LEN),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("no install state in time\n{}", $setup.node_log()))
+            .expect("readable");
             let Some(frame) = frame else { break };
             let envelope = Envelope::decode(&frame).unwrap();
             match &envelope.body {
@@ -445,7 +556,7 @@ async fn an_install_request_is_announced_and_the_click_opens_the_face() {
     assert_eq!(desktop.received(), "", "nothing announced before a request");
 
     let (_session, mut send, mut recv) = request_install!(setup);
-    let (state, end) = read_states!(recv, "pending_approval");
+    let (state, end) = read_states!(setup, recv, "pending_approval");
     assert!(end.is_none(), "{end:?}");
     let sha256 = state.unwrap()["sha256"].as_str().unwrap().to_owned();
 
@@ -468,6 +579,19 @@ async fn an_install_request_is_announced_and_the_click_opens_the_face() {
         );
     }
     assert_eq!(desktop.dunstctl(&["count", "displayed"]).unwrap(), "1");
+
+    // The tray icon, as the panel sees it: registered, asking for attention.
+    let item = wait_for(WAIT, "the tray item at the watcher", || desktop.tray_item()).await;
+    assert_eq!(desktop.tray_property(&item, "Title"), "(<'AI SuperApp'>,)");
+    wait_for(WAIT, "the tray to show the waiting request", || {
+        (desktop.tray_property(&item, "Status") == "(<'NeedsAttention'>,)").then_some(())
+    })
+    .await;
+    let tip = desktop.tray_property(&item, "ToolTip");
+    assert!(
+        tip.contains("Connected to the relay; 1 install request waits"),
+        "{tip}"
+    );
 
     // The person clicks it: the node opens its face (the login URL with this launch's
     // token), and nothing else.
@@ -514,7 +638,7 @@ async fn an_install_request_is_announced_and_the_click_opens_the_face() {
         .await
         .unwrap();
     assert_eq!(decided.status(), StatusCode::OK, "{}", setup.node_log());
-    let (last, end) = read_states!(recv, "never");
+    let (last, end) = read_states!(setup, recv, "never", INSTALL_WAIT);
     assert_eq!(last.unwrap()["state"], "installed");
     assert!(matches!(end.map(|e| e.body), Some(Body::StreamEnd { .. })));
     let _ = send.finish().await;
@@ -530,13 +654,78 @@ async fn an_install_request_is_announced_and_the_click_opens_the_face() {
         1,
         "one notification per request"
     );
+
+    // The tray: nothing waits any more; a click opens the face.
+    wait_for(WAIT, "the tray to be calm", || {
+        (desktop.tray_property(&item, "Status") == "(<'Active'>,)").then_some(())
+    })
+    .await;
+    desktop
+        .gdbus(
+            &item,
+            "/StatusNotifierItem",
+            "org.kde.StatusNotifierItem.Activate",
+            &["0", "0"],
+        )
+        .unwrap();
+    wait_for(WAIT, "the tray's click to open the face", || {
+        let opened = std::fs::read_to_string(&setup.opened).unwrap_or_default();
+        (opened.lines().count() == 2).then_some(())
+    })
+    .await;
+    let opened = std::fs::read_to_string(&setup.opened).unwrap();
+    assert!(opened.lines().all(|l| l == setup.login_url), "{opened}");
+
+    // Its menu, as the panel shows it: the state, Open, Quit. Quit stops the node
+    // cleanly, as SIGTERM does.
+    let layout = desktop
+        .gdbus(
+            &item,
+            "/MenuBar",
+            "com.canonical.dbusmenu.GetLayout",
+            &["0", "-1", "[]"],
+        )
+        .unwrap();
+    for label in ["'Connected to the relay'", "'Open'", "'Quit'"] {
+        assert!(layout.contains(label), "no {label} in {layout}");
+    }
+    let quit_id = layout
+        .split("<(")
+        .find(|entry| entry.contains("'label': <'Quit'>"))
+        .and_then(|entry| entry.split(',').next())
+        .expect("the Quit item's id")
+        .trim()
+        .to_owned();
+    desktop
+        .gdbus(
+            &item,
+            "/MenuBar",
+            "com.canonical.dbusmenu.Event",
+            &[&quit_id, "'clicked'", "<0>", "0"],
+        )
+        .unwrap();
+    let mut node = setup.node;
+    let status = wait_for(
+        Duration::from_secs(30),
+        "the node to stop after Quit",
+        || node.0.try_wait().unwrap(),
+    )
+    .await;
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(setup.console.path().join("stderr")).unwrap();
+    assert!(log.contains("tray: Quit chosen"), "{log}");
+    // Gone from the panel.
+    wait_for(WAIT, "the tray item to leave", || {
+        desktop.tray_item().is_none().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_session_bus_the_node_says_so_once_and_installs() {
     let setup = Setup::start(None).await;
     let (_session, mut send, mut recv) = request_install!(setup);
-    let (state, end) = read_states!(recv, "pending_approval");
+    let (state, end) = read_states!(setup, recv, "pending_approval");
     assert!(end.is_none(), "{end:?}");
     assert_eq!(state.unwrap()["state"], "pending_approval");
 
@@ -544,7 +733,7 @@ async fn without_a_session_bus_the_node_says_so_once_and_installs() {
     let mut approve = node(setup.home.path());
     approve.args(["apps", "approve", APP]);
     run_to_end(approve, "");
-    let (last, end) = read_states!(recv, "never");
+    let (last, end) = read_states!(setup, recv, "never", INSTALL_WAIT);
     assert_eq!(last.unwrap()["state"], "installed", "{}", setup.node_log());
     assert!(matches!(end.map(|e| e.body), Some(Body::StreamEnd { .. })));
     let _ = send.finish().await;
@@ -557,4 +746,5 @@ async fn without_a_session_bus_the_node_says_so_once_and_installs() {
     );
     assert!(log.contains("no D-Bus session bus"), "{log}");
     assert!(!log.contains("desktop notifications on"), "{log}");
+    assert_eq!(log.matches("no tray icon").count(), 1, "said once: {log}");
 }

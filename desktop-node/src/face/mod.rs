@@ -17,7 +17,8 @@
 //! `desktop-node run --face` (or `[face] enabled = true`) serves it and writes its URL to
 //! `face.json` in the node's folder (this user only); `desktop-node face` opens it.
 //!
-//! Not here: a tray or menu-bar icon (see docs/desktop.md), a key's value ever shown or
+//! Not here: the Linux tray icon and the notifications that lead to the face
+//! (`src/notify/`), a key's value ever shown or
 //! sent back, anything reachable from another machine.
 
 mod api;

@@ -23,8 +23,11 @@
 //! service), the node logs that once and carries on. Nothing here can change a
 //! request: the watcher only reads the folder, and every failure ends in the log.
 //!
-//! Not here: a tray or menu-bar icon (docs/desktop.md says what is missing), approving
-//! from inside the notification (a decision needs the permissions shown in full, which
+//! The tray icon lives here too ([`tray`], Linux only): it shows the same waiting
+//! requests and the connection, and opens the face.
+//!
+//! Not here: a menu-bar icon on macOS or a notification-area icon on Windows
+//! (docs/desktop.md says what is missing), approving from inside the notification (a decision needs the permissions shown in full, which
 //! the face does), notifications for anything but install requests (uninstall, update
 //! and rollback are commands the person runs, so there is nothing to wait for).
 
@@ -159,32 +162,66 @@ fn plain(text: &str, max: usize) -> String {
     cut
 }
 
+/// What [`watch`] shows.
+pub struct Options {
+    /// A notification for each new install request (`[notify] enabled`).
+    pub notifications: bool,
+    /// A tray icon (`[notify] tray`), whose **Quit** sends `true` here.
+    pub tray: Option<watch::Sender<bool>>,
+}
+
 /// Watches the node's waiting install requests and shows a notification for each new
-/// one until `stop` turns true. `face_url` is the served face's login URL, if any.
-/// Never fails: a desktop without notifications is logged once.
-pub async fn watch(ctx: Arc<NodeContext>, face_url: Option<String>, stop: watch::Receiver<bool>) {
+/// one, and the tray icon, until `stop` turns true. `face_url` is the served face's
+/// login URL, if any. Never fails: a desktop without notifications or a tray is logged
+/// once.
+pub async fn watch(
+    ctx: Arc<NodeContext>,
+    face_url: Option<String>,
+    stop: watch::Receiver<bool>,
+    options: Options,
+) {
     let Some(installer) = ctx.installer() else {
         return;
     };
     let approvals = installer.approvals.clone();
     let (clicks_tx, clicks) = mpsc::channel(16);
-    let backend = match platform::Backend::connect(clicks_tx).await {
-        Ok(backend) => backend,
-        Err(reason) => {
-            tracing::info!(
-                %reason,
-                "no desktop notifications (install requests still show in `desktop-node apps pending` and the desktop face)"
-            );
-            return;
+    let backend = if options.notifications {
+        match platform::Backend::connect(clicks_tx).await {
+            Ok(backend) => {
+                let service = backend.describe().await;
+                tracing::info!(
+                    %service,
+                    "desktop notifications on: install requests waiting for approval are announced"
+                );
+                Some(backend)
+            }
+            Err(reason) => {
+                tracing::info!(
+                    %reason,
+                    "no desktop notifications (install requests still show in `desktop-node apps pending` and the desktop face)"
+                );
+                None
+            }
         }
+    } else {
+        None
     };
-    let service = backend.describe().await;
-    tracing::info!(
-        %service,
-        "desktop notifications on: install requests waiting for approval are announced"
-    );
+    let online = ctx.online();
+    let tray = match options.tray {
+        Some(quit) => {
+            let connected = *online.borrow();
+            TrayIcon::show(face_url.clone(), connected, quit).await
+        }
+        None => None,
+    };
+    if backend.is_none() && tray.is_none() {
+        return;
+    }
     Watcher {
         backend,
+        tray,
+        tray_state: None,
+        online,
         approvals,
         face_url,
         shown: BTreeMap::new(),
@@ -194,9 +231,36 @@ pub async fn watch(ctx: Arc<NodeContext>, face_url: Option<String>, stop: watch:
     .await;
 }
 
+#[cfg(target_os = "linux")]
+mod tray;
+#[cfg(target_os = "linux")]
+use tray::Tray as TrayIcon;
+
+/// No tray icon on macOS and Windows yet (docs/desktop.md).
+#[cfg(not(target_os = "linux"))]
+struct TrayIcon;
+
+#[cfg(not(target_os = "linux"))]
+impl TrayIcon {
+    async fn show(_: Option<String>, _: bool, _: watch::Sender<bool>) -> Option<TrayIcon> {
+        tracing::info!("no tray icon on this operating system yet");
+        None
+    }
+
+    async fn update(&self, _connected: bool, _waiting: usize) {}
+
+    async fn remove(self) {}
+}
+
 /// The watch loop's state.
 struct Watcher {
-    backend: platform::Backend,
+    /// The notification service, if there is one.
+    backend: Option<platform::Backend>,
+    /// The tray icon, if shown, and what it shows (connected, waiting requests).
+    tray: Option<TrayIcon>,
+    tray_state: Option<(bool, usize)>,
+    /// Whether the node is connected to its relay.
+    online: watch::Receiver<bool>,
     approvals: Approvals,
     face_url: Option<String>,
     /// Requests already announced (by `PendingInstall::key`), with the handle the OS
@@ -222,17 +286,33 @@ impl Watcher {
             }
         }
         // The node stops: its requests' notifications would lead to a face that is gone.
-        for id in std::mem::take(&mut self.shown).into_values().flatten() {
-            self.backend.close(id).await;
+        if let Some(backend) = &mut self.backend {
+            for id in std::mem::take(&mut self.shown).into_values().flatten() {
+                backend.close(id).await;
+            }
+        }
+        if let Some(tray) = self.tray.take() {
+            tray.remove().await;
         }
     }
 
-    /// Announces new requests, withdraws decided ones.
+    /// Announces new requests, withdraws decided ones, keeps the tray icon current.
     async fn sync(&mut self) {
         let approvals = self.approvals.clone();
         let waiting = tokio::task::spawn_blocking(move || approvals.list())
             .await
             .unwrap_or_default();
+        if let Some(tray) = &self.tray {
+            let connected = *self.online.borrow();
+            let state = (connected, waiting.len());
+            if self.tray_state != Some(state) {
+                self.tray_state = Some(state);
+                tray.update(state.0, state.1).await;
+            }
+        }
+        let Some(backend) = &mut self.backend else {
+            return;
+        };
         for request in &waiting {
             let key = request.key();
             if self.shown.contains_key(&key) {
@@ -243,7 +323,7 @@ impl Watcher {
                 self.face_url.as_deref(),
                 platform::Backend::CLICK_OPENS_FACE,
             );
-            let id = match self.backend.show(&note).await {
+            let id = match backend.show(&note).await {
                 Ok(id) => {
                     tracing::info!(app = %request.id, version = %request.version, "install request announced on the desktop");
                     id
@@ -269,7 +349,7 @@ impl Watcher {
             .collect();
         for key in gone {
             if let Some(Some(id)) = self.shown.remove(&key) {
-                self.backend.close(id).await;
+                backend.close(id).await;
             }
         }
     }
