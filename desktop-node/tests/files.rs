@@ -4,7 +4,9 @@
 //! `$DOCUMENTS` resolve; uploads are capped, sanitised, never replace a file, and leave
 //! nothing behind when cancelled, cut off, or sent wrong.
 //!
-//! The wire through a real relay and a real `desktop-node run` is in the second half.
+//! The wire through a real relay and a real `desktop-node run` is in the second half,
+//! sealed end to end too (a paired browser: the relay splices neither a file's name nor
+//! its bytes).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -454,6 +456,8 @@ async fn a_cancelled_or_cut_off_upload_leaves_nothing() {
 
 // --- through a real relay and node -------------------------------------------------------
 
+use aisa_crypto::e2e;
+use aisa_node::e2e::{MODE_ACTION, MODE_PAIR, key_id};
 use aisa_testkit::system::{self, System};
 use common::{Killed, run_to_end};
 
@@ -486,6 +490,13 @@ async fn replies<R: tokio::io::AsyncRead + Unpin>(recv: &mut R) -> Vec<Envelope>
 async fn listing_and_uploads_through_a_real_relay_and_node() {
     let system = System::start().await;
     system.lift_plan_limits().await;
+    // Everything the relay splices, to check what a sealed upload shows it.
+    let (tap_tx, mut tap) = tokio::sync::mpsc::unbounded_channel();
+    system
+        .relay()
+        .state
+        .traffic
+        .observe_splices(std::sync::Arc::new(tap_tx));
     let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), None)
         .await
         .unwrap();
@@ -512,7 +523,10 @@ async fn listing_and_uploads_through_a_real_relay_and_node() {
     let config_path = home.path().join("node.toml");
     let config = std::fs::read_to_string(&config_path).unwrap();
     // login writes the default cap; a smaller one here.
-    let default = format!("[files]\nmax_upload_bytes = {}", files::DEFAULT_MAX_UPLOAD_BYTES);
+    let default = format!(
+        "[files]\nmax_upload_bytes = {}",
+        files::DEFAULT_MAX_UPLOAD_BYTES
+    );
     assert!(config.contains(&default), "{config}");
     let config = config.replace(&default, "[files]\nmax_upload_bytes = 200000");
     std::fs::write(&config_path, &config).unwrap();
@@ -522,6 +536,14 @@ async fn listing_and_uploads_through_a_real_relay_and_node() {
         .unwrap()
         .trim_matches('"')
         .to_owned();
+    // A pairing link for the sealed upload at the end.
+    let mut pair = node_cmd(home.path());
+    pair.arg("pair");
+    let printed = run_to_end(pair, "");
+    let fragment = printed
+        .lines()
+        .find_map(|l| l.split_once("#pair=").map(|(_, f)| f.trim().to_owned()))
+        .expect("a pairing link");
     let mut run = node_cmd(home.path());
     run.args(["run", "--ai-provider", "openai", "--ai-base-url"])
         .arg(fake.base_url())
@@ -716,4 +738,115 @@ async fn listing_and_uploads_through_a_real_relay_and_node() {
     }
     assert_eq!(partial(), 0, "the partial upload was removed");
     assert_eq!(uploads(&app_data), ["notes.txt"]);
+
+    // Sealed end to end (a paired browser): FILE_UPLOAD and every FILE_CHUNK are sealed,
+    // the relay splices neither the name nor the bytes.
+    let parts: Vec<&str> = fragment.split('.').collect();
+    let sk = [0x42; 32];
+    let pk = e2e::public_of(&sk).unwrap();
+    let desktop_pk: [u8; 32] = hex::decode(parts[1]).unwrap().try_into().unwrap();
+    let seal = |mode: u8, plain: &[u8]| {
+        let (sealed, opener) =
+            e2e::seal_request(&desktop_pk, &sk, device_id.as_bytes(), plain, now()).unwrap();
+        let mut e2e_header = vec![mode];
+        if mode == MODE_PAIR {
+            e2e_header.extend_from_slice(&pk);
+        } else {
+            e2e_header.extend_from_slice(&key_id(&pk));
+        }
+        e2e_header.extend_from_slice(&sealed[..e2e::REQUEST_HEADER_LEN]);
+        let header = aisa_tunnel::OpenHeader {
+            e2e: Some(e2e_header),
+            ..control.clone()
+        };
+        (header, sealed[e2e::REQUEST_HEADER_LEN..].to_vec(), opener)
+    };
+    let pairing = serde_json::json!({ "secret": parts[2], "name": "files test" }).to_string();
+    let (header, first, mut opener) = seal(MODE_PAIR, pairing.as_bytes());
+    let (_s, mut recv) = system::open(&session, &[header.encode(), first]).await;
+    let paired = sealed_replies(&mut recv, &mut opener).await;
+    assert!(
+        matches!(paired.last().unwrap().body, Body::StreamEnd { .. }),
+        "{paired:?}"
+    );
+
+    let marker = b"sealed content 6502 ".repeat(5_000); // 100,000 bytes: two chunks
+    let upload = Envelope::new(
+        8,
+        Body::FileUpload {
+            app_id: "hello-ai".into(),
+            name: "merger plans.txt".into(),
+            size: marker.len() as u64,
+        },
+    );
+    let (header, first, mut opener) = seal(MODE_ACTION, &upload.encode());
+    let mut frames = vec![header.encode(), first];
+    for chunk in marker.chunks(files::MAX_CHUNK_BYTES) {
+        let env = Envelope::new(
+            8,
+            Body::FileChunk {
+                data: chunk.to_vec(),
+            },
+        );
+        frames.push(opener.seal_control(&env.encode()).unwrap());
+    }
+    let (_s, mut recv) = system::open(&session, &frames).await;
+    let reply = sealed_replies(&mut recv, &mut opener).await;
+    assert_eq!(
+        reply.last().unwrap().body,
+        Body::FileStored {
+            path: "$APP_DATA/uploads/merger plans.txt".into(),
+            size: 100_000
+        },
+        "{reply:?}"
+    );
+    assert_eq!(
+        std::fs::read(app_data.join("uploads/merger plans.txt")).unwrap(),
+        marker
+    );
+    let mut spliced = Vec::new();
+    while let Ok(chunk) = tap.try_recv() {
+        spliced.extend_from_slice(&chunk);
+    }
+    assert!(
+        common::contains(&spliced, b"notes.txt"),
+        "the tap sees plain uploads"
+    );
+    assert!(
+        !common::contains(&spliced, b"merger plans"),
+        "the relay saw the name"
+    );
+    assert!(
+        !common::contains(&spliced, b"sealed content"),
+        "the relay saw the bytes"
+    );
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Opens a sealed answer's frames until the stream ends.
+async fn sealed_replies<R: tokio::io::AsyncRead + Unpin>(
+    recv: &mut R,
+    opener: &mut e2e::ResponseOpener,
+) -> Vec<Envelope> {
+    let mut out = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(
+            system::WAIT,
+            aisa_tunnel::io::read_frame(recv, MAX_FRAME_LEN),
+        )
+        .await
+        .expect("an answer in time");
+        let Ok(Some(body)) = frame else { return out };
+        let plain = match opener.open_frame(&body).expect("an acceptable frame") {
+            e2e::ResponseFrame::Data(data, _) => data,
+            e2e::ResponseFrame::Plain(plain) => plain,
+        };
+        out.push(Envelope::decode(&plain).unwrap());
+    }
 }
