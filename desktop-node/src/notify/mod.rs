@@ -28,8 +28,9 @@
 //!
 //! Not here: a menu-bar icon on macOS or a notification-area icon on Windows
 //! (docs/desktop.md says what is missing), approving from inside the notification (a decision needs the permissions shown in full, which
-//! the face does), notifications for anything but install requests (uninstall, update
-//! and rollback are commands the person runs, so there is nothing to wait for).
+//! the face does), notifications for anything but install requests (an app's update is
+//! an install request; an uninstall from the browser needs no approval, it only takes
+//! capability away; rollback is a command the person runs: nothing waits for them).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
