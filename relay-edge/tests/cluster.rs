@@ -15,23 +15,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aisa_node::ai::OpenAiCompatible;
-use aisa_node::node::{self, NodeContext, RelayTarget};
-use aisa_node::sandbox::{Limits, Sandbox};
+use aisa_node::node::{self, RelayTarget};
 use aisa_relay::RelayHandle;
 use aisa_relay::cluster::forward::{ForwardError, ForwardHeader, ForwardRefusal};
 use aisa_relay::cluster::peer::ClusterCa;
-use aisa_testkit::system::{API_KEY, PASSWORD, WAIT, execute, relay_config, test_apps};
+use aisa_testkit::system::{PASSWORD, WAIT, execute, relay_config};
 use aisa_tunnel::io::{read_frame, write_frame};
 use aisa_tunnel::{Body, Envelope, MAX_FRAME_LEN, RelayHeader, StreamKind};
-use tokio::sync::watch;
 
 #[path = "support/cluster.rs"]
 mod cluster_support;
 
 use cluster_support::{
     Child, DesktopNode, FORWARD_SECRET as SECRET, Leg, Server, action_header, add_user, browser,
-    desktop_node, echo, echo_until_ok, node_config, sign_in,
+    desktop_node, echo, echo_until_ok, enrol, node_config, run_desktop, sign_in,
 };
 
 /// A relay with forwarding on an ephemeral loopback port.
@@ -814,48 +811,11 @@ async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node
     let r2 = relay_process(dir.path(), "relay-2", &database_url, redis_port);
     let r3 = relay_process(dir.path(), "relay-3", &database_url, redis_port);
 
-    let http = reqwest::Client::new();
-    let credentials =
-        serde_json::json!({ "email": "carol@example.com", "password": PASSWORD, "name": "desk" });
-    let enrolled: serde_json::Value = http
-        .post(format!("http://{}/api/devices/enroll", r1.http))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let login: serde_json::Value = http
-        .post(format!("http://{}/api/auth/login", r2.http))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let device_id = enrolled["device_id"].as_str().expect("enrolled").to_owned();
+    let (device_id, device_token) = enrol(r1.http, "carol@example.com").await;
+    let token = sign_in(r2.http, "carol@example.com").await;
 
     // The desktop reaches the relays through a balancer, which sends it to relay 1.
     let lb = balancer(r1.quic).await;
-    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
-        .await
-        .unwrap();
-    let sandbox = Sandbox::new().unwrap();
-    let apps = test_apps(&sandbox);
-    let ai = OpenAiCompatible::new(&fake.base_url(), "m", Some(API_KEY.into())).unwrap();
-    let ctx = Arc::new(NodeContext::new(
-        device_id.clone(),
-        enrolled["device_token"].as_str().unwrap().to_owned(),
-        [7; 32],
-        sandbox,
-        apps,
-        Arc::new(ai),
-        Limits::default(),
-        dir.path().join("node"),
-    ));
-    let mut online = ctx.online();
     let target = RelayTarget {
         quic_addr: lb.addr.to_string(),
         server_name: "localhost".into(),
@@ -864,20 +824,10 @@ async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node
         tcp_url: None,
         path: node::PathConfig::default(),
     };
-    let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(node::run(ctx, target, stop_rx));
-    tokio::time::timeout(WAIT, online.wait_for(|o| *o))
-        .await
-        .expect("the desktop is online at relay 1")
-        .unwrap();
+    let desk = run_desktop(&device_id, &device_token, &dir.path().join("node"), target).await;
 
     // A browser on relay 2 runs actions on the desktop at relay 1: forwarded.
-    let header = aisa_tunnel::OpenHeader {
-        device_id: device_id.clone(),
-        kind: StreamKind::Action,
-        token: login["token"].as_str().expect("signed in").to_owned(),
-        e2e: None,
-    };
+    let header = action_header(&device_id, &token);
     let session = browser(r2.quic, cert_sha256).await;
     echo_until_ok(&session, &header, "across the cluster").await;
     for i in 0..3 {
@@ -958,6 +908,6 @@ async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node
     }
     redis.spawn();
     echo_until_ok(&session, &header, "after the outage").await;
-    let _ = stop.send(true);
+    let _ = desk.stop.send(true);
     drop((r2, r3));
 }

@@ -401,7 +401,16 @@ pub enum Leg {
     Tcp,
 }
 
-/// A desktop node online at a relay, with the example app and a fake AI provider.
+/// A desktop node running in this process, with the example app and a fake AI provider.
+pub struct RunningDesktop {
+    /// Whether it is connected.
+    pub online: watch::Receiver<bool>,
+    /// Send `true` to stop it.
+    pub stop: watch::Sender<bool>,
+    _fake: aisa_testkit::provider::FakeProvider,
+}
+
+/// A desktop node enrolled and online at a relay ([`desktop_node`]).
 pub struct DesktopNode {
     /// Its device id.
     pub device_id: String,
@@ -417,11 +426,11 @@ pub struct DesktopNode {
     _black_hole: std::net::UdpSocket,
 }
 
-/// Enrols a device of `email`'s (an account with [`PASSWORD`]) at `relay` and brings a
-/// desktop node for it online there over `leg`, its folder under `dir`.
-pub async fn desktop_node(relay: &RelayHandle, email: &str, dir: &Path, leg: Leg) -> DesktopNode {
+/// Enrols a device of `email`'s (an account with [`PASSWORD`]) at the relay whose HTTP
+/// API is at `http`: its id and device token.
+pub async fn enrol(http: SocketAddr, email: &str) -> (String, String) {
     let enrolled: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{}/api/devices/enroll", relay.http_addr))
+        .post(format!("http://{http}/api/devices/enroll"))
         .json(&serde_json::json!({ "email": email, "password": PASSWORD, "name": "desk" }))
         .send()
         .await
@@ -431,6 +440,51 @@ pub async fn desktop_node(relay: &RelayHandle, email: &str, dir: &Path, leg: Leg
         .unwrap();
     let device_id = enrolled["device_id"].as_str().expect("enrolled").to_owned();
     let device_token = enrolled["device_token"].as_str().unwrap().to_owned();
+    (device_id, device_token)
+}
+
+/// Runs a desktop node for an enrolled device, its folder `dir`, dialling `target`;
+/// returns once it is online.
+pub async fn run_desktop(
+    device_id: &str,
+    device_token: &str,
+    dir: &Path,
+    target: RelayTarget,
+) -> RunningDesktop {
+    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
+        .await
+        .unwrap();
+    let sandbox = Sandbox::new().unwrap();
+    let apps = test_apps(&sandbox);
+    let ai = OpenAiCompatible::new(&fake.base_url(), "gpt-4o-mini", Some(API_KEY.into())).unwrap();
+    let ctx = Arc::new(NodeContext::new(
+        device_id.to_owned(),
+        device_token.to_owned(),
+        [7; 32],
+        sandbox,
+        apps,
+        Arc::new(ai),
+        Limits::default(),
+        dir.to_owned(),
+    ));
+    let mut online = ctx.online();
+    let (stop, stop_rx) = watch::channel(false);
+    tokio::spawn(node::run(ctx, target, stop_rx));
+    tokio::time::timeout(WAIT, online.wait_for(|o| *o))
+        .await
+        .expect("the desktop is online in time")
+        .unwrap();
+    RunningDesktop {
+        online,
+        stop,
+        _fake: fake,
+    }
+}
+
+/// Enrols a device of `email`'s (an account with [`PASSWORD`]) at `relay` and brings a
+/// desktop node for it online there over `leg`, its folder under `dir`.
+pub async fn desktop_node(relay: &RelayHandle, email: &str, dir: &Path, leg: Leg) -> DesktopNode {
+    let (device_id, device_token) = enrol(relay.http_addr, email).await;
     let user_id = relay
         .state
         .store
@@ -439,23 +493,6 @@ pub async fn desktop_node(relay: &RelayHandle, email: &str, dir: &Path, leg: Leg
         .unwrap()
         .expect("device row")
         .user_id;
-    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), Some(API_KEY.into()))
-        .await
-        .unwrap();
-    let sandbox = Sandbox::new().unwrap();
-    let apps = test_apps(&sandbox);
-    let ai = OpenAiCompatible::new(&fake.base_url(), "gpt-4o-mini", Some(API_KEY.into())).unwrap();
-    let ctx = Arc::new(NodeContext::new(
-        device_id.clone(),
-        device_token.clone(),
-        [7; 32],
-        sandbox,
-        apps,
-        Arc::new(ai),
-        Limits::default(),
-        dir.join(format!("node-{device_id}")),
-    ));
-    let mut online = ctx.online();
     // On TCP, the QUIC dial goes to a UDP socket that never answers (a black hole);
     // TCP is dialled at once and wins, and no probe moves the node back to QUIC here.
     let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -482,19 +519,15 @@ pub async fn desktop_node(relay: &RelayHandle, email: &str, dir: &Path, leg: Leg
             },
         },
     };
-    let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(node::run(ctx, target, stop_rx));
-    tokio::time::timeout(WAIT, online.wait_for(|o| *o))
-        .await
-        .expect("online in time")
-        .unwrap();
+    let node_dir = dir.join(format!("node-{device_id}"));
+    let running = run_desktop(&device_id, &device_token, &node_dir, target).await;
     DesktopNode {
         device_id,
         user_id,
         device_token,
-        online,
-        stop,
-        _fake: fake,
+        online: running.online,
+        stop: running.stop,
+        _fake: running._fake,
         _black_hole: black_hole,
     }
 }
