@@ -659,6 +659,31 @@ async fn balancer(backend: SocketAddr) -> Balancer {
     }
 }
 
+/// Starts a slow streaming action on `session` and reads its first chunk: its stream's
+/// halves, the answer still coming.
+async fn slow_action_streaming(
+    session: &wtransport::Connection,
+    header: &aisa_tunnel::OpenHeader,
+) -> (wtransport::SendStream, wtransport::RecvStream) {
+    let slow = execute(
+        "hello-ai",
+        "write",
+        serde_json::json!({ "topic": "[slow] a long story" }),
+    );
+    let (send, mut recv) =
+        aisa_testkit::system::open(session, &[header.encode(), slow.encode()]).await;
+    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
+        .await
+        .expect("first chunk in time")
+        .unwrap()
+        .expect("a frame");
+    assert!(matches!(
+        Envelope::decode(&first).unwrap().body,
+        Body::StreamChunk { .. }
+    ));
+    (send, recv)
+}
+
 /// Reads a browser's stream whose answer was cut: every frame until the first ERROR
 /// (chunks before it are skipped), then what follows. Returns the ERROR's code and
 /// message, and whether the stream then ended cleanly (`false`: reset, or more frames).
@@ -733,22 +758,7 @@ async fn a_partition_mid_answer_ends_the_browsers_stream_with_an_error_from_its_
 
     // A slow action streams from b's desktop through a to the browser; the network
     // between the relays then drops everything.
-    let slow = execute(
-        "hello-ai",
-        "write",
-        serde_json::json!({ "topic": "[slow] a long story" }),
-    );
-    let (_send, mut recv) =
-        aisa_testkit::system::open(&session, &[header.encode(), slow.encode()]).await;
-    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
-        .await
-        .expect("first chunk in time")
-        .unwrap()
-        .expect("a frame");
-    assert!(matches!(
-        Envelope::decode(&first).unwrap().body,
-        Body::StreamChunk { .. }
-    ));
+    let (_send, mut recv) = slow_action_streaming(&session, &header).await;
     cut.drop.store(true, Ordering::Relaxed);
     let cut_at = Instant::now();
     let (error, ended) = error_then_end(&mut recv).await;
@@ -840,22 +850,7 @@ async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node
 
     // A slow action is streaming through relay 1 when it dies (SIGKILL); the balancer
     // moves the desktop's traffic to relay 3.
-    let slow = execute(
-        "hello-ai",
-        "write",
-        serde_json::json!({ "topic": "[slow] a long story" }),
-    );
-    let (_send, mut recv) =
-        aisa_testkit::system::open(&session, &[header.encode(), slow.encode()]).await;
-    let first = tokio::time::timeout(WAIT, read_frame(&mut recv, MAX_FRAME_LEN))
-        .await
-        .expect("first chunk in time")
-        .unwrap()
-        .expect("a frame");
-    assert!(matches!(
-        Envelope::decode(&first).unwrap().body,
-        Body::StreamChunk { .. }
-    ));
+    let (_send, mut recv) = slow_action_streaming(&session, &header).await;
     *lb.backend.lock().unwrap() = r3.quic;
     let killed_at = Instant::now();
     drop(r1);
