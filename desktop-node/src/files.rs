@@ -16,7 +16,9 @@
 //! name (never replacing a file: ` (2)`, ` (3)`… are added), at most
 //! [`FilesConfig::max_upload_bytes`] (`[files]` in node.toml). Until the last byte is
 //! written it is a hidden `.partial-…` file that is removed when the browser cancels,
-//! goes away, stalls for [`UPLOAD_IDLE`], or sends more or less than it announced.
+//! goes away, stalls for [`UPLOAD_IDLE`], or sends more or less than it announced. An
+//! upload is also held to the app's `$APP_DATA` quota ([`crate::host::Quotas`], the one
+//! its own writes are held to), checked before it starts.
 //!
 //! Every refusal is a sentence for a person ([`FileRefusal`]).
 
@@ -412,6 +414,40 @@ pub struct Upload {
 }
 
 impl Upload {
+    /// Like [`Upload::begin`], and refused too when `$APP_DATA` would then hold more than
+    /// `quotas` allow (the quota the app's own writes are held to; uploads running at
+    /// once are each checked against what is on disk, partial files included). Blocking.
+    pub fn begin_within(
+        app_data: &Path,
+        name: &str,
+        size: u64,
+        max: u64,
+        quotas: &crate::host::Quotas,
+    ) -> Result<Upload, FileRefusal> {
+        let (bytes, entries) = usage(app_data, quotas);
+        if bytes.saturating_add(size) > quotas.app_data_bytes {
+            return Err(FileRefusal::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "The app's folder on your desktop holds {} and may hold {}; the {} file does not fit (delete files from it first).",
+                    size_text(bytes),
+                    size_text(quotas.app_data_bytes),
+                    size_text(size)
+                ),
+            ));
+        }
+        // The uploads folder and the partial file (renamed at the end).
+        if entries + 2 > quotas.app_data_entries {
+            return Err(FileRefusal::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "The app's folder on your desktop already holds {entries} files and folders, its limit; delete some first."
+                ),
+            ));
+        }
+        Upload::begin(app_data, name, size, max)
+    }
+
     /// Starts receiving a file of `size` bytes named `name` (in the browser) into
     /// `app_data`'s `uploads/` folder; refused over `max` bytes. Blocking.
     pub fn begin(app_data: &Path, name: &str, size: u64, max: u64) -> Result<Upload, FileRefusal> {
@@ -566,6 +602,33 @@ impl Drop for Upload {
         // After `finish` the partial name is already gone.
         let _ = std::fs::remove_file(&self.partial);
     }
+}
+
+/// Bytes of regular files and the number of entries under `app_data`, without following
+/// symlinks; stops counting once past `quotas`.
+fn usage(app_data: &Path, quotas: &crate::host::Quotas) -> (u64, u64) {
+    let (mut bytes, mut entries) = (0u64, 0u64);
+    let mut folders = vec![app_data.to_owned()];
+    while let Some(folder) = folders.pop() {
+        let Ok(list) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in list.flatten() {
+            entries += 1;
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                folders.push(entry.path());
+            } else if meta.is_file() {
+                bytes = bytes.saturating_add(meta.len());
+            }
+            if entries > quotas.app_data_entries || bytes > quotas.app_data_bytes {
+                return (bytes, entries);
+            }
+        }
+    }
+    (bytes, entries)
 }
 
 fn create_new(path: &Path) -> std::io::Result<std::fs::File> {
@@ -765,8 +828,11 @@ where
         Err(refusal) => return refusal.to_envelope(request_id),
     };
     let max = ctx.files().max_upload_bytes;
-    let begun =
-        tokio::task::spawn_blocking(move || Upload::begin(&app_data, &name, size, max)).await;
+    let quotas = ctx.sandbox.host_quotas();
+    let begun = tokio::task::spawn_blocking(move || {
+        Upload::begin_within(&app_data, &name, size, max, &quotas)
+    })
+    .await;
     let upload = match begun {
         Ok(Ok(upload)) => upload,
         Ok(Err(refusal)) => {

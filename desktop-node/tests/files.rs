@@ -317,6 +317,41 @@ fn uploads_are_capped_sanitised_and_never_replace_a_file() {
 }
 
 #[test]
+fn uploads_are_held_to_the_app_data_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let app_data = dir.path().join("files");
+    std::fs::create_dir_all(&app_data).unwrap();
+    std::fs::write(app_data.join("kept.bin"), vec![0; 600]).unwrap();
+    let quotas = aisa_node::host::Quotas {
+        storage_bytes: 1 << 20,
+        app_data_bytes: 1000,
+        app_data_entries: 10,
+    };
+    // 600 kept + 401 is over 1000 bytes, though under the upload cap.
+    let refusal = Upload::begin_within(&app_data, "a.bin", 401, 1 << 20, &quotas).unwrap_err();
+    assert_eq!(refusal.code, ErrorCode::LimitExceeded);
+    assert_eq!(
+        refusal.message,
+        "The app's folder on your desktop holds 600 bytes and may hold 1000 bytes; the 401 bytes file does not fit (delete files from it first)."
+    );
+    assert!(uploads(&app_data).is_empty());
+    let mut upload = Upload::begin_within(&app_data, "a.bin", 400, 1 << 20, &quotas).unwrap();
+    upload.write(&[1; 400]).unwrap();
+    upload.finish().unwrap();
+    // Entries: kept.bin, uploads/, a.bin and 7 more make 10, the limit.
+    for i in 0..7 {
+        std::fs::write(app_data.join(format!("f{i}")), "").unwrap();
+    }
+    let refusal = Upload::begin_within(&app_data, "b.bin", 0, 1 << 20, &quotas).unwrap_err();
+    assert!(
+        refusal
+            .message
+            .contains("already holds 10 files and folders"),
+        "{refusal}"
+    );
+}
+
+#[test]
 fn names_are_made_safe() {
     let cases = [
         ("report.pdf", "report.pdf"),

@@ -98,6 +98,11 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// The per-app disk quotas of the host API (uploads are held to `$APP_DATA`'s too).
+    pub fn host_quotas(&self) -> crate::host::Quotas {
+        self.config.host_quotas
+    }
+
     /// A sandbox with the default configuration.
     pub fn new() -> Result<Self, ActionError> {
         Self::with_config(SandboxConfig::default())
