@@ -152,6 +152,15 @@ describe('file fields (Chromium)', () => {
         // (b) Upload from the browser: 300 KB (five chunks), so the desktop reports
         // progress on the way; the note is the short first column.
         const csv = `note,filler\nuploaded 0815,${'x'.repeat(300_000)}\n`;
+        // Record what the progress bar showed while the upload ran (it is gone after).
+        await page.evaluate(() => {
+          const w = window as unknown as { seenProgress: number[] };
+          w.seenProgress = [];
+          new MutationObserver(() => {
+            const bar = document.querySelector<HTMLProgressElement>('.file-upload progress');
+            if (bar) w.seenProgress.push(bar.value);
+          }).observe(document.body, { subtree: true, childList: true, attributes: true });
+        });
         await page.setInputFiles('#root_path-file', {
           name: 'from browser?.csv',
           mimeType: 'text/csv',
@@ -159,6 +168,10 @@ describe('file fields (Chromium)', () => {
         });
         await expect.poll(() => text('.file-stored'), { timeout: 20_000 }).toMatch(/^Uploaded from browser\?\.csv/);
         expect(await field.inputValue()).toBe('$APP_DATA/uploads/from browser_.csv');
+        // The bar was there, and moved with the desktop's FILE_PROGRESS (256 KiB of 293 KB).
+        const seen = await page.evaluate(() => (window as unknown as { seenProgress: number[] }).seenProgress);
+        expect(seen.length).toBeGreaterThan(0);
+        expect(Math.max(...seen)).toBe(87);
         await shot('files-uploaded.png');
         const uploads = join(system.nodeHome, `data/${APP}/files/uploads`);
         expect(readdirSync(uploads)).toEqual(['from browser_.csv']);
