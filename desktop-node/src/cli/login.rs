@@ -358,6 +358,7 @@ async fn save(
         update: old.as_ref().map(|c| c.update.clone()).unwrap_or_default(),
         face: old.as_ref().map(|c| c.face.clone()).unwrap_or_default(),
         notify: old.as_ref().map(|c| c.notify.clone()).unwrap_or_default(),
+        files: old.as_ref().map(|c| c.files.clone()).unwrap_or_default(),
         history: old.as_ref().map(|c| c.history.clone()).unwrap_or_default(),
         crash_reports: old
             .as_ref()
