@@ -6,7 +6,8 @@
 //!
 //! - `an_install_request_is_announced_and_the_click_opens_the_face`: a browser-role
 //!   client sends INSTALL_APP; dunst receives a notification from "AI SuperApp" naming
-//!   the app and what it wants, with the `default` action; `dunstctl action 0` clicks it
+//!   the app and what it wants, with the `default` action, and draws it on the screen
+//!   (kept as `target/notify-artifacts/notification.png`); `dunstctl action 0` clicks it
 //!   and the node opens the face's login URL (through `AISA_NODE_OPENER`, a recording
 //!   script); that URL signs in and approves; the browser's install ends `installed`
 //!   and the notification is withdrawn. The tray icon, through a real
@@ -184,7 +185,11 @@ impl Desktop {
                     "1024x768x24",
                     "-nolisten",
                     "tcp",
+                    // A black root window, and the screen as an XWD file (screenshots).
+                    "-br",
+                    "-fbdir",
                 ])
+                .arg(dir.path())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(dir.path().join("xvfb.log")).unwrap())
                 .spawn()
@@ -333,10 +338,64 @@ impl Desktop {
         }
     }
 
+    /// The screen as an RGB image: (width, height, pixels), from the XWD file Xvfb keeps
+    /// (`-fbdir`: big-endian header, colour map, then 32-bit little-endian pixels).
+    fn screen(&self) -> (usize, usize, Vec<[u8; 3]>) {
+        let xwd = std::fs::read(self.dir.path().join("Xvfb_screen0")).unwrap();
+        let field =
+            |i: usize| u32::from_be_bytes(xwd[i * 4..i * 4 + 4].try_into().unwrap()) as usize;
+        let (header, width, height) = (field(0), field(4), field(5));
+        let (byte_order, bits_per_pixel, bytes_per_line, colours) =
+            (field(7), field(11), field(12), field(19));
+        assert_eq!(
+            (byte_order, bits_per_pixel),
+            (0, 32),
+            "an LSB-first 32-bit screen"
+        );
+        let start = header + colours * 12;
+        let mut pixels = Vec::with_capacity(width * height);
+        for y in 0..height {
+            let row = &xwd[start + y * bytes_per_line..];
+            for x in 0..width {
+                let p = &row[x * 4..x * 4 + 4];
+                pixels.push([p[2], p[1], p[0]]);
+            }
+        }
+        (width, height, pixels)
+    }
+
     /// Every notification dunst received, as it printed them.
     fn received(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("dunst.out")).unwrap_or_default()
     }
+}
+
+/// Writes an RGB image as a PNG (stored with zlib, no filter).
+fn write_png(path: &Path, width: usize, height: usize, pixels: &[[u8; 3]]) {
+    use std::io::Write;
+    let mut raw = Vec::with_capacity(height * (1 + width * 3));
+    for row in pixels.chunks(width) {
+        raw.push(0);
+        raw.extend(row.iter().flatten());
+    }
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    zlib.write_all(&raw).unwrap();
+    let idat = zlib.finish().unwrap();
+    let mut ihdr = Vec::new();
+    ihdr.extend((width as u32).to_be_bytes());
+    ihdr.extend((height as u32).to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    for (kind, data) in [(b"IHDR", &ihdr), (b"IDAT", &idat), (b"IEND", &Vec::new())] {
+        png.extend((data.len() as u32).to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(kind);
+        crc.update(data);
+        png.extend(kind);
+        png.extend(data.iter());
+        png.extend(crc.sum().to_be_bytes());
+    }
+    std::fs::write(path, png).unwrap();
 }
 
 /// A relay with the app published and a real node logged in as a device of the test
@@ -579,6 +638,19 @@ async fn an_install_request_is_announced_and_the_click_opens_the_face() {
         );
     }
     assert_eq!(desktop.dunstctl(&["count", "displayed"]).unwrap(), "1");
+    // And drew it: dunst's normal background (#285577) is on the black screen.
+    let (width, height, pixels) = wait_for(WAIT, "dunst to draw the notification", || {
+        let (width, height, pixels) = desktop.screen();
+        let drawn = pixels.iter().filter(|p| **p == [0x28, 0x55, 0x77]).count();
+        (drawn > 1000).then_some((width, height, pixels))
+    })
+    .await;
+    let artifacts = std::env::var_os("AISA_NOTIFY_ARTIFACTS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/notify-artifacts"),
+        PathBuf::from,
+    );
+    std::fs::create_dir_all(&artifacts).unwrap();
+    write_png(&artifacts.join("notification.png"), width, height, &pixels);
 
     // The tray icon, as the panel sees it: registered, asking for attention.
     let item = wait_for(WAIT, "the tray item at the watcher", || desktop.tray_item()).await;
@@ -696,14 +768,16 @@ async fn an_install_request_is_announced_and_the_click_opens_the_face() {
         .expect("the Quit item's id")
         .trim()
         .to_owned();
-    desktop
-        .gdbus(
-            &item,
-            "/MenuBar",
-            "com.canonical.dbusmenu.Event",
-            &[&quit_id, "'clicked'", "<0>", "0"],
-        )
-        .unwrap();
+    let clicked = desktop.gdbus(
+        &item,
+        "/MenuBar",
+        "com.canonical.dbusmenu.Event",
+        &[&quit_id, "'clicked'", "<0>", "0"],
+    );
+    // The node may be gone before its answer is (it quits, as asked).
+    if let Err(err) = clicked {
+        assert!(err.contains("NoReply"), "{err}");
+    }
     let mut node = setup.node;
     let status = wait_for(
         Duration::from_secs(30),
