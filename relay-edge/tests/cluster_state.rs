@@ -849,3 +849,122 @@ async fn sentinel_fails_over_and_the_relays_carry_on() {
     a.shutdown(Duration::from_millis(100)).await;
     b.shutdown(Duration::from_millis(100)).await;
 }
+
+/// The test's own connection to Redis (RESP written by hand), for commands that must get
+/// through while Redis takes no new connections.
+struct Admin(std::io::BufReader<std::net::TcpStream>);
+
+impl Admin {
+    fn connect(port: u16) -> Admin {
+        Admin(std::io::BufReader::new(
+            std::net::TcpStream::connect(("127.0.0.1", port)).unwrap(),
+        ))
+    }
+
+    /// Sends a command; its reply (a status, an integer or a bulk string) as text.
+    fn command(&mut self, args: &[&str]) -> String {
+        use std::io::{BufRead, Read, Write};
+        let mut out = format!("*{}\r\n", args.len());
+        for arg in args {
+            out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        self.0.get_mut().write_all(out.as_bytes()).unwrap();
+        let mut line = String::new();
+        self.0.read_line(&mut line).unwrap();
+        match line.as_bytes().first() {
+            Some(b'$') => {
+                let len: usize = line[1..].trim().parse().unwrap();
+                let mut body = vec![0; len + 2];
+                self.0.read_exact(&mut body).unwrap();
+                String::from_utf8_lossy(&body[..len]).into_owned()
+            }
+            Some(b'+' | b':') => line[1..].trim().to_owned(),
+            _ => panic!("redis answered {line:?} to {args:?}"),
+        }
+    }
+}
+
+/// The gap the subscriber's resync covers by itself: node b's subscriber is away (its
+/// connection cut, and Redis taking no new ones for a while) while node a, whose own
+/// connection is fine, publishes a desktop leaving: the message reaches no one on b and
+/// a has no reason to publish it again. Once b's subscriber is back it resyncs from the
+/// device map, and the browser on b shows the desktop offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_published_while_a_subscriber_was_away_reaches_its_browsers() {
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::single();
+    let nodes = Nodes::start(&redis, "").await;
+    let user = nodes.user("gus@example.com").await;
+    let token = user["token"].as_str().unwrap();
+    let (device_id, device_token) = nodes.device("gus@example.com").await;
+    let desktop = connect_desktop(&nodes.a, &device_token).await;
+    let (b, id) = (&nodes.b, device_id.as_str());
+    eventually("b locates the desktop on a", || async move {
+        matches!(b.state.cluster.locate(id).await, Ok(Some(_)))
+    })
+    .await;
+    let session = browser(&nodes.b).await;
+    let (_send, mut events) = status_stream(&session, token).await;
+    let mut view = std::collections::HashMap::new();
+    assert!(watch_until(&mut events, &mut view, WAIT, |v| !v.is_empty()).await);
+    assert!(view[&device_id], "online on a");
+
+    // Both subscribers are cut, and Redis takes no new connection (the nodes' command
+    // connections stay).
+    let mut admin = Admin::connect(redis.servers[0].port);
+    let info = admin.command(&["INFO", "clients"]);
+    let connected: usize = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    admin.command(&["CONFIG", "SET", "maxclients", &(connected - 2).to_string()]);
+    assert_eq!(admin.command(&["CLIENT", "KILL", "TYPE", "pubsub"]), "2");
+
+    // The desktop leaves a; a publishes it (to no one).
+    let a_shared = nodes.a.state.cluster.shared().unwrap().clone();
+    let published = a_shared.counts.of("publish");
+    let errors = a_shared
+        .counts
+        .errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    desktop.conn.close(0u32.into(), b"bye");
+    let shared = &a_shared;
+    eventually("node a published the change", || async move {
+        shared.counts.of("publish") > published
+    })
+    .await;
+    assert_eq!(
+        a_shared
+            .counts
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed),
+        errors,
+        "a's publish went through"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(view[&device_id], "nothing reached b meanwhile");
+    assert!(
+        !watch_until(&mut events, &mut view, Duration::from_millis(200), |v| !v
+            [&device_id])
+        .await
+    );
+
+    // Redis takes connections again: b's subscriber comes back and resyncs.
+    admin.command(&["CONFIG", "SET", "maxclients", "10000"]);
+    let back = Instant::now();
+    let id = device_id.clone();
+    assert!(
+        watch_until(&mut events, &mut view, Duration::from_secs(10), |v| !v[&id]).await,
+        "the browser on b still shows the desktop online 10 s after its subscriber could return"
+    );
+    eprintln!(
+        "browser on node b corrected {:?} after its subscriber could return",
+        back.elapsed()
+    );
+    nodes.stop().await;
+}
