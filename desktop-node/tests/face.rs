@@ -583,13 +583,19 @@ async fn an_install_is_approved_through_the_face_and_strangers_are_refused() {
     );
     let (code, answer) = post_json(&setup, &cookie, "/api/logs/open", serde_json::json!({})).await;
     assert_eq!(code, StatusCode::OK, "{answer}");
+    // The opener's `>>` creates the file before it writes the line: wait for the line.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !setup.opened.exists() {
-        assert!(Instant::now() < deadline, "the opener never ran");
+    loop {
+        let opened = std::fs::read_to_string(&setup.opened).unwrap_or_default();
+        if opened.lines().any(|line| line == log_dir) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the opener was not asked to open {log_dir}: {opened:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let opened = std::fs::read_to_string(&setup.opened).unwrap();
-    assert_eq!(opened.trim(), log_dir);
     // What the node did: the last lines of its log, the install among them.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
