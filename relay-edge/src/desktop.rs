@@ -466,7 +466,9 @@ mod tests {
             identity_key: vec![7; 32],
         }
         .encode();
+        // Protocol 9.1: the version prefix is [major, minor].
         body[0] = 9;
+        body[1] = 1;
         aisa_tunnel::frame::encode_frame(&body, u32::MAX, &mut newer).unwrap();
         let late = RelayControl::new(Instant::now())
             .handle_timeout(Instant::now() + HEADER_TIMEOUT)
