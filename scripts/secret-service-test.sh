@@ -42,7 +42,9 @@ owned || {
   exit 1
 }
 echo "==> Secret Service on $DBUS_SESSION_BUS_ADDRESS (gnome-keyring-daemon $daemon)"
-AISA_TEST_SECRET_SERVICE=1 cargo test --locked -p aisa-node --lib -- \
+# --workspace, not -p: the same dependency features as the workspace's build, so nothing
+# is rebuilt (the filters pick the two tests).
+AISA_TEST_SECRET_SERVICE=1 cargo test --locked --workspace --lib -- \
   secrets::keychain::tests::secret_service_is_what_auto_picks_on_a_linux_desktop --exact
-AISA_NODE_EXPECT_STORE=secret-service cargo test --locked -p aisa-node --test node_process -- \
+AISA_NODE_EXPECT_STORE=secret-service cargo test --locked --workspace --test node_process -- \
   a_node_logs_in_keeps_its_key_in_the_os_store_and_runs_an_action

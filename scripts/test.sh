@@ -51,30 +51,34 @@ step "desktop node: type check for macOS (aarch64-apple-darwin; C stubbed, nothi
 # docs/desktop.md, "macOS: what is checked"; both Apple targets in scripts/test-full.sh.
 scripts/cross-macos-check.sh aarch64-apple-darwin
 
+# The test runs below select their tests with `--workspace --test NAME` rather than `-p`:
+# `-p` resolves the dependencies' features for that one package, which differ from the
+# workspace's, so each `-p` run rebuilt ring, rustls, quinn, sqlx and ours (~4 minutes
+# of CI in all); with `--workspace` they reuse the workspace step's build.
 step "desktop TCP fallback: UDP really dropped in a network namespace (nftables)"
 # A relay, a desktop-node in its own namespace whose UDP to the relay nftables drops:
 # the node falls back to TCP within a second, actions stream, it moves back to QUIC when
 # UDP returns; a UDP cut mid-stream (~1 min). Skips, saying why, without root.
-cargo test --locked -p aisa-testkit --test fallback
+cargo test --locked --workspace --test fallback
 
 step "system tests again, the relay on PostgreSQL"
 eval "$(scripts/services.sh start)"
 trap '"$ROOT/scripts/services.sh" stop || true' EXIT
-cargo test --locked -p aisa-testkit --test system --test install
+cargo test --locked --workspace --test system --test install
 # oidc: the identity table of sign-in with OpenID Connect providers (migration 0007);
 # accounts: sessions' auth_time, accounts without a password, pending devices (0008, ~5 s).
-cargo test --locked -p aisa-relay --test marketplace --test hardening --test oidc --test accounts
+cargo test --locked --workspace --test marketplace --test hardening --test oidc --test accounts
 # The cluster system test on PostgreSQL: three relay processes, a Redis of its own, a
 # desktop on relay 1 and a browser on relay 2; relay 1 killed, then Redis stopped (~20 s).
-cargo test --locked -p aisa-relay --test cluster three_relay_processes
+cargo test --locked --workspace --test cluster three_relay_processes
 # Shared state on Redis: two relays against the single Redis and the 3-master Redis
 # Cluster that services.sh started (~10 s). Only those: the cases that start their own
 # servers (Redis restarted, Sentinel failover, a starting node) ran in the workspace step.
-cargo test --locked -p aisa-relay --test cluster_state -- single_redis_ redis_cluster_
+cargo test --locked --workspace --test cluster_state -- single_redis_ redis_cluster_
 # PostgreSQL over TLS (sslmode=verify-full with the test CA), migrations from several
 # nodes at once (advisory lock), the operator's settings on PostgreSQL, and bundles in
 # the S3-compatible store (moto) that services.sh started.
-cargo test --locked -p aisa-relay --test postgres_tls --test operator --test object_store
+cargo test --locked --workspace --test postgres_tls --test operator --test object_store
 
 step "deploy/: compose file, Kubernetes manifests and systemd units validate"
 docker-compose --env-file deploy/compose/example.env -f deploy/compose/docker-compose.yml config -q
