@@ -12,12 +12,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aisa_testkit::guest::hello_ai_wasm;
 use aisa_testkit::system::{self, System, WAIT};
 use aisa_tunnel::{Body, Envelope, MAX_FRAME_LEN, StreamKind};
 use common::{Killed, node_cmd, run_to_end};
@@ -29,36 +27,11 @@ const APP: &str = "face-echo";
 
 /// A bundle of the hello-ai module as `APP` 0.1.0 asking for the model and one host.
 fn bundle() -> Vec<u8> {
-    let json = |v: serde_json::Value| serde_json::to_vec_pretty(&v).unwrap();
-    let mut files = BTreeMap::new();
-    files.insert(
-        "manifest.json".to_owned(),
-        json(serde_json::json!({
-            "id": APP, "name": "Face Echo", "version": "0.1.0",
-            "description": "Echoes text; approved in the desktop face.",
-            "category": "writing", "author": {"name": "Test Author"},
-            "entry": "wasm", "runtime": ">=0.1.0, <0.2.0"
-        })),
-    );
-    files.insert(
-        "action-schema.json".to_owned(),
-        json(serde_json::json!({
-            "echo": {"type": "object", "required": ["text"],
-                     "properties": {"text": {"type": "string"}}}
-        })),
-    );
-    files.insert("ui-schema.json".to_owned(), json(serde_json::json!({})));
-    files.insert(
-        "permissions.json".to_owned(),
-        json(serde_json::json!({"ai": true, "network": ["api.example.com"]})),
-    );
-    files.insert(
-        "logic.wasm".to_owned(),
-        std::fs::read(hello_ai_wasm()).unwrap(),
-    );
-    aisa_miniapp::Bundle::from_files(files)
-        .unwrap()
-        .to_zip_bytes()
+    aisa_testkit::guest::echo_bundle(
+        APP,
+        "Face Echo",
+        "Echoes text; approved in the desktop face.",
+    )
 }
 
 /// A relay with the app published, and a real node logged in as a device of the test

@@ -84,3 +84,39 @@ pub fn js_runtime_wasm() -> &'static Path {
         target_dir.join("wasm32-unknown-unknown/release/aisa_js_runtime.wasm")
     })
 }
+
+/// A signed-bundle-ready zip of an "echo" mini-app running `hello_ai.wasm`: version 0.1.0,
+/// one `echo` action taking `text`, permissions `ai` and `api.example.com`. The id, name
+/// and description are the caller's (tests tell their apps apart by them).
+pub fn echo_bundle(id: &str, name: &str, description: &str) -> Vec<u8> {
+    let json = |v: serde_json::Value| serde_json::to_vec_pretty(&v).expect("json");
+    let mut files = std::collections::BTreeMap::new();
+    files.insert(
+        "manifest.json".to_owned(),
+        json(serde_json::json!({
+            "id": id, "name": name, "version": "0.1.0",
+            "description": description,
+            "category": "writing", "author": {"name": "Test Author"},
+            "entry": "wasm", "runtime": ">=0.1.0, <0.2.0"
+        })),
+    );
+    files.insert(
+        "action-schema.json".to_owned(),
+        json(serde_json::json!({
+            "echo": {"type": "object", "required": ["text"],
+                     "properties": {"text": {"type": "string"}}}
+        })),
+    );
+    files.insert("ui-schema.json".to_owned(), json(serde_json::json!({})));
+    files.insert(
+        "permissions.json".to_owned(),
+        json(serde_json::json!({"ai": true, "network": ["api.example.com"]})),
+    );
+    files.insert(
+        "logic.wasm".to_owned(),
+        std::fs::read(hello_ai_wasm()).expect("hello_ai.wasm"),
+    );
+    aisa_miniapp::Bundle::from_files(files)
+        .expect("a valid bundle")
+        .to_zip_bytes()
+}
