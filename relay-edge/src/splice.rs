@@ -355,7 +355,7 @@ mod tests {
         log.lock().unwrap().iter().position(|e| e == entry)
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_desktop_that_stops_reading_does_not_overtake_its_answer() {
         // The desktop answers three chunks and FIN but stopped reading the browser's
         // side at once; the browser keeps its side open (as it may, to send a CANCEL).
@@ -377,7 +377,7 @@ mod tests {
         assert_eq!(position(&log, "to browser got c"), Some(finished - 1));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_browser_that_finishes_within_the_grace_is_not_stopped() {
         let log = Log::default();
         let browser = (
@@ -396,7 +396,7 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn two_sides_that_stop_reading_stop_each_other_without_waiting_forever() {
         let log = Log::default();
         let a = (source("from a", &[], false, &log), sink("to a", true, &log));
@@ -412,7 +412,7 @@ mod tests {
         assert!(position(&log, "from b stopped 1").is_some());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_reset_source_resets_the_sink_at_once() {
         struct Broken;
         impl SpliceRecv for Broken {

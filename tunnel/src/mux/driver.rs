@@ -865,13 +865,15 @@ pub(crate) mod tests {
         assert!(reason.contains("0x0a"));
     }
 
-    #[tokio::test(start_paused = true)]
+    // Real time, short keep-alives: the paused clock (tokio's `test-util`) would give the
+    // test build a second tokio and rebuild everything above it (CI's disk and minutes).
+    #[tokio::test]
     async fn a_silent_peer_is_closed_after_the_timeout() {
         let (raw, b) = tokio::io::duplex(1024);
         let (br, bw) = tokio::io::split(b);
         let keep = KeepAlive {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(3),
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_millis(60),
         };
         let (conn, driver) = start(
             Side::Acceptor,
@@ -886,14 +888,15 @@ pub(crate) mod tests {
         drop(raw);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn pings_keep_a_live_peer_open() {
+        // Twenty pings' worth of time, with a timeout loose enough for a loaded CI machine.
         let keep = KeepAlive {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(3),
+            interval: Duration::from_millis(50),
+            timeout: Duration::from_millis(600),
         };
         let (a, _b) = pair(keep);
-        tokio::time::sleep(Duration::from_secs(20)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(a.close_reason().is_none());
     }
 
