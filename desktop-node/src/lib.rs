@@ -11,7 +11,7 @@
 //! on the threads of [`guest_pool`], [`host`] (the permissioned host API) checked against
 //! [`permissions`] (the approved grants), [`apps`] (installed apps), [`js_apps`]
 //! (JavaScript apps on the QuickJS runtime guest), [`installer`] (the mini-app manager),
-//! [`ai`] (the providers), [`backoff`], [`logs`].
+//! [`ai`] (the providers, re-exported from the `aisa-ai` crate), [`backoff`], [`logs`].
 //!
 //! [`compat`] decides which relays the node works with; [`crash`] writes crash reports
 //! without secrets and uploads them when the person agreed.
@@ -21,7 +21,9 @@
 //! [`e2e`] serves end-to-end encrypted streams and keeps the paired browsers.
 
 pub mod action;
-pub mod ai;
+/// The AI provider adapters, the `aisa-ai` crate (its own crate so the provider stream
+/// parsers build without the rest of the node, as the fuzz target does).
+pub use aisa_ai as ai;
 pub mod apps;
 pub mod backoff;
 pub mod compat;

@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use aisa_node::ai::{AiError, Step, anthropic, gemini, openai, sse_text};
+use aisa_ai::{AiError, Step, anthropic, gemini, openai, sse_text};
 use eventsource_stream::Event;
 use futures_util::{FutureExt, StreamExt, stream};
 use libfuzzer_sys::fuzz_target;

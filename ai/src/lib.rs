@@ -5,7 +5,9 @@
 //! * [`anthropic`]: Anthropic messages;
 //! * [`gemini`]: Google Gemini `streamGenerateContent`.
 //!
-//! `testing` (this crate's tests, and the `test-utils` feature) holds fake providers.
+//! `testing` (this crate's tests, and the `test-utils` feature, which `aisa-node`'s
+//! `test-utils` turns on) holds fake providers. The desktop node re-exports this crate as
+//! `aisa_node::ai`.
 //!
 //! All three stream server-sent events. The shared part lives here: the HTTP client,
 //! retries with backoff on 429 and 5xx before the first token, timeouts, and turning an
