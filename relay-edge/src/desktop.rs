@@ -184,8 +184,21 @@ pub async fn serve(state: Arc<RelayState>, conn: DesktopLink) {
             connection: conn.clone().with_node_key(node_key),
             connection_id,
         };
-        if let Some(old) = state.devices.registry.insert(&device.id, online) {
-            take_over(old.connection, node_key);
+        match state
+            .devices
+            .registry
+            .admit(&device.id, online, Instant::now())
+        {
+            Ok(Some(old)) => take_over(old.connection, node_key),
+            Ok(None) => {}
+            Err(refused) => {
+                // Its node was just replaced by another one: a HELLO it had in flight
+                // must not take the device back (the node stops on CLOSE_REPLACED).
+                info!(reason = "replaced", "desktop refused: {refused}");
+                crate::metrics::refused("replaced");
+                conn.close(CLOSE_REPLACED, refused.to_string().as_bytes());
+                return;
+            }
         }
         let key_hex = hex::encode(&hello.identity_key);
         if let Err(err) = state

@@ -5,10 +5,16 @@
 //! connection of a device (here or on another node) outranks an earlier one in the
 //! cluster's device map. Every connect and disconnect is also reported to the cluster
 //! ([`Registry::watch`]), which writes the device map in Redis when clustered.
+//!
+//! A node that another node (same device token, another identity key) replaced is
+//! refused for that device for [`REPLACED_MEMORY`] ([`Registry::admit`]): a HELLO it had
+//! in flight when it was replaced (a path probe, the slower leg of its QUIC/TCP race)
+//! would otherwise replace the newer node in turn, and both would stop.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -53,10 +59,50 @@ pub struct Placed {
     pub generation: u64,
 }
 
+/// How long a node replaced by another node stays refused for that device.
+pub const REPLACED_MEMORY: Duration = Duration::from_secs(10);
+
+/// A connection refused by [`Registry::admit`]: its node was replaced by another node
+/// within [`REPLACED_MEMORY`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("another node took this device over moments ago")]
+pub struct ReplacedRecently;
+
+/// The identity keys of nodes replaced by another node, per device, and when.
+#[derive(Debug, Default)]
+pub struct ReplacedNodes(HashMap<String, Vec<([u8; 32], Instant)>>);
+
+impl ReplacedNodes {
+    /// Remembers that `device_id`'s node `key` was replaced at `now`.
+    pub fn record(&mut self, device_id: &str, key: [u8; 32], now: Instant) {
+        self.forget_before(now);
+        let keys = self.0.entry(device_id.to_owned()).or_default();
+        keys.retain(|(k, _)| *k != key);
+        keys.push((key, now));
+    }
+
+    /// Whether `device_id`'s node `key` was replaced within [`REPLACED_MEMORY`] of `now`.
+    pub fn is_replaced(&mut self, device_id: &str, key: [u8; 32], now: Instant) -> bool {
+        self.forget_before(now);
+        self.0
+            .get(device_id)
+            .is_some_and(|keys| keys.iter().any(|(k, _)| *k == key))
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        self.0.retain(|_, keys| {
+            keys.retain(|(_, at)| now.saturating_duration_since(*at) < REPLACED_MEMORY);
+            !keys.is_empty()
+        });
+    }
+}
+
 /// The devices connected to this node.
 #[derive(Default)]
 pub struct Registry {
     devices: Mutex<HashMap<String, OnlineDevice>>,
+    /// Nodes replaced by another node lately (taken after `devices`).
+    replaced: Mutex<ReplacedNodes>,
     /// Each connected device's owner and generation (taken after `devices`).
     placed: Mutex<HashMap<String, Placed>>,
     last_generation: AtomicU64,
@@ -64,11 +110,29 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Records a device as connected; returns the connection it replaces, if any.
-    pub fn insert(&self, device_id: &str, device: OnlineDevice) -> Option<OnlineDevice> {
+    /// Records a device as connected at `now` and returns the connection it replaces, if
+    /// any; refuses it if its node (its identity key) was replaced by another node within
+    /// [`REPLACED_MEMORY`].
+    pub fn admit(
+        &self,
+        device_id: &str,
+        device: OnlineDevice,
+        now: Instant,
+    ) -> Result<Option<OnlineDevice>, ReplacedRecently> {
         let mut devices = self.lock();
+        let mut replaced = self.replaced.lock().unwrap_or_else(|e| e.into_inner());
+        let key = device.connection.node_key();
+        if key.is_some_and(|key| replaced.is_replaced(device_id, key, now)) {
+            return Err(ReplacedRecently);
+        }
         self.place(device_id, &device.user_id);
-        devices.insert(device_id.to_owned(), device)
+        let old = devices.insert(device_id.to_owned(), device);
+        if let Some(old_key) = old.as_ref().and_then(|o| o.connection.node_key())
+            && key != Some(old_key)
+        {
+            replaced.record(device_id, old_key, now);
+        }
+        Ok(old)
     }
 
     /// From now on, reports every connect and disconnect to `changes` (once; the cluster
@@ -188,5 +252,47 @@ impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, OnlineDevice>> {
         // A panic while holding this lock leaves a plain map behind; keep using it.
         self.devices.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: [u8; 32] = [1; 32];
+    const B: [u8; 32] = [2; 32];
+
+    #[test]
+    fn a_replaced_node_is_refused_for_a_while_then_admitted() {
+        let start = Instant::now();
+        let mut replaced = ReplacedNodes::default();
+        replaced.record("dev", A, start);
+        assert!(replaced.is_replaced("dev", A, start + Duration::from_secs(1)));
+        assert!(
+            !replaced.is_replaced("dev", B, start),
+            "the newer node is not"
+        );
+        assert!(
+            !replaced.is_replaced("other", A, start),
+            "nor the key on another device"
+        );
+        assert!(!replaced.is_replaced("dev", A, start + REPLACED_MEMORY));
+        assert!(replaced.0.is_empty(), "what expired is forgotten");
+    }
+
+    #[test]
+    fn replacing_back_and_forth_remembers_each_key_once_with_its_last_time() {
+        let start = Instant::now();
+        let mut replaced = ReplacedNodes::default();
+        replaced.record("dev", A, start);
+        replaced.record("dev", B, start + Duration::from_secs(5));
+        replaced.record("dev", A, start + Duration::from_secs(8));
+        let later = start + REPLACED_MEMORY + Duration::from_secs(1);
+        assert!(
+            replaced.is_replaced("dev", A, later),
+            "A's later replacement counts"
+        );
+        assert!(!replaced.is_replaced("dev", B, start + Duration::from_secs(16)));
+        assert_eq!(replaced.0["dev"].len(), 1);
     }
 }

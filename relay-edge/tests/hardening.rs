@@ -289,6 +289,76 @@ async fn a_hello_with_a_bad_identity_key_is_refused_and_nothing_is_stored() {
     relay.stop().await;
 }
 
+/// The QUIC application close code of `conn`, once the relay closed it.
+async fn closed_with(conn: &quinn::Connection) -> Option<u32> {
+    match tokio::time::timeout(WAIT, conn.closed())
+        .await
+        .expect("closed in time")
+    {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            Some(u32::try_from(close.error_code.into_inner()).unwrap())
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_replaced_by_another_cannot_take_the_device_back_with_a_late_hello() {
+    let relay = Relay::start().await;
+    relay.user("ada@example.com").await;
+    let (device_id, device_token) = relay.device("ada@example.com").await;
+    let hello = |key: u8| {
+        Hello {
+            device_token: device_token.clone(),
+            node_version: "0.1.0".into(),
+            identity_key: vec![key; 32],
+        }
+        .encode()
+    };
+    let (first, reply) = say_hello(&relay, &hello(1)).await;
+    assert!(matches!(reply.body, Body::Welcome { .. }), "{reply:?}");
+    // Another node with the same token (its own identity key) replaces the first.
+    let (second, reply) = say_hello(&relay, &hello(2)).await;
+    assert!(matches!(reply.body, Body::Welcome { .. }), "{reply:?}");
+    assert_eq!(
+        closed_with(&first.conn).await,
+        Some(aisa_relay::desktop::CLOSE_REPLACED)
+    );
+
+    // The HELLO the first node had in flight (a path probe) arrives afterwards: refused
+    // with the same code, and the second node stays the device's connection.
+    let (endpoint, conn) = relay.desktop().await;
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    write_frame(&mut send, &hello(1), MAX_FRAME_LEN)
+        .await
+        .unwrap();
+    assert_eq!(
+        closed_with(&conn).await,
+        Some(aisa_relay::desktop::CLOSE_REPLACED)
+    );
+    drop(endpoint);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        second.conn.close_reason().is_none(),
+        "the second node is still connected"
+    );
+    let online = relay
+        .handle()
+        .state
+        .devices
+        .registry
+        .get(&device_id)
+        .unwrap();
+    assert_eq!(online.connection.node_key(), Some([2; 32]));
+    assert!(refusals("replaced") >= 1);
+
+    // The second node itself reconnecting is a move, not refused.
+    let (third, reply) = say_hello(&relay, &hello(2)).await;
+    assert!(matches!(reply.body, Body::Welcome { .. }), "{reply:?}");
+    drop((second, third));
+    relay.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Nothing large is held for a peer that has not authenticated.
 // ---------------------------------------------------------------------------------------

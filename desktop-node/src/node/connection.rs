@@ -538,7 +538,14 @@ async fn hello(ctx: &NodeContext, link: &NodeLink) -> Result<ControlChannel, Hel
                 };
                 return Err(HelloFailed::Final(NodeError::Refused { code, message }));
             }
-            Err(refusal) => return Err(HelloFailed::Retry(refusal.to_string())),
+            Err(refusal) => {
+                // The relay refuses a node that another node replaced moments ago (a
+                // HELLO it had in flight): this node has been replaced.
+                if link.close_reason().and_then(|c| c.code) == Some(CLOSE_REPLACED) {
+                    return Err(HelloFailed::Final(NodeError::Replaced));
+                }
+                return Err(HelloFailed::Retry(refusal.to_string()));
+            }
         }
     }
 }
