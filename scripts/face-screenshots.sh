@@ -20,11 +20,11 @@ if [ ! -d browser-client/node_modules/playwright-core ]; then
   (cd browser-client && npm ci --no-audit --no-fund)
 fi
 
-run=(cargo test -p aisa-node --test face -- --ignored --exact
+run=(cargo test --locked --workspace --test face -- --ignored --exact
   chromium_clicks_approve_and_keeps_screenshots --nocapture)
 if [ -z "${DISPLAY:-}" ] && command -v xvfb-run >/dev/null; then
   # Build first, so Xvfb only runs around the test itself.
-  cargo test -p aisa-node --test face --no-run
+  cargo test --locked --workspace --test face --no-run
   xvfb-run -a -s "-screen 0 1280x1024x24" "${run[@]}"
 else
   "${run[@]}"

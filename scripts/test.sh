@@ -9,7 +9,17 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 # Each step says how far into the run it starts (bash's SECONDS), to see where CI's time goes.
-step() { printf '\n=== %s (at %d s)\n' "$*" "$SECONDS"; }
+# In CI it also says the disk left (a run once ran out of it).
+step() {
+  local disk=
+  [ -z "${CI:-}" ] || disk=", $(df -h --output=avail . | tail -1 | tr -d ' ') free"
+  printf '\n=== %s (at %d s%s)\n' "$*" "$SECONDS" "$disk"
+}
+
+# CI starts from a clean clone on a disk of unknown size (one run ran out of it): there,
+# a target dir no later step reads is removed once its step is done. Locally it is kept
+# for the next run.
+prune() { if [ -n "${CI:-}" ]; then rm -rf "$@"; fi; }
 
 step "prerequisites"
 # As root, installs what is missing (Debian packages: build-essential, clang-14, llvm-14,
@@ -46,10 +56,12 @@ step "desktop node: cross check for Windows (x86_64-pc-windows-gnu)"
 # (in scripts/test-full.sh). Its own target dir: the host build's stays untouched.
 rustup target list --installed | grep -qx x86_64-pc-windows-gnu || rustup target add x86_64-pc-windows-gnu
 cargo check --locked -p aisa-node --target x86_64-pc-windows-gnu --target-dir target/windows
+prune target/windows
 
 step "desktop node: type check for macOS (aarch64-apple-darwin; C stubbed, nothing linked)"
 # docs/desktop.md, "macOS: what is checked"; both Apple targets in scripts/test-full.sh.
 scripts/cross-macos-check.sh aarch64-apple-darwin
+prune target/macos
 
 # The test runs below select their tests with `--workspace --test NAME` rather than `-p`:
 # `-p` resolves the dependencies' features for that one package, which differ from the
@@ -109,6 +121,7 @@ rm -rf target/packages/ci
 step "fuzz smoke: every target of fuzz/ for a few seconds (docs/security.md, Fuzzing)"
 # Unoptimised build (quick to build); campaigns use scripts/fuzz.sh's release default.
 FUZZ_SECONDS=${FUZZ_SECONDS:-5} FUZZ_PROFILE=${FUZZ_PROFILE:-dev} scripts/fuzz.sh
+prune target/fuzz
 
 step "browser-client: npm ci, type check, build, unit tests"
 cd browser-client
