@@ -18,13 +18,21 @@
 //! written it is a hidden `.partial-…` file that is removed when the browser cancels,
 //! goes away, stalls for [`UPLOAD_IDLE`], or sends more or less than it announced. An
 //! upload is also held to the app's `$APP_DATA` quota ([`crate::host::Quotas`], the one
-//! its own writes are held to), checked before it starts.
+//! its own writes are held to), checked before it starts: what is on disk plus the full
+//! announced size of every upload into the same folder still under way. Each upload
+//! reserves its announced size at FILE_UPLOAD (under one lock with the check, so two
+//! uploads started at the same instant cannot both fit into room only one has) and
+//! releases it when it ends: cancelled, failed, or stored (the stored file then counts as
+//! itself). The app's own `fs` writes are checked against the disk only, not against
+//! these reservations.
 //!
 //! Every refusal is a sentence for a person ([`FileRefusal`]).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use aisa_tunnel::message::FileEntry;
@@ -411,12 +419,42 @@ pub struct Upload {
     name: String,
     size: u64,
     received: u64,
+    /// The bytes this upload holds against its app's quota ([`Upload::begin_within`]);
+    /// released when the upload is dropped, after its partial file is gone.
+    reservation: Option<Reservation>,
+}
+
+/// Uploads under way, per `$APP_DATA` folder (canonical form): each one's partial file
+/// name and the size it announced. Only [`Upload::begin_within`] adds to it, with the
+/// quota check under the same lock.
+static RESERVED: Mutex<BTreeMap<PathBuf, BTreeMap<String, u64>>> = Mutex::new(BTreeMap::new());
+
+/// One upload's place in [`RESERVED`]; removed on drop.
+#[derive(Debug)]
+struct Reservation {
+    app_data: PathBuf,
+    partial: String,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut reserved = RESERVED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(live) = reserved.get_mut(&self.app_data) {
+            live.remove(&self.partial);
+            if live.is_empty() {
+                reserved.remove(&self.app_data);
+            }
+        }
+    }
 }
 
 impl Upload {
     /// Like [`Upload::begin`], and refused too when `$APP_DATA` would then hold more than
-    /// `quotas` allow (the quota the app's own writes are held to; uploads running at
-    /// once are each checked against what is on disk, partial files included). Blocking.
+    /// `quotas` allow (the quota the app's own writes are held to). What counts is what
+    /// is on disk plus the announced size of every other upload into `app_data` still
+    /// under way (their partial files are counted at that size, not at what they have
+    /// received); the accepted upload reserves its own size until it is dropped, stored
+    /// or not. Blocking.
     pub fn begin_within(
         app_data: &Path,
         name: &str,
@@ -424,17 +462,35 @@ impl Upload {
         max: u64,
         quotas: &crate::host::Quotas,
     ) -> Result<Upload, FileRefusal> {
-        let (bytes, entries) = usage(app_data, quotas);
-        if bytes.saturating_add(size) > quotas.app_data_bytes {
-            return Err(FileRefusal::new(
-                ErrorCode::LimitExceeded,
+        // One key per folder however it is written.
+        let _ = permissions::create_private_dir_all(app_data);
+        let key = app_data
+            .canonicalize()
+            .unwrap_or_else(|_| app_data.to_owned());
+        // The check and the reservation under one lock: two uploads starting at the same
+        // instant are checked one after the other, the second seeing the first's bytes.
+        let mut reserved = RESERVED.lock().unwrap_or_else(PoisonError::into_inner);
+        let live = reserved.get(&key);
+        let pending: u64 = live.map_or(0, |live| live.values().sum());
+        let (bytes, entries) = usage(app_data, quotas, live);
+        if bytes.saturating_add(pending).saturating_add(size) > quotas.app_data_bytes {
+            let message = if pending == 0 {
                 format!(
                     "The app's folder on your desktop holds {} and may hold {}; the {} file does not fit (delete files from it first).",
                     size_text(bytes),
                     size_text(quotas.app_data_bytes),
                     size_text(size)
-                ),
-            ));
+                )
+            } else {
+                format!(
+                    "The app's folder on your desktop holds {}, uploads under way will add {}, and it may hold {}; the {} file does not fit (wait for them to finish, or delete files from it first).",
+                    size_text(bytes),
+                    size_text(pending),
+                    size_text(quotas.app_data_bytes),
+                    size_text(size)
+                )
+            };
+            return Err(FileRefusal::new(ErrorCode::LimitExceeded, message));
         }
         // The uploads folder and the partial file (renamed at the end).
         if entries + 2 > quotas.app_data_entries {
@@ -445,7 +501,35 @@ impl Upload {
                 ),
             ));
         }
-        Upload::begin(app_data, name, size, max)
+        let mut upload = Upload::begin(app_data, name, size, max)?;
+        let partial = upload
+            .partial
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        reserved
+            .entry(key.clone())
+            .or_default()
+            .insert(partial.clone(), size);
+        drop(reserved);
+        upload.reservation = Some(Reservation {
+            app_data: key,
+            partial,
+        });
+        Ok(upload)
+    }
+
+    /// The bytes uploads under way into `app_data` have reserved against its quota
+    /// (their announced sizes; see [`Upload::begin_within`]).
+    pub fn reserved(app_data: &Path) -> u64 {
+        let key = app_data
+            .canonicalize()
+            .unwrap_or_else(|_| app_data.to_owned());
+        RESERVED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .map_or(0, |live| live.values().sum())
     }
 
     /// Starts receiving a file of `size` bytes named `name` (in the browser) into
@@ -486,6 +570,7 @@ impl Upload {
             name: sanitize_name(name),
             size,
             received: 0,
+            reservation: None,
         })
     }
 
@@ -601,12 +686,20 @@ impl Drop for Upload {
         self.file = None;
         // After `finish` the partial name is already gone.
         let _ = std::fs::remove_file(&self.partial);
+        // Then the reservation (the file is gone or stored under its name: no moment
+        // when the bytes count nowhere).
+        self.reservation = None;
     }
 }
 
 /// Bytes of regular files and the number of entries under `app_data`, without following
-/// symlinks; stops counting once past `quotas`.
-fn usage(app_data: &Path, quotas: &crate::host::Quotas) -> (u64, u64) {
+/// symlinks, leaving out the bytes of the partial files in `live` (uploads under way,
+/// counted at their announced size instead); stops counting once past `quotas`.
+fn usage(
+    app_data: &Path,
+    quotas: &crate::host::Quotas,
+    live: Option<&BTreeMap<String, u64>>,
+) -> (u64, u64) {
     let (mut bytes, mut entries) = (0u64, 0u64);
     let mut folders = vec![app_data.to_owned()];
     while let Some(folder) = folders.pop() {
@@ -621,7 +714,15 @@ fn usage(app_data: &Path, quotas: &crate::host::Quotas) -> (u64, u64) {
             if meta.is_dir() {
                 folders.push(entry.path());
             } else if meta.is_file() {
-                bytes = bytes.saturating_add(meta.len());
+                let reserved = live.is_some_and(|live| {
+                    entry
+                        .file_name()
+                        .to_str()
+                        .is_some_and(|name| live.contains_key(name))
+                });
+                if !reserved {
+                    bytes = bytes.saturating_add(meta.len());
+                }
             }
             if entries > quotas.app_data_entries || bytes > quotas.app_data_bytes {
                 return (bytes, entries);

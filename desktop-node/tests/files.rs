@@ -351,6 +351,77 @@ fn uploads_are_held_to_the_app_data_quota() {
     );
 }
 
+/// Two uploads started at the same instant into room for one: the second is checked
+/// against the first's announced size (reserved at FILE_UPLOAD), not against its still
+/// empty partial file, so exactly one starts. Each way an upload ends gives its bytes
+/// back: dropped (cancel, failure) frees the room, stored counts the file instead.
+#[test]
+fn uploads_started_at_the_same_instant_cannot_together_pass_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let app_data = dir.path().join("files");
+    let quotas = aisa_node::host::Quotas {
+        storage_bytes: 1 << 20,
+        app_data_bytes: 1000,
+        app_data_entries: 100,
+    };
+    for round in 0..5 {
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = ["a.bin", "b.bin"]
+            .into_iter()
+            .map(|name| {
+                let (start, app_data) = (start.clone(), app_data.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    Upload::begin_within(&app_data, name, 600, 1 << 20, &quotas)
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let (started, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+        assert_eq!(
+            (started.len(), refused.len()),
+            (1, 1),
+            "round {round}: 600 + 600 bytes passed a 1000-byte quota: {refused:?}"
+        );
+        let refusal = refused.into_iter().next().unwrap().unwrap_err();
+        assert_eq!(refusal.code, ErrorCode::LimitExceeded);
+        assert_eq!(
+            refusal.message,
+            "The app's folder on your desktop holds 0 bytes, uploads under way will add 600 bytes, and it may hold 1000 bytes; the 600 bytes file does not fit (wait for them to finish, or delete files from it first)."
+        );
+        assert_eq!(Upload::reserved(&app_data), 600);
+        // Cancelled or failed mid-way (dropped): the partial file and the reservation go.
+        let mut upload = started.into_iter().next().unwrap().unwrap();
+        upload.write(&[1; 300]).unwrap();
+        drop(upload);
+        assert_eq!(Upload::reserved(&app_data), 0);
+        assert!(uploads(&app_data).is_empty(), "{:?}", uploads(&app_data));
+    }
+
+    // Half-received, an upload still holds its whole announced size.
+    let mut first = Upload::begin_within(&app_data, "a.bin", 600, 1 << 20, &quotas).unwrap();
+    first.write(&[1; 300]).unwrap();
+    let refusal = Upload::begin_within(&app_data, "b.bin", 401, 1 << 20, &quotas).unwrap_err();
+    assert!(refusal.message.contains("will add 600 bytes"), "{refusal}");
+    let mut second = Upload::begin_within(&app_data, "b.bin", 400, 1 << 20, &quotas).unwrap();
+    assert_eq!(Upload::reserved(&app_data), 1000);
+    // Stored: the file counts as itself and its reservation is released.
+    first.write(&[1; 300]).unwrap();
+    first.finish().unwrap();
+    assert_eq!(Upload::reserved(&app_data), 400);
+    let refusal = Upload::begin_within(&app_data, "c.bin", 1, 1 << 20, &quotas).unwrap_err();
+    assert_eq!(
+        refusal.message,
+        "The app's folder on your desktop holds 600 bytes, uploads under way will add 400 bytes, and it may hold 1000 bytes; the 1 bytes file does not fit (wait for them to finish, or delete files from it first)."
+    );
+    // A failed one (more bytes than announced) gives its room back when it ends.
+    assert!(second.write(&[1; 401]).is_err());
+    drop(second);
+    assert_eq!(Upload::reserved(&app_data), 0);
+    Upload::begin_within(&app_data, "c.bin", 400, 1 << 20, &quotas).unwrap();
+    assert_eq!(uploads(&app_data), ["a.bin"]);
+}
+
 #[test]
 fn names_are_made_safe() {
     let cases = [
