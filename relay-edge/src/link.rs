@@ -189,10 +189,10 @@ impl crate::splice::SpliceSend for LinkSend {
         match self {
             LinkSend::Quic(s) => crate::splice::SpliceSend::stopped_by_peer(s).await,
             LinkSend::Mux(s) => match s.stopped().await {
-                Ok(_) | Err(mux::StreamError::ConnectionClosed(_)) => {}
-                // The stream is over: not a stop. Never resolve; the read side ends the
-                // pump.
-                Err(_) => std::future::pending::<()>().await,
+                Ok(Some(_)) | Err(mux::StreamError::ConnectionClosed(_)) => {}
+                // Delivered to the end, or over: not a stop. Never resolve; the read side
+                // ends the pump.
+                Ok(None) | Err(_) => std::future::pending::<()>().await,
             },
         }
     }

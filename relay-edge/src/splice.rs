@@ -127,8 +127,9 @@ impl SpliceSend for aisa_tunnel::mux::driver::SendStream {
         let _ = self.reset(code);
     }
     async fn stopped_by_peer(&mut self) {
-        if self.stopped().await.is_err() {
-            // The connection ended: the read side fails and ends the pump.
+        if !matches!(self.stopped().await, Ok(Some(_))) {
+            // Delivered to the end (not a stop), or the connection ended (the read side
+            // fails and ends the pump).
             std::future::pending::<()>().await;
         }
     }

@@ -142,6 +142,8 @@ struct Stream {
     credit: u64,
     stopped: Option<u32>,
     send_released: bool,
+    /// Our FINISH left [`Connection::poll_transmit`] (every byte before it did too).
+    finish_sent: bool,
     // Receiving half.
     buffered: VecDeque<Bytes>,
     buffered_len: u64,
@@ -163,6 +165,7 @@ impl Stream {
             credit: INITIAL_WINDOW.into(),
             stopped: None,
             send_released: false,
+            finish_sent: false,
             buffered: VecDeque::new(),
             buffered_len: 0,
             recv_window: INITIAL_WINDOW.into(),
@@ -275,8 +278,14 @@ impl Connection {
     /// The next frame to send. DATA counts against [`Config::max_queued`] until taken here.
     pub fn poll_transmit(&mut self) -> Option<Frame> {
         let frame = self.transmit.pop_front()?;
-        if let Frame::Data { data, .. } = &frame {
-            self.queued_data -= data.len();
+        match &frame {
+            Frame::Data { data, .. } => self.queued_data -= data.len(),
+            Frame::Finish { id } => {
+                if let Some(s) = self.streams.get_mut(id) {
+                    s.finish_sent = true;
+                }
+            }
+            _ => {}
         }
         Some(frame)
     }
@@ -606,6 +615,22 @@ impl Connection {
     /// The peer's STOP code, once it asked us to stop sending on `id`.
     pub fn stopped(&self, id: StreamId) -> Option<u32> {
         self.streams.get(&id).and_then(|s| s.stopped)
+    }
+
+    /// Whether the FINISH of a stream we finished has been handed to the transport (by
+    /// [`Connection::poll_transmit`]): every byte of it is on its way, so a STOP from the
+    /// peer no longer matters. The mux's counterpart of QUIC's "all data acknowledged";
+    /// over TCP, what was handed over arrives unless the connection fails. Call it only
+    /// for a stream finished with [`Connection::finish`].
+    pub fn finish_sent(&self, id: StreamId) -> bool {
+        match self.streams.get(&id) {
+            Some(s) => s.finish_sent,
+            // Over and collected: sent unless its FINISH still waits in the queue.
+            None => !self
+                .transmit
+                .iter()
+                .any(|f| matches!(f, Frame::Finish { id: queued } if *queued == id)),
+        }
     }
 
     /// Ends the sending half cleanly (FINISH after every queued byte).

@@ -207,6 +207,14 @@ impl State {
             _ => w.wake(),
         }
     }
+    /// Wakes stream `id`'s `stopped` (its FINISH was handed to the transport).
+    fn wake_stopped(&mut self, id: StreamId) {
+        if let Some(slot) = self.wakers.get_mut(&id).map(|w| &mut w.stopped)
+            && let Some(w) = slot.take()
+        {
+            w.wake();
+        }
+    }
     fn wake_all(&mut self) {
         for w in self.wakers.values_mut() {
             w.wake();
@@ -363,6 +371,11 @@ async fn drive<S: FrameSource, K: FrameSink>(
                 if !frames.is_empty() {
                     state.wake_writers();
                 }
+                for frame in &frames {
+                    if let Frame::Finish { id } = frame {
+                        state.wake_stopped(*id);
+                    }
+                }
                 (frames, state.conn.closed().cloned())
             };
             if frames.is_empty() {
@@ -427,6 +440,7 @@ impl MuxConnection {
             SendStream {
                 shared: self.shared.clone(),
                 id,
+                finished: false,
             },
             RecvStream {
                 shared: self.shared.clone(),
@@ -501,6 +515,8 @@ impl MuxConnection {
 pub struct SendStream {
     shared: Arc<Shared>,
     id: StreamId,
+    /// This handle finished the stream.
+    finished: bool,
 }
 
 impl std::fmt::Debug for SendStream {
@@ -543,7 +559,9 @@ impl SendStream {
 
     /// Ends the stream cleanly after the bytes written.
     pub fn finish(&mut self) -> Result<(), StreamError> {
-        self.shared.with(|state| state.conn.finish(self.id))
+        self.shared.with(|state| state.conn.finish(self.id))?;
+        self.finished = true;
+        Ok(())
     }
 
     /// Abandons the stream with `code`.
@@ -551,13 +569,20 @@ impl SendStream {
         self.shared.with(|state| state.conn.reset(self.id, code))
     }
 
-    /// Completes with the peer's code when it asks us to stop sending, or with an
-    /// error when the connection ends first.
-    pub async fn stopped(&mut self) -> Result<u32, StreamError> {
+    /// Completes as quinn's `stopped` does: `Ok(Some(code))` when the peer asks us to
+    /// stop sending; `Ok(None)` once the stream is finished and its FINISH handed to the
+    /// transport (every byte is on its way, [`Connection::finish_sent`]); an error when
+    /// the connection ends first.
+    ///
+    /// [`Connection::finish_sent`]: super::conn::Connection::finish_sent
+    pub async fn stopped(&mut self) -> Result<Option<u32>, StreamError> {
         poll_fn(|cx| {
             let mut state = self.shared.lock();
             if let Some(code) = state.conn.stopped(self.id) {
-                return Poll::Ready(Ok(code));
+                return Poll::Ready(Ok(Some(code)));
+            }
+            if self.finished && state.conn.finish_sent(self.id) {
+                return Poll::Ready(Ok(None));
             }
             if let Some(closed) = state.conn.closed() {
                 return Poll::Ready(Err(StreamError::ConnectionClosed(closed.clone())));
@@ -810,7 +835,7 @@ pub(crate) mod tests {
         send.write_chunk(Bytes::from_static(b"x")).await.unwrap();
         let (mut far_send, mut far_recv) = b.accept_bi().await.unwrap();
         far_recv.stop(7).unwrap();
-        assert_eq!(send.stopped().await.unwrap(), 7);
+        assert_eq!(send.stopped().await.unwrap(), Some(7));
         far_send.reset(9).unwrap();
         assert_eq!(recv.read_chunk(10).await, Err(StreamError::Reset(9)));
     }

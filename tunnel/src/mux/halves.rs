@@ -52,12 +52,9 @@ impl LinkSend {
         }
     }
 
-    /// Completes when the peer has read everything (`Ok(None)`) or stopped the stream
-    /// (`Ok(Some(code))`), or the link failed.
-    ///
-    /// On the mux, a stream read to its end is not reported (the driver keeps no state
-    /// for a stream that is over): `stopped` waits for a STOP or the link's end, so a
-    /// caller waiting for delivery bounds it with a timeout, as on QUIC.
+    /// Completes when every byte of a finished stream is delivered (`Ok(None)`; on QUIC
+    /// acknowledged, on the mux handed to the TCP transport) or the peer stopped the
+    /// stream (`Ok(Some(code))`), or the link failed.
     pub async fn stopped(&mut self) -> Result<Option<u32>, LinkClosed> {
         match self {
             LinkSend::Quic(s) => match s.stopped().await {
@@ -69,9 +66,7 @@ impl LinkSend {
                 }),
             },
             LinkSend::Mux(s) => match s.stopped().await {
-                Ok(code) => Ok(Some(code)),
-                // Every byte was read and the stream is over: not a stop.
-                Err(StreamError::Unknown(_)) => Ok(None),
+                Ok(code) => Ok(code),
                 Err(StreamError::ConnectionClosed(closed)) => Err(closed.into()),
                 Err(other) => Err(LinkClosed {
                     code: None,
@@ -193,9 +188,22 @@ mod tests {
         assert_eq!(&buf[..5], b"hello");
         assert_eq!(recv.read(&mut buf).await.expect("end"), None);
         assert!(send.finish().is_err(), "finished twice");
-        // Read to the end is no stop, and the mux does not report it (see `stopped`).
-        let wait = tokio::time::timeout(std::time::Duration::from_millis(200), send.stopped());
-        assert!(wait.await.is_err(), "stopped after a clean end");
+        // Delivered to the end: no stop, and `stopped` says so at once, as on QUIC.
+        assert_eq!(stopped(&mut send).await, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn a_finished_stream_is_delivered_while_the_peer_still_sends() {
+        // A refusal on the relay's side: the answer and FINISH are written while the
+        // peer's half stays open. `stopped` must not wait for the peer's half.
+        let (a, b) = pair();
+        let (send, _recv) = a.open_bi().expect("open");
+        let mut send = LinkSend::Mux(send);
+        send.write_all(b"x").await.expect("write");
+        let (_far_send, _far_recv) = b.accept_bi().await.expect("accept");
+        send.write_all(b"refused").await.expect("write");
+        send.finish().expect("finish");
+        assert_eq!(stopped(&mut send).await, Ok(None));
     }
 
     #[tokio::test]
