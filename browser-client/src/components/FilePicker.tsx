@@ -34,7 +34,8 @@ function fileError(err: unknown): HumanError {
 type Upload =
   | { phase: 'idle' }
   | { phase: 'sending'; name: string; received: number; size: number; abort: AbortController }
-  | { phase: 'stored'; name: string; path: string; size: number };
+  | { phase: 'stored'; name: string; path: string; size: number }
+  | { phase: 'cancelled'; name: string };
 
 export function FilePicker(props: WidgetProps) {
   const { id, value, onChange, disabled, readonly, placeholder, registry } = props;
@@ -100,8 +101,14 @@ export function FilePicker(props: WidgetProps) {
       onChange(stored.path);
     } catch (err) {
       if (!alive.current) return;
-      setUpload({ phase: 'idle' });
-      if (!(err instanceof DOMException && err.name === 'AbortError')) setError(fileError(err));
+      if (err instanceof DOMException && err.name === 'AbortError') {
+        // The desktop removes what it had received when it takes the CANCEL (or sees the
+        // stream reset), before it answers.
+        setUpload({ phase: 'cancelled', name: file.name });
+      } else {
+        setUpload({ phase: 'idle' });
+        setError(fileError(err));
+      }
     } finally {
       if (uploading.current === abort) uploading.current = null;
       if (fileInput.current) fileInput.current.value = '';
@@ -179,6 +186,11 @@ export function FilePicker(props: WidgetProps) {
       {upload.phase === 'stored' && value === upload.path && (
         <p className="small-text muted file-stored" role="status">
           Uploaded {upload.name} ({formatSize(upload.size)}) to your desktop as {upload.path}.
+        </p>
+      )}
+      {upload.phase === 'cancelled' && (
+        <p className="small-text muted file-cancelled" role="status">
+          Upload of {upload.name} cancelled; nothing of it was kept on your desktop.
         </p>
       )}
       {error && <ErrorNote error={error} id={`${id}-file-error`} />}

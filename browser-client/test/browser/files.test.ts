@@ -6,7 +6,9 @@
  * action; a file uploaded from the browser (FILE_UPLOAD, with a progress bar) lands in
  * the app's data folder on the desktop and is read by the action too; a typed `~/…` path
  * works; a typed path outside the grant is refused in words; at phone width the picker
- * fits.
+ * fits. A large upload (48 MB; the node's cap is raised to 64 MiB for it) is cancelled
+ * with its Cancel button mid-way: the page says so, and the app's uploads folder on the
+ * desktop holds neither the file nor a partial one.
  *
  * The node runs with its own HOME (so `$DOCUMENTS` is a folder of this test). Screenshots
  * land in browser-client/test-artifacts/files-*.png; the flow's time is printed.
@@ -26,6 +28,10 @@ const root = resolve(__dirname, '../../..');
 const binDir = process.env.AISA_BIN_DIR ?? join(root, 'target/debug');
 const notesWasm = process.env.AISA_NOTES_WASM ?? join(root, 'target/guest/wasm32-unknown-unknown/release/notes.wasm');
 const APP = 'e2e-files';
+/** The node's upload cap in this test: 64 MiB, room for {@link BIG}. */
+const BIG_CAP = 64 << 20;
+/** The upload the Cancel test stops mid-way: 48 MB. */
+const BIG = 48 << 20;
 
 let person: string;
 let system: System;
@@ -41,6 +47,14 @@ beforeAll(async () => {
   writeFileSync(join(person, 'Documents/lists/week.csv'), 'note\nbuy milk 4711\ncall Ada\n');
   writeFileSync(join(person, 'secret.csv'), 'note\nnot for apps\n');
   system = await System.start({ nodeEnv: { HOME: person, XDG_CONFIG_HOME: join(person, '.config') } });
+  // Room for the large upload the Cancel test stops mid-way (read when the node starts).
+  await system.stopNode();
+  const config = join(system.nodeHome, 'node.toml');
+  const toml = readFileSync(config, 'utf8');
+  const cap = 'max_upload_bytes = 8388608';
+  if (!toml.includes(cap)) throw new Error(`no "${cap}" in node.toml:\n${toml}`);
+  writeFileSync(config, toml.replace(cap, `max_upload_bytes = ${BIG_CAP}`));
+  await system.startNode();
   chromium = await launchChromium('files-failure.png', () => system.logs());
   page = chromium.page;
 });
@@ -108,24 +122,49 @@ async function chooseAction(label: string): Promise<void> {
   await page.getByLabel('Action', { exact: true }).selectOption({ label });
 }
 
+let installing: Promise<void> | undefined;
+/** Publishes the app and installs it on the desktop, once for the tests of this file. */
+function installed(): Promise<void> {
+  installing ??= (async () => {
+    await system.publish(notesBundle());
+    execFileSync(join(binDir, 'desktop-node'), ['--home', system.nodeHome, 'apps', 'install', APP, '--yes'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    // The running node picks the install up (and compiles the module) by itself.
+    await expect.poll(() => system.nodeOutput(), { timeout: 60_000 }).toMatch(/apps loaded[^\n]*e2e-files/);
+  })();
+  return installing;
+}
+
+/** Signs in with the form unless the page is signed in already. */
+async function signIn(): Promise<void> {
+  await page.goto(system.httpUrl);
+  await page.waitForSelector('#signed-in-as, #email');
+  if (await page.locator('#signed-in-as').count()) return;
+  await page.getByLabel('Email').fill(EMAIL);
+  await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForSelector('#signed-in-as');
+}
+
+/** The names in the app's uploads folder on the desktop (partial files included). */
+function uploadsOnDesktop(): string[] {
+  try {
+    return readdirSync(join(system.nodeHome, `data/${APP}/files/uploads`)).sort();
+  } catch {
+    return [];
+  }
+}
+
 describe('file fields (Chromium)', () => {
   it('browses the granted folders, uploads a file, and the app reads both', () =>
     chromium.explained(() =>
       timed('files', async () => {
-        await system.publish(notesBundle());
-        execFileSync(join(binDir, 'desktop-node'), ['--home', system.nodeHome, 'apps', 'install', APP, '--yes'], {
-          encoding: 'utf8',
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        // The running node picks the install up (and compiles the module) by itself.
-        await expect.poll(() => system.nodeOutput(), { timeout: 60_000 }).toMatch(/apps loaded[^\n]*e2e-files/);
+        await installed();
 
         step('installed');
-        await page.goto(system.httpUrl);
-        await page.getByLabel('Email').fill(EMAIL);
-        await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
-        await page.getByRole('button', { name: 'Sign in' }).click();
-        await page.waitForSelector('#signed-in-as');
+        await signIn();
         await page.goto(`${system.httpUrl}/#/run/${APP}`);
         await chooseAction('Import notes');
         const field = page.locator('#root_path');
@@ -208,6 +247,52 @@ describe('file fields (Chromium)', () => {
         expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
         await shot('files-phone.png');
         await page.setViewportSize({ width: 1200, height: 900 });
+      }),
+    ));
+
+  it('cancels a large upload mid-way: the page says so and the desktop keeps nothing of it', () =>
+    chromium.explained(() =>
+      timed('files-cancel', async () => {
+        await installed();
+        await signIn();
+        await page.goto(`${system.httpUrl}/#/run/${APP}`);
+        await chooseAction('Import notes');
+        const field = page.locator('#root_path');
+        await field.waitFor();
+        const before = await field.inputValue();
+        const kept = uploadsOnDesktop().filter((n) => !n.startsWith('.partial-'));
+
+        step('form shown');
+        const big = join(person, 'big.csv');
+        writeFileSync(big, Buffer.alloc(BIG, 'x'));
+        await page.setInputFiles('#root_path-file', big);
+        // Mid-way: the desktop has reported some of it (FILE_PROGRESS every 256 KiB) and
+        // holds the partial file.
+        const label = page.locator('.file-upload label');
+        await expect.poll(() => text('.file-upload label'), { timeout: 20_000 }).toMatch(/^Uploading big\.csv: [\d.]+ (KB|MB) of 48\.0 MB$/);
+        const partial = () => uploadsOnDesktop().filter((n) => n.startsWith('.partial-'));
+        await expect.poll(partial, { timeout: 10_000 }).toHaveLength(1);
+        const shown = (await label.textContent()) ?? '';
+        const progress = await page.locator('.file-upload progress').evaluate((el: HTMLProgressElement) => el.value);
+        expect(progress).toBeLessThan(100);
+        await shot('files-upload-running.png');
+        await page.getByRole('button', { name: 'Cancel upload' }).click();
+        step(`cancel clicked at "${shown}" (${progress} %)`);
+
+        // The page says so, the bar is gone, the field is as it was.
+        await expect
+          .poll(() => text('.file-cancelled'), { timeout: 15_000 })
+          .toBe('Upload of big.csv cancelled; nothing of it was kept on your desktop.');
+        expect(await page.locator('.file-upload').count()).toBe(0);
+        expect(await page.locator('.file-stored').count()).toBe(0);
+        expect(await field.inputValue()).toBe(before);
+        expect(await page.locator('#root_path-upload').isEnabled()).toBe(true);
+        await shot('files-upload-cancelled.png');
+        // What the page says is already true: the desktop answered the CANCEL after
+        // removing the partial file, and kept no big.csv.
+        expect(uploadsOnDesktop()).toEqual(kept);
+        expect(system.nodeOutput()).not.toMatch(/upload stored[^\n]*big\.csv/);
+        step('nothing kept');
       }),
     ));
 });
