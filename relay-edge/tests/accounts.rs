@@ -2,9 +2,10 @@
 //! in, refresh, two tabs refreshing at once, sign out), the sessions list, changing the
 //! password, deleting the account, device login (`desktop-node login` approved in
 //! the browser, RFC 8628 style: pending, slow_down, approve, collect once, deny), devices
-//! listed only once their login finished, and accounts made by an OpenID provider
+//! listed only once their login finished, accounts made by an OpenID provider
 //! (no password) that set a password or delete themselves after a recent sign-in at the
-//! provider.
+//! provider, and the account's sign-in methods (listed; an identity unlinked with the
+//! same fresh proof, never the last way in, never another account's).
 //!
 //! Each test runs a real relay on loopback with its data in a temporary folder
 //! (embedded SQLite, or PostgreSQL when `AISA_TEST_POSTGRES` names a server); the
@@ -814,13 +815,20 @@ const PUBLIC_URL: &str = "http://127.0.0.1:9";
 
 /// A relay offering the test provider as `test` ("Test ID").
 async fn relay_with_provider(provider: &Provider) -> Relay {
-    let mut config = RelayConfig::from_toml(&format!(
-        "[oidc]\npublic_url = \"{PUBLIC_URL}\"\n\
-         [[oidc.providers]]\nname = \"test\"\ndisplay_name = \"Test ID\"\nissuer = \"{}\"\nclient_id = \"{}\"\n",
-        provider.issuer,
-        provider::CLIENT_ID
-    ))
-    .unwrap();
+    relay_with_providers(&[(provider, "test", "Test ID")]).await
+}
+
+/// A relay offering each provider under a name and a display name.
+async fn relay_with_providers(providers: &[(&Provider, &str, &str)]) -> Relay {
+    let mut toml = format!("[oidc]\npublic_url = \"{PUBLIC_URL}\"\n");
+    for (provider, name, display_name) in providers {
+        toml += &format!(
+            "[[oidc.providers]]\nname = \"{name}\"\ndisplay_name = \"{display_name}\"\nissuer = \"{}\"\nclient_id = \"{}\"\n",
+            provider.issuer,
+            provider::CLIENT_ID
+        );
+    }
+    let mut config = RelayConfig::from_toml(&toml).unwrap();
     config.oidc.reauth_max_age_secs = 300;
     Relay::start_with(config).await
 }
@@ -847,12 +855,22 @@ fn location(res: &reqwest::Response) -> String {
 /// cookie `jar`, and `?reauth=1` when confirming who it is), the provider, the callback.
 /// Returns the new refresh cookie and where the relay sent the browser.
 async fn provider_sign_in(relay: &Relay, jar: Option<&str>, reauth: bool) -> (String, String) {
+    provider_sign_in_at(relay, "test", jar, reauth).await
+}
+
+/// [`provider_sign_in`] with the provider configured as `name`.
+async fn provider_sign_in_at(
+    relay: &Relay,
+    name: &str,
+    jar: Option<&str>,
+    reauth: bool,
+) -> (String, String) {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     let query = if reauth { "?reauth=1" } else { "" };
-    let mut start = http.get(format!("{}/api/auth/oidc/test/start{query}", relay.base));
+    let mut start = http.get(format!("{}/api/auth/oidc/{name}/start{query}", relay.base));
     if let Some(jar) = jar {
         start = start.header("cookie", jar);
     }
@@ -1214,4 +1232,331 @@ async fn an_account_without_a_password_deletes_itself_and_its_devices_after_sign
         .await;
     assert_ne!(account.body["user_id"], json!(null));
     assert!(relay.devices(&again).await.is_empty());
+}
+
+/// `GET /api/account/identities` as `token`.
+async fn sign_in_methods(relay: &Relay, token: &str) -> Value {
+    let a = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/account/identities",
+            Some(token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.body
+}
+
+/// `DELETE /api/account/identities/{id}` as `token` with `body`.
+async fn unlink(relay: &Relay, token: &str, id: &str, body: Value) -> Answer {
+    relay
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/account/identities/{id}"),
+            Some(token),
+            None,
+            Some(body),
+        )
+        .await
+}
+
+/// The listed identities' providers, in the relay's order.
+fn providers_of(methods: &Value) -> Vec<String> {
+    methods["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["provider"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The id of the listed identity of `provider`.
+fn id_of(methods: &Value, provider: &str) -> String {
+    methods["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["provider"] == provider)
+        .unwrap_or_else(|| panic!("no {provider} identity in {methods}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_methods_are_listed_and_an_identity_is_unlinked_with_the_password() {
+    let test = Provider::start().await;
+    let other = Provider::start().await;
+    let relay =
+        relay_with_providers(&[(&test, "test", "Test ID"), (&other, "other", "Other ID")]).await;
+    let signed = relay.signup("ann@example.com").await;
+    let token = signed.body["token"].as_str().unwrap().to_owned();
+    let methods = sign_in_methods(&relay, &token).await;
+    assert_eq!(
+        methods,
+        json!({"has_password": true, "identities": []}),
+        "a password account with no provider yet"
+    );
+
+    // Two providers vouch for ann's address: both identities link to her account.
+    test.person("sub-ann-248289761001", "ann@example.com");
+    other.person("other-ann-77", "ann@example.com");
+    let before = aisa_relay::auth::now_secs() as i64;
+    provider_sign_in_at(&relay, "test", None, false).await;
+    provider_sign_in_at(&relay, "other", None, false).await;
+    let methods = sign_in_methods(&relay, &token).await;
+    assert_eq!(methods["has_password"], true);
+    let mut listed = providers_of(&methods);
+    listed.sort();
+    assert_eq!(listed, ["other", "test"], "{methods}");
+    let identity = methods["identities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["provider"] == "test")
+        .unwrap();
+    assert_eq!(identity["provider_name"], "Test ID");
+    assert_eq!(identity["email"], "ann@example.com");
+    assert_eq!(identity["subject_hint"], "…1001");
+    assert_eq!(identity["id"].as_str().unwrap().len(), 32);
+    let linked_at = identity["linked_at"].as_i64().unwrap();
+    assert!(
+        (before..=before + 30).contains(&linked_at),
+        "{linked_at} vs {before}"
+    );
+    // Neither the whole subject nor the issuer leave the relay.
+    let text = methods.to_string();
+    assert!(!text.contains("sub-ann-248289761001"), "{text}");
+    assert!(!text.contains(&test.issuer), "{text}");
+    let test_id = id_of(&methods, "test");
+
+    // Unlinking needs the current password, like the other sensitive changes.
+    let none = unlink(&relay, &token, &test_id, json!({})).await;
+    assert_eq!(none.status, 400, "{}", none.body);
+    assert_eq!(none.body["error"], "the current password is required");
+    let wrong = unlink(&relay, &token, &test_id, json!({"password": "not it"})).await;
+    assert_eq!(wrong.status, 403, "{}", wrong.body);
+    assert_eq!(wrong.body["error"], "the current password is wrong");
+    assert_eq!(
+        sign_in_methods(&relay, &token).await["identities"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let done = unlink(&relay, &token, &test_id, json!({"password": PASSWORD})).await;
+    assert_eq!(done.status, 204, "{}", done.body);
+    let methods = sign_in_methods(&relay, &token).await;
+    assert_eq!(providers_of(&methods), ["other"], "{methods}");
+    let account = relay
+        .call(
+            reqwest::Method::GET,
+            "/api/account",
+            Some(&token),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(account.body["providers"], json!(["other"]));
+    // Gone: a second time finds nothing.
+    let again = unlink(&relay, &token, &test_id, json!({"password": PASSWORD})).await;
+    assert_eq!(again.status, 404, "{}", again.body);
+
+    // With a password, the last identity may go too: the password still opens it.
+    let other_id = id_of(&methods, "other");
+    let last = unlink(&relay, &token, &other_id, json!({"password": PASSWORD})).await;
+    assert_eq!(last.status, 204, "{}", last.body);
+    assert_eq!(
+        sign_in_methods(&relay, &token).await,
+        json!({"has_password": true, "identities": []})
+    );
+    let login = relay
+        .post(
+            "/api/auth/login",
+            json!({"email": "ann@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_password_the_last_identity_stays_and_unlinking_needs_a_recent_sign_in() {
+    let test = Provider::start().await;
+    let other = Provider::start().await;
+    let relay =
+        relay_with_providers(&[(&test, "test", "Test ID"), (&other, "other", "Other ID")]).await;
+    test.person("sub-nina", "nina@example.com");
+    other.person("other-nina", "nina@example.com");
+
+    // An account the provider made an hour ago, and a second provider linked to it.
+    test.auth_time(AuthTime::SecondsAgo(3600));
+    other.auth_time(AuthTime::SecondsAgo(3600));
+    let (jar, _) = provider_sign_in_at(&relay, "test", None, false).await;
+    provider_sign_in_at(&relay, "other", None, false).await;
+    let (stale, jar) = access(&relay, &jar).await;
+    let methods = sign_in_methods(&relay, &stale).await;
+    assert_eq!(methods["has_password"], false, "{methods}");
+    let test_id = id_of(&methods, "test");
+    let other_id = id_of(&methods, "other");
+
+    // Stale: refused with the way out, nothing unlinked; a password is no way round it.
+    for body in [json!({}), json!({"password": "guess"})] {
+        let refused = unlink(&relay, &stale, &test_id, body).await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert_eq!(refused.body["code"], "reauth_required");
+        assert_eq!(refused.body["providers"], json!(["other", "test"]));
+        assert!(
+            refused.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("was 60 minutes ago"),
+            "{}",
+            refused.body
+        );
+    }
+    assert_eq!(
+        sign_in_methods(&relay, &stale).await["identities"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Confirmed at the provider just now: one identity may go.
+    test.auth_time(AuthTime::Now);
+    let (fresh_jar, _) = provider_sign_in_at(&relay, "test", Some(&jar), true).await;
+    let (fresh, _) = access(&relay, &fresh_jar).await;
+    let done = unlink(&relay, &fresh, &test_id, json!({})).await;
+    assert_eq!(done.status, 204, "{}", done.body);
+    let methods = sign_in_methods(&relay, &fresh).await;
+    assert_eq!(providers_of(&methods), ["other"]);
+
+    // The last way in stays, however fresh the proof, with a sentence saying why.
+    let last = unlink(&relay, &fresh, &other_id, json!({})).await;
+    assert_eq!(last.status, 409, "{}", last.body);
+    assert_eq!(last.body["code"], "last_sign_in_method");
+    let why = last.body["error"].as_str().unwrap();
+    assert!(
+        why.contains("only way left to sign in") && why.contains("set a password"),
+        "{why}"
+    );
+    assert_eq!(
+        providers_of(&sign_in_methods(&relay, &fresh).await),
+        ["other"]
+    );
+
+    // Once the account has a password, the identity may go.
+    let set = relay
+        .call(
+            reqwest::Method::POST,
+            "/api/account/password",
+            Some(&fresh),
+            None,
+            Some(json!({"new_password": "nina's new password"})),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    let with_password = set.body["token"].as_str().unwrap().to_owned();
+    let gone = unlink(
+        &relay,
+        &with_password,
+        &other_id,
+        json!({"password": "nina's new password"}),
+    )
+    .await;
+    assert_eq!(gone.status, 204, "{}", gone.body);
+    assert_eq!(
+        sign_in_methods(&relay, &with_password).await,
+        json!({"has_password": true, "identities": []})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_unlinks_at_once_leave_one_way_in() {
+    let test = Provider::start().await;
+    let other = Provider::start().await;
+    let relay =
+        relay_with_providers(&[(&test, "test", "Test ID"), (&other, "other", "Other ID")]).await;
+    test.person("sub-raj", "raj@example.com");
+    other.person("other-raj", "raj@example.com");
+    let (jar, _) = provider_sign_in_at(&relay, "test", None, false).await;
+    for round in 0..3 {
+        // Both identities linked, the session fresh (AuthTime::Now by default).
+        let (jar_other, _) = provider_sign_in_at(&relay, "other", None, false).await;
+        provider_sign_in_at(&relay, "test", Some(&jar), false).await;
+        let (token, _) = access(&relay, &jar_other).await;
+        let methods = sign_in_methods(&relay, &token).await;
+        assert_eq!(
+            methods["identities"].as_array().unwrap().len(),
+            2,
+            "{methods}"
+        );
+        let (test_id, other_id) = (id_of(&methods, "test"), id_of(&methods, "other"));
+        let (a, b) = tokio::join!(
+            unlink(&relay, &token, &test_id, json!({})),
+            unlink(&relay, &token, &other_id, json!({})),
+        );
+        let mut statuses = [a.status, b.status];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [204, 409],
+            "round {round}: {} / {}",
+            a.body,
+            b.body
+        );
+        assert_eq!(
+            sign_in_methods(&relay, &token).await["identities"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1,
+            "round {round}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_accounts_identity_cannot_be_unlinked() {
+    let test = Provider::start().await;
+    let relay = relay_with_provider(&test).await;
+    let ann = relay.signup("ann@example.com").await;
+    let ann = ann.body["token"].as_str().unwrap().to_owned();
+    test.person("sub-ann", "ann@example.com");
+    provider_sign_in(&relay, None, false).await;
+    let ann_id = id_of(&sign_in_methods(&relay, &ann).await, "test");
+
+    let bob = relay.signup("bob@example.com").await;
+    let bob = bob.body["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        sign_in_methods(&relay, &bob).await["identities"],
+        json!([]),
+        "bob sees none of ann's"
+    );
+    // Bob, with his own right password, asks to unlink ann's identity: not his.
+    let refused = unlink(&relay, &bob, &ann_id, json!({"password": PASSWORD})).await;
+    assert_eq!(refused.status, 404, "{}", refused.body);
+    assert_eq!(
+        refused.body["error"],
+        "this account has no such sign-in method"
+    );
+    let made_up = unlink(&relay, &bob, &"0".repeat(32), json!({"password": PASSWORD})).await;
+    assert_eq!(made_up.status, 404);
+    let anonymous = relay
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/account/identities/{ann_id}"),
+            None,
+            None,
+            Some(json!({"password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        providers_of(&sign_in_methods(&relay, &ann).await),
+        ["test"],
+        "ann keeps her identity"
+    );
 }

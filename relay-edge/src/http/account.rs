@@ -2,9 +2,12 @@
 //! has a password and which providers it signs in with;
 //! `POST /api/account/password`: change the password, or set one on an account made by
 //! an OpenID provider (every other session is signed out); `DELETE /api/account`:
-//! delete the account with its devices, sessions, usage and ratings.
+//! delete the account with its devices, sessions, usage and ratings;
+//! `GET /api/account/identities`: the account's ways to sign in (a password or not, and
+//! each linked provider identity); `DELETE /api/account/identities/{id}`: unlink one,
+//! never the last way in.
 //!
-//! Both changes need fresh proof of who is asking ([`prove_identity`]): the current
+//! The changes need fresh proof of who is asking ([`prove_identity`]): the current
 //! password for an account that has one; for an account without a password, a sign-in
 //! at its provider within `[oidc] reauth_max_age_secs` (the web app sends the person
 //! through `/api/auth/oidc/{name}/start?reauth=1`, and the session's `auth_time`, carried
@@ -13,7 +16,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,11 +31,17 @@ use super::{ApiError, bearer, internal};
 use crate::auth;
 use crate::state::RelayState;
 
-/// `GET` and `DELETE /api/account`, `POST /api/account/password`.
+/// `GET` and `DELETE /api/account`, `POST /api/account/password`,
+/// `GET /api/account/identities`, `DELETE /api/account/identities/{id}`.
 pub(super) fn routes() -> Router<Arc<RelayState>> {
     Router::new()
         .route("/api/account", get(account).delete(delete_account))
         .route("/api/account/password", post(change_password))
+        .route("/api/account/identities", get(identities))
+        .route(
+            "/api/account/identities/{id}",
+            axum::routing::delete(unlink_identity),
+        )
 }
 
 /// What proved who is asking for a sensitive change.
@@ -348,6 +357,155 @@ async fn delete_proven(
         [(axum::http::header::SET_COOKIE, refresh_cookie(None, 0))],
     )
         .into_response())
+}
+
+/// `GET /api/account/identities`: how the account signs in.
+#[derive(Serialize)]
+struct SignInMethods {
+    /// Whether the account has a password.
+    has_password: bool,
+    /// The linked provider identities, oldest link first.
+    identities: Vec<IdentityView>,
+}
+
+/// One linked identity as the account page shows it: never the issuer URL nor the whole
+/// subject.
+#[derive(Serialize)]
+struct IdentityView {
+    /// The id to unlink it with (`identities::identity_id`).
+    id: String,
+    /// The configured provider's name.
+    provider: String,
+    /// Its display name (the name when the provider is no longer configured).
+    provider_name: String,
+    /// The email the provider vouched for at linking, if it gave one.
+    email: Option<String>,
+    /// The end of the subject (`identities::subject_hint`), to tell identities without
+    /// an email apart.
+    subject_hint: String,
+    /// When it was linked, and when it last signed in (seconds since the epoch).
+    linked_at: i64,
+    last_used: i64,
+}
+
+/// The signed-in user's record.
+async fn signed_in_user(
+    state: &RelayState,
+    headers: &HeaderMap,
+) -> Result<crate::store::User, ApiError> {
+    let claims = bearer(state, headers).await?;
+    state
+        .store
+        .user(&claims.sub)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "the account is gone".into()))
+}
+
+/// The account's ways to sign in.
+async fn identities(
+    State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
+) -> Result<Json<SignInMethods>, ApiError> {
+    let user = signed_in_user(&state, &headers).await?;
+    let linked = state
+        .store
+        .identities_of(&user.id)
+        .await
+        .map_err(internal)?;
+    let identities = linked
+        .into_iter()
+        .map(|identity| IdentityView {
+            id: identity.id(),
+            provider_name: state
+                .config
+                .oidc
+                .providers
+                .iter()
+                .find(|p| p.name == identity.provider)
+                .map(|p| p.display_name().to_owned())
+                .unwrap_or_else(|| identity.provider.clone()),
+            subject_hint: crate::store::identities::subject_hint(&identity.subject),
+            provider: identity.provider,
+            email: identity.email,
+            linked_at: identity.linked_at,
+            last_used: identity.last_used,
+        })
+        .collect();
+    Ok(Json(SignInMethods {
+        has_password: has_password(&user),
+        identities,
+    }))
+}
+
+/// The sentence for unlinking the last way in.
+const LAST_WAY_IN: &str = "this is the only way left to sign in to this account: set a password or link another provider first, then unlink this one";
+
+/// A 409 `last_sign_in_method`.
+fn last_way_in() -> Response {
+    (
+        StatusCode::CONFLICT,
+        Json(serde_json::json!({ "error": LAST_WAY_IN, "code": "last_sign_in_method" })),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct UnlinkIdentity {
+    /// Required when the account has a password (see [`prove_identity`]).
+    #[serde(default)]
+    password: Option<String>,
+}
+
+/// Unlinks one of the account's identities: 404 for an id that is not one of this
+/// account's (another user's too), 409 when it is the last way to sign in (no password,
+/// no other identity; asked before any proof, and again atomically in the store), then
+/// fresh proof of who is asking ([`prove_identity`]). Sessions stay signed in; the
+/// identity no longer opens the account (unless its provider vouches for the account's
+/// email at a later sign-in, which links it again: the linking rule).
+async fn unlink_identity(
+    State(state): State<Arc<RelayState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(req): Json<UnlinkIdentity>,
+) -> Result<StatusCode, Response> {
+    let not_found = || {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "this account has no such sign-in method".into(),
+        )
+        .into_response()
+    };
+    let user = signed_in_user(&state, &headers)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let linked = state
+        .store
+        .identities_of(&user.id)
+        .await
+        .map_err(|e| internal(e).into_response())?;
+    let Some(identity) = linked.iter().find(|i| i.id() == id) else {
+        return Err(not_found());
+    };
+    if !has_password(&user) && linked.len() <= 1 {
+        return Err(last_way_in());
+    }
+    let (user, proof) = prove_identity(&state, peer, &headers, req.password).await?;
+    use crate::store::identities::Unlinked;
+    match state
+        .store
+        .unlink_identity(&user.id, &identity.issuer, &identity.subject)
+        .await
+        .map_err(|e| internal(e).into_response())?
+    {
+        Unlinked::Done => {
+            tracing::info!(user_id = %user.id, provider = %identity.provider, ?proof, "identity unlinked");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Unlinked::NotFound => Err(not_found()),
+        Unlinked::LastWayIn => Err(last_way_in()),
+    }
 }
 
 #[derive(Serialize)]

@@ -5,6 +5,7 @@
 //! This module does not decide who is linked to whom (`crate::http::oidc`'s linking rule
 //! does, from verified emails only); these are the queries.
 
+use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::{Store, StoreError, User, unique_violation};
@@ -188,6 +189,79 @@ impl Store {
         .await?)
     }
 
+    /// The identities linked to a user, oldest link first.
+    pub async fn identities_of(&self, user_id: &str) -> Result<Vec<LinkedIdentity>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT issuer, subject, provider, email, created_at, last_used FROM oidc_identities \
+             WHERE user_id = $1 ORDER BY created_at, provider, subject",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(LinkedIdentity {
+                    issuer: row.try_get("issuer")?,
+                    subject: row.try_get("subject")?,
+                    provider: row.try_get("provider")?,
+                    email: row.try_get("email")?,
+                    linked_at: row.try_get("created_at")?,
+                    last_used: row.try_get("last_used")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::Db)
+    }
+
+    /// Unlinks the identity (`issuer`, `subject`) from `user_id`, unless it is the last
+    /// way to sign in to the account (no password and no other identity). The check and
+    /// the deletion happen under the user row's write lock (a no-op `UPDATE` of it,
+    /// which PostgreSQL holds to the end of the transaction and SQLite's single writer
+    /// implies), so two unlinks at once cannot each leave the other as the last one and
+    /// then remove it.
+    pub async fn unlink_identity(
+        &self,
+        user_id: &str,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Unlinked, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let locked =
+            sqlx::query("UPDATE users SET token_generation = token_generation WHERE id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        if locked.rows_affected() == 0 {
+            return Ok(Unlinked::NotFound);
+        }
+        let password_hash: String =
+            sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let linked: Vec<(String, String)> =
+            sqlx::query_as("SELECT issuer, subject FROM oidc_identities WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        if !linked.iter().any(|(i, s)| i == issuer && s == subject) {
+            return Ok(Unlinked::NotFound);
+        }
+        if password_hash == NO_PASSWORD && linked.len() <= 1 {
+            return Ok(Unlinked::LastWayIn);
+        }
+        sqlx::query(
+            "DELETE FROM oidc_identities WHERE user_id = $1 AND issuer = $2 AND subject = $3",
+        )
+        .bind(user_id)
+        .bind(issuer)
+        .bind(subject)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Unlinked::Done)
+    }
+
     /// How many identities are linked to a user.
     pub async fn identity_count(&self, user_id: &str) -> Result<i64, StoreError> {
         Ok(
@@ -213,4 +287,98 @@ pub struct NewIdentity<'a> {
     pub email: Option<&'a str>,
     /// Seconds since the epoch.
     pub now: i64,
+}
+
+/// An identity linked to an account, as the account page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedIdentity {
+    /// The provider's issuer URL.
+    pub issuer: String,
+    /// The provider's subject (`sub`) for the person; not shown whole (see
+    /// [`subject_hint`]).
+    pub subject: String,
+    /// The configured provider's name.
+    pub provider: String,
+    /// The email the provider vouched for when the identity was linked, if it gave one.
+    pub email: Option<String>,
+    /// When the identity was linked (seconds since the epoch).
+    pub linked_at: i64,
+    /// When it last signed in (seconds since the epoch).
+    pub last_used: i64,
+}
+
+impl LinkedIdentity {
+    /// The identity's id in the account API ([`identity_id`]).
+    pub fn id(&self) -> String {
+        identity_id(&self.issuer, &self.subject)
+    }
+}
+
+/// A stable, opaque id for the identity (`issuer`, `subject`) in the account API: the
+/// first 16 bytes of SHA-256 over the length-prefixed issuer and the subject, in hex.
+/// The table's key is the pair itself; the id keeps issuer URLs and subjects out of
+/// paths, and an id only names an identity among the signed-in user's own.
+pub fn identity_id(issuer: &str, subject: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update((issuer.len() as u64).to_be_bytes());
+    hash.update(issuer.as_bytes());
+    hash.update(subject.as_bytes());
+    hex::encode(&hash.finalize()[..16])
+}
+
+/// The end of a subject, enough to tell two identities at one provider apart without
+/// showing the whole identifier: `…` and its last 4 characters, control and
+/// direction-changing characters left out (a subject of 4 such characters or fewer is
+/// shown as it is).
+pub fn subject_hint(subject: &str) -> String {
+    let shown: Vec<char> = subject
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'))
+        .collect();
+    if shown.len() <= 4 {
+        return shown.into_iter().collect();
+    }
+    let tail: String = shown[shown.len() - 4..].iter().collect();
+    format!("…{tail}")
+}
+
+/// What [`Store::unlink_identity`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlinked {
+    /// The identity no longer signs in to the account.
+    Done,
+    /// No such identity is linked to this user (or the user is gone).
+    NotFound,
+    /// Refused: the account has no password and this is its only identity.
+    LastWayIn,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_ids_are_stable_and_tell_the_pair_apart() {
+        let id = identity_id("https://id.example.com", "248289761001");
+        assert_eq!(id.len(), 32);
+        assert_eq!(id, identity_id("https://id.example.com", "248289761001"));
+        // The length prefix: moving a character from issuer to subject is another id.
+        assert_ne!(
+            identity_id("https://a.example/x", "y"),
+            identity_id("https://a.example/", "xy")
+        );
+        assert_ne!(id, identity_id("https://other.example.com", "248289761001"));
+    }
+
+    #[test]
+    fn a_subject_is_shown_by_its_end_only_and_without_tricks() {
+        assert_eq!(subject_hint("248289761001"), "…1001");
+        assert_eq!(subject_hint("abcd"), "abcd");
+        assert_eq!(subject_hint(""), "");
+        // Right-to-left overrides and control characters never reach the page.
+        assert_eq!(subject_hint("user\u{202e}9876\n"), "…9876");
+        assert_eq!(subject_hint("ab\u{2067}c"), "abc");
+        // Characters, not bytes.
+        assert_eq!(subject_hint("ééééé"), "…éééé");
+    }
 }
