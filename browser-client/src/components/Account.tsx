@@ -1,6 +1,7 @@
 /**
- * The account page: the plan, the sessions list (sign one out, or all), changing the
- * password, and deleting the account with its devices and data.
+ * The account page: the plan, how the account signs in (a password or not, each linked
+ * identity provider, and unlinking one), the sessions list (sign one out, or all),
+ * changing the password, and deleting the account with its devices and data.
  *
  * An account made by an identity provider has no password. It can set one (and then
  * also sign in with it) or delete itself once the person has confirmed who they are
@@ -10,6 +11,7 @@
  */
 
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
+import { identityLabel, identityWho, isLastWayIn, shownText, type LinkedIdentity, type SignInMethods } from '../lib/account';
 import { ApiError, MIN_NEW_PASSWORD, type Account, type SessionEntry } from '../lib/api';
 import { humanError, type HumanError } from '../lib/errors';
 import { fetchOidcProviders, type OidcProvider } from '../lib/oidc';
@@ -125,6 +127,7 @@ export function AccountPage() {
         <h3 id="account-who">{api.user?.email}</h3>
         <p className="muted">{account ? planText(account) : ''}</p>
       </section>
+      <SignInMethodsCard providers={providers} />
       <Sessions />
       {noPassword && account ? (
         <>
@@ -153,12 +156,12 @@ function ConfirmIdentity({ account, providers }: { account: Account; providers: 
     <section className="card" aria-labelledby="confirm-title">
       <h3 id="confirm-title">Confirm it is you</h3>
       <p>
-        You sign in with {names}; this account has no password. To set a password or delete the account, sign in
-        with {names} again first: it counts for {window}.
+        You sign in with {names}; this account has no password. To set a password, unlink a provider or delete the
+        account, sign in with {names} again first: it counts for {window}.
       </p>
       {left > 0 ? (
         <p role="status" id="identity-confirmed">
-          Confirmed. For the next {minutesText(left)} you can set a password or delete the account.
+          Confirmed. For the next {minutesText(left)} you can set a password, unlink a provider or delete the account.
         </p>
       ) : (
         <ReauthButtons providers={providers} />
@@ -223,6 +226,187 @@ function SetPassword({ providers }: { providers: OidcProvider[] }) {
         Set the password
       </button>
       {error && <ProofError error={error} providers={providers} />}
+    </form>
+  );
+}
+
+/** A date in the person's words: "30 Nov 2026". */
+function dayText(secs: number): string {
+  return new Date(secs * 1000).toLocaleDateString(undefined, { year: 'numeric', month: 'short', day: 'numeric' });
+}
+
+/**
+ * How the account signs in: whether it has a password, and each linked provider
+ * identity with an "Unlink" that asks to confirm (with the password, for an account
+ * that has one; an account without one needs a recent provider sign-in, and the relay's
+ * refusal offers it). The relay refuses to unlink the last way in, with a sentence.
+ */
+function SignInMethodsCard({ providers }: { providers: OidcProvider[] }) {
+  const { api, reloadAccount } = useApp();
+  const [methods, setMethods] = useState<SignInMethods | null>(null);
+  const [error, setError] = useState<{ human: HumanError; reauth: boolean } | null>(null);
+  const [unlinking, setUnlinking] = useState<LinkedIdentity | null>(null);
+  const [done, setDone] = useState<string | null>(null);
+  const load = useCallback(() => {
+    api.signInMethods().then(
+      (m) => setMethods(m),
+      (err: unknown) => setError({ human: humanError(err), reauth: false }),
+    );
+  }, [api]);
+  useEffect(load, [load]);
+
+  const unlinked = (identity: LinkedIdentity): void => {
+    setUnlinking(null);
+    setDone(`${identityLabel(identity)} is unlinked: it no longer signs you in to this account.`);
+    load();
+    reloadAccount();
+  };
+
+  return (
+    <section className="card" aria-labelledby="signin-methods-title">
+      <h3 id="signin-methods-title">How you sign in</h3>
+      {methods === null && !error && <p className="muted">Loading…</p>}
+      {methods && (
+        <ul className="plain-list" aria-label="Sign-in methods">
+          <li className="session-row" id="method-password">
+            <span>
+              <strong>Password</strong>
+              <br />
+              <span className="muted small-text">
+                {methods.has_password
+                  ? 'You can sign in with your email address and password.'
+                  : 'This account has no password. You can set one below.'}
+              </span>
+            </span>
+          </li>
+          {methods.identities.map((identity) => (
+            <li key={identity.id} className="session-row identity-row">
+              <span>
+                <strong>{shownText(identity.provider_name)}</strong> {identityWho(identity)}
+                <br />
+                <span className="muted small-text">
+                  Linked {dayText(identity.linked_at)}, last used {dayText(identity.last_used)}.
+                  {isLastWayIn(methods) && ' This is your only way to sign in.'}
+                </span>
+              </span>
+              <button
+                type="button"
+                className="secondary small"
+                aria-label={`Unlink ${identityLabel(identity)}`}
+                aria-expanded={unlinking?.id === identity.id}
+                onClick={() => {
+                  setError(null);
+                  setDone(null);
+                  setUnlinking(identity);
+                }}
+              >
+                Unlink
+              </button>
+            </li>
+          ))}
+        </ul>
+      )}
+      {methods && methods.identities.length === 0 && (
+        <p className="muted" id="no-identities">
+          No identity provider is linked. Signing in with a provider that has verified your email address links it.
+        </p>
+      )}
+      {unlinking && methods && (
+        <UnlinkForm
+          identity={unlinking}
+          hasPassword={methods.has_password}
+          onDone={() => unlinked(unlinking)}
+          onCancel={() => {
+            setUnlinking(null);
+            setError(null);
+          }}
+          onError={setError}
+        />
+      )}
+      {done && (
+        <p role="status" id="identity-unlinked">
+          {done}
+        </p>
+      )}
+      {error && <ProofError error={error} providers={providers} />}
+    </section>
+  );
+}
+
+/** Confirms unlinking one identity: the password when the account has one. Escape cancels. */
+function UnlinkForm({
+  identity,
+  hasPassword,
+  onDone,
+  onCancel,
+  onError,
+}: {
+  identity: LinkedIdentity;
+  hasPassword: boolean;
+  onDone: () => void;
+  onCancel: () => void;
+  onError: (e: { human: HumanError; reauth: boolean } | null) => void;
+}) {
+  const { api } = useApp();
+  const [password, setPassword] = useState('');
+  const [busy, setBusy] = useState(false);
+  const label = identityLabel(identity);
+
+  const submit = async (e: FormEvent): Promise<void> => {
+    e.preventDefault();
+    onError(null);
+    if (hasPassword && !password) {
+      onError({
+        human: { sentence: 'Your password is required.', code: 'invalid', details: 'empty password' },
+        reauth: false,
+      });
+      return;
+    }
+    setBusy(true);
+    try {
+      await api.unlinkIdentity(identity.id, hasPassword ? password : null);
+      onDone();
+    } catch (err) {
+      onError(proofError(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <form
+      id="unlink-form"
+      aria-label={`Unlink ${label}`}
+      onSubmit={(e) => void submit(e)}
+      onKeyDown={(e) => {
+        if (e.key === 'Escape') onCancel();
+      }}
+      noValidate
+    >
+      <p>
+        Unlink {label}? You will no longer sign in to this account with it. Your sessions stay signed in.
+      </p>
+      {hasPassword && (
+        <div className="field">
+          <label htmlFor="unlink-password">Your password</label>
+          <input
+            id="unlink-password"
+            type="password"
+            autoComplete="current-password"
+            autoFocus
+            value={password}
+            onChange={(e) => setPassword(e.target.value)}
+          />
+        </div>
+      )}
+      <div className="row">
+        <button type="submit" className="danger" disabled={busy} autoFocus={!hasPassword}>
+          Unlink {shownText(identity.provider_name)}
+        </button>
+        <button type="button" className="secondary" onClick={onCancel}>
+          Keep it
+        </button>
+      </div>
     </form>
   );
 }

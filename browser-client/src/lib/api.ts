@@ -1,6 +1,6 @@
 /**
  * The relay's HTTP API: accounts (sign-up, sign-in with short-lived access tokens and
- * single-use refresh tokens, sign-out, sessions, password, deletion), devices (list,
+ * single-use refresh tokens, sign-out, sessions, password, deletion, sign-in methods), devices (list,
  * rename, remove, device login approval), the plan and usage, the WebTransport
  * session's address, and the marketplace (docs/relay.md).
  *
@@ -12,6 +12,7 @@
  * BroadcastChannel).
  */
 
+import type { SignInMethods } from './account';
 import { errorMessage } from '../tunnel/client';
 
 /** POST /api/auth/login (and /refresh) → 200, POST /api/auth/signup → 201. */
@@ -420,6 +421,24 @@ export class Api {
     await this.call('/api/account', { method: 'DELETE', auth: true, json: password === null ? {} : { password } });
     this.forget();
     this.tabs.channel?.postMessage('signed-out');
+  }
+
+  /** GET /api/account/identities: whether the account has a password, and its linked provider identities. */
+  signInMethods(): Promise<SignInMethods> {
+    return this.call('/api/account/identities', { auth: true });
+  }
+
+  /**
+   * DELETE /api/account/identities/{id}: the identity no longer signs in to this account.
+   * The password for an account that has one; none for one that has not (a recent
+   * provider sign-in proves who it is). Never the last way in (a 409 with a sentence).
+   */
+  async unlinkIdentity(id: string, password: string | null): Promise<void> {
+    await this.call(`/api/account/identities/${encodeURIComponent(id)}`, {
+      method: 'DELETE',
+      auth: true,
+      json: password === null ? {} : { password },
+    });
   }
 
   /** PATCH /api/devices/{id}. */

@@ -23,6 +23,11 @@
  *   with email and password.
  * - Another such account, with a desktop added by `desktop-node login`, deletes itself
  *   after signing in at the provider again: its device goes with it.
+ * - The account page lists how an account signs in (its password, the linked Test ID
+ *   identity with its email and date) and unlinks the identity, with the keyboard: the
+ *   password asked for, a wrong one refused, the right one unlinks it.
+ * - An account with no password and one identity is refused, in a sentence, when it
+ *   tries to unlink that last way in; the identity stays.
  *
  * Screenshots: browser-client/test-artifacts/oidc-*.png (test-artifacts/firefox/ in Firefox).
  */
@@ -50,6 +55,10 @@ const NEWCOMER = 'oidc-newcomer@example.com';
 /** Accounts the provider makes that set a password, and delete themselves. */
 const SETTER = 'oidc-setter@example.com';
 const LEAVER = 'oidc-leaver@example.com';
+/** A password account that links the provider, then unlinks it on the account page. */
+const UNLINKER = 'oidc-unlinker@example.com';
+/** An account the provider makes (no password) that tries to unlink its only way in. */
+const SOLO = 'oidc-solo@example.com';
 const PASSWORD = 'oidc-password-123';
 const CLIENT_ID = 'aisa-relay-test';
 const CLIENT_SECRET = 'a client secret for the browser test only';
@@ -61,6 +70,8 @@ const ACCOUNTS: Record<string, { email: string; email_verified: boolean }> = {
   newcomer: { email: NEWCOMER, email_verified: true },
   setter: { email: SETTER, email_verified: true },
   leaver: { email: LEAVER, email_verified: true },
+  unlinker: { email: UNLINKER, email_verified: true },
+  solo: { email: SOLO, email_verified: true },
 };
 
 let dir: string;
@@ -122,6 +133,7 @@ beforeAll(async () => {
   const data = join(dir, 'relay');
   relayEdge(['--data-dir', data, 'user', 'add', OWNER, '--password', PASSWORD]);
   relayEdge(['--data-dir', data, 'user', 'add', VICTIM, '--password', PASSWORD]);
+  relayEdge(['--data-dir', data, 'user', 'add', UNLINKER, '--password', PASSWORD]);
   const secretFile = join(dir, 'client-secret');
   writeFileSync(secretFile, `${CLIENT_SECRET}\n`, { mode: 0o600 });
   const config = join(dir, 'relay.toml');
@@ -441,6 +453,98 @@ describe(`sign-in with an identity provider (${ENGINE_LABEL}, oidc-provider)`, (
         return (await list.json()) as unknown[];
       });
       expect(devices).toEqual([]);
+      await p.context().close();
+    }));
+
+  it('lists how the account signs in and unlinks a provider identity with the password, by keyboard', () =>
+    explained(async () => {
+      const p = await freshPage();
+      await toProvider(p);
+      await atProvider(p, 'unlinker');
+      await p.waitForSelector('#signed-in-as', { timeout: 20_000 });
+      expect(await p.textContent('#signed-in-as')).toBe(`Signed in as ${UNLINKER}`);
+      await p.goto(`${relayUrl}/#/account`);
+      const methods = p.getByRole('list', { name: 'Sign-in methods' });
+      await methods.waitFor();
+      await expect.poll(() => methods.textContent()).toContain(`Test ID ${UNLINKER}`);
+      const listed = (await methods.textContent()) ?? '';
+      expect(listed).toContain('You can sign in with your email address and password.');
+      expect(listed).toMatch(/Linked .+, last used .+\./);
+      expect(listed).not.toContain('only way to sign in');
+      // The provider's id for the person is not shown, nor the provider's address.
+      expect(listed.replace(UNLINKER, '')).not.toContain('unlinker');
+      expect(await p.textContent('main')).not.toContain(issuer);
+      await shot(p, 'oidc-sign-in-methods.png');
+
+      // With the keyboard: the Unlink button opens the form with the password field focused.
+      const unlink = p.getByRole('button', { name: `Unlink Test ID (${UNLINKER})` });
+      await unlink.focus();
+      await p.keyboard.press('Enter');
+      await p.waitForSelector('#unlink-form');
+      expect(await p.evaluate(() => document.activeElement?.id)).toBe('unlink-password');
+      await p.keyboard.type('not the password');
+      await p.keyboard.press('Enter');
+      await expect.poll(() => p.textContent('main'), { timeout: 10_000 }).toContain('The current password is wrong.');
+      expect(await methods.textContent()).toContain(`Test ID ${UNLINKER}`);
+      // Escape closes the form; Enter on Unlink opens it again.
+      await p.keyboard.press('Escape');
+      await p.waitForSelector('#unlink-form', { state: 'detached' });
+      await unlink.focus();
+      await p.keyboard.press('Enter');
+      await p.waitForSelector('#unlink-password');
+      await p.keyboard.type(PASSWORD);
+      await p.keyboard.press('Enter');
+      await p.waitForSelector('#identity-unlinked', { timeout: 10_000 });
+      expect(await p.textContent('#identity-unlinked')).toBe(
+        `Test ID (${UNLINKER}) is unlinked: it no longer signs you in to this account.`,
+      );
+      await p.waitForSelector('#no-identities');
+      expect(await methods.textContent()).not.toContain('Test ID');
+      await shot(p, 'oidc-identity-unlinked.png');
+      expect(relayOutput.replace(/\x1b\[[0-9;]*m/g, '')).toMatch(/identity unlinked.*provider=testid/);
+
+      // The relay agrees: the account lists no identity and still has its password.
+      const listedNow = await p.evaluate(async () => {
+        const r = await fetch('/api/auth/refresh', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: '{}',
+        });
+        const { token } = (await r.json()) as { token: string };
+        const list = await fetch('/api/account/identities', { headers: { Authorization: `Bearer ${token}` } });
+        return (await list.json()) as unknown;
+      });
+      expect(listedNow).toEqual({ has_password: true, identities: [] });
+      await p.context().close();
+    }));
+
+  it('refuses in a sentence to unlink the only way into an account without a password', () =>
+    explained(async () => {
+      const p = await freshPage();
+      await toProvider(p);
+      await atProvider(p, 'solo');
+      await p.waitForSelector('#signed-in-as', { timeout: 20_000 });
+      expect(await p.textContent('#signed-in-as')).toBe(`Signed in as ${SOLO}`);
+      await p.goto(`${relayUrl}/#/account`);
+      const methods = p.getByRole('list', { name: 'Sign-in methods' });
+      await expect.poll(() => methods.textContent(), { timeout: 10_000 }).toContain(`Test ID ${SOLO}`);
+      const listed = (await methods.textContent()) ?? '';
+      expect(listed).toContain('This account has no password.');
+      expect(listed).toContain('This is your only way to sign in.');
+      const unlinkedBefore = (relayOutput.match(/identity unlinked/g) ?? []).length;
+      await p.getByRole('button', { name: `Unlink Test ID (${SOLO})` }).click();
+      // No password to give: the form asks to confirm only, its button focused.
+      expect(await p.$('#unlink-password')).toBeNull();
+      expect(await p.evaluate(() => document.activeElement?.textContent)).toBe('Unlink Test ID');
+      await p.keyboard.press('Enter');
+      await expect
+        .poll(() => p.textContent('main'), { timeout: 10_000 })
+        .toContain(
+          'This is the only way left to sign in to this account: set a password or link another provider first, then unlink this one.',
+        );
+      await shot(p, 'oidc-last-identity-refused.png');
+      expect(await methods.textContent()).toContain(`Test ID ${SOLO}`);
+      expect((relayOutput.match(/identity unlinked/g) ?? []).length).toBe(unlinkedBefore);
       await p.context().close();
     }));
 });
