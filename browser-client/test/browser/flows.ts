@@ -1,7 +1,8 @@
 /**
  * The browser flows every engine runs, each written once against the {@link Driver}
  * surface: sign-in, run with streaming, cancel, install with approval, pairing, an
- * encrypted action, errors in words, the run history, and staying signed in. Each flow
+ * encrypted action, errors in words, the run history, and staying signed in; files and
+ * the model choice come from `engines/files-and-models.ts`. Each flow
  * brings the page to the state it needs itself (signed in, paired), so any one of them
  * can run alone (`AISA_BROWSER_FLOWS=run`).
  *
@@ -20,6 +21,7 @@ import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { exists, markByText, poll, textOf, waitFor, waitText, type Driver, type EngineName } from './engines/driver';
+import { FILES_AND_MODEL_FLOWS } from './engines/files-and-models';
 import { EMAIL, PASSWORD, wasmBundle, type System } from './system';
 
 const binDir = process.env.AISA_BIN_DIR ?? resolve(__dirname, '../../../target/debug');
@@ -682,6 +684,8 @@ export const FLOWS: readonly Flow[] = [
       await ctx.shot('still-signed-in.png');
     },
   },
+  // files (browse a granted folder, upload) and model (the model choice reaches the provider)
+  ...FILES_AND_MODEL_FLOWS,
 ];
 
 /**

@@ -8,7 +8,7 @@
  * web app connects as it does in Chromium; no preference is changed for it.
  */
 
-import puppeteer from 'puppeteer-core';
+import puppeteer, { type ElementHandle } from 'puppeteer-core';
 import type { Driver, Key } from './driver';
 
 /** Launches Firefox ESR with one 1200×900 page. */
@@ -54,6 +54,15 @@ export async function launchFirefox(): Promise<Driver> {
     async press(selector, key: Key) {
       await page.focus(selector);
       await page.keyboard.press(key);
+    },
+    async select(selector, value) {
+      await page.select(selector, value);
+    },
+    async setFile(selector, path) {
+      const input = await page.$(selector);
+      if (!input) throw new Error(`no ${selector} on the page`);
+      // BiDi's input.setFiles: the page sees input and change events.
+      await (input as ElementHandle<HTMLInputElement>).uploadFile(path);
     },
     resize: (width, height) => page.setViewport({ width, height }),
     async screenshot(path) {

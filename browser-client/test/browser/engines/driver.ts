@@ -49,6 +49,16 @@ export interface Driver {
   /** Focuses the element matching `selector` and presses `key` on it. */
   press(selector: string, key: Key): Promise<void>;
   /**
+   * Chooses the option whose value is `value` in the `<select>` matching `selector`, as a
+   * person picking it would (the page sees a change event).
+   */
+  select(selector: string, value: string): Promise<void>;
+  /**
+   * Gives the file input matching `selector` the file at `path` (on this machine), as a
+   * person choosing it in the file dialog would; the input may be visually hidden.
+   */
+  setFile(selector: string, path: string): Promise<void>;
+  /**
    * Makes the page's viewport (the window, where the engine has no separate viewport)
    * `width` × `height` CSS pixels, e.g. a phone's 390 × 844.
    */

@@ -44,6 +44,10 @@ export async function launchPlaywrightChromium(): Promise<Driver> {
     click: (selector) => page.click(selector),
     fill: (selector, value) => page.fill(selector, value),
     press: (selector, key: Key) => page.press(selector, key),
+    async select(selector, value) {
+      await page.selectOption(selector, value);
+    },
+    setFile: (selector, path) => page.setInputFiles(selector, path),
     resize: (width, height) => page.setViewportSize({ width, height }),
     async screenshot(path) {
       await page.screenshot({ path });

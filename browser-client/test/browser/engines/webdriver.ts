@@ -5,9 +5,9 @@
  *
  * WebKitWebDriver 2.50 speaks only classic WebDriver (no BiDi), so this file holds the
  * few endpoints the {@link Driver} surface needs (new session, navigate, execute, find,
- * click, clear, send keys, screenshot, delete session) as plain JSON over HTTP
- * (https://www.w3.org/TR/webdriver2/); a WebDriver library would bring a dozen packages
- * for nine requests. Classic WebDriver has no console events: a hook installed after
+ * click, clear, send keys (text, or a file for a file input), screenshot, delete
+ * session) as plain JSON over HTTP (https://www.w3.org/TR/webdriver2/); a WebDriver
+ * library would bring a dozen packages for nine requests. Classic WebDriver has no console events: a hook installed after
  * each navigation keeps what the page logs ({@link CONSOLE_HOOK}).
  *
  * Xvfb and WebKitWebDriver are started here, on a free display and a free port, and
@@ -158,6 +158,16 @@ export async function launchWebKit(): Promise<Driver> {
         await send('POST', `${s}/element/${id}/clear`);
         // An empty value still types something, so the page sees an input event for it.
         await send('POST', `${s}/element/${id}/value`, { text: value === '' ? ' \uE003' : value });
+      },
+      async select(selector, value) {
+        // Element Click on the option selects it (and fires input and change), as a
+        // person's choice in the list does.
+        await send('POST', `${s}/element/${await element(`${selector} option[value=${JSON.stringify(value)}]`)}/click`);
+      },
+      async setFile(selector, path) {
+        // Element Send Keys on a file input gives it the files named (no interactability
+        // check for file inputs: the input may be hidden behind its button).
+        await send('POST', `${s}/element/${await element(selector)}/value`, { text: path });
       },
       async press(selector, key) {
         // Focus by script, then a key press through the actions API: it goes to the
