@@ -108,7 +108,8 @@ pub struct FaceConfig {
 pub struct NotifyConfig {
     /// Show notifications. Default on.
     pub enabled: bool,
-    /// Show a tray icon (Linux: a StatusNotifierItem) with the node's state, **Open**
+    /// Show a tray icon (Linux: a StatusNotifierItem; Windows: a notification-area
+    /// icon) with the node's state, **Open**
     /// (the desktop face) and **Quit**. Default on; a desktop without a tray host is
     /// logged once.
     pub tray: bool,

@@ -275,6 +275,172 @@ async fn stop_mid_action(signal: libc::c_int, said: &str) {
     make_room(&system, &device_id).await;
 }
 
+/// The Windows build's tray icon under Wine, with a display (scripts/wine-test.sh runs
+/// it on Xvfb and sets `AISA_TRAY_QUIT_EXE`; without that variable it does nothing):
+/// the node adds its notification-area icon (Shell_NotifyIconW succeeds against Wine's
+/// Explorer: the node logs "tray icon shown"), and choosing **Quit** in its menu stops
+/// the node as Ctrl-C does: exit 0, and the relay sees it leave at once. The quitter
+/// (`tray-quit.exe`, a small Windows program) right-clicks the icon the way Explorer
+/// reports a click to its window, waits for the node's popup menu to show, and picks
+/// its last item, Quit, with the keyboard (the node logs the menu's items: Wine does
+/// not let another process read a menu).
+///
+/// Also the toast's id: with the installer's registration of the AppUserModelID (its
+/// Start-menu shortcut and `HKCU\Software\Classes\AppUserModelId\AISuperApp.DesktopNode`,
+/// made here as desktop-node.nsi makes them) the node takes it; without (a portable
+/// run) it falls back to Windows PowerShell's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_tray_quit_stops_the_node_under_wine() {
+    let (Some(quitter), Ok(runner)) = (
+        std::env::var_os("AISA_TRAY_QUIT_EXE"),
+        std::env::var("AISA_NODE_RUNNER"),
+    ) else {
+        return;
+    };
+    let system = System::start().await;
+    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), None)
+        .await
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let console = tempfile::tempdir().unwrap();
+    let (device_id, _) = set_up(&system, home.path(), "sk-unused-by-the-fake");
+
+    let registration = InstallerAppId::register(&runner);
+    let mut node = start_run(home.path(), &fake.base_url(), console.path());
+    run_one(&system, &device_id, "tray", console.path()).await;
+    let stderr = wait_for_line(console.path(), "tray icon shown (notification area)").await;
+    assert!(
+        stderr.contains("toasts as AI SuperApp (AppUserModelID AISuperApp.DesktopNode"),
+        "{stderr}"
+    );
+
+    let chose = Command::new(&runner)
+        .arg(&quitter)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&chose.stdout).replace('\r', "");
+    eprintln!("{said}");
+    assert!(chose.status.success(), "{said}");
+    let chosen = Instant::now();
+    let status = loop {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            chosen.elapsed() < Duration::from_secs(15),
+            "the node did not stop after Quit: {}",
+            std::fs::read_to_string(console.path().join("stderr")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let stderr = std::fs::read_to_string(console.path().join("stderr")).unwrap();
+    // The menu the right click opened (the face is off in this run).
+    assert!(
+        stderr.contains(
+            "tray: menu opened: [Connected to the relay] [Open (greyed: no face)] [Quit]"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("tray: Quit chosen; stopping"), "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while system
+        .relay()
+        .state
+        .devices
+        .registry
+        .get(&device_id)
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "the relay still lists the node");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A portable run (no installer's shortcut): the toasts fall back to PowerShell's id.
+    drop(registration);
+    let _node = start_run(home.path(), &fake.base_url(), console.path());
+    let stderr = wait_for_line(console.path(), "desktop notifications on").await;
+    assert!(stderr.contains("toasts as Windows PowerShell"), "{stderr}");
+    make_room(&system, &device_id).await;
+}
+
+/// Waits (up to a minute: Wine starts slowly) until the node's stderr holds `line`;
+/// returns that stderr.
+async fn wait_for_line(console: &Path, line: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stderr = std::fs::read_to_string(console.join("stderr")).unwrap_or_default();
+        if stderr.contains(line) {
+            return stderr;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no '{line}' from the node: {stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the Windows installer leaves for the toasts' id, in the Wine prefix: the
+/// Start-menu shortcut (an empty stand-in: the node only looks for the file) and the
+/// AppUserModelID's registration. Removed on drop.
+struct InstallerAppId {
+    runner: String,
+    folder: std::path::PathBuf,
+}
+
+const APP_ID_KEY: &str = r"HKCU\Software\Classes\AppUserModelId\AISuperApp.DesktopNode";
+
+impl InstallerAppId {
+    fn register(runner: &str) -> InstallerAppId {
+        let appdata = Command::new(runner)
+            .args(["cmd", "/c", "echo", "%APPDATA%"])
+            .output()
+            .unwrap();
+        let appdata = String::from_utf8_lossy(&appdata.stdout).trim().to_owned();
+        let unix = Command::new("winepath")
+            .args(["-u", &appdata])
+            .output()
+            .unwrap();
+        let appdata = std::path::PathBuf::from(String::from_utf8_lossy(&unix.stdout).trim());
+        assert!(
+            appdata.is_dir(),
+            "no %APPDATA% in the Wine prefix: {appdata:?}"
+        );
+        let folder = appdata.join("Microsoft/Windows/Start Menu/Programs/AI SuperApp");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("AI SuperApp desktop node.lnk"), b"").unwrap();
+        let added = Command::new(runner)
+            .args([
+                "reg",
+                "add",
+                APP_ID_KEY,
+                "/v",
+                "DisplayName",
+                "/d",
+                "AI SuperApp",
+                "/f",
+            ])
+            .output()
+            .unwrap();
+        assert!(added.status.success(), "{added:?}");
+        InstallerAppId {
+            runner: runner.to_owned(),
+            folder,
+        }
+    }
+}
+
+impl Drop for InstallerAppId {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.folder);
+        let _ = Command::new(&self.runner)
+            .args(["reg", "delete", APP_ID_KEY, "/f"])
+            .output();
+    }
+}
+
 /// `run` with more environment (the models a run may choose).
 fn start_run_with(home: &Path, base_url: &str, console: &Path, env: &[(&str, &str)]) -> Killed {
     let mut run = node(home);

@@ -16,18 +16,20 @@
 //!   face with [`crate::face::open`]), so the face's token never leaves the node.
 //! - macOS: `osascript`'s `display notification` ([`macos`]): Notification Center shows
 //!   it, but a click cannot be routed back to the node without an app bundle.
-//! - Windows: a toast through Windows PowerShell's WinRT classes ([`windows`]); a click
-//!   opens the face's login URL through the toast's protocol activation.
+//! - Windows: a toast through Windows PowerShell's WinRT classes ([`windows`]), shown as
+//!   "AI SuperApp" under the installer's AppUserModelID when its Start-menu shortcut is
+//!   there (else as Windows PowerShell); a click opens the face's login URL through the
+//!   toast's protocol activation.
 //!
 //! Where none of these answers (a server without a D-Bus session, no notification
 //! service), the node logs that once and carries on. Nothing here can change a
 //! request: the watcher only reads the folder, and every failure ends in the log.
 //!
-//! The tray icon lives here too ([`tray`], Linux only): it shows the same waiting
-//! requests and the connection, and opens the face.
+//! The tray icon lives here too (Linux: `tray`, a StatusNotifierItem; Windows:
+//! `tray_windows`, a notification-area icon on a thread of its own): it shows the same
+//! waiting requests and the connection, opens the face, and its Quit stops the node.
 //!
-//! Not here: a menu-bar icon on macOS or a notification-area icon on Windows
-//! (docs/desktop.md says what is missing), approving from inside the notification (a decision needs the permissions shown in full, which
+//! Not here: a menu-bar icon on macOS (docs/desktop.md says what is missing), approving from inside the notification (a decision needs the permissions shown in full, which
 //! the face does), notifications for anything but install requests (an app's update is
 //! an install request; an uninstall from the browser needs no approval, it only takes
 //! capability away; rollback is a command the person runs: nothing waits for them).
@@ -113,7 +115,8 @@ impl Note {
 }
 
 /// The Windows toast for `note` (`ToastGeneric`: the summary, the body, and "AI
-/// SuperApp" as its attribution, since it shows as Windows PowerShell's); a click
+/// SuperApp" as its attribution, for when it shows as Windows PowerShell's: a portable
+/// run without the installer's AppUserModelID); a click
 /// opens `open_url` (protocol activation) when there is one. Every text is XML-escaped.
 #[cfg_attr(not(windows), allow(dead_code))]
 fn toast_xml(note: &Note) -> String {
@@ -236,12 +239,51 @@ pub async fn watch(
 mod tray;
 #[cfg(target_os = "linux")]
 use tray::Tray as TrayIcon;
+#[cfg(windows)]
+mod tray_windows;
+#[cfg(windows)]
+use tray_windows::Tray as TrayIcon;
+#[cfg(windows)]
+mod win32;
 
-/// No tray icon on macOS and Windows yet (docs/desktop.md).
-#[cfg(not(target_os = "linux"))]
+/// The tray's state line, in its menu and tooltip (every OS): the connection, and what
+/// waits.
+#[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
+fn tray_summary(connected: bool, waiting: usize) -> String {
+    let connection = if connected {
+        "Connected to the relay"
+    } else {
+        "Not connected to the relay"
+    };
+    match waiting {
+        0 => connection.to_owned(),
+        1 => format!("{connection}; 1 install request waits"),
+        n => format!("{connection}; {n} install requests wait"),
+    }
+}
+
+/// The tray's **Open** (and a click on the icon): opens the face, or says in the log
+/// how to turn it on.
+#[cfg_attr(not(any(target_os = "linux", windows)), allow(dead_code))]
+fn open_face_from_tray(face_url: Option<&str>) {
+    match face_url {
+        Some(url) => {
+            tracing::info!("tray: opening the desktop face");
+            if let Err(err) = crate::face::open(url) {
+                tracing::warn!(err = %format!("{err:#}"), "cannot open the desktop face");
+            }
+        }
+        None => tracing::info!(
+            "tray: the desktop face is off (start the node with `run --face`, or `[face] enabled = true`)"
+        ),
+    }
+}
+
+/// No tray icon on macOS yet (docs/desktop.md).
+#[cfg(not(any(target_os = "linux", windows)))]
 struct TrayIcon;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 impl TrayIcon {
     async fn show(_: Option<String>, _: bool, _: watch::Sender<bool>) -> Option<TrayIcon> {
         tracing::info!("no tray icon on this operating system yet");

@@ -8,9 +8,9 @@
 //! finish, the relay is told). Without a StatusNotifierWatcher on the session bus (no
 //! tray on this desktop, a server) the node logs that once and runs without one.
 //!
-//! Not here: a tray on macOS (a menu-bar item) or Windows (a notification-area icon):
-//! both need a window and an event loop on the main thread, which the node does not
-//! have (docs/desktop.md).
+//! Not here: a tray on macOS (a menu-bar item: it needs an event loop on the main
+//! thread, which the node does not have; docs/desktop.md). Windows has its own
+//! (`tray_windows.rs`), with the same menu.
 
 use ksni::TrayMethods;
 use ksni::menu::{MenuItem, StandardItem};
@@ -32,31 +32,12 @@ pub(super) struct NodeTray {
 
 impl NodeTray {
     fn open_face(&self) {
-        match &self.face_url {
-            Some(url) => {
-                tracing::info!("tray: opening the desktop face");
-                if let Err(err) = crate::face::open(url) {
-                    tracing::warn!(err = %format!("{err:#}"), "cannot open the desktop face");
-                }
-            }
-            None => tracing::info!(
-                "tray: the desktop face is off (start the node with `run --face`, or `[face] enabled = true`)"
-            ),
-        }
+        super::open_face_from_tray(self.face_url.as_deref());
     }
 
     /// One line for people: the connection, and what waits.
     fn summary(&self) -> String {
-        let connection = if self.connected {
-            "Connected to the relay"
-        } else {
-            "Not connected to the relay"
-        };
-        match self.waiting {
-            0 => connection.to_owned(),
-            1 => format!("{connection}; 1 install request waits"),
-            n => format!("{connection}; {n} install requests wait"),
-        }
+        super::tray_summary(self.connected, self.waiting)
     }
 }
 

@@ -1,19 +1,28 @@
 //! Windows: a toast, shown through Windows PowerShell's WinRT classes
 //! (`Windows.UI.Notifications.ToastNotificationManager`), which every Windows 10 and 11
-//! has. Why PowerShell and not the `windows` crate's WinRT bindings in the node: an
-//! unpackaged program may only show toasts under an AppUserModelID that a Start-menu
-//! shortcut registers, and the node's installer does not set one yet; PowerShell's own
-//! id is registered on every Windows, so the toast shows as coming from "Windows
-//! PowerShell". The script is a constant; the toast's XML (escaped in
-//! [`super::toast_xml`]) reaches it in an environment variable, never in its source.
+//! has, so the node needs no WinRT bindings of its own. The script is a constant; the
+//! toast's XML (escaped in [`super::toast_xml`]) and the app id reach it in environment
+//! variables, never in its source.
+//!
+//! **Whose toast.** An unpackaged program may only show toasts under an AppUserModelID
+//! that a Start-menu shortcut carries. The installer (packaging/windows/desktop-node.nsi)
+//! gives its shortcut *AI SuperApp desktop node* the id [`APP_ID`]
+//! (`System.AppUserModel.ID`) and registers that id's display name, "AI SuperApp", under
+//! `HKCU\Software\Classes\AppUserModelId\AISuperApp.DesktopNode`; when both are there the
+//! toast shows as **AI SuperApp**. Without them (a portable run: the exe copied by hand,
+//! or built from source) the toast uses Windows PowerShell's own id, registered on every
+//! Windows, and shows as "Windows PowerShell" (with "AI SuperApp" as its attribution
+//! line). The choice is made once, when the node starts ([`toast_app_id`]), and logged.
 //!
 //! A click opens the face through the toast's protocol activation (`launch` = the
 //! face's login URL with this launch's token: the toast lives in this user's
 //! notification store, which only this user and administrators read, as `face.json`).
 //! A decided request's toast is withdrawn from the Action Center by its tag.
 //!
-//! Not tried on Windows here (Wine has no PowerShell or notification platform): checked
-//! with `cargo check --target x86_64-pc-windows-gnu` only.
+//! Not tried on Windows here (Wine has no PowerShell or notification platform): the
+//! choice of id runs under Wine (scripts/wine-test.sh: the node logs which one it
+//! took, with and without the installer's registration); the toast itself is
+//! compile-checked only.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -21,6 +30,12 @@ use tokio::sync::mpsc;
 
 use super::Note;
 
+/// The node's AppUserModelID, which the installer's Start-menu shortcut carries.
+pub(crate) const APP_ID: &str = "AISuperApp.DesktopNode";
+/// Where the installer registers [`APP_ID`]'s display name and icon (under HKCU).
+const APP_ID_KEY: &str = "Software\\Classes\\AppUserModelId\\AISuperApp.DesktopNode";
+/// The installer's shortcut, in the Start menu's Programs folder.
+const SHORTCUT: &str = "AI SuperApp\\AI SuperApp desktop node.lnk";
 /// Windows PowerShell's AppUserModelID, registered on every Windows.
 const POWERSHELL_APP_ID: &str =
     "{1AC14E77-02E7-4E5D-B744-2EB1AE5198B7}\\WindowsPowerShell\\v1.0\\powershell.exe";
@@ -44,6 +59,8 @@ const REMOVE: &str = "[Windows.UI.Notifications.ToastNotificationManager]::Histo
 /// Toasts through `powershell.exe`.
 pub(super) struct Backend {
     next_tag: AtomicU32,
+    /// The AppUserModelID the toasts are shown under ([`toast_app_id`]).
+    app_id: &'static str,
 }
 
 impl Backend {
@@ -54,32 +71,65 @@ impl Backend {
     pub(super) async fn connect(_clicks: mpsc::Sender<u32>) -> Result<Backend, String> {
         Ok(Backend {
             next_tag: AtomicU32::new(1),
+            app_id: toast_app_id(),
         })
     }
 
-    /// For the log.
+    /// For the log: which app the toasts show as.
     pub(super) async fn describe(&self) -> String {
-        "toasts (through Windows PowerShell)".into()
+        if self.app_id == APP_ID {
+            format!(
+                "toasts as {} (AppUserModelID {APP_ID} of the installer's Start-menu shortcut; through Windows PowerShell)",
+                super::APP_NAME
+            )
+        } else {
+            "toasts as Windows PowerShell (no installer's Start-menu shortcut with the AppUserModelID AISuperApp.DesktopNode: a portable run)".into()
+        }
     }
 
     /// Shows `note`; its tag, to withdraw it.
     pub(super) async fn show(&mut self, note: &Note) -> Result<Option<u32>, String> {
         let tag = self.next_tag.fetch_add(1, Ordering::Relaxed);
-        powershell(&format!("{LOAD}{SHOW}"), tag, Some(&super::toast_xml(note))).await?;
+        powershell(
+            &format!("{LOAD}{SHOW}"),
+            self.app_id,
+            tag,
+            Some(&super::toast_xml(note)),
+        )
+        .await?;
         Ok(Some(tag))
     }
 
     /// Withdraws toast `tag` from the Action Center.
     pub(super) async fn close(&mut self, tag: u32) {
-        if let Err(err) = powershell(&format!("{LOAD}{REMOVE}"), tag, None).await {
+        if let Err(err) = powershell(&format!("{LOAD}{REMOVE}"), self.app_id, tag, None).await {
             tracing::debug!(%err, tag, "cannot withdraw a toast");
         }
     }
 }
 
+/// The AppUserModelID to show toasts under: [`APP_ID`] when the installer set it up
+/// (its Start-menu shortcut is there and the id is registered), else Windows
+/// PowerShell's.
+fn toast_app_id() -> &'static str {
+    let shortcut = super::win32::programs_folder().map(|folder| folder.join(SHORTCUT));
+    let registered = super::win32::user_key_exists(APP_ID_KEY);
+    choose_app_id(shortcut.is_some_and(|path| path.is_file()), registered)
+}
+
+/// [`APP_ID`] only when the shortcut (which carries it) and its registration are both
+/// there: a toast under an id no shortcut carries is silently dropped by Windows.
+fn choose_app_id(shortcut: bool, registered: bool) -> &'static str {
+    if shortcut && registered {
+        APP_ID
+    } else {
+        POWERSHELL_APP_ID
+    }
+}
+
 /// Runs `script` in a hidden Windows PowerShell with the toast's data in its
 /// environment.
-async fn powershell(script: &str, tag: u32, xml: Option<&str>) -> Result<(), String> {
+async fn powershell(script: &str, app_id: &str, tag: u32, xml: Option<&str>) -> Result<(), String> {
     let mut command = tokio::process::Command::new("powershell.exe");
     command
         .args([
@@ -92,7 +142,7 @@ async fn powershell(script: &str, tag: u32, xml: Option<&str>) -> Result<(), Str
         ])
         .env("AISA_TOAST_TAG", tag.to_string())
         .env("AISA_TOAST_GROUP", GROUP)
-        .env("AISA_TOAST_APP", POWERSHELL_APP_ID)
+        .env("AISA_TOAST_APP", app_id)
         .stdin(std::process::Stdio::null())
         .creation_flags(CREATE_NO_WINDOW)
         .kill_on_drop(true);
