@@ -635,6 +635,9 @@ async fn listing_and_uploads_through_a_real_relay_and_node() {
     );
     assert!(config.contains(&default), "{config}");
     let config = config.replace(&default, "[files]\nmax_upload_bytes = 200000");
+    // A 1 MiB $APP_DATA quota, for the two uploads racing at the end.
+    assert!(config.contains("app_data_mib = 256"), "{config}");
+    let config = config.replace("app_data_mib = 256", "app_data_mib = 1");
     std::fs::write(&config_path, &config).unwrap();
     let device_id = config
         .lines()
@@ -925,6 +928,84 @@ async fn listing_and_uploads_through_a_real_relay_and_node() {
     assert!(
         !common::contains(&spliced, b"sealed content"),
         "the relay saw the bytes"
+    );
+
+    // Two uploads started at once into room for one of them (the 1 MiB quota less what
+    // is kept: 150,000 bytes left, 100,000 each): one is refused at once, saying the
+    // other is under way; the other goes on and is stored.
+    std::fs::write(
+        app_data.join("filler.bin"),
+        vec![0; (1 << 20) - 250_000 - 150_000],
+    )
+    .unwrap();
+    let racer = |id: u64, name: &str| {
+        vec![
+            control.encode(),
+            Envelope::new(
+                id,
+                Body::FileUpload {
+                    app_id: "hello-ai".into(),
+                    name: name.into(),
+                    size: 100_000,
+                },
+            )
+            .encode(),
+            Envelope::new(
+                id,
+                Body::FileChunk {
+                    data: vec![1; 50_000],
+                },
+            )
+            .encode(),
+        ]
+    };
+    let (a, b) = (racer(9, "race a.bin"), racer(10, "race b.bin"));
+    let ((send_a, mut recv_a), (send_b, mut recv_b)) =
+        tokio::join!(system::open(&session, &a), system::open(&session, &b));
+    // The refused one answers at once; the one under way says nothing yet.
+    let early = std::time::Duration::from_secs(3);
+    let (answer_a, answer_b) = tokio::join!(
+        tokio::time::timeout(early, replies(&mut recv_a)),
+        tokio::time::timeout(early, replies(&mut recv_b)),
+    );
+    let (mut send, mut recv, refused, kept) = match (answer_a, answer_b) {
+        (Err(_), Ok(refused)) => (send_a, recv_a, refused, "race a.bin"),
+        (Ok(refused), Err(_)) => (send_b, recv_b, refused, "race b.bin"),
+        other => panic!("exactly one of two racing uploads is refused, got {other:?}"),
+    };
+    let (code, message) = system::error_of(&refused);
+    assert_eq!(code, ErrorCode::LimitExceeded);
+    assert!(
+        message.contains("uploads under way will add 97.7 KB"),
+        "{message}"
+    );
+    let id = if kept == "race a.bin" { 9 } else { 10 };
+    write_frame(
+        &mut send,
+        &Envelope::new(
+            id,
+            Body::FileChunk {
+                data: vec![1; 50_000],
+            },
+        )
+        .encode(),
+        MAX_FRAME_LEN,
+    )
+    .await
+    .unwrap();
+    let reply = replies(&mut recv).await;
+    assert_eq!(
+        reply.last().unwrap().body,
+        Body::FileStored {
+            path: format!("$APP_DATA/uploads/{kept}"),
+            size: 100_000
+        },
+        "{reply:?}"
+    );
+    assert_eq!(
+        uploads(&app_data),
+        ["merger plans.txt", "notes.txt", kept],
+        "nothing of the refused one, no partial file"
     );
 }
 
