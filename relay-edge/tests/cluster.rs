@@ -27,8 +27,9 @@ use aisa_tunnel::{Body, Envelope, MAX_FRAME_LEN, RelayHeader, StreamKind};
 mod cluster_support;
 
 use cluster_support::{
-    Child, DesktopNode, FORWARD_SECRET as SECRET, Leg, Server, action_header, add_user, browser,
-    desktop_node, echo, echo_until_ok, enrol, node_config, run_desktop, sign_in,
+    DesktopNode, FORWARD_SECRET as SECRET, Leg, Server, action_header, add_user, browser,
+    desktop_node, echo, echo_until_ok, enrol, node_config, pem, relay_process, run_desktop,
+    sign_in, write_cert,
 };
 
 /// A relay with forwarding on an ephemeral loopback port.
@@ -266,19 +267,6 @@ async fn certificate_files_from_the_operator_work_and_a_cert_of_another_ca_is_re
     let other = ClusterCa::generate().unwrap();
     let write = |name: &str, ca: &ClusterCa, node: &str| {
         let tls = ca.issue(node).unwrap();
-        let pem = |label: &str, der: &[u8]| {
-            use base64::Engine;
-            let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-            let lines: Vec<&str> = b64
-                .as_bytes()
-                .chunks(64)
-                .map(|c| std::str::from_utf8(c).unwrap())
-                .collect();
-            format!(
-                "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-                lines.join("\n")
-            )
-        };
         let base = dir.path().join(name);
         std::fs::create_dir_all(&base).unwrap();
         std::fs::write(base.join("ca.pem"), ca.cert_pem()).unwrap();
@@ -532,92 +520,6 @@ async fn a_holder_that_stops_ends_forwarded_streams_at_once_and_is_redialed() {
 // ---------------------------------------------------------------------------------------
 // The cluster system test: three relay processes, Redis, a shared database.
 
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
-/// A relay process: its HTTP and QUIC addresses.
-struct RelayProcess {
-    _child: Child,
-    http: SocketAddr,
-    quic: SocketAddr,
-}
-
-/// Starts `relay-edge serve` with a `[cluster]` section and reads its banner.
-fn relay_process(
-    dir: &std::path::Path,
-    name: &str,
-    database_url: &str,
-    redis_port: u16,
-) -> RelayProcess {
-    let data = dir.join(name);
-    std::fs::create_dir_all(&data).unwrap();
-    let config = format!(
-        r#"data_dir = "{data}"
-database_url = "{database_url}"
-quic_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-tls_cert = "{dir}/cert.pem"
-tls_key = "{dir}/key.pem"
-jwt_secret = "one JWT secret for every node of the cluster, 32+ bytes"
-heartbeat_secs = 1
-
-[cluster]
-node_name = "{name}"
-redis_url = "redis://127.0.0.1:{redis_port}"
-forward_listen = "127.0.0.1:0"
-forward_secret = "{SECRET}"
-forward_idle_timeout_ms = 1500
-"#,
-        data = data.display(),
-        dir = dir.display(),
-    );
-    let file = data.join("relay.toml");
-    std::fs::write(&file, config).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relay-edge"))
-        .arg("--config")
-        .arg(&file)
-        .arg("serve")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("relay-edge starts");
-    let stdout = child.stdout.take().unwrap();
-    let child = Child(child);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-    // "relay-edge: http://ADDR (QUIC/WebTransport on udp ADDR), certificate sha-256 HEX"
-    let http = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("banner: {line:?}"))
-        .parse()
-        .unwrap();
-    let quic = line
-        .split("udp ")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .unwrap_or_else(|| panic!("banner: {line:?}"))
-        .parse()
-        .unwrap();
-    RelayProcess {
-        _child: child,
-        http,
-        quic,
-    }
-}
-
 /// A UDP load balancer in front of the relays' QUIC ports: it sends everything to one
 /// backend, which the test moves (as a health-checking L4 balancer moves traffic off a
 /// dead node).
@@ -793,33 +695,21 @@ async fn three_relay_processes_a_desktop_on_one_a_browser_on_another_then_a_node
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let mut redis = Server::start(dir.path(), &[]);
-    let redis_port = redis.port;
     let database_url = match aisa_testkit::fakes::test_database().await {
         Some(url) => url,
         None => format!("sqlite://{}/shared.db?mode=rwc", dir.path().display()),
     };
     // One certificate for the three nodes' public port, as behind one balanced name.
-    let identity =
-        aisa_relay::cert::generate_dev(time::OffsetDateTime::now_utc(), "localhost").unwrap();
-    std::fs::write(
-        dir.path().join("cert.pem"),
-        pem("CERTIFICATE", &identity.chain[0]),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("key.pem"),
-        pem("PRIVATE KEY", identity.key.secret_der()),
-    )
-    .unwrap();
-    let cert_sha256 = identity.sha256();
+    let cert_sha256 = write_cert(dir.path());
     {
         let store = aisa_relay::store::Store::open(&database_url).await.unwrap();
         let hash = aisa_relay::auth::hash_password(PASSWORD).unwrap();
         store.create_user("carol@example.com", &hash).await.unwrap();
     }
-    let r1 = relay_process(dir.path(), "relay-1", &database_url, redis_port);
-    let r2 = relay_process(dir.path(), "relay-2", &database_url, redis_port);
-    let r3 = relay_process(dir.path(), "relay-3", &database_url, redis_port);
+    let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+    let r1 = relay_process(dir.path(), "relay-1", &database_url, &redis_url, 1);
+    let r2 = relay_process(dir.path(), "relay-2", &database_url, &redis_url, 1);
+    let r3 = relay_process(dir.path(), "relay-3", &database_url, &redis_url, 1);
 
     let (device_id, device_token) = enrol(r1.http, "carol@example.com").await;
     let token = sign_in(r2.http, "carol@example.com").await;

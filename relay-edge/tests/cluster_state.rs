@@ -9,7 +9,9 @@
 //! it) (the plan's limits and sign-in limits across nodes: `cluster_limits.rs`);
 //! Redis killed and restarted: the nodes write their devices again, and during the
 //! outage `locate` fails for a device on another node while a local one is still
-//! found; a starting node clears only its own entries.
+//! found; a starting node clears only its own entries; a node killed outright (a
+//! process of its own, SIGKILL): browsers on the other node are told its desktops are
+//! offline within seconds, except one that reconnected there.
 //!
 //! Uses the Redis servers scripts/services.sh started (`AISA_TEST_REDIS`,
 //! `AISA_TEST_REDIS_CLUSTER`) when set, otherwise starts its own; the restart and
@@ -172,11 +174,20 @@ impl Drop for Desktop {
 }
 
 async fn connect_desktop(relay: &RelayHandle, device_token: &str) -> Desktop {
+    connect_desktop_at(relay.quic_addr, relay.cert_sha256(), device_token).await
+}
+
+/// [`connect_desktop`] to the relay at `quic` whose certificate is `cert_sha256`.
+async fn connect_desktop_at(
+    quic: std::net::SocketAddr,
+    cert_sha256: [u8; 32],
+    device_token: &str,
+) -> Desktop {
     let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap();
     let conn = endpoint
         .connect_with(
-            aisa_node::node::client_config(Some(relay.cert_sha256())),
-            relay.quic_addr,
+            aisa_node::node::client_config(Some(cert_sha256)),
+            quic,
             "localhost",
         )
         .unwrap()
@@ -967,4 +978,124 @@ async fn a_status_published_while_a_subscriber_was_away_reaches_its_browsers() {
         back.elapsed()
     );
     nodes.stop().await;
+}
+
+/// The gap the liveness covers (`aisa_relay::cluster::liveness`): a relay node killed
+/// outright (SIGKILL) publishes nothing more, and its desktops' device map entries live on
+/// for `3 × heartbeat_secs` (30 s here, far longer than this test). Two relay processes;
+/// two desktops on node a, a browser's status stream on node b. Node a is killed, and one
+/// desktop reconnects to b at once: the browser on b is told the other one is offline
+/// within the documented bound, and never that the one that moved is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_desktops_go_offline_for_browsers_on_another_node() {
+    if have_redis() {
+        a_killed_node_s_desktops_go_offline(Redis::single()).await;
+    }
+}
+
+/// The same on a 3-master Redis Cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_s_desktops_go_offline_on_a_redis_cluster_too() {
+    if have_redis() {
+        a_killed_node_s_desktops_go_offline(Redis::cluster()).await;
+    }
+}
+
+async fn a_killed_node_s_desktops_go_offline(redis: Redis) {
+    use aisa_relay::cluster::liveness::{INTERVAL, LAPSE};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = cluster_support::write_cert(dir.path());
+    let db = format!("sqlite://{}/shared.db?mode=rwc", dir.path().display());
+    {
+        let store = aisa_relay::store::Store::open(&db).await.unwrap();
+        let hash = aisa_relay::auth::hash_password(aisa_testkit::system::PASSWORD).unwrap();
+        store.create_user("hal@example.com", &hash).await.unwrap();
+    }
+    let a = cluster_support::relay_process(dir.path(), "node-a", &db, &redis.url, 10);
+    let b = cluster_support::relay_process(dir.path(), "node-b", &db, &redis.url, 10);
+    let (lost, lost_token) = cluster_support::enrol(a.http, "hal@example.com").await;
+    let (moving, moving_token) = cluster_support::enrol(a.http, "hal@example.com").await;
+    let _lost_desktop = connect_desktop_at(a.quic, cert, &lost_token).await;
+    let _moving_on_a = connect_desktop_at(a.quic, cert, &moving_token).await;
+
+    // A browser on b watches both: online, on a.
+    let token = cluster_support::sign_in(b.http, "hal@example.com").await;
+    let session = cluster_support::browser(b.quic, cert).await;
+    let (_send, mut events) = status_stream(&session, &token).await;
+    let mut view = std::collections::HashMap::new();
+    assert!(
+        watch_until(&mut events, &mut view, WAIT, |v| v.len() == 2
+            && v.values().all(|online| *online))
+        .await,
+        "the browser on b sees both desktops on a online: {view:?}"
+    );
+
+    // Node a dies; one desktop reconnects to b at once, the other is gone for good.
+    drop(a);
+    let killed = Instant::now();
+    let _moving_on_b = connect_desktop_at(b.quic, cert, &moving_token).await;
+    eprintln!(
+        "a desktop reconnected to b {:?} after the kill",
+        killed.elapsed()
+    );
+
+    // The documented bound: the liveness lapses within LAPSE of the kill, b reads it
+    // within INTERVAL, then one correction pass. The margin covers scheduling on a busy
+    // 2-core machine.
+    let bound = LAPSE + INTERVAL;
+    let mut moved_offline = false;
+    let told = tokio::time::timeout(bound + Duration::from_millis(1500), async {
+        loop {
+            let event = next_event(&mut events).await;
+            match online(&event) {
+                Some(false) if event.device_id == lost => return,
+                Some(false) if event.device_id == moving => moved_offline = true,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    let took = killed.elapsed();
+    assert!(
+        told.is_ok(),
+        "the browser on b was not told the desktop on the killed node is offline within {took:?}"
+    );
+    eprintln!(
+        "the browser on b was told the desktop is offline {took:?} after the kill (bound {bound:?} + one pass)"
+    );
+    assert!(
+        !moved_offline,
+        "the desktop that reconnected to b was reported offline"
+    );
+    // Nothing contradicts it afterwards.
+    let (lost_id, moving_id) = (lost.clone(), moving.clone());
+    view.insert(lost.clone(), false);
+    assert!(
+        !watch_until(&mut events, &mut view, Duration::from_millis(1500), |v| v
+            [&lost_id]
+            || !v[&moving_id])
+        .await,
+        "a later status contradicted it: {view:?}"
+    );
+
+    // The device map still names the dead node (its entry lives on until its TTL): the
+    // liveness, not the entry's expiry, is what told b. A new snapshot on b agrees.
+    let key = format!("aisa:relay:device:{{{lost}}}");
+    assert!(
+        redis
+            .servers
+            .iter()
+            .any(|server| server.cli(&["HGET", &key, "node"]).trim() == "node-a"),
+        "the dead node's entry is still there"
+    );
+    let (_send, mut fresh) = status_stream(&session, &token).await;
+    let mut snapshot = std::collections::HashMap::new();
+    assert!(watch_until(&mut fresh, &mut snapshot, WAIT, |v| v.len() == 2).await);
+    assert_eq!(
+        (snapshot[&lost], snapshot[&moving]),
+        (false, true),
+        "a new snapshot on b"
+    );
+    drop(b);
 }

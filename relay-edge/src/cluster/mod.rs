@@ -5,9 +5,11 @@
 //! which node a device is connected, with the address that node takes forwarded streams
 //! on and the connection's generation. Without `[cluster] redis_url` the relay is a
 //! single node and `locate` answers from the local registry alone; with it, devices
-//! connected elsewhere are looked up in Redis (see `docs/relay.md`, "Cluster").
+//! connected elsewhere are looked up in Redis (see `docs/relay.md`, "Cluster"), and a
+//! node whose liveness lapsed in Redis ([`liveness`]: it died) is taken to hold none.
 
 pub mod forward;
+pub mod liveness;
 pub mod peer;
 pub mod shared;
 mod tasks;
@@ -237,9 +239,10 @@ impl Cluster {
         placement.node == self.node
     }
 
-    /// Where `device_id` is connected: `Ok(None)` when it is online nowhere,
-    /// `Err(ClusterUnavailable)` when it is not connected here and the shared state
-    /// cannot be read. A device connected to this node is found without asking Redis.
+    /// Where `device_id` is connected: `Ok(None)` when it is online nowhere (or only on
+    /// a node taken for dead, [`liveness`]), `Err(ClusterUnavailable)` when it is not
+    /// connected here and the shared state cannot be read. A device connected to this
+    /// node is found without asking Redis.
     pub async fn locate(&self, device_id: &str) -> Result<Option<Placement>, ClusterUnavailable> {
         if let Some(generation) = self.registry.generation(device_id) {
             return Ok(Some(Placement {
@@ -255,6 +258,9 @@ impl Cluster {
             // An entry naming this node for a device not connected here is stale (its
             // removal is under way, or this node restarted): not online.
             Ok(Some(placement)) if placement.node == self.node => Ok(None),
+            // On a node whose liveness lapsed (it died): gone with it, though its entry
+            // lives until its TTL (`liveness`).
+            Ok(Some(placement)) if shared.is_dead(&placement.node) => Ok(None),
             Ok(found) => Ok(found),
             Err(err) => {
                 tracing::debug!(%err, device_id, "device map unavailable");

@@ -1,5 +1,6 @@
 //! The cluster's state in Redis (fred): the device map, the per-user counters and
-//! sign-in limits, and the two pub/sub channels (presence, invalidations).
+//! sign-in limits, every node's liveness, and the two pub/sub channels (presence,
+//! invalidations).
 //!
 //! Every key starts with `aisa:relay:` and has its owner in a Redis Cluster hash tag
 //! (`{…}`), so a script touching a user's two counters stays in one slot. The layout,
@@ -46,6 +47,11 @@ pub fn streams_key(user_id: &str) -> String {
 pub fn actions_key(user_id: &str, day: &str) -> String {
     format!("aisa:relay:actions:{{{user_id}}}:{day}")
 }
+
+/// Every node's liveness: a sorted set of node names, each scored with the moment (ms,
+/// Redis's clock) its liveness lapses unless the node refreshes it
+/// (`super::liveness`).
+pub const ALIVE_KEY: &str = "aisa:relay:alive";
 
 /// Failed sign-ins for a limiter key (`email:…`, `ip:…`; an integer that expires at
 /// the end of the window).
@@ -122,6 +128,25 @@ elseif mine == 0 and fields[ARGV[1]] then
   redis.call('HDEL', KEYS[1], ARGV[1], ARGV[1] .. '@exp')
 end
 return {0, others, total}
+"#;
+
+/// Refreshes this node's liveness and reads every node's, in one round trip. KEYS:
+/// [`ALIVE_KEY`]. ARGV: node, ms until this node's liveness lapses (0: at once, a
+/// stopping node), ms after which a lapsed node is forgotten. Returns {now (ms, Redis's
+/// clock), whether this node's liveness had not lapsed ("1"/"0"), then node, lapse
+/// moment, node, lapse moment…}, all as strings.
+const LIVENESS: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local prev = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local was = '0'
+if prev and tonumber(prev) > now then was = '1' end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+local out = {string.format('%.0f', now), was}
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #all do out[#out + 1] = all[i] end
+return out
 "#;
 
 /// Counts a failed sign-in. KEYS: login key. ARGV: window ms. Returns the count.
@@ -203,6 +228,9 @@ pub struct Shared {
     sync: Script,
     login_failed: Script,
     login_check: Script,
+    liveness: Script,
+    /// The nodes whose liveness lapsed, as last read (`super::liveness`).
+    dead: std::sync::RwLock<std::collections::HashSet<NodeName>>,
 }
 
 /// A Redis command failed (the message says which and why).
@@ -266,6 +294,8 @@ impl Shared {
             sync: Script::from_lua(SYNC),
             login_failed: Script::from_lua(LOGIN_FAILED),
             login_check: Script::from_lua(LOGIN_CHECK),
+            liveness: Script::from_lua(LIVENESS),
+            dead: Default::default(),
         })
     }
 
@@ -585,6 +615,45 @@ impl Shared {
     /// This node's name.
     pub fn node(&self) -> &NodeName {
         &self.node
+    }
+
+    /// Refreshes this node's liveness so that it lapses `lapse` from now (zero: now, for
+    /// a stopping node), forgets the nodes lapsed for longer than `forget`, and reads
+    /// every node's liveness: one round trip.
+    pub async fn liveness(
+        &self,
+        lapse: Duration,
+        forget: Duration,
+    ) -> Result<super::liveness::Reading, RedisError> {
+        let reply: Vec<String> = self
+            .script(
+                "liveness",
+                &self.liveness,
+                vec![ALIVE_KEY.to_owned()],
+                vec![
+                    self.node.to_string(),
+                    lapse.as_millis().to_string(),
+                    forget.as_millis().to_string(),
+                ],
+            )
+            .await?;
+        super::liveness::Reading::parse(&reply).ok_or_else(|| RedisError {
+            op: "liveness",
+            message: format!("unexpected reply {reply:?}"),
+        })
+    }
+
+    /// Whether `node`'s liveness had lapsed when last read (it died, or stopped).
+    pub fn is_dead(&self, node: &NodeName) -> bool {
+        self.dead
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(node)
+    }
+
+    /// Records the nodes whose liveness lapsed, as just read.
+    pub fn set_dead(&self, dead: std::collections::HashSet<NodeName>) {
+        *self.dead.write().unwrap_or_else(|e| e.into_inner()) = dead;
     }
 }
 

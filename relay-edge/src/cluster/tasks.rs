@@ -17,9 +17,8 @@
 //!   offline only after [`OFFLINE_GRACE`], because after a Redis restart the map is
 //!   empty until every node has written its devices again.
 //!
-//! What this does not do: a node that dies takes its unpublished statuses with it; its
-//! devices' entries expire with their TTL, and browsers elsewhere learn of it at their
-//! node's next resync or snapshot.
+//! A node that dies publishes nothing more: the third task, `super::liveness`, notices
+//! its liveness lapse and corrects what browsers here were told about its desktops.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,7 +36,7 @@ pub const OFFLINE_GRACE: Duration = Duration::from_millis(2500);
 
 /// How many times a resync's last pass is tried again when Redis or the store did not
 /// answer for some device (each [`OFFLINE_GRACE`] apart).
-const RESYNC_TRIES: u32 = 5;
+pub(super) const RESYNC_TRIES: u32 = 5;
 
 use super::shared::{
     INVALIDATE_CHANNEL, InvalidationMessage, PRESENCE_CHANNEL, PresenceMessage, Shared,
@@ -80,7 +79,8 @@ pub fn spawn(state: &Arc<RelayState>, tasks: &mut JoinSet<()>, stopped: watch::R
         channels,
         stopped.clone(),
     ));
-    tasks.spawn(read_loop(state.clone(), shared, stopped));
+    tasks.spawn(read_loop(state.clone(), shared.clone(), stopped.clone()));
+    tasks.spawn(super::liveness::run(state.clone(), shared, stopped));
 }
 
 struct Channels {
@@ -338,19 +338,30 @@ async fn resync(state: Arc<RelayState>, shared: Arc<Shared>) {
         // one goes on meanwhile, for what the map can tell already.
         warn!(%err, "cluster channels not subscribed again");
     }
-    resync_pass(&state, false).await;
+    resync_pass(&state, Tell::Online).await;
     for _ in 0..RESYNC_TRIES {
         tokio::time::sleep(OFFLINE_GRACE).await;
-        if resync_pass(&state, true).await {
+        if resync_pass(&state, Tell::All).await {
             return;
         }
     }
     warn!("presence resync incomplete: Redis or the store kept failing");
 }
 
-/// One resync pass over every device of every user watched here (`offline_too`: also
-/// send what went offline). Returns whether every device was checked.
-async fn resync_pass(state: &RelayState, offline_too: bool) -> bool {
+/// Which differences a resync pass sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tell {
+    /// Only what came online.
+    Online,
+    /// Only what went offline (a node died: `super::liveness`).
+    Offline,
+    /// Both.
+    All,
+}
+
+/// One resync pass over every device of every user watched here, sending the differences
+/// `tell` says. Returns whether every device was checked.
+pub(super) async fn resync_pass(state: &RelayState, tell: Tell) -> bool {
     let events = &state.devices.events;
     // The truth read from here on is at least this new.
     let since = events.clock();
@@ -373,7 +384,12 @@ async fn resync_pass(state: &RelayState, offline_too: bool) -> bool {
                     continue;
                 }
             };
-            if online || offline_too {
+            let wanted = match tell {
+                Tell::Online => online,
+                Tell::Offline => !online,
+                Tell::All => true,
+            };
+            if wanted {
                 corrected += events.correct(
                     &user_id,
                     &device.id,
@@ -388,7 +404,8 @@ async fn resync_pass(state: &RelayState, offline_too: bool) -> bool {
     if corrected > 0 {
         info!(
             corrected,
-            offline_too, "presence resync corrected browsers' device statuses"
+            ?tell,
+            "presence resync corrected browsers' device statuses"
         );
     }
     complete
@@ -487,6 +504,6 @@ async fn check_device(state: &RelayState, device_id: &str) {
 }
 
 /// Resolves once the relay is stopping (the guard `wait_for` gives is not `Send`).
-async fn stopping(stopped: &mut watch::Receiver<bool>) {
+pub(super) async fn stopping(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
 }

@@ -1,8 +1,8 @@
 //! What the cluster tests share (`cluster.rs`, `cluster_state.rs`,
 //! `cluster_transports.rs`): Redis on loopback (one server, a 3-master Redis Cluster, or a
 //! master with a replica watched by Sentinel, all from Debian's `redis-server`), a relay
-//! node's cluster settings, a desktop node online at a relay, and a browser's
-//! WebTransport session.
+//! node's cluster settings, a relay node as a process of its own, a desktop node online
+//! at a relay, and a browser's WebTransport session.
 //!
 //! Included by each test binary with `#[path = "support/cluster.rs"] mod cluster_support;`;
 //! a binary uses only some of it.
@@ -388,6 +388,113 @@ pub async fn browser(quic: SocketAddr, cert_sha256: [u8; 32]) -> wtransport::Con
         .connect(format!("https://127.0.0.1:{}/wt", quic.port()))
         .await
         .expect("WebTransport session")
+}
+
+// ---------------------------------------------------------------- relay processes
+
+/// PEM text of one DER item.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// Writes a fresh certificate for `localhost` and its key to `dir/cert.pem` and
+/// `dir/key.pem` (one certificate for every node's public port, as behind one balanced
+/// name); its SHA-256 (what browsers and desktops pin).
+pub fn write_cert(dir: &Path) -> [u8; 32] {
+    let identity =
+        aisa_relay::cert::generate_dev(time::OffsetDateTime::now_utc(), "localhost").unwrap();
+    std::fs::write(dir.join("cert.pem"), pem("CERTIFICATE", &identity.chain[0])).unwrap();
+    std::fs::write(
+        dir.join("key.pem"),
+        pem("PRIVATE KEY", identity.key.secret_der()),
+    )
+    .unwrap();
+    identity.sha256()
+}
+
+/// A `relay-edge serve` process (SIGKILLed when dropped): its HTTP and QUIC addresses.
+pub struct RelayProcess {
+    /// The process.
+    pub child: Child,
+    /// Its HTTP API.
+    pub http: SocketAddr,
+    /// Its QUIC/WebTransport port.
+    pub quic: SocketAddr,
+}
+
+/// Starts `relay-edge serve` as node `name` of the cluster on `redis_url`, its data in
+/// `dir/name`, the certificate [`write_cert`] left in `dir`, the shared `database_url`
+/// and `heartbeat_secs` (device map entries live three times that), forwarding on an
+/// ephemeral port; returns once it printed its banner.
+pub fn relay_process(
+    dir: &Path,
+    name: &str,
+    database_url: &str,
+    redis_url: &str,
+    heartbeat_secs: u32,
+) -> RelayProcess {
+    let data = dir.join(name);
+    std::fs::create_dir_all(&data).unwrap();
+    let config = format!(
+        r#"data_dir = "{data}"
+database_url = "{database_url}"
+quic_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+tls_cert = "{dir}/cert.pem"
+tls_key = "{dir}/key.pem"
+jwt_secret = "one JWT secret for every node of the cluster, 32+ bytes"
+heartbeat_secs = {heartbeat_secs}
+
+[cluster]
+node_name = "{name}"
+redis_url = "{redis_url}"
+forward_listen = "127.0.0.1:0"
+forward_secret = "{FORWARD_SECRET}"
+forward_idle_timeout_ms = 1500
+"#,
+        data = data.display(),
+        dir = dir.display(),
+    );
+    let file = data.join("relay.toml");
+    std::fs::write(&file, config).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay-edge"))
+        .arg("--config")
+        .arg(&file)
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("relay-edge starts");
+    let stdout = child.stdout.take().unwrap();
+    let child = Child(child);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    // "relay-edge: http://ADDR (QUIC/WebTransport on udp ADDR), certificate sha-256 HEX"
+    let http = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("banner: {line:?}"))
+        .parse()
+        .unwrap();
+    let quic = line
+        .split("udp ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or_else(|| panic!("banner: {line:?}"))
+        .parse()
+        .unwrap();
+    RelayProcess { child, http, quic }
 }
 
 // ---------------------------------------------------------------- desktops
