@@ -257,7 +257,7 @@ function SignInMethodsCard({ providers }: { providers: OidcProvider[] }) {
 
   const unlinked = (identity: LinkedIdentity): void => {
     setUnlinking(null);
-    setDone(`${identityLabel(identity)} is unlinked: it no longer signs you in to this account.`);
+    setDone(`${identityLabel(identity, methods?.identities)} is unlinked: it no longer signs you in to this account.`);
     load();
     reloadAccount();
   };
@@ -282,7 +282,7 @@ function SignInMethodsCard({ providers }: { providers: OidcProvider[] }) {
           {methods.identities.map((identity) => (
             <li key={identity.id} className="session-row identity-row">
               <span>
-                <strong>{shownText(identity.provider_name)}</strong> {identityWho(identity)}
+                <strong>{shownText(identity.provider_name)}</strong> {identityWho(identity, methods.identities)}
                 <br />
                 <span className="muted small-text">
                   Linked {dayText(identity.linked_at)}, last used {dayText(identity.last_used)}.
@@ -292,7 +292,7 @@ function SignInMethodsCard({ providers }: { providers: OidcProvider[] }) {
               <button
                 type="button"
                 className="secondary small"
-                aria-label={`Unlink ${identityLabel(identity)}`}
+                aria-label={`Unlink ${identityLabel(identity, methods.identities)}`}
                 aria-expanded={unlinking?.id === identity.id}
                 onClick={() => {
                   setError(null);
@@ -314,6 +314,7 @@ function SignInMethodsCard({ providers }: { providers: OidcProvider[] }) {
       {unlinking && methods && (
         <UnlinkForm
           identity={unlinking}
+          label={identityLabel(unlinking, methods.identities)}
           hasPassword={methods.has_password}
           onDone={() => unlinked(unlinking)}
           onCancel={() => {
@@ -336,12 +337,15 @@ function SignInMethodsCard({ providers }: { providers: OidcProvider[] }) {
 /** Confirms unlinking one identity: the password when the account has one. Escape cancels. */
 function UnlinkForm({
   identity,
+  label,
   hasPassword,
   onDone,
   onCancel,
   onError,
 }: {
   identity: LinkedIdentity;
+  /** The identity in one phrase ({@link identityLabel}). */
+  label: string;
   hasPassword: boolean;
   onDone: () => void;
   onCancel: () => void;
@@ -350,7 +354,6 @@ function UnlinkForm({
   const { api } = useApp();
   const [password, setPassword] = useState('');
   const [busy, setBusy] = useState(false);
-  const label = identityLabel(identity);
 
   const submit = async (e: FormEvent): Promise<void> => {
     e.preventDefault();

@@ -42,17 +42,27 @@ export function shownText(text: string | null | undefined): string {
   return clean.length > MAX_SHOWN ? `${clean.slice(0, MAX_SHOWN - 1).join('')}…` : clean.join('');
 }
 
-/** Who the identity is at its provider: its email, else the end of its id there. */
-export function identityWho(identity: Pick<LinkedIdentity, 'email' | 'subject_hint'>): string {
+/** What names an identity on the page. */
+type Named = Pick<LinkedIdentity, 'id' | 'provider' | 'provider_name' | 'email' | 'subject_hint'>;
+
+/**
+ * Who the identity is at its provider: its email, else the end of its id there. Two
+ * identities at one provider with one email (they link by the account's verified email,
+ * so that is the usual case for a second one) are told apart by the end of their ids
+ * too: give the account's other identities as `among`.
+ */
+export function identityWho(identity: Omit<Named, 'provider_name'>, among: readonly Omit<Named, 'provider_name'>[] = []): string {
   const email = shownText(identity.email);
-  if (email) return email;
   const hint = shownText(identity.subject_hint);
-  return hint ? `account ${hint}` : 'an account without an email address';
+  const account = hint ? `account ${hint}` : 'an account without an email address';
+  if (!email) return account;
+  const twin = among.some((o) => o.id !== identity.id && o.provider === identity.provider && shownText(o.email) === email);
+  return twin && hint ? `${email}, ${account}` : email;
 }
 
 /** "Google (ann@example.com)": the identity in one phrase, for buttons and labels. */
-export function identityLabel(identity: Pick<LinkedIdentity, 'provider_name' | 'email' | 'subject_hint'>): string {
-  return `${shownText(identity.provider_name)} (${identityWho(identity)})`;
+export function identityLabel(identity: Named, among: readonly Named[] = []): string {
+  return `${shownText(identity.provider_name)} (${identityWho(identity, among)})`;
 }
 
 /** Whether unlinking this identity would leave the account no way to sign in. */

@@ -27,7 +27,10 @@
  *   identity with its email and date) and unlinks the identity, with the keyboard: the
  *   password asked for, a wrong one refused, the right one unlinks it.
  * - An account with no password and one identity is refused, in a sentence, when it
- *   tries to unlink that last way in; the identity stays.
+ *   tries to unlink that last way in; the identity stays. A second login at the
+ *   provider with the same verified email links a second identity (the two told apart
+ *   by the end of their ids); unlinking one is refused until the person signs in at the
+ *   provider again ("Sign in again with Test ID"), then done, leaving the last way in.
  *
  * Screenshots: browser-client/test-artifacts/oidc-*.png (test-artifacts/firefox/ in Firefox).
  */
@@ -57,7 +60,11 @@ const SETTER = 'oidc-setter@example.com';
 const LEAVER = 'oidc-leaver@example.com';
 /** A password account that links the provider, then unlinks it on the account page. */
 const UNLINKER = 'oidc-unlinker@example.com';
-/** An account the provider makes (no password) that tries to unlink its only way in. */
+/**
+ * An account the provider makes (no password) that tries to unlink its only way in;
+ * then a second login at the provider (`solo2`, the same verified email) links to it,
+ * and one of the two is unlinked after a fresh sign-in at the provider.
+ */
 const SOLO = 'oidc-solo@example.com';
 const PASSWORD = 'oidc-password-123';
 const CLIENT_ID = 'aisa-relay-test';
@@ -72,6 +79,7 @@ const ACCOUNTS: Record<string, { email: string; email_verified: boolean }> = {
   leaver: { email: LEAVER, email_verified: true },
   unlinker: { email: UNLINKER, email_verified: true },
   solo: { email: SOLO, email_verified: true },
+  solo2: { email: SOLO, email_verified: true },
 };
 
 let dir: string;
@@ -518,7 +526,7 @@ describe(`sign-in with an identity provider (${ENGINE_LABEL}, oidc-provider)`, (
       await p.context().close();
     }));
 
-  it('refuses in a sentence to unlink the only way into an account without a password', () =>
+  it('refuses in a sentence to unlink the only way into an account without a password, and unlinks a second identity after a fresh sign-in', () =>
     explained(async () => {
       const p = await freshPage();
       await toProvider(p);
@@ -546,5 +554,47 @@ describe(`sign-in with an identity provider (${ENGINE_LABEL}, oidc-provider)`, (
       expect(await methods.textContent()).toContain(`Test ID ${SOLO}`);
       expect((relayOutput.match(/identity unlinked/g) ?? []).length).toBe(unlinkedBefore);
       await p.context().close();
+
+      // A second login at the provider with the same verified email links to the account
+      // (signed in from another browser): two ways in, told apart by their ids' ends.
+      const q = await freshPage();
+      await toProvider(q);
+      await atProvider(q, 'solo2');
+      await q.waitForSelector('#signed-in-as', { timeout: 20_000 });
+      expect(await q.textContent('#signed-in-as')).toBe(`Signed in as ${SOLO}`);
+      await q.goto(`${relayUrl}/#/account`);
+      const both = q.getByRole('list', { name: 'Sign-in methods' });
+      await expect.poll(() => both.textContent(), { timeout: 10_000 }).toContain(`Test ID ${SOLO}, account …olo2`);
+      expect(await both.textContent()).toContain(`Test ID ${SOLO}, account solo`);
+      expect(await both.textContent()).not.toContain('only way to sign in');
+      // Unlinking needs a recent sign-in at the provider (the one a moment ago did not
+      // say when the person authenticated): refused with the way out.
+      const first = `Unlink Test ID (${SOLO}, account solo)`;
+      await q.getByRole('button', { name: first }).click();
+      await q.getByRole('button', { name: 'Unlink Test ID', exact: true }).click();
+      await expect
+        .poll(() => q.locator('section[aria-labelledby="signin-methods-title"]').textContent(), { timeout: 10_000 })
+        .toContain('sign in with Test ID again to confirm it is you');
+      await shot(q, 'oidc-unlink-needs-reauth.png');
+      expect((relayOutput.match(/identity unlinked/g) ?? []).length).toBe(unlinkedBefore);
+      await q.getByRole('link', { name: 'Sign in again with Test ID' }).first().click();
+      await q.waitForURL((u) => u.origin === issuer);
+      await q.waitForSelector('input[name="login"]');
+      await q.fill('input[name="login"]', 'solo2');
+      await q.fill('input[name="password"]', 'any password: the test provider takes any');
+      await q.click('button.login-submit');
+      await q.waitForSelector('#identity-confirmed', { timeout: 20_000 });
+      await q.getByRole('button', { name: first }).click();
+      await q.getByRole('button', { name: 'Unlink Test ID', exact: true }).click();
+      await q.waitForSelector('#identity-unlinked', { timeout: 10_000 });
+      expect(await q.textContent('#identity-unlinked')).toBe(
+        `Test ID (${SOLO}, account solo) is unlinked: it no longer signs you in to this account.`,
+      );
+      // One way in left, and the page says so.
+      await expect.poll(() => both.textContent()).not.toContain('account solo');
+      expect(await both.textContent()).toContain('This is your only way to sign in.');
+      expect((relayOutput.match(/identity unlinked/g) ?? []).length).toBe(unlinkedBefore + 1);
+      await shot(q, 'oidc-second-identity-unlinked.png');
+      await q.context().close();
     }));
 });

@@ -25,8 +25,20 @@ describe('sign-in methods on the account page', () => {
   it('name an identity by its email, else by the end of its id at the provider', () => {
     expect(identityWho(identity)).toBe('ann@example.com');
     expect(identityLabel(identity)).toBe('Example Corp (ann@example.com)');
-    expect(identityWho({ email: null, subject_hint: '…1001' })).toBe('account …1001');
-    expect(identityWho({ email: '', subject_hint: '' })).toBe('an account without an email address');
+    expect(identityWho({ ...identity, email: null })).toBe('account …1001');
+    expect(identityWho({ ...identity, email: '', subject_hint: '' })).toBe('an account without an email address');
+  });
+
+  it('tell two identities at one provider with one email apart by the end of their ids', () => {
+    // A second identity links by the account's verified email: the same email, usually.
+    const second = { ...identity, id: 'second', subject_hint: '…2002' };
+    const both = [identity, second];
+    expect(identityLabel(identity, both)).toBe('Example Corp (ann@example.com, account …1001)');
+    expect(identityLabel(second, both)).toBe('Example Corp (ann@example.com, account …2002)');
+    // Another provider, or another email, needs no more than the email.
+    const elsewhere = { ...second, provider: 'google', provider_name: 'Google' };
+    expect(identityLabel(identity, [identity, elsewhere])).toBe('Example Corp (ann@example.com)');
+    expect(identityWho(identity, [identity, { ...second, email: 'bob@example.com' }])).toBe('ann@example.com');
   });
 
   it('show provider text without reordering or control characters, and cut long text', () => {
@@ -37,7 +49,7 @@ describe('sign-in methods on the account page', () => {
     const long = 'x'.repeat(200);
     expect(Array.from(shownText(long))).toHaveLength(MAX_SHOWN);
     expect(shownText(long).endsWith('…')).toBe(true);
-    expect(identityLabel({ provider_name: 'Bad\u202EName', email: null, subject_hint: '…\u0007abc' })).toBe(
+    expect(identityLabel({ ...identity, provider_name: 'Bad\u202EName', email: null, subject_hint: '…\u0007abc' })).toBe(
       'BadName (account …abc)',
     );
   });
