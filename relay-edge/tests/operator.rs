@@ -267,12 +267,27 @@ async fn the_binary_takes_every_setting_from_the_environment_and_reloads_on_sigh
         .unwrap();
     assert!(status.success());
     until_presents(quic_addr, second.2).await;
+    // The reload is logged just after the new files are in use: wait for its line before
+    // stopping the relay (CI once killed it in between).
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("TLS certificate files loaded"))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
 
     child.kill().unwrap();
     child.wait().unwrap();
+    // The rest, up to the end of stderr (the reader thread then drops its sender).
+    lines.extend(lines_rx.iter());
     // Every log line is a JSON object; the start, the unknown variable and the reload
     // are among them.
-    let lines: Vec<String> = lines_rx.try_iter().collect();
     let events: Vec<serde_json::Value> = lines
         .iter()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
