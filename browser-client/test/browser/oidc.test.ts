@@ -483,6 +483,13 @@ describe(`sign-in with an identity provider (${ENGINE_LABEL}, oidc-provider)`, (
       expect(listed.replace(UNLINKER, '')).not.toContain('unlinker');
       expect(await p.textContent('main')).not.toContain(issuer);
       await shot(p, 'oidc-sign-in-methods.png');
+      // At phone width the list fits: no sideways scrolling.
+      await p.setViewportSize({ width: 390, height: 844 });
+      await expect
+        .poll(() => p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth))
+        .toBeLessThanOrEqual(0);
+      await shot(p, 'oidc-sign-in-methods-phone.png');
+      await p.setViewportSize({ width: 1200, height: 900 });
 
       // With the keyboard: the Unlink button opens the form with the password field focused.
       const unlink = p.getByRole('button', { name: `Unlink Test ID (${UNLINKER})` });
