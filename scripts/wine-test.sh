@@ -9,9 +9,9 @@
 #   3. stopping: a console Ctrl-C (Wine turns SIGINT into CTRL_C_EVENT) in the middle of
 #      an action lets it finish, and the process exits 0;
 #   4. the tray icon, on a private Xvfb display (Wine's Explorer has a notification area
-#      only with a display): the node adds its icon, and Quit, chosen in its right-click
-#      menu by a small Windows program (desktop-node/tests/windows/tray-quit.c), stops it
-#      (exit 0); and its toasts take the installer's AppUserModelID when the installer's
+#      only with a display): the node adds its icon; a click on it opens the face, and
+#      Quit, chosen in its right-click menu (both by a small Windows program,
+#      desktop-node/tests/windows/tray-click.c), stops it (exit 0); and its toasts take the installer's AppUserModelID when the installer's
 #      shortcut and registration are there, Windows PowerShell's when not.
 #
 # Wine 8 lacks bcryptprimitives.dll's ProcessPrng, which Rust's std calls for random
@@ -52,8 +52,8 @@ C
 x86_64-w64-mingw32-gcc -shared -O2 -o "$shim_dir/bcryptprimitives.dll" \
   "$shim_dir/processprng.c" -ladvapi32 -Wl,--export-all-symbols
 
-# The tray test's quitter (step 4).
-x86_64-w64-mingw32-gcc -O2 -Wall -o "$shim_dir/tray-quit.exe" desktop-node/tests/windows/tray-quit.c
+# The tray test's clicker (step 4).
+x86_64-w64-mingw32-gcc -O2 -Wall -o "$shim_dir/tray-click.exe" desktop-node/tests/windows/tray-click.c
 
 export WINEDEBUG=-all
 export WINEPREFIX=${WINEPREFIX:-$PWD/$TARGET_DIR/wineprefix}
@@ -83,7 +83,7 @@ AISA_NODE_EXE=$exe AISA_NODE_RUNNER=wine AISA_NODE_EXPECT_STORE=windows-credenti
   a_node_logs_in_keeps_its_key_in_the_os_store_and_runs_an_action \
   windows_ctrl_c_lets_the_running_action_finish_under_wine
 
-echo "==> desktop-node.exe's tray icon on Xvfb: added, and its Quit stops the node"
+echo "==> desktop-node.exe's tray icon on Xvfb: added, a click opens the face, Quit stops the node"
 display_file=$(mktemp)
 Xvfb -displayfd 3 -screen 0 1024x768x24 -nolisten tcp 3>"$display_file" >/dev/null 2>&1 &
 xvfb_pid=$!
@@ -94,8 +94,8 @@ for _ in $(seq 100); do [ -s "$display_file" ] && break; sleep 0.1; done
 # Explorer starts again on this one.
 wineserver -w
 DISPLAY=:$(head -n1 "$display_file") AISA_NODE_EXE=$exe AISA_NODE_RUNNER=wine \
-  AISA_TRAY_QUIT_EXE=$PWD/$shim_dir/tray-quit.exe \
+  AISA_TRAY_CLICK_EXE=$PWD/$shim_dir/tray-click.exe \
   cargo test --locked -p aisa-node --test node_process -- --test-threads 1 --nocapture \
-  windows_tray_quit_stops_the_node_under_wine
+  windows_tray_opens_the_face_and_quit_stops_the_node_under_wine
 wineserver -k 2>/dev/null || true
 echo "wine: passed"

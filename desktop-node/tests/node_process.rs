@@ -276,23 +276,25 @@ async fn stop_mid_action(signal: libc::c_int, said: &str) {
 }
 
 /// The Windows build's tray icon under Wine, with a display (scripts/wine-test.sh runs
-/// it on Xvfb and sets `AISA_TRAY_QUIT_EXE`; without that variable it does nothing):
+/// it on Xvfb and sets `AISA_TRAY_CLICK_EXE`; without that variable it does nothing):
 /// the node adds its notification-area icon (Shell_NotifyIconW succeeds against Wine's
-/// Explorer: the node logs "tray icon shown"), and choosing **Quit** in its menu stops
-/// the node as Ctrl-C does: exit 0, and the relay sees it leave at once. The quitter
-/// (`tray-quit.exe`, a small Windows program) right-clicks the icon the way Explorer
-/// reports a click to its window, waits for the node's popup menu to show, and picks
-/// its last item, Quit, with the keyboard (the node logs the menu's items: Wine does
-/// not let another process read a menu).
+/// Explorer: the node logs "tray icon shown"); a click on it opens the desktop face (the
+/// face's login URL reaches the opener); and choosing **Quit** in its menu stops the
+/// node as Ctrl-C does: exit 0, and the relay sees it leave at once. The clicks come
+/// from `tray-click.exe` (desktop-node/tests/windows/tray-click.c), which sends the
+/// icon's window what Explorer sends for a click, waits for the node's popup menu to
+/// show, and picks its last item, Quit, with the keyboard (the node logs the menu's
+/// items: Wine does not let another process read a menu). The same program is the
+/// node's face opener here (`AISA_NODE_OPENER`): it writes the URL it is given to a file.
 ///
 /// Also the toast's id: with the installer's registration of the AppUserModelID (its
 /// Start-menu shortcut and `HKCU\Software\Classes\AppUserModelId\AISuperApp.DesktopNode`,
 /// made here as desktop-node.nsi makes them) the node takes it; without (a portable
 /// run) it falls back to Windows PowerShell's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn windows_tray_quit_stops_the_node_under_wine() {
-    let (Some(quitter), Ok(runner)) = (
-        std::env::var_os("AISA_TRAY_QUIT_EXE"),
+async fn windows_tray_opens_the_face_and_quit_stops_the_node_under_wine() {
+    let (Some(clicker), Ok(runner)) = (
+        std::env::var_os("AISA_TRAY_CLICK_EXE"),
         std::env::var("AISA_NODE_RUNNER"),
     ) else {
         return;
@@ -306,7 +308,17 @@ async fn windows_tray_quit_stops_the_node_under_wine() {
     let (device_id, _) = set_up(&system, home.path(), "sk-unused-by-the-fake");
 
     let registration = InstallerAppId::register(&runner);
-    let mut node = start_run(home.path(), &fake.base_url(), console.path());
+    let opened = console.path().join("opened.txt");
+    let mut node = node(home.path());
+    node.env("RUST_LOG", "info")
+        .env("AISA_NODE_OPENER", windows_path(Path::new(&clicker)))
+        .env("AISA_TRAY_OPENED", windows_path(&opened))
+        .args(["run", "--face", "--ai-provider", "openai", "--ai-base-url"])
+        .arg(fake.base_url())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(console.path().join("stdout")).unwrap())
+        .stderr(std::fs::File::create(console.path().join("stderr")).unwrap());
+    let mut node = Killed(node.spawn().unwrap());
     run_one(&system, &device_id, "tray", console.path()).await;
     let stderr = wait_for_line(console.path(), "tray icon shown (notification area)").await;
     assert!(
@@ -314,8 +326,36 @@ async fn windows_tray_quit_stops_the_node_under_wine() {
         "{stderr}"
     );
 
+    // A click on the icon opens the face: its login URL, with this launch's token.
+    let clicked = Command::new(&runner)
+        .arg(&clicker)
+        .arg("open")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(clicked.status.success(), "{clicked:?}");
+    let face: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.path().join("face.json")).unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = loop {
+        if let Ok(url) = std::fs::read_to_string(&opened)
+            && url.ends_with('\n')
+        {
+            break url.trim().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the click opened nothing: {}",
+            std::fs::read_to_string(console.path().join("stderr")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(Some(url.as_str()), face["url"].as_str());
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
     let chose = Command::new(&runner)
-        .arg(&quitter)
+        .arg(&clicker)
+        .arg("quit")
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -336,11 +376,9 @@ async fn windows_tray_quit_stops_the_node_under_wine() {
     };
     assert!(status.success(), "exit status {status:?}");
     let stderr = std::fs::read_to_string(console.path().join("stderr")).unwrap();
-    // The menu the right click opened (the face is off in this run).
+    // The menu the right click opened.
     assert!(
-        stderr.contains(
-            "tray: menu opened: [Connected to the relay] [Open (greyed: no face)] [Quit]"
-        ),
+        stderr.contains("tray: menu opened: [Connected to the relay] [Open] [Quit]"),
         "{stderr}"
     );
     assert!(stderr.contains("tray: Quit chosen; stopping"), "{stderr}");
@@ -363,6 +401,17 @@ async fn windows_tray_quit_stops_the_node_under_wine() {
     let stderr = wait_for_line(console.path(), "desktop notifications on").await;
     assert!(stderr.contains("toasts as Windows PowerShell"), "{stderr}");
     make_room(&system, &device_id).await;
+}
+
+/// `path` as Wine's Windows programs name it (`winepath -w`).
+fn windows_path(path: &Path) -> String {
+    let out = Command::new("winepath")
+        .arg("-w")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Waits (up to a minute: Wine starts slowly) until the node's stderr holds `line`;

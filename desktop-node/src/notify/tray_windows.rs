@@ -19,10 +19,11 @@
 //!   the icon is added when one appears.
 //!
 //! Tested under Wine with its Explorer's notification area on Xvfb
-//! (desktop-node/tests/node_process.rs, `windows_tray_quit_stops_the_node_under_wine`,
-//! run by scripts/wine-test.sh): the icon is added and Quit (the menu's command, posted
-//! to the window as the menu does) stops the node. Not tested: drawing the menu and
-//! clicking in it (Wine's menu is a window of its own, driven by the mouse).
+//! (desktop-node/tests/node_process.rs,
+//! `windows_tray_opens_the_face_and_quit_stops_the_node_under_wine`, run by
+//! scripts/wine-test.sh): the icon is added, a left click opens the face, and Quit,
+//! picked with the keyboard in the menu a right click opened, stops the node. Not
+//! tested: a real Windows taskbar, and the mouse inside the menu.
 //!
 //! Not here: a menu-bar item on macOS (docs/desktop.md).
 
