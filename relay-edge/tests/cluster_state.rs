@@ -1099,3 +1099,59 @@ async fn a_killed_node_s_desktops_go_offline(redis: Redis) {
     );
     drop(b);
 }
+
+/// A node that stops (SIGTERM, a rolling update) stops its cluster tasks first, so it
+/// publishes its desktops' leaving to no one: it lapses its own liveness as it stops, and
+/// the browser on the other node is told within one liveness read (plus a pass), long
+/// before the desktop's device map entry would expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_s_desktops_go_offline_for_browsers_on_another_node() {
+    use aisa_relay::cluster::liveness::INTERVAL;
+    if !have_redis() {
+        return;
+    }
+    let redis = Redis::single();
+    let nodes = Nodes::start(&redis, "").await;
+    let user = nodes.user("ivy@example.com").await;
+    let token = user["token"].as_str().unwrap();
+    let (device_id, device_token) = nodes.device("ivy@example.com").await;
+    let _desktop = connect_desktop(&nodes.a, &device_token).await;
+    let session = browser(&nodes.b).await;
+    let (_send, mut events) = status_stream(&session, token).await;
+    let mut view = std::collections::HashMap::new();
+    let id = device_id.clone();
+    assert!(
+        watch_until(&mut events, &mut view, WAIT, |v| v.get(&id) == Some(&true)).await,
+        "the browser on b sees the desktop on a online"
+    );
+
+    let Nodes { a, b, _dir, .. } = nodes;
+    let stopping = Instant::now();
+    a.shutdown(Duration::from_millis(100)).await;
+    // It lapsed itself as it stopped (left alone, its liveness would last up to 3 s).
+    let lapses: f64 = redis.servers[0]
+        .cli(&["ZSCORE", aisa_relay::cluster::shared::ALIVE_KEY, "node-a"])
+        .trim()
+        .parse()
+        .expect("node a is in the liveness set");
+    let time = redis.servers[0].cli(&["TIME"]);
+    let mut time = time.lines().map(|l| l.trim().parse::<u64>().unwrap());
+    let now_ms = time.next().unwrap() * 1000 + time.next().unwrap() / 1000;
+    assert!(
+        lapses as u64 <= now_ms,
+        "node a's liveness lapses {} ms from now",
+        lapses as u64 - now_ms
+    );
+    // So b is told within one read (INTERVAL) plus a pass; the entry lives 6 s. (The
+    // window leaves room for a busy machine.)
+    assert!(
+        watch_until(&mut events, &mut view, INTERVAL * 3, |v| !v[&id]).await,
+        "the browser on b still shows the desktop of the stopped node online {:?} after the stop",
+        stopping.elapsed()
+    );
+    eprintln!(
+        "the browser on b was told {:?} after node a began stopping (one read: {INTERVAL:?})",
+        stopping.elapsed()
+    );
+    b.shutdown(Duration::from_millis(100)).await;
+}
