@@ -64,7 +64,7 @@ wineserver -w
 autostart=$(reg_value "$run_key" AISuperAppDesktopNode)
 echo "   Run value: $autostart"
 case $autostart in
-  '"C:\users\'*'\AppData\Local\Programs\AI SuperApp\desktop-node.exe" run') ;;
+  '"C:\users\'*'\AppData\Local\Programs\AI SuperApp\desktop-node.exe" run --face') ;;
   *) fail "the Run value is not the installed node: '$autostart'" ;;
 esac
 [ "$(reg_value "$uninstall_key" DisplayVersion)" = "$version" ] || fail "Apps & features does not list $version"

@@ -82,7 +82,9 @@ Section "Desktop node (required)" SecNode
   WriteUninstaller "$INSTDIR\uninstall.exe"
 
   CreateDirectory "$SMPROGRAMS\${FOLDER}"
-  CreateShortcut "$SMPROGRAMS\${FOLDER}\${APPNAME}.lnk" "$INSTDIR\desktop-node.exe" "run" \
+  ; `run --face`: the tray icon's Open and a click on a notification lead to the desktop
+  ; face, the page where a person approves installs without a terminal.
+  CreateShortcut "$SMPROGRAMS\${FOLDER}\${APPNAME}.lnk" "$INSTDIR\desktop-node.exe" "run --face" \
     "$INSTDIR\desktop-node.exe" 0 SW_SHOWMINIMIZED "" "Connect to the relay and run mini-apps"
   ; The shortcut carries the node's AppUserModelID: an unpackaged program's toasts show
   ; under an id a Start-menu shortcut carries (else the node falls back to Windows
@@ -118,7 +120,7 @@ Section "Desktop node (required)" SecNode
 SectionEnd
 
 Section "Start the node when I sign in" SecAutostart
-  WriteRegStr HKCU "${RUNKEY}" "${RUNVALUE}" '"$INSTDIR\desktop-node.exe" run'
+  WriteRegStr HKCU "${RUNKEY}" "${RUNVALUE}" '"$INSTDIR\desktop-node.exe" run --face'
 SectionEnd
 
 ;; Sets System.AppUserModel.ID on an existing shortcut: $R0 = the .lnk, $R1 = the id;
