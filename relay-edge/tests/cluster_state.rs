@@ -993,9 +993,10 @@ async fn a_killed_node_s_desktops_go_offline_for_browsers_on_another_node() {
     }
 }
 
-/// The same on a 3-master Redis Cluster.
+/// The same on a 3-master Redis Cluster. (These start their own Redis, so they are not
+/// named `single_redis_…`/`redis_cluster_…`: CI runs those again on scripts/services.sh's.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_node_s_desktops_go_offline_on_a_redis_cluster_too() {
+async fn a_killed_node_s_desktops_go_offline_on_a_3_master_cluster_too() {
     if have_redis() {
         a_killed_node_s_desktops_go_offline(Redis::cluster()).await;
     }
