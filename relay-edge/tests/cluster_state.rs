@@ -1156,3 +1156,105 @@ async fn a_stopping_node_s_desktops_go_offline_for_browsers_on_another_node() {
     );
     b.shutdown(Duration::from_millis(100)).await;
 }
+
+/// The price of the liveness, and how it is paid back: a node that is alive but cannot
+/// reach Redis for longer than the lapse is taken for dead (its desktop shown offline on
+/// the other node), and once it reaches Redis again the other node believes it alive at
+/// its next read and tells its browsers the desktop is online, without the desktop
+/// doing anything. Node a's command connection is cut (`CLIENT KILL ID`) and kept out
+/// (`maxclients`); its subscriber and node b's connections stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_is_taken_for_dead_then_alive_again() {
+    use aisa_relay::cluster::liveness::{INTERVAL, LAPSE};
+    if !have_redis() {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let redis = Redis::single();
+    let port = redis.servers[0].port;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("relay.db").display()
+    );
+    let a = aisa_relay::start(config(dir.path(), "node-a", &redis.url, &db))
+        .await
+        .expect("node a starts");
+    // Node a's command connection: the only one in no channel so far.
+    let mut admin = Admin::connect(port);
+    let own = admin.command(&["CLIENT", "ID"]);
+    let list = admin.command(&["CLIENT", "LIST"]);
+    let a_commands: Vec<String> = list
+        .lines()
+        .filter(|l| l.contains(" sub=0 ") && l.contains(" psub=0 "))
+        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next().map(str::to_owned))
+        .filter(|id| *id != own)
+        .collect();
+    assert_eq!(a_commands.len(), 1, "{list}");
+    let b = aisa_relay::start(config(dir.path(), "node-b", &redis.url, &db))
+        .await
+        .expect("node b starts");
+    let nodes = Nodes {
+        a,
+        b,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    };
+    let user = nodes.user("joe@example.com").await;
+    let token = user["token"].as_str().unwrap();
+    let (device_id, device_token) = nodes.device("joe@example.com").await;
+    let _desktop = connect_desktop(&nodes.a, &device_token).await;
+    let session = browser(&nodes.b).await;
+    let (_send, mut events) = status_stream(&session, token).await;
+    let mut view = std::collections::HashMap::new();
+    let id = device_id.clone();
+    assert!(watch_until(&mut events, &mut view, WAIT, |v| v.get(&id) == Some(&true)).await);
+
+    // Node a loses Redis (not the desktop, not node b).
+    let info = admin.command(&["INFO", "clients"]);
+    let connected: usize = info
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    admin.command(&["CONFIG", "SET", "maxclients", &(connected - 1).to_string()]);
+    assert_eq!(
+        admin.command(&["CLIENT", "KILL", "ID", &a_commands[0]]),
+        "1"
+    );
+    let cut = Instant::now();
+    assert!(
+        watch_until(&mut events, &mut view, LAPSE + INTERVAL * 3, |v| !v[&id]).await,
+        "node b did not take node a for dead {:?} after it lost Redis",
+        cut.elapsed()
+    );
+    eprintln!(
+        "node a taken for dead {:?} after it lost Redis",
+        cut.elapsed()
+    );
+
+    // Node a reaches Redis again (its reconnect backoff is at most 2 s): alive, and the
+    // browser on b is told the desktop, which never left, is online.
+    admin.command(&["CONFIG", "SET", "maxclients", "10000"]);
+    let back = Instant::now();
+    // Its reconnect (at most 2 s), b's next read (INTERVAL), a pass; and room for a busy
+    // machine.
+    let within = Duration::from_secs(2) + INTERVAL * 3;
+    assert!(
+        watch_until(&mut events, &mut view, within, |v| v[&id]).await,
+        "the browser on b still shows the desktop offline {:?} after node a could reach Redis",
+        back.elapsed()
+    );
+    eprintln!(
+        "the browser on b was told the desktop is online {:?} after node a could reach Redis again",
+        back.elapsed()
+    );
+    let (b, id) = (&nodes.b, device_id.as_str());
+    eventually("b locates the desktop on a again", || async move {
+        matches!(b.state.cluster.locate(id).await, Ok(Some(p)) if p.node.as_str() == "node-a")
+    })
+    .await;
+    nodes.stop().await;
+}
