@@ -99,17 +99,40 @@ impl Relay {
             .await
     }
 
+    /// `GET path` as `token`.
+    async fn get(&self, path: &str, token: &str) -> Answer {
+        self.call(reqwest::Method::GET, path, Some(token), None, None)
+            .await
+    }
+
+    /// `POST path` with a JSON body as `token` (no cookie).
+    async fn post_as(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.call(reqwest::Method::POST, path, Some(token), None, Some(body))
+            .await
+    }
+
+    /// `DELETE path` as `token`, with a JSON body if given (no cookie).
+    async fn delete(&self, path: &str, token: &str, body: Option<Value>) -> Answer {
+        self.call(reqwest::Method::DELETE, path, Some(token), None, body)
+            .await
+    }
+
+    /// `POST path` with only the cookie and `{}`, as a page with no token sends
+    /// `/api/auth/refresh` and `/api/auth/logout`.
+    async fn post_cookie(&self, path: &str, cookie: &str) -> Answer {
+        self.call(
+            reqwest::Method::POST,
+            path,
+            None,
+            Some(cookie),
+            Some(json!({})),
+        )
+        .await
+    }
+
     /// `GET /api/devices` as `token`.
     async fn devices(&self, token: &str) -> Vec<Value> {
-        let a = self
-            .call(
-                reqwest::Method::GET,
-                "/api/devices",
-                Some(token),
-                None,
-                None,
-            )
-            .await;
+        let a = self.get("/api/devices", token).await;
         assert_eq!(a.status, 200, "{}", a.body);
         a.body.as_array().unwrap().clone()
     }
@@ -155,15 +178,7 @@ async fn the_refresh_token_lives_in_an_http_only_cookie_scoped_to_the_token_endp
 
     // A reload: the page has only the cookie.
     let first = jar(&signed.cookie);
-    let refreshed = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(&first),
-            Some(json!({})),
-        )
-        .await;
+    let refreshed = relay.post_cookie("/api/auth/refresh", &first).await;
     assert_eq!(refreshed.status, 200, "{}", refreshed.body);
     assert_eq!(refreshed.body["email"], "cookie@example.com");
     let second = jar(&refreshed.cookie);
@@ -171,26 +186,10 @@ async fn the_refresh_token_lives_in_an_http_only_cookie_scoped_to_the_token_endp
 
     // A second tab refreshing with the old cookie at the same moment: refused, but not
     // treated as a stolen token (the new cookie still works).
-    let again = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(&first),
-            Some(json!({})),
-        )
-        .await;
+    let again = relay.post_cookie("/api/auth/refresh", &first).await;
     assert_eq!(again.status, 401);
     assert!(again.body["error"].as_str().unwrap().contains("just used"));
-    let third = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(&second),
-            Some(json!({})),
-        )
-        .await;
+    let third = relay.post_cookie("/api/auth/refresh", &second).await;
     assert_eq!(
         third.status, 200,
         "the rotated cookie survives a racing tab: {}",
@@ -199,26 +198,10 @@ async fn the_refresh_token_lives_in_an_http_only_cookie_scoped_to_the_token_endp
 
     // Sign out deletes the cookie and the session.
     let current = jar(&third.cookie);
-    let out = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/logout",
-            None,
-            Some(&current),
-            Some(json!({})),
-        )
-        .await;
+    let out = relay.post_cookie("/api/auth/logout", &current).await;
     assert_eq!(out.status, 204);
     assert!(out.cookie.unwrap().contains("Max-Age=0"));
-    let after = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(&current),
-            Some(json!({})),
-        )
-        .await;
+    let after = relay.post_cookie("/api/auth/refresh", &current).await;
     assert_eq!(after.status, 401);
     // No cookie at all: not signed in, nothing else.
     let none = relay.post("/api/auth/refresh", json!({})).await;
@@ -230,12 +213,9 @@ async fn sessions_are_listed_with_the_current_one_marked_and_can_be_ended() {
     let relay = Relay::start().await;
     let a = relay.signup("sessions@example.com").await;
     let b = relay
-        .call(
-            reqwest::Method::POST,
+        .post(
             "/api/auth/login",
-            None,
-            None,
-            Some(json!({"email": "sessions@example.com", "password": PASSWORD, "cookie": true})),
+            json!({"email": "sessions@example.com", "password": PASSWORD, "cookie": true}),
         )
         .await;
     assert_eq!(b.status, 200);
@@ -263,24 +243,10 @@ async fn sessions_are_listed_with_the_current_one_marked_and_can_be_ended() {
 
     // A refresh keeps the session (same id), it does not add one.
     let refreshed = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(&jar(&b.cookie)),
-            Some(json!({})),
-        )
+        .post_cookie("/api/auth/refresh", &jar(&b.cookie))
         .await;
     assert_eq!(refreshed.status, 200);
-    let list = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/auth/sessions",
-            Some(token),
-            None,
-            None,
-        )
-        .await;
+    let list = relay.get("/api/auth/sessions", token).await;
     let ids: Vec<&str> = list
         .body
         .as_array()
@@ -292,33 +258,19 @@ async fn sessions_are_listed_with_the_current_one_marked_and_can_be_ended() {
     assert!(ids.contains(&other_id));
 
     let ended = relay
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/api/auth/sessions/{other_id}"),
-            Some(token),
-            None,
-            None,
-        )
+        .delete(&format!("/api/auth/sessions/{other_id}"), token, None)
         .await;
     assert_eq!(ended.status, 204);
     let dead = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(&jar(&refreshed.cookie)),
-            Some(json!({})),
-        )
+        .post_cookie("/api/auth/refresh", &jar(&refreshed.cookie))
         .await;
     assert_eq!(dead.status, 401, "the ended session cannot refresh");
     // Another user's session id is not found.
     let stranger = relay.signup("stranger@example.com").await;
     let theirs = relay
-        .call(
-            reqwest::Method::DELETE,
+        .delete(
             &format!("/api/auth/sessions/{other_id}"),
-            Some(stranger.body["token"].as_str().unwrap()),
-            None,
+            stranger.body["token"].as_str().unwrap(),
             None,
         )
         .await;
@@ -356,30 +308,20 @@ async fn changing_the_password_signs_out_every_other_session() {
         )
         .await;
     assert_eq!(short.status, 400);
+    // The browser does not send its cookie here (outside /api/auth): `cookie` asks for
+    // the new one.
     let changed = relay
-        .call(
-            reqwest::Method::POST,
+        .post_as(
             "/api/account/password",
-            Some(token),
-            // The browser does not send its cookie here (outside /api/auth): `cookie`
-            // asks for the new one.
-            None,
-            Some(json!({"current_password": PASSWORD, "new_password": "a new password 1", "cookie": true})),
+            token,
+            json!({"current_password": PASSWORD, "new_password": "a new password 1", "cookie": true}),
         )
         .await;
     assert_eq!(changed.status, 200, "{}", changed.body);
     assert!(changed.body.get("refresh_token").is_none());
     assert!(changed.cookie.is_some(), "this session gets a new cookie");
     // The old access token and the other session's refresh token are dead.
-    let old = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/account",
-            Some(token),
-            None,
-            None,
-        )
-        .await;
+    let old = relay.get("/api/account", token).await;
     assert_eq!(old.status, 401);
     let other_refresh = relay
         .post(
@@ -398,15 +340,7 @@ async fn changing_the_password_signs_out_every_other_session() {
     );
     // The new token works; the old password does not, the new one does.
     let new_token = changed.body["token"].as_str().unwrap();
-    let account = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/account",
-            Some(new_token),
-            None,
-            None,
-        )
-        .await;
+    let account = relay.get("/api/account", new_token).await;
     assert_eq!(account.status, 200, "{}", account.body);
     let login = |password: &'static str| {
         relay.post(
@@ -466,13 +400,7 @@ async fn device_login_registers_a_desktop_the_person_approves_in_the_browser() {
     // The approval page: the code typed loosely finds the login and its name.
     let typed = user_code.to_lowercase().replace('-', " ");
     let shown = relay
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/device/code/{typed}"),
-            Some(&token),
-            None,
-            None,
-        )
+        .get(&format!("/api/device/code/{typed}"), &token)
         .await;
     assert_eq!(shown.status, 200, "{}", shown.body);
     assert_eq!(shown.body["name"], "studio mac");
@@ -485,12 +413,10 @@ async fn device_login_registers_a_desktop_the_person_approves_in_the_browser() {
         .await;
     assert_eq!(anonymous.status, 401);
     let approved = relay
-        .call(
-            reqwest::Method::POST,
+        .post_as(
             "/api/device/approve",
-            Some(&token),
-            None,
-            Some(json!({"user_code": typed, "approve": true})),
+            &token,
+            json!({"user_code": typed, "approve": true}),
         )
         .await;
     assert_eq!(approved.status, 204, "{}", approved.body);
@@ -507,26 +433,16 @@ async fn device_login_registers_a_desktop_the_person_approves_in_the_browser() {
     let device_id = done.body["device_id"].as_str().unwrap();
     // Not listed until the desktop has stored its token and says so.
     assert_eq!(relay.devices(&token).await.len(), 0);
-    let confirmed = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/device/confirm",
-            Some(done.body["device_token"].as_str().unwrap()),
-            None,
-            None,
-        )
-        .await;
+    let confirmed = as_device(
+        &relay,
+        reqwest::Method::POST,
+        "/api/device/confirm",
+        done.body["device_token"].as_str().unwrap(),
+    )
+    .await;
     assert_eq!(confirmed.status, 200, "{}", confirmed.body);
     assert_eq!(confirmed.body["device_id"], device_id);
-    let devices = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/devices",
-            Some(&token),
-            None,
-            None,
-        )
-        .await;
+    let devices = relay.get("/api/devices", &token).await;
     let listed = devices.body.as_array().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["id"], device_id);
@@ -536,12 +452,10 @@ async fn device_login_registers_a_desktop_the_person_approves_in_the_browser() {
     let twice = poll(&relay, &started["device_code"]).await;
     assert_eq!(twice.body["error"], "expired_token");
     let reapproved = relay
-        .call(
-            reqwest::Method::POST,
+        .post_as(
             "/api/device/approve",
-            Some(&token),
-            None,
-            Some(json!({"user_code": user_code, "approve": true})),
+            &token,
+            json!({"user_code": user_code, "approve": true}),
         )
         .await;
     assert_eq!(reapproved.status, 404);
@@ -556,40 +470,22 @@ async fn a_denied_device_login_registers_nothing_and_wrong_codes_are_limited() {
     let token = user.body["token"].as_str().unwrap().to_owned();
     let started = start_login(&relay, "someone else's laptop").await;
     let denied = relay
-        .call(
-            reqwest::Method::POST,
+        .post_as(
             "/api/device/approve",
-            Some(&token),
-            None,
-            Some(json!({"user_code": started["user_code"], "approve": false})),
+            &token,
+            json!({"user_code": started["user_code"], "approve": false}),
         )
         .await;
     assert_eq!(denied.status, 204);
     let answer = poll(&relay, &started["device_code"]).await;
     assert_eq!(answer.body["error"], "access_denied");
-    let devices = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/devices",
-            Some(&token),
-            None,
-            None,
-        )
-        .await;
+    let devices = relay.get("/api/devices", &token).await;
     assert_eq!(devices.body.as_array().unwrap().len(), 0);
 
     // Guessing codes: 404 each, then 429 once the sign-in limit's failures are used up.
     let mut statuses = Vec::new();
     for _ in 0..12 {
-        let a = relay
-            .call(
-                reqwest::Method::GET,
-                "/api/device/code/BCDF-GHJK",
-                Some(&token),
-                None,
-                None,
-            )
-            .await;
+        let a = relay.get("/api/device/code/BCDF-GHJK", &token).await;
         statuses.push(a.status);
     }
     assert_eq!(statuses[0], 404);
@@ -609,11 +505,9 @@ async fn deleting_the_account_removes_its_devices_and_sessions() {
         .await;
     assert_eq!(enrolled.status, 200, "{}", enrolled.body);
     let wrong = relay
-        .call(
-            reqwest::Method::DELETE,
+        .delete(
             "/api/account",
-            Some(&token),
-            None,
+            &token,
             Some(json!({"password": "not the password"})),
         )
         .await;
@@ -637,25 +531,13 @@ async fn deleting_the_account_removes_its_devices_and_sessions() {
         .await;
     assert_eq!(login.status, 401);
     let refresh = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(&jar(&user.cookie)),
-            Some(json!({})),
-        )
+        .post_cookie("/api/auth/refresh", &jar(&user.cookie))
         .await;
     assert_eq!(refresh.status, 401);
     // The email is free again, and the new account has no devices.
     let again = relay.signup("leaving@example.com").await;
     let devices = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/devices",
-            Some(again.body["token"].as_str().unwrap()),
-            None,
-            None,
-        )
+        .get("/api/devices", again.body["token"].as_str().unwrap())
         .await;
     assert_eq!(devices.body.as_array().unwrap().len(), 0);
 }
@@ -721,11 +603,9 @@ async fn a_device_is_listed_only_once_its_login_finished_and_an_unfinished_one_g
     assert_eq!(old.status, 200, "{}", old.body);
     assert_eq!(relay.devices(&token).await.len(), 2);
     let revoked = relay
-        .call(
-            reqwest::Method::DELETE,
+        .delete(
             &format!("/api/devices/{}", old.body["device_id"].as_str().unwrap()),
-            Some(&token),
-            None,
+            &token,
             None,
         )
         .await;
@@ -755,15 +635,7 @@ async fn a_device_is_listed_only_once_its_login_finished_and_an_unfinished_one_g
     // refused and the row deleted; it never showed in the list.
     let died = enroll("died").await;
     let died_token = died.body["device_token"].as_str().unwrap().to_owned();
-    let account = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/account",
-            Some(&token),
-            None,
-            None,
-        )
-        .await;
+    let account = relay.get("/api/account", &token).await;
     assert_eq!(account.body["usage"]["devices"], 2, "{}", account.body);
     tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
     let expired = as_device(
@@ -782,15 +654,7 @@ async fn a_device_is_listed_only_once_its_login_finished_and_an_unfinished_one_g
         "{}",
         expired.body
     );
-    let account = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/account",
-            Some(&token),
-            None,
-            None,
-        )
-        .await;
+    let account = relay.get("/api/account", &token).await;
     assert_eq!(
         account.body["usage"]["devices"], 1,
         "the expired one no longer counts against the plan: {}",
@@ -903,15 +767,7 @@ async fn provider_sign_in_at(
 
 /// The access token of the session in `jar`, and the jar's next cookie.
 async fn access(relay: &Relay, jar: &str) -> (String, String) {
-    let a = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(jar),
-            Some(json!({})),
-        )
-        .await;
+    let a = relay.post_cookie("/api/auth/refresh", jar).await;
     assert_eq!(a.status, 200, "{}", a.body);
     (
         a.body["token"].as_str().unwrap().to_owned(),
@@ -929,15 +785,7 @@ async fn an_account_without_a_password_sets_one_after_signing_in_at_its_provider
     provider.auth_time(AuthTime::SecondsAgo(3 * 3600));
     let (jar, _) = provider_sign_in(&relay, None, false).await;
     let (token, jar) = access(&relay, &jar).await;
-    let account = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/account",
-            Some(&token),
-            None,
-            None,
-        )
-        .await;
+    let account = relay.get("/api/account", &token).await;
     assert_eq!(account.body["has_password"], false, "{}", account.body);
     assert_eq!(account.body["providers"], json!(["test"]));
     assert_eq!(account.body["reauth_max_age_secs"], 300);
@@ -945,13 +793,7 @@ async fn an_account_without_a_password_sets_one_after_signing_in_at_its_provider
 
     // Stale: the provider's sign-in is hours old. Refused, saying so and how to fix it.
     let stale = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/account/password",
-            Some(&token),
-            None,
-            Some(new_password.clone()),
-        )
+        .post_as("/api/account/password", &token, new_password.clone())
         .await;
     assert_eq!(stale.status, 403, "{}", stale.body);
     assert_eq!(stale.body["code"], "reauth_required");
@@ -963,12 +805,10 @@ async fn an_account_without_a_password_sets_one_after_signing_in_at_its_provider
     );
     // A current password is no way round it: there is none to check.
     let guessed = relay
-        .call(
-            reqwest::Method::POST,
+        .post_as(
             "/api/account/password",
-            Some(&token),
-            None,
-            Some(json!({"current_password": "", "new_password": "olivia's new password"})),
+            &token,
+            json!({"current_password": "", "new_password": "olivia's new password"}),
         )
         .await;
     assert_eq!(guessed.body["code"], "reauth_required", "{}", guessed.body);
@@ -978,12 +818,10 @@ async fn an_account_without_a_password_sets_one_after_signing_in_at_its_provider
     let (jar_unknown, _) = provider_sign_in(&relay, None, false).await;
     let (token_unknown, _) = access(&relay, &jar_unknown).await;
     let unknown = relay
-        .call(
-            reqwest::Method::POST,
+        .post_as(
             "/api/account/password",
-            Some(&token_unknown),
-            None,
-            Some(new_password.clone()),
+            &token_unknown,
+            new_password.clone(),
         )
         .await;
     assert_eq!(unknown.status, 403);
@@ -1006,13 +844,7 @@ async fn an_account_without_a_password_sets_one_after_signing_in_at_its_provider
     assert_eq!(asked.get("max_age").map(String::as_str), Some("0"));
     let (token_lazy, jar) = access(&relay, &jar_lazy).await;
     let lazy = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/account/password",
-            Some(&token_lazy),
-            None,
-            Some(new_password.clone()),
-        )
+        .post_as("/api/account/password", &token_lazy, new_password.clone())
         .await;
     assert_eq!(lazy.status, 403, "{}", lazy.body);
     assert!(
@@ -1024,65 +856,27 @@ async fn an_account_without_a_password_sets_one_after_signing_in_at_its_provider
 
     // Confirmed now at the provider: the session from before is replaced, not doubled.
     provider.auth_time(AuthTime::Now);
-    let sessions_before = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/auth/sessions",
-            Some(&token_lazy),
-            None,
-            None,
-        )
-        .await;
+    let sessions_before = relay.get("/api/auth/sessions", &token_lazy).await;
     let (fresh_jar, _) = provider_sign_in(&relay, Some(&jar), true).await;
-    let old = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(&jar),
-            Some(json!({})),
-        )
-        .await;
+    let old = relay.post_cookie("/api/auth/refresh", &jar).await;
     assert_eq!(
         old.status, 401,
         "the confirmed session replaces the old one"
     );
     let (fresh, _) = access(&relay, &fresh_jar).await;
-    let sessions_after = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/auth/sessions",
-            Some(&fresh),
-            None,
-            None,
-        )
-        .await;
+    let sessions_after = relay.get("/api/auth/sessions", &fresh).await;
     assert_eq!(
         sessions_after.body.as_array().unwrap().len(),
         sessions_before.body.as_array().unwrap().len(),
         "{}",
         sessions_after.body
     );
-    let account = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/account",
-            Some(&fresh),
-            None,
-            None,
-        )
-        .await;
+    let account = relay.get("/api/account", &fresh).await;
     let auth_time = account.body["auth_time"].as_i64().unwrap();
     let now = aisa_relay::auth::now_secs() as i64;
     assert!((now - 10..=now).contains(&auth_time), "{}", account.body);
     let set = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/account/password",
-            Some(&fresh),
-            None,
-            Some(new_password.clone()),
-        )
+        .post_as("/api/account/password", &fresh, new_password.clone())
         .await;
     assert_eq!(set.status, 200, "{}", set.body);
     assert!(set.cookie.unwrap().starts_with("aisa_refresh="));
@@ -1096,37 +890,15 @@ async fn an_account_without_a_password_sets_one_after_signing_in_at_its_provider
         .await;
     assert_eq!(login.status, 200, "{}", login.body);
     let with_password = login.body["token"].as_str().unwrap();
-    let account = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/account",
-            Some(with_password),
-            None,
-            None,
-        )
-        .await;
+    let account = relay.get("/api/account", with_password).await;
     assert_eq!(account.body["has_password"], true);
     let no_current = relay
-        .call(
-            reqwest::Method::DELETE,
-            "/api/account",
-            Some(with_password),
-            None,
-            Some(json!({})),
-        )
+        .delete("/api/account", with_password, Some(json!({})))
         .await;
     assert_eq!(no_current.status, 400, "{}", no_current.body);
     assert_eq!(no_current.body["error"], "the current password is required");
     // Every session from before the password was set is signed out.
-    let earlier = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/account",
-            Some(&token_unknown),
-            None,
-            None,
-        )
-        .await;
+    let earlier = relay.get("/api/account", &token_unknown).await;
     assert_eq!(earlier.status, 401);
 }
 
@@ -1142,12 +914,10 @@ async fn an_account_without_a_password_deletes_itself_and_its_devices_after_sign
     // A desktop added with a device login, finished.
     let started = start_login(&relay, "pat's desk").await;
     let approved = relay
-        .call(
-            reqwest::Method::POST,
+        .post_as(
             "/api/device/approve",
-            Some(&token),
-            None,
-            Some(json!({"user_code": started["user_code"], "approve": true})),
+            &token,
+            json!({"user_code": started["user_code"], "approve": true}),
         )
         .await;
     assert_eq!(approved.status, 204, "{}", approved.body);
@@ -1165,15 +935,7 @@ async fn an_account_without_a_password_deletes_itself_and_its_devices_after_sign
     assert_eq!(relay.devices(&token).await.len(), 1);
 
     // Ten minutes since the provider saw the person: refused.
-    let stale = relay
-        .call(
-            reqwest::Method::DELETE,
-            "/api/account",
-            Some(&token),
-            None,
-            Some(json!({})),
-        )
-        .await;
+    let stale = relay.delete("/api/account", &token, Some(json!({}))).await;
     assert_eq!(stale.status, 403, "{}", stale.body);
     assert_eq!(stale.body["code"], "reauth_required");
     assert!(
@@ -1189,15 +951,7 @@ async fn an_account_without_a_password_deletes_itself_and_its_devices_after_sign
     provider.auth_time(AuthTime::Now);
     let (fresh_jar, _) = provider_sign_in(&relay, Some(&jar), true).await;
     let (fresh, fresh_jar) = access(&relay, &fresh_jar).await;
-    let deleted = relay
-        .call(
-            reqwest::Method::DELETE,
-            "/api/account",
-            Some(&fresh),
-            None,
-            Some(json!({})),
-        )
-        .await;
+    let deleted = relay.delete("/api/account", &fresh, Some(json!({}))).await;
     assert_eq!(deleted.status, 204, "{}", deleted.body);
     // The device's token is dead, the sessions are gone, and the provider's next
     // sign-in makes a new, empty account.
@@ -1209,42 +963,18 @@ async fn an_account_without_a_password_deletes_itself_and_its_devices_after_sign
     )
     .await;
     assert_eq!(device_gone.status, 401);
-    let refresh = relay
-        .call(
-            reqwest::Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(&fresh_jar),
-            Some(json!({})),
-        )
-        .await;
+    let refresh = relay.post_cookie("/api/auth/refresh", &fresh_jar).await;
     assert_eq!(refresh.status, 401);
     let (again, _) = provider_sign_in(&relay, None, false).await;
     let (again, _) = access(&relay, &again).await;
-    let account = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/account",
-            Some(&again),
-            None,
-            None,
-        )
-        .await;
+    let account = relay.get("/api/account", &again).await;
     assert_ne!(account.body["user_id"], json!(null));
     assert!(relay.devices(&again).await.is_empty());
 }
 
 /// `GET /api/account/identities` as `token`.
 async fn sign_in_methods(relay: &Relay, token: &str) -> Value {
-    let a = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/account/identities",
-            Some(token),
-            None,
-            None,
-        )
-        .await;
+    let a = relay.get("/api/account/identities", token).await;
     assert_eq!(a.status, 200, "{}", a.body);
     a.body
 }
@@ -1252,13 +982,7 @@ async fn sign_in_methods(relay: &Relay, token: &str) -> Value {
 /// `DELETE /api/account/identities/{id}` as `token` with `body`.
 async fn unlink(relay: &Relay, token: &str, id: &str, body: Value) -> Answer {
     relay
-        .call(
-            reqwest::Method::DELETE,
-            &format!("/api/account/identities/{id}"),
-            Some(token),
-            None,
-            Some(body),
-        )
+        .delete(&format!("/api/account/identities/{id}"), token, Some(body))
         .await
 }
 
@@ -1350,15 +1074,7 @@ async fn sign_in_methods_are_listed_and_an_identity_is_unlinked_with_the_passwor
     assert_eq!(done.status, 204, "{}", done.body);
     let methods = sign_in_methods(&relay, &token).await;
     assert_eq!(providers_of(&methods), ["other"], "{methods}");
-    let account = relay
-        .call(
-            reqwest::Method::GET,
-            "/api/account",
-            Some(&token),
-            None,
-            None,
-        )
-        .await;
+    let account = relay.get("/api/account", &token).await;
     assert_eq!(account.body["providers"], json!(["other"]));
     // Gone: a second time finds nothing.
     let again = unlink(&relay, &token, &test_id, json!({"password": PASSWORD})).await;
@@ -1449,12 +1165,10 @@ async fn without_a_password_the_last_identity_stays_and_unlinking_needs_a_recent
 
     // Once the account has a password, the identity may go.
     let set = relay
-        .call(
-            reqwest::Method::POST,
+        .post_as(
             "/api/account/password",
-            Some(&fresh),
-            None,
-            Some(json!({"new_password": "nina's new password"})),
+            &fresh,
+            json!({"new_password": "nina's new password"}),
         )
         .await;
     assert_eq!(set.status, 200, "{}", set.body);
