@@ -20,13 +20,13 @@
 //!
 //! So browsers learn it within [`LAPSE`] + [`INTERVAL`] of the kill (4 s) plus one pass.
 //! A node that comes back (the same name restarted, or reachable again) is believed
-//! alive at once, and the others send what came online (at once and [`super::tasks::
-//! OFFLINE_GRACE`] later, once it has written its devices again).
+//! alive at once, and the others send what came online (at once and
+//! `super::tasks::OFFLINE_GRACE` later, once it has written its devices again).
 //!
 //! Absent is not dead: a node missing from the set (never seen, forgotten after
 //! [`FORGET`], or Redis restarted empty) counts as alive, so a Redis restart never takes
 //! live nodes for dead, and nor does a reconnect or a failover: for
-//! [`super::tasks::OFFLINE_GRACE`] after its own connection to Redis comes back (or its
+//! `super::tasks::OFFLINE_GRACE` (2.5 s) after its own connection to Redis comes back (or its
 //! last failed refresh) a node believes no new lapse (the others reconnect and refresh
 //! within the 2 s reconnect backoff).
 //!
