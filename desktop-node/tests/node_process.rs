@@ -84,13 +84,53 @@ fn set_up(system: &System, home: &Path, key: &str) -> (String, String) {
 }
 
 fn start_run(home: &Path, base_url: &str, console: &Path) -> Killed {
-    let mut run = node(home);
-    run.env("RUST_LOG", "info");
-    run.args(["run", "--ai-provider", "openai", "--ai-base-url", base_url])
-        .stdin(Stdio::null())
+    start_run_with(home, base_url, console, &[])
+}
+
+/// Starts `cmd` with no stdin and its stdout and stderr in `console`'s files.
+fn spawn_logged(mut cmd: Command, console: &Path) -> Killed {
+    cmd.stdin(Stdio::null())
         .stdout(std::fs::File::create(console.join("stdout")).unwrap())
         .stderr(std::fs::File::create(console.join("stderr")).unwrap());
-    Killed(run.spawn().unwrap())
+    Killed(cmd.spawn().unwrap())
+}
+
+/// Waits for the node to exit, failing 15 s after `since` (when it was told to stop,
+/// by `how`); returns its exit status.
+async fn stopped(
+    node: &mut Killed,
+    since: Instant,
+    how: &str,
+    console: &Path,
+) -> std::process::ExitStatus {
+    loop {
+        if let Some(status) = node.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(15),
+            "the node did not stop after {how}: {}",
+            std::fs::read_to_string(console.join("stderr")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (up to 2 s) until the relay no longer lists `device_id`: the node closed its
+/// connection saying it is leaving.
+async fn relay_sees_it_leave(system: &System, device_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while system
+        .relay()
+        .state
+        .devices
+        .registry
+        .get(device_id)
+        .is_some()
+    {
+        assert!(Instant::now() < deadline, "the relay still lists the node");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs `write` until the node is online and it succeeds; returns the reply text.
@@ -245,33 +285,13 @@ async fn stop_mid_action(signal: libc::c_int, said: &str) {
     assert!(system::chunks_text(&rest).contains("draining") || rest.len() > 1);
 
     // The process ends on its own, successfully, within the drain bound.
-    let status = loop {
-        if let Some(status) = node.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(15),
-            "the node did not stop after {said}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = stopped(&mut node, signalled, said, console.path()).await;
     assert!(status.success(), "exit status {status:?}");
     let stderr = std::fs::read_to_string(console.path().join("stderr")).unwrap();
     assert!(stderr.contains(said), "{stderr}");
     // The relay knows at once (its heartbeat watch would take three intervals, QUIC's
     // idle timeout longer): the node closed its connection saying it is leaving.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while system
-        .relay()
-        .state
-        .devices
-        .registry
-        .get(&device_id)
-        .is_some()
-    {
-        assert!(Instant::now() < deadline, "the relay still lists the node");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    relay_sees_it_leave(&system, &device_id).await;
     make_room(&system, &device_id).await;
 }
 
@@ -314,11 +334,8 @@ async fn windows_tray_opens_the_face_and_quit_stops_the_node_under_wine() {
         .env("AISA_NODE_OPENER", windows_path(Path::new(&clicker)))
         .env("AISA_TRAY_OPENED", windows_path(&opened))
         .args(["run", "--face", "--ai-provider", "openai", "--ai-base-url"])
-        .arg(fake.base_url())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(console.path().join("stdout")).unwrap())
-        .stderr(std::fs::File::create(console.path().join("stderr")).unwrap());
-    let mut node = Killed(node.spawn().unwrap());
+        .arg(fake.base_url());
+    let mut node = spawn_logged(node, console.path());
     run_one(&system, &device_id, "tray", console.path()).await;
     let stderr = wait_for_line(console.path(), "tray icon shown (notification area)").await;
     assert!(
@@ -327,12 +344,7 @@ async fn windows_tray_opens_the_face_and_quit_stops_the_node_under_wine() {
     );
 
     // A click on the icon opens the face: its login URL, with this launch's token.
-    let clicked = Command::new(&runner)
-        .arg(&clicker)
-        .arg("open")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let clicked = tray_click(&runner, &clicker, "open");
     assert!(clicked.status.success(), "{clicked:?}");
     let face: serde_json::Value =
         serde_json::from_slice(&std::fs::read(home.path().join("face.json")).unwrap()).unwrap();
@@ -353,27 +365,12 @@ async fn windows_tray_opens_the_face_and_quit_stops_the_node_under_wine() {
     assert_eq!(Some(url.as_str()), face["url"].as_str());
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
-    let chose = Command::new(&runner)
-        .arg(&clicker)
-        .arg("quit")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let chose = tray_click(&runner, &clicker, "quit");
     let said = String::from_utf8_lossy(&chose.stdout).replace('\r', "");
     eprintln!("{said}");
     assert!(chose.status.success(), "{said}");
     let chosen = Instant::now();
-    let status = loop {
-        if let Some(status) = node.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            chosen.elapsed() < Duration::from_secs(15),
-            "the node did not stop after Quit: {}",
-            std::fs::read_to_string(console.path().join("stderr")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = stopped(&mut node, chosen, "Quit", console.path()).await;
     assert!(status.success(), "exit status {status:?}");
     let stderr = std::fs::read_to_string(console.path().join("stderr")).unwrap();
     // The menu the right click opened.
@@ -382,18 +379,7 @@ async fn windows_tray_opens_the_face_and_quit_stops_the_node_under_wine() {
         "{stderr}"
     );
     assert!(stderr.contains("tray: Quit chosen; stopping"), "{stderr}");
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while system
-        .relay()
-        .state
-        .devices
-        .registry
-        .get(&device_id)
-        .is_some()
-    {
-        assert!(Instant::now() < deadline, "the relay still lists the node");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    relay_sees_it_leave(&system, &device_id).await;
 
     // A portable run (no installer's shortcut): the toasts fall back to PowerShell's id.
     drop(registration);
@@ -401,6 +387,16 @@ async fn windows_tray_opens_the_face_and_quit_stops_the_node_under_wine() {
     let stderr = wait_for_line(console.path(), "desktop notifications on").await;
     assert!(stderr.contains("toasts as Windows PowerShell"), "{stderr}");
     make_room(&system, &device_id).await;
+}
+
+/// Runs `tray-click.exe` (`clicker`) under `runner` to do `what` (`open` or `quit`).
+fn tray_click(runner: &str, clicker: &std::ffi::OsStr, what: &str) -> std::process::Output {
+    Command::new(runner)
+        .arg(clicker)
+        .arg(what)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 /// `path` as Wine's Windows programs name it (`winepath -w`).
@@ -494,11 +490,8 @@ impl Drop for InstallerAppId {
 fn start_run_with(home: &Path, base_url: &str, console: &Path, env: &[(&str, &str)]) -> Killed {
     let mut run = node(home);
     run.env("RUST_LOG", "info").envs(env.iter().copied());
-    run.args(["run", "--ai-provider", "openai", "--ai-base-url", base_url])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(console.join("stdout")).unwrap())
-        .stderr(std::fs::File::create(console.join("stderr")).unwrap());
-    Killed(run.spawn().unwrap())
+    run.args(["run", "--ai-provider", "openai", "--ai-base-url", base_url]);
+    spawn_logged(run, console)
 }
 
 /// Copies a folder's files (not sub-folders).
