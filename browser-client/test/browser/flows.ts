@@ -2,7 +2,8 @@
  * The browser flows every engine runs, each written once against the {@link Driver}
  * surface: sign-in, run with streaming, cancel, install with approval, pairing, an
  * encrypted action, errors in words, the run history, and staying signed in; files and
- * the model choice come from `engines/files-and-models.ts`. Each flow
+ * the model choice come from `engines/files-and-models.ts`, OpenID sign-in and the
+ * sessions list from `engines/accounts.ts`. Each flow
  * brings the page to the state it needs itself (signed in, paired), so any one of them
  * can run alone (`AISA_BROWSER_FLOWS=run`).
  *
@@ -21,6 +22,7 @@ import { request } from 'node:http';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { exists, markByText, poll, textOf, waitFor, waitText, type Driver, type EngineName } from './engines/driver';
+import { ACCOUNT_FLOWS } from './engines/accounts';
 import { FILES_AND_MODEL_FLOWS } from './engines/files-and-models';
 import { EMAIL, PASSWORD, wasmBundle, type System } from './system';
 
@@ -686,6 +688,9 @@ export const FLOWS: readonly Flow[] = [
   },
   // files (browse a granted folder, upload) and model (the model choice reaches the provider)
   ...FILES_AND_MODEL_FLOWS,
+  // oidc (sign-in with an OpenID provider, sign-in methods, unlink) and sessions (list,
+  // end one, sign out everywhere, change password, delete)
+  ...ACCOUNT_FLOWS,
 ];
 
 /**
