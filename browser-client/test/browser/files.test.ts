@@ -18,15 +18,14 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { strToU8, zipSync } from 'fflate';
 import { type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium, type ChromiumPage } from './chromium';
+import { notesBundle } from './notes-bundle';
 import { EMAIL, PASSWORD, System } from './system';
 
 const root = resolve(__dirname, '../../..');
 const binDir = process.env.AISA_BIN_DIR ?? join(root, 'target/debug');
-const notesWasm = process.env.AISA_NOTES_WASM ?? join(root, 'target/guest/wasm32-unknown-unknown/release/notes.wasm');
 const APP = 'e2e-files';
 /** The node's upload cap in this test: 64 MiB, room for {@link BIG}. */
 const BIG_CAP = 64 << 20;
@@ -82,35 +81,6 @@ async function timed<T>(flow: string, what: () => Promise<T>): Promise<T> {
   }
 }
 
-/** The notes example as a marketplace bundle granted `$DOCUMENTS` (read). */
-function notesBundle(): Uint8Array {
-  const json = (v: unknown): Uint8Array => strToU8(JSON.stringify(v, null, 2));
-  return zipSync({
-    'manifest.json': json({
-      id: APP,
-      name: 'E2E Files',
-      version: '1.0.0',
-      description: 'Imports notes from a CSV file.',
-      category: 'productivity',
-      author: { name: 'E2E Tests' },
-      entry: 'wasm',
-      runtime: '>=0.1.0, <0.2.0',
-    }),
-    'action-schema.json': json({
-      import: {
-        title: 'Import notes',
-        type: 'object',
-        required: ['path'],
-        properties: { path: { type: 'string', title: 'CSV file', minLength: 1 } },
-      },
-      list: { title: 'List notes', type: 'object', properties: {} },
-    }),
-    'ui-schema.json': json({}),
-    'permissions.json': json({ filesystem: { read: ['$DOCUMENTS'] } }),
-    'logic.wasm': new Uint8Array(readFileSync(notesWasm)),
-  });
-}
-
 /** Runs the form's current action and waits for its end; returns the status line. */
 async function runIt(): Promise<string> {
   await page.getByRole('button', { name: 'Run on browser desk' }).click();
@@ -126,7 +96,7 @@ let installing: Promise<void> | undefined;
 /** Publishes the app and installs it on the desktop, once for the tests of this file. */
 function installed(): Promise<void> {
   installing ??= (async () => {
-    await system.publish(notesBundle());
+    await system.publish(notesBundle(APP, 'E2E Files', '$DOCUMENTS'));
     execFileSync(join(binDir, 'desktop-node'), ['--home', system.nodeHome, 'apps', 'install', APP, '--yes'], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -19,14 +19,11 @@
 
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { strToU8, zipSync } from 'fflate';
+import { join } from 'node:path';
 import type { Flow, FlowContext } from '../flows';
+import { notesBundle } from '../notes-bundle';
 import type { System } from '../system';
 import { markByText, poll, textOf, waitFor, waitText, type Driver } from './driver';
-
-const notesWasm =
-  process.env.AISA_NOTES_WASM ?? resolve(__dirname, '../../../../target/guest/wasm32-unknown-unknown/release/notes.wasm');
 
 /** The files flow's app. */
 const FILES_APP = 'e2e-engine-files';
@@ -34,35 +31,6 @@ const FILES_APP = 'e2e-engine-files';
 /** Asserts `cond`, with `message` when it does not hold. */
 function check(cond: boolean, message: string): asserts cond {
   if (!cond) throw new Error(message);
-}
-
-/** The notes example as a marketplace bundle granted `folder` (read). */
-function notesBundle(folder: string): Uint8Array {
-  const json = (v: unknown): Uint8Array => strToU8(JSON.stringify(v, null, 2));
-  return zipSync({
-    'manifest.json': json({
-      id: FILES_APP,
-      name: 'Engine Files',
-      version: '1.0.0',
-      description: 'Imports notes from a CSV file.',
-      category: 'productivity',
-      author: { name: 'E2E Tests' },
-      entry: 'wasm',
-      runtime: '>=0.1.0, <0.2.0',
-    }),
-    'action-schema.json': json({
-      import: {
-        title: 'Import notes',
-        type: 'object',
-        required: ['path'],
-        properties: { path: { type: 'string', title: 'CSV file', minLength: 1 } },
-      },
-      list: { title: 'List notes', type: 'object', properties: {} },
-    }),
-    'ui-schema.json': json({}),
-    'permissions.json': json({ filesystem: { read: [folder] } }),
-    'logic.wasm': new Uint8Array(readFileSync(notesWasm)),
-  });
 }
 
 /** The granted folder of each system's files app (installed once per system). */
@@ -81,7 +49,7 @@ function filesApp(ctx: FlowContext): Promise<string> {
       process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
       mkdirSync(join(dir, 'lists'));
       writeFileSync(join(dir, 'lists/week.csv'), 'note\nbuy milk 4711\ncall Ada\n');
-      await ctx.system.publish(notesBundle(dir));
+      await ctx.system.publish(notesBundle(FILES_APP, 'Engine Files', dir));
       ctx.node('apps', 'install', FILES_APP, '--yes');
       // The running node picks the install up (and compiles the module) by itself.
       await poll(
