@@ -3,7 +3,8 @@
  * surface: sign-in, run with streaming, cancel, install with approval, pairing, an
  * encrypted action, errors in words, the run history, and staying signed in; files and
  * the model choice come from `engines/files-and-models.ts`, OpenID sign-in and the
- * sessions list from `engines/accounts.ts`. Each flow
+ * sessions list from `engines/accounts.ts`, a run across screens and a desktop going
+ * offline from `engines/screens.ts`. Each flow
  * brings the page to the state it needs itself (signed in, paired), so any one of them
  * can run alone (`AISA_BROWSER_FLOWS=run`).
  *
@@ -24,6 +25,7 @@ import { randomBytes } from 'node:crypto';
 import { exists, markByText, poll, textOf, waitFor, waitText, type Driver, type EngineName } from './engines/driver';
 import { ACCOUNT_FLOWS } from './engines/accounts';
 import { FILES_AND_MODEL_FLOWS } from './engines/files-and-models';
+import { SCREEN_FLOWS } from './engines/screens';
 import { EMAIL, PASSWORD, wasmBundle, type System } from './system';
 
 const binDir = process.env.AISA_BIN_DIR ?? resolve(__dirname, '../../../target/debug');
@@ -691,6 +693,8 @@ export const FLOWS: readonly Flow[] = [
   // oidc (sign-in with an OpenID provider, sign-in methods, unlink) and sessions (list,
   // end one, sign out everywhere, change password, delete)
   ...ACCOUNT_FLOWS,
+  // across-screens (a run survives other screens) and offline (the desktop's node stops, then starts)
+  ...SCREEN_FLOWS,
 ];
 
 /**

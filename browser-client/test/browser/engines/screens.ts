@@ -1,0 +1,106 @@
+/**
+ * Two flows for every engine (`../flows.ts` lists them with the others), so WebKit and
+ * Firefox check what Chromium's main suites check:
+ *
+ * - `across-screens` (Chromium: `webapp.test.ts`, "keeps a run going while the person
+ *   visits other screens"): a slow run is started; while it streams the person goes to
+ *   the Marketplace and the Devices page by their links and comes back with the
+ *   browser's Back; the form is as it was, the output kept what it had and the run
+ *   finishes there, and the provider saw no request aborted.
+ * - `offline` (Chromium: `app.test.ts`, "shows the device going offline when the desktop
+ *   stops"): the desktop node is stopped while the runner is open; with no page load
+ *   the relay's device-status stream makes the page say the desktop is offline (the
+ *   Run button disabled, a sentence saying what to do); the node started again, the
+ *   desktop is online again and its apps are listed.
+ */
+
+import type { Flow } from '../flows';
+import type { System } from '../system';
+import { markByText, poll, textOf, waitFor, waitText } from './driver';
+
+/** Asserts `cond`, with `message` when it does not hold. */
+function check(cond: boolean, message: string): asserts cond {
+  if (!cond) throw new Error(message);
+}
+
+/** The provider's count of requests it saw aborted (its /stats). */
+async function providerAborted(system: System): Promise<number> {
+  const res = await fetch(system.providerUrl.replace(/\/v1$/, '/stats'));
+  return ((await res.json()) as { aborted: number }).aborted;
+}
+
+/** The flows of this file, in the order a full run takes them. */
+export const SCREEN_FLOWS: readonly Flow[] = [
+  {
+    id: 'across-screens',
+    title: 'keeps a run going while the person visits other screens, and shows it on return',
+    chromiumSuite: 'webapp.test.ts (run across screens)',
+    async run(ctx) {
+      const d = ctx.driver;
+      await ctx.ensureSignedIn();
+      await ctx.requireTunnel();
+      const abortedBefore = await providerAborted(ctx.system);
+      await ctx.openRunner('hello-ai');
+      await ctx.runFreeform('write', { topic: '[slow] a long story' });
+      await waitText(d, '#output', /^Echo: /, 10_000);
+      const partial = await textOf(d, '#output');
+      check(!/^Done/.test(await textOf(d, '#run-status')), 'the slow run finished before the person could leave');
+
+      await d.click(await markByText(d, 'nav a', 'Marketplace'));
+      await waitText(d, 'main h2', 'Marketplace');
+      await d.click(await markByText(d, 'nav a', 'Devices'));
+      await waitText(d, 'main h2', 'Devices');
+      await d.evaluate('history.back()');
+      await waitText(d, 'main h2', 'Marketplace');
+      await d.evaluate('history.back()');
+      await waitFor(d, '#root_action');
+      // The form as it was, and the output: more of it than before, or all of it.
+      const action = await d.evaluate<string>("document.getElementById('root_action').value");
+      check(action === 'write', `the form lost its action: "${action}"`);
+      const back = await textOf(d, '#output');
+      check(back.startsWith(partial), `the output on return ("${back}") does not continue what was shown ("${partial}")`);
+      await waitText(d, '#run-status', /^Done/, 15_000);
+      const output = await textOf(d, '#output');
+      check(output === 'Echo: Write a short paragraph about [slow] a long story.', `output: ${output}`);
+      const aborted = await providerAborted(ctx.system);
+      check(aborted === abortedBefore, `the provider saw ${aborted - abortedBefore} request(s) aborted: leaving the screen cancelled the run`);
+      await ctx.readTransport();
+      await ctx.shot('run-after-return.png');
+    },
+  },
+  {
+    id: 'offline',
+    title: 'shows the desktop going offline when its node stops (no page load), and online again when it restarts',
+    chromiumSuite: 'app.test.ts (device offline and back)',
+    async run(ctx) {
+      const d = ctx.driver;
+      await ctx.ensureSignedIn();
+      await ctx.requireTunnel();
+      await ctx.openRunner('hello-ai');
+      const device = 'button[data-device="browser desk"]';
+      try {
+        const started = Date.now();
+        await ctx.system.stopNode();
+        // The relay usually sees the desktop go at once; a node that exits before its
+        // QUIC close is sent is seen at the relay's 30 s idle timeout (as in app.test.ts).
+        await waitText(d, device, /browser desk\s*offline/, 45_000);
+        console.log(`[engines] ${d.engine} offline: the page said offline ${Date.now() - started} ms after the node was stopped`);
+        await waitText(d, '#devices-status', '1 device, 0 online.');
+        const disabled = await d.evaluate<boolean | null>(`(function () {
+          const b = [...document.querySelectorAll('button')].find((b) => (b.textContent || '').trim() === 'Run on browser desk');
+          return b ? b.disabled : null;
+        })()`);
+        check(disabled === true, `the Run button is ${disabled === null ? 'not on the page' : 'enabled'} with the desktop offline`);
+        check(/browser desk is offline: start the desktop node/.test(await textOf(d, 'main')), `no sentence saying what to do: ${await textOf(d, 'main')}`);
+        await ctx.shot('device-offline.png');
+      } finally {
+        await ctx.system.startNode();
+      }
+      await waitText(d, device, /browser desk\s*online/, 15_000);
+      await d.click(await markByText(d, 'nav a', 'Workspace'));
+      await poll('the apps of the desktop again', () => textOf(d, '[aria-label="Apps on browser desk"]'), (t) => /hello-ai/.test(t));
+      await ctx.readTransport();
+      await ctx.shot('device-online-again.png');
+    },
+  },
+];
