@@ -152,6 +152,16 @@ impl Nodes {
         )
     }
 
+    /// Signs `email` up, enrolls a device and connects it to node a; returns the user's
+    /// access token, the device id and the connected desktop.
+    async fn desktop_on_a(&self, email: &str) -> (String, String, Desktop) {
+        let user = self.user(email).await;
+        let token = user["token"].as_str().unwrap().to_owned();
+        let (device_id, device_token) = self.device(email).await;
+        let desktop = connect_desktop(&self.a, &device_token).await;
+        (token, device_id, desktop)
+    }
+
     async fn stop(self) {
         self.a.shutdown(Duration::from_millis(100)).await;
         self.b.shutdown(Duration::from_millis(100)).await;
@@ -872,6 +882,17 @@ impl Admin {
         ))
     }
 
+    /// How many clients Redis has connected (`INFO clients`).
+    fn connected_clients(&mut self) -> usize {
+        let info = self.command(&["INFO", "clients"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// Sends a command; its reply (a status, an integer or a bulk string) as text.
     fn command(&mut self, args: &[&str]) -> String {
         use std::io::{BufRead, Read, Write};
@@ -907,17 +928,14 @@ async fn a_status_published_while_a_subscriber_was_away_reaches_its_browsers() {
     }
     let redis = Redis::single();
     let nodes = Nodes::start(&redis, "").await;
-    let user = nodes.user("gus@example.com").await;
-    let token = user["token"].as_str().unwrap();
-    let (device_id, device_token) = nodes.device("gus@example.com").await;
-    let desktop = connect_desktop(&nodes.a, &device_token).await;
+    let (token, device_id, desktop) = nodes.desktop_on_a("gus@example.com").await;
     let (b, id) = (&nodes.b, device_id.as_str());
     eventually("b locates the desktop on a", || async move {
         matches!(b.state.cluster.locate(id).await, Ok(Some(_)))
     })
     .await;
     let session = browser(&nodes.b).await;
-    let (_send, mut events) = status_stream(&session, token).await;
+    let (_send, mut events) = status_stream(&session, &token).await;
     let mut view = std::collections::HashMap::new();
     assert!(watch_until(&mut events, &mut view, WAIT, |v| !v.is_empty()).await);
     assert!(view[&device_id], "online on a");
@@ -925,14 +943,7 @@ async fn a_status_published_while_a_subscriber_was_away_reaches_its_browsers() {
     // Both subscribers are cut, and Redis takes no new connection (the nodes' command
     // connections stay).
     let mut admin = Admin::connect(redis.servers[0].port);
-    let info = admin.command(&["INFO", "clients"]);
-    let connected: usize = info
-        .lines()
-        .find_map(|l| l.strip_prefix("connected_clients:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let connected = admin.connected_clients();
     admin.command(&["CONFIG", "SET", "maxclients", &(connected - 2).to_string()]);
     assert_eq!(admin.command(&["CLIENT", "KILL", "TYPE", "pubsub"]), "2");
 
@@ -1113,12 +1124,9 @@ async fn a_stopping_node_s_desktops_go_offline_for_browsers_on_another_node() {
     }
     let redis = Redis::single();
     let nodes = Nodes::start(&redis, "").await;
-    let user = nodes.user("ivy@example.com").await;
-    let token = user["token"].as_str().unwrap();
-    let (device_id, device_token) = nodes.device("ivy@example.com").await;
-    let _desktop = connect_desktop(&nodes.a, &device_token).await;
+    let (token, device_id, _desktop) = nodes.desktop_on_a("ivy@example.com").await;
     let session = browser(&nodes.b).await;
-    let (_send, mut events) = status_stream(&session, token).await;
+    let (_send, mut events) = status_stream(&session, &token).await;
     let mut view = std::collections::HashMap::new();
     let id = device_id.clone();
     assert!(
@@ -1200,25 +1208,15 @@ async fn a_node_cut_off_from_redis_is_taken_for_dead_then_alive_again() {
         http: reqwest::Client::new(),
         _dir: dir,
     };
-    let user = nodes.user("joe@example.com").await;
-    let token = user["token"].as_str().unwrap();
-    let (device_id, device_token) = nodes.device("joe@example.com").await;
-    let _desktop = connect_desktop(&nodes.a, &device_token).await;
+    let (token, device_id, _desktop) = nodes.desktop_on_a("joe@example.com").await;
     let session = browser(&nodes.b).await;
-    let (_send, mut events) = status_stream(&session, token).await;
+    let (_send, mut events) = status_stream(&session, &token).await;
     let mut view = std::collections::HashMap::new();
     let id = device_id.clone();
     assert!(watch_until(&mut events, &mut view, WAIT, |v| v.get(&id) == Some(&true)).await);
 
     // Node a loses Redis (not the desktop, not node b).
-    let info = admin.command(&["INFO", "clients"]);
-    let connected: usize = info
-        .lines()
-        .find_map(|l| l.strip_prefix("connected_clients:"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let connected = admin.connected_clients();
     admin.command(&["CONFIG", "SET", "maxclients", &(connected - 1).to_string()]);
     assert_eq!(
         admin.command(&["CLIENT", "KILL", "ID", &a_commands[0]]),
