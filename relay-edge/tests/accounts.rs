@@ -682,6 +682,15 @@ async fn relay_with_provider(provider: &Provider) -> Relay {
     relay_with_providers(&[(provider, "test", "Test ID")]).await
 }
 
+/// Two providers and a relay offering them as `test` ("Test ID") and `other` ("Other ID").
+async fn relay_with_two_providers() -> (Provider, Provider, Relay) {
+    let test = Provider::start().await;
+    let other = Provider::start().await;
+    let relay =
+        relay_with_providers(&[(&test, "test", "Test ID"), (&other, "other", "Other ID")]).await;
+    (test, other, relay)
+}
+
 /// A relay offering each provider under a name and a display name.
 async fn relay_with_providers(providers: &[(&Provider, &str, &str)]) -> Relay {
     let mut toml = format!("[oidc]\npublic_url = \"{PUBLIC_URL}\"\n");
@@ -1011,10 +1020,7 @@ fn id_of(methods: &Value, provider: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_methods_are_listed_and_an_identity_is_unlinked_with_the_password() {
-    let test = Provider::start().await;
-    let other = Provider::start().await;
-    let relay =
-        relay_with_providers(&[(&test, "test", "Test ID"), (&other, "other", "Other ID")]).await;
+    let (test, other, relay) = relay_with_two_providers().await;
     let signed = relay.signup("ann@example.com").await;
     let token = signed.body["token"].as_str().unwrap().to_owned();
     let methods = sign_in_methods(&relay, &token).await;
@@ -1099,10 +1105,7 @@ async fn sign_in_methods_are_listed_and_an_identity_is_unlinked_with_the_passwor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_password_the_last_identity_stays_and_unlinking_needs_a_recent_sign_in() {
-    let test = Provider::start().await;
-    let other = Provider::start().await;
-    let relay =
-        relay_with_providers(&[(&test, "test", "Test ID"), (&other, "other", "Other ID")]).await;
+    let (test, other, relay) = relay_with_two_providers().await;
     test.person("sub-nina", "nina@example.com");
     other.person("other-nina", "nina@example.com");
 
@@ -1189,10 +1192,7 @@ async fn without_a_password_the_last_identity_stays_and_unlinking_needs_a_recent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_unlinks_at_once_leave_one_way_in() {
-    let test = Provider::start().await;
-    let other = Provider::start().await;
-    let relay =
-        relay_with_providers(&[(&test, "test", "Test ID"), (&other, "other", "Other ID")]).await;
+    let (test, other, relay) = relay_with_two_providers().await;
     test.person("sub-raj", "raj@example.com");
     other.person("other-raj", "raj@example.com");
     let (jar, _) = provider_sign_in_at(&relay, "test", None, false).await;
