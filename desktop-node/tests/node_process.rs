@@ -83,6 +83,25 @@ fn set_up(system: &System, home: &Path, key: &str) -> (String, String) {
     (device_id, said)
 }
 
+/// A system, a fake provider that takes any key, the node's home set up by [`set_up`], a
+/// folder for the node's console output, and the device id.
+async fn keyless_set_up() -> (
+    System,
+    aisa_testkit::provider::FakeProvider,
+    tempfile::TempDir,
+    tempfile::TempDir,
+    String,
+) {
+    let system = System::start().await;
+    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), None)
+        .await
+        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let console = tempfile::tempdir().unwrap();
+    let (device_id, _) = set_up(&system, home.path(), "sk-unused-by-the-fake");
+    (system, fake, home, console, device_id)
+}
+
 fn start_run(home: &Path, base_url: &str, console: &Path) -> Killed {
     start_run_with(home, base_url, console, &[])
 }
@@ -242,13 +261,7 @@ async fn windows_ctrl_c_lets_the_running_action_finish_under_wine() {
 /// it finishes, the node exits 0 naming `said` and the relay sees it leave at once.
 #[cfg(unix)]
 async fn stop_mid_action(signal: libc::c_int, said: &str) {
-    let system = System::start().await;
-    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), None)
-        .await
-        .unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let console = tempfile::tempdir().unwrap();
-    let (device_id, _) = set_up(&system, home.path(), "sk-unused-by-the-fake");
+    let (system, fake, home, console, device_id) = keyless_set_up().await;
     let mut node = start_run(home.path(), &fake.base_url(), console.path());
     run_one(&system, &device_id, "warm up", console.path()).await;
 
@@ -319,13 +332,7 @@ async fn windows_tray_opens_the_face_and_quit_stops_the_node_under_wine() {
     ) else {
         return;
     };
-    let system = System::start().await;
-    let fake = aisa_testkit::provider::start(([127, 0, 0, 1], 0).into(), None)
-        .await
-        .unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let console = tempfile::tempdir().unwrap();
-    let (device_id, _) = set_up(&system, home.path(), "sk-unused-by-the-fake");
+    let (system, fake, home, console, device_id) = keyless_set_up().await;
 
     let registration = InstallerAppId::register(&runner);
     let opened = console.path().join("opened.txt");
