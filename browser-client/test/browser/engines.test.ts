@@ -29,7 +29,8 @@ const flows = FLOWS.filter((f) => selectedFlows(FLOW_IDS, process.env.AISA_BROWS
 for (const engine of selectedEngines(process.env.AISA_BROWSER_ENGINES)) {
   const engineFlows = flowsFor(engine, flows, process.env.AISA_BROWSER_FLOWS);
   for (const left of flows.filter((f) => !engineFlows.includes(f))) {
-    console.log(`[engines] ${engine} ${left.id}: not run here, checked by ${left.chromiumSuite} (AISA_BROWSER_FLOWS=${left.id} runs it)`);
+    const why = left.chromiumSuite ? `checked by ${left.chromiumSuite}` : `left to named runs: ${left.fullOnly}`;
+    console.log(`[engines] ${engine} ${left.id}: not run here, ${why} (AISA_BROWSER_FLOWS=${left.id} runs it)`);
   }
   describe(`browser flows in ${engine}`, () => {
     const dir = artifactsOf(engine);

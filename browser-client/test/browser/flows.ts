@@ -260,6 +260,12 @@ export interface Flow {
    * so CI (which runs both in Chromium) does not do it twice; see `chromiumLeaves`.
    */
   chromiumSuite?: string;
+  /**
+   * Why Chromium's default run (CI's `npm run test:browser`) leaves this flow out
+   * although no main suite checks it, so CI does not grow; named in
+   * `AISA_BROWSER_FLOWS` it runs in Chromium too. The other engines always run it.
+   */
+  fullOnly?: string;
   run(ctx: FlowContext): Promise<void>;
 }
 
@@ -270,7 +276,7 @@ export interface Flow {
  */
 export function flowsFor(engine: EngineName, flows: readonly Flow[], named: string | undefined): Flow[] {
   if (engine !== 'chromium' || named) return [...flows];
-  return flows.filter((f) => !f.chromiumSuite);
+  return flows.filter((f) => !f.chromiumSuite && !f.fullOnly);
 }
 
 /** The provider's count of requests it saw aborted (its /stats). */
@@ -713,7 +719,22 @@ export interface KnownIssue {
 
 /** The known issues, each measured here (see the reason for how). */
 export const KNOWN_ISSUES: readonly KnownIssue[] = [
-  // None now. WebKitGTK's two were: the Secure refresh cookie over http://127.0.0.1 (it
+  // Issue 17 wants a dropped desktop's streams ended "with a clear ERROR" and the page to
+  // say "Your desktop went offline". Measured (offline-mid-run, the node killed with
+  // SIGKILL mid-run): the browser's stream is reset instead (Chromium: RESET_STREAM code
+  // 0; Firefox: "Error in input stream"; WebKit over the WebSocket: reset by the relay,
+  // code 1), and only 20.1 s after the kill in each engine (the run says "Running…" until
+  // then), so the page says stream_reset's sentence. Not a browser's fault: every engine.
+  ...(['chromium', 'firefox', 'webkit'] as const).map((engine) => ({
+    engine,
+    flows: ['offline-mid-run'],
+    error: /ended with "The connection to your desktop was cut before the answer was complete/,
+    reason:
+      "a desktop killed mid-run makes the relay reset the browser's stream instead of ending it with ERROR " +
+      '(peer_gone/device_offline), so the page says "The connection to your desktop was cut before the answer ' +
+      'was complete. Try again." (in words, but ~20 s after the kill) and not "Your desktop went offline"',
+  })),
+  // Engine-specific ones: none now. WebKitGTK's two were: the Secure refresh cookie over http://127.0.0.1 (it
   // keeps Secure cookies only from https; the harness now serves WebKit the app through an
   // https front, engines/https.ts), and the encrypted action (it cannot deserialize an
   // X25519 CryptoKey from IndexedDB; src/e2e/keystore.ts now falls back to the wrapped key).

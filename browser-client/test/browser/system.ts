@@ -264,6 +264,23 @@ export class System {
     node.output += `\n(stopped after ${Date.now() - started} ms, ${node.proc.signalCode ?? `exit ${node.proc.exitCode}`})\n`;
   }
 
+  /**
+   * Kills the desktop node with SIGKILL, as a crash or a pulled plug would: no drain of
+   * its runs, no goodbye to the relay (its output stays in {@link logs}).
+   */
+  async killNode(): Promise<void> {
+    if (!this.node) return;
+    const node = this.node;
+    this.node = null;
+    this.finished.push(node);
+    if (node.proc.exitCode === null && node.proc.signalCode === null) {
+      const exited = new Promise<void>((r) => node.proc.once('exit', () => r()));
+      node.proc.kill('SIGKILL');
+      await exited;
+    }
+    node.output += `\n(killed with SIGKILL by the test)\n`;
+  }
+
   /** Everything the processes printed, for failure reports. */
   logs(): string {
     return [...this.finished, ...this.children, ...(this.node ? [this.node] : [])]
