@@ -28,8 +28,9 @@ fi
 if [ -z "${SKIP_ENGINES:-}" ]; then
   # browser-client/test/browser/engines.test.ts: every browser flow (sign-in, run, cancel,
   # install, pairing, encrypted action, errors, history, schema form, onboarding, phone
-  # width, staying signed in, files: browse and upload, the model choice) in Chromium,
-  # Firefox ESR and WebKitGTK (~2 min), each
+  # width, staying signed in, files: browse and upload, the model choice, OpenID sign-in
+  # and sign-in methods, sessions and sign out everywhere, a run across screens, a desktop
+  # going offline, and one killed mid-run) in Chromium, Firefox ESR and WebKitGTK (~3 min), each
   # against its own relay and node (scripts/test.sh built the binaries, guests and web
   # app). Records and screenshots: browser-client/test-artifacts/engines/<engine>/.
   step "browser flows in every engine"
