@@ -489,7 +489,7 @@ export const FLOWS: readonly Flow[] = [
   },
   {
     id: 'history',
-    title: 'keeps each run on the desktop: listed in History, found by a word of its input, opened with its output',
+    title: 'keeps each run on the desktop: listed in History, found by a word of its input, opened with its output, run again with the same input, deleted',
     chromiumSuite: 'history.test.ts',
     async run(ctx) {
       const d = ctx.driver;
@@ -515,6 +515,30 @@ export const FLOWS: readonly Flow[] = [
       await waitText(d, '#history-output', `Echo: Write a short paragraph about ${marker}.`);
       await ctx.readTransport();
       await ctx.shot('history-run.png');
+      // Run again: the runner opens with the same input, and its run is a second one found.
+      await d.click('#history-run-again');
+      await poll('the runner with the same input', () => d.url(), (u) => u.endsWith('#/run/hello-ai'));
+      await waitFor(d, '#root_action');
+      await poll('the action filled in', () => d.evaluate<string>("document.getElementById('root_action').value"), (v) => v === 'write');
+      const payload = await d.evaluate<string>("document.getElementById('root_payload').value");
+      check(payload.includes(marker), `the runner's input is not the run's: ${payload}`);
+      await waitText(d, 'button[data-device="browser desk"]', /browser desk\s*online/);
+      await d.press('#root_action', 'Enter');
+      await waitText(d, '#run-status', /^Done/);
+      await ctx.route('#/history');
+      await waitText(d, '#history-status', /^\d+ runs?;/, 15_000);
+      await d.fill('#history-search', marker);
+      await waitText(d, '#history-status', new RegExp(`^2 runs matching “${marker}”`));
+      // Delete one of the two: one is left.
+      await d.click('.history-item');
+      await waitFor(d, '#history-run-title');
+      await d.click('#history-delete');
+      await poll(
+        'one run of the marker left',
+        () => d.evaluate<number>(`[...document.querySelectorAll('.history-item')].filter((e) => (e.textContent || '').includes(${JSON.stringify(marker)})).length`),
+        (n) => n === 1,
+      );
+      await ctx.shot('history-deleted.png');
     },
   },
   {
