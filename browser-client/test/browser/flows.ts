@@ -25,6 +25,7 @@ import { randomBytes } from 'node:crypto';
 import { exists, markByText, poll, textOf, waitFor, waitText, type Driver, type EngineName } from './engines/driver';
 import { ACCOUNT_FLOWS } from './engines/accounts';
 import { FILES_AND_MODEL_FLOWS } from './engines/files-and-models';
+import { INSTALL_FLOWS } from './engines/installs';
 import { SCREEN_FLOWS } from './engines/screens';
 import { EMAIL, PASSWORD, wasmBundle, type System } from './system';
 
@@ -725,6 +726,8 @@ export const FLOWS: readonly Flow[] = [
   ...ACCOUNT_FLOWS,
   // across-screens (a run survives other screens) and offline (the desktop's node stops, then starts)
   ...SCREEN_FLOWS,
+  // install-denied (the desktop refuses an install; the page says so)
+  ...INSTALL_FLOWS,
 ];
 
 /**
