@@ -1,5 +1,5 @@
 /**
- * Two flows for every engine (`../flows.ts` lists them with the others), so WebKit and
+ * Flows for every engine (`../flows.ts` lists them with the others), so WebKit and
  * Firefox check what Chromium's main suites check:
  *
  * - `across-screens` (Chromium: `webapp.test.ts`, "keeps a run going while the person
@@ -12,6 +12,10 @@
  *   the relay's device-status stream makes the page say the desktop is offline (the
  *   Run button disabled, a sentence saying what to do); the node started again, the
  *   desktop is online again and its apps are listed.
+ * - `devices` (Chromium: `webapp.test.ts`'s onboarding and `devices.test.ts`): the
+ *   Devices page shows the connected desktop online, its node version, "now", its AI
+ *   provider and model (no key); the node stopped, a real last-seen time (not 1970); the
+ *   node started again.
  * - `offline-mid-run` (no Chromium suite has it; Chromium runs it when named): the node is
  *   killed with SIGKILL (`System.killNode`: no drain, no goodbye; a node stopped with
  *   SIGINT finishes its runs first, so that is not a drop) while a slow run streams; the
@@ -137,6 +141,34 @@ export const SCREEN_FLOWS: readonly Flow[] = [
         await ctx.system.startNode();
       }
       await waitText(d, 'button[data-device="browser desk"]', /browser desk\s*online/, 15_000);
+    },
+  },
+  {
+    id: 'devices',
+    title: "shows a connected desktop's node version, AI provider and model on the Devices page, and a real last-seen time once it stops",
+    chromiumSuite: 'webapp.test.ts (onboarding: the devices page) and devices.test.ts',
+    async run(ctx) {
+      const d = ctx.driver;
+      await ctx.ensureSignedIn();
+      await ctx.requireTunnel();
+      await ctx.route('#/devices');
+      const row = await poll('the row of browser desk', () => markByText(d, '.device-row', /^browser desk/), () => true);
+      await waitText(d, `${row} h3`, /^browser desk\s*online/);
+      await waitText(d, `${row} .node-version`, /^version \d+\.\d+/, 10_000);
+      check((await textOf(d, `${row} .last-seen`)) === 'now', `an online desktop last seen "${await textOf(d, `${row} .last-seen`)}"`);
+      const provider = await waitText(d, `${row} .ai-provider`, /gpt-4o-mini/, 10_000);
+      check(!/sk-|api.?key/i.test(provider), `the provider line shows a key: ${provider}`);
+      await ctx.shot('devices-connected.png');
+      try {
+        await ctx.system.stopNode();
+        await waitText(d, `${row} h3`, /^browser desk\s*offline/, 45_000);
+        const seen = await waitText(d, `${row} .last-seen`, /just now|minute/, 15_000);
+        check(!/1970/.test(seen), `last seen: ${seen}`);
+        await ctx.shot('devices-last-seen.png');
+      } finally {
+        await ctx.system.startNode();
+      }
+      await waitText(d, `${row} h3`, /^browser desk\s*online/, 15_000);
     },
   },
 ];
