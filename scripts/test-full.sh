@@ -30,7 +30,8 @@ if [ -z "${SKIP_ENGINES:-}" ]; then
   # install, pairing, encrypted action, errors, history, schema form, onboarding, phone
   # width, staying signed in, files: browse and upload, the model choice, OpenID sign-in
   # and sign-in methods, sessions and sign out everywhere, a run across screens, a desktop
-  # going offline, and one killed mid-run) in Chromium, Firefox ESR and WebKitGTK (~3 min), each
+  # going offline, and one killed mid-run, the Devices page, a denied install) in Chromium,
+  # Firefox ESR and WebKitGTK (~3 min), each
   # against its own relay and node (scripts/test.sh built the binaries, guests and web
   # app). Records and screenshots: browser-client/test-artifacts/engines/<engine>/.
   step "browser flows in every engine"
