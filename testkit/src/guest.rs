@@ -13,6 +13,46 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// A `cargo` command for a test to run: the `cargo` that runs the tests (`$CARGO`),
+/// without the variables cargo sets for the test process itself (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_*`, `CARGO_BIN_EXE_*`, `OUT_DIR`, ...).
+///
+/// Build scripts read some of those (ring's reads `CARGO_MANIFEST_DIR` and
+/// `CARGO_PKG_NAME`): inherited, they differ from what a build from a shell sees, so a
+/// build started by a test reran ring's build script and rebuilt everything above ring
+/// (rustls, quinn, sqlx, reqwest and our crates), and the next ordinary build did it all
+/// again: about two minutes of CI each way.
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if is_set_for_the_test(name) {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// Whether cargo sets `name` for a test or build script it runs (rather than a person
+/// for every cargo command: `CARGO_HOME`, `CARGO_TARGET_DIR`, `CARGO_INCREMENTAL`, ...).
+fn is_set_for_the_test(name: &str) -> bool {
+    const PREFIXES: [&str; 5] = [
+        "CARGO_PKG_",
+        "CARGO_MANIFEST_",
+        "CARGO_BIN_",
+        "CARGO_CFG_",
+        "DEP_",
+    ];
+    const NAMES: [&str; 5] = [
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p)) || NAMES.contains(&name)
+}
+
 /// Path of `hello_ai.wasm`, built with `cargo build --target wasm32-unknown-unknown` in a
 /// separate target directory (so that it does not wait on the outer build's lock).
 pub fn hello_ai_wasm() -> &'static Path {
@@ -20,7 +60,7 @@ pub fn hello_ai_wasm() -> &'static Path {
     BUILT.get_or_init(|| {
         let root = workspace_root();
         let target_dir = root.join("target/guest");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        let status = cargo()
             .current_dir(&root)
             .args([
                 "build",
@@ -58,7 +98,7 @@ pub fn js_runtime_wasm() -> &'static Path {
     BUILT.get_or_init(|| {
         let root = workspace_root();
         let target_dir = root.join("target/guest");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        let status = cargo()
             .current_dir(&root)
             .env("CC_wasm32_unknown_unknown", "clang-14")
             .env("AR_wasm32_unknown_unknown", "llvm-ar-14")
@@ -119,4 +159,30 @@ pub fn echo_bundle(id: &str, name: &str, description: &str) -> Vec<u8> {
     aisa_miniapp::Bundle::from_files(files)
         .expect("a valid bundle")
         .to_zip_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_set_for_the_test;
+
+    #[test]
+    fn only_what_cargo_sets_for_a_test_is_removed() {
+        for name in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_BIN_EXE_relay-edge",
+            "OUT_DIR",
+        ] {
+            assert!(is_set_for_the_test(name), "{name}");
+        }
+        for name in [
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_INCREMENTAL",
+            "PATH",
+            "RUSTUP_TOOLCHAIN",
+        ] {
+            assert!(!is_set_for_the_test(name), "{name}");
+        }
+    }
 }

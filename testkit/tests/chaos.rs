@@ -149,8 +149,7 @@ fn bin_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("the test runs from target/<profile>/deps")
         .to_owned();
-    let mut build =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut build = aisa_testkit::guest::cargo();
     build
         .current_dir(aisa_testkit::guest::workspace_root())
         // The whole workspace's binaries, as CI's `cargo build --workspace` builds them:

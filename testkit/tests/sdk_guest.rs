@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use aisa_node::permissions::Grants;
@@ -17,7 +16,7 @@ use tokio::sync::mpsc;
 fn notes_wasm() -> PathBuf {
     let root = aisa_testkit::guest::workspace_root();
     let target_dir = root.join("target/guest");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = aisa_testkit::guest::cargo()
         .current_dir(&root)
         .args(["build", "--quiet", "--release", "-p", "notes"])
         .args(["--target", "wasm32-unknown-unknown", "--target-dir"])
