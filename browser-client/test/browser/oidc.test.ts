@@ -37,7 +37,7 @@
 
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -45,6 +45,7 @@ import Provider from 'oidc-provider';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ARTIFACTS, ENGINE_LABEL, launchChromium, type ChromiumPage } from './chromium';
+import { writeOidcRelayConfig } from './oidc-relay-config';
 
 const root = resolve(__dirname, '../../..');
 const binDir = process.env.AISA_BIN_DIR ?? join(root, 'target/debug');
@@ -142,23 +143,13 @@ beforeAll(async () => {
   relayEdge(['--data-dir', data, 'user', 'add', OWNER, '--password', PASSWORD]);
   relayEdge(['--data-dir', data, 'user', 'add', VICTIM, '--password', PASSWORD]);
   relayEdge(['--data-dir', data, 'user', 'add', UNLINKER, '--password', PASSWORD]);
-  const secretFile = join(dir, 'client-secret');
-  writeFileSync(secretFile, `${CLIENT_SECRET}\n`, { mode: 0o600 });
-  const config = join(dir, 'relay.toml');
-  writeFileSync(
-    config,
-    [
-      '[oidc]',
-      `public_url = "${relayUrl}"`,
-      '[[oidc.providers]]',
-      'name = "testid"',
-      'display_name = "Test ID"',
-      `issuer = "${issuer}"`,
-      `client_id = "${CLIENT_ID}"`,
-      `client_secret_file = ${JSON.stringify(secretFile)}`,
-      '',
-    ].join('\n'),
-  );
+  const config = writeOidcRelayConfig({
+    dir,
+    publicUrl: relayUrl,
+    issuer,
+    clientId: CLIENT_ID,
+    clientSecret: CLIENT_SECRET,
+  });
   relay = spawn(
     join(binDir, 'relay-edge'),
     [

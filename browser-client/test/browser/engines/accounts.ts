@@ -30,7 +30,7 @@
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -38,6 +38,7 @@ import Provider from 'oidc-provider';
 import type { Flow, FlowContext } from '../flows';
 import { exists, markByText, poll, textOf, waitFor, waitText, type Driver } from './driver';
 import { startHttpsFront, type HttpsFront } from './https';
+import { writeOidcRelayConfig } from '../oidc-relay-config';
 
 const root = resolve(__dirname, '../../../..');
 const binDir = process.env.AISA_BIN_DIR ?? join(root, 'target/debug');
@@ -131,23 +132,13 @@ async function startOidcSystem(ctx: FlowContext): Promise<OidcSystem> {
     execFileSync(join(binDir, 'relay-edge'), ['--data-dir', data, 'user', 'add', OIDC_EMAIL, '--password', OIDC_PASSWORD], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const secretFile = join(dir, 'client-secret');
-    writeFileSync(secretFile, `${CLIENT_SECRET}\n`, { mode: 0o600 });
-    const config = join(dir, 'relay.toml');
-    writeFileSync(
-      config,
-      [
-        '[oidc]',
-        `public_url = "${appUrl}"`,
-        '[[oidc.providers]]',
-        'name = "testid"',
-        'display_name = "Test ID"',
-        `issuer = "${issuer}"`,
-        `client_id = "${CLIENT_ID}"`,
-        `client_secret_file = ${JSON.stringify(secretFile)}`,
-        '',
-      ].join('\n'),
-    );
+    const config = writeOidcRelayConfig({
+      dir,
+      publicUrl: appUrl,
+      issuer,
+      clientId: CLIENT_ID,
+      clientSecret: CLIENT_SECRET,
+    });
     relay = spawn(
       join(binDir, 'relay-edge'),
       [
